@@ -1,0 +1,1 @@
+"""The HTTP API: client routes, worker routes and public routes (PROTOCOL.md)."""

@@ -1,0 +1,26 @@
+"""The aiohttp application of the engine's HTTP API."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from .client import setup_client_routes
+from .errors import error_middleware
+from .keys import engine_key
+from .public import setup_public_routes
+from .worker import setup_worker_routes
+
+if TYPE_CHECKING:
+    from ..engine import OrchestratorEngine
+
+
+def create_app(engine: OrchestratorEngine) -> web.Application:
+    """The API application serving ``engine``'s registered blueprints."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=engine.config.MAX_REQUEST_BODY_BYTES)
+    app[engine_key] = engine
+    setup_public_routes(app)
+    setup_worker_routes(app)
+    setup_client_routes(app, list(engine.blueprints.values()))
+    return app

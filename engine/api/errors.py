@@ -1,0 +1,82 @@
+"""Every error becomes JSON ``{"error": ..., "field"?, "details"?}`` with a 4xx/5xx status."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from ..errors import (
+    AvtomatikaError,
+    InvalidOperation,
+    JobNotFound,
+    ResultRejected,
+    UnknownBlueprint,
+    WorkerNotFound,
+)
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        field: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field, self.details = status, message, field, details
+        self.headers = headers
+
+
+def error_response(status: int, message: str, **extra: Any) -> web.Response:
+    body = {"error": message, **{k: v for k, v in extra.items() if v is not None}}
+    return web.json_response(body, status=status)
+
+
+def _status_of(exc: AvtomatikaError) -> int:
+    if isinstance(exc, JobNotFound | UnknownBlueprint | WorkerNotFound):
+        return 404
+    if isinstance(exc, ResultRejected):
+        return exc.status
+    if isinstance(exc, InvalidOperation):
+        return 409
+    return 400
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        response = error_response(exc.status, exc.message, field=exc.field, details=exc.details)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+    except ValidationError as exc:  # a blueprint's input model refused initial_data
+        errors = exc.errors(include_url=False, include_input=False)
+        field = ".".join(str(p) for p in errors[0]["loc"]) or None
+        return error_response(
+            400,
+            f"{field}: {errors[0]['msg']}" if field else errors[0]["msg"],
+            field=field,
+            details=[{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in errors],
+        )
+    except AvtomatikaError as exc:
+        return error_response(_status_of(exc), str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason)
+    except Exception:
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal error; see the engine's log")

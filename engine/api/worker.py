@@ -1,0 +1,123 @@
+"""Worker routes (prefix ``/_worker``): register, heartbeat, long-poll for tasks, post results, WebSocket."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from ..errors import WorkerNotFound
+from .auth import check_worker
+from .errors import ApiError
+from .keys import engine_key
+from .payloads import TaskResult, WorkerRegistration, worker_view
+from .requests import parse, read_json
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "/_worker"
+
+
+def _max_depth(request: web.Request) -> int:
+    return int(request.app[engine_key].config.MAX_JSON_DEPTH)
+
+
+async def register(request: web.Request) -> web.Response:
+    body = await read_json(request, max_depth=_max_depth(request))
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object (the worker record)")
+    record = parse(WorkerRegistration, body)
+    check_worker(request, record.worker_id)
+    await request.app[engine_key].register_worker(record.model_dump(exclude_none=True))
+    return web.json_response({"status": "registered", "worker_id": record.worker_id})
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    worker_id = request.match_info["worker_id"]
+    check_worker(request, worker_id)
+    body = await read_json(request, max_depth=_max_depth(request), allow_empty=True)
+    if body is not None and not isinstance(body, dict):
+        raise ApiError(400, "the heartbeat body must be a JSON object")
+    changes = {k: v for k, v in (body or {}).items() if k != "worker_id"}
+    engine = request.app[engine_key]
+    record = await engine.heartbeat(worker_id, changes)
+    if not changes:
+        return web.json_response({"status": "ttl_refreshed"})
+    load = (await engine.storage.worker_load()).get(worker_id, 0)
+    return web.json_response(worker_view(record, load, record.last_seen))
+
+
+async def next_task(request: web.Request) -> web.Response:
+    worker_id = request.match_info["worker_id"]
+    check_worker(request, worker_id)
+    engine = request.app[engine_key]
+    task = await engine.next_task(worker_id)
+    if task is None:
+        return web.Response(status=204)
+    return web.json_response(task.wire())
+
+
+async def task_result(request: web.Request) -> web.Response:
+    body = parse(TaskResult, await read_json(request, max_depth=_max_depth(request)))
+    check_worker(request, body.worker_id)
+    engine = request.app[engine_key]
+    status = await engine.submit_result(
+        body.job_id, body.task_id, body.worker_id, body.result.model_dump(exclude_none=True)
+    )
+    return web.json_response({"status": status})
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    owner = check_worker(request, request.match_info.get("worker_id"))
+    worker_id = request.match_info.get("worker_id") or owner
+    if worker_id is None:
+        raise ApiError(400, "connect to /_worker/ws/{worker_id}, or use a worker's own token on /_worker/ws")
+    engine = request.app[engine_key]
+    if await engine.storage.get_worker(worker_id) is None:
+        raise WorkerNotFound(worker_id)
+    socket = web.WebSocketResponse(heartbeat=30)
+    await socket.prepare(request)
+    engine.channels.attach(worker_id, socket)
+    try:
+        async for message in socket:
+            if message.type == WSMsgType.TEXT:
+                await _on_message(engine, worker_id, message.data)
+    finally:
+        engine.channels.detach(worker_id, socket)
+    return socket
+
+
+async def _on_message(engine: Any, worker_id: str, text: str) -> None:
+    try:
+        message = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        logger.warning("worker %s sent a WebSocket message that is not JSON", worker_id)
+        return
+    if not isinstance(message, dict):
+        return
+    kind = message.get("event") or message.get("type")  # SDK 1.0b1 writes "type"
+    if kind != "progress_update":
+        logger.debug("worker %s sent an unknown WebSocket message %r", worker_id, kind)
+        return
+    progress = message.get("progress")
+    note = message.get("message")
+    job_id, task_id = message.get("job_id"), message.get("task_id")
+    if isinstance(job_id, str) and isinstance(task_id, str):
+        await engine.record_progress(
+            worker_id,
+            job_id,
+            task_id,
+            float(progress) if isinstance(progress, int | float) and not isinstance(progress, bool) else None,
+            str(note)[:1000] if note is not None else None,
+        )
+
+
+def setup_worker_routes(app: web.Application) -> None:
+    app.router.add_post(f"{PREFIX}/workers/register", register)
+    app.router.add_patch(f"{PREFIX}/workers/{{worker_id}}", heartbeat)
+    app.router.add_get(f"{PREFIX}/workers/{{worker_id}}/tasks/next", next_task)
+    app.router.add_post(f"{PREFIX}/tasks/result", task_result)
+    app.router.add_get(f"{PREFIX}/ws/{{worker_id}}", websocket)
+    app.router.add_get(f"{PREFIX}/ws", websocket)

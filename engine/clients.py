@@ -1,0 +1,120 @@
+"""Who may call the engine: clients (``X-Avtomatika-Token``) and workers (``X-Worker-Token``).
+
+Tokens come from TOML files (``CLIENTS_CONFIG_PATH``, ``WORKERS_CONFIG_PATH``) or single tokens from
+the environment (``CLIENT_TOKEN``, ``GLOBAL_WORKER_TOKEN``). Worker tokens are kept only as hashes.
+With no token configured at all, the API is open (a warning says so at start-up).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+ANONYMOUS = "anonymous"
+
+
+@dataclass(slots=True, frozen=True)
+class Client:
+    name: str
+    plan: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    monthly_attempts: int | None = None
+
+    def public(self) -> dict[str, Any]:
+        """What a handler sees as ``context.client`` (never the token)."""
+        return {"name": self.name, "plan": self.plan, "params": dict(self.params)}
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class AccessRegistry:
+    """Looks up clients and workers by token; compares digests in constant time."""
+
+    def __init__(self, config: Config) -> None:
+        self._clients: dict[str, Client] = {}
+        self._worker_digests: dict[str, str] = {}  # digest -> worker id
+        self._global_worker_digest: str | None = None
+        self._load_clients(config)
+        self._load_workers(config)
+        if config.GLOBAL_WORKER_TOKEN is not None:
+            self._global_worker_digest = _digest(config.GLOBAL_WORKER_TOKEN.get_secret_value())
+
+    @property
+    def clients_open(self) -> bool:
+        return not self._clients
+
+    @property
+    def workers_open(self) -> bool:
+        return not self._worker_digests and self._global_worker_digest is None
+
+    def client(self, token: str | None) -> Client | None:
+        if self.clients_open:
+            return Client(ANONYMOUS)
+        if not token:
+            return None
+        return self._clients.get(_digest(token))
+
+    def client_by_name(self, name: str | None) -> Client | None:
+        if name is None:
+            return None
+        return next((c for c in self._clients.values() if c.name == name), Client(name))
+
+    def worker(self, token: str | None) -> tuple[bool, str | None]:
+        """(accepted, worker id the token belongs to; None for the global token or an open API)."""
+        if self.workers_open:
+            return True, None
+        if not token:
+            return False, None
+        digest = _digest(token)
+        if self._global_worker_digest is not None and hmac.compare_digest(digest, self._global_worker_digest):
+            return True, None
+        worker_id = self._worker_digests.get(digest)
+        return (worker_id is not None), worker_id
+
+    def _load_clients(self, config: Config) -> None:
+        path = config.CLIENTS_CONFIG_PATH or (Path("clients.toml") if Path("clients.toml").is_file() else None)
+        if path is not None:
+            for name, entry in _read_toml(path, "CLIENTS_CONFIG_PATH").items():
+                token = entry.get("token") if isinstance(entry, dict) else None
+                if not isinstance(token, str) or not token:
+                    raise ConfigError(f"CLIENTS_CONFIG_PATH={path}: client [{name}] needs a token")
+                quota = entry.get("monthly_attempts")
+                self._clients[_digest(token)] = Client(
+                    name,
+                    entry.get("plan"),
+                    dict(entry.get("params") or {}),
+                    quota if isinstance(quota, int) else None,
+                )
+        if config.CLIENT_TOKEN is not None:
+            self._clients[_digest(config.CLIENT_TOKEN.get_secret_value())] = Client("default")
+
+    def _load_workers(self, config: Config) -> None:
+        path = config.WORKERS_CONFIG_PATH
+        if path is None:
+            return
+        for worker_id, entry in _read_toml(path, "WORKERS_CONFIG_PATH").items():
+            token = entry.get("token") if isinstance(entry, dict) else None
+            if not isinstance(token, str) or not token:
+                raise ConfigError(f"WORKERS_CONFIG_PATH={path}: worker [{worker_id}] needs a token")
+            self._worker_digests[_digest(token)] = worker_id
+
+
+def _read_toml(path: Path, variable: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"{variable}={path}: cannot read it ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{variable}={path}: not valid TOML ({exc})") from None

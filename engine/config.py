@@ -1,0 +1,113 @@
+"""Engine configuration, read from environment variables (the names of the original release).
+
+``Config()`` reads the environment; a bad value raises :class:`~avtomatika.errors.ConfigError`
+naming the variable, so a typo fails at start-up instead of at the first job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True, env_prefix="")
+
+    API_HOST: str = "0.0.0.0"
+    API_PORT: int = Field(8080, ge=0, le=65535)
+    CLIENTS_CONFIG_PATH: Path | None = None
+    WORKERS_CONFIG_PATH: Path | None = None
+    CLIENT_TOKEN: SecretStr | None = None
+    GLOBAL_WORKER_TOKEN: SecretStr | None = None
+
+    REDIS_URL: str | None = None
+    REDIS_HOST: str | None = None
+    REDIS_PORT: int = Field(6379, ge=1, le=65535)
+    REDIS_DB: int = Field(0, ge=0)
+    HISTORY_DATABASE_URI: str | None = None
+
+    WORKER_TIMEOUT_SECONDS: float = Field(300.0, gt=0)
+    WORKER_POLL_TIMEOUT_SECONDS: float = Field(30.0, ge=0)
+    WORKER_HEALTH_CHECK_INTERVAL_SECONDS: float = Field(60.0, gt=0)
+    JOB_MAX_RETRIES: int = Field(3, ge=0)
+    RETRY_BACKOFF_BASE_SECONDS: float = Field(1.0, ge=0)
+    RETRY_BACKOFF_MAX_SECONDS: float = Field(60.0, ge=0)
+    WATCHER_INTERVAL_SECONDS: float = Field(20.0, gt=0)
+    EXECUTOR_CONCURRENCY: int = Field(64, ge=1)
+
+    MAX_REQUEST_BODY_BYTES: int = Field(1_048_576, ge=1024)
+    MAX_JSON_DEPTH: int = Field(64, ge=2)
+
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    LOG_FORMAT: Literal["json", "text"] = "json"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upper_case_levels(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("LOG_LEVEL", "LOG_FORMAT"):
+                value = data.get(key)
+                if isinstance(value, str):
+                    data[key] = value.upper() if key == "LOG_LEVEL" else value.lower()
+        return data
+
+
+class Config:
+    """Settings of one engine. ``Config()`` reads the environment; keyword arguments override it.
+
+    Attributes keep the environment variable names (``config.API_PORT``), as in the original.
+    """
+
+    __slots__ = ("_settings",)
+
+    def __init__(self, **overrides: Any) -> None:
+        try:
+            settings = _Settings(**overrides)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+        object.__setattr__(self, "_settings", settings)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return getattr(self._settings, name)
+        except AttributeError:
+            raise AttributeError(f"Config has no setting {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Config is read-only; pass overrides to Config(...)")
+
+    def __repr__(self) -> str:
+        return f"Config({self._settings!r})"
+
+    def replace(self, **overrides: Any) -> Config:
+        """A copy with some settings changed."""
+        return Config(**{**self._settings.model_dump(exclude_unset=True), **overrides})
+
+    @property
+    def redis_url(self) -> str | None:
+        """The Redis to use for live state, or None for in-memory storage."""
+        if self._settings.REDIS_URL:
+            return self._settings.REDIS_URL
+        if self._settings.REDIS_HOST:
+            s = self._settings
+            return f"redis://{s.REDIS_HOST}:{s.REDIS_PORT}/{s.REDIS_DB}"
+        return None
+
+    @staticmethod
+    def documented_settings() -> dict[str, Any]:
+        """Every setting with its default, for docs and their tests."""
+        return {name: field.default for name, field in _Settings.model_fields.items()}
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        variable = ".".join(str(p) for p in error["loc"]) or "configuration"
+        given = error.get("input")
+        parts.append(f"{variable}={given!r}: {error['msg']}")
+    return "Invalid configuration: " + "; ".join(parts)

@@ -1,0 +1,470 @@
+"""The engine: holds blueprints, steps jobs, serves the HTTP API, and is what every face calls.
+
+The HTTP API, the studio and the notebook widgets all call the methods of
+:class:`OrchestratorEngine`; none of them touches storage directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from .blueprint import StateMachineBlueprint
+from .clients import AccessRegistry
+from .config import Config
+from .dispatch import WorkerChooser, meets_requirements
+from .errors import (
+    BlueprintInvalid,
+    InvalidOperation,
+    JobNotFound,
+    UnknownBlueprint,
+    VersionConflict,
+    WorkerNotFound,
+)
+from .events import Event, EventBus, EventKind
+from .logs import configure_logging
+from .models import TERMINAL_STATUSES, Job, JobStatus, Task, WorkerRecord, new_id, now
+from .operations import Operations
+from .outcomes import Outcome
+from .results import ResultProcessor
+from .runner import JobRunner
+from .scheduler import Scheduler
+from .storage import JobFilter, MemoryStorage, Storage
+from .workers import WorkerChannels
+
+logger = logging.getLogger(__name__)
+
+#: How many times a change is recomputed when the job changed under it before giving up.
+MAX_CONFLICT_RETRIES = 50
+
+
+class OrchestratorEngine:
+    """Runs blueprints' jobs and serves the client, worker and public HTTP API.
+
+    Args:
+        storage: Live state; ``MemoryStorage()`` when omitted.
+        config: Settings; ``Config()`` (the environment) when omitted.
+    """
+
+    def __init__(self, storage: Storage | None = None, config: Config | None = None) -> None:
+        self.config = config or Config()
+        self.storage = storage if storage is not None else MemoryStorage()
+        self.access = AccessRegistry(self.config)
+        self.blueprints: dict[str, StateMachineBlueprint] = {}
+        self.events = EventBus()
+        self.channels = WorkerChannels()
+        self.runner = JobRunner(self)
+        self.results = ResultProcessor(self)
+        self.operations = Operations(self)
+        self.scheduler = Scheduler(self)
+        self.chooser = WorkerChooser()
+        self.app: web.Application | None = None
+        self.port: int | None = None
+        self._site_runner: web.AppRunner | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._workers_cache: tuple[float, list[WorkerRecord]] = (0.0, [])
+        self.started_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"OrchestratorEngine(storage={type(self.storage).__name__}, blueprints={list(self.blueprints)})"
+
+    # -- blueprints ------------------------------------------------------------------------------
+    def register_blueprint(self, blueprint: StateMachineBlueprint) -> None:
+        """Validate ``blueprint`` and serve it; raises :class:`BlueprintInvalid` listing every error."""
+        for warning in blueprint.check():
+            logger.warning("blueprint %s: %s", blueprint.name, warning)
+        existing = self.blueprints.get(blueprint.name)
+        if existing is not None and existing is not blueprint:
+            raise BlueprintInvalid(blueprint.name, ["a blueprint with this name is already registered"])
+        clash = next(
+            (
+                b
+                for b in self.blueprints.values()
+                if b is not blueprint
+                and (b.api_version, b.api_endpoint) == (blueprint.api_version, blueprint.api_endpoint)
+            ),
+            None,
+        )
+        if clash is not None:
+            raise BlueprintInvalid(
+                blueprint.name, [f"its endpoint {blueprint.api_endpoint} is already used by '{clash.name}'"]
+            )
+        self.blueprints[blueprint.name] = blueprint
+        if self.app is not None:
+            logger.warning("blueprint %s registered after start: its endpoint is not served", blueprint.name)
+
+    def blueprint_of(self, job: Job) -> StateMachineBlueprint:
+        blueprint = self.blueprints.get(job.blueprint)
+        if blueprint is None:
+            raise UnknownBlueprint(job.blueprint)
+        return blueprint
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self, host: str | None = None, port: int | None = None, *, http: bool = True) -> None:
+        """Start stepping jobs and, with ``http``, serve the API; for use inside a running loop."""
+        if self._background:
+            raise RuntimeError("the engine is already started")
+        configure_logging(self.config)
+        await self.storage.connect()
+        if self.access.clients_open:
+            logger.warning("no client tokens configured (CLIENT_TOKEN / CLIENTS_CONFIG_PATH): the client API is open")
+        if self.access.workers_open:
+            logger.warning(
+                "no worker tokens configured (GLOBAL_WORKER_TOKEN / WORKERS_CONFIG_PATH): the worker API is open"
+            )
+        self.started_at = now()
+        loop = asyncio.get_running_loop()
+        consumers = [
+            loop.create_task(self.runner.consume(), name=f"avtomatika-step-{i}")
+            for i in range(self.config.EXECUTOR_CONCURRENCY)
+        ]
+        self._background = [*consumers, loop.create_task(self.scheduler.run(), name="avtomatika-scheduler")]
+        if http:
+            await self._serve(host or self.config.API_HOST, self.config.API_PORT if port is None else port)
+
+    async def _serve(self, host: str, port: int) -> None:
+        from .api.app import create_app
+
+        self.app = create_app(self)
+        self._site_runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._site_runner.setup()
+        site = web.TCPSite(self._site_runner, host, port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        logger.info("avtomatika engine serving on http://%s:%s", host, self.port)
+
+    async def stop(self) -> None:
+        """Stop serving and stepping; waits for background work to end."""
+        if self._site_runner is not None:
+            await self._site_runner.cleanup()
+            self._site_runner = None
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._background = []
+        await self.channels.close_all()
+        await self.storage.close()
+        self.app = None
+
+    def run(self) -> None:
+        """Serve until interrupted (Ctrl-C or SIGTERM). Blocking.
+
+        Called from inside a running event loop (as in ``asyncio.run(main())``), the engine runs
+        in a thread of its own with its own loop, and this call still blocks until it stops.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(self._serve_forever(install_signals=True))
+            return
+        self._run_in_thread()
+
+    def _run_in_thread(self) -> None:
+        stop: list[Callable[[], None]] = []
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            async def main() -> None:
+                loop = asyncio.get_running_loop()
+                finished = asyncio.Event()
+                stop.append(lambda: loop.call_soon_threadsafe(finished.set))
+                ready.set()
+                await self._serve_forever(install_signals=False, until=finished)
+
+            try:
+                asyncio.run(main())
+            except BaseException as exc:
+                errors.append(exc)
+                ready.set()
+
+        thread = threading.Thread(target=target, name="avtomatika-engine", daemon=True)
+        thread.start()
+        ready.wait()
+        try:
+            while thread.is_alive():
+                thread.join(0.2)
+        except KeyboardInterrupt:
+            if stop:
+                stop[0]()
+            thread.join(10)
+            raise
+        if errors:
+            raise errors[0]
+
+    async def _serve_forever(self, *, install_signals: bool, until: asyncio.Event | None = None) -> None:
+        import signal
+
+        finished = until or asyncio.Event()
+        if install_signals:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(signum, finished.set)
+        await self.start()
+        try:
+            await finished.wait()
+        finally:
+            await self.stop()
+
+    # -- jobs ------------------------------------------------------------------------------------
+    async def create_job(
+        self,
+        blueprint_name: str,
+        initial_data: dict[str, Any] | None = None,
+        *,
+        client: str | None = None,
+        parent_job_id: str | None = None,
+        job_id: str | None = None,
+        tracing_context: dict[str, str] | None = None,
+    ) -> Job:
+        """Create a job at its blueprint's start state and queue it to run."""
+        blueprint = self.blueprints.get(blueprint_name)
+        if blueprint is None:
+            raise UnknownBlueprint(blueprint_name)
+        data = dict(initial_data or {})
+        if blueprint.input_model is not None:
+            data = blueprint.input_model.model_validate(data).model_dump(mode="json")  # type: ignore[attr-defined]
+        start = blueprint.start_state or ""
+        job = Job(
+            id=job_id or new_id(),
+            blueprint=blueprint_name,
+            state=start,
+            initial_data=data,
+            client=client,
+            parent_job_id=parent_job_id,
+            visits={start: 1},
+            tracing_context=dict(tracing_context or {}),
+        )
+        job = await self.storage.create_job(job)
+        self.events.publish(
+            Event(
+                EventKind.JOB_CREATED,
+                job.id,
+                job.blueprint,
+                job.state,
+                job.status,
+                {
+                    "initial_data": data,
+                    "client": client,
+                    "parent_job_id": parent_job_id,
+                    "blueprint_version": blueprint.version,
+                },
+            )
+        )
+        return job
+
+    async def get_job(self, job_id: str) -> Job | None:
+        return await self.storage.get_job(job_id)
+
+    async def require_job(self, job_id: str, client: str | None = None) -> Job:
+        """The job, or JobNotFound, also when it belongs to another client than ``client``."""
+        job = await self.storage.get_job(job_id)
+        if job is None or (client is not None and job.client != client):
+            raise JobNotFound(job_id)
+        return job
+
+    async def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        blueprint: str | None = None,
+        state: str | None = None,
+        client: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Job]:
+        return await self.storage.list_jobs(JobFilter(status, blueprint, client, state), limit, offset)
+
+    async def current_tasks(self, job: Job) -> list[Task]:
+        """The tasks the job is waiting on (or holds, when quarantined)."""
+        wait = job.wait or {}
+        ids = wait.get("task_ids", []) if job.status != JobStatus.QUARANTINED else wait.get("held_task_ids", [])
+        tasks = [await self.storage.get_task(task_id) for task_id in ids]
+        return [t for t in tasks if t is not None]
+
+    async def cancel_job(self, job_id: str, actor: str = "operator") -> Job:
+        return await self.operations.cancel(job_id, actor)
+
+    async def retry_job(self, job_id: str, actor: str = "operator", from_state: str | None = None) -> Job:
+        return await self.operations.retry(job_id, actor, from_state)
+
+    async def release_job(self, job_id: str, actor: str = "operator", params: dict[str, Any] | None = None) -> Job:
+        return await self.operations.release(job_id, actor, params)
+
+    async def fail_job(self, job_id: str, actor: str = "operator", reason: str | None = None) -> Job:
+        return await self.operations.fail(job_id, actor, reason)
+
+    async def decide(self, job_id: str, decision: str, actor: str = "webhook") -> Job:
+        return await self.operations.decide(job_id, decision, actor)
+
+    async def dashboard(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for (_, status, _), n in (await self.storage.count_jobs()).items():
+            counts[status] = counts.get(status, 0) + n
+        workers = await self.storage.list_workers()
+        at = now()
+        return {
+            "jobs": {"total": sum(counts.values()), "by_status": counts},
+            "workers": {"total": len(workers), "alive": sum(1 for w in workers if w.alive(at))},
+            "queues": await self.storage.queue_lengths(),
+        }
+
+    # -- workers ---------------------------------------------------------------------------------
+    @property
+    def worker_ttl_s(self) -> float:
+        return 2 * self.config.WORKER_HEALTH_CHECK_INTERVAL_SECONDS
+
+    async def register_worker(self, info: dict[str, Any]) -> WorkerRecord:
+        worker_id = str(info["worker_id"])
+        existing = await self.storage.get_worker(worker_id)
+        at = now()
+        record = WorkerRecord(
+            worker_id, dict(info), existing.registered_at if existing else at, at, at + self.worker_ttl_s
+        )
+        await self.storage.save_worker(record)
+        self._workers_cache = (0.0, [])
+        self.events.publish(
+            Event(EventKind.WORKER_REGISTERED, data={"worker_id": worker_id, "supported_tasks": record.supported_tasks})
+        )
+        return record
+
+    async def heartbeat(self, worker_id: str, changes: dict[str, Any]) -> WorkerRecord:
+        record = await self.storage.get_worker(worker_id)
+        at = now()
+        if record is None or not record.alive(at):
+            raise WorkerNotFound(worker_id)
+        record.info.update(changes)
+        record.last_seen = at
+        record.expires_at = at + self.worker_ttl_s
+        await self.storage.save_worker(record)
+        if changes:
+            self._workers_cache = (0.0, [])
+        return record
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        return await self.storage.list_workers()
+
+    async def next_task(self, worker_id: str, timeout_s: float | None = None) -> Task | None:
+        """Long poll: the worker's next task, or None after ``timeout_s``."""
+        record = await self.storage.get_worker(worker_id)
+        if record is None or not record.alive(now()):
+            raise WorkerNotFound(worker_id)
+        wait_s = self.config.WORKER_POLL_TIMEOUT_SECONDS if timeout_s is None else timeout_s
+        task = await self.storage.take_task(
+            record, wait_s, lambda t: time.time() + self.task_timeout_s(t), lambda t: meets_requirements(record, t)
+        )
+        if task is not None:
+            self.events.publish(
+                Event(
+                    EventKind.TASK_TAKEN,
+                    task.job_id,
+                    None,
+                    task.state,
+                    None,
+                    {"task_id": task.id, "task_type": task.type, "worker_id": worker_id, "attempt": task.attempt},
+                )
+            )
+        return task
+
+    async def submit_result(self, job_id: str, task_id: str, worker_id: str, result: dict[str, Any]) -> str:
+        return await self.results.submit(job_id, task_id, worker_id, result)
+
+    async def record_progress(
+        self, worker_id: str, job_id: str, task_id: str, progress: float | None, message: str | None
+    ) -> None:
+        task = await self.storage.get_task(task_id)
+        if task is None or task.job_id != job_id or task.worker_id != worker_id:
+            return
+        await self.storage.update_task(task_id, progress=progress, progress_message=message)
+        self.events.publish(
+            Event(
+                EventKind.TASK_PROGRESS,
+                job_id,
+                None,
+                task.state,
+                None,
+                {"task_id": task_id, "progress": progress, "message": message},
+            )
+        )
+
+    def task_timeout_s(self, task: Task) -> float:
+        return task.timeout_s or self.config.WORKER_TIMEOUT_SECONDS
+
+    async def assign_workers(self, tasks: list[Task]) -> None:
+        """Give each task to a free eligible worker chosen by its strategy, if there is one."""
+        cached_at, workers = self._workers_cache
+        at = now()
+        if at - cached_at > 0.5:
+            workers = [w for w in await self.storage.list_workers() if w.alive(at)]
+            self._workers_cache = (at, workers)
+        if not workers:
+            return
+        load = await self.storage.worker_load()
+        for task in tasks:
+            worker_id = self.chooser.choose(task, workers, load)
+            task.worker_id = worker_id
+            if worker_id is not None:
+                load[worker_id] = load.get(worker_id, 0) + 1
+
+    def client_info(self, client: str | None) -> dict[str, Any] | None:
+        found = self.access.client_by_name(client)
+        return found.public() if found is not None else None
+
+    # -- changing jobs ---------------------------------------------------------------------------
+    async def update_job(self, job_id: str, build: Callable[[Job], Awaitable[Outcome | None]]) -> Job:
+        """Read the job, build an Outcome from it, commit; again from a fresh read on a conflict."""
+        for _ in range(MAX_CONFLICT_RETRIES):
+            job = await self.storage.get_job(job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            outcome = await build(job)
+            if outcome is None:
+                return job
+            try:
+                return await self.apply(outcome)
+            except VersionConflict:
+                continue
+        raise InvalidOperation(job_id, "the job kept changing; try again")
+
+    async def apply(self, outcome: Outcome) -> Job:
+        """Commit an outcome, then publish its events and carry out what follows from it."""
+        job = await self.storage.commit(outcome.commit)
+        for event in outcome.events:
+            if event.status is None or event.job_id == job.id:
+                event.status = job.status
+            self.events.publish(event)
+        for task in outcome.cancel_on_workers:
+            if task.worker_id:
+                await self.channels.cancel_task(task.worker_id, task.job_id, task.id)
+        for child in outcome.children:
+            await self.create_job(
+                child.blueprint,
+                child.initial_data,
+                client=child.client,
+                parent_job_id=child.parent_job_id,
+                job_id=child.id,
+                tracing_context=child.tracing_context,
+            )
+        if job.status in TERMINAL_STATUSES:
+            await self._after_end(job, outcome)
+        return job
+
+    async def _after_end(self, job: Job, outcome: Outcome) -> None:
+        child_id = next((e.data.get("child_job_id") for e in outcome.events if e.data.get("child_job_id")), None)
+        if child_id and job.status == JobStatus.CANCELLED:
+            with contextlib.suppress(InvalidOperation, JobNotFound):
+                await self.operations.cancel(child_id, f"parent job {job.id}")
+        if job.parent_job_id and job.status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED):
+            await self.operations.resume_parent(job)

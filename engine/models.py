@@ -1,0 +1,178 @@
+"""The records the engine keeps: jobs, tasks and workers.
+
+They are slotted dataclasses (cheap to hold by the ten thousand) that serialise to plain dicts; storage
+backends keep them as JSON so what is read back is always exactly what was written.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING_FOR_WORKER = "waiting_for_worker"
+    WAITING_FOR_HUMAN = "waiting_for_human"
+    WAITING_FOR_PARALLEL_TASKS = "waiting_for_parallel_tasks"
+    WAITING_FOR_SUB_JOB = "waiting_for_sub_job"
+    AWAITING_RETRY = "awaiting_retry"
+    FINISHED = "finished"
+    FAILED = "failed"
+    QUARANTINED = "quarantined"
+    CANCELLED = "cancelled"
+
+
+#: Statuses in which nothing happens to a job without an operator.
+TERMINAL_STATUSES = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.QUARANTINED, JobStatus.CANCELLED})
+#: Statuses in which the job's current state handler is due to run.
+RUNNABLE_STATUSES = frozenset({JobStatus.PENDING, JobStatus.RUNNING})
+WAITING_ON_TASKS = frozenset({JobStatus.WAITING_FOR_WORKER, JobStatus.WAITING_FOR_PARALLEL_TASKS})
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    RETRY_SCHEDULED = "retry_scheduled"
+    DONE = "done"
+    WITHDRAWN = "withdrawn"
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def now() -> float:
+    return time.time()
+
+
+class _Record:
+    """Dict round trip shared by the records below."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload,no-any-return]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        names = _field_names(cls)
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
+
+
+def _field_names(cls: type) -> frozenset[str]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))
+    return names
+
+
+@dataclass(slots=True)
+class Wait:
+    """What a non-runnable, non-terminal job is waiting on; every such job names one."""
+
+    kind: str  # "tasks" | "human" | "sub_job" | "retry"
+    task_ids: list[str] = field(default_factory=list)
+    aggregate_into: str | None = None
+    transitions: dict[str, str] = field(default_factory=dict)
+    child_job_id: str | None = None
+    retry_at: float | None = None
+    message: str | None = None
+
+
+@dataclass(slots=True)
+class Job(_Record):
+    id: str
+    blueprint: str
+    state: str
+    status: str = JobStatus.PENDING
+    initial_data: dict[str, Any] = field(default_factory=dict)
+    state_history: dict[str, Any] = field(default_factory=dict)
+    created_at: float = field(default_factory=now)
+    updated_at: float = field(default_factory=now)
+    error: str | None = None
+    retry_count: int = 0
+    handler_attempts: int = 0
+    client: str | None = None
+    parent_job_id: str | None = None
+    wait: dict[str, Any] | None = None
+    visits: dict[str, int] = field(default_factory=dict)
+    tracing_context: dict[str, str] = field(default_factory=dict)
+    version: int = 0
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def waiting(self) -> Wait | None:
+        return Wait(**self.wait) if self.wait else None
+
+
+@dataclass(slots=True)
+class Task(_Record):
+    id: str
+    job_id: str
+    type: str
+    params: dict[str, Any] = field(default_factory=dict)
+    transitions: dict[str, str] = field(default_factory=dict)
+    priority: float = 0.0
+    timeout_s: float | None = None
+    strategy: str = "default"
+    requirements: dict[str, Any] | None = None
+    max_cost: float | None = None
+    aggregate_into: str | None = None
+    state: str = ""
+    attempt: int = 1
+    status: str = TaskStatus.QUEUED
+    worker_id: str | None = None
+    queued_at: float = field(default_factory=now)
+    taken_at: float | None = None
+    deadline: float | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    tracing_context: dict[str, str] = field(default_factory=dict)
+
+    def wire(self) -> dict[str, Any]:
+        """The task as a worker receives it (PROTOCOL.md)."""
+        return {
+            "job_id": self.job_id,
+            "task_id": self.id,
+            "type": self.type,
+            "params": self.params,
+            "tracing_context": self.tracing_context,
+            "priority": self.priority,
+        }
+
+
+@dataclass(slots=True)
+class WorkerRecord(_Record):
+    """A registered worker. ``info`` keeps every field the worker sent, known or not."""
+
+    worker_id: str
+    info: dict[str, Any] = field(default_factory=dict)
+    registered_at: float = field(default_factory=now)
+    last_seen: float = field(default_factory=now)
+    expires_at: float = 0.0
+
+    @property
+    def supported_tasks(self) -> list[str]:
+        tasks = self.info.get("supported_tasks") or []
+        return [t for t in tasks if isinstance(t, str)]
+
+    @property
+    def max_concurrent_tasks(self) -> int:
+        resources = self.info.get("resources") or {}
+        value = self.info.get("max_concurrent_tasks") or (
+            resources.get("max_concurrent_tasks") if isinstance(resources, dict) else None
+        )
+        return value if isinstance(value, int) and value > 0 else 1
+
+    def alive(self, at: float) -> bool:
+        return self.expires_at > at

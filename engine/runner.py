@@ -1,0 +1,267 @@
+"""Steps jobs: run the current state's handler and commit the one action it took."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import traceback
+from typing import TYPE_CHECKING
+
+from .actions import ActionFactory, Dispatch, HumanApproval, RunBlueprint, Transition
+from .blueprint import StateMachineBlueprint
+from .context import DataStores, JobContext
+from .errors import HandlerError, VersionConflict
+from .events import EventKind
+from .models import RUNNABLE_STATUSES, Job, JobStatus, Task, new_id
+from .outcomes import Outcome, backoff_s, end, event, move_to
+from .storage.base import Commit
+
+if TYPE_CHECKING:
+    from .engine import OrchestratorEngine
+
+logger = logging.getLogger(__name__)
+
+#: Transitions stepped in a row without going back through the queue (a bound, for fairness).
+INLINE_STEPS = 32
+
+
+class JobRunner:
+    """Consumes the queue of runnable jobs with a fixed number of long-lived coroutines."""
+
+    def __init__(self, engine: OrchestratorEngine) -> None:
+        self.engine = engine
+
+    async def consume(self) -> None:
+        storage = self.engine.storage
+        while True:
+            job_id = await storage.take_runnable(timeout_s=5.0)
+            if job_id is None:
+                continue
+            try:
+                await self.step(job_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("stepping job %s failed", job_id)
+            finally:
+                await storage.ack_runnable(job_id)
+
+    async def step(self, job_id: str) -> Job | None:
+        """Run handlers of ``job_id`` until it waits, ends, or has taken ``INLINE_STEPS`` steps."""
+        job = None
+        for remaining in range(INLINE_STEPS, 0, -1):
+            job = await self.engine.storage.get_job(job_id)
+            if job is None or job.status not in RUNNABLE_STATUSES:
+                return job
+            outcome = await self.run_handler(job, requeue=remaining == 1)
+            try:
+                job = await self.engine.apply(outcome)
+            except VersionConflict:
+                continue  # changed meanwhile (e.g. cancelled): read it again
+            if job.status not in RUNNABLE_STATUSES:
+                return job
+        return job
+
+    async def run_handler(self, job: Job, *, requeue: bool = True) -> Outcome:
+        """Run the handler of ``job``'s current state and turn what it did into an Outcome."""
+        blueprint = self.engine.blueprints.get(job.blueprint)
+        if blueprint is None:
+            return end(job, JobStatus.FAILED, f"blueprint '{job.blueprint}' is not registered with this engine")
+        info = blueprint.states.get(job.state)
+        if info is None:
+            return end(
+                job,
+                JobStatus.QUARANTINED,
+                f"Blueprint '{job.blueprint}', state '{job.state}': no handler is registered for this state",
+            )
+        actions = ActionFactory(blueprint.name, job.state)
+        context = JobContext(
+            job_id=job.id,
+            blueprint_name=job.blueprint,
+            current_state=job.state,
+            initial_data=job.initial_data,
+            state_history=job.state_history,
+            actions=actions,
+            data_stores=DataStores(blueprint.data_stores),
+            client=self.engine.client_info(job.client),
+            aggregation_results=await self.engine.storage.branch_results(job.id) if info.is_aggregator else None,
+        )
+        started = time.perf_counter()
+        try:
+            spec = blueprint.find_handler(job.state, context)
+            result = spec.invoke(context)
+            if inspect.isawaitable(result):
+                await result
+            job.state_history = dict(context.state_history)
+            outcome = await self._outcome_of(blueprint, job, info.is_end, actions, requeue)
+        except HandlerError as exc:  # a mistake in the blueprint: retrying will not help
+            outcome = end(job, JobStatus.QUARANTINED, str(exc))
+        except Exception as exc:
+            outcome = self._handler_failed(job, exc)
+        duration_ms = (time.perf_counter() - started) * 1000
+        outcome.events.insert(
+            0, event(EventKind.STEP_FINISHED, job, state=context.current_state, duration_ms=round(duration_ms, 3))
+        )
+        return outcome
+
+    async def _outcome_of(
+        self, blueprint: StateMachineBlueprint, job: Job, is_end: bool, actions: ActionFactory, requeue: bool
+    ) -> Outcome:
+        action = actions.result()
+        if is_end:
+            if action is not None:
+                raise HandlerError(blueprint.name, job.state, "the handler of an end state may not take an action")
+            return end(job, JobStatus.FINISHED, None)
+        if action is None:
+            raise HandlerError(
+                blueprint.name,
+                job.state,
+                "the handler took no action; call context.actions.transition_to(...) or another action",
+            )
+        if isinstance(action, Transition):
+            self._check_target(blueprint, job.state, action.target)
+            return move_to(job, action.target, run=requeue)
+        if isinstance(action, Dispatch):
+            return await self._dispatch(blueprint, job, action)
+        if isinstance(action, HumanApproval):
+            for target in action.transitions.values():
+                self._check_target(blueprint, job.state, target)
+            job.status = JobStatus.WAITING_FOR_HUMAN
+            job.wait = {
+                "kind": "human",
+                "transitions": action.transitions,
+                "message": action.message,
+                "integration": action.integration,
+            }
+            return Outcome(
+                Commit(job),
+                [
+                    event(
+                        EventKind.JOB_WAITING,
+                        job,
+                        waiting_for="human",
+                        message=action.message,
+                        integration=action.integration,
+                    )
+                ],
+            )
+        return self._run_blueprint(blueprint, job, action)
+
+    def _run_blueprint(self, blueprint: StateMachineBlueprint, job: Job, action: RunBlueprint) -> Outcome:
+        if action.blueprint_name not in self.engine.blueprints:
+            raise HandlerError(blueprint.name, job.state, f"run_blueprint: unknown blueprint '{action.blueprint_name}'")
+        for target in action.transitions.values():
+            self._check_target(blueprint, job.state, target)
+        child_id = new_id()
+        job.status = JobStatus.WAITING_FOR_SUB_JOB
+        job.wait = {"kind": "sub_job", "child_job_id": child_id, "transitions": action.transitions}
+        child = Job(
+            id=child_id,
+            blueprint=action.blueprint_name,
+            state="",
+            initial_data=action.initial_data,
+            client=job.client,
+            parent_job_id=job.id,
+            tracing_context=job.tracing_context,
+        )
+        return Outcome(
+            Commit(job),
+            [event(EventKind.JOB_WAITING, job, waiting_for="sub_job", child_job_id=child_id)],
+            children=[child],
+        )
+
+    async def _dispatch(self, blueprint: StateMachineBlueprint, job: Job, action: Dispatch) -> Outcome:
+        aggregate_into = action.aggregate_into
+        for spec in action.tasks:
+            for target in spec.transitions.values():
+                self._check_target(blueprint, job.state, target)
+        if aggregate_into is None:
+            targets = {spec.transitions.get("success") for spec in action.tasks}
+            single_target = next(iter(targets)) if len(targets) == 1 else None
+            is_aggregator = single_target is not None and blueprint.states[single_target].is_aggregator
+            if len(action.tasks) > 1 and not is_aggregator:
+                raise HandlerError(
+                    blueprint.name,
+                    job.state,
+                    "several dispatch_task calls fan out, so all their 'success' transitions must lead to one "
+                    "aggregation state (registered with aggregator_for)",
+                )
+            aggregate_into = single_target if is_aggregator else None
+        elif not blueprint.states[aggregate_into].is_aggregator:
+            raise HandlerError(
+                blueprint.name,
+                job.state,
+                f"dispatch_parallel: '{aggregate_into}' is not an aggregation state (use aggregator_for)",
+            )
+        tasks = [
+            Task(
+                id=new_id(),
+                job_id=job.id,
+                type=spec.task_type,
+                params=spec.params,
+                transitions=spec.transitions,
+                priority=spec.priority,
+                timeout_s=spec.timeout_s,
+                strategy=spec.strategy,
+                requirements=spec.requirements,
+                max_cost=spec.max_cost,
+                aggregate_into=aggregate_into,
+                state=job.state,
+                tracing_context=job.tracing_context,
+            )
+            for spec in action.tasks
+        ]
+        await self.engine.assign_workers(tasks)
+        job.status = JobStatus.WAITING_FOR_PARALLEL_TASKS if aggregate_into else JobStatus.WAITING_FOR_WORKER
+        job.wait = {"kind": "tasks", "task_ids": [t.id for t in tasks], "aggregate_into": aggregate_into}
+        events = [
+            event(
+                EventKind.TASK_DISPATCHED,
+                job,
+                task_id=t.id,
+                task_type=t.type,
+                params=t.params,
+                attempt=t.attempt,
+                worker_id=t.worker_id,
+                priority=t.priority,
+            )
+            for t in tasks
+        ]
+        return Outcome(Commit(job, tasks=tasks, clear_branches=True), events)
+
+    @staticmethod
+    def _check_target(blueprint: StateMachineBlueprint, state: str, target: str) -> None:
+        if target not in blueprint.states:
+            raise HandlerError(blueprint.name, state, f"transition to unknown state '{target}'")
+
+    def _handler_failed(self, job: Job, exc: Exception) -> Outcome:
+        config = self.engine.config
+        reason = f"Blueprint '{job.blueprint}', state '{job.state}': handler raised {type(exc).__name__}: {exc}"
+        trace = "".join(traceback.format_exception(exc))
+        logger.warning("%s", reason, extra={"job_id": job.id, "blueprint": job.blueprint, "state": job.state})
+        job.handler_attempts += 1
+        if job.handler_attempts > config.JOB_MAX_RETRIES:
+            outcome = end(job, JobStatus.QUARANTINED, reason)
+            outcome.events[0].data["traceback"] = trace
+            return outcome
+        delay = backoff_s(job.handler_attempts, config.RETRY_BACKOFF_BASE_SECONDS, config.RETRY_BACKOFF_MAX_SECONDS)
+        job.status = JobStatus.AWAITING_RETRY
+        job.error = reason
+        job.retry_count += 1
+        retry_at = time.time() + delay
+        job.wait = {"kind": "retry", "retry_at": retry_at}
+        return Outcome(
+            Commit(job, timers={f"retry_job:{job.id}": retry_at}),
+            [
+                event(
+                    EventKind.HANDLER_RETRY,
+                    job,
+                    error=reason,
+                    traceback=trace,
+                    attempt=job.handler_attempts,
+                    retry_in_s=round(delay, 3),
+                )
+            ],
+        )

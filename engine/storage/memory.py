@@ -1,0 +1,321 @@
+"""Live state in this process's memory: the embedded default, and the reference for the contract.
+
+Records are kept as JSON bytes (orjson), like Redis keeps them: what is read back is always exactly
+what was committed, and a waiting job costs a few hundred bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ..errors import VersionConflict
+from ..models import TERMINAL_STATUSES, Job, Task, TaskStatus, WorkerRecord, now
+from .base import Commit, JobFilter, Storage
+
+
+class MemoryStorage(Storage):
+    """All live state in memory; nothing survives the process.
+
+    Args:
+        max_terminal_jobs: Finished, failed and cancelled jobs kept for reading back; the oldest
+            are forgotten past this (history keeps them for good).
+    """
+
+    def __init__(self, max_terminal_jobs: int = 100_000) -> None:
+        self.max_terminal_jobs = max_terminal_jobs
+        self._jobs: dict[str, bytes] = {}
+        self._versions: dict[str, int] = {}
+        self._job_tasks: dict[str, list[str]] = {}
+        self._index: dict[str, tuple[str, str, str, str | None]] = {}  # id -> blueprint, status, state, client
+        self._terminal: deque[str] = deque()
+        self._runnable: asyncio.Queue[str] = asyncio.Queue()
+        self._tasks: dict[str, bytes] = {}
+        self._queues: dict[str, list[tuple[float, int, str]]] = {}
+        self._inboxes: dict[str, list[tuple[float, int, str]]] = {}
+        self._sequence = itertools.count()
+        self._task_waiters: set[asyncio.Future[None]] = set()
+        self._load: dict[str, set[str]] = {}
+        self._branches: dict[str, dict[str, dict[str, Any]]] = {}
+        self._timers: dict[str, float] = {}
+        self._timer_heap: list[tuple[float, str]] = []
+        self._workers: dict[str, bytes] = {}
+
+    async def ping(self) -> None:
+        return None
+
+    # -- jobs ------------------------------------------------------------------------------------
+    async def create_job(self, job: Job, *, run: bool = True) -> Job:
+        job.version = 1
+        self._store_job(job)
+        if run:
+            self._runnable.put_nowait(job.id)
+        return job
+
+    async def get_job(self, job_id: str) -> Job | None:
+        raw = self._jobs.get(job_id)
+        return Job.from_dict(orjson.loads(raw)) if raw is not None else None
+
+    async def commit(self, change: Commit) -> Job:
+        job = change.job
+        if self._versions.get(job.id) != job.version:
+            raise VersionConflict(job.id)
+        job.version += 1
+        job.updated_at = now()
+        self._store_job(job)
+        for task_id, status in change.close_tasks.items():
+            self._close_task(task_id, status)
+        for task in change.tasks:
+            self._store_task(task)
+        for timer_id in change.cancel_timers:
+            self._timers.pop(timer_id, None)
+        for timer_id, due in change.timers.items():
+            self._set_timer(timer_id, due)
+        if change.clear_branches:
+            self._branches.pop(job.id, None)
+        if change.run:
+            self._runnable.put_nowait(job.id)
+        return job
+
+    def _store_job(self, job: Job) -> None:
+        self._jobs[job.id] = orjson.dumps(job.to_dict())
+        self._versions[job.id] = job.version
+        was_terminal = job.id in self._index and self._index[job.id][1] in TERMINAL_STATUSES
+        self._index[job.id] = (job.blueprint, job.status, job.state, job.client)
+        if job.status in TERMINAL_STATUSES and not was_terminal:
+            self._terminal.append(job.id)
+            while len(self._terminal) > self.max_terminal_jobs:
+                self._forget(self._terminal.popleft())
+
+    def _forget(self, job_id: str) -> None:
+        entry = self._index.get(job_id)
+        if entry is not None and entry[1] in TERMINAL_STATUSES:
+            del self._index[job_id]
+            del self._jobs[job_id]
+            del self._versions[job_id]
+            self._branches.pop(job_id, None)
+            for task_id in self._job_tasks.pop(job_id, ()):
+                self._tasks.pop(task_id, None)
+
+    async def list_jobs(self, where: JobFilter, limit: int = 50, offset: int = 0) -> list[Job]:
+        found: list[Job] = []
+        skipped = 0
+        for job_id in reversed(self._index):
+            blueprint, status, state, client = self._index[job_id]
+            if (
+                (where.status and status != where.status)
+                or (where.blueprint and blueprint != where.blueprint)
+                or (where.state and state != where.state)
+                or (where.client and client != where.client)
+            ):
+                continue
+            if skipped < offset:
+                skipped += 1
+                continue
+            found.append(Job.from_dict(orjson.loads(self._jobs[job_id])))
+            if len(found) >= limit:
+                break
+        return found
+
+    async def count_jobs(self) -> dict[tuple[str, str, str], int]:
+        return dict(Counter((b, s, st) for b, s, st, _ in self._index.values()))
+
+    # -- runnable queue --------------------------------------------------------------------------
+    async def take_runnable(self, timeout_s: float) -> str | None:
+        if not self._runnable.empty():
+            return self._runnable.get_nowait()
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._runnable.get()
+        except TimeoutError:
+            return None
+
+    async def ack_runnable(self, job_id: str) -> None:
+        return None  # one process: a job taken here cannot be lost to another
+
+    # -- tasks -----------------------------------------------------------------------------------
+    async def get_task(self, task_id: str) -> Task | None:
+        raw = self._tasks.get(task_id)
+        return Task.from_dict(orjson.loads(raw)) if raw is not None else None
+
+    async def update_task(self, task_id: str, **changes: Any) -> Task | None:
+        task = await self.get_task(task_id)
+        if task is None:
+            return None
+        for name, value in changes.items():
+            setattr(task, name, value)
+        self._tasks[task_id] = orjson.dumps(task.to_dict())
+        return task
+
+    def _store_task(self, task: Task) -> None:
+        if task.id not in self._tasks:
+            self._job_tasks.setdefault(task.job_id, []).append(task.id)
+        self._tasks[task.id] = orjson.dumps(task.to_dict())
+        if task.status != TaskStatus.QUEUED:
+            return
+        entry = (-task.priority, next(self._sequence), task.id)
+        if task.worker_id:
+            heapq.heappush(self._inboxes.setdefault(task.worker_id, []), entry)
+            self._load.setdefault(task.worker_id, set()).add(task.id)
+        else:
+            heapq.heappush(self._queues.setdefault(task.type, []), entry)
+        self._wake_pollers()
+
+    def _close_task(self, task_id: str, status: str) -> None:
+        raw = self._tasks.get(task_id)
+        if raw is None:
+            return
+        task = Task.from_dict(orjson.loads(raw))
+        task.status = status
+        self._tasks[task_id] = orjson.dumps(task.to_dict())
+        self._timers.pop(f"timeout:{task_id}", None)
+        if task.worker_id and (load := self._load.get(task.worker_id)) is not None:
+            load.discard(task_id)
+        # Queue entries of a closed task are skipped lazily when they reach the head.
+
+    def _wake_pollers(self) -> None:
+        for waiter in self._task_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._task_waiters.clear()
+
+    async def take_task(
+        self,
+        worker: WorkerRecord,
+        timeout_s: float,
+        deadline_for: Callable[[Task], float],
+        eligible: Callable[[Task], bool],
+    ) -> Task | None:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + timeout_s
+        while True:
+            task = self._pop_for(worker, eligible)
+            if task is not None:
+                return self._assign(task, worker.worker_id, deadline_for(task))
+            remaining = give_up_at - loop.time()
+            if remaining <= 0:
+                return None
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._task_waiters.add(waiter)
+            try:
+                async with asyncio.timeout(remaining):
+                    await waiter
+            except TimeoutError:
+                return None
+            finally:
+                self._task_waiters.discard(waiter)
+
+    def _pop_for(self, worker: WorkerRecord, eligible: Callable[[Task], bool]) -> Task | None:
+        inbox = self._inboxes.get(worker.worker_id)
+        task = self._pop_first(inbox, eligible=lambda task: True) if inbox else None
+        if task is not None:
+            return task
+        heads = [
+            (queue[0], task_type) for task_type in worker.supported_tasks if (queue := self._queues.get(task_type))
+        ]
+        for _, task_type in sorted(heads):
+            task = self._pop_first(self._queues[task_type], eligible)
+            if task is not None:
+                return task
+        return None
+
+    def _pop_first(self, heap: list[tuple[float, int, str]], eligible: Callable[[Task], bool]) -> Task | None:
+        skipped = []
+        found = None
+        while heap:
+            entry = heapq.heappop(heap)
+            raw = self._tasks.get(entry[2])
+            if raw is None:
+                continue  # its job was forgotten
+            task = Task.from_dict(orjson.loads(raw))
+            if task.status != TaskStatus.QUEUED:
+                continue
+            if eligible(task):
+                found = task
+                break
+            skipped.append(entry)
+        for entry in skipped:
+            heapq.heappush(heap, entry)
+        return found
+
+    def _assign(self, task: Task, worker_id: str, deadline: float) -> Task:
+        task.status = TaskStatus.ASSIGNED
+        task.worker_id = worker_id
+        task.taken_at = now()
+        task.deadline = deadline
+        self._tasks[task.id] = orjson.dumps(task.to_dict())
+        self._load.setdefault(worker_id, set()).add(task.id)
+        self._set_timer(f"timeout:{task.id}", deadline)
+        return task
+
+    async def queue_lengths(self) -> dict[str, int]:
+        lengths: dict[str, int] = {}
+        for task_type, heap in self._queues.items():
+            lengths[task_type] = sum(1 for _, _, task_id in heap if self._is_queued(task_id))
+        return lengths
+
+    def _is_queued(self, task_id: str) -> bool:
+        raw = self._tasks.get(task_id)
+        return raw is not None and orjson.loads(raw)["status"] == TaskStatus.QUEUED
+
+    async def worker_load(self) -> dict[str, int]:
+        return {worker_id: len(tasks) for worker_id, tasks in self._load.items() if tasks}
+
+    # -- fan-in ----------------------------------------------------------------------------------
+    async def add_branch_result(self, job_id: str, task_id: str, result: dict[str, Any]) -> int:
+        branches = self._branches.setdefault(job_id, {})
+        branches[task_id] = orjson.loads(orjson.dumps(result))
+        return len(branches)
+
+    async def branch_results(self, job_id: str) -> dict[str, dict[str, Any]]:
+        return orjson.loads(orjson.dumps(self._branches.get(job_id, {})))  # type: ignore[no-any-return]
+
+    # -- timers ----------------------------------------------------------------------------------
+    def _set_timer(self, timer_id: str, due: float) -> None:
+        self._timers[timer_id] = due
+        heapq.heappush(self._timer_heap, (due, timer_id))
+        self._wake_pollers()
+
+    async def pop_due_timers(self, at: float, limit: int = 100) -> list[str]:
+        due: list[str] = []
+        heap = self._timer_heap
+        while heap and heap[0][0] <= at and len(due) < limit:
+            when, timer_id = heapq.heappop(heap)
+            if self._timers.get(timer_id) == when:
+                del self._timers[timer_id]
+                due.append(timer_id)
+        return due
+
+    async def next_timer_at(self) -> float | None:
+        heap = self._timer_heap
+        while heap and self._timers.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    # -- workers ---------------------------------------------------------------------------------
+    async def save_worker(self, record: WorkerRecord) -> None:
+        self._workers[record.worker_id] = orjson.dumps(record.to_dict())
+        self._wake_pollers()
+
+    async def get_worker(self, worker_id: str) -> WorkerRecord | None:
+        raw = self._workers.get(worker_id)
+        return WorkerRecord.from_dict(orjson.loads(raw)) if raw is not None else None
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        return [WorkerRecord.from_dict(orjson.loads(raw)) for raw in self._workers.values()]
+
+    async def pop_expired_workers(self, at: float) -> list[tuple[WorkerRecord, list[str]]]:
+        expired = []
+        for record in await self.list_workers():
+            if record.expires_at <= at:
+                del self._workers[record.worker_id]
+                task_ids = sorted(self._load.pop(record.worker_id, set()))
+                self._inboxes.pop(record.worker_id, None)
+                expired.append((record, task_ids))
+        return expired
