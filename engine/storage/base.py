@@ -4,6 +4,10 @@ Every method is atomic on its own: a backend shared by several engine processes 
 one a single transaction. ``commit`` is the heart of it: one step's whole outcome (the job's new
 document, the tasks it queues or withdraws, the timers it sets or clears, whether it runs again)
 lands at once or not at all, and only if nobody changed the job since it was read.
+
+Records read back (``get_job``, ``get_task``, ``list_jobs``, ...) are copies: changing one changes
+nothing stored, and neither does changing a record after passing it in. ``tests/storage_contract.py``
+is the executable form of this contract; every backend runs it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,15 @@ class Commit:
     """The outcome of one engine step, applied atomically by :meth:`Storage.commit`.
 
     ``tasks`` are stored, and queued when their status is ``queued`` (to their worker's inbox when
-    ``worker_id`` is set). ``close_tasks`` end tasks: their worker's load and timeout are cleared.
+    ``worker_id`` is set); with any other status (``retry_scheduled``) they are only stored. A task
+    stored again (same id) replaces the stored one: queued, it is queued where it now says, and a
+    worker it no longer names neither gets it nor counts it in its load. ``close_tasks`` end tasks:
+    their status becomes the final one given, they leave their worker's load, they are never handed
+    out, and their ``timeout:<task id>`` timer is cancelled; unknown ids are ignored. ``timers`` maps
+    timer ids to due times (epoch seconds); a timer id is unique, so setting an existing one moves it.
+    The parts apply in this order: ``close_tasks``, ``tasks``, ``cancel_timers``, ``timers`` (a timer
+    both cancelled and set ends up set). ``clear_branches`` forgets the job's fan-in results; ``run``
+    queues the job to be stepped (:meth:`Storage.take_runnable`).
     """
 
     job: Job
@@ -58,7 +70,10 @@ class Storage(ABC):
     # -- jobs ------------------------------------------------------------------------------------
     @abstractmethod
     async def create_job(self, job: Job, *, run: bool = True) -> Job:
-        """Store a new job (version 1) and, with ``run``, queue it to be stepped."""
+        """Store a new job (version 1) and, with ``run``, queue it to be stepped.
+
+        Returns the stored job; every field is stored as given, except ``version``.
+        """
 
     @abstractmethod
     async def get_job(self, job_id: str) -> Job | None:
@@ -68,12 +83,19 @@ class Storage(ABC):
     async def commit(self, change: Commit) -> Job:
         """Apply ``change`` atomically if the stored version is still ``change.job.version``.
 
-        Returns the stored job (version incremented). Raises ``VersionConflict`` otherwise.
+        Returns the stored job (version incremented, ``updated_at`` stamped with the current time);
+        callers go on with the returned job (whether ``change.job`` itself is updated is up to the
+        backend). Raises ``VersionConflict`` otherwise, having changed nothing at all; a job that is
+        not stored (never created, or forgotten) conflicts too.
         """
 
     @abstractmethod
     async def list_jobs(self, where: JobFilter, limit: int = 50, offset: int = 0) -> list[Job]:
-        """Jobs matching ``where``, newest first."""
+        """Jobs matching ``where``, newest (most recently created) first.
+
+        Each field of ``where`` that is set must equal the job's (as last committed); ``offset`` jobs
+        are skipped, then at most ``limit`` returned (none for ``limit=0``).
+        """
 
     @abstractmethod
     async def count_jobs(self) -> dict[tuple[str, str, str], int]:
@@ -82,7 +104,11 @@ class Storage(ABC):
     # -- the queue of jobs to step ---------------------------------------------------------------
     @abstractmethod
     async def take_runnable(self, timeout_s: float) -> str | None:
-        """A job id due to be stepped, leased to this process; None after ``timeout_s``."""
+        """A job id due to be stepped, leased to this process; None after ``timeout_s``.
+
+        Ids come first in first out, in the order they were queued (``create_job``/``commit`` with
+        ``run``); each queuing is handed out once.
+        """
 
     @abstractmethod
     async def ack_runnable(self, job_id: str) -> None:
@@ -94,7 +120,12 @@ class Storage(ABC):
 
     @abstractmethod
     async def update_task(self, task_id: str, **changes: Any) -> Task | None:
-        """Change fields of a live task (progress); None if it is gone."""
+        """Change fields of a live task (progress); None if it is gone.
+
+        "Gone" means not stored (never stored, or its job forgotten); a closed task is still stored and
+        can be changed. Only the named fields change: the task is neither queued nor withdrawn by it.
+        Returns the task as stored.
+        """
 
     @abstractmethod
     async def take_task(
@@ -109,35 +140,62 @@ class Storage(ABC):
         Tasks assigned to this worker come first, then the queues of its ``supported_tasks`` by
         priority (higher first), first in first out among equal priorities, skipping tasks it is
         not ``eligible`` for. The task is marked assigned and its timeout timer set atomically.
+
+        Tasks assigned to this worker (``worker_id`` set when committed) are its own: only it gets
+        them, whatever their type and whatever ``eligible`` says (they were chosen for it), highest
+        priority first. Priority is over all of its queues together: a task skipped as ineligible
+        never lets a lower priority through ahead of a higher one in another queue; it stays queued
+        for other workers. First in first out means in commit order, and in list order within one
+        commit. The taken task gets ``status=assigned``, ``worker_id``, ``taken_at`` (now) and
+        ``deadline=deadline_for(task)``, and the timer ``timeout:<task id>`` due at the deadline. Each
+        task is handed out once, even to concurrent pollers. While waiting, a task committed for this
+        worker ends the wait promptly. ``timeout_s <= 0`` means do not wait.
         """
 
     @abstractmethod
     async def queue_lengths(self) -> dict[str, int]:
-        """Number of queued (not yet taken) tasks by task type."""
+        """Number of queued (not yet taken) tasks by task type.
+
+        Tasks queued to a worker's inbox count too; types with none may be left out.
+        """
 
     @abstractmethod
     async def worker_load(self) -> dict[str, int]:
-        """Number of tasks assigned to each worker and not yet answered."""
+        """Number of tasks assigned to each worker and not yet answered.
+
+        Both the tasks it took and those queued to its inbox and not yet taken count; a task leaves
+        the load when closed. Workers with none may be left out.
+        """
 
     # -- fan-in ----------------------------------------------------------------------------------
     @abstractmethod
     async def add_branch_result(self, job_id: str, task_id: str, result: dict[str, Any]) -> int:
-        """Record one branch's result; returns how many branches have reported (atomically)."""
+        """Record one branch's result; returns how many branches have reported (atomically).
+
+        A task id already recorded is not counted again (its result is replaced).
+        """
 
     @abstractmethod
-    async def branch_results(self, job_id: str) -> dict[str, dict[str, Any]]: ...
+    async def branch_results(self, job_id: str) -> dict[str, dict[str, Any]]:
+        """The job's recorded results by task id; empty if none (or cleared by a commit)."""
 
     # -- timers ----------------------------------------------------------------------------------
     @abstractmethod
     async def pop_due_timers(self, at: float, limit: int = 100) -> list[str]:
-        """Claim timers due at ``at``: each is returned to exactly one caller."""
+        """Claim timers due at ``at``: each is returned to exactly one caller.
+
+        Due means due at or before ``at``; at most ``limit`` ids, earliest first. A claimed timer is
+        gone (set it again to have it again).
+        """
 
     @abstractmethod
-    async def next_timer_at(self) -> float | None: ...
+    async def next_timer_at(self) -> float | None:
+        """When the earliest pending timer is due (cancelled and claimed ones excluded), or None."""
 
     # -- workers ---------------------------------------------------------------------------------
     @abstractmethod
-    async def save_worker(self, record: WorkerRecord) -> None: ...
+    async def save_worker(self, record: WorkerRecord) -> None:
+        """Store ``record``, replacing the worker's previous one."""
 
     @abstractmethod
     async def get_worker(self, worker_id: str) -> WorkerRecord | None: ...
@@ -147,7 +205,13 @@ class Storage(ABC):
 
     @abstractmethod
     async def pop_expired_workers(self, at: float) -> list[tuple[WorkerRecord, list[str]]]:
-        """Claim workers expired at ``at`` with the ids of their unanswered tasks (one caller each)."""
+        """Claim workers expired at ``at`` with the ids of their unanswered tasks (one caller each).
+
+        Expired means ``expires_at <= at`` (not :meth:`WorkerRecord.alive`). A claimed worker's record
+        is removed, and its unanswered tasks (its :meth:`worker_load`: taken or queued to its inbox,
+        not closed) are listed in no particular order and leave its load; those still queued to its
+        inbox are no longer handed out, until committed again.
+        """
 
 
 def task_sort_key(task: Task, sequence: int) -> tuple[float, int]:

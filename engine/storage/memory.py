@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +34,7 @@ class MemoryStorage(Storage):
         self._versions: dict[str, int] = {}
         self._job_tasks: dict[str, list[str]] = {}
         self._index: dict[str, tuple[str, str, str, str | None]] = {}  # id -> blueprint, status, state, client
-        self._terminal: deque[str] = deque()
+        self._terminal: dict[str, None] = {}  # terminal job ids, oldest first
         self._runnable: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: dict[str, bytes] = {}
         self._queues: dict[str, list[tuple[float, int, str]]] = {}
@@ -54,6 +54,7 @@ class MemoryStorage(Storage):
     async def create_job(self, job: Job, *, run: bool = True) -> Job:
         job.version = 1
         self._store_job(job)
+        self._trim_terminal()
         if run:
             self._runnable.put_nowait(job.id)
         return job
@@ -79,6 +80,7 @@ class MemoryStorage(Storage):
             self._set_timer(timer_id, due)
         if change.clear_branches:
             self._branches.pop(job.id, None)
+        self._trim_terminal()
         if change.run:
             self._runnable.put_nowait(job.id)
         return job
@@ -86,22 +88,24 @@ class MemoryStorage(Storage):
     def _store_job(self, job: Job) -> None:
         self._jobs[job.id] = orjson.dumps(job.to_dict())
         self._versions[job.id] = job.version
-        was_terminal = job.id in self._index and self._index[job.id][1] in TERMINAL_STATUSES
         self._index[job.id] = (job.blueprint, job.status, job.state, job.client)
-        if job.status in TERMINAL_STATUSES and not was_terminal:
-            self._terminal.append(job.id)
-            while len(self._terminal) > self.max_terminal_jobs:
-                self._forget(self._terminal.popleft())
+        if job.status not in TERMINAL_STATUSES:
+            self._terminal.pop(job.id, None)  # retried or released: no longer a candidate to forget
+        elif job.id not in self._terminal:
+            self._terminal[job.id] = None
+
+    def _trim_terminal(self) -> None:
+        while len(self._terminal) > self.max_terminal_jobs:
+            self._forget(next(iter(self._terminal)))
 
     def _forget(self, job_id: str) -> None:
-        entry = self._index.get(job_id)
-        if entry is not None and entry[1] in TERMINAL_STATUSES:
-            del self._index[job_id]
-            del self._jobs[job_id]
-            del self._versions[job_id]
-            self._branches.pop(job_id, None)
-            for task_id in self._job_tasks.pop(job_id, ()):
-                self._tasks.pop(task_id, None)
+        del self._terminal[job_id]
+        del self._index[job_id]
+        del self._jobs[job_id]
+        del self._versions[job_id]
+        self._branches.pop(job_id, None)
+        for task_id in self._job_tasks.pop(job_id, ()):
+            self._tasks.pop(task_id, None)
 
     async def list_jobs(self, where: JobFilter, limit: int = 50, offset: int = 0) -> list[Job]:
         found: list[Job] = []
@@ -118,9 +122,9 @@ class MemoryStorage(Storage):
             if skipped < offset:
                 skipped += 1
                 continue
-            found.append(Job.from_dict(orjson.loads(self._jobs[job_id])))
             if len(found) >= limit:
                 break
+            found.append(Job.from_dict(orjson.loads(self._jobs[job_id])))
         return found
 
     async def count_jobs(self) -> dict[tuple[str, str, str], int]:
@@ -154,8 +158,13 @@ class MemoryStorage(Storage):
         return task
 
     def _store_task(self, task: Task) -> None:
-        if task.id not in self._tasks:
+        previous = self._tasks.get(task.id)
+        if previous is None:
             self._job_tasks.setdefault(task.job_id, []).append(task.id)
+        elif (old_worker := orjson.loads(previous)["worker_id"]) and old_worker != task.worker_id:
+            # Given to another worker (or to anyone): no longer the old worker's load. Its old queue
+            # entry is skipped when it reaches the head, since the task no longer names that worker.
+            self._load.get(old_worker, set()).discard(task.id)
         self._tasks[task.id] = orjson.dumps(task.to_dict())
         if task.status != TaskStatus.QUEUED:
             return
@@ -213,36 +222,52 @@ class MemoryStorage(Storage):
 
     def _pop_for(self, worker: WorkerRecord, eligible: Callable[[Task], bool]) -> Task | None:
         inbox = self._inboxes.get(worker.worker_id)
-        task = self._pop_first(inbox, eligible=lambda task: True) if inbox else None
-        if task is not None:
-            return task
-        heads = [
-            (queue[0], task_type) for task_type in worker.supported_tasks if (queue := self._queues.get(task_type))
-        ]
-        for _, task_type in sorted(heads):
-            task = self._pop_first(self._queues[task_type], eligible)
-            if task is not None:
-                return task
-        return None
+        found = self._pop_first(inbox, worker.worker_id, _anything) if inbox else None
+        if found is not None:
+            return found[1]
+        # The first eligible task of each queue; the best of them is taken, the others put back (taking
+        # the best queue head's first eligible task could pass over a higher priority in another queue).
+        candidates: list[tuple[tuple[float, int, str], str, Task]] = []
+        for task_type in dict.fromkeys(worker.supported_tasks):
+            queue = self._queues.get(task_type)
+            if queue and (found := self._pop_first(queue, None, eligible)) is not None:
+                candidates.append((found[0], task_type, found[1]))
+        if not candidates:
+            return None
+        candidates.sort(key=lambda candidate: candidate[0])
+        for entry, task_type, _ in candidates[1:]:
+            heapq.heappush(self._queues[task_type], entry)
+        return candidates[0][2]
 
-    def _pop_first(self, heap: list[tuple[float, int, str]], eligible: Callable[[Task], bool]) -> Task | None:
+    def _pop_first(
+        self, heap: list[tuple[float, int, str]], owner: str | None, eligible: Callable[[Task], bool]
+    ) -> tuple[tuple[float, int, str], Task] | None:
+        """Pop the first queued task of ``heap`` for ``owner`` that is ``eligible``.
+
+        Stale entries (task taken, closed, moved to another queue, or its job forgotten) are dropped;
+        ineligible ones are put back.
+        """
         skipped = []
         found = None
         while heap:
             entry = heapq.heappop(heap)
-            raw = self._tasks.get(entry[2])
-            if raw is None:
-                continue  # its job was forgotten
-            task = Task.from_dict(orjson.loads(raw))
-            if task.status != TaskStatus.QUEUED:
+            task = self._queued_task(entry[2])
+            if task is None or task.worker_id != owner:
                 continue
             if eligible(task):
-                found = task
+                found = (entry, task)
                 break
             skipped.append(entry)
         for entry in skipped:
             heapq.heappush(heap, entry)
         return found
+
+    def _queued_task(self, task_id: str) -> Task | None:
+        raw = self._tasks.get(task_id)
+        if raw is None:
+            return None
+        task: Task = Task.from_dict(orjson.loads(raw))
+        return task if task.status == TaskStatus.QUEUED else None
 
     def _assign(self, task: Task, worker_id: str, deadline: float) -> Task:
         task.status = TaskStatus.ASSIGNED
@@ -255,14 +280,16 @@ class MemoryStorage(Storage):
         return task
 
     async def queue_lengths(self) -> dict[str, int]:
-        lengths: dict[str, int] = {}
-        for task_type, heap in self._queues.items():
-            lengths[task_type] = sum(1 for _, _, task_id in heap if self._is_queued(task_id))
-        return lengths
-
-    def _is_queued(self, task_id: str) -> bool:
-        raw = self._tasks.get(task_id)
-        return raw is not None and orjson.loads(raw)["status"] == TaskStatus.QUEUED
+        lengths: Counter[str] = Counter()
+        seen: set[str] = set()
+        for heap in itertools.chain(self._queues.values(), self._inboxes.values()):
+            for _, _, task_id in heap:
+                if task_id in seen:
+                    continue  # a stale entry of a task given to another worker
+                seen.add(task_id)
+                if (task := self._queued_task(task_id)) is not None:
+                    lengths[task.type] += 1
+        return dict(lengths)
 
     async def worker_load(self) -> dict[str, int]:
         return {worker_id: len(tasks) for worker_id, tasks in self._load.items() if tasks}
@@ -319,3 +346,7 @@ class MemoryStorage(Storage):
                 self._inboxes.pop(record.worker_id, None)
                 expired.append((record, task_ids))
         return expired
+
+
+def _anything(task: Task) -> bool:
+    return True

@@ -1,0 +1,972 @@
+"""The storage contract as tests, run against every backend.
+
+A backend's test module subclasses :class:`StorageContract` as ``Test<Backend>`` and provides a
+``storage`` fixture giving a fresh, connected, empty backend. The tests use the :class:`Storage`
+interface only (see its docstrings, which these tests follow), so they hold for any backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from avtomatika.errors import VersionConflict
+from avtomatika.models import Job, JobStatus, Task, TaskStatus, WorkerRecord, new_id
+from avtomatika.storage.base import Commit, JobFilter, Storage
+
+#: How long a poll that should find nothing waits.
+SHORT = 0.05
+#: How long a poll waits when it is expected to be woken well before.
+LONG = 5.0
+#: How far ahead the deadline of a taken task is.
+DEADLINE_S = 30.0
+
+
+# -- builders -------------------------------------------------------------------------------------
+def make_job(blueprint: str = "bp", state: str = "start", **fields: Any) -> Job:
+    return Job(id=new_id(), blueprint=blueprint, state=state, **fields)
+
+
+def make_task(job: Job, task_type: str = "a", **fields: Any) -> Task:
+    return Task(id=new_id(), job_id=job.id, type=task_type, **fields)
+
+
+def make_worker(*task_types: str, expires_in: float = 3600.0, **info: Any) -> WorkerRecord:
+    at = time.time()
+    worker_id = new_id()
+    info = {"worker_id": worker_id, "supported_tasks": list(task_types), **info}
+    return WorkerRecord(worker_id, info, registered_at=at, last_seen=at, expires_at=at + expires_in)
+
+
+def anyone(task: Task) -> bool:
+    return True
+
+
+def nobody(task: Task) -> bool:
+    return False
+
+
+def without_requirements(task: Task) -> bool:
+    return not task.requirements
+
+
+def deadline_in(seconds: float = DEADLINE_S) -> Callable[[Task], float]:
+    return lambda task: time.time() + seconds
+
+
+async def new_job(storage: Storage, **fields: Any) -> Job:
+    return await storage.create_job(make_job(**fields), run=False)
+
+
+async def dispatch(storage: Storage, job: Job, *tasks: Task) -> Job:
+    return await storage.commit(Commit(job, tasks=list(tasks)))
+
+
+async def take(
+    storage: Storage,
+    worker: WorkerRecord,
+    timeout_s: float = SHORT,
+    eligible: Callable[[Task], bool] = anyone,
+) -> Task | None:
+    return await storage.take_task(worker, timeout_s, deadline_in(), eligible)
+
+
+async def take_ids(
+    storage: Storage, worker: WorkerRecord, count: int, eligible: Callable[[Task], bool] = anyone
+) -> list[str]:
+    """The ids of the next ``count`` tasks ``worker`` takes (all of which must be there)."""
+    taken = [await take(storage, worker, eligible=eligible) for _ in range(count)]
+    assert None not in taken
+    return [task.id for task in taken if task is not None]
+
+
+def nonzero(counts: dict[str, int]) -> dict[str, int]:
+    """``counts`` without zeros (a backend may keep or drop keys that fell to zero)."""
+    return {key: n for key, n in counts.items() if n}
+
+
+async def set_timers(storage: Storage, timers: dict[str, float]) -> None:
+    job = await new_job(storage)
+    await storage.commit(Commit(job, timers=timers))
+
+
+async def drain_timers(storage: Storage) -> set[str]:
+    """Every pending timer id (claiming them all)."""
+    return set(await storage.pop_due_timers(time.time() + 10 * 365 * 86400, limit=10_000))
+
+
+async def create_jobs(storage: Storage, *specs: dict[str, Any]) -> list[Job]:
+    """Create a job from each of ``specs`` (fields), in order, each one second newer than the last."""
+    base = time.time() - 1000
+    return [
+        await storage.create_job(make_job(created_at=base + i, updated_at=base + i, **spec), run=False)
+        for i, spec in enumerate(specs)
+    ]
+
+
+class StorageContract:
+    """Tests every backend passes; subclasses provide the ``storage`` fixture."""
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def test_ping_succeeds(self, storage: Storage) -> None:
+        await storage.ping()
+
+    # -- jobs ------------------------------------------------------------------------------------
+    async def test_create_job_returns_version_1(self, storage: Storage) -> None:
+        job = await storage.create_job(make_job(), run=False)
+        assert job.version == 1
+
+    async def test_get_job_round_trips_every_field(self, storage: Storage) -> None:
+        at = time.time()
+        job = Job(
+            id=new_id(),
+            blueprint="orders",
+            state="review",
+            status=JobStatus.WAITING_FOR_HUMAN,
+            initial_data={"amount": 12.5, "items": [1, "two", None, {"nested": True}]},
+            state_history={"start": {"ok": 1}},
+            created_at=at - 10.25,
+            updated_at=at - 1.5,
+            error="earlier: boom",
+            retry_count=2,
+            handler_attempts=3,
+            client="acme",
+            parent_job_id=new_id(),
+            wait={"kind": "human", "transitions": {"approve": "done"}, "message": "please"},
+            visits={"start": 1, "review": 2},
+            tracing_context={"traceparent": "00-abc-def-01"},
+        )
+        created = await storage.create_job(job, run=False)
+        expected = Job.from_dict({**job.to_dict(), "version": 1})
+        assert created == expected
+        assert await storage.get_job(job.id) == expected
+
+    async def test_get_job_of_unknown_id_is_none(self, storage: Storage) -> None:
+        assert await storage.get_job(new_id()) is None
+
+    async def test_create_job_queues_it_to_run_by_default(self, storage: Storage) -> None:
+        job = await storage.create_job(make_job())
+        assert await storage.take_runnable(SHORT) == job.id
+
+    async def test_create_job_without_run_does_not_queue_it(self, storage: Storage) -> None:
+        await storage.create_job(make_job(), run=False)
+        assert await storage.take_runnable(SHORT) is None
+
+    async def test_mutating_a_read_job_changes_nothing_stored(self, storage: Storage) -> None:
+        job = await new_job(storage, initial_data={"items": [1]})
+        read = await storage.get_job(job.id)
+        assert read is not None
+        read.initial_data["items"].append(2)
+        read.status = JobStatus.FAILED
+        stored = await storage.get_job(job.id)
+        assert stored is not None
+        assert stored.initial_data == {"items": [1]}
+        assert stored.status == JobStatus.PENDING
+
+    async def test_mutating_a_job_after_creating_it_changes_nothing_stored(self, storage: Storage) -> None:
+        job = make_job(initial_data={"items": [1]})
+        await storage.create_job(job, run=False)
+        job.initial_data["items"].append(2)
+        stored = await storage.get_job(job.id)
+        assert stored is not None
+        assert stored.initial_data == {"items": [1]}
+
+    async def test_mutating_a_read_task_changes_nothing_stored(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        task = make_task(job, params={"n": [1]})
+        await dispatch(storage, job, task)
+        read = await storage.get_task(task.id)
+        assert read is not None
+        read.params["n"].append(2)
+        read.status = TaskStatus.DONE
+        stored = await storage.get_task(task.id)
+        assert stored is not None
+        assert stored.params == {"n": [1]}
+        assert stored.status == TaskStatus.QUEUED
+
+    # -- commit ----------------------------------------------------------------------------------
+    async def test_commit_increments_version(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        job = await storage.commit(Commit(job))
+        assert job.version == 2
+        job = await storage.commit(Commit(job))
+        assert job.version == 3
+        stored = await storage.get_job(job.id)
+        assert stored is not None
+        assert stored.version == 3
+
+    async def test_commit_stores_the_job_as_returned(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        job.status = JobStatus.WAITING_FOR_WORKER
+        job.state = "work"
+        job.state_history = {"start": {"x": 1}}
+        job.wait = {"kind": "tasks", "task_ids": ["t1"]}
+        job.visits = {"start": 1}
+        committed = await storage.commit(Commit(job))
+        assert committed.status == JobStatus.WAITING_FOR_WORKER
+        assert committed.wait == {"kind": "tasks", "task_ids": ["t1"]}
+        assert await storage.get_job(job.id) == committed
+
+    async def test_commit_stamps_updated_at(self, storage: Storage) -> None:
+        job = await new_job(storage, updated_at=time.time() - 100)
+        before = time.time()
+        committed = await storage.commit(Commit(job))
+        assert before <= committed.updated_at <= time.time()
+
+    async def test_stale_commit_raises_version_conflict(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        stale = await storage.get_job(job.id)
+        assert stale is not None
+        await storage.commit(Commit(job))
+        with pytest.raises(VersionConflict):
+            await storage.commit(Commit(stale))
+
+    async def test_commit_of_a_job_never_created_conflicts(self, storage: Storage) -> None:
+        job = make_job()
+        job.version = 1
+        with pytest.raises(VersionConflict):
+            await storage.commit(Commit(job))
+        assert await storage.get_job(job.id) is None
+
+    async def test_stale_commit_changes_nothing(self, storage: Storage) -> None:
+        worker = make_worker("a")
+        job = await new_job(storage)
+        running = make_task(job)
+        job = await storage.commit(Commit(job, tasks=[running], timers={"keep": time.time() + 100}))
+        assert await take(storage, worker) is not None
+        await storage.add_branch_result(job.id, running.id, {"x": 1})
+        stale = await storage.get_job(job.id)
+        assert stale is not None
+        current = await storage.commit(Commit(job))
+
+        stale.status = JobStatus.FAILED
+        stale.error = "lost the race"
+        fresh = make_task(stale, "b")
+        change = Commit(
+            stale,
+            run=True,
+            tasks=[fresh],
+            close_tasks={running.id: TaskStatus.DONE},
+            timers={"new": time.time() - 1},
+            cancel_timers=["keep"],
+            clear_branches=True,
+        )
+        with pytest.raises(VersionConflict):
+            await storage.commit(change)
+
+        assert await storage.get_job(job.id) == current
+        assert await storage.get_task(fresh.id) is None
+        still_running = await storage.get_task(running.id)
+        assert still_running is not None
+        assert still_running.status == TaskStatus.ASSIGNED
+        assert (await storage.worker_load()).get(worker.worker_id) == 1
+        assert (await storage.queue_lengths()).get("b", 0) == 0
+        assert await storage.branch_results(job.id) == {running.id: {"x": 1}}
+        assert await storage.take_runnable(SHORT) is None
+        assert await drain_timers(storage) == {"keep", f"timeout:{running.id}"}
+
+    async def test_commit_with_run_queues_the_job(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        await storage.commit(Commit(job, run=True))
+        assert await storage.take_runnable(SHORT) == job.id
+
+    async def test_commit_without_run_does_not_queue_the_job(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        await storage.commit(Commit(job))
+        assert await storage.take_runnable(SHORT) is None
+
+    async def test_commit_stores_tasks_with_every_field(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        at = time.time()
+        task = Task(
+            id=new_id(),
+            job_id=job.id,
+            type="resize",
+            params={"size": [640, 480], "fast": True},
+            transitions={"success": "done", "failure": "retry"},
+            priority=7.5,
+            timeout_s=12.0,
+            strategy="least_connections",
+            requirements={"gpu": {"vram_gb": 8}},
+            max_cost=0.25,
+            aggregate_into="results",
+            state="work",
+            attempt=3,
+            status=TaskStatus.RETRY_SCHEDULED,
+            worker_id="w-1",
+            queued_at=at - 5,
+            taken_at=at - 4,
+            deadline=at + 60,
+            progress=0.5,
+            progress_message="half",
+            tracing_context={"traceparent": "00-abc-def-01"},
+        )
+        await dispatch(storage, job, task)
+        assert await storage.get_task(task.id) == task
+
+    async def test_get_task_of_unknown_id_is_none(self, storage: Storage) -> None:
+        assert await storage.get_task(new_id()) is None
+
+    async def test_commit_queues_queued_tasks(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        task = make_task(job)
+        await dispatch(storage, job, task)
+        taken = await take(storage, make_worker("a"))
+        assert taken is not None
+        assert taken.id == task.id
+
+    async def test_commit_only_stores_retry_scheduled_tasks(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        task = make_task(job, status=TaskStatus.RETRY_SCHEDULED)
+        await dispatch(storage, job, task)
+        stored = await storage.get_task(task.id)
+        assert stored is not None
+        assert stored.status == TaskStatus.RETRY_SCHEDULED
+        assert (await storage.queue_lengths()).get("a", 0) == 0
+        assert await take(storage, make_worker("a")) is None
+
+    async def test_recommitting_a_retry_scheduled_task_as_queued_queues_it(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        task = make_task(job, status=TaskStatus.RETRY_SCHEDULED)
+        job = await dispatch(storage, job, task)
+        task.status = TaskStatus.QUEUED
+        await dispatch(storage, job, task)
+        taken = await take(storage, make_worker("a"))
+        assert taken is not None
+        assert taken.id == task.id
+
+    async def test_close_tasks_sets_the_final_status(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        done, withdrawn = make_task(job), make_task(job)
+        job = await dispatch(storage, job, done, withdrawn)
+        close = {done.id: TaskStatus.DONE, withdrawn.id: TaskStatus.WITHDRAWN}
+        await storage.commit(Commit(job, close_tasks=close))
+        for task_id, status in close.items():
+            stored = await storage.get_task(task_id)
+            assert stored is not None
+            assert stored.status == status
+
+    async def test_close_tasks_ignores_unknown_task_ids(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        committed = await storage.commit(Commit(job, close_tasks={new_id(): TaskStatus.DONE}))
+        assert committed.version == 2
+
+    async def test_close_tasks_removes_the_task_from_its_worker_load(self, storage: Storage) -> None:
+        worker = make_worker("a")
+        job = await new_job(storage)
+        first, second = make_task(job), make_task(job)
+        job = await dispatch(storage, job, first, second)
+        await take_ids(storage, worker, 2)
+        await storage.commit(Commit(job, close_tasks={first.id: TaskStatus.DONE}))
+        assert (await storage.worker_load()).get(worker.worker_id) == 1
+
+    async def test_close_tasks_cancels_the_task_timeout(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        task = make_task(job)
+        job = await dispatch(storage, job, task)
+        assert await take(storage, make_worker("a")) is not None
+        await storage.commit(Commit(job, close_tasks={task.id: TaskStatus.DONE}))
+        assert await storage.next_timer_at() is None
+        assert await drain_timers(storage) == set()
+
+    async def test_commit_sets_timers(self, storage: Storage) -> None:
+        at = time.time()
+        await set_timers(storage, {"retry_job:1": at + 10, "retry_job:2": at + 20})
+        assert await storage.next_timer_at() == at + 10
+        assert await storage.pop_due_timers(at + 15) == ["retry_job:1"]
+
+    async def test_commit_cancels_timers(self, storage: Storage) -> None:
+        at = time.time()
+        job = await new_job(storage)
+        job = await storage.commit(Commit(job, timers={"t1": at + 10, "t2": at + 20}))
+        await storage.commit(Commit(job, cancel_timers=["t1", "never-set"]))
+        assert await storage.next_timer_at() == at + 20
+        assert await drain_timers(storage) == {"t2"}
+
+    async def test_setting_an_existing_timer_moves_it(self, storage: Storage) -> None:
+        at = time.time()
+        job = await new_job(storage)
+        job = await storage.commit(Commit(job, timers={"early": at - 10, "late": at + 100}))
+        await storage.commit(Commit(job, timers={"early": at + 100, "late": at - 10}))
+        assert await storage.pop_due_timers(at) == ["late"]
+        assert await drain_timers(storage) == {"early"}
+
+    async def test_a_timer_cancelled_and_set_in_one_commit_is_set(self, storage: Storage) -> None:
+        at = time.time()
+        job = await new_job(storage)
+        job = await storage.commit(Commit(job, timers={"t": at + 100}))
+        await storage.commit(Commit(job, cancel_timers=["t"], timers={"t": at - 1}))
+        assert await storage.pop_due_timers(at) == ["t"]
+
+    async def test_clear_branches_forgets_the_job_branch_results(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        other = await new_job(storage)
+        await storage.add_branch_result(job.id, "t1", {"x": 1})
+        await storage.add_branch_result(other.id, "t2", {"y": 2})
+        await storage.commit(Commit(job, clear_branches=True))
+        assert await storage.branch_results(job.id) == {}
+        assert await storage.branch_results(other.id) == {"t2": {"y": 2}}
+        assert await storage.add_branch_result(job.id, "t3", {}) == 1
+
+    # -- list_jobs -------------------------------------------------------------------------------
+    async def test_list_jobs_newest_first(self, storage: Storage) -> None:
+        jobs = await create_jobs(storage, {}, {}, {})
+        listed = await storage.list_jobs(JobFilter())
+        assert [job.id for job in listed] == [job.id for job in reversed(jobs)]
+
+    async def test_list_jobs_returns_whole_jobs(self, storage: Storage) -> None:
+        [job] = await create_jobs(storage, {"initial_data": {"a": 1}, "client": "acme"})
+        assert await storage.list_jobs(JobFilter()) == [job]
+
+    async def test_list_jobs_filters_by_status(self, storage: Storage) -> None:
+        jobs = await create_jobs(storage, {"status": JobStatus.RUNNING}, {"status": JobStatus.FAILED}, {})
+        listed = await storage.list_jobs(JobFilter(status=JobStatus.FAILED))
+        assert [job.id for job in listed] == [jobs[1].id]
+
+    async def test_list_jobs_filters_by_blueprint(self, storage: Storage) -> None:
+        jobs = await create_jobs(storage, {"blueprint": "x"}, {"blueprint": "y"}, {"blueprint": "x"})
+        listed = await storage.list_jobs(JobFilter(blueprint="x"))
+        assert [job.id for job in listed] == [jobs[2].id, jobs[0].id]
+
+    async def test_list_jobs_filters_by_client(self, storage: Storage) -> None:
+        jobs = await create_jobs(storage, {"client": "acme"}, {"client": "other"}, {})
+        listed = await storage.list_jobs(JobFilter(client="acme"))
+        assert [job.id for job in listed] == [jobs[0].id]
+
+    async def test_list_jobs_filters_by_state(self, storage: Storage) -> None:
+        jobs = await create_jobs(storage, {"state": "start"}, {"state": "review"}, {"state": "review"})
+        listed = await storage.list_jobs(JobFilter(state="review"))
+        assert [job.id for job in listed] == [jobs[2].id, jobs[1].id]
+
+    async def test_list_jobs_combines_filters(self, storage: Storage) -> None:
+        jobs = await create_jobs(
+            storage,
+            {"blueprint": "x", "client": "acme", "state": "s", "status": JobStatus.RUNNING},
+            {"blueprint": "x", "client": "acme", "state": "s", "status": JobStatus.FAILED},
+            {"blueprint": "x", "client": "other", "state": "s", "status": JobStatus.RUNNING},
+            {"blueprint": "y", "client": "acme", "state": "s", "status": JobStatus.RUNNING},
+            {"blueprint": "x", "client": "acme", "state": "t", "status": JobStatus.RUNNING},
+        )
+        where = JobFilter(status=JobStatus.RUNNING, blueprint="x", client="acme", state="s")
+        assert [job.id for job in await storage.list_jobs(where)] == [jobs[0].id]
+
+    async def test_list_jobs_filters_on_the_committed_job(self, storage: Storage) -> None:
+        [job] = await create_jobs(storage, {"state": "start"})
+        job.status = JobStatus.FINISHED
+        job.state = "end"
+        await storage.commit(Commit(job))
+        assert await storage.list_jobs(JobFilter(state="start")) == []
+        assert await storage.list_jobs(JobFilter(status=JobStatus.PENDING)) == []
+        listed = await storage.list_jobs(JobFilter(state="end", status=JobStatus.FINISHED))
+        assert [j.id for j in listed] == [job.id]
+
+    async def test_list_jobs_limit_and_offset(self, storage: Storage) -> None:
+        jobs = await create_jobs(storage, *({} for _ in range(5)))
+        newest_first = [job.id for job in reversed(jobs)]
+        assert [j.id for j in await storage.list_jobs(JobFilter(), limit=2)] == newest_first[:2]
+        assert [j.id for j in await storage.list_jobs(JobFilter(), limit=2, offset=2)] == newest_first[2:4]
+        assert [j.id for j in await storage.list_jobs(JobFilter(), limit=10, offset=3)] == newest_first[3:]
+
+    async def test_list_jobs_offset_counts_matching_jobs_only(self, storage: Storage) -> None:
+        jobs = await create_jobs(storage, {"client": "a"}, {"client": "b"}, {"client": "a"}, {"client": "b"})
+        listed = await storage.list_jobs(JobFilter(client="a"), limit=1, offset=1)
+        assert [job.id for job in listed] == [jobs[0].id]
+
+    async def test_list_jobs_with_limit_zero_is_empty(self, storage: Storage) -> None:
+        await create_jobs(storage, {}, {})
+        assert await storage.list_jobs(JobFilter(), limit=0) == []
+
+    async def test_list_jobs_past_the_end_is_empty(self, storage: Storage) -> None:
+        await create_jobs(storage, {}, {})
+        assert await storage.list_jobs(JobFilter(), offset=2) == []
+
+    async def test_list_jobs_when_empty(self, storage: Storage) -> None:
+        assert await storage.list_jobs(JobFilter()) == []
+
+    # -- count_jobs ------------------------------------------------------------------------------
+    async def test_count_jobs_by_blueprint_status_and_state(self, storage: Storage) -> None:
+        await create_jobs(
+            storage,
+            {"blueprint": "x", "state": "s"},
+            {"blueprint": "x", "state": "s"},
+            {"blueprint": "x", "state": "t"},
+            {"blueprint": "y", "state": "s", "status": JobStatus.RUNNING},
+        )
+        assert await storage.count_jobs() == {
+            ("x", "pending", "s"): 2,
+            ("x", "pending", "t"): 1,
+            ("y", "running", "s"): 1,
+        }
+
+    async def test_count_jobs_follows_commits(self, storage: Storage) -> None:
+        [job, _] = await create_jobs(storage, {"blueprint": "x", "state": "s"}, {"blueprint": "x", "state": "s"})
+        job.status = JobStatus.FINISHED
+        job.state = "end"
+        await storage.commit(Commit(job))
+        counts = {key: n for key, n in (await storage.count_jobs()).items() if n}  # zeros may be kept
+        assert counts == {("x", "pending", "s"): 1, ("x", "finished", "end"): 1}
+
+    async def test_count_jobs_when_empty(self, storage: Storage) -> None:
+        assert await storage.count_jobs() == {}
+
+    # -- take_runnable ---------------------------------------------------------------------------
+    async def test_take_runnable_returns_none_after_timeout_when_empty(self, storage: Storage) -> None:
+        assert await storage.take_runnable(SHORT) is None
+
+    async def test_take_runnable_is_first_in_first_out(self, storage: Storage) -> None:
+        jobs = [await storage.create_job(make_job()) for _ in range(3)]
+        later = await new_job(storage)
+        await storage.commit(Commit(later, run=True))
+        taken = [await storage.take_runnable(SHORT) for _ in range(4)]
+        assert taken == [*(job.id for job in jobs), later.id]
+
+    async def test_take_runnable_hands_a_job_out_once(self, storage: Storage) -> None:
+        job = await storage.create_job(make_job())
+        assert await storage.take_runnable(SHORT) == job.id
+        await storage.ack_runnable(job.id)
+        assert await storage.take_runnable(SHORT) is None
+
+    async def test_take_runnable_wakes_when_a_job_is_queued(self, storage: Storage) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        poll = asyncio.create_task(storage.take_runnable(LONG))
+        await asyncio.sleep(SHORT)
+        job = await storage.create_job(make_job())
+        assert await poll == job.id
+        assert loop.time() - started < LONG
+
+    # -- take_task -------------------------------------------------------------------------------
+    async def test_take_task_gives_only_supported_task_types(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        task = make_task(job, "b")
+        await dispatch(storage, job, task)
+        assert await take(storage, make_worker("a", "c")) is None
+        taken = await take(storage, make_worker("a", "b"))
+        assert taken is not None
+        assert taken.id == task.id
+
+    async def test_take_task_gives_higher_priority_first(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        low, high, middle = make_task(job, priority=1), make_task(job, priority=5), make_task(job, priority=3)
+        await dispatch(storage, job, low, high, middle)
+        assert await take_ids(storage, make_worker("a"), 3) == [high.id, middle.id, low.id]
+
+    async def test_take_task_is_fifo_among_equal_priorities(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        first, second, third = (make_task(job, priority=2) for _ in range(3))
+        job = await dispatch(storage, job, first, second)
+        await dispatch(storage, job, third)
+        assert await take_ids(storage, make_worker("a"), 3) == [first.id, second.id, third.id]
+
+    async def test_take_task_priority_spans_task_types(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        a_low, b_high, a_high = (make_task(job, t, priority=p) for t, p in (("a", 1), ("b", 9), ("a", 5)))
+        await dispatch(storage, job, a_low, b_high, a_high)
+        assert await take_ids(storage, make_worker("a", "b"), 3) == [b_high.id, a_high.id, a_low.id]
+
+    async def test_take_task_is_fifo_across_task_types(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        first_b, then_a, last_b = make_task(job, "b"), make_task(job, "a"), make_task(job, "b")
+        await dispatch(storage, job, first_b, then_a, last_b)
+        assert await take_ids(storage, make_worker("a", "b"), 3) == [first_b.id, then_a.id, last_b.id]
+
+    async def test_take_task_gives_preassigned_tasks_first(self, storage: Storage) -> None:
+        worker = make_worker("a")
+        job = await new_job(storage)
+        anyones = make_task(job, priority=9)
+        mine = make_task(job, priority=0, worker_id=worker.worker_id)
+        await dispatch(storage, job, anyones, mine)
+        assert await take_ids(storage, worker, 2) == [mine.id, anyones.id]
+
+    async def test_preassigned_tasks_go_only_to_their_worker(self, storage: Storage) -> None:
+        worker, other = make_worker("a"), make_worker("a")
+        job = await new_job(storage)
+        task = make_task(job, worker_id=worker.worker_id)
+        await dispatch(storage, job, task)
+        assert await take(storage, other) is None
+        taken = await take(storage, worker)
+        assert taken is not None
+        assert taken.id == task.id
+
+    async def test_preassigned_tasks_are_by_priority(self, storage: Storage) -> None:
+        worker = make_worker("a")
+        job = await new_job(storage)
+        low, high = (make_task(job, worker_id=worker.worker_id, priority=p) for p in (1, 2))
+        await dispatch(storage, job, low, high)
+        assert await take_ids(storage, worker, 2) == [high.id, low.id]
+
+    async def test_preassigned_tasks_ignore_eligible_and_supported_tasks(self, storage: Storage) -> None:
+        worker = make_worker("a")
+        job = await new_job(storage)
+        task = make_task(job, "z", worker_id=worker.worker_id)
+        await dispatch(storage, job, task)
+        taken = await take(storage, worker, eligible=nobody)
+        assert taken is not None
+        assert taken.id == task.id
+
+    async def test_ineligible_tasks_are_skipped_and_stay_queued(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        picky, plain = make_task(job, priority=5, requirements={"gpu": True}), make_task(job)
+        await dispatch(storage, job, picky, plain)
+        no_gpu = make_worker("a")
+        taken = await take(storage, no_gpu, eligible=without_requirements)
+        assert taken is not None
+        assert taken.id == plain.id
+        assert await take(storage, no_gpu, eligible=without_requirements) is None
+        assert (await storage.queue_lengths()).get("a") == 1
+        taken = await take(storage, make_worker("a", gpu=True))
+        assert taken is not None
+        assert taken.id == picky.id
+
+    async def test_an_ineligible_task_lets_no_lower_priority_ahead(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        a_skipped = make_task(job, "a", priority=10, requirements={"gpu": True})
+        a_low = make_task(job, "a", priority=1)
+        b_middle = make_task(job, "b", priority=5)
+        await dispatch(storage, job, a_skipped, a_low, b_middle)
+        taken = await take_ids(storage, make_worker("a", "b"), 2, eligible=without_requirements)
+        assert taken == [b_middle.id, a_low.id]
+
+    async def test_taken_task_is_marked_assigned(self, storage: Storage) -> None:
+        worker = make_worker("a")
+        job = await new_job(storage)
+        task = make_task(job)
+        await dispatch(storage, job, task)
+        before = time.time()
+        taken = await storage.take_task(worker, SHORT, lambda t: before + 42, anyone)
+        after = time.time()
+        assert taken is not None
+        assert taken.status == TaskStatus.ASSIGNED
+        assert taken.worker_id == worker.worker_id
+        assert taken.taken_at is not None
+        assert before <= taken.taken_at <= after
+        assert taken.deadline == before + 42
+        assert await storage.get_task(task.id) == taken
+
+    async def test_taken_task_keeps_its_other_fields(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        task = make_task(job, params={"p": 1}, priority=2, state="work", attempt=2, timeout_s=5.0)
+        await dispatch(storage, job, task)
+        taken = await take(storage, make_worker("a"))
+        assert taken is not None
+        changed = {"status", "worker_id", "taken_at", "deadline"}
+        assert {k: v for k, v in taken.to_dict().items() if k not in changed} == {
+            k: v for k, v in task.to_dict().items() if k not in changed
+        }
+
+    async def test_taken_task_has_a_timeout_timer_at_its_deadline(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        task = make_task(job)
+        await dispatch(storage, job, task)
+        taken = await take(storage, make_worker("a"))
+        assert taken is not None
+        assert taken.deadline is not None
+        assert await storage.next_timer_at() == taken.deadline
+        assert await storage.pop_due_timers(taken.deadline - 1) == []
+        assert await storage.pop_due_timers(taken.deadline) == [f"timeout:{task.id}"]
+
+    async def test_take_task_returns_none_after_its_timeout(self, storage: Storage) -> None:
+        assert await take(storage, make_worker("a"), timeout_s=SHORT) is None
+
+    async def test_take_task_wakes_when_a_task_is_committed(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        poll = asyncio.create_task(take(storage, make_worker("a"), timeout_s=LONG))
+        await asyncio.sleep(SHORT)
+        task = make_task(job)
+        await dispatch(storage, job, task)
+        taken = await poll
+        assert taken is not None
+        assert taken.id == task.id
+        assert loop.time() - started < LONG
+
+    async def test_take_task_wakes_for_a_task_preassigned_to_the_worker(self, storage: Storage) -> None:
+        worker = make_worker("a")
+        job = await new_job(storage)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        poll = asyncio.create_task(take(storage, worker, timeout_s=LONG))
+        await asyncio.sleep(SHORT)
+        task = make_task(job, worker_id=worker.worker_id)
+        await dispatch(storage, job, task)
+        taken = await poll
+        assert taken is not None
+        assert taken.id == task.id
+        assert loop.time() - started < LONG
+
+    async def test_take_task_gives_each_task_once_to_concurrent_pollers(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        tasks = [make_task(job) for _ in range(5)]
+        polls = [asyncio.create_task(take(storage, make_worker("a"), timeout_s=0.5)) for _ in range(8)]
+        await asyncio.sleep(SHORT)
+        await dispatch(storage, job, *tasks)
+        taken = await asyncio.gather(*polls)
+        assert sorted(task.id for task in taken if task is not None) == sorted(task.id for task in tasks)
+
+    async def test_a_closed_task_is_never_handed_out(self, storage: Storage) -> None:
+        worker = make_worker("a")
+        job = await new_job(storage)
+        queued, preassigned = make_task(job), make_task(job, worker_id=worker.worker_id)
+        job = await dispatch(storage, job, queued, preassigned)
+        close = {queued.id: TaskStatus.WITHDRAWN, preassigned.id: TaskStatus.WITHDRAWN}
+        await storage.commit(Commit(job, close_tasks=close))
+        assert await take(storage, worker) is None
+        assert await take(storage, make_worker("a")) is None
+
+    async def test_a_task_recommitted_to_another_worker_goes_only_to_it(self, storage: Storage) -> None:
+        first, second, anyone_else = make_worker("a"), make_worker("a"), make_worker("a")
+        job = await new_job(storage)
+        task = make_task(job, worker_id=first.worker_id)
+        job = await dispatch(storage, job, task)
+        task.worker_id = second.worker_id
+        await dispatch(storage, job, task)
+        assert await take(storage, first) is None
+        assert await take(storage, anyone_else) is None
+        assert nonzero(await storage.worker_load()) == {second.worker_id: 1}
+        assert (await storage.queue_lengths()).get("a") == 1
+        taken = await take(storage, second)
+        assert taken is not None
+        assert taken.id == task.id
+
+    async def test_a_queued_task_recommitted_to_a_worker_goes_only_to_it(self, storage: Storage) -> None:
+        worker, other = make_worker("a"), make_worker("a")
+        job = await new_job(storage)
+        task = make_task(job)
+        job = await dispatch(storage, job, task)
+        task.worker_id = worker.worker_id
+        await dispatch(storage, job, task)
+        assert await take(storage, other) is None
+        assert (await storage.queue_lengths()).get("a") == 1
+        taken = await take(storage, worker)
+        assert taken is not None
+        assert taken.id == task.id
+
+    # -- queue_lengths and worker_load -----------------------------------------------------------
+    async def test_queue_lengths_counts_queued_tasks_by_type(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        await dispatch(storage, job, make_task(job, "a"), make_task(job, "a"), make_task(job, "b"))
+        assert nonzero(await storage.queue_lengths()) == {"a": 2, "b": 1}
+
+    async def test_queue_lengths_leaves_out_taken_closed_and_scheduled_tasks(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        taken, closed, kept = make_task(job), make_task(job), make_task(job)
+        scheduled = make_task(job, status=TaskStatus.RETRY_SCHEDULED)
+        job = await dispatch(storage, job, taken, closed, kept, scheduled)
+        assert await take(storage, make_worker("a")) is not None
+        await storage.commit(Commit(job, close_tasks={closed.id: TaskStatus.WITHDRAWN}))
+        assert (await storage.queue_lengths()).get("a") == 1
+
+    async def test_queue_lengths_counts_preassigned_tasks(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        await dispatch(storage, job, make_task(job, "a", worker_id="w-1"), make_task(job, "a"))
+        assert nonzero(await storage.queue_lengths()) == {"a": 2}
+
+    async def test_queue_lengths_when_empty(self, storage: Storage) -> None:
+        assert nonzero(await storage.queue_lengths()) == {}
+
+    async def test_worker_load_counts_taken_tasks(self, storage: Storage) -> None:
+        worker, other = make_worker("a"), make_worker("a")
+        job = await new_job(storage)
+        await dispatch(storage, job, *(make_task(job) for _ in range(3)))
+        await take_ids(storage, worker, 2)
+        await take_ids(storage, other, 1)
+        assert nonzero(await storage.worker_load()) == {worker.worker_id: 2, other.worker_id: 1}
+
+    async def test_worker_load_counts_preassigned_tasks(self, storage: Storage) -> None:
+        worker = make_worker("a")
+        job = await new_job(storage)
+        await dispatch(storage, job, make_task(job, worker_id=worker.worker_id))
+        assert nonzero(await storage.worker_load()) == {worker.worker_id: 1}
+        assert await take(storage, worker) is not None
+        assert nonzero(await storage.worker_load()) == {worker.worker_id: 1}
+
+    async def test_worker_load_drops_closed_tasks(self, storage: Storage) -> None:
+        worker = make_worker("a")
+        job = await new_job(storage)
+        task = make_task(job)
+        job = await dispatch(storage, job, task)
+        assert await take(storage, worker) is not None
+        await storage.commit(Commit(job, close_tasks={task.id: TaskStatus.DONE}))
+        assert (await storage.worker_load()).get(worker.worker_id, 0) == 0
+
+    async def test_worker_load_when_empty(self, storage: Storage) -> None:
+        assert nonzero(await storage.worker_load()) == {}
+
+    # -- update_task -----------------------------------------------------------------------------
+    async def test_update_task_changes_the_given_fields(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        task = make_task(job, params={"p": 1})
+        await dispatch(storage, job, task)
+        updated = await storage.update_task(task.id, progress=0.5, progress_message="half")
+        expected = Task.from_dict({**task.to_dict(), "progress": 0.5, "progress_message": "half"})
+        assert updated == expected
+        assert await storage.get_task(task.id) == expected
+
+    async def test_update_task_of_unknown_id_is_none(self, storage: Storage) -> None:
+        assert await storage.update_task(new_id(), progress=0.5) is None
+
+    async def test_update_task_keeps_a_queued_task_queued(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        task = make_task(job)
+        await dispatch(storage, job, task)
+        await storage.update_task(task.id, progress=0.1)
+        taken = await take(storage, make_worker("a"))
+        assert taken is not None
+        assert taken.id == task.id
+        assert taken.progress == 0.1
+
+    # -- fan-in ----------------------------------------------------------------------------------
+    async def test_add_branch_result_returns_the_running_count(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        counts = [await storage.add_branch_result(job.id, new_id(), {"i": i}) for i in range(3)]
+        assert counts == [1, 2, 3]
+
+    async def test_concurrent_branch_results_are_all_counted(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        task_ids = [new_id() for _ in range(100)]
+        counts = await asyncio.gather(
+            *(storage.add_branch_result(job.id, task_id, {"i": i}) for i, task_id in enumerate(task_ids))
+        )
+        assert sorted(counts) == list(range(1, 101))
+        results = await storage.branch_results(job.id)
+        assert results == {task_id: {"i": i} for i, task_id in enumerate(task_ids)}
+
+    async def test_a_branch_result_added_twice_counts_once(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        assert await storage.add_branch_result(job.id, "t1", {"n": 1}) == 1
+        assert await storage.add_branch_result(job.id, "t2", {"n": 2}) == 2
+        assert await storage.add_branch_result(job.id, "t1", {"n": 1}) == 2
+        assert set(await storage.branch_results(job.id)) == {"t1", "t2"}
+
+    async def test_branch_results_round_trip(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        result = {"status": "success", "data": {"list": [1, 2.5, None], "flag": True}, "task_type": "a"}
+        await storage.add_branch_result(job.id, "t1", result)
+        assert await storage.branch_results(job.id) == {"t1": result}
+
+    async def test_branch_results_are_per_job(self, storage: Storage) -> None:
+        first, second = await new_job(storage), await new_job(storage)
+        await storage.add_branch_result(first.id, "t1", {"x": 1})
+        assert await storage.add_branch_result(second.id, "t2", {"y": 2}) == 1
+        assert await storage.branch_results(first.id) == {"t1": {"x": 1}}
+
+    async def test_branch_results_of_a_job_without_any_is_empty(self, storage: Storage) -> None:
+        assert await storage.branch_results(new_id()) == {}
+
+    # -- timers ----------------------------------------------------------------------------------
+    async def test_pop_due_timers_returns_only_due_timers(self, storage: Storage) -> None:
+        at = time.time()
+        await set_timers(storage, {"past": at - 10, "now": at, "future": at + 10})
+        assert sorted(await storage.pop_due_timers(at)) == ["now", "past"]
+        assert await storage.next_timer_at() == at + 10
+
+    async def test_pop_due_timers_returns_earliest_first(self, storage: Storage) -> None:
+        at = time.time()
+        await set_timers(storage, {"second": at - 5, "third": at - 1, "first": at - 10})
+        assert await storage.pop_due_timers(at) == ["first", "second", "third"]
+
+    async def test_pop_due_timers_returns_each_timer_once(self, storage: Storage) -> None:
+        at = time.time()
+        await set_timers(storage, {"t1": at - 1, "t2": at - 2})
+        assert sorted(await storage.pop_due_timers(at)) == ["t1", "t2"]
+        assert await storage.pop_due_timers(at + 100) == []
+
+    async def test_pop_due_timers_respects_limit(self, storage: Storage) -> None:
+        at = time.time()
+        await set_timers(storage, {f"t{i}": at - 10 + i for i in range(5)})
+        assert await storage.pop_due_timers(at, limit=2) == ["t0", "t1"]
+        assert await storage.pop_due_timers(at, limit=10) == ["t2", "t3", "t4"]
+
+    async def test_concurrent_pop_due_timers_claims_each_timer_once(self, storage: Storage) -> None:
+        at = time.time()
+        timers = {f"t{i}": at - i for i in range(50)}
+        await set_timers(storage, timers)
+        claims = await asyncio.gather(*(storage.pop_due_timers(at, limit=7) for _ in range(10)))
+        claimed = [timer_id for claim in claims for timer_id in claim]
+        assert sorted(claimed) == sorted(timers)
+
+    async def test_next_timer_at_is_the_earliest_pending_timer(self, storage: Storage) -> None:
+        at = time.time()
+        job = await new_job(storage)
+        assert await storage.next_timer_at() is None
+        job = await storage.commit(Commit(job, timers={"t1": at + 30, "t2": at + 10, "t3": at + 20}))
+        assert await storage.next_timer_at() == at + 10
+        job = await storage.commit(Commit(job, cancel_timers=["t2"]))
+        assert await storage.next_timer_at() == at + 20
+        assert await storage.pop_due_timers(at + 25) == ["t3"]
+        assert await storage.next_timer_at() == at + 30
+        await storage.pop_due_timers(at + 30)
+        assert await storage.next_timer_at() is None
+
+    # -- workers ---------------------------------------------------------------------------------
+    async def test_save_and_get_worker_round_trip(self, storage: Storage) -> None:
+        worker = make_worker("a", "b", resources={"gpu": {"vram_gb": 8}}, max_concurrent_tasks=4, extra=[1, None])
+        await storage.save_worker(worker)
+        assert await storage.get_worker(worker.worker_id) == worker
+
+    async def test_get_worker_of_unknown_id_is_none(self, storage: Storage) -> None:
+        assert await storage.get_worker(new_id()) is None
+
+    async def test_save_worker_replaces_the_record(self, storage: Storage) -> None:
+        worker = make_worker("a")
+        await storage.save_worker(worker)
+        worker.info["supported_tasks"] = ["b"]
+        worker.expires_at += 60
+        await storage.save_worker(worker)
+        assert await storage.get_worker(worker.worker_id) == worker
+        assert len(await storage.list_workers()) == 1
+
+    async def test_list_workers(self, storage: Storage) -> None:
+        workers = [make_worker("a"), make_worker("b")]
+        for worker in workers:
+            await storage.save_worker(worker)
+        listed = await storage.list_workers()
+        assert sorted(listed, key=lambda w: w.worker_id) == sorted(workers, key=lambda w: w.worker_id)
+
+    async def test_pop_expired_workers_returns_them_with_unanswered_tasks(self, storage: Storage) -> None:
+        worker = make_worker("a", expires_in=60)
+        await storage.save_worker(worker)
+        job = await new_job(storage)
+        answered, running = make_task(job), make_task(job)
+        waiting = make_task(job, priority=-1, worker_id=worker.worker_id)
+        job = await dispatch(storage, job, answered, running)
+        await take_ids(storage, worker, 2)
+        await storage.commit(Commit(job, tasks=[waiting], close_tasks={answered.id: TaskStatus.DONE}))
+        [(record, task_ids)] = await storage.pop_expired_workers(time.time() + 120)
+        assert record == worker
+        assert sorted(task_ids) == sorted([running.id, waiting.id])
+
+    async def test_pop_expired_workers_leaves_alive_workers(self, storage: Storage) -> None:
+        at = time.time()
+        dead, alive = make_worker("a", expires_in=-1), make_worker("a", expires_in=60)
+        await storage.save_worker(dead)
+        await storage.save_worker(alive)
+        expired = await storage.pop_expired_workers(at)
+        assert [(record.worker_id, task_ids) for record, task_ids in expired] == [(dead.worker_id, [])]
+        assert await storage.get_worker(dead.worker_id) is None
+        assert await storage.list_workers() == [alive]
+
+    async def test_pop_expired_workers_claims_each_worker_once(self, storage: Storage) -> None:
+        workers = [make_worker("a", expires_in=-1) for _ in range(5)]
+        for worker in workers:
+            await storage.save_worker(worker)
+        claims = await asyncio.gather(*(storage.pop_expired_workers(time.time()) for _ in range(4)))
+        claimed = [record.worker_id for claim in claims for record, _ in claim]
+        assert sorted(claimed) == sorted(worker.worker_id for worker in workers)
+        assert await storage.pop_expired_workers(time.time()) == []
+
+    async def test_expired_worker_leaves_the_load_and_gets_no_preassigned_task(self, storage: Storage) -> None:
+        worker = make_worker("a", expires_in=-1)
+        await storage.save_worker(worker)
+        job = await new_job(storage)
+        task = make_task(job, worker_id=worker.worker_id)
+        await dispatch(storage, job, task)
+        [(_, task_ids)] = await storage.pop_expired_workers(time.time())
+        assert task_ids == [task.id]
+        assert (await storage.worker_load()).get(worker.worker_id, 0) == 0
+        assert await take(storage, worker) is None

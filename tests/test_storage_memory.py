@@ -1,0 +1,98 @@
+"""The storage contract on :class:`MemoryStorage`, and what only the in-memory backend promises."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from storage_contract import StorageContract, create_jobs, dispatch, make_task, make_worker, take
+
+from avtomatika.models import Job, JobStatus, TaskStatus
+from avtomatika.storage import Commit, JobFilter, MemoryStorage
+
+
+@pytest.fixture
+async def memory() -> AsyncIterator[MemoryStorage]:
+    storage = MemoryStorage(max_terminal_jobs=2)
+    await storage.connect()
+    yield storage
+    await storage.close()
+
+
+class TestMemoryStorage(StorageContract):
+    @pytest.fixture
+    async def storage(self) -> AsyncIterator[MemoryStorage]:
+        storage = MemoryStorage()
+        await storage.connect()
+        yield storage
+        await storage.close()
+
+
+async def finish(storage: MemoryStorage, job: Job, status: str = JobStatus.FINISHED) -> Job:
+    job.status = status
+    return await storage.commit(Commit(job))
+
+
+async def test_max_terminal_jobs_forgets_the_oldest_terminal_jobs(memory: MemoryStorage) -> None:
+    jobs = await create_jobs(memory, {}, {}, {})
+    for job in jobs:
+        await finish(memory, job)
+    assert await memory.get_job(jobs[0].id) is None
+    assert [job.id for job in await memory.list_jobs(JobFilter())] == [jobs[2].id, jobs[1].id]
+    assert sum((await memory.count_jobs()).values()) == 2
+
+
+async def test_max_terminal_jobs_forgets_their_tasks_and_branch_results(memory: MemoryStorage) -> None:
+    oldest, *others = await create_jobs(memory, {}, {}, {})
+    task = make_task(oldest)
+    oldest = await dispatch(memory, oldest, task)
+    await memory.add_branch_result(oldest.id, task.id, {"x": 1})
+    await memory.commit(Commit(oldest, close_tasks={task.id: TaskStatus.WITHDRAWN}))
+    for job in [oldest, *others]:
+        await finish(memory, (await memory.get_job(job.id)) or job)
+    assert await memory.get_task(task.id) is None
+    assert await memory.branch_results(oldest.id) == {}
+    assert await memory.update_task(task.id, progress=1.0) is None
+
+
+async def test_max_terminal_jobs_keeps_every_live_job(memory: MemoryStorage) -> None:
+    live = await create_jobs(memory, *({} for _ in range(5)))
+    finished = await create_jobs(memory, {}, {}, {})
+    for job in finished:
+        await finish(memory, job)
+    assert all([await memory.get_job(job.id) is not None for job in live])
+    assert await memory.get_job(finished[0].id) is None
+
+
+async def test_a_job_that_leaves_a_terminal_status_is_not_forgotten(memory: MemoryStorage) -> None:
+    retried, first, second = await create_jobs(memory, {}, {}, {})
+    retried = await finish(memory, retried, JobStatus.FAILED)
+    retried.status = JobStatus.PENDING
+    await memory.commit(Commit(retried))
+    await finish(memory, first)
+    await finish(memory, second)
+    assert await memory.get_job(retried.id) is not None
+    assert await memory.get_job(first.id) is not None
+
+
+async def test_a_job_terminal_again_counts_as_the_newest_terminal_job(memory: MemoryStorage) -> None:
+    again, first, second = await create_jobs(memory, {}, {}, {})
+    again = await finish(memory, again, JobStatus.FAILED)
+    again.status = JobStatus.PENDING
+    again = await memory.commit(Commit(again))
+    await finish(memory, first)
+    await finish(memory, again, JobStatus.FAILED)
+    await finish(memory, second)
+    assert await memory.get_job(first.id) is None
+    assert await memory.get_job(again.id) is not None
+    assert await memory.get_job(second.id) is not None
+
+
+async def test_a_forgotten_job_queued_task_is_not_handed_out(memory: MemoryStorage) -> None:
+    job, *others = await create_jobs(memory, {}, {}, {})
+    task = make_task(job)
+    job = await dispatch(memory, job, task)
+    for each in [job, *others]:
+        await finish(memory, each)
+    assert await take(memory, make_worker("a")) is None
+    assert (await memory.queue_lengths()).get("a", 0) == 0
