@@ -43,6 +43,11 @@ class _Settings(BaseSettings):
     MAX_REQUEST_BODY_BYTES: int = Field(1_048_576, ge=1024)
     MAX_JSON_DEPTH: int = Field(64, ge=2)
 
+    STUDIO_ENABLED: bool = True
+    STUDIO_TOKEN: SecretStr | None = None
+    STUDIO_VIEWER_TOKEN: SecretStr | None = None
+    STUDIO_SECRET_KEY: SecretStr | None = None
+
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "json"
 

@@ -133,6 +133,8 @@ class OrchestratorEngine:
         from .api.app import create_app
 
         self.app = create_app(self)
+        if self.config.STUDIO_ENABLED:
+            self._mount_studio(self.app)
         self._site_runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._site_runner.setup()
         site = web.TCPSite(self._site_runner, host, port)
@@ -141,6 +143,15 @@ class OrchestratorEngine:
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port
         logger.info("avtomatika engine serving on http://%s:%s", host, self.port)
+
+    def _mount_studio(self, app: web.Application) -> None:
+        """Serve the web studio at /studio from this application (imported only now: it is optional)."""
+        try:
+            from .studio import setup_studio
+        except ImportError as exc:
+            logger.warning("studio not served (%s); set STUDIO_ENABLED=false to silence this", exc)
+            return
+        setup_studio(app, self)
 
     async def stop(self) -> None:
         """Stop serving and stepping; waits for background work to end."""
@@ -192,9 +203,14 @@ class OrchestratorEngine:
         thread = threading.Thread(target=target, name="avtomatika-engine", daemon=True)
         thread.start()
         ready.wait()
+        # asyncio.run() answers Ctrl-C by cancelling its main task, which is blocked right here, so the
+        # cancellation request is polled for and turned into the KeyboardInterrupt the caller expects.
+        calling_task = asyncio.current_task()
         try:
             while thread.is_alive():
-                thread.join(0.2)
+                thread.join(0.1)
+                if calling_task is not None and calling_task.cancelling():
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
             if stop:
                 stop[0]()
