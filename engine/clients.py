@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import threading
 import tomllib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,8 @@ class AccessRegistry:
         self._clients: dict[str, Client] = {}
         self._worker_digests: dict[str, str] = {}  # digest -> worker id
         self._global_worker_digest: str | None = None
+        self._attempts: dict[tuple[str, str], int] = {}  # (client name, "YYYY-MM") -> jobs created
+        self._attempts_lock = threading.Lock()
         self._load_clients(config)
         self._load_workers(config)
         if config.GLOBAL_WORKER_TOKEN is not None:
@@ -71,6 +75,31 @@ class AccessRegistry:
             return None
         return next((c for c in self._clients.values() if c.name == name), Client(name))
 
+    def take_attempt(self, client: Client) -> bool:
+        """Count one job creation against ``client.monthly_attempts``; False once this month's are spent.
+
+        Counted in this process's memory (per calendar month, UTC): engines sharing a Redis each
+        count their own.
+        """
+        if client.monthly_attempts is None:
+            return True
+        key = (client.name, datetime.now(UTC).strftime("%Y-%m"))
+        with self._attempts_lock:
+            used = self._attempts.get(key, 0)
+            if used >= client.monthly_attempts:
+                return False
+            self._attempts[key] = used + 1
+            return True
+
+    def refund_attempt(self, client: Client) -> None:
+        """Give back an attempt taken for a job that was not created after all (refused input)."""
+        if client.monthly_attempts is None:
+            return
+        key = (client.name, datetime.now(UTC).strftime("%Y-%m"))
+        with self._attempts_lock:
+            if self._attempts.get(key, 0) > 0:
+                self._attempts[key] -= 1
+
     def worker(self, token: str | None) -> tuple[bool, str | None]:
         """(accepted, worker id the token belongs to; None for the global token or an open API)."""
         if self.workers_open:
@@ -91,11 +120,21 @@ class AccessRegistry:
                 if not isinstance(token, str) or not token:
                     raise ConfigError(f"CLIENTS_CONFIG_PATH={path}: client [{name}] needs a token")
                 quota = entry.get("monthly_attempts")
+                if quota is not None and (not isinstance(quota, int) or isinstance(quota, bool) or quota < 0):
+                    raise ConfigError(
+                        f"CLIENTS_CONFIG_PATH={path}: client [{name}] monthly_attempts must be a whole number >= 0"
+                    )
+                params = entry.get("params") or {}
+                if not isinstance(params, dict):
+                    raise ConfigError(f"CLIENTS_CONFIG_PATH={path}: client [{name}] params must be a table")
+                if _digest(token) in self._clients:
+                    other = self._clients[_digest(token)].name
+                    raise ConfigError(f"CLIENTS_CONFIG_PATH={path}: clients [{other}] and [{name}] share a token")
                 self._clients[_digest(token)] = Client(
                     name,
                     entry.get("plan"),
-                    dict(entry.get("params") or {}),
-                    quota if isinstance(quota, int) else None,
+                    dict(params),
+                    quota,
                 )
         if config.CLIENT_TOKEN is not None:
             self._clients[_digest(config.CLIENT_TOKEN.get_secret_value())] = Client("default")
@@ -108,6 +147,9 @@ class AccessRegistry:
             token = entry.get("token") if isinstance(entry, dict) else None
             if not isinstance(token, str) or not token:
                 raise ConfigError(f"WORKERS_CONFIG_PATH={path}: worker [{worker_id}] needs a token")
+            if _digest(token) in self._worker_digests:
+                other = self._worker_digests[_digest(token)]
+                raise ConfigError(f"WORKERS_CONFIG_PATH={path}: workers [{other}] and [{worker_id}] share a token")
             self._worker_digests[_digest(token)] = worker_id
 
 

@@ -126,6 +126,9 @@ class OrchestratorEngine:
             for i in range(self.config.EXECUTOR_CONCURRENCY)
         ]
         self._background = [*consumers, loop.create_task(self.scheduler.run(), name="avtomatika-scheduler")]
+        transport = self.storage.event_transport()
+        if transport is not None:
+            self._background.append(loop.create_task(self.events.run_transport(transport), name="avtomatika-events"))
         if http:
             await self._serve(host or self.config.API_HOST, self.config.API_PORT if port is None else port)
 
@@ -361,6 +364,9 @@ class OrchestratorEngine:
         at = now()
         if record is None or not record.alive(at):
             raise WorkerNotFound(worker_id)
+        if changes.get("supported_tasks") == []:
+            # SDK 1.0b1 advertises no task types while it is full; the record keeps what it registered.
+            changes = {k: v for k, v in changes.items() if k != "supported_tasks"}
         record.info.update(changes)
         record.last_seen = at
         record.expires_at = at + self.worker_ttl_s
@@ -398,10 +404,12 @@ class OrchestratorEngine:
         return await self.results.submit(job_id, task_id, worker_id, result)
 
     async def record_progress(
-        self, worker_id: str, job_id: str, task_id: str, progress: float | None, message: str | None
+        self, worker_id: str | None, job_id: str, task_id: str, progress: float | None, message: str | None
     ) -> None:
+        """Store a worker's progress report. ``worker_id`` None (a WebSocket known only by the global
+        token, as SDK 1.0b1 connects) accepts it for whichever worker holds the task."""
         task = await self.storage.get_task(task_id)
-        if task is None or task.job_id != job_id or task.worker_id != worker_id:
+        if task is None or task.job_id != job_id or (worker_id is not None and task.worker_id != worker_id):
             return
         await self.storage.update_task(task_id, progress=progress, progress_message=message)
         self.events.publish(

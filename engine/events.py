@@ -6,11 +6,16 @@ callback; callbacks must be quick and must not raise (hand work to a queue of yo
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
+
+import orjson
 
 from .models import now
 
@@ -61,30 +66,74 @@ class Event:
             "at": self.at,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Event:
+        return cls(
+            EventKind(data["kind"]),
+            data.get("job_id"),
+            data.get("blueprint"),
+            data.get("state"),
+            data.get("status"),
+            data.get("data") or {},
+            data.get("at") or now(),
+        )
+
 
 Subscriber = Callable[[Event], None]
 
 
+class EventTransport(Protocol):
+    """Carries events between engine processes that share live state (Redis pub/sub)."""
+
+    async def publish_events(self, payloads: list[bytes]) -> None: ...
+
+    def listen_events(self) -> AsyncIterator[bytes]: ...
+
+
+#: Events waiting to be sent to other processes; past this, the oldest are dropped (and counted).
+OUTBOX_LIMIT = 100_000
+
+
 class EventBus:
-    """In-process publish/subscribe."""
+    """Publish/subscribe within this process and, with a transport, across engine processes.
 
-    __slots__ = ("_subscribers",)
+    A subscriber sees this process's events, and with ``remote=True`` (the default) those of every
+    other process sharing the transport too. Writers that must see each event once across all
+    processes (history, counters) subscribe with ``remote=False``: each process writes its own.
+    """
 
-    def __init__(self) -> None:
-        self._subscribers: list[Subscriber] = []
+    def __init__(self, origin: str | None = None) -> None:
+        self.origin = origin or uuid.uuid4().hex
+        self._local: list[Subscriber] = []
+        self._everything: list[Subscriber] = []
+        self._outbox: deque[bytes] = deque(maxlen=OUTBOX_LIMIT)
+        self._outbox_ready = asyncio.Event()
+        self._transport: EventTransport | None = None
+        self.dropped = 0
 
-    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+    def subscribe(self, callback: Subscriber, *, remote: bool = True) -> Callable[[], None]:
         """Call ``callback`` with every event from now on; returns a function that unsubscribes."""
-        self._subscribers.append(callback)
+        target = self._everything if remote else self._local
+        target.append(callback)
 
         def unsubscribe() -> None:
-            if callback in self._subscribers:
-                self._subscribers.remove(callback)
+            if callback in target:
+                target.remove(callback)
 
         return unsubscribe
 
     def publish(self, event: Event) -> None:
-        for callback in self._subscribers:
+        """Deliver ``event`` here, and queue it for the other processes when there is a transport."""
+        self._deliver(event, self._local)
+        self._deliver(event, self._everything)
+        if self._transport is not None:
+            if len(self._outbox) == self._outbox.maxlen:
+                self.dropped += 1
+            self._outbox.append(orjson.dumps({**event.to_dict(), "origin": self.origin}))
+            self._outbox_ready.set()
+
+    def _deliver(self, event: Event, subscribers: list[Subscriber]) -> None:
+        for callback in subscribers:
             try:
                 callback(event)
             except Exception:
@@ -92,4 +141,38 @@ class EventBus:
 
     @property
     def has_subscribers(self) -> bool:
-        return bool(self._subscribers)
+        return bool(self._local or self._everything)
+
+    async def run_transport(self, transport: EventTransport) -> None:
+        """Send this process's events and deliver the others' until cancelled."""
+        self._transport = transport
+        try:
+            await asyncio.gather(self._send_outbox(transport), self._receive(transport))
+        finally:
+            self._transport = None
+
+    async def _send_outbox(self, transport: EventTransport) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while self._outbox:
+                batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), 500))]
+                try:
+                    await transport.publish_events(batch)
+                except Exception as exc:
+                    logger.warning("could not share %d events with other engines: %s", len(batch), exc)
+                    self._outbox.extendleft(reversed(batch))
+                    await asyncio.sleep(1.0)
+
+    async def _receive(self, transport: EventTransport) -> None:
+        while True:
+            try:
+                async for payload in transport.listen_events():
+                    data = orjson.loads(payload)
+                    if data.get("origin") != self.origin:
+                        self._deliver(Event.from_dict(data), self._everything)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("lost the event stream of other engines (%s); reconnecting", exc)
+                await asyncio.sleep(1.0)

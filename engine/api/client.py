@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import re
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from ..blueprint import StateMachineBlueprint
-from ..clients import ANONYMOUS
 from ..models import JobStatus, now
-from .auth import client_of
+from .auth import client_of, owner_of
 from .errors import ApiError
 from .keys import engine_key
 from .payloads import FailRequest, ReleaseRequest, RetryRequest, job_summary, job_view, worker_view
@@ -17,29 +19,53 @@ from .requests import parse, read_json
 
 PREFIXES = ("/api/v1", "/api")
 MAX_PAGE = 500
+#: W3C trace context; any other ``traceparent`` is ignored (as the spec asks), not passed to workers.
+TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
-
-def _owner(request: web.Request) -> str | None:
-    """The client whose jobs this request may see; None means every job (an open API)."""
-    client = client_of(request)
-    return None if client.name == ANONYMOUS else client.name
+Body = TypeVar("Body", bound=BaseModel)
 
 
 def _max_depth(request: web.Request) -> int:
     return int(request.app[engine_key].config.MAX_JSON_DEPTH)
 
 
+def _actor(request: web.Request) -> str:
+    return f"client:{client_of(request).name}"
+
+
+async def _optional_body(request: web.Request, model: type[Body]) -> Body:
+    """An operation's body: empty means defaults; anything else must be an object ``model`` accepts."""
+    value = await read_json(request, max_depth=_max_depth(request), allow_empty=True)
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return parse(model, value)
+
+
 def create_job_handler(blueprint: StateMachineBlueprint) -> Any:
     async def create_job(request: web.Request) -> web.Response:
-        owner = _owner(request)
+        owner = owner_of(request)
         data = await read_json(request, max_depth=_max_depth(request))
         if not isinstance(data, dict):
             raise ApiError(400, "the request body must be a JSON object (the job's initial_data)")
         engine = request.app[engine_key]
-        traceparent = request.headers.get("traceparent")
-        job = await engine.create_job(
-            blueprint.name, data, client=owner, tracing_context={"traceparent": traceparent} if traceparent else None
-        )
+        client = client_of(request)
+        if not engine.access.take_attempt(client):
+            raise ApiError(429, f"client '{client.name}' has used its {client.monthly_attempts} monthly attempts")
+        traceparent = request.headers.get("traceparent", "").strip().lower()
+        if not TRACEPARENT.fullmatch(traceparent):
+            traceparent = ""
+        try:
+            job = await engine.create_job(
+                blueprint.name,
+                data,
+                client=owner,
+                tracing_context={"traceparent": traceparent} if traceparent else None,
+            )
+        except BaseException:
+            engine.access.refund_attempt(client)
+            raise
         return web.json_response({"status": "accepted", "job_id": job.id}, status=202)
 
     return create_job
@@ -47,11 +73,11 @@ def create_job_handler(blueprint: StateMachineBlueprint) -> Any:
 
 async def get_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
-    job = await engine.require_job(request.match_info["job_id"], _owner(request))
+    job = await engine.require_job(request.match_info["job_id"], owner_of(request))
     return web.json_response(job_view(job, await engine.current_tasks(job)))
 
 
-def _int_query(request: web.Request, name: str, default: int, maximum: int) -> int:
+def _int_query(request: web.Request, name: str, default: int, minimum: int, maximum: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
@@ -59,8 +85,8 @@ def _int_query(request: web.Request, name: str, default: int, maximum: int) -> i
         value = int(raw)
     except ValueError:
         raise ApiError(400, f"{name} must be an integer", field=name) from None
-    if not 0 <= value <= maximum:
-        raise ApiError(400, f"{name} must be between 0 and {maximum}", field=name)
+    if not minimum <= value <= maximum:
+        raise ApiError(400, f"{name} must be between {minimum} and {maximum}", field=name)
     return value
 
 
@@ -73,51 +99,47 @@ async def list_jobs(request: web.Request) -> web.Response:
         status=status,
         blueprint=request.query.get("blueprint"),
         state=request.query.get("state"),
-        client=_owner(request),
-        limit=_int_query(request, "limit", 50, MAX_PAGE),
-        offset=_int_query(request, "offset", 0, 10_000_000),
+        client=owner_of(request),
+        limit=_int_query(request, "limit", 50, 1, MAX_PAGE),
+        offset=_int_query(request, "offset", 0, 0, 10_000_000),
     )
     return web.json_response({"jobs": [job_summary(j) for j in jobs]})
 
 
 async def cancel_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
-    owner = _owner(request)
-    job = await engine.require_job(request.match_info["job_id"], owner)
-    job = await engine.cancel_job(job.id, actor=f"client:{owner or ANONYMOUS}")
+    job = await engine.require_job(request.match_info["job_id"], owner_of(request))
+    job = await engine.cancel_job(job.id, actor=_actor(request))
     return web.json_response({"status": "cancelled", "job_id": job.id})
 
 
 async def retry_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
-    owner = _owner(request)
-    job = await engine.require_job(request.match_info["job_id"], owner)
-    body = parse(RetryRequest, await read_json(request, max_depth=_max_depth(request), allow_empty=True) or {})
-    job = await engine.retry_job(job.id, actor=f"client:{owner or ANONYMOUS}", from_state=body.from_state)
+    job = await engine.require_job(request.match_info["job_id"], owner_of(request))
+    body = await _optional_body(request, RetryRequest)
+    job = await engine.retry_job(job.id, actor=_actor(request), from_state=body.from_state)
     return web.json_response({"status": job.status, "job_id": job.id, "current_state": job.state})
 
 
 async def release_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
-    owner = _owner(request)
-    job = await engine.require_job(request.match_info["job_id"], owner)
-    body = parse(ReleaseRequest, await read_json(request, max_depth=_max_depth(request), allow_empty=True) or {})
-    job = await engine.release_job(job.id, actor=f"client:{owner or ANONYMOUS}", params=body.params)
+    job = await engine.require_job(request.match_info["job_id"], owner_of(request))
+    body = await _optional_body(request, ReleaseRequest)
+    job = await engine.release_job(job.id, actor=_actor(request), params=body.params)
     return web.json_response({"status": job.status, "job_id": job.id, "current_state": job.state})
 
 
 async def fail_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
-    owner = _owner(request)
-    job = await engine.require_job(request.match_info["job_id"], owner)
-    body = parse(FailRequest, await read_json(request, max_depth=_max_depth(request), allow_empty=True) or {})
-    job = await engine.fail_job(job.id, actor=f"client:{owner or ANONYMOUS}", reason=body.reason)
+    job = await engine.require_job(request.match_info["job_id"], owner_of(request))
+    body = await _optional_body(request, FailRequest)
+    job = await engine.fail_job(job.id, actor=_actor(request), reason=body.reason)
     return web.json_response({"status": job.status, "job_id": job.id})
 
 
 async def quarantine(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
-    jobs = await engine.list_jobs(status=JobStatus.QUARANTINED, client=_owner(request), limit=MAX_PAGE)
+    jobs = await engine.list_jobs(status=JobStatus.QUARANTINED, client=owner_of(request), limit=MAX_PAGE)
     return web.json_response({"jobs": [job_view(j, await engine.current_tasks(j)) for j in jobs]})
 
 
@@ -153,9 +175,13 @@ async def blueprint_graph(request: web.Request) -> web.Response:
     if output == "dot":
         return web.Response(text=blueprint.render_graph() or "", content_type="text/vnd.graphviz")
     if output == "svg":
-        from ..graph import blueprint_svg
+        from ..graph import GraphvizNotFound, blueprint_svg
 
-        return web.Response(text=blueprint_svg(blueprint), content_type="image/svg+xml")
+        try:  # dot runs for tens of milliseconds: not on the event loop (blueprint_svg is thread-safe)
+            svg = await asyncio.to_thread(blueprint_svg, blueprint)
+        except GraphvizNotFound as exc:
+            raise ApiError(503, str(exc)) from None
+        return web.Response(text=svg, content_type="image/svg+xml")
     raise ApiError(400, "format must be 'dot' or 'svg'", field="format")
 
 

@@ -38,7 +38,9 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def error_response(status: int, message: str, **extra: Any) -> web.Response:
+def error_response(status: int, message: str, /, **extra: Any) -> web.Response:
+    """JSON ``{"error": message, **extra}`` (extra keys set to None are left out); ``extra`` may hold
+    a ``status`` key of its own, as the health check's ``"unhealthy"``."""
     body = {"error": message, **{k: v for k, v in extra.items() if v is not None}}
     return web.json_response(body, status=status)
 
@@ -76,7 +78,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason)
+        message = f"{exc.reason}: {request.method} {request.path}" if exc.status in (404, 405) else exc.reason
+        response = error_response(exc.status, message)
+        if "Allow" in exc.headers:  # a 405 says which methods the route takes
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal error; see the engine's log")

@@ -9,16 +9,34 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..models import Job, Task, WorkerRecord
 
-_SECRET_KEYS = frozenset({"token", "worker_token", "secret", "password", "api_key"})
+#: Field names of secrets a worker may send (its token...), never stored nor shown; also as a
+#: suffix (``worker_token``, ``db_password``), but not as a mere substring (``max_tokens`` is kept).
+_SECRET_NAMES = frozenset(
+    {"token", "secret", "password", "passwd", "api_key", "apikey", "credential", "credentials", "authorization"}
+)
 
 
-class WorkerRegistration(BaseModel):
-    """A worker's record; unknown fields are kept."""
+def is_secret(key: object) -> bool:
+    if not isinstance(key, str):
+        return False
+    name = key.lower().replace("-", "_")
+    return name in _SECRET_NAMES or any(name.endswith("_" + secret) for secret in _SECRET_NAMES)
+
+
+def without_secrets(value: Any) -> Any:
+    """``value`` with every secret-looking key removed, at any depth."""
+    if isinstance(value, dict):
+        return {k: without_secrets(v) for k, v in value.items() if not is_secret(k)}
+    if isinstance(value, list):
+        return [without_secrets(v) for v in value]
+    return value
+
+
+class _WorkerFields(BaseModel):
+    """The worker record fields the engine reads, typed; unknown fields are kept."""
 
     model_config = ConfigDict(extra="allow")
-    worker_id: str = Field(min_length=1, max_length=200)
     worker_type: str | None = None
-    supported_tasks: list[str] = Field(default_factory=list, max_length=1000)
     max_concurrent_tasks: int | None = Field(default=None, ge=1)
     resources: dict[str, Any] | None = None
     installed_models: list[Any] | None = None
@@ -27,6 +45,21 @@ class WorkerRegistration(BaseModel):
     hot_cache: list[str] | None = None
     load: float | None = None
     status: str | None = None
+    capabilities: dict[str, Any] | None = None
+
+
+class WorkerRegistration(_WorkerFields):
+    """A worker's record, as registered."""
+
+    worker_id: str = Field(min_length=1, max_length=200)
+    supported_tasks: list[str] = Field(default_factory=list, max_length=1000)
+
+
+class WorkerHeartbeat(_WorkerFields):
+    """Changes a heartbeat merges into the worker's record (every field optional)."""
+
+    worker_id: str | None = Field(default=None, min_length=1, max_length=200)
+    supported_tasks: list[str] | None = Field(default=None, max_length=1000)
 
 
 class ResultError(BaseModel):
@@ -127,7 +160,7 @@ def job_summary(job: Job) -> dict[str, Any]:
 
 def worker_view(record: WorkerRecord, load: int, at: float) -> dict[str, Any]:
     """A worker's record without anything secret it may have sent."""
-    info = {k: v for k, v in record.info.items() if k.lower() not in _SECRET_KEYS}
+    info = without_secrets(record.info)
     return {
         **info,
         "worker_id": record.worker_id,

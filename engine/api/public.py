@@ -6,8 +6,7 @@ import logging
 
 from aiohttp import web
 
-from ..clients import ANONYMOUS
-from .auth import client_of
+from .auth import client_of, owner_of
 from .errors import error_response
 from .keys import engine_key
 from .payloads import ApprovalRequest
@@ -36,8 +35,7 @@ async def approval(request: web.Request) -> web.Response:
     """Answer a job waiting for human approval; needs the token of the client that owns the job."""
     client = client_of(request)
     engine = request.app[engine_key]
-    owner = None if client.name == ANONYMOUS else client.name
-    job = await engine.require_job(request.match_info["job_id"], owner)
+    job = await engine.require_job(request.match_info["job_id"], owner_of(request))
     body = parse(ApprovalRequest, await read_json(request, max_depth=engine.config.MAX_JSON_DEPTH))
     job = await engine.decide(job.id, body.decision, actor=f"client:{client.name}")
     return web.json_response({"status": "decision_accepted", "job_id": job.id, "current_state": job.state})

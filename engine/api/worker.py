@@ -9,10 +9,10 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from ..errors import WorkerNotFound
-from .auth import check_worker
+from .auth import check_owner, check_worker, worker_token
 from .errors import ApiError
 from .keys import engine_key
-from .payloads import TaskResult, WorkerRegistration, worker_view
+from .payloads import TaskResult, WorkerHeartbeat, WorkerRegistration, without_secrets, worker_view
 from .requests import parse, read_json
 
 logger = logging.getLogger(__name__)
@@ -25,12 +25,13 @@ def _max_depth(request: web.Request) -> int:
 
 
 async def register(request: web.Request) -> web.Response:
+    owner = worker_token(request)  # a refused token is told so before its body is looked at
     body = await read_json(request, max_depth=_max_depth(request))
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object (the worker record)")
     record = parse(WorkerRegistration, body)
-    check_worker(request, record.worker_id)
-    await request.app[engine_key].register_worker(record.model_dump(exclude_none=True))
+    check_owner(owner, record.worker_id)
+    await request.app[engine_key].register_worker(without_secrets(record.model_dump(exclude_none=True)))
     return web.json_response({"status": "registered", "worker_id": record.worker_id})
 
 
@@ -40,7 +41,9 @@ async def heartbeat(request: web.Request) -> web.Response:
     body = await read_json(request, max_depth=_max_depth(request), allow_empty=True)
     if body is not None and not isinstance(body, dict):
         raise ApiError(400, "the heartbeat body must be a JSON object")
-    changes = {k: v for k, v in (body or {}).items() if k != "worker_id"}
+    # Typed like a registration, so a bad field (supported_tasks: 5) cannot break dispatching later.
+    fields = parse(WorkerHeartbeat, body or {}).model_dump(exclude_unset=True)
+    changes = without_secrets({k: v for k, v in fields.items() if k != "worker_id"})
     engine = request.app[engine_key]
     record = await engine.heartbeat(worker_id, changes)
     if not changes:
@@ -60,8 +63,9 @@ async def next_task(request: web.Request) -> web.Response:
 
 
 async def task_result(request: web.Request) -> web.Response:
+    owner = worker_token(request)
     body = parse(TaskResult, await read_json(request, max_depth=_max_depth(request)))
-    check_worker(request, body.worker_id)
+    check_owner(owner, body.worker_id)
     engine = request.app[engine_key]
     status = await engine.submit_result(
         body.job_id, body.task_id, body.worker_id, body.result.model_dump(exclude_none=True)
@@ -71,11 +75,11 @@ async def task_result(request: web.Request) -> web.Response:
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     owner = check_worker(request, request.match_info.get("worker_id"))
+    # Without an id in the path or a worker's own token (SDK 1.0b1 under the global token), the socket
+    # is anonymous: it receives commands for workers without a socket of their own.
     worker_id = request.match_info.get("worker_id") or owner
-    if worker_id is None:
-        raise ApiError(400, "connect to /_worker/ws/{worker_id}, or use a worker's own token on /_worker/ws")
     engine = request.app[engine_key]
-    if await engine.storage.get_worker(worker_id) is None:
+    if worker_id is not None and await engine.storage.get_worker(worker_id) is None:
         raise WorkerNotFound(worker_id)
     socket = web.WebSocketResponse(heartbeat=30)
     await socket.prepare(request)
@@ -83,13 +87,16 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     try:
         async for message in socket:
             if message.type == WSMsgType.TEXT:
-                await _on_message(engine, worker_id, message.data)
+                try:
+                    await _on_message(engine, worker_id, message.data)
+                except Exception:  # one bad message must not drop the worker's connection
+                    logger.exception("worker %s: handling a WebSocket message failed", worker_id)
     finally:
         engine.channels.detach(worker_id, socket)
     return socket
 
 
-async def _on_message(engine: Any, worker_id: str, text: str) -> None:
+async def _on_message(engine: Any, worker_id: str | None, text: str) -> None:
     try:
         message = orjson.loads(text)
     except orjson.JSONDecodeError:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..events import EventTransport
 from ..models import Job, Task, WorkerRecord
 
 
@@ -62,6 +63,10 @@ class Storage(ABC):
 
     async def close(self) -> None:
         """Release connections; called by the engine on stop."""
+
+    def event_transport(self) -> EventTransport | None:
+        """How events reach other engine processes sharing this storage; None when there are none."""
+        return None
 
     @abstractmethod
     async def ping(self) -> None:
