@@ -30,13 +30,13 @@ from .errors import (
 )
 from .events import Event, EventBus, EventKind
 from .logs import configure_logging
-from .models import TERMINAL_STATUSES, Job, JobStatus, Task, WorkerRecord, new_id, now
+from .models import TERMINAL_STATUSES, Job, JobStatus, Task, TaskStatus, WorkerRecord, new_id, now
 from .operations import Operations
 from .outcomes import Outcome
 from .results import ResultProcessor
 from .runner import JobRunner
 from .scheduler import Scheduler
-from .storage import JobFilter, MemoryStorage, Storage
+from .storage import Commit, JobFilter, MemoryStorage, Storage
 from .workers import WorkerChannels
 
 logger = logging.getLogger(__name__)
@@ -399,6 +399,24 @@ class OrchestratorEngine:
                 )
             )
         return task
+
+    async def give_back(self, task: Task) -> None:
+        """Queue a task taken by a worker that never received it (its long poll hung up)."""
+
+        async def build(job: Job) -> Outcome | None:
+            stored = await self.storage.get_task(task.id)
+            if (
+                stored is None
+                or stored.status != TaskStatus.ASSIGNED
+                or task.id not in (job.wait or {}).get("task_ids", [])
+            ):
+                return None
+            stored.status, stored.worker_id, stored.taken_at, stored.deadline = TaskStatus.QUEUED, None, None, None
+            await self.assign_workers([stored])
+            return Outcome(Commit(job, tasks=[stored], cancel_timers=[f"timeout:{task.id}"]))
+
+        with contextlib.suppress(JobNotFound):
+            await self.update_job(task.job_id, build)
 
     async def submit_result(self, job_id: str, task_id: str, worker_id: str, result: dict[str, Any]) -> str:
         return await self.results.submit(job_id, task_id, worker_id, result)

@@ -59,6 +59,9 @@ async def next_task(request: web.Request) -> web.Response:
     task = await engine.next_task(worker_id)
     if task is None:
         return web.Response(status=204)
+    if request.transport is None or request.transport.is_closing():
+        await engine.give_back(task)  # the worker hung up while waiting: nobody would run it
+        return web.Response(status=204)
     return web.json_response(task.wire())
 
 
