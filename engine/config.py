@@ -30,6 +30,7 @@ class _Settings(BaseSettings):
     REDIS_PORT: int = Field(6379, ge=1, le=65535)
     REDIS_DB: int = Field(0, ge=0)
     HISTORY_DATABASE_URI: str | None = None
+    HISTORY_RETENTION_DAYS: float = Field(0.0, ge=0)
 
     WORKER_TIMEOUT_SECONDS: float = Field(300.0, gt=0)
     WORKER_POLL_TIMEOUT_SECONDS: float = Field(30.0, ge=0)

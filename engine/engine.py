@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -39,6 +39,9 @@ from .scheduler import Scheduler
 from .storage import Commit, JobFilter, MemoryStorage, Storage
 from .workers import WorkerChannels
 
+if TYPE_CHECKING:
+    from .history import HistoryStorage, HistoryWriter, TimelineEntry
+
 logger = logging.getLogger(__name__)
 
 #: How many times a change is recomputed when the job changed under it before giving up.
@@ -53,9 +56,14 @@ class OrchestratorEngine:
         config: Settings; ``Config()`` (the environment) when omitted.
     """
 
-    def __init__(self, storage: Storage | None = None, config: Config | None = None) -> None:
+    def __init__(
+        self, storage: Storage | None = None, config: Config | None = None, *, history: HistoryStorage | None = None
+    ) -> None:
         self.config = config or Config()
         self.storage = storage if storage is not None else MemoryStorage()
+        self.history = history
+        self.history_writer: HistoryWriter | None = None
+        self._owns_history = history is None
         self.access = AccessRegistry(self.config)
         self.blueprints: dict[str, StateMachineBlueprint] = {}
         self.events = EventBus()
@@ -113,6 +121,7 @@ class OrchestratorEngine:
             raise RuntimeError("the engine is already started")
         configure_logging(self.config)
         await self.storage.connect()
+        await self._open_history()
         if self.access.clients_open:
             logger.warning("no client tokens configured (CLIENT_TOKEN / CLIENTS_CONFIG_PATH): the client API is open")
         if self.access.workers_open:
@@ -126,6 +135,11 @@ class OrchestratorEngine:
             for i in range(self.config.EXECUTOR_CONCURRENCY)
         ]
         self._background = [*consumers, loop.create_task(self.scheduler.run(), name="avtomatika-scheduler")]
+        if self.config.HISTORY_RETENTION_DAYS > 0 and self.history is not None:
+            from .history import retention_loop
+
+            retention = retention_loop(self.history, self.config.HISTORY_RETENTION_DAYS)
+            self._background.append(loop.create_task(retention, name="avtomatika-history-retention"))
         transport = self.storage.event_transport()
         if transport is not None:
             self._background.append(loop.create_task(self.events.run_transport(transport), name="avtomatika-events"))
@@ -146,6 +160,27 @@ class OrchestratorEngine:
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port
         logger.info("avtomatika engine serving on http://%s:%s", host, self.port)
+
+    async def _open_history(self) -> None:
+        """Record every event of this process in history (in-memory SQLite unless configured)."""
+        from .history import HistoryWriter, open_history
+
+        if self.history is None:
+            self.history = await open_history(self.config.HISTORY_DATABASE_URI)
+        else:
+            await self.history.open()
+        # remote=False inside the writer: each engine process writes its own events exactly once.
+        self.history_writer = HistoryWriter(self.history, self.events)
+        await self.history_writer.start()
+
+    async def _close_history(self) -> None:
+        if self.history_writer is not None:
+            await self.history_writer.stop()
+            self.history_writer = None
+        if self.history is not None:
+            await self.history.close()
+            if self._owns_history:
+                self.history = None
 
     def _mount_studio(self, app: web.Application) -> None:
         """Serve the web studio at /studio from this application (imported only now: it is optional)."""
@@ -168,6 +203,7 @@ class OrchestratorEngine:
                 await task
         self._background = []
         await self.channels.close_all()
+        await self._close_history()
         await self.storage.close()
         self.app = None
 
@@ -293,6 +329,22 @@ class OrchestratorEngine:
         if job is None or (client is not None and job.client != client):
             raise JobNotFound(job_id)
         return job
+
+    async def job_history(self, job_id: str, client: str | None = None) -> list[TimelineEntry]:
+        """The job's timeline from history (what was buffered is written first).
+
+        Raises JobNotFound for an unknown job, or one of another client than ``client``.
+        """
+        if self.history is None:
+            raise JobNotFound(job_id)
+        if self.history_writer is not None:
+            await self.history_writer.flush()
+        live = await self.storage.get_job(job_id)
+        row = await self.history.get_job(job_id) if live is None else None
+        owner = live.client if live is not None else (row.client if row is not None else None)
+        if (live is None and row is None) or (client is not None and owner != client):
+            raise JobNotFound(job_id)
+        return await self.history.timeline(job_id)
 
     async def list_jobs(
         self,

@@ -434,3 +434,23 @@ async def test_dashboard_counts(make_api, prefix):
     assert body["jobs"] == {"total": 3, "by_status": {"finished": 2, "waiting_for_worker": 1}}
     assert body["workers"] == {"total": 1, "alive": 1}
     assert body["queues"] == {"echo": 1}
+
+
+async def test_job_history_is_the_timeline_from_history(make_api):
+    api = await make_api()
+    job_id, task = await api.take()
+    status, _ = await api.result(task, "w1", "success")
+    assert status == 200
+    await api.wait_job(job_id, "finished")
+    for prefix in ("/api/v1", "/api"):
+        status, body = await api.client("GET", f"{prefix}/jobs/{job_id}/history")
+        assert status == 200
+        kinds = [entry["kind"] for entry in body["history"]]
+        assert kinds[0] == "job_created"
+        assert "task_dispatched" in kinds
+        assert "task_result" in kinds
+        assert kinds[-1] in ("job_finished", "state_left")
+        assert [entry["seq"] for entry in body["history"]] == sorted(entry["seq"] for entry in body["history"])
+    status, body = await api.client("GET", "/api/v1/jobs/unknown-job/history")
+    assert status == 404
+    assert "error" in body

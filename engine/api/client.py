@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -75,6 +76,12 @@ async def get_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
     return web.json_response(job_view(job, await engine.current_tasks(job)))
+
+
+async def job_history(request: web.Request) -> web.Response:
+    engine = request.app[engine_key]
+    timeline = await engine.job_history(request.match_info["job_id"], owner_of(request))
+    return web.json_response({"history": [asdict(entry) for entry in timeline]})
 
 
 def _int_query(request: web.Request, name: str, default: int, minimum: int, maximum: int) -> int:
@@ -214,6 +221,7 @@ def setup_client_routes(app: web.Application, blueprints: list[StateMachineBluep
     for prefix in PREFIXES:
         app.router.add_get(f"{prefix}/jobs", list_jobs)
         app.router.add_get(f"{prefix}/jobs/{{job_id}}", get_job)
+        app.router.add_get(f"{prefix}/jobs/{{job_id}}/history", job_history)
         app.router.add_post(f"{prefix}/jobs/{{job_id}}/cancel", cancel_job)
         app.router.add_post(f"{prefix}/jobs/{{job_id}}/retry", retry_job)
         app.router.add_post(f"{prefix}/jobs/{{job_id}}/release", release_job)

@@ -1,0 +1,145 @@
+"""Versioned schema migrations, one list per backend.
+
+A migration is a version number, a name and its statements. ``schema_version`` records which ran;
+:func:`pending` gives those still to run, each applied in its own transaction with its row in
+``schema_version``. Statements are idempotent too (``IF NOT EXISTS``), so a half-applied migration
+of a database that does not do DDL in transactions (none of ours) could simply run again.
+
+Never edit a released migration: append a new one. Indexes are chosen for the studio's queries at
+100k jobs / 1M events (``benchmarks/history_list.py`` measures them):
+
+* the job list, newest first, by keyset ``(created_at, id)``: unfiltered, or by blueprint, status,
+  blueprint + status, blueprint + state; a prefix of the id uses the primary key;
+* counts per blueprint by state and status: the ``(blueprint, state, status)`` index covers them;
+* a timeline: the ``events`` primary key ``(job_id, seq)``;
+* a worker's recent results: a partial index on ``task_result`` lines;
+* retention: ``jobs(updated_at)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of the schema: applied once, in order, in one transaction."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+SCHEMA_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at DOUBLE PRECISION NOT NULL
+)"""
+
+_JOB_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_blueprint_created ON jobs (blueprint, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_status_created ON jobs (status, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_blueprint_status_created ON jobs (blueprint, status, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_blueprint_state_created ON jobs (blueprint, state, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS jobs_blueprint_state_status ON jobs (blueprint, state, status)",
+    "CREATE INDEX IF NOT EXISTS jobs_updated ON jobs (updated_at)",
+    "CREATE INDEX IF NOT EXISTS events_worker_results ON events (worker_id, at)"
+    " WHERE kind = 'task_result' AND worker_id IS NOT NULL",
+)
+
+SQLITE: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "jobs and events",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS jobs (
+                id TEXT PRIMARY KEY,
+                blueprint TEXT NOT NULL DEFAULT '',
+                blueprint_version TEXT,
+                status TEXT NOT NULL DEFAULT '',
+                state TEXT NOT NULL DEFAULT '',
+                client TEXT,
+                parent_job_id TEXT,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL,
+                finished_at REAL,
+                state_entered_at REAL,
+                error TEXT,
+                retry_count INTEGER NOT NULL DEFAULT 0,
+                last_seq INTEGER NOT NULL DEFAULT 0
+            )""",
+            """
+            CREATE TABLE IF NOT EXISTS events (
+                job_id TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                at REAL NOT NULL,
+                kind TEXT NOT NULL,
+                state TEXT,
+                status TEXT,
+                worker_id TEXT,
+                duration_ms REAL,
+                data TEXT NOT NULL DEFAULT '{}',
+                PRIMARY KEY (job_id, seq)
+            )""",
+            *_JOB_INDEXES,
+        ),
+    ),
+)
+
+POSTGRES: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "jobs and events",
+        (
+            # COLLATE "C": byte order, so an id prefix is a range of the primary key in any locale.
+            """
+            CREATE TABLE IF NOT EXISTS jobs (
+                id TEXT COLLATE "C" PRIMARY KEY,
+                blueprint TEXT NOT NULL DEFAULT '',
+                blueprint_version TEXT,
+                status TEXT NOT NULL DEFAULT '',
+                state TEXT NOT NULL DEFAULT '',
+                client TEXT,
+                parent_job_id TEXT,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                finished_at DOUBLE PRECISION,
+                state_entered_at DOUBLE PRECISION,
+                error TEXT,
+                retry_count INTEGER NOT NULL DEFAULT 0,
+                last_seq INTEGER NOT NULL DEFAULT 0
+            )""",
+            """
+            CREATE TABLE IF NOT EXISTS events (
+                job_id TEXT COLLATE "C" NOT NULL,
+                seq INTEGER NOT NULL,
+                at DOUBLE PRECISION NOT NULL,
+                kind TEXT NOT NULL,
+                state TEXT,
+                status TEXT,
+                worker_id TEXT,
+                duration_ms DOUBLE PRECISION,
+                data JSONB NOT NULL DEFAULT '{}',
+                PRIMARY KEY (job_id, seq)
+            )""",
+            *_JOB_INDEXES,
+        ),
+    ),
+)
+
+
+def pending(migrations: Sequence[Migration], applied: set[int]) -> list[Migration]:
+    """The migrations not yet applied, in version order; checks the list is well formed."""
+    versions = [m.version for m in migrations]
+    if versions != sorted(set(versions)) or (versions and versions[0] < 1):
+        raise ValueError(f"migration versions must be distinct, positive and increasing: {versions}")
+    return [m for m in migrations if m.version not in applied]
+
+
+def latest(migrations: Sequence[Migration]) -> int:
+    """The version a fully migrated database has."""
+    return migrations[-1].version if migrations else 0

@@ -1,0 +1,254 @@
+"""From events to rows: the snapshot taken when an event is published, and the projection of a batch.
+
+The projection is plain Python shared by both backends: given the ``jobs`` rows of a batch's jobs as
+stored, it numbers each job's events, computes durations, and updates the rows. A backend only reads
+those rows, and writes the lines and rows back, in one transaction.
+
+Durations come from consecutive events of a job: when a job enters a state (or ends), a synthetic
+``state_left`` line records the time spent in the state it leaves, since ``state_entered_at``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from typing import Any
+
+import orjson
+
+from ..events import Event, EventKind
+
+logger = logging.getLogger(__name__)
+
+#: The kind of the synthetic line written when a job leaves a state (its ``duration_ms``: time in it).
+STATE_LEFT = "state_left"
+
+#: Events that end a job for good (a quarantined job waits for an operator, so it is not "finished").
+ENDING_KINDS = frozenset({EventKind.JOB_FINISHED, EventKind.JOB_FAILED, EventKind.JOB_CANCELLED})
+#: Retries counted in ``jobs.retry_count`` (the engine counts the same ones in ``Job.retry_count``).
+RETRY_KINDS = frozenset({EventKind.TASK_RETRY, EventKind.HANDLER_RETRY})
+#: Events that bring a job back from an end or from quarantine.
+REOPENING_KINDS = frozenset({EventKind.JOB_RETRIED, EventKind.JOB_RELEASED})
+
+# The few scalar fields of ``Event.data`` the projection reads; the rest is only stored.
+_FACT_KEYS = ("previous", "client", "blueprint_version", "parent_job_id", "error", "worker_id", "duration_ms", "state")
+_MAX_UNSERIALIZABLE_CHARS = 10_000
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+def dump_json(data: Any) -> str:
+    """JSON text of ``data``; values JSON does not know become strings, never an exception."""
+    try:
+        return orjson.dumps(data, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (TypeError, ValueError) as exc:  # circular, or an integer wider than 64 bits
+        text = repr(data)[:_MAX_UNSERIALIZABLE_CHARS]
+        return orjson.dumps({"unserializable": text, "reason": str(exc)}).decode()
+
+
+def load_json(text: str | bytes | None) -> dict[str, Any]:
+    """The dict stored by :func:`dump_json` ({} for nothing)."""
+    if not text:
+        return {}
+    value = orjson.loads(text)
+    return value if isinstance(value, dict) else {"value": value}
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """An event as history keeps it: taken when published, so later changes to its data are not seen.
+
+    ``data_json`` is the event's data as JSON text; ``facts`` the few scalars the projection reads.
+    """
+
+    kind: str
+    job_id: str
+    at: float
+    blueprint: str | None
+    state: str | None
+    status: str | None
+    data_json: str
+    facts: dict[str, Any]
+
+    @classmethod
+    def capture(cls, event: Event) -> EventRecord | None:
+        """Snapshot ``event``; None for events that belong to no job (workers registering...)."""
+        if not event.job_id:
+            return None
+        data = event.data if isinstance(event.data, dict) else {"value": event.data}
+        facts = {key: _scalar(data[key]) for key in _FACT_KEYS if key in data}
+        return cls(
+            kind=str(event.kind),
+            job_id=str(event.job_id),
+            at=float(event.at),
+            blueprint=event.blueprint,
+            state=event.state,
+            status=str(event.status) if event.status is not None else None,
+            data_json=dump_json(data),
+            facts=facts,
+        )
+
+
+def _scalar(value: Any) -> str | int | float | bool | None:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+@dataclass(slots=True)
+class JobRow:
+    """A job as history knows it: one row of the ``jobs`` table, kept up to date from its events.
+
+    Attributes:
+        id: The job id.
+        blueprint: The blueprint's name ("" while history has seen no event naming it).
+        blueprint_version: The hash of the blueprint's graph the job was created on.
+        status: The job's status after its latest event.
+        state: Its current state (or the state it ended in).
+        client: The client that created it.
+        parent_job_id: The parent, for a sub-job.
+        created_at: When it was created (UNIX seconds).
+        updated_at: When its latest event happened.
+        finished_at: When it finished, failed or was cancelled (None while it can still go on).
+        state_entered_at: When it entered its current state (None once it ended).
+        error: The latest error (cleared when it moves on).
+        retry_count: Task and handler retries so far.
+        last_seq: How many timeline lines it has.
+    """
+
+    id: str
+    blueprint: str = ""
+    blueprint_version: str | None = None
+    status: str = ""
+    state: str = ""
+    client: str | None = None
+    parent_job_id: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    finished_at: float | None = None
+    state_entered_at: float | None = None
+    error: str | None = None
+    retry_count: int = 0
+    last_seq: int = 0
+
+    @property
+    def duration_s(self) -> float | None:
+        """From creation to the end, or None while the job can still go on."""
+        return None if self.finished_at is None else self.finished_at - self.created_at
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The values in :data:`JOB_COLUMNS` order."""
+        return tuple(getattr(self, name) for name in JOB_COLUMNS)
+
+
+#: The ``jobs`` table's columns, in the order :meth:`JobRow.as_tuple` gives them.
+JOB_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(JobRow))
+#: The ``events`` table's columns, in the order :func:`project` gives a line's values.
+EVENT_COLUMNS = ("job_id", "seq", "at", "kind", "state", "status", "worker_id", "duration_ms", "data")
+
+#: One line of the ``events`` table, in :data:`EVENT_COLUMNS` order.
+EventLine = tuple[str, int, float, str, str | None, str | None, str | None, float | None, str]
+
+
+def project(records: list[EventRecord], rows: dict[str, JobRow]) -> list[EventLine]:
+    """Number and time ``records`` against ``rows`` (updated in place, new jobs added).
+
+    Returns the lines to insert; every row in ``rows`` whose job had a record needs writing back.
+    """
+    lines: list[EventLine] = []
+    for record in records:
+        row = rows.get(record.job_id)
+        if row is None:  # history joined late, or purged the job: start from what this event says
+            row = rows[record.job_id] = JobRow(record.job_id, created_at=record.at, updated_at=record.at)
+        _apply(record, row, lines)
+    return lines
+
+
+def _apply(record: EventRecord, row: JobRow, lines: list[EventLine]) -> None:
+    kind, at, facts = record.kind, record.at, record.facts
+    duration_ms: float | None = None
+    entry_state = record.state
+    if kind == EventKind.JOB_CREATED:
+        _created(record, row)
+    elif kind == EventKind.STATE_ENTERED:
+        previous = facts.get("previous")
+        _leave_state(row, at, str(previous) if previous is not None else row.state, {"next": record.state}, lines)
+        row.state_entered_at = at
+        row.error = None
+        row.finished_at = None
+    elif kind in ENDING_KINDS:
+        _leave_state(row, at, record.state or row.state, {"reason": kind}, lines)
+        row.state_entered_at = None
+        row.finished_at = at
+        row.error = _text(facts.get("error"))
+        duration_ms = _ms(at - row.created_at)
+    elif kind == EventKind.JOB_QUARANTINED:
+        row.error = _text(facts.get("error"))
+    elif kind in REOPENING_KINDS:
+        row.finished_at = None
+        row.error = None
+    elif kind in RETRY_KINDS:
+        row.retry_count += 1
+        row.error = _text(facts.get("error"))
+    elif kind == EventKind.STEP_FINISHED:
+        ran = facts.get("state")
+        entry_state = str(ran) if ran is not None else record.state
+        duration_ms = _number(facts.get("duration_ms"))
+    if record.blueprint is not None:  # built from the job itself: its state and status are current
+        row.blueprint = record.blueprint
+        if record.state is not None:
+            row.state = record.state
+        if record.status is not None:
+            row.status = record.status
+    row.updated_at = max(row.updated_at, at)
+    row.last_seq += 1
+    worker = facts.get("worker_id")
+    lines.append(
+        (
+            row.id,
+            row.last_seq,
+            at,
+            kind,
+            entry_state,
+            record.status,
+            str(worker) if worker is not None else None,
+            duration_ms,
+            record.data_json,
+        )
+    )
+
+
+def _created(record: EventRecord, row: JobRow) -> None:
+    facts = record.facts
+    row.created_at = min(row.created_at, record.at) if row.last_seq else record.at
+    row.client = _text(facts.get("client"))
+    row.parent_job_id = _text(facts.get("parent_job_id"))
+    row.blueprint_version = _text(facts.get("blueprint_version"))
+    row.state_entered_at = record.at
+
+
+def _leave_state(row: JobRow, at: float, state: str, data: dict[str, Any], lines: list[EventLine]) -> None:
+    """Add a ``state_left`` line with the time spent in ``state``, if the job was in one."""
+    if row.state_entered_at is None:
+        return
+    row.last_seq += 1
+    duration_ms = _ms(at - row.state_entered_at)
+    lines.append((row.id, row.last_seq, at, STATE_LEFT, state, None, None, duration_ms, dump_json(data)))
+
+
+def _ms(seconds: float) -> float:
+    return round(max(0.0, seconds) * 1000, 3)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None

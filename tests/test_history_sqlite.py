@@ -1,0 +1,65 @@
+"""The history contract on SQLite: a file (WAL) and memory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from history_contract import HistoryContract, Reopen
+
+from avtomatika.history import HistoryStorage, SQLiteHistory, open_history
+
+
+class TestSQLiteMemory(HistoryContract):
+    @pytest.fixture
+    async def history(self) -> AsyncIterator[HistoryStorage]:
+        history = await open_history("sqlite::memory:")
+        assert isinstance(history, SQLiteHistory)
+        try:
+            yield history
+        finally:
+            await history.close()
+
+
+class TestSQLiteFile(HistoryContract):
+    @pytest.fixture
+    def path(self, tmp_path: Path) -> Path:
+        return tmp_path / "history.db"
+
+    @pytest.fixture
+    async def history(self, path: Path) -> AsyncIterator[HistoryStorage]:
+        history = await open_history(f"sqlite:///{path}")  # an absolute path: sqlite:////tmp/...
+        try:
+            yield history
+        finally:
+            await history.close()
+
+    @pytest.fixture
+    def reopen(self, path: Path) -> Reopen:
+        async def again() -> HistoryStorage:
+            return await open_history(f"sqlite:///{path}")
+
+        return again
+
+
+async def test_history_survives_closing_the_file(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'h.db'}"
+    from history_contract import JobScript
+
+    async with await open_history(uri) as history:
+        await history.record(JobScript("j").created().step().enter("done").events)
+    async with await open_history(uri) as history:
+        assert [e.kind for e in await history.timeline("j")] == [
+            "job_created",
+            "step_finished",
+            "state_left",
+            "state_entered",
+        ]
+
+
+async def test_closed_history_says_so() -> None:
+    history = SQLiteHistory()
+    with pytest.raises(RuntimeError, match="not open"):
+        await history.timeline("j")
+    await history.close()  # closing what was never opened is fine
