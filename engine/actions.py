@@ -6,6 +6,7 @@ or calling ``transition_to`` twice, raises :class:`~avtomatika.errors.HandlerErr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,7 +114,15 @@ class ActionFactory:
             if not isinstance(task, dict):
                 raise HandlerError(self.blueprint, self.state, f"dispatch_parallel task #{index} is not a dict")
             arguments = dict(task)
-            arguments.setdefault("transitions", {"success": target})
+            transitions = _transitions(self, arguments.get("transitions"))
+            if transitions.setdefault("success", target) != target:
+                raise HandlerError(
+                    self.blueprint,
+                    self.state,
+                    f"dispatch_parallel task #{index}: its 'success' transition must be the aggregation state "
+                    f"'{target}', not '{transitions['success']}'",
+                )
+            arguments["transitions"] = transitions
             try:
                 self._tasks.append(self._task_spec(**arguments))
             except TypeError as exc:
@@ -123,7 +132,12 @@ class ActionFactory:
     def await_human_approval(self, integration: str, message: str, transitions: dict[str, str]) -> None:
         """Pause until someone answers ``POST /_public/webhooks/approval/{job_id}`` with a decision."""
         self._claim("await_human_approval", repeatable=False)
-        self._other = HumanApproval(str(integration), str(message), _transitions(self, transitions))
+        decisions = _transitions(self, transitions)
+        if not decisions:
+            raise HandlerError(
+                self.blueprint, self.state, "await_human_approval needs transitions: decision name -> state name"
+            )
+        self._other = HumanApproval(str(integration), str(message), decisions)
 
     def run_blueprint(
         self,
@@ -180,13 +194,13 @@ class ActionFactory:
                 self.state,
                 f"unknown dispatch_strategy {dispatch_strategy!r}; use one of {sorted(STRATEGIES)}",
             )
-        if resource_requirements is not None and not isinstance(resource_requirements, dict):
-            raise HandlerError(self.blueprint, self.state, "resource_requirements must be a dict")
-        for label, number in (("timeout_seconds", timeout_seconds), ("max_cost", max_cost)):
-            if number is not None and (not isinstance(number, int | float) or number <= 0):
-                raise HandlerError(self.blueprint, self.state, f"{label} must be a positive number")
-        if not isinstance(priority, int | float):
-            raise HandlerError(self.blueprint, self.state, "priority must be a number")
+        _check_requirements(self, resource_requirements)
+        if timeout_seconds is not None and (not _is_number(timeout_seconds) or timeout_seconds <= 0):
+            raise HandlerError(self.blueprint, self.state, "timeout_seconds must be a positive number")
+        if max_cost is not None and (not _is_number(max_cost) or max_cost < 0):
+            raise HandlerError(self.blueprint, self.state, "max_cost must be a number, zero or more")
+        if not _is_number(priority):
+            raise HandlerError(self.blueprint, self.state, "priority must be a finite number")
         return TaskSpec(
             _name(self, "task_type", task_type),
             dict(params or {}),
@@ -197,6 +211,37 @@ class ActionFactory:
             max_cost,
             float(priority),
         )
+
+
+def _is_number(value: object) -> bool:
+    """A finite int or float, not a bool (NaN would break queue and timer ordering)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_requirements(actions: ActionFactory, requirements: object) -> None:
+    """``{"gpu_info": {"model": str, "vram_gb": number}, "installed_models": [name or {"name"}]}``."""
+    if requirements is None:
+        return
+
+    def bad(reason: str) -> HandlerError:
+        return HandlerError(actions.blueprint, actions.state, f"resource_requirements: {reason}")
+
+    if not isinstance(requirements, dict):
+        raise bad("must be a dict")
+    gpu = requirements.get("gpu_info")
+    if gpu is not None:
+        if not isinstance(gpu, dict):
+            raise bad("gpu_info must be a dict")
+        if gpu.get("model") is not None and not isinstance(gpu["model"], str):
+            raise bad("gpu_info.model must be a string")
+        if gpu.get("vram_gb") is not None and (not _is_number(gpu["vram_gb"]) or gpu["vram_gb"] < 0):
+            raise bad("gpu_info.vram_gb must be a number, zero or more")
+    models = requirements.get("installed_models")
+    if models is not None and (
+        not isinstance(models, list)
+        or not all(isinstance(m, str) or (isinstance(m, dict) and isinstance(m.get("name"), str)) for m in models)
+    ):
+        raise bad("installed_models must be a list of model names")
 
 
 def _name(actions: ActionFactory, label: str, value: object) -> str:

@@ -270,6 +270,14 @@ class StateMachineBlueprint:
                     problems.append(Problem(f"handler {spec.name}: {spec.signature_problem}", info.name))
             if info.is_aggregator and info.is_start:
                 problems.append(Problem("an aggregation state cannot be the start state", info.name))
+            if info.conditional and info.default is None:
+                problems.append(
+                    Problem(
+                        "has only .when() handlers and no default: a job none of whose conditions hold is quarantined",
+                        info.name,
+                        "warning",
+                    )
+                )
         edges = self.edges()
         for edge in edges:
             if edge.target not in self.states:
@@ -344,19 +352,37 @@ def _build_invoker(function: Handler) -> tuple[Callable[[JobContext], Any], str 
         return (lambda context: function(context)), None
     names = [p.name for p in parameters]
     if names and all(name in INJECTABLE for name in names):
-        getters = [(name, _INJECT[name]) for name in names]
-        return (lambda context: function(**{name: get(context) for name, get in getters})), None
+        return _by_name(function, parameters), None
     positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     required = [p for p in parameters if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    if len(required) <= 1 and positional:
-        return (lambda context: function(context)), None
-    if len(required) == 2 and len(positional) >= 2:
-        return (lambda context: function(context, context.actions)), None
     problem = (
         f"cannot call it with parameters ({', '.join(names)}): take `context`, "
         f"`(context, actions)`, or parameters named from {', '.join(INJECTABLE)}"
     )
+    if not required and not positional:
+        return (lambda context: function()), None
+    if len(required) <= 1 and positional:
+        return (lambda context: function(context)), _misnamed(positional[:1], ("context",), problem)
+    if len(required) == 2 and len(positional) >= 2:
+        return (lambda context: function(context, context.actions)), _misnamed(
+            positional[:2], ("context", "actions"), problem
+        )
     return (lambda context: function(context)), problem
+
+
+def _by_name(function: Handler, parameters: list[inspect.Parameter]) -> Callable[[JobContext], Any]:
+    """Fill every parameter from the context by its name (positional-only ones by position)."""
+    leading = [_INJECT[p.name] for p in parameters if p.kind == p.POSITIONAL_ONLY]
+    named = [(p.name, _INJECT[p.name]) for p in parameters if p.kind != p.POSITIONAL_ONLY]
+    return lambda context: function(*(get(context) for get in leading), **{n: get(context) for n, get in named})
+
+
+def _misnamed(parameters: list[inspect.Parameter], receives: tuple[str, ...], problem: str) -> str | None:
+    """A problem when a parameter is named after one injectable value but would receive another."""
+    for parameter, value in zip(parameters, receives, strict=False):
+        if parameter.name in INJECTABLE and parameter.name != value:
+            return f"{problem} (`{parameter.name}` would receive the {value})"
+    return None
 
 
 _INJECT: dict[str, Callable[[JobContext], Any]] = {

@@ -11,8 +11,10 @@ if TYPE_CHECKING:
 class AttrDict(dict[str, Any]):
     """A dict whose keys can also be read as attributes: ``context.initial_data.type``.
 
-    Nested dicts read as attributes come back as ``AttrDict`` too. A missing key read as an
-    attribute raises ``AttributeError`` (``.get()`` is there for optional keys).
+    Nested dicts read as attributes come back as ``AttrDict`` too: the nested dict is replaced by
+    its ``AttrDict`` in place, so a change made through it (``state_history.stats["n"] += 1``) is
+    kept. A missing key read as an attribute raises ``AttributeError`` (``.get()`` is there for
+    optional keys).
     """
 
     __slots__ = ()
@@ -22,7 +24,9 @@ class AttrDict(dict[str, Any]):
             value = self[name]
         except KeyError:
             raise AttributeError(name) from None
-        return AttrDict(value) if type(value) is dict else value
+        if type(value) is dict:
+            value = self[name] = AttrDict(value)
+        return value
 
 
 class DataStores:

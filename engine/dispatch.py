@@ -1,13 +1,17 @@
 """Which worker gets a task: eligibility (task types, resources, cost) and the five strategies.
 
-A task is given to a chosen worker only when one with spare capacity exists; otherwise it waits in
-its task type's queue and the first eligible worker that asks takes it. A strategy thus decides
-among free workers and never keeps a task waiting while an eligible worker is idle.
+A task is given to a chosen worker (its inbox) only when one with spare capacity exists; otherwise
+it waits in its task type's queue and the first eligible worker that asks takes it. A strategy thus
+decides among free workers (alive, not reporting ``status: "busy"``, below ``max_concurrent_tasks``).
+A task in a worker's inbox waits for that worker to ask, or to expire (its tasks are then queued
+again); other idle workers do not take it (storage has no work stealing yet).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,10 +19,14 @@ from .models import Task, WorkerRecord
 
 
 def meets_requirements(worker: WorkerRecord, task: Task) -> bool:
-    """The worker supports the task's type, its resource requirements and its ``max_cost``."""
+    """The worker supports the task's type, its resource requirements and its ``max_cost``.
+
+    ``max_cost`` is compared with the worker's ``cost_per_second`` (its ``cost`` when it declares no
+    ``cost_per_second``); a worker that declares neither cannot be shown to be cheap enough.
+    """
     if task.type not in worker.supported_tasks:
         return False
-    if task.max_cost is not None and _number(worker.info.get("cost"), 0.0) > task.max_cost:
+    if task.max_cost is not None and _price(worker.info) > task.max_cost:
         return False
     requirements = task.requirements or {}
     return _gpu_ok(worker.info, requirements.get("gpu_info")) and _models_ok(
@@ -52,16 +60,41 @@ def _number(value: object, default: float) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
 
 
+def _price(info: dict[str, Any]) -> float:
+    return _number(info.get("cost_per_second"), _number(info.get("cost"), math.inf))
+
+
+def _is_hot(info: dict[str, Any], task_type: str) -> bool:
+    """The task type is warm on the worker: in ``hot_cache`` or, as the worker SDK reports it, ``hot_skills``."""
+    return any(task_type in (info.get(key) or []) for key in ("hot_cache", "hot_skills"))
+
+
+def _info_reputation(worker: WorkerRecord) -> float:
+    return _number(worker.info.get("reputation"), 1.0)
+
+
 class WorkerChooser:
     """Applies a task's dispatch strategy to the workers that can take it right now."""
 
-    def __init__(self, reputation: Callable[[str], float] | None = None) -> None:
-        self._reputation = reputation or (lambda worker_id: 1.0)
+    def __init__(self, reputation: Callable[[WorkerRecord], float] | None = None) -> None:
+        self._reputation = reputation or _info_reputation
         self._round_robin: dict[str, itertools.count[int]] = {}
 
     def choose(self, task: Task, workers: Sequence[WorkerRecord], load: dict[str, int]) -> str | None:
-        """The id of the worker to give ``task`` to, or None to leave it in its queue."""
-        free = [w for w in workers if load.get(w.worker_id, 0) < w.max_concurrent_tasks and meets_requirements(w, task)]
+        """The id of the worker to give ``task`` to, or None to leave it in its queue.
+
+        ``workers`` may be a slightly old list: one that has expired since is never chosen (its inbox
+        would never be read again). A worker that reports ``status: "busy"`` is not free either.
+        """
+        at = time.time()
+        free = [
+            w
+            for w in workers
+            if w.alive(at)
+            and w.info.get("status") != "busy"
+            and load.get(w.worker_id, 0) < w.max_concurrent_tasks
+            and meets_requirements(w, task)
+        ]
         if not free:
             return None
         free.sort(key=lambda w: w.worker_id)
@@ -78,18 +111,22 @@ class WorkerChooser:
         def busy(w: WorkerRecord) -> float:
             return load.get(w.worker_id, 0) / w.max_concurrent_tasks
 
+        # An undeclared price ranks last (math.inf): a worker is not preferred for a cost it never stated.
         if strategy == "least_connections":
             return lambda w: (_number(w.info.get("load"), 0.0), busy(w))
         if strategy == "cheapest":
-            return lambda w: (_number(w.info.get("cost_per_second"), 0.0), busy(w))
+            return lambda w: (_number(w.info.get("cost_per_second"), math.inf), busy(w))
         if strategy == "best_value":
-            return lambda w: (
-                _number(w.info.get("cost_per_second"), 0.0) / max(self._reputation(w.worker_id), 1e-6),
-                busy(w),
-            )
+            return lambda w: (self._value(w), busy(w))
         # default: a worker with the task type hot in cache, then the lowest cost, then the least busy
         return lambda w: (
-            0.0 if task.type in (w.info.get("hot_cache") or []) else 1.0,
-            _number(w.info.get("cost"), 0.0),
+            0.0 if _is_hot(w.info, task.type) else 1.0,
+            _number(w.info.get("cost"), math.inf),
             busy(w),
         )
+
+    def _value(self, worker: WorkerRecord) -> float:
+        """``cost_per_second / reputation``: lower is better; no reputation (0 or less) ranks last."""
+        reputation = self._reputation(worker)
+        cost = _number(worker.info.get("cost_per_second"), math.inf)
+        return cost / reputation if reputation > 0 else math.inf

@@ -6,6 +6,7 @@ event and so into history.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -60,8 +61,12 @@ class Operations:
         return await self.engine.update_job(job_id, build)
 
     async def release(self, job_id: str, actor: str, params: dict[str, object] | None = None) -> Job:
-        """Resume a quarantined job: its held tasks dispatched again (``params`` merged into theirs),
-        or, when it was quarantined by its handler, the handler run again."""
+        """Resume a quarantined job: its held tasks dispatched again, or, when it was quarantined by its
+        handler, the handler run again.
+
+        ``params`` are merged into those of the task that failed (the first held one); the other held
+        tasks (fan-out branches withdrawn by the quarantine) go out again as they were.
+        """
 
         async def build(job: Job) -> Outcome:
             if job.status != JobStatus.QUARANTINED:
@@ -83,8 +88,9 @@ class Operations:
 
     async def _redispatch(self, job: Job, held: list[Task], params: dict[str, object] | None) -> Outcome:
         fresh = []
-        for task in held:
-            retry = next_attempt(task, params={**task.params, **(params or {})})
+        for index, task in enumerate(held):
+            edited = {**task.params, **(params or {})} if index == 0 else task.params
+            retry = next_attempt(task, params=edited)
             retry.attempt = 1
             fresh.append(retry)
         await self.engine.assign_workers(fresh)
@@ -112,14 +118,21 @@ class Operations:
         return Outcome(Commit(job, tasks=fresh), events)
 
     async def fail(self, job_id: str, actor: str, reason: str | None = None) -> Job:
+        children: list[str] = []
+
         async def build(job: Job) -> Outcome:
             if job.status in TERMINAL_STATUSES and job.status != JobStatus.QUARANTINED:
                 raise InvalidOperation(job_id, f"cannot fail a job that is {job.status}")
+            children[:] = [c] if (c := (job.wait or {}).get("child_job_id")) else []
             outcome = end(job, JobStatus.FAILED, reason or f"failed by {actor}", await self._open_tasks(job))
             outcome.events[0].data["actor"] = actor
             return outcome
 
-        return await self.engine.update_job(job_id, build)
+        job = await self.engine.update_job(job_id, build)
+        for child_id in children:  # nobody waits for the sub-job any more
+            with contextlib.suppress(InvalidOperation, JobNotFound):
+                await self.cancel(child_id, f"parent job {job_id}")
+        return job
 
     async def decide(self, job_id: str, decision: str, actor: str) -> Job:
         """Answer a job waiting for human approval with one of its transitions' names."""

@@ -65,7 +65,8 @@ class ResultProcessor:
         commit = Commit(job, close_tasks={task.id: TaskStatus.DONE})
         if reported >= len(wait["task_ids"]) and job.status == JobStatus.WAITING_FOR_PARALLEL_TASKS:
             outcome = move_to(job, wait["aggregate_into"])
-            outcome.commit.close_tasks = commit.close_tasks
+            # Every branch has reported: close them all, also those whose own close lost a race with this one.
+            outcome.commit.close_tasks = dict.fromkeys(wait["task_ids"], TaskStatus.DONE)
             return outcome
         return Outcome(commit)
 
@@ -77,25 +78,30 @@ class ResultProcessor:
         status = str(result.get("status"))
         task.status = TaskStatus.DONE
         if status in task.transitions and status != "failure":
-            return self._follow(job, task, status, result)
+            return self._follow(job, task, status, result, await self._closing(job, task))
         if status == "failure":
             return await self._failure(job, task, result)
         if status == "cancelled":
             return end(job, JobStatus.CANCELLED, "the worker cancelled the task", await self._closing(job, task))
         return end(job, JobStatus.FAILED, f"Worker returned unhandled status: {status}", await self._closing(job, task))
 
-    def _follow(self, job: Job, task: Task, status: str, result: dict[str, Any]) -> Outcome:
+    def _follow(self, job: Job, task: Task, status: str, result: dict[str, Any], closing: list[Task]) -> Outcome:
+        """Move on by the task's transition; a fan-out left this way withdraws its other branches."""
         data = result.get("data")
         if isinstance(data, dict):
             job.state_history.update(data)
+        others = closing[1:]
         outcome = move_to(job, task.transitions[status])
-        outcome.commit.close_tasks = {task.id: TaskStatus.DONE}
+        outcome.commit.close_tasks = {task.id: TaskStatus.DONE, **{t.id: TaskStatus.WITHDRAWN for t in others}}
+        outcome.commit.cancel_timers = [f"retry_task:{t.id}" for t in others]
+        outcome.cancel_on_workers = [t for t in others if t.status == TaskStatus.ASSIGNED]
         return outcome
 
     async def _failure(self, job: Job, task: Task, result: dict[str, Any]) -> Outcome:
-        error = result.get("error") if isinstance(result.get("error"), dict) else {}
-        code = error.get("code") or TRANSIENT
-        message = error.get("message") or code
+        raw = result.get("error")
+        error = raw if isinstance(raw, dict) else {}
+        code = str(error.get("code") or TRANSIENT)
+        message = error.get("message") or (raw if isinstance(raw, str) and raw else code)
         if code == INVALID_INPUT:
             return end(job, JobStatus.FAILED, f"{INVALID_INPUT}: {message}", await self._closing(job, task))
         if code == PERMANENT:
@@ -121,6 +127,8 @@ class ResultProcessor:
             return await self._quarantine(job, task, f"retries exhausted: {reason}")
         delay = backoff_s(task.attempt, config.RETRY_BACKOFF_BASE_SECONDS, config.RETRY_BACKOFF_MAX_SECONDS)
         retry = next_attempt(task, delay_s=delay)
+        # Always through the timer, also with no backoff: retry_due is what queues it and wakes the job.
+        retry.status = TaskStatus.RETRY_SCHEDULED
         wait = dict(job.wait or {})
         wait["task_ids"] = [retry.id if t == task.id else t for t in wait.get("task_ids", [])]
         job.wait = wait
@@ -169,10 +177,15 @@ class ResultProcessor:
             task = await self.engine.storage.get_task(task_id)
             if task is None:
                 continue
-            if task.status == TaskStatus.QUEUED:  # given to the worker but never taken: queue it for anyone
-                await self.engine.update_job(task.job_id, lambda job, task=task: self._requeue(job, task))
-            elif task.status == TaskStatus.ASSIGNED:
-                await self._lost(task, f"{TRANSIENT}: worker '{worker_id}' expired while running the task")
+            try:
+                if task.status == TaskStatus.QUEUED:  # given to the worker but never taken: queue it for anyone
+                    await self.engine.update_job(task.job_id, lambda job, task=task: self._requeue(job, task))
+                elif task.status == TaskStatus.ASSIGNED:
+                    await self._lost(task, f"{TRANSIENT}: worker '{worker_id}' expired while running the task")
+            except JobNotFound:
+                continue
+            except Exception:  # one task's trouble must not strand the worker's other tasks
+                logger.exception("could not re-dispatch task %s of expired worker %s", task_id, worker_id)
 
     async def _lost(self, task: Task, reason: str) -> None:
         async def retry(job: Job) -> Outcome | None:

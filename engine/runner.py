@@ -7,7 +7,9 @@ import inspect
 import logging
 import time
 import traceback
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from .actions import ActionFactory, Dispatch, HumanApproval, RunBlueprint, Transition
 from .blueprint import StateMachineBlueprint
@@ -32,6 +34,12 @@ class JobRunner:
 
     def __init__(self, engine: OrchestratorEngine) -> None:
         self.engine = engine
+        #: Jobs being stepped by a consumer of this process, and those queued again meanwhile. A job
+        #: can be queued while it is being stepped (cancelled and retried while its handler runs);
+        #: the consumer that takes it then leaves it to the one stepping it, which steps it again
+        #: when done, so one job's handlers never run twice at once.
+        self._stepping: set[str] = set()
+        self._queued_again: set[str] = set()
 
     async def consume(self) -> None:
         storage = self.engine.storage
@@ -39,14 +47,44 @@ class JobRunner:
             job_id = await storage.take_runnable(timeout_s=5.0)
             if job_id is None:
                 continue
-            try:
-                await self.step(job_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("stepping job %s failed", job_id)
-            finally:
+            if job_id in self._stepping:
+                self._queued_again.add(job_id)
                 await storage.ack_runnable(job_id)
+                continue
+            self._stepping.add(job_id)
+            try:
+                while True:
+                    self._queued_again.discard(job_id)
+                    await self._step_safely(job_id)
+                    if job_id not in self._queued_again:
+                        break
+            finally:
+                # No await between the last look at _queued_again and here, or an entry could be left to nobody.
+                self._stepping.discard(job_id)
+                self._queued_again.discard(job_id)
+                await storage.ack_runnable(job_id)
+
+    async def _step_safely(self, job_id: str) -> None:
+        try:
+            await self.step(job_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("stepping job %s failed", job_id)
+            await self._quarantine_after_crash(job_id, exc)
+
+    async def _quarantine_after_crash(self, job_id: str, exc: Exception) -> None:
+        """A step failed outside its handler: quarantine the job rather than leave it runnable but unqueued."""
+
+        async def build(job: Job) -> Outcome | None:
+            if job.status not in RUNNABLE_STATUSES:
+                return None
+            return end(job, JobStatus.QUARANTINED, f"engine error while stepping state '{job.state}': {exc!r}")
+
+        try:
+            await self.engine.update_job(job_id, build)
+        except Exception:
+            logger.exception("could not quarantine job %s after its step failed", job_id)
 
     async def step(self, job_id: str) -> Job | None:
         """Run handlers of ``job_id`` until it waits, ends, or has taken ``INLINE_STEPS`` steps."""
@@ -59,7 +97,9 @@ class JobRunner:
             try:
                 job = await self.engine.apply(outcome)
             except VersionConflict:
-                continue  # changed meanwhile (e.g. cancelled): read it again
+                # Changed while the handler ran (cancelled or failed, perhaps retried since): whatever made
+                # it runnable again queued it, and that entry is stepped once this one ends (_queued_again).
+                return await self.engine.storage.get_job(job_id)
             if job.status not in RUNNABLE_STATUSES:
                 return job
         return job
@@ -81,24 +121,31 @@ class JobRunner:
             job_id=job.id,
             blueprint_name=job.blueprint,
             current_state=job.state,
-            initial_data=job.initial_data,
-            state_history=job.state_history,
+            # Copies: what a handler changes in place reaches the job only if its step succeeds, so a
+            # failed step retried (or released) starts from the same data as the first attempt.
+            initial_data=_copy(job.initial_data),
+            state_history=_copy(job.state_history),
             actions=actions,
             data_stores=DataStores(blueprint.data_stores),
             client=self.engine.client_info(job.client),
             aggregation_results=await self.engine.storage.branch_results(job.id) if info.is_aggregator else None,
         )
+        original_history = job.state_history
         started = time.perf_counter()
         try:
             spec = blueprint.find_handler(job.state, context)
             result = spec.invoke(context)
             if inspect.isawaitable(result):
                 await result
-            job.state_history = dict(context.state_history)
+            history = dict(context.state_history)
+            _check_storable(blueprint.name, job.state, "state_history", history)
+            job.state_history = history
             outcome = await self._outcome_of(blueprint, job, info.is_end, actions, requeue)
         except HandlerError as exc:  # a mistake in the blueprint: retrying will not help
+            job.state_history = original_history
             outcome = end(job, JobStatus.QUARANTINED, str(exc))
         except Exception as exc:
+            job.state_history = original_history
             outcome = self._handler_failed(job, exc)
         duration_ms = (time.perf_counter() - started) * 1000
         outcome.events.insert(
@@ -150,10 +197,22 @@ class JobRunner:
         return self._run_blueprint(blueprint, job, action)
 
     def _run_blueprint(self, blueprint: StateMachineBlueprint, job: Job, action: RunBlueprint) -> Outcome:
-        if action.blueprint_name not in self.engine.blueprints:
+        child_blueprint = self.engine.blueprints.get(action.blueprint_name)
+        if child_blueprint is None:
             raise HandlerError(blueprint.name, job.state, f"run_blueprint: unknown blueprint '{action.blueprint_name}'")
         for target in action.transitions.values():
             self._check_target(blueprint, job.state, target)
+        _check_storable(blueprint.name, job.state, "run_blueprint initial_data", action.initial_data)
+        if child_blueprint.input_model is not None:
+            # Checked now: a child refused after the parent committed would leave the parent waiting forever.
+            try:
+                child_blueprint.input_model.model_validate(action.initial_data)  # type: ignore[attr-defined]
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                raise HandlerError(
+                    blueprint.name,
+                    job.state,
+                    f"run_blueprint: blueprint '{action.blueprint_name}' refuses the initial_data: {exc}",
+                ) from None
         child_id = new_id()
         job.status = JobStatus.WAITING_FOR_SUB_JOB
         job.wait = {"kind": "sub_job", "child_job_id": child_id, "transitions": action.transitions}
@@ -177,6 +236,7 @@ class JobRunner:
         for spec in action.tasks:
             for target in spec.transitions.values():
                 self._check_target(blueprint, job.state, target)
+            _check_storable(blueprint.name, job.state, f"dispatch_task({spec.task_type!r}) params", spec.params)
         if aggregate_into is None:
             targets = {spec.transitions.get("success") for spec in action.tasks}
             single_target = next(iter(targets)) if len(targets) == 1 else None
@@ -189,6 +249,8 @@ class JobRunner:
                     "aggregation state (registered with aggregator_for)",
                 )
             aggregate_into = single_target if is_aggregator else None
+        elif aggregate_into not in blueprint.states:
+            self._check_target(blueprint, job.state, aggregate_into)
         elif not blueprint.states[aggregate_into].is_aggregator:
             raise HandlerError(
                 blueprint.name,
@@ -265,3 +327,16 @@ class JobRunner:
                 )
             ],
         )
+
+
+def _check_storable(blueprint: str, state: str, what: str, value: object) -> None:
+    """Jobs and tasks are stored as JSON: refuse what cannot be, naming it, instead of failing the commit."""
+    try:
+        orjson.dumps(value)
+    except TypeError as exc:
+        raise HandlerError(blueprint, state, f"{what} cannot be stored as JSON: {exc}") from None
+
+
+def _copy(value: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of stored (so JSON) data."""
+    return orjson.loads(orjson.dumps(value))  # type: ignore[no-any-return]
