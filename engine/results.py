@@ -39,6 +39,10 @@ class ResultProcessor:
             raise ResultRejected(task_id, "the task was not given to this worker", status=403)
         if task.status == TaskStatus.DONE:
             return "result_accepted_duplicate"
+        if task.status == TaskStatus.WITHDRAWN and result.get("status") == "cancelled":
+            # The worker confirms a cancel_task we sent: acknowledged (SDK 1.0b1 re-posts anything
+            # but a 200, holding a slot for half a minute), and nothing changes.
+            return "result_accepted_cancelled"
         if task.status != TaskStatus.ASSIGNED:
             raise ResultRejected(task_id, f"the task is no longer waiting for a result (it is {task.status})")
         status = str(result.get("status"))

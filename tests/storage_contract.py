@@ -592,6 +592,29 @@ class StorageContract:
         assert taken is not None
         assert taken.id == task.id
 
+    async def test_preassigned_task_left_waiting_is_taken_over_by_an_idle_worker(self, storage: Storage) -> None:
+        storage.steal_after_s = 0.05
+        chosen, idle = make_worker("a"), make_worker("a")
+        job = await new_job(storage)
+        task = make_task(job, worker_id=chosen.worker_id)
+        await dispatch(storage, job, task)
+        taken = await storage.take_task(idle, 5.0, lambda t: time.time() + 60, lambda t: True)
+        assert taken is not None
+        assert taken.id == task.id
+        assert taken.worker_id == idle.worker_id
+        load = await storage.worker_load()
+        assert load.get(chosen.worker_id, 0) == 0
+        assert load.get(idle.worker_id, 0) == 1
+        assert await take(storage, chosen) is None
+
+    async def test_preassigned_task_is_not_taken_over_by_a_worker_of_another_type(self, storage: Storage) -> None:
+        storage.steal_after_s = 0.0
+        chosen = make_worker("a")
+        other = make_worker("b")
+        job = await new_job(storage)
+        await dispatch(storage, job, make_task(job, worker_id=chosen.worker_id))
+        assert await take(storage, other) is None
+
     async def test_preassigned_tasks_are_by_priority(self, storage: Storage) -> None:
         worker = make_worker("a")
         job = await new_job(storage)

@@ -372,3 +372,15 @@ async def test_anonymous_websocket_gets_cancels_and_reports_progress(make_api):
         assert status == 200
         message = await asyncio.wait_for(ws.receive_json(), 5)
     assert message == {"command": "cancel_task", "type": "cancel_task", "task_id": task["task_id"], "job_id": job_id}
+
+
+async def test_worker_confirming_our_cancel_gets_200_and_nothing_changes(make_api):
+    api = await make_api()
+    job_id, task = await api.take()
+    status, _ = await api.client("POST", f"/api/v1/jobs/{job_id}/cancel")
+    assert status == 200
+    before = await api.engine_job(job_id)
+    status, body = await api.result(task, "w1", "cancelled")
+    assert status == 200
+    assert body == {"status": "result_accepted_cancelled"}
+    assert await api.engine_job(job_id) == before

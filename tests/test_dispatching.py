@@ -256,18 +256,14 @@ async def test_no_free_worker_leaves_the_task_in_its_queue_for_the_first_to_ask(
         assert (await a.take()).params["label"] == "first"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="storage/memory.py: a task given to one free worker's inbox is never taken by another idle "
-    "eligible worker (no work stealing), so it waits for that worker to poll or expire",
-)
 async def test_idle_worker_is_not_kept_waiting_while_the_chosen_one_does_not_poll() -> None:
     async with started_engine(dispatching_blueprint()) as engine:
+        engine.storage.steal_after_s = 0.1
         await register(engine, "a-chosen", cost=1)
         idle = await register(engine, "b-idle", cost=2)
         task = await dispatch(engine, label="x")
         assert task.worker_id == "a-chosen"
-        taken = await idle.poll(1.0)
+        taken = await idle.poll(5.0)
         assert taken is not None
         assert taken.id == task.id
         await idle.answer(taken, success())

@@ -159,16 +159,6 @@ RESULT_ANSWER = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine/results.py ResultProcessor.submit answers 409 to the 'cancelled' result a worker posts "
-        "after obeying the engine's own cancel_task (the task is already WITHDRAWN); SDK 1.0b1 re-posts any "
-        "non-200 answer RESULT_MAX_RETRIES (5) times and holds the task's concurrency slot meanwhile "
-        "(6.2 s here, 31 s with SDK defaults). Proposed: answer 200 without changing anything to a result "
-        "from the worker the task was given to once the engine has closed that task."
-    ),
-)
 async def test_result_of_a_task_cancelled_by_the_engine_is_acknowledged_200(e2e: E2E) -> None:
     [worker] = await e2e.start_workers(1)
     await e2e.wait_worker_log(worker, WS_CONNECTED[e2e.kind])

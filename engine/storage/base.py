@@ -57,6 +57,9 @@ class JobFilter:
 class Storage(ABC):
     """Live state of jobs, task queues, timers and workers."""
 
+    #: How long a task given to one worker waits for it before another idle worker may take it.
+    steal_after_s: float = 2.0
+
     # -- lifecycle -------------------------------------------------------------------------------
     async def connect(self) -> None:
         """Open connections; called by the engine on start."""
@@ -155,6 +158,11 @@ class Storage(ABC):
         ``deadline=deadline_for(task)``, and the timer ``timeout:<task id>`` due at the deadline. Each
         task is handed out once, even to concurrent pollers. While waiting, a task committed for this
         worker ends the wait promptly. ``timeout_s <= 0`` means do not wait.
+
+        Last come tasks assigned to other workers that have waited there longer than
+        ``steal_after_s`` (a worker chosen while free may stop polling): one of a type this worker
+        supports and is ``eligible`` for is taken over, so no task waits on a worker that does not
+        ask while another could run it. A waiting poll notices such tasks within about a second.
         """
 
     @abstractmethod

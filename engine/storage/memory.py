@@ -213,10 +213,12 @@ class MemoryStorage(Storage):
             waiter: asyncio.Future[None] = loop.create_future()
             self._task_waiters.add(waiter)
             try:
-                async with asyncio.timeout(remaining):
+                # Wake at least once a second: a task in another worker's inbox may become ours to take.
+                async with asyncio.timeout(min(remaining, 1.0)):
                     await waiter
             except TimeoutError:
-                return None
+                if loop.time() >= give_up_at:
+                    return None
             finally:
                 self._task_waiters.discard(waiter)
 
@@ -233,11 +235,25 @@ class MemoryStorage(Storage):
             if queue and (found := self._pop_first(queue, None, eligible)) is not None:
                 candidates.append((found[0], task_type, found[1]))
         if not candidates:
-            return None
+            return self._steal(worker, eligible)
         candidates.sort(key=lambda candidate: candidate[0])
         for entry, task_type, _ in candidates[1:]:
             heapq.heappush(self._queues[task_type], entry)
         return candidates[0][2]
+
+    def _steal(self, worker: WorkerRecord, eligible: Callable[[Task], bool]) -> Task | None:
+        """A task left longer than ``steal_after_s`` in another worker's inbox that this one can run."""
+        cutoff = now() - self.steal_after_s
+        supported = set(worker.supported_tasks)
+        for owner, inbox in self._inboxes.items():
+            if owner == worker.worker_id or not inbox:
+                continue
+            found = self._pop_first(
+                inbox, owner, lambda t: t.queued_at <= cutoff and t.type in supported and eligible(t)
+            )
+            if found is not None:
+                return found[1]
+        return None
 
     def _pop_first(
         self, heap: list[tuple[float, int, str]], owner: str | None, eligible: Callable[[Task], bool]
@@ -270,6 +286,8 @@ class MemoryStorage(Storage):
         return task if task.status == TaskStatus.QUEUED else None
 
     def _assign(self, task: Task, worker_id: str, deadline: float) -> Task:
+        if task.worker_id and task.worker_id != worker_id:  # taken over from another worker's inbox
+            self._load.get(task.worker_id, set()).discard(task.id)
         task.status = TaskStatus.ASSIGNED
         task.worker_id = worker_id
         task.taken_at = now()
