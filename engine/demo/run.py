@@ -55,6 +55,7 @@ async def run_demo(host: str = "127.0.0.1", port: int = 8080, every_s: float = 2
         host,
         engine.port,
     )
+    logger.warning("Avtomatika Studio: http://127.0.0.1:%s/studio  (open on loopback only)", engine.port)
     try:
         await stop.wait()
     finally:

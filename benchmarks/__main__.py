@@ -1,0 +1,232 @@
+"""Engine benchmarks W1-W4 (issue 9): ``python -m benchmarks`` or ``make bench``.
+
+Each workload starts a fresh engine process (``python -m avtomatika serve benchmarks.app:engine``,
+with ``LOG_LEVEL=WARNING``, client and worker tokens, ``STUDIO_ENABLED=false``), its worker processes
+(``python -m benchmarks.worker``) when it needs some, and a throwaway redis-server for ``redis``;
+this process is the load generator. Everything is on loopback. Figures:
+
+- jobs/s: jobs measured / wall time of the measured phase;
+- p50/p99: create request sent -> terminal status seen by the client's polling;
+- server CPU ms/job: utime+stime of the engine process over the measured phase / jobs;
+- RSS/waiting job (W4): VmRSS of the engine after minus before the 10,000 jobs, / 10,000.
+
+Results are also written to ``artifacts/bench/results.json``; with ``--profile``, py-spy samples the
+engine during each workload and ``artifacts/profiles/<W>-<storage>.{collapsed,top.txt,svg}`` are
+written.
+
+    python -m benchmarks                                  # W1-W4, memory and redis
+    python -m benchmarks --workloads W1,W2 --storage memory --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+from .procs import LOGS, py_spy
+from .workloads import WORKLOADS, Options, Result
+
+STORAGES = ("memory", "redis")
+HARD_TIMEOUT_MARGIN_S = 90.0
+TARGETS = {
+    ("W1", "memory"): ">=5000/s",
+    ("W1", "redis"): ">=1500/s",
+    ("W2", "memory"): ">=1700/s, p99<=100ms",
+    ("W2", "redis"): ">=500/s",
+    ("W3", "memory"): "<=100 ms",
+    ("W4", "memory"): "<=1 KB/job",
+}
+ORIGINAL = {
+    ("W1", "memory"): "1000/s p99 60ms 0.5ms",
+    ("W1", "redis"): "145/s 6ms",
+    ("W2", "memory"): "330/s p99 300ms 2ms",
+    ("W2", "redis"): "50/s p99 3s 20ms",
+    ("W3", "memory"): "330 ms",
+    ("W4", "memory"): "2.3 KB/job",
+}
+
+
+def redis_storage_available() -> bool:
+    try:
+        from avtomatika.storage import RedisStorage  # type: ignore[attr-defined]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description="Engine benchmarks W1-W4 (issue 9).")
+    parser.add_argument("--workloads", default="W1,W2,W3,W4", help="comma-separated, of W1 W2 W3 W4")
+    parser.add_argument("--storage", default="memory,redis", help="memory, redis, or both comma-separated")
+    parser.add_argument("--jobs", type=int, default=2000, help="jobs of W1 and W2 (default 2000)")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of W2/W3 (default 2)")
+    parser.add_argument("--worker-concurrency", type=int, default=16, help="long polls per worker (default 16)")
+    parser.add_argument("--fanout", type=int, default=200, help="tasks of the W3 job (default 200)")
+    parser.add_argument("--repeats", type=int, default=5, help="W3 jobs measured (default 5)")
+    parser.add_argument("--waiting-jobs", type=int, default=10_000, help="W4 jobs (default 10000)")
+    parser.add_argument("--poll-ms", type=float, default=5.0, help="a client's pause between polls (default 5)")
+    parser.add_argument("--warmup", type=int, default=100, help="jobs run before each measurement (default 100)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per workload (default 120)")
+    parser.add_argument("--profile", action="store_true", help="sample the engine with py-spy (artifacts/profiles/)")
+    parser.add_argument(
+        "--history", help="HISTORY_DATABASE_URI of the engine (default: unset, the engine's in-memory SQLite)"
+    )
+    args = parser.parse_args(argv)
+    args.workload_list = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
+    args.storage_list = [s.strip().lower() for s in args.storage.split(",") if s.strip()]
+    for name in args.workload_list:
+        if name not in WORKLOADS:
+            parser.error(f"unknown workload {name!r} (choose from {', '.join(WORKLOADS)})")
+    for name in args.storage_list:
+        if name not in STORAGES:
+            parser.error(f"unknown storage {name!r} (choose from {', '.join(STORAGES)})")
+    if args.profile and py_spy() is None:
+        parser.error("--profile needs py-spy: .venv/bin/pip install py-spy")
+    for name in ("jobs", "clients", "workers", "worker_concurrency", "fanout", "repeats", "waiting_jobs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def table(results: list[Result]) -> str:
+    header = (
+        "workload",
+        "storage",
+        "jobs",
+        "jobs/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU ms/job",
+        "RSS B/wait job",
+        "target",
+        "original",
+        "status",
+    )
+    rows = [header]
+    for r in results:
+        key = (r.workload, r.storage)
+        rows.append(
+            (
+                r.workload,
+                r.storage,
+                str(r.jobs) if r.status != "not available yet" else "-",
+                _fmt(r.jobs_per_s, 0),
+                _fmt(r.latency(0.5)),
+                _fmt(r.latency(0.99)),
+                _fmt(r.cpu_ms_per_job, 2),
+                _fmt(r.rss_per_waiting_job_b, 0),
+                TARGETS.get(key, "-"),
+                ORIGINAL.get(key, "-"),
+                r.status,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [" | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def details(r: Result) -> list[str]:
+    if r.status == "not available yet":
+        return []
+    per_job = max(r.jobs, 1)
+    parts = [
+        f"engine {1000 * r.server_cpu_s / per_job:.2f} (kernel {1000 * r.server_sys_s / per_job:.2f})",
+        f"load generator {1000 * r.loadgen_cpu_s / per_job:.2f}",
+    ]
+    if r.workers_cpu_s is not None:
+        parts.append(f"workers {1000 * r.workers_cpu_s / per_job:.2f}")
+    if r.redis_cpu_s is not None:
+        parts.append(f"redis-server {1000 * r.redis_cpu_s / per_job:.2f}")
+    requests = f"{r.requests / per_job:.2f} client requests/job"
+    lines = [
+        f"{r.workload} {r.storage}: {r.jobs} jobs in {r.elapsed_s:.2f}s, {requests}; CPU ms/job: " + ", ".join(parts)
+    ]
+    if r.elapsed_s > 0:
+        busy = 100 * r.others_cpu_s / r.elapsed_s / (os.cpu_count() or 1)
+        lines.append(f"    other processes on the machine kept {busy:.0f}% of its CPUs busy meanwhile")
+    if r.note.strip():
+        lines.append(f"    {r.note.strip()}")
+    if r.profile_top:
+        lines.append(f"    profile: {r.profile_top}, {r.profile_svg}; hottest engine frames (innermost):")
+        lines += [f"      {share:5.1f}%  {name}" for name, share in r.hot_engine_frames]
+    return lines
+
+
+async def run_all(args: argparse.Namespace) -> list[Result]:
+    options = Options(
+        jobs=args.jobs,
+        clients=args.clients,
+        workers=args.workers,
+        worker_concurrency=args.worker_concurrency,
+        fanout=args.fanout,
+        repeats=args.repeats,
+        waiting_jobs=args.waiting_jobs,
+        poll_s=args.poll_ms / 1000,
+        timeout_s=args.timeout,
+        warmup=args.warmup,
+        profile=args.profile,
+        history=args.history,
+    )
+    results = []
+    for storage in args.storage_list:
+        available = storage != "redis" or redis_storage_available()
+        for workload in args.workload_list:
+            if not available:
+                print(f"{workload} {storage}: not available yet (avtomatika.storage.RedisStorage)", flush=True)
+                results.append(Result(workload, storage, status="not available yet"))
+                continue
+            print(f"{workload} {storage}: running...", flush=True)
+            started = time.monotonic()
+            try:
+                # The workload bounds its own loops by --timeout; this also bounds starting and stopping.
+                async with asyncio.timeout(options.timeout_s + HARD_TIMEOUT_MARGIN_S):
+                    result = await WORKLOADS[workload](storage, options)
+            except TimeoutError:
+                result = Result(workload, storage, status="timeout", note="stopped by the hard timeout")
+            except Exception as exc:  # one broken workload must not hide the others' figures
+                result = Result(workload, storage, status="error", note=f"{type(exc).__name__}: {exc}")
+            results.append(result)
+            print(f"{workload} {storage}: {result.status} ({time.monotonic() - started:.1f}s)", flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    results = asyncio.run(run_all(args))
+    took = time.monotonic() - started
+    machine = f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, loopback"
+    history = args.history or "in-memory SQLite (default)"
+    print()
+    print(table(results))
+    print()
+    for result in results:
+        for line in details(result):
+            print(line)
+    print(f"\n{machine}; load generator, engine and workers on the same machine; history: {history}; took {took:.0f}s")
+    LOGS.mkdir(parents=True, exist_ok=True)
+    output: dict[str, Any] = {
+        "argv": sys.argv[1:] if argv is None else argv,
+        "machine": machine,
+        "history": history,
+        "took_s": took,
+        "results": [r.as_dict() for r in results],
+    }
+    (LOGS / "results.json").write_text(json.dumps(output, indent=2, default=str) + "\n")
+    return 1 if any(r.status in ("error", "timeout") for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

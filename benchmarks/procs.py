@@ -1,0 +1,250 @@
+"""The processes of a benchmark run: the engine, the workers, redis-server, py-spy; and /proc readings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+LOGS = ARTIFACTS / "bench"
+PROFILES = ARTIFACTS / "profiles"
+CLIENT_TOKEN = "bench-client-token"
+WORKER_TOKEN = "bench-worker-token"
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+ENGINE_STOP_WAIT_S = 2.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+# -- /proc -----------------------------------------------------------------------------------------
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(utime, stime) of ``pid`` in seconds, its threads included, from /proc/<pid>/stat."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2 :].split()  # the command name may hold spaces
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (its threads included)."""
+    return sum(cpu_times(pid))
+
+
+def rss_kb(pid: int) -> int:
+    """VmRSS of ``pid`` in KiB, from /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all processes of the machine spent busy (every core), from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return (sum(values[:8]) - idle) / CLOCK_TICKS
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait_s: float = STOP_TIMEOUT_S) -> None:
+    """Signal one process we started, wait for it, kill it if it does not exit in time."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(sig)
+    try:
+        process.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(STOP_TIMEOUT_S)
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+# -- redis-server ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Redis:
+    url: str
+    pid: int
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[Redis]:
+    """A throwaway redis-server on a Unix socket (no persistence), with its ``unix://`` URL."""
+    binary = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/bin:/usr/local/bin")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
+    with tempfile.TemporaryDirectory(prefix="avtomatika-bench-redis-") as directory:
+        sock = Path(directory) / "redis.sock"
+        process = subprocess.Popen(
+            [binary, "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no"],
+            cwd=directory,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while not sock.exists():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.02)
+            yield Redis(f"unix://{sock}", process.pid)
+        finally:
+            stop_process(process)
+
+
+# -- the engine and its workers --------------------------------------------------------------------
+@dataclass
+class Engine:
+    """The engine process (``python -m avtomatika serve benchmarks.app:engine``) and its workers."""
+
+    name: str
+    redis_url: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = LOGS / f"engine-{self.name}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def env(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "LOG_LEVEL": "WARNING",
+            "CLIENT_TOKEN": CLIENT_TOKEN,
+            "GLOBAL_WORKER_TOKEN": WORKER_TOKEN,
+            "STUDIO_ENABLED": "false",
+            "API_HOST": HOST,
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+        env.pop("REDIS_HOST", None)
+        env.pop("REDIS_URL", None)
+        if self.redis_url:
+            env["REDIS_URL"] = self.redis_url
+        return env
+
+    async def start(self) -> None:
+        self._spawn_engine()
+        await self._wait_until(f"{self.url}/_public/status", lambda _: True, "to serve")
+
+    def _spawn_engine(self) -> None:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        command = [sys.executable, "-m", "avtomatika", "serve", "benchmarks.app:engine"]
+        command += ["--host", HOST, "--port", str(self.port)]
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+
+    async def start_workers(self, count: int, concurrency: int) -> None:
+        ids = {f"bench-{self.name}-{index}" for index in range(count)}
+        for index, worker_id in enumerate(sorted(ids)):
+            self._spawn_worker(worker_id, concurrency, LOGS / f"worker-{self.name}-{index}.log")
+
+        def all_registered(body: object) -> bool:
+            workers = body.get("workers") if isinstance(body, dict) else None
+            return isinstance(workers, list) and ids <= {w.get("worker_id") for w in workers}
+
+        await self._wait_until(f"{self.url}/api/v1/workers", all_registered, "to see its workers")
+
+    async def _wait_until(self, url: str, ready: Callable[[object], bool], what: str) -> None:
+        headers = {"X-Avtomatika-Token": CLIENT_TOKEN}
+        deadline = time.monotonic() + START_TIMEOUT_S
+        async with aiohttp.ClientSession(headers=headers) as session:
+            while time.monotonic() < deadline:
+                if self.process is None or self.process.poll() is not None:
+                    break
+                with contextlib.suppress(aiohttp.ClientError, OSError, ValueError):
+                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                        if resp.status == 200 and ready(await resp.json(content_type=None)):
+                            return
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"the engine failed {what} in {START_TIMEOUT_S}s; its log:\n{tail(self.log_path)}")
+
+    def _spawn_worker(self, worker_id: str, concurrency: int, log_path: Path) -> None:
+        command = [sys.executable, "-m", "benchmarks.worker", "--url", self.url, "--token", WORKER_TOKEN]
+        command += ["--id", worker_id, "--concurrency", str(concurrency)]
+        with log_path.open("wb") as log:
+            self.workers.append(subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            stop_process(worker)
+        self.workers = []
+        if self.process is not None:
+            # A graceful stop waits for open long polls to time out (WORKER_POLL_TIMEOUT_SECONDS) even
+            # though their workers are gone; nothing is measured any more, so it is not waited for.
+            stop_process(self.process, signal.SIGINT, ENGINE_STOP_WAIT_S)
+            self.process = None
+
+
+# -- py-spy ----------------------------------------------------------------------------------------
+def py_spy() -> str | None:
+    found = Path(sys.executable).parent / "py-spy"
+    return str(found) if found.exists() else shutil.which("py-spy")
+
+
+@dataclass
+class Profiler:
+    """``py-spy record`` attached to the engine for the duration of one workload (raw collapsed stacks)."""
+
+    pid: int
+    output: Path
+    rate: int = 250
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = py_spy()
+        if binary is None:
+            raise RuntimeError("py-spy is not installed: .venv/bin/pip install py-spy")
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        command = [binary, "record", "--pid", str(self.pid), "--rate", str(self.rate), "--format", "raw"]
+        command += ["--output", str(self.output), "--nonblocking"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.5)  # attaching takes a moment; samples before the workload starts are idle anyway
+        if self.process.poll() is not None:
+            error = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+            raise RuntimeError(f"py-spy could not attach to pid {self.pid}: {error.strip()}")
+
+    def stop(self) -> Path | None:
+        """Stop sampling (SIGINT makes py-spy write its file); the collapsed-stacks file, if written."""
+        if self.process is None:
+            return None
+        stop_process(self.process, signal.SIGINT)
+        self.process = None
+        return self.output if self.output.exists() else None

@@ -1,0 +1,91 @@
+"""Operator actions on one job: cancel, retry, release (as is or with edited params), fail.
+
+Each is a POST (CSRF-checked and refused to viewers by the access middleware), confirmed in the page
+(``hx-confirm``), and calls the engine with ``actor="operator:<name>"`` so history records who did it.
+The answer is a short note for ``#flash``; the page itself follows through its SSE stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from ..models import Job
+from .htmx import htmx
+from .keys import engine_key, prefix_key
+from .middleware import StudioError
+from .render import json_response, render_fragment, user_of, wants_json
+
+logger = logging.getLogger(__name__)
+
+Action = Callable[[web.Request, str, str, Any], Awaitable[Job]]
+
+
+def parse_params(text: str | None) -> dict[str, Any] | None:
+    """Edited task params from the release form: a JSON object, or None when left empty."""
+    if text is None or not text.strip():
+        return None
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StudioError(422, "Invalid params", f"Not valid JSON (line {exc.lineno}): {exc.msg}") from None
+    if not isinstance(params, dict):
+        raise StudioError(422, "Invalid params", "Task params must be a JSON object ({...}).")
+    return params
+
+
+async def _cancel(request: web.Request, job_id: str, actor: str, form: Any) -> Job:
+    return await request.app[engine_key].cancel_job(job_id, actor=actor)
+
+
+async def _retry(request: web.Request, job_id: str, actor: str, form: Any) -> Job:
+    return await request.app[engine_key].retry_job(job_id, actor=actor, from_state=form.get("from_state") or None)
+
+
+async def _release(request: web.Request, job_id: str, actor: str, form: Any) -> Job:
+    params = parse_params(form.get("params"))
+    return await request.app[engine_key].release_job(job_id, actor=actor, params=params)
+
+
+async def _fail(request: web.Request, job_id: str, actor: str, form: Any) -> Job:
+    reason = str(form.get("reason") or "").strip() or None
+    return await request.app[engine_key].fail_job(job_id, actor=actor, reason=reason)
+
+
+ACTIONS: dict[str, tuple[Action, str]] = {
+    "cancel": (_cancel, "Cancelled"),
+    "retry": (_retry, "Retried"),
+    "release": (_release, "Released"),
+    "fail": (_fail, "Failed"),
+}
+
+
+async def done(request: web.Request, message: str, jobs: list[Job], url: str | None = None) -> web.StreamResponse:
+    """The answer to an action: JSON, a note for ``#flash``, or a redirect back for a plain form."""
+    if wants_json(request):
+        return json_response({"message": message, "jobs": [{"id": j.id, "status": j.status} for j in jobs]})
+    if htmx(request):
+        return await render_fragment(request, "_flash.html", {"message": message, "tone": "ok"})
+    raise web.HTTPSeeOther(url or request.headers.get("Referer") or f"{request.app[prefix_key]}/jobs")
+
+
+async def job_action(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["action"]
+    if name not in ACTIONS:
+        raise web.HTTPNotFound(text=f"No action {name!r}")
+    action, verb = ACTIONS[name]
+    job_id = request.match_info["job_id"]
+    actor = user_of(request).actor
+    form = await request.post()
+    job = await action(request, job_id, actor, form)
+    logger.info("studio: %s %s job %s", actor, name, job_id)
+    where = f" from {form.get('from_state')}" if name == "retry" and form.get("from_state") else ""
+    return await done(request, f"{verb} job {job_id[:8]}{where}; it is now {job.status.replace('_', ' ')}.", [job])
+
+
+def setup_action_routes(router: web.UrlDispatcher) -> None:
+    router.add_post("/jobs/{job_id}/{action}", job_action, name="job_action")

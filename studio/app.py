@@ -1,0 +1,74 @@
+"""The studio's factory: a sub-application mounted on the engine's aiohttp app at ``/studio``."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from ..engine import OrchestratorEngine
+from .access import Access
+from .data import studio_data
+from .keys import access_key, data_key, engine_key, prefix_key, sse_streams_key
+from .live import broadcaster_ctx, close_streams
+from .middleware import access_middleware, error_middleware
+from .render import setup_templates
+from .routes import setup_routes
+
+logger = logging.getLogger(__name__)
+
+STUDIO_PREFIX = "/studio"
+
+
+def setup_middlewares(app: web.Application) -> None:
+    # Errors outermost, so a refusal by the access middleware renders as a page, a fragment or JSON.
+    app.middlewares.extend([error_middleware, access_middleware])
+
+
+async def data_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The data layer, chosen at start-up (history may be attached to the engine after setup)."""
+    app[data_key] = studio_data(app[engine_key])
+    yield
+
+
+def setup_lifecycle(app: web.Application) -> None:
+    app.cleanup_ctx.extend([data_ctx, broadcaster_ctx])
+    app.on_shutdown.append(close_streams)
+
+
+def create_studio(
+    engine: OrchestratorEngine, prefix: str = STUDIO_PREFIX, templates: Path | None = None
+) -> web.Application:
+    """The studio as an application of its own, to be mounted at ``prefix``.
+
+    Args:
+        engine: The engine to show and operate, called in-process.
+        prefix: Where it will be mounted.
+        templates: A folder of templates overriding the studio's (they may extend ``default:<name>``).
+    """
+    app = web.Application()
+    app[engine_key] = engine
+    app[prefix_key] = prefix
+    app[access_key] = Access(engine.config)
+    app[data_key] = studio_data(engine)
+    app[sse_streams_key] = weakref.WeakSet()
+    setup_templates(app, prefix, templates)
+    setup_middlewares(app)
+    setup_lifecycle(app)
+    setup_routes(app)
+    return app
+
+
+def setup_studio(
+    app: web.Application, engine: OrchestratorEngine, prefix: str = STUDIO_PREFIX, templates: Path | None = None
+) -> web.Application:
+    """Mount the studio on ``app`` (the engine's HTTP application) at ``prefix``; returns the studio app."""
+    studio = create_studio(engine, prefix, templates)
+    app.add_subapp(prefix, studio)
+    access = studio[access_key]
+    if access.mode == "loopback":
+        logger.warning("studio at %s: no STUDIO_TOKEN set, so it answers loopback requests only", prefix)
+    return studio

@@ -1,0 +1,118 @@
+"""Blueprints: every graph with live counts per state; one blueprint's page with its start form."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from ..blueprint import StateMachineBlueprint
+from ..errors import UnknownBlueprint
+from ..events import Event, EventKind
+from .contexts import BlueprintCard, BlueprintContext, BlueprintsContext
+from .data import Counts
+from .forms import StartForm, parse_start, refused, start_form
+from .graphs import counts_marks, svg_markup
+from .htmx import htmx, redirect
+from .keys import data_key, engine_key, prefix_key
+from .live import Update, stream_feed
+from .render import json_response, render_fragment, render_page, user_of, wants_json
+from .sse import SseEvent
+
+logger = logging.getLogger(__name__)
+
+#: Events that do not move a job between states or statuses (no count changes).
+_QUIET = frozenset({EventKind.TASK_PROGRESS, EventKind.TASK_TAKEN, EventKind.WORKER_REGISTERED})
+
+
+def blueprint_named(request: web.Request) -> StateMachineBlueprint:
+    name = request.match_info["name"]
+    blueprint = request.app[engine_key].blueprints.get(name)
+    if blueprint is None:
+        raise UnknownBlueprint(name)
+    return blueprint
+
+
+async def card(blueprint: StateMachineBlueprint, counts: Counts) -> BlueprintCard:
+    return BlueprintCard(
+        name=blueprint.name,
+        description=blueprint.description or "",
+        version=blueprint.version,
+        svg=await svg_markup(blueprint),
+        marks=counts_marks(blueprint, counts.get(blueprint.name, {})),
+        states=list(blueprint.states),
+        has_input_model=blueprint.input_model is not None,
+    )
+
+
+async def blueprints_page(request: web.Request) -> web.StreamResponse:
+    engine = request.app[engine_key]
+    counts = await request.app[data_key].counts()
+    cards = [await card(b, counts) for b in sorted(engine.blueprints.values(), key=lambda b: b.name)]
+    context = BlueprintsContext(title="Blueprints", cards=cards)
+    if wants_json(request):
+        return json_response(context.to_json())
+    return await render_page(request, "blueprints.html", context, section="blueprints", live="blueprints")
+
+
+async def blueprint_page(request: web.Request, form: StartForm | None = None, status: int = 200) -> web.StreamResponse:
+    blueprint = blueprint_named(request)
+    counts = await request.app[data_key].counts()
+    context = BlueprintContext(
+        title=f"Start {blueprint.name}", card=await card(blueprint, counts), form=form or start_form(blueprint)
+    )
+    if wants_json(request):
+        return json_response(context.to_json(), status)
+    if htmx(request) and form is not None:
+        return await render_fragment(request, "_start_form.html", context, status)
+    response = await render_page(request, "blueprint.html", context, section="blueprints", live="blueprints")
+    response.set_status(status)
+    return response
+
+
+async def start_job(request: web.Request) -> web.StreamResponse:
+    """POST: create a job from the start form; the form comes back with inline errors if refused."""
+    blueprint = blueprint_named(request)
+    data, form = parse_start(blueprint, await request.post())
+    if form.errors:
+        return await blueprint_page(request, form, 422)
+    session = user_of(request)
+    try:
+        job = await request.app[engine_key].create_job(blueprint.name, data, client=session.actor)
+    except ValidationError as exc:
+        return await blueprint_page(request, refused(form, exc), 422)
+    logger.info("studio: %s started job %s of %s", session.actor, job.id, blueprint.name)
+    url = f"{request.app[prefix_key]}/jobs/{job.id}"
+    if wants_json(request):
+        return json_response({"id": job.id, "url": url}, 201)
+    return redirect(request, url)
+
+
+class BlueprintsFeed:
+    """Count badges of every blueprint, recounted when jobs move."""
+
+    def __init__(self, request: web.Request) -> None:
+        self.request = request
+
+    async def snapshot(self) -> list[Update]:
+        engine = self.request.app[engine_key]
+        counts = await self.request.app[data_key].counts()
+        marks = [counts_marks(b, counts.get(b.name, {})) for b in engine.blueprints.values()]
+        return [(SseEvent.BLUEPRINT_MARKS, {"all_marks": marks})]
+
+    async def changes(self, events: list[Event]) -> list[Update]:
+        if all(e.kind in _QUIET or e.job_id is None for e in events):
+            return []
+        return await self.snapshot()
+
+
+async def blueprints_live(request: web.Request) -> web.StreamResponse:
+    return await stream_feed(request, BlueprintsFeed(request))
+
+
+def setup_blueprint_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/blueprints", blueprints_page, name="blueprints")
+    router.add_get("/blueprints/{name}", blueprint_page, name="blueprint")
+    router.add_post("/blueprints/{name}/jobs", start_job, name="start_job")
+    router.add_get("/live/blueprints", blueprints_live, name="live_blueprints")

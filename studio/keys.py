@@ -1,0 +1,32 @@
+"""Every application key of the studio, typed (a str key would warn, and warnings fail the tests)."""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+
+from ..engine import OrchestratorEngine
+from .access import Session
+
+if TYPE_CHECKING:
+    from .access import Access
+    from .data import StudioData
+    from .live import Broadcaster
+
+#: The engine the studio shows and operates; the studio calls it in-process, never over HTTP.
+engine_key = web.AppKey("engine", OrchestratorEngine)
+#: Where the studio is mounted ("/studio"), for links and for telling public paths apart.
+prefix_key = web.AppKey("prefix", str)
+#: Reads jobs, counts and timelines: through the engine today, through history once it is wired.
+data_key: web.AppKey[StudioData] = web.AppKey("data")
+#: Who may do what: token or loopback mode, session signing.
+access_key: web.AppKey[Access] = web.AppKey("access")
+#: Fans the engine's events out to the open SSE streams.
+broadcaster_key: web.AppKey[Broadcaster] = web.AppKey("broadcaster")
+#: The browser's session, read by the access middleware (request storage, not app storage).
+session_key = web.RequestKey("session", Session)
+#: Live SSE responses, stopped on shutdown so the server does not wait for them.
+sse_streams_key = web.AppKey("sse_streams", weakref.WeakSet[EventSourceResponse])

@@ -1,0 +1,170 @@
+"""Rendering: the Jinja environment, the page layout, and page / fragment / JSON responses.
+
+A handler computes its page's context (a dataclass from :mod:`avtomatika.studio.contexts`) once,
+then answers with :func:`render_page`, :func:`render_fragment` or :func:`json_response`. Templates get
+the context's fields, ``user`` (the session) and, on pages, ``layout``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from .access import CSRF_FIELD, CSRF_HEADER, Session
+from .keys import access_key, data_key, prefix_key, session_key
+from .ui import FILTERS, TONES
+
+logger = logging.getLogger(__name__)
+
+#: Pinned vendored front-end files (static/vendor/), with their licenses beside them.
+HTMX_JS = "vendor/htmx-2.0.11.min.js"
+HTMX_SSE_JS = "vendor/htmx-ext-sse-2.2.4.js"
+
+
+def package_dir(package: str) -> Path:
+    """The folder of a data package (templates/, static/): in the wheel, or in the source tree."""
+    name = package.rsplit(".", 1)[-1]
+    here = Path(__file__).resolve().parent
+    try:
+        spec = importlib.util.find_spec(package)
+    except ImportError:
+        spec = None
+    found = [Path(p) for p in (spec.submodule_search_locations or []) if Path(p).is_dir()] if spec else []
+    for candidate in [*found, here / name, here.parent / name]:
+        if candidate.is_dir():
+            return candidate
+    raise RuntimeError(f"the studio's files are missing: no folder for {package}")
+
+
+TEMPLATES_DIR = package_dir("avtomatika.studio.templates")
+STATIC_DIR = package_dir("avtomatika.studio.static")
+
+
+def setup_templates(app: web.Application, prefix: str, user_templates: Path | None = None) -> jinja2.Environment:
+    """The Jinja environment: autoescaped, async, a user's ``templates/`` first.
+
+    A user's template may extend ours as ``{% extends "default:base.html" %}``.
+    """
+    defaults = jinja2.FileSystemLoader(TEMPLATES_DIR)
+    loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(user_templates)] if user_templates else []
+    loaders += [defaults, jinja2.PrefixLoader({"default": defaults}, delimiter=":")]
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=True,
+        enable_async=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(FILTERS)
+    env.globals.update(
+        P=prefix,
+        static=lambda path: f"{prefix}/static/{path}",
+        HTMX_JS=HTMX_JS,
+        HTMX_SSE_JS=HTMX_SSE_JS,
+        TONES=TONES,
+        CSRF_FIELD=CSRF_FIELD,
+        CSRF_HEADER=CSRF_HEADER,
+    )
+    return env
+
+
+@dataclass(slots=True)
+class Layout:
+    """What ``base.html`` shows around every page."""
+
+    title: str
+    section: str
+    quarantined: int
+    workers_alive: int
+    access_note: str
+    live_url: str | None
+
+
+def wants_json(request: web.Request) -> bool:
+    """JSON when asked by ``?format=json`` or by an ``Accept`` preferring it over HTML."""
+    if request.query.get("format") == "json":
+        return True
+    accept = request.headers.get("Accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def context_dict(context: Any) -> dict[str, Any]:
+    """A context dataclass's fields, shallow (``asdict`` would copy every job)."""
+    if is_dataclass(context):
+        return {f.name: getattr(context, f.name) for f in fields(context)}
+    return dict(context)
+
+
+def error_context(status: int, title: str, message: str) -> dict[str, Any]:
+    return {"status": status, "title": title, "message": message}
+
+
+async def layout_for(request: web.Request, title: str, section: str, live_url: str | None) -> Layout:
+    try:
+        quarantined, alive = await request.app[data_key].nav_counts()
+    except Exception:  # the error page must render even when storage is down
+        logger.exception("studio: could not read the navigation counts")
+        quarantined, alive = 0, 0
+    return Layout(title, section, quarantined, alive, request.app[access_key].note, live_url)
+
+
+def user_of(request: web.Request) -> Session:
+    return request.get(session_key) or Session(None, "", "")
+
+
+async def render_string(request: web.Request, template: str, context: Any) -> str:
+    """A template rendered for ``request``'s user (fragments for SSE use this too)."""
+    env = aiohttp_jinja2.get_env(request.app)
+    variables = {**context_dict(context), "user": user_of(request)}
+    return await env.get_template(template).render_async(**variables)
+
+
+async def render_template(
+    request: web.Request,
+    template: str,
+    context: Any,
+    status: int = 200,
+    *,
+    page: bool = False,
+    section: str = "",
+    live_url: str | None = None,
+) -> web.Response:
+    variables = context_dict(context)
+    if page:
+        title = str(variables.get("title") or "Studio")
+        variables["layout"] = await layout_for(request, title, section, live_url)
+    text = await render_string(request, template, variables)
+    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
+
+
+async def render_page(
+    request: web.Request, template: str, context: Any, *, section: str, live: str | None = None
+) -> web.Response:
+    """A whole page: ``template`` extends ``base.html``; ``live`` is its SSE stream's path."""
+    live_url = f"{request.app[prefix_key]}/live/{live}" if live else None
+    return await render_template(request, template, context, page=True, section=section, live_url=live_url)
+
+
+async def render_fragment(request: web.Request, template: str, context: Any, status: int = 200) -> web.Response:
+    """A partial alone, for htmx."""
+    return await render_template(request, template, context, status)
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """The JSON twin of a page."""
+    return web.json_response(data, status=status, dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    import json
+
+    return json.dumps(value, default=str)

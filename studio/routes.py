@@ -1,0 +1,30 @@
+"""The studio's routes: one module per page family (blueprints, jobs, actions, quarantine, workers)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .actions import setup_action_routes
+from .blueprints import setup_blueprint_routes
+from .jobs import setup_job_routes
+from .patterns import setup_pattern_routes
+from .quarantine import setup_quarantine_routes
+from .render import STATIC_DIR
+from .workers import setup_worker_routes
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound(request.app.router["blueprints"].url_for())
+
+
+def setup_routes(app: web.Application) -> None:
+    """Every studio route, relative to where the studio is mounted."""
+    router = app.router
+    router.add_get("/", index, name="index")
+    setup_blueprint_routes(router)
+    setup_job_routes(router)
+    setup_action_routes(router)
+    setup_quarantine_routes(router)
+    setup_worker_routes(router)
+    setup_pattern_routes(router)
+    router.add_static("/static/", STATIC_DIR, name="static", append_version=False)

@@ -1,0 +1,33 @@
+"""The names of the studio's SSE events. Each name is the partial it carries, without ``_`` and ``.html``.
+
+Pages listen with ``sse-swap="<name>"``; ``tests/test_studio_contracts.py`` checks that every name
+has its partial and that every ``sse-swap`` in the templates names an event listed here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class SseEvent(StrEnum):
+    NAV_COUNTS = "nav-counts"
+    """Quarantine (n) and Workers (n alive) in the navigation bar; on every page."""
+    BLUEPRINT_MARKS = "blueprint-marks"
+    """Count badges of every blueprint's graph (blueprints page)."""
+    JOB_ROW = "job-row"
+    """A job's row: new rows are added to the jobs table, changed rows replaced."""
+    JOB_MARKS = "job-marks"
+    """The job page's graph: current state, its status colour, taken edges."""
+    JOB_HEADER = "job-header"
+    """The job page's header: status, age, the actions its status allows."""
+    JOB_PANEL = "job-panel"
+    """The job page's side panel: current task and progress, error, context."""
+    QUARANTINE_ITEM = "quarantine-item"
+    """A quarantined job (added), or a note that it left quarantine (replacing it)."""
+    WORKER_TABLE = "worker-table"
+    """The workers table."""
+
+    @property
+    def partial(self) -> str:
+        """The template this event carries: ``job-row`` -> ``_job_row.html``."""
+        return f"_{self.value.replace('-', '_')}.html"

@@ -1,0 +1,98 @@
+"""Live updates: SSE streams send named events (the partials) after the engine's events."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+from aiohttp import ClientResponse
+from engine_helpers import FakeWorker, wait_for_status
+from test_studio_support import studio_app, studio_engine
+
+from avtomatika.studio.render import TEMPLATES_DIR
+from avtomatika.studio.sse import SseEvent
+
+GUARD_S = 10.0
+
+
+async def next_event(response: ClientResponse, name: str, contains: str = "") -> str:
+    """Read the stream until an event called ``name`` whose data contains ``contains``; return its data."""
+
+    async def read() -> str:
+        event, data = None, []
+        while True:
+            line = (await response.content.readline()).decode().rstrip("\r\n")
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].removeprefix(" "))
+            elif not line:
+                text = "\n".join(data)
+                if event == name and contains in text:
+                    return text
+                event, data = None, []
+
+    return await asyncio.wait_for(read(), GUARD_S)
+
+
+async def test_job_stream_sends_marks_after_the_job_changes(aiohttp_client) -> None:
+    async with studio_engine() as engine:
+        job = await engine.create_job("studio_echo", {})
+        await wait_for_status(engine, job.id, "waiting_for_worker")
+        client = await aiohttp_client(studio_app(engine))
+        async with client.get(f"/studio/live/jobs/{job.id}") as response:
+            assert response.headers["Content-Type"].startswith("text/event-stream")
+            first = await next_event(response, "job-marks")
+            assert "status-waiting_for_worker" in first
+            async with FakeWorker(engine, "w1", ["echo"]) as worker:
+                await worker.run_one()
+                marks = await next_event(response, "job-marks", "status-finished")
+                assert re.search(r'data-node="node-done"[^>]*data-class="[^"]*active', marks)
+                header = await next_event(response, "job-header", 'data-status="finished"')
+                assert "finished" in header
+
+
+async def test_jobs_stream_sends_new_rows(aiohttp_client) -> None:
+    async with studio_engine() as engine:
+        client = await aiohttp_client(studio_app(engine))
+        async with client.get("/studio/live/jobs?blueprint=studio_echo") as response:
+            await next_event(response, "nav-counts")
+            job = await engine.create_job("studio_echo", {})
+            row = await next_event(response, "job-row", "data-sse-new")
+            assert f'id="job-row-{job.id}"' in row
+
+
+async def test_blueprints_and_nav_follow_quarantine(aiohttp_client) -> None:
+    async with studio_engine() as engine:
+        client = await aiohttp_client(studio_app(engine))
+        async with client.get("/studio/live/blueprints") as response:
+            await next_event(response, "blueprint-marks")
+            async with FakeWorker(engine, "w1", ["echo"]) as worker:
+                await engine.create_job("studio_echo", {})
+                await worker.run_one({"status": "failure", "error": {"code": "PERMANENT_ERROR", "message": "x"}})
+                marks = await next_event(response, "blueprint-marks", "tone-quarantined")
+                assert 'data-node="node-work"' in marks
+                nav = await next_event(response, "nav-counts", "data-quarantined>1<")
+                assert "Quarantine" in nav
+
+
+async def test_streams_end_on_shutdown(aiohttp_client) -> None:
+    async with studio_engine() as engine:
+        app = studio_app(engine)
+        client = await aiohttp_client(app)
+        response = await client.get("/studio/live/workers")
+        await next_event(response, "worker-table")
+        await asyncio.wait_for(client.close(), GUARD_S)  # would wait for the stream without on_shutdown
+        response.close()
+
+
+def test_every_sse_event_has_its_partial_and_every_swap_is_listed() -> None:
+    names = {str(e) for e in SseEvent}
+    for event in SseEvent:
+        assert (TEMPLATES_DIR / event.partial).is_file(), event.partial
+    used = set()
+    for template in Path(TEMPLATES_DIR).glob("*.html"):
+        used |= set(re.findall(r'sse-swap="([^"]+)"', template.read_text()))
+    assert used <= names, used - names
+    assert used == names - set(), names - used
