@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 
 class JobStatus(StrEnum):
     PENDING = "pending"
@@ -40,6 +42,15 @@ class TaskStatus(StrEnum):
     RETRY_SCHEDULED = "retry_scheduled"
     DONE = "done"
     WITHDRAWN = "withdrawn"
+
+
+def pack(record: object) -> bytes:
+    """A record (or any JSON-able value) as compact JSON bytes.
+
+    orjson hands back bytes inside a buffer of several KB; the copy keeps just the document, which is
+    what makes ten thousand waiting jobs cost a few hundred bytes each instead of several KB.
+    """
+    return bytes(memoryview(orjson.dumps(record)))
 
 
 def new_id() -> str:

@@ -60,6 +60,11 @@ class ResultProcessor:
         if job is None or task.id not in (job.wait or {}).get("task_ids", []):
             raise ResultRejected(task.id, "the job is no longer waiting for this task")
         reported = await storage.add_branch_result(task.job_id, task.id, {**result, "task_type": task.type})
+        if reported < len(job.wait["task_ids"]):
+            # Not the last branch: the job's document stays as it is (rewriting it for every branch made
+            # a fan-out quadratic); the last branch closes every branch and moves the job on.
+            await storage.update_task(task.id, status=TaskStatus.DONE)
+            return
         await self.engine.update_job(task.job_id, lambda job: self._close_branch(job, task, reported))
 
     async def _close_branch(self, job: Job, task: Task, reported: int) -> Outcome | None:

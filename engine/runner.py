@@ -88,9 +88,8 @@ class JobRunner:
 
     async def step(self, job_id: str) -> Job | None:
         """Run handlers of ``job_id`` until it waits, ends, or has taken ``INLINE_STEPS`` steps."""
-        job = None
+        job = await self.engine.storage.get_job(job_id)
         for remaining in range(INLINE_STEPS, 0, -1):
-            job = await self.engine.storage.get_job(job_id)
             if job is None or job.status not in RUNNABLE_STATUSES:
                 return job
             outcome = await self.run_handler(job, requeue=remaining == 1)

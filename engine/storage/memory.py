@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from ..errors import VersionConflict
-from ..models import TERMINAL_STATUSES, Job, Task, TaskStatus, WorkerRecord, now
+from ..models import TERMINAL_STATUSES, Job, Task, TaskStatus, WorkerRecord, now, pack
 from .base import Commit, JobFilter, Storage
 
 
@@ -40,7 +40,8 @@ class MemoryStorage(Storage):
         self._queues: dict[str, list[tuple[float, int, str]]] = {}
         self._inboxes: dict[str, list[tuple[float, int, str]]] = {}
         self._sequence = itertools.count()
-        self._task_waiters: set[asyncio.Future[None]] = set()
+        # Long polls waiting for a task: the future to wake, the worker, what it may take.
+        self._task_waiters: dict[asyncio.Future[None], tuple[WorkerRecord, Callable[[Task], bool]]] = {}
         self._load: dict[str, set[str]] = {}
         self._branches: dict[str, dict[str, dict[str, Any]]] = {}
         self._timers: dict[str, float] = {}
@@ -86,7 +87,7 @@ class MemoryStorage(Storage):
         return job
 
     def _store_job(self, job: Job) -> None:
-        self._jobs[job.id] = orjson.dumps(job.to_dict())
+        self._jobs[job.id] = pack(job)
         self._versions[job.id] = job.version
         self._index[job.id] = (job.blueprint, job.status, job.state, job.client)
         if job.status not in TERMINAL_STATUSES:
@@ -154,7 +155,7 @@ class MemoryStorage(Storage):
             return None
         for name, value in changes.items():
             setattr(task, name, value)
-        self._tasks[task_id] = orjson.dumps(task.to_dict())
+        self._tasks[task_id] = pack(task)
         return task
 
     def _store_task(self, task: Task) -> None:
@@ -165,7 +166,7 @@ class MemoryStorage(Storage):
             # Given to another worker (or to anyone): no longer the old worker's load. Its old queue
             # entry is skipped when it reaches the head, since the task no longer names that worker.
             self._load.get(old_worker, set()).discard(task.id)
-        self._tasks[task.id] = orjson.dumps(task.to_dict())
+        self._tasks[task.id] = pack(task)
         if task.status != TaskStatus.QUEUED:
             return
         entry = (-task.priority, next(self._sequence), task.id)
@@ -174,7 +175,7 @@ class MemoryStorage(Storage):
             self._load.setdefault(task.worker_id, set()).add(task.id)
         else:
             heapq.heappush(self._queues.setdefault(task.type, []), entry)
-        self._wake_pollers()
+        self._wake_poller_for(task)
 
     def _close_task(self, task_id: str, status: str) -> None:
         raw = self._tasks.get(task_id)
@@ -182,17 +183,21 @@ class MemoryStorage(Storage):
             return
         task = Task.from_dict(orjson.loads(raw))
         task.status = status
-        self._tasks[task_id] = orjson.dumps(task.to_dict())
+        self._tasks[task_id] = pack(task)
         self._timers.pop(f"timeout:{task_id}", None)
         if task.worker_id and (load := self._load.get(task.worker_id)) is not None:
             load.discard(task_id)
         # Queue entries of a closed task are skipped lazily when they reach the head.
 
-    def _wake_pollers(self) -> None:
-        for waiter in self._task_waiters:
-            if not waiter.done():
+    def _wake_poller_for(self, task: Task) -> None:
+        """Wake one waiting long poll that can take ``task`` (the others keep sleeping)."""
+        for waiter, (worker, eligible) in self._task_waiters.items():
+            if waiter.done():
+                continue
+            mine = task.worker_id == worker.worker_id
+            if mine or (task.worker_id is None and task.type in worker.supported_tasks and eligible(task)):
                 waiter.set_result(None)
-        self._task_waiters.clear()
+                return
 
     async def take_task(
         self,
@@ -211,7 +216,7 @@ class MemoryStorage(Storage):
             if remaining <= 0:
                 return None
             waiter: asyncio.Future[None] = loop.create_future()
-            self._task_waiters.add(waiter)
+            self._task_waiters[waiter] = (worker, eligible)
             try:
                 # Wake at least once a second: a task in another worker's inbox may become ours to take.
                 async with asyncio.timeout(min(remaining, 1.0)):
@@ -220,7 +225,7 @@ class MemoryStorage(Storage):
                 if loop.time() >= give_up_at:
                     return None
             finally:
-                self._task_waiters.discard(waiter)
+                self._task_waiters.pop(waiter, None)
 
     def _pop_for(self, worker: WorkerRecord, eligible: Callable[[Task], bool]) -> Task | None:
         inbox = self._inboxes.get(worker.worker_id)
@@ -292,7 +297,7 @@ class MemoryStorage(Storage):
         task.worker_id = worker_id
         task.taken_at = now()
         task.deadline = deadline
-        self._tasks[task.id] = orjson.dumps(task.to_dict())
+        self._tasks[task.id] = pack(task)
         self._load.setdefault(worker_id, set()).add(task.id)
         self._set_timer(f"timeout:{task.id}", deadline)
         return task
@@ -315,7 +320,7 @@ class MemoryStorage(Storage):
     # -- fan-in ----------------------------------------------------------------------------------
     async def add_branch_result(self, job_id: str, task_id: str, result: dict[str, Any]) -> int:
         branches = self._branches.setdefault(job_id, {})
-        branches[task_id] = orjson.loads(orjson.dumps(result))
+        branches[task_id] = orjson.loads(pack(result))
         return len(branches)
 
     async def branch_results(self, job_id: str) -> dict[str, dict[str, Any]]:
@@ -325,7 +330,6 @@ class MemoryStorage(Storage):
     def _set_timer(self, timer_id: str, due: float) -> None:
         self._timers[timer_id] = due
         heapq.heappush(self._timer_heap, (due, timer_id))
-        self._wake_pollers()
 
     async def pop_due_timers(self, at: float, limit: int = 100) -> list[str]:
         due: list[str] = []
@@ -345,8 +349,7 @@ class MemoryStorage(Storage):
 
     # -- workers ---------------------------------------------------------------------------------
     async def save_worker(self, record: WorkerRecord) -> None:
-        self._workers[record.worker_id] = orjson.dumps(record.to_dict())
-        self._wake_pollers()
+        self._workers[record.worker_id] = pack(record)
 
     async def get_worker(self, worker_id: str) -> WorkerRecord | None:
         raw = self._workers.get(worker_id)
