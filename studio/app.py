@@ -67,6 +67,13 @@ def setup_studio(
 ) -> web.Application:
     """Mount the studio on ``app`` (the engine's HTTP application) at ``prefix``; returns the studio app."""
     studio = create_studio(engine, prefix, templates)
+
+    async def to_studio(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"{prefix}/")
+
+    # Before the sub-application, which would otherwise answer "/studio" (no slash) with a 404.
+    app.router.add_get(prefix, to_studio)
+    app.router.add_get("/", to_studio)
     app.add_subapp(prefix, studio)
     access = studio[access_key]
     if access.mode == "loopback":

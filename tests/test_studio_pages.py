@@ -151,3 +151,12 @@ async def test_start_form_is_built_from_the_input_model(aiohttp_client) -> None:
         plain = await (await client.get("/studio/blueprints/studio_echo")).text()
         assert 'name="initial_data"' in plain
         assert await csrf_of(client, "/studio/blueprints/studio_echo")
+
+
+async def test_studio_without_slash_and_site_root_lead_to_the_studio(aiohttp_client):
+    async with studio_engine() as engine:
+        client = await aiohttp_client(studio_app(engine))
+        for path in ("/studio", "/"):
+            response = await client.get(path, allow_redirects=False)
+            assert response.status == 302
+            assert response.headers["Location"] == "/studio/"

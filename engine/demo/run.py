@@ -33,9 +33,14 @@ async def trickle(engine: OrchestratorEngine, every_s: float) -> None:
         await asyncio.sleep(random.uniform(0.5, 1.5) * every_s)
 
 
+#: Where the demo keeps its history unless HISTORY_DATABASE_URI says otherwise (a file: it survives restarts).
+DEMO_HISTORY_URI = "sqlite:///avtomatika-demo.db"
+
+
 async def run_demo(host: str = "127.0.0.1", port: int = 8080, every_s: float = 2.0) -> None:
-    """Serve the demo until SIGINT/SIGTERM."""
-    config = Config(API_HOST=host, API_PORT=port, LOG_FORMAT="text")
+    """Serve the demo until SIGINT/SIGTERM: in-memory live state, history in a SQLite file."""
+    history_uri = Config().HISTORY_DATABASE_URI or DEMO_HISTORY_URI
+    config = Config(API_HOST=host, API_PORT=port, LOG_FORMAT="text", HISTORY_DATABASE_URI=history_uri)
     engine = OrchestratorEngine(config=config)
     for blueprint in DEMO_BLUEPRINTS:
         engine.register_blueprint(blueprint)
@@ -55,7 +60,8 @@ async def run_demo(host: str = "127.0.0.1", port: int = 8080, every_s: float = 2
         host,
         engine.port,
     )
-    logger.warning("Avtomatika Studio: http://127.0.0.1:%s/studio  (open on loopback only)", engine.port)
+    logger.warning("Avtomatika Studio: http://127.0.0.1:%s/studio/  (open on loopback only)", engine.port)
+    logger.warning("History: %s", history_uri)
     try:
         await stop.wait()
     finally:
