@@ -43,6 +43,21 @@ class _Settings(BaseSettings):
 
     MAX_REQUEST_BODY_BYTES: int = Field(1_048_576, ge=1024)
     MAX_JSON_DEPTH: int = Field(64, ge=2)
+    MAX_PARAMS_BYTES: int = Field(262_144, ge=1024)
+    MAX_RESULT_DATA_BYTES: int = Field(524_288, ge=1024)
+    MAX_OPEN_POLLS_PER_WORKER: int = Field(64, ge=1)
+    MAX_STREAMS_PER_CLIENT: int = Field(16, ge=1)
+    # Requests per second and burst, per caller and class of endpoint; a rate of 0 means unlimited.
+    RATE_LIMIT_CLIENT_READ_PER_SECOND: float = Field(1000.0, ge=0)
+    RATE_LIMIT_CLIENT_READ_BURST: int = Field(2000, ge=1)
+    RATE_LIMIT_CLIENT_WRITE_PER_SECOND: float = Field(1000.0, ge=0)
+    RATE_LIMIT_CLIENT_WRITE_BURST: int = Field(2000, ge=1)
+    RATE_LIMIT_WORKER_PER_SECOND: float = Field(1000.0, ge=0)
+    RATE_LIMIT_WORKER_BURST: int = Field(2000, ge=1)
+    RATE_LIMIT_PUBLIC_PER_SECOND: float = Field(50.0, ge=0)
+    RATE_LIMIT_PUBLIC_BURST: int = Field(200, ge=1)
+    RATE_LIMIT_UNAUTHENTICATED_PER_SECOND: float = Field(20.0, ge=0)
+    RATE_LIMIT_UNAUTHENTICATED_BURST: int = Field(100, ge=1)
 
     STUDIO_ENABLED: bool = True
     STUDIO_TOKEN: SecretStr | None = None

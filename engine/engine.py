@@ -30,6 +30,7 @@ from .errors import (
 )
 from .events import Event, EventBus, EventKind
 from .logs import configure_logging
+from .metrics import Metrics
 from .models import TERMINAL_STATUSES, Job, JobStatus, Task, TaskStatus, WorkerRecord, new_id, now
 from .operations import Operations
 from .outcomes import Outcome
@@ -37,6 +38,7 @@ from .results import ResultProcessor
 from .runner import JobRunner
 from .scheduler import Scheduler
 from .storage import Commit, JobFilter, MemoryStorage, Storage
+from .telemetry import Tracer
 from .workers import WorkerChannels
 
 if TYPE_CHECKING:
@@ -79,6 +81,10 @@ class OrchestratorEngine:
         self._background: list[asyncio.Task[None]] = []
         self._workers_cache: tuple[float, list[WorkerRecord]] = (0.0, [])
         self.started_at: float | None = None
+        #: Prometheus metrics (GET /_public/metrics); counts this process's events from now on.
+        self.metrics = Metrics(self)
+        #: Tracing; a no-op until start() reads the OTEL_* environment (or set one before start).
+        self.tracer = Tracer()
 
     def __repr__(self) -> str:
         return f"OrchestratorEngine(storage={type(self.storage).__name__}, blueprints={list(self.blueprints)})"
@@ -120,6 +126,8 @@ class OrchestratorEngine:
         if self._background:
             raise RuntimeError("the engine is already started")
         configure_logging(self.config)
+        if not self.tracer.enabled:
+            self.tracer = Tracer.from_env()
         await self.storage.connect()
         await self._open_history()
         if self.access.clients_open:
@@ -135,6 +143,7 @@ class OrchestratorEngine:
             for i in range(self.config.EXECUTOR_CONCURRENCY)
         ]
         self._background = [*consumers, loop.create_task(self.scheduler.run(), name="avtomatika-scheduler")]
+        self.metrics.start()
         if self.config.HISTORY_RETENTION_DAYS > 0 and self.history is not None:
             from .history import retention_loop
 
@@ -170,7 +179,8 @@ class OrchestratorEngine:
         else:
             await self.history.open()
         # remote=False inside the writer: each engine process writes its own events exactly once.
-        self.history_writer = HistoryWriter(self.history, self.events)
+        self.history_writer = writer = HistoryWriter(self.history, self.events)
+        self.metrics.watch_drops("history", lambda: writer.dropped)
         await self.history_writer.start()
 
     async def _close_history(self) -> None:
@@ -202,6 +212,7 @@ class OrchestratorEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._background = []
+        await self.metrics.stop()
         await self.channels.close_all()
         await self._close_history()
         await self.storage.close()
@@ -292,8 +303,10 @@ class OrchestratorEngine:
         if blueprint.input_model is not None:
             data = blueprint.input_model.model_validate(data).model_dump(mode="json")  # type: ignore[attr-defined]
         start = blueprint.start_state or ""
+        job_id = job_id or new_id()
+        tracing_context = self.tracer.job_trace_context(tracing_context, job_id=job_id, blueprint=blueprint_name)
         job = Job(
-            id=job_id or new_id(),
+            id=job_id,
             blueprint=blueprint_name,
             state=start,
             initial_data=data,

@@ -94,6 +94,8 @@ class Operations:
             retry.attempt = 1
             fresh.append(retry)
         await self.engine.assign_workers(fresh)
+        for task in fresh:
+            task.tracing_context = self.engine.tracer.dispatch_span(job, task)
         replaced = {old.id: new.id for old, new in zip(held, fresh, strict=True)}
         wait = dict(job.wait or {})
         wait["task_ids"] = [replaced.get(t, t) for t in wait.get("task_ids", [])]

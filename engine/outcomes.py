@@ -71,7 +71,8 @@ def end(
         cancel_timers=[f"retry_job:{job.id}", *(f"retry_task:{t.id}" for t in closing)],
     )
     assigned = [t for t in closing if t.status == TaskStatus.ASSIGNED]
-    return Outcome(commit, [event(kind, job, error=reason)], assigned)
+    # created_at: any engine sharing the storage can time the job (orchestrator_job_duration_seconds).
+    return Outcome(commit, [event(kind, job, error=reason, created_at=job.created_at)], assigned)
 
 
 def backoff_s(attempt: int, base_s: float, max_s: float) -> float:

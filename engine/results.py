@@ -46,11 +46,14 @@ class ResultProcessor:
         if task.status != TaskStatus.ASSIGNED:
             raise ResultRejected(task_id, f"the task is no longer waiting for a result (it is {task.status})")
         status = str(result.get("status"))
-        self.engine.events.publish(_task_event(EventKind.TASK_RESULT, task, result=result, worker_id=worker_id))
-        if task.aggregate_into and task.transitions.get(status) == task.aggregate_into:
-            await self._branch_done(task, result)
-        else:
-            await self.engine.update_job(job_id, lambda job: self._apply(job, task, result))
+        with self.engine.tracer.result_span(task, result, worker_id):
+            self.engine.events.publish(
+                _task_event(EventKind.TASK_RESULT, task, result=result, worker_id=worker_id, queued_at=task.queued_at)
+            )
+            if task.aggregate_into and task.transitions.get(status) == task.aggregate_into:
+                await self._branch_done(task, result)
+            else:
+                await self.engine.update_job(job_id, lambda job: self._apply(job, task, result))
         return f"result_accepted_{status}" if status.isidentifier() else "result_accepted"
 
     async def _branch_done(self, task: Task, result: dict[str, Any]) -> None:
@@ -225,6 +228,7 @@ class ResultProcessor:
                 return None
             task.status = TaskStatus.QUEUED
             await self.engine.assign_workers([task])
+            task.tracing_context = self.engine.tracer.dispatch_span(job, task)
             if job.status == JobStatus.AWAITING_RETRY:
                 job.status = JobStatus.WAITING_FOR_WORKER
             return Outcome(

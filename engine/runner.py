@@ -92,13 +92,15 @@ class JobRunner:
         for remaining in range(INLINE_STEPS, 0, -1):
             if job is None or job.status not in RUNNABLE_STATUSES:
                 return job
-            outcome = await self.run_handler(job, requeue=remaining == 1)
-            try:
-                job = await self.engine.apply(outcome)
-            except VersionConflict:
-                # Changed while the handler ran (cancelled or failed, perhaps retried since): whatever made
-                # it runnable again queued it, and that entry is stepped once this one ends (_queued_again).
-                return await self.engine.storage.get_job(job_id)
+            with self.engine.tracer.step_span(job) as span:
+                outcome = await self.run_handler(job, requeue=remaining == 1)
+                span.record(outcome)
+                try:
+                    job = await self.engine.apply(outcome)
+                except VersionConflict:
+                    # Changed while the handler ran (cancelled or failed, perhaps retried since): whatever made
+                    # it runnable again queued it, and that entry is stepped once this one ends (_queued_again).
+                    return await self.engine.storage.get_job(job_id)
             if job.status not in RUNNABLE_STATUSES:
                 return job
         return job
@@ -275,6 +277,8 @@ class JobRunner:
             for spec in action.tasks
         ]
         await self.engine.assign_workers(tasks)
+        for task in tasks:  # after assign_workers: the span names the chosen worker
+            task.tracing_context = self.engine.tracer.dispatch_span(job, task)
         job.status = JobStatus.WAITING_FOR_PARALLEL_TASKS if aggregate_into else JobStatus.WAITING_FOR_WORKER
         job.wait = {"kind": "tasks", "task_ids": [t.id for t in tasks], "aggregate_into": aggregate_into}
         events = [

@@ -9,6 +9,8 @@ from aiohttp import web
 from .client import setup_client_routes
 from .errors import error_middleware
 from .keys import engine_key
+from .limits import Limiter, Limits, limits_key, limits_middleware
+from .openapi import setup_openapi_routes
 from .public import setup_public_routes
 from .worker import setup_worker_routes
 
@@ -16,11 +18,15 @@ if TYPE_CHECKING:
     from ..engine import OrchestratorEngine
 
 
-def create_app(engine: OrchestratorEngine) -> web.Application:
-    """The API application serving ``engine``'s registered blueprints."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=engine.config.MAX_REQUEST_BODY_BYTES)
+def create_app(engine: OrchestratorEngine, *, limits: Limits | None = None) -> web.Application:
+    """The API application serving ``engine``'s registered blueprints, within ``limits`` (the defaults)."""
+    app = web.Application(
+        middlewares=[error_middleware, limits_middleware], client_max_size=engine.config.MAX_REQUEST_BODY_BYTES
+    )
     app[engine_key] = engine
+    app[limits_key] = Limiter(limits or Limits.from_config(engine.config))
     setup_public_routes(app)
+    setup_openapi_routes(app)
     setup_worker_routes(app)
     setup_client_routes(app, list(engine.blueprints.values()))
     return app

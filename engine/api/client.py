@@ -15,7 +15,28 @@ from ..models import JobStatus, now
 from .auth import client_of, owner_of
 from .errors import ApiError
 from .keys import engine_key
-from .payloads import FailRequest, ReleaseRequest, RetryRequest, job_summary, job_view, worker_view
+from .limits import check_size
+from .openapi import Operation, Query, documented
+from .payloads import (
+    Accepted,
+    BlueprintInfo,
+    BlueprintList,
+    Cancelled,
+    Dashboard,
+    FailRequest,
+    JobHistory,
+    JobList,
+    JobView,
+    JobViewList,
+    OperationDone,
+    ReleaseRequest,
+    RetryRequest,
+    TimelineItem,
+    WorkerList,
+    job_summary,
+    job_view,
+    worker_view,
+)
 from .requests import parse, read_json
 
 PREFIXES = ("/api/v1", "/api")
@@ -44,12 +65,32 @@ async def _optional_body(request: web.Request, model: type[Body]) -> Body:
     return parse(model, value)
 
 
+NOT_FOUND = {404: "Unknown job, or one of another client"}
+NOT_NOW = {409: "The job's status does not allow this"}
+
+
+def _json(model: BaseModel, status: int = 200) -> web.Response:
+    return web.json_response(model.model_dump(mode="json"), status=status)
+
+
+CREATE_JOB = Operation(
+    "Create a job",
+    "jobs",
+    security="client",
+    responses={202: Accepted},
+    errors={429: "Rate limit, or the client's monthly attempts are spent (Retry-After)"},
+    body_description="The job's initial_data",
+)
+
+
 def create_job_handler(blueprint: StateMachineBlueprint) -> Any:
+    @documented(CREATE_JOB)
     async def create_job(request: web.Request) -> web.Response:
         owner = owner_of(request)
         data = await read_json(request, max_depth=_max_depth(request))
         if not isinstance(data, dict):
             raise ApiError(400, "the request body must be a JSON object (the job's initial_data)")
+        check_size(request, "initial_data", data)
         engine = request.app[engine_key]
         client = client_of(request)
         if not engine.access.take_attempt(client):
@@ -67,21 +108,28 @@ def create_job_handler(blueprint: StateMachineBlueprint) -> Any:
         except BaseException:
             engine.access.refund_attempt(client)
             raise
-        return web.json_response({"status": "accepted", "job_id": job.id}, status=202)
+        return _json(Accepted(job_id=job.id), 202)
 
+    create_job.blueprint = blueprint  # type: ignore[attr-defined]
     return create_job
 
 
+@documented(Operation("A job", "client", security="client", responses={200: JobView}, errors=NOT_FOUND))
 async def get_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
-    return web.json_response(job_view(job, await engine.current_tasks(job)))
+    return web.json_response(job_view(job, await engine.current_tasks(job)))  # a JobView
 
 
+@documented(
+    Operation(
+        "A job's timeline from history", "client", security="client", responses={200: JobHistory}, errors=NOT_FOUND
+    )
+)
 async def job_history(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     timeline = await engine.job_history(request.match_info["job_id"], owner_of(request))
-    return web.json_response({"history": [asdict(entry) for entry in timeline]})
+    return _json(JobHistory(history=[TimelineItem.model_validate(asdict(entry)) for entry in timeline]))
 
 
 def _int_query(request: web.Request, name: str, default: int, minimum: int, maximum: int) -> int:
@@ -97,6 +145,22 @@ def _int_query(request: web.Request, name: str, default: int, minimum: int, maxi
     return value
 
 
+LIST_JOBS = Operation(
+    "Jobs, newest first",
+    "client",
+    security="client",
+    responses={200: JobList},
+    query=(
+        Query("status", {"type": "string", "enum": [str(s) for s in JobStatus]}, "Only jobs with this status"),
+        Query("blueprint", {"type": "string"}, "Only jobs of this blueprint"),
+        Query("state", {"type": "string"}, "Only jobs in this state"),
+        Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 50}),
+        Query("offset", {"type": "integer", "minimum": 0, "maximum": 10_000_000, "default": 0}),
+    ),
+)
+
+
+@documented(LIST_JOBS)
 async def list_jobs(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     status = request.query.get("status")
@@ -110,67 +174,103 @@ async def list_jobs(request: web.Request) -> web.Response:
         limit=_int_query(request, "limit", 50, 1, MAX_PAGE),
         offset=_int_query(request, "offset", 0, 0, 10_000_000),
     )
-    return web.json_response({"jobs": [job_summary(j) for j in jobs]})
+    return web.json_response({"jobs": [job_summary(j) for j in jobs]})  # a JobList of job_summary()s
 
 
+@documented(
+    Operation("Cancel a job", "client", security="client", responses={200: Cancelled}, errors={**NOT_FOUND, **NOT_NOW})
+)
 async def cancel_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
     job = await engine.cancel_job(job.id, actor=_actor(request))
-    return web.json_response({"status": "cancelled", "job_id": job.id})
+    return _json(Cancelled(job_id=job.id))
 
 
+def _operation(summary: str, body: type[BaseModel]) -> Operation:
+    return Operation(
+        summary,
+        "client",
+        security="client",
+        body=body,
+        body_required=False,
+        responses={200: OperationDone},
+        errors={**NOT_FOUND, **NOT_NOW},
+    )
+
+
+@documented(_operation("Run a failed, cancelled or quarantined job again (from_state: where)", RetryRequest))
 async def retry_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
     body = await _optional_body(request, RetryRequest)
     job = await engine.retry_job(job.id, actor=_actor(request), from_state=body.from_state)
-    return web.json_response({"status": job.status, "job_id": job.id, "current_state": job.state})
+    return _json(OperationDone(status=job.status, job_id=job.id, current_state=job.state))
 
 
+@documented(_operation("Release a quarantined job, its held task's params merged with params", ReleaseRequest))
 async def release_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
     body = await _optional_body(request, ReleaseRequest)
+    if body.params is not None:
+        check_size(request, "params", body.params)
     job = await engine.release_job(job.id, actor=_actor(request), params=body.params)
-    return web.json_response({"status": job.status, "job_id": job.id, "current_state": job.state})
+    return _json(OperationDone(status=job.status, job_id=job.id, current_state=job.state))
 
 
+@documented(_operation("Fail a job that is not terminal (or is quarantined)", FailRequest))
 async def fail_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
     body = await _optional_body(request, FailRequest)
     job = await engine.fail_job(job.id, actor=_actor(request), reason=body.reason)
-    return web.json_response({"status": job.status, "job_id": job.id})
-
-
-async def quarantine(request: web.Request) -> web.Response:
-    engine = request.app[engine_key]
-    jobs = await engine.list_jobs(status=JobStatus.QUARANTINED, client=owner_of(request), limit=MAX_PAGE)
-    return web.json_response({"jobs": [job_view(j, await engine.current_tasks(j)) for j in jobs]})
-
-
-async def list_blueprints(request: web.Request) -> web.Response:
-    client_of(request)
-    engine = request.app[engine_key]
     return web.json_response(
-        {
-            "blueprints": [
-                {
-                    "name": b.name,
-                    "version": b.version,
-                    "endpoint": endpoint_of(prefix_of(b), b),
-                    "states": list(b.states),
-                    "start_state": b.start_state,
-                    "end_states": b.end_states,
-                    "description": b.description,
-                }
-                for b in engine.blueprints.values()
-            ]
-        }
+        OperationDone(status=job.status, job_id=job.id).model_dump(mode="json", exclude={"current_state"})
     )
 
 
+@documented(Operation("Quarantined jobs", "client", security="client", responses={200: JobViewList}))
+async def quarantine(request: web.Request) -> web.Response:
+    engine = request.app[engine_key]
+    jobs = await engine.list_jobs(status=JobStatus.QUARANTINED, client=owner_of(request), limit=MAX_PAGE)
+    views = [job_view(j, await engine.current_tasks(j)) for j in jobs]
+    return web.json_response({"jobs": views})  # a JobViewList of job_view()s
+
+
+@documented(Operation("Blueprints served", "client", security="client", responses={200: BlueprintList}))
+async def list_blueprints(request: web.Request) -> web.Response:
+    client_of(request)
+    engine = request.app[engine_key]
+    return _json(
+        BlueprintList(
+            blueprints=[
+                BlueprintInfo(
+                    name=b.name,
+                    version=b.version,
+                    endpoint=endpoint_of(prefix_of(b), b),
+                    states=list(b.states),
+                    start_state=b.start_state,
+                    end_states=b.end_states,
+                    description=b.description,
+                )
+                for b in engine.blueprints.values()
+            ]
+        )
+    )
+
+
+GRAPH = Operation(
+    "A blueprint's graph: DOT text, or SVG",
+    "client",
+    security="client",
+    responses={200: {"text/vnd.graphviz": "DOT text (format=dot)", "image/svg+xml": "SVG (format=svg)"}},
+    errors={404: "Unknown blueprint", 503: "Graphviz (dot) is not installed"},
+    query=(Query("format", {"type": "string", "enum": ["dot", "svg"], "default": "dot"}),),
+)
+
+
+@documented(GRAPH)
 async def blueprint_graph(request: web.Request) -> web.Response:
     client_of(request)
     engine = request.app[engine_key]
@@ -192,19 +292,24 @@ async def blueprint_graph(request: web.Request) -> web.Response:
     raise ApiError(400, "format must be 'dot' or 'svg'", field="format")
 
 
+@documented(Operation("Registered workers (no secrets)", "client", security="client", responses={200: WorkerList}))
 async def list_workers(request: web.Request) -> web.Response:
     client_of(request)
     engine = request.app[engine_key]
     load = await engine.storage.worker_load()
     at = now()
-    return web.json_response(
-        {"workers": [worker_view(w, load.get(w.worker_id, 0), at) for w in await engine.list_workers()]}
+    views = [worker_view(w, load.get(w.worker_id, 0), at) for w in await engine.list_workers()]
+    return web.json_response({"workers": views})  # a WorkerList of worker_view()s
+
+
+@documented(
+    Operation(
+        "Counts of jobs by status, workers and queued tasks", "client", security="client", responses={200: Dashboard}
     )
-
-
+)
 async def dashboard(request: web.Request) -> web.Response:
     client_of(request)
-    return web.json_response(await request.app[engine_key].dashboard())
+    return _json(Dashboard.model_validate(await request.app[engine_key].dashboard()))
 
 
 def prefix_of(blueprint: StateMachineBlueprint) -> str:

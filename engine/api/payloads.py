@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from ..models import Job, Task, WorkerRecord
+from ..models import Job, JobStatus, Task, TaskStatus, WorkerRecord
 
 #: Field names of secrets a worker may send (its token...), never stored nor shown; also as a
 #: suffix (``worker_token``, ``db_password``), but not as a mere substring (``max_tokens`` is kept).
@@ -105,68 +105,277 @@ def iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat() if timestamp is not None else None
 
 
+# -- responses -------------------------------------------------------------------------------------
+# Every handler builds its answer with one of these models, and the OpenAPI document is generated
+# from them (engine/api/openapi.py): the shape of a response is written once.
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer."""
+
+    model_config = ConfigDict(extra="allow")
+    error: str
+    field: str | None = None
+    details: list[dict[str, Any]] | None = None
+
+
+class Accepted(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    job_id: str
+
+
+class TaskView(BaseModel):
+    task_id: str
+    type: str
+    params: dict[str, Any]
+    status: TaskStatus
+    worker_id: str | None
+    attempt: int
+    priority: float
+    progress: float | None
+    progress_message: str | None
+    queued_at: str | None
+    taken_at: str | None
+    deadline: str | None
+
+
+class ApprovalView(BaseModel):
+    message: str | None
+    choices: list[str]
+
+
+class JobView(BaseModel):
+    """A job as its client sees it: never tokens or request headers."""
+
+    id: str
+    blueprint_name: str
+    status: JobStatus
+    current_state: str
+    initial_data: dict[str, Any]
+    state_history: dict[str, Any]
+    created_at: str | None
+    updated_at: str | None
+    error_message: str | None
+    retry_count: int
+    parent_job_id: str | None
+    waiting_for: str | None
+    task: TaskView | None
+    tasks: list[TaskView]
+    approval: ApprovalView | None = Field(default=None, description="Only while the job waits for a human.")
+
+
+class JobSummary(BaseModel):
+    id: str
+    blueprint_name: str
+    status: JobStatus
+    current_state: str
+    created_at: str | None
+    updated_at: str | None
+    error_message: str | None
+    retry_count: int
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
+
+
+class JobViewList(BaseModel):
+    jobs: list[JobView]
+
+
+class TimelineItem(BaseModel):
+    job_id: str
+    seq: int
+    at: float
+    kind: str
+    state: str | None
+    status: str | None
+    worker_id: str | None
+    duration_ms: float | None
+    data: dict[str, Any]
+
+
+class JobHistory(BaseModel):
+    history: list[TimelineItem]
+
+
+class Cancelled(BaseModel):
+    status: Literal["cancelled"] = "cancelled"
+    job_id: str
+
+
+class OperationDone(BaseModel):
+    """The job after an operator action (retry, release, fail)."""
+
+    status: JobStatus
+    job_id: str
+    current_state: str | None = None
+
+
+class BlueprintInfo(BaseModel):
+    name: str
+    version: str | None
+    endpoint: str
+    states: list[str]
+    start_state: str | None
+    end_states: list[str]
+    description: str | None
+
+
+class BlueprintList(BaseModel):
+    blueprints: list[BlueprintInfo]
+
+
+class WorkerView(BaseModel):
+    """A worker's record (every field it sent, secrets left out) and what the engine knows of it."""
+
+    model_config = ConfigDict(extra="allow")
+    worker_id: str
+    alive: bool
+    current_tasks: int
+    registered_at: str | None
+    last_seen: str | None
+    expires_at: str | None
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerView]
+
+
+class JobCounts(BaseModel):
+    total: int
+    by_status: dict[str, int]
+
+
+class WorkerCounts(BaseModel):
+    total: int
+    alive: int
+
+
+class Dashboard(BaseModel):
+    jobs: JobCounts
+    workers: WorkerCounts
+    queues: dict[str, int]
+
+
+class Registered(BaseModel):
+    status: Literal["registered"] = "registered"
+    worker_id: str
+
+
+class TtlRefreshed(BaseModel):
+    status: Literal["ttl_refreshed"] = "ttl_refreshed"
+
+
+class HeartbeatAnswer(RootModel[WorkerView | TtlRefreshed]):
+    """The merged worker record, or only ``ttl_refreshed`` for an empty heartbeat."""
+
+
+class TaskWire(BaseModel):
+    """A task as its worker receives it (PROTOCOL.md)."""
+
+    job_id: str
+    task_id: str
+    type: str
+    params: dict[str, Any]
+    tracing_context: dict[str, Any]
+    priority: float
+
+
+class ResultAck(BaseModel):
+    status: str = Field(description="result_accepted_..., or what a duplicate was answered")
+
+
+class StatusOk(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    status: Literal["healthy"]
+    storage: str
+    history: str | None = None
+
+
+class Unhealthy(BaseModel):
+    status: Literal["unhealthy"]
+    error: str
+
+
+class DecisionAccepted(BaseModel):
+    status: Literal["decision_accepted"] = "decision_accepted"
+    job_id: str
+    current_state: str
+
+
 def task_view(task: Task) -> dict[str, Any]:
-    return {
-        "task_id": task.id,
-        "type": task.type,
-        "params": task.params,
-        "status": task.status,
-        "worker_id": task.worker_id,
-        "attempt": task.attempt,
-        "priority": task.priority,
-        "progress": task.progress,
-        "progress_message": task.progress_message,
-        "queued_at": iso(task.queued_at),
-        "taken_at": iso(task.taken_at),
-        "deadline": iso(task.deadline),
-    }
+    return TaskView(
+        task_id=task.id,
+        type=task.type,
+        params=task.params,
+        status=task.status,
+        worker_id=task.worker_id,
+        attempt=task.attempt,
+        priority=task.priority,
+        progress=task.progress,
+        progress_message=task.progress_message,
+        queued_at=iso(task.queued_at),
+        taken_at=iso(task.taken_at),
+        deadline=iso(task.deadline),
+    ).model_dump(mode="json")
 
 
 def job_view(job: Job, tasks: list[Task]) -> dict[str, Any]:
-    """A job as clients see it: never tokens or request headers."""
-    view: dict[str, Any] = {
-        "id": job.id,
-        "blueprint_name": job.blueprint,
-        "status": job.status,
-        "current_state": job.state,
-        "initial_data": job.initial_data,
-        "state_history": job.state_history,
-        "created_at": iso(job.created_at),
-        "updated_at": iso(job.updated_at),
-        "error_message": job.error,
-        "retry_count": job.retry_count,
-        "parent_job_id": job.parent_job_id,
-        "waiting_for": (job.wait or {}).get("kind") if not job.is_terminal else None,
-        "task": task_view(tasks[0]) if len(tasks) == 1 else None,
-        "tasks": [task_view(t) for t in tasks] if len(tasks) > 1 else [],
-    }
+    """A job as clients see it (:class:`JobView`): never tokens or request headers."""
+    approval = None
     if job.wait and job.wait.get("kind") == "human":
-        view["approval"] = {"message": job.wait.get("message"), "choices": sorted(job.wait.get("transitions", {}))}
-    return view
+        approval = ApprovalView(message=job.wait.get("message"), choices=sorted(job.wait.get("transitions", {})))
+    view = JobView.model_validate(
+        {
+            "id": job.id,
+            "blueprint_name": job.blueprint,
+            "status": job.status,
+            "current_state": job.state,
+            "initial_data": job.initial_data,
+            "state_history": job.state_history,
+            "created_at": iso(job.created_at),
+            "updated_at": iso(job.updated_at),
+            "error_message": job.error,
+            "retry_count": job.retry_count,
+            "parent_job_id": job.parent_job_id,
+            "waiting_for": (job.wait or {}).get("kind") if not job.is_terminal else None,
+            "task": task_view(tasks[0]) if len(tasks) == 1 else None,
+            "tasks": [task_view(t) for t in tasks] if len(tasks) > 1 else [],
+            "approval": approval,
+        }
+    )
+    return view.model_dump(mode="json", exclude={"approval"} if approval is None else None)
 
 
 def job_summary(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "blueprint_name": job.blueprint,
-        "status": job.status,
-        "current_state": job.state,
-        "created_at": iso(job.created_at),
-        "updated_at": iso(job.updated_at),
-        "error_message": job.error,
-        "retry_count": job.retry_count,
-    }
+    return JobSummary(
+        id=job.id,
+        blueprint_name=job.blueprint,
+        status=job.status,  # type: ignore[arg-type]
+        current_state=job.state,
+        created_at=iso(job.created_at),
+        updated_at=iso(job.updated_at),
+        error_message=job.error,
+        retry_count=job.retry_count,
+    ).model_dump(mode="json")
 
 
 def worker_view(record: WorkerRecord, load: int, at: float) -> dict[str, Any]:
-    """A worker's record without anything secret it may have sent."""
+    """A worker's record without anything secret it may have sent (:class:`WorkerView`)."""
     info = without_secrets(record.info)
-    return {
-        **info,
-        "worker_id": record.worker_id,
-        "alive": record.alive(at),
-        "current_tasks": load,
-        "registered_at": iso(record.registered_at),
-        "last_seen": iso(record.last_seen),
-        "expires_at": iso(record.expires_at),
-    }
+    return WorkerView.model_validate(
+        {
+            **info,
+            "worker_id": record.worker_id,
+            "alive": record.alive(at),
+            "current_tasks": load,
+            "registered_at": iso(record.registered_at),
+            "last_seen": iso(record.last_seen),
+            "expires_at": iso(record.expires_at),
+        }
+    ).model_dump(mode="json")

@@ -1,8 +1,10 @@
-"""Public routes (``/_public``): status, health, and the human-approval webhook (authenticated)."""
+"""Public routes (``/_public``): status, health, metrics, and the human-approval webhook (authenticated)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -15,6 +17,8 @@ from .requests import parse, read_json
 logger = logging.getLogger(__name__)
 
 PREFIX = "/_public"
+#: Longest a health check waits for one backend: a hung connection must not hang the probe.
+HEALTH_TIMEOUT_S = 5.0
 
 
 async def status(request: web.Request) -> web.Response:
@@ -22,13 +26,43 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
+    """200 when storage (and history, when the engine keeps one) answer; 503 naming what does not."""
     engine = request.app[engine_key]
+    history = getattr(engine, "history", None)
+    checks: dict[str, Callable[[], Awaitable[None]]] = {"storage": engine.storage.ping}
+    if history is not None:
+        checks["history"] = history.ping
+    problems = [p for p in await asyncio.gather(*(_reach(name, ping) for name, ping in checks.items())) if p]
+    if problems:
+        return error_response(503, "; ".join(problems), status="unhealthy")
+    body = {"status": "healthy", "storage": type(engine.storage).__name__}
+    if history is not None:
+        body["history"] = getattr(history, "backend", "") or type(history).__name__
+    return web.json_response(body)
+
+
+async def _reach(name: str, ping: Callable[[], Awaitable[None]]) -> str | None:
+    """None when ``ping`` answers in time, else why not."""
     try:
-        await engine.storage.ping()
+        async with asyncio.timeout(HEALTH_TIMEOUT_S):
+            await ping()
+    except TimeoutError:
+        problem = f"{name} unreachable: no answer within {HEALTH_TIMEOUT_S:g} s"
     except Exception as exc:
-        logger.warning("health check: storage unreachable: %s", exc)
-        return error_response(503, f"storage unreachable: {exc}", status="unhealthy")
-    return web.json_response({"status": "healthy", "storage": type(engine.storage).__name__})
+        problem = f"{name} unreachable: {exc}"
+    else:
+        return None
+    logger.warning("health check: %s", problem)
+    return problem
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition of ``engine.metrics`` (text, or OpenMetrics when the scraper asks for it)."""
+    collector = getattr(request.app[engine_key], "metrics", None)
+    if collector is None:
+        return error_response(503, "metrics are not enabled on this engine")
+    body, content_type = await collector.render(request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def approval(request: web.Request) -> web.Response:
@@ -44,4 +78,5 @@ async def approval(request: web.Request) -> web.Response:
 def setup_public_routes(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/status", status)
     app.router.add_get(f"{PREFIX}/health", health)
+    app.router.add_get(f"{PREFIX}/metrics", metrics)
     app.router.add_post(f"{PREFIX}/webhooks/approval/{{job_id}}", approval)

@@ -12,7 +12,20 @@ from ..errors import WorkerNotFound
 from .auth import check_owner, check_worker, worker_token
 from .errors import ApiError
 from .keys import engine_key
-from .payloads import TaskResult, WorkerHeartbeat, WorkerRegistration, without_secrets, worker_view
+from .limits import check_size, limits_key
+from .openapi import Operation, documented
+from .payloads import (
+    HeartbeatAnswer,
+    Registered,
+    ResultAck,
+    TaskResult,
+    TaskWire,
+    TtlRefreshed,
+    WorkerHeartbeat,
+    WorkerRegistration,
+    without_secrets,
+    worker_view,
+)
 from .requests import parse, read_json
 
 logger = logging.getLogger(__name__)
@@ -24,6 +37,20 @@ def _max_depth(request: web.Request) -> int:
     return int(request.app[engine_key].config.MAX_JSON_DEPTH)
 
 
+FOREIGN = {403: "This worker token belongs to another worker"}
+UNKNOWN_WORKER = {404: "Unknown or expired worker"}
+
+
+@documented(
+    Operation(
+        "Register (or re-register) a worker",
+        "worker",
+        security="worker",
+        body=WorkerRegistration,
+        responses={200: Registered},
+        errors=FOREIGN,
+    )
+)
 async def register(request: web.Request) -> web.Response:
     owner = worker_token(request)  # a refused token is told so before its body is looked at
     body = await read_json(request, max_depth=_max_depth(request))
@@ -32,9 +59,20 @@ async def register(request: web.Request) -> web.Response:
     record = parse(WorkerRegistration, body)
     check_owner(owner, record.worker_id)
     await request.app[engine_key].register_worker(without_secrets(record.model_dump(exclude_none=True)))
-    return web.json_response({"status": "registered", "worker_id": record.worker_id})
+    return web.json_response(Registered(worker_id=record.worker_id).model_dump(mode="json"))
 
 
+@documented(
+    Operation(
+        "Heartbeat: refresh the worker's TTL, merging the body's fields into its record",
+        "worker",
+        security="worker",
+        body=WorkerHeartbeat,
+        body_required=False,
+        responses={200: HeartbeatAnswer},
+        errors={**FOREIGN, **UNKNOWN_WORKER},
+    )
+)
 async def heartbeat(request: web.Request) -> web.Response:
     worker_id = request.match_info["worker_id"]
     check_worker(request, worker_id)
@@ -47,11 +85,20 @@ async def heartbeat(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     record = await engine.heartbeat(worker_id, changes)
     if not changes:
-        return web.json_response({"status": "ttl_refreshed"})
+        return web.json_response(TtlRefreshed().model_dump(mode="json"))
     load = (await engine.storage.worker_load()).get(worker_id, 0)
     return web.json_response(worker_view(record, load, record.last_seen))
 
 
+@documented(
+    Operation(
+        "Long poll for the worker's next task (WORKER_POLL_TIMEOUT_SECONDS)",
+        "worker",
+        security="worker",
+        responses={200: TaskWire, 204: None},
+        errors={**FOREIGN, **UNKNOWN_WORKER, 429: "Too many long polls open for this worker"},
+    )
+)
 async def next_task(request: web.Request) -> web.Response:
     worker_id = request.match_info["worker_id"]
     check_worker(request, worker_id)
@@ -62,20 +109,46 @@ async def next_task(request: web.Request) -> web.Response:
     if request.transport is None or request.transport.is_closing():
         await engine.give_back(task)  # the worker hung up while waiting: nobody would run it
         return web.Response(status=204)
-    return web.json_response(task.wire())
+    return web.json_response(TaskWire.model_validate(task.wire()).model_dump(mode="json"))
 
 
+@documented(
+    Operation(
+        "Post a task's result",
+        "worker",
+        security="worker",
+        body=TaskResult,
+        responses={200: ResultAck},
+        errors={
+            **FOREIGN,
+            404: "Unknown job or task",
+            409: "Not the task the job waits on (late or stale result)",
+        },
+    )
+)
 async def task_result(request: web.Request) -> web.Response:
     owner = worker_token(request)
     body = parse(TaskResult, await read_json(request, max_depth=_max_depth(request)))
     check_owner(owner, body.worker_id)
+    if body.result.data is not None:
+        check_size(request, "result.data", body.result.data, request.app[limits_key].limits.max_result_data_bytes)
     engine = request.app[engine_key]
     status = await engine.submit_result(
         body.job_id, body.task_id, body.worker_id, body.result.model_dump(exclude_none=True)
     )
-    return web.json_response({"status": status})
+    return web.json_response(ResultAck(status=status).model_dump(mode="json"))
 
 
+@documented(
+    Operation(
+        "WebSocket: progress reports from the worker, cancel_task commands to it",
+        "worker",
+        security="worker",
+        responses={101: None},
+        errors={**FOREIGN, **UNKNOWN_WORKER, 400: "Not a WebSocket handshake"},
+        websocket=True,
+    )
+)
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     owner = check_worker(request, request.match_info.get("worker_id"))
     # Without an id in the path or a worker's own token (SDK 1.0b1 under the global token), the socket

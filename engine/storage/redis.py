@@ -26,7 +26,7 @@ import random
 import socket
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, TypeAlias, cast
 
@@ -136,6 +136,10 @@ class RedisStorage(Storage):
 
     async def ping(self) -> None:
         await self.redis.ping()
+
+    def event_transport(self) -> RedisEvents:
+        """Events go to every engine process sharing this Redis by pub/sub (see :class:`RedisEvents`)."""
+        return RedisEvents(self.redis, self.keys.key(keys.EVENTS))
 
     async def _run(self, script: str, keys: Iterable[str], args: Iterable[Any]) -> Any:
         return await self._scripts[script](keys=list(keys), args=[self.keys.prefix, *args])
@@ -249,8 +253,10 @@ class RedisStorage(Storage):
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + timeout_s
         topics = [f"w:{worker.worker_id}".encode(), *(f"t:{t}".encode() for t in worker.supported_tasks)]
+        cancellations = _cancellations()
         await self._wakeups.start()
         while True:
+            _stop_if_cancelled(cancellations)
             with self._wakeups.waiting(topics) as woken:  # before looking, so no wake-up falls between
                 task = await self._take_now(worker, deadline_for, eligible)
                 if task is not None:
@@ -276,6 +282,8 @@ class RedisStorage(Storage):
             candidates = await self._candidates([inbox], first_pages[:1], _anything)
             if not candidates:
                 candidates = await self._candidates(queues, first_pages[1:], eligible)
+            if not candidates:
+                candidates = await self._left_by_others(worker, eligible)
             if not candidates:
                 return None
             task = await self._claim(candidates, worker.worker_id, deadline_for)
@@ -322,12 +330,34 @@ class RedisStorage(Storage):
             found = [candidate for candidate in found if (candidate.score, candidate.member) <= last]
         return found[:CLAIM_BATCH]
 
+    async def _left_by_others(self, worker: WorkerRecord, eligible: Callable[[Task], bool]) -> list[_Candidate]:
+        """Tasks waiting longer than ``steal_after_s`` in other workers' inboxes that this one can run."""
+        cutoff = _score(now() - self.steal_after_s)
+        found: list[_Candidate] = []
+        for task_type in dict.fromkeys(worker.supported_tasks):
+            inboxed, offset = self.keys.key(keys.INBOXED, task_type), 0
+            while True:
+                task_ids = cast(list[Raw], await self.redis.zrangebyscore(inboxed, "-inf", cutoff, offset, SCAN_PAGE))
+                for stored in await self._read_hashes([_text(task_id) for task_id in task_ids]):
+                    if not stored or b"member" not in stored:
+                        continue
+                    task = _task(stored)
+                    if task.worker_id != worker.worker_id and eligible(task):
+                        found.append(_Candidate(task.queued_at, stored[b"member"], _text(stored[b"qkey"]), task))
+                if found or len(task_ids) < SCAN_PAGE:
+                    break
+                offset += SCAN_PAGE
+        found.sort(key=lambda candidate: candidate.score)  # the longest waiting first
+        return found[:CLAIM_BATCH]
+
     async def _read_tasks(self, task_ids: list[str]) -> list[Task | None]:
+        return [_task(stored) if stored else None for stored in await self._read_hashes(task_ids)]
+
+    async def _read_hashes(self, task_ids: list[str]) -> list[dict[Raw, Raw]]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for task_id in task_ids:
                 pipe.hgetall(self.keys.task(task_id))
-            stored = await pipe.execute()
-        return [_task(fields) if fields else None for fields in stored]
+            return cast(list[dict[Raw, Raw]], await pipe.execute())
 
     async def _claim(
         self, candidates: list[_Candidate], worker_id: str, deadline_for: Callable[[Task], float]
@@ -397,7 +427,7 @@ class _Candidate:
     """A queued task a worker could take: where its entry is, and the task as read."""
 
     score: float
-    member: bytes
+    member: Raw
     queue: str
     task: Task
 
@@ -476,9 +506,7 @@ class _RunnableReader:
     async def stop(self) -> None:
         """Stop reading; entries read but never handed out go back to the stream at once."""
         workers, self._workers = self._workers, []
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await _cancel_and_wait(workers)
         for taker in self._takers:
             taker.cancel()
         unread = [entry_id for entry_id, _ in self._ready]
@@ -494,6 +522,7 @@ class _RunnableReader:
     async def _read_forever(self) -> None:
         backoff = _Backoff()
         while True:
+            _stop_if_cancelled()
             await self._wanted.wait()
             wanted = sum(1 for taker in self._takers if not taker.done())
             if not wanted:
@@ -507,11 +536,12 @@ class _RunnableReader:
                 await self.create_group()  # the stream was deleted (FLUSHDB, or a Redis without persistence)
                 continue
             except (RedisError, OSError) as error:
+                _stop_if_cancelled()
                 logger.warning("reading runnable jobs failed (%s); retrying", error)
                 await backoff.sleep()
                 continue
             backoff.reset()
-            for entry_id, job_id in entries:
+            for entry_id, job_id in entries:  # kept even if we stop now: renewed, or released by stop()
                 self._held[entry_id] = job_id
                 taker = next((t for t in self._takers if not t.done()), None)
                 if taker is not None:
@@ -561,6 +591,7 @@ class _RunnableReader:
 
     async def _renew_forever(self) -> None:
         while True:
+            _stop_if_cancelled()
             await asyncio.sleep(self.storage.lease_s / 3)
             if not self._held:
                 continue
@@ -569,6 +600,7 @@ class _RunnableReader:
                     keys=[self.stream], args=[keys.RUNNABLE_GROUP, self.storage.consumer, *self._held]
                 )
             except (RedisError, OSError) as error:
+                _stop_if_cancelled()
                 logger.warning("renewing runnable leases failed (%s)", error)
                 continue
             for entry_id in lost:
@@ -604,8 +636,7 @@ class _TaskWakeups:
     async def stop(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+            await _cancel_and_wait([listener])
         self._subscribed.clear()
 
     @contextlib.contextmanager
@@ -636,21 +667,70 @@ class _TaskWakeups:
             try:
                 await pubsub.subscribe(channel)
                 while (message := await pubsub.get_message(timeout=None)) is None or message["type"] != "subscribe":
-                    pass
+                    _stop_if_cancelled()
                 self._subscribed.set()
                 self._wake(list(self._waiters))  # whatever was published while we were not listening
                 backoff.reset()
                 while True:
+                    _stop_if_cancelled()
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                     if message is not None and message["type"] == "message":
                         self._wake([message["data"]])
             except (RedisError, OSError) as error:
+                _stop_if_cancelled()
                 self._subscribed.clear()
                 logger.warning("task wake-up subscription failed (%s); polls re-check meanwhile", error)
                 await backoff.sleep()
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py 8.1
+
+
+class RedisEvents:
+    """Carries the engine's events between the processes sharing one Redis, by pub/sub.
+
+    Delivery is at most once: a process that is not subscribed at the moment (starting, reconnecting)
+    misses what is published meanwhile. History does not depend on it: each process records its own
+    events.
+
+    Args:
+        redis_client: The client to publish and subscribe with.
+        channel: The pub/sub channel (``keys.EVENTS`` under the storage's namespace).
+    """
+
+    def __init__(self, redis_client: aioredis.Redis, channel: str) -> None:
+        self.redis = redis_client
+        self.channel = channel
+
+    async def publish_events(self, payloads: list[bytes]) -> None:
+        """Publish a batch of serialized events in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for payload in payloads:
+                pipe.publish(self.channel, payload)
+            await pipe.execute()
+
+    async def listen_events(self) -> AsyncIterator[bytes]:
+        """Every event published from now on, until the connection fails (the caller reconnects)."""
+        pubsub = self.redis.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                if message is not None and message["type"] == "message":
+                    yield message["data"]
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py 8.1
+
+
+async def _cancel_and_wait(tasks: list[asyncio.Task[None]], timeout_s: float = 5.0) -> None:
+    """Cancel background tasks and wait for them, but not forever (see :func:`_stop_if_cancelled`)."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        for task in pending:
+            logger.error("%s did not stop within %s s of being cancelled", task.get_name(), timeout_s)
 
 
 class _Backoff:
@@ -666,6 +746,22 @@ class _Backoff:
     async def sleep(self) -> None:
         await asyncio.sleep(self.delay_s * random.uniform(0.5, 1.0))
         self.delay_s = min(self.cap_s, self.delay_s * 2)
+
+
+def _cancellations() -> int:
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
+
+
+def _stop_if_cancelled(baseline: int = 0) -> None:
+    """Raise CancelledError if this task was asked to stop since it had ``baseline`` requests.
+
+    redis-py 8.1 on Python 3.11 can end a cancelled call normally (a blocking read answers None once
+    ``asyncio.timeout`` has turned the cancellation into a timeout), so the CancelledError never
+    arrives; a loop that goes on waiting would keep its task, and whoever awaits it, forever.
+    """
+    if _cancellations() > baseline:
+        raise asyncio.CancelledError
 
 
 # -- encoding -------------------------------------------------------------------------------------
@@ -690,7 +786,8 @@ def _job_fields(job: Job, token: str) -> list[Any]:
 def _task_fields(task: Task) -> list[Any]:
     """The task as ``store_task`` in the scripts reads it; the score puts higher priorities first."""
     doc = orjson.dumps(task.to_dict())
-    return [task.id, task.job_id, task.type, str(task.status), task.worker_id or "", doc, _score(0.0 - task.priority)]
+    score = _score(0.0 - task.priority)
+    return [task.id, task.job_id, task.type, str(task.status), task.worker_id or "", doc, score, _score(task.queued_at)]
 
 
 def _text(value: Raw) -> str:

@@ -47,16 +47,18 @@ local function dequeue(task_key)
   redis.call('ZREM', at[1], at[2])
   decrement(key('$QUEUED_COUNTS'), at[3])
   redis.call('HDEL', task_key, 'qkey', 'member', 'score')
+  redis.call('ZREM', key('$INBOXED', at[3]), string.sub(at[2], 18))
 end
 
 -- Equal scores sort by member: the zero-padded sequence keeps them first in first out.
-local function enqueue(task_key, task_id, task_type, worker, score)
+local function enqueue(task_key, task_id, task_type, worker, score, queued_at)
   local sequence = redis.call('INCR', key('$TASK_SEQUENCE'))
   local member = string.format('%016d:%s', sequence, task_id)
   local qkey, wake
   if worker ~= '' then
     qkey, wake = key('$INBOX', worker), 'w:' .. worker
     load_add(worker, task_id)
+    redis.call('ZADD', key('$INBOXED', task_type), queued_at, task_id)
   else
     qkey, wake = key('$QUEUE', task_type), 't:' .. task_type
   end
@@ -66,7 +68,7 @@ local function enqueue(task_key, task_id, task_type, worker, score)
   redis.call('PUBLISH', key('$TASK_WAKE'), wake)
 end
 
-local function store_task(task_id, job_id, task_type, status, worker, doc, score)
+local function store_task(task_id, job_id, task_type, status, worker, doc, score, queued_at)
   local task_key = key('$TASK', task_id)
   local old = redis.call('HMGET', task_key, 'status', 'worker_id', 'qkey', 'score', 'member')
   if not old[1] then
@@ -86,8 +88,9 @@ local function store_task(task_id, job_id, task_type, status, worker, doc, score
   if worker ~= '' then redis.call('HSET', task_key, 'worker_id', worker) end
   if stays then
     redis.call('HSET', task_key, 'qkey', old[3], 'member', old[5], 'score', old[4])
+    if worker ~= '' then redis.call('ZADD', key('$INBOXED', task_type), queued_at, task_id) end
   elseif target then
-    enqueue(task_key, task_id, task_type, worker, score)
+    enqueue(task_key, task_id, task_type, worker, score, queued_at)
   end
 end
 
@@ -201,7 +204,7 @@ return 1
 COMMIT = """
 -- KEYS[1]: the job. ARGV: ns, expected version, max terminal jobs, run, clear branches, the job's
 -- fields (ARGV[6..15], see store_job), then four counted lists: closed tasks (id, status), tasks
--- (id, job id, type, status, worker or '', doc, score), cancelled timer ids, timers (id, due).
+-- (id, job id, type, status, worker or '', doc, score, queued_at), cancelled timer ids, timers (id, due).
 local job_id = ARGV[6]
 local stored = redis.call('HMGET', KEYS[1], 'version', 'commit')
 if stored[1] ~= ARGV[2] then
@@ -219,8 +222,8 @@ for _ = 1, tonumber(arg()) do
   close_task(task_id, arg())
 end
 for _ = 1, tonumber(arg()) do
-  local task_id, owner, task_type, status, worker, doc = arg(), arg(), arg(), arg(), arg(), arg()
-  store_task(task_id, owner, task_type, status, worker, doc, arg())
+  local task_id, owner, task_type, status, worker, doc, score = arg(), arg(), arg(), arg(), arg(), arg(), arg()
+  store_task(task_id, owner, task_type, status, worker, doc, score, arg())
 end
 for _ = 1, tonumber(arg()) do redis.call('ZREM', key('$TIMERS'), arg()) end
 for _ = 1, tonumber(arg()) do
@@ -234,9 +237,10 @@ return 1
 """
 
 CLAIM_TASK = """
--- ARGV: ns, worker id, taken_at (json), then for each candidate, best first: its queue or inbox,
--- member, task id, deadline (json), deadline (score). Assigns the first candidate still queued to the
--- worker and returns its hash; nil if every one was taken meanwhile.
+-- ARGV: ns, worker id, taken_at (json), then for each candidate, best first: its queue or inbox (its
+-- own, or another worker's when taking it over), member, task id, deadline (json), deadline (score).
+-- Assigns the first candidate still queued to the worker and returns its hash; nil if every one was
+-- taken meanwhile.
 for i = 4, #ARGV, 5 do
   local queue, member, task_id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local task_key = key('$TASK', task_id)

@@ -1,0 +1,224 @@
+"""Limits of the HTTP API: sizes of params and data, open long polls and streams, request rates.
+
+Request bodies are bounded by ``MAX_REQUEST_BODY_BYTES`` (aiohttp's ``client_max_size``) and their
+nesting by ``MAX_JSON_DEPTH`` (engine/api/requests.py). This module adds:
+
+- :func:`check_size`: a job's ``initial_data``, a release's ``params`` and a result's ``data`` over
+  their byte limits are refused with 413 naming the field;
+- :func:`limits_middleware`: token buckets per endpoint class and caller (the client behind a
+  valid token, the worker id, or the remote address for unauthenticated calls), answering 429 with
+  ``Retry-After``; open long polls per worker and open SSE streams per caller, bounded (429 beyond).
+
+Long polls are never rate limited, only counted while open, and a poll whose connection is gone no
+longer counts: a worker polling back to back is never locked out (the original's bug).
+
+Every limit is a setting (``MAX_PARAMS_BYTES``, ``RATE_LIMIT_*``...; see README's Configuration).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..config import Config
+from .auth import CLIENT_HEADER, WORKER_HEADER
+from .errors import ApiError, Handler
+from .keys import engine_key
+
+#: Token buckets kept at most; beyond it, full (idle) ones are forgotten.
+MAX_BUCKETS = 10_000
+
+Rate = tuple[float, int]
+#: Classes of endpoints, each with its own rate (``RATE_LIMIT_<CLASS>_PER_SECOND`` and ``_BURST``).
+RATE_CLASSES = ("client_read", "client_write", "worker", "public", "unauthenticated")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits one application enforces; :meth:`from_config` reads them from the settings."""
+
+    max_params_bytes: int
+    max_result_data_bytes: int
+    max_open_polls_per_worker: int
+    max_streams_per_client: int
+    rates: dict[str, Rate] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Limits:
+        return cls(
+            config.MAX_PARAMS_BYTES,
+            config.MAX_RESULT_DATA_BYTES,
+            config.MAX_OPEN_POLLS_PER_WORKER,
+            config.MAX_STREAMS_PER_CLIENT,
+            {
+                name: (
+                    getattr(config, f"RATE_LIMIT_{name.upper()}_PER_SECOND"),
+                    getattr(config, f"RATE_LIMIT_{name.upper()}_BURST"),
+                )
+                for name in RATE_CLASSES
+            },
+        )
+
+    def with_rates(self, **rates: Rate) -> Limits:
+        return Limits(
+            self.max_params_bytes,
+            self.max_result_data_bytes,
+            self.max_open_polls_per_worker,
+            self.max_streams_per_client,
+            {**self.rates, **rates},
+        )
+
+
+UNLIMITED_RATES: dict[str, Rate] = {name: (0.0, 0) for name in RATE_CLASSES}
+
+
+# -- sizes -----------------------------------------------------------------------------------------
+def json_size(value: Any) -> int:
+    return len(orjson.dumps(value))
+
+
+def check_size(request: web.Request, name: str, value: Any, limit: int | None = None) -> None:
+    """413 naming ``name`` when ``value`` as JSON is larger than ``limit`` (default: the params limit)."""
+    limits = request.app[limits_key].limits
+    if limit is None:
+        limit = limits.max_params_bytes
+    size = json_size(value)
+    if size > limit:
+        raise ApiError(413, f"{name} is {size} bytes of JSON; at most {limit} are accepted", field=name)
+
+
+# -- rates -----------------------------------------------------------------------------------------
+class TokenBuckets:
+    """A token bucket per key: ``rate`` tokens a second, at most ``burst``."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+        self._clock = clock
+
+    def take(self, key: str, rate: Rate) -> float:
+        """0 if a token was taken, else the seconds until one will be there."""
+        per_second, burst = rate
+        if per_second <= 0:
+            return 0.0
+        at = self._clock()
+        tokens, last = self._buckets.get(key, (float(burst), at))
+        tokens = min(float(burst), tokens + (at - last) * per_second)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, at)
+            if len(self._buckets) > MAX_BUCKETS:
+                self._forget_idle(at, per_second)
+            return 0.0
+        self._buckets[key] = (tokens, at)
+        return (1.0 - tokens) / per_second
+
+    def _forget_idle(self, at: float, per_second: float) -> None:
+        for key, (tokens, last) in list(self._buckets.items()):
+            if at - last > 60 or tokens + (at - last) * per_second >= 1.0:
+                del self._buckets[key]
+
+
+class OpenSlots:
+    """Requests open at once per key (long polls, streams); a request whose connection is gone is not counted."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, dict[int, web.Request]] = {}
+
+    def count(self, key: str) -> int:
+        open_ = self._open.get(key)
+        if not open_:
+            return 0
+        for ident, request in list(open_.items()):
+            if request.transport is None or request.transport.is_closing():
+                del open_[ident]
+        return len(open_)
+
+    @contextmanager
+    def hold(self, key: str, request: web.Request, limit: int, what: str) -> Iterator[None]:
+        if self.count(key) >= limit:
+            raise ApiError(429, f"{what}: at most {limit} open at once", headers={"Retry-After": "1"})
+        self._open.setdefault(key, {})[id(request)] = request
+        try:
+            yield
+        finally:
+            open_ = self._open.get(key)
+            if open_ is not None:
+                open_.pop(id(request), None)
+                if not open_:
+                    del self._open[key]
+
+
+class Limiter:
+    """What :func:`limits_middleware` keeps for one application."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.buckets = TokenBuckets()
+        self.polls = OpenSlots()
+        self.streams = OpenSlots()
+
+
+limits_key = web.AppKey("limits", Limiter)
+
+STUDIO_PREFIX = "/studio"
+SESSION_COOKIE = "avtomatika_studio"
+
+
+def _address(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+def classify(request: web.Request) -> tuple[str, str]:
+    """(endpoint class, caller key) of a request. Classes: client_read, client_write, worker, worker_poll,
+    public, unauthenticated, studio."""
+    path = request.path
+    access = request.app[engine_key].access
+    if path.startswith("/_worker/"):
+        accepted, owner = access.worker(request.headers.get(WORKER_HEADER))
+        if not accepted:
+            return "unauthenticated", f"address:{_address(request)}"
+        worker_id = request.match_info.get("worker_id") or owner
+        who = f"worker:{worker_id}" if worker_id else f"worker:global@{_address(request)}"
+        if request.method == "GET" and path.endswith("/tasks/next"):
+            return "worker_poll", who
+        return "worker", who
+    if path.startswith("/api/") or path.startswith("/_public/webhooks/"):
+        client = access.client(request.headers.get(CLIENT_HEADER))
+        if client is None:
+            return "unauthenticated", f"address:{_address(request)}"
+        who = f"client:{client.name}" if not access.clients_open else f"client@{_address(request)}"
+        return ("client_read" if request.method in ("GET", "HEAD") else "client_write"), who
+    if path == STUDIO_PREFIX or path.startswith(STUDIO_PREFIX + "/"):
+        return "studio", f"session:{request.cookies.get(SESSION_COOKIE) or _address(request)}"
+    return "public", f"address:{_address(request)}"
+
+
+def _retry_after(wait_s: float) -> str:
+    return str(max(1, math.ceil(wait_s)))
+
+
+@web.middleware
+async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    limiter = request.app[limits_key]
+    kind, who = classify(request)
+    if kind == "worker_poll":
+        with limiter.polls.hold(who, request, limiter.limits.max_open_polls_per_worker, f"long polls of {who}"):
+            return await handler(request)
+    if kind != "studio":  # the studio has its own sign-in; only its streams are counted here
+        wait_s = limiter.buckets.take(f"{kind}:{who}", limiter.limits.rates[kind])
+        if wait_s > 0:
+            raise ApiError(
+                429,
+                f"rate limit of {kind.replace('_', ' ')} requests reached; retry later",
+                headers={"Retry-After": _retry_after(wait_s)},
+            )
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        with limiter.streams.hold(who, request, limiter.limits.max_streams_per_client, f"event streams of {who}"):
+            return await handler(request)
+    return await handler(request)

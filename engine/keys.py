@@ -1,0 +1,131 @@
+"""Every Redis key, prefix and channel the engine uses, in one place.
+
+Each name below is appended to a namespace (``"avtomatika:"`` by default), so several engines or test
+runs can share one Redis without seeing each other. With Redis Cluster, give a namespace with a hash
+tag, e.g. ``"{avtomatika}"``: every key then lands in one slot, which the Lua scripts need (they build
+some key names from what they read, e.g. a task's worker's load set).
+
+Records are orjson documents; times are Unix seconds (float) unless a name says otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_NAMESPACE = "avtomatika"
+
+# -- jobs -----------------------------------------------------------------------------------------
+#: + job id -> hash: ``doc`` (orjson Job), ``version``, ``seq`` (creation order), ``commit`` (token of
+#: the last commit, so a retried commit is recognised), and the indexed fields ``status``,
+#: ``blueprint``, ``state``, ``client`` and ``counted`` (the JOB_COUNTS field it is counted under).
+JOB = "job:"
+#: + job id -> set of the ids of its tasks, deleted with the job.
+JOB_TASKS = "job_tasks:"
+#: INCR counter: creation order of jobs; the score of JOBS_ALL and JOBS_BY (exact up to 2**53).
+JOB_SEQUENCE = "jobs:seq"
+#: zset job id -> creation sequence: every job, newest = highest score.
+JOBS_ALL = "jobs:all"
+#: + "<field>:<value>" -> zset like JOBS_ALL of the jobs whose field (status, blueprint, state, client)
+#: has that value.
+JOBS_BY = "jobs:by:"
+#: hash orjson ``[blueprint, status, state]`` -> number of jobs; fields that fall to 0 are deleted.
+JOB_COUNTS = "jobs:counts"
+#: zset job id -> sequence at which it became terminal; the oldest are forgotten past a maximum.
+JOBS_TERMINAL = "jobs:terminal"
+#: INCR counter for JOBS_TERMINAL scores.
+TERMINAL_SEQUENCE = "jobs:terminal_seq"
+
+# -- the queue of jobs to step --------------------------------------------------------------------
+#: Stream of ``{job: <id>}`` entries; an entry is acknowledged and deleted once its step committed.
+RUNNABLE = "runnable"
+#: Consumer group of RUNNABLE shared by all engine processes (a group name, not a key: no namespace).
+RUNNABLE_GROUP = "engines"
+
+# -- tasks ----------------------------------------------------------------------------------------
+#: + task id -> hash: ``doc`` (orjson Task as stored), ``status`` and ``worker_id`` (plain strings),
+#: ``type``, ``job_id``, overlays ``x:<field>`` (orjson values changed since: taken_at, progress...),
+#: and while queued ``qkey``/``member``/``score`` (where its queue entry is).
+TASK = "task:"
+#: INCR counter: queue order; zero-padded into queue members so equal priorities stay FIFO.
+TASK_SEQUENCE = "tasks:seq"
+#: + task type -> zset of queued tasks for anyone: score = -priority, member = "<seq:016d>:<task id>".
+QUEUE = "queue:"
+#: + worker id -> zset like QUEUE of the queued tasks given to that worker only.
+INBOX = "inbox:"
+#: + task type -> zset task id -> its queued_at, of the tasks of that type waiting in some worker's
+#: INBOX: where an idle worker looks for tasks left longer than ``steal_after_s`` by a worker that
+#: stopped asking.
+INBOXED = "tasks:inboxed:"
+#: hash task type -> number of queued tasks (in QUEUE and INBOX zsets).
+QUEUED_COUNTS = "tasks:queued"
+#: Pub/sub channel: ``t:<task type>`` or ``w:<worker id>`` is published when a task is queued.
+TASK_WAKE = "tasks:wake"
+#: Pub/sub channel carrying the engine's events (orjson) to every process sharing this Redis.
+EVENTS = "events"
+#: + worker id -> set of the ids of tasks given to that worker and not answered.
+LOAD = "load:"
+#: hash worker id -> size of its LOAD set (fields at 0 are deleted).
+LOAD_COUNTS = "load:counts"
+#: Prefix of a taken task's timeout timer id (a TIMERS member, not a key); the scheduler's convention.
+TIMEOUT_TIMER = "timeout:"
+
+# -- fan-in, timers, workers ----------------------------------------------------------------------
+#: + job id -> hash task id -> orjson branch result.
+BRANCHES = "branches:"
+#: zset timer id -> due time.
+TIMERS = "timers"
+#: + worker id -> orjson WorkerRecord.
+WORKER = "worker:"
+#: zset worker id -> registration order (list order).
+WORKERS = "workers"
+#: INCR counter for WORKERS scores.
+WORKER_SEQUENCE = "workers:seq"
+#: zset worker id -> expires_at.
+WORKER_EXPIRY = "workers:expiry"
+
+# -- replies of claims ----------------------------------------------------------------------------
+#: + call token -> what a claiming script returned, so a call retried after a lost reply gets the
+#: same answer instead of losing what it claimed. Kept REPLY_TTL_S seconds.
+REPLY = "reply:"
+REPLY_TTL_S = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one namespace.
+
+    Args:
+        namespace: Prepended to every key with a ``:``; empty for none.
+    """
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    @property
+    def prefix(self) -> str:
+        """What every key starts with (the Lua scripts build keys from it)."""
+        return f"{self.namespace}:" if self.namespace else ""
+
+    def key(self, name: str, suffix: str = "") -> str:
+        """The key ``name`` (a constant of this module) followed by ``suffix``."""
+        return f"{self.prefix}{name}{suffix}"
+
+    def job(self, job_id: str) -> str:
+        return self.key(JOB, job_id)
+
+    def jobs_by(self, field: str, value: str) -> str:
+        return self.key(JOBS_BY, f"{field}:{value}")
+
+    def task(self, task_id: str) -> str:
+        return self.key(TASK, task_id)
+
+    def queue(self, task_type: str) -> str:
+        return self.key(QUEUE, task_type)
+
+    def inbox(self, worker_id: str) -> str:
+        return self.key(INBOX, worker_id)
+
+    def branches(self, job_id: str) -> str:
+        return self.key(BRANCHES, job_id)
+
+    def worker(self, worker_id: str) -> str:
+        return self.key(WORKER, worker_id)

@@ -1,0 +1,346 @@
+"""Prometheus metrics of one engine, served at ``GET /_public/metrics``.
+
+Two kinds of numbers, kept apart on purpose:
+
+* **What this process did** (jobs created, failed, quarantined, released, retries, job durations,
+  task dispatch-to-result latency, event-loop lag) is counted from the engine's events, subscribed
+  with ``remote=False`` so an event is counted once, by the process that made it. These series carry
+  an ``instance`` label (``hostname:pid`` by default): with several engines on one Redis, ``sum``
+  them across instances.
+* **The shared state** (task queue lengths, alive workers, jobs by status) is read from storage when
+  Prometheus scrapes. Every engine on one Redis reports the same values: aggregate them with ``max``,
+  never ``sum``.
+
+Prometheus attaches its own ``instance`` label (the scraped target); ours is then exported as
+``exported_instance`` unless the scrape config sets ``honor_labels: true``.
+
+Each :class:`Metrics` has its own :class:`~prometheus_client.CollectorRegistry`, so several engines
+in one process (tests, notebooks) never share or collide on series.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+
+from .events import Event, EventKind
+from .models import JobStatus, now
+
+if TYPE_CHECKING:
+    from .engine import OrchestratorEngine
+
+logger = logging.getLogger(__name__)
+
+#: Job durations run from a second to days (human approvals, long batches).
+JOB_DURATION_BUCKETS_S = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400)
+#: A task's time from dispatch to its result: queueing plus the worker's run.
+TASK_LATENCY_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+#: How often the event-loop lag is sampled.
+LAG_INTERVAL_S = 0.5
+#: Start times remembered for jobs and tasks whose events lack them (bounded: oldest forgotten first).
+MAX_REMEMBERED = 100_000
+
+_TERMINAL_EVENTS = {
+    EventKind.JOB_FINISHED: JobStatus.FINISHED,
+    EventKind.JOB_FAILED: JobStatus.FAILED,
+    EventKind.JOB_QUARANTINED: JobStatus.QUARANTINED,
+    EventKind.JOB_CANCELLED: JobStatus.CANCELLED,
+}
+_RETRY_EVENTS = {EventKind.TASK_RETRY: "task", EventKind.HANDLER_RETRY: "handler", EventKind.JOB_RETRIED: "operator"}
+
+
+def default_instance() -> str:
+    """``hostname:pid``: tells apart engine processes, also several on one host."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Metrics:
+    """The engine's Prometheus metrics; counts its events from construction on.
+
+    Args:
+        engine: The engine whose events are counted and whose storage is read at scrape time.
+        instance: Value of the ``instance`` label on this process's series (``hostname:pid``).
+        lag_interval_s: How often :meth:`start`'s background task samples the event-loop lag.
+    """
+
+    def __init__(
+        self, engine: OrchestratorEngine, *, instance: str | None = None, lag_interval_s: float = LAG_INTERVAL_S
+    ) -> None:
+        self.engine = engine
+        self.instance = instance or default_instance()
+        self.lag_interval_s = lag_interval_s
+        self.registry = CollectorRegistry()
+        self._define_event_series()
+        self._shared = _SharedState()
+        self._drops = _DropCounters(self.instance)
+        self.registry.register(self._shared)
+        self.registry.register(self._drops)
+        self.watch_drops("event_outbox", lambda: engine.events.dropped)
+        self._created_at = _Remembered()
+        self._dispatched_at = _Remembered()
+        self._lag_task: asyncio.Task[None] | None = None
+        self._unsubscribe = engine.events.subscribe(self._on_event, remote=False)
+
+    def __repr__(self) -> str:
+        return f"Metrics(instance={self.instance!r})"
+
+    def _define_event_series(self) -> None:
+        """The series counted from this process's events (all labelled by ``instance``)."""
+        per_process = ["blueprint", "instance"]
+        registry = self.registry
+        self.jobs_created = Counter("orchestrator_jobs_total", "Jobs created.", per_process, registry=registry)
+        self.jobs_failed = Counter(
+            "orchestrator_jobs_failed_total", "Jobs that ended failed.", per_process, registry=registry
+        )
+        self.jobs_quarantined = Counter(
+            "orchestrator_jobs_quarantined_total", "Jobs put in quarantine.", per_process, registry=registry
+        )
+        self.jobs_released = Counter(
+            "orchestrator_jobs_released_total",
+            "Quarantined jobs released by an operator.",
+            per_process,
+            registry=registry,
+        )
+        self.retries = Counter(
+            "orchestrator_retries_total",
+            "Retries, by kind: task (a worker's transient failure), handler (a state handler raised), "
+            "operator (a job retried by hand).",
+            ["blueprint", "kind", "instance"],
+            registry=registry,
+        )
+        self.tasks_dispatched = Counter(
+            "orchestrator_tasks_dispatched_total",
+            "Tasks queued for workers (retries and releases included).",
+            ["task_type", "instance"],
+            registry=registry,
+        )
+        self.job_duration = Histogram(
+            "orchestrator_job_duration_seconds",
+            "Time from a job's creation to its final status.",
+            ["blueprint", "status", "instance"],
+            buckets=JOB_DURATION_BUCKETS_S,
+            registry=registry,
+        )
+        self.task_latency = Histogram(
+            "orchestrator_task_latency_seconds",
+            "Time from a task's dispatch to its worker's result.",
+            ["task_type", "instance"],
+            buckets=TASK_LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.loop_lag = Gauge(
+            "orchestrator_event_loop_lag_seconds",
+            "How late the event loop last woke a sleeping coroutine.",
+            ["instance"],
+            registry=registry,
+        )
+
+    # -- wiring ----------------------------------------------------------------------------------
+    def watch_drops(self, buffer: str, read: Callable[[], int]) -> None:
+        """Export ``read()`` (a running count of dropped events) as ``orchestrator_dropped_events_total``.
+
+        For example ``metrics.watch_drops("history", lambda: writer.dropped)``.
+        """
+        self._drops.sources[buffer] = read
+
+    def start(self) -> None:
+        """Start sampling the event-loop lag (in the running loop)."""
+        if self._lag_task is None:
+            self._lag_task = asyncio.get_running_loop().create_task(self._sample_lag(), name="avtomatika-loop-lag")
+
+    async def stop(self) -> None:
+        """Stop sampling the event-loop lag; the counters are kept (and still counted)."""
+        task, self._lag_task = self._lag_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def close(self) -> None:
+        """Stop counting the engine's events."""
+        self._unsubscribe()
+
+    # -- scraping --------------------------------------------------------------------------------
+    async def refresh(self) -> None:
+        """Read the shared state (queues, workers, jobs by status) from storage for the next scrape."""
+        for blueprint in self.engine.blueprints:
+            # Zero series from the start, so rate() sees the first job of a blueprint.
+            self.jobs_created.labels(blueprint, self.instance)
+            self.jobs_failed.labels(blueprint, self.instance)
+        storage = self.engine.storage
+        try:
+            queues, workers, counts = await asyncio.gather(
+                storage.queue_lengths(), storage.list_workers(), storage.count_jobs()
+            )
+        except Exception as exc:
+            logger.warning("metrics: could not read storage: %s", exc)
+            self._shared.snapshot = None
+            return
+        at = now()
+        alive = [w for w in workers if w.alive(at)]
+        self._shared.task_types.update(queues, *(w.supported_tasks for w in alive))
+        by_status: dict[tuple[str, str], int] = {}
+        for (blueprint, status, _state), n in counts.items():
+            by_status[blueprint, status] = by_status.get((blueprint, status), 0) + n
+        for blueprint in self.engine.blueprints:
+            for status in JobStatus:
+                by_status.setdefault((blueprint, status), 0)
+        self._shared.snapshot = _Snapshot(
+            queues={t: queues.get(t, 0) for t in self._shared.task_types}, workers=len(alive), jobs=by_status
+        )
+
+    async def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """Refresh, then the exposition for an HTTP ``Accept`` header: (body, content type)."""
+        await self.refresh()
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
+
+    # -- events ----------------------------------------------------------------------------------
+    def _on_event(self, event: Event) -> None:
+        kind = event.kind
+        blueprint = event.blueprint or ""
+        if kind == EventKind.JOB_CREATED:
+            self.jobs_created.labels(blueprint, self.instance).inc()
+            if event.job_id:
+                self._created_at.put(event.job_id, event.at)
+        elif kind in _TERMINAL_EVENTS:
+            self._job_ended(event, _TERMINAL_EVENTS[kind])
+        elif kind == EventKind.JOB_RELEASED:
+            self.jobs_released.labels(blueprint, self.instance).inc()
+        elif kind in _RETRY_EVENTS:
+            self.retries.labels(blueprint, _RETRY_EVENTS[kind], self.instance).inc()
+        elif kind == EventKind.TASK_DISPATCHED:
+            self.tasks_dispatched.labels(str(event.data.get("task_type")), self.instance).inc()
+            self._dispatched_at.put(str(event.data.get("task_id")), event.at)
+        elif kind == EventKind.TASK_RESULT:
+            self._task_answered(event)
+
+    def _job_ended(self, event: Event, status: JobStatus) -> None:
+        blueprint = event.blueprint or ""
+        if status == JobStatus.FAILED:
+            self.jobs_failed.labels(blueprint, self.instance).inc()
+        elif status == JobStatus.QUARANTINED:
+            self.jobs_quarantined.labels(blueprint, self.instance).inc()
+        # The event names the job's creation time (any engine may have created it); this process's
+        # own record of it is the fallback, kept after the end: a job retried or released ends again.
+        created_at = event.data.get("created_at")
+        remembered = self._created_at.get(event.job_id or "")
+        started = created_at if isinstance(created_at, int | float) else remembered
+        if started is not None:
+            self.job_duration.labels(blueprint, status, self.instance).observe(max(0.0, event.at - started))
+
+    def _task_answered(self, event: Event) -> None:
+        queued_at = event.data.get("queued_at")
+        remembered = self._dispatched_at.pop(str(event.data.get("task_id")))
+        started = queued_at if isinstance(queued_at, int | float) else remembered
+        if started is not None:
+            task_type = str(event.data.get("task_type"))
+            self.task_latency.labels(task_type, self.instance).observe(max(0.0, event.at - started))
+
+    async def _sample_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        gauge = self.loop_lag.labels(self.instance)
+        while True:
+            started = loop.time()
+            await asyncio.sleep(self.lag_interval_s)
+            gauge.set(max(0.0, loop.time() - started - self.lag_interval_s))
+
+
+class _Remembered:
+    """Start times by id, bounded: the oldest are forgotten first (jobs that never end)."""
+
+    def __init__(self, limit: int = MAX_REMEMBERED) -> None:
+        self.limit = limit
+        self._at: OrderedDict[str, float] = OrderedDict()
+
+    def put(self, key: str, at: float) -> None:
+        self._at[key] = at
+        if len(self._at) > self.limit:
+            self._at.popitem(last=False)
+
+    def get(self, key: str) -> float | None:
+        return self._at.get(key)
+
+    def pop(self, key: str) -> float | None:
+        return self._at.pop(key, None)
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    queues: dict[str, int]
+    workers: int
+    jobs: dict[tuple[str, str], int]
+
+
+@dataclass(eq=False)  # a collector is registered by identity (hashable)
+class _SharedState:
+    """A collector of the storage values read by :meth:`Metrics.refresh` (collectors are synchronous)."""
+
+    snapshot: _Snapshot | None = None
+    task_types: set[str] = field(default_factory=set)  # once seen, always exported (as 0 when idle)
+
+    def describe(self) -> Iterator[Metric]:
+        return self._families(_Snapshot({}, 0, {}))
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "orchestrator_storage_up", "1 when storage answered the last scrape.", value=int(self.snapshot is not None)
+        )
+        if self.snapshot is not None:
+            yield from self._families(self.snapshot)
+
+    @staticmethod
+    def _families(snapshot: _Snapshot) -> Iterator[Metric]:
+        queues = GaugeMetricFamily(
+            "orchestrator_task_queue_length", "Tasks queued and not yet taken, by type.", labels=["task_type"]
+        )
+        for task_type, n in sorted(snapshot.queues.items()):
+            queues.add_metric([task_type], n)
+        yield queues
+        yield GaugeMetricFamily("orchestrator_active_workers", "Registered workers alive.", value=snapshot.workers)
+        jobs = GaugeMetricFamily(
+            "orchestrator_jobs_by_status", "Jobs in storage, by blueprint and status.", labels=["blueprint", "status"]
+        )
+        for (blueprint, status), n in sorted(snapshot.jobs.items()):
+            jobs.add_metric([blueprint, status], n)
+        yield jobs
+
+
+class _DropCounters:
+    """A collector of running counts of dropped events, read from their owners at scrape time."""
+
+    def __init__(self, instance: str) -> None:
+        self.instance = instance
+        self.sources: dict[str, Callable[[], int]] = {}
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for buffer, read in sorted(self.sources.items()):
+            try:
+                family.add_metric([buffer, self.instance], read())
+            except Exception:
+                logger.exception("metrics: could not read the dropped events of %s", buffer)
+        yield family
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "orchestrator_dropped_events",
+            "Events dropped because a buffer was full (history: not written to history; event_outbox: not "
+            "shared with other engines).",
+            labels=["buffer", "instance"],
+        )
