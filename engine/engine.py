@@ -294,8 +294,13 @@ class OrchestratorEngine:
         parent_job_id: str | None = None,
         job_id: str | None = None,
         tracing_context: dict[str, str] | None = None,
+        actor: str | None = None,
     ) -> Job:
-        """Create a job at its blueprint's start state and queue it to run."""
+        """Create a job at its blueprint's start state and queue it to run.
+
+        ``client`` owns the job (it alone sees it through the client API); ``actor`` is who asked,
+        when not the client itself (an operator in the studio), and is recorded in history.
+        """
         blueprint = self.blueprints.get(blueprint_name)
         if blueprint is None:
             raise UnknownBlueprint(blueprint_name)
@@ -326,6 +331,7 @@ class OrchestratorEngine:
                 {
                     "initial_data": data,
                     "client": client,
+                    "actor": actor or (f"client:{client}" if client else None),
                     "parent_job_id": parent_job_id,
                     "blueprint_version": blueprint.version,
                 },

@@ -79,7 +79,7 @@ async def start_job(request: web.Request) -> web.StreamResponse:
         return await blueprint_page(request, form, 422)
     session = user_of(request)
     try:
-        job = await request.app[engine_key].create_job(blueprint.name, data, client=session.actor)
+        job = await request.app[engine_key].create_job(blueprint.name, data, actor=session.actor)
     except ValidationError as exc:
         return await blueprint_page(request, refused(form, exc), 422)
     logger.info("studio: %s started job %s of %s", session.actor, job.id, blueprint.name)
