@@ -42,7 +42,7 @@ from .telemetry import Tracer
 from .workers import WorkerChannels
 
 if TYPE_CHECKING:
-    from .history import HistoryStorage, HistoryWriter, TimelineEntry
+    from .history import HistoryFilter, HistoryStorage, HistoryWriter, JobRow, TimelineEntry
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,8 @@ class OrchestratorEngine:
         self._background: list[asyncio.Task[None]] = []
         self._workers_cache: tuple[float, list[WorkerRecord]] = (0.0, [])
         self.started_at: float | None = None
+        #: Whether the engine's own coroutines step runnable jobs (False: a debugger steps them).
+        self.steps_jobs = True
         #: Prometheus metrics (GET /_public/metrics); counts this process's events from now on.
         self.metrics = Metrics(self)
         #: Tracing; a no-op until start() reads the OTEL_* environment (or set one before start).
@@ -121,8 +123,18 @@ class OrchestratorEngine:
         return blueprint
 
     # -- lifecycle -------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return bool(self._background)
+
     async def start(self, host: str | None = None, port: int | None = None, *, http: bool = True) -> None:
-        """Start stepping jobs and, with ``http``, serve the API; for use inside a running loop."""
+        """Start stepping jobs and, with ``http``, serve the API; for use inside a running loop.
+
+        With ``steps_jobs`` set to False beforehand, no job moves unless someone steps it (the
+        notebook's step debugger does, with ``runner.run_handler`` and ``apply``); timers, workers and
+        the API work as usual.
+        """
         if self._background:
             raise RuntimeError("the engine is already started")
         configure_logging(self.config)
@@ -140,7 +152,7 @@ class OrchestratorEngine:
         loop = asyncio.get_running_loop()
         consumers = [
             loop.create_task(self.runner.consume(), name=f"avtomatika-step-{i}")
-            for i in range(self.config.EXECUTOR_CONCURRENCY)
+            for i in range(self.config.EXECUTOR_CONCURRENCY if self.steps_jobs else 0)
         ]
         self._background = [*consumers, loop.create_task(self.scheduler.run(), name="avtomatika-scheduler")]
         self.metrics.start()
@@ -364,6 +376,21 @@ class OrchestratorEngine:
         if (live is None and row is None) or (client is not None and owner != client):
             raise JobNotFound(job_id)
         return await self.history.timeline(job_id)
+
+    async def history_jobs(
+        self, where: HistoryFilter, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[JobRow], str | None]:
+        """A page of jobs from history, newest first, and the cursor of the next page (or None).
+
+        What is buffered is written first, so a job created a moment ago is listed. Raises
+        InvalidCursor for a cursor this engine did not hand out.
+        """
+        if self.history is None:
+            return [], None
+        if self.history_writer is not None:
+            await self.history_writer.flush()
+        page = await self.history.list_jobs(where, limit, cursor)
+        return page.jobs, page.next_cursor.encode() if page.next_cursor is not None else None
 
     async def list_jobs(
         self,

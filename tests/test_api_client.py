@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime
 
 import api_helpers
 import pytest
 from api_helpers import CLIENT_HEADER, JOB_VIEW_EXTRAS, JOB_VIEW_FIELDS, WORKER_HEADER
+
+from avtomatika.storage import MemoryStorage
 
 make_api = api_helpers.make_api
 
@@ -454,3 +457,37 @@ async def test_job_history_is_the_timeline_from_history(make_api):
     status, body = await api.client("GET", "/api/v1/jobs/unknown-job/history")
     assert status == 404
     assert "error" in body
+
+
+async def test_list_jobs_pages_by_cursor_and_finds_by_id_and_time(make_api):
+    api = await make_api(storage=MemoryStorage(max_terminal_jobs=2))
+    ids = [await api.create("/api/v1/jobs/simple") for _ in range(5)]
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:  # their live records are forgotten past max_terminal_jobs; history keeps them
+        status, body = await api.client("GET", "/api/v1/jobs?status=finished&limit=500")
+        if len(body["jobs"]) == 5:
+            break
+        assert asyncio.get_running_loop().time() < deadline, body
+        await asyncio.sleep(0.02)
+    seen, cursor = [], None
+    while True:
+        query = "limit=2" + (f"&cursor={cursor}" if cursor else "")
+        status, body = await api.client("GET", f"/api/v1/jobs?{query}")
+        assert status == 200, body
+        seen += [job["id"] for job in body["jobs"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))  # every job, newest first, also those no longer live
+    status, body = await api.client("GET", f"/api/v1/jobs?id={ids[0][:8]}")
+    assert [job["id"] for job in body["jobs"]] == [ids[0]]
+    status, body = await api.client("GET", "/api/v1/jobs?created_after=2999-01-01T00:00:00")
+    assert body["jobs"] == []
+    status, body = await api.client("GET", "/api/v1/jobs?created_before=2999-01-01T00:00:00&limit=500")
+    assert len(body["jobs"]) == 5
+    status, body = await api.client("GET", "/api/v1/jobs?cursor=not-a-cursor")
+    assert status == 400
+    assert body["field"] == "cursor"
+    status, body = await api.client("GET", "/api/v1/jobs?created_after=yesterday")
+    assert status == 400
+    assert body["field"] == "created_after"

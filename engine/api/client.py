@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
 
 from ..blueprint import StateMachineBlueprint
+from ..history import HistoryFilter, InvalidCursor
 from ..models import JobStatus, now
 from .auth import client_of, owner_of
 from .errors import ApiError
@@ -33,14 +35,16 @@ from .payloads import (
     RetryRequest,
     TimelineItem,
     WorkerList,
-    job_summary,
     job_view,
+    row_summary,
     worker_view,
 )
 from .requests import parse, read_json
 
 PREFIXES = ("/api/v1", "/api")
 MAX_PAGE = 500
+#: Offsets beyond this are refused: page deeper with the cursor.
+MAX_OFFSET = 10_000
 #: W3C trace context; any other ``traceparent`` is ignored (as the spec asks), not passed to workers.
 TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
@@ -146,7 +150,7 @@ def _int_query(request: web.Request, name: str, default: int, minimum: int, maxi
 
 
 LIST_JOBS = Operation(
-    "Jobs, newest first",
+    "Jobs, newest first (from history: every job, also those no longer live)",
     "client",
     security="client",
     responses={200: JobList},
@@ -154,10 +158,29 @@ LIST_JOBS = Operation(
         Query("status", {"type": "string", "enum": [str(s) for s in JobStatus]}, "Only jobs with this status"),
         Query("blueprint", {"type": "string"}, "Only jobs of this blueprint"),
         Query("state", {"type": "string"}, "Only jobs in this state"),
+        Query("id", {"type": "string"}, "Only jobs whose id starts with this"),
+        Query("created_after", {"type": "string"}, "Created at or after (ISO 8601 or UNIX seconds)"),
+        Query("created_before", {"type": "string"}, "Created before (ISO 8601 or UNIX seconds)"),
+        Query("cursor", {"type": "string"}, "next_cursor of the previous page"),
         Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 50}),
-        Query("offset", {"type": "integer", "minimum": 0, "maximum": 10_000_000, "default": 0}),
+        Query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}, "Prefer cursor"),
     ),
 )
+
+
+def _time_query(request: web.Request, name: str) -> float | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be ISO 8601 or UNIX seconds", field=name) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 @documented(LIST_JOBS)
@@ -166,15 +189,24 @@ async def list_jobs(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status is not None and status not in set(JobStatus):
         raise ApiError(400, f"unknown status {status!r}", field="status")
-    jobs = await engine.list_jobs(
-        status=status,
-        blueprint=request.query.get("blueprint"),
-        state=request.query.get("state"),
+    where = HistoryFilter(
+        blueprint=request.query.get("blueprint") or None,
+        status=status or None,
+        state=request.query.get("state") or None,
+        created_after=_time_query(request, "created_after"),
+        created_before=_time_query(request, "created_before"),
+        id_prefix=request.query.get("id") or None,
         client=owner_of(request),
-        limit=_int_query(request, "limit", 50, 1, MAX_PAGE),
-        offset=_int_query(request, "offset", 0, 0, 10_000_000),
     )
-    return web.json_response({"jobs": [job_summary(j) for j in jobs]})  # a JobList of job_summary()s
+    limit = _int_query(request, "limit", 50, 1, MAX_PAGE)
+    offset = _int_query(request, "offset", 0, 0, MAX_OFFSET)
+    try:
+        rows, next_cursor = await engine.history_jobs(where, offset + limit, request.query.get("cursor") or None)
+    except InvalidCursor:
+        raise ApiError(400, "cursor is not one this engine handed out", field="cursor") from None
+    if offset:
+        next_cursor = next_cursor if len(rows) == offset + limit else None
+    return _json(JobList.model_validate({"jobs": [row_summary(r) for r in rows[offset:]], "next_cursor": next_cursor}))
 
 
 @documented(

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from ..history.records import JobRow
 from ..models import Job, JobStatus, Task, TaskStatus, WorkerRecord
 
 #: Field names of secrets a worker may send (its token...), never stored nor shown; also as a
@@ -177,6 +178,7 @@ class JobSummary(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[JobSummary]
+    next_cursor: str | None = None
 
 
 class JobViewList(BaseModel):
@@ -362,6 +364,20 @@ def job_summary(job: Job) -> dict[str, Any]:
         updated_at=iso(job.updated_at),
         error_message=job.error,
         retry_count=job.retry_count,
+    ).model_dump(mode="json")
+
+
+def row_summary(row: JobRow) -> dict[str, Any]:
+    """A job as history last saw it, in the shape of :func:`job_summary`."""
+    return JobSummary(
+        id=row.id,
+        blueprint_name=row.blueprint,
+        status=row.status,  # type: ignore[arg-type]
+        current_state=row.state,
+        created_at=iso(row.created_at),
+        updated_at=iso(row.updated_at),
+        error_message=row.error,
+        retry_count=row.retry_count,
     ).model_dump(mode="json")
 
 

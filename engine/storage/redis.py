@@ -522,7 +522,6 @@ class _RunnableReader:
     async def _read_forever(self) -> None:
         backoff = _Backoff()
         while True:
-            _stop_if_cancelled()
             await self._wanted.wait()
             wanted = sum(1 for taker in self._takers if not taker.done())
             if not wanted:

@@ -1,0 +1,219 @@
+"""``EngineMonitor``: a running engine seen from the notebook that started it.
+
+Start the engine in the kernel's own loop (``await engine.start(host="127.0.0.1", port=0)``: a cell's
+top-level ``await`` runs there), then show ``EngineMonitor(engine)``: the studio's address, the live
+graph of a blueprint with the number of jobs in each state, the recent jobs, and the studio's
+actions (start, retry, release, cancel), which call the engine in-process. The widget follows the
+engine's events and re-draws at most every ``refresh_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import ipywidgets as widgets
+from traitlets import Int, Unicode
+
+from ...engine import OrchestratorEngine
+from ...events import Event
+from ...graph import GraphvizNotFound, blueprint_svg
+from ...models import Job
+from ..app import STUDIO_PREFIX
+from ..data import studio_data
+from ..graphs import counts_marks
+from . import _render
+from ._loop import Background
+
+#: The actor named in events and history for what is done from the monitor.
+ACTOR = "notebook"
+
+
+class EngineMonitor(widgets.VBox):
+    """Live counts per state, recent jobs and operator actions for ``engine``.
+
+    Args:
+        engine: A started engine (it may also be started after the monitor is shown).
+        blueprint: The blueprint drawn first; the first registered one by default.
+        recent: How many recent jobs to list.
+        refresh_s: Shortest time between two re-drawings.
+        host: The host in the studio's address (the engine listens on it).
+    """
+
+    studio_url = Unicode("", help="Where the studio is served, when the engine serves HTTP.").tag(sync=True)
+    blueprint_name = Unicode("", help="The blueprint whose graph is shown.").tag(sync=True)
+    jobs_shown = Int(0, help="Jobs in the recent jobs table.").tag(sync=True)
+
+    def __init__(
+        self,
+        engine: OrchestratorEngine,
+        *,
+        blueprint: str | None = None,
+        recent: int = 10,
+        refresh_s: float = 0.5,
+        host: str = "127.0.0.1",
+        **kwargs: Any,
+    ) -> None:
+        self.engine = engine
+        self.recent = recent
+        self.refresh_s = refresh_s
+        self.host = host
+        self.recent_jobs: list[Job] = []
+        self._background = Background("engine-monitor", self._show_error)
+        self._pending = False
+        names = sorted(engine.blueprints)
+        self._build(names, blueprint or (names[0] if names else None))
+        super().__init__(children=self._layout(), **kwargs)
+        self.add_class("avtomatika-engine-monitor")
+        self._unsubscribe = engine.events.subscribe(self._on_event)
+        self._background.spawn(self.refresh(), "refresh")
+
+    def __repr__(self) -> str:
+        return f"EngineMonitor({self.engine!r}, studio={self.studio_url or None!r})"
+
+    # -- building -------------------------------------------------------------------------------
+    def _build(self, names: list[str], chosen: str | None) -> None:
+        self.header = widgets.HTML()
+        self.blueprint_choice = widgets.Dropdown(options=names, value=chosen, description="blueprint")
+        self.graph = widgets.HTML()
+        self.jobs = widgets.HTML()
+        self.start_data = widgets.Textarea(value="{}", description="initial_data", layout={"width": "30em"})
+        self.start_button = widgets.Button(description="Start job", icon="play", tooltip="Create a job")
+        self.job_choice = widgets.Dropdown(options=[], description="job", layout={"width": "30em"})
+        self.retry_from = widgets.Dropdown(options=[""], description="retry from", tooltip="state; empty: where it is")
+        self.retry_button = widgets.Button(description="Retry", icon="redo")
+        self.release_button = widgets.Button(description="Release", icon="unlock")
+        self.cancel_button = widgets.Button(description="Cancel", icon="stop", button_style="warning")
+        self.message = widgets.HTML()
+        self.blueprint_choice.observe(lambda _: self._background.spawn(self.refresh(), "refresh"), names="value")
+        self.start_button.on_click(lambda _: self._background.spawn(self._start_from_form(), "start"))
+        self.retry_button.on_click(lambda _: self._on_job(self.retry, self.retry_from.value or None))
+        self.release_button.on_click(lambda _: self._on_job(self.release))
+        self.cancel_button.on_click(lambda _: self._on_job(self.cancel))
+
+    def _layout(self) -> list[widgets.Widget]:
+        start = widgets.HBox([self.start_data, self.start_button])
+        actions = widgets.HBox([self.job_choice, self.retry_from, self.retry_button, self.release_button])
+        return [
+            self.header,
+            self.blueprint_choice,
+            self.graph,
+            self.jobs,
+            start,
+            widgets.HBox([actions, self.cancel_button]),
+            self.message,
+        ]
+
+    # -- actions --------------------------------------------------------------------------------
+    async def start_job(self, initial_data: dict[str, Any] | None = None, blueprint: str | None = None) -> Job:
+        """Create a job of ``blueprint`` (the one shown by default), as the studio's start form does."""
+        name = blueprint or self.blueprint_choice.value
+        if not name:
+            raise ValueError("the engine has no blueprint")
+        job = await self.engine.create_job(name, initial_data or {})
+        self._say(f"started job {job.id}")
+        await self.refresh()
+        return job
+
+    async def retry(self, job_id: str, from_state: str | None = None) -> Job:
+        """Run a failed, cancelled or quarantined job again (from ``from_state`` if given)."""
+        return await self._done(await self.engine.retry_job(job_id, ACTOR, from_state), "retried")
+
+    async def release(self, job_id: str, params: dict[str, Any] | None = None) -> Job:
+        """Release a quarantined job (its held task dispatched again, ``params`` merged into it)."""
+        return await self._done(await self.engine.release_job(job_id, ACTOR, params), "released")
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a job."""
+        return await self._done(await self.engine.cancel_job(job_id, ACTOR), "cancelled")
+
+    async def settled(self) -> None:
+        """Wait until the actions and re-drawings under way have finished."""
+        await self._background.wait()
+
+    def stop(self) -> None:
+        """Stop following the engine (before stopping it); the widget stays as it was last drawn."""
+        unsubscribe = getattr(self, "_unsubscribe", None)
+        if unsubscribe is not None:
+            unsubscribe()
+            self._unsubscribe = None
+        if hasattr(self, "_background"):
+            self._background.cancel_soon()
+
+    def close(self) -> None:
+        """Stop following the engine and close the widget (its views disappear)."""
+        self.stop()
+        super().close()
+
+    async def _done(self, job: Job, what: str) -> Job:
+        self._say(f"job {job.id[:8]} {what}: now {job.status} in {job.state}")
+        await self.refresh()
+        return job
+
+    def _on_job(self, action: Any, *args: Any) -> None:
+        job_id = self.job_choice.value
+        if not job_id:
+            self._show_error(ValueError("choose a job first"))
+            return
+        self._background.spawn(action(job_id, *args), "action")
+
+    async def _start_from_form(self) -> None:
+        try:
+            data = json.loads(self.start_data.value or "{}")
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"initial_data is not valid JSON: {exc}") from None
+        await self.start_job(data)
+
+    def _say(self, text: str) -> None:
+        self.message.value = _render.page(f"<p class='muted'>{_render.esc(text)}</p>")
+
+    def _show_error(self, error: BaseException) -> None:
+        self.message.value = _render.page(f"<p class='error'>{_render.esc(error)}</p>")
+
+    # -- following the engine -------------------------------------------------------------------
+    def _on_event(self, event: Event) -> None:
+        if self._pending or event.job_id is None:
+            return
+        self._pending = True
+        self._background.spawn(self._refresh_later(), "refresh")
+
+    async def _refresh_later(self) -> None:
+        await asyncio.sleep(self.refresh_s)
+        self._pending = False
+        await self.refresh()
+
+    async def refresh(self) -> None:
+        """Re-read counts and recent jobs from the engine and re-draw."""
+        engine, name = self.engine, self.blueprint_choice.value
+        blueprint = engine.blueprints.get(name) if name else None
+        counts = await studio_data(engine).counts()
+        self.recent_jobs = await engine.list_jobs(blueprint=name, limit=self.recent)
+        serving = engine.app is not None and engine.port and engine.config.STUDIO_ENABLED
+        self.studio_url = f"http://{self.host}:{engine.port}{STUDIO_PREFIX}" if serving else ""
+        self._render_header(sum(n for by_state in counts.values() for s in by_state.values() for n in s.values()))
+        if blueprint is not None:
+            with contextlib.suppress(GraphvizNotFound):  # graph_html shows the reason
+                await asyncio.to_thread(blueprint_svg, blueprint)  # graphviz runs once per version
+            marks = counts_marks(blueprint, counts.get(blueprint.name, {}))
+            self.graph.value = _render.page(_render.graph_html(blueprint, marks), css_class="monitor-graph")
+            self.retry_from.options = ["", *blueprint.states]
+        self.blueprint_name = name or ""
+        self.jobs.value = _render.page("<h4>Recent jobs</h4>", _render.jobs_table(self.recent_jobs, self.studio_url))
+        self.jobs_shown = len(self.recent_jobs)
+        options = [(f"{j.id[:8]} · {j.state} · {j.status.replace('_', ' ')}", j.id) for j in self.recent_jobs]
+        current = self.job_choice.value
+        self.job_choice.options = options
+        values = [value for _, value in options]
+        self.job_choice.value = current if current in values else (values[0] if values else None)
+
+    def _render_header(self, total: int) -> None:
+        esc = _render.esc
+        if self.studio_url:
+            where = f"studio: <a href='{esc(self.studio_url)}/' target='_blank'>{esc(self.studio_url)}</a>"
+        elif self.engine.app is None:
+            where = "<span class='muted'>not serving HTTP (start it with await engine.start())</span>"
+        else:
+            where = "<span class='muted'>studio disabled (STUDIO_ENABLED=false)</span>"
+        self.header.value = _render.page(f"<b>Avtomatika engine</b> · {total} live jobs · {where}")

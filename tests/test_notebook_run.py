@@ -1,0 +1,49 @@
+"""Every notebook in notebooks/ runs top to bottom on a fresh kernel, and shows its widgets.
+
+The kernel is the venv's ``python3`` (ipykernel installs its kernelspec into the venv), started by
+nbclient; the notebooks need no network (the monitoring one serves on 127.0.0.1 and stops itself).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+CELL_TIMEOUT_S = 90
+
+
+def notebooks() -> list[Path]:
+    return sorted(NOTEBOOKS.glob("*.ipynb"))
+
+
+def test_the_three_notebooks_are_there():
+    assert {p.stem for p in notebooks()} >= {"authoring", "step_debugging", "monitoring"}
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)
+def test_notebook_runs_top_to_bottom_and_shows_widgets(path: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")  # jupyter_core's path migration warning otherwise
+    notebook = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(
+        notebook,
+        kernel_name="python3",
+        timeout=CELL_TIMEOUT_S,
+        resources={"metadata": {"path": str(tmp_path)}},
+        allow_errors=False,
+    )
+    client.execute()
+
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])]
+    errors = [o for o in outputs if o.get("output_type") == "error"]
+    assert not errors, errors
+    views = [o for o in outputs if WIDGET_VIEW in o.get("data", {})]
+    assert views, f"{path.name} shows no widget"
+    state = notebook.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    for view in views:
+        assert view["data"][WIDGET_VIEW]["model_id"] in state, "a shown widget has no saved state"
