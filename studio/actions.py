@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..errors import JobNotFound
 from ..models import Job
 from .htmx import htmx
 from .keys import engine_key, prefix_key
@@ -36,6 +37,14 @@ def parse_params(text: str | None) -> dict[str, Any] | None:
     if not isinstance(params, dict):
         raise StudioError(422, "Invalid params", "Task params must be a JSON object ({...}).")
     return params
+
+
+async def owned_job(request: web.Request, job_id: str) -> Job:
+    """The live job, if this session may act on it; JobNotFound for another client's job too."""
+    job = await request.app[engine_key].get_job(job_id)
+    if job is None or not user_of(request).sees(job.client):
+        raise JobNotFound(job_id)
+    return job
 
 
 async def _cancel(request: web.Request, job_id: str, actor: str, form: Any) -> Job:
@@ -81,6 +90,7 @@ async def job_action(request: web.Request) -> web.StreamResponse:
     job_id = request.match_info["job_id"]
     actor = user_of(request).actor
     form = await request.post()
+    await owned_job(request, job_id)
     job = await action(request, job_id, actor, form)
     logger.info("studio: %s %s job %s", actor, name, job_id)
     where = f" from {form.get('from_state')}" if name == "retry" and form.get("from_state") else ""

@@ -52,7 +52,7 @@ def create_studio(
     app = web.Application()
     app[engine_key] = engine
     app[prefix_key] = prefix
-    app[access_key] = Access(engine.config)
+    app[access_key] = Access(engine.config, engine.access)
     app[data_key] = studio_data(engine)
     app[sse_streams_key] = weakref.WeakSet()
     setup_templates(app, prefix, templates)
@@ -77,5 +77,5 @@ def setup_studio(
     app.add_subapp(prefix, studio)
     access = studio[access_key]
     if access.mode == "loopback":
-        logger.warning("studio at %s: no STUDIO_TOKEN set, so it answers loopback requests only", prefix)
+        logger.warning("studio at %s: no STUDIO_TOKEN nor client token set: it answers loopback only", prefix)
     return studio

@@ -48,7 +48,7 @@ async def card(blueprint: StateMachineBlueprint, counts: Counts) -> BlueprintCar
 
 async def blueprints_page(request: web.Request) -> web.StreamResponse:
     engine = request.app[engine_key]
-    counts = await request.app[data_key].counts()
+    counts = await request.app[data_key].counts(user_of(request).scope)
     cards = [await card(b, counts) for b in sorted(engine.blueprints.values(), key=lambda b: b.name)]
     context = BlueprintsContext(title="Blueprints", cards=cards)
     if wants_json(request):
@@ -58,7 +58,7 @@ async def blueprints_page(request: web.Request) -> web.StreamResponse:
 
 async def blueprint_page(request: web.Request, form: StartForm | None = None, status: int = 200) -> web.StreamResponse:
     blueprint = blueprint_named(request)
-    counts = await request.app[data_key].counts()
+    counts = await request.app[data_key].counts(user_of(request).scope)
     context = BlueprintContext(
         title=f"Start {blueprint.name}", card=await card(blueprint, counts), form=form or start_form(blueprint)
     )
@@ -79,7 +79,8 @@ async def start_job(request: web.Request) -> web.StreamResponse:
         return await blueprint_page(request, form, 422)
     session = user_of(request)
     try:
-        job = await request.app[engine_key].create_job(blueprint.name, data, actor=session.actor)
+        # A client's session starts jobs it owns; an operator's are owned by no client.
+        job = await request.app[engine_key].create_job(blueprint.name, data, client=session.scope, actor=session.actor)
     except ValidationError as exc:
         return await blueprint_page(request, refused(form, exc), 422)
     logger.info("studio: %s started job %s of %s", session.actor, job.id, blueprint.name)
@@ -97,7 +98,7 @@ class BlueprintsFeed:
 
     async def snapshot(self) -> list[Update]:
         engine = self.request.app[engine_key]
-        counts = await self.request.app[data_key].counts()
+        counts = await self.request.app[data_key].counts(user_of(self.request).scope)
         marks = [counts_marks(b, counts.get(b.name, {})) for b in engine.blueprints.values()]
         return [(SseEvent.BLUEPRINT_MARKS, {"all_marks": marks})]
 

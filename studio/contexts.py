@@ -99,7 +99,9 @@ def _row_json(row: JobRow) -> dict[str, Any]:
 class JobContext:
     title: str = field(metadata=_help("Page title."))
     job: Job = field(metadata=_help("The job as last committed."))
-    detail: JobDetail = field(metadata=_help("Its current tasks and timeline (None until history is wired)."))
+    detail: JobDetail = field(
+        metadata=_help("Its current tasks and timeline; ``from_history`` when only history still knows the job.")
+    )
     svg: Markup = field(metadata=_help("The blueprint's cached SVG."))
     marks: GraphMarks | None = field(metadata=_help("Current state and taken edges; None for an unknown blueprint."))
     retry_states: list[str] = field(metadata=_help("States the job may be retried from (failed state first)."))
@@ -108,6 +110,7 @@ class JobContext:
     def to_json(self) -> dict[str, Any]:
         view = job_view(self.job, self.detail.tasks)
         view["visits"] = self.job.visits
+        view["from_history"] = self.detail.from_history
         view["timeline"] = None if self.detail.timeline is None else [_line_json(x) for x in self.detail.timeline]
         return view
 

@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 SCAN_BATCH = 500
 #: The most live jobs scanned for one page through the engine (history has no such limit).
 SCAN_LIMIT_JOBS = 100_000
+#: The most live jobs of one client scanned for its counts (a client's session).
+CLIENT_SCAN_JOBS = 10_000
 #: Waiting jobs scanned to find the tasks each worker holds (the engine has no per-worker index).
 WORKER_TASKS_SCAN = 1000
 
@@ -74,6 +76,8 @@ class JobQuery:
     id_prefix: str | None = None
     created_after: float | None = None
     created_before: float | None = None
+    #: Only this client's jobs (a client's session); None: every job.
+    client: str | None = None
 
     def matches(self, row: JobRow) -> bool:
         """Whether ``row`` passes every filter (used for live rows and the engine scan)."""
@@ -84,6 +88,7 @@ class JobQuery:
             and (not self.id_prefix or row.id.startswith(self.id_prefix))
             and (self.created_after is None or row.created_at >= self.created_after)
             and (self.created_before is None or row.created_at < self.created_before)
+            and (self.client is None or row.client == self.client)
         )
 
 
@@ -100,6 +105,7 @@ class JobRow:
     finished_at: float | None = None
     error: str | None = None
     retry_count: int = 0
+    client: str | None = None
 
     @classmethod
     def of(cls, job: Job) -> JobRow:
@@ -114,6 +120,7 @@ class JobRow:
             ended,
             job.error,
             job.retry_count,
+            job.client,
         )
 
     @property
@@ -139,6 +146,7 @@ class TimelineLine:
     worker_id: str | None
     duration_ms: float | None
     data: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0
 
 
 #: Jobs per state and status: ``{blueprint: {state: {status: n}}}``.
@@ -152,8 +160,12 @@ class JobSource(Protocol):
 
     async def list_jobs(self, query: JobQuery, limit: int, cursor: Cursor | None) -> JobPage: ...
 
-    async def timeline(self, job_id: str) -> list[TimelineLine] | None:
-        """The job's timeline, or None when this source keeps none."""
+    async def timeline(self, job_id: str, after_seq: int = 0) -> list[TimelineLine] | None:
+        """The job's timeline after line ``after_seq``, or None when this source keeps none."""
+        ...
+
+    async def job_row(self, job_id: str) -> JobRow | None:
+        """The job as this source last recorded it (history outlives the engine's live record)."""
         ...
 
 
@@ -170,7 +182,12 @@ class EngineSource:
         rows: list[JobRow] = []
         for offset in range(0, SCAN_LIMIT_JOBS, SCAN_BATCH):
             batch = await self.engine.list_jobs(
-                status=query.status, blueprint=query.blueprint, state=query.state, limit=SCAN_BATCH, offset=offset
+                status=query.status,
+                blueprint=query.blueprint,
+                state=query.state,
+                client=query.client,
+                limit=SCAN_BATCH,
+                offset=offset,
             )
             for job in batch:
                 row = JobRow.of(job)
@@ -183,15 +200,34 @@ class EngineSource:
         rows = rows[:limit]
         return JobPage(rows, Cursor(rows[-1].created_at, rows[-1].id) if more and rows else None)
 
-    async def counts(self) -> Counts:
+    async def counts(self, client: str | None = None) -> Counts:
+        """Jobs per blueprint, state and status, in live storage; a client's by scanning its jobs."""
         counts: Counts = {}
-        for (blueprint, status, state), n in (await self.engine.storage.count_jobs()).items():
+        if client is None:
+            grouped = (await self.engine.storage.count_jobs()).items()
+        else:
+            grouped = [((j.blueprint, j.status, j.state), 1) for j in await self.client_jobs(client)]
+        for (blueprint, status, state), n in grouped:
             by_status = counts.setdefault(blueprint, {}).setdefault(state, {})
             by_status[status] = by_status.get(status, 0) + n
         return counts
 
-    async def timeline(self, job_id: str) -> list[TimelineLine] | None:
+    async def client_jobs(self, client: str, status: str | None = None) -> list[Job]:
+        # Live storage counts jobs by (blueprint, status, state) only: a client's are listed instead.
+        found: list[Job] = []
+        for offset in range(0, CLIENT_SCAN_JOBS, SCAN_BATCH):
+            batch = await self.engine.list_jobs(client=client, status=status, limit=SCAN_BATCH, offset=offset)
+            found += batch
+            if len(batch) < SCAN_BATCH:
+                break
+        return found
+
+    async def timeline(self, job_id: str, after_seq: int = 0) -> list[TimelineLine] | None:
         return None
+
+    async def job_row(self, job_id: str) -> JobRow | None:
+        job = await self.engine.get_job(job_id)
+        return JobRow.of(job) if job is not None else None
 
 
 class HistorySource:
@@ -217,21 +253,67 @@ class HistorySource:
             created_after=query.created_after,
             created_before=query.created_before,
             id_prefix=query.id_prefix,
+            client=query.client,
         )
         after = HistoryCursor(cursor.created_at, cursor.id) if cursor else None
         page = await self.history.list_jobs(where, limit, after)
-        rows = [
-            JobRow(
-                r.id, r.blueprint, r.status, r.state, r.created_at, r.updated_at, r.finished_at, r.error, r.retry_count
-            )
-            for r in page.jobs
-        ]
+        rows = [_row_of(r) for r in page.jobs]
         following = page.next_cursor
         return JobPage(rows, Cursor(following.created_at, following.id) if following else None)
 
-    async def timeline(self, job_id: str) -> list[TimelineLine] | None:
-        entries = await self.history.timeline(job_id)
-        return [TimelineLine(e.at, e.kind, e.state, e.status, e.worker_id, e.duration_ms, e.data) for e in entries]
+    async def job_row(self, job_id: str) -> JobRow | None:
+        row = await self.history.get_job(job_id)
+        return _row_of(row) if row is not None else None
+
+    async def timeline(self, job_id: str, after_seq: int = 0) -> list[TimelineLine] | None:
+        entries = await self.history.timeline(job_id, after_seq=after_seq)
+        return [
+            TimelineLine(e.at, e.kind, e.state, e.status, e.worker_id, e.duration_ms, e.data, e.seq) for e in entries
+        ]
+
+
+def _row_of(r: Any) -> JobRow:
+    """A studio row from history's :class:`avtomatika.history.records.JobRow`."""
+    return JobRow(
+        r.id,
+        r.blueprint,
+        r.status,
+        r.state,
+        r.created_at,
+        r.updated_at,
+        r.finished_at,
+        r.error,
+        r.retry_count,
+        r.client,
+    )
+
+
+def job_from_history(row: JobRow, timeline: list[TimelineLine]) -> Job:
+    """A job whose live record is gone, as far as history knows it: its row, its input, where it went.
+
+    ``state_history``, ``wait`` and tasks are not recorded, so they stay empty; ``visits`` counts the
+    states the timeline shows it entering.
+    """
+    visits: dict[str, int] = {}
+    initial_data: dict[str, Any] = {}
+    for line in timeline:
+        if line.kind == "job_created" and isinstance(line.data.get("initial_data"), dict):
+            initial_data = line.data["initial_data"]
+        if line.kind in ("job_created", "state_entered") and line.state:
+            visits[line.state] = visits.get(line.state, 0) + 1
+    return Job(
+        id=row.id,
+        blueprint=row.blueprint,
+        state=row.state,
+        status=row.status,
+        initial_data=initial_data,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        error=row.error,
+        retry_count=row.retry_count,
+        client=row.client,
+        visits=visits,
+    )
 
 
 @dataclass(slots=True)
@@ -241,6 +323,8 @@ class JobDetail:
     job: Job
     tasks: list[Task]
     timeline: list[TimelineLine] | None
+    #: True when the engine no longer keeps the job and all of it comes from history.
+    from_history: bool = False
 
 
 @dataclass(slots=True)
@@ -264,46 +348,72 @@ class StudioData:
         self.source = source
 
     async def jobs_page(self, query: JobQuery, limit: int = 50, cursor: str | None = None) -> JobPage:
+        await self.flush_history()  # a job started a moment ago is on the list
         return await self.source.list_jobs(query, limit, Cursor.decode(cursor) if cursor else None)
 
-    async def counts(self) -> Counts:
-        """Jobs per blueprint, state and status; always live (history lags by a batch)."""
-        return await EngineSource(self.engine).counts()
+    async def flush_history(self) -> None:
+        """Write what history's writer buffered, when the studio reads history."""
+        writer = self.engine.history_writer
+        if writer is not None and self.source.name == "history":
+            await writer.flush()
+
+    async def counts(self, client: str | None = None) -> Counts:
+        """Jobs per blueprint, state and status (of ``client`` alone when given); always live."""
+        return await EngineSource(self.engine).counts(client)
 
     async def job(self, job_id: str) -> Job | None:
         return await self.engine.get_job(job_id)
 
-    async def job_detail(self, job: Job) -> JobDetail:
-        tasks = await self.engine.current_tasks(job)
-        return JobDetail(job, tasks, await self.source.timeline(job.id))
+    async def archived(self, job_id: str) -> JobDetail | None:
+        """A job the engine no longer keeps (its live record was forgotten), rebuilt from history."""
+        if self.source.name != "history":
+            return None
+        timeline = await self.timeline(job_id)
+        row = await self.source.job_row(job_id)
+        if row is None or timeline is None:
+            return None
+        return JobDetail(job_from_history(row, timeline), [], timeline, from_history=True)
 
-    async def quarantined(self, limit: int = 500) -> list[JobDetail]:
-        jobs = await self.engine.list_jobs(status=JobStatus.QUARANTINED, limit=limit)
+    async def job_detail(self, job: Job, *, timeline: bool = True) -> JobDetail:
+        """The job with its current tasks and (unless ``timeline`` is False) its whole timeline."""
+        tasks = await self.engine.current_tasks(job)
+        return JobDetail(job, tasks, await self.timeline(job.id) if timeline else None)
+
+    async def timeline(self, job_id: str, after_seq: int = 0) -> list[TimelineLine] | None:
+        """The job's timeline after line ``after_seq``, with what history's writer buffered written first."""
+        await self.flush_history()
+        return await self.source.timeline(job_id, after_seq)
+
+    async def quarantined(self, limit: int = 500, client: str | None = None) -> list[JobDetail]:
+        """Quarantined jobs (of ``client`` alone when given) with the tasks they hold."""
+        jobs = await self.engine.list_jobs(status=JobStatus.QUARANTINED, client=client, limit=limit)
         return [JobDetail(job, await self.engine.current_tasks(job), None) for job in jobs]
 
-    async def nav_counts(self) -> tuple[int, int]:
-        """(quarantined jobs, alive workers), for the navigation bar."""
-        quarantined = sum(
-            n for (_, status, _), n in (await self.engine.storage.count_jobs()).items() if status == "quarantined"
-        )
+    async def nav_counts(self, client: str | None = None) -> tuple[int, int]:
+        """(quarantined jobs (of ``client`` when given), alive workers), for the navigation bar."""
+        if client is None:
+            counted = (await self.engine.storage.count_jobs()).items()
+            quarantined = sum(n for (_, status, _), n in counted if status == JobStatus.QUARANTINED)
+        else:
+            quarantined = len(await EngineSource(self.engine).client_jobs(client, JobStatus.QUARANTINED))
         at = now()
         alive = sum(1 for w in await self.engine.list_workers() if w.alive(at))
         return quarantined, alive
 
-    async def workers(self) -> list[WorkerView]:
-        """Every registered worker with its load and the tasks it holds now."""
+    async def workers(self, client: str | None = None) -> list[WorkerView]:
+        """Every registered worker with its load and the tasks it holds now (of ``client``'s jobs when given)."""
         records = await self.engine.list_workers()
         load = await self.engine.storage.worker_load()
-        held = await self._tasks_by_worker()
+        held = await self._tasks_by_worker(client)
         at = now()
         views = [WorkerView(r, r.alive(at), load.get(r.worker_id, 0), held.get(r.worker_id, [])) for r in records]
         return sorted(views, key=lambda v: (not v.alive, v.record.worker_id))
 
-    async def _tasks_by_worker(self) -> dict[str, list[Task]]:
+    async def _tasks_by_worker(self, client: str | None = None) -> dict[str, list[Task]]:
         # The engine keeps no index of tasks by worker: scan the jobs that wait on tasks.
         found: dict[str, list[Task]] = {}
         for status in (JobStatus.WAITING_FOR_WORKER, JobStatus.WAITING_FOR_PARALLEL_TASKS):
-            for job in await self.engine.list_jobs(status=status, limit=WORKER_TASKS_SCAN):
+            for job in await self.engine.list_jobs(status=status, client=client, limit=WORKER_TASKS_SCAN):
                 for task in await self.engine.current_tasks(job):
                     if task.worker_id and task.taken_at is not None:
                         found.setdefault(task.worker_id, []).append(task)

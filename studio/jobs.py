@@ -12,12 +12,12 @@ from ..errors import JobNotFound
 from ..events import Event, EventKind
 from ..models import Job, JobStatus
 from .contexts import JobContext, JobsContext
-from .data import JobQuery, JobRow
+from .data import JobDetail, JobQuery, JobRow
 from .graphs import job_marks, svg_markup
 from .htmx import htmx
 from .keys import data_key, engine_key
 from .live import Update, stream_feed
-from .render import json_response, render_fragment, render_page, wants_json
+from .render import json_response, render_fragment, render_page, user_of, wants_json
 from .sse import SseEvent
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ def query_of(request: web.Request, now_s: float) -> tuple[JobQuery, dict[str, st
         id_prefix=raw["q"] or None,
         created_after=after,
         created_before=_timestamp(raw["to"]),
+        client=user_of(request).scope,
     )
     return query, raw
 
@@ -103,18 +104,20 @@ def retry_states(job: Job, blueprint_states: list[str]) -> list[str]:
     return [job.state, *visited, *others] if job.state in blueprint_states else visited + others
 
 
-async def job_context(request: web.Request, job: Job) -> JobContext:
+async def job_context(request: web.Request, detail: JobDetail) -> JobContext:
+    """The job page's context; a job known only from history gets its graph without marks and no actions."""
     engine = request.app[engine_key]
-    detail = await request.app[data_key].job_detail(job)
+    job = detail.job
     blueprint = engine.blueprints.get(job.blueprint)
     svg = await svg_markup(blueprint) if blueprint else None
+    live = blueprint is not None and not detail.from_history
     return JobContext(
         title=f"Job {job.id[:8]} · {job.blueprint}",
         job=job,
         detail=detail,
         svg=svg if svg is not None else _no_graph(job),
-        marks=job_marks(blueprint, job) if blueprint else None,
-        retry_states=retry_states(job, list(blueprint.states)) if blueprint else [],
+        marks=job_marks(blueprint, job) if live and blueprint else None,
+        retry_states=retry_states(job, list(blueprint.states)) if live and blueprint else [],
         path=sorted(job.visits.items(), key=lambda item: -item[1]) if len(job.visits) > 8 else list(job.visits.items()),
     )
 
@@ -127,20 +130,23 @@ def _no_graph(job: Job) -> str:
     )
 
 
-async def load_job(request: web.Request) -> Job:
+async def load_detail(request: web.Request) -> JobDetail:
+    """The job of the URL: live from the engine, else from history (its live record was forgotten)."""
     job_id = request.match_info["job_id"]
-    job = await request.app[data_key].job(job_id)
-    if job is None:
-        raise JobNotFound(job_id)
-    return job
+    data = request.app[data_key]
+    job = await data.job(job_id)
+    detail = await data.job_detail(job) if job is not None else await data.archived(job_id)
+    if detail is None or not user_of(request).sees(detail.job.client):
+        raise JobNotFound(job_id)  # another client's job is as unknown as a missing one
+    return detail
 
 
 async def job_page(request: web.Request) -> web.StreamResponse:
-    job = await load_job(request)
-    context = await job_context(request, job)
+    detail = await load_detail(request)
+    context = await job_context(request, detail)
     if wants_json(request):
         return json_response(context.to_json())
-    return await render_page(request, "job.html", context, section="jobs", live=f"jobs/{job.id}")
+    return await render_page(request, "job.html", context, section="jobs", live=f"jobs/{detail.job.id}")
 
 
 #: Events that change a job's row or page (progress only changes the panel).
@@ -166,35 +172,59 @@ class JobsFeed:
             if job is None:
                 continue
             row = JobRow.of(job)
+            if not user_of(self.request).sees(row.client):
+                continue
             is_new = job_id in created and self.query.matches(row)
             updates.append((SseEvent.JOB_ROW, {"row": row, "new": is_new}))
         return updates
 
 
 class JobFeed:
-    """One job's graph marks, header and panel, after each of its events."""
+    """One job's graph marks, header, panel and timeline, after each of its events.
+
+    The whole timeline is sent when the stream (re)connects; after that, only the lines history
+    recorded since the last one sent (``last_seq``), read after flushing history's writer.
+    """
 
     def __init__(self, request: web.Request) -> None:
         self.request = request
         self.job_id = request.match_info["job_id"]
+        self.last_seq = 0
+
+    async def _parts(self, job: Job, *, timeline: bool) -> tuple[JobContext, list[Update]]:
+        detail = await self.request.app[data_key].job_detail(job, timeline=timeline)
+        context = await job_context(self.request, detail)
+        updates: list[Update] = [(SseEvent.JOB_HEADER, context), (SseEvent.JOB_PANEL, context)]
+        if context.marks is not None:
+            updates.insert(0, (SseEvent.JOB_MARKS, context))
+        return context, updates
 
     async def snapshot(self) -> list[Update]:
         job = await self.request.app[data_key].job(self.job_id)
         if job is None:
             return []
-        context = await job_context(self.request, job)
-        updates: list[Update] = [(SseEvent.JOB_HEADER, context), (SseEvent.JOB_PANEL, context)]
-        if context.marks is not None:
-            updates.insert(0, (SseEvent.JOB_MARKS, context))
+        context, updates = await self._parts(job, timeline=True)
+        timeline = context.detail.timeline
+        if timeline is not None:
+            self.last_seq = max((line.seq for line in timeline), default=self.last_seq)
+            updates.append((SseEvent.TIMELINE, context))
         return updates
 
     async def changes(self, events: list[Event]) -> list[Update]:
         mine = [e for e in events if e.job_id == self.job_id]
         if not mine:
             return []
-        updates = await self.snapshot()
-        if all(e.kind == EventKind.TASK_PROGRESS for e in mine):
+        data = self.request.app[data_key]
+        job = await data.job(self.job_id)
+        if job is None:
+            return []
+        _, updates = await self._parts(job, timeline=False)  # only the new lines are read, below
+        if all(e.kind == EventKind.TASK_PROGRESS for e in mine):  # progress is not recorded in history
             return [u for u in updates if u[0] == SseEvent.JOB_PANEL]
+        lines = await data.timeline(self.job_id, self.last_seq)
+        if lines:
+            self.last_seq = lines[-1].seq
+            updates.append((SseEvent.TIMELINE_LINES, {"lines": lines}))
         return updates
 
 
@@ -203,6 +233,7 @@ async def jobs_live(request: web.Request) -> web.StreamResponse:
 
 
 async def job_live(request: web.Request) -> web.StreamResponse:
+    await load_detail(request)  # 404 for an unknown job, or another client's
     return await stream_feed(request, JobFeed(request))
 
 

@@ -2,7 +2,8 @@
 
 One :class:`Broadcaster` subscribes to ``engine.events`` for the whole studio and copies every event
 into the queue of each open stream (the bus callback must be quick). A stream's handler waits for
-events, gathers what arrives within :data:`COALESCE_S`, asks its page's :class:`Feed` what to send,
+events, gathers what arrives within :data:`COALESCE_S` (closing early after :data:`QUIET_S` without
+one), asks its page's :class:`Feed` what to send,
 renders those partials and sends them as named SSE events (see :mod:`avtomatika.studio.sse`).
 
 On (re)connection a stream first sends the feed's snapshot, so a page that lost its connection (the
@@ -23,13 +24,16 @@ from aiohttp_sse import EventSourceResponse, sse_response
 from ..engine import OrchestratorEngine
 from ..events import Event, EventKind
 from .keys import broadcaster_key, data_key, engine_key, sse_streams_key
-from .render import render_string
+from .render import render_string, user_of
 from .sse import SseEvent
 
 logger = logging.getLogger(__name__)
 
-#: Events arriving this soon after the first one are sent in the same round.
+#: Events arriving this soon after the first one are sent in the same round (at most).
 COALESCE_S = 0.05
+#: A round closes early once no event came for this long, so a lone change is not held for
+#: COALESCE_S; a steady stream of events still goes out in rounds of COALESCE_S.
+QUIET_S = 0.005
 #: How often an idle stream checks that its client is still there (aiohttp-sse pings it too).
 IDLE_CHECK_S = 10.0
 #: Events a stream may fall behind by before it is resynchronised with a snapshot instead.
@@ -114,7 +118,7 @@ def _replace_all(queue: asyncio.Queue[object], marker: object) -> None:
 
 
 async def _next_round(queue: asyncio.Queue[object]) -> list[object]:
-    """The next event and whatever follows it within :data:`COALESCE_S`; [] after an idle spell."""
+    """The next event and what follows it (gaps under :data:`QUIET_S`, :data:`COALESCE_S` in all); [] when idle."""
     try:
         first = await asyncio.wait_for(queue.get(), IDLE_CHECK_S)
     except TimeoutError:
@@ -124,7 +128,7 @@ async def _next_round(queue: asyncio.Queue[object]) -> list[object]:
     until = loop.time() + COALESCE_S
     while first is not _CLOSED and (left := until - loop.time()) > 0:
         try:
-            found.append(await asyncio.wait_for(queue.get(), left))
+            found.append(await asyncio.wait_for(queue.get(), min(left, QUIET_S)))
         except TimeoutError:
             break
         if found[-1] is _CLOSED:
@@ -133,7 +137,7 @@ async def _next_round(queue: asyncio.Queue[object]) -> list[object]:
 
 
 async def nav_update(request: web.Request) -> Update:
-    quarantined, alive = await request.app[data_key].nav_counts()
+    quarantined, alive = await request.app[data_key].nav_counts(user_of(request).scope)
     return SseEvent.NAV_COUNTS, {"quarantined": quarantined, "workers_alive": alive}
 
 

@@ -9,7 +9,7 @@ from aiohttp import web
 from ..errors import AvtomatikaError
 from ..events import Event, EventKind
 from ..models import Job, JobStatus
-from .actions import done, parse_params
+from .actions import done, owned_job, parse_params
 from .contexts import QuarantineContext, QuarantineGroup
 from .data import JobDetail
 from .keys import data_key, engine_key
@@ -31,7 +31,7 @@ def grouped(items: list[JobDetail]) -> list[QuarantineGroup]:
 
 
 async def quarantine_page(request: web.Request) -> web.StreamResponse:
-    items = await request.app[data_key].quarantined()
+    items = await request.app[data_key].quarantined(client=user_of(request).scope)
     context = QuarantineContext(title=f"Quarantine ({len(items)})", groups=grouped(items), total=len(items))
     if wants_json(request):
         return json_response(context.to_json())
@@ -41,6 +41,7 @@ async def quarantine_page(request: web.Request) -> web.StreamResponse:
 async def _apply(request: web.Request, action: str, job_id: str, params_text: str | None, reason: str) -> Job:
     engine = request.app[engine_key]
     actor = user_of(request).actor
+    await owned_job(request, job_id)
     if action == "release":
         return await engine.release_job(job_id, actor=actor, params=parse_params(params_text))
     if action == "fail":
@@ -81,7 +82,7 @@ class QuarantineFeed:
         self.request = request
 
     async def snapshot(self) -> list[Update]:
-        items = await self.request.app[data_key].quarantined()
+        items = await self.request.app[data_key].quarantined(client=user_of(self.request).scope)
         return [(SseEvent.QUARANTINE_ITEM, {"item": item, "new": True}) for item in items]
 
     async def changes(self, events: list[Event]) -> list[Update]:
@@ -90,7 +91,7 @@ class QuarantineFeed:
         ids = dict.fromkeys(e.job_id for e in events if e.job_id and e.kind in (_LEAVES | {EventKind.JOB_QUARANTINED}))
         for job_id in ids:
             job = await data.job(job_id)
-            if job is None:
+            if job is None or not user_of(self.request).sees(job.client):
                 continue
             detail = await data.job_detail(job)
             updates.append((SseEvent.QUARANTINE_ITEM, {"item": detail, "new": job.status == JobStatus.QUARANTINED}))

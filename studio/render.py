@@ -110,7 +110,7 @@ def error_context(status: int, title: str, message: str) -> dict[str, Any]:
 
 async def layout_for(request: web.Request, title: str, section: str, live_url: str | None) -> Layout:
     try:
-        quarantined, alive = await request.app[data_key].nav_counts()
+        quarantined, alive = await request.app[data_key].nav_counts(user_of(request).scope)
     except Exception:  # the error page must render even when storage is down
         logger.exception("studio: could not read the navigation counts")
         quarantined, alive = 0, 0

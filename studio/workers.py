@@ -31,7 +31,7 @@ _WORKER_KINDS = frozenset(
 
 
 async def workers_context(request: web.Request) -> WorkersContext:
-    workers = await request.app[data_key].workers()
+    workers = await request.app[data_key].workers(user_of(request).scope)
     alive = sum(1 for w in workers if w.alive)
     return WorkersContext(title=f"Workers ({alive} alive)", workers=workers, at=time.time())
 
@@ -80,14 +80,15 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     name = str(form.get("name") or "").strip()[:60] or "operator"
     target = _safe_next(request, str(form.get("next") or ""))
-    role = access.role_for(str(form.get("token") or "")) if access.mode == "token" else OPERATOR
-    if role is None:
+    found = access.role_for(str(form.get("token") or "")) if access.mode == "token" else (OPERATOR, None)
+    if found is None:
         logger.warning("studio: a sign-in with a wrong token from %s", request.remote)
         context = {"title": "Sign in", "error": "Wrong token.", "next": target, "name": name}
         return await render_template(request, "login.html", context, 401, page=True, section="login")
+    role, client = found
     response = web.HTTPSeeOther(target)
-    access.write(response, request, access.sign_in(role, name))
-    logger.info("studio: %s signed in as %s", name, role)
+    access.write(response, request, access.sign_in(role, name, client))
+    logger.info("studio: %s signed in as %s%s", name, role, f" of {client}" if client else "")
     raise response
 
 

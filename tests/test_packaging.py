@@ -8,12 +8,17 @@ site-packages; pip may fetch dependencies from PyPI) and uses it from an empty d
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -167,3 +172,95 @@ def test_installed_wheel_runs_the_cli(venv_python, tmp_path, command):
         timeout_s=120,
     )
     assert "usage" in proc.stdout.lower(), f"{shlex.join(command)} printed no usage:\n{proc.stdout}"
+
+
+# A blueprint module served by the installed wheel's CLI, from outside the source tree.
+TINY_BLUEPRINT = """
+from avtomatika import StateMachineBlueprint
+
+blueprint = StateMachineBlueprint("wheel_check", api_version="v1", api_endpoint="/jobs/wheel_check")
+
+
+@blueprint.handler_for("start", is_start=True)
+async def start(context):
+    context.actions.transition_to("done")
+
+
+@blueprint.handler_for("done", is_end=True)
+async def done(context):
+    pass
+"""
+
+STUDIO_FILES = """
+from avtomatika.studio.render import STATIC_DIR, TEMPLATES_DIR
+
+print(TEMPLATES_DIR)
+print(STATIC_DIR)
+"""
+
+_SERVING = re.compile(r"serving on http://[^:\s]+:(\d+)")
+
+
+def _get(url: str) -> tuple[int, str, str]:
+    """(status, content type, body) of a GET, following redirects."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.headers.get("Content-Type", ""), response.read().decode()
+
+
+@contextlib.contextmanager
+def _serving(python: Path, cwd: Path, log: Path) -> Iterator[int]:
+    """Run ``python -m avtomatika serve`` on a free port; yields the port once it listens."""
+    env = {**_clean_env(), "LOG_FORMAT": "text", "HISTORY_DATABASE_URI": "sqlite::memory:"}
+    cmd = [str(python), "-m", "avtomatika", "serve", "tiny:blueprint", "--host", "127.0.0.1", "--port", "0"]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (found := _SERVING.search(log.read_text())):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"$ {shlex.join(cmd)} did not start serving (exit {proc.poll()}):\n{log.read_text()}")
+            time.sleep(0.1)
+        yield int(found.group(1))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_installed_wheel_serves_the_studio_with_its_css_and_htmx(venv_python, tmp_path):
+    proc = _run(
+        [str(venv_python), "-I", "-c", STUDIO_FILES],
+        what="finding the studio's templates and static files in the installed wheel",
+        cwd=tmp_path,
+        timeout_s=120,
+    )
+    venv = venv_python.parent.parent.resolve()
+    for folder in proc.stdout.split():
+        assert Path(folder).resolve().is_relative_to(venv), f"the studio reads {folder}, not the wheel in {venv}"
+    (tmp_path / "tiny.py").write_text(TINY_BLUEPRINT)
+    with _serving(venv_python, tmp_path, tmp_path / "engine.log") as port:
+        base = f"http://127.0.0.1:{port}"
+        status, content_type, page = _get(f"{base}/studio/blueprints")
+        assert (status, content_type.split(";")[0]) == (200, "text/html")
+        assert "wheel_check" in page, page[:2000]
+        assert "<svg" in page, "the blueprint's graph is missing"
+        links = re.findall(r'(?:href|src)="(/studio/static/[^"]+)"', page)
+        css = [link for link in links if link.endswith(".css")]
+        scripts = [link for link in links if link.endswith(".js")]
+        assert css, links
+        htmx = [s for s in scripts if "/vendor/htmx-2." in s]
+        assert htmx, scripts
+        assert any("/vendor/htmx-ext-sse" in s for s in scripts), scripts
+        for link in css:
+            status, content_type, body = _get(base + link)
+            assert (status, content_type.split(";")[0]) == (200, "text/css"), link
+            assert "{" in body, link
+        for link in scripts:
+            status, content_type, body = _get(base + link)
+            assert status == 200, link
+            assert "javascript" in content_type, (link, content_type)
+            assert body.strip(), link
+        assert "htmx" in _get(base + htmx[0])[2]

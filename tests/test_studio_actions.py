@@ -208,3 +208,92 @@ async def test_without_a_token_only_loopback_is_served(aiohttp_client) -> None:
 )
 def test_is_loopback(remote: str | None, expected: bool) -> None:
     assert is_loopback(remote) is expected
+
+
+CLIENTS_TOML = """
+[acme]
+token = "acme-secret"
+
+[globex]
+token = "globex-secret"
+"""
+
+
+async def sign_in(client, token: str, name: str = "someone") -> None:
+    csrf = await csrf_of(client, "/studio/login")
+    response = await client.post("/studio/login", data={"csrf_token": csrf, "token": token, "name": name})
+    assert response.status == 200, await response.text()
+
+
+async def test_client_tokens_alone_still_ask_for_a_token(aiohttp_client, tmp_path) -> None:
+    (tmp_path / "clients.toml").write_text(CLIENTS_TOML)
+    async with studio_engine(CLIENTS_CONFIG_PATH=str(tmp_path / "clients.toml")) as engine:
+        client = await aiohttp_client(studio_app(engine))
+        first = await client.get("/studio/jobs", allow_redirects=False)
+        assert first.status == 303, "with client tokens the studio is not open on loopback"
+        assert first.headers["Location"].startswith("/studio/login")
+        csrf = await csrf_of(client, "/studio/login")
+        wrong = await client.post("/studio/login", data={"csrf_token": csrf, "token": "STUDIO_TOKEN?"})
+        assert wrong.status == 401
+
+
+async def test_a_client_session_sees_and_acts_on_its_own_jobs_only(aiohttp_client, tmp_path) -> None:
+    (tmp_path / "clients.toml").write_text(CLIENTS_TOML)
+    settings = {"CLIENTS_CONFIG_PATH": str(tmp_path / "clients.toml"), "STUDIO_TOKEN": "op-secret"}
+    async with studio_engine(**settings) as engine, FakeWorker(engine, "w1", ["echo"]) as worker:
+        mine = await engine.create_job("studio_echo", {"outcome": "permanent"}, client="acme")
+        theirs = await engine.create_job("studio_echo", {"outcome": "permanent"}, client="globex")
+        for _ in range(2):
+            await worker.run_one(failure("PERMANENT_ERROR", "bad codec"))
+        await wait_for_status(engine, mine.id, "quarantined")
+        await wait_for_status(engine, theirs.id, "quarantined")
+        operators = await engine.create_job("studio_echo", {})
+
+        acme = await aiohttp_client(studio_app(engine))
+        await sign_in(acme, "acme-secret", "ann")
+        listed = await (await acme.get("/studio/jobs?format=json")).json()
+        assert [job["id"] for job in listed["jobs"]] == [mine.id]
+        page = await (await acme.get("/studio/jobs")).text()
+        assert mine.id in page
+        assert theirs.id not in page
+        assert (await acme.get(f"/studio/jobs/{mine.id}")).status == 200
+        for path in (f"/studio/jobs/{theirs.id}", f"/studio/jobs/{operators.id}", f"/studio/live/jobs/{theirs.id}"):
+            assert (await acme.get(path)).status == 404, path
+        quarantine = await (await acme.get("/studio/quarantine?format=json")).json()
+        assert [job["id"] for job in quarantine["jobs"]] == [mine.id]
+        assert theirs.id not in await (await acme.get("/studio/quarantine")).text()
+        blueprints = await (await acme.get("/studio/blueprints?format=json")).json()
+        echo = next(b for b in blueprints["blueprints"] if b["name"] == "studio_echo")
+        assert sum(echo["counts"].values()) == 1, "counts on the graph are the client's own jobs"
+
+        csrf = await csrf_of(acme, f"/studio/jobs/{mine.id}")
+        refused = await acme.post(f"/studio/jobs/{theirs.id}/fail", data={"csrf_token": csrf}, headers=HX)
+        assert refused.status == 404
+        bulk = await acme.post(
+            "/studio/quarantine", data={"csrf_token": csrf, "action": "fail", "job_id": [theirs.id]}, headers=HX
+        )
+        assert "Failed 0 jobs" in await bulk.text()
+        assert (await engine.get_job(theirs.id)).status == "quarantined"
+        failed = await acme.post(f"/studio/jobs/{mine.id}/fail", data={"csrf_token": csrf}, headers=HX)
+        assert failed.status == 200, await failed.text()
+        assert (await engine.get_job(mine.id)).status == "failed"
+
+        started = await acme.post(
+            "/studio/blueprints/studio_echo/jobs",
+            data={"csrf_token": csrf, "initial_data": '{"a": 1}'},
+            allow_redirects=False,
+        )
+        assert started.status == 303
+        new_id = started.headers["Location"].rsplit("/", 1)[1]
+        assert (await engine.get_job(new_id)).client == "acme", "a client starts jobs it owns"
+        await engine.history_writer.flush()
+        created = (await engine.job_history(new_id))[0]
+        assert created.data["actor"] == "client:acme"
+
+        operator = await aiohttp_client(studio_app(engine))
+        await sign_in(operator, "op-secret", "olga")
+        everything = await (await operator.get("/studio/jobs?format=json")).json()
+        assert {mine.id, theirs.id, operators.id, new_id} <= {job["id"] for job in everything["jobs"]}
+        assert (await operator.get(f"/studio/jobs/{theirs.id}")).status == 200
+        held = await (await operator.get("/studio/quarantine?format=json")).json()
+        assert [job["id"] for job in held["jobs"]] == [theirs.id]

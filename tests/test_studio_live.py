@@ -53,6 +53,29 @@ async def test_job_stream_sends_marks_after_the_job_changes(aiohttp_client) -> N
                 assert "finished" in header
 
 
+async def test_job_stream_appends_new_timeline_lines_once(aiohttp_client) -> None:
+    async with studio_engine() as engine:
+        job = await engine.create_job("studio_echo", {})
+        await wait_for_status(engine, job.id, "waiting_for_worker")
+        client = await aiohttp_client(studio_app(engine))
+        page = await (await client.get(f"/studio/jobs/{job.id}")).text()
+        assert 'sse-swap="timeline-lines" hx-swap="beforeend"' in page
+        async with client.get(f"/studio/live/jobs/{job.id}") as response:
+            whole = await next_event(response, "timeline")
+            seen = [int(s) for s in re.findall(r'data-seq="(\d+)"', whole)]
+            assert seen, whole
+            assert 'data-kind="job_created"' in whole
+            async with FakeWorker(engine, "w1", ["echo"]) as worker:
+                await worker.run_one()
+                while 'data-kind="job_finished"' not in (lines := await next_event(response, "timeline-lines")):
+                    seen += [int(s) for s in re.findall(r'data-seq="(\d+)"', lines)]
+                seen += [int(s) for s in re.findall(r'data-seq="(\d+)"', lines)]
+                assert "<li" in lines
+                assert "<ol" not in lines, "lines are appended to the page's list, not a new list"
+        recorded = [entry.seq for entry in await engine.job_history(job.id)]
+        assert seen == recorded, "every line sent once, in order"
+
+
 async def test_jobs_stream_sends_new_rows(aiohttp_client) -> None:
     async with studio_engine() as engine:
         client = await aiohttp_client(studio_app(engine))

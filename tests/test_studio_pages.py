@@ -81,6 +81,37 @@ async def test_job_page_and_its_json_twin(aiohttp_client) -> None:
         assert twin["visits"] == {"start": 1, "work": 1}
 
 
+async def test_a_job_forgotten_by_the_engine_opens_from_history(aiohttp_client) -> None:
+    async with studio_engine() as engine:
+        engine.storage.max_terminal_jobs = 1  # MemoryStorage forgets the oldest ended jobs beyond this
+        old = await engine.create_job("studio_echo", {"hello": "history"})
+        await wait_for_status(engine, old.id, "waiting_for_worker")
+        await engine.cancel_job(old.id, actor="operator:olga")
+        newer = await engine.create_job("studio_echo", {})
+        await engine.cancel_job(newer.id)
+        assert await engine.get_job(old.id) is None, "the engine still keeps the old job"
+        client = await aiohttp_client(studio_app(engine))
+        response = await client.get(f"/studio/jobs/{old.id}")
+        assert response.status == 200, await response.text()
+        text = await response.text()
+        assert 'data-status="cancelled"' in text
+        assert 'data-state="work"' in text
+        assert "data-from-history" in text
+        assert "cancelled by operator:olga" in text
+        assert 'data-kind="job_created"' in text
+        assert 'data-kind="job_cancelled"' in text
+        assert "&#34;history&#34;" in text, "initial data comes from the job_created line"
+        assert 'data-node="node-work"' not in text, "the graph is drawn without marks"
+        assert "<svg" in text
+        assert 'id="job-actions"' not in text
+        assert "data-action=" not in text
+        twin = await (await client.get(f"/studio/jobs/{old.id}?format=json")).json()
+        assert twin["from_history"] is True
+        assert twin["status"] == "cancelled"
+        assert twin["visits"] == {"start": 1, "work": 1}
+        assert (await client.get("/studio/jobs/no-such-job")).status == 404
+
+
 async def test_jobs_list_filters_and_json(aiohttp_client) -> None:
     async with studio_engine() as engine, FakeWorker(engine, "w1", ["echo"]) as worker:
         worker.serve()

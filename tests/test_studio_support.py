@@ -126,10 +126,11 @@ class FakeHistory:
         row = JobRow(id="j1", blueprint="b", status="finished", state="done", created_at=10.0, updated_at=11.0)
         return JobPage([row], HistoryCursor(10.0, "j1"))
 
-    async def timeline(self, job_id: str) -> list[Any]:
+    async def timeline(self, job_id: str, *, after_seq: int = 0) -> list[Any]:
         from avtomatika.history.base import TimelineEntry
 
-        return [TimelineEntry(job_id, 1, 10.0, "job_created", "start", "pending", None, None, {})]
+        lines = [TimelineEntry(job_id, 1, 10.0, "job_created", "start", "pending", None, None, {})]
+        return [line for line in lines if line.seq > after_seq]
 
 
 async def test_history_source_maps_the_history_contract() -> None:
@@ -143,6 +144,8 @@ async def test_history_source_maps_the_history_contract() -> None:
     timeline = await source.timeline("j1")
     assert timeline is not None
     assert timeline[0].kind == "job_created"
+    assert timeline[0].seq == 1
+    assert await source.timeline("j1", after_seq=1) == []
 
 
 async def test_studio_data_picks_history_when_the_engine_has_it() -> None:

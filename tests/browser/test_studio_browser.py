@@ -54,6 +54,10 @@ def test_start_a_job_and_watch_it_finish(page: Page, studio: ServedEngine, scree
     expect(node(page, "done")).to_have_class(re.compile(r"\bstatus-finished\b"), timeout=GUARD_MS)
     expect(node(page, "work")).not_to_have_class(re.compile(r"\bactive\b"))
     expect(page.locator("#job-header")).to_have_attribute("data-status", "finished")
+    # The timeline grew without a reload: its last line arrived over SSE, and no line came twice.
+    expect(page.locator('#timeline-lines li[data-kind="job_finished"]')).to_have_count(1, timeout=GUARD_MS)
+    seqs = page.locator("#timeline-lines li").evaluate_all("lines => lines.map(li => Number(li.dataset.seq))")
+    assert seqs == sorted(set(seqs)), seqs
     page.screenshot(path=screenshots / "job-finished.png", full_page=True)
     page.goto(f"{studio.url}/studio/jobs")
     expect(page.locator("#job-rows tr").first).to_be_visible()
