@@ -22,6 +22,7 @@ from .config import Config
 from .dispatch import WorkerChooser, meets_requirements
 from .errors import (
     BlueprintInvalid,
+    ConfigError,
     InvalidOperation,
     JobNotFound,
     UnknownBlueprint,
@@ -62,7 +63,7 @@ class OrchestratorEngine:
         self, storage: Storage | None = None, config: Config | None = None, *, history: HistoryStorage | None = None
     ) -> None:
         self.config = config or Config()
-        self.storage = storage if storage is not None else MemoryStorage()
+        self.storage = storage if storage is not None else self._storage_from_config()
         self.history = history
         self.history_writer: HistoryWriter | None = None
         self._owns_history = history is None
@@ -87,6 +88,19 @@ class OrchestratorEngine:
         self.metrics = Metrics(self)
         #: Tracing; a no-op until start() reads the OTEL_* environment (or set one before start).
         self.tracer = Tracer()
+
+    def _storage_from_config(self) -> Storage:
+        """Redis when REDIS_URL or REDIS_HOST is set, else memory."""
+        url = self.config.redis_url
+        if url is None:
+            return MemoryStorage()
+        try:
+            from .storage.redis import RedisStorage
+        except ImportError as exc:
+            raise ConfigError(
+                f'REDIS_URL/REDIS_HOST is set but redis-py is missing ({exc}): pip install "avtomatika[redis]"'
+            ) from None
+        return RedisStorage(url=url)
 
     def __repr__(self) -> str:
         return f"OrchestratorEngine(storage={type(self.storage).__name__}, blueprints={list(self.blueprints)})"

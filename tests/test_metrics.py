@@ -16,7 +16,6 @@ import pytest
 from engine_helpers import FakeWorker, failure, fast_config, success, wait_for, wait_for_status
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
-from redis_server import redis_client_fixture, redis_server_fixture  # noqa: F401  (fixtures)
 
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
 from avtomatika.api import public

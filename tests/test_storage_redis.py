@@ -1,0 +1,461 @@
+"""The storage contract on :class:`RedisStorage` against a real redis-server, and what only Redis adds:
+several engine processes sharing one Redis.
+
+Each ``RedisStorage(url=...)`` below has its own connection pool, reader and subscription, as a separate
+engine process would; one test runs a real second process and kills it with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis_server import RedisServer, running_redis
+from storage_contract import (
+    SHORT,
+    StorageContract,
+    dispatch,
+    make_job,
+    make_task,
+    make_worker,
+    new_job,
+    nonzero,
+    take,
+)
+
+from avtomatika import keys
+from avtomatika.errors import VersionConflict
+from avtomatika.models import Job, JobStatus, TaskStatus
+from avtomatika.storage.base import Commit, JobFilter
+from avtomatika.storage.redis import RedisStorage
+
+#: A short lease, so take-overs happen within a test.
+LEASE_S = 0.3
+#: Long enough that a poll woken in time was woken by a notification, not by the periodic re-check.
+NO_RECHECK_S = 60.0
+
+StorageFactory = Callable[..., Awaitable[RedisStorage]]
+
+
+class TestRedisStorage(StorageContract):
+    @pytest.fixture
+    async def storage(self, redis_client: aioredis.Redis) -> AsyncIterator[RedisStorage]:
+        storage = RedisStorage(redis_client, lease_s=LEASE_S)
+        await storage.connect()
+        yield storage
+        await storage.close()
+
+
+@pytest.fixture
+async def make_storage(redis_server: RedisServer, redis_client: aioredis.Redis) -> AsyncIterator[StorageFactory]:
+    """Build connected storages on the (flushed) session server, each like one engine process."""
+    made: list[RedisStorage] = []
+
+    async def make(url: str | None = None, **options: Any) -> RedisStorage:
+        storage = RedisStorage(url=url or redis_server.url, **{"lease_s": LEASE_S, **options})
+        await storage.connect()
+        made.append(storage)
+        return storage
+
+    yield make
+    for storage in made:
+        await storage.close()
+
+
+async def finish(storage: RedisStorage, job: Job, status: str = JobStatus.FINISHED) -> Job:
+    job.status = status
+    return await storage.commit(Commit(job))
+
+
+# -- several processes on one Redis ---------------------------------------------------------------
+async def test_a_long_poll_on_one_process_gets_a_task_committed_through_another(make_storage: StorageFactory) -> None:
+    a, b = await make_storage(recheck_s=NO_RECHECK_S), await make_storage(recheck_s=NO_RECHECK_S)
+    poll = asyncio.create_task(take(a, make_worker("a"), timeout_s=5.0))
+    await asyncio.sleep(SHORT)
+    job = await new_job(b)
+    task = make_task(job)
+    await dispatch(b, job, task)
+    taken = await poll
+    assert taken is not None
+    assert taken.id == task.id
+
+
+async def test_a_long_poll_on_one_process_gets_a_task_preassigned_through_another(
+    make_storage: StorageFactory,
+) -> None:
+    a, b = await make_storage(recheck_s=NO_RECHECK_S), await make_storage(recheck_s=NO_RECHECK_S)
+    worker = make_worker("a")
+    poll = asyncio.create_task(take(a, worker, timeout_s=5.0))
+    await asyncio.sleep(SHORT)
+    job = await new_job(b)
+    task = make_task(job, "other", worker_id=worker.worker_id)
+    await dispatch(b, job, task)
+    taken = await poll
+    assert taken is not None
+    assert taken.id == task.id
+
+
+async def test_a_poll_woken_for_a_task_it_cannot_take_hands_the_wake_on(make_storage: StorageFactory) -> None:
+    """One notification wakes one poll; an ineligible one passes it on instead of the task waiting."""
+    storage = await make_storage(recheck_s=NO_RECHECK_S)
+    picky = asyncio.create_task(storage.take_task(make_worker("a"), 3.0, lambda t: time.time() + 60, lambda t: False))
+    await asyncio.sleep(SHORT)  # first in line for the wake-up
+    able = asyncio.create_task(take(storage, make_worker("a"), timeout_s=3.0))
+    await asyncio.sleep(SHORT)
+    job = await new_job(storage)
+    task = make_task(job)
+    await dispatch(storage, job, task)
+    taken = await asyncio.wait_for(able, 2.0)
+    assert taken is not None
+    assert taken.id == task.id
+    picky.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await picky
+
+
+async def test_tasks_are_each_taken_once_by_pollers_on_two_processes(make_storage: StorageFactory) -> None:
+    a, b = await make_storage(), await make_storage()
+    job = await new_job(a)
+    tasks = [make_task(job, priority=i % 3) for i in range(40)]
+
+    async def poller(storage: RedisStorage) -> list[str]:
+        taken = []
+        while (task := await take(storage, make_worker("a"), timeout_s=0.3)) is not None:
+            taken.append(task.id)
+        return taken
+
+    polls = [asyncio.create_task(poller(storage)) for storage in (a, b) for _ in range(5)]
+    await asyncio.sleep(SHORT)
+    await dispatch(b, job, *tasks)
+    taken = [task_id for poll in polls for task_id in await poll]
+    assert sorted(taken) == sorted(task.id for task in tasks)
+    assert sum((await a.worker_load()).values()) == 40
+
+
+async def test_a_job_held_by_a_live_process_is_not_taken_over(make_storage: StorageFactory) -> None:
+    a, b = await make_storage(), await make_storage()
+    job = await a.create_job(make_job())
+    assert await a.take_runnable(SHORT) == job.id
+    assert await b.take_runnable(4 * LEASE_S) is None  # a renews its lease while it lives
+    await a.ack_runnable(job.id)
+    assert await b.take_runnable(2 * LEASE_S) is None
+
+
+async def test_a_job_taken_and_never_acked_is_taken_over_after_the_lease(make_storage: StorageFactory) -> None:
+    a, b = await make_storage(), await make_storage()
+    job = await a.create_job(make_job())
+    assert await a.take_runnable(SHORT) == job.id
+    await a.close()  # stops renewing without acknowledging: as if it died mid-step
+    started = time.monotonic()
+    assert await b.take_runnable(10 * LEASE_S) == job.id
+    assert time.monotonic() - started >= LEASE_S / 2  # not before the lease ran out
+    await b.ack_runnable(job.id)
+    assert await b.take_runnable(2 * LEASE_S) is None
+
+
+_DOOMED_ENGINE = """
+import asyncio, sys
+from avtomatika.storage.redis import RedisStorage
+
+async def main() -> None:
+    storage = RedisStorage(url=sys.argv[1], lease_s=float(sys.argv[2]), consumer="doomed")
+    await storage.connect()
+    print(await storage.take_runnable(10), flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_job_held_by_a_killed_process_is_taken_over(
+    redis_server: RedisServer, make_storage: StorageFactory
+) -> None:
+    survivor = await make_storage()
+    job = await survivor.create_job(make_job())
+    doomed = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _DOOMED_ENGINE, redis_server.url, str(LEASE_S), stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        line = await asyncio.wait_for(doomed.stdout.readline(), 20) if doomed.stdout else b""
+        assert line.decode().strip() == job.id
+        assert await survivor.take_runnable(4 * LEASE_S) is None  # alive: it keeps its lease
+    finally:
+        doomed.kill()  # SIGKILL: no cleanup of any kind
+        await doomed.wait()
+    assert await survivor.take_runnable(10 * LEASE_S) == job.id
+
+
+async def test_concurrent_commits_on_one_job_exactly_one_wins(make_storage: StorageFactory) -> None:
+    a, b = await make_storage(), await make_storage()
+    job = await new_job(a)
+    for round_ in range(30):
+        mine, theirs = await a.get_job(job.id), await b.get_job(job.id)
+        assert mine is not None
+        assert theirs is not None
+        mine.state, theirs.state = f"a{round_}", f"b{round_}"
+        outcomes = await asyncio.gather(
+            a.commit(Commit(mine, tasks=[make_task(mine, "a")])),
+            b.commit(Commit(theirs, tasks=[make_task(theirs, "b")])),
+            return_exceptions=True,
+        )
+        winners = [outcome for outcome in outcomes if isinstance(outcome, Job)]
+        assert len(winners) == 1
+        assert sum(isinstance(outcome, VersionConflict) for outcome in outcomes) == 1
+        stored = await a.get_job(job.id)
+        assert stored == winners[0]
+        assert stored.version == round_ + 2
+    assert sum((await a.queue_lengths()).values()) == 30  # only the winners' tasks
+
+
+async def test_concurrent_branch_results_from_two_processes_are_all_counted(make_storage: StorageFactory) -> None:
+    a, b = await make_storage(), await make_storage()
+    job = await new_job(a)
+    counts = await asyncio.gather(*((a, b)[i % 2].add_branch_result(job.id, f"t{i}", {"i": i}) for i in range(200)))
+    assert sorted(counts) == list(range(1, 201))
+    assert len(await b.branch_results(job.id)) == 200
+
+
+async def test_timers_and_expired_workers_are_claimed_once_across_processes(make_storage: StorageFactory) -> None:
+    a, b = await make_storage(), await make_storage()
+    at = time.time()
+    job = await new_job(a)
+    await a.commit(Commit(job, timers={f"t{i}": at - i for i in range(60)}))
+    workers = [make_worker("a", expires_in=-1) for _ in range(10)]
+    for worker in workers:
+        await b.save_worker(worker)
+    timer_claims = await asyncio.gather(*(s.pop_due_timers(at, limit=7) for s in (a, b) for _ in range(6)))
+    worker_claims = await asyncio.gather(*(s.pop_expired_workers(time.time()) for s in (a, b) for _ in range(3)))
+    assert sorted(t for claim in timer_claims for t in claim) == sorted(f"t{i}" for i in range(60))
+    claimed_workers = [record.worker_id for claim in worker_claims for record, _ in claim]
+    assert sorted(claimed_workers) == sorted(worker.worker_id for worker in workers)
+
+
+async def test_a_task_left_in_a_silent_worker_inbox_is_taken_over_through_another_process(
+    make_storage: StorageFactory,
+) -> None:
+    a, b = await make_storage(), await make_storage()
+    b.steal_after_s = 0.05
+    silent, idle = make_worker("a"), make_worker("a")
+    job = await new_job(a)
+    task = make_task(job, worker_id=silent.worker_id)
+    await dispatch(a, job, task)
+    taken = await b.take_task(idle, 5.0, lambda t: time.time() + 60, lambda t: True)
+    assert taken is not None
+    assert taken.worker_id == idle.worker_id
+    assert nonzero(await a.worker_load()) == {idle.worker_id: 1}
+    assert await take(a, silent) is None
+
+
+async def test_events_published_by_one_process_reach_another(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    a, b = await make_storage(), await make_storage()
+    sender, receiver = a.event_transport(), b.event_transport()
+    received: list[bytes] = []
+
+    async def listen() -> None:
+        async for payload in receiver.listen_events():
+            received.append(payload)
+            if len(received) == 3:
+                return
+
+    listening = asyncio.create_task(listen())
+    while not (await redis_client.pubsub_numsub(receiver.channel))[0][1]:
+        await asyncio.sleep(0.01)
+    await sender.publish_events([b"one", b"two", b"three"])
+    await asyncio.wait_for(listening, 5)
+    assert received == [b"one", b"two", b"three"]
+    assert receiver.channel == "avtomatika:events"
+
+
+# -- the connection pool --------------------------------------------------------------------------
+async def test_the_pool_waits_instead_of_raising_under_load(make_storage: StorageFactory) -> None:
+    storage = await make_storage(max_connections=4)
+    jobs = await asyncio.gather(*(storage.create_job(make_job(), run=False) for _ in range(100)))
+    read = await asyncio.gather(*(storage.get_job(job.id) for job in jobs))
+    counts = await asyncio.gather(*(storage.add_branch_result(jobs[0].id, f"t{i}", {}) for i in range(100)))
+    assert read == jobs
+    assert sorted(counts) == list(range(1, 101))
+
+
+async def test_waiting_pollers_hold_no_connection(make_storage: StorageFactory) -> None:
+    storage = await make_storage(max_connections=4)
+    task_polls = [asyncio.create_task(take(storage, make_worker("a"), timeout_s=5.0)) for _ in range(30)]
+    job_polls = [asyncio.create_task(storage.take_runnable(5.0)) for _ in range(30)]
+    await asyncio.sleep(SHORT)
+    job = await new_job(storage)
+    tasks = [make_task(job) for _ in range(30)]
+    await dispatch(storage, job, *tasks)
+    jobs = [await storage.create_job(make_job()) for _ in range(30)]
+    assert sorted(t.id for t in await asyncio.gather(*task_polls) if t) == sorted(t.id for t in tasks)
+    assert sorted(await asyncio.gather(*job_polls)) == sorted(j.id for j in jobs)  # type: ignore[type-var]
+
+
+# -- retried calls (redis-py resends a command whose reply was lost) ------------------------------
+def run_twice(storage: RedisStorage, script: str) -> None:
+    """Make every call of ``script`` run twice, as a retry after a lost reply would."""
+    original = storage._scripts[script]
+
+    async def twice(*, keys: list[Any], args: list[Any]) -> Any:
+        await original(keys=keys, args=args)
+        return await original(keys=keys, args=args)
+
+    storage._scripts[script] = twice  # type: ignore[assignment]
+
+
+async def test_a_retried_commit_is_applied_once_and_succeeds(make_storage: StorageFactory) -> None:
+    storage = await make_storage()
+    job = await new_job(storage)
+    run_twice(storage, "commit")
+    committed = await storage.commit(Commit(job, run=True, tasks=[make_task(job)]))
+    assert committed.version == 2
+    assert (await storage.get_job(job.id)) == committed
+    assert (await storage.queue_lengths()) == {"a": 1}
+    assert await storage.take_runnable(SHORT) == job.id
+    assert await storage.take_runnable(SHORT) is None
+
+
+async def test_retried_claims_return_what_the_first_call_claimed(make_storage: StorageFactory) -> None:
+    storage = await make_storage()
+    at = time.time()
+    job = await new_job(storage)
+    task = make_task(job)
+    await storage.commit(Commit(job, tasks=[task], timers={"t1": at - 1}))
+    dead = make_worker("a", expires_in=-1)
+    await storage.save_worker(dead)
+    for script in ("claim_task", "pop_due_timers", "pop_expired_workers"):
+        run_twice(storage, script)
+    taken = await take(storage, make_worker("a"))
+    assert taken is not None
+    assert taken.id == task.id
+    assert await storage.pop_due_timers(at) == ["t1"]
+    assert [record.worker_id for record, _ in await storage.pop_expired_workers(time.time())] == [dead.worker_id]
+
+
+# -- keys and lifecycle ---------------------------------------------------------------------------
+async def test_close_ends_even_when_a_redis_call_swallows_its_cancellation(make_storage: StorageFactory) -> None:
+    """redis-py 8.1 on Python 3.11 sometimes ends a cancelled blocking read normally, with no reply."""
+    storage = await make_storage()
+
+    async def swallowing_xreadgroup(*args: Any, **kwargs: Any) -> list[Any]:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            return []
+        return []
+
+    storage.redis.xreadgroup = swallowing_xreadgroup  # type: ignore[method-assign]
+    poll = asyncio.create_task(storage.take_runnable(0.2))
+    await asyncio.sleep(0.1)  # the reader is now in the blocking read
+    await asyncio.wait_for(storage.close(), 2.0)  # not the 5 s last-resort wait: the reader saw it
+    assert await poll is None
+
+
+async def test_namespaces_keep_storages_apart(make_storage: StorageFactory) -> None:
+    first, second = await make_storage(namespace="first"), await make_storage(namespace="second")
+    job = await first.create_job(make_job())
+    assert await second.get_job(job.id) is None
+    assert await second.list_jobs(JobFilter()) == []
+    assert await second.take_runnable(SHORT) is None
+    assert await first.take_runnable(SHORT) == job.id
+
+
+async def test_every_key_is_under_the_namespace(make_storage: StorageFactory, redis_client: aioredis.Redis) -> None:
+    storage = await make_storage(namespace="ns")
+    worker = make_worker("a")
+    await storage.save_worker(worker)
+    job = await storage.create_job(make_job(client="acme"))
+    first, second = make_task(job), make_task(job, worker_id=worker.worker_id)
+    job = await storage.commit(Commit(job, tasks=[first, second], timers={"t": time.time() + 60}))
+    await storage.add_branch_result(job.id, first.id, {})
+    assert await take(storage, worker) is not None
+    await finish(storage, job)
+    names = {name.decode() async for name in redis_client.scan_iter()}
+    assert len(names) > 10
+    assert all(name.startswith("ns:") for name in names), sorted(names)
+
+
+def test_key_constants_do_not_prefix_one_another() -> None:
+    """A key built from one prefix can never be mistaken for a key built from another."""
+    prefixes = [value for name, value in vars(keys).items() if name.isupper() and isinstance(value, str)]
+    prefixes = [p for p in prefixes if p.endswith(":") and p != keys.TIMEOUT_TIMER]
+    assert not [(a, b) for a in prefixes for b in prefixes if a != b and b.startswith(a)]
+
+
+async def test_a_client_decoding_responses_is_refused(redis_server: RedisServer) -> None:
+    client = redis_server.client(decode_responses=True)
+    try:
+        with pytest.raises(ValueError, match="decode_responses"):
+            RedisStorage(client)
+    finally:
+        await client.aclose()
+
+
+def test_a_client_or_a_url_is_required() -> None:
+    with pytest.raises(ValueError, match="client or a url"):
+        RedisStorage()
+
+
+async def test_keeps_working_across_a_redis_restart(tmp_path: Path) -> None:
+    durable = ("--appendonly", "yes", "--appendfsync", "always")
+    with running_redis(tmp_path, *durable) as server:
+        a = RedisStorage(url=server.url, lease_s=LEASE_S, recheck_s=NO_RECHECK_S)
+        b = RedisStorage(url=server.url, lease_s=LEASE_S, recheck_s=NO_RECHECK_S)
+        await a.connect()
+        await b.connect()
+        job = await new_job(a)
+    try:
+        with running_redis(tmp_path, *durable):  # same directory and socket: the same Redis, restarted
+            assert await b.get_job(job.id) == job
+            poll = asyncio.create_task(take(a, make_worker("a"), timeout_s=10.0))
+            await asyncio.sleep(0.5)  # the subscription is back after its backoff
+            task = make_task(job)
+            await dispatch(b, job, task)
+            taken = await poll
+            assert taken is not None
+            assert taken.id == task.id
+            created = await b.create_job(make_job())
+            assert await a.take_runnable(5.0) == created.id
+    finally:
+        await a.close()
+        await b.close()
+
+
+# -- forgetting terminal jobs (as MemoryStorage does) ---------------------------------------------
+async def test_max_terminal_jobs_forgets_the_oldest_with_everything_they_had(make_storage: StorageFactory) -> None:
+    storage = await make_storage(max_terminal_jobs=2)
+    oldest = await new_job(storage, blueprint="x")
+    others = [await new_job(storage, blueprint="x") for _ in range(2)]
+    queued, taken = make_task(oldest), make_task(oldest)
+    oldest = await dispatch(storage, oldest, queued, taken)
+    worker = make_worker("a")
+    assert await take(storage, worker) is not None
+    await storage.add_branch_result(oldest.id, taken.id, {"x": 1})
+    for job in [oldest, *others]:
+        await finish(storage, job)
+    assert await storage.get_job(oldest.id) is None
+    assert await storage.get_task(queued.id) is None
+    assert await storage.branch_results(oldest.id) == {}
+    assert await storage.queue_lengths() == {}
+    assert await storage.worker_load() == {}
+    assert await take(storage, make_worker("a")) is None
+    assert await storage.count_jobs() == {("x", "finished", "start"): 2}
+    assert [job.id for job in await storage.list_jobs(JobFilter(blueprint="x"))] == [o.id for o in reversed(others)]
+
+
+async def test_a_job_that_leaves_a_terminal_status_is_not_forgotten(make_storage: StorageFactory) -> None:
+    storage = await make_storage(max_terminal_jobs=2)
+    retried, first, second = [await new_job(storage) for _ in range(3)]
+    retried = await finish(storage, retried, JobStatus.FAILED)
+    retried.status = JobStatus.PENDING
+    await storage.commit(Commit(retried, close_tasks={"none": TaskStatus.DONE}))
+    await finish(storage, first)
+    await finish(storage, second)
+    assert await storage.get_job(retried.id) is not None
+    assert await storage.get_job(first.id) is not None
