@@ -151,6 +151,11 @@ class Engine:
             "STUDIO_ENABLED": "false",
             "API_HOST": HOST,
             "PYTHONUNBUFFERED": "1",
+            # The load generator is one client and a worker sends up to 16 requests at once: the
+            # default rates (1000/s per caller) would answer 429 instead of measuring the engine.
+            "RATE_LIMIT_CLIENT_READ_PER_SECOND": "0",
+            "RATE_LIMIT_CLIENT_WRITE_PER_SECOND": "0",
+            "RATE_LIMIT_WORKER_PER_SECOND": "0",
             **self.extra_env,
         }
         env.pop("REDIS_HOST", None)

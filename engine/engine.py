@@ -178,6 +178,9 @@ class OrchestratorEngine:
         transport = self.storage.event_transport()
         if transport is not None:
             self._background.append(loop.create_task(self.events.run_transport(transport), name="avtomatika-events"))
+        commands = self.storage.worker_command_transport()
+        if commands is not None:  # cancel_task reaches a worker whose WebSocket is open on another engine
+            self._background.append(loop.create_task(self.channels.run_relay(commands), name="avtomatika-commands"))
         if http:
             await self._serve(host or self.config.API_HOST, self.config.API_PORT if port is None else port)
 

@@ -41,6 +41,10 @@ RUNNABLE = "runnable"
 #: Consumer group of RUNNABLE shared by all engine processes (a group name, not a key: no namespace).
 RUNNABLE_GROUP = "engines"
 
+#: + job id -> the holder of the job's step lease (a string), with an expiry (SET NX PX): one process at
+#: a time runs the job's handlers. Renewed while held, deleted when the step ends.
+STEP_LEASE = "step_lease:"
+
 # -- tasks ----------------------------------------------------------------------------------------
 #: + task id -> hash: ``doc`` (orjson Task as stored), ``status`` and ``worker_id`` (plain strings),
 #: ``type``, ``job_id``, overlays ``x:<field>`` (orjson values changed since: taken_at, progress...),
@@ -62,6 +66,9 @@ QUEUED_COUNTS = "tasks:queued"
 TASK_WAKE = "tasks:wake"
 #: Pub/sub channel carrying the engine's events (orjson) to every process sharing this Redis.
 EVENTS = "events"
+#: Pub/sub channel carrying commands for workers (``cancel_task``, orjson) to every engine process,
+#: which hands them to the worker's WebSocket if it is open there.
+WORKER_COMMANDS = "workers:commands"
 #: + worker id -> set of the ids of tasks given to that worker and not answered.
 LOAD = "load:"
 #: hash worker id -> size of its LOAD set (fields at 0 are deleted).
@@ -123,6 +130,9 @@ class Keys:
 
     def inbox(self, worker_id: str) -> str:
         return self.key(INBOX, worker_id)
+
+    def step_lease(self, job_id: str) -> str:
+        return self.key(STEP_LEASE, job_id)
 
     def branches(self, job_id: str) -> str:
         return self.key(BRANCHES, job_id)

@@ -42,27 +42,60 @@ class JobRunner:
         self._queued_again: set[str] = set()
 
     async def consume(self) -> None:
+        """Step the jobs taken from the runnable queue, one step of a job at a time across processes.
+
+        Within this process ``_stepping`` keeps a job's steps apart; across processes sharing the
+        storage, the job's step lease does (``storage.lease_job``): an entry of a job another process
+        is stepping waits for the lease, then steps what the job has become (often nothing). Storage
+        calls that fail (Redis restarting) are retried, so a consumer never dies of one.
+        """
         storage = self.engine.storage
+        holder = new_id()  # this consumer, in the step leases it holds
+
+        async def retried(what: str, call: Any, *args: Any) -> Any:
+            delay_s = 0.05
+            while True:
+                try:
+                    return await call(*args)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    logger.warning("%s failed (%s); retrying in %.2f s", what, exc, delay_s)
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(delay_s * 2, 2.0)
+
         while True:
             job_id = await storage.take_runnable(timeout_s=5.0)
             if job_id is None:
                 continue
             if job_id in self._stepping:
                 self._queued_again.add(job_id)
-                await storage.ack_runnable(job_id)
+                await retried(f"acknowledging job {job_id}", storage.ack_runnable, job_id)
                 continue
             self._stepping.add(job_id)
+            mine = True  # job_id in _stepping is this consumer's entry
             try:
-                while True:
+                delay_s = 0.01
+                while not await retried(f"leasing job {job_id}", storage.lease_job, job_id, holder):
+                    await asyncio.sleep(delay_s)  # another process is stepping it
+                    delay_s = min(delay_s * 2, 0.5)
+                try:
+                    while True:
+                        self._queued_again.discard(job_id)
+                        await self._step_safely(job_id)
+                        if job_id not in self._queued_again:
+                            break
+                finally:
+                    # No await between the last look at _queued_again and here, or an entry could be left to nobody.
+                    self._stepping.discard(job_id)
                     self._queued_again.discard(job_id)
-                    await self._step_safely(job_id)
-                    if job_id not in self._queued_again:
-                        break
+                    mine = False
+                    await retried(f"releasing job {job_id}", storage.release_job_lease, job_id, holder)
             finally:
-                # No await between the last look at _queued_again and here, or an entry could be left to nobody.
-                self._stepping.discard(job_id)
-                self._queued_again.discard(job_id)
-                await storage.ack_runnable(job_id)
+                if mine:
+                    self._stepping.discard(job_id)
+                    self._queued_again.discard(job_id)
+                await retried(f"acknowledging job {job_id}", storage.ack_runnable, job_id)
 
     async def _step_safely(self, job_id: str) -> None:
         try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..engine import OrchestratorEngine
-from ..errors import AvtomatikaError
+from ..history import Cursor
 from ..models import TERMINAL_STATUSES, Job, JobStatus, Task, WorkerRecord, now
 
 logger = logging.getLogger(__name__)
@@ -30,40 +30,6 @@ SCAN_LIMIT_JOBS = 100_000
 CLIENT_SCAN_JOBS = 10_000
 #: Waiting jobs scanned to find the tasks each worker holds (the engine has no per-worker index).
 WORKER_TASKS_SCAN = 1000
-
-
-class InvalidCursor(AvtomatikaError):
-    """A page cursor this module did not make."""
-
-    def __init__(self, cursor: str) -> None:
-        self.cursor = cursor
-        super().__init__(f"Invalid page cursor {cursor!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    """Where a page ends: the last row's ``(created_at, id)``, newest first (history's encoding)."""
-
-    created_at: float
-    id: str
-
-    def encode(self) -> str:
-        return f"{self.created_at!r}~{self.id}"
-
-    @classmethod
-    def decode(cls, text: str) -> Cursor:
-        created_at, sep, job_id = text.partition("~")
-        try:
-            value = float(created_at)
-        except ValueError:
-            raise InvalidCursor(text) from None
-        if not sep or not job_id or value != value:
-            raise InvalidCursor(text)
-        return cls(value, job_id)
-
-    def before(self, created_at: float, job_id: str) -> bool:
-        """Whether a row sorts after this cursor (older, or as old with a smaller id)."""
-        return (created_at, job_id) < (self.created_at, self.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +157,7 @@ class EngineSource:
             )
             for job in batch:
                 row = JobRow.of(job)
-                if (cursor is None or cursor.before(row.created_at, row.id)) and query.matches(row):
+                if (cursor is None or (row.created_at, row.id) < (cursor.created_at, cursor.id)) and query.matches(row):
                     rows.append(row)
             if len(rows) > limit or len(batch) < SCAN_BATCH:
                 break
@@ -243,7 +209,6 @@ class HistorySource:
         self.history = history
 
     async def list_jobs(self, query: JobQuery, limit: int, cursor: Cursor | None) -> JobPage:
-        from ..history.base import Cursor as HistoryCursor
         from ..history.base import HistoryFilter
 
         where = HistoryFilter(
@@ -255,7 +220,7 @@ class HistorySource:
             id_prefix=query.id_prefix,
             client=query.client,
         )
-        after = HistoryCursor(cursor.created_at, cursor.id) if cursor else None
+        after = cursor
         page = await self.history.list_jobs(where, limit, after)
         rows = [_row_of(r) for r in page.jobs]
         following = page.next_cursor

@@ -14,8 +14,8 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from ..errors import AvtomatikaError, InvalidOperation, JobNotFound, UnknownBlueprint, WorkerNotFound
+from ..history import InvalidCursor
 from .access import csrf_ok, sent_csrf
-from .data import InvalidCursor
 from .htmx import htmx, retarget
 from .keys import access_key, prefix_key, session_key
 from .render import error_context, render_template, wants_json

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 from storage_contract import StorageContract, create_jobs, dispatch, make_task, make_worker, take
 
-from avtomatika.models import Job, JobStatus, TaskStatus
+from avtomatika.models import Job, JobStatus, Task, TaskStatus, WorkerRecord, pack
 from avtomatika.storage import Commit, JobFilter, MemoryStorage
 
 
@@ -96,3 +98,15 @@ async def test_a_forgotten_job_queued_task_is_not_handed_out(memory: MemoryStora
         await finish(memory, each)
     assert await take(memory, make_worker("a")) is None
     assert (await memory.queue_lengths()).get("a", 0) == 0
+
+
+@pytest.mark.parametrize("record", [Job, Task, WorkerRecord])
+def test_packed_records_leave_out_none_and_read_back_the_same(record):
+    # pack() leaves out fields holding None, so each field that may hold None must default to None.
+    for f in dataclasses.fields(record):
+        if "None" in str(f.type):
+            assert f.default is None, f"{record.__name__}.{f.name} may hold None but defaults to {f.default!r}"
+    task = Task(id="t", job_id="j", type="echo")
+    packed = pack(task)
+    assert b"null" not in packed
+    assert Task.from_dict(orjson.loads(packed)) == task

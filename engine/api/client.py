@@ -39,6 +39,7 @@ from .payloads import (
     row_summary,
     worker_view,
 )
+from .render import json_response, model_response
 from .requests import parse, read_json
 
 PREFIXES = ("/api/v1", "/api")
@@ -71,10 +72,6 @@ async def _optional_body(request: web.Request, model: type[Body]) -> Body:
 
 NOT_FOUND = {404: "Unknown job, or one of another client"}
 NOT_NOW = {409: "The job's status does not allow this"}
-
-
-def _json(model: BaseModel, status: int = 200) -> web.Response:
-    return web.json_response(model.model_dump(mode="json"), status=status)
 
 
 CREATE_JOB = Operation(
@@ -112,7 +109,7 @@ def create_job_handler(blueprint: StateMachineBlueprint) -> Any:
         except BaseException:
             engine.access.refund_attempt(client)
             raise
-        return _json(Accepted(job_id=job.id), 202)
+        return model_response(Accepted(job_id=job.id), 202)
 
     create_job.blueprint = blueprint  # type: ignore[attr-defined]
     return create_job
@@ -122,7 +119,7 @@ def create_job_handler(blueprint: StateMachineBlueprint) -> Any:
 async def get_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
-    return web.json_response(job_view(job, await engine.current_tasks(job)))  # a JobView
+    return json_response(job_view(job, await engine.current_tasks(job)))  # a JobView
 
 
 @documented(
@@ -133,7 +130,7 @@ async def get_job(request: web.Request) -> web.Response:
 async def job_history(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     timeline = await engine.job_history(request.match_info["job_id"], owner_of(request))
-    return _json(JobHistory(history=[TimelineItem.model_validate(asdict(entry)) for entry in timeline]))
+    return model_response(JobHistory(history=[TimelineItem.model_validate(asdict(entry)) for entry in timeline]))
 
 
 def _int_query(request: web.Request, name: str, default: int, minimum: int, maximum: int) -> int:
@@ -206,7 +203,9 @@ async def list_jobs(request: web.Request) -> web.Response:
         raise ApiError(400, "cursor is not one this engine handed out", field="cursor") from None
     if offset:
         next_cursor = next_cursor if len(rows) == offset + limit else None
-    return _json(JobList.model_validate({"jobs": [row_summary(r) for r in rows[offset:]], "next_cursor": next_cursor}))
+    return model_response(
+        JobList.model_validate({"jobs": [row_summary(r) for r in rows[offset:]], "next_cursor": next_cursor})
+    )
 
 
 @documented(
@@ -216,7 +215,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
     job = await engine.cancel_job(job.id, actor=_actor(request))
-    return _json(Cancelled(job_id=job.id))
+    return model_response(Cancelled(job_id=job.id))
 
 
 def _operation(summary: str, body: type[BaseModel]) -> Operation:
@@ -237,7 +236,7 @@ async def retry_job(request: web.Request) -> web.Response:
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
     body = await _optional_body(request, RetryRequest)
     job = await engine.retry_job(job.id, actor=_actor(request), from_state=body.from_state)
-    return _json(OperationDone(status=job.status, job_id=job.id, current_state=job.state))
+    return model_response(OperationDone(status=job.status, job_id=job.id, current_state=job.state))
 
 
 @documented(_operation("Release a quarantined job, its held task's params merged with params", ReleaseRequest))
@@ -248,7 +247,7 @@ async def release_job(request: web.Request) -> web.Response:
     if body.params is not None:
         check_size(request, "params", body.params)
     job = await engine.release_job(job.id, actor=_actor(request), params=body.params)
-    return _json(OperationDone(status=job.status, job_id=job.id, current_state=job.state))
+    return model_response(OperationDone(status=job.status, job_id=job.id, current_state=job.state))
 
 
 @documented(_operation("Fail a job that is not terminal (or is quarantined)", FailRequest))
@@ -257,9 +256,7 @@ async def fail_job(request: web.Request) -> web.Response:
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
     body = await _optional_body(request, FailRequest)
     job = await engine.fail_job(job.id, actor=_actor(request), reason=body.reason)
-    return web.json_response(
-        OperationDone(status=job.status, job_id=job.id).model_dump(mode="json", exclude={"current_state"})
-    )
+    return model_response(OperationDone(status=job.status, job_id=job.id), exclude={"current_state"})
 
 
 @documented(Operation("Quarantined jobs", "client", security="client", responses={200: JobViewList}))
@@ -267,14 +264,14 @@ async def quarantine(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     jobs = await engine.list_jobs(status=JobStatus.QUARANTINED, client=owner_of(request), limit=MAX_PAGE)
     views = [job_view(j, await engine.current_tasks(j)) for j in jobs]
-    return web.json_response({"jobs": views})  # a JobViewList of job_view()s
+    return json_response({"jobs": views})  # a JobViewList of job_view()s
 
 
 @documented(Operation("Blueprints served", "client", security="client", responses={200: BlueprintList}))
 async def list_blueprints(request: web.Request) -> web.Response:
     client_of(request)
     engine = request.app[engine_key]
-    return _json(
+    return model_response(
         BlueprintList(
             blueprints=[
                 BlueprintInfo(
@@ -331,7 +328,7 @@ async def list_workers(request: web.Request) -> web.Response:
     load = await engine.storage.worker_load()
     at = now()
     views = [worker_view(w, load.get(w.worker_id, 0), at) for w in await engine.list_workers()]
-    return web.json_response({"workers": views})  # a WorkerList of worker_view()s
+    return json_response({"workers": views})  # a WorkerList of worker_view()s
 
 
 @documented(
@@ -341,7 +338,7 @@ async def list_workers(request: web.Request) -> web.Response:
 )
 async def dashboard(request: web.Request) -> web.Response:
     client_of(request)
-    return _json(Dashboard.model_validate(await request.app[engine_key].dashboard()))
+    return model_response(Dashboard.model_validate(await request.app[engine_key].dashboard()))
 
 
 def prefix_of(blueprint: StateMachineBlueprint) -> str:

@@ -17,6 +17,7 @@ from ..errors import (
     UnknownBlueprint,
     WorkerNotFound,
 )
+from .render import json_response
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def error_response(status: int, message: str, /, **extra: Any) -> web.Response:
     """JSON ``{"error": message, **extra}`` (extra keys set to None are left out); ``extra`` may hold
     a ``status`` key of its own, as the health check's ``"unhealthy"``."""
     body = {"error": message, **{k: v for k, v in extra.items() if v is not None}}
-    return web.json_response(body, status=status)
+    return json_response(body, status)
 
 
 def _status_of(exc: AvtomatikaError) -> int:

@@ -30,6 +30,7 @@ from .payloads import (
     StatusOk,
     Unhealthy,
 )
+from .render import json_response
 
 PREFIX = "/_public"
 CLIENT_SCHEME = "ClientToken"
@@ -311,7 +312,7 @@ def _operation_id(method: str, path: str) -> str:
 # -- serving it ------------------------------------------------------------------------------------
 async def openapi_json(request: web.Request) -> web.Response:
     document = _cached(request.app)
-    return web.json_response(document)
+    return json_response(document)
 
 
 def _cached(app: web.Application) -> dict[str, Any]:

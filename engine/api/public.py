@@ -12,6 +12,7 @@ from .auth import client_of, owner_of
 from .errors import error_response
 from .keys import engine_key
 from .payloads import ApprovalRequest
+from .render import json_response
 from .requests import parse, read_json
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ HEALTH_TIMEOUT_S = 5.0
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def health(request: web.Request) -> web.Response:
@@ -38,7 +39,7 @@ async def health(request: web.Request) -> web.Response:
     body = {"status": "healthy", "storage": type(engine.storage).__name__}
     if history is not None:
         body["history"] = getattr(history, "backend", "") or type(history).__name__
-    return web.json_response(body)
+    return json_response(body)
 
 
 async def _reach(name: str, ping: Callable[[], Awaitable[None]]) -> str | None:
@@ -72,7 +73,7 @@ async def approval(request: web.Request) -> web.Response:
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
     body = parse(ApprovalRequest, await read_json(request, max_depth=engine.config.MAX_JSON_DEPTH))
     job = await engine.decide(job.id, body.decision, actor=f"client:{client.name}")
-    return web.json_response({"status": "decision_accepted", "job_id": job.id, "current_state": job.state})
+    return json_response({"status": "decision_accepted", "job_id": job.id, "current_state": job.state})
 
 
 def setup_public_routes(app: web.Application) -> None:

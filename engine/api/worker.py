@@ -26,6 +26,7 @@ from .payloads import (
     without_secrets,
     worker_view,
 )
+from .render import json_response, model_response
 from .requests import parse, read_json
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ async def register(request: web.Request) -> web.Response:
     record = parse(WorkerRegistration, body)
     check_owner(owner, record.worker_id)
     await request.app[engine_key].register_worker(without_secrets(record.model_dump(exclude_none=True)))
-    return web.json_response(Registered(worker_id=record.worker_id).model_dump(mode="json"))
+    return model_response(Registered(worker_id=record.worker_id))
 
 
 @documented(
@@ -85,9 +86,9 @@ async def heartbeat(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     record = await engine.heartbeat(worker_id, changes)
     if not changes:
-        return web.json_response(TtlRefreshed().model_dump(mode="json"))
+        return model_response(TtlRefreshed())
     load = (await engine.storage.worker_load()).get(worker_id, 0)
-    return web.json_response(worker_view(record, load, record.last_seen))
+    return json_response(worker_view(record, load, record.last_seen))
 
 
 @documented(
@@ -109,7 +110,7 @@ async def next_task(request: web.Request) -> web.Response:
     if request.transport is None or request.transport.is_closing():
         await engine.give_back(task)  # the worker hung up while waiting: nobody would run it
         return web.Response(status=204)
-    return web.json_response(TaskWire.model_validate(task.wire()).model_dump(mode="json"))
+    return json_response(task.wire())  # a TaskWire
 
 
 @documented(
@@ -136,7 +137,7 @@ async def task_result(request: web.Request) -> web.Response:
     status = await engine.submit_result(
         body.job_id, body.task_id, body.worker_id, body.result.model_dump(exclude_none=True)
     )
-    return web.json_response(ResultAck(status=status).model_dump(mode="json"))
+    return model_response(ResultAck(status=status))
 
 
 @documented(

@@ -31,7 +31,9 @@ RETRY_KINDS = frozenset({EventKind.TASK_RETRY, EventKind.HANDLER_RETRY})
 REOPENING_KINDS = frozenset({EventKind.JOB_RETRIED, EventKind.JOB_RELEASED})
 
 # The few scalar fields of ``Event.data`` the projection reads; the rest is only stored.
-_FACT_KEYS = ("previous", "client", "blueprint_version", "parent_job_id", "error", "worker_id", "duration_ms", "state")
+_FACT_KEYS = frozenset(
+    {"previous", "client", "blueprint_version", "parent_job_id", "error", "worker_id", "duration_ms", "state"}
+)
 _MAX_UNSERIALIZABLE_CHARS = 10_000
 
 
@@ -58,11 +60,12 @@ def load_json(text: str | bytes | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EventRecord:
     """An event as history keeps it: taken when published, so later changes to its data are not seen.
 
     ``data_json`` is the event's data as JSON text; ``facts`` the few scalars the projection reads.
+    Not a frozen dataclass: one is built for every event, and a frozen one costs twice as much to build.
     """
 
     kind: str
@@ -80,16 +83,17 @@ class EventRecord:
         if not event.job_id:
             return None
         data = event.data if isinstance(event.data, dict) else {"value": event.data}
-        facts = {key: _scalar(data[key]) for key in _FACT_KEYS if key in data}
+        facts = {key: _scalar(value) for key, value in data.items() if key in _FACT_KEYS}
+        status = event.status
         return cls(
-            kind=str(event.kind),
-            job_id=str(event.job_id),
-            at=float(event.at),
-            blueprint=event.blueprint,
-            state=event.state,
-            status=str(event.status) if event.status is not None else None,
-            data_json=dump_json(data),
-            facts=facts,
+            str(event.kind),
+            str(event.job_id),
+            float(event.at),
+            event.blueprint,
+            event.state,
+            str(status) if status is not None else None,
+            dump_json(data),
+            facts,
         )
 
 

@@ -71,6 +71,11 @@ class Storage(ABC):
         """How events reach other engine processes sharing this storage; None when there are none."""
         return None
 
+    def worker_command_transport(self) -> EventTransport | None:
+        """How commands for workers (``cancel_task``) reach the engine process holding the worker's
+        WebSocket, when several share this storage; None when there is only this one."""
+        return None
+
     @abstractmethod
     async def ping(self) -> None:
         """Raise if the backend cannot be reached."""
@@ -121,6 +126,21 @@ class Storage(ABC):
     @abstractmethod
     async def ack_runnable(self, job_id: str) -> None:
         """The step of a job taken with :meth:`take_runnable` is committed; end its lease."""
+
+    # -- the step lease: one process at a time runs a job's handlers ------------------------------
+    async def lease_job(self, job_id: str, holder: str, lease_s: float | None = None) -> bool:
+        """Take the job's step lease for ``holder``; False while someone else holds it.
+
+        Held until :meth:`release_job_lease`, or ``lease_s`` (the backend's default when None) after
+        the holder's process stops renewing it (a backend shared by several processes renews leases
+        held by this process in the background). ``holder`` names one stepping, unique across
+        processes. This default, for a storage used by one process only, always grants it: the runner
+        already keeps a job's steps in one process apart.
+        """
+        return True
+
+    async def release_job_lease(self, job_id: str, holder: str) -> None:
+        """End ``holder``'s step lease of the job (nothing if it no longer holds it)."""
 
     # -- tasks -----------------------------------------------------------------------------------
     @abstractmethod

@@ -11,6 +11,7 @@ import heapq
 import itertools
 from collections import Counter
 from collections.abc import Callable
+from sys import intern
 from typing import Any
 
 import orjson
@@ -89,7 +90,8 @@ class MemoryStorage(Storage):
     def _store_job(self, job: Job) -> None:
         self._jobs[job.id] = pack(job)
         self._versions[job.id] = job.version
-        self._index[job.id] = (job.blueprint, job.status, job.state, job.client)
+        # Interned: the same few names and statuses for every job, instead of a copy each read back.
+        self._index[job.id] = (intern(job.blueprint), intern(str(job.status)), intern(job.state), job.client)
         if job.status not in TERMINAL_STATUSES:
             self._terminal.pop(job.id, None)  # retried or released: no longer a candidate to forget
         elif job.id not in self._terminal:
@@ -162,7 +164,7 @@ class MemoryStorage(Storage):
         previous = self._tasks.get(task.id)
         if previous is None:
             self._job_tasks.setdefault(task.job_id, []).append(task.id)
-        elif (old_worker := orjson.loads(previous)["worker_id"]) and old_worker != task.worker_id:
+        elif (old_worker := orjson.loads(previous).get("worker_id")) and old_worker != task.worker_id:
             # Given to another worker (or to anyone): no longer the old worker's load. Its old queue
             # entry is skipped when it reaches the head, since the task no longer names that worker.
             self._load.get(old_worker, set()).discard(task.id)

@@ -54,12 +54,18 @@ CLAIM_BATCH = 16
 LIST_PAGE = 100
 #: Connections of a pool built from a url; callers past it wait for one (see ``pool_timeout_s``).
 DEFAULT_MAX_CONNECTIONS = 64
+#: Longest :meth:`RedisStorage.ping` waits (the health check): shorter than the retries of other calls.
+PING_TIMEOUT_S = 2.0
 #: Task fields that name the task; ``update_task`` does not change them.
 _IDENTITY = frozenset({"id", "job_id", "type"})
 _TASK_FIELDS = frozenset(f.name for f in fields(Task))
 _INDEXED = ("status", "blueprint", "state", "client")
 #: What redis-py's types say a reply holds (always bytes here: the client has decode_responses=False).
 Raw: TypeAlias = bytes | str
+
+
+class RedisUnavailable(ConnectionError):
+    """Redis did not answer (the health check names it)."""
 
 
 class RedisStorage(Storage):
@@ -71,7 +77,8 @@ class RedisStorage(Storage):
         url: Instead of a client, a ``redis://`` / ``rediss://`` / ``unix://`` URL: the storage builds a
             client on a ``BlockingConnectionPool`` (callers wait for a free connection) and closes it.
         lease_s: How long a job taken to be stepped stays with a process that stopped renewing its
-            lease (it died, or its loop is stuck) before another process takes it over.
+            lease (it died, or its loop is stuck) before another process takes it over; also the
+            length of a job's step lease (:meth:`lease_job`). Both are renewed every third of it.
         consumer: This process's name in the runnable stream's consumer group; unique by default.
         namespace: Prefix of every key (see :mod:`avtomatika.keys`); tests and apps can share a Redis.
         max_connections: Size of the pool built from ``url``.
@@ -137,11 +144,28 @@ class RedisStorage(Storage):
             await self.redis.aclose()
 
     async def ping(self) -> None:
-        await self.redis.ping()
+        """Raise, naming Redis, if it does not answer within ``PING_TIMEOUT_S`` (retries included)."""
+        try:
+            async with asyncio.timeout(PING_TIMEOUT_S):
+                await self.redis.ping()
+        except TimeoutError:
+            raise RedisUnavailable(f"Redis at {self._where()} did not answer within {PING_TIMEOUT_S:g} s") from None
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailable(f"Redis at {self._where()} unreachable: {exc}") from exc
+
+    def _where(self) -> str:
+        kwargs = self.redis.connection_pool.connection_kwargs
+        if kwargs.get("path"):
+            return f"unix://{kwargs['path']}"
+        return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
 
     def event_transport(self) -> RedisEvents:
         """Events go to every engine process sharing this Redis by pub/sub (see :class:`RedisEvents`)."""
         return RedisEvents(self.redis, self.keys.key(keys.EVENTS))
+
+    def worker_command_transport(self) -> RedisEvents:
+        """Commands for workers go to every engine process by pub/sub, each delivering to its sockets."""
+        return RedisEvents(self.redis, self.keys.key(keys.WORKER_COMMANDS))
 
     async def _run(self, script: str, keys: Iterable[str], args: Iterable[Any]) -> Any:
         return await self._scripts[script](keys=list(keys), args=[self.keys.prefix, *args])
@@ -227,6 +251,25 @@ class RedisStorage(Storage):
 
     async def ack_runnable(self, job_id: str) -> None:
         await self._runnable.ack(job_id)
+
+    # -- step leases -----------------------------------------------------------------------------
+    async def lease_job(self, job_id: str, holder: str, lease_s: float | None = None) -> bool:
+        """SET NX PX; renewed every third of ``lease_s`` by this process's lease renewer until released."""
+        # Never shorter than ``self.lease_s``: held leases are renewed every third of that.
+        lease_s = self.lease_s if lease_s is None else max(lease_s, self.lease_s)
+        key = self.keys.step_lease(job_id)
+        taken = await self.redis.set(key, holder, nx=True, px=max(1, int(lease_s * 1000)))
+        if not taken:
+            # A retried SET whose first attempt succeeded answers "not set": the holder tells.
+            current = await self.redis.get(key)
+            taken = current is not None and _text(current) == holder
+        if taken:
+            self._runnable.hold_step_lease(job_id, holder, lease_s)
+        return bool(taken)
+
+    async def release_job_lease(self, job_id: str, holder: str) -> None:
+        self._runnable.drop_step_lease(job_id, holder)
+        await self._scripts["release_step_lease"](keys=[self.keys.step_lease(job_id)], args=[holder])
 
     # -- tasks -----------------------------------------------------------------------------------
     async def get_task(self, task_id: str) -> Task | None:
@@ -463,6 +506,7 @@ class _RunnableReader:
         self._takers: deque[asyncio.Future[tuple[bytes, str]]] = deque()
         self._ready: deque[tuple[bytes, str]] = deque()  # read, not handed out yet
         self._held: dict[bytes, str] = {}  # entry id -> job id: read and not acknowledged
+        self._step_leases: dict[str, tuple[str, float]] = {}  # job id -> (holder, lease_s): held here
         self._taken: dict[str, deque[bytes]] = {}  # job id -> entry ids handed out
         self._wanted = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
@@ -505,11 +549,15 @@ class _RunnableReader:
         entry_id = entries.popleft()
         if not entries:
             del self._taken[job_id]
+        try:
+            async with self.storage.redis.pipeline(transaction=True) as pipe:
+                pipe.xack(self.stream, keys.RUNNABLE_GROUP, entry_id)
+                pipe.xdel(self.stream, entry_id)
+                await pipe.execute()
+        except BaseException:  # still held (and renewed): acknowledged when the caller tries again
+            self._taken.setdefault(job_id, deque()).appendleft(entry_id)
+            raise
         self._held.pop(entry_id, None)
-        async with self.storage.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.stream, keys.RUNNABLE_GROUP, entry_id)
-            pipe.xdel(self.stream, entry_id)
-            await pipe.execute()
 
     def _start(self) -> None:
         if not self._workers:
@@ -603,10 +651,39 @@ class _RunnableReader:
             logger.warning("took over job %s from a process whose lease expired", job_id)
         return entries
 
+    def hold_step_lease(self, job_id: str, holder: str, lease_s: float) -> None:
+        self._start()
+        self._step_leases[job_id] = (holder, lease_s)
+
+    def drop_step_lease(self, job_id: str, holder: str) -> None:
+        if self._step_leases.get(job_id, ("", 0.0))[0] == holder:
+            del self._step_leases[job_id]
+
+    async def _renew_step_leases(self) -> None:
+        """Extend the step leases held here; one script per lease length (there is usually one)."""
+        by_length: dict[float, list[tuple[str, str]]] = {}
+        for job_id, (holder, lease_s) in self._step_leases.items():
+            by_length.setdefault(lease_s, []).append((job_id, holder))
+        for lease_s, held in by_length.items():
+            lost = await self.storage._scripts["renew_step_leases"](
+                keys=[self.storage.keys.step_lease(job_id) for job_id, _ in held],
+                args=[max(1, int(lease_s * 1000)), *(holder for _, holder in held)],
+            )
+            for position in lost:
+                job_id, holder = held[int(position) - 1]
+                self.drop_step_lease(job_id, holder)
+                logger.warning("lost the step lease on job %s (it expired): its commit is version-checked", job_id)
+
     async def _renew_forever(self) -> None:
         while True:
             _stop_if_cancelled()
             await asyncio.sleep(self.storage.lease_s / 3)
+            if self._step_leases:
+                try:
+                    await self._renew_step_leases()
+                except (RedisError, OSError) as error:
+                    _stop_if_cancelled()
+                    logger.warning("renewing step leases failed (%s)", error)
             if not self._held:
                 continue
             try:

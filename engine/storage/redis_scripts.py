@@ -373,6 +373,27 @@ def _source(body: str, *, prelude: bool = True) -> str:
     return Template((_PRELUDE if prelude else "") + body).substitute(names)
 
 
+RENEW_STEP_LEASES = """
+-- KEYS: step lease keys. ARGV[1]: lease length (ms); ARGV[2..]: the holder of each key, in order.
+-- Extends each lease still held by its holder; returns the positions (1-based) of those lost.
+local lost = {}
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+  else
+    lost[#lost + 1] = i
+  end
+end
+return lost
+"""
+
+RELEASE_STEP_LEASE = """
+-- KEYS[1]: a step lease key. ARGV[1]: its holder. Deletes it only if that holder still holds it.
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 #: Script name -> Lua source, ready to load.
 SOURCES: dict[str, str] = {
     "create_job": _source(CREATE_JOB),
@@ -384,4 +405,6 @@ SOURCES: dict[str, str] = {
     "pop_expired_workers": _source(POP_EXPIRED_WORKERS),
     "renew_leases": _source(RENEW_LEASES, prelude=False),
     "release_entries": _source(RELEASE_ENTRIES, prelude=False),
+    "renew_step_leases": _source(RENEW_STEP_LEASES, prelude=False),
+    "release_step_lease": _source(RELEASE_STEP_LEASE, prelude=False),
 }
