@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from .errors import InvalidOperation, JobNotFound
 from .events import EventKind
 from .models import TERMINAL_STATUSES, Job, JobStatus, Task, TaskStatus
-from .outcomes import Outcome, end, event, move_to, next_attempt
+from .outcomes import Outcome, dispatched, end, event, move_to, next_attempt
 from .storage.base import Commit
 
 if TYPE_CHECKING:
@@ -105,19 +105,7 @@ class Operations:
         job.status = (
             JobStatus.WAITING_FOR_PARALLEL_TASKS if wait.get("aggregate_into") else JobStatus.WAITING_FOR_WORKER
         )
-        events = [
-            event(
-                EventKind.TASK_DISPATCHED,
-                job,
-                task_id=t.id,
-                task_type=t.type,
-                params=t.params,
-                attempt=t.attempt,
-                worker_id=t.worker_id,
-            )
-            for t in fresh
-        ]
-        return Outcome(Commit(job, tasks=fresh), events)
+        return Outcome(Commit(job, tasks=fresh), [dispatched(job, t) for t in fresh])
 
     async def fail(self, job_id: str, actor: str, reason: str | None = None) -> Job:
         children: list[str] = []

@@ -31,6 +31,20 @@ def event(kind: EventKind, job: Job, **data: Any) -> Event:
     return Event(kind, job.id, job.blueprint, job.state, job.status, data)
 
 
+def dispatched(job: Job, task: Task) -> Event:
+    """The event of a task queued (a first dispatch, a retry, a release)."""
+    return event(
+        EventKind.TASK_DISPATCHED,
+        job,
+        task_id=task.id,
+        task_type=task.type,
+        params=task.params,
+        attempt=task.attempt,
+        worker_id=task.worker_id,
+        priority=task.priority,
+    )
+
+
 def move_to(job: Job, state: str, *, run: bool = True) -> Outcome:
     """The job enters ``state`` and is due to run its handler."""
     previous = job.state

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import JobNotFound, ResultRejected
 from .events import EventKind
 from .models import WAITING_ON_TASKS, Job, JobStatus, Task, TaskStatus
-from .outcomes import Outcome, backoff_s, end, event, move_to, next_attempt
+from .outcomes import Outcome, backoff_s, dispatched, end, event, move_to, next_attempt
 from .storage.base import Commit
 
 if TYPE_CHECKING:
@@ -233,17 +233,7 @@ class ResultProcessor:
                 job.status = JobStatus.WAITING_FOR_WORKER
             return Outcome(
                 Commit(job, tasks=[task]),
-                [
-                    event(
-                        EventKind.TASK_DISPATCHED,
-                        job,
-                        task_id=task.id,
-                        task_type=task.type,
-                        attempt=task.attempt,
-                        worker_id=task.worker_id,
-                        params=task.params,
-                    )
-                ],
+                [dispatched(job, task)],
             )
 
         await self.engine.update_job(task.job_id, queue)

@@ -17,7 +17,7 @@ from .context import DataStores, JobContext
 from .errors import HandlerError, VersionConflict
 from .events import EventKind
 from .models import RUNNABLE_STATUSES, Job, JobStatus, Task, new_id
-from .outcomes import Outcome, backoff_s, end, event, move_to
+from .outcomes import Outcome, backoff_s, dispatched, end, event, move_to
 from .storage.base import Commit
 
 if TYPE_CHECKING:
@@ -314,20 +314,7 @@ class JobRunner:
             task.tracing_context = self.engine.tracer.dispatch_span(job, task)
         job.status = JobStatus.WAITING_FOR_PARALLEL_TASKS if aggregate_into else JobStatus.WAITING_FOR_WORKER
         job.wait = {"kind": "tasks", "task_ids": [t.id for t in tasks], "aggregate_into": aggregate_into}
-        events = [
-            event(
-                EventKind.TASK_DISPATCHED,
-                job,
-                task_id=t.id,
-                task_type=t.type,
-                params=t.params,
-                attempt=t.attempt,
-                worker_id=t.worker_id,
-                priority=t.priority,
-            )
-            for t in tasks
-        ]
-        return Outcome(Commit(job, tasks=tasks, clear_branches=True), events)
+        return Outcome(Commit(job, tasks=tasks, clear_branches=True), [dispatched(job, t) for t in tasks])
 
     @staticmethod
     def _check_target(blueprint: StateMachineBlueprint, state: str, target: str) -> None:
