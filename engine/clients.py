@@ -51,6 +51,7 @@ class AccessRegistry:
         self._attempts: dict[tuple[str, str], int] = {}  # (client name, "YYYY-MM") -> jobs created
         self._attempts_lock = threading.Lock()
         self._load_clients(config)
+        self._by_name = {client.name: client for client in self._clients.values()}
         self._load_workers(config)
         if config.GLOBAL_WORKER_TOKEN is not None:
             self._global_worker_digest = _digest(config.GLOBAL_WORKER_TOKEN.get_secret_value())
@@ -73,7 +74,8 @@ class AccessRegistry:
     def client_by_name(self, name: str | None) -> Client | None:
         if name is None:
             return None
-        return next((c for c in self._clients.values() if c.name == name), Client(name))
+        found = self._by_name.get(name)
+        return found if found is not None else Client(name)
 
     def take_attempt(self, client: Client) -> bool:
         """Count one job creation against ``client.monthly_attempts``; False once this month's are spent.
