@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from string import Template
 
-from .. import keys
+from ... import keys
 
 #: Helpers shared by the scripts that change jobs and tasks.
 _PRELUDE = """

@@ -1,0 +1,232 @@
+"""The runnable stream as one process reads it: a consumer group, leases, and their renewal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError, ResponseError
+
+from ... import keys
+from .background import Backoff, cancel_and_wait, stop_if_cancelled
+from .encoding import stream_entries
+
+if TYPE_CHECKING:
+    from .storage import RedisStorage
+
+logger = logging.getLogger(__name__)
+
+
+class RunnableReader:
+    """This process's side of the runnable stream: one reader for all ``take_runnable`` callers.
+
+    Callers wait on futures; the reader asks the consumer group for as many entries as there are
+    callers waiting (so no connection is held per caller), first taking over entries that other
+    consumers left idle past the lease. Entries read and not yet acknowledged are renewed every third
+    of the lease, which is what tells the other processes that this one is alive.
+    """
+
+    def __init__(self, storage: RedisStorage) -> None:
+        self.storage = storage
+        self.stream = storage.keys.key(keys.RUNNABLE)
+        self.claim_every_s = max(0.05, min(storage.lease_s / 2, 5.0))
+        self._takers: deque[asyncio.Future[tuple[bytes, str]]] = deque()
+        self._ready: deque[tuple[bytes, str]] = deque()  # read, not handed out yet
+        self._held: dict[bytes, str] = {}  # entry id -> job id: read and not acknowledged
+        self._step_leases: dict[str, tuple[str, float]] = {}  # job id -> (holder, lease_s): held here
+        self._taken: dict[str, deque[bytes]] = {}  # job id -> entry ids handed out
+        self._wanted = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._claim_cursor: bytes | str = "0-0"
+        self._next_claim_at = 0.0
+
+    async def create_group(self) -> None:
+        with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
+            await self.storage.redis.xgroup_create(self.stream, keys.RUNNABLE_GROUP, id="0", mkstream=True)
+
+    async def take(self, timeout_s: float) -> str | None:
+        self._start()
+        if self._ready:
+            return self._hand_out(*self._ready.popleft())
+        taker: asyncio.Future[tuple[bytes, str]] = asyncio.get_running_loop().create_future()
+        self._takers.append(taker)
+        self._wanted.set()
+        try:
+            await asyncio.wait([taker], timeout=max(0.0, timeout_s))
+        except asyncio.CancelledError:
+            if taker.done() and not taker.cancelled():
+                self._ready.appendleft(taker.result())  # handed to us as we were cancelled: keep it
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._takers.remove(taker)
+        if not taker.done() or taker.cancelled():
+            taker.cancel()
+            return None
+        return self._hand_out(*taker.result())
+
+    def _hand_out(self, entry_id: bytes, job_id: str) -> str:
+        self._taken.setdefault(job_id, deque()).append(entry_id)
+        return job_id
+
+    async def ack(self, job_id: str) -> None:
+        entries = self._taken.get(job_id)
+        if not entries:
+            return
+        entry_id = entries.popleft()
+        if not entries:
+            del self._taken[job_id]
+        try:
+            async with self.storage.redis.pipeline(transaction=True) as pipe:
+                pipe.xack(self.stream, keys.RUNNABLE_GROUP, entry_id)
+                pipe.xdel(self.stream, entry_id)
+                await pipe.execute()
+        except BaseException:  # still held (and renewed): acknowledged when the caller tries again
+            self._taken.setdefault(job_id, deque()).appendleft(entry_id)
+            raise
+        self._held.pop(entry_id, None)
+
+    def _start(self) -> None:
+        if not self._workers:
+            self._workers = [
+                asyncio.create_task(self._read_forever(), name="avtomatika-redis-runnable"),
+                asyncio.create_task(self._renew_forever(), name="avtomatika-redis-leases"),
+            ]
+
+    async def stop(self) -> None:
+        """Stop reading; entries read but never handed out go back to the stream at once."""
+        workers, self._workers = self._workers, []
+        await cancel_and_wait(workers)
+        for taker in self._takers:
+            taker.cancel()
+        unread = [entry_id for entry_id, _ in self._ready]
+        self._ready.clear()
+        if unread:
+            try:
+                await self.storage._scripts["release_entries"](
+                    keys=[self.stream], args=[keys.RUNNABLE_GROUP, self.storage.consumer, *unread]
+                )
+            except (RedisError, OSError):
+                logger.warning("could not put back %d runnable entries; taken over after the lease", len(unread))
+
+    async def _read_forever(self) -> None:
+        backoff = Backoff()
+        while True:
+            stop_if_cancelled()
+            await self._wanted.wait()
+            wanted = sum(1 for taker in self._takers if not taker.done())
+            if not wanted:
+                self._wanted.clear()
+                continue
+            try:
+                entries = await self._read(wanted)
+            except (RedisError, OSError) as error:  # never let the reader die: the takers depend on it
+                stop_if_cancelled()
+                if isinstance(error, ResponseError) and "NOGROUP" in str(error):
+                    with contextlib.suppress(RedisError, OSError):
+                        await self.create_group()  # the stream was deleted (FLUSHDB, a Redis without persistence)
+                        continue
+                logger.warning("reading runnable jobs failed (%s); retrying", error)
+                await backoff.sleep()
+                continue
+            backoff.reset()
+            for entry_id, job_id in entries:  # kept even if we stop now: renewed, or released by stop()
+                self._held[entry_id] = job_id
+                taker = next((t for t in self._takers if not t.done()), None)
+                if taker is not None:
+                    taker.set_result((entry_id, job_id))
+                else:
+                    self._ready.append((entry_id, job_id))
+
+    async def _read(self, count: int) -> list[tuple[bytes, str]]:
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._next_claim_at:
+            self._next_claim_at = loop.time() + self.claim_every_s
+            entries = await self._take_over(count)
+            if entries:
+                return entries
+        reply = await self.storage.redis.xreadgroup(
+            keys.RUNNABLE_GROUP,
+            self.storage.consumer,
+            {self.stream: ">"},
+            count=count,
+            block=max(1, int(self.claim_every_s * 1000)),
+        )
+        streams = reply.values() if isinstance(reply, dict) else [entries for _, entries in reply or ()]
+        return [(entry_id, data[b"job"].decode()) for entries in streams for entry_id, data in stream_entries(entries)]
+
+    async def _take_over(self, count: int) -> list[tuple[bytes, str]]:
+        """Claim entries idle past the lease: their process died or stopped renewing."""
+        reply = await self.storage.redis.xautoclaim(
+            self.stream,
+            keys.RUNNABLE_GROUP,
+            self.storage.consumer,
+            min_idle_time=int(self.storage.lease_s * 1000),
+            start_id=self._claim_cursor,
+            count=count,
+        )
+        self._claim_cursor = reply[0]
+        entries, deleted = [], []
+        for entry_id, data in reply[1]:
+            if data:
+                entries.append((entry_id, data[b"job"].decode()))
+            else:
+                deleted.append(entry_id)  # Redis 6.2 reports deleted entries this way
+        if deleted:
+            await self.storage.redis.xack(self.stream, keys.RUNNABLE_GROUP, *deleted)
+        for _, job_id in entries:
+            logger.warning("took over job %s from a process whose lease expired", job_id)
+        return entries
+
+    def hold_step_lease(self, job_id: str, holder: str, lease_s: float) -> None:
+        self._start()
+        self._step_leases[job_id] = (holder, lease_s)
+
+    def drop_step_lease(self, job_id: str, holder: str) -> None:
+        if self._step_leases.get(job_id, ("", 0.0))[0] == holder:
+            del self._step_leases[job_id]
+
+    async def _renew_step_leases(self) -> None:
+        """Extend the step leases held here; one script per lease length (there is usually one)."""
+        by_length: dict[float, list[tuple[str, str]]] = {}
+        for job_id, (holder, lease_s) in self._step_leases.items():
+            by_length.setdefault(lease_s, []).append((job_id, holder))
+        for lease_s, held in by_length.items():
+            lost = await self.storage._scripts["renew_step_leases"](
+                keys=[self.storage.keys.step_lease(job_id) for job_id, _ in held],
+                args=[max(1, int(lease_s * 1000)), *(holder for _, holder in held)],
+            )
+            for position in lost:
+                job_id, holder = held[int(position) - 1]
+                self.drop_step_lease(job_id, holder)
+                logger.warning("lost the step lease on job %s (it expired): its commit is version-checked", job_id)
+
+    async def _renew_forever(self) -> None:
+        while True:
+            stop_if_cancelled()
+            await asyncio.sleep(self.storage.lease_s / 3)
+            if self._step_leases:
+                try:
+                    await self._renew_step_leases()
+                except (RedisError, OSError) as error:
+                    stop_if_cancelled()
+                    logger.warning("renewing step leases failed (%s)", error)
+            if not self._held:
+                continue
+            try:
+                lost = await self.storage._scripts["renew_leases"](
+                    keys=[self.stream], args=[keys.RUNNABLE_GROUP, self.storage.consumer, *self._held]
+                )
+            except (RedisError, OSError) as error:
+                stop_if_cancelled()
+                logger.warning("renewing runnable leases failed (%s)", error)
+                continue
+            for entry_id in lost:
+                job_id = self._held.pop(entry_id, None)
+                logger.warning("lost the lease on job %s to another process", job_id)
+            if lost:
+                gone = set(lost)
+                self._ready = deque(entry for entry in self._ready if entry[0] not in gone)

@@ -1,0 +1,507 @@
+"""RedisStorage: jobs, tasks, workers and timers, each change one Lua script (:mod:`.scripts`).
+
+The runnable stream's reader and leases are in :mod:`.runnable`, the wake-ups of long polls in
+:mod:`.wakeups`, the events and worker-command transports in :mod:`.transport`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from typing import Any, cast
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import EqualJitterBackoff
+from redis.exceptions import RedisError
+
+from ... import keys
+from ...errors import VersionConflict
+from ...keys import Keys
+from ...models import Job, Task, WorkerRecord, now
+from ..base import Commit, JobFilter, Storage
+from .background import cancellation_count, stop_if_cancelled
+from .encoding import (
+    Raw,
+    as_text,
+    decode_counts,
+    decode_job,
+    decode_task,
+    decode_worker,
+    exact_score,
+    flag,
+    job_fields,
+    member_task_id,
+    paired,
+    task_fields,
+)
+from .runnable import RunnableReader
+from .scripts import SOURCES
+from .transport import RedisEvents
+from .wakeups import TaskWakeups, Waiter
+
+logger = logging.getLogger(__name__)
+
+#: Queue entries read at a time when looking for a task a worker is eligible for.
+SCAN_PAGE = 16
+#: Candidates one take offers the claim script, best first (it takes the first still queued).
+CLAIM_BATCH = 16
+#: Jobs read at a time when a list has to be filtered on more than one field.
+LIST_PAGE = 100
+#: Connections of a pool built from a url; callers past it wait for one (see ``pool_timeout_s``).
+DEFAULT_MAX_CONNECTIONS = 64
+#: Retries of a call that could not reach Redis, 0.05 s apart at first, then 0.5 to 1 s: a call rides
+#: out a Redis restart of at least 14 s (a commit whose reply was lost is recognised when retried).
+RETRIES = 30
+#: Longest :meth:`RedisStorage.ping` waits (the health check): shorter than the retries of other calls.
+PING_TIMEOUT_S = 2.0
+#: Task fields that name the task; ``update_task`` does not change them.
+_IDENTITY = frozenset({"id", "job_id", "type"})
+_TASK_FIELDS = frozenset(f.name for f in fields(Task))
+_INDEXED = ("status", "blueprint", "state", "client")
+
+
+class RedisUnavailable(ConnectionError):
+    """Redis did not answer (the health check names it)."""
+
+
+class RedisStorage(Storage):
+    """Live state in Redis; any number of engine processes may share one.
+
+    Args:
+        redis_client: A ``redis.asyncio.Redis`` (with ``decode_responses=False``), owned by the caller.
+            Give it a ``BlockingConnectionPool``, or the pool raises past its size under load.
+        url: Instead of a client, a ``redis://`` / ``rediss://`` / ``unix://`` URL: the storage builds a
+            client on a ``BlockingConnectionPool`` (callers wait for a free connection) and closes it.
+        lease_s: How long a job taken to be stepped stays with a process that stopped renewing its
+            lease (it died, or its loop is stuck) before another process takes it over; also the
+            length of a job's step lease (:meth:`lease_job`). Both are renewed every third of it.
+        consumer: This process's name in the runnable stream's consumer group; unique by default.
+        namespace: Prefix of every key (see :mod:`avtomatika.keys`); tests and apps can share a Redis.
+        max_connections: Size of the pool built from ``url``.
+        pool_timeout_s: How long a call waits for a connection of that pool before failing.
+        recheck_s: Longest a long poll waits before looking at the queues again without a notification.
+        max_terminal_jobs: Finished, failed and cancelled jobs kept; the oldest are forgotten past it.
+    """
+
+    def __init__(
+        self,
+        redis_client: aioredis.Redis | None = None,
+        *,
+        url: str | None = None,
+        lease_s: float = 30,
+        consumer: str | None = None,
+        namespace: str = keys.DEFAULT_NAMESPACE,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout_s: float = 30.0,
+        recheck_s: float = 1.0,
+        max_terminal_jobs: int = 100_000,
+    ) -> None:
+        if (redis_client is None) == (url is None):
+            raise ValueError("RedisStorage needs a redis client or a url (one of them)")
+        if redis_client is None:
+            assert url is not None
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=pool_timeout_s,
+                retry=Retry(EqualJitterBackoff(cap=1.0, base=0.05), retries=RETRIES),
+            )
+            redis_client = aioredis.Redis.from_pool(pool)
+            self._owns_client = True
+        else:
+            self._owns_client = False
+        if redis_client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("RedisStorage needs a client with decode_responses=False (records are bytes)")
+        self.redis = redis_client
+        self.keys = Keys(namespace)
+        self.lease_s = lease_s
+        self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.recheck_s = recheck_s
+        self.max_terminal_jobs = max_terminal_jobs
+        self._scripts = {name: redis_client.register_script(source) for name, source in SOURCES.items()}
+        self._tokens = map(f"{uuid.uuid4().hex}:{{}}".format, itertools.count())  # one per call, unique
+        self._runnable = RunnableReader(self)
+        self._wakeups = TaskWakeups(self)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Check the connection, load the scripts, create the consumer group, subscribe to wake-ups."""
+        await self.ping()
+        for script in self._scripts.values():
+            await self.redis.script_load(script.script)
+        await self._runnable.create_group()
+        await self._wakeups.start()
+
+    async def close(self) -> None:
+        """Stop this process's reader and subscription; close the client if it was built here."""
+        await self._runnable.stop()
+        await self._wakeups.stop()
+        if self._owns_client:
+            await self.redis.aclose()
+
+    async def ping(self) -> None:
+        """Raise, naming Redis, if it does not answer within ``PING_TIMEOUT_S`` (retries included)."""
+        try:
+            async with asyncio.timeout(PING_TIMEOUT_S):
+                await self.redis.ping()
+        except TimeoutError:
+            raise RedisUnavailable(f"Redis at {self._where()} did not answer within {PING_TIMEOUT_S:g} s") from None
+        except (RedisError, OSError) as exc:
+            raise RedisUnavailable(f"Redis at {self._where()} unreachable: {exc}") from exc
+
+    def _where(self) -> str:
+        kwargs = self.redis.connection_pool.connection_kwargs
+        if kwargs.get("path"):
+            return f"unix://{kwargs['path']}"
+        return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+    def event_transport(self) -> RedisEvents:
+        """Events go to every engine process sharing this Redis by pub/sub (see :class:`RedisEvents`)."""
+        return RedisEvents(self.redis, self.keys.key(keys.EVENTS))
+
+    def worker_command_transport(self) -> RedisEvents:
+        """Commands for workers go to every engine process by pub/sub, each delivering to its sockets."""
+        return RedisEvents(self.redis, self.keys.key(keys.WORKER_COMMANDS))
+
+    async def _run(self, script: str, keys: Iterable[str], args: Iterable[Any]) -> Any:
+        return await self._scripts[script](keys=list(keys), args=[self.keys.prefix, *args])
+
+    # -- jobs ------------------------------------------------------------------------------------
+    async def create_job(self, job: Job, *, run: bool = True) -> Job:
+        job.version = 1
+        args = [self.max_terminal_jobs, flag(run), *job_fields(job, next(self._tokens))]
+        await self._run("create_job", [self.keys.job(job.id)], args)
+        return job
+
+    async def get_job(self, job_id: str) -> Job | None:
+        raw = await self.redis.hget(self.keys.job(job_id), "doc")
+        return decode_job(raw) if raw is not None else None
+
+    async def commit(self, change: Commit) -> Job:
+        job = change.job
+        expected, updated_at = job.version, job.updated_at
+        job.version, job.updated_at = expected + 1, now()
+        args: list[Any] = [expected, self.max_terminal_jobs, flag(change.run), flag(change.clear_branches)]
+        args += job_fields(job, next(self._tokens))
+        args += [len(change.close_tasks), *(x for item in change.close_tasks.items() for x in item)]
+        args += [len(change.tasks), *(x for task in change.tasks for x in task_fields(task))]
+        args += [len(change.cancel_timers), *change.cancel_timers]
+        args += [
+            len(change.timers),
+            *(x for timer_id, due in change.timers.items() for x in (timer_id, exact_score(due))),
+        ]
+        try:
+            applied = await self._run("commit", [self.keys.job(job.id)], args)
+        except BaseException:
+            job.version, job.updated_at = expected, updated_at
+            raise
+        if not applied:
+            job.version, job.updated_at = expected, updated_at
+            raise VersionConflict(job.id)
+        return job
+
+    async def list_jobs(self, where: JobFilter, limit: int = 50, offset: int = 0) -> list[Job]:
+        if limit <= 0:
+            return []
+        wanted = {name: value for name in _INDEXED if (value := getattr(where, name))}
+        index = await self._smallest_index(wanted)
+        # One field: every job in its index matches (bar a commit in between), so seek to the offset.
+        start, skip = (offset, 0) if len(wanted) <= 1 else (0, offset)
+        page = limit if len(wanted) <= 1 else max(LIST_PAGE, limit)
+        found: list[Job] = []
+        while len(found) < limit:
+            ids = cast(list[Raw], await self.redis.zrevrange(index, start, start + page - 1))
+            if not ids:
+                break
+            start += len(ids)
+            for job in await self._read_jobs(ids):
+                if job is None or any(getattr(job, name) != value for name, value in wanted.items()):
+                    continue
+                if skip:
+                    skip -= 1
+                elif len(found) < limit:
+                    found.append(job)
+        return found
+
+    async def _smallest_index(self, wanted: dict[str, str]) -> str:
+        if not wanted:
+            return self.keys.key(keys.JOBS_ALL)
+        candidates = [self.keys.jobs_by(name, value) for name, value in wanted.items()]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for index in candidates:
+                pipe.zcard(index)
+            sizes = await pipe.execute()
+        return min(zip(sizes, candidates, strict=True))[1]
+
+    async def _read_jobs(self, job_ids: Iterable[Raw]) -> list[Job | None]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(self.keys.job(as_text(job_id)), "doc")
+            docs = await pipe.execute()
+        return [decode_job(doc) if doc is not None else None for doc in docs]
+
+    async def count_jobs(self) -> dict[tuple[str, str, str], int]:
+        counts = await self.redis.hgetall(self.keys.key(keys.JOB_COUNTS))
+        return {tuple(orjson.loads(field)): int(n) for field, n in counts.items() if int(n) > 0}
+
+    # -- runnable queue --------------------------------------------------------------------------
+    async def take_runnable(self, timeout_s: float) -> str | None:
+        return await self._runnable.take(timeout_s)
+
+    async def ack_runnable(self, job_id: str) -> None:
+        await self._runnable.ack(job_id)
+
+    # -- step leases -----------------------------------------------------------------------------
+    async def lease_job(self, job_id: str, holder: str, lease_s: float | None = None) -> bool:
+        """SET NX PX; renewed every third of ``lease_s`` by this process's lease renewer until released."""
+        # Never shorter than ``self.lease_s``: held leases are renewed every third of that.
+        lease_s = self.lease_s if lease_s is None else max(lease_s, self.lease_s)
+        key = self.keys.step_lease(job_id)
+        taken = await self.redis.set(key, holder, nx=True, px=max(1, int(lease_s * 1000)))
+        if not taken:
+            # A retried SET whose first attempt succeeded answers "not set": the holder tells.
+            current = await self.redis.get(key)
+            taken = current is not None and as_text(current) == holder
+        if taken:
+            self._runnable.hold_step_lease(job_id, holder, lease_s)
+        return bool(taken)
+
+    async def release_job_lease(self, job_id: str, holder: str) -> None:
+        self._runnable.drop_step_lease(job_id, holder)
+        await self._scripts["release_step_lease"](keys=[self.keys.step_lease(job_id)], args=[holder])
+
+    # -- tasks -----------------------------------------------------------------------------------
+    async def get_task(self, task_id: str) -> Task | None:
+        stored = await self.redis.hgetall(self.keys.task(task_id))
+        return decode_task(stored) if stored else None
+
+    async def update_task(self, task_id: str, **changes: Any) -> Task | None:
+        args: list[Any] = []
+        for name, value in changes.items():
+            if name not in _TASK_FIELDS or name in _IDENTITY:
+                raise AttributeError(f"update_task cannot change {name!r} of a task")
+            if name in ("status", "worker_id"):
+                args += [name, str(value) if value else ""]
+            else:
+                args += [name, orjson.dumps(value)]
+        reply = await self._run("update_task", [self.keys.task(task_id)], args)
+        return decode_task(paired(reply)) if reply else None
+
+    async def take_task(
+        self,
+        worker: WorkerRecord,
+        timeout_s: float,
+        deadline_for: Callable[[Task], float],
+        eligible: Callable[[Task], bool],
+    ) -> Task | None:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + timeout_s
+        topics = [f"w:{worker.worker_id}".encode(), *(f"t:{t}".encode() for t in worker.supported_tasks)]
+        cancellations = cancellation_count()
+        await self._wakeups.start()
+        woken: Waiter | None = None  # chosen for a notification, not yet looked at the queues since
+        try:
+            while True:
+                stop_if_cancelled(cancellations)
+                with self._wakeups.waiting(topics) as waiter:  # before looking, so no wake-up falls between
+                    task = await self._take_now(worker, deadline_for, eligible)
+                    if task is not None:
+                        return task
+                    if woken is not None:
+                        passed, woken = woken, None
+                        self._wakeups.pass_on(passed)  # woken for a task we could not take: others may
+                    remaining = give_up_at - loop.time()
+                    if remaining <= 0:
+                        return None
+                    try:
+                        async with asyncio.timeout(min(remaining, self.recheck_s)):
+                            await waiter.event.wait()
+                    except TimeoutError:
+                        pass
+                    finally:
+                        woken = waiter if waiter.chosen else None
+        except BaseException:
+            if woken is not None:  # chosen, then cancelled (the worker hung up) before looking
+                self._wakeups.pass_on(woken)
+            raise
+
+    async def _take_now(
+        self, worker: WorkerRecord, deadline_for: Callable[[Task], float], eligible: Callable[[Task], bool]
+    ) -> Task | None:
+        """Take the worker's best task now, or None; a batch lost whole to other takers is read again."""
+        inbox = self.keys.inbox(worker.worker_id)
+        queues = [self.keys.queue(task_type) for task_type in dict.fromkeys(worker.supported_tasks)]
+        while True:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for queue in (inbox, *queues):
+                    pipe.zrange(queue, 0, SCAN_PAGE - 1, withscores=True)
+                first_pages = await pipe.execute()
+            candidates = await self._candidates([inbox], first_pages[:1], _anything)
+            if not candidates:
+                candidates = await self._candidates(queues, first_pages[1:], eligible)
+            if not candidates:
+                candidates = await self._left_by_others(worker, eligible)
+            if not candidates:
+                return None
+            task = await self._claim(candidates, worker.worker_id, deadline_for)
+            if task is not None:
+                return task
+
+    async def _candidates(
+        self, queues: list[str], pages: list[list[tuple[bytes, float]]], eligible: Callable[[Task], bool]
+    ) -> list[_Candidate]:
+        """The queued tasks ``eligible`` in ``queues``, best first, that no unread entry can precede.
+
+        Queues whose first page holds nothing eligible are read further, so the best one is always
+        found. The claim takes the first of these still queued: concurrent takers, holding the same
+        list, each get the next one instead of all racing for the head.
+        """
+        found: list[_Candidate] = []
+        cutoffs: list[tuple[float, bytes]] = []  # the last entry read of queues that may hold more
+        offset = 0
+        pending = [(queue, page) for queue, page in zip(queues, pages, strict=True) if page]
+        while pending:
+            tasks = iter(await self._read_tasks([member_task_id(m) for _, page in pending for m, _ in page]))
+            further = []
+            for queue, page in pending:
+                read = [(member, score, next(tasks)) for member, score in page]
+                here = [
+                    _Candidate(score, member, queue, task) for member, score, task in read if task and eligible(task)
+                ]
+                found += here
+                if len(page) < SCAN_PAGE:
+                    continue
+                if here:
+                    cutoffs.append((page[-1][1], page[-1][0]))
+                else:
+                    further.append(queue)
+            offset += SCAN_PAGE
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for queue in further:
+                    pipe.zrange(queue, offset, offset + SCAN_PAGE - 1, withscores=True)
+                pages = await pipe.execute() if further else []
+            pending = [(queue, page) for queue, page in zip(further, pages, strict=True) if page]
+        found.sort(key=lambda candidate: (candidate.score, candidate.member))
+        if cutoffs:
+            last = min(cutoffs)
+            found = [candidate for candidate in found if (candidate.score, candidate.member) <= last]
+        return found[:CLAIM_BATCH]
+
+    async def _left_by_others(self, worker: WorkerRecord, eligible: Callable[[Task], bool]) -> list[_Candidate]:
+        """Tasks waiting longer than ``steal_after_s`` in other workers' inboxes that this one can run."""
+        cutoff = exact_score(now() - self.steal_after_s)
+        found: list[_Candidate] = []
+        for task_type in dict.fromkeys(worker.supported_tasks):
+            inboxed, offset = self.keys.key(keys.INBOXED, task_type), 0
+            while True:
+                task_ids = cast(list[Raw], await self.redis.zrangebyscore(inboxed, "-inf", cutoff, offset, SCAN_PAGE))
+                for stored in await self._read_hashes([as_text(task_id) for task_id in task_ids]):
+                    if not stored or b"member" not in stored:
+                        continue
+                    task = decode_task(stored)
+                    if task.worker_id != worker.worker_id and eligible(task):
+                        found.append(_Candidate(task.queued_at, stored[b"member"], as_text(stored[b"qkey"]), task))
+                if found or len(task_ids) < SCAN_PAGE:
+                    break
+                offset += SCAN_PAGE
+        found.sort(key=lambda candidate: candidate.score)  # the longest waiting first
+        return found[:CLAIM_BATCH]
+
+    async def _read_tasks(self, task_ids: list[str]) -> list[Task | None]:
+        return [decode_task(stored) if stored else None for stored in await self._read_hashes(task_ids)]
+
+    async def _read_hashes(self, task_ids: list[str]) -> list[dict[Raw, Raw]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hgetall(self.keys.task(task_id))
+            return cast(list[dict[Raw, Raw]], await pipe.execute())
+
+    async def _claim(
+        self, candidates: list[_Candidate], worker_id: str, deadline_for: Callable[[Task], float]
+    ) -> Task | None:
+        args: list[Any] = [worker_id, orjson.dumps(now())]
+        for candidate in candidates:
+            deadline = deadline_for(candidate.task)
+            args += [
+                candidate.queue,
+                candidate.member,
+                candidate.task.id,
+                orjson.dumps(deadline),
+                exact_score(deadline),
+            ]
+        reply = await self._run("claim_task", [], args)
+        return decode_task(paired(reply)) if reply else None
+
+    async def queue_lengths(self) -> dict[str, int]:
+        return decode_counts(await self.redis.hgetall(self.keys.key(keys.QUEUED_COUNTS)))
+
+    async def worker_load(self) -> dict[str, int]:
+        return decode_counts(await self.redis.hgetall(self.keys.key(keys.LOAD_COUNTS)))
+
+    # -- fan-in ----------------------------------------------------------------------------------
+    async def add_branch_result(self, job_id: str, task_id: str, result: dict[str, Any]) -> int:
+        branches = self.keys.branches(job_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(branches, task_id, orjson.dumps(result))
+            pipe.hlen(branches)
+            _, reported = await pipe.execute()
+        return int(reported)
+
+    async def branch_results(self, job_id: str) -> dict[str, dict[str, Any]]:
+        stored = await self.redis.hgetall(self.keys.branches(job_id))
+        return {as_text(task_id): orjson.loads(result) for task_id, result in stored.items()}
+
+    # -- timers ----------------------------------------------------------------------------------
+    async def pop_due_timers(self, at: float, limit: int = 100) -> list[str]:
+        reply = await self._run("pop_due_timers", [], [exact_score(at), limit, next(self._tokens)])
+        return [as_text(timer_id) for timer_id in reply]
+
+    async def next_timer_at(self) -> float | None:
+        first = await self.redis.zrange(self.keys.key(keys.TIMERS), 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
+    # -- workers ---------------------------------------------------------------------------------
+    async def save_worker(self, record: WorkerRecord) -> None:
+        args = [record.worker_id, orjson.dumps(record), exact_score(record.expires_at)]
+        await self._run("save_worker", [], args)
+
+    async def get_worker(self, worker_id: str) -> WorkerRecord | None:
+        raw = await self.redis.get(self.keys.worker(worker_id))
+        return decode_worker(raw) if raw is not None else None
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        worker_ids = cast(list[Raw], await self.redis.zrange(self.keys.key(keys.WORKERS), 0, -1))
+        if not worker_ids:
+            return []
+        docs = await self.redis.mget([self.keys.worker(as_text(worker_id)) for worker_id in worker_ids])
+        return [decode_worker(doc) for doc in docs if doc is not None]
+
+    async def pop_expired_workers(self, at: float) -> list[tuple[WorkerRecord, list[str]]]:
+        reply = iter(await self._run("pop_expired_workers", [], [exact_score(at), next(self._tokens)]))
+        expired = []
+        for doc in reply:
+            task_ids = [as_text(next(reply)) for _ in range(int(next(reply)))]
+            expired.append((decode_worker(doc), sorted(task_ids)))
+        return expired
+
+
+@dataclass(slots=True)
+class _Candidate:
+    """A queued task a worker could take: where its entry is, and the task as read."""
+
+    score: float
+    member: Raw
+    queue: str
+    task: Task
+
+
+def _anything(task: Task) -> bool:
+    return True
