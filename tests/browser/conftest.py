@@ -8,8 +8,6 @@ registers with it over HTTP and answers tasks as their params say.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import sys
 import threading
 from collections.abc import Coroutine, Iterator
@@ -23,22 +21,13 @@ TESTS = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(TESTS))
 
 from engine_helpers import FAST_SETTINGS  # noqa: E402
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page  # noqa: E402
+from support.browser import chromium  # noqa: E402
 from support.processes import ECHO_WORKER_SCRIPT, python_command, running_process  # noqa: E402
 from test_studio_support import ClipInput, echo_blueprint  # noqa: E402
 
 from avtomatika import Config, OrchestratorEngine  # noqa: E402
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 GUARD_MS = 15_000
 SCREENSHOTS = TESTS.parent / "artifacts" / "screenshots"
 T = TypeVar("T")
@@ -46,19 +35,9 @@ T = TypeVar("T")
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium through Playwright, for one module.
-
-    Not pytest-playwright: its global fixtures (``context``, ``page``...) capture other tests'
-    parameters of the same names, and its session-long sync loop blocks every asyncio test after it.
-    Playwright's sync API marks its loop as running in the main thread, so it is stopped here at the
-    end of the module.
-    """
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    """Debian's Chromium for this module (see support/browser.py)."""
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ then the debugger's Step button is clicked and the highlighted state of the grap
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import sys
@@ -21,21 +20,12 @@ import pytest
 TESTS = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(TESTS))
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
+from support.browser import chromium  # noqa: E402
 from support.processes import free_port, start_process, stop_process, wait_http  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 NOTEBOOK = TESTS.parent / "notebooks" / "step_debugging.ipynb"
 SCREENSHOTS = TESTS.parent / "artifacts" / "screenshots"
 JUPYTER = Path(sys.executable).with_name("jupyter")
@@ -45,12 +35,9 @@ ACTIVE_TITLE = ".avtomatika-step-debugger .debugger-graph g.node.active > title"
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    """Debian's Chromium for this module (see support/browser.py)."""
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
