@@ -201,10 +201,15 @@ class ActionFactory:
             raise HandlerError(self.blueprint, self.state, "max_cost must be a number, zero or more")
         if not _is_number(priority):
             raise HandlerError(self.blueprint, self.state, "priority must be a finite number")
+        routes = _transitions(self, transitions)
+        if not routes:  # every answer would fail the job as "unhandled status": say so now
+            raise HandlerError(
+                self.blueprint, self.state, "dispatch_task needs transitions, e.g. {'success': 'next_state'}"
+            )
         return TaskSpec(
             _name(self, "task_type", task_type),
             dict(params or {}),
-            _transitions(self, transitions),
+            routes,
             dispatch_strategy,
             resource_requirements,
             timeout_seconds,

@@ -170,11 +170,17 @@ def test_dispatch_task_keeps_every_argument() -> None:
 
 def test_dispatch_task_defaults() -> None:
     a = actions()
-    a.dispatch_task("echo")
+    a.dispatch_task("echo", transitions={"success": "done"})
     result = a.result()
     assert isinstance(result, Dispatch)
-    assert result.tasks == (TaskSpec("echo", {}, {}),)
+    assert result.tasks == (TaskSpec("echo", {}, {"success": "done"}),)
     assert result.aggregate_into is None
+
+
+@pytest.mark.parametrize("transitions", [None, {}])
+def test_dispatch_task_without_transitions_is_refused_at_once(transitions: dict[str, str] | None) -> None:
+    with pytest.raises(HandlerError, match="dispatch_task needs transitions"):
+        actions().dispatch_task("echo", transitions=transitions)
 
 
 @pytest.mark.parametrize("strategy", ["default", "round_robin", "least_connections", "cheapest", "best_value"])
