@@ -35,8 +35,8 @@ from .payloads import (
     RetryRequest,
     TimelineItem,
     WorkerList,
+    job_summary,
     job_view,
-    row_summary,
     worker_view,
 )
 from .render import json_response, model_response
@@ -204,7 +204,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     if offset:
         next_cursor = next_cursor if len(rows) == offset + limit else None
     return model_response(
-        JobList.model_validate({"jobs": [row_summary(r) for r in rows[offset:]], "next_cursor": next_cursor})
+        JobList.model_validate({"jobs": [job_summary(r) for r in rows[offset:]], "next_cursor": next_cursor})
     )
 
 

@@ -356,31 +356,18 @@ def job_view(job: Job, tasks: list[Task]) -> dict[str, Any]:
     return view
 
 
-def job_summary(job: Job) -> dict[str, Any]:
-    return JobSummary(
-        id=job.id,
-        blueprint_name=job.blueprint,
-        status=job.status,  # type: ignore[arg-type]
-        current_state=job.state,
-        created_at=iso(job.created_at),
-        updated_at=iso(job.updated_at),
-        error_message=job.error,
-        retry_count=job.retry_count,
-    ).model_dump(mode="json")
-
-
-def row_summary(row: JobRow) -> dict[str, Any]:
-    """A job as history last saw it, in the shape of :func:`job_summary`."""
-    return JobSummary(
-        id=row.id,
-        blueprint_name=row.blueprint,
-        status=row.status,  # type: ignore[arg-type]
-        current_state=row.state,
-        created_at=iso(row.created_at),
-        updated_at=iso(row.updated_at),
-        error_message=row.error,
-        retry_count=row.retry_count,
-    ).model_dump(mode="json")
+def job_summary(job: Job | JobRow) -> dict[str, Any]:
+    """A job in a list (:class:`JobSummary`): a live job, or a history row (same field names)."""
+    return {
+        "id": job.id,
+        "blueprint_name": job.blueprint,
+        "status": str(job.status),
+        "current_state": job.state,
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+        "error_message": job.error,
+        "retry_count": job.retry_count,
+    }
 
 
 def worker_view(record: WorkerRecord, load: int, at: float) -> dict[str, Any]:
