@@ -40,6 +40,7 @@ class _Settings(BaseSettings):
     RETRY_BACKOFF_MAX_SECONDS: float = Field(60.0, ge=0)
     WATCHER_INTERVAL_SECONDS: float = Field(20.0, gt=0)
     EXECUTOR_CONCURRENCY: int = Field(64, ge=1)
+    EVENT_LOOP: Literal["auto", "uvloop", "asyncio"] = "auto"
 
     MAX_REQUEST_BODY_BYTES: int = Field(1_048_576, ge=1024)
     MAX_JSON_DEPTH: int = Field(64, ge=2)
@@ -71,7 +72,7 @@ class _Settings(BaseSettings):
     @classmethod
     def _upper_case_levels(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            for key in ("LOG_LEVEL", "LOG_FORMAT"):
+            for key in ("LOG_LEVEL", "LOG_FORMAT", "EVENT_LOOP"):
                 value = data.get(key)
                 if isinstance(value, str):
                     data[key] = value.upper() if key == "LOG_LEVEL" else value.lower()

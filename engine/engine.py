@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from . import loops
 from .blueprint import StateMachineBlueprint
 from .clients import AccessRegistry
 from .config import Config
@@ -256,7 +257,7 @@ class OrchestratorEngine:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            asyncio.run(self._serve_forever(install_signals=True))
+            loops.run(self._serve_forever(install_signals=True), self.config.EVENT_LOOP)
             return
         self._run_in_thread()
 
@@ -274,7 +275,7 @@ class OrchestratorEngine:
                 await self._serve_forever(install_signals=False, until=finished)
 
             try:
-                asyncio.run(main())
+                loops.run(main(), self.config.EVENT_LOOP)
             except BaseException as exc:
                 errors.append(exc)
                 ready.set()
