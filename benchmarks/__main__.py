@@ -29,6 +29,7 @@ import sys
 import time
 from typing import Any
 
+from .loop import run
 from .procs import LOGS, py_spy
 from .workloads import WORKLOADS, Options, Result
 
@@ -205,7 +206,7 @@ async def run_all(args: argparse.Namespace) -> list[Result]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    results = asyncio.run(run_all(args))
+    results = run(run_all(args))
     took = time.monotonic() - started
     machine = f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, loopback"
     history = args.history or "in-memory SQLite (default)"

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
+from .http_client import Connection, HttpError
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
@@ -166,7 +166,7 @@ class Engine:
 
     async def start(self) -> None:
         self._spawn_engine()
-        await self._wait_until(f"{self.url}/_public/status", lambda _: True, "to serve")
+        await self._wait_until("/_public/status", lambda _: True, "to serve")
 
     def _spawn_engine(self) -> None:
         LOGS.mkdir(parents=True, exist_ok=True)
@@ -185,20 +185,22 @@ class Engine:
             workers = body.get("workers") if isinstance(body, dict) else None
             return isinstance(workers, list) and ids <= {w.get("worker_id") for w in workers}
 
-        await self._wait_until(f"{self.url}/api/v1/workers", all_registered, "to see its workers")
+        await self._wait_until("/api/v1/workers", all_registered, "to see its workers")
 
-    async def _wait_until(self, url: str, ready: Callable[[object], bool], what: str) -> None:
-        headers = {"X-Avtomatika-Token": CLIENT_TOKEN}
+    async def _wait_until(self, path: str, ready: Callable[[object], bool], what: str) -> None:
+        connection = Connection(self.url, {"X-Avtomatika-Token": CLIENT_TOKEN}, timeout_s=2.0)
         deadline = time.monotonic() + START_TIMEOUT_S
-        async with aiohttp.ClientSession(headers=headers) as session:
+        try:
             while time.monotonic() < deadline:
                 if self.process is None or self.process.poll() is not None:
                     break
-                with contextlib.suppress(aiohttp.ClientError, OSError, ValueError):
-                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                        if resp.status == 200 and ready(await resp.json(content_type=None)):
-                            return
+                with contextlib.suppress(HttpError, OSError, TimeoutError, ValueError):
+                    response = await connection.request("GET", path)
+                    if response.status == 200 and ready(response.json()):
+                        return
                 await asyncio.sleep(0.05)
+        finally:
+            connection.close()
         raise RuntimeError(f"the engine failed {what} in {START_TIMEOUT_S}s; its log:\n{tail(self.log_path)}")
 
     def _spawn_worker(self, worker_id: str, concurrency: int, log_path: Path) -> None:

@@ -3,7 +3,9 @@
 Registers, then runs ``--concurrency`` loops that each long-poll ``GET tasks/next`` and answer every
 task at once with ``{"status": "success", "data": {"echo": params}}``; heartbeats every 20 s. No
 WebSocket, no logging per task: the worker should cost as little CPU as possible, since it shares
-the machine with the engine. SIGTERM or SIGINT stops it; it also stops by itself after ``--max-s``.
+the machine with the engine (hence :mod:`.http_client` and uvloop, see :mod:`.loop`). Each long poll
+has its own keep-alive connection, also used for the results it gets. SIGTERM or SIGINT stops it; it
+also stops by itself after ``--max-s``.
 
     python -m benchmarks.worker --url http://127.0.0.1:8080 --token T --id w1 --concurrency 16
 """
@@ -15,77 +17,105 @@ import asyncio
 import contextlib
 import signal
 import sys
+from typing import Any
 
-import aiohttp
 import orjson
+
+from .http_client import Connection, HttpError
+from .loop import run
 
 HEARTBEAT_EVERY_S = 20.0
 #: Above the engine's WORKER_POLL_TIMEOUT_SECONDS (30 by default): the server ends each long poll.
 POLL_CLIENT_TIMEOUT_S = 40.0
+REQUEST_TIMEOUT_S = 10.0
 ERROR_PAUSE_S = 0.2
+#: What a failed request may raise: refused or reset connections, unreadable answers, timeouts.
+REQUEST_ERRORS = (HttpError, OSError, TimeoutError, ValueError)
+
+
+class Worker:
+    """One worker: its record, its paths, and a keep-alive connection per long poll."""
+
+    def __init__(self, args: argparse.Namespace, stopping: asyncio.Event) -> None:
+        self.args, self.stopping = args, stopping
+        self.base = args.url.rstrip("/")
+        self.headers = {"X-Worker-Token": args.token}
+        self.next_path = f"/_worker/workers/{args.id}/tasks/next"
+        self.connections: list[Connection] = []
+
+    def connect(self) -> Connection:
+        connection = Connection(self.base, self.headers, REQUEST_TIMEOUT_S)
+        self.connections.append(connection)
+        return connection
+
+    def record(self) -> dict[str, Any]:
+        concurrency = self.args.concurrency
+        return {
+            "worker_id": self.args.id,
+            "worker_type": "bench",
+            "supported_tasks": self.args.task_types.split(","),
+            "max_concurrent_tasks": concurrency,
+            "resources": {"max_concurrent_tasks": concurrency},
+            "capabilities": {"websockets": False},
+        }
+
+    def answer(self, task: dict[str, Any]) -> bytes:
+        return orjson.dumps(
+            {
+                "job_id": task["job_id"],
+                "task_id": task["task_id"],
+                "worker_id": self.args.id,
+                "result": {"status": "success", "data": {"echo": task.get("params") or {}}},
+            }
+        )
+
+    async def poll_loop(self) -> None:
+        """Long-poll ``tasks/next`` and answer each task at once, over one connection, until stopped."""
+        connection = self.connect()
+        while not self.stopping.is_set():
+            try:
+                response = await connection.request("GET", self.next_path, timeout_s=POLL_CLIENT_TIMEOUT_S)
+                if response.status == 204:
+                    continue
+                if response.status != 200:
+                    await asyncio.sleep(ERROR_PAUSE_S)
+                    continue
+                await connection.request("POST", "/_worker/tasks/result", self.answer(response.json()))
+            except REQUEST_ERRORS:
+                await asyncio.sleep(ERROR_PAUSE_S)
+
+    async def heartbeat_loop(self, connection: Connection) -> None:
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), HEARTBEAT_EVERY_S)
+                return
+            with contextlib.suppress(*REQUEST_ERRORS):
+                await connection.request("PATCH", f"/_worker/workers/{self.args.id}", b"{}")
+
+    def close(self) -> None:
+        for connection in self.connections:
+            connection.close()
 
 
 async def serve(args: argparse.Namespace, stopping: asyncio.Event) -> int:
-    base = args.url.rstrip("/") + "/_worker"
-    headers = {"X-Worker-Token": args.token, "Content-Type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=args.concurrency + 4)
-    record = {
-        "worker_id": args.id,
-        "worker_type": "bench",
-        "supported_tasks": args.task_types.split(","),
-        "max_concurrent_tasks": args.concurrency,
-        "resources": {"max_concurrent_tasks": args.concurrency},
-        "capabilities": {"websockets": False},
-    }
-    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
-        async with session.post(f"{base}/workers/register", data=orjson.dumps(record)) as resp:
-            if resp.status != 200:
-                sys.stderr.write(f"worker {args.id}: register failed {resp.status} {await resp.text()}\n")
-                return 2
+    worker = Worker(args, stopping)
+    try:
+        control = worker.connect()
+        response = await control.request("POST", "/_worker/workers/register", orjson.dumps(worker.record()))
+        if response.status != 200:
+            sys.stderr.write(f"worker {args.id}: register failed {response.status} {response.body[:200]!r}\n")
+            return 2
         sys.stderr.write(f"worker {args.id}: registered\n")
-        next_url = f"{base}/workers/{args.id}/tasks/next"
-        result_url = f"{base}/tasks/result"
-        poll_timeout = aiohttp.ClientTimeout(total=POLL_CLIENT_TIMEOUT_S)
-
-        async def poll_loop() -> None:
-            while not stopping.is_set():
-                try:
-                    async with session.get(next_url, timeout=poll_timeout) as resp:
-                        if resp.status == 204:
-                            continue
-                        body = await resp.read()
-                        if resp.status != 200:
-                            await asyncio.sleep(ERROR_PAUSE_S)
-                            continue
-                    task = orjson.loads(body)
-                    answer = {
-                        "job_id": task["job_id"],
-                        "task_id": task["task_id"],
-                        "worker_id": args.id,
-                        "result": {"status": "success", "data": {"echo": task.get("params") or {}}},
-                    }
-                    async with session.post(result_url, data=orjson.dumps(answer)) as resp:
-                        await resp.read()
-                except (aiohttp.ClientError, TimeoutError, ValueError):
-                    await asyncio.sleep(ERROR_PAUSE_S)
-
-        async def heartbeat_loop() -> None:
-            while not stopping.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), HEARTBEAT_EVERY_S)
-                    return
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.patch(f"{base}/workers/{args.id}", data=b"{}") as resp:
-                        await resp.read()
-
-        loops = [asyncio.create_task(poll_loop()) for _ in range(args.concurrency)]
-        loops.append(asyncio.create_task(heartbeat_loop()))
+        loops = [asyncio.create_task(worker.poll_loop()) for _ in range(args.concurrency)]
+        loops.append(asyncio.create_task(worker.heartbeat_loop(control)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), args.max_s)
         stopping.set()
         for loop_task in loops:
             loop_task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
+    finally:
+        worker.close()
     return 0
 
 
@@ -106,4 +136,4 @@ async def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(run(main()))

@@ -1,8 +1,8 @@
 """The four workloads: each runs against a fresh engine process and returns one :class:`Result`.
 
-The load generator is this process (aiohttp, one connection per concurrent client). Every loop is
-bounded by a count and by the workload's deadline; a workload past its deadline returns what it
-measured so far, marked ``timeout``.
+The load generator is this process (:mod:`.http_client` on uvloop, one keep-alive connection per
+concurrent client). Every loop is bounded by a count and by the workload's deadline; a workload past
+its deadline returns what it measured so far, marked ``timeout``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 
+from .http_client import Connection, HttpError
 from .procs import (
     CLIENT_TOKEN,
     PROFILES,
@@ -33,6 +33,8 @@ from .procs import (
 )
 from .profiles import Summary, write_profile_reports
 
+#: Bounds one request; a job's polls are bounded by the workload's deadline.
+REQUEST_TIMEOUT_S = 30.0
 TERMINAL = frozenset({"finished", "failed", "quarantined", "cancelled"})
 WAITING = "waiting_for_worker"
 
@@ -117,40 +119,47 @@ class Outcomes(dict[str, int]):
 
 # -- the load generator ----------------------------------------------------------------------------
 class Client:
-    """The client API over one aiohttp session, counting requests."""
+    """The client API over keep-alive connections: ``connection(i)`` is concurrent client ``i``'s own.
 
-    def __init__(self, base_url: str, concurrency: int) -> None:
-        self.session = aiohttp.ClientSession(
-            base_url=base_url,
-            headers={"X-Avtomatika-Token": CLIENT_TOKEN, "Content-Type": "application/json"},
-            connector=aiohttp.TCPConnector(limit=concurrency),
-            timeout=aiohttp.ClientTimeout(total=30),
-        )
+    Counts requests. A response other than the one expected raises ``RuntimeError`` with its status
+    and the start of its body (the engine's JSON error).
+    """
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.headers = {"X-Avtomatika-Token": CLIENT_TOKEN}
+        self.connections: list[Connection] = []
         self.requests = 0
 
-    async def close(self) -> None:
-        await self.session.close()
+    def connection(self, index: int) -> Connection:
+        while len(self.connections) <= index:
+            self.connections.append(Connection(self.base_url, self.headers, REQUEST_TIMEOUT_S))
+        return self.connections[index]
 
-    async def create(self, blueprint: str, body: dict[str, Any]) -> str:
+    def close(self) -> None:
+        for connection in self.connections:
+            connection.close()
+
+    async def call(
+        self, connection: Connection, method: str, path: str, expected: int, body: bytes | None = None
+    ) -> Any:
         self.requests += 1
-        async with self.session.post(f"/api/v1/jobs/{blueprint}", data=orjson.dumps(body)) as resp:
-            payload = await resp.read()
-            if resp.status != 202:
-                raise RuntimeError(f"create {blueprint}: HTTP {resp.status} {payload[:200]!r}")
-        return str(orjson.loads(payload)["job_id"])
+        response = await connection.request(method, path, body)
+        if response.status != expected:
+            raise RuntimeError(f"{method} {path}: HTTP {response.status} {response.body[:200]!r}")
+        return response.json()
 
-    async def status(self, job_id: str) -> str:
-        self.requests += 1
-        async with self.session.get(f"/api/v1/jobs/{job_id}") as resp:
-            payload = await resp.read()
-            if resp.status != 200:
-                raise RuntimeError(f"job {job_id}: HTTP {resp.status} {payload[:200]!r}")
-        return str(orjson.loads(payload)["status"])
+    async def create(self, connection: Connection, blueprint: str, body: dict[str, Any]) -> str:
+        answer = await self.call(connection, "POST", f"/api/v1/jobs/{blueprint}", 202, orjson.dumps(body))
+        return str(answer["job_id"])
 
-    async def wait_terminal(self, job_id: str, poll_s: float, deadline: float) -> str:
+    async def status(self, connection: Connection, job_id: str) -> str:
+        return str((await self.call(connection, "GET", f"/api/v1/jobs/{job_id}", 200))["status"])
+
+    async def wait_terminal(self, connection: Connection, job_id: str, poll_s: float, deadline: float) -> str:
         """Poll the job (at once, then every ``poll_s``) until terminal; ``timeout`` past ``deadline``."""
         for _ in range(int((deadline - time.monotonic()) / max(poll_s, 0.0005)) + 2):
-            status = await self.status(job_id)
+            status = await self.status(connection, job_id)
             if status in TERMINAL:
                 return status
             if time.monotonic() >= deadline:
@@ -159,10 +168,8 @@ class Client:
         return "timeout"
 
     async def dashboard_counts(self) -> dict[str, int]:
-        self.requests += 1
-        async with self.session.get("/api/v1/dashboard") as resp:
-            payload = orjson.loads(await resp.read())
-        return dict(payload["jobs"]["by_status"])
+        answer = await self.call(self.connection(0), "GET", "/api/v1/dashboard", 200)
+        return dict(answer["jobs"]["by_status"])
 
 
 async def run_jobs(
@@ -181,23 +188,23 @@ async def run_jobs(
     latencies: list[float] = []
     outcomes: Outcomes = Outcomes()
 
-    async def one_client() -> None:
+    async def one_client(connection: Connection) -> None:
         for index in indices:  # shared: each index is taken by exactly one client
             if time.monotonic() >= deadline:
                 outcomes["timeout"] += 1
                 continue
             started = time.perf_counter()
             try:
-                job_id = await client.create(blueprint, body(index))
-                status = await client.wait_terminal(job_id, poll_s, deadline) if wait else "created"
-            except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
+                job_id = await client.create(connection, blueprint, body(index))
+                status = await client.wait_terminal(connection, job_id, poll_s, deadline) if wait else "created"
+            except (HttpError, OSError, TimeoutError, RuntimeError) as exc:
                 outcomes[f"error: {type(exc).__name__}"] += 1
                 continue
             outcomes[status] += 1
             if status in ("finished", "created"):
                 latencies.append(1000 * (time.perf_counter() - started))
 
-    await asyncio.gather(*(one_client() for _ in range(concurrency)))
+    await asyncio.gather(*(one_client(client.connection(i)) for i in range(concurrency)))
     return latencies, outcomes
 
 
@@ -285,8 +292,8 @@ async def fresh_run(workload: str, storage: str, options: Options, workers: int 
         await engine.start()
         if workers:
             await engine.start_workers(workers, options.worker_concurrency)
-        client = Client(engine.url, max(options.clients, 1))
-        stack.push_async_callback(client.close)
+        client = Client(engine.url)
+        stack.callback(client.close)
         run = Run(workload, storage, options, engine, redis, client, Result(workload, storage))
         run._marks["deadline"] = time.monotonic() + options.timeout_s
         try:
