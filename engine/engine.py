@@ -201,7 +201,7 @@ class OrchestratorEngine:
         logger.info("avtomatika engine serving on http://%s:%s", host, self.port)
 
     async def _open_history(self) -> None:
-        """Record every event of this process in history (in-memory SQLite unless configured)."""
+        """Record every event of this process in history (SQLite in a temporary file unless configured)."""
         from .history import HistoryWriter, open_history
 
         if self.history is None:

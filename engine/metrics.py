@@ -25,7 +25,6 @@ import contextlib
 import logging
 import os
 import socket
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics import MetricWrapperBase
 
 from .events import Event, EventKind
 from .models import JobStatus, now
@@ -48,8 +48,6 @@ JOB_DURATION_BUCKETS_S = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600,
 TASK_LATENCY_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 #: How often the event-loop lag is sampled.
 LAG_INTERVAL_S = 0.5
-#: Start times remembered for jobs and tasks whose events lack them (bounded: oldest forgotten first).
-MAX_REMEMBERED = 100_000
 
 _TERMINAL_EVENTS = {
     EventKind.JOB_FINISHED: JobStatus.FINISHED,
@@ -87,8 +85,7 @@ class Metrics:
         self.registry.register(self._shared)
         self.registry.register(self._drops)
         self.watch_drops("event_outbox", lambda: engine.events.dropped)
-        self._created_at = _Remembered()
-        self._dispatched_at = _Remembered()
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
         self._lag_task: asyncio.Task[None] | None = None
         self._unsubscribe = engine.events.subscribe(self._on_event, remote=False)
 
@@ -207,46 +204,46 @@ class Metrics:
         return encode(self.registry), content_type
 
     # -- events ----------------------------------------------------------------------------------
+    def _series(self, metric: MetricWrapperBase, *labels: str) -> MetricWrapperBase:
+        """``metric.labels(*labels, instance)``, remembered: ``labels()`` costs more than the count itself."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels, self.instance)
+        return child
+
     def _on_event(self, event: Event) -> None:
         kind = event.kind
         blueprint = event.blueprint or ""
         if kind == EventKind.JOB_CREATED:
-            self.jobs_created.labels(blueprint, self.instance).inc()
-            if event.job_id:
-                self._created_at.put(event.job_id, event.at)
+            self._series(self.jobs_created, blueprint).inc()
         elif kind in _TERMINAL_EVENTS:
             self._job_ended(event, _TERMINAL_EVENTS[kind])
         elif kind == EventKind.JOB_RELEASED:
-            self.jobs_released.labels(blueprint, self.instance).inc()
+            self._series(self.jobs_released, blueprint).inc()
         elif kind in _RETRY_EVENTS:
-            self.retries.labels(blueprint, _RETRY_EVENTS[kind], self.instance).inc()
+            self._series(self.retries, blueprint, _RETRY_EVENTS[kind]).inc()
         elif kind == EventKind.TASK_DISPATCHED:
-            self.tasks_dispatched.labels(str(event.data.get("task_type")), self.instance).inc()
-            self._dispatched_at.put(str(event.data.get("task_id")), event.at)
+            self._series(self.tasks_dispatched, str(event.data.get("task_type"))).inc()
         elif kind == EventKind.TASK_RESULT:
             self._task_answered(event)
 
     def _job_ended(self, event: Event, status: JobStatus) -> None:
         blueprint = event.blueprint or ""
         if status == JobStatus.FAILED:
-            self.jobs_failed.labels(blueprint, self.instance).inc()
+            self._series(self.jobs_failed, blueprint).inc()
         elif status == JobStatus.QUARANTINED:
-            self.jobs_quarantined.labels(blueprint, self.instance).inc()
-        # The event names the job's creation time (any engine may have created it); this process's
-        # own record of it is the fallback, kept after the end: a job retried or released ends again.
+            self._series(self.jobs_quarantined, blueprint).inc()
+        # Every ending event names the job's creation time, so any engine sharing the storage times it.
         created_at = event.data.get("created_at")
-        remembered = self._created_at.get(event.job_id or "")
-        started = created_at if isinstance(created_at, int | float) else remembered
-        if started is not None:
-            self.job_duration.labels(blueprint, status, self.instance).observe(max(0.0, event.at - started))
+        if isinstance(created_at, int | float):
+            self._series(self.job_duration, blueprint, status).observe(max(0.0, event.at - created_at))
 
     def _task_answered(self, event: Event) -> None:
-        queued_at = event.data.get("queued_at")
-        remembered = self._dispatched_at.pop(str(event.data.get("task_id")))
-        started = queued_at if isinstance(queued_at, int | float) else remembered
-        if started is not None:
+        queued_at = event.data.get("queued_at")  # the task's, so a retried task is timed from its retry
+        if isinstance(queued_at, int | float):
             task_type = str(event.data.get("task_type"))
-            self.task_latency.labels(task_type, self.instance).observe(max(0.0, event.at - started))
+            self._series(self.task_latency, task_type).observe(max(0.0, event.at - queued_at))
 
     async def _sample_lag(self) -> None:
         loop = asyncio.get_running_loop()
@@ -255,25 +252,6 @@ class Metrics:
             started = loop.time()
             await asyncio.sleep(self.lag_interval_s)
             gauge.set(max(0.0, loop.time() - started - self.lag_interval_s))
-
-
-class _Remembered:
-    """Start times by id, bounded: the oldest are forgotten first (jobs that never end)."""
-
-    def __init__(self, limit: int = MAX_REMEMBERED) -> None:
-        self.limit = limit
-        self._at: OrderedDict[str, float] = OrderedDict()
-
-    def put(self, key: str, at: float) -> None:
-        self._at[key] = at
-        if len(self._at) > self.limit:
-            self._at.popitem(last=False)
-
-    def get(self, key: str) -> float | None:
-        return self._at.get(key)
-
-    def pop(self, key: str) -> float | None:
-        return self._at.pop(key, None)
 
 
 @dataclass(slots=True)

@@ -23,8 +23,8 @@ from avtomatika.history import (
 @pytest.mark.parametrize(
     ("uri", "expected"),
     [
-        (None, ("sqlite", ":memory:")),
-        ("", ("sqlite", ":memory:")),
+        (None, ("sqlite", "")),
+        ("", ("sqlite", "")),
         ("sqlite::memory:", ("sqlite", ":memory:")),
         ("sqlite://", ("sqlite", ":memory:")),
         ("sqlite:///:memory:", ("sqlite", ":memory:")),
@@ -58,14 +58,17 @@ def test_backends_by_uri(tmp_path: Path) -> None:
     assert isinstance(create_history("postgresql://u@localhost/h"), PostgresHistory)
 
 
-async def test_open_history_defaults_to_memory() -> None:
+async def test_open_history_defaults_to_a_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     history = await open_history()
     try:
         assert isinstance(history, SQLiteHistory)
-        assert history.path == ":memory:"
+        assert history.path == ""  # SQLite's private temporary database, deleted on close
         assert await history.schema_version() == 1
+        assert await history._fetch("PRAGMA synchronous", ()) == [(0,)]  # OFF: nothing in it outlives us
     finally:
         await history.close()
+    assert list(tmp_path.iterdir()) == []
 
 
 _PROBE = """

@@ -1,7 +1,9 @@
 """Choose and open a history backend from ``HISTORY_DATABASE_URI``.
 
-* nothing (None or ""), ``sqlite::memory:``, ``sqlite://`` or ``sqlite:///:memory:``: SQLite in memory,
-  the zero set-up default (history lasts as long as the process);
+* nothing (None or ""): SQLite in a temporary file, the zero set-up default (history lasts as long
+  as the process, and its pages beyond SQLite's cache stay on disk, not in the engine's memory);
+* ``sqlite::memory:``, ``sqlite://`` or ``sqlite:///:memory:``: SQLite in memory (the same, but every
+  page stays resident);
 * ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (SQLAlchemy's convention: what
   follows the third slash is the path);
 * ``postgresql://user:password@host:port/database`` (also ``postgres://``, ``postgresql+asyncpg://``).
@@ -13,7 +15,7 @@ from urllib.parse import urlsplit
 
 from .base import HistoryStorage, InvalidHistoryURI
 from .postgres import PostgresHistory, redact
-from .sqlite import MEMORY, SQLiteHistory
+from .sqlite import MEMORY, TEMPORARY, SQLiteHistory
 
 _MEMORY_URIS = frozenset({"sqlite::memory:", "sqlite://", "sqlite:///:memory:", "sqlite:"})
 _POSTGRES_SCHEMES = frozenset({"postgresql", "postgres", "postgresql+asyncpg"})
@@ -22,7 +24,9 @@ _POSTGRES_SCHEMES = frozenset({"postgresql", "postgres", "postgresql+asyncpg"})
 def parse_history_uri(uri: str | None) -> tuple[str, str]:
     """``("sqlite", path)`` or ``("postgresql", dsn)``; raises :class:`InvalidHistoryURI`."""
     text = (uri or "").strip()
-    if not text or text in _MEMORY_URIS:
+    if not text:
+        return "sqlite", TEMPORARY
+    if text in _MEMORY_URIS:
         return "sqlite", MEMORY
     if text.startswith("sqlite:///"):
         path = text.removeprefix("sqlite:///").split("?", 1)[0]
@@ -50,7 +54,7 @@ def create_history(uri: str | None = None) -> HistoryStorage:
 
 
 async def open_history(uri: str | None = None) -> HistoryStorage:
-    """The backend ``uri`` names, connected and migrated; in-memory SQLite when ``uri`` is None.
+    """The backend ``uri`` names, connected and migrated; SQLite in a temporary file when ``uri`` is None.
 
     Raises when the database cannot be reached at start-up (a wrong URI should fail loudly); once
     running, the :class:`~avtomatika.history.writer.HistoryWriter` rides out outages.

@@ -1,4 +1,4 @@
-"""History in SQLite through aiosqlite: a file (WAL) or, by default, memory. No server.
+"""History in SQLite through aiosqlite: a file (WAL), a temporary file (the default) or memory. No server.
 
 One connection, and one lock around every use of it: SQLite has one writer at a time anyway, a
 batch is a few milliseconds, and so a read never sees a batch half written.
@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MEMORY = ":memory:"
+#: SQLite's private temporary database: a file of its own, deleted when the connection closes. Unlike
+#: ``:memory:`` its pages leave the process once they outgrow the page cache, so a long-running engine
+#: keeps a bounded resident size however many jobs it has seen.
+TEMPORARY = ""
 #: Ids per ``IN (...)`` list; SQLite allows 32766 variables, this keeps statements small.
 _IN_CHUNK = 500
 
@@ -48,14 +52,14 @@ class SQLiteHistory(HistoryStorage):
     """History in an SQLite database.
 
     Args:
-        path: A file path, or ``":memory:"`` (the default) for a database that lives as long as the
-            connection (history for one run, zero set-up).
+        path: A file path; ``""`` (the default) for a temporary file that lives as long as the
+            connection (history for one run, zero set-up); or ``":memory:"`` for one held in memory.
         busy_timeout_ms: How long to wait for another process holding the file's write lock.
     """
 
     backend = "sqlite"
 
-    def __init__(self, path: str = MEMORY, *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, path: str = TEMPORARY, *, busy_timeout_ms: int = 5000) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
         self._db: aiosqlite.Connection | None = None
@@ -76,7 +80,9 @@ class SQLiteHistory(HistoryStorage):
         db = await aiosqlite.connect(self.path, isolation_level=None)  # we issue BEGIN/COMMIT ourselves
         try:
             await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            if self.path != MEMORY:
+            if self.path == TEMPORARY:
+                await db.execute("PRAGMA synchronous = OFF")  # nothing in it outlives the process
+            elif self.path != MEMORY:
                 await db.execute("PRAGMA journal_mode = WAL")
                 await db.execute("PRAGMA synchronous = NORMAL")
             self._db = db
@@ -85,7 +91,8 @@ class SQLiteHistory(HistoryStorage):
             self._db = None
             await db.close()
             raise
-        logger.info("history: SQLite %s, schema version %d", self.path, migrations.latest(migrations.SQLITE))
+        where = self.path or "temporary file"
+        logger.info("history: SQLite %s, schema version %d", where, migrations.latest(migrations.SQLITE))
 
     async def close(self) -> None:
         db, self._db = self._db, None
