@@ -29,7 +29,7 @@ import sys
 import time
 from typing import Any
 
-from .loop import run
+from .loop import LOOP, run
 from .procs import LOGS, py_spy
 from .workloads import WORKLOADS, Options, Result
 
@@ -216,11 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     for result in results:
         for line in details(result):
             print(line)
-    print(f"\n{machine}; load generator, engine and workers on the same machine; history: {history}; took {took:.0f}s")
+    shared = f"load generator, engine and workers on the same machine (harness on {LOOP})"
+    print(f"\n{machine}; {shared}; history: {history}; took {took:.0f}s")
     LOGS.mkdir(parents=True, exist_ok=True)
     output: dict[str, Any] = {
         "argv": sys.argv[1:] if argv is None else argv,
         "machine": machine,
+        "harness_loop": LOOP,
         "history": history,
         "took_s": took,
         "results": [r.as_dict() for r in results],

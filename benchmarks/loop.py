@@ -1,6 +1,6 @@
 """The event loop of the harness's own processes (load generator, workers): uvloop when importable.
 
-uvloop's transports and loop cost less CPU per request than asyncio's, and the harness shares the
+uvloop's loop and transports cost less CPU per request than asyncio's, and the harness shares the
 machine's CPUs with the engine it measures. The engine picks its own loop.
 """
 
@@ -10,18 +10,16 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a dependency on CPython/Linux
+    uvloop = None  # type: ignore[assignment]
+
 T = TypeVar("T")
+#: The harness's loop, for the report.
+LOOP = "asyncio" if uvloop is None else "uvloop"
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)``, on a uvloop loop if uvloop is installed."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
-
-
-def loop_name() -> str:
-    """The running loop's kind, for the report: ``uvloop`` or ``asyncio``."""
-    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
+    return asyncio.run(main) if uvloop is None else uvloop.run(main)
