@@ -40,7 +40,7 @@ JOB_VIEW_FIELDS = frozenset(
         "task",
     }
 )
-JOB_VIEW_EXTRAS = frozenset({"parent_job_id", "waiting_for", "tasks", "approval"})
+JOB_VIEW_EXTRAS = frozenset({"parent_job_id", "waiting_for", "tasks", "task_count", "approval"})
 TASK_WIRE_FIELDS = frozenset({"job_id", "task_id", "type", "params", "tracing_context", "priority"})
 
 

@@ -10,6 +10,8 @@ import api_helpers
 import pytest
 from api_helpers import CLIENT_HEADER, JOB_VIEW_EXTRAS, JOB_VIEW_FIELDS, WORKER_HEADER
 
+from avtomatika import StateMachineBlueprint
+from avtomatika.api.payloads import VIEW_TASKS
 from avtomatika.storage import MemoryStorage
 
 make_api = api_helpers.make_api
@@ -69,6 +71,44 @@ async def test_job_view_has_the_protocol_fields(make_api, prefix):
     assert task["type"] == "echo"
     assert task["params"] == {"n": 3}
     assert task["status"] == "queued"
+
+
+wide = StateMachineBlueprint("wide", api_version="v1", api_endpoint="/jobs/wide")
+
+
+@wide.handler_for("start", is_start=True)
+async def wide_start(context):
+    for index in range(context.initial_data["count"]):
+        context.actions.dispatch_task("echo", params={"index": index}, transitions={"success": "gather"})
+
+
+@wide.aggregator_for("gather")
+async def wide_gather(context):
+    context.actions.transition_to("done")
+
+
+@wide.handler_for("done", is_end=True)
+async def wide_done(context):
+    pass
+
+
+async def test_a_fan_out_view_shows_its_first_tasks_and_counts_them_all(make_api):
+    api = await make_api(wide, api_helpers.work)
+    few = await api.wait_job(await api.create("/api/v1/jobs/wide", {"count": 3}), "waiting_for_parallel_tasks")
+    assert few["task"] is None
+    assert [t["params"] for t in few["tasks"]] == [{"index": i} for i in range(3)]
+    assert few["task_count"] == 3
+
+    count = VIEW_TASKS + 5
+    many = await api.wait_job(await api.create("/api/v1/jobs/wide", {"count": count}), "waiting_for_parallel_tasks")
+    assert many["task"] is None
+    assert [t["params"] for t in many["tasks"]] == [{"index": i} for i in range(VIEW_TASKS)]
+    assert many["task_count"] == count
+
+    single = await api.wait_job(await api.create("/api/v1/jobs/work", {"n": 1}), "waiting_for_worker")
+    assert (single["task"]["params"], single["tasks"], single["task_count"]) == ({"n": 1}, [], 1)
+    await api.client("POST", f"/api/v1/jobs/{single['id']}/cancel")
+    assert (await api.job(single["id"]))["task_count"] == 0
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)

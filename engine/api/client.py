@@ -6,20 +6,21 @@ import asyncio
 import re
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
 
 from ..blueprint import StateMachineBlueprint
 from ..history import HistoryFilter, InvalidCursor
-from ..models import JobStatus, now
+from ..models import Job, JobStatus, now
 from .auth import client_of, owner_of
 from .errors import ApiError
 from .keys import engine_key
 from .limits import check_size
 from .openapi import Operation, Query, documented
 from .payloads import (
+    VIEW_TASKS,
     Accepted,
     BlueprintInfo,
     BlueprintList,
@@ -41,6 +42,9 @@ from .payloads import (
 )
 from .render import json_response, model_response
 from .requests import parse, read_json
+
+if TYPE_CHECKING:
+    from ..engine import OrchestratorEngine
 
 PREFIXES = ("/api/v1", "/api")
 MAX_PAGE = 500
@@ -119,7 +123,15 @@ def create_job_handler(blueprint: StateMachineBlueprint) -> Any:
 async def get_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
-    return json_response(job_view(job, await engine.current_tasks(job)))  # a JobView
+    return json_response(await _job_view(engine, job))  # a JobView
+
+
+async def _job_view(engine: OrchestratorEngine, job: Job) -> dict[str, Any]:
+    """The job's view, with the first ``VIEW_TASKS`` of the tasks it waits on (or holds, quarantined)."""
+    wait = job.wait or {}
+    task_ids = wait.get("held_task_ids" if job.status == JobStatus.QUARANTINED else "task_ids", [])
+    tasks = [task for task_id in task_ids[:VIEW_TASKS] if (task := await engine.storage.get_task(task_id))]
+    return job_view(job, tasks, len(task_ids))
 
 
 @documented(
@@ -263,7 +275,7 @@ async def fail_job(request: web.Request) -> web.Response:
 async def quarantine(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     jobs = await engine.list_jobs(status=JobStatus.QUARANTINED, client=owner_of(request), limit=MAX_PAGE)
-    views = [job_view(j, await engine.current_tasks(j)) for j in jobs]
+    views = [await _job_view(engine, j) for j in jobs]
     return json_response({"jobs": views})  # a JobViewList of job_view()s
 
 

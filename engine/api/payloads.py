@@ -140,6 +140,11 @@ class TaskView(BaseModel):
     deadline: str | None
 
 
+#: A job's view shows at most this many of its tasks (the first dispatched) and counts them all: reading
+#: and rendering every branch of a wide fan-out on each poll cost more than the rest of its work.
+VIEW_TASKS = 20
+
+
 class ApprovalView(BaseModel):
     message: str | None
     choices: list[str]
@@ -160,8 +165,11 @@ class JobView(BaseModel):
     retry_count: int
     parent_job_id: str | None
     waiting_for: str | None
-    task: TaskView | None
-    tasks: list[TaskView]
+    task: TaskView | None = Field(description="The task the job waits on (or holds, when quarantined), if just one.")
+    tasks: list[TaskView] = Field(
+        description=f"When the job waits on (or holds) several tasks: the first ones dispatched, at most {VIEW_TASKS}."
+    )
+    task_count: int = Field(description="How many tasks the job waits on (or holds, when quarantined).")
     approval: ApprovalView | None = Field(default=None, description="Only while the job waits for a human.")
 
 
@@ -332,9 +340,13 @@ def task_view(task: Task) -> dict[str, Any]:
     }
 
 
-def job_view(job: Job, tasks: list[Task]) -> dict[str, Any]:
-    """A job as clients see it (:class:`JobView`): never tokens or request headers."""
+def job_view(job: Job, tasks: list[Task], task_count: int | None = None) -> dict[str, Any]:
+    """A job as clients see it (:class:`JobView`): never tokens or request headers.
+
+    ``tasks`` are those it waits on, or the first ones of them when ``task_count`` says there are more.
+    """
     wait = job.wait or {}
+    count = len(tasks) if task_count is None else task_count
     view = {
         "id": job.id,
         "blueprint_name": job.blueprint,
@@ -348,8 +360,9 @@ def job_view(job: Job, tasks: list[Task]) -> dict[str, Any]:
         "retry_count": job.retry_count,
         "parent_job_id": job.parent_job_id,
         "waiting_for": wait.get("kind") if not job.is_terminal else None,
-        "task": task_view(tasks[0]) if len(tasks) == 1 else None,
-        "tasks": [task_view(t) for t in tasks] if len(tasks) > 1 else [],
+        "task": task_view(tasks[0]) if count == 1 and tasks else None,
+        "tasks": [task_view(t) for t in tasks] if count > 1 else [],
+        "task_count": count,
     }
     if wait.get("kind") == "human":
         view["approval"] = {"message": wait.get("message"), "choices": sorted(wait.get("transitions", {}))}
