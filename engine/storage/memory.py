@@ -1,7 +1,7 @@
 """Live state in this process's memory: the embedded default, and the reference for the contract.
 
-Records are kept as JSON bytes (orjson), like Redis keeps them: what is read back is always exactly
-what was committed, and a waiting job costs a few hundred bytes.
+Records are kept as JSON bytes (orjson, see :func:`~avtomatika.models.pack`), as Redis keeps them:
+what is read back is always exactly what was committed, and a waiting job costs a few hundred bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from ..errors import VersionConflict
-from ..models import TERMINAL_STATUSES, Job, Task, TaskStatus, WorkerRecord, now, pack
+from ..models import TERMINAL_STATUSES, Job, Task, TaskStatus, WorkerRecord, now, pack, unpack
 from .base import Commit, JobFilter, Storage
 
 
@@ -63,7 +63,7 @@ class MemoryStorage(Storage):
 
     async def get_job(self, job_id: str) -> Job | None:
         raw = self._jobs.get(job_id)
-        return Job.from_dict(orjson.loads(raw)) if raw is not None else None
+        return unpack(Job, raw) if raw is not None else None
 
     async def commit(self, change: Commit) -> Job:
         job = change.job
@@ -127,7 +127,7 @@ class MemoryStorage(Storage):
                 continue
             if len(found) >= limit:
                 break
-            found.append(Job.from_dict(orjson.loads(self._jobs[job_id])))
+            found.append(unpack(Job, self._jobs[job_id]))
         return found
 
     async def count_jobs(self) -> dict[tuple[str, str, str], int]:
@@ -149,7 +149,7 @@ class MemoryStorage(Storage):
     # -- tasks -----------------------------------------------------------------------------------
     async def get_task(self, task_id: str) -> Task | None:
         raw = self._tasks.get(task_id)
-        return Task.from_dict(orjson.loads(raw)) if raw is not None else None
+        return unpack(Task, raw) if raw is not None else None
 
     async def update_task(self, task_id: str, **changes: Any) -> Task | None:
         task = await self.get_task(task_id)
@@ -164,7 +164,7 @@ class MemoryStorage(Storage):
         previous = self._tasks.get(task.id)
         if previous is None:
             self._job_tasks.setdefault(task.job_id, []).append(task.id)
-        elif (old_worker := orjson.loads(previous).get("worker_id")) and old_worker != task.worker_id:
+        elif (old_worker := unpack(Task, previous).worker_id) and old_worker != task.worker_id:
             # Given to another worker (or to anyone): no longer the old worker's load. Its old queue
             # entry is skipped when it reaches the head, since the task no longer names that worker.
             self._load.get(old_worker, set()).discard(task.id)
@@ -183,7 +183,7 @@ class MemoryStorage(Storage):
         raw = self._tasks.get(task_id)
         if raw is None:
             return
-        task = Task.from_dict(orjson.loads(raw))
+        task = unpack(Task, raw)
         task.status = status
         self._tasks[task_id] = pack(task)
         self._timers.pop(f"timeout:{task_id}", None)
@@ -289,7 +289,7 @@ class MemoryStorage(Storage):
         raw = self._tasks.get(task_id)
         if raw is None:
             return None
-        task: Task = Task.from_dict(orjson.loads(raw))
+        task: Task = unpack(Task, raw)
         return task if task.status == TaskStatus.QUEUED else None
 
     def _assign(self, task: Task, worker_id: str, deadline: float) -> Task:
@@ -355,10 +355,10 @@ class MemoryStorage(Storage):
 
     async def get_worker(self, worker_id: str) -> WorkerRecord | None:
         raw = self._workers.get(worker_id)
-        return WorkerRecord.from_dict(orjson.loads(raw)) if raw is not None else None
+        return unpack(WorkerRecord, raw) if raw is not None else None
 
     async def list_workers(self) -> list[WorkerRecord]:
-        return [WorkerRecord.from_dict(orjson.loads(raw)) for raw in self._workers.values()]
+        return [unpack(WorkerRecord, raw) for raw in self._workers.values()]
 
     async def pop_expired_workers(self, at: float) -> list[tuple[WorkerRecord, list[str]]]:
         expired = []
