@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": [r.as_dict() for r in results],
     }
     (LOGS / "results.json").write_text(json.dumps(output, indent=2, default=str) + "\n")
-    return 1 if any(r.status in ("error", "timeout") for r in results) else 0
+    return 1 if any(r.status in ("error", "errors", "timeout") for r in results) else 0
 
 
 if __name__ == "__main__":
