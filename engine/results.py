@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .errors import JobNotFound, ResultRejected
-from .events import EventKind
+from .events import Event, EventKind
 from .models import WAITING_ON_TASKS, Job, JobStatus, Task, TaskStatus
 from .outcomes import Outcome, backoff_s, dispatched, end, event, move_to, next_attempt
 from .storage.base import Commit
@@ -25,9 +25,15 @@ logger = logging.getLogger(__name__)
 TRANSIENT, PERMANENT, INVALID_INPUT = "TRANSIENT_ERROR", "PERMANENT_ERROR", "INVALID_INPUT_ERROR"
 
 
+#: Fan-out rounds whose branches are remembered (the oldest are forgotten; a forgotten one is read again).
+MAX_ROUNDS = 1000
+
+
 class ResultProcessor:
     def __init__(self, engine: OrchestratorEngine) -> None:
         self.engine = engine
+        #: The branch ids of fan-out rounds being answered, by job id, oldest first (see _round_size).
+        self._rounds: dict[str, frozenset[str]] = {}
 
     async def submit(self, job_id: str, task_id: str, worker_id: str, result: dict[str, Any]) -> str:
         """Apply a worker's result; returns the acknowledgement status for the worker."""
@@ -57,30 +63,49 @@ class ResultProcessor:
         return f"result_accepted_{status}" if status.isidentifier() else "result_accepted"
 
     async def _branch_done(self, task: Task, result: dict[str, Any]) -> None:
-        """One fan-out branch succeeded; the last one moves the job into the aggregation state."""
-        storage = self.engine.storage
-        job = await storage.get_job(task.job_id)
-        if job is None or task.id not in (job.wait or {}).get("task_ids", []):
-            raise ResultRejected(task.id, "the job is no longer waiting for this task")
-        reported = await storage.add_branch_result(task.job_id, task.id, {**result, "task_type": task.type})
-        if reported < len(job.wait["task_ids"]):
-            # Not the last branch: the job's document stays as it is (rewriting it for every branch made
-            # a fan-out quadratic); the last branch closes every branch and moves the job on.
-            await storage.update_task(task.id, status=TaskStatus.DONE)
-            return
-        await self.engine.update_job(task.job_id, lambda job: self._close_branch(job, task, reported))
+        """One fan-out branch succeeded; the last one moves the job into the aggregation state.
 
-    async def _close_branch(self, job: Job, task: Task, reported: int) -> Outcome | None:
+        The job's document stays as it is until the last branch: storage records the result and closes
+        the task at once (decoding and rewriting the job, which lists every branch, for each of them
+        made a fan-out quadratic).
+        """
+        size = await self._round_size(task)
+        reported = await self.engine.storage.add_branch_result(task.job_id, task.id, {**result, "task_type": task.type})
+        if reported >= size:
+            self._rounds.pop(task.job_id, None)
+            await self.engine.update_job(task.job_id, lambda job: self._close_branches(job, task, reported))
+
+    async def _round_size(self, task: Task) -> int:
+        """How many branches the fan-out of ``task`` has; ResultRejected if its job no longer waits for it.
+
+        A round's branches are read from the job once and remembered: a retry or a release replaces a
+        branch by another, so the count holds for the whole round. Whether the job still waits for
+        the task needs no read: a job that stops waiting for a task closes it in the same commit, and
+        the task was found assigned.
+        """
+        branches = self._rounds.get(task.job_id)
+        if branches is None or task.id not in branches:
+            job = await self.engine.storage.get_job(task.job_id)
+            branches = frozenset((job.wait or {}).get("task_ids", [])) if job is not None else frozenset()
+            if task.id not in branches:
+                raise ResultRejected(task.id, "the job is no longer waiting for this task")
+            self._rounds.pop(task.job_id, None)
+            self._rounds[task.job_id] = branches
+            while len(self._rounds) > MAX_ROUNDS:
+                del self._rounds[next(iter(self._rounds))]
+        return len(branches)
+
+    async def _close_branches(self, job: Job, task: Task, reported: int) -> Outcome | None:
+        """Every branch has reported: the job enters its aggregation state."""
         wait = job.wait or {}
-        if task.id not in wait.get("task_ids", []):
+        task_ids = wait.get("task_ids", [])
+        if job.status != JobStatus.WAITING_FOR_PARALLEL_TASKS or task.id not in task_ids or reported < len(task_ids):
             return None
-        commit = Commit(job, close_tasks={task.id: TaskStatus.DONE})
-        if reported >= len(wait["task_ids"]) and job.status == JobStatus.WAITING_FOR_PARALLEL_TASKS:
-            outcome = move_to(job, wait["aggregate_into"])
-            # Every branch has reported: close them all, also those whose own close lost a race with this one.
-            outcome.commit.close_tasks = dict.fromkeys(wait["task_ids"], TaskStatus.DONE)
-            return outcome
-        return Outcome(commit)
+        outcome = move_to(job, wait["aggregate_into"])
+        # Each branch was closed as it reported; closing them all again also ends the retry of a branch
+        # whose answer was recorded as its timeout fired (several engines on one Redis).
+        outcome.commit.close_tasks = dict.fromkeys(task_ids, TaskStatus.DONE)
+        return outcome
 
     async def _apply(self, job: Job, task: Task, result: dict[str, Any]) -> Outcome | None:
         if job.status not in WAITING_ON_TASKS or task.id not in (job.wait or {}).get("task_ids", []):
@@ -239,7 +264,5 @@ class ResultProcessor:
         await self.engine.update_job(task.job_id, queue)
 
 
-def _task_event(kind: EventKind, task: Task, **data: Any) -> Any:
-    from .events import Event
-
+def _task_event(kind: EventKind, task: Task, **data: Any) -> Event:
     return Event(kind, task.job_id, None, task.state, None, {"task_id": task.id, "task_type": task.type, **data})

@@ -238,7 +238,7 @@ class StorageContract:
         running = make_task(job)
         job = await storage.commit(Commit(job, tasks=[running], timers={"keep": time.time() + 100}))
         assert await take(storage, worker) is not None
-        await storage.add_branch_result(job.id, running.id, {"x": 1})
+        await storage.add_branch_result(job.id, "t1", {"x": 1})
         stale = await storage.get_job(job.id)
         assert stale is not None
         current = await storage.commit(Commit(job))
@@ -265,7 +265,7 @@ class StorageContract:
         assert still_running.status == TaskStatus.ASSIGNED
         assert (await storage.worker_load()).get(worker.worker_id) == 1
         assert (await storage.queue_lengths()).get("b", 0) == 0
-        assert await storage.branch_results(job.id) == {running.id: {"x": 1}}
+        assert await storage.branch_results(job.id) == {"t1": {"x": 1}}
         assert await storage.take_runnable(SHORT) is None
         assert await drain_timers(storage) == {"keep", f"timeout:{running.id}"}
 
@@ -865,6 +865,19 @@ class StorageContract:
         assert await storage.add_branch_result(job.id, "t2", {"n": 2}) == 2
         assert await storage.add_branch_result(job.id, "t1", {"n": 1}) == 2
         assert set(await storage.branch_results(job.id)) == {"t1", "t2"}
+
+    async def test_add_branch_result_closes_the_task_as_done(self, storage: Storage) -> None:
+        worker = make_worker("a")
+        job = await new_job(storage)
+        answered, other = make_task(job), make_task(job)
+        await dispatch(storage, job, answered, other)
+        await take_ids(storage, worker, 2)
+        assert await storage.add_branch_result(job.id, answered.id, {"x": 1}) == 1
+        stored = await storage.get_task(answered.id)
+        assert stored is not None
+        assert stored.status == TaskStatus.DONE
+        assert (await storage.worker_load()).get(worker.worker_id) == 1
+        assert await drain_timers(storage) == {f"timeout:{other.id}"}
 
     async def test_branch_results_round_trip(self, storage: Storage) -> None:
         job = await new_job(storage)

@@ -137,7 +137,7 @@ async def task_result(request: web.Request) -> web.Response:
     status = await engine.submit_result(
         body.job_id, body.task_id, body.worker_id, body.result.model_dump(exclude_none=True)
     )
-    return model_response(ResultAck(status=status))
+    return json_response({"status": status})  # a ResultAck
 
 
 @documented(

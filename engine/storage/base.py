@@ -203,9 +203,12 @@ class Storage(ABC):
     # -- fan-in ----------------------------------------------------------------------------------
     @abstractmethod
     async def add_branch_result(self, job_id: str, task_id: str, result: dict[str, Any]) -> int:
-        """Record one branch's result; returns how many branches have reported (atomically).
+        """Record one branch's result and close its task as done; returns how many branches have reported.
 
-        A task id already recorded is not counted again (its result is replaced).
+        One atomic change: the task is closed as by ``Commit.close_tasks`` (status ``done``, out of its
+        worker's load, its timeout timer cancelled; an unknown id is ignored), so a fan-out's branches
+        are answered without rewriting their job. A task id already recorded is not counted again (its
+        result is replaced).
         """
 
     @abstractmethod

@@ -44,7 +44,7 @@ class MemoryStorage(Storage):
         # Long polls waiting for a task: the future to wake, the worker, what it may take.
         self._task_waiters: dict[asyncio.Future[None], tuple[WorkerRecord, Callable[[Task], bool]]] = {}
         self._load: dict[str, set[str]] = {}
-        self._branches: dict[str, dict[str, dict[str, Any]]] = {}
+        self._branches: dict[str, dict[str, bytes]] = {}  # job id -> task id -> packed result
         self._timers: dict[str, float] = {}
         self._timer_heap: list[tuple[float, str]] = []
         self._workers: dict[str, bytes] = {}
@@ -184,8 +184,9 @@ class MemoryStorage(Storage):
         if raw is None:
             return
         task = unpack(Task, raw)
-        task.status = status
-        self._tasks[task_id] = pack(task)
+        if task.status != status:  # a fan-out's aggregation closes again branches closed as they answered
+            task.status = status
+            self._tasks[task_id] = pack(task)
         self._timers.pop(f"timeout:{task_id}", None)
         if task.worker_id and (load := self._load.get(task.worker_id)) is not None:
             load.discard(task_id)
@@ -199,6 +200,8 @@ class MemoryStorage(Storage):
             mine = task.worker_id == worker.worker_id
             if mine or (task.worker_id is None and task.type in worker.supported_tasks and eligible(task)):
                 waiter.set_result(None)
+                # Woken polls leave at once: a fan-out queuing hundreds of tasks need not pass them all.
+                del self._task_waiters[waiter]
                 return
 
     async def take_task(
@@ -322,11 +325,12 @@ class MemoryStorage(Storage):
     # -- fan-in ----------------------------------------------------------------------------------
     async def add_branch_result(self, job_id: str, task_id: str, result: dict[str, Any]) -> int:
         branches = self._branches.setdefault(job_id, {})
-        branches[task_id] = orjson.loads(pack(result))
+        branches[task_id] = pack(result)
+        self._close_task(task_id, TaskStatus.DONE)
         return len(branches)
 
     async def branch_results(self, job_id: str) -> dict[str, dict[str, Any]]:
-        return orjson.loads(orjson.dumps(self._branches.get(job_id, {})))  # type: ignore[no-any-return]
+        return {task_id: orjson.loads(result) for task_id, result in self._branches.get(job_id, {}).items()}
 
     # -- timers ----------------------------------------------------------------------------------
     def _set_timer(self, timer_id: str, due: float) -> None:

@@ -283,6 +283,14 @@ end
 return redis.call('HGETALL', KEYS[1])
 """
 
+ADD_BRANCH_RESULT = """
+-- KEYS[1]: the job's branch results. ARGV: ns, task id, result. Records the result and closes the task
+-- as done; returns how many results are recorded.
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+close_task(ARGV[2], 'done')
+return redis.call('HLEN', KEYS[1])
+"""
+
 POP_DUE_TIMERS = """
 -- ARGV: ns, at, limit, call token. Claims (removes) and returns the due timer ids, earliest first.
 local earlier = earlier_reply(ARGV[4])
@@ -400,6 +408,7 @@ SOURCES: dict[str, str] = {
     "commit": _source(COMMIT),
     "claim_task": _source(CLAIM_TASK),
     "update_task": _source(UPDATE_TASK),
+    "add_branch_result": _source(ADD_BRANCH_RESULT),
     "pop_due_timers": _source(POP_DUE_TIMERS),
     "save_worker": _source(SAVE_WORKER),
     "pop_expired_workers": _source(POP_EXPIRED_WORKERS),

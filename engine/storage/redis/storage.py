@@ -448,11 +448,7 @@ class RedisStorage(Storage):
 
     # -- fan-in ----------------------------------------------------------------------------------
     async def add_branch_result(self, job_id: str, task_id: str, result: dict[str, Any]) -> int:
-        branches = self.keys.branches(job_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(branches, task_id, orjson.dumps(result))
-            pipe.hlen(branches)
-            _, reported = await pipe.execute()
+        reported = await self._run("add_branch_result", [self.keys.branches(job_id)], [task_id, orjson.dumps(result)])
         return int(reported)
 
     async def branch_results(self, job_id: str) -> dict[str, dict[str, Any]]:
