@@ -11,7 +11,9 @@ Durations come from consecutive events of a job: when a job enters a state (or e
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, fields
+from enum import Enum
 from typing import Any
 
 import orjson
@@ -35,6 +37,16 @@ _FACT_KEYS = frozenset(
     {"previous", "client", "blueprint_version", "parent_job_id", "error", "worker_id", "duration_ms", "state"}
 )
 _MAX_UNSERIALIZABLE_CHARS = 10_000
+_NO_FACTS: dict[str, Any] = {}  # shared by every record without facts: never written to
+
+
+def _name(value: object) -> str | None:
+    """``value`` as one shared str (an enum member's value, or an interned copy)."""
+    if value is None:
+        return None
+    if isinstance(value, Enum):
+        return str(value.value)
+    return sys.intern(str(value))
 
 
 def _json_default(value: object) -> object:
@@ -79,19 +91,24 @@ class EventRecord:
 
     @classmethod
     def capture(cls, event: Event) -> EventRecord | None:
-        """Snapshot ``event``; None for events that belong to no job (workers registering...)."""
+        """Snapshot ``event``; None for events that belong to no job (workers registering...).
+
+        Kept small: records wait in the writer's buffer while a batch is written, and on a busy
+        engine that buffer holds thousands. Names, states and statuses are interned (a job read back
+        from storage brings fresh copies of each); a fact holding None is left out (``facts.get``
+        says the same), and an event without facts shares one empty dict.
+        """
         if not event.job_id:
             return None
         data = event.data if isinstance(event.data, dict) else {"value": event.data}
-        facts = {key: _scalar(value) for key, value in data.items() if key in _FACT_KEYS}
-        status = event.status
+        facts = {k: _scalar(v) for k, v in data.items() if k in _FACT_KEYS and v is not None} or _NO_FACTS
         return cls(
-            str(event.kind),
+            _name(event.kind),
             str(event.job_id),
             float(event.at),
-            event.blueprint,
-            event.state,
-            str(status) if status is not None else None,
+            _name(event.blueprint),
+            _name(event.state),
+            _name(event.status),
             dump_json(data),
             facts,
         )
