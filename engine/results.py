@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 TRANSIENT, PERMANENT, INVALID_INPUT = "TRANSIENT_ERROR", "PERMANENT_ERROR", "INVALID_INPUT_ERROR"
 
 
-#: Fan-out rounds whose branches are remembered (the oldest are forgotten; a forgotten one is read again).
-MAX_ROUNDS = 1000
+#: Fan-out rounds whose branch ids are remembered (the oldest are forgotten, and read again if needed):
+#: a few tens of KB each for hundreds of branches.
+MAX_ROUNDS = 128
 
 
 class ResultProcessor:

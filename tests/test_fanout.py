@@ -98,6 +98,43 @@ async def test_seed_fanout_aggregator_runs_once_with_every_result() -> None:
     assert done.state == "processing_complete"
 
 
+async def test_an_answered_branch_is_closed_at_once_and_a_duplicate_changes_nothing() -> None:
+    aggregated: list[dict[str, Any]] = []
+    async with started_engine(seed_fanout(aggregated)) as engine:
+        job = await engine.create_job("files", {"files": ["a", "b", "c"]})
+        worker = await FakeWorker(engine, "w1", ["file_analysis"]).register()
+        first, *_ = await take_all(worker, 3)
+        assert await worker.answer(first, analyse(first)) == "result_accepted_success"
+        stored = await engine.storage.get_task(first.id)
+        assert stored is not None
+        assert stored.status == TaskStatus.DONE
+        assert await engine.storage.worker_load() == {"w1": 2}
+        assert await worker.answer(first, analyse(first)) == "result_accepted_duplicate"
+        assert set(await engine.storage.branch_results(job.id)) == {first.id}
+        waiting = await engine.get_job(job.id)
+        assert waiting is not None
+        assert waiting.status == JobStatus.WAITING_FOR_PARALLEL_TASKS
+    assert aggregated == []
+
+
+async def test_interleaved_fan_outs_each_aggregate_once_when_rounds_are_forgotten(monkeypatch) -> None:
+    monkeypatch.setattr("avtomatika.results.MAX_ROUNDS", 1)  # a job's round is forgotten as the other's is read
+    aggregated: list[dict[str, Any]] = []
+    async with started_engine(seed_fanout(aggregated)) as engine:
+        jobs = [await engine.create_job("files", {"files": [f"{n}-{i}" for i in range(3)]}) for n in "xy"]
+        worker = await FakeWorker(engine, "w1", ["file_analysis"]).register()
+        tasks = await take_all(worker, 6)
+        for task in sorted(tasks, key=lambda t: t.params["file"][2:]):  # x-0, y-0, x-1, y-1...
+            await worker.answer(task, analyse(task))
+        for job in jobs:
+            await wait_for_status(engine, job.id, "finished")
+        await assert_no_silent_stall(engine)
+    assert sorted(sorted(r["data"]["file"] for r in round_.values()) for round_ in aggregated) == [
+        ["x-0", "x-1", "x-2"],
+        ["y-0", "y-1", "y-2"],
+    ]
+
+
 async def test_single_dispatch_to_an_aggregation_state_is_a_fan_out_of_one() -> None:
     aggregated: list[dict[str, Any]] = []
     async with started_engine(seed_fanout(aggregated)) as engine:
