@@ -91,3 +91,15 @@ def stream_entries(entries: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
     if entries and isinstance(entries[0], list) and entries[0] and isinstance(entries[0][0], list | tuple):
         return [entry for group in entries for entry in group]
     return list(entries)
+
+
+def as_mapping(reply: Any) -> dict[Raw, Raw]:
+    """A hash as read (HGETALL): a flat list of fields and values (RESP2), or a map (RESP3)."""
+    return reply if isinstance(reply, dict) else paired(reply)
+
+
+def scored(reply: Any) -> list[tuple[bytes, float]]:
+    """Members and scores of a sorted set as read WITHSCORES: flat (RESP2) or pairs (RESP3)."""
+    if reply and isinstance(reply[0], list):
+        return [(member, float(score)) for member, score in reply]
+    return [(member, float(score)) for member, score in zip(reply[::2], reply[1::2], strict=True)]

@@ -80,10 +80,7 @@ class RunnableReader:
         if not entries:
             del self._taken[job_id]
         try:
-            async with self.storage.redis.pipeline(transaction=True) as pipe:
-                pipe.xack(self.stream, keys.RUNNABLE_GROUP, entry_id)
-                pipe.xdel(self.stream, entry_id)
-                await pipe.execute()
+            await self.storage._scripts["ack_entry"](keys=[self.stream], args=[keys.RUNNABLE_GROUP, entry_id])
         except BaseException:  # still held (and renewed): acknowledged when the caller tries again
             self._taken.setdefault(job_id, deque()).appendleft(entry_id)
             raise

@@ -360,6 +360,12 @@ end
 return lost
 """
 
+ACK_ENTRY = """
+-- KEYS[1]: the runnable stream. ARGV: group, entry id. Acknowledges the entry and deletes it.
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])
+"""
+
 RELEASE_ENTRIES = """
 -- KEYS[1]: the runnable stream. ARGV: group, consumer, entry ids read but never handed out. Puts each
 -- one this consumer still owns back as a new entry, for another process to take at once.
@@ -395,6 +401,14 @@ end
 return lost
 """
 
+LEASE_STEP = """
+-- KEYS[1]: a step lease key. ARGV: holder, lease length (ms). 1 if the holder has it now: taken, or
+-- held already (a retried call whose first run took it); 0 while someone else holds it.
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+return 0
+"""
+
 RELEASE_STEP_LEASE = """
 -- KEYS[1]: a step lease key. ARGV[1]: its holder. Deletes it only if that holder still holds it.
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -413,7 +427,9 @@ SOURCES: dict[str, str] = {
     "save_worker": _source(SAVE_WORKER),
     "pop_expired_workers": _source(POP_EXPIRED_WORKERS),
     "renew_leases": _source(RENEW_LEASES, prelude=False),
+    "ack_entry": _source(ACK_ENTRY, prelude=False),
     "release_entries": _source(RELEASE_ENTRIES, prelude=False),
     "renew_step_leases": _source(RENEW_STEP_LEASES, prelude=False),
+    "lease_step": _source(LEASE_STEP, prelude=False),
     "release_step_lease": _source(RELEASE_STEP_LEASE, prelude=False),
 }

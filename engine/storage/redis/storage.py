@@ -28,8 +28,10 @@ from ...keys import Keys
 from ...models import Job, Task, WorkerRecord, now
 from ..base import Commit, JobFilter, Storage
 from .background import cancellation_count, stop_if_cancelled
+from .connection import Script, SharedConnection
 from .encoding import (
     Raw,
+    as_mapping,
     as_text,
     decode_counts,
     decode_job,
@@ -40,6 +42,7 @@ from .encoding import (
     job_fields,
     member_task_id,
     paired,
+    scored,
     task_fields,
 )
 from .runnable import RunnableReader
@@ -120,13 +123,14 @@ class RedisStorage(Storage):
             self._owns_client = False
         if redis_client.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("RedisStorage needs a client with decode_responses=False (records are bytes)")
-        self.redis = redis_client
+        self.redis = redis_client  # blocking reads and pub/sub; every other command goes by ``connection``
+        self.connection = SharedConnection(redis_client, RETRIES)
         self.keys = Keys(namespace)
         self.lease_s = lease_s
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.recheck_s = recheck_s
         self.max_terminal_jobs = max_terminal_jobs
-        self._scripts = {name: redis_client.register_script(source) for name, source in SOURCES.items()}
+        self._scripts = {name: Script(self.connection, source) for name, source in SOURCES.items()}
         self._tokens = map(f"{uuid.uuid4().hex}:{{}}".format, itertools.count())  # one per call, unique
         self._runnable = RunnableReader(self)
         self._wakeups = TaskWakeups(self)
@@ -136,7 +140,7 @@ class RedisStorage(Storage):
         """Check the connection, load the scripts, create the consumer group, subscribe to wake-ups."""
         await self.ping()
         for script in self._scripts.values():
-            await self.redis.script_load(script.script)
+            await self.connection.execute("SCRIPT", "LOAD", script.source)
         await self._runnable.create_group()
         await self._wakeups.start()
 
@@ -144,6 +148,7 @@ class RedisStorage(Storage):
         """Stop this process's reader and subscription; close the client if it was built here."""
         await self._runnable.stop()
         await self._wakeups.stop()
+        await self.connection.close()
         if self._owns_client:
             await self.redis.aclose()
 
@@ -165,11 +170,11 @@ class RedisStorage(Storage):
 
     def event_transport(self) -> RedisEvents:
         """Events go to every engine process sharing this Redis by pub/sub (see :class:`RedisEvents`)."""
-        return RedisEvents(self.redis, self.keys.key(keys.EVENTS))
+        return RedisEvents(self.redis, self.keys.key(keys.EVENTS), self.connection)
 
     def worker_command_transport(self) -> RedisEvents:
         """Commands for workers go to every engine process by pub/sub, each delivering to its sockets."""
-        return RedisEvents(self.redis, self.keys.key(keys.WORKER_COMMANDS))
+        return RedisEvents(self.redis, self.keys.key(keys.WORKER_COMMANDS), self.connection)
 
     async def _run(self, script: str, keys: Iterable[str], args: Iterable[Any]) -> Any:
         return await self._scripts[script](keys=list(keys), args=[self.keys.prefix, *args])
@@ -182,7 +187,7 @@ class RedisStorage(Storage):
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
-        raw = await self.redis.hget(self.keys.job(job_id), "doc")
+        raw = await self.connection.execute("HGET", self.keys.job(job_id), "doc")
         return decode_job(raw) if raw is not None else None
 
     async def commit(self, change: Commit) -> Job:
@@ -218,7 +223,7 @@ class RedisStorage(Storage):
         page = limit if len(wanted) <= 1 else max(LIST_PAGE, limit)
         found: list[Job] = []
         while len(found) < limit:
-            ids = cast(list[Raw], await self.redis.zrevrange(index, start, start + page - 1))
+            ids = cast(list[Raw], await self.connection.execute("ZREVRANGE", index, start, start + page - 1))
             if not ids:
                 break
             start += len(ids)
@@ -235,21 +240,17 @@ class RedisStorage(Storage):
         if not wanted:
             return self.keys.key(keys.JOBS_ALL)
         candidates = [self.keys.jobs_by(name, value) for name, value in wanted.items()]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for index in candidates:
-                pipe.zcard(index)
-            sizes = await pipe.execute()
+        sizes = await self.connection.execute_many([("ZCARD", index) for index in candidates])
         return min(zip(sizes, candidates, strict=True))[1]
 
     async def _read_jobs(self, job_ids: Iterable[Raw]) -> list[Job | None]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hget(self.keys.job(as_text(job_id)), "doc")
-            docs = await pipe.execute()
+        docs = await self.connection.execute_many(
+            [("HGET", self.keys.job(as_text(job_id)), "doc") for job_id in job_ids]
+        )
         return [decode_job(doc) if doc is not None else None for doc in docs]
 
     async def count_jobs(self) -> dict[tuple[str, str, str], int]:
-        counts = await self.redis.hgetall(self.keys.key(keys.JOB_COUNTS))
+        counts = as_mapping(await self.connection.execute("HGETALL", self.keys.key(keys.JOB_COUNTS)))
         return {tuple(orjson.loads(field)): int(n) for field, n in counts.items() if int(n) > 0}
 
     # -- runnable queue --------------------------------------------------------------------------
@@ -265,11 +266,7 @@ class RedisStorage(Storage):
         # Never shorter than ``self.lease_s``: held leases are renewed every third of that.
         lease_s = self.lease_s if lease_s is None else max(lease_s, self.lease_s)
         key = self.keys.step_lease(job_id)
-        taken = await self.redis.set(key, holder, nx=True, px=max(1, int(lease_s * 1000)))
-        if not taken:
-            # A retried SET whose first attempt succeeded answers "not set": the holder tells.
-            current = await self.redis.get(key)
-            taken = current is not None and as_text(current) == holder
+        taken = await self._scripts["lease_step"](keys=[key], args=[holder, max(1, int(lease_s * 1000))])
         if taken:
             self._runnable.hold_step_lease(job_id, holder, lease_s)
         return bool(taken)
@@ -280,7 +277,7 @@ class RedisStorage(Storage):
 
     # -- tasks -----------------------------------------------------------------------------------
     async def get_task(self, task_id: str) -> Task | None:
-        stored = await self.redis.hgetall(self.keys.task(task_id))
+        stored = as_mapping(await self.connection.execute("HGETALL", self.keys.task(task_id)))
         return decode_task(stored) if stored else None
 
     async def update_task(self, task_id: str, **changes: Any) -> Task | None:
@@ -340,10 +337,7 @@ class RedisStorage(Storage):
         inbox = self.keys.inbox(worker.worker_id)
         queues = [self.keys.queue(task_type) for task_type in dict.fromkeys(worker.supported_tasks)]
         while True:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for queue in (inbox, *queues):
-                    pipe.zrange(queue, 0, SCAN_PAGE - 1, withscores=True)
-                first_pages = await pipe.execute()
+            first_pages = await self._pages([inbox, *queues], 0)
             candidates = await self._candidates([inbox], first_pages[:1], _anything)
             if not candidates:
                 candidates = await self._candidates(queues, first_pages[1:], eligible)
@@ -384,16 +378,18 @@ class RedisStorage(Storage):
                 else:
                     further.append(queue)
             offset += SCAN_PAGE
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for queue in further:
-                    pipe.zrange(queue, offset, offset + SCAN_PAGE - 1, withscores=True)
-                pages = await pipe.execute() if further else []
+            pages = await self._pages(further, offset)
             pending = [(queue, page) for queue, page in zip(further, pages, strict=True) if page]
         found.sort(key=lambda candidate: (candidate.score, candidate.member))
         if cutoffs:
             last = min(cutoffs)
             found = [candidate for candidate in found if (candidate.score, candidate.member) <= last]
         return found[:CLAIM_BATCH]
+
+    async def _pages(self, queues: list[str], offset: int) -> list[list[tuple[bytes, float]]]:
+        """A page of each queue from ``offset``: (member, score) pairs, in queue order."""
+        commands = [("ZRANGE", queue, offset, offset + SCAN_PAGE - 1, "WITHSCORES") for queue in queues]
+        return [scored(page) for page in await self.connection.execute_many(commands)]
 
     async def _left_by_others(self, worker: WorkerRecord, eligible: Callable[[Task], bool]) -> list[_Candidate]:
         """Tasks waiting longer than ``steal_after_s`` in other workers' inboxes that this one can run."""
@@ -402,7 +398,10 @@ class RedisStorage(Storage):
         for task_type in dict.fromkeys(worker.supported_tasks):
             inboxed, offset = self.keys.key(keys.INBOXED, task_type), 0
             while True:
-                task_ids = cast(list[Raw], await self.redis.zrangebyscore(inboxed, "-inf", cutoff, offset, SCAN_PAGE))
+                task_ids = cast(
+                    list[Raw],
+                    await self.connection.execute("ZRANGEBYSCORE", inboxed, "-inf", cutoff, "LIMIT", offset, SCAN_PAGE),
+                )
                 for stored in await self._read_hashes([as_text(task_id) for task_id in task_ids]):
                     if not stored or b"member" not in stored:
                         continue
@@ -419,10 +418,8 @@ class RedisStorage(Storage):
         return [decode_task(stored) if stored else None for stored in await self._read_hashes(task_ids)]
 
     async def _read_hashes(self, task_ids: list[str]) -> list[dict[Raw, Raw]]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id in task_ids:
-                pipe.hgetall(self.keys.task(task_id))
-            return cast(list[dict[Raw, Raw]], await pipe.execute())
+        replies = await self.connection.execute_many([("HGETALL", self.keys.task(task_id)) for task_id in task_ids])
+        return [as_mapping(reply) for reply in replies]
 
     async def _claim(
         self, candidates: list[_Candidate], worker_id: str, deadline_for: Callable[[Task], float]
@@ -441,10 +438,10 @@ class RedisStorage(Storage):
         return decode_task(paired(reply)) if reply else None
 
     async def queue_lengths(self) -> dict[str, int]:
-        return decode_counts(await self.redis.hgetall(self.keys.key(keys.QUEUED_COUNTS)))
+        return decode_counts(as_mapping(await self.connection.execute("HGETALL", self.keys.key(keys.QUEUED_COUNTS))))
 
     async def worker_load(self) -> dict[str, int]:
-        return decode_counts(await self.redis.hgetall(self.keys.key(keys.LOAD_COUNTS)))
+        return decode_counts(as_mapping(await self.connection.execute("HGETALL", self.keys.key(keys.LOAD_COUNTS))))
 
     # -- fan-in ----------------------------------------------------------------------------------
     async def add_branch_result(self, job_id: str, task_id: str, result: dict[str, Any]) -> int:
@@ -452,7 +449,7 @@ class RedisStorage(Storage):
         return int(reported)
 
     async def branch_results(self, job_id: str) -> dict[str, dict[str, Any]]:
-        stored = await self.redis.hgetall(self.keys.branches(job_id))
+        stored = as_mapping(await self.connection.execute("HGETALL", self.keys.branches(job_id)))
         return {as_text(task_id): orjson.loads(result) for task_id, result in stored.items()}
 
     # -- timers ----------------------------------------------------------------------------------
@@ -461,8 +458,8 @@ class RedisStorage(Storage):
         return [as_text(timer_id) for timer_id in reply]
 
     async def next_timer_at(self) -> float | None:
-        first = await self.redis.zrange(self.keys.key(keys.TIMERS), 0, 0, withscores=True)
-        return float(first[0][1]) if first else None
+        first = scored(await self.connection.execute("ZRANGE", self.keys.key(keys.TIMERS), 0, 0, "WITHSCORES"))
+        return first[0][1] if first else None
 
     # -- workers ---------------------------------------------------------------------------------
     async def save_worker(self, record: WorkerRecord) -> None:
@@ -470,14 +467,16 @@ class RedisStorage(Storage):
         await self._run("save_worker", [], args)
 
     async def get_worker(self, worker_id: str) -> WorkerRecord | None:
-        raw = await self.redis.get(self.keys.worker(worker_id))
+        raw = await self.connection.execute("GET", self.keys.worker(worker_id))
         return decode_worker(raw) if raw is not None else None
 
     async def list_workers(self) -> list[WorkerRecord]:
-        worker_ids = cast(list[Raw], await self.redis.zrange(self.keys.key(keys.WORKERS), 0, -1))
+        worker_ids = cast(list[Raw], await self.connection.execute("ZRANGE", self.keys.key(keys.WORKERS), 0, -1))
         if not worker_ids:
             return []
-        docs = await self.redis.mget([self.keys.worker(as_text(worker_id)) for worker_id in worker_ids])
+        docs = await self.connection.execute(
+            "MGET", *(self.keys.worker(as_text(worker_id)) for worker_id in worker_ids)
+        )
         return [decode_worker(doc) for doc in docs if doc is not None]
 
     async def pop_expired_workers(self, at: float) -> list[tuple[WorkerRecord, list[str]]]:
