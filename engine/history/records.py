@@ -11,9 +11,7 @@ Durations come from consecutive events of a job: when a job enters a state (or e
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass, fields
-from enum import Enum
 from typing import Any
 
 import orjson
@@ -38,15 +36,21 @@ _FACT_KEYS = frozenset(
 )
 _MAX_UNSERIALIZABLE_CHARS = 10_000
 _NO_FACTS: dict[str, Any] = {}  # shared by every record without facts: never written to
+#: Blueprint, state, status and kind names seen, each kept once (there are few; the bound is a guard).
+_NAMES: dict[object, str] = {}
+_MAX_NAMES = 10_000
 
 
 def _name(value: object) -> str | None:
-    """``value`` as one shared str (an enum member's value, or an interned copy)."""
+    """``value`` (a str, a StrEnum member or None) as one shared str object."""
     if value is None:
         return None
-    if isinstance(value, Enum):
-        return str(value.value)
-    return sys.intern(str(value))
+    shared = _NAMES.get(value)
+    if shared is None:
+        shared = str(value)
+        if len(_NAMES) < _MAX_NAMES:
+            _NAMES[shared] = shared
+    return shared
 
 
 def _json_default(value: object) -> object:

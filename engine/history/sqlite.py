@@ -81,7 +81,9 @@ class SQLiteHistory(HistoryStorage):
         try:
             await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             if self.path == TEMPORARY:
-                await db.execute("PRAGMA synchronous = OFF")  # nothing in it outlives the process
+                # Nothing in it outlives the process: no syncs, and the rollback journal kept in memory.
+                await db.execute("PRAGMA synchronous = OFF")
+                await db.execute("PRAGMA journal_mode = MEMORY")
             elif self.path != MEMORY:
                 await db.execute("PRAGMA journal_mode = WAL")
                 await db.execute("PRAGMA synchronous = NORMAL")
