@@ -11,6 +11,7 @@ import heapq
 import itertools
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from sys import intern
 from typing import Any
 
@@ -31,10 +32,7 @@ class MemoryStorage(Storage):
 
     def __init__(self, max_terminal_jobs: int = 100_000) -> None:
         self.max_terminal_jobs = max_terminal_jobs
-        self._jobs: dict[str, bytes] = {}
-        self._versions: dict[str, int] = {}
-        self._job_tasks: dict[str, list[str]] = {}
-        self._index: dict[str, tuple[str, str, str, str | None]] = {}  # id -> blueprint, status, state, client
+        self._jobs: dict[str, _StoredJob] = {}  # in creation order
         self._terminal: dict[str, None] = {}  # terminal job ids, oldest first
         self._runnable: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: dict[str, bytes] = {}
@@ -62,12 +60,13 @@ class MemoryStorage(Storage):
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
-        raw = self._jobs.get(job_id)
-        return unpack(Job, raw) if raw is not None else None
+        stored = self._jobs.get(job_id)
+        return unpack(Job, stored.packed) if stored is not None else None
 
     async def commit(self, change: Commit) -> Job:
         job = change.job
-        if self._versions.get(job.id) != job.version:
+        stored = self._jobs.get(job.id)
+        if stored is None or stored.version != job.version:
             raise VersionConflict(job.id)
         job.version += 1
         job.updated_at = now()
@@ -88,10 +87,14 @@ class MemoryStorage(Storage):
         return job
 
     def _store_job(self, job: Job) -> None:
-        self._jobs[job.id] = pack(job)
-        self._versions[job.id] = job.version
         # Interned: the same few names and statuses for every job, instead of a copy each read back.
-        self._index[job.id] = (intern(job.blueprint), intern(str(job.status)), intern(job.state), job.client)
+        blueprint, status, state = intern(job.blueprint), intern(str(job.status)), intern(job.state)
+        stored = self._jobs.get(job.id)
+        if stored is None:
+            self._jobs[job.id] = _StoredJob(pack(job), job.version, blueprint, status, state, job.client)
+        else:
+            stored.packed, stored.version = pack(job), job.version
+            stored.blueprint, stored.status, stored.state, stored.client = blueprint, status, state, job.client
         if job.status not in TERMINAL_STATUSES:
             self._terminal.pop(job.id, None)  # retried or released: no longer a candidate to forget
         elif job.id not in self._terminal:
@@ -103,23 +106,20 @@ class MemoryStorage(Storage):
 
     def _forget(self, job_id: str) -> None:
         del self._terminal[job_id]
-        del self._index[job_id]
-        del self._jobs[job_id]
-        del self._versions[job_id]
+        stored = self._jobs.pop(job_id)
         self._branches.pop(job_id, None)
-        for task_id in self._job_tasks.pop(job_id, ()):
+        for task_id in stored.task_ids or ():
             self._tasks.pop(task_id, None)
 
     async def list_jobs(self, where: JobFilter, limit: int = 50, offset: int = 0) -> list[Job]:
         found: list[Job] = []
         skipped = 0
-        for job_id in reversed(self._index):
-            blueprint, status, state, client = self._index[job_id]
+        for stored in reversed(self._jobs.values()):
             if (
-                (where.status and status != where.status)
-                or (where.blueprint and blueprint != where.blueprint)
-                or (where.state and state != where.state)
-                or (where.client and client != where.client)
+                (where.status and stored.status != where.status)
+                or (where.blueprint and stored.blueprint != where.blueprint)
+                or (where.state and stored.state != where.state)
+                or (where.client and stored.client != where.client)
             ):
                 continue
             if skipped < offset:
@@ -127,11 +127,11 @@ class MemoryStorage(Storage):
                 continue
             if len(found) >= limit:
                 break
-            found.append(unpack(Job, self._jobs[job_id]))
+            found.append(unpack(Job, stored.packed))
         return found
 
     async def count_jobs(self) -> dict[tuple[str, str, str], int]:
-        return dict(Counter((b, s, st) for b, s, st, _ in self._index.values()))
+        return dict(Counter((s.blueprint, s.status, s.state) for s in self._jobs.values()))
 
     # -- runnable queue --------------------------------------------------------------------------
     async def take_runnable(self, timeout_s: float) -> str | None:
@@ -163,7 +163,11 @@ class MemoryStorage(Storage):
     def _store_task(self, task: Task) -> None:
         previous = self._tasks.get(task.id)
         if previous is None:
-            self._job_tasks.setdefault(task.job_id, []).append(task.id)
+            job = self._jobs.get(task.job_id)
+            if job is not None:
+                if job.task_ids is None:
+                    job.task_ids = []
+                job.task_ids.append(task.id)
         elif (old_worker := unpack(Task, previous).worker_id) and old_worker != task.worker_id:
             # Given to another worker (or to anyone): no longer the old worker's load. Its old queue
             # entry is skipped when it reaches the head, since the task no longer names that worker.
@@ -377,3 +381,20 @@ class MemoryStorage(Storage):
 
 def _anything(task: Task) -> bool:
     return True
+
+
+@dataclass(slots=True)
+class _StoredJob:
+    """A job as kept: its packed record, and what lists and counts read without unpacking it.
+
+    One object per job instead of an entry in four dicts: ten thousand waiting jobs cost ~300 bytes
+    less each.
+    """
+
+    packed: bytes
+    version: int
+    blueprint: str
+    status: str
+    state: str
+    client: str | None
+    task_ids: list[str] | None = None  # every task the job dispatched, to forget them with it
