@@ -30,7 +30,7 @@ ENTRY_FRAMES = frozenset(
 AREAS = (
     ("history: events captured on the bus", "engine/history/writer.py:HistoryWriter.on_event"),
     ("history: writer task and SQLite thread", "engine/history/writer.py:HistoryWriter._run"),
-    ("history: writer task and SQLite thread", "aiosqlite/core.py:_connection_worker_thread"),
+    ("history: writer task and SQLite thread", "concurrent/futures/thread.py:_worker"),
     ("stepping jobs (runner.JobRunner.consume)", "engine/runner.py:JobRunner.consume"),
     ("scheduler (timers, expired workers)", "engine/scheduler.py:Scheduler.run"),
     ("client API handlers", "engine/api/client.py:"),
@@ -38,6 +38,7 @@ AREAS = (
     ("public API handlers", "engine/api/public.py:"),
     ("aiohttp: sending responses (socket writes)", "aiohttp/web_protocol.py:RequestHandler.finish_response"),
     ("aiohttp: reading and parsing requests", "asyncio/selector_events.py:_SelectorSocketTransport._read_ready"),
+    ("aiohttp: reading and parsing requests", "aiohttp/web_protocol.py:RequestHandler.data_received"),  # uvloop
     ("aiohttp: routing, middleware, request objects", "aiohttp/web_protocol.py:RequestHandler._handle_request"),
     ("aiohttp: connection handling", "aiohttp/web_protocol.py:RequestHandler.start"),
     ("event loop itself", "asyncio/base_events.py:BaseEventLoop._run_once"),

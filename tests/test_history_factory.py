@@ -75,7 +75,7 @@ _PROBE = """
 import asyncio, json, sys
 import avtomatika.history
 from avtomatika.history import open_history
-loaded = lambda: sorted(m for m in ("aiosqlite", "asyncpg") if m in sys.modules)
+loaded = lambda: sorted(m for m in ("sqlite3", "asyncpg") if m in sys.modules)
 before = loaded()
 async def main():
     history = await open_history(None)
@@ -91,12 +91,12 @@ def test_drivers_are_imported_only_when_a_backend_is_opened(tmp_path: Path) -> N
     )
     before, after = json.loads(proc.stdout.strip().splitlines()[-1])
     assert before == []  # importing the history package loads no driver
-    assert after == ["aiosqlite"]  # opening SQLite loads its driver, and only it
+    assert after == ["sqlite3"]  # opening SQLite loads its driver, and only it
 
 
 _NO_DRIVER = """
 import asyncio, sys
-sys.modules["aiosqlite"] = None
+sys.modules["sqlite3"] = None
 sys.modules["asyncpg"] = None
 from avtomatika.history import HistoryDriverMissing, open_history
 for uri in (None, "postgresql://u@127.0.0.1:1/x"):
@@ -112,6 +112,6 @@ def test_a_missing_driver_says_what_to_install(tmp_path: Path) -> None:
         [sys.executable, "-c", _NO_DRIVER], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
     )
     assert proc.stdout.splitlines() == [
-        "history in SQLite needs the 'aiosqlite' package: pip install 'avtomatika[history]'",
+        "history in SQLite needs the 'sqlite3' package: a Python built with its sqlite3 module",
         "history in PostgreSQL needs the 'asyncpg' package: pip install 'avtomatika[history]'",
     ]

@@ -2,7 +2,7 @@
 
 The core must import, and an engine must be constructible, on a bare install: the studio
 (`avtomatika.studio`, jinja2, aiohttp_jinja2), graph rendering (graphviz), notebooks (ipywidgets) and
-the optional backends (redis, asyncpg, aiosqlite, opentelemetry) are imported lazily, by the code that
+the optional backends (redis, asyncpg, sqlite3, opentelemetry) are imported lazily, by the code that
 uses them. Each check runs in a fresh interpreter, since this test process has imported everything.
 """
 
@@ -20,7 +20,7 @@ BLOCKED = (
     "ipywidgets",
     "redis",
     "asyncpg",
-    "aiosqlite",
+    "sqlite3",
     "opentelemetry",
 )
 

@@ -3,7 +3,7 @@
 ``history = await open_history(config.HISTORY_DATABASE_URI)``, then
 ``writer = HistoryWriter(history, engine.events); await writer.start()``; read with
 ``history.timeline(job_id)``, ``history.list_jobs(...)``, ``history.counts(...)``. The database
-drivers (aiosqlite, asyncpg) are imported only when a backend is opened.
+drivers (sqlite3, asyncpg) are imported only when a backend is opened.
 """
 
 from .base import (

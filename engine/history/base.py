@@ -39,10 +39,10 @@ class InvalidHistoryURI(ConfigError):
 class HistoryDriverMissing(ConfigError):
     """The backend's database driver is not installed."""
 
-    def __init__(self, backend: str, package: str) -> None:
+    def __init__(self, backend: str, package: str, remedy: str = "pip install 'avtomatika[history]'") -> None:
         self.backend = backend
         self.package = package
-        super().__init__(f"history in {backend} needs the '{package}' package: pip install 'avtomatika[history]'")
+        super().__init__(f"history in {backend} needs the '{package}' package: {remedy}")
 
 
 class InvalidCursor(AvtomatikaError):

@@ -1,7 +1,11 @@
-"""History in SQLite through aiosqlite: a file (WAL), a temporary file (the default) or memory. No server.
+"""History in SQLite: a file (WAL), a temporary file (the default) or memory. No server.
 
-One connection, and one lock around every use of it: SQLite has one writer at a time anyway, a
-batch is a few milliseconds, and so a read never sees a batch half written.
+Python's own ``sqlite3`` on one thread of the history's own: every call (a batch written, a page
+read) is one function run there, so a batch is one hand-off between the event loop and the thread
+however many statements it takes. (Through aiosqlite each statement was a hand-off, and each waited
+for a turn of a busy event loop: under load the writer fell tens of thousands of events behind.)
+One thread also means one connection used by one caller at a time, so a read never sees a batch half
+written; SQLite has one writer at a time anyway.
 """
 
 from __future__ import annotations
@@ -9,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import migrations, sql
 from .base import (
@@ -32,9 +37,10 @@ from .base import (
 from .records import EVENT_COLUMNS, JOB_COLUMNS, EventRecord, JobRow, load_json, project
 
 if TYPE_CHECKING:
-    import aiosqlite
+    import sqlite3
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MEMORY = ":memory:"
 #: SQLite's private temporary database: a file of its own, deleted when the connection closes. Unlike
@@ -62,8 +68,8 @@ class SQLiteHistory(HistoryStorage):
     def __init__(self, path: str = TEMPORARY, *, busy_timeout_ms: int = 5000) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
-        self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteHistory({self.path!r})"
@@ -73,37 +79,47 @@ class SQLiteHistory(HistoryStorage):
         if self._db is not None:
             return
         try:
-            import aiosqlite
+            import sqlite3
         except ImportError:
-            raise HistoryDriverMissing("SQLite", "aiosqlite") from None
+            raise HistoryDriverMissing("SQLite", "sqlite3", "a Python built with its sqlite3 module") from None
 
-        db = await aiosqlite.connect(self.path, isolation_level=None)  # we issue BEGIN/COMMIT ourselves
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="avtomatika-history")
         try:
-            await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            if self.path == TEMPORARY:
-                # Nothing in it outlives the process: no syncs, and the rollback journal kept in memory.
-                await db.execute("PRAGMA synchronous = OFF")
-                await db.execute("PRAGMA journal_mode = MEMORY")
-            elif self.path != MEMORY:
-                await db.execute("PRAGMA journal_mode = WAL")
-                await db.execute("PRAGMA synchronous = NORMAL")
-            self._db = db
-            await self._migrate()
+            self._db = await self._run(self._connect, sqlite3)
+            await self._run(self._migrate)
         except BaseException:
-            self._db = None
-            await db.close()
+            await self.close()
             raise
         where = self.path or "temporary file"
         logger.info("history: SQLite %s, schema version %d", where, migrations.latest(migrations.SQLITE))
 
+    def _connect(self, sqlite3: Any) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves. Used only on self._thread.
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            if self.path == TEMPORARY:
+                # Nothing in it outlives the process: no syncs, and the rollback journal kept in memory.
+                db.execute("PRAGMA synchronous = OFF")
+                db.execute("PRAGMA journal_mode = MEMORY")
+            elif self.path != MEMORY:
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
     async def close(self) -> None:
         db, self._db = self._db, None
-        if db is not None:
-            async with self._lock:
-                try:
-                    await db.execute("PRAGMA optimize")  # refresh the planner's statistics, as SQLite advises
-                finally:
-                    await db.close()
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        try:
+            if db is not None:
+                await asyncio.get_running_loop().run_in_executor(thread, _optimize_and_close, db)
+        finally:
+            thread.shutdown(wait=False)
 
     async def ping(self) -> None:
         await self._fetch("SELECT 1", ())
@@ -112,60 +128,50 @@ class SQLiteHistory(HistoryStorage):
         rows = await self._fetch("SELECT MAX(version) FROM schema_version", ())
         return int(rows[0][0] or 0)
 
-    async def _migrate(self) -> None:
-        async with self._lock:
-            db = self._connection()
-            await db.execute(migrations.SCHEMA_VERSION_TABLE)
-            applied = {row[0] for row in await db.execute_fetchall("SELECT version FROM schema_version")}
-            for migration in migrations.pending(migrations.SQLITE, applied):
-                await db.execute("BEGIN IMMEDIATE")
-                try:
-                    # Read again under the write lock: another process may have just applied it.
-                    query = "SELECT 1 FROM schema_version WHERE version = ?"
-                    if await db.execute_fetchall(query, (migration.version,)):
-                        await db.execute("COMMIT")
-                        continue
-                    for statement in migration.statements:
-                        await db.execute(statement)
-                    await db.execute(
-                        "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
-                        (migration.version, migration.name, time.time()),
-                    )
-                    await db.execute("COMMIT")
-                except BaseException:
-                    await self._rollback(db)
-                    raise
-                logger.info("history: applied SQLite migration %d (%s)", migration.version, migration.name)
+    def _migrate(self) -> None:
+        db = self._connection()
+        db.execute(migrations.SCHEMA_VERSION_TABLE)
+        applied = {row[0] for row in db.execute("SELECT version FROM schema_version")}
+        for migration in migrations.pending(migrations.SQLITE, applied):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                # Read again under the write lock: another process may have just applied it.
+                if db.execute("SELECT 1 FROM schema_version WHERE version = ?", (migration.version,)).fetchone():
+                    db.execute("COMMIT")
+                    continue
+                for statement in migration.statements:
+                    db.execute(statement)
+                db.execute(
+                    "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, time.time()),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)
+                raise
+            logger.info("history: applied SQLite migration %d (%s)", migration.version, migration.name)
 
     # -- writing ---------------------------------------------------------------------------------
     async def write(self, records: Sequence[EventRecord]) -> int:
         if not records:
             return 0
-        async with self._lock:
-            db = self._connection()
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = await self._job_rows(db, {r.job_id for r in records})
-                lines = project(list(records), rows)
-                await db.executemany(_INSERT_EVENTS, lines)
-                touched = {line[0] for line in lines}
-                await db.executemany(_UPSERT_JOBS, [rows[job_id].as_tuple() for job_id in touched])
-                await db.execute("COMMIT")
-            except BaseException:
-                await self._rollback(db)
-                raise
-        return len(lines)
+        return await self._run(self._write, list(records))
 
-    @staticmethod
-    async def _job_rows(db: aiosqlite.Connection, job_ids: Iterable[str]) -> dict[str, JobRow]:
-        ids = list(job_ids)
-        rows: dict[str, JobRow] = {}
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start : start + _IN_CHUNK]
-            query = f"SELECT {sql.JOB_SELECT} FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})"
-            for values in await db.execute_fetchall(query, chunk):
-                rows[values[0]] = JobRow(*values)
-        return rows
+    def _write(self, records: list[EventRecord]) -> int:
+        """One batch in one transaction (on the history's thread)."""
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = _job_rows(db, {r.job_id for r in records})
+            lines = project(records, rows)
+            db.executemany(_INSERT_EVENTS, lines)
+            touched = {line[0] for line in lines}
+            db.executemany(_UPSERT_JOBS, [rows[job_id].as_tuple() for job_id in touched])
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+        return len(lines)
 
     # -- reading ---------------------------------------------------------------------------------
     async def timeline(self, job_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[TimelineEntry]:
@@ -203,40 +209,69 @@ class SQLiteHistory(HistoryStorage):
             raise ValueError("batch_size must be >= 1")
         deleted = 0
         while True:
-            async with self._lock:
-                db = self._connection()
-                await db.execute("BEGIN IMMEDIATE")
-                try:
-                    p = sql.Params("qmark")
-                    query = sql.purge_candidates_query(cutoff_at, batch_size, p)
-                    ids = [row[0] for row in await db.execute_fetchall(query, p.values)]
-                    for start in range(0, len(ids), _IN_CHUNK):
-                        chunk = ids[start : start + _IN_CHUNK]
-                        marks = ", ".join("?" * len(chunk))
-                        await db.execute(f"DELETE FROM events WHERE job_id IN ({marks})", chunk)
-                        await db.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk)
-                    await db.execute("COMMIT")
-                except BaseException:
-                    await self._rollback(db)
-                    raise
-            deleted += len(ids)
-            if len(ids) < batch_size:
+            count = await self._run(self._purge_batch, cutoff_at, batch_size)
+            deleted += count
+            if count < batch_size:
                 return deleted
             await asyncio.sleep(0)  # let the writer in between batches
 
+    def _purge_batch(self, cutoff_at: float, batch_size: int) -> int:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            p = sql.Params("qmark")
+            query = sql.purge_candidates_query(cutoff_at, batch_size, p)
+            ids = [row[0] for row in db.execute(query, p.values)]
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                db.execute(f"DELETE FROM events WHERE job_id IN ({marks})", chunk)
+                db.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk)
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+        return len(ids)
+
     # -- helpers ---------------------------------------------------------------------------------
-    def _connection(self) -> aiosqlite.Connection:
+    def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             raise RuntimeError("history is not open; call `await history.open()` first")
         return self._db
 
-    async def _fetch(self, query: str, params: Sequence[Any]) -> list[Any]:
-        async with self._lock:
-            return list(await self._connection().execute_fetchall(query, params))
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` on the history's thread."""
+        if self._thread is None:
+            raise RuntimeError("history is not open; call `await history.open()` first")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
-    @staticmethod
-    async def _rollback(db: aiosqlite.Connection) -> None:
-        try:
-            await db.execute("ROLLBACK")
-        except Exception:  # no transaction left to roll back (SQLite ended it on the error)
-            logger.debug("history: rollback after a failed SQLite transaction failed", exc_info=True)
+    async def _fetch(self, query: str, params: Sequence[Any]) -> list[Any]:
+        return await self._run(self._fetch_now, query, params)
+
+    def _fetch_now(self, query: str, params: Sequence[Any]) -> list[Any]:
+        return self._connection().execute(query, params).fetchall()
+
+
+def _job_rows(db: sqlite3.Connection, job_ids: Iterable[str]) -> dict[str, JobRow]:
+    ids = list(job_ids)
+    rows: dict[str, JobRow] = {}
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        query = f"SELECT {sql.JOB_SELECT} FROM jobs WHERE id IN ({', '.join('?' * len(chunk))})"
+        for values in db.execute(query, chunk):
+            rows[values[0]] = JobRow(*values)
+    return rows
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    try:
+        db.execute("ROLLBACK")
+    except Exception:  # no transaction left to roll back (SQLite ended it on the error)
+        logger.debug("history: rollback after a failed SQLite transaction failed", exc_info=True)
+
+
+def _optimize_and_close(db: sqlite3.Connection) -> None:
+    try:
+        db.execute("PRAGMA optimize")  # refresh the planner's statistics, as SQLite advises
+    finally:
+        db.close()
