@@ -73,29 +73,26 @@ class JobRunner:
                 await retried(f"acknowledging job {job_id}", storage.ack_runnable, job_id)
                 continue
             self._stepping.add(job_id)
-            mine = True  # job_id in _stepping is this consumer's entry
+            leased = False
             try:
                 delay_s = 0.01
                 while not await retried(f"leasing job {job_id}", storage.lease_job, job_id, holder):
                     await asyncio.sleep(delay_s)  # another process is stepping it
                     delay_s = min(delay_s * 2, 0.5)
-                try:
-                    while True:
-                        self._queued_again.discard(job_id)
-                        await self._step_safely(job_id)
-                        if job_id not in self._queued_again:
-                            break
-                finally:
-                    # No await between the last look at _queued_again and here, or an entry could be left to nobody.
-                    self._stepping.discard(job_id)
+                leased = True
+                while True:
                     self._queued_again.discard(job_id)
-                    mine = False
-                    await retried(f"releasing job {job_id}", storage.release_job_lease, job_id, holder)
+                    await self._step_safely(job_id)
+                    if job_id not in self._queued_again:
+                        break
             finally:
-                if mine:
-                    self._stepping.discard(job_id)
-                    self._queued_again.discard(job_id)
-                await retried(f"acknowledging job {job_id}", storage.ack_runnable, job_id)
+                # No await between the last look at _queued_again and here, or an entry could be left to nobody.
+                self._stepping.discard(job_id)
+                self._queued_again.discard(job_id)
+                if leased:
+                    await retried(f"finishing the step of job {job_id}", storage.finish_step, job_id, holder)
+                else:
+                    await retried(f"acknowledging job {job_id}", storage.ack_runnable, job_id)
 
     async def _step_safely(self, job_id: str) -> None:
         try:

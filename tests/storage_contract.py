@@ -530,6 +530,16 @@ class StorageContract:
         await storage.ack_runnable(job.id)
         assert await storage.take_runnable(SHORT) is None
 
+    async def test_finish_step_releases_the_lease_and_acknowledges_the_entry(self, storage: Storage) -> None:
+        job = await storage.create_job(make_job())
+        assert await storage.take_runnable(SHORT) == job.id
+        assert await storage.lease_job(job.id, "stepper")
+        assert await storage.get_job(job.id) == job
+        await storage.finish_step(job.id, "stepper")
+        assert await storage.lease_job(job.id, "next")
+        await storage.release_job_lease(job.id, "next")
+        assert await storage.take_runnable(SHORT) is None
+
     async def test_take_runnable_wakes_when_a_job_is_queued(self, storage: Storage) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()

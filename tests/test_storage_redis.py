@@ -159,6 +159,34 @@ async def test_a_job_taken_and_never_acked_is_taken_over_after_the_lease(make_st
     assert await b.take_runnable(2 * LEASE_S) is None
 
 
+async def test_a_finished_step_is_neither_taken_over_nor_left_leased(make_storage: StorageFactory) -> None:
+    a, b = await make_storage(), await make_storage()
+    job = await a.create_job(make_job())
+    assert await a.take_runnable(SHORT) == job.id
+    assert await a.lease_job(job.id, "stepper")
+    await a.finish_step(job.id, "stepper")
+    await a.close()  # nothing held any more: nothing to take over
+    assert await b.take_runnable(3 * LEASE_S) is None
+    assert await b.lease_job(job.id, "other")
+
+
+async def test_the_document_read_with_a_step_lease_answers_only_the_leasing_task_once(
+    make_storage: StorageFactory,
+) -> None:
+    """It was read atomically with the lease; anyone else, and any later read, gets the job as stored."""
+    stepper, other = await make_storage(), await make_storage()
+    job = await stepper.create_job(make_job(), run=False)
+    assert await stepper.lease_job(job.id, "stepper")
+    newer = await other.commit(Commit(await other.get_job(job.id) or job))
+    assert await asyncio.create_task(stepper.get_job(job.id)) == newer  # another task: a fresh read
+    assert await stepper.get_job(job.id) == job  # the leasing task: what the lease read
+    assert await stepper.get_job(job.id) == newer
+    assert await stepper.lease_job(job.id, "stepper")
+    await stepper.release_job_lease(job.id, "stepper")
+    newest = await other.commit(Commit(newer))
+    assert await stepper.get_job(job.id) == newest  # released: nothing left over
+
+
 _DOOMED_ENGINE = """
 import asyncio, sys
 from avtomatika.storage.redis import RedisStorage

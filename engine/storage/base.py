@@ -142,6 +142,15 @@ class Storage(ABC):
     async def release_job_lease(self, job_id: str, holder: str) -> None:
         """End ``holder``'s step lease of the job (nothing if it no longer holds it)."""
 
+    async def finish_step(self, job_id: str, holder: str) -> None:
+        """:meth:`release_job_lease`, then :meth:`ack_runnable`: a step taken and leased is over.
+
+        A backend shared by several processes does both in one call, so a process dying in between
+        cannot leave the lease held with nobody stepping the job.
+        """
+        await self.release_job_lease(job_id, holder)
+        await self.ack_runnable(job_id)
+
     # -- tasks -----------------------------------------------------------------------------------
     @abstractmethod
     async def get_task(self, task_id: str) -> Task | None: ...

@@ -72,17 +72,23 @@ class RunnableReader:
         self._taken.setdefault(job_id, deque()).append(entry_id)
         return job_id
 
-    async def ack(self, job_id: str) -> None:
+    async def ack(self, job_id: str, holder: str = "") -> None:
+        """Acknowledge the job's entry taken first; with ``holder``, release its step lease in the same call."""
         entries = self._taken.get(job_id)
-        if not entries:
+        if not entries and not holder:
             return
-        entry_id = entries.popleft()
-        if not entries:
+        entry_id = entries.popleft() if entries else b""
+        if entries is not None and not entries:
             del self._taken[job_id]
+        if holder:
+            self.drop_step_lease(job_id, holder)
         try:
-            await self.storage._scripts["ack_entry"](keys=[self.stream], args=[keys.RUNNABLE_GROUP, entry_id])
+            await self.storage._scripts["ack_entry"](
+                keys=[self.stream, self.storage.keys.step_lease(job_id)], args=[keys.RUNNABLE_GROUP, entry_id, holder]
+            )
         except BaseException:  # still held (and renewed): acknowledged when the caller tries again
-            self._taken.setdefault(job_id, deque()).appendleft(entry_id)
+            if entry_id:
+                self._taken.setdefault(job_id, deque()).appendleft(entry_id)
             raise
         self._held.pop(entry_id, None)
 

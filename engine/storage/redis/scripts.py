@@ -361,9 +361,15 @@ return lost
 """
 
 ACK_ENTRY = """
--- KEYS[1]: the runnable stream. ARGV: group, entry id. Acknowledges the entry and deletes it.
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('XDEL', KEYS[1], ARGV[2])
+-- KEYS[1]: the runnable stream, KEYS[2]: a step lease key. ARGV: group, entry id ('' for none), the
+-- lease's holder ('' for none). Ends the step: releases the lease if that holder still holds it, then
+-- acknowledges the entry and deletes it.
+if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+if ARGV[2] ~= '' then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[1], ARGV[2])
+end
+return 1
 """
 
 RELEASE_ENTRIES = """
@@ -402,11 +408,13 @@ return lost
 """
 
 LEASE_STEP = """
--- KEYS[1]: a step lease key. ARGV: holder, lease length (ms). 1 if the holder has it now: taken, or
--- held already (a retried call whose first run took it); 0 while someone else holds it.
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
-return 0
+-- KEYS[1]: a step lease key, KEYS[2]: its job. ARGV: holder, lease length (ms). {1, the job's document
+-- (none if it is gone)} if the holder has the lease now: taken, or held already (a retried call whose
+-- first run took it); {0} while someone else holds it.
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[1]) == ARGV[1] then
+  return {1, redis.call('HGET', KEYS[2], 'doc')}
+end
+return {0}
 """
 
 RELEASE_STEP_LEASE = """
