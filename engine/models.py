@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from enum import StrEnum
-from typing import Any, TypeVar
+from operator import attrgetter
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
@@ -65,14 +67,13 @@ def unpack(cls: type[R], packed: bytes) -> R:
     return cls(*orjson.loads(packed))
 
 
-def _values(record: _Record) -> list[Any]:
-    names, defaults = _layout(type(record))
-    values = [getattr(record, name) for name in names]
+def _values(record: _Record) -> tuple[Any, ...]:
+    layout = _layout(type(record))
+    values, defaults = layout.read(record), layout.defaults
     end = len(values)
     while end and defaults[end - 1] is not _REQUIRED and values[end - 1] == defaults[end - 1]:
         end -= 1
-    del values[end:]
-    return values
+    return values[:end]
 
 
 def new_id() -> str:
@@ -101,16 +102,26 @@ class _Record:
 
 
 _REQUIRED = object()  # the "default" of a field without one
-_LAYOUTS: dict[type, tuple[tuple[str, ...], tuple[Any, ...]]] = {}
 
 
-def _layout(cls: type) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-    """The field names of a record class, and the default of each (:data:`_REQUIRED` if none)."""
+class _Layout(NamedTuple):
+    """A record class's field names, the default of each (:data:`_REQUIRED` if none), and a reader
+    of all their values at once (``attrgetter``: one C call instead of a getattr per field)."""
+
+    names: tuple[str, ...]
+    defaults: tuple[Any, ...]
+    read: Callable[[Any], tuple[Any, ...]]
+
+
+_LAYOUTS: dict[type, _Layout] = {}
+
+
+def _layout(cls: type) -> _Layout:
     layout = _LAYOUTS.get(cls)
     if layout is None:
         found = fields(cls)
-        defaults = tuple(_default_of(f) for f in found)
-        layout = _LAYOUTS[cls] = (tuple(f.name for f in found), defaults)
+        names = tuple(f.name for f in found)
+        layout = _LAYOUTS[cls] = _Layout(names, tuple(_default_of(f) for f in found), attrgetter(*names))
     return layout
 
 
@@ -123,7 +134,7 @@ def _default_of(spec: Field[Any]) -> Any:
 
 
 def _field_names(cls: type) -> tuple[str, ...]:
-    return _layout(cls)[0]
+    return _layout(cls).names
 
 
 @dataclass(slots=True)

@@ -318,3 +318,14 @@ async def test_input_model_accepts_and_normalises_good_data(make_api):
     job_id = await api.create("/api/v1/jobs/typed", {"item": "book", "quantity": "2"})
     view = await api.wait_job(job_id, "finished")
     assert view["initial_data"] == {"item": "book", "quantity": 2}
+
+
+async def test_depth_counts_nesting_not_brackets_in_strings(make_api):
+    api = await make_api(**LIMITS)
+    brackets_in_text = {"note": "[[[[{{{{[[[[{{{{", "a": {"b": [1, 2]}}
+    status, body = await api.call("POST", "/api/v1/jobs/simple", json=brackets_in_text)
+    assert status == 202, body
+    status, body = await api.call("POST", "/api/v1/jobs/simple", json=nested(8))  # 8 levels: the limit
+    assert status == 202, body
+    status, body = await api.call("POST", "/api/v1/jobs/simple", json={"x": "[" * 20, **nested(9)})
+    assert (status, body["error"]) == (400, "request body is nested deeper than 8 levels")

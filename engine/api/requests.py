@@ -27,21 +27,24 @@ async def read_json(request: web.Request, *, max_depth: int, allow_empty: bool =
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from None
-    if _depth(value, max_depth) > max_depth:
+    # Each level opens a bracket, so a body with few of them needs no walk (most bodies).
+    if raw.count(b"{") + raw.count(b"[") > max_depth and _depth(value, max_depth) > max_depth:
         raise ApiError(400, f"request body is nested deeper than {max_depth} levels")
     return value
 
 
 def _depth(value: Any, limit: int) -> int:
+    """How deep ``value`` nests dicts and lists (counting stops past ``limit``)."""
+    if not isinstance(value, dict | list):
+        return 0
     deepest, stack = 0, [(value, 1)]
     while stack:
         item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level)
-            if deepest > limit:
-                return deepest
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, level + 1) for child in children)
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
     return deepest
 
 
