@@ -422,11 +422,15 @@ class OrchestratorEngine:
     ) -> list[Job]:
         return await self.storage.list_jobs(JobFilter(status, blueprint, client, state), limit, offset)
 
-    async def current_tasks(self, job: Job) -> list[Task]:
-        """The tasks the job is waiting on (or holds, when quarantined)."""
+    @staticmethod
+    def current_task_ids(job: Job) -> list[str]:
+        """Ids of the tasks the job is waiting on (or holds, when quarantined)."""
         wait = job.wait or {}
-        ids = wait.get("task_ids", []) if job.status != JobStatus.QUARANTINED else wait.get("held_task_ids", [])
-        tasks = [await self.storage.get_task(task_id) for task_id in ids]
+        return list(wait.get("held_task_ids" if job.status == JobStatus.QUARANTINED else "task_ids", []))
+
+    async def current_tasks(self, job: Job, limit: int | None = None) -> list[Task]:
+        """The tasks the job is waiting on (or holds, when quarantined); the first ``limit`` of them."""
+        tasks = [await self.storage.get_task(task_id) for task_id in self.current_task_ids(job)[:limit]]
         return [t for t in tasks if t is not None]
 
     async def cancel_job(self, job_id: str, actor: str = "operator") -> Job:

@@ -128,10 +128,8 @@ async def get_job(request: web.Request) -> web.Response:
 
 async def _job_view(engine: OrchestratorEngine, job: Job) -> dict[str, Any]:
     """The job's view, with the first ``VIEW_TASKS`` of the tasks it waits on (or holds, quarantined)."""
-    wait = job.wait or {}
-    task_ids = wait.get("held_task_ids" if job.status == JobStatus.QUARANTINED else "task_ids", [])
-    tasks = [task for task_id in task_ids[:VIEW_TASKS] if (task := await engine.storage.get_task(task_id))]
-    return job_view(job, tasks, len(task_ids))
+    tasks = await engine.current_tasks(job, limit=VIEW_TASKS)
+    return job_view(job, tasks, len(engine.current_task_ids(job)))
 
 
 @documented(
