@@ -78,10 +78,6 @@ def paired(flat: list[Raw]) -> dict[Raw, Raw]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def member_task_id(member: bytes) -> str:
-    return member.split(b":", 1)[1].decode()
-
-
 def decode_counts(stored: Mapping[Raw, Raw]) -> dict[str, int]:
     return {as_text(name): int(n) for name, n in stored.items() if int(n) > 0}
 

@@ -265,6 +265,27 @@ end
 return nil
 """
 
+SCAN_QUEUES = """
+-- KEYS: queues or inboxes, then INBOXED sets. ARGV: ns, number of queues, offset, count, steal cutoff.
+-- Returns, for each queue, its entries from the offset as {member, score, the task's hash, ...}; then
+-- how many tasks the INBOXED sets hold queued at or before the cutoff.
+local reply, queues = {}, tonumber(ARGV[2])
+for i = 1, queues do
+  local page = redis.call('ZRANGE', KEYS[i], ARGV[3], ARGV[3] + ARGV[4] - 1, 'WITHSCORES')
+  local entries = {}
+  for j = 1, #page, 2 do
+    entries[#entries + 1] = page[j]
+    entries[#entries + 1] = page[j + 1]
+    entries[#entries + 1] = redis.call('HGETALL', key('$TASK', string.sub(page[j], 18)))
+  end
+  reply[i] = entries
+end
+local waiting = 0
+for i = queues + 1, #KEYS do waiting = waiting + redis.call('ZCOUNT', KEYS[i], '-inf', ARGV[5]) end
+reply[queues + 1] = waiting
+return reply
+"""
+
 UPDATE_TASK = """
 -- KEYS[1]: the task. ARGV: ns, then field/value pairs: status and worker_id plain ('' for none),
 -- others orjson. Returns the task's hash, or nil if it is gone.
@@ -429,6 +450,7 @@ SOURCES: dict[str, str] = {
     "create_job": _source(CREATE_JOB),
     "commit": _source(COMMIT),
     "claim_task": _source(CLAIM_TASK),
+    "scan_queues": _source(SCAN_QUEUES),
     "update_task": _source(UPDATE_TASK),
     "add_branch_result": _source(ADD_BRANCH_RESULT),
     "pop_due_timers": _source(POP_DUE_TIMERS),

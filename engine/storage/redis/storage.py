@@ -41,7 +41,6 @@ from .encoding import (
     exact_score,
     flag,
     job_fields,
-    member_task_id,
     paired,
     scored,
     task_fields,
@@ -54,9 +53,9 @@ from .wakeups import TaskWakeups, Waiter
 logger = logging.getLogger(__name__)
 
 #: Queue entries read at a time when looking for a task a worker is eligible for.
-SCAN_PAGE = 16
+SCAN_PAGE = 8
 #: Candidates one take offers the claim script, best first (it takes the first still queued).
-CLAIM_BATCH = 16
+CLAIM_BATCH = 4
 #: Jobs read at a time when a list has to be filtered on more than one field.
 LIST_PAGE = 100
 #: Connections of a pool built from a url; callers past it wait for one (see ``pool_timeout_s``).
@@ -333,11 +332,11 @@ class RedisStorage(Storage):
             while True:
                 stop_if_cancelled(cancellations)
                 with self._wakeups.waiting(topics) as waiter:  # before looking, so no wake-up falls between
-                    task = await self._take_now(worker, deadline_for, eligible)
+                    task, left_some = await self._take_now(worker, deadline_for, eligible)
                     if task is not None:
                         return task
-                    if woken is not None:
-                        passed, woken = woken, None
+                    passed, woken = woken, None
+                    if passed is not None and left_some:
                         self._wakeups.pass_on(passed)  # woken for a task we could not take: others may
                     remaining = give_up_at - loop.time()
                     if remaining <= 0:
@@ -356,64 +355,75 @@ class RedisStorage(Storage):
 
     async def _take_now(
         self, worker: WorkerRecord, deadline_for: Callable[[Task], float], eligible: Callable[[Task], bool]
-    ) -> Task | None:
-        """Take the worker's best task now, or None; a batch lost whole to other takers is read again."""
+    ) -> tuple[Task | None, bool]:
+        """Take the worker's best task now, or None and whether tasks it may not take are queued.
+
+        A batch lost whole to other takers is read again.
+        """
         inbox = self.keys.inbox(worker.worker_id)
-        queues = [self.keys.queue(task_type) for task_type in dict.fromkeys(worker.supported_tasks)]
+        task_types = list(dict.fromkeys(worker.supported_tasks))
+        queues = [self.keys.queue(task_type) for task_type in task_types]
         while True:
-            first_pages = await self._pages([inbox, *queues], 0)
+            first_pages, left_by_others = await self._scan([inbox, *queues], 0, task_types)
             candidates = await self._candidates([inbox], first_pages[:1], _anything)
             if not candidates:
                 candidates = await self._candidates(queues, first_pages[1:], eligible)
-            if not candidates:
+            if not candidates and left_by_others:
                 candidates = await self._left_by_others(worker, eligible)
             if not candidates:
-                return None
+                return None, left_by_others or any(first_pages)
             task = await self._claim(candidates, worker.worker_id, deadline_for)
             if task is not None:
-                return task
+                return task, False
 
     async def _candidates(
-        self, queues: list[str], pages: list[list[tuple[bytes, float]]], eligible: Callable[[Task], bool]
+        self, queues: list[str], pages: list[list[_Entry]], eligible: Callable[[Task], bool]
     ) -> list[_Candidate]:
         """The queued tasks ``eligible`` in ``queues``, best first, that no unread entry can precede.
 
         Queues whose first page holds nothing eligible are read further, so the best one is always
         found. The claim takes the first of these still queued: concurrent takers, holding the same
-        list, each get the next one instead of all racing for the head.
+        list, each get the next one instead of all racing for the head. Tasks are decoded only until a
+        queue has given ``CLAIM_BATCH`` candidates: the ones after them could never be offered.
         """
         found: list[_Candidate] = []
-        cutoffs: list[tuple[float, bytes]] = []  # the last entry read of queues that may hold more
+        cutoffs: list[tuple[float, bytes]] = []  # the last entry looked at of queues that may hold more
         offset = 0
         pending = [(queue, page) for queue, page in zip(queues, pages, strict=True) if page]
         while pending:
-            tasks = iter(await self._read_tasks([member_task_id(m) for _, page in pending for m, _ in page]))
             further = []
             for queue, page in pending:
-                read = [(member, score, next(tasks)) for member, score in page]
-                here = [
-                    _Candidate(score, member, queue, task) for member, score, task in read if task and eligible(task)
-                ]
+                here, last = _eligible_entries(queue, page, eligible)
                 found += here
-                if len(page) < SCAN_PAGE:
-                    continue
+                if len(here) < CLAIM_BATCH and len(page) < SCAN_PAGE:
+                    continue  # the whole queue was looked at
                 if here:
-                    cutoffs.append((page[-1][1], page[-1][0]))
+                    cutoffs.append((last.score, last.member))
                 else:
                     further.append(queue)
             offset += SCAN_PAGE
-            pages = await self._pages(further, offset)
+            pages = (await self._scan(further, offset))[0] if further else []
             pending = [(queue, page) for queue, page in zip(further, pages, strict=True) if page]
         found.sort(key=lambda candidate: (candidate.score, candidate.member))
         if cutoffs:
-            last = min(cutoffs)
-            found = [candidate for candidate in found if (candidate.score, candidate.member) <= last]
+            last_seen = min(cutoffs)
+            found = [candidate for candidate in found if (candidate.score, candidate.member) <= last_seen]
         return found[:CLAIM_BATCH]
 
-    async def _pages(self, queues: list[str], offset: int) -> list[list[tuple[bytes, float]]]:
-        """A page of each queue from ``offset``: (member, score) pairs, in queue order."""
-        commands = [("ZRANGE", queue, offset, offset + SCAN_PAGE - 1, "WITHSCORES") for queue in queues]
-        return [scored(page) for page in await self.connection.execute_many(commands)]
+    async def _scan(
+        self, queues: list[str], offset: int, steal_types: list[str] | None = None
+    ) -> tuple[list[list[_Entry]], bool]:
+        """A page of each queue from ``offset`` with the tasks' hashes, in queue order; and, with
+        ``steal_types``, whether other workers' inboxes hold tasks of those types waiting past
+        ``steal_after_s`` (see :meth:`_left_by_others`)."""
+        inboxed = [self.keys.key(keys.INBOXED, task_type) for task_type in steal_types or ()]
+        cutoff = exact_score(now() - self.steal_after_s)
+        reply = await self._run("scan_queues", [*queues, *inboxed], [len(queues), offset, SCAN_PAGE, cutoff])
+        pages = [
+            [_Entry(page[i], float(page[i + 1]), as_mapping(page[i + 2])) for i in range(0, len(page), 3)]
+            for page in reply[:-1]
+        ]
+        return pages, bool(reply[-1])
 
     async def _left_by_others(self, worker: WorkerRecord, eligible: Callable[[Task], bool]) -> list[_Candidate]:
         """Tasks waiting longer than ``steal_after_s`` in other workers' inboxes that this one can run."""
@@ -437,9 +447,6 @@ class RedisStorage(Storage):
                 offset += SCAN_PAGE
         found.sort(key=lambda candidate: candidate.score)  # the longest waiting first
         return found[:CLAIM_BATCH]
-
-    async def _read_tasks(self, task_ids: list[str]) -> list[Task | None]:
-        return [decode_task(stored) if stored else None for stored in await self._read_hashes(task_ids)]
 
     async def _read_hashes(self, task_ids: list[str]) -> list[dict[Raw, Raw]]:
         replies = await self.connection.execute_many([("HGETALL", self.keys.task(task_id)) for task_id in task_ids])
@@ -510,6 +517,31 @@ class RedisStorage(Storage):
             task_ids = [as_text(next(reply)) for _ in range(int(next(reply)))]
             expired.append((decode_worker(doc), sorted(task_ids)))
         return expired
+
+
+@dataclass(slots=True)
+class _Entry:
+    """An entry of a queue or inbox as scanned: its member, its score and its task's hash."""
+
+    member: bytes
+    score: float
+    stored: dict[Raw, Raw]
+
+
+def _eligible_entries(
+    queue: str, page: list[_Entry], eligible: Callable[[Task], bool]
+) -> tuple[list[_Candidate], _Entry]:
+    """The first ``CLAIM_BATCH`` eligible tasks of a page, best first, and the last entry looked at."""
+    found: list[_Candidate] = []
+    last = page[-1]
+    for entry in page:
+        if entry.stored:  # gone since it was queued: nothing to take
+            task = decode_task(entry.stored)
+            if eligible(task):
+                found.append(_Candidate(entry.score, entry.member, queue, task))
+                if len(found) == CLAIM_BATCH:
+                    return found, entry
+    return found, last
 
 
 @dataclass(slots=True)
