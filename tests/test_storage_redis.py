@@ -349,6 +349,32 @@ async def test_a_retried_commit_is_applied_once_and_succeeds(make_storage: Stora
     assert await storage.take_runnable(SHORT) is None
 
 
+async def test_an_entry_read_for_a_waiting_taker_by_a_call_whose_reply_was_lost_is_taken_over(
+    make_storage: StorageFactory,
+) -> None:
+    """A job queued while a taker waits is read for it by the queuing script; lost, it comes after the lease."""
+    storage = await make_storage()
+    run_twice(storage, "create_job")
+    poll = asyncio.create_task(storage.take_runnable(20 * LEASE_S))
+    await asyncio.sleep(SHORT)  # waiting: the first run reads the entry for this process, its reply is lost
+    job = await storage.create_job(make_job())
+    assert await poll == job.id
+    await storage.ack_runnable(job.id)
+    assert await storage.take_runnable(2 * LEASE_S) is None
+
+
+async def test_a_job_queued_for_a_waiting_taker_after_redis_lost_everything_is_stepped(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """Without the consumer group (a Redis restarted empty), queuing still works; the reader recreates it."""
+    storage = await make_storage()
+    poll = asyncio.create_task(storage.take_runnable(20 * LEASE_S))
+    await asyncio.sleep(SHORT)
+    await redis_client.flushall()
+    job = await storage.create_job(make_job())
+    assert await poll == job.id
+
+
 async def test_retried_claims_return_what_the_first_call_claimed(make_storage: StorageFactory) -> None:
     storage = await make_storage()
     at = time.time()

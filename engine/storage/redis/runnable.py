@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError, ResponseError
 
 from ... import keys
 from .background import Backoff, cancel_and_wait, stop_if_cancelled
-from .encoding import stream_entries
+from .encoding import as_text, stream_entries
 
 if TYPE_CHECKING:
     from .storage import RedisStorage
@@ -42,6 +42,7 @@ class RunnableReader:
         self._workers: list[asyncio.Task[None]] = []
         self._claim_cursor: bytes | str = "0-0"
         self._next_claim_at = 0.0
+        self._promised = 0  # entries scripts are reading for this process's waiting takers
 
     async def create_group(self) -> None:
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
@@ -137,12 +138,39 @@ class RunnableReader:
                 continue
             backoff.reset()
             for entry_id, job_id in entries:  # kept even if we stop now: renewed, or released by stop()
-                self._held[entry_id] = job_id
-                taker = next((t for t in self._takers if not t.done()), None)
-                if taker is not None:
-                    taker.set_result((entry_id, job_id))
-                else:
-                    self._ready.append((entry_id, job_id))
+                self._deliver(entry_id, job_id)
+
+    def _deliver(self, entry_id: bytes, job_id: str) -> None:
+        """An entry read for this process: to the first waiting taker, or ready for the next one."""
+        self._held[entry_id] = job_id
+        taker = next((t for t in self._takers if not t.done()), None)
+        if taker is not None:
+            taker.set_result((entry_id, job_id))
+        else:
+            self._ready.append((entry_id, job_id))
+
+    def promise(self, run: bool) -> str:
+        """This process's consumer name if ``run`` and one of its takers waits with no entry promised yet.
+
+        A script that queues a job then reads an entry for this consumer on the way (no XREADGROUP round
+        trip before a step of it starts here). Every name returned is :meth:`settle`-d once the call ends.
+        """
+        if not run or self._promised >= sum(1 for taker in self._takers if not taker.done()):
+            return ""
+        self._promised += 1
+        return self.storage.consumer
+
+    def settle(self, consumer: str, reply: list[Any] | None) -> None:
+        """Hand out the entry a script read for ``consumer``: ``reply`` is ``[status, entry id, job id]``.
+
+        An entry read by a call whose reply was lost stays with this consumer unrenewed: it is taken
+        over after the lease, like the entries of a process that died.
+        """
+        if not consumer:
+            return
+        self._promised -= 1
+        if reply is not None and len(reply) == 3:
+            self._deliver(reply[1], as_text(reply[2]))
 
     async def _read(self, count: int) -> list[tuple[bytes, str]]:
         loop = asyncio.get_running_loop()

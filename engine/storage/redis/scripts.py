@@ -171,8 +171,17 @@ local function trim_terminal(max_terminal)
   end
 end
 
-local function run(job_id)
+-- Queue the job to be stepped. With a consumer (a process one of whose takers is idle), also read for
+-- it the oldest entry no one has read, as XREADGROUP would: {1, entry id, its job id}; else {1}.
+local function run(job_id, consumer)
   redis.call('XADD', key('$RUNNABLE'), '*', 'job', job_id)
+  if consumer == '' then return {1} end
+  -- pcall: without the group (a Redis restarted empty) the entry waits for the reader, which creates it.
+  local read = redis.pcall('XREADGROUP', 'GROUP', '$RUNNABLE_GROUP', consumer, 'COUNT', 1, 'STREAMS',
+    key('$RUNNABLE'), '>')
+  if not read or read.err then return {1} end
+  local entry = read[1][2][1]
+  return {1, entry[1], entry[2][2]}
 end
 
 -- A reply kept for a retried call (see REPLY in keys): the earlier answer, or nil.
@@ -193,26 +202,30 @@ end
 """
 
 CREATE_JOB = """
--- KEYS[1]: the job. ARGV: ns, max terminal jobs, run ('1'), then the job's fields (see store_job).
-if redis.call('HGET', KEYS[1], 'commit') == ARGV[7] then return 2 end  -- a retried call, already applied
-store_job(4)
+-- KEYS[1]: the job. ARGV: ns, max terminal jobs, run ('1'), consumer to read an entry for ('' for none;
+-- see run), then the job's fields (see store_job). Returns {1} (or what run returns), {2} if a retried
+-- call was applied already.
+if redis.call('HGET', KEYS[1], 'commit') == ARGV[8] then return {2} end
+store_job(5)
 trim_terminal(tonumber(ARGV[2]))
-if ARGV[3] == '1' then run(ARGV[4]) end
-return 1
+if ARGV[3] == '1' then return run(ARGV[5], ARGV[4]) end
+return {1}
 """
 
 COMMIT = """
--- KEYS[1]: the job. ARGV: ns, expected version, max terminal jobs, run, clear branches, the job's
--- fields (ARGV[6..15], see store_job), then four counted lists: closed tasks (id, status), tasks
--- (id, job id, type, status, worker or '', doc, score, queued_at), cancelled timer ids, timers (id, due).
-local job_id = ARGV[6]
+-- KEYS[1]: the job. ARGV: ns, expected version, max terminal jobs, run, clear branches, consumer to
+-- read an entry for ('' for none; see run), the job's fields (ARGV[7..16], see store_job), then four
+-- counted lists: closed tasks (id, status), tasks (id, job id, type, status, worker or '', doc, score,
+-- queued_at), cancelled timer ids, timers (id, due). Returns {1} (or what run returns); {0} if the
+-- version is not the expected one, {2} if a retried call was applied already.
+local job_id = ARGV[7]
 local stored = redis.call('HMGET', KEYS[1], 'version', 'commit')
 if stored[1] ~= ARGV[2] then
-  if stored[2] and stored[2] == ARGV[9] then return 2 end  -- a retried call, already applied
-  return 0
+  if stored[2] and stored[2] == ARGV[10] then return {2} end
+  return {0}
 end
-store_job(6)
-local at = 16
+store_job(7)
+local at = 17
 local function arg()
   at = at + 1
   return ARGV[at - 1]
@@ -232,8 +245,8 @@ for _ = 1, tonumber(arg()) do
 end
 if ARGV[5] == '1' then redis.call('DEL', key('$BRANCHES', job_id)) end
 trim_terminal(tonumber(ARGV[3]))
-if ARGV[4] == '1' then run(job_id) end
-return 1
+if ARGV[4] == '1' then return run(job_id, ARGV[6]) end
+return {1}
 """
 
 CLAIM_TASK = """

@@ -187,8 +187,13 @@ class RedisStorage(Storage):
     # -- jobs ------------------------------------------------------------------------------------
     async def create_job(self, job: Job, *, run: bool = True) -> Job:
         job.version = 1
-        args = [self.max_terminal_jobs, flag(run), *job_fields(job, next(self._tokens))]
-        await self._run("create_job", [self.keys.job(job.id)], args)
+        consumer = self._runnable.promise(run)
+        args = [self.max_terminal_jobs, flag(run), consumer, *job_fields(job, next(self._tokens))]
+        reply = None
+        try:
+            reply = await self._run("create_job", [self.keys.job(job.id)], args)
+        finally:
+            self._runnable.settle(consumer, reply)
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
@@ -204,7 +209,8 @@ class RedisStorage(Storage):
         job = change.job
         expected, updated_at = job.version, job.updated_at
         job.version, job.updated_at = expected + 1, now()
-        args: list[Any] = [expected, self.max_terminal_jobs, flag(change.run), flag(change.clear_branches)]
+        consumer = self._runnable.promise(change.run)
+        args: list[Any] = [expected, self.max_terminal_jobs, flag(change.run), flag(change.clear_branches), consumer]
         args += job_fields(job, next(self._tokens))
         args += [len(change.close_tasks), *(x for item in change.close_tasks.items() for x in item)]
         args += [len(change.tasks), *(x for task in change.tasks for x in task_fields(task))]
@@ -213,12 +219,15 @@ class RedisStorage(Storage):
             len(change.timers),
             *(x for timer_id, due in change.timers.items() for x in (timer_id, exact_score(due))),
         ]
+        reply = None
         try:
-            applied = await self._run("commit", [self.keys.job(job.id)], args)
+            reply = await self._run("commit", [self.keys.job(job.id)], args)
         except BaseException:
             job.version, job.updated_at = expected, updated_at
             raise
-        if not applied:
+        finally:
+            self._runnable.settle(consumer, reply)
+        if not reply[0]:
             job.version, job.updated_at = expected, updated_at
             raise VersionConflict(job.id)
         return job
