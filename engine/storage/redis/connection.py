@@ -132,6 +132,7 @@ class SharedConnection:
         self.backoff = backoff or EqualJitterBackoff(cap=1.0, base=0.05)
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Task[_Protocol] | None = None
+        self._closed = False
 
     async def execute(self, *command: Any) -> Any:
         """Send one command; its reply (raised if it is an error)."""
@@ -155,11 +156,13 @@ class SharedConnection:
                 return replies
             except _LOST:  # BusyLoadingError too: a restarted Redis answers so until it has read its data
                 failures += 1
-                if failures > self.retries:
+                if failures > self.retries or self._closed:
                     raise
                 await asyncio.sleep(self.backoff.compute(failures))
 
     async def _connected(self) -> _Protocol:
+        if self._closed:
+            raise RedisConnectionError("the storage's connection to Redis is closed")
         protocol = self._protocol
         if protocol is not None and protocol.lost is None:
             return protocol
@@ -185,8 +188,13 @@ class SharedConnection:
         self._protocol = protocol
         return protocol
 
+    def open(self) -> None:
+        """Allow commands again after :meth:`close` (a connection is opened by the first one)."""
+        self._closed = False
+
     async def close(self) -> None:
-        """Close the connection; commands still waiting for a reply fail."""
+        """Close the connection; commands still waiting for a reply, and later ones, fail."""
+        self._closed = True
         if self._connecting is not None:
             self._connecting.cancel()
             self._connecting = None

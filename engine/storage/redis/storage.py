@@ -143,6 +143,7 @@ class RedisStorage(Storage):
     # -- lifecycle -------------------------------------------------------------------------------
     async def connect(self) -> None:
         """Check the connection, load the scripts, create the consumer group, subscribe to wake-ups."""
+        self.connection.open()
         await self.ping()
         for script in self._scripts.values():
             await self.connection.execute("SCRIPT", "LOAD", script.source)
