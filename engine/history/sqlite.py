@@ -11,6 +11,7 @@ written; SQLite has one writer at a time anyway.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -49,9 +50,23 @@ MEMORY = ":memory:"
 TEMPORARY = ""
 #: Ids per ``IN (...)`` list; SQLite allows 32766 variables, this keeps statements small.
 _IN_CHUNK = 500
+#: Rows written by one INSERT: 128, 64... 1, the largest that fits what is left. Every statement
+#: SQLite runs gives up the GIL and must win it back; while the event loop is busy it wins it only
+#: every 5 ms (``sys.getswitchinterval()``), so a statement per row (``executemany``) left the writer
+#: thousands of events behind under load. Eight sizes keep the compiled statements few (and small).
+_INSERT_SIZES = (128, 64, 32, 16, 8, 4, 2, 1)
 
-_INSERT_EVENTS = f"INSERT INTO events ({sql.EVENT_SELECT}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
-_UPSERT_JOBS = sql.upsert_jobs_sql(f"VALUES ({', '.join('?' * len(JOB_COLUMNS))})")
+
+@functools.cache
+def _insert_events(rows: int) -> str:
+    one = f"({', '.join('?' * len(EVENT_COLUMNS))})"
+    return f"INSERT INTO events ({sql.EVENT_SELECT}) VALUES {', '.join([one] * rows)}"
+
+
+@functools.cache
+def _upsert_jobs(rows: int) -> str:
+    one = f"({', '.join('?' * len(JOB_COLUMNS))})"
+    return sql.upsert_jobs_sql(f"VALUES {', '.join([one] * rows)}")
 
 
 class SQLiteHistory(HistoryStorage):
@@ -164,9 +179,9 @@ class SQLiteHistory(HistoryStorage):
         try:
             rows = _job_rows(db, {r.job_id for r in records})
             lines = project(records, rows)
-            db.executemany(_INSERT_EVENTS, lines)
+            _insert(db, _insert_events, lines)
             touched = {line[0] for line in lines}
-            db.executemany(_UPSERT_JOBS, [rows[job_id].as_tuple() for job_id in touched])
+            _insert(db, _upsert_jobs, [rows[job_id].as_tuple() for job_id in touched])
             db.execute("COMMIT")
         except BaseException:
             _rollback(db)
@@ -261,6 +276,16 @@ def _job_rows(db: sqlite3.Connection, job_ids: Iterable[str]) -> dict[str, JobRo
         for values in db.execute(query, chunk):
             rows[values[0]] = JobRow(*values)
     return rows
+
+
+def _insert(db: sqlite3.Connection, statement: Callable[[int], str], rows: Sequence[Sequence[Any]]) -> None:
+    """``rows`` written by INSERTs of several rows each (see ``_INSERT_SIZES``)."""
+    start = 0
+    while start < len(rows):
+        size = next(n for n in _INSERT_SIZES if n <= len(rows) - start)
+        chunk = rows[start : start + size]
+        db.execute(statement(size), [value for row in chunk for value in row])
+        start += size
 
 
 def _rollback(db: sqlite3.Connection) -> None:
