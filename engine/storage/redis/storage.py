@@ -366,7 +366,7 @@ class RedisStorage(Storage):
     async def _take_now(
         self, worker: WorkerRecord, deadline_for: Callable[[Task], float], eligible: Callable[[Task], bool]
     ) -> tuple[Task | None, bool]:
-        """Take the worker's best task now, or None and whether tasks it may not take are queued.
+        """Take the worker's best task now, or None and whether it saw tasks queued it may not take.
 
         A batch lost whole to other takers is read again.
         """
@@ -375,21 +375,22 @@ class RedisStorage(Storage):
         queues = [self.keys.queue(task_type) for task_type in task_types]
         while True:
             first_pages, left_by_others = await self._scan([inbox, *queues], 0, task_types)
-            candidates = await self._candidates([inbox], first_pages[:1], _anything)
+            candidates, skipped = await self._candidates([inbox], first_pages[:1], _anything)
             if not candidates:
-                candidates = await self._candidates(queues, first_pages[1:], eligible)
+                candidates, skipped = await self._candidates(queues, first_pages[1:], eligible)
             if not candidates and left_by_others:
                 candidates = await self._left_by_others(worker, eligible)
             if not candidates:
-                return None, left_by_others or any(first_pages)
+                return None, skipped or left_by_others
             task = await self._claim(candidates, worker.worker_id, deadline_for)
             if task is not None:
                 return task, False
 
     async def _candidates(
         self, queues: list[str], pages: list[list[_Entry]], eligible: Callable[[Task], bool]
-    ) -> list[_Candidate]:
-        """The queued tasks ``eligible`` in ``queues``, best first, that no unread entry can precede.
+    ) -> tuple[list[_Candidate], bool]:
+        """The queued tasks ``eligible`` in ``queues``, best first, that no unread entry can precede;
+        and whether tasks not ``eligible`` were skipped.
 
         Queues whose first page holds nothing eligible are read further, so the best one is always
         found. The claim takes the first of these still queued: concurrent takers, holding the same
@@ -398,13 +399,15 @@ class RedisStorage(Storage):
         """
         found: list[_Candidate] = []
         cutoffs: list[tuple[float, bytes]] = []  # the last entry looked at of queues that may hold more
+        skipped = False
         offset = 0
         pending = [(queue, page) for queue, page in zip(queues, pages, strict=True) if page]
         while pending:
             further = []
             for queue, page in pending:
-                here, last = _eligible_entries(queue, page, eligible)
+                here, last, skipped_here = _eligible_entries(queue, page, eligible)
                 found += here
+                skipped = skipped or skipped_here
                 if len(here) < CLAIM_BATCH and len(page) < SCAN_PAGE:
                     continue  # the whole queue was looked at
                 if here:
@@ -418,7 +421,7 @@ class RedisStorage(Storage):
         if cutoffs:
             last_seen = min(cutoffs)
             found = [candidate for candidate in found if (candidate.score, candidate.member) <= last_seen]
-        return found[:CLAIM_BATCH]
+        return found[:CLAIM_BATCH], skipped
 
     async def _scan(
         self, queues: list[str], offset: int, steal_types: list[str] | None = None
@@ -540,18 +543,21 @@ class _Entry:
 
 def _eligible_entries(
     queue: str, page: list[_Entry], eligible: Callable[[Task], bool]
-) -> tuple[list[_Candidate], _Entry]:
-    """The first ``CLAIM_BATCH`` eligible tasks of a page, best first, and the last entry looked at."""
+) -> tuple[list[_Candidate], _Entry, bool]:
+    """The first ``CLAIM_BATCH`` eligible tasks of a page, best first, the last entry looked at, and
+    whether a task not eligible was skipped."""
     found: list[_Candidate] = []
-    last = page[-1]
+    skipped = False
     for entry in page:
         if entry.stored:  # gone since it was queued: nothing to take
             task = decode_task(entry.stored)
-            if eligible(task):
-                found.append(_Candidate(entry.score, entry.member, queue, task))
-                if len(found) == CLAIM_BATCH:
-                    return found, entry
-    return found, last
+            if not eligible(task):
+                skipped = True
+                continue
+            found.append(_Candidate(entry.score, entry.member, queue, task))
+            if len(found) == CLAIM_BATCH:
+                return found, entry, skipped
+    return found, page[-1], skipped
 
 
 @dataclass(slots=True)
