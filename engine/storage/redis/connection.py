@@ -104,11 +104,12 @@ class _Protocol(asyncio.Protocol):
         self.transport.close()
 
 
-def _error(reply: hiredis.ReplyError) -> ResponseError:
+def _error(reply: hiredis.ReplyError) -> RedisError:
+    """The redis-py exception for an error reply (raised by ``execute_many``)."""
     message = str(reply)
     code = message.split(" ", 1)[0]
     if code == "LOADING":  # a ConnectionError to redis-py too: Redis is starting, try again
-        return BusyLoadingError(message)  # type: ignore[return-value]
+        return BusyLoadingError(message)
     return _ERRORS.get(code, ResponseError)(message)
 
 
