@@ -104,6 +104,8 @@ class EventBus:
 
     def __init__(self, origin: str | None = None) -> None:
         self.origin = origin or uuid.uuid4().hex
+        # How this process's payloads end ("origin" is their last key, see publish).
+        self._own_suffix = orjson.dumps({"origin": self.origin})[1:]
         self._local: list[Subscriber] = []
         self._everything: list[Subscriber] = []
         self._outbox: deque[bytes] = deque(maxlen=OUTBOX_LIMIT)
@@ -168,6 +170,8 @@ class EventBus:
         while True:
             try:
                 async for payload in transport.listen_events():
+                    if payload.endswith(self._own_suffix):
+                        continue  # our own event coming back: not even parsed
                     data = orjson.loads(payload)
                     if data.get("origin") != self.origin:
                         self._deliver(Event.from_dict(data), self._everything)

@@ -45,44 +45,29 @@ class JobRunner:
         """Step the jobs taken from the runnable queue, one step of a job at a time across processes.
 
         Within this process ``_stepping`` keeps a job's steps apart; across processes sharing the
-        storage, the job's step lease does (``storage.lease_job``): an entry of a job another process
+        storage, the job's step lease does (``storage.lease_and_get_job``): an entry of a job another process
         is stepping waits for the lease, then steps what the job has become (often nothing). Storage
         calls that fail (Redis restarting) are retried, so a consumer never dies of one.
         """
         storage = self.engine.storage
         holder = new_id()  # this consumer, in the step leases it holds
-
-        async def retried(what: str, call: Any, *args: Any) -> Any:
-            delay_s = 0.05
-            while True:
-                try:
-                    return await call(*args)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    logger.warning("%s failed (%s); retrying in %.2f s", what, exc, delay_s)
-                    await asyncio.sleep(delay_s)
-                    delay_s = min(delay_s * 2, 2.0)
-
         while True:
             job_id = await storage.take_runnable(timeout_s=5.0)
             if job_id is None:
                 continue
             if job_id in self._stepping:
                 self._queued_again.add(job_id)
-                await retried(f"acknowledging job {job_id}", storage.ack_runnable, job_id)
+                await _retried(f"acknowledging job {job_id}", storage.ack_runnable, job_id)
                 continue
             self._stepping.add(job_id)
             leased = False
             try:
-                delay_s = 0.01
-                while not await retried(f"leasing job {job_id}", storage.lease_job, job_id, holder):
-                    await asyncio.sleep(delay_s)  # another process is stepping it
-                    delay_s = min(delay_s * 2, 0.5)
+                job = await self._lease(job_id, holder)
                 leased = True
                 while True:
                     self._queued_again.discard(job_id)
-                    await self._step_safely(job_id)
+                    await self._step_safely(job_id, job)
+                    job = None  # queued again meanwhile: the next round reads it afresh
                     if job_id not in self._queued_again:
                         break
             finally:
@@ -90,13 +75,23 @@ class JobRunner:
                 self._stepping.discard(job_id)
                 self._queued_again.discard(job_id)
                 if leased:
-                    await retried(f"finishing the step of job {job_id}", storage.finish_step, job_id, holder)
+                    await _retried(f"finishing the step of job {job_id}", storage.finish_step, job_id, holder)
                 else:
-                    await retried(f"acknowledging job {job_id}", storage.ack_runnable, job_id)
+                    await _retried(f"acknowledging job {job_id}", storage.ack_runnable, job_id)
 
-    async def _step_safely(self, job_id: str) -> None:
+    async def _lease(self, job_id: str, holder: str) -> Job | None:
+        """Wait for the job's step lease (another process may be stepping it); the job as leased."""
+        delay_s = 0.01
+        while True:
+            leased, job = await _retried(f"leasing job {job_id}", self.engine.storage.lease_and_get_job, job_id, holder)
+            if leased:
+                return job  # type: ignore[no-any-return]
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 0.5)
+
+    async def _step_safely(self, job_id: str, job: Job | None) -> None:
         try:
-            await self.step(job_id)
+            await self.step(job_id, job)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -116,9 +111,13 @@ class JobRunner:
         except Exception:
             logger.exception("could not quarantine job %s after its step failed", job_id)
 
-    async def step(self, job_id: str) -> Job | None:
-        """Run handlers of ``job_id`` until it waits, ends, or has taken ``INLINE_STEPS`` steps."""
-        job = await self.engine.storage.get_job(job_id)
+    async def step(self, job_id: str, job: Job | None = None) -> Job | None:
+        """Run handlers of ``job_id`` until it waits, ends, or has taken ``INLINE_STEPS`` steps.
+
+        ``job``: the job as the caller just read it (with its step lease); read here when None.
+        """
+        if job is None:
+            job = await self.engine.storage.get_job(job_id)
         for remaining in range(INLINE_STEPS, 0, -1):
             if job is None or job.status not in RUNNABLE_STATUSES:
                 return job
@@ -347,6 +346,20 @@ class JobRunner:
                 )
             ],
         )
+
+
+async def _retried(what: str, call: Any, *args: Any) -> Any:
+    """``await call(*args)``, again after a growing pause for as long as it fails (Redis restarting)."""
+    delay_s = 0.05
+    while True:
+        try:
+            return await call(*args)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("%s failed (%s); retrying in %.2f s", what, exc, delay_s)
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 2.0)
 
 
 def _check_storable(blueprint: str, state: str, what: str, value: object) -> None:

@@ -533,8 +533,7 @@ class StorageContract:
     async def test_finish_step_releases_the_lease_and_acknowledges_the_entry(self, storage: Storage) -> None:
         job = await storage.create_job(make_job())
         assert await storage.take_runnable(SHORT) == job.id
-        assert await storage.lease_job(job.id, "stepper")
-        assert await storage.get_job(job.id) == job
+        assert await storage.lease_and_get_job(job.id, "stepper") == (True, job)  # the job, read with the lease
         await storage.finish_step(job.id, "stepper")
         assert await storage.lease_job(job.id, "next")
         await storage.release_job_lease(job.id, "next")

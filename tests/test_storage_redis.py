@@ -170,21 +170,16 @@ async def test_a_finished_step_is_neither_taken_over_nor_left_leased(make_storag
     assert await b.lease_job(job.id, "other")
 
 
-async def test_the_document_read_with_a_step_lease_answers_only_the_leasing_task_once(
-    make_storage: StorageFactory,
-) -> None:
-    """It was read atomically with the lease; anyone else, and any later read, gets the job as stored."""
+async def test_a_step_lease_reads_the_job_in_the_same_round_trip(make_storage: StorageFactory) -> None:
+    """lease_and_get_job: the job as it was when the lease was taken; nothing when another holds it."""
     stepper, other = await make_storage(), await make_storage()
     job = await stepper.create_job(make_job(), run=False)
-    assert await stepper.lease_job(job.id, "stepper")
     newer = await other.commit(Commit(await other.get_job(job.id) or job))
-    assert await asyncio.create_task(stepper.get_job(job.id)) == newer  # another task: a fresh read
-    assert await stepper.get_job(job.id) == job  # the leasing task: what the lease read
-    assert await stepper.get_job(job.id) == newer
-    assert await stepper.lease_job(job.id, "stepper")
+    assert await stepper.lease_and_get_job(job.id, "stepper") == (True, newer)
+    assert await other.lease_and_get_job(job.id, "other") == (False, None)
     await stepper.release_job_lease(job.id, "stepper")
-    newest = await other.commit(Commit(newer))
-    assert await stepper.get_job(job.id) == newest  # released: nothing left over
+    assert await stepper.lease_and_get_job("no-such-job", "stepper") == (True, None)
+    await stepper.release_job_lease("no-such-job", "stepper")
 
 
 _DOOMED_ENGINE = """

@@ -139,6 +139,17 @@ class Storage(ABC):
         """
         return True
 
+    async def lease_and_get_job(
+        self, job_id: str, holder: str, lease_s: float | None = None
+    ) -> tuple[bool, Job | None]:
+        """:meth:`lease_job`, and when taken the job as it is then (None if it no longer exists).
+
+        What a step starts from; a backend shared by several processes reads it in the same round trip.
+        """
+        if not await self.lease_job(job_id, holder, lease_s):
+            return False, None
+        return True, await self.get_job(job_id)
+
     async def release_job_lease(self, job_id: str, holder: str) -> None:
         """End ``holder``'s step lease of the job (nothing if it no longer holds it)."""
 

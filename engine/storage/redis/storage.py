@@ -7,7 +7,6 @@ The runnable stream's reader and leases are in :mod:`.runnable`, the wake-ups of
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import itertools
 import logging
 import os
@@ -65,11 +64,6 @@ DEFAULT_MAX_CONNECTIONS = 64
 RETRIES = 30
 #: Longest :meth:`RedisStorage.ping` waits (the health check): shorter than the retries of other calls.
 PING_TIMEOUT_S = 2.0
-#: The storage and task that took a step lease, the job's id and its document read with the lease (see
-#: ``lease_job``). The task is checked: tasks it creates inherit the variable, not the document.
-_leased_doc: contextvars.ContextVar[tuple[RedisStorage, asyncio.Task[Any] | None, str, Raw | None] | None] = (
-    contextvars.ContextVar("avtomatika_leased_doc", default=None)
-)
 #: Task fields that name the task; ``update_task`` does not change them.
 _IDENTITY = frozenset({"id", "job_id", "type"})
 _TASK_FIELDS = frozenset(f.name for f in fields(Task))
@@ -198,12 +192,7 @@ class RedisStorage(Storage):
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
-        leased = _leased_doc.get()
-        if leased is not None and leased[:3] == (self, asyncio.current_task(), job_id):  # with this task's lease
-            _leased_doc.set(None)
-            raw = leased[3]
-        else:
-            raw = await self.connection.execute("HGET", self.keys.job(job_id), "doc")
+        raw = await self.connection.execute("HGET", self.keys.job(job_id), "doc")
         return decode_job(raw) if raw is not None else None
 
     async def commit(self, change: Commit) -> Job:
@@ -282,29 +271,28 @@ class RedisStorage(Storage):
 
     async def finish_step(self, job_id: str, holder: str) -> None:
         """One script: the step lease released and the job's entry acknowledged."""
-        _leased_doc.set(None)
         await self._runnable.ack(job_id, holder)
 
     # -- step leases -----------------------------------------------------------------------------
     async def lease_job(self, job_id: str, holder: str, lease_s: float | None = None) -> bool:
-        """SET NX PX; renewed every third of ``lease_s`` by this process's lease renewer until released.
+        """SET NX PX; renewed every third of ``lease_s`` by this process's lease renewer until released."""
+        taken, _ = await self.lease_and_get_job(job_id, holder, lease_s)
+        return taken
 
-        The job's document is read in the same script: the next :meth:`get_job` of this job by the
-        calling task (the runner's step, which follows at once) is answered with it, without a round
-        trip. Only that task sees it (a context variable), once, and no later than the lease's release.
-        """
+    async def lease_and_get_job(
+        self, job_id: str, holder: str, lease_s: float | None = None
+    ) -> tuple[bool, Job | None]:
+        """The lease and the job's document in one script."""
         # Never shorter than ``self.lease_s``: held leases are renewed every third of that.
         lease_s = self.lease_s if lease_s is None else max(lease_s, self.lease_s)
         keys = [self.keys.step_lease(job_id), self.keys.job(job_id)]
         taken, *doc = await self._scripts["lease_step"](keys=keys, args=[holder, max(1, int(lease_s * 1000))])
         if not taken:
-            return False
+            return False, None
         self._runnable.hold_step_lease(job_id, holder, lease_s)
-        _leased_doc.set((self, asyncio.current_task(), job_id, doc[0] if doc else None))
-        return True
+        return True, (decode_job(doc[0]) if doc and doc[0] is not None else None)
 
     async def release_job_lease(self, job_id: str, holder: str) -> None:
-        _leased_doc.set(None)
         self._runnable.drop_step_lease(job_id, holder)
         await self._scripts["release_step_lease"](keys=[self.keys.step_lease(job_id)], args=[holder])
 
