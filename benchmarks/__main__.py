@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per workload (default 120)")
     parser.add_argument("--profile", action="store_true", help="sample the engine with py-spy (artifacts/profiles/)")
     parser.add_argument(
-        "--history", help="HISTORY_DATABASE_URI of the engine (default: unset, the engine's in-memory SQLite)"
+        "--history", help="HISTORY_DATABASE_URI of the engine (default: unset, SQLite in a temporary file)"
     )
     args = parser.parse_args(argv)
     args.workload_list = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run(run_all(args))
     took = time.monotonic() - started
     machine = f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, loopback"
-    history = args.history or "in-memory SQLite (default)"
+    history = args.history or "SQLite in a temporary file (default)"
     print()
     print(table(results))
     print()
