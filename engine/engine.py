@@ -99,7 +99,7 @@ class OrchestratorEngine:
             from .storage.redis import RedisStorage
         except ImportError as exc:
             raise ConfigError(
-                f'REDIS_URL/REDIS_HOST is set but redis-py is missing ({exc}): pip install "avtomatika[redis]"'
+                f'REDIS_URL/REDIS_HOST is set but the Redis client is missing ({exc}): pip install "avtomatika[redis]"'
             ) from None
         return RedisStorage(url=url)
 

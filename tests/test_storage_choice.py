@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from engine_helpers import fast_config, wait_for_status
 
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
@@ -43,3 +46,23 @@ def test_redis_host_settings_build_a_redis_url():
     config = fast_config(REDIS_HOST="cache.internal", REDIS_PORT=6380, REDIS_DB=2)
     assert config.redis_url == "redis://cache.internal:6380/2"
     assert isinstance(OrchestratorEngine(config=config).storage, RedisStorage)
+
+
+_WITHOUT_HIREDIS = """
+import sys
+sys.modules["hiredis"] = None  # installed with avtomatika[redis]; here as if it were not
+from avtomatika import Config, OrchestratorEngine
+from avtomatika.errors import ConfigError
+try:
+    OrchestratorEngine(config=Config(REDIS_URL="redis://127.0.0.1:1"))
+except ConfigError as exc:
+    print(exc)
+"""
+
+
+def test_redis_configured_without_its_client_says_what_to_install(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_HIREDIS], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "REDIS_URL/REDIS_HOST is set but the Redis client is missing" in proc.stdout
+    assert 'pip install "avtomatika[redis]"' in proc.stdout
