@@ -330,23 +330,29 @@ class EchoWorker:
             log.info("crashing on task=%s (exit %s)", task_id, CRASH_EXIT_CODE)
             logging.shutdown()
             os._exit(CRASH_EXIT_CODE)
+        try:  # the task holds its slot until its result is reported, so at most max_concurrent are out
+            result = await self._outcome(job_id, task_id, params, attempt)
+            await self._post_result(job_id, task_id, result)
+        finally:
+            self._slots.release()
+
+    async def _outcome(self, job_id: str, task_id: str, params: Mapping[str, Any], attempt: int) -> dict[str, Any]:
+        """Run the task; its result, also when it fails or is cancelled on the orchestrator's word."""
         inner = asyncio.create_task(self._execute(job_id, task_id, params, attempt))
         self.running[task_id] = inner
         try:
-            result = await inner
+            return await inner
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if (current is not None and current.cancelling()) or task_id not in self._cancel_requested:
                 raise  # shutdown: no result
-            result = {"status": "cancelled", "data": {}, "error": None}
+            return {"status": "cancelled", "data": {}, "error": None}
         except Exception as exc:  # what the SDK does with handler exceptions
             log.exception("task=%s raised", task_id)
-            result = failure("TRANSIENT_ERROR", str(exc))
+            return failure("TRANSIENT_ERROR", str(exc))
         finally:
             self.running.pop(task_id, None)
             self._cancel_requested.discard(task_id)
-            self._slots.release()
-        await self._post_result(job_id, task_id, result)
 
     async def _execute(self, job_id: str, task_id: str, params: Mapping[str, Any], attempt: int) -> dict[str, Any]:
         await self.send_progress(job_id, task_id, 0.5, "echo_worker working")
