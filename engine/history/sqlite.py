@@ -11,10 +11,11 @@ written; SQLite has one writer at a time anyway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -148,11 +149,9 @@ class SQLiteHistory(HistoryStorage):
         db.execute(migrations.SCHEMA_VERSION_TABLE)
         applied = {row[0] for row in db.execute("SELECT version FROM schema_version")}
         for migration in migrations.pending(migrations.SQLITE, applied):
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(db):
                 # Read again under the write lock: another process may have just applied it.
                 if db.execute("SELECT 1 FROM schema_version WHERE version = ?", (migration.version,)).fetchone():
-                    db.execute("COMMIT")
                     continue
                 for statement in migration.statements:
                     db.execute(statement)
@@ -160,10 +159,6 @@ class SQLiteHistory(HistoryStorage):
                     "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
                     (migration.version, migration.name, time.time()),
                 )
-                db.execute("COMMIT")
-            except BaseException:
-                _rollback(db)
-                raise
             logger.info("history: applied SQLite migration %d (%s)", migration.version, migration.name)
 
     # -- writing ---------------------------------------------------------------------------------
@@ -175,17 +170,12 @@ class SQLiteHistory(HistoryStorage):
     def _write(self, records: list[EventRecord]) -> int:
         """One batch in one transaction (on the history's thread)."""
         db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(db):
             rows = _job_rows(db, {r.job_id for r in records})
             lines = project(records, rows)
             _insert(db, _insert_events, lines)
             touched = {line[0] for line in lines}
             _insert(db, _upsert_jobs, [rows[job_id].as_tuple() for job_id in touched])
-            db.execute("COMMIT")
-        except BaseException:
-            _rollback(db)
-            raise
         return len(lines)
 
     # -- reading ---------------------------------------------------------------------------------
@@ -232,8 +222,7 @@ class SQLiteHistory(HistoryStorage):
 
     def _purge_batch(self, cutoff_at: float, batch_size: int) -> int:
         db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(db):
             p = sql.Params("qmark")
             query = sql.purge_candidates_query(cutoff_at, batch_size, p)
             ids = [row[0] for row in db.execute(query, p.values)]
@@ -242,10 +231,6 @@ class SQLiteHistory(HistoryStorage):
                 marks = ", ".join("?" * len(chunk))
                 db.execute(f"DELETE FROM events WHERE job_id IN ({marks})", chunk)
                 db.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk)
-            db.execute("COMMIT")
-        except BaseException:
-            _rollback(db)
-            raise
         return len(ids)
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -288,11 +273,19 @@ def _insert(db: sqlite3.Connection, statement: Callable[[int], str], rows: Seque
         start += size
 
 
-def _rollback(db: sqlite3.Connection) -> None:
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` (the write lock at once) ... ``COMMIT``, or ``ROLLBACK`` on any error."""
+    db.execute("BEGIN IMMEDIATE")
     try:
-        db.execute("ROLLBACK")
-    except Exception:  # no transaction left to roll back (SQLite ended it on the error)
-        logger.debug("history: rollback after a failed SQLite transaction failed", exc_info=True)
+        yield
+    except BaseException:
+        try:
+            db.execute("ROLLBACK")
+        except Exception:  # no transaction left to roll back (SQLite ended it on the error)
+            logger.debug("history: rollback after a failed SQLite transaction failed", exc_info=True)
+        raise
+    db.execute("COMMIT")
 
 
 def _optimize_and_close(db: sqlite3.Connection) -> None:
