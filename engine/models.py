@@ -51,29 +51,30 @@ class TaskStatus(StrEnum):
 def pack(record: object) -> bytes:
     """A record (or any JSON-able value) as compact JSON bytes, for a storage in this process's memory.
 
-    A record is written as the list of its field values in declaration order, without the field
-    names and without the trailing ones that hold their defaults: :func:`unpack` reads it back as
-    ``cls(*values)``. Only a storage whose records never leave the process can use a form that
-    depends on the fields' order (Redis keeps named fields). orjson hands back bytes inside a
-    buffer of several KB; the copy keeps just the document.
+    A record is written as the list of its field values in declaration order, without its first
+    field (its id, the key the storage keeps it under), without the field names and without the
+    trailing fields that hold their defaults: :func:`unpack` reads it back as ``cls(id, *values)``.
+    Only a storage whose records never leave the process can use a form that depends on the fields'
+    order (Redis keeps named fields). orjson hands back bytes inside a buffer of several KB; the
+    copy keeps just the document.
     """
     if isinstance(record, _Record):
         record = _values(record)
     return bytes(memoryview(orjson.dumps(record)))
 
 
-def unpack(cls: type[R], packed: bytes) -> R:
-    """The record :func:`pack` made of an instance of ``cls``."""
-    return cls(*orjson.loads(packed))
+def unpack(cls: type[R], record_id: str, packed: bytes) -> R:
+    """The record :func:`pack` made of an instance of ``cls`` whose id is ``record_id``."""
+    return cls(record_id, *orjson.loads(packed))
 
 
 def _values(record: _Record) -> tuple[Any, ...]:
     layout = _layout(type(record))
     values, defaults = layout.read(record), layout.defaults
     end = len(values)
-    while end and defaults[end - 1] is not _REQUIRED and values[end - 1] == defaults[end - 1]:
+    while end > 1 and defaults[end - 1] is not _REQUIRED and values[end - 1] == defaults[end - 1]:
         end -= 1
-    return values[:end]
+    return values[1:end]
 
 
 def new_id() -> str:

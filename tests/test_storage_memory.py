@@ -10,6 +10,7 @@ from storage_contract import StorageContract, create_jobs, dispatch, make_task, 
 
 from avtomatika.models import Job, JobStatus, Task, TaskStatus, WorkerRecord, pack, unpack
 from avtomatika.storage import Commit, JobFilter, MemoryStorage
+from avtomatika.storage.memory import _TaskQueue
 
 
 @pytest.fixture
@@ -99,10 +100,9 @@ async def test_a_forgotten_job_queued_task_is_not_handed_out(memory: MemoryStora
     assert (await memory.queue_lengths()).get("a", 0) == 0
 
 
-def test_packed_records_are_their_values_without_trailing_defaults_and_read_back_the_same():
+def test_packed_records_are_their_values_after_the_id_without_trailing_defaults_and_read_back_the_same():
     task = Task(id="t", job_id="j", type="echo", queued_at=5.0)
     assert orjson.loads(pack(task)) == [
-        "t",
         "j",
         "echo",
         {},
@@ -119,9 +119,29 @@ def test_packed_records_are_their_values_without_trailing_defaults_and_read_back
         None,
         5.0,
     ]
-    assert unpack(Task, pack(task)) == task
+    assert unpack(Task, "t", pack(task)) == task
     job = Job(id="j", blueprint="b", state="s", initial_data={"n": 1}, wait={"kind": "tasks"}, version=3)
-    assert unpack(Job, pack(job)) == job
+    assert unpack(Job, "j", pack(job)) == job
     worker = WorkerRecord("w", {"supported_tasks": ["echo"]}, expires_at=9.5)
-    assert unpack(WorkerRecord, pack(worker)) == worker
-    assert orjson.loads(pack(WorkerRecord("w", registered_at=1.0, last_seen=2.0))) == ["w", {}, 1.0, 2.0]
+    assert unpack(WorkerRecord, "w", pack(worker)) == worker
+    assert orjson.loads(pack(WorkerRecord("w", registered_at=1.0, last_seen=2.0))) == [{}, 1.0, 2.0]
+    assert orjson.loads(pack(WorkerRecord("w", registered_at=0.0, last_seen=0.0))) == [{}, 0.0, 0.0]
+
+
+def test_a_task_queue_pops_by_priority_then_arrival_and_keeps_what_it_passes_over() -> None:
+    queue = _TaskQueue()
+    for priority, task_id in [(0, "a0"), (5, "b5"), (0, "c0"), (-1.5, "d"), (5, "e5")]:
+        queue.push(priority, task_id)
+    assert list(queue) == ["b5", "e5", "a0", "c0", "d"]
+    tasks = {task_id: Task(id=task_id, job_id="j", type="t") for task_id in list(queue)}
+
+    # b5 is stale (dropped), e5 is passed over (kept in place), a0 is taken.
+    verdicts: dict[str, bool] = {"b5": True, "e5": False}
+    assert queue.pop_first(lambda task_id: verdicts.get(task_id, tasks[task_id])) is tasks["a0"]
+    assert list(queue) == ["e5", "c0", "d"]
+
+    queue.put_back(0, "a0")  # back at the head of its priority
+    assert list(queue) == ["e5", "a0", "c0", "d"]
+    assert queue.pop_first(lambda task_id: True) is None  # every entry stale: all dropped
+    assert not queue
+    assert list(queue) == []

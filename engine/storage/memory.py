@@ -7,10 +7,12 @@ what is read back is always exactly what was committed, and a waiting job costs 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import itertools
-from collections import Counter
-from collections.abc import Callable
+import operator
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from sys import intern
 from typing import Any
@@ -36,9 +38,8 @@ class MemoryStorage(Storage):
         self._terminal: dict[str, None] = {}  # terminal job ids, oldest first
         self._runnable: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: dict[str, bytes] = {}
-        self._queues: dict[str, list[tuple[float, int, str]]] = {}
-        self._inboxes: dict[str, list[tuple[float, int, str]]] = {}
-        self._sequence = itertools.count()
+        self._queues: dict[str, _TaskQueue] = {}  # task type -> tasks anyone of that type may take
+        self._inboxes: dict[str, _TaskQueue] = {}  # worker id -> tasks for that worker only
         # Long polls waiting for a task: the future to wake, the worker, what it may take.
         self._task_waiters: dict[asyncio.Future[None], tuple[WorkerRecord, Callable[[Task], bool]]] = {}
         self._load: dict[str, set[str]] = {}
@@ -61,7 +62,7 @@ class MemoryStorage(Storage):
 
     async def get_job(self, job_id: str) -> Job | None:
         stored = self._jobs.get(job_id)
-        return unpack(Job, stored.packed) if stored is not None else None
+        return unpack(Job, job_id, stored.packed) if stored is not None else None
 
     async def commit(self, change: Commit) -> Job:
         job = change.job
@@ -73,8 +74,11 @@ class MemoryStorage(Storage):
         self._store_job(job)
         for task_id, status in change.close_tasks.items():
             self._close_task(task_id, status)
+        new_task_ids = tuple(task.id for task in change.tasks if task.id not in self._tasks)
         for task in change.tasks:
             self._store_task(task)
+        if new_task_ids:
+            self._jobs[job.id].task_ids += new_task_ids  # once per commit: a fan-out's are one concatenation
         for timer_id in change.cancel_timers:
             self._timers.pop(timer_id, None)
         for timer_id, due in change.timers.items():
@@ -108,13 +112,13 @@ class MemoryStorage(Storage):
         del self._terminal[job_id]
         stored = self._jobs.pop(job_id)
         self._branches.pop(job_id, None)
-        for task_id in stored.task_ids or ():
+        for task_id in stored.task_ids:
             self._tasks.pop(task_id, None)
 
     async def list_jobs(self, where: JobFilter, limit: int = 50, offset: int = 0) -> list[Job]:
         found: list[Job] = []
         skipped = 0
-        for stored in reversed(self._jobs.values()):
+        for job_id, stored in reversed(self._jobs.items()):
             if (
                 (where.status and stored.status != where.status)
                 or (where.blueprint and stored.blueprint != where.blueprint)
@@ -127,7 +131,7 @@ class MemoryStorage(Storage):
                 continue
             if len(found) >= limit:
                 break
-            found.append(unpack(Job, stored.packed))
+            found.append(unpack(Job, job_id, stored.packed))
         return found
 
     async def count_jobs(self) -> dict[tuple[str, str, str], int]:
@@ -149,7 +153,7 @@ class MemoryStorage(Storage):
     # -- tasks -----------------------------------------------------------------------------------
     async def get_task(self, task_id: str) -> Task | None:
         raw = self._tasks.get(task_id)
-        return unpack(Task, raw) if raw is not None else None
+        return unpack(Task, task_id, raw) if raw is not None else None
 
     async def update_task(self, task_id: str, **changes: Any) -> Task | None:
         task = await self.get_task(task_id)
@@ -162,32 +166,26 @@ class MemoryStorage(Storage):
 
     def _store_task(self, task: Task) -> None:
         previous = self._tasks.get(task.id)
-        if previous is None:
-            job = self._jobs.get(task.job_id)
-            if job is not None:
-                if job.task_ids is None:
-                    job.task_ids = []
-                job.task_ids.append(task.id)
-        elif (old_worker := unpack(Task, previous).worker_id) and old_worker != task.worker_id:
+        old_worker = unpack(Task, task.id, previous).worker_id if previous is not None else None
+        if old_worker and old_worker != task.worker_id:
             # Given to another worker (or to anyone): no longer the old worker's load. Its old queue
             # entry is skipped when it reaches the head, since the task no longer names that worker.
             self._load.get(old_worker, set()).discard(task.id)
         self._tasks[task.id] = pack(task)
         if task.status != TaskStatus.QUEUED:
             return
-        entry = (-task.priority, next(self._sequence), task.id)
         if task.worker_id:
-            heapq.heappush(self._inboxes.setdefault(task.worker_id, []), entry)
+            _queue_in(self._inboxes, task.worker_id).push(task.priority, task.id)
             self._load.setdefault(task.worker_id, set()).add(task.id)
         else:
-            heapq.heappush(self._queues.setdefault(task.type, []), entry)
+            _queue_in(self._queues, task.type).push(task.priority, task.id)
         self._wake_poller_for(task)
 
     def _close_task(self, task_id: str, status: str) -> None:
         raw = self._tasks.get(task_id)
         if raw is None:
             return
-        task = unpack(Task, raw)
+        task = unpack(Task, task_id, raw)
         if task.status != status:  # a fan-out's aggregation closes again branches closed as they answered
             task.status = status
             self._tasks[task_id] = pack(task)
@@ -238,22 +236,23 @@ class MemoryStorage(Storage):
 
     def _pop_for(self, worker: WorkerRecord, eligible: Callable[[Task], bool]) -> Task | None:
         inbox = self._inboxes.get(worker.worker_id)
-        found = self._pop_first(inbox, worker.worker_id, _anything) if inbox else None
+        found = inbox.pop_first(self._looker(worker.worker_id, _anything)) if inbox else None
         if found is not None:
-            return found[1]
+            return found
         # The first eligible task of each queue; the best of them is taken, the others put back (taking
         # the best queue head's first eligible task could pass over a higher priority in another queue).
-        candidates: list[tuple[tuple[float, int, str], str, Task]] = []
+        look = self._looker(None, eligible)
+        candidates: list[tuple[_TaskQueue, Task]] = []
         for task_type in dict.fromkeys(worker.supported_tasks):
             queue = self._queues.get(task_type)
-            if queue and (found := self._pop_first(queue, None, eligible)) is not None:
-                candidates.append((found[0], task_type, found[1]))
+            if queue and (found := queue.pop_first(look)) is not None:
+                candidates.append((queue, found))
         if not candidates:
             return self._steal(worker, eligible)
-        candidates.sort(key=lambda candidate: candidate[0])
-        for entry, task_type, _ in candidates[1:]:
-            heapq.heappush(self._queues[task_type], entry)
-        return candidates[0][2]
+        candidates.sort(key=lambda candidate: (-candidate[1].priority, candidate[1].queued_at))
+        for queue, task in candidates[1:]:
+            queue.put_back(task.priority, task.id)
+        return candidates[0][1]
 
     def _steal(self, worker: WorkerRecord, eligible: Callable[[Task], bool]) -> Task | None:
         """A task left longer than ``steal_after_s`` in another worker's inbox that this one can run."""
@@ -262,41 +261,31 @@ class MemoryStorage(Storage):
         for owner, inbox in self._inboxes.items():
             if owner == worker.worker_id or not inbox:
                 continue
-            found = self._pop_first(
-                inbox, owner, lambda t: t.queued_at <= cutoff and t.type in supported and eligible(t)
+            found = inbox.pop_first(
+                self._looker(owner, lambda t: t.queued_at <= cutoff and t.type in supported and eligible(t))
             )
             if found is not None:
-                return found[1]
+                return found
         return None
 
-    def _pop_first(
-        self, heap: list[tuple[float, int, str]], owner: str | None, eligible: Callable[[Task], bool]
-    ) -> tuple[tuple[float, int, str], Task] | None:
-        """Pop the first queued task of ``heap`` for ``owner`` that is ``eligible``.
+    def _looker(self, owner: str | None, eligible: Callable[[Task], bool]) -> Callable[[str], Task | bool]:
+        """What :meth:`_TaskQueue.pop_first` asks of each queued id: the task if it is queued for
+        ``owner`` and ``eligible``; ``False`` to keep an ineligible one in place; ``True`` to drop a
+        stale entry (task taken, closed, moved to another queue, or its job forgotten)."""
 
-        Stale entries (task taken, closed, moved to another queue, or its job forgotten) are dropped;
-        ineligible ones are put back.
-        """
-        skipped = []
-        found = None
-        while heap:
-            entry = heapq.heappop(heap)
-            task = self._queued_task(entry[2])
+        def look(task_id: str) -> Task | bool:
+            task = self._queued_task(task_id)
             if task is None or task.worker_id != owner:
-                continue
-            if eligible(task):
-                found = (entry, task)
-                break
-            skipped.append(entry)
-        for entry in skipped:
-            heapq.heappush(heap, entry)
-        return found
+                return True
+            return task if eligible(task) else False
+
+        return look
 
     def _queued_task(self, task_id: str) -> Task | None:
         raw = self._tasks.get(task_id)
         if raw is None:
             return None
-        task: Task = unpack(Task, raw)
+        task: Task = unpack(Task, task_id, raw)
         return task if task.status == TaskStatus.QUEUED else None
 
     def _assign(self, task: Task, worker_id: str, deadline: float) -> Task:
@@ -314,8 +303,8 @@ class MemoryStorage(Storage):
     async def queue_lengths(self) -> dict[str, int]:
         lengths: Counter[str] = Counter()
         seen: set[str] = set()
-        for heap in itertools.chain(self._queues.values(), self._inboxes.values()):
-            for _, _, task_id in heap:
+        for queue in itertools.chain(self._queues.values(), self._inboxes.values()):
+            for task_id in queue:
                 if task_id in seen:
                     continue  # a stale entry of a task given to another worker
                 seen.add(task_id)
@@ -363,10 +352,10 @@ class MemoryStorage(Storage):
 
     async def get_worker(self, worker_id: str) -> WorkerRecord | None:
         raw = self._workers.get(worker_id)
-        return unpack(WorkerRecord, raw) if raw is not None else None
+        return unpack(WorkerRecord, worker_id, raw) if raw is not None else None
 
     async def list_workers(self) -> list[WorkerRecord]:
-        return [unpack(WorkerRecord, raw) for raw in self._workers.values()]
+        return [unpack(WorkerRecord, worker_id, raw) for worker_id, raw in self._workers.items()]
 
     async def pop_expired_workers(self, at: float) -> list[tuple[WorkerRecord, list[str]]]:
         expired = []
@@ -397,4 +386,80 @@ class _StoredJob:
     status: str
     state: str
     client: str | None
-    task_ids: list[str] | None = None  # every task the job dispatched, to forget them with it
+    #: Every task the job dispatched, to forget them with it (a tuple: most jobs have one or two, and
+    #: a 1-tuple is 48 bytes where a list of one is 112).
+    task_ids: tuple[str, ...] = ()
+
+
+class _TaskQueue:
+    """Queued task ids, highest priority first and first in, first out within a priority.
+
+    A deque of ids per priority: an entry is one pointer (a heap of ``(priority, sequence, id)``
+    tuples cost ~116 bytes a task). Between queues, equal priorities go by the tasks' ``queued_at``.
+    Entries of tasks taken, closed or queued elsewhere since are dropped when they are reached.
+    """
+
+    __slots__ = ("_lanes", "_priorities")
+
+    def __init__(self) -> None:
+        self._lanes: dict[float, deque[str]] = {}
+        self._priorities: list[float] = []  # the keys of _lanes, highest first
+
+    def __bool__(self) -> bool:
+        return bool(self._lanes)
+
+    def __iter__(self) -> Iterator[str]:
+        for priority in self._priorities:
+            yield from self._lanes[priority]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _TaskQueue) and self._lanes == other._lanes
+
+    def push(self, priority: float, task_id: str) -> None:
+        self._lane(priority).append(task_id)
+
+    def put_back(self, priority: float, task_id: str) -> None:
+        """Return a popped id to the head of its priority."""
+        self._lane(priority).appendleft(task_id)
+
+    def pop_first(self, look: Callable[[str], Task | bool]) -> Task | None:
+        """Pop the first id for which ``look`` answers a task, and answer that task.
+
+        ``look`` answers ``False`` for an id to keep in its place and ``True`` for one to drop.
+        """
+        found: Task | None = None
+        for priority in self._priorities:
+            lane, kept = self._lanes[priority], []
+            while lane:
+                task_id = lane.popleft()
+                verdict = look(task_id)
+                if verdict is False:
+                    kept.append(task_id)
+                elif verdict is not True:
+                    found = verdict
+                    break
+            lane.extendleft(reversed(kept))
+            if found is not None:
+                break
+        self._drop_empty_lanes()
+        return found
+
+    def _lane(self, priority: float) -> deque[str]:
+        lane = self._lanes.get(priority)
+        if lane is None:
+            lane = self._lanes[priority] = deque()
+            bisect.insort(self._priorities, priority, key=operator.neg)
+        return lane
+
+    def _drop_empty_lanes(self) -> None:
+        if all(self._lanes.values()):
+            return
+        self._priorities = [priority for priority in self._priorities if self._lanes[priority]]
+        self._lanes = {priority: self._lanes[priority] for priority in self._priorities}
+
+
+def _queue_in(queues: dict[str, _TaskQueue], name: str) -> _TaskQueue:
+    queue = queues.get(name)
+    if queue is None:
+        queue = queues[name] = _TaskQueue()
+    return queue
