@@ -78,6 +78,11 @@ class Result:
     rss_per_waiting_job_b: float | None = None
     rss_before_kb: int | None = None
     rss_after_kb: int | None = None
+    #: W4: RSS per job of a second round of as many waiting jobs, created after the measured ones:
+    #: what one more job costs once the engine's caches and allocator have grown (``rss_after_kb`` ->
+    #: ``rss_next_kb``).
+    rss_next_per_waiting_job_b: float | None = None
+    rss_next_kb: int | None = None
     profile_top: str | None = None
     profile_svg: str | None = None
     hot_engine_frames: list[tuple[str, float]] = field(default_factory=list)
@@ -382,7 +387,27 @@ async def w4_memory(storage: str, options: Options) -> Result:
         result.note = (
             f"RSS {before_kb / 1024:.1f} -> {after_kb / 1024:.1f} MiB; jobs/s: created and waiting" + result.note
         )
+        if result.status == "ok":
+            await _next_round(run, result, waiting)
         return result
+
+
+async def _next_round(run: Run, result: Result, waiting: int) -> None:
+    """W4's second round: as many jobs again, unmeasured but for the RSS they add."""
+    options, never = run.options, {"task_type": "never"}
+    await run_jobs(
+        run.client, "bench_echo", lambda i: never, options.waiting_jobs, options.clients, 0, run.deadline, wait=False
+    )
+    now_waiting = await _wait_for_waiting(run.client, waiting + options.waiting_jobs, run.deadline)
+    if now_waiting < waiting + options.waiting_jobs or result.rss_after_kb is None:
+        result.note += f"; second round: only {now_waiting - waiting} of {options.waiting_jobs} jobs waiting"
+        return
+    result.rss_next_kb = rss_kb(run.engine.pid)
+    result.rss_next_per_waiting_job_b = (result.rss_next_kb - result.rss_after_kb) * 1024 / options.waiting_jobs
+    result.note += (
+        f"\n    a second round of {options.waiting_jobs:,} jobs: RSS -> {result.rss_next_kb / 1024:.1f} MiB,"
+        f" {result.rss_next_per_waiting_job_b:,.0f} B per job"
+    )
 
 
 async def _wait_for_waiting(client: Client, expected: int, deadline: float) -> int:
