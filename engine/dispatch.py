@@ -24,11 +24,15 @@ def meets_requirements(worker: WorkerRecord, task: Task) -> bool:
     ``max_cost`` is compared with the worker's ``cost_per_second`` (its ``cost`` when it declares no
     ``cost_per_second``); a worker that declares neither cannot be shown to be cheap enough.
     """
-    if task.type not in worker.supported_tasks:
+    supported = worker.info.get("supported_tasks")
+    # A task type is a str, so it is in the list only as one of its str items (WorkerRecord.supported_tasks).
+    if not isinstance(supported, list) or task.type not in supported:
         return False
     if task.max_cost is not None and _price(worker.info) > task.max_cost:
         return False
-    requirements = task.requirements or {}
+    requirements = task.requirements
+    if not requirements:
+        return True
     return _gpu_ok(worker.info, requirements.get("gpu_info")) and _models_ok(
         worker.info, requirements.get("installed_models")
     )
@@ -69,6 +73,15 @@ def _is_hot(info: dict[str, Any], task_type: str) -> bool:
     return any(task_type in (info.get(key) or []) for key in ("hot_cache", "hot_skills"))
 
 
+def _has_room(worker: WorkerRecord, at: float, load: dict[str, int]) -> bool:
+    """The worker is alive, not reporting ``status: "busy"``, and below its ``max_concurrent_tasks``."""
+    return (
+        worker.alive(at)
+        and worker.info.get("status") != "busy"
+        and load.get(worker.worker_id, 0) < worker.max_concurrent_tasks
+    )
+
+
 def _info_reputation(worker: WorkerRecord) -> float:
     return _number(worker.info.get("reputation"), 1.0)
 
@@ -80,6 +93,22 @@ class WorkerChooser:
         self._reputation = reputation or _info_reputation
         self._round_robin: dict[str, itertools.count[int]] = {}
 
+    def assign(self, tasks: Sequence[Task], workers: Sequence[WorkerRecord], load: dict[str, int]) -> None:
+        """Set each task's ``worker_id`` to the worker :meth:`choose` picks for it (None: its queue).
+
+        ``load`` counts each choice. The workers with room are found once: a fan-out of hundreds of
+        tasks, most of them left in their queue once every worker is full, does not look at every
+        worker for each of them.
+        """
+        at = time.time()
+        free = [w for w in workers if _has_room(w, at, load)]
+        for task in tasks:
+            worker_id = self.choose(task, free, load) if free else None
+            task.worker_id = worker_id
+            if worker_id is not None:
+                load[worker_id] = load.get(worker_id, 0) + 1
+                free = [w for w in free if w.worker_id != worker_id or _has_room(w, at, load)]
+
     def choose(self, task: Task, workers: Sequence[WorkerRecord], load: dict[str, int]) -> str | None:
         """The id of the worker to give ``task`` to, or None to leave it in its queue.
 
@@ -87,14 +116,7 @@ class WorkerChooser:
         would never be read again). A worker that reports ``status: "busy"`` is not free either.
         """
         at = time.time()
-        free = [
-            w
-            for w in workers
-            if w.alive(at)
-            and w.info.get("status") != "busy"
-            and load.get(w.worker_id, 0) < w.max_concurrent_tasks
-            and meets_requirements(w, task)
-        ]
+        free = [w for w in workers if _has_room(w, at, load) and meets_requirements(w, task)]
         if not free:
             return None
         free.sort(key=lambda w: w.worker_id)

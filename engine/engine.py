@@ -573,12 +573,7 @@ class OrchestratorEngine:
             self._workers_cache = (at, workers)
         if not workers:
             return
-        load = await self.storage.worker_load()
-        for task in tasks:
-            worker_id = self.chooser.choose(task, workers, load)
-            task.worker_id = worker_id
-            if worker_id is not None:
-                load[worker_id] = load.get(worker_id, 0) + 1
+        self.chooser.assign(tasks, workers, await self.storage.worker_load())
 
     def client_info(self, client: str | None) -> dict[str, Any] | None:
         found = self.access.client_by_name(client)

@@ -45,7 +45,7 @@ _ERROR_EVENTS = frozenset({EventKind.HANDLER_RETRY, EventKind.JOB_QUARANTINED, E
 
 def clean_context(value: Any) -> dict[str, str]:
     """The W3C keys of ``value`` with string values (stored or worker-sent data is not trusted)."""
-    if not isinstance(value, Mapping):
+    if not value or not isinstance(value, Mapping):  # most jobs carry no trace context: {}
         return {}
     return {k: v for k in CONTEXT_KEYS if isinstance(v := value.get(k), str) and v}
 
