@@ -9,6 +9,10 @@ import api_helpers
 import pytest
 from aiohttp import WSServerHandshakeError
 from api_helpers import TASK_WIRE_FIELDS
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from avtomatika.api.payloads import TaskResult, plain_task_result
 
 make_api = api_helpers.make_api
 
@@ -384,3 +388,43 @@ async def test_worker_confirming_our_cancel_gets_200_and_nothing_changes(make_ap
     assert status == 200
     assert body == {"status": "result_accepted_cancelled"}
     assert await api.engine_job(job_id) == before
+
+
+# -- reading a result body without the model ------------------------------------------------------
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    lambda children: st.lists(children, max_size=2) | st.dictionaries(st.text(max_size=3), children, max_size=2),
+    max_leaves=4,
+)
+_IDS = st.sampled_from(["j", "x" * 200])
+_BAD_IDS = st.sampled_from(["", "x" * 201]) | _JSON_VALUES
+_STATUSES = st.sampled_from(["success", "s" * 100])
+_BAD_STATUSES = st.sampled_from(["", "s" * 101]) | _JSON_VALUES
+_ERRORS = st.none() | st.fixed_dictionaries({}, optional={"code": _JSON_VALUES, "message": _JSON_VALUES})
+_RESULTS = st.fixed_dictionaries(
+    {"status": _STATUSES | _BAD_STATUSES},
+    optional={"data": st.dictionaries(st.text(max_size=3), _JSON_VALUES, max_size=2) | _JSON_VALUES},
+) | st.fixed_dictionaries({}, optional={"status": _STATUSES, "error": _ERRORS, "extra": _JSON_VALUES})
+#: Mostly bodies of the right shape with one or two fields wrong, since any bad field sends them to the model.
+_BODIES = st.fixed_dictionaries(
+    {"job_id": _IDS, "task_id": _IDS, "worker_id": _IDS, "result": _RESULTS},
+    optional={"other": _JSON_VALUES},
+) | st.fixed_dictionaries(
+    {}, optional={"job_id": _IDS | _BAD_IDS, "task_id": _IDS, "worker_id": _IDS, "result": _RESULTS | _JSON_VALUES}
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_BODIES | _JSON_VALUES)
+def test_a_result_read_by_hand_is_what_the_model_reads(body):
+    """plain_task_result accepts only what TaskResult accepts, and gives back what it does."""
+    plain = plain_task_result(body)
+    if plain is None:
+        return
+    model = TaskResult.model_validate(body)
+    assert plain == (model.job_id, model.task_id, model.worker_id, model.result.model_dump(exclude_none=True))
+
+
+def test_the_usual_result_is_read_by_hand():
+    body = {"job_id": "j", "task_id": "t", "worker_id": "w", "result": {"status": "success", "data": {"a": None}}}
+    assert plain_task_result(body) == ("j", "t", "w", {"status": "success", "data": {"a": None}})

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,28 +128,28 @@ class OpenSlots:
     def __init__(self) -> None:
         self._open: dict[str, dict[int, web.Request]] = {}
 
-    def count(self, key: str) -> int:
-        open_ = self._open.get(key)
-        if not open_:
-            return 0
-        for ident, request in list(open_.items()):
-            if request.transport is None or request.transport.is_closing():
-                del open_[ident]
-        return len(open_)
+    def take(self, key: str, request: web.Request, limit: int, what: str) -> None:
+        """Count ``request`` open under ``key``; 429 when ``limit`` ``what`` (long polls...) are open already.
 
-    @contextmanager
-    def hold(self, key: str, request: web.Request, limit: int, what: str) -> Iterator[None]:
-        if self.count(key) >= limit:
-            raise ApiError(429, f"{what}: at most {limit} open at once", headers={"Retry-After": "1"})
-        self._open.setdefault(key, {})[id(request)] = request
-        try:
-            yield
-        finally:
-            open_ = self._open.get(key)
-            if open_ is not None:
-                open_.pop(id(request), None)
-                if not open_:
-                    del self._open[key]
+        Requests whose connection is gone are looked for only then, not on every poll (an SDK worker
+        keeps 16 or more open).
+        """
+        open_ = self._open.setdefault(key, {})
+        if len(open_) >= limit:
+            for ident, other in list(open_.items()):
+                if other.transport is None or other.transport.is_closing():
+                    del open_[ident]
+            if len(open_) >= limit:
+                raise ApiError(429, f"{what} of {key}: at most {limit} open at once", headers={"Retry-After": "1"})
+        open_[id(request)] = request
+
+    def release(self, key: str, request: web.Request) -> None:
+        """``request`` (counted by :meth:`take`) has ended."""
+        open_ = self._open.get(key)
+        if open_ is not None:
+            open_.pop(id(request), None)
+            if not open_:
+                del self._open[key]
 
 
 class Limiter:
@@ -208,17 +206,35 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
     limiter = request.app[limits_key]
     kind, who = classify(request)
     if kind == "worker_poll":
-        with limiter.polls.hold(who, request, limiter.limits.max_open_polls_per_worker, f"long polls of {who}"):
-            return await handler(request)
+        return await _held(limiter.polls, who, limiter.limits.max_open_polls_per_worker, "long polls", request, handler)
     if kind != "studio":  # the studio has its own sign-in; only its streams are counted here
-        wait_s = limiter.buckets.take(f"{kind}:{who}", limiter.limits.rates[kind])
-        if wait_s > 0:
-            raise ApiError(
-                429,
-                f"rate limit of {kind.replace('_', ' ')} requests reached; retry later",
-                headers={"Retry-After": _retry_after(wait_s)},
-            )
+        _take_rate(limiter, kind, who)
     if "text/event-stream" in request.headers.get("Accept", ""):
-        with limiter.streams.hold(who, request, limiter.limits.max_streams_per_client, f"event streams of {who}"):
-            return await handler(request)
+        limit = limiter.limits.max_streams_per_client
+        return await _held(limiter.streams, who, limit, "event streams", request, handler)
     return await handler(request)
+
+
+def _take_rate(limiter: Limiter, kind: str, who: str) -> None:
+    """429 with ``Retry-After`` when ``who`` has no token left in its bucket of ``kind``."""
+    rate = limiter.limits.rates[kind]
+    if rate[0] <= 0:  # unlimited
+        return
+    wait_s = limiter.buckets.take(f"{kind}:{who}", rate)
+    if wait_s > 0:
+        raise ApiError(
+            429,
+            f"rate limit of {kind.replace('_', ' ')} requests reached; retry later",
+            headers={"Retry-After": _retry_after(wait_s)},
+        )
+
+
+async def _held(
+    slots: OpenSlots, who: str, limit: int, what: str, request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    """``handler``'s answer, ``request`` counted in ``slots`` meanwhile (429 past ``limit``)."""
+    slots.take(who, request, limit, what)
+    try:
+        return await handler(request)
+    finally:
+        slots.release(who, request)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
@@ -63,6 +63,10 @@ class WorkerHeartbeat(_WorkerFields):
     supported_tasks: list[str] | None = Field(default=None, max_length=1000)
 
 
+#: Longest ids and result status a result may name (:class:`TaskResult`, :func:`read_task_result`).
+ID_MAX_CHARS, STATUS_MAX_CHARS = 200, 100
+
+
 class ResultError(BaseModel):
     model_config = ConfigDict(extra="allow")
     code: str | None = Field(default=None, max_length=100)
@@ -71,16 +75,41 @@ class ResultError(BaseModel):
 
 class TaskOutcome(BaseModel):
     model_config = ConfigDict(extra="allow")
-    status: str = Field(min_length=1, max_length=100)
+    status: str = Field(min_length=1, max_length=STATUS_MAX_CHARS)
     data: dict[str, Any] | None = None
     error: ResultError | None = None
 
 
 class TaskResult(BaseModel):
-    job_id: str = Field(min_length=1, max_length=200)
-    task_id: str = Field(min_length=1, max_length=200)
-    worker_id: str = Field(min_length=1, max_length=200)
+    job_id: str = Field(min_length=1, max_length=ID_MAX_CHARS)
+    task_id: str = Field(min_length=1, max_length=ID_MAX_CHARS)
+    worker_id: str = Field(min_length=1, max_length=ID_MAX_CHARS)
     result: TaskOutcome
+
+
+def plain_task_result(body: Any) -> tuple[str, str, str, dict[str, Any]] | None:
+    """``(job_id, task_id, worker_id, result)`` of a result without ``error``, checked by hand.
+
+    What :class:`TaskResult` would accept and give back (``result`` without its None fields), for
+    the shape every successful task posts; None for any other body, which the model reads then
+    (naming what is wrong): validating and dumping the model was a tenth of a result's handling.
+    """
+    if not isinstance(body, dict):
+        return None
+    job_id, task_id, worker_id = body.get("job_id"), body.get("task_id"), body.get("worker_id")
+    result = body.get("result")
+    if not (_is_text(job_id, ID_MAX_CHARS) and _is_text(task_id, ID_MAX_CHARS) and _is_text(worker_id, ID_MAX_CHARS)):
+        return None
+    if not isinstance(result, dict) or not _is_text(result.get("status"), STATUS_MAX_CHARS):
+        return None
+    data = result.get("data")
+    if not (data is None or isinstance(data, dict)) or result.get("error") is not None:
+        return None
+    return job_id, task_id, worker_id, {k: v for k, v in result.items() if v is not None}
+
+
+def _is_text(value: Any, max_chars: int) -> TypeGuard[str]:
+    return isinstance(value, str) and 0 < len(value) <= max_chars
 
 
 class ReleaseRequest(BaseModel):

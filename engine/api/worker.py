@@ -23,6 +23,7 @@ from .payloads import (
     TtlRefreshed,
     WorkerHeartbeat,
     WorkerRegistration,
+    plain_task_result,
     without_secrets,
     worker_view,
 )
@@ -129,15 +130,21 @@ async def next_task(request: web.Request) -> web.Response:
 )
 async def task_result(request: web.Request) -> web.Response:
     owner = worker_token(request)
-    body = parse(TaskResult, await read_json(request, max_depth=_max_depth(request)))
-    check_owner(owner, body.worker_id)
-    if body.result.data is not None:
-        check_size(request, "result.data", body.result.data, request.app[limits_key].limits.max_result_data_bytes)
-    engine = request.app[engine_key]
-    status = await engine.submit_result(
-        body.job_id, body.task_id, body.worker_id, body.result.model_dump(exclude_none=True)
-    )
+    job_id, task_id, worker_id, result = _read_result(await read_json(request, max_depth=_max_depth(request)))
+    check_owner(owner, worker_id)
+    if (data := result.get("data")) is not None:
+        check_size(request, "result.data", data, request.app[limits_key].limits.max_result_data_bytes)
+    status = await request.app[engine_key].submit_result(job_id, task_id, worker_id, result)
     return json_response({"status": status})  # a ResultAck
+
+
+def _read_result(body: Any) -> tuple[str, str, str, dict[str, Any]]:
+    """``(job_id, task_id, worker_id, result)`` of a TaskResult body; 400 naming what is wrong."""
+    plain = plain_task_result(body)
+    if plain is not None:
+        return plain
+    parsed = parse(TaskResult, body)
+    return parsed.job_id, parsed.task_id, parsed.worker_id, parsed.result.model_dump(exclude_none=True)
 
 
 @documented(
