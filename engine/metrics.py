@@ -87,6 +87,7 @@ class Metrics:
         self.watch_drops("event_outbox", lambda: engine.events.dropped)
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
         self._lag_task: asyncio.Task[None] | None = None
+        self._count_by_kind = self._counters()
         self._unsubscribe = engine.events.subscribe(self._on_event, remote=False)
 
     def __repr__(self) -> str:
@@ -212,24 +213,37 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels, self.instance)
         return child
 
-    def _on_event(self, event: Event) -> None:
-        kind = event.kind
-        blueprint = event.blueprint or ""
-        if kind == EventKind.JOB_CREATED:
-            self._series(self.jobs_created, blueprint).inc()
-        elif kind in _TERMINAL_EVENTS:
-            self._job_ended(event, _TERMINAL_EVENTS[kind])
-        elif kind == EventKind.JOB_RELEASED:
-            self._series(self.jobs_released, blueprint).inc()
-        elif kind in _RETRY_EVENTS:
-            self._series(self.retries, blueprint, _RETRY_EVENTS[kind]).inc()
-        elif kind == EventKind.TASK_DISPATCHED:
-            self._series(self.tasks_dispatched, str(event.data.get("task_type"))).inc()
-        elif kind == EventKind.TASK_RESULT:
-            self._task_answered(event)
+    def _counters(self) -> dict[EventKind, Callable[[Event], None]]:
+        """What counts each kind of event; the other kinds (a task taken, its progress...) count nothing."""
+        return {
+            EventKind.JOB_CREATED: self._job_created,
+            **dict.fromkeys(_TERMINAL_EVENTS, self._job_ended),
+            EventKind.JOB_RELEASED: self._job_released,
+            **dict.fromkeys(_RETRY_EVENTS, self._retried),
+            EventKind.TASK_DISPATCHED: self._task_dispatched,
+            EventKind.TASK_RESULT: self._task_answered,
+        }
 
-    def _job_ended(self, event: Event, status: JobStatus) -> None:
+    def _on_event(self, event: Event) -> None:
+        count = self._count_by_kind.get(event.kind)
+        if count is not None:
+            count(event)
+
+    def _job_created(self, event: Event) -> None:
+        self._series(self.jobs_created, event.blueprint or "").inc()
+
+    def _job_released(self, event: Event) -> None:
+        self._series(self.jobs_released, event.blueprint or "").inc()
+
+    def _retried(self, event: Event) -> None:
+        self._series(self.retries, event.blueprint or "", _RETRY_EVENTS[event.kind]).inc()
+
+    def _task_dispatched(self, event: Event) -> None:
+        self._series(self.tasks_dispatched, str(event.data.get("task_type"))).inc()
+
+    def _job_ended(self, event: Event) -> None:
         blueprint = event.blueprint or ""
+        status = _TERMINAL_EVENTS[event.kind]
         if status == JobStatus.FAILED:
             self._series(self.jobs_failed, blueprint).inc()
         elif status == JobStatus.QUARANTINED:

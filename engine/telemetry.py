@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +72,10 @@ class StepSpan:
             from opentelemetry.trace import Status, StatusCode
 
             span.set_status(Status(StatusCode.ERROR, job.error or str(job.status)))
+
+
+#: The step span of a tracer without a provider (records nothing, so one serves every step).
+_NO_STEP_SPAN = StepSpan()
 
 
 class Tracer:
@@ -151,13 +156,16 @@ class Tracer:
         finally:
             span.end()
 
-    @contextlib.contextmanager
-    def step_span(self, job: Job) -> Iterator[StepSpan]:
+    def step_span(self, job: Job) -> AbstractContextManager[StepSpan]:
         """A span around one step of ``job`` (its handler and the commit), current while it runs."""
         otel = self._otel
         if otel is None:
-            yield StepSpan()
-            return
+            return contextlib.nullcontext(_NO_STEP_SPAN)
+        return self._step_span(otel, job)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _step_span(otel: _Otel, job: Job) -> Iterator[StepSpan]:
         with otel.tracer.start_as_current_span(
             f"step {job.blueprint}.{job.state}",
             context=otel.extract(job.tracing_context),
@@ -187,8 +195,9 @@ class Tracer:
         finally:
             span.end()
 
-    @contextlib.contextmanager
-    def result_span(self, task: Task, result: Mapping[str, Any], worker_id: str | None = None) -> Iterator[None]:
+    def result_span(
+        self, task: Task, result: Mapping[str, Any], worker_id: str | None = None
+    ) -> AbstractContextManager[None]:
         """A span around the handling of a worker's result for ``task``.
 
         Its parent is the worker's span when the result carries a ``tracing_context``, else the
@@ -196,8 +205,12 @@ class Tracer:
         """
         otel = self._otel
         if otel is None:
-            yield
-            return
+            return contextlib.nullcontext()
+        return self._result_span(otel, task, result, worker_id)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _result_span(otel: _Otel, task: Task, result: Mapping[str, Any], worker_id: str | None) -> Iterator[None]:
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
         sent = clean_context(result.get("tracing_context"))
