@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 import api_helpers
 import pytest
 from api_helpers import CLIENT_HEADER, JOB_VIEW_EXTRAS, JOB_VIEW_FIELDS, WORKER_HEADER
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from avtomatika import StateMachineBlueprint
-from avtomatika.api.payloads import VIEW_TASKS
+from avtomatika.api.payloads import VIEW_TASKS, iso
 from avtomatika.storage import MemoryStorage
 
 make_api = api_helpers.make_api
@@ -531,3 +533,12 @@ async def test_list_jobs_pages_by_cursor_and_finds_by_id_and_time(make_api):
     status, body = await api.client("GET", "/api/v1/jobs?created_after=yesterday")
     assert status == 400
     assert body["field"] == "created_after"
+
+
+# -- timestamps ------------------------------------------------------------------------------------
+@given(st.floats(min_value=-1e10, max_value=2.5e11) | st.integers(0, 4_000_000_000).map(lambda s: s + 0.9999995))
+@example(1700000000.0000005)
+@example(0.0)
+def test_iso_writes_what_datetime_writes(timestamp):
+    """Seconds remembered and microseconds rounded by hand: exactly datetime's text."""
+    assert iso(timestamp) == datetime.fromtimestamp(timestamp, UTC).isoformat()

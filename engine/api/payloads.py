@@ -131,8 +131,31 @@ class ApprovalRequest(BaseModel):
     decision: str = Field(min_length=1, max_length=200)
 
 
+#: ``YYYY-MM-DDTHH:MM:SS`` of the whole seconds :func:`iso` wrote lately (they cluster around now).
+_SECONDS: dict[int, str] = {}
+_MAX_SECONDS = 4096
+
+
 def iso(timestamp: float | None) -> str | None:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat() if timestamp is not None else None
+    """``datetime.fromtimestamp(timestamp, UTC).isoformat()``, which is slow, its seconds remembered.
+
+    The microseconds are rounded as ``datetime`` rounds them (half to even); a job view has up to
+    60 of these.
+    """
+    if timestamp is None:
+        return None
+    if timestamp < 0:
+        return datetime.fromtimestamp(timestamp, UTC).isoformat()
+    second = int(timestamp)
+    micro = round((timestamp - second) * 1e6)
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    prefix = _SECONDS.get(second)
+    if prefix is None:
+        if len(_SECONDS) >= _MAX_SECONDS:
+            _SECONDS.clear()
+        prefix = _SECONDS[second] = datetime.fromtimestamp(second, UTC).isoformat()[:19]
+    return f"{prefix}.{micro:06d}+00:00" if micro else f"{prefix}+00:00"
 
 
 # -- responses -------------------------------------------------------------------------------------
