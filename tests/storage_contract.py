@@ -740,6 +740,23 @@ class StorageContract:
         taken = await asyncio.gather(*polls)
         assert sorted(task.id for task in taken if task is not None) == sorted(task.id for task in tasks)
 
+    async def test_end_polls_answers_waiting_polls_none_at_once_until_connected_again(self, storage: Storage) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        polls = [asyncio.create_task(take(storage, make_worker("a"), timeout_s=LONG)) for _ in range(3)]
+        await asyncio.sleep(SHORT)
+        storage.end_polls()
+        assert await asyncio.gather(*polls) == [None, None, None]
+        assert loop.time() - started < LONG
+        job = await new_job(storage)
+        task = make_task(job)
+        await dispatch(storage, job, task)
+        assert await take(storage, make_worker("a"), timeout_s=LONG) is None  # ended: not even a queued task
+        await storage.connect()
+        taken = await take(storage, make_worker("a"))
+        assert taken is not None
+        assert taken.id == task.id
+
     async def test_a_closed_task_is_never_handed_out(self, storage: Storage) -> None:
         worker = make_worker("a")
         job = await new_job(storage)

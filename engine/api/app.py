@@ -29,4 +29,10 @@ def create_app(engine: OrchestratorEngine, *, limits: Limits | None = None) -> w
     setup_openapi_routes(app)
     setup_worker_routes(app)
     setup_client_routes(app, list(engine.blueprints.values()))
+    app.on_shutdown.append(_end_long_polls)
     return app
+
+
+async def _end_long_polls(app: web.Application) -> None:
+    """Open worker long polls answer 204 at once, instead of holding the shutdown up to their timeout."""
+    app[engine_key].storage.end_polls()

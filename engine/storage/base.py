@@ -67,6 +67,13 @@ class Storage(ABC):
     async def close(self) -> None:
         """Release connections; called by the engine on stop."""
 
+    @abstractmethod
+    def end_polls(self) -> None:
+        """End this process's waiting :meth:`take_task` calls now: they answer None, as do later ones
+        at once, until :meth:`connect`. Called as the engine shuts down, so that open long polls
+        answer 204 instead of holding the shutdown for up to their timeout. A poll that has already
+        taken its task still answers it."""
+
     def event_transport(self) -> EventTransport | None:
         """How events reach other engine processes sharing this storage; None when there are none."""
         return None

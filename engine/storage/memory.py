@@ -47,6 +47,10 @@ class MemoryStorage(Storage):
         self._timers: dict[str, float] = {}
         self._timer_heap: list[tuple[float, str]] = []
         self._workers: dict[str, bytes] = {}
+        self._polls_ended = False
+
+    async def connect(self) -> None:
+        self._polls_ended = False
 
     async def ping(self) -> None:
         return None
@@ -215,7 +219,7 @@ class MemoryStorage(Storage):
     ) -> Task | None:
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + timeout_s
-        while True:
+        while not self._polls_ended:
             task = self._pop_for(worker, eligible)
             if task is not None:
                 return self._assign(task, worker.worker_id, deadline_for(task))
@@ -233,6 +237,13 @@ class MemoryStorage(Storage):
                     return None
             finally:
                 self._task_waiters.pop(waiter, None)
+        return None
+
+    def end_polls(self) -> None:
+        self._polls_ended = True
+        for waiter in self._task_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _pop_for(self, worker: WorkerRecord, eligible: Callable[[Task], bool]) -> Task | None:
         inbox = self._inboxes.get(worker.worker_id)

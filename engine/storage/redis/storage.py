@@ -133,10 +133,12 @@ class RedisStorage(Storage):
         self._tokens = map(f"{uuid.uuid4().hex}:{{}}".format, itertools.count())  # one per call, unique
         self._runnable = RunnableReader(self)
         self._wakeups = TaskWakeups(self)
+        self._polls_ended = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def connect(self) -> None:
         """Check the connection, load the scripts, create the consumer group, subscribe to wake-ups."""
+        self._polls_ended = False
         self.connection.open()
         await self.ping()
         for script in self._scripts.values():
@@ -327,7 +329,7 @@ class RedisStorage(Storage):
         await self._wakeups.start()
         woken: Waiter | None = None  # chosen for a notification, not yet looked at the queues since
         try:
-            while True:
+            while not self._polls_ended:
                 stop_if_cancelled(cancellations)
                 with self._wakeups.waiting(topics) as waiter:  # before looking, so no wake-up falls between
                     task, left_some = await self._take_now(worker, deadline_for, eligible)
@@ -350,6 +352,13 @@ class RedisStorage(Storage):
             if woken is not None:  # chosen, then cancelled (the worker hung up) before looking
                 self._wakeups.pass_on(woken)
             raise
+        if woken is not None:  # chosen, then the polls were ended before it looked
+            self._wakeups.pass_on(woken)
+        return None
+
+    def end_polls(self) -> None:
+        self._polls_ended = True
+        self._wakeups.wake_everyone()
 
     async def _take_now(
         self, worker: WorkerRecord, deadline_for: Callable[[Task], float], eligible: Callable[[Task], bool]

@@ -92,6 +92,10 @@ class TaskWakeups:
             for waiter in self._waiters.get(topic, {}):
                 waiter.event.set()
 
+    def wake_everyone(self) -> None:
+        """Wake every poll waiting in this process."""
+        self._wake_all(list(self._waiters))
+
     def pass_on(self, woken: Waiter) -> None:
         """``woken`` was chosen for a task it did not take: wake every other poll for that topic."""
         self._wake_all([woken.topic])
@@ -106,7 +110,7 @@ class TaskWakeups:
                 while (message := await pubsub.get_message(timeout=None)) is None or message["type"] != "subscribe":
                     stop_if_cancelled()
                 self._subscribed.set()
-                self._wake_all(list(self._waiters))  # whatever was published while we were not listening
+                self.wake_everyone()  # whatever was published while we were not listening
                 backoff.reset()
                 while True:
                     stop_if_cancelled()
