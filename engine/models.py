@@ -6,8 +6,8 @@ backends keep them as JSON so what is read back is always exactly what was writt
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from enum import StrEnum
@@ -78,7 +78,12 @@ def _values(record: _Record) -> tuple[Any, ...]:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID's text, as ``str(uuid.uuid4())`` gives it, in half the time."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def now() -> float:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import orjson
 import pytest
 from storage_contract import StorageContract, create_jobs, dispatch, make_task, make_worker, take
 
-from avtomatika.models import Job, JobStatus, Task, TaskStatus, WorkerRecord, pack, unpack
+from avtomatika.models import Job, JobStatus, Task, TaskStatus, WorkerRecord, new_id, pack, unpack
 from avtomatika.storage import Commit, JobFilter, MemoryStorage
 from avtomatika.storage.memory import _TaskQueue
 
@@ -145,3 +146,11 @@ def test_a_task_queue_pops_by_priority_then_arrival_and_keeps_what_it_passes_ove
     assert queue.pop_first(lambda task_id: True) is None  # every entry stale: all dropped
     assert not queue
     assert list(queue) == []
+
+
+def test_new_ids_are_distinct_version_4_uuids_in_their_usual_text() -> None:
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
