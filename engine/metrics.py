@@ -55,6 +55,7 @@ _TERMINAL_EVENTS = {
     EventKind.JOB_QUARANTINED: JobStatus.QUARANTINED,
     EventKind.JOB_CANCELLED: JobStatus.CANCELLED,
 }
+_NUMBER_TYPES = (int, float)  # a tuple: checked faster than ``int | float``, a union built at each call
 _RETRY_EVENTS = {EventKind.TASK_RETRY: "task", EventKind.HANDLER_RETRY: "handler", EventKind.JOB_RETRIED: "operator"}
 
 
@@ -250,12 +251,12 @@ class Metrics:
             self._series(self.jobs_quarantined, blueprint).inc()
         # Every ending event names the job's creation time, so any engine sharing the storage times it.
         created_at = event.data.get("created_at")
-        if isinstance(created_at, int | float):
+        if isinstance(created_at, _NUMBER_TYPES):
             self._series(self.job_duration, blueprint, status).observe(max(0.0, event.at - created_at))
 
     def _task_answered(self, event: Event) -> None:
         queued_at = event.data.get("queued_at")  # the task's, so a retried task is timed from its retry
-        if isinstance(queued_at, int | float):
+        if isinstance(queued_at, _NUMBER_TYPES):
             task_type = str(event.data.get("task_type"))
             self._series(self.task_latency, task_type).observe(max(0.0, event.at - queued_at))
 

@@ -34,6 +34,10 @@ REOPENING_KINDS = frozenset({EventKind.JOB_RETRIED, EventKind.JOB_RELEASED})
 _FACT_KEYS = frozenset(
     {"previous", "client", "blueprint_version", "parent_job_id", "error", "worker_id", "duration_ms", "state"}
 )
+#: For isinstance on hot paths: a tuple is checked ~3 times faster than ``str | int | ...``, which
+#: builds a union object each time it is evaluated.
+_SCALAR_TYPES = (str, int, float, bool)
+_NUMBER_TYPES = (int, float)
 _MAX_UNSERIALIZABLE_CHARS = 10_000
 _NO_FACTS: dict[str, Any] = {}  # shared by every record without facts: never written to
 #: Blueprint, state, status and kind names seen, each kept once (there are few; the bound is a guard).
@@ -119,7 +123,7 @@ class EventRecord:
 
 
 def _scalar(value: Any) -> str | int | float | bool | None:
-    if value is None or isinstance(value, str | int | float | bool):
+    if value is None or isinstance(value, _SCALAR_TYPES):
         return value
     return str(value)
 
@@ -274,6 +278,6 @@ def _text(value: Any) -> str | None:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, _NUMBER_TYPES) and not isinstance(value, bool):
         return float(value)
     return None
