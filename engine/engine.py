@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -505,7 +504,7 @@ class OrchestratorEngine:
             raise WorkerNotFound(worker_id)
         wait_s = self.config.WORKER_POLL_TIMEOUT_SECONDS if timeout_s is None else timeout_s
         task = await self.storage.take_task(
-            record, wait_s, lambda t: time.time() + self.task_timeout_s(t), lambda t: meets_requirements(record, t)
+            record, wait_s, self.config.WORKER_TIMEOUT_SECONDS, lambda t: meets_requirements(record, t)
         )
         if task is not None:
             self.events.publish(

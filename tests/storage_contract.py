@@ -22,8 +22,8 @@ from avtomatika.storage.base import Commit, JobFilter, Storage
 SHORT = 0.05
 #: How long a poll waits when it is expected to be woken well before.
 LONG = 5.0
-#: How far ahead the deadline of a taken task is.
-DEADLINE_S = 30.0
+#: How long after it is taken a task without a ``timeout_s`` of its own times out.
+DEFAULT_TIMEOUT_S = 30.0
 
 
 # -- builders -------------------------------------------------------------------------------------
@@ -54,10 +54,6 @@ def without_requirements(task: Task) -> bool:
     return not task.requirements
 
 
-def deadline_in(seconds: float = DEADLINE_S) -> Callable[[Task], float]:
-    return lambda task: time.time() + seconds
-
-
 async def new_job(storage: Storage, **fields: Any) -> Job:
     return await storage.create_job(make_job(**fields), run=False)
 
@@ -72,7 +68,7 @@ async def take(
     timeout_s: float = SHORT,
     eligible: Callable[[Task], bool] = anyone,
 ) -> Task | None:
-    return await storage.take_task(worker, timeout_s, deadline_in(), eligible)
+    return await storage.take_task(worker, timeout_s, DEFAULT_TIMEOUT_S, eligible)
 
 
 async def take_ids(
@@ -607,7 +603,7 @@ class StorageContract:
         job = await new_job(storage)
         task = make_task(job, worker_id=chosen.worker_id)
         await dispatch(storage, job, task)
-        taken = await storage.take_task(idle, 5.0, lambda t: time.time() + 60, lambda t: True)
+        taken = await take(storage, idle, timeout_s=5.0)
         assert taken is not None
         assert taken.id == task.id
         assert taken.worker_id == idle.worker_id
@@ -615,6 +611,17 @@ class StorageContract:
         assert load.get(chosen.worker_id, 0) == 0
         assert load.get(idle.worker_id, 0) == 1
         assert await take(storage, chosen) is None
+
+    async def test_preassigned_task_is_not_taken_over_by_an_ineligible_worker(self, storage: Storage) -> None:
+        storage.steal_after_s = 0.0
+        chosen, idle = make_worker("a"), make_worker("a")
+        job = await new_job(storage)
+        task = make_task(job, worker_id=chosen.worker_id, requirements={"gpu": True})
+        await dispatch(storage, job, task)
+        assert await take(storage, idle, eligible=without_requirements) is None
+        taken = await take(storage, make_worker("a", gpu=True))
+        assert taken is not None
+        assert taken.id == task.id
 
     async def test_preassigned_task_is_not_taken_over_by_a_worker_of_another_type(self, storage: Storage) -> None:
         storage.steal_after_s = 0.0
@@ -654,6 +661,58 @@ class StorageContract:
         assert taken is not None
         assert taken.id == picky.id
 
+    async def test_a_task_over_the_workers_max_cost_is_skipped(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        costly, cheap = make_task(job, priority=5, max_cost=0.5), make_task(job, max_cost=2.0)
+        await dispatch(storage, job, costly, cheap)
+        worker = make_worker("a", cost_per_second=1.0)
+        taken = await take(storage, worker, eligible=lambda task: (task.max_cost or 0) >= 1.0)
+        assert taken is not None
+        assert taken.id == cheap.id
+        assert await take(storage, worker, eligible=lambda task: (task.max_cost or 0) >= 1.0) is None
+
+    async def test_eligible_is_asked_only_about_tasks_with_requirements_or_max_cost(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        plain = make_task(job, priority=9, requirements={})
+        picky, costly = make_task(job, priority=5, requirements={"gpu": True}), make_task(job, max_cost=1.0)
+        await dispatch(storage, job, plain, picky, costly)
+        asked: list[str] = []
+
+        def refuse(task: Task) -> bool:
+            asked.append(task.id)
+            return False
+
+        worker = make_worker("a")
+        taken = await take(storage, worker, eligible=refuse)
+        assert taken is not None
+        assert taken.id == plain.id
+        assert await take(storage, worker, eligible=refuse) is None
+        assert plain.id not in asked
+        assert set(asked) == {picky.id, costly.id}
+
+    async def test_requirements_set_on_a_queued_task_are_asked_about(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        task = make_task(job)
+        await dispatch(storage, job, task)
+        await storage.update_task(task.id, requirements={"gpu": True})
+        assert await take(storage, make_worker("a"), eligible=without_requirements) is None
+        taken = await take(storage, make_worker("a"))
+        assert taken is not None
+        assert taken.id == task.id
+
+    async def test_the_first_eligible_task_behind_many_ineligible_ones_is_found(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        picky = [make_task(job, priority=5, requirements={"model": i}) for i in range(40)]
+        plain = make_task(job)
+        await dispatch(storage, job, *picky, plain)
+        worker = make_worker("a")
+        taken = await take(storage, worker, eligible=lambda task: task.requirements == {"model": 33})
+        assert taken is not None
+        assert taken.id == picky[33].id
+        taken = await take(storage, worker, eligible=nobody)
+        assert taken is not None
+        assert taken.id == plain.id
+
     async def test_an_ineligible_task_lets_no_lower_priority_ahead(self, storage: Storage) -> None:
         job = await new_job(storage)
         a_skipped = make_task(job, "a", priority=10, requirements={"gpu": True})
@@ -669,15 +728,28 @@ class StorageContract:
         task = make_task(job)
         await dispatch(storage, job, task)
         before = time.time()
-        taken = await storage.take_task(worker, SHORT, lambda t: before + 42, anyone)
+        taken = await take(storage, worker)
         after = time.time()
         assert taken is not None
         assert taken.status == TaskStatus.ASSIGNED
         assert taken.worker_id == worker.worker_id
         assert taken.taken_at is not None
         assert before <= taken.taken_at <= after
-        assert taken.deadline == before + 42
+        assert taken.deadline == taken.taken_at + DEFAULT_TIMEOUT_S
         assert await storage.get_task(task.id) == taken
+
+    async def test_a_task_with_its_own_timeout_is_due_after_it(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        own, changed = make_task(job, timeout_s=7.5), make_task(job, timeout_s=7.5)
+        await dispatch(storage, job, own, changed)
+        await storage.update_task(changed.id, timeout_s=None)
+        first, second = await take(storage, make_worker("a")), await take(storage, make_worker("a"))
+        assert first is not None
+        assert second is not None
+        assert first.taken_at is not None
+        assert second.taken_at is not None
+        assert (first.id, first.deadline) == (own.id, first.taken_at + 7.5)
+        assert (second.id, second.deadline) == (changed.id, second.taken_at + DEFAULT_TIMEOUT_S)
 
     async def test_taken_task_keeps_its_other_fields(self, storage: Storage) -> None:
         job = await new_job(storage)

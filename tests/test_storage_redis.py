@@ -25,6 +25,7 @@ from storage_contract import (
     make_task,
     make_worker,
     new_job,
+    nobody,
     nonzero,
     take,
 )
@@ -104,12 +105,12 @@ async def test_a_long_poll_on_one_process_gets_a_task_preassigned_through_anothe
 async def test_a_poll_woken_for_a_task_it_cannot_take_hands_the_wake_on(make_storage: StorageFactory) -> None:
     """One notification wakes one poll; an ineligible one passes it on instead of the task waiting."""
     storage = await make_storage(recheck_s=NO_RECHECK_S)
-    picky = asyncio.create_task(storage.take_task(make_worker("a"), 3.0, lambda t: time.time() + 60, lambda t: False))
+    picky = asyncio.create_task(take(storage, make_worker("a"), timeout_s=3.0, eligible=nobody))
     await asyncio.sleep(SHORT)  # first in line for the wake-up
     able = asyncio.create_task(take(storage, make_worker("a"), timeout_s=3.0))
     await asyncio.sleep(SHORT)
     job = await new_job(storage)
-    task = make_task(job)
+    task = make_task(job, requirements={"gpu": True})
     await dispatch(storage, job, task)
     taken = await asyncio.wait_for(able, 2.0)
     assert taken is not None
@@ -117,6 +118,44 @@ async def test_a_poll_woken_for_a_task_it_cannot_take_hands_the_wake_on(make_sto
     picky.cancel()
     with pytest.raises(asyncio.CancelledError):
         await picky
+
+
+def count_calls(storage: RedisStorage, script: str) -> list[Any]:
+    """Record the reply of every call of ``script`` (the list returned fills as calls are made)."""
+    original, replies = storage._scripts[script], []
+
+    async def counted(*, keys: list[Any], args: list[Any]) -> Any:
+        reply = await original(keys=keys, args=args)
+        replies.append(reply)
+        return reply
+
+    storage._scripts[script] = counted  # type: ignore[assignment]
+    return replies
+
+
+async def test_concurrent_takes_of_one_process_cost_one_script_call_each(make_storage: StorageFactory) -> None:
+    """The script that looks takes too: pollers of one process never lose a race for a task they saw."""
+    storage = await make_storage()
+    job = await new_job(storage)
+    tasks = [make_task(job, t, priority=i % 3) for i in range(12) for t in ("a", "b")]
+    await dispatch(storage, job, *tasks)
+    calls = count_calls(storage, "take_task")
+    workers = [make_worker("a", "b"), make_worker("b", "a")]
+    taken = await asyncio.gather(*(take(storage, workers[i % 2], timeout_s=0) for i in range(len(tasks))))
+    assert sorted(task.id for task in taken if task is not None) == sorted(task.id for task in tasks)
+    assert len(calls) == len(tasks)
+
+
+async def test_a_task_eligible_must_be_asked_about_costs_one_more_call(make_storage: StorageFactory) -> None:
+    storage = await make_storage()
+    job = await new_job(storage)
+    picky, plain = make_task(job, priority=5, requirements={"gpu": True}), make_task(job)
+    await dispatch(storage, job, picky, plain)
+    calls = count_calls(storage, "take_task")
+    taken = await take(storage, make_worker("a"), timeout_s=0, eligible=nobody)
+    assert taken is not None
+    assert taken.id == plain.id
+    assert [reply[0] for reply in calls] == [2, 1]  # the picky task handed over to be decided, then a take
 
 
 async def test_tasks_are_each_taken_once_by_pollers_on_two_processes(make_storage: StorageFactory) -> None:
@@ -268,7 +307,7 @@ async def test_a_task_left_in_a_silent_worker_inbox_is_taken_over_through_anothe
     job = await new_job(a)
     task = make_task(job, worker_id=silent.worker_id)
     await dispatch(a, job, task)
-    taken = await b.take_task(idle, 5.0, lambda t: time.time() + 60, lambda t: True)
+    taken = await take(b, idle, timeout_s=5.0)
     assert taken is not None
     assert taken.worker_id == idle.worker_id
     assert nonzero(await a.worker_load()) == {idle.worker_id: 1}
@@ -378,7 +417,7 @@ async def test_retried_claims_return_what_the_first_call_claimed(make_storage: S
     await storage.commit(Commit(job, tasks=[task], timers={"t1": at - 1}))
     dead = make_worker("a", expires_in=-1)
     await storage.save_worker(dead)
-    for script in ("claim_task", "pop_due_timers", "pop_expired_workers"):
+    for script in ("take_task", "pop_due_timers", "pop_expired_workers"):
         run_twice(storage, script)
     taken = await take(storage, make_worker("a"))
     assert taken is not None

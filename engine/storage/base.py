@@ -187,7 +187,7 @@ class Storage(ABC):
         self,
         worker: WorkerRecord,
         timeout_s: float,
-        deadline_for: Callable[[Task], float],
+        default_timeout_s: float,
         eligible: Callable[[Task], bool],
     ) -> Task | None:
         """Give ``worker`` its next task, waiting up to ``timeout_s``.
@@ -196,15 +196,21 @@ class Storage(ABC):
         priority (higher first), first in first out among equal priorities, skipping tasks it is
         not ``eligible`` for. The task is marked assigned and its timeout timer set atomically.
 
+        ``eligible`` is asked only about tasks with ``requirements`` or ``max_cost``
+        (:func:`asks_eligible`): any other task of a supported type is one the worker can run, so a
+        backend can take it without a round trip through Python.
+
         Tasks assigned to this worker (``worker_id`` set when committed) are its own: only it gets
         them, whatever their type and whatever ``eligible`` says (they were chosen for it), highest
         priority first. Priority is over all of its queues together: a task skipped as ineligible
         never lets a lower priority through ahead of a higher one in another queue; it stays queued
         for other workers. First in first out means in commit order, and in list order within one
         commit. The taken task gets ``status=assigned``, ``worker_id``, ``taken_at`` (now) and
-        ``deadline=deadline_for(task)``, and the timer ``timeout:<task id>`` due at the deadline. Each
-        task is handed out once, even to concurrent pollers. While waiting, a task committed for this
-        worker ends the wait promptly. ``timeout_s <= 0`` means do not wait.
+        ``deadline`` (:func:`task_deadline`: ``taken_at`` plus its ``timeout_s``, or
+        ``default_timeout_s`` when it has none), and the timer ``timeout:<task id>`` due at the
+        deadline. Each task is handed out once, even to concurrent pollers and to pollers in other
+        processes. While waiting, a task committed for this worker ends the wait promptly.
+        ``timeout_s <= 0`` means do not wait.
 
         Last come tasks assigned to other workers that have waited there longer than
         ``steal_after_s`` (a worker chosen while free may stop polling): one of a type this worker
@@ -275,6 +281,17 @@ class Storage(ABC):
         not closed) are listed in no particular order and leave its load; those still queued to its
         inbox are no longer handed out, until committed again.
         """
+
+
+def asks_eligible(task: Task) -> bool:
+    """Whether :meth:`Storage.take_task` asks its ``eligible`` about ``task``: only a task with
+    ``requirements`` or ``max_cost`` can be refused by a worker that supports its type."""
+    return bool(task.requirements) or task.max_cost is not None
+
+
+def task_deadline(task: Task, taken_at: float, default_timeout_s: float) -> float:
+    """When a task taken at ``taken_at`` times out: after its own ``timeout_s``, or the default."""
+    return taken_at + (task.timeout_s or default_timeout_s)
 
 
 def task_sort_key(task: Task, sequence: int) -> tuple[float, int]:

@@ -21,7 +21,7 @@ import orjson
 
 from ..errors import VersionConflict
 from ..models import TERMINAL_STATUSES, Job, Task, TaskStatus, WorkerRecord, now, pack, unpack
-from .base import Commit, JobFilter, Storage
+from .base import Commit, JobFilter, Storage, asks_eligible, task_deadline
 
 
 class MemoryStorage(Storage):
@@ -214,15 +214,16 @@ class MemoryStorage(Storage):
         self,
         worker: WorkerRecord,
         timeout_s: float,
-        deadline_for: Callable[[Task], float],
+        default_timeout_s: float,
         eligible: Callable[[Task], bool],
     ) -> Task | None:
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + timeout_s
+        eligible = _asked_only_when_needed(eligible)
         while not self._polls_ended:
             task = self._pop_for(worker, eligible)
             if task is not None:
-                return self._assign(task, worker.worker_id, deadline_for(task))
+                return self._assign(task, worker.worker_id, default_timeout_s)
             remaining = give_up_at - loop.time()
             if remaining <= 0:
                 return None
@@ -299,16 +300,16 @@ class MemoryStorage(Storage):
         task: Task = unpack(Task, task_id, raw)
         return task if task.status == TaskStatus.QUEUED else None
 
-    def _assign(self, task: Task, worker_id: str, deadline: float) -> Task:
+    def _assign(self, task: Task, worker_id: str, default_timeout_s: float) -> Task:
         if task.worker_id and task.worker_id != worker_id:  # taken over from another worker's inbox
             self._load.get(task.worker_id, set()).discard(task.id)
         task.status = TaskStatus.ASSIGNED
         task.worker_id = worker_id
         task.taken_at = now()
-        task.deadline = deadline
+        task.deadline = task_deadline(task, task.taken_at, default_timeout_s)
         self._tasks[task.id] = pack(task)
         self._load.setdefault(worker_id, set()).add(task.id)
-        self._set_timer(f"timeout:{task.id}", deadline)
+        self._set_timer(f"timeout:{task.id}", task.deadline)
         return task
 
     async def queue_lengths(self) -> dict[str, int]:
@@ -377,6 +378,11 @@ class MemoryStorage(Storage):
                 self._inboxes.pop(record.worker_id, None)
                 expired.append((record, task_ids))
         return expired
+
+
+def _asked_only_when_needed(eligible: Callable[[Task], bool]) -> Callable[[Task], bool]:
+    """``eligible`` asked only about the tasks :func:`asks_eligible` names; any other is eligible."""
+    return lambda task: not asks_eligible(task) or eligible(task)
 
 
 def _anything(task: Task) -> bool:

@@ -8,6 +8,7 @@ from typing import Any, TypeAlias
 import orjson
 
 from ...models import TERMINAL_STATUSES, Job, Task, WorkerRecord
+from ..base import asks_eligible
 
 #: What redis-py's types say a reply holds (always bytes here: the client has decode_responses=False).
 Raw: TypeAlias = bytes | str
@@ -32,7 +33,11 @@ def job_fields(job: Job, token: str) -> list[Any]:
 
 
 def task_fields(task: Task) -> list[Any]:
-    """The task as ``store_task`` in the scripts reads it; the score puts higher priorities first."""
+    """The task as ``store_task`` in the scripts reads it; the score puts higher priorities first.
+
+    The take script reads the task's own ``timeout_s`` ('' for the default) and whether a worker's
+    ``eligible`` must be asked about it, so that it can take most tasks without decoding them.
+    """
     doc = orjson.dumps(task)
     score = exact_score(0.0 - task.priority)
     return [
@@ -44,6 +49,8 @@ def task_fields(task: Task) -> list[Any]:
         doc,
         score,
         exact_score(task.queued_at),
+        exact_score(task.timeout_s) if task.timeout_s else "",
+        flag(asks_eligible(task)),
     ]
 
 

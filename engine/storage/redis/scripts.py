@@ -13,6 +13,10 @@ Invariants the scripts keep, so that counts are exact without scanning:
 - a task hash has ``qkey``/``member`` exactly when its entry is in that zset (QUEUE or INBOX), and is
   then counted once in QUEUED_COUNTS under its type;
 - LOAD_COUNTS[w] is the size of LOAD+w; JOB_COUNTS sums to the number of job hashes.
+
+Besides the fields :mod:`avtomatika.keys` lists, a task hash keeps what the take script needs without
+decoding the task: ``timeout_s`` (its own, absent for the default) and ``ask`` ('1' when it has
+``requirements`` or ``max_cost``: the worker's ``eligible`` must be asked before it is taken).
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ local function enqueue(task_key, task_id, task_type, worker, score, queued_at)
   redis.call('PUBLISH', key('$TASK_WAKE'), wake)
 end
 
-local function store_task(task_id, job_id, task_type, status, worker, doc, score, queued_at)
+local function store_task(task_id, job_id, task_type, status, worker, doc, score, queued_at, timeout, ask)
   local task_key = key('$TASK', task_id)
   local old = redis.call('HMGET', task_key, 'status', 'worker_id', 'qkey', 'score', 'member')
   if not old[1] then
@@ -86,6 +90,8 @@ local function store_task(task_id, job_id, task_type, status, worker, doc, score
   redis.call('DEL', task_key)
   redis.call('HSET', task_key, 'doc', doc, 'status', status, 'type', task_type, 'job_id', job_id)
   if worker ~= '' then redis.call('HSET', task_key, 'worker_id', worker) end
+  if timeout ~= '' then redis.call('HSET', task_key, 'timeout_s', timeout) end
+  if ask == '1' then redis.call('HSET', task_key, 'ask', '1') end
   if stays then
     redis.call('HSET', task_key, 'qkey', old[3], 'member', old[5], 'score', old[4])
     if worker ~= '' then redis.call('ZADD', key('$INBOXED', task_type), queued_at, task_id) end
@@ -216,8 +222,8 @@ COMMIT = """
 -- KEYS[1]: the job. ARGV: ns, expected version, max terminal jobs, run, clear branches, consumer to
 -- read an entry for ('' for none; see run), the job's fields (ARGV[7..16], see store_job), then four
 -- counted lists: closed tasks (id, status), tasks (id, job id, type, status, worker or '', doc, score,
--- queued_at), cancelled timer ids, timers (id, due). Returns {1} (or what run returns); {0} if the
--- version is not the expected one, {2} if a retried call was applied already.
+-- queued_at, timeout_s or '', ask), cancelled timer ids, timers (id, due). Returns {1} (or what run
+-- returns); {0} if the version is not the expected one, {2} if a retried call was applied already.
 local job_id = ARGV[7]
 local stored = redis.call('HMGET', KEYS[1], 'version', 'commit')
 if stored[1] ~= ARGV[2] then
@@ -236,7 +242,8 @@ for _ = 1, tonumber(arg()) do
 end
 for _ = 1, tonumber(arg()) do
   local task_id, owner, task_type, status, worker, doc, score = arg(), arg(), arg(), arg(), arg(), arg(), arg()
-  store_task(task_id, owner, task_type, status, worker, doc, score, arg())
+  local queued_at, timeout = arg(), arg()
+  store_task(task_id, owner, task_type, status, worker, doc, score, queued_at, timeout, arg())
 end
 for _ = 1, tonumber(arg()) do redis.call('ZREM', key('$TIMERS'), arg()) end
 for _ = 1, tonumber(arg()) do
@@ -249,55 +256,142 @@ if ARGV[4] == '1' then return run(job_id, ARGV[6]) end
 return {1}
 """
 
-CLAIM_TASK = """
--- ARGV: ns, worker id, taken_at (json), then for each candidate, best first: its queue or inbox (its
--- own, or another worker's when taking it over), member, task id, deadline (json), deadline (score).
--- Assigns the first candidate still queued to the worker and returns its hash; nil if every one was
--- taken meanwhile.
-for i = 4, #ARGV, 5 do
-  local queue, member, task_id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local task_key = key('$TASK', task_id)
-  if redis.call('ZREM', queue, member) == 1 then
-    if redis.call('HGET', task_key, 'member') == member then
-      dequeue(task_key)
-      local previous = redis.call('HGET', task_key, 'worker_id')
-      if previous and previous ~= ARGV[2] then load_remove(previous, task_id) end
-      redis.call('HSET', task_key, 'status', 'assigned', 'worker_id', ARGV[2], 'x:taken_at', ARGV[3],
-        'x:deadline', ARGV[i + 3])
-      load_add(ARGV[2], task_id)
-      redis.call('ZADD', key('$TIMERS'), ARGV[i + 4], '$TIMEOUT_TIMER' .. task_id)
-      return redis.call('HGETALL', task_key)
+TAKE_TASK = """
+-- KEYS: the worker's inbox, the queues of its task types, then the INBOXED sets of those types.
+-- ARGV: ns, worker id, taken_at (json), default timeout (s), call token, number of queues, steal
+-- cutoff (a queued_at), then the ids of the tasks the caller found eligible (how many, then the ids),
+-- then likewise of those it found not eligible.
+-- Takes the worker's best task as RedisStorage.take_task promises: the first of its inbox; else the
+-- first of its queues by priority, then queue order; else the longest waiting (queued at or before the
+-- cutoff) in another worker's inbox. A task marked `ask` is taken only once the caller found it
+-- eligible; one it found not eligible is passed over. Returns {1, the taken task's hash}; or, nothing
+-- taken, {2, the hashes of up to $ASK_BATCH tasks marked `ask` the caller has not decided yet, met
+-- before any it could take} (it decides them and calls again); or {0, 1 if a task was passed over as
+-- not eligible, else 0}.
+local worker, taken_at, default_timeout, token = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local queue_count, cutoff = tonumber(ARGV[6]), tonumber(ARGV[7])
+
+-- A retried call whose first run took a task (its reply was lost): that task again, if it still exists.
+local earlier = redis.call('GET', key('$REPLY', token))
+if earlier then
+  local stored = redis.call('HGETALL', key('$TASK', earlier))
+  if #stored > 0 then return {1, stored} end
+end
+
+local verdicts, at = {}, 8
+for _, verdict in ipairs({true, false}) do
+  local count = tonumber(ARGV[at])
+  for i = at + 1, at + count do verdicts[ARGV[i]] = verdict end
+  at = at + count + 1
+end
+local asked, passed_over = {}, 0
+
+-- A sorted set read $TAKE_PAGE entries at a time, up to the score `max`.
+local function cursor(zset, max) return {zset = zset, max = max, page = {}, at = 1, offset = 0, done = false} end
+
+local function head(c)
+  if c.at > #c.page then
+    if c.done then return nil end
+    c.page = redis.call('ZRANGE', c.zset, c.offset, c.offset + $TAKE_PAGE - 1, 'WITHSCORES')
+    c.at, c.offset, c.done = 1, c.offset + $TAKE_PAGE, #c.page < 2 * $TAKE_PAGE
+    if #c.page == 0 then return nil end
+  end
+  local score = tonumber(c.page[c.at + 1])
+  if score > c.max then c.done, c.page = true, {} return nil end
+  return c.page[c.at], score
+end
+
+-- The next entry of the cursors merged in one order: score, then member (queue members start with
+-- their sequence, so equal priorities stay first in first out across queues); nil when all are read.
+local function next_entry(cursors)
+  local best, best_member, best_score
+  for _, c in ipairs(cursors) do
+    local member, score = head(c)
+    if member and (not best or score < best_score or (score == best_score and member < best_member)) then
+      best, best_member, best_score = c, member, score
     end
-    -- a stale entry (cannot happen while the invariants hold), now gone: try the next
-  else
-    -- Taken by someone else, or this is a retried call whose first run took it: then it bears our stamp.
-    local mine = redis.call('HMGET', task_key, 'worker_id', 'x:taken_at')
-    if mine[1] == ARGV[2] and mine[2] == ARGV[3] then return redis.call('HGETALL', task_key) end
+  end
+  if not best then return nil end
+  best.at = best.at + 2
+  return best_member, best.zset
+end
+
+-- Give the task to the worker: out of its queue and any other worker's load, into this one's, its
+-- deadline (taken_at plus its own timeout_s, or the default) and timeout timer set; the call is
+-- remembered for a retry. Returns the reply.
+local function assign(task_id)
+  local task_key = key('$TASK', task_id)
+  local stored = redis.call('HMGET', task_key, 'worker_id', 'timeout_s')
+  dequeue(task_key)
+  if stored[1] and stored[1] ~= worker then load_remove(stored[1], task_id) end
+  local timeout = tonumber(stored[2])
+  if not timeout or timeout == 0 then timeout = default_timeout end
+  -- %.17g: the exact double (Lua's own conversion keeps 14 digits).
+  local deadline = string.format('%.17g', tonumber(taken_at) + timeout)
+  redis.call('HSET', task_key, 'status', 'assigned', 'worker_id', worker, 'x:taken_at', taken_at,
+    'x:deadline', deadline)
+  load_add(worker, task_id)
+  redis.call('ZADD', key('$TIMERS'), deadline, '$TIMEOUT_TIMER' .. task_id)
+  redis.call('SET', key('$REPLY', token), task_id, 'EX', $REPLY_TTL_S)
+  return {1, redis.call('HGETALL', task_key)}
+end
+
+-- A task of a queue, or of another worker's inbox, met in the walk: the reply that ends the walk, or
+-- nil to go on.
+local function consider(task_id, asks)
+  local verdict = verdicts[task_id]
+  if verdict == false then
+    passed_over = 1
+    return nil
+  end
+  if asks and verdict == nil then
+    asked[#asked + 1] = redis.call('HGETALL', key('$TASK', task_id))
+    if #asked == $ASK_BATCH then return {2, unpack(asked)} end
+    return nil
+  end
+  if #asked > 0 then return {2, unpack(asked)} end  -- it could be taken, but those come first
+  return assign(task_id)
+end
+
+-- An entry of a queue or inbox: its task id and whether it is marked `ask`; nil for a stale entry
+-- (cannot happen while the invariants hold).
+local function queued(member, zset)
+  local task_id = string.sub(member, 18)
+  local stored = redis.call('HMGET', key('$TASK', task_id), 'qkey', 'member', 'ask')
+  if stored[1] ~= zset or stored[2] ~= member then return nil end
+  return task_id, stored[3] == '1'
+end
+
+-- An entry of an INBOXED set: likewise, if its task waits in another worker's inbox.
+local function left_by_another(task_id)
+  local stored = redis.call('HMGET', key('$TASK', task_id), 'qkey', 'worker_id', 'ask')
+  if not stored[1] or stored[2] == worker then return nil end
+  return task_id, stored[3] == '1'
+end
+
+-- Entries of the cursors in order, each looked at by `entry` then `decide`, until one gives a reply.
+local function walk(cursors, entry, decide)
+  while true do
+    local member, zset = next_entry(cursors)
+    if not member then return nil end
+    local task_id, asks = entry(member, zset)
+    if task_id then
+      local reply = decide(task_id, asks)
+      if reply then return reply end
+    end
   end
 end
-return nil
+
+local queues, inboxed = {}, {}
+for i = 2, queue_count + 1 do queues[#queues + 1] = cursor(KEYS[i], math.huge) end
+for i = queue_count + 2, #KEYS do inboxed[#inboxed + 1] = cursor(KEYS[i], cutoff) end
+local reply = walk({cursor(KEYS[1], math.huge)}, queued, assign) or walk(queues, queued, consider)
+if not reply and #asked == 0 then reply = walk(inboxed, left_by_another, consider) end
+if reply then return reply end
+if #asked > 0 then return {2, unpack(asked)} end
+return {0, passed_over}
 """
 
-SCAN_QUEUES = """
--- KEYS: queues or inboxes, then INBOXED sets. ARGV: ns, number of queues, offset, count, steal cutoff.
--- Returns, for each queue, its entries from the offset as {member, score, the task's hash, ...}; then
--- how many tasks the INBOXED sets hold queued at or before the cutoff.
-local reply, queues = {}, tonumber(ARGV[2])
-for i = 1, queues do
-  local page = redis.call('ZRANGE', KEYS[i], ARGV[3], ARGV[3] + ARGV[4] - 1, 'WITHSCORES')
-  local entries = {}
-  for j = 1, #page, 2 do
-    entries[#entries + 1] = page[j]
-    entries[#entries + 1] = page[j + 1]
-    entries[#entries + 1] = redis.call('HGETALL', key('$TASK', string.sub(page[j], 18)))
-  end
-  reply[i] = entries
-end
-local waiting = 0
-for i = queues + 1, #KEYS do waiting = waiting + redis.call('ZCOUNT', KEYS[i], '-inf', ARGV[5]) end
-reply[queues + 1] = waiting
-return reply
-"""
 
 UPDATE_TASK = """
 -- KEYS[1]: the task. ARGV: ns, then field/value pairs: status and worker_id plain ('' for none),
@@ -312,6 +406,16 @@ for i = 2, #ARGV, 2 do
     if value == '' then redis.call('HDEL', KEYS[1], 'worker_id') else redis.call('HSET', KEYS[1], field, value) end
   else
     redis.call('HSET', KEYS[1], 'x:' .. field, value)
+    -- What the take script reads without decoding the task (see store_task) follows the change.
+    if field == 'timeout_s' then
+      if value == 'null' then
+        redis.call('HDEL', KEYS[1], 'timeout_s')
+      else
+        redis.call('HSET', KEYS[1], 'timeout_s', value)
+      end
+    elseif field == 'requirements' or field == 'max_cost' then
+      redis.call('HSET', KEYS[1], 'ask', '1')  -- possibly not any more: asking is always right
+    end
   end
 end
 return redis.call('HGETALL', KEYS[1])
@@ -422,8 +526,15 @@ return 1
 """
 
 
+#: Entries of a queue read at a time by the take script.
+TAKE_PAGE = 8
+#: Most tasks marked ``ask`` the take script hands the caller to decide in one reply.
+ASK_BATCH = 16
+
+
 def _source(body: str, *, prelude: bool = True) -> str:
     names = {name: value for name, value in vars(keys).items() if name.isupper()}
+    names |= {"TAKE_PAGE": TAKE_PAGE, "ASK_BATCH": ASK_BATCH}
     return Template((_PRELUDE if prelude else "") + body).substitute(names)
 
 
@@ -462,8 +573,7 @@ return 0
 SOURCES: dict[str, str] = {
     "create_job": _source(CREATE_JOB),
     "commit": _source(COMMIT),
-    "claim_task": _source(CLAIM_TASK),
-    "scan_queues": _source(SCAN_QUEUES),
+    "take_task": _source(TAKE_TASK),
     "update_task": _source(UPDATE_TASK),
     "add_branch_result": _source(ADD_BRANCH_RESULT),
     "pop_due_timers": _source(POP_DUE_TIMERS),

@@ -13,7 +13,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any, cast
 
 import orjson
@@ -51,10 +51,8 @@ from .wakeups import TaskWakeups, Waiter
 
 logger = logging.getLogger(__name__)
 
-#: Queue entries read at a time when looking for a task a worker is eligible for.
-SCAN_PAGE = 8
-#: Candidates one take offers the claim script, best first (it takes the first still queued).
-CLAIM_BATCH = 4
+#: Replies of the take script (see ``TAKE_TASK`` in :mod:`.scripts`).
+_TAKEN, _ASKED = 1, 2
 #: Jobs read at a time when a list has to be filtered on more than one field.
 LIST_PAGE = 100
 #: Connections of a pool built from a url; callers past it wait for one (see ``pool_timeout_s``).
@@ -319,7 +317,7 @@ class RedisStorage(Storage):
         self,
         worker: WorkerRecord,
         timeout_s: float,
-        deadline_for: Callable[[Task], float],
+        default_timeout_s: float,
         eligible: Callable[[Task], bool],
     ) -> Task | None:
         loop = asyncio.get_running_loop()
@@ -332,7 +330,7 @@ class RedisStorage(Storage):
             while not self._polls_ended:
                 stop_if_cancelled(cancellations)
                 with self._wakeups.waiting(topics) as waiter:  # before looking, so no wake-up falls between
-                    task, left_some = await self._take_now(worker, deadline_for, eligible)
+                    task, left_some = await self._take_now(worker, default_timeout_s, eligible)
                     if task is not None:
                         return task
                     passed, woken = woken, None
@@ -361,122 +359,35 @@ class RedisStorage(Storage):
         self._wakeups.wake_everyone()
 
     async def _take_now(
-        self, worker: WorkerRecord, deadline_for: Callable[[Task], float], eligible: Callable[[Task], bool]
+        self, worker: WorkerRecord, default_timeout_s: float, eligible: Callable[[Task], bool]
     ) -> tuple[Task | None, bool]:
-        """Take the worker's best task now, or None and whether it saw tasks queued it may not take.
+        """Take the worker's best task now, or None and whether it passed over tasks it may not take.
 
-        A batch lost whole to other takers is read again.
+        One script looks and takes at once (``TAKE_TASK``), so concurrent takers, of this process or
+        another, never race for a task they both saw: one round trip, unless tasks ``eligible`` must
+        be asked about come first. The script then hands those over and is called again with the
+        answers (each call goes on from the queues as they are by then).
         """
-        inbox = self.keys.inbox(worker.worker_id)
         task_types = list(dict.fromkeys(worker.supported_tasks))
-        queues = [self.keys.queue(task_type) for task_type in task_types]
-        while True:
-            first_pages, left_by_others = await self._scan([inbox, *queues], 0, task_types)
-            candidates, skipped = await self._candidates([inbox], first_pages[:1], _anything)
-            if not candidates:
-                candidates, skipped = await self._candidates(queues, first_pages[1:], eligible)
-            if not candidates and left_by_others:
-                candidates = await self._left_by_others(worker, eligible)
-            if not candidates:
-                return None, skipped or left_by_others
-            task = await self._claim(candidates, worker.worker_id, deadline_for)
-            if task is not None:
-                return task, False
-
-    async def _candidates(
-        self, queues: list[str], pages: list[list[_Entry]], eligible: Callable[[Task], bool]
-    ) -> tuple[list[_Candidate], bool]:
-        """The queued tasks ``eligible`` in ``queues``, best first, that no unread entry can precede;
-        and whether tasks not ``eligible`` were skipped.
-
-        Queues whose first page holds nothing eligible are read further, so the best one is always
-        found. The claim takes the first of these still queued: concurrent takers, holding the same
-        list, each get the next one instead of all racing for the head. Tasks are decoded only until a
-        queue has given ``CLAIM_BATCH`` candidates: the ones after them could never be offered.
-        """
-        found: list[_Candidate] = []
-        cutoffs: list[tuple[float, bytes]] = []  # the last entry looked at of queues that may hold more
-        skipped = False
-        offset = 0
-        pending = [(queue, page) for queue, page in zip(queues, pages, strict=True) if page]
-        while pending:
-            further = []
-            for queue, page in pending:
-                here, last, skipped_here = _eligible_entries(queue, page, eligible)
-                found += here
-                skipped = skipped or skipped_here
-                if len(here) < CLAIM_BATCH and len(page) < SCAN_PAGE:
-                    continue  # the whole queue was looked at
-                if here:
-                    cutoffs.append((last.score, last.member))
-                else:
-                    further.append(queue)
-            offset += SCAN_PAGE
-            pages = (await self._scan(further, offset))[0] if further else []
-            pending = [(queue, page) for queue, page in zip(further, pages, strict=True) if page]
-        found.sort(key=lambda candidate: (candidate.score, candidate.member))
-        if cutoffs:
-            last_seen = min(cutoffs)
-            found = [candidate for candidate in found if (candidate.score, candidate.member) <= last_seen]
-        return found[:CLAIM_BATCH], skipped
-
-    async def _scan(
-        self, queues: list[str], offset: int, steal_types: list[str] | None = None
-    ) -> tuple[list[list[_Entry]], bool]:
-        """A page of each queue from ``offset`` with the tasks' hashes, in queue order; and, with
-        ``steal_types``, whether other workers' inboxes hold tasks of those types waiting past
-        ``steal_after_s`` (see :meth:`_left_by_others`)."""
-        inboxed = [self.keys.key(keys.INBOXED, task_type) for task_type in steal_types or ()]
-        cutoff = exact_score(now() - self.steal_after_s)
-        reply = await self._run("scan_queues", [*queues, *inboxed], [len(queues), offset, SCAN_PAGE, cutoff])
-        pages = [
-            [_Entry(page[i], float(page[i + 1]), as_mapping(page[i + 2])) for i in range(0, len(page), 3)]
-            for page in reply[:-1]
+        zsets = [
+            self.keys.inbox(worker.worker_id),
+            *(self.keys.queue(task_type) for task_type in task_types),
+            *(self.keys.key(keys.INBOXED, task_type) for task_type in task_types),
         ]
-        return pages, bool(reply[-1])
-
-    async def _left_by_others(self, worker: WorkerRecord, eligible: Callable[[Task], bool]) -> list[_Candidate]:
-        """Tasks waiting longer than ``steal_after_s`` in other workers' inboxes that this one can run."""
-        cutoff = exact_score(now() - self.steal_after_s)
-        found: list[_Candidate] = []
-        for task_type in dict.fromkeys(worker.supported_tasks):
-            inboxed, offset = self.keys.key(keys.INBOXED, task_type), 0
-            while True:
-                task_ids = cast(
-                    list[Raw],
-                    await self.connection.execute("ZRANGEBYSCORE", inboxed, "-inf", cutoff, "LIMIT", offset, SCAN_PAGE),
-                )
-                for stored in await self._read_hashes([as_text(task_id) for task_id in task_ids]):
-                    if not stored or b"member" not in stored:
-                        continue
-                    task = decode_task(stored)
-                    if task.worker_id != worker.worker_id and eligible(task):
-                        found.append(_Candidate(task.queued_at, stored[b"member"], as_text(stored[b"qkey"]), task))
-                if found or len(task_ids) < SCAN_PAGE:
-                    break
-                offset += SCAN_PAGE
-        found.sort(key=lambda candidate: candidate.score)  # the longest waiting first
-        return found[:CLAIM_BATCH]
-
-    async def _read_hashes(self, task_ids: list[str]) -> list[dict[Raw, Raw]]:
-        replies = await self.connection.execute_many([("HGETALL", self.keys.task(task_id)) for task_id in task_ids])
-        return [as_mapping(reply) for reply in replies]
-
-    async def _claim(
-        self, candidates: list[_Candidate], worker_id: str, deadline_for: Callable[[Task], float]
-    ) -> Task | None:
-        args: list[Any] = [worker_id, orjson.dumps(now())]
-        for candidate in candidates:
-            deadline = deadline_for(candidate.task)
-            args += [
-                candidate.queue,
-                candidate.member,
-                candidate.task.id,
-                orjson.dumps(deadline),
-                exact_score(deadline),
-            ]
-        reply = await self._run("claim_task", [], args)
-        return decode_task(paired(reply)) if reply else None
+        eligible_ids: list[str] = []
+        ineligible_ids: list[str] = []
+        while True:
+            taken_at, token = orjson.dumps(now()), next(self._tokens)
+            args: list[Any] = [worker.worker_id, taken_at, exact_score(default_timeout_s), token, len(task_types)]
+            args.append(exact_score(now() - self.steal_after_s))
+            args += [len(eligible_ids), *eligible_ids, len(ineligible_ids), *ineligible_ids]
+            kind, *rest = await self._run("take_task", zsets, args)
+            if kind == _TAKEN:
+                return decode_task(as_mapping(rest[0])), False
+            if kind != _ASKED:
+                return None, bool(rest[0])
+            for task in (decode_task(as_mapping(stored)) for stored in rest):
+                (eligible_ids if eligible(task) else ineligible_ids).append(task.id)
 
     async def queue_lengths(self) -> dict[str, int]:
         return decode_counts(as_mapping(await self.connection.execute("HGETALL", self.keys.key(keys.QUEUED_COUNTS))))
@@ -527,45 +438,3 @@ class RedisStorage(Storage):
             task_ids = [as_text(next(reply)) for _ in range(int(next(reply)))]
             expired.append((decode_worker(doc), sorted(task_ids)))
         return expired
-
-
-@dataclass(slots=True)
-class _Entry:
-    """An entry of a queue or inbox as scanned: its member, its score and its task's hash."""
-
-    member: bytes
-    score: float
-    stored: dict[Raw, Raw]
-
-
-def _eligible_entries(
-    queue: str, page: list[_Entry], eligible: Callable[[Task], bool]
-) -> tuple[list[_Candidate], _Entry, bool]:
-    """The first ``CLAIM_BATCH`` eligible tasks of a page, best first, the last entry looked at, and
-    whether a task not eligible was skipped."""
-    found: list[_Candidate] = []
-    skipped = False
-    for entry in page:
-        if entry.stored:  # gone since it was queued: nothing to take
-            task = decode_task(entry.stored)
-            if not eligible(task):
-                skipped = True
-                continue
-            found.append(_Candidate(entry.score, entry.member, queue, task))
-            if len(found) == CLAIM_BATCH:
-                return found, entry, skipped
-    return found, page[-1], skipped
-
-
-@dataclass(slots=True)
-class _Candidate:
-    """A queued task a worker could take: where its entry is, and the task as read."""
-
-    score: float
-    member: Raw
-    queue: str
-    task: Task
-
-
-def _anything(task: Task) -> bool:
-    return True
