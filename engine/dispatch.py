@@ -3,8 +3,9 @@
 A task is given to a chosen worker (its inbox) only when one with spare capacity exists; otherwise
 it waits in its task type's queue and the first eligible worker that asks takes it. A strategy thus
 decides among free workers (alive, not reporting ``status: "busy"``, below ``max_concurrent_tasks``).
-A task in a worker's inbox waits for that worker to ask, or to expire (its tasks are then queued
-again); other idle workers do not take it (storage has no work stealing yet).
+A task in a worker's inbox waits for that worker to ask; one left there longer than the storage's
+``steal_after_s`` is taken by another idle worker that can run it, and the tasks of a worker that
+expires are queued again.
 """
 
 from __future__ import annotations

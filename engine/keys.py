@@ -48,7 +48,9 @@ STEP_LEASE = "step_lease:"
 # -- tasks ----------------------------------------------------------------------------------------
 #: + task id -> hash: ``doc`` (orjson Task as stored), ``status`` and ``worker_id`` (plain strings),
 #: ``type``, ``job_id``, overlays ``x:<field>`` (orjson values changed since: taken_at, progress...),
-#: and while queued ``qkey``/``member``/``score`` (where its queue entry is).
+#: ``timeout_s`` (its own, if any) and ``ask`` ('1' if a worker's eligibility must be checked before it
+#: is taken: it has requirements or max_cost), and while queued ``qkey``/``member``/``score`` (where its
+#: queue entry is).
 TASK = "task:"
 #: INCR counter: queue order; zero-padded into queue members so equal priorities stay FIFO.
 TASK_SEQUENCE = "tasks:seq"
@@ -90,9 +92,9 @@ WORKER_SEQUENCE = "workers:seq"
 #: zset worker id -> expires_at.
 WORKER_EXPIRY = "workers:expiry"
 
-# -- replies of claims ----------------------------------------------------------------------------
-#: + call token -> what a claiming script returned, so a call retried after a lost reply gets the
-#: same answer instead of losing what it claimed. Kept REPLY_TTL_S seconds.
+# -- replies of takes -----------------------------------------------------------------------------
+#: + call token -> the id of the task a take script gave, so a call retried after a lost reply gets
+#: the same task instead of losing it. Kept REPLY_TTL_S seconds.
 REPLY = "reply:"
 REPLY_TTL_S = 60
 

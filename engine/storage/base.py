@@ -294,10 +294,5 @@ def task_deadline(task: Task, taken_at: float, default_timeout_s: float) -> floa
     return taken_at + (task.timeout_s or default_timeout_s)
 
 
-def task_sort_key(task: Task, sequence: int) -> tuple[float, int]:
-    """Queue order: higher priority first, then first in first out."""
-    return (-task.priority, sequence)
-
-
 def ids(tasks: Iterable[Task]) -> list[str]:
     return [t.id for t in tasks]
