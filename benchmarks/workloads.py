@@ -52,7 +52,7 @@ class Options:
     timeout_s: float = 120.0
     warmup: int = 100
     profile: bool = False
-    #: HISTORY_DATABASE_URI of the engine; None keeps the engine's default (SQLite in memory).
+    #: HISTORY_DATABASE_URI of the engine; None keeps the engine's default (SQLite in a temporary file).
     history: str | None = None
 
 
