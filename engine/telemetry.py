@@ -107,7 +107,9 @@ class Tracer:
           installed an SDK one, else an SDK provider exporting to those exporters (``otlp`` by default;
           every other ``OTEL_*`` setting is read by the SDK and the exporter), installed as the global
           one when there is none yet.
-        * Otherwise, when the application already imported OpenTelemetry: its global tracer provider.
+        * Otherwise, when the application has set a global tracer provider (before the engine
+          starts): that one. OpenTelemetry merely imported is not enough: libraries import it (redis-py
+          8 does), and spans for the default provider would record nothing at a cost on every step.
         * Otherwise none, and OpenTelemetry is not even imported.
         """
         env = os.environ if environ is None else environ
@@ -122,6 +124,8 @@ class Tracer:
             logger.warning("OTEL_* tracing is configured but the 'telemetry' extra is not installed: no traces")
             return cls()
         provider = trace.get_tracer_provider()
+        if not exporters and isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+            return cls()  # imported, but nobody set a provider: every span would be a no-op
         if exporters and not hasattr(provider, "add_span_processor"):  # no SDK provider installed yet
             try:
                 provider = build_provider(env)

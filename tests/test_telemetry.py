@@ -281,10 +281,25 @@ def test_an_unknown_protocol_or_exporter_is_refused() -> None:
 
 
 @needs_otel
-def test_from_env_follows_the_sdk_switch_and_the_applications_provider() -> None:
+def test_from_env_follows_the_sdk_switch() -> None:
     assert not Tracer.from_env({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}).enabled
-    # This process has imported OpenTelemetry: without OTEL_* exporters the global provider is used.
-    assert Tracer.from_env({}).enabled
+
+
+@needs_otel
+def test_from_env_uses_the_provider_the_application_set_not_opentelemetry_merely_imported(tmp_path: Path) -> None:
+    script = """
+        import json
+        from opentelemetry import trace  # as redis-py 8 does on import
+        from avtomatika.telemetry import Tracer
+
+        imported = Tracer.from_env({}).enabled
+        from opentelemetry.sdk.trace import TracerProvider
+
+        trace.set_tracer_provider(TracerProvider())
+        print(json.dumps({"imported": imported, "set": Tracer.from_env({}).enabled}))
+    """
+    report = _run_python(script, tmp_path)
+    assert (report["imported"], report["set"]) == (False, True), report
 
 
 def _run_python(script: str, tmp_path: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
