@@ -39,6 +39,7 @@ from .results import ResultProcessor
 from .runner import JobRunner
 from .scheduler import Scheduler
 from .storage import Commit, JobFilter, MemoryStorage, Storage
+from .storage.base import task_timeout_s
 from .telemetry import Tracer
 from .workers import WorkerChannels
 
@@ -561,7 +562,7 @@ class OrchestratorEngine:
         )
 
     def task_timeout_s(self, task: Task) -> float:
-        return task.timeout_s or self.config.WORKER_TIMEOUT_SECONDS
+        return task_timeout_s(task, self.config.WORKER_TIMEOUT_SECONDS)
 
     async def assign_workers(self, tasks: list[Task]) -> None:
         """Give each task to a free eligible worker chosen by its strategy, if there is one."""

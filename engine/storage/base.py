@@ -289,9 +289,14 @@ def asks_eligible(task: Task) -> bool:
     return bool(task.requirements) or task.max_cost is not None
 
 
+def task_timeout_s(task: Task, default_timeout_s: float) -> float:
+    """How long a worker has for ``task`` once taken: its own ``timeout_s``, or the default."""
+    return task.timeout_s or default_timeout_s
+
+
 def task_deadline(task: Task, taken_at: float, default_timeout_s: float) -> float:
-    """When a task taken at ``taken_at`` times out: after its own ``timeout_s``, or the default."""
-    return taken_at + (task.timeout_s or default_timeout_s)
+    """When a task taken at ``taken_at`` times out (:func:`task_timeout_s` later)."""
+    return taken_at + task_timeout_s(task, default_timeout_s)
 
 
 def ids(tasks: Iterable[Task]) -> list[str]:
