@@ -16,6 +16,7 @@ written.
 
     python -m benchmarks                                  # W1-W4, memory and redis
     python -m benchmarks --workloads W1,W2 --storage memory --profile
+    python -m benchmarks --engine-cpu fastest             # the engine alone on the fastest CPU
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import time
 from typing import Any
 
 from .loop import LOOP, run
-from .procs import LOGS, py_spy
+from .procs import LOGS, REFERENCE_LOOP, cpu_speeds_us, py_spy
 from .workloads import WORKLOADS, Options, Result
 
 STORAGES = ("memory", "redis")
@@ -79,6 +80,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--history", help="HISTORY_DATABASE_URI of the engine (default: unset, SQLite in a temporary file)"
     )
+    parser.add_argument(
+        "--engine-cpu",
+        help="pin the engine to this CPU (a number, or 'fastest' by the speed check) and everything else to "
+        "the other CPUs (default: the scheduler decides)",
+    )
     args = parser.parse_args(argv)
     args.workload_list = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
     args.storage_list = [s.strip().lower() for s in args.storage.split(",") if s.strip()]
@@ -90,6 +96,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"unknown storage {name!r} (choose from {', '.join(STORAGES)})")
     if args.profile and py_spy() is None:
         parser.error("--profile needs py-spy: .venv/bin/pip install py-spy")
+    if args.engine_cpu is not None:
+        allowed = os.sched_getaffinity(0)
+        if len(allowed) < 2:
+            parser.error("--engine-cpu needs at least two CPUs (the engine's, and one for everything else)")
+        if args.engine_cpu != "fastest" and (not args.engine_cpu.isdigit() or int(args.engine_cpu) not in allowed):
+            parser.error(f"--engine-cpu must be 'fastest' or one of the CPUs {sorted(allowed)}")
     for name in ("jobs", "clients", "workers", "worker_concurrency", "fanout", "repeats", "waiting_jobs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -165,7 +177,7 @@ def details(r: Result) -> list[str]:
     return lines
 
 
-async def run_all(args: argparse.Namespace) -> list[Result]:
+async def run_all(args: argparse.Namespace, engine_cpu: int | None) -> list[Result]:
     options = Options(
         jobs=args.jobs,
         clients=args.clients,
@@ -179,6 +191,7 @@ async def run_all(args: argparse.Namespace) -> list[Result]:
         warmup=args.warmup,
         profile=args.profile,
         history=args.history,
+        engine_cpu=engine_cpu,
     )
     results = []
     for storage in args.storage_list:
@@ -203,10 +216,36 @@ async def run_all(args: argparse.Namespace) -> list[Result]:
     return results
 
 
+def _engine_cpu(choice: str | None, speeds: dict[int, float]) -> int | None:
+    """The CPU ``--engine-cpu`` names: None, a number, or the fastest by ``speeds``."""
+    if choice is None:
+        return None
+    return min(speeds, key=speeds.__getitem__) if choice == "fastest" else int(choice)
+
+
+def _speeds(speeds: dict[int, float]) -> str:
+    return ", ".join(f"cpu{cpu} {us:.2f}" for cpu, us in speeds.items())
+
+
+def _placement(engine_cpu: int | None) -> str:
+    if engine_cpu is None:
+        return "every process where the scheduler put it"
+    return f"the engine pinned to cpu{engine_cpu}, the load generator, workers and redis-server to the others"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    results = run(run_all(args))
+    speeds_before = cpu_speeds_us()
+    engine_cpu = _engine_cpu(args.engine_cpu, speeds_before)
+    allowed = os.sched_getaffinity(0)
+    if engine_cpu is not None:  # this process's children (workers, redis-server, py-spy) inherit the rest
+        os.sched_setaffinity(0, allowed - {engine_cpu})
+    try:
+        results = run(run_all(args, engine_cpu))
+    finally:
+        os.sched_setaffinity(0, allowed)
+    speeds_after = cpu_speeds_us()
     took = time.monotonic() - started
     machine = f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, loopback"
     history = args.history or "SQLite in a temporary file (default)"
@@ -218,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
     shared = f"load generator, engine and workers on the same machine (harness on {LOOP})"
     print(f"\n{machine}; {shared}; history: {history}; took {took:.0f}s")
+    print(
+        f"CPU speed (µs per {REFERENCE_LOOP}, as python -m timeit; lower is faster): {_speeds(speeds_before)}"
+        f" before the workloads, {_speeds(speeds_after)} after; {_placement(engine_cpu)}"
+    )
     LOGS.mkdir(parents=True, exist_ok=True)
     output: dict[str, Any] = {
         "argv": sys.argv[1:] if argv is None else argv,
@@ -225,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         "harness_loop": LOOP,
         "history": history,
         "took_s": took,
+        "cpu_speed_us": {"before": speeds_before, "after": speeds_after, "reference": REFERENCE_LOOP},
+        "engine_cpu": engine_cpu,
         "results": [r.as_dict() for r in results],
     }
     (LOGS / "results.json").write_text(json.dumps(output, indent=2, default=str) + "\n")

@@ -54,6 +54,8 @@ class Options:
     profile: bool = False
     #: HISTORY_DATABASE_URI of the engine; None keeps the engine's default (SQLite in a temporary file).
     history: str | None = None
+    #: The CPU the engine is pinned to (None: the scheduler decides); see ``--engine-cpu``.
+    engine_cpu: int | None = None
 
 
 @dataclass
@@ -292,7 +294,9 @@ async def fresh_run(workload: str, storage: str, options: Options, workers: int 
     async with contextlib.AsyncExitStack() as stack:
         redis = stack.enter_context(redis_server()) if storage == "redis" else None
         extra_env = {"HISTORY_DATABASE_URI": options.history} if options.history is not None else {}
-        engine = Engine(f"{workload}-{storage}", redis_url=redis.url if redis else None, extra_env=extra_env)
+        engine = Engine(
+            f"{workload}-{storage}", redis_url=redis.url if redis else None, cpu=options.engine_cpu, extra_env=extra_env
+        )
         stack.callback(engine.stop)
         await engine.start()
         if workers:
