@@ -16,7 +16,7 @@ written.
 
     python -m benchmarks                                  # W1-W4, memory and redis
     python -m benchmarks --workloads W1,W2 --storage memory --profile
-    python -m benchmarks --engine-cpu fastest             # the engine alone on the fastest CPU
+    python -m benchmarks --engine-cpu fastest             # the engine's loop alone on the fastest CPU
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--engine-cpu",
-        help="pin the engine to this CPU (a number, or 'fastest' by the speed check) and everything else to "
-        "the other CPUs (default: the scheduler decides)",
+        help="pin the engine's event loop to this CPU (a number, or 'fastest' by the speed check) and the "
+        "harness's other processes to the other CPUs (default: the scheduler decides)",
     )
     args = parser.parse_args(argv)
     args.workload_list = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
@@ -230,7 +230,10 @@ def _speeds(speeds: dict[int, float]) -> str:
 def _placement(engine_cpu: int | None) -> str:
     if engine_cpu is None:
         return "every process where the scheduler put it"
-    return f"the engine pinned to cpu{engine_cpu}, the load generator, workers and redis-server to the others"
+    return (
+        f"the engine's event loop pinned to cpu{engine_cpu}, the load generator, workers and redis-server to the"
+        " other CPUs, the engine's history thread to none"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,9 +61,10 @@ REFERENCE_LOOP = "sum(range(100))"
 def cpu_speeds_us() -> dict[int, float]:
     """Microseconds per :data:`REFERENCE_LOOP` on each CPU this process may use (best of 5, as timeit).
 
-    A virtual machine's CPUs need not be equal: on the one of these figures one ran plain Python at
-    half the speed of the other (2.2 against 1.0 µs), so the engine's CPU per job depended on the CPU
-    the scheduler gave it. Printed with the figures, and used by ``--engine-cpu fastest``.
+    A virtual machine's CPUs need not be equal or steady: on the one of these figures one ran plain
+    Python at half the speed of the other for minutes on end (2.2 against 1.0 µs), so the engine's CPU
+    per job depended on the CPU the scheduler gave it. Printed with the figures, and used by
+    ``--engine-cpu fastest``.
     """
     allowed = os.sched_getaffinity(0)
     timer = timeit.Timer(REFERENCE_LOOP)
@@ -149,7 +150,7 @@ class Engine:
 
     name: str
     redis_url: str | None = None
-    #: The CPU the engine runs on (None: wherever the scheduler puts it).
+    #: The CPU the engine's event loop runs on, once it serves (None: wherever the scheduler puts it).
     cpu: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     port: int = 0
@@ -194,6 +195,10 @@ class Engine:
     async def start(self) -> None:
         self._spawn_engine()
         await self._wait_until("/_public/status", lambda _: True, "to serve")
+        if self.cpu is not None:
+            # The thread whose id is the process id: the event loop's. Threads started before (the
+            # history's SQLite thread) keep every CPU, so history does not take the loop's CPU time.
+            os.sched_setaffinity(self.pid, {self.cpu})
 
     def _spawn_engine(self) -> None:
         LOGS.mkdir(parents=True, exist_ok=True)
@@ -202,8 +207,6 @@ class Engine:
         command += ["--host", HOST, "--port", str(self.port)]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
-        if self.cpu is not None:
-            os.sched_setaffinity(self.process.pid, {self.cpu})
 
     async def start_workers(self, count: int, concurrency: int) -> None:
         ids = {f"bench-{self.name}-{index}" for index in range(count)}
