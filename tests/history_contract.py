@@ -300,6 +300,21 @@ class HistoryContract:
         ]
         assert timeline[2].duration_ms == 2000.0  # since an entry written in an earlier batch
 
+    async def test_large_batches_of_many_jobs(self, history: HistoryStorage) -> None:
+        # More jobs and lines in one batch than a backend may write per statement (SQLite: 256),
+        # and not a multiple of it; then a second batch for all of them, whose rows are read back.
+        n = 601
+        assert await history.record(many_jobs(n)) == n
+        later = [JobScript(f"job-{i:04d}", at=T0 + 1000).step().events[0] for i in range(n)]
+        assert await history.record(later) == n
+        page = await history.list_jobs(limit=1000)
+        assert len(page.jobs) == n
+        assert {(row.last_seq, row.updated_at) for row in page.jobs} == {(2, T0 + 1001)}
+        for i in (0, 255, 256, 600):
+            timeline = await history.timeline(f"job-{i:04d}")
+            assert [(e.seq, e.kind) for e in timeline] == [(1, "job_created"), (2, "step_finished")]
+            assert timeline[0].data["initial_data"] == {"i": i}
+
     async def test_retries_errors_and_reopening(self, history: HistoryStorage) -> None:
         job = JobScript("j").created().step().enter("work").dispatch("t1")
         job.job_event(EventKind.TASK_RETRY, "awaiting_retry", task_id="t1", error="TRANSIENT_ERROR: x", attempt=2)

@@ -63,3 +63,15 @@ async def test_closed_history_says_so() -> None:
     with pytest.raises(RuntimeError, match="not open"):
         await history.timeline("j")
     await history.close()  # closing what was never opened is fine
+
+
+async def test_a_temporary_history_keeps_little_in_the_process() -> None:
+    # Its journal is a file and its page cache small: the file's pages stay in the OS's cache.
+    history = SQLiteHistory()
+    await history.open()
+    try:
+        assert await history._fetch("PRAGMA journal_mode", ()) == [("persist",)]
+        assert await history._fetch("PRAGMA cache_size", ()) == [(-512,)]
+        assert await history._fetch("PRAGMA synchronous", ()) == [(0,)]
+    finally:
+        await history.close()

@@ -102,6 +102,24 @@ async def test_events_are_written_in_batches(history: FlakyHistory, bus: EventBu
     assert [e.seq for e in await history.timeline("j")] == list(range(1, 11))
 
 
+async def test_a_write_starts_at_write_at_and_takes_everything_buffered(
+    history: FlakyHistory, bus: EventBus, make_writer: MakeWriter
+) -> None:
+    writer = make_writer(batch_size=8, write_at=3, flush_interval_s=60)
+    assert HistoryWriter(history, EventBus(), batch_size=2, write_at=5).write_at == 2  # never past a batch
+    await writer.start()
+    for event in steps("j", 20):  # published before the writer runs: all buffered at once
+        bus.publish(event)
+    await eventually(lambda: writer.written == 20)
+    assert history.batches == [8, 8, 4]  # up to batch_size each, the rest since it is >= write_at
+    for event in JobScript("k").created().step().events:
+        bus.publish(event)
+    await asyncio.sleep(0.05)
+    assert writer.pending == 2  # fewer than write_at: they wait for the flush interval (or stop)
+    await writer.stop()
+    assert history.batches == [8, 8, 4, 2]
+
+
 async def test_light_traffic_is_written_within_the_flush_interval(
     history: FlakyHistory, bus: EventBus, make_writer: MakeWriter
 ) -> None:
