@@ -48,33 +48,35 @@ class TaskStatus(StrEnum):
     WITHDRAWN = "withdrawn"
 
 
-def pack(record: object) -> bytes:
+def pack(record: object, *, head: int = 1, tail: int = 0) -> bytes:
     """A record (or any JSON-able value) as compact JSON bytes, for a storage in this process's memory.
 
     A record is written as the list of its field values in declaration order, without its first
-    field (its id, the key the storage keeps it under), without the field names and without the
-    trailing fields that hold their defaults: :func:`unpack` reads it back as ``cls(id, *values)``.
-    Only a storage whose records never leave the process can use a form that depends on the fields'
-    order (Redis keeps named fields). orjson hands back bytes inside a buffer of several KB; the
-    copy keeps just the document.
+    ``head`` fields (its id, the key the storage keeps it under, and any other the storage keeps
+    beside the record), without its last ``tail`` fields (likewise), without the field names and
+    without the trailing fields that hold their defaults: :func:`unpack` reads it back. Only a
+    storage whose records never leave the process can use a form that depends on the fields' order
+    (Redis keeps named fields). orjson hands back bytes inside a buffer of several KB; the copy
+    keeps just the document.
     """
     if isinstance(record, _Record):
-        record = _values(record)
+        record = _values(record, head, tail)
     return bytes(memoryview(orjson.dumps(record)))
 
 
-def unpack(cls: type[R], record_id: str, packed: bytes) -> R:
-    """The record :func:`pack` made of an instance of ``cls`` whose id is ``record_id``."""
-    return cls(record_id, *orjson.loads(packed))
+def unpack(cls: type[R], packed: bytes, *head: Any, **tail: Any) -> R:
+    """The record :func:`pack` made of an instance of ``cls``, given the fields it left out: the
+    first ones (``head``, in order: the id first) and the last ones (``tail``, by name)."""
+    return cls(*head, *orjson.loads(packed), **tail)
 
 
-def _values(record: _Record) -> tuple[Any, ...]:
+def _values(record: _Record, head: int, tail: int) -> tuple[Any, ...]:
     layout = _layout(type(record))
     values, defaults = layout.read(record), layout.defaults
-    end = len(values)
-    while end > 1 and defaults[end - 1] is not _REQUIRED and values[end - 1] == defaults[end - 1]:
+    end = len(values) - tail
+    while end > head and defaults[end - 1] is not _REQUIRED and values[end - 1] == defaults[end - 1]:
         end -= 1
-    return values[1:end]
+    return values[head:end]
 
 
 def new_id() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 
@@ -11,7 +12,7 @@ from storage_contract import StorageContract, create_jobs, dispatch, make_task, 
 
 from avtomatika.models import Job, JobStatus, Task, TaskStatus, WorkerRecord, new_id, pack, unpack
 from avtomatika.storage import Commit, JobFilter, MemoryStorage
-from avtomatika.storage.memory import _TaskQueue
+from avtomatika.storage.memory import _JOB_HEAD, _JOB_TAIL, _StoredJob, _TaskQueue
 
 
 @pytest.fixture
@@ -120,11 +121,21 @@ def test_packed_records_are_their_values_after_the_id_without_trailing_defaults_
         None,
         5.0,
     ]
-    assert unpack(Task, "t", pack(task)) == task
+    assert unpack(Task, pack(task), "t") == task
     job = Job(id="j", blueprint="b", state="s", initial_data={"n": 1}, wait={"kind": "tasks"}, version=3)
-    assert unpack(Job, "j", pack(job)) == job
+    assert unpack(Job, pack(job), "j") == job
     worker = WorkerRecord("w", {"supported_tasks": ["echo"]}, expires_at=9.5)
-    assert unpack(WorkerRecord, "w", pack(worker)) == worker
+    assert unpack(WorkerRecord, pack(worker), "w") == worker
+
+
+def test_a_job_is_packed_without_what_its_stored_form_keeps_beside_it():
+    names = [f.name for f in dataclasses.fields(Job)]
+    assert names[:_JOB_HEAD] == ["id", "blueprint", "state", "status"]
+    assert names[len(names) - _JOB_TAIL :] == ["version"]
+    job = Job(id="j", blueprint="b", state="s", status="running", created_at=1.0, updated_at=2.0, version=3)
+    packed = pack(job, head=_JOB_HEAD, tail=_JOB_TAIL)
+    assert orjson.loads(packed) == [{}, {}, 1.0, 2.0]  # the defaults after updated_at left out, and version
+    assert _StoredJob(packed, 3, "b", "running", "s", None).job("j") == job
     assert orjson.loads(pack(WorkerRecord("w", registered_at=1.0, last_seen=2.0))) == [{}, 1.0, 2.0]
     assert orjson.loads(pack(WorkerRecord("w", registered_at=0.0, last_seen=0.0))) == [{}, 0.0, 0.0]
 
