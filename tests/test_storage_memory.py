@@ -165,3 +165,15 @@ def test_new_ids_are_distinct_version_4_uuids_in_their_usual_text() -> None:
     for text in ids:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+
+
+def test_a_stored_job_keeps_its_only_task_id_alone_and_more_in_a_tuple():
+    stored = _StoredJob(b"[]", 1, "b", "pending", "s", None)
+    assert stored.tasks() == ()
+    stored.add_tasks(("t1",))
+    assert (stored.task_ids, stored.tasks()) == ("t1", ("t1",))
+    stored.add_tasks(("t2", "t3"))
+    assert stored.tasks() == ("t1", "t2", "t3")
+    fan_out = _StoredJob(b"[]", 1, "b", "pending", "s", None)
+    fan_out.add_tasks(("a", "b"))
+    assert fan_out.tasks() == ("a", "b")

@@ -82,7 +82,7 @@ class MemoryStorage(Storage):
         for task in change.tasks:
             self._store_task(task)
         if new_task_ids:
-            self._jobs[job.id].task_ids += new_task_ids  # once per commit: a fan-out's are one concatenation
+            self._jobs[job.id].add_tasks(new_task_ids)
         for timer_id in change.cancel_timers:
             self._timers.pop(timer_id, None)
         for timer_id, due in change.timers.items():
@@ -117,7 +117,7 @@ class MemoryStorage(Storage):
         del self._terminal[job_id]
         stored = self._jobs.pop(job_id)
         self._branches.pop(job_id, None)
-        for task_id in stored.task_ids:
+        for task_id in stored.tasks():
             self._tasks.pop(task_id, None)
 
     async def list_jobs(self, where: JobFilter, limit: int = 50, offset: int = 0) -> list[Job]:
@@ -409,9 +409,20 @@ class _StoredJob:
     status: str
     state: str
     client: str | None
-    #: Every task the job dispatched, to forget them with it (a tuple: most jobs have one or two, and
-    #: a 1-tuple is 48 bytes where a list of one is 112).
-    task_ids: tuple[str, ...] = ()
+    #: Every task the job dispatched, to forget them with it: its id alone while it is the only one
+    #: (most jobs have one or two; a 1-tuple would cost 48 bytes more, a list of one 112), else a tuple.
+    task_ids: str | tuple[str, ...] = ()
+
+    def tasks(self) -> tuple[str, ...]:
+        """The ids of every task the job dispatched."""
+        return (self.task_ids,) if isinstance(self.task_ids, str) else self.task_ids
+
+    def add_tasks(self, task_ids: tuple[str, ...]) -> None:
+        """Note tasks the job dispatched (once per commit: a fan-out's are one concatenation)."""
+        if not self.task_ids and len(task_ids) == 1:
+            self.task_ids = task_ids[0]
+        else:
+            self.task_ids = self.tasks() + task_ids
 
     def job(self, job_id: str) -> Job:
         return unpack(Job, self.packed, job_id, self.blueprint, self.state, self.status, version=self.version)
