@@ -1,13 +1,16 @@
-"""benchmarks' command line: the CPU speed check and ``--engine-cpu``."""
+"""benchmarks' command lines: the CPU speed check, ``--engine-cpu``, and the instruction counts' workloads."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 from benchmarks.__main__ import _engine_cpu, parse_args
-from benchmarks.procs import cpu_speeds_us
+from benchmarks.instructions import main as instructions_main
+from benchmarks.procs import ROOT, cpu_speeds_us
 
 
 def test_cpu_speeds_cover_every_allowed_cpu_and_restore_the_affinity() -> None:
@@ -39,3 +42,17 @@ def test_engine_cpu_accepts_fastest_and_an_allowed_cpu() -> None:
     assert parse_args(["--engine-cpu", "fastest"]).engine_cpu == "fastest"
     cpu = str(min(os.sched_getaffinity(0)))
     assert parse_args(["--engine-cpu", cpu]).engine_cpu == cpu
+
+
+@pytest.mark.parametrize(("workload", "jobs"), [("W1", "3"), ("W2", "3"), ("W3", "1")])
+def test_instruction_workloads_run_their_jobs_to_the_end(workload: str, jobs: str) -> None:
+    """What runs under valgrind, run without it: every job finishes (a failed one fails the run)."""
+    command = [sys.executable, "-m", "benchmarks.instructions", "--inner", workload, "--jobs", jobs]
+    done = subprocess.run(command, cwd=ROOT, env={**os.environ, "LOG_LEVEL": "ERROR"}, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
+def test_instructions_refuses_an_unknown_workload(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        instructions_main(["--workloads", "W9"])
+    assert "unknown workload 'W9'" in capsys.readouterr().err

@@ -1,0 +1,147 @@
+"""Instructions per job: the engine's work counted by valgrind, steady where CPU time is not.
+
+The CPU figures of ``python -m benchmarks`` move by up to 2x with the machine (see "CPU speed" in
+benchmarks/README.md), which hides a change of a few per cent. valgrind counts the instructions a
+process executes (user space, all its threads), and the same code gives the same count to ~0.1 %.
+Each workload runs in process (the engine's own calls, no HTTP, no other process) twice under
+``valgrind --tool=lackey --basic-counts=yes``, with ``--jobs`` and four times as many jobs; the
+difference over the extra jobs is the instructions per job, start-up excluded. Kernel work (sockets,
+SQLite's file writes) is not counted, nor is aiohttp's (no HTTP): this measures the engine's logic.
+
+    python -m benchmarks.instructions                          # W1, W2, W3, with history
+    python -m benchmarks.instructions --workloads W1 --no-history
+
+Workloads (the blueprints of benchmarks/app.py):
+
+- W1: ``bench_chain`` jobs, created one after the other; each runs start -> s1 -> s2 -> s3 -> end.
+- W2: ``bench_echo`` jobs; a worker takes each task (``engine.next_task``) and answers it
+  (``engine.submit_result``) before the next job is created.
+- W3: ``bench_fanout`` jobs of 200 tasks, their tasks taken and answered one by one.
+
+Needs valgrind (``apt-get install -y valgrind``); a run takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+from .loop import run
+from .procs import ROOT
+
+#: Jobs of the shorter run of each workload (the longer runs four times as many).
+DEFAULT_JOBS = {"W1": 100, "W2": 100, "W3": 2}
+WORKER_ID = "instructions-worker"
+SUCCESS = {"status": "success", "data": {}}
+_COUNT = re.compile(r"guest instrs:\s+([\d,]+)")
+
+
+# -- inside valgrind: one run of one workload ------------------------------------------------------
+async def _run_workload(workload: str, jobs: int, history: bool) -> None:
+    from benchmarks.app import engine
+
+    await engine.start(http=False)
+    if not history:
+        await engine.history_writer.stop()
+    finished: asyncio.Queue[str] = asyncio.Queue()
+    engine.events.subscribe(lambda event: _on_end(event, finished), remote=False)
+    await engine.register_worker({"worker_id": WORKER_ID, "supported_tasks": ["echo"]})
+    run = {"W1": _chain, "W2": _echo, "W3": _fanout}[workload]
+    for _ in range(jobs):
+        await run(engine, finished)
+    if history:
+        await engine.history_writer.flush()
+    await engine.stop()
+
+
+def _on_end(event: Any, finished: asyncio.Queue[str]) -> None:
+    if str(event.kind) in ("job_finished", "job_failed", "job_cancelled", "job_quarantined"):
+        finished.put_nowait(str(event.status))
+
+
+async def _await_end(finished: asyncio.Queue[str]) -> None:
+    status = await asyncio.wait_for(finished.get(), 60)
+    if status != "finished":
+        raise RuntimeError(f"a job ended {status}")
+
+
+async def _chain(engine: Any, finished: asyncio.Queue[str]) -> None:
+    await engine.create_job("bench_chain", {})
+    await _await_end(finished)
+
+
+async def _echo(engine: Any, finished: asyncio.Queue[str]) -> None:
+    await engine.create_job("bench_echo", {})
+    await _answer(engine, 1)
+    await _await_end(finished)
+
+
+async def _fanout(engine: Any, finished: asyncio.Queue[str]) -> None:
+    await engine.create_job("bench_fanout", {"count": 200})
+    await _answer(engine, 200)
+    await _await_end(finished)
+
+
+async def _answer(engine: Any, tasks: int) -> None:
+    for _ in range(tasks):
+        task = await engine.next_task(WORKER_ID, timeout_s=60)
+        if task is None:
+            raise RuntimeError("no task came")
+        await engine.submit_result(task.job_id, task.id, WORKER_ID, SUCCESS)
+
+
+# -- outside: run valgrind twice per workload ------------------------------------------------------
+def count_instructions(workload: str, jobs: int, history: bool, valgrind: str) -> int:
+    """Instructions of one in-process run of ``workload`` with ``jobs`` jobs, start-up included."""
+    command = [valgrind, "--tool=lackey", "--basic-counts=yes", sys.executable, "-m", "benchmarks.instructions"]
+    command += ["--inner", workload, "--jobs", str(jobs)] + ([] if history else ["--no-history"])
+    env = {**os.environ, "LOG_LEVEL": "ERROR"}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False)
+    found = _COUNT.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"{workload}: the run under valgrind failed:\n{done.stderr[-2000:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def per_job(workload: str, jobs: int, history: bool, valgrind: str) -> float:
+    """Instructions per job: (count with 4 x ``jobs``) - (count with ``jobs``), over 3 x ``jobs``."""
+    short = count_instructions(workload, jobs, history, valgrind)
+    long = count_instructions(workload, 4 * jobs, history, valgrind)
+    return (long - short) / (3 * jobs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions", description=__doc__.split("\n")[0])
+    parser.add_argument("--workloads", default="W1,W2,W3", help="comma-separated, of W1 W2 W3")
+    parser.add_argument("--jobs", type=int, help="jobs of the shorter run (default: W1 100, W2 100, W3 2)")
+    parser.add_argument("--no-history", action="store_true", help="stop the history writer (its share, by difference)")
+    parser.add_argument("--inner", help=argparse.SUPPRESS)  # the run inside valgrind
+    args = parser.parse_args(argv)
+    if args.inner:
+        run(_run_workload(args.inner, args.jobs, not args.no_history))  # the loop a served engine has
+        return 0
+    workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
+    for name in workloads:
+        if name not in DEFAULT_JOBS:
+            parser.error(f"unknown workload {name!r} (choose from {', '.join(DEFAULT_JOBS)})")
+    if args.jobs is not None and args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        parser.error("needs valgrind: apt-get install -y valgrind")
+    history = "off" if args.no_history else "on"
+    for name in workloads:
+        jobs = args.jobs or DEFAULT_JOBS[name]
+        figure = per_job(name, jobs, not args.no_history, valgrind)
+        print(f"{name}: {figure:,.0f} instructions per job (history {history}; {jobs} and {4 * jobs} jobs)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
