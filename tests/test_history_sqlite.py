@@ -75,3 +75,24 @@ async def test_a_temporary_history_keeps_little_in_the_process() -> None:
         assert await history._fetch("PRAGMA synchronous", ()) == [(0,)]
     finally:
         await history.close()
+
+
+async def test_none_is_bound_by_an_adapter_and_an_application_adapter_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    key = (type(None), sqlite3.PrepareProtocol)
+    monkeypatch.delitem(sqlite3.adapters, key, raising=False)
+    history = await open_history("sqlite::memory:")
+    try:
+        assert sqlite3.adapters[key](None) is None  # registered, and NULL is what it binds
+        assert await history._fetch("SELECT ? IS NULL", (None,)) == [(1,)]
+    finally:
+        await history.close()
+
+    def own(value: None) -> str:
+        return "nothing"
+
+    monkeypatch.setitem(sqlite3.adapters, key, own)
+    history = await open_history("sqlite::memory:")
+    await history.close()
+    assert sqlite3.adapters[key] is own
