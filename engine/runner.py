@@ -309,7 +309,9 @@ class JobRunner:
         for task in tasks:  # after assign_workers: the span names the chosen worker
             task.tracing_context = self.engine.tracer.dispatch_span(job, task)
         job.status = JobStatus.WAITING_FOR_PARALLEL_TASKS if aggregate_into else JobStatus.WAITING_FOR_WORKER
-        job.wait = {"kind": "tasks", "task_ids": [t.id for t in tasks], "aggregate_into": aggregate_into}
+        job.wait = {"kind": "tasks", "task_ids": [t.id for t in tasks]}
+        if aggregate_into:  # a fan-out's; a job of one task keeps no null key (22 bytes, in every store)
+            job.wait["aggregate_into"] = aggregate_into
         return Outcome(Commit(job, tasks=tasks, clear_branches=True), [dispatched(job, t) for t in tasks])
 
     @staticmethod
