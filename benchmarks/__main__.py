@@ -232,7 +232,7 @@ def _placement(engine_cpu: int | None) -> str:
         return "every process where the scheduler put it"
     return (
         f"the engine's event loop pinned to cpu{engine_cpu}, the load generator, workers and redis-server to the"
-        " other CPUs, the engine's history thread to none"
+        " other CPUs, the engine's history thread unpinned"
     )
 
 
