@@ -54,7 +54,7 @@ class HistoryWriter:
             while the previous one was written. A transaction costs the history's thread a few waits
             for the GIL whatever its size; written 500 at a time, a burst of 10,000 job creations
             left ~16,000 events waiting, each held in memory until written (and the allocator kept
-            the memory they had used); now 2,000 to 6,000.
+            the memory they had used); now 900 to 6,000.
         flush_interval_s: Longest an event waits before being written when traffic is light.
         retry_initial_s: Wait after the first failed batch; doubled after each failure...
         retry_max_s: ...up to this.
