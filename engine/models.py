@@ -64,10 +64,11 @@ def pack(record: object, *, head: int = 1, tail: int = 0) -> bytes:
     return bytes(memoryview(orjson.dumps(record)))
 
 
-def unpack(cls: type[R], packed: bytes, *head: Any, **tail: Any) -> R:
-    """The record :func:`pack` made of an instance of ``cls``, given the fields it left out: the
-    first ones (``head``, in order: the id first) and the last ones (``tail``, by name)."""
-    return cls(*head, *orjson.loads(packed), **tail)
+def unpack(cls: type[R], packed: bytes, *head: Any) -> R:
+    """The record :func:`pack` made of an instance of ``cls``, given the first fields it left out
+    (``head``, in order: the id first). Fields left out at the end keep their defaults: the caller
+    sets them (taking them here as keywords made a job read cost 4.5 µs instead of 2.9)."""
+    return cls(*head, *orjson.loads(packed))
 
 
 def _values(record: _Record, head: int, tail: int) -> tuple[Any, ...]:

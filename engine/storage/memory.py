@@ -425,7 +425,9 @@ class _StoredJob:
             self.task_ids = self.tasks() + task_ids
 
     def job(self, job_id: str) -> Job:
-        return unpack(Job, self.packed, job_id, self.blueprint, self.state, self.status, version=self.version)
+        job = unpack(Job, self.packed, job_id, self.blueprint, self.state, self.status)
+        job.version = self.version  # the last field, left out of the record (_JOB_TAIL)
+        return job
 
 
 class _TaskQueue:
