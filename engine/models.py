@@ -202,14 +202,15 @@ class Task(_Record):
     aggregate_into: str | None = None
     state: str = ""
     attempt: int = 1
-    status: str = TaskStatus.QUEUED
-    worker_id: str | None = None
     queued_at: float = field(default_factory=now)
-    taken_at: float | None = None
-    deadline: float | None = None
     progress: float | None = None
     progress_message: str | None = None
     tracing_context: dict[str, str] = field(default_factory=dict)
+    # Where the task is, last: what taking and closing it change (a storage may keep them apart).
+    status: str = TaskStatus.QUEUED
+    worker_id: str | None = None
+    taken_at: float | None = None
+    deadline: float | None = None
 
     def wire(self) -> dict[str, Any]:
         """The task as a worker receives it (PROTOCOL.md)."""

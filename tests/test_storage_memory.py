@@ -12,7 +12,7 @@ from storage_contract import StorageContract, create_jobs, dispatch, make_task, 
 
 from avtomatika.models import Job, JobStatus, Task, TaskStatus, WorkerRecord, new_id, pack, unpack
 from avtomatika.storage import Commit, JobFilter, MemoryStorage
-from avtomatika.storage.memory import _JOB_HEAD, _JOB_TAIL, _StoredJob, _TaskQueue
+from avtomatika.storage.memory import _JOB_HEAD, _JOB_TAIL, _TASK_TAIL, _StoredJob, _StoredTask, _TaskQueue
 
 
 @pytest.fixture
@@ -117,8 +117,6 @@ def test_packed_records_are_their_values_after_the_id_without_trailing_defaults_
         None,
         "",
         1,
-        "queued",
-        None,
         5.0,
     ]
     assert unpack(Task, pack(task), "t") == task
@@ -138,6 +136,24 @@ def test_a_job_is_packed_without_what_its_stored_form_keeps_beside_it():
     assert _StoredJob(packed, 3, "b", "running", "s", None).job("j") == job
     assert orjson.loads(pack(WorkerRecord("w", registered_at=1.0, last_seen=2.0))) == [{}, 1.0, 2.0]
     assert orjson.loads(pack(WorkerRecord("w", registered_at=0.0, last_seen=0.0))) == [{}, 0.0, 0.0]
+
+
+async def test_a_task_is_packed_once_and_taking_and_closing_it_change_only_where_it_is(memory: MemoryStorage) -> None:
+    names = [f.name for f in dataclasses.fields(Task)]
+    assert names[len(names) - _TASK_TAIL :] == [f.name for f in dataclasses.fields(_StoredTask)][1:]
+    (job,) = await create_jobs(memory, {})
+    task = make_task(job)
+    job = await dispatch(memory, job, task)
+    packed = memory._tasks[task.id]
+    assert isinstance(packed, bytes)  # queued for anyone: the record alone
+    taken = await take(memory, make_worker("a"))
+    assert taken is not None
+    stored = memory._tasks[task.id]
+    assert stored == _StoredTask(packed, TaskStatus.ASSIGNED, taken.worker_id, taken.taken_at, taken.deadline)
+    assert await memory.get_task(task.id) == taken
+    await memory.add_branch_result(job.id, task.id, {"status": "success"})
+    assert memory._tasks[task.id] == dataclasses.replace(stored, status=TaskStatus.DONE)
+    assert await memory.get_task(task.id) == dataclasses.replace(taken, status=TaskStatus.DONE)
 
 
 def test_a_task_queue_pops_by_priority_then_arrival_and_keeps_what_it_passes_over() -> None:

@@ -37,7 +37,7 @@ class MemoryStorage(Storage):
         self._jobs: dict[str, _StoredJob] = {}  # in creation order
         self._terminal: dict[str, None] = {}  # terminal job ids, oldest first
         self._runnable: asyncio.Queue[str] = asyncio.Queue()
-        self._tasks: dict[str, bytes] = {}
+        self._tasks: dict[str, bytes | _StoredTask] = {}  # a task queued for anyone: its packed record alone
         self._queues: dict[str, _TaskQueue] = {}  # task type -> tasks anyone of that type may take
         self._inboxes: dict[str, _TaskQueue] = {}  # worker id -> tasks for that worker only
         # Long polls waiting for a task: the future to wake, the worker, what it may take.
@@ -157,8 +157,8 @@ class MemoryStorage(Storage):
 
     # -- tasks -----------------------------------------------------------------------------------
     async def get_task(self, task_id: str) -> Task | None:
-        raw = self._tasks.get(task_id)
-        return unpack(Task, raw, task_id) if raw is not None else None
+        stored = self._tasks.get(task_id)
+        return _task_of(stored, task_id) if stored is not None else None
 
     async def update_task(self, task_id: str, **changes: Any) -> Task | None:
         task = await self.get_task(task_id)
@@ -166,17 +166,17 @@ class MemoryStorage(Storage):
             return None
         for name, value in changes.items():
             setattr(task, name, value)
-        self._tasks[task_id] = pack(task)
+        self._tasks[task_id] = _kept(task, _pack_task(task))
         return task
 
     def _store_task(self, task: Task) -> None:
         previous = self._tasks.get(task.id)
-        old_worker = unpack(Task, previous, task.id).worker_id if previous is not None else None
+        old_worker = previous.worker_id if isinstance(previous, _StoredTask) else None
         if old_worker and old_worker != task.worker_id:
             # Given to another worker (or to anyone): no longer the old worker's load. Its old queue
             # entry is skipped when it reaches the head, since the task no longer names that worker.
             self._load.get(old_worker, set()).discard(task.id)
-        self._tasks[task.id] = pack(task)
+        self._tasks[task.id] = _kept(task, _pack_task(task))
         if task.status != TaskStatus.QUEUED:
             return
         if task.worker_id:
@@ -187,15 +187,15 @@ class MemoryStorage(Storage):
         self._wake_poller_for(task)
 
     def _close_task(self, task_id: str, status: str) -> None:
-        raw = self._tasks.get(task_id)
-        if raw is None:
+        stored = self._tasks.get(task_id)
+        if stored is None:
             return
-        task = unpack(Task, raw, task_id)
-        if task.status != status:  # a fan-out's aggregation closes again branches closed as they answered
-            task.status = status
-            self._tasks[task_id] = pack(task)
+        if isinstance(stored, bytes):
+            stored = self._tasks[task_id] = _StoredTask(stored, status)
+        else:
+            stored.status = status
         self._timers.pop(f"timeout:{task_id}", None)
-        if task.worker_id and (load := self._load.get(task.worker_id)) is not None:
+        if stored.worker_id and (load := self._load.get(stored.worker_id)) is not None:
             load.discard(task_id)
         # Queue entries of a closed task are skipped lazily when they reach the head.
 
@@ -295,11 +295,10 @@ class MemoryStorage(Storage):
         return look
 
     def _queued_task(self, task_id: str) -> Task | None:
-        raw = self._tasks.get(task_id)
-        if raw is None:
+        stored = self._tasks.get(task_id)
+        if stored is None or (isinstance(stored, _StoredTask) and stored.status != TaskStatus.QUEUED):
             return None
-        task: Task = unpack(Task, raw, task_id)
-        return task if task.status == TaskStatus.QUEUED else None
+        return _task_of(stored, task_id)
 
     def _assign(self, task: Task, worker_id: str, default_timeout_s: float) -> Task:
         if task.worker_id and task.worker_id != worker_id:  # taken over from another worker's inbox
@@ -308,7 +307,8 @@ class MemoryStorage(Storage):
         task.worker_id = worker_id
         task.taken_at = now()
         task.deadline = task_deadline(task, task.taken_at, default_timeout_s)
-        self._tasks[task.id] = pack(task)
+        stored = self._tasks[task.id]  # the record is the same: only where the task is changes
+        self._tasks[task.id] = _kept(task, stored.packed if isinstance(stored, _StoredTask) else stored)
         self._load.setdefault(worker_id, set()).add(task.id)
         self._set_timer(f"timeout:{task.id}", task.deadline)
         return task
@@ -388,6 +388,52 @@ def _asked_only_when_needed(eligible: Callable[[Task], bool]) -> Callable[[Task]
 
 def _anything(task: Task) -> bool:
     return True
+
+
+#: A task's last fields (status, worker_id, taken_at, deadline), kept in its :class:`_StoredTask` and
+#: left out of its packed record.
+_TASK_TAIL = 4
+
+
+@dataclass(slots=True)
+class _StoredTask:
+    """A task that is not queued for anyone: its packed record, and where the task is.
+
+    Taking and closing a task change only where it is, so its record is not decoded and encoded again
+    for them. A task queued for anyone, as most waiting tasks are, is kept as its packed record alone
+    (this object would cost ~70 bytes more).
+    """
+
+    packed: bytes
+    status: str
+    worker_id: str | None = None
+    taken_at: float | None = None
+    deadline: float | None = None
+
+
+def _pack_task(task: Task) -> bytes:
+    return pack(task, tail=_TASK_TAIL)
+
+
+def _kept(task: Task, packed: bytes) -> bytes | _StoredTask:
+    """How ``task``, packed by :func:`_pack_task`, is kept."""
+    if task.status == TaskStatus.QUEUED and task.worker_id is None and task.taken_at is None and task.deadline is None:
+        return packed
+    return _StoredTask(packed, task.status, task.worker_id, task.taken_at, task.deadline)
+
+
+def _task_of(stored: bytes | _StoredTask, task_id: str) -> Task:
+    if isinstance(stored, bytes):
+        task: Task = unpack(Task, stored, task_id)  # queued for anyone: the tail's defaults
+        return task
+    task = unpack(Task, stored.packed, task_id)
+    task.status, task.worker_id, task.taken_at, task.deadline = (
+        stored.status,
+        stored.worker_id,
+        stored.taken_at,
+        stored.deadline,
+    )
+    return task
 
 
 #: A job's fields kept in its :class:`_StoredJob` and left out of its packed record: the first four
