@@ -54,9 +54,7 @@ class ResultProcessor:
             raise ResultRejected(task_id, f"the task is no longer waiting for a result (it is {task.status})")
         status = str(result.get("status"))
         with self.engine.tracer.result_span(task, result, worker_id):
-            self.engine.events.publish(
-                _task_event(EventKind.TASK_RESULT, task, result=result, worker_id=worker_id, queued_at=task.queued_at)
-            )
+            self.engine.events.publish(_result_event(task, result, worker_id))
             if task.aggregate_into and task.transitions.get(status) == task.aggregate_into:
                 await self._branch_done(task, result)
             else:
@@ -265,5 +263,12 @@ class ResultProcessor:
         await self.engine.update_job(task.job_id, queue)
 
 
-def _task_event(kind: EventKind, task: Task, **data: Any) -> Event:
-    return Event(kind, task.job_id, None, task.state, None, {"task_id": task.id, "task_type": task.type, **data})
+def _result_event(task: Task, result: dict[str, Any], worker_id: str) -> Event:
+    data = {
+        "task_id": task.id,
+        "task_type": task.type,
+        "result": result,
+        "worker_id": worker_id,
+        "queued_at": task.queued_at,
+    }
+    return Event(EventKind.TASK_RESULT, task.job_id, None, task.state, None, data)

@@ -181,7 +181,7 @@ class MemoryStorage(Storage):
             return
         if task.worker_id:
             _queue_in(self._inboxes, task.worker_id).push(task.priority, task.id)
-            self._load.setdefault(task.worker_id, set()).add(task.id)
+            self._load_of(task.worker_id).add(task.id)
         else:
             _queue_in(self._queues, task.type).push(task.priority, task.id)
         self._wake_poller_for(task)
@@ -262,9 +262,10 @@ class MemoryStorage(Storage):
                 candidates.append((queue, found))
         if not candidates:
             return self._steal(worker, eligible)
-        candidates.sort(key=lambda candidate: (-candidate[1].priority, candidate[1].queued_at))
-        for queue, task in candidates[1:]:
-            queue.put_back(task.priority, task.id)
+        if len(candidates) > 1:  # the best first; the others back to the head of their queue
+            candidates.sort(key=lambda candidate: (-candidate[1].priority, candidate[1].queued_at))
+            for queue, task in candidates[1:]:
+                queue.put_back(task.priority, task.id)
         return candidates[0][1]
 
     def _steal(self, worker: WorkerRecord, eligible: Callable[[Task], bool]) -> Task | None:
@@ -309,9 +310,16 @@ class MemoryStorage(Storage):
         task.deadline = task_deadline(task, task.taken_at, default_timeout_s)
         stored = self._tasks[task.id]  # the record is the same: only where the task is changes
         self._tasks[task.id] = _kept(task, stored.packed if isinstance(stored, _StoredTask) else stored)
-        self._load.setdefault(worker_id, set()).add(task.id)
+        self._load_of(worker_id).add(task.id)
         self._set_timer(f"timeout:{task.id}", task.deadline)
         return task
+
+    def _load_of(self, worker_id: str) -> set[str]:
+        """The ids of the tasks given to the worker (no new set per call, as ``setdefault`` would make)."""
+        load = self._load.get(worker_id)
+        if load is None:
+            load = self._load[worker_id] = set()
+        return load
 
     async def queue_lengths(self) -> dict[str, int]:
         lengths: Counter[str] = Counter()
@@ -330,7 +338,9 @@ class MemoryStorage(Storage):
 
     # -- fan-in ----------------------------------------------------------------------------------
     async def add_branch_result(self, job_id: str, task_id: str, result: dict[str, Any]) -> int:
-        branches = self._branches.setdefault(job_id, {})
+        branches = self._branches.get(job_id)
+        if branches is None:
+            branches = self._branches[job_id] = {}
         branches[task_id] = pack(result)
         self._close_task(task_id, TaskStatus.DONE)
         return len(branches)
