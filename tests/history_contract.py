@@ -301,19 +301,40 @@ class HistoryContract:
         assert timeline[2].duration_ms == 2000.0  # since an entry written in an earlier batch
 
     async def test_large_batches_of_many_jobs(self, history: HistoryStorage) -> None:
-        # More jobs and lines in one batch than a backend may write per statement (SQLite: 256),
+        # More jobs and lines in one batch than a backend may write per statement (SQLite: 128),
         # and not a multiple of it; then a second batch for all of them, whose rows are read back.
-        n = 601
+        n = 1201
         assert await history.record(many_jobs(n)) == n
         later = [JobScript(f"job-{i:04d}", at=T0 + 1000).step().events[0] for i in range(n)]
         assert await history.record(later) == n
-        page = await history.list_jobs(limit=1000)
-        assert len(page.jobs) == n
-        assert {(row.last_seq, row.updated_at) for row in page.jobs} == {(2, T0 + 1001)}
-        for i in (0, 255, 256, 600):
+        first = await history.list_jobs(limit=1000)
+        rest = await history.list_jobs(limit=1000, cursor=first.next_cursor)
+        rows = first.jobs + rest.jobs
+        assert len({row.id for row in rows}) == n
+        assert {(row.last_seq, row.updated_at) for row in rows} == {(2, T0 + 1001)}
+        for i in (0, 127, 128, 1000, 1200):
             timeline = await history.timeline(f"job-{i:04d}")
             assert [(e.seq, e.kind) for e in timeline] == [(1, "job_created"), (2, "step_finished")]
             assert timeline[0].data["initial_data"] == {"i": i}
+
+    async def test_times_keep_every_digit(self, history: HistoryStorage) -> None:
+        # As they were published, to the last bit: pages of jobs are ordered by created_at.
+        job = JobScript("j", at=1_795_839_058.3844361).created()
+        job.tick(0.000123456789)
+        job.step(duration_ms=0.053217).enter("work")
+        # Two batches: the second reads back the row the first wrote.
+        assert await history.record(job.events[:1]) + await history.record(job.events[1:]) == 4
+        timeline = await history.timeline("j")
+        assert [e.at for e in timeline] == [job.events[0].at, job.events[1].at, job.events[2].at, job.events[2].at]
+        assert timeline[1].duration_ms == 0.053217
+        assert timeline[2].duration_ms == round((job.events[2].at - job.events[0].at) * 1000, 3)
+        row = await history.get_job("j")
+        assert row is not None
+        assert (row.created_at, row.updated_at, row.state_entered_at) == (
+            job.events[0].at,
+            job.events[2].at,
+            job.events[2].at,
+        )
 
     async def test_retries_errors_and_reopening(self, history: HistoryStorage) -> None:
         job = JobScript("j").created().step().enter("work").dispatch("t1")

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import orjson
+
 from . import migrations, sql
 from .base import (
     Cursor,
@@ -61,10 +63,6 @@ _IN_CHUNK = 500
 #: of events behind under load. Eight sizes keep the compiled statements few (and small). (Padding a
 #: short chunk with rows the statement skips, to compile one size only, cost more CPU than it saved.)
 _INSERT_SIZES = (128, 64, 32, 16, 8, 4, 2, 1)
-#: Ids per lookup of a batch's jobs. A shorter list is padded with NULLs (which match nothing): one
-#: statement for every batch. With lists of the batch's own length, each batch compiled a statement
-#: of its own, and SQLite kept the last hundred of them (~1 MB).
-_LOOKUP_IDS = 128
 
 
 @functools.cache
@@ -79,7 +77,10 @@ def _upsert_jobs(rows: int) -> str:
     return sql.upsert_jobs_sql(f"VALUES {', '.join([one] * rows)}")
 
 
-_SELECT_JOBS = f"SELECT {sql.JOB_SELECT} FROM jobs WHERE id IN ({', '.join('?' * _LOOKUP_IDS)})"
+#: A batch's jobs are looked up in one statement, whatever their number: their ids reach SQLite as
+#: one JSON array, read with ``json_each`` (as PostgreSQL's history reads arrays with ``unnest``).
+#: Lists of 128 ids, padded with NULLs to compile one statement only, took a statement per 128 jobs.
+_SELECT_JOBS = f"SELECT {sql.JOB_SELECT} FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
 
 
 class SQLiteHistory(HistoryStorage):
@@ -287,13 +288,9 @@ def _null(value: None) -> None:
 
 
 def _job_rows(db: sqlite3.Connection, job_ids: Iterable[str]) -> dict[str, JobRow]:
-    ids = list(job_ids)
-    rows: dict[str, JobRow] = {}
-    for start in range(0, len(ids), _LOOKUP_IDS):
-        chunk = ids[start : start + _LOOKUP_IDS]
-        for values in db.execute(_SELECT_JOBS, chunk + [None] * (_LOOKUP_IDS - len(chunk))):
-            rows[values[0]] = JobRow(*values)
-    return rows
+    # Text, not bytes: SQLite's JSON functions refuse a BLOB.
+    ids = orjson.dumps(list(job_ids)).decode()
+    return {values[0]: JobRow(*values) for values in db.execute(_SELECT_JOBS, (ids,))}
 
 
 def _insert(db: sqlite3.Connection, statement: Callable[[int], str], rows: Sequence[Sequence[Any]]) -> None:
