@@ -165,17 +165,19 @@ class Job(_Record):
     blueprint: str
     state: str
     status: str = JobStatus.PENDING
+    # What most jobs hold first, what most leave at its default after: a record kept in this
+    # process's memory leaves out the trailing defaults (``pack``).
     initial_data: dict[str, Any] = field(default_factory=dict)
-    state_history: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=now)
     updated_at: float = field(default_factory=now)
+    visits: dict[str, int] = field(default_factory=dict)
+    client: str | None = None
+    wait: dict[str, Any] | None = None
+    state_history: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     retry_count: int = 0
     handler_attempts: int = 0
-    client: str | None = None
     parent_job_id: str | None = None
-    wait: dict[str, Any] | None = None
-    visits: dict[str, int] = field(default_factory=dict)
     tracing_context: dict[str, str] = field(default_factory=dict)
     version: int = 0
 
@@ -192,17 +194,18 @@ class Task(_Record):
     id: str
     job_id: str
     type: str
+    # As in Job, what most tasks hold first, what most leave at its default after.
     params: dict[str, Any] = field(default_factory=dict)
     transitions: dict[str, str] = field(default_factory=dict)
+    state: str = ""
+    queued_at: float = field(default_factory=now)
+    attempt: int = 1
     priority: float = 0.0
     timeout_s: float | None = None
     strategy: str = "default"
     requirements: dict[str, Any] | None = None
     max_cost: float | None = None
     aggregate_into: str | None = None
-    state: str = ""
-    attempt: int = 1
-    queued_at: float = field(default_factory=now)
     progress: float | None = None
     progress_message: str | None = None
     tracing_context: dict[str, str] = field(default_factory=dict)

@@ -104,22 +104,11 @@ async def test_a_forgotten_job_queued_task_is_not_handed_out(memory: MemoryStora
 
 def test_packed_records_are_their_values_after_the_id_without_trailing_defaults_and_read_back_the_same():
     task = Task(id="t", job_id="j", type="echo", queued_at=5.0)
-    assert orjson.loads(pack(task)) == [
-        "j",
-        "echo",
-        {},
-        {},
-        0.0,
-        None,
-        "default",
-        None,
-        None,
-        None,
-        "",
-        1,
-        5.0,
-    ]
+    assert orjson.loads(pack(task)) == ["j", "echo", {}, {}, "", 5.0]
     assert unpack(Task, pack(task), "t") == task
+    later = Task(id="t", job_id="j", type="echo", queued_at=5.0, priority=2.0, aggregate_into="all")
+    assert orjson.loads(pack(later)) == ["j", "echo", {}, {}, "", 5.0, 1, 2.0, None, "default", None, None, "all"]
+    assert unpack(Task, pack(later), "t") == later
     job = Job(id="j", blueprint="b", state="s", initial_data={"n": 1}, wait={"kind": "tasks"}, version=3)
     assert unpack(Job, pack(job), "j") == job
     worker = WorkerRecord("w", {"supported_tasks": ["echo"]}, expires_at=9.5)
@@ -132,7 +121,7 @@ def test_a_job_is_packed_without_what_its_stored_form_keeps_beside_it():
     assert names[len(names) - _JOB_TAIL :] == ["version"]
     job = Job(id="j", blueprint="b", state="s", status="running", created_at=1.0, updated_at=2.0, version=3)
     packed = pack(job, head=_JOB_HEAD, tail=_JOB_TAIL)
-    assert orjson.loads(packed) == [{}, {}, 1.0, 2.0]  # the defaults after updated_at left out, and version
+    assert orjson.loads(packed) == [{}, 1.0, 2.0]  # the defaults after updated_at left out, and version
     assert _StoredJob(packed, 3, "b", "running", "s", None).job("j") == job
     assert orjson.loads(pack(WorkerRecord("w", registered_at=1.0, last_seen=2.0))) == [{}, 1.0, 2.0]
     assert orjson.loads(pack(WorkerRecord("w", registered_at=0.0, last_seen=0.0))) == [{}, 0.0, 0.0]

@@ -95,15 +95,17 @@ class MemoryStorage(Storage):
         return job
 
     def _store_job(self, job: Job) -> None:
-        # Interned: the same few names and statuses for every job, instead of a copy each read back.
+        # Interned: the same few names, statuses and clients for every job, instead of a copy each
+        # read back.
         blueprint, status, state = intern(job.blueprint), intern(str(job.status)), intern(job.state)
+        client = intern(job.client) if job.client is not None else None
         stored = self._jobs.get(job.id)
         packed = pack(job, head=_JOB_HEAD, tail=_JOB_TAIL)
         if stored is None:
-            self._jobs[job.id] = _StoredJob(packed, job.version, blueprint, status, state, job.client)
+            self._jobs[job.id] = _StoredJob(packed, job.version, blueprint, status, state, client)
         else:
             stored.packed, stored.version = packed, job.version
-            stored.blueprint, stored.status, stored.state, stored.client = blueprint, status, state, job.client
+            stored.blueprint, stored.status, stored.state, stored.client = blueprint, status, state, client
         if job.status not in TERMINAL_STATUSES:
             self._terminal.pop(job.id, None)  # retried or released: no longer a candidate to forget
         elif job.id not in self._terminal:
