@@ -72,12 +72,16 @@ def unpack(cls: type[R], packed: bytes, *head: Any) -> R:
 
 
 def _values(record: _Record, head: int, tail: int) -> tuple[Any, ...]:
-    layout = _layout(type(record))
+    layout = _layout(type(record), head, tail)
     values, defaults = layout.read(record), layout.defaults
-    end = len(values) - tail
-    while end > head and defaults[end - 1] is not _REQUIRED and values[end - 1] == defaults[end - 1]:
+    # Most records hold their defaults in the second half of their fields (see Job): one comparison
+    # of tuples (in C) for it first, then field by field.
+    end = len(values)
+    if values[end // 2 :] == defaults[end // 2 :]:
+        end //= 2
+    while end and defaults[end - 1] is not _REQUIRED and values[end - 1] == defaults[end - 1]:
         end -= 1
-    return values[head:end]
+    return values[:end]
 
 
 def new_id() -> str:
@@ -114,24 +118,33 @@ _REQUIRED = object()  # the "default" of a field without one
 
 
 class _Layout(NamedTuple):
-    """A record class's field names, the default of each (:data:`_REQUIRED` if none), and a reader
-    of all their values at once (``attrgetter``: one C call instead of a getattr per field)."""
+    """A record class's field names but its first ``head`` and last ``tail``, the default of each
+    (:data:`_REQUIRED` if none), and a reader of their values at once (``attrgetter``: one C call
+    instead of a getattr per field; the fields left out are not read at all)."""
 
     names: tuple[str, ...]
     defaults: tuple[Any, ...]
     read: Callable[[Any], tuple[Any, ...]]
 
 
-_LAYOUTS: dict[type, _Layout] = {}
+_LAYOUTS: dict[tuple[type, int, int], _Layout] = {}
 
 
-def _layout(cls: type) -> _Layout:
-    layout = _LAYOUTS.get(cls)
+def _layout(cls: type, head: int = 0, tail: int = 0) -> _Layout:
+    layout = _LAYOUTS.get((cls, head, tail))
     if layout is None:
         found = fields(cls)
+        found = found[head : len(found) - tail]
         names = tuple(f.name for f in found)
-        layout = _LAYOUTS[cls] = _Layout(names, tuple(_default_of(f) for f in found), attrgetter(*names))
+        defaults = tuple(_default_of(f) for f in found)
+        layout = _LAYOUTS[cls, head, tail] = _Layout(names, defaults, _reader(names))
     return layout
+
+
+def _reader(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    if len(names) >= 2:
+        return attrgetter(*names)
+    return lambda record: tuple(getattr(record, name) for name in names)  # attrgetter gives one bare
 
 
 def _default_of(spec: Field[Any]) -> Any:

@@ -113,6 +113,8 @@ def test_packed_records_are_their_values_after_the_id_without_trailing_defaults_
     assert unpack(Job, pack(job), "j") == job
     worker = WorkerRecord("w", {"supported_tasks": ["echo"]}, expires_at=9.5)
     assert unpack(WorkerRecord, pack(worker), "w") == worker
+    assert orjson.loads(pack(worker, head=1, tail=3)) == [{"supported_tasks": ["echo"]}]  # one field
+    assert orjson.loads(pack(worker, head=1, tail=4)) == []
 
 
 def test_a_job_is_packed_without_what_its_stored_form_keeps_beside_it():
