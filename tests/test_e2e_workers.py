@@ -28,15 +28,24 @@ WS_CONNECTED = {"echo": "websocket connected", "sdk": "WebSocket connection esta
 CANCEL_RECEIVED = {"echo": "cancel_task received", "sdk": "by orchestrator command"}
 
 
-def assert_results_answered_200(e2e: E2E) -> None:
-    """The SDK re-sends a result unless it is answered exactly 200: every answer it got must be 200."""
-    answers = {
-        worker.worker_id: SDK_RESULT_POST.findall(worker.log_path.read_text(errors="replace"))
-        for worker in e2e.workers
-        if worker.kind == "sdk"
-    }
-    if not answers:
+async def assert_results_answered_200(e2e: E2E, timeout_s: float = 10.0) -> None:
+    """The SDK re-sends a result unless it is answered exactly 200: every answer it got must be 200.
+
+    The job may end before the worker has logged the answer to its result (the engine acts on the
+    result, then answers): its log is read again until an answer shows (at most ``timeout_s``).
+    """
+    sdk_workers = [worker for worker in e2e.workers if worker.kind == "sdk"]
+    if not sdk_workers:
         return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answers = {
+            worker.worker_id: SDK_RESULT_POST.findall(worker.log_path.read_text(errors="replace"))
+            for worker in sdk_workers
+        }
+        if any(answers.values()) or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.05)
     assert any(answers.values()), f"no SDK worker posted a result\n{e2e.diagnostics()}"
     assert {a for found in answers.values() for a in found} == {"200"}, f"{answers}\n{e2e.diagnostics()}"
 
@@ -51,7 +60,7 @@ async def test_success_finishes(e2e: E2E) -> None:
     assert history["done"] is True
     assert job["current_state"] == "done"
     assert job["retry_count"] == 0
-    assert_results_answered_200(e2e)
+    await assert_results_answered_200(e2e)
 
 
 async def test_transient_twice_then_success(e2e: E2E) -> None:
@@ -60,7 +69,7 @@ async def test_transient_twice_then_success(e2e: E2E) -> None:
     job = await e2e.wait_status(job_id, "finished")
     assert job["retry_count"] == 2, e2e.diagnostics(job)
     assert job["state_history"]["echo"]["fail_times"] == 2
-    assert_results_answered_200(e2e)
+    await assert_results_answered_200(e2e)
 
 
 async def test_permanent_quarantines_then_release_with_params_finishes(e2e: E2E) -> None:
@@ -76,7 +85,7 @@ async def test_permanent_quarantines_then_release_with_params_finishes(e2e: E2E)
     echoed = job["state_history"]["echo"]
     assert echoed["outcome"] == "success", e2e.diagnostics(job)
     assert echoed["marker"] == "held"  # the edited params were merged into the task's own
-    assert_results_answered_200(e2e)
+    await assert_results_answered_200(e2e)
 
 
 async def test_invalid_input_fails(e2e: E2E) -> None:
@@ -85,7 +94,7 @@ async def test_invalid_input_fails(e2e: E2E) -> None:
     job = await e2e.wait_status(job_id, "failed")
     assert "INVALID_INPUT_ERROR" in (job["error_message"] or ""), e2e.diagnostics(job)
     assert job["retry_count"] == 0
-    assert_results_answered_200(e2e)
+    await assert_results_answered_200(e2e)
 
 
 async def test_unknown_status_fails(e2e: E2E) -> None:
@@ -93,7 +102,7 @@ async def test_unknown_status_fails(e2e: E2E) -> None:
     job_id = await e2e.create_job("e2e_single", {"outcome": "status:mystery"})
     job = await e2e.wait_status(job_id, "failed")
     assert job["error_message"] == "Worker returned unhandled status: mystery", e2e.diagnostics(job)
-    assert_results_answered_200(e2e)
+    await assert_results_answered_200(e2e)
 
 
 async def test_fan_out_over_two_workers_aggregates_once(e2e: E2E) -> None:
@@ -123,7 +132,7 @@ async def test_fan_out_over_two_workers_aggregates_once(e2e: E2E) -> None:
     assert not lost_task_type, f"worker records without their task type: {lost_task_type[:3]}\n{e2e.diagnostics()}"
     if e2e.kind == "sdk":
         assert "busy" in statuses_seen, f"the SDK never reported busy ({statuses_seen}): the quirk was not exercised"
-    assert_results_answered_200(e2e)
+    await assert_results_answered_200(e2e)
 
 
 async def test_worker_killed_mid_task_is_replaced_after_timeout(e2e: E2E, tmp_path: Path) -> None:
@@ -138,7 +147,7 @@ async def test_worker_killed_mid_task_is_replaced_after_timeout(e2e: E2E, tmp_pa
     assert survivor.proc.poll() is None, e2e.diagnostics(job)
     assert job["state_history"]["worker_id"] == survivor.worker_id, e2e.diagnostics(job)
     assert job["retry_count"] == 1, e2e.diagnostics(job)
-    assert_results_answered_200(e2e)
+    await assert_results_answered_200(e2e)
 
 
 async def test_progress_and_cancel_travel_over_the_websocket(e2e: E2E) -> None:
