@@ -11,7 +11,7 @@ import bisect
 import heapq
 import itertools
 import operator
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from sys import intern
@@ -38,12 +38,13 @@ class MemoryStorage(Storage):
         self._terminal: dict[str, None] = {}  # terminal job ids, oldest first
         self._runnable: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: dict[str, bytes | _StoredTask] = {}  # a task queued for anyone: its packed record alone
-        self._queues: dict[str, _TaskQueue] = {}  # task type -> tasks anyone of that type may take
-        self._inboxes: dict[str, _TaskQueue] = {}  # worker id -> tasks for that worker only
+        # The defaultdicts are read with get(): only a write makes an entry (no throwaway default).
+        self._queues: defaultdict[str, _TaskQueue] = defaultdict(_TaskQueue)  # task type -> tasks anyone may take
+        self._inboxes: defaultdict[str, _TaskQueue] = defaultdict(_TaskQueue)  # worker id -> tasks for it only
         # Long polls waiting for a task: the future to wake, the worker, what it may take.
         self._task_waiters: dict[asyncio.Future[None], tuple[WorkerRecord, Callable[[Task], bool]]] = {}
-        self._load: dict[str, set[str]] = {}
-        self._branches: dict[str, dict[str, bytes]] = {}  # job id -> task id -> packed result
+        self._load: defaultdict[str, set[str]] = defaultdict(set)  # worker id -> ids of the tasks given to it
+        self._branches: defaultdict[str, dict[str, bytes]] = defaultdict(dict)  # job id -> task id -> packed result
         self._timers: dict[str, float] = {}
         self._timer_heap: list[tuple[float, str]] = []
         self._workers: dict[str, bytes] = {}
@@ -182,10 +183,10 @@ class MemoryStorage(Storage):
         if task.status != TaskStatus.QUEUED:
             return
         if task.worker_id:
-            _queue_in(self._inboxes, task.worker_id).push(task.priority, task.id)
-            self._load_of(task.worker_id).add(task.id)
+            self._inboxes[task.worker_id].push(task.priority, task.id)
+            self._load[task.worker_id].add(task.id)
         else:
-            _queue_in(self._queues, task.type).push(task.priority, task.id)
+            self._queues[task.type].push(task.priority, task.id)
         self._wake_poller_for(task)
 
     def _close_task(self, task_id: str, status: str) -> None:
@@ -312,16 +313,9 @@ class MemoryStorage(Storage):
         task.deadline = task_deadline(task, task.taken_at, default_timeout_s)
         stored = self._tasks[task.id]  # the record is the same: only where the task is changes
         self._tasks[task.id] = _kept(task, stored.packed if isinstance(stored, _StoredTask) else stored)
-        self._load_of(worker_id).add(task.id)
+        self._load[worker_id].add(task.id)
         self._set_timer(f"timeout:{task.id}", task.deadline)
         return task
-
-    def _load_of(self, worker_id: str) -> set[str]:
-        """The ids of the tasks given to the worker (no new set per call, as ``setdefault`` would make)."""
-        load = self._load.get(worker_id)
-        if load is None:
-            load = self._load[worker_id] = set()
-        return load
 
     async def queue_lengths(self) -> dict[str, int]:
         lengths: Counter[str] = Counter()
@@ -340,9 +334,7 @@ class MemoryStorage(Storage):
 
     # -- fan-in ----------------------------------------------------------------------------------
     async def add_branch_result(self, job_id: str, task_id: str, result: dict[str, Any]) -> int:
-        branches = self._branches.get(job_id)
-        if branches is None:
-            branches = self._branches[job_id] = {}
+        branches = self._branches[job_id]
         branches[task_id] = pack(result)
         self._close_task(task_id, TaskStatus.DONE)
         return len(branches)
@@ -553,10 +545,3 @@ class _TaskQueue:
             return
         self._priorities = [priority for priority in self._priorities if self._lanes[priority]]
         self._lanes = {priority: self._lanes[priority] for priority in self._priorities}
-
-
-def _queue_in(queues: dict[str, _TaskQueue], name: str) -> _TaskQueue:
-    queue = queues.get(name)
-    if queue is None:
-        queue = queues[name] = _TaskQueue()
-    return queue
