@@ -17,6 +17,7 @@ written.
     python -m benchmarks                                  # W1-W4, memory and redis
     python -m benchmarks --workloads W1,W2 --storage memory --profile
     python -m benchmarks --engine-cpu fastest             # the engine's loop alone on the fastest CPU
+    python -m benchmarks --storage floor,memory           # aiohttp alone (benchmarks.floor), then the engine
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from .loop import LOOP, run
 from .procs import LOGS, REFERENCE_LOOP, cpu_speeds_us, py_spy
 from .workloads import WORKLOADS, Options, Result
 
-STORAGES = ("memory", "redis")
+#: ``floor`` is no storage: :mod:`benchmarks.floor` (aiohttp alone) in the engine's place.
+STORAGES = ("memory", "redis", "floor")
 HARD_TIMEOUT_MARGIN_S = 90.0
 TARGETS = {
     ("W1", "memory"): ">=5000/s",
@@ -65,7 +67,12 @@ def redis_storage_available() -> bool:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description="Engine benchmarks W1-W4 (issue 9).")
     parser.add_argument("--workloads", default="W1,W2,W3,W4", help="comma-separated, of W1 W2 W3 W4")
-    parser.add_argument("--storage", default="memory,redis", help="memory, redis, or both comma-separated")
+    parser.add_argument(
+        "--storage",
+        default="memory,redis",
+        help="comma-separated, of memory redis floor (floor: no engine, aiohttp alone answering the same"
+        " requests; default memory,redis)",
+    )
     parser.add_argument("--jobs", type=int, default=2000, help="jobs of W1 and W2 (default 2000)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of W2/W3 (default 2)")

@@ -150,6 +150,8 @@ class Engine:
 
     name: str
     redis_url: str | None = None
+    #: What serves, after ``python -m``: the engine, or the floor (``benchmarks.floor``, no engine at all).
+    serves: tuple[str, ...] = ("avtomatika", "serve", "benchmarks.app:engine")
     #: The CPU the engine's event loop runs on, once it serves (None: wherever the scheduler puts it).
     cpu: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -203,8 +205,7 @@ class Engine:
     def _spawn_engine(self) -> None:
         LOGS.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        command = [sys.executable, "-m", "avtomatika", "serve", "benchmarks.app:engine"]
-        command += ["--host", HOST, "--port", str(self.port)]
+        command = [sys.executable, "-m", *self.serves, "--host", HOST, "--port", str(self.port)]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
 

@@ -35,6 +35,8 @@ from .profiles import Summary, write_profile_reports
 
 #: Bounds one request; a job's polls are bounded by the workload's deadline.
 REQUEST_TIMEOUT_S = 30.0
+#: ``--storage floor``: the harness's requests answered by aiohttp alone (:mod:`benchmarks.floor`).
+FLOOR = ("benchmarks.floor",)
 TERMINAL = frozenset({"finished", "failed", "quarantined", "cancelled"})
 WAITING = "waiting_for_worker"
 
@@ -295,7 +297,11 @@ async def fresh_run(workload: str, storage: str, options: Options, workers: int 
         redis = stack.enter_context(redis_server()) if storage == "redis" else None
         extra_env = {"HISTORY_DATABASE_URI": options.history} if options.history is not None else {}
         engine = Engine(
-            f"{workload}-{storage}", redis_url=redis.url if redis else None, cpu=options.engine_cpu, extra_env=extra_env
+            f"{workload}-{storage}",
+            redis_url=redis.url if redis else None,
+            serves=FLOOR if storage == "floor" else Engine.serves,
+            cpu=options.engine_cpu,
+            extra_env=extra_env,
         )
         stack.callback(engine.stop)
         await engine.start()
