@@ -29,12 +29,14 @@ from avtomatika import loops
 
 #: Longest a worker's ``tasks/next`` waits for a task before it is answered 204.
 POLL_TIMEOUT_S = 20.0
-#: The task type the demo workers serve; W4's jobs ask for another, so they wait for good.
+#: The task type the benchmark's workers serve; W4's jobs ask for another, so they wait for good.
 SERVED_TASK_TYPE = "echo"
 
 
 @dataclass(slots=True)
 class FloorJob:
+    """A job: its status, and how many of its tasks are not answered yet."""
+
     status: str
     open_tasks: int = 0
 
