@@ -16,6 +16,7 @@ import timeit
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from .http_client import Connection, HttpError
 
@@ -150,7 +151,7 @@ class Engine:
 
     name: str
     redis_url: str | None = None
-    #: What serves, after ``python -m``: the engine, or the floor (``benchmarks.floor``, no engine at all).
+    #: What serves, after ``python -m``: the engine, or :attr:`FLOOR`.
     serves: tuple[str, ...] = ("avtomatika", "serve", "benchmarks.app:engine")
     #: The CPU the engine's event loop runs on, once it serves (None: wherever the scheduler puts it).
     cpu: int | None = None
@@ -159,6 +160,8 @@ class Engine:
     process: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     log_path: Path = field(init=False)
+    #: ``--storage floor``: the harness's requests answered by aiohttp alone (:mod:`benchmarks.floor`).
+    FLOOR: ClassVar[tuple[str, ...]] = ("benchmarks.floor",)
 
     def __post_init__(self) -> None:
         self.log_path = LOGS / f"engine-{self.name}.log"

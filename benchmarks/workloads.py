@@ -35,8 +35,6 @@ from .profiles import Summary, write_profile_reports
 
 #: Bounds one request; a job's polls are bounded by the workload's deadline.
 REQUEST_TIMEOUT_S = 30.0
-#: ``--storage floor``: the harness's requests answered by aiohttp alone (:mod:`benchmarks.floor`).
-FLOOR = ("benchmarks.floor",)
 TERMINAL = frozenset({"finished", "failed", "quarantined", "cancelled"})
 WAITING = "waiting_for_worker"
 
@@ -299,7 +297,7 @@ async def fresh_run(workload: str, storage: str, options: Options, workers: int 
         engine = Engine(
             f"{workload}-{storage}",
             redis_url=redis.url if redis else None,
-            serves=FLOOR if storage == "floor" else Engine.serves,
+            serves=Engine.FLOOR if storage == "floor" else Engine.serves,
             cpu=options.engine_cpu,
             extra_env=extra_env,
         )

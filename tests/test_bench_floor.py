@@ -56,8 +56,17 @@ async def test_a_job_for_a_task_type_no_worker_serves_waits(aiohttp_client: Any)
 
 @pytest.mark.parametrize("workload", ["W1", "W2", "W3", "W4"])
 async def test_the_harness_runs_every_workload_against_the_floor(workload: str) -> None:
-    options = Options(jobs=40, clients=4, workers=1, worker_concurrency=4, fanout=20, repeats=2)
-    options.waiting_jobs, options.warmup, options.timeout_s = 200, 4, 60.0
+    options = Options(
+        jobs=40,
+        clients=4,
+        workers=1,
+        worker_concurrency=4,
+        fanout=20,
+        repeats=2,
+        waiting_jobs=200,
+        warmup=4,
+        timeout_s=60.0,
+    )
     result = await WORKLOADS[workload]("floor", options)
     assert (result.status, result.errors) == ("ok", 0), result.note
     assert result.jobs == {"W1": 40, "W2": 40, "W3": 2, "W4": 200}[workload]
