@@ -10,46 +10,37 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import loops
+from . import crashpoints, loops
 from .blueprint import StateMachineBlueprint
 from .clients import AccessRegistry
+from .commits import Committer
 from .config import Config
-from .dispatch import WorkerChooser, meets_requirements
-from .errors import (
-    BlueprintInvalid,
-    ConfigError,
-    InvalidOperation,
-    JobNotFound,
-    UnknownBlueprint,
-    VersionConflict,
-    WorkerNotFound,
-)
-from .events import Event, EventBus, EventKind
+from .dispatch import meets_requirements
+from .errors import BlueprintInvalid, ConfigError, JobNotFound, UnknownBlueprint, WorkerNotFound
+from .events import Event, EventBus, EventKind, task_taken
 from .logs import configure_logging
 from .metrics import Metrics
-from .models import TERMINAL_STATUSES, Job, JobStatus, Task, TaskStatus, WorkerRecord, new_id, now
+from .models import Job, JobStatus, Task, TaskStatus, WorkerRecord, now
 from .operations import Operations
-from .outcomes import Outcome
+from .outcomes import created, new_job
 from .results import ResultProcessor
 from .runner import JobRunner
+from .runtime import Runtime
 from .scheduler import Scheduler
 from .storage import Commit, JobFilter, MemoryStorage, Storage
-from .storage.base import task_timeout_s
 from .telemetry import Tracer
+from .timers import TimerKind
 from .workers import WorkerChannels
 
 if TYPE_CHECKING:
     from .history import HistoryFilter, HistoryStorage, HistoryWriter, JobRow, TimelineEntry
 
 logger = logging.getLogger(__name__)
-
-#: How many times a change is recomputed when the job changed under it before giving up.
-MAX_CONFLICT_RETRIES = 50
 
 
 class OrchestratorEngine:
@@ -64,7 +55,8 @@ class OrchestratorEngine:
         self, storage: Storage | None = None, config: Config | None = None, *, history: HistoryStorage | None = None
     ) -> None:
         self.config = config or Config()
-        self.storage = storage if storage is not None else self._storage_from_config()
+        storage = storage if storage is not None else self._storage_from_config()
+        self.storage = crashpoints.wrap(storage, crashpoints.STORAGE_WRITES)  # itself unless a test arms it
         self.history = history
         self.history_writer: HistoryWriter | None = None
         self._owns_history = history is None
@@ -72,23 +64,37 @@ class OrchestratorEngine:
         self.blueprints: dict[str, StateMachineBlueprint] = {}
         self.events = EventBus()
         self.channels = WorkerChannels()
-        self.runner = JobRunner(self)
-        self.results = ResultProcessor(self)
-        self.operations = Operations(self)
-        self.scheduler = Scheduler(self)
-        self.chooser = WorkerChooser()
+        #: What the runner, results, operations and scheduler share (they do not see the engine).
+        self.runtime = Runtime(
+            self.storage, Committer(self.storage, self.events), self.config, self.blueprints, self.access, self.channels
+        )
+        self.runner = JobRunner(self.runtime)
+        self.results = ResultProcessor(self.runtime)
+        self.operations = Operations(self.runtime)
+        self.scheduler = Scheduler(self.runtime, self.results, self.operations)
         self.app: web.Application | None = None
         self.port: int | None = None
         self._site_runner: web.AppRunner | None = None
         self._background: list[asyncio.Task[None]] = []
-        self._workers_cache: tuple[float, list[WorkerRecord]] = (0.0, [])
         self.started_at: float | None = None
         #: Whether the engine's own coroutines step runnable jobs (False: a debugger steps them).
         self.steps_jobs = True
         #: Prometheus metrics (GET /_public/metrics); counts this process's events from now on.
         self.metrics = Metrics(self)
-        #: Tracing; a no-op until start() reads the OTEL_* environment (or set one before start).
-        self.tracer = Tracer()
+
+    @property
+    def tracer(self) -> Tracer:
+        """Tracing; a no-op until start() reads the OTEL_* environment (or set one before start)."""
+        return self.runtime.tracer
+
+    @tracer.setter
+    def tracer(self, tracer: Tracer) -> None:
+        self.runtime.tracer = tracer
+
+    @property
+    def committer(self) -> Committer:
+        """Applies every change to a job (one atomic storage change) and publishes its events."""
+        return self.runtime.committer
 
     def _storage_from_config(self) -> Storage:
         """Redis when REDIS_URL or REDIS_HOST is set, else memory."""
@@ -201,15 +207,15 @@ class OrchestratorEngine:
         logger.info("avtomatika engine serving on http://%s:%s", host, self.port)
 
     async def _open_history(self) -> None:
-        """Record every event of this process in history (SQLite in a temporary file unless configured)."""
+        """Write storage's history feed into history (SQLite in a temporary file unless configured)."""
         from .history import HistoryWriter, open_history
 
         if self.history is None:
             self.history = await open_history(self.config.HISTORY_DATABASE_URI)
         else:
             await self.history.open()
-        # remote=False inside the writer: each engine process writes its own events exactly once.
-        self.history_writer = writer = HistoryWriter(self.history, self.events)
+        history = crashpoints.wrap(self.history, crashpoints.HISTORY_WRITES)
+        self.history_writer = writer = HistoryWriter(history, self.storage, self.events, lease_s=self.storage.lease_s)
         self.metrics.watch_drops("history", lambda: writer.dropped)
         await self.history_writer.start()
 
@@ -334,40 +340,9 @@ class OrchestratorEngine:
         blueprint = self.blueprints.get(blueprint_name)
         if blueprint is None:
             raise UnknownBlueprint(blueprint_name)
-        data = dict(initial_data or {})
-        if blueprint.input_model is not None:
-            data = blueprint.input_model.model_validate(data).model_dump(mode="json")  # type: ignore[attr-defined]
-        start = blueprint.start_state or ""
-        job_id = job_id or new_id()
-        tracing_context = self.tracer.job_trace_context(tracing_context, job_id=job_id, blueprint=blueprint_name)
-        job = Job(
-            id=job_id,
-            blueprint=blueprint_name,
-            state=start,
-            initial_data=data,
-            client=client,
-            parent_job_id=parent_job_id,
-            visits={start: 1},
-            tracing_context=dict(tracing_context or {}),
-        )
-        job = await self.storage.create_job(job)
-        self.events.publish(
-            Event(
-                EventKind.JOB_CREATED,
-                job.id,
-                job.blueprint,
-                job.state,
-                job.status,
-                {
-                    "initial_data": data,
-                    "client": client,
-                    "actor": actor or (f"client:{client}" if client else None),
-                    "parent_job_id": parent_job_id,
-                    "blueprint_version": blueprint.version,
-                },
-            )
-        )
-        return job
+        job = new_job(blueprint, initial_data, job_id=job_id, client=client, parent_job_id=parent_job_id)
+        job.tracing_context = self.tracer.job_trace_context(tracing_context, job_id=job.id, blueprint=blueprint_name)
+        return await self.committer.create_job(job, [created(job, blueprint, actor)])
 
     async def get_job(self, job_id: str) -> Job | None:
         return await self.storage.get_job(job_id)
@@ -473,7 +448,7 @@ class OrchestratorEngine:
             worker_id, dict(info), existing.registered_at if existing else at, at, at + self.worker_ttl_s
         )
         await self.storage.save_worker(record)
-        self._workers_cache = (0.0, [])
+        self.runtime.workers_changed()
         self.events.publish(
             Event(EventKind.WORKER_REGISTERED, data={"worker_id": worker_id, "supported_tasks": record.supported_tasks})
         )
@@ -492,7 +467,7 @@ class OrchestratorEngine:
         record.expires_at = at + self.worker_ttl_s
         await self.storage.save_worker(record)
         if changes:
-            self._workers_cache = (0.0, [])
+            self.runtime.workers_changed()
         return record
 
     async def list_workers(self) -> list[WorkerRecord]:
@@ -507,23 +482,16 @@ class OrchestratorEngine:
         task = await self.storage.take_task(
             record, wait_s, self.config.WORKER_TIMEOUT_SECONDS, lambda t: meets_requirements(record, t)
         )
-        if task is not None:
+        if task is not None:  # storage recorded the same event in history's feed with the take
             self.events.publish(
-                Event(
-                    EventKind.TASK_TAKEN,
-                    task.job_id,
-                    None,
-                    task.state,
-                    None,
-                    {"task_id": task.id, "task_type": task.type, "worker_id": worker_id, "attempt": task.attempt},
-                )
+                task_taken(task.job_id, task.state, task.id, task.type, worker_id, task.attempt, task.taken_at or now())
             )
         return task
 
     async def give_back(self, task: Task) -> None:
         """Queue a task taken by a worker that never received it (its long poll hung up)."""
 
-        async def build(job: Job) -> Outcome | None:
+        async def build(job: Job) -> Commit | None:
             stored = await self.storage.get_task(task.id)
             if (
                 stored is None
@@ -532,11 +500,11 @@ class OrchestratorEngine:
             ):
                 return None
             stored.status, stored.worker_id, stored.taken_at, stored.deadline = TaskStatus.QUEUED, None, None, None
-            await self.assign_workers([stored])
-            return Outcome(Commit(job, tasks=[stored], cancel_timers=[f"timeout:{task.id}"]))
+            await self.runtime.assign_workers([stored])
+            return Commit(job, tasks=[stored], cancel_timers=[TimerKind.TIMEOUT.of(task.id)])
 
         with contextlib.suppress(JobNotFound):
-            await self.update_job(task.job_id, build)
+            await self.committer.update_job(task.job_id, build)
 
     async def submit_result(self, job_id: str, task_id: str, worker_id: str, result: dict[str, Any]) -> str:
         return await self.results.submit(job_id, task_id, worker_id, result)
@@ -560,68 +528,3 @@ class OrchestratorEngine:
                 {"task_id": task_id, "progress": progress, "message": message},
             )
         )
-
-    def task_timeout_s(self, task: Task) -> float:
-        return task_timeout_s(task, self.config.WORKER_TIMEOUT_SECONDS)
-
-    async def assign_workers(self, tasks: list[Task]) -> None:
-        """Give each task to a free eligible worker chosen by its strategy, if there is one."""
-        cached_at, workers = self._workers_cache
-        at = now()
-        if at - cached_at > 0.5:
-            workers = [w for w in await self.storage.list_workers() if w.alive(at)]
-            self._workers_cache = (at, workers)
-        if not workers:
-            return
-        self.chooser.assign(tasks, workers, await self.storage.worker_load())
-
-    def client_info(self, client: str | None) -> dict[str, Any] | None:
-        found = self.access.client_by_name(client)
-        return found.public() if found is not None else None
-
-    # -- changing jobs ---------------------------------------------------------------------------
-    async def update_job(self, job_id: str, build: Callable[[Job], Awaitable[Outcome | None]]) -> Job:
-        """Read the job, build an Outcome from it, commit; again from a fresh read on a conflict."""
-        for _ in range(MAX_CONFLICT_RETRIES):
-            job = await self.storage.get_job(job_id)
-            if job is None:
-                raise JobNotFound(job_id)
-            outcome = await build(job)
-            if outcome is None:
-                return job
-            try:
-                return await self.apply(outcome)
-            except VersionConflict:
-                continue
-        raise InvalidOperation(job_id, "the job kept changing; try again")
-
-    async def apply(self, outcome: Outcome) -> Job:
-        """Commit an outcome, then publish its events and carry out what follows from it."""
-        job = await self.storage.commit(outcome.commit)
-        for event in outcome.events:
-            if event.status is None or event.job_id == job.id:
-                event.status = job.status
-            self.events.publish(event)
-        for task in outcome.cancel_on_workers:
-            if task.worker_id:
-                await self.channels.cancel_task(task.worker_id, task.job_id, task.id)
-        for child in outcome.children:
-            await self.create_job(
-                child.blueprint,
-                child.initial_data,
-                client=child.client,
-                parent_job_id=child.parent_job_id,
-                job_id=child.id,
-                tracing_context=child.tracing_context,
-            )
-        if job.status in TERMINAL_STATUSES:
-            await self._after_end(job, outcome)
-        return job
-
-    async def _after_end(self, job: Job, outcome: Outcome) -> None:
-        child_id = next((e.data.get("child_job_id") for e in outcome.events if e.data.get("child_job_id")), None)
-        if child_id and job.status == JobStatus.CANCELLED:
-            with contextlib.suppress(InvalidOperation, JobNotFound):
-                await self.operations.cancel(child_id, f"parent job {job.id}")
-        if job.parent_job_id and job.status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED):
-            await self.operations.resume_parent(job)

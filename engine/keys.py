@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .timers import TimerKind
+
 DEFAULT_NAMESPACE = "avtomatika"
 
 # -- jobs -----------------------------------------------------------------------------------------
@@ -30,7 +32,8 @@ JOBS_ALL = "jobs:all"
 JOBS_BY = "jobs:by:"
 #: hash orjson ``[blueprint, status, state]`` -> number of jobs; fields that fall to 0 are deleted.
 JOB_COUNTS = "jobs:counts"
-#: zset job id -> sequence at which it became terminal; the oldest are forgotten past a maximum.
+#: zset job id -> sequence at which it ended for good (finished, failed or cancelled: never a
+#: quarantined or waiting job); the oldest are forgotten past a maximum.
 JOBS_TERMINAL = "jobs:terminal"
 #: INCR counter for JOBS_TERMINAL scores.
 TERMINAL_SEQUENCE = "jobs:terminal_seq"
@@ -75,13 +78,16 @@ WORKER_COMMANDS = "workers:commands"
 LOAD = "load:"
 #: hash worker id -> size of its LOAD set (fields at 0 are deleted).
 LOAD_COUNTS = "load:counts"
-#: Prefix of a taken task's timeout timer id (a TIMERS member, not a key); the scheduler's convention.
-TIMEOUT_TIMER = "timeout:"
+#: Prefix of a taken task's timeout timer id (a TIMERS member, not a key); see avtomatika.timers.
+TIMEOUT_TIMER = TimerKind.TIMEOUT.of("")
+#: Prefix of the timer of a task whose worker expired while running it; see avtomatika.timers.
+LOST_TIMER = TimerKind.LOST.of("")
 
 # -- fan-in, timers, workers ----------------------------------------------------------------------
-#: + job id -> hash task id -> orjson branch result.
+#: + job id -> hash task id -> orjson branch result, of the job's current fan-out round (whose size is
+#: the ``fan_in`` field of the job's hash).
 BRANCHES = "branches:"
-#: zset timer id -> due time.
+#: zset timer id -> due time; a claimed timer is moved to the end of its claim's lease.
 TIMERS = "timers"
 #: + worker id -> orjson WorkerRecord.
 WORKER = "worker:"
@@ -91,6 +97,19 @@ WORKERS = "workers"
 WORKER_SEQUENCE = "workers:seq"
 #: zset worker id -> expires_at.
 WORKER_EXPIRY = "workers:expiry"
+
+# -- the history feed -----------------------------------------------------------------------------
+#: Stream of ``{e: <orjson list of events>}`` entries, one per commit (and per task taken), in the order
+#: they were applied; history's writers read it and trim what every history database has written.
+FEED = "history:feed"
+#: Most entries the feed keeps (history down for long): past it the oldest are trimmed (XADD MAXLEN ~).
+FEED_MAX_ENTRIES = 1_000_000
+#: A random id naming this Redis data set's feed (SET NX at connect): history keeps its position under it.
+FEED_ID = "history:feed_id"
+#: hash history database id -> "<last entry id written> <unix time>": what each reader has written.
+FEED_READERS = "history:feed_readers"
+#: + history database id -> the engine process writing the feed into it (SET NX PX), one at a time.
+FEED_LEASE = "history:feed_lease:"
 
 # -- replies of takes -----------------------------------------------------------------------------
 #: + call token -> the id of the task a take script gave, so a call retried after a lost reply gets

@@ -35,6 +35,9 @@ class JobStatus(StrEnum):
 
 #: Statuses in which nothing happens to a job without an operator.
 TERMINAL_STATUSES = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.QUARANTINED, JobStatus.CANCELLED})
+#: Statuses a job ends in for good: only such jobs are ever forgotten by live storage (a quarantined
+#: job waits for an operator to release, retry or fail it).
+ENDED_STATUSES = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED})
 #: Statuses in which the job's current state handler is due to run.
 RUNNABLE_STATUSES = frozenset({JobStatus.PENDING, JobStatus.RUNNING})
 WAITING_ON_TASKS = frozenset({JobStatus.WAITING_FOR_WORKER, JobStatus.WAITING_FOR_PARALLEL_TASKS})

@@ -1,30 +1,24 @@
 """Building blocks of a committed change: a job's next document plus what else must happen with it.
 
-Every path that changes a job (a step, a worker's result, a timer, an operator) builds an
-:class:`Outcome` with these helpers, so "fail", "quarantine", "move to a state" mean one thing.
+Every path that changes a job (a step, a worker's result, a timer, an operator) builds a
+:class:`~avtomatika.storage.Commit` with these helpers, so "fail", "quarantine", "move to a state"
+mean one thing, and what follows from them (asking workers to stop, resuming a parent, cancelling a
+sub-job) is part of the same atomic change, as timers due at once (see :mod:`avtomatika.timers`).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from .events import Event, EventKind
 from .models import Job, JobStatus, Task, TaskStatus, new_id, now
 from .storage.base import Commit
+from .timers import TimerKind
 
-
-@dataclass(slots=True)
-class Outcome:
-    commit: Commit
-    events: list[Event] = field(default_factory=list)
-    cancel_on_workers: list[Task] = field(default_factory=list)  # assigned tasks to stop over WebSocket
-    children: list[Job] = field(default_factory=list)  # sub-jobs to create once this is committed
-
-    @property
-    def job(self) -> Job:
-        return self.commit.job
+if TYPE_CHECKING:
+    from .blueprint import StateMachineBlueprint
 
 
 def event(kind: EventKind, job: Job, **data: Any) -> Event:
@@ -45,7 +39,7 @@ def dispatched(job: Job, task: Task) -> Event:
     )
 
 
-def move_to(job: Job, state: str, *, run: bool = True) -> Outcome:
+def move_to(job: Job, state: str, *, run: bool = True) -> Commit:
     """The job enters ``state`` and is due to run its handler."""
     previous = job.state
     job.state = state
@@ -54,18 +48,29 @@ def move_to(job: Job, state: str, *, run: bool = True) -> Outcome:
     job.error = None
     job.handler_attempts = 0
     job.visits[state] = job.visits.get(state, 0) + 1
-    return Outcome(Commit(job, run=run), [event(EventKind.STATE_ENTERED, job, previous=previous)])
+    return Commit(job, run=run, events=[event(EventKind.STATE_ENTERED, job, previous=previous)])
+
+
+def stop_on_workers(commit: Commit, tasks: Iterable[Task]) -> None:
+    """Ask the workers running ``tasks`` (those taken) to stop them, once ``commit`` lands."""
+    at = now()
+    for task in tasks:
+        if task.status == TaskStatus.ASSIGNED and task.worker_id:
+            commit.timers[TimerKind.CANCEL_TASK.of(task.id)] = at
 
 
 def end(
     job: Job, status: JobStatus, reason: str | None, closing: list[Task] | None = None, held: list[str] | None = None
-) -> Outcome:
+) -> Commit:
     """The job stops in ``status`` (failed, quarantined, cancelled, finished).
 
     ``closing`` are the tasks it was waiting on: answered ones (status done) are closed as done,
     the others withdrawn, and workers running them asked to stop. A quarantined job names the
-    tasks to dispatch again on release in ``wait.held_task_ids`` (``held``).
+    tasks to dispatch again on release in ``wait.held_task_ids`` (``held``). A sub-job that ends
+    for good resumes its parent; a job that waited for a sub-job and is cancelled or failed
+    cancels it.
     """
+    child = (job.wait or {}).get("child_job_id")
     job.status = status
     job.error = reason
     closing = closing or []
@@ -79,14 +84,23 @@ def end(
         JobStatus.CANCELLED: EventKind.JOB_CANCELLED,
         JobStatus.FINISHED: EventKind.JOB_FINISHED,
     }[status]
+    # created_at: any engine sharing the storage can time the job (orchestrator_job_duration_seconds).
+    ended = event(kind, job, error=reason, created_at=job.created_at)
+    if child:
+        ended.data["child_job_id"] = child
     commit = Commit(
         job,
         close_tasks={t.id: TaskStatus.DONE if t.status == TaskStatus.DONE else TaskStatus.WITHDRAWN for t in closing},
-        cancel_timers=[f"retry_job:{job.id}", *(f"retry_task:{t.id}" for t in closing)],
+        cancel_timers=[TimerKind.RETRY_JOB.of(job.id), *(TimerKind.RETRY_TASK.of(t.id) for t in closing)],
+        events=[ended],
     )
-    assigned = [t for t in closing if t.status == TaskStatus.ASSIGNED]
-    # created_at: any engine sharing the storage can time the job (orchestrator_job_duration_seconds).
-    return Outcome(commit, [event(kind, job, error=reason, created_at=job.created_at)], assigned)
+    stop_on_workers(commit, closing)
+    if status != JobStatus.QUARANTINED:
+        if job.parent_job_id:
+            commit.timers[TimerKind.RESUME_PARENT.of(job.id)] = now()
+        if child and status in (JobStatus.CANCELLED, JobStatus.FAILED):
+            commit.timers[TimerKind.CANCEL_JOB.of(child)] = now()
+    return commit
 
 
 def backoff_s(attempt: int, base_s: float, max_s: float) -> float:
@@ -114,4 +128,43 @@ def next_attempt(task: Task, *, params: dict[str, Any] | None = None, delay_s: f
         status=TaskStatus.RETRY_SCHEDULED if delay_s > 0 else TaskStatus.QUEUED,
         tracing_context=task.tracing_context,
         queued_at=now() + delay_s,
+    )
+
+
+def new_job(
+    blueprint: StateMachineBlueprint,
+    initial_data: dict[str, Any] | None,
+    *,
+    job_id: str | None = None,
+    client: str | None = None,
+    parent_job_id: str | None = None,
+    tracing_context: dict[str, str] | None = None,
+) -> Job:
+    """A job of ``blueprint`` at its start state; ``initial_data`` checked by its input model, if any."""
+    data = dict(initial_data or {})
+    if blueprint.input_model is not None:
+        data = blueprint.input_model.model_validate(data).model_dump(mode="json")  # type: ignore[attr-defined]
+    start = blueprint.start_state or ""
+    return Job(
+        id=job_id or new_id(),
+        blueprint=blueprint.name,
+        state=start,
+        initial_data=data,
+        client=client,
+        parent_job_id=parent_job_id,
+        visits={start: 1},
+        tracing_context=dict(tracing_context or {}),
+    )
+
+
+def created(job: Job, blueprint: StateMachineBlueprint, actor: str | None = None) -> Event:
+    """The event of ``job`` created; ``actor`` is who asked when not its client (an operator)."""
+    return event(
+        EventKind.JOB_CREATED,
+        job,
+        initial_data=job.initial_data,
+        client=job.client,
+        actor=actor or (f"client:{job.client}" if job.client else None),
+        parent_job_id=job.parent_job_id,
+        blueprint_version=blueprint.version,
     )

@@ -16,12 +16,13 @@ from .blueprint import StateMachineBlueprint
 from .context import DataStores, JobContext
 from .errors import HandlerError, VersionConflict
 from .events import EventKind
-from .models import RUNNABLE_STATUSES, Job, JobStatus, Task, new_id
-from .outcomes import Outcome, backoff_s, dispatched, end, event, move_to
+from .models import RUNNABLE_STATUSES, Job, JobStatus, Task, TaskStatus, new_id
+from .outcomes import backoff_s, created, dispatched, end, event, move_to, new_job
 from .storage.base import Commit
+from .timers import TimerKind
 
 if TYPE_CHECKING:
-    from .engine import OrchestratorEngine
+    from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +33,8 @@ INLINE_STEPS = 32
 class JobRunner:
     """Consumes the queue of runnable jobs with a fixed number of long-lived coroutines."""
 
-    def __init__(self, engine: OrchestratorEngine) -> None:
-        self.engine = engine
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
         #: Jobs being stepped by a consumer of this process, and those queued again meanwhile. A job
         #: can be queued while it is being stepped (cancelled and retried while its handler runs);
         #: the consumer that takes it then leaves it to the one stepping it, which steps it again
@@ -49,7 +50,7 @@ class JobRunner:
         is stepping waits for the lease, then steps what the job has become (often nothing). Storage
         calls that fail (Redis restarting) are retried, so a consumer never dies of one.
         """
-        storage = self.engine.storage
+        storage = self.runtime.storage
         holder = new_id()  # this consumer, in the step leases it holds
         while True:
             job_id = await storage.take_runnable(timeout_s=5.0)
@@ -57,7 +58,7 @@ class JobRunner:
                 continue
             if job_id in self._stepping:
                 self._queued_again.add(job_id)
-                await _retried(f"acknowledging job {job_id}", storage.ack_runnable, job_id)
+                await _retried(f"acknowledging job {job_id}", storage.finish_step, job_id, "")  # not leased
                 continue
             self._stepping.add(job_id)
             leased = False
@@ -74,16 +75,17 @@ class JobRunner:
                 # No await between the last look at _queued_again and here, or an entry could be left to nobody.
                 self._stepping.discard(job_id)
                 self._queued_again.discard(job_id)
-                if leased:
-                    await _retried(f"finishing the step of job {job_id}", storage.finish_step, job_id, holder)
-                else:
-                    await _retried(f"acknowledging job {job_id}", storage.ack_runnable, job_id)
+                await _retried(
+                    f"finishing the step of job {job_id}", storage.finish_step, job_id, holder if leased else ""
+                )
 
     async def _lease(self, job_id: str, holder: str) -> Job | None:
         """Wait for the job's step lease (another process may be stepping it); the job as leased."""
         delay_s = 0.01
         while True:
-            leased, job = await _retried(f"leasing job {job_id}", self.engine.storage.lease_and_get_job, job_id, holder)
+            leased, job = await _retried(
+                f"leasing job {job_id}", self.runtime.storage.lease_and_get_job, job_id, holder
+            )
             if leased:
                 return job  # type: ignore[no-any-return]
             await asyncio.sleep(delay_s)
@@ -101,42 +103,61 @@ class JobRunner:
     async def _quarantine_after_crash(self, job_id: str, exc: Exception) -> None:
         """A step failed outside its handler: quarantine the job rather than leave it runnable but unqueued."""
 
-        async def build(job: Job) -> Outcome | None:
+        async def build(job: Job) -> Commit | None:
             if job.status not in RUNNABLE_STATUSES:
                 return None
             return end(job, JobStatus.QUARANTINED, f"engine error while stepping state '{job.state}': {exc!r}")
 
         try:
-            await self.engine.update_job(job_id, build)
+            await self.runtime.committer.update_job(job_id, build)
         except Exception:
             logger.exception("could not quarantine job %s after its step failed", job_id)
 
     async def step(self, job_id: str, job: Job | None = None) -> Job | None:
         """Run handlers of ``job_id`` until it waits, ends, or has taken ``INLINE_STEPS`` steps.
 
-        ``job``: the job as the caller just read it (with its step lease); read here when None.
+        ``job``: the job as the caller just read it (with its step lease); read here when None. A job
+        queued while it waits for a fan-out's branches had its last branch answered: it moves into
+        its aggregation state first.
         """
+        runtime = self.runtime
         if job is None:
-            job = await self.engine.storage.get_job(job_id)
+            job = await runtime.storage.get_job(job_id)
+        if job is not None and job.status == JobStatus.WAITING_FOR_PARALLEL_TASKS:
+            job = await self._gather(job)
         for remaining in range(INLINE_STEPS, 0, -1):
             if job is None or job.status not in RUNNABLE_STATUSES:
                 return job
-            with self.engine.tracer.step_span(job) as span:
-                outcome = await self.run_handler(job, requeue=remaining == 1)
-                span.record(outcome)
+            with runtime.tracer.step_span(job) as span:
+                commit = await self.run_handler(job, requeue=remaining == 1)
+                span.record(commit)
                 try:
-                    job = await self.engine.apply(outcome)
+                    job = await runtime.committer.apply(commit)
                 except VersionConflict:
                     # Changed while the handler ran (cancelled or failed, perhaps retried since): whatever made
                     # it runnable again queued it, and that entry is stepped once this one ends (_queued_again).
-                    return await self.engine.storage.get_job(job_id)
+                    return await runtime.storage.get_job(job_id)
             if job.status not in RUNNABLE_STATUSES:
                 return job
         return job
 
-    async def run_handler(self, job: Job, *, requeue: bool = True) -> Outcome:
-        """Run the handler of ``job``'s current state and turn what it did into an Outcome."""
-        blueprint = self.engine.blueprints.get(job.blueprint)
+    async def _gather(self, job: Job) -> Job | None:
+        """Every branch of the job's fan-out answered: it enters its aggregation state (else it waits)."""
+        wait = job.wait or {}
+        task_ids = wait.get("task_ids", [])
+        answered = await self.runtime.storage.branch_results(job.id)
+        if not task_ids or any(task_id not in answered for task_id in task_ids):
+            return job
+        commit = move_to(job, wait["aggregate_into"], run=False)
+        commit.close_tasks = dict.fromkeys(task_ids, TaskStatus.DONE)
+        try:
+            return await self.runtime.committer.apply(commit)
+        except VersionConflict:  # cancelled or failed meanwhile: whatever happened is stepped on its own
+            return await self.runtime.storage.get_job(job.id)
+
+    async def run_handler(self, job: Job, *, requeue: bool = True) -> Commit:
+        """Run the handler of ``job``'s current state and turn what it did into a Commit."""
+        blueprint = self.runtime.blueprints.get(job.blueprint)
         if blueprint is None:
             return end(job, JobStatus.FAILED, f"blueprint '{job.blueprint}' is not registered with this engine")
         info = blueprint.states.get(job.state)
@@ -157,8 +178,8 @@ class JobRunner:
             state_history=_copy(job.state_history),
             actions=actions,
             data_stores=DataStores(blueprint.data_stores),
-            client=self.engine.client_info(job.client),
-            aggregation_results=await self.engine.storage.branch_results(job.id) if info.is_aggregator else None,
+            client=self.runtime.client_info(job.client),
+            aggregation_results=await self.runtime.storage.branch_results(job.id) if info.is_aggregator else None,
         )
         original_history = job.state_history
         started = time.perf_counter()
@@ -170,22 +191,21 @@ class JobRunner:
             history = dict(context.state_history)
             _check_storable(blueprint.name, job.state, "state_history", history)
             job.state_history = history
-            outcome = await self._outcome_of(blueprint, job, info.is_end, actions, requeue)
+            commit = await self._commit_of(blueprint, job, info.is_end, actions, requeue)
         except HandlerError as exc:  # a mistake in the blueprint: retrying will not help
             job.state_history = original_history
-            outcome = end(job, JobStatus.QUARANTINED, str(exc))
+            commit = end(job, JobStatus.QUARANTINED, str(exc))
         except Exception as exc:
             job.state_history = original_history
-            outcome = self._handler_failed(job, exc)
+            commit = self._handler_failed(job, exc)
         duration_ms = (time.perf_counter() - started) * 1000
-        outcome.events.insert(
-            0, event(EventKind.STEP_FINISHED, job, state=context.current_state, duration_ms=round(duration_ms, 3))
-        )
-        return outcome
+        step = event(EventKind.STEP_FINISHED, job, state=context.current_state, duration_ms=round(duration_ms, 3))
+        commit.events = [step, *commit.events]
+        return commit
 
-    async def _outcome_of(
+    async def _commit_of(
         self, blueprint: StateMachineBlueprint, job: Job, is_end: bool, actions: ActionFactory, requeue: bool
-    ) -> Outcome:
+    ) -> Commit:
         action = actions.result()
         if is_end:
             if action is not None:
@@ -212,56 +232,44 @@ class JobRunner:
                 "message": action.message,
                 "integration": action.integration,
             }
-            return Outcome(
-                Commit(job),
-                [
-                    event(
-                        EventKind.JOB_WAITING,
-                        job,
-                        waiting_for="human",
-                        message=action.message,
-                        integration=action.integration,
-                    )
-                ],
+            waiting = event(
+                EventKind.JOB_WAITING,
+                job,
+                waiting_for="human",
+                message=action.message,
+                integration=action.integration,
             )
+            return Commit(job, events=[waiting])
         return self._run_blueprint(blueprint, job, action)
 
-    def _run_blueprint(self, blueprint: StateMachineBlueprint, job: Job, action: RunBlueprint) -> Outcome:
-        child_blueprint = self.engine.blueprints.get(action.blueprint_name)
+    def _run_blueprint(self, blueprint: StateMachineBlueprint, job: Job, action: RunBlueprint) -> Commit:
+        """Start a sub-job in the same commit that makes this one wait for it."""
+        child_blueprint = self.runtime.blueprints.get(action.blueprint_name)
         if child_blueprint is None:
             raise HandlerError(blueprint.name, job.state, f"run_blueprint: unknown blueprint '{action.blueprint_name}'")
         for target in action.transitions.values():
             self._check_target(blueprint, job.state, target)
         _check_storable(blueprint.name, job.state, "run_blueprint initial_data", action.initial_data)
-        if child_blueprint.input_model is not None:
-            # Checked now: a child refused after the parent committed would leave the parent waiting forever.
-            try:
-                child_blueprint.input_model.model_validate(action.initial_data)  # type: ignore[attr-defined]
-            except ValueError as exc:  # pydantic's ValidationError is a ValueError
-                raise HandlerError(
-                    blueprint.name,
-                    job.state,
-                    f"run_blueprint: blueprint '{action.blueprint_name}' refuses the initial_data: {exc}",
-                ) from None
-        child_id = new_id()
+        try:
+            child = new_job(
+                child_blueprint,
+                action.initial_data,
+                client=job.client,
+                parent_job_id=job.id,
+                tracing_context=job.tracing_context,
+            )
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise HandlerError(
+                blueprint.name,
+                job.state,
+                f"run_blueprint: blueprint '{action.blueprint_name}' refuses the initial_data: {exc}",
+            ) from None
         job.status = JobStatus.WAITING_FOR_SUB_JOB
-        job.wait = {"kind": "sub_job", "child_job_id": child_id, "transitions": action.transitions}
-        child = Job(
-            id=child_id,
-            blueprint=action.blueprint_name,
-            state="",
-            initial_data=action.initial_data,
-            client=job.client,
-            parent_job_id=job.id,
-            tracing_context=job.tracing_context,
-        )
-        return Outcome(
-            Commit(job),
-            [event(EventKind.JOB_WAITING, job, waiting_for="sub_job", child_job_id=child_id)],
-            children=[child],
-        )
+        job.wait = {"kind": "sub_job", "child_job_id": child.id, "transitions": action.transitions}
+        waiting = event(EventKind.JOB_WAITING, job, waiting_for="sub_job", child_job_id=child.id)
+        return Commit(job, children=[child], events=[waiting, created(child, child_blueprint)])
 
-    async def _dispatch(self, blueprint: StateMachineBlueprint, job: Job, action: Dispatch) -> Outcome:
+    async def _dispatch(self, blueprint: StateMachineBlueprint, job: Job, action: Dispatch) -> Commit:
         aggregate_into = action.aggregate_into
         for spec in action.tasks:
             for target in spec.transitions.values():
@@ -305,49 +313,46 @@ class JobRunner:
             )
             for spec in action.tasks
         ]
-        await self.engine.assign_workers(tasks)
+        await self.runtime.assign_workers(tasks)
         for task in tasks:  # after assign_workers: the span names the chosen worker
-            task.tracing_context = self.engine.tracer.dispatch_span(job, task)
+            task.tracing_context = self.runtime.tracer.dispatch_span(job, task)
         job.status = JobStatus.WAITING_FOR_PARALLEL_TASKS if aggregate_into else JobStatus.WAITING_FOR_WORKER
         job.wait = {"kind": "tasks", "task_ids": [t.id for t in tasks]}
         if aggregate_into:  # a fan-out's; a job of one task keeps no null key (22 bytes, in every store)
             job.wait["aggregate_into"] = aggregate_into
-        return Outcome(Commit(job, tasks=tasks, clear_branches=True), [dispatched(job, t) for t in tasks])
+        fan_in = len(tasks) if aggregate_into else None
+        return Commit(job, tasks=tasks, fan_in=fan_in, events=[dispatched(job, t) for t in tasks])
 
     @staticmethod
     def _check_target(blueprint: StateMachineBlueprint, state: str, target: str) -> None:
         if target not in blueprint.states:
             raise HandlerError(blueprint.name, state, f"transition to unknown state '{target}'")
 
-    def _handler_failed(self, job: Job, exc: Exception) -> Outcome:
-        config = self.engine.config
+    def _handler_failed(self, job: Job, exc: Exception) -> Commit:
+        config = self.runtime.config
         reason = f"Blueprint '{job.blueprint}', state '{job.state}': handler raised {type(exc).__name__}: {exc}"
         trace = "".join(traceback.format_exception(exc))
         logger.warning("%s", reason, extra={"job_id": job.id, "blueprint": job.blueprint, "state": job.state})
         job.handler_attempts += 1
         if job.handler_attempts > config.JOB_MAX_RETRIES:
-            outcome = end(job, JobStatus.QUARANTINED, reason)
-            outcome.events[0].data["traceback"] = trace
-            return outcome
+            commit = end(job, JobStatus.QUARANTINED, reason)
+            commit.events[0].data["traceback"] = trace
+            return commit
         delay = backoff_s(job.handler_attempts, config.RETRY_BACKOFF_BASE_SECONDS, config.RETRY_BACKOFF_MAX_SECONDS)
         job.status = JobStatus.AWAITING_RETRY
         job.error = reason
         job.retry_count += 1
         retry_at = time.time() + delay
         job.wait = {"kind": "retry", "retry_at": retry_at}
-        return Outcome(
-            Commit(job, timers={f"retry_job:{job.id}": retry_at}),
-            [
-                event(
-                    EventKind.HANDLER_RETRY,
-                    job,
-                    error=reason,
-                    traceback=trace,
-                    attempt=job.handler_attempts,
-                    retry_in_s=round(delay, 3),
-                )
-            ],
+        retry = event(
+            EventKind.HANDLER_RETRY,
+            job,
+            error=reason,
+            traceback=trace,
+            attempt=job.handler_attempts,
+            retry_in_s=round(delay, 3),
         )
+        return Commit(job, timers={TimerKind.RETRY_JOB.of(job.id): retry_at}, events=[retry])
 
 
 async def _retried(what: str, call: Any, *args: Any) -> Any:

@@ -30,7 +30,7 @@ from .models import JobStatus, now
 
 if TYPE_CHECKING:
     from .models import Job, Task
-    from .outcomes import Outcome
+    from .storage import Commit
 
 logger = logging.getLogger(__name__)
 
@@ -57,18 +57,18 @@ class StepSpan:
     def __init__(self, span: Any = None) -> None:
         self._span = span
 
-    def record(self, outcome: Outcome) -> None:
+    def record(self, commit: Commit) -> None:
         """Note what the step did: the job's next state and status, and an error status on failure."""
         span = self._span
         if span is None:
             return
-        job = outcome.job
+        job = commit.job
         span.set_attribute("avtomatika.job.next_state", job.state)
         span.set_attribute("avtomatika.job.status", str(job.status))
-        for event in outcome.events:
+        for event in commit.events:
             if event.kind in _ERROR_EVENTS:
                 span.add_event(str(event.kind), {"error": str(event.data.get("error") or "")})
-        if job.status in _FAILED_STATUSES or any(e.kind == EventKind.HANDLER_RETRY for e in outcome.events):
+        if job.status in _FAILED_STATUSES or any(e.kind == EventKind.HANDLER_RETRY for e in commit.events):
             from opentelemetry.trace import Status, StatusCode
 
             span.set_status(Status(StatusCode.ERROR, job.error or str(job.status)))

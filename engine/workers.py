@@ -18,7 +18,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 if TYPE_CHECKING:
     from .events import EventTransport
@@ -128,7 +128,8 @@ class WorkerChannels:
             self.relayed_in += 1
 
     async def close_all(self) -> None:
+        """Close every worker socket (the engine is stopping: workers connect again to another)."""
         for socket in [*self._sockets.values(), *self._anonymous]:
-            await socket.close()
+            await socket.close(code=WSCloseCode.GOING_AWAY, message=b"engine stopping")
         self._sockets.clear()
         self._anonymous.clear()

@@ -1,3 +1,16 @@
-"""Fixtures shared by every test module: the real redis-server started by the tests."""
+"""Fixtures shared by every test module: the real redis-server and PostgreSQL started by the tests,
+and an HTTP client session."""
 
-pytest_plugins = ["redis_server"]
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+pytest_plugins = ["redis_server", "postgres_server"]
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An aiohttp client session for talking to engine processes."""
+    async with aiohttp.ClientSession() as client:
+        yield client

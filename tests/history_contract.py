@@ -10,17 +10,18 @@ so durations are exact.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from avtomatika.events import Event, EventBus, EventKind
+from avtomatika.events import Event, EventKind
 from avtomatika.history import (
     STATE_LEFT,
     Cursor,
+    EventRecord,
     HistoryFilter,
     HistoryStorage,
     HistoryWriter,
@@ -28,9 +29,22 @@ from avtomatika.history import (
     JobRow,
 )
 from avtomatika.history import records as records_module
+from avtomatika.history.base import FeedMoved, FeedStep
 from avtomatika.history.migrations import POSTGRES, SQLITE, latest
+from avtomatika.models import Job, new_id
+from avtomatika.storage import MemoryStorage, Storage
 
 Reopen = Callable[[], Awaitable[HistoryStorage]] | None
+
+
+def records_of(events: Sequence[Event]) -> list[EventRecord]:
+    return [record for record in map(EventRecord.capture, events) if record is not None]
+
+
+async def feed_commit(storage: Storage, events: Sequence[Event]) -> None:
+    """``events`` into ``storage``'s history feed as one entry, as a commit puts them there."""
+    await storage.create_job(Job(id=new_id(), blueprint="feed", state="s"), run=False, events=events)
+
 
 T0 = 1_700_000_000.0
 
@@ -577,22 +591,42 @@ class HistoryContract:
         assert await history.get_job("old") is None
         assert await history.get_job("new") is not None
 
+    # -- the feed position -----------------------------------------------------------------------
+    async def test_a_batch_moves_the_feed_position_only_from_where_it_stands(self, history: HistoryStorage) -> None:
+        assert await history.feed_position("redis:a") is None
+        first = JobScript("j").created().events
+        assert await history.write(records_of(first), FeedStep("redis:a", None, "5-0")) == 1
+        assert await history.feed_position("redis:a") == "5-0"
+        assert await history.feed_position("redis:b") is None  # each feed its own position
+        with pytest.raises(FeedMoved):  # written already (another writer): nothing is written again
+            await history.write(records_of(first), FeedStep("redis:a", None, "5-0"))
+        assert len(await history.timeline("j")) == 1
+        assert await history.write([], FeedStep("redis:a", "5-0", "7-0")) == 0  # entries skipped
+        assert await history.feed_position("redis:a") == "7-0"
+
+    async def test_the_database_id_is_given_once(self, history: HistoryStorage) -> None:
+        first = await history.database_id()
+        assert first
+        assert await history.database_id() == first
+
     # -- through the writer ----------------------------------------------------------------------
     async def test_a_job_through_retry_quarantine_release_and_fan_out(self, history: HistoryStorage) -> None:
-        bus = EventBus()
-        writer = HistoryWriter(history, bus, batch_size=7, flush_interval_s=0.01)
+        storage = MemoryStorage()
+        writer = HistoryWriter(history, storage, batch_size=7, flush_interval_s=0.01)
         await writer.start()
         job, expected = realistic_job()
         try:
             for event in job.events:
-                bus.publish(event)
+                await feed_commit(storage, [event])
                 if event.kind == EventKind.TASK_TAKEN:  # not recorded by default, nor worker events
-                    bus.publish(Event(EventKind.TASK_PROGRESS, job.job_id, None, job.state, None, {"progress": 0.5}))
-            bus.publish(Event(EventKind.WORKER_REGISTERED, data={"worker_id": "w1"}))
+                    progress = Event(EventKind.TASK_PROGRESS, job.job_id, None, job.state, None, {"progress": 0.5})
+                    await feed_commit(storage, [progress])
+            await feed_commit(storage, [Event(EventKind.WORKER_REGISTERED, data={"worker_id": "w1"})])
             assert await writer.flush()
         finally:
             await writer.stop()
-        assert (writer.written, writer.dropped, writer.rejected, writer.pending) == (len(job.events), 0, 0, 0)
+        assert (writer.written, writer.dropped, writer.rejected) == (len(job.events), 0, 0)
+        assert await storage.feed_length() == 0
 
         timeline = await history.timeline(job.job_id)
         assert kinds_and_states(timeline) == expected

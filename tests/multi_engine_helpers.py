@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -115,14 +116,15 @@ class Cluster:
     _redis_stack: ExitStack = field(default_factory=ExitStack)
 
     # -- processes -------------------------------------------------------------------------------
-    def start_engine(self) -> Engine:
+    def start_engine(self, app_spec: str = APP_SPEC, extra_env: dict[str, str] | None = None) -> Engine:
         name = f"engine{len(self.engines) + 1}"
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in ENGINE_ENV_DROP}
         env.update(ENGINE_ENV)
         env["REDIS_URL"] = self.redis_server.url
         env["HISTORY_DATABASE_URI"] = self.history_dsn
-        command = [sys.executable, "-m", "avtomatika", "serve", APP_SPEC, "--host", "127.0.0.1", "--port", str(port)]
+        env.update(extra_env or {})
+        command = [sys.executable, "-m", "avtomatika", "serve", app_spec, "--host", "127.0.0.1", "--port", str(port)]
         log_path = self.tmp_path / f"{name}.log"
         proc = start_process(command, env, log_path, inherit_env=False)
         engine = Engine(name, f"http://127.0.0.1:{port}", proc, log_path)
@@ -133,13 +135,13 @@ class Cluster:
         for engine in self.engines:
             wait_http(f"{engine.url}/_public/status", 30, engine.proc)
 
-    def start_worker(self, engine: Engine, worker_id: str | None = None) -> Worker:
+    def start_worker(self, engine: Engine, worker_id: str | None = None, task_types: str = TASK_TYPE) -> Worker:
         worker_id = worker_id or f"multi-worker-{next(_ids)}"
         env = {
             "ORCHESTRATOR_URL": engine.url,
             "WORKER_ID": worker_id,
             "WORKER_TOKEN": WORKER_TOKEN,
-            "TASK_TYPES": TASK_TYPE,
+            "TASK_TYPES": task_types,
             "HEARTBEAT_INTERVAL": "0.5",
             "POLL_TIMEOUT": "10",
             "MAX_CONCURRENT": "8",
@@ -163,6 +165,15 @@ class Cluster:
 
     def kill_engine(self, engine: Engine) -> None:
         kill_process(engine.proc)
+
+    @staticmethod
+    def pause(engine: Engine) -> None:
+        """Freeze ``engine`` (SIGSTOP): it holds what it holds and does nothing until :meth:`resume`."""
+        engine.proc.send_signal(signal.SIGSTOP)
+
+    @staticmethod
+    def resume(engine: Engine) -> None:
+        engine.proc.send_signal(signal.SIGCONT)
 
     def replace_worker(self, worker: Worker, engine: Engine) -> Worker:
         """Stop ``worker`` and start it again (same id) pointed at ``engine``: its engine is gone."""
@@ -267,6 +278,27 @@ class Cluster:
                 for job_id in job_ids:
                     pipe.hget(f"avtomatika:job:{job_id}", "doc")
                 return [orjson.loads(doc) if doc else {} for doc in pipe.execute()]
+
+        return await asyncio.to_thread(read)
+
+    async def last_job_sequence(self) -> float:
+        """The creation sequence of the newest job (0 for none): see :meth:`jobs_since`."""
+
+        def read() -> float:
+            with self.redis_client() as client:
+                newest = client.zrange("avtomatika:jobs:all", -1, -1, withscores=True)
+            return float(newest[0][1]) if newest else 0.0
+
+        return await asyncio.to_thread(read)
+
+    async def jobs_since(self, sequence: float) -> list[str]:
+        """The ids of the jobs created after the one of creation ``sequence``, oldest first."""
+
+        def read() -> list[str]:
+            with self.redis_client() as client:
+                return [
+                    job_id.decode() for job_id in client.zrangebyscore("avtomatika:jobs:all", f"({sequence}", "+inf")
+                ]
 
         return await asyncio.to_thread(read)
 

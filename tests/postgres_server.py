@@ -4,14 +4,10 @@ PostgreSQL refuses to run as root, so when the tests run as root the server runs
 ``postgres`` user (``runuser``), in a ``mktemp -d`` directory under /tmp that user can reach.
 Trust authentication, ``fsync=off``: for tests only.
 
-Use ``running_postgres()`` (a context manager) in a session fixture, after ``require_postgres()``
-which fails the test with a clear message when PostgreSQL is not installed::
-
-    @pytest.fixture(scope="session")
-    def postgres() -> Iterator[PostgresServer]:
-        require_postgres()
-        with running_postgres() as server:
-            yield server
+A plugin of ``conftest.py``: the ``postgres`` fixture is one server for the whole session (each test
+makes a database of its own with ``postgres.create_database()``). A test that stops and starts its
+server uses ``running_postgres()`` (a context manager) after ``require_postgres()``, which fails the
+test with a clear message when PostgreSQL is not installed.
 
 Set ``AVTOMATIKA_PG_BIN`` to a ``bin`` directory to choose another installation.
 """
@@ -27,6 +23,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 PG_BIN_ENV = "AVTOMATIKA_PG_BIN"
 PG_USER = "postgres"
@@ -210,3 +208,11 @@ def running_postgres(attempts: int = 3) -> Iterator[PostgresServer]:
             server.remove()
         return
     raise RuntimeError(f"could not start PostgreSQL after {attempts} attempts: {last_error}")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One server for the session; each test makes a database of its own (``create_database``)."""
+    require_postgres()
+    with running_postgres() as server:
+        yield server

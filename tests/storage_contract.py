@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from avtomatika.errors import VersionConflict
+from avtomatika.events import Event, EventKind, events_from_json
 from avtomatika.models import Job, JobStatus, Task, TaskStatus, WorkerRecord, new_id
-from avtomatika.storage.base import Commit, JobFilter, Storage
+from avtomatika.storage.base import BranchAnswer, Commit, JobFilter, Storage
 
 #: How long a poll that should find nothing waits.
 SHORT = 0.05
@@ -24,6 +25,8 @@ SHORT = 0.05
 LONG = 5.0
 #: How long after it is taken a task without a ``timeout_s`` of its own times out.
 DEFAULT_TIMEOUT_S = 30.0
+#: How long a claimed timer stays with its claimer in these tests.
+LEASE_S = 1000.0
 
 
 # -- builders -------------------------------------------------------------------------------------
@@ -90,9 +93,34 @@ async def set_timers(storage: Storage, timers: dict[str, float]) -> None:
     await storage.commit(Commit(job, timers=timers))
 
 
+async def claim(storage: Storage, at: float, limit: int = 100) -> list[str]:
+    """The ids of the timers claimed at ``at`` (for ``LEASE_S``)."""
+    return [c.timer_id for c in await storage.claim_timers(at, LEASE_S, limit)]
+
+
 async def drain_timers(storage: Storage) -> set[str]:
-    """Every pending timer id (claiming them all)."""
-    return set(await storage.pop_due_timers(time.time() + 10 * 365 * 86400, limit=10_000))
+    """Every pending timer id (claiming and finishing them all)."""
+    claims = await storage.claim_timers(time.time() + 10 * 365 * 86400, LEASE_S, limit=10_000)
+    await storage.finish_timers(claims)
+    return {c.timer_id for c in claims}
+
+
+async def fan_out(storage: Storage, size: int, worker: WorkerRecord | None = None) -> tuple[Job, list[Task]]:
+    """A job waiting for ``size`` branches, all of them taken by ``worker``."""
+    job = await new_job(storage)
+    tasks = [make_task(job) for _ in range(size)]
+    job = await storage.commit(Commit(job, tasks=tasks, fan_in=size))
+    await take_ids(storage, worker or make_worker("a"), size)
+    return job, tasks
+
+
+async def feed_events(storage: Storage) -> list[list[Event]]:
+    """The events of every entry of the history feed, oldest first."""
+    return [events_from_json(entry.events) for entry in await storage.read_feed(None, 10_000)]
+
+
+def created_event(job: Job) -> Event:
+    return Event(EventKind.JOB_CREATED, job.id, job.blueprint, job.state, str(job.status), {"n": 1}, 1.5)
 
 
 async def create_jobs(storage: Storage, *specs: dict[str, Any]) -> list[Job]:
@@ -231,13 +259,15 @@ class StorageContract:
     async def test_stale_commit_changes_nothing(self, storage: Storage) -> None:
         worker = make_worker("a")
         job = await new_job(storage)
-        running = make_task(job)
-        job = await storage.commit(Commit(job, tasks=[running], timers={"keep": time.time() + 100}))
+        running, answered = make_task(job), make_task(job)
+        job = await storage.commit(Commit(job, tasks=[running, answered], timers={"keep": time.time() + 100}))
         assert await take(storage, worker) is not None
-        await storage.add_branch_result(job.id, "t1", {"x": 1})
+        assert await take(storage, worker) is not None
+        await storage.add_branch_result(job.id, answered.id, {"x": 1})
         stale = await storage.get_job(job.id)
         assert stale is not None
         current = await storage.commit(Commit(job))
+        fed = await storage.feed_length()
 
         stale.status = JobStatus.FAILED
         stale.error = "lost the race"
@@ -249,7 +279,9 @@ class StorageContract:
             close_tasks={running.id: TaskStatus.DONE},
             timers={"new": time.time() - 1},
             cancel_timers=["keep"],
-            clear_branches=True,
+            fan_in=3,
+            children=[make_job()],
+            events=[created_event(stale)],
         )
         with pytest.raises(VersionConflict):
             await storage.commit(change)
@@ -261,8 +293,10 @@ class StorageContract:
         assert still_running.status == TaskStatus.ASSIGNED
         assert (await storage.worker_load()).get(worker.worker_id) == 1
         assert (await storage.queue_lengths()).get("b", 0) == 0
-        assert await storage.branch_results(job.id) == {"t1": {"x": 1}}
+        assert await storage.branch_results(job.id) == {answered.id: {"x": 1}}
         assert await storage.take_runnable(SHORT) is None
+        assert await storage.feed_length() == fed
+        assert len(await storage.list_jobs(JobFilter())) == 1
         assert await drain_timers(storage) == {"keep", f"timeout:{running.id}"}
 
     async def test_commit_with_run_queues_the_job(self, storage: Storage) -> None:
@@ -373,7 +407,7 @@ class StorageContract:
         at = time.time()
         await set_timers(storage, {"retry_job:1": at + 10, "retry_job:2": at + 20})
         assert await storage.next_timer_at() == at + 10
-        assert await storage.pop_due_timers(at + 15) == ["retry_job:1"]
+        assert await claim(storage, at + 15) == ["retry_job:1"]
 
     async def test_commit_cancels_timers(self, storage: Storage) -> None:
         at = time.time()
@@ -388,7 +422,9 @@ class StorageContract:
         job = await new_job(storage)
         job = await storage.commit(Commit(job, timers={"early": at - 10, "late": at + 100}))
         await storage.commit(Commit(job, timers={"early": at + 100, "late": at - 10}))
-        assert await storage.pop_due_timers(at) == ["late"]
+        claims = await storage.claim_timers(at, LEASE_S)
+        assert [c.timer_id for c in claims] == ["late"]
+        await storage.finish_timers(claims)
         assert await drain_timers(storage) == {"early"}
 
     async def test_a_timer_cancelled_and_set_in_one_commit_is_set(self, storage: Storage) -> None:
@@ -396,17 +432,58 @@ class StorageContract:
         job = await new_job(storage)
         job = await storage.commit(Commit(job, timers={"t": at + 100}))
         await storage.commit(Commit(job, cancel_timers=["t"], timers={"t": at - 1}))
-        assert await storage.pop_due_timers(at) == ["t"]
+        assert await claim(storage, at) == ["t"]
 
-    async def test_clear_branches_forgets_the_job_branch_results(self, storage: Storage) -> None:
-        job = await new_job(storage)
-        other = await new_job(storage)
-        await storage.add_branch_result(job.id, "t1", {"x": 1})
-        await storage.add_branch_result(other.id, "t2", {"y": 2})
-        await storage.commit(Commit(job, clear_branches=True))
+    async def test_a_new_fan_in_forgets_the_job_branch_results(self, storage: Storage) -> None:
+        worker = make_worker("a")
+        job, (first, _) = await fan_out(storage, 2, worker)
+        other, (elsewhere,) = await fan_out(storage, 1, worker)
+        await storage.add_branch_result(job.id, first.id, {"x": 1})
+        await storage.add_branch_result(other.id, elsewhere.id, {"y": 2})
+        job = await storage.get_job(job.id)
+        assert job is not None
+        again = make_task(job)
+        await storage.commit(Commit(job, tasks=[again], fan_in=1))
         assert await storage.branch_results(job.id) == {}
-        assert await storage.branch_results(other.id) == {"t2": {"y": 2}}
-        assert await storage.add_branch_result(job.id, "t3", {}) == 1
+        assert await storage.branch_results(other.id) == {elsewhere.id: {"y": 2}}
+        await take(storage, worker)
+        assert await storage.add_branch_result(job.id, again.id, {}) == BranchAnswer.COMPLETE
+
+    async def test_withdrawing_a_task_answered_since_it_was_read_conflicts(self, storage: Storage) -> None:
+        job, (answered, other) = await fan_out(storage, 2)
+        read = await storage.get_job(job.id)
+        assert read is not None
+        assert await storage.add_branch_result(job.id, answered.id, {"x": 1}) == BranchAnswer.RECORDED
+        read.status = JobStatus.CANCELLED
+        withdraw = {answered.id: TaskStatus.WITHDRAWN, other.id: TaskStatus.WITHDRAWN}
+        with pytest.raises(VersionConflict):  # read again, the caller closes it as done instead
+            await storage.commit(Commit(read, close_tasks=withdraw))
+        assert (await storage.get_job(job.id)) == job
+        stored = await storage.get_task(answered.id)
+        assert stored is not None
+        assert stored.status == TaskStatus.DONE
+        closed = await storage.commit(Commit(read, close_tasks={**withdraw, answered.id: TaskStatus.DONE}))
+        assert closed.status == JobStatus.CANCELLED
+
+    async def test_commit_creates_its_children_and_queues_them(self, storage: Storage) -> None:
+        parent = await new_job(storage)
+        child = make_job(blueprint="child", parent_job_id=parent.id, initial_data={"n": 1})
+        parent.status = JobStatus.WAITING_FOR_SUB_JOB
+        await storage.commit(Commit(parent, children=[child]))
+        stored = await storage.get_job(child.id)
+        assert stored == Job.from_dict({**child.to_dict(), "version": 1})
+        assert await storage.take_runnable(SHORT) == child.id
+
+    async def test_commit_and_create_job_put_their_events_in_the_feed_as_one_entry(self, storage: Storage) -> None:
+        job = make_job()
+        created = created_event(job)
+        job = await storage.create_job(job, run=False, events=[created])
+        moved = Event(EventKind.STATE_ENTERED, job.id, job.blueprint, "next", "running", {"previous": "start"}, 2.5)
+        finished = Event(EventKind.JOB_FINISHED, job.id, job.blueprint, "next", "finished", {}, 3.25)
+        job = await storage.commit(Commit(job, events=[moved, finished]))
+        await storage.commit(Commit(job))  # no events: no entry
+        assert await feed_events(storage) == [[created], [moved, finished]]
+        assert await storage.feed_length() == 2
 
     # -- list_jobs -------------------------------------------------------------------------------
     async def test_list_jobs_newest_first(self, storage: Storage) -> None:
@@ -770,8 +847,8 @@ class StorageContract:
         assert taken is not None
         assert taken.deadline is not None
         assert await storage.next_timer_at() == taken.deadline
-        assert await storage.pop_due_timers(taken.deadline - 1) == []
-        assert await storage.pop_due_timers(taken.deadline) == [f"timeout:{task.id}"]
+        assert await claim(storage, taken.deadline - 1) == []
+        assert await claim(storage, taken.deadline) == [f"timeout:{task.id}"]
 
     async def test_take_task_returns_none_after_its_timeout(self, storage: Storage) -> None:
         assert await take(storage, make_worker("a"), timeout_s=SHORT) is None
@@ -942,85 +1019,123 @@ class StorageContract:
         assert taken.progress == 0.1
 
     # -- fan-in ----------------------------------------------------------------------------------
-    async def test_add_branch_result_returns_the_running_count(self, storage: Storage) -> None:
-        job = await new_job(storage)
-        counts = [await storage.add_branch_result(job.id, new_id(), {"i": i}) for i in range(3)]
-        assert counts == [1, 2, 3]
+    async def test_the_result_that_completes_the_round_queues_the_job(self, storage: Storage) -> None:
+        job, tasks = await fan_out(storage, 3)
+        answers = [await storage.add_branch_result(job.id, task.id, {"i": i}) for i, task in enumerate(tasks)]
+        assert answers == [BranchAnswer.RECORDED, BranchAnswer.RECORDED, BranchAnswer.COMPLETE]
+        assert await storage.take_runnable(SHORT) == job.id
+        assert await storage.take_runnable(SHORT) is None
 
-    async def test_concurrent_branch_results_are_all_counted(self, storage: Storage) -> None:
-        job = await new_job(storage)
-        task_ids = [new_id() for _ in range(100)]
-        counts = await asyncio.gather(
-            *(storage.add_branch_result(job.id, task_id, {"i": i}) for i, task_id in enumerate(task_ids))
+    async def test_concurrent_branch_results_are_all_counted_and_complete_once(self, storage: Storage) -> None:
+        job, tasks = await fan_out(storage, 100)
+        answers = await asyncio.gather(
+            *(storage.add_branch_result(job.id, task.id, {"i": i}) for i, task in enumerate(tasks))
         )
-        assert sorted(counts) == list(range(1, 101))
+        assert sorted(answers) == sorted([BranchAnswer.RECORDED] * 99 + [BranchAnswer.COMPLETE])
         results = await storage.branch_results(job.id)
-        assert results == {task_id: {"i": i} for i, task_id in enumerate(task_ids)}
+        assert results == {task.id: {"i": i} for i, task in enumerate(tasks)}
 
-    async def test_a_branch_result_added_twice_counts_once(self, storage: Storage) -> None:
-        job = await new_job(storage)
-        assert await storage.add_branch_result(job.id, "t1", {"n": 1}) == 1
-        assert await storage.add_branch_result(job.id, "t2", {"n": 2}) == 2
-        assert await storage.add_branch_result(job.id, "t1", {"n": 1}) == 2
-        assert set(await storage.branch_results(job.id)) == {"t1", "t2"}
+    async def test_a_branch_result_added_twice_is_a_duplicate(self, storage: Storage) -> None:
+        job, (first, second) = await fan_out(storage, 2)
+        assert await storage.add_branch_result(job.id, first.id, {"n": 1}) == BranchAnswer.RECORDED
+        assert await storage.add_branch_result(job.id, first.id, {"n": 2}) == BranchAnswer.DUPLICATE
+        assert await storage.branch_results(job.id) == {first.id: {"n": 1}}
+        assert await storage.add_branch_result(job.id, second.id, {"n": 3}) == BranchAnswer.COMPLETE
+
+    async def test_a_branch_that_is_not_taken_and_open_is_closed(self, storage: Storage) -> None:
+        job, (withdrawn, _) = await fan_out(storage, 2)
+        job = await storage.commit(Commit(job, close_tasks={withdrawn.id: TaskStatus.WITHDRAWN}))
+        queued = make_task(job)
+        await dispatch(storage, job, queued)
+        for task_id in (withdrawn.id, queued.id, new_id()):
+            assert await storage.add_branch_result(job.id, task_id, {}) == BranchAnswer.CLOSED
+        assert await storage.branch_results(job.id) == {}
+        stored = await storage.get_task(withdrawn.id)
+        assert stored is not None
+        assert stored.status == TaskStatus.WITHDRAWN
 
     async def test_add_branch_result_closes_the_task_as_done(self, storage: Storage) -> None:
         worker = make_worker("a")
-        job = await new_job(storage)
-        answered, other = make_task(job), make_task(job)
-        await dispatch(storage, job, answered, other)
-        await take_ids(storage, worker, 2)
-        assert await storage.add_branch_result(job.id, answered.id, {"x": 1}) == 1
+        job, (answered, other) = await fan_out(storage, 2, worker)
+        assert await storage.add_branch_result(job.id, answered.id, {"x": 1}) == BranchAnswer.RECORDED
         stored = await storage.get_task(answered.id)
         assert stored is not None
         assert stored.status == TaskStatus.DONE
         assert (await storage.worker_load()).get(worker.worker_id) == 1
         assert await drain_timers(storage) == {f"timeout:{other.id}"}
 
+    async def test_add_branch_result_puts_its_events_in_the_feed(self, storage: Storage) -> None:
+        job, (task,) = await fan_out(storage, 1)
+        before = len(await feed_events(storage))
+        answered = Event(EventKind.TASK_RESULT, job.id, None, "start", None, {"task_id": task.id}, 4.0)
+        await storage.add_branch_result(job.id, task.id, {}, [answered])
+        await storage.add_branch_result(job.id, task.id, {}, [answered])  # a duplicate: nothing
+        assert (await feed_events(storage))[before:] == [[answered]]
+
     async def test_branch_results_round_trip(self, storage: Storage) -> None:
-        job = await new_job(storage)
+        job, (task,) = await fan_out(storage, 1)
         result = {"status": "success", "data": {"list": [1, 2.5, None], "flag": True}, "task_type": "a"}
-        await storage.add_branch_result(job.id, "t1", result)
-        assert await storage.branch_results(job.id) == {"t1": result}
+        await storage.add_branch_result(job.id, task.id, result)
+        assert await storage.branch_results(job.id) == {task.id: result}
 
     async def test_branch_results_are_per_job(self, storage: Storage) -> None:
-        first, second = await new_job(storage), await new_job(storage)
-        await storage.add_branch_result(first.id, "t1", {"x": 1})
-        assert await storage.add_branch_result(second.id, "t2", {"y": 2}) == 1
-        assert await storage.branch_results(first.id) == {"t1": {"x": 1}}
+        worker = make_worker("a")
+        (first, (one,)), (second, (two,)) = await fan_out(storage, 1, worker), await fan_out(storage, 1, worker)
+        await storage.add_branch_result(first.id, one.id, {"x": 1})
+        assert await storage.add_branch_result(second.id, two.id, {"y": 2}) == BranchAnswer.COMPLETE
+        assert await storage.branch_results(first.id) == {one.id: {"x": 1}}
 
     async def test_branch_results_of_a_job_without_any_is_empty(self, storage: Storage) -> None:
         assert await storage.branch_results(new_id()) == {}
 
     # -- timers ----------------------------------------------------------------------------------
-    async def test_pop_due_timers_returns_only_due_timers(self, storage: Storage) -> None:
+    async def test_claim_timers_returns_only_due_timers(self, storage: Storage) -> None:
         at = time.time()
         await set_timers(storage, {"past": at - 10, "now": at, "future": at + 10})
-        assert sorted(await storage.pop_due_timers(at)) == ["now", "past"]
+        assert sorted(await claim(storage, at)) == ["now", "past"]
         assert await storage.next_timer_at() == at + 10
 
-    async def test_pop_due_timers_returns_earliest_first(self, storage: Storage) -> None:
+    async def test_claim_timers_returns_earliest_first(self, storage: Storage) -> None:
         at = time.time()
         await set_timers(storage, {"second": at - 5, "third": at - 1, "first": at - 10})
-        assert await storage.pop_due_timers(at) == ["first", "second", "third"]
+        assert await claim(storage, at) == ["first", "second", "third"]
 
-    async def test_pop_due_timers_returns_each_timer_once(self, storage: Storage) -> None:
+    async def test_claim_timers_returns_each_timer_once(self, storage: Storage) -> None:
         at = time.time()
         await set_timers(storage, {"t1": at - 1, "t2": at - 2})
-        assert sorted(await storage.pop_due_timers(at)) == ["t1", "t2"]
-        assert await storage.pop_due_timers(at + 100) == []
+        assert sorted(await claim(storage, at)) == ["t1", "t2"]
+        assert await claim(storage, at + 100) == []
 
-    async def test_pop_due_timers_respects_limit(self, storage: Storage) -> None:
+    async def test_a_claimed_timer_comes_due_again_after_its_lease_unless_finished(self, storage: Storage) -> None:
+        at = time.time()
+        await set_timers(storage, {"done": at - 2, "dropped": at - 1})
+        claims = await storage.claim_timers(at, 10.0)
+        assert [c.timer_id for c in claims] == ["done", "dropped"]
+        assert await storage.next_timer_at() == at + 10.0
+        await storage.finish_timers([c for c in claims if c.timer_id == "done"])
+        assert await claim(storage, at + 9.0) == []
+        assert await claim(storage, at + 10.0) == ["dropped"]  # its claimer died: someone else has it
+
+    async def test_finishing_a_claim_keeps_a_timer_set_again_since(self, storage: Storage) -> None:
+        at = time.time()
+        job = await new_job(storage)
+        job = await storage.commit(Commit(job, timers={"t": at - 1}))
+        claims = await storage.claim_timers(at, LEASE_S)
+        await storage.commit(Commit(job, timers={"t": at + 50}))  # moved by a commit meanwhile
+        await storage.finish_timers(claims)
+        assert await storage.next_timer_at() == at + 50
+
+    async def test_claim_timers_respects_limit(self, storage: Storage) -> None:
         at = time.time()
         await set_timers(storage, {f"t{i}": at - 10 + i for i in range(5)})
-        assert await storage.pop_due_timers(at, limit=2) == ["t0", "t1"]
-        assert await storage.pop_due_timers(at, limit=10) == ["t2", "t3", "t4"]
+        assert await claim(storage, at, limit=2) == ["t0", "t1"]
+        assert await claim(storage, at, limit=10) == ["t2", "t3", "t4"]
 
-    async def test_concurrent_pop_due_timers_claims_each_timer_once(self, storage: Storage) -> None:
+    async def test_concurrent_claims_get_each_timer_once(self, storage: Storage) -> None:
         at = time.time()
         timers = {f"t{i}": at - i for i in range(50)}
         await set_timers(storage, timers)
-        claims = await asyncio.gather(*(storage.pop_due_timers(at, limit=7) for _ in range(10)))
+        claims = await asyncio.gather(*(claim(storage, at, limit=7) for _ in range(10)))
         claimed = [timer_id for claim in claims for timer_id in claim]
         assert sorted(claimed) == sorted(timers)
 
@@ -1032,9 +1147,11 @@ class StorageContract:
         assert await storage.next_timer_at() == at + 10
         job = await storage.commit(Commit(job, cancel_timers=["t2"]))
         assert await storage.next_timer_at() == at + 20
-        assert await storage.pop_due_timers(at + 25) == ["t3"]
+        claims = await storage.claim_timers(at + 25, LEASE_S)
+        assert [c.timer_id for c in claims] == ["t3"]
         assert await storage.next_timer_at() == at + 30
-        await storage.pop_due_timers(at + 30)
+        await storage.finish_timers(claims)
+        await storage.finish_timers(await storage.claim_timers(at + 30, LEASE_S))
         assert await storage.next_timer_at() is None
 
     # -- workers ---------------------------------------------------------------------------------
@@ -1062,7 +1179,7 @@ class StorageContract:
         listed = await storage.list_workers()
         assert sorted(listed, key=lambda w: w.worker_id) == sorted(workers, key=lambda w: w.worker_id)
 
-    async def test_pop_expired_workers_returns_them_with_unanswered_tasks(self, storage: Storage) -> None:
+    async def test_expire_workers_returns_them_with_unanswered_tasks(self, storage: Storage) -> None:
         worker = make_worker("a", expires_in=60)
         await storage.save_worker(worker)
         job = await new_job(storage)
@@ -1071,36 +1188,108 @@ class StorageContract:
         job = await dispatch(storage, job, answered, running)
         await take_ids(storage, worker, 2)
         await storage.commit(Commit(job, tasks=[waiting], close_tasks={answered.id: TaskStatus.DONE}))
-        [(record, task_ids)] = await storage.pop_expired_workers(time.time() + 120)
+        [(record, task_ids)] = await storage.expire_workers(time.time() + 120)
         assert record == worker
         assert sorted(task_ids) == sorted([running.id, waiting.id])
 
-    async def test_pop_expired_workers_leaves_alive_workers(self, storage: Storage) -> None:
+    async def test_expire_workers_leaves_alive_workers(self, storage: Storage) -> None:
         at = time.time()
         dead, alive = make_worker("a", expires_in=-1), make_worker("a", expires_in=60)
         await storage.save_worker(dead)
         await storage.save_worker(alive)
-        expired = await storage.pop_expired_workers(at)
+        expired = await storage.expire_workers(at)
         assert [(record.worker_id, task_ids) for record, task_ids in expired] == [(dead.worker_id, [])]
         assert await storage.get_worker(dead.worker_id) is None
         assert await storage.list_workers() == [alive]
 
-    async def test_pop_expired_workers_claims_each_worker_once(self, storage: Storage) -> None:
+    async def test_expire_workers_claims_each_worker_once(self, storage: Storage) -> None:
         workers = [make_worker("a", expires_in=-1) for _ in range(5)]
         for worker in workers:
             await storage.save_worker(worker)
-        claims = await asyncio.gather(*(storage.pop_expired_workers(time.time()) for _ in range(4)))
+        claims = await asyncio.gather(*(storage.expire_workers(time.time()) for _ in range(4)))
         claimed = [record.worker_id for claim in claims for record, _ in claim]
         assert sorted(claimed) == sorted(worker.worker_id for worker in workers)
-        assert await storage.pop_expired_workers(time.time()) == []
+        assert await storage.expire_workers(time.time()) == []
 
-    async def test_expired_worker_leaves_the_load_and_gets_no_preassigned_task(self, storage: Storage) -> None:
+    async def test_an_expired_worker_task_never_taken_is_queued_for_anyone(self, storage: Storage) -> None:
         worker = make_worker("a", expires_in=-1)
         await storage.save_worker(worker)
         job = await new_job(storage)
         task = make_task(job, worker_id=worker.worker_id)
         await dispatch(storage, job, task)
-        [(_, task_ids)] = await storage.pop_expired_workers(time.time())
+        [(_, task_ids)] = await storage.expire_workers(time.time())
         assert task_ids == [task.id]
         assert (await storage.worker_load()).get(worker.worker_id, 0) == 0
-        assert await take(storage, worker) is None
+        assert await storage.queue_lengths() == {"a": 1}
+        taken = await take(storage, make_worker("a"))
+        assert taken is not None
+        assert taken.id == task.id
+        assert await drain_timers(storage) == {f"timeout:{task.id}"}
+
+    async def test_an_expired_worker_taken_task_gets_a_lost_timer_due_at_once(self, storage: Storage) -> None:
+        worker = make_worker("a", expires_in=60)
+        await storage.save_worker(worker)
+        job = await new_job(storage)
+        task = make_task(job)
+        await dispatch(storage, job, task)
+        assert await take(storage, worker) is not None
+        at = time.time() + 120
+        [(_, task_ids)] = await storage.expire_workers(at)
+        assert task_ids == [task.id]
+        claims = await storage.claim_timers(at, LEASE_S)
+        assert [c.timer_id for c in claims] == [f"lost:{task.id}"]
+        await storage.finish_timers(claims)
+        assert await drain_timers(storage) == set()  # its timeout timer is gone
+        stored = await storage.get_task(task.id)
+        assert stored is not None
+        assert stored.status == TaskStatus.ASSIGNED  # the scheduler retries it from the timer
+
+    # -- the history feed ------------------------------------------------------------------------
+    async def test_taking_a_task_puts_its_task_taken_event_in_the_feed(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        task = make_task(job, task_type="resize", state="work", attempt=2)
+        await dispatch(storage, job, task)
+        worker = make_worker("resize")
+        taken = await take(storage, worker)
+        assert taken is not None
+        [[event]] = await feed_events(storage)
+        assert event.kind == EventKind.TASK_TAKEN
+        assert (event.job_id, event.state, event.at) == (job.id, "work", taken.taken_at)
+        assert event.data == {"task_id": task.id, "task_type": "resize", "worker_id": worker.worker_id, "attempt": 2}
+
+    async def test_read_feed_goes_on_after_a_position(self, storage: Storage) -> None:
+        jobs = [await storage.create_job(make_job(), run=False, events=[created_event(make_job())]) for _ in range(5)]
+        assert len(jobs) == 5
+        entries = await storage.read_feed(None, 2)
+        assert len(entries) == 2
+        rest = await storage.read_feed(entries[-1].position, 10)
+        assert len(rest) == 3
+        assert await storage.read_feed(rest[-1].position, 10) == []
+        every = [entry.position for entry in await storage.read_feed(None, 10)]
+        assert every == [entry.position for entry in [*entries, *rest]]
+
+    async def test_the_feed_keeps_what_a_reader_seen_lately_has_not_written(self, storage: Storage) -> None:
+        for _ in range(3):
+            await storage.create_job(make_job(), run=False, events=[created_event(make_job())])
+        first, second, third = await storage.read_feed(None, 10)
+        assert await storage.lease_feed("db-1", "writer-1", 30)
+        assert await storage.lease_feed("db-2", "writer-2", 30)
+        await storage.trim_feed("db-1", third.position)
+        assert await storage.feed_length() == 3  # db-2 has written none of them
+        await storage.trim_feed("db-2", first.position)
+        assert [e.position for e in await storage.read_feed(None, 10)][-2:] == [second.position, third.position]
+        await storage.trim_feed("db-2", third.position)
+        assert await storage.read_feed(third.position, 10) == []
+        assert await storage.feed_length() <= 1  # a backend may keep the last entry written
+
+    async def test_one_writer_at_a_time_holds_a_database_lease(self, storage: Storage) -> None:
+        assert await storage.lease_feed("db", "writer-1", 30)
+        assert await storage.lease_feed("db", "writer-1", 30)  # kept
+        assert not await storage.lease_feed("db", "writer-2", 30)
+        assert await storage.lease_feed("other-db", "writer-2", 30)
+        assert await storage.lease_feed("db", "writer-1", 0)  # given up
+        assert await storage.lease_feed("db", "writer-2", 30)
+
+    async def test_feed_id_names_this_data_set(self, storage: Storage) -> None:
+        assert storage.feed_id
+        assert storage.feed_id == storage.feed_id

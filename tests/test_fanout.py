@@ -117,8 +117,7 @@ async def test_an_answered_branch_is_closed_at_once_and_a_duplicate_changes_noth
     assert aggregated == []
 
 
-async def test_interleaved_fan_outs_each_aggregate_once_when_rounds_are_forgotten(monkeypatch) -> None:
-    monkeypatch.setattr("avtomatika.results.MAX_ROUNDS", 1)  # a job's round is forgotten as the other's is read
+async def test_interleaved_fan_outs_each_aggregate_once() -> None:
     aggregated: list[dict[str, Any]] = []
     async with started_engine(seed_fanout(aggregated)) as engine:
         jobs = [await engine.create_job("files", {"files": [f"{n}-{i}" for i in range(3)]}) for n in "xy"]

@@ -18,30 +18,11 @@ from engine_helpers import (
     wait_for_status,
     waiting_tasks,
 )
+from support.blueprints import plain_blueprint
 
 from avtomatika import StateMachineBlueprint
 from avtomatika.errors import ResultRejected, WorkerNotFound
 from avtomatika.models import JobStatus, TaskStatus
-
-
-def plain_blueprint() -> StateMachineBlueprint:
-    """start dispatches one `echo` task with only a success transition."""
-    bp = StateMachineBlueprint("plain")
-
-    @bp.handler_for("start", is_start=True)
-    async def start(context):
-        context.actions.dispatch_task(
-            "echo",
-            params=dict(context.initial_data),
-            transitions={"success": "end"},
-            timeout_seconds=context.initial_data.get("timeout"),
-        )
-
-    @bp.handler_for("end", is_end=True)
-    async def end(context):
-        pass
-
-    return bp
 
 
 def full_blueprint() -> StateMachineBlueprint:

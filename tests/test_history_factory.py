@@ -18,6 +18,7 @@ from avtomatika.history import (
     open_history,
     parse_history_uri,
 )
+from avtomatika.history.migrations import SQLITE, latest
 
 
 @pytest.mark.parametrize(
@@ -64,7 +65,7 @@ async def test_open_history_defaults_to_a_temporary_file(tmp_path: Path, monkeyp
     try:
         assert isinstance(history, SQLiteHistory)
         assert history.path == ""  # SQLite's private temporary database, deleted on close
-        assert await history.schema_version() == 1
+        assert await history.schema_version() == latest(SQLITE)
         assert await history._fetch("PRAGMA synchronous", ()) == [(0,)]  # OFF: nothing in it outlives us
     finally:
         await history.close()

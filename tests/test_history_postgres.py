@@ -8,22 +8,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
-from history_contract import HistoryContract, JobScript, Reopen
+from history_contract import HistoryContract, JobScript, Reopen, feed_commit
 from postgres_server import PostgresServer, require_postgres, running_postgres
 
 from avtomatika import Config, OrchestratorEngine, StateMachineBlueprint
 from avtomatika.context import JobContext
-from avtomatika.events import EventBus
 from avtomatika.history import HistoryStorage, HistoryWriter, PostgresHistory, open_history
+from avtomatika.history.migrations import POSTGRES, latest
 from avtomatika.storage import MemoryStorage
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """One server for the contract tests; each test gets a database of its own."""
-    require_postgres()
-    with running_postgres() as server:
-        yield server
 
 
 @pytest.fixture
@@ -60,7 +52,7 @@ class TestPostgres(HistoryContract):
 async def test_concurrent_openings_migrate_once(postgres_dsn: str) -> None:
     opened = await asyncio.gather(*(open_history(postgres_dsn) for _ in range(4)))
     try:
-        assert {await h.schema_version() for h in opened} == {1}
+        assert {await h.schema_version() for h in opened} == {latest(POSTGRES)}
     finally:
         for history in opened:
             await history.close()
@@ -120,23 +112,25 @@ async def test_jobs_go_on_while_postgres_is_down_and_history_catches_up(private_
     engine = OrchestratorEngine(MemoryStorage(), Config(EXECUTOR_CONCURRENCY=2))
     engine.register_blueprint(two_state_blueprint())
     await engine.start(http=False)
-    writer = HistoryWriter(history, engine.events, flush_interval_s=0.02, retry_initial_s=0.05, retry_max_s=0.2)
+    writer = HistoryWriter(
+        history, engine.storage, engine.events, flush_interval_s=0.02, retry_initial_s=0.05, retry_max_s=0.2
+    )
     await writer.start()
     try:
         before = await engine.create_job("hop", {"n": 0})
         await finished(engine, [before.id])
-        await wait_for(lambda: writer.written == 5 and writer.pending == 0, what="the first job's history")
+        await wait_for(lambda: writer.written == 5, what="the first job's history")
 
         await asyncio.to_thread(server.stop)
         during = [(await engine.create_job("hop", {"n": n})).id for n in range(1, 6)]
         await finished(engine, during)  # the engine does not wait for history
         await wait_for(lambda: writer.failures >= 2, what="failed attempts")
-        assert writer.pending == 5 * len(during)
+        assert writer.written == 5
         assert (writer.dropped, writer.rejected) == (0, 0)
         assert writer.last_error is not None
 
         await asyncio.to_thread(server.start)  # same port, same data directory
-        await wait_for(lambda: writer.pending == 0, what="the buffered events to be written")
+        await wait_for(lambda: writer.written == 30, what="the feed to be written")
         assert (writer.written, writer.failures, writer.dropped, writer.rejected) == (30, 0, 0, 0)
         for job_id in [before.id, *during]:
             timeline = await history.timeline(job_id)
@@ -156,17 +150,15 @@ async def test_stop_gives_up_after_its_timeout_when_the_database_is_down(
 ) -> None:
     server = private_postgres
     history = await open_history(server.create_database())
-    bus = EventBus()
-    writer = HistoryWriter(history, bus, flush_interval_s=0.02, retry_initial_s=0.05, retry_max_s=0.1)
+    storage = MemoryStorage()
+    writer = HistoryWriter(history, storage, flush_interval_s=0.02, retry_initial_s=0.05, retry_max_s=0.1)
     await writer.start()
     try:
         await asyncio.to_thread(server.stop)
-        for event in JobScript("j").created().step().events:
-            bus.publish(event)
+        await feed_commit(storage, JobScript("j").created().step().events)
         started = time.monotonic()
         await writer.stop(timeout_s=0.5)
         assert time.monotonic() - started < 5
-        assert writer.pending == 0
-        assert "stopped with 2 events not written" in caplog.text
+        assert "stopped with 1 feed entries not written" in caplog.text
     finally:
         await history.close()

@@ -1,5 +1,6 @@
-"""The history writer (and the retention loop): batching, a bounded buffer that counts what it drops, retries while the
-database is down, records the database refuses, and a clean stop. SQLite in memory underneath."""
+"""The history writer (and the retention loop): it writes live storage's feed in batches, each line once
+and in order (also with two writers racing, or a writer restarted), retries while the database is
+down, skips entries the database refuses, and stops cleanly. SQLite in memory, MemoryStorage's feed."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
-from history_contract import JobScript
+from history_contract import JobScript, feed_commit
 
 from avtomatika.events import Event, EventBus, EventKind
 from avtomatika.history import EventRecord, HistoryWriter, SQLiteHistory, retention_loop
+from avtomatika.history.base import FeedStep
+from avtomatika.storage import MemoryStorage
 
 
 class FlakyHistory(SQLiteHistory):
@@ -23,13 +26,14 @@ class FlakyHistory(SQLiteHistory):
         self.down = False
         self.batches: list[int] = []
 
-    async def write(self, records: Sequence[EventRecord]) -> int:
+    async def write(self, records: Sequence[EventRecord], feed: FeedStep | None = None) -> int:
         if self.down:
             raise ConnectionRefusedError("history database is down")
         if any(r.job_id == "poison" for r in records):
             raise ValueError("the database refuses this record")
-        self.batches.append(len(records))
-        return await super().write(records)
+        if records:
+            self.batches.append(len(records))
+        return await super().write(records, feed)
 
     async def purge_before(self, cutoff_at: float, batch_size: int = 1000) -> int:
         if self.down:
@@ -56,23 +60,36 @@ async def history() -> AsyncIterator[FlakyHistory]:
 
 
 @pytest.fixture
+def storage() -> MemoryStorage:
+    return MemoryStorage()
+
+
+@pytest.fixture
 def bus() -> EventBus:
     return EventBus()
 
 
 @pytest.fixture
-async def make_writer(history: FlakyHistory, bus: EventBus) -> AsyncIterator[MakeWriter]:
+async def make_writer(history: FlakyHistory, storage: MemoryStorage, bus: EventBus) -> AsyncIterator[MakeWriter]:
     made: list[HistoryWriter] = []
 
     def make(**options: float) -> HistoryWriter:
         options = {"flush_interval_s": 0.01, "retry_initial_s": 0.01, "retry_max_s": 0.05, **options}
-        writer = HistoryWriter(history, bus, **options)  # type: ignore[arg-type]
+        writer = HistoryWriter(history, storage, bus, **options)  # type: ignore[arg-type]
         made.append(writer)
         return writer
 
     yield make
     for writer in made:
         await writer.stop(timeout_s=1)
+
+
+async def commit(storage: MemoryStorage, events: Sequence[Event], bus: EventBus | None = None) -> None:
+    """``events`` into the feed as one entry, as a commit puts them there (and on the bus, as the
+    committer does)."""
+    await feed_commit(storage, events)
+    for event in events if bus is not None else ():
+        bus.publish(event)
 
 
 async def eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
@@ -90,152 +107,199 @@ def steps(job_id: str, n: int) -> list[Event]:
     return job.events
 
 
-async def test_events_are_written_in_batches(history: FlakyHistory, bus: EventBus, make_writer: MakeWriter) -> None:
+async def test_entries_are_written_in_batches(
+    history: FlakyHistory, storage: MemoryStorage, make_writer: MakeWriter
+) -> None:
     writer = make_writer(batch_size=4, flush_interval_s=60)
-    await writer.start()
     for event in steps("j", 10):
-        bus.publish(event)
-    await eventually(lambda: writer.written == 8)  # two full batches go at once...
-    assert writer.pending == 2  # ...the rest waits for the flush interval (or stop)
-    await writer.stop()
+        await commit(storage, [event])
+    assert await writer.flush()
     assert history.batches == [4, 4, 2]
     assert [e.seq for e in await history.timeline("j")] == list(range(1, 11))
+    assert await storage.feed_length() == 0  # written, so trimmed
 
 
-async def test_a_write_starts_at_write_at_and_takes_everything_buffered(
-    history: FlakyHistory, bus: EventBus, make_writer: MakeWriter
+async def test_events_committed_here_wake_the_writer_at_write_at(
+    history: FlakyHistory, storage: MemoryStorage, bus: EventBus, make_writer: MakeWriter
 ) -> None:
-    writer = make_writer(batch_size=8, write_at=3, flush_interval_s=60)
-    assert HistoryWriter(history, EventBus(), batch_size=2, write_at=5).write_at == 2  # never past a batch
+    writer = make_writer(batch_size=100, write_at=3, flush_interval_s=60)
     await writer.start()
-    for event in steps("j", 20):  # published before the writer runs: all buffered at once
-        bus.publish(event)
-    await eventually(lambda: writer.written == 20)
-    assert history.batches == [8, 8, 4]  # up to batch_size each, the rest since it is >= write_at
-    for event in JobScript("k").created().step().events:
-        bus.publish(event)
+    await commit(storage, steps("j", 2), bus)
     await asyncio.sleep(0.05)
-    assert writer.pending == 2  # fewer than write_at: they wait for the flush interval (or stop)
-    await writer.stop()
-    assert history.batches == [8, 8, 4, 2]
+    assert writer.written == 0  # fewer than write_at: they wait for the flush interval (or stop)
+    await commit(storage, JobScript("k").created().events, bus)
+    await eventually(lambda: writer.written == 3)
+    assert history.batches == [3]
 
 
 async def test_light_traffic_is_written_within_the_flush_interval(
-    history: FlakyHistory, bus: EventBus, make_writer: MakeWriter
+    history: FlakyHistory, storage: MemoryStorage, make_writer: MakeWriter
 ) -> None:
     writer = make_writer(batch_size=500, flush_interval_s=0.05)
     await writer.start()
-    bus.publish(steps("j", 1)[0])
+    await commit(storage, steps("j", 1))
     await eventually(lambda: writer.written == 1, timeout_s=2)
     assert len(await history.timeline("j")) == 1
 
 
-async def test_a_full_buffer_drops_new_events_counts_them_and_warns(
-    history: FlakyHistory, bus: EventBus, make_writer: MakeWriter, caplog: pytest.LogCaptureFixture
+async def test_a_full_feed_drops_the_oldest_entries_counts_them_and_warns(
+    history: FlakyHistory, make_writer: MakeWriter, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="avtomatika.history")
-    history.down = True
-    writer = make_writer(max_buffer=10, batch_size=4)
-    await writer.start()
+    caplog.set_level(logging.WARNING, logger="avtomatika.storage")
+    storage = MemoryStorage(max_feed=10)
+    writer = HistoryWriter(history, storage, flush_interval_s=0.01, retry_initial_s=0.01, retry_max_s=0.05)
     events = steps("j", 25)
     for event in events:
-        bus.publish(event)  # never raises into the publisher
-    assert (writer.pending, writer.dropped) == (10, 15)
-    assert caplog.text.count("buffer full") == 1  # one warning per episode, not one per event
-    await eventually(lambda: writer.failures >= 2)
-    assert writer.stats()["dropped"] == 15
-
-    history.down = False
-    await eventually(lambda: writer.pending == 0)
-    assert (writer.written, writer.dropped, writer.failures) == (10, 15, 0)
-    assert "15 events were dropped" in caplog.text
-    assert "writing again after" in caplog.text
-    assert [e.at for e in await history.timeline("j")] == [e.at for e in events[:10]]  # the oldest were kept
+        await commit(storage, [event])  # never raises into the committer
+    assert (await storage.feed_length(), writer.dropped) == (10, 15)
+    assert caplog.text.count("history feed full") == 1  # one warning, not one per entry
+    assert await writer.flush()
+    assert (writer.written, writer.dropped, writer.stats()["dropped"]) == (10, 15, 15)
+    assert [e.at for e in await history.timeline("j")] == [e.at for e in events[15:]]  # the newest were kept
 
 
-async def test_failed_batches_are_kept_and_retried_with_backoff(
-    history: FlakyHistory, bus: EventBus, make_writer: MakeWriter
+async def test_failed_batches_stay_in_the_feed_and_are_retried_with_backoff(
+    history: FlakyHistory, storage: MemoryStorage, make_writer: MakeWriter, caplog: pytest.LogCaptureFixture
 ) -> None:
     history.down = True
     writer = make_writer(batch_size=3, retry_initial_s=0.01, retry_max_s=0.04)
     await writer.start()
     for event in steps("j", 5):
-        bus.publish(event)
+        await commit(storage, [event])
     await eventually(lambda: writer.failures >= 4)
-    assert writer.pending == 5
+    assert await storage.feed_length() == 5
     assert writer._backoff_s() == 0.04  # capped
+    assert writer.last_error is not None
     assert not await writer.flush()  # a flush while down keeps everything
-    assert writer.pending == 5
+    assert await storage.feed_length() == 5
     history.down = False
-    await eventually(lambda: writer.pending == 0)
+    await eventually(lambda: writer.written == 5)
     assert [e.seq for e in await history.timeline("j")] == [1, 2, 3, 4, 5]
+    assert "writing again after" in caplog.text
 
 
-async def test_a_record_the_database_refuses_is_dropped_alone(
-    history: FlakyHistory, bus: EventBus, make_writer: MakeWriter
+async def test_an_entry_the_database_refuses_is_skipped_alone(
+    history: FlakyHistory, storage: MemoryStorage, make_writer: MakeWriter
 ) -> None:
     writer = make_writer(batch_size=100, isolate_after=2)
     await writer.start()
     good = steps("good", 3)
-    for event in [good[0], *steps("poison", 1), *good[1:]]:
-        bus.publish(event)
-    await eventually(lambda: writer.pending == 0)
-    assert (writer.written, writer.rejected) == (3, 1)
+    for events in ([good[0]], steps("poison", 1), good[1:]):
+        await commit(storage, events)
+    await eventually(lambda: writer.written == 3)
+    assert writer.rejected == 1
     assert [e.seq for e in await history.timeline("good")] == [1, 2, 3]
     assert await history.get_job("poison") is None
-    for event in steps("after", 2):  # the writer goes on in batches
-        bus.publish(event)
+    await commit(storage, steps("after", 2))  # the writer goes on in batches
     await eventually(lambda: writer.written == 5)
     assert writer.failures == 0
 
 
-async def test_stop_writes_what_is_left(history: FlakyHistory, bus: EventBus, make_writer: MakeWriter) -> None:
+async def test_stop_writes_what_is_left(history: FlakyHistory, storage: MemoryStorage, make_writer: MakeWriter) -> None:
     writer = make_writer(batch_size=1000, flush_interval_s=60)
     await writer.start()
-    for event in steps("j", 7):
-        bus.publish(event)
+    await commit(storage, steps("j", 7))
     await asyncio.sleep(0)
     assert writer.written == 0
     await writer.stop()
     assert writer.written == 7
     assert not writer.running
-    bus.publish(steps("later", 1)[0])  # unsubscribed
-    assert writer.pending == 0
     await writer.stop()  # twice is fine
 
 
-async def test_only_job_events_of_the_chosen_kinds_are_buffered(bus: EventBus, make_writer: MakeWriter) -> None:
-    writer = make_writer()
-    await writer.start()
-    bus.publish(Event(EventKind.WORKER_REGISTERED, data={"worker_id": "w"}))
-    bus.publish(Event(EventKind.TASK_PROGRESS, "j", None, "s", None, {"progress": 0.1}))
-    assert writer.pending == 0
-    only = make_writer(kinds={EventKind.TASK_PROGRESS})
-    only.on_event(Event(EventKind.TASK_PROGRESS, "j", None, "s", None, {"progress": 0.1}))
-    only.on_event(steps("j", 1)[0])
-    assert only.pending == 1
-
-
-async def test_an_event_that_cannot_be_read_is_counted_not_raised(
-    bus: EventBus, make_writer: MakeWriter, caplog: pytest.LogCaptureFixture
+async def test_only_job_events_of_the_chosen_kinds_are_written(
+    history: FlakyHistory, storage: MemoryStorage, make_writer: MakeWriter
 ) -> None:
+    await commit(storage, [Event(EventKind.WORKER_REGISTERED, data={"worker_id": "w"})])
+    await commit(storage, [Event(EventKind.TASK_PROGRESS, "j", None, "s", None, {"progress": 0.1})])
     writer = make_writer()
-    await writer.start()
-    broken = Event(EventKind.JOB_CREATED, "j", "bp", "s", "pending", {})
-    broken.at = "not a time"  # type: ignore[assignment]
-    bus.publish(broken)
-    assert (writer.rejected, writer.pending) == (1, 0)
-    assert "could not record" in caplog.text
+    assert await writer.flush()
+    assert writer.written == 0
+    await writer.stop()  # gives the database up to the next writer
+    await commit(storage, [Event(EventKind.TASK_PROGRESS, "k", None, "s", None, {"progress": 0.1})])
+    only = make_writer(kinds={EventKind.TASK_PROGRESS})
+    assert await only.flush()
+    assert only.written == 1  # the earlier entries were written by the first (the same database)
+    assert [e.kind for e in await history.timeline("k")] == ["task_progress"]
 
 
-async def test_lifecycle_misuse(make_writer: MakeWriter, history: FlakyHistory, bus: EventBus) -> None:
+async def test_an_entry_that_cannot_be_read_is_counted_not_raised(
+    storage: MemoryStorage, make_writer: MakeWriter, caplog: pytest.LogCaptureFixture
+) -> None:
+    await commit(storage, [Event("no such kind", "j", "bp", "s", "pending", {})])  # type: ignore[arg-type]
+    await commit(storage, steps("k", 1))
+    writer = make_writer()
+    assert await writer.flush()
+    assert (writer.rejected, writer.written) == (1, 1)
+    assert "could not read feed entry" in caplog.text
+
+
+async def test_two_writers_racing_write_each_line_once_and_in_order(
+    history: FlakyHistory, storage: MemoryStorage, make_writer: MakeWriter
+) -> None:
+    """Two writers of one database (as after a lease ran out): the feed position refuses a batch
+    written already, and the loser reads where history stands and goes on."""
+    first, second = make_writer(batch_size=3, lease_s=0), make_writer(batch_size=3, lease_s=0)
+    events = steps("j", 20)
+    for event in events:
+        await commit(storage, [event])
+    flushed = await asyncio.gather(*(writer.flush() for writer in (first, second, first, second)))
+    assert any(flushed)
+    await first.flush()
+    assert first.written + second.written == 20
+    timeline = await history.timeline("j")
+    assert [e.seq for e in timeline] == list(range(1, 21))
+    assert [e.at for e in timeline] == [e.at for e in events]
+
+
+async def test_a_new_writer_goes_on_where_history_stands(
+    history: FlakyHistory, storage: MemoryStorage, make_writer: MakeWriter
+) -> None:
+    for event in steps("j", 4):
+        await commit(storage, [event])
+    first = make_writer()
+    assert await first.flush()
+    await first.stop()
+    await commit(storage, JobScript("k").created().events)
+    again = make_writer()
+    assert await again.flush()
+    assert again.written == 1
+    assert len(await history.timeline("j")) == 4
+
+
+async def test_every_history_database_gets_every_line(storage: MemoryStorage) -> None:
+    """Two databases on one feed (two engines, each with its own SQLite): what one has written stays
+    in the feed until the other has written it too."""
+    databases = [SQLiteHistory(), SQLiteHistory()]
+    for database in databases:
+        await database.open()
+    try:
+        writers = [HistoryWriter(database, storage) for database in databases]
+        for writer in writers:  # each database a reader of the feed from its first look
+            assert await writer.flush()
+        await commit(storage, steps("j", 3))
+        assert await writers[0].flush()
+        assert await storage.feed_length() == 1  # the second has not written it yet
+        await commit(storage, steps("k", 2))
+        assert await writers[1].flush()
+        assert await storage.feed_length() == 1  # k's entry: the first has not written it
+        assert await writers[0].flush()
+        assert await storage.feed_length() == 0
+        for database in databases:
+            assert [len(await database.timeline(job_id)) for job_id in "jk"] == [3, 2]
+    finally:
+        for database in databases:
+            await database.close()
+
+
+async def test_lifecycle_misuse(make_writer: MakeWriter, history: FlakyHistory, storage: MemoryStorage) -> None:
     writer = make_writer()
     await writer.start()
     with pytest.raises(RuntimeError, match="already started"):
         await writer.start()
-    with pytest.raises(ValueError, match="max_buffer"):
-        HistoryWriter(history, bus, max_buffer=0)
-    assert "pending=0" in repr(writer)
+    with pytest.raises(ValueError, match="batch_size"):
+        HistoryWriter(history, storage, batch_size=0)
+    assert "written=0" in repr(writer)
 
 
 async def test_retention_loop_purges_and_survives_failures(

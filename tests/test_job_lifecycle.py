@@ -355,7 +355,7 @@ async def test_engine_error_outside_the_handler_quarantines_instead_of_stalling(
         def broken_client_info(client):
             raise RuntimeError("client registry unavailable")
 
-        monkeypatch.setattr(engine, "client_info", broken_client_info)
+        monkeypatch.setattr(engine.runtime, "client_info", broken_client_info)
         job = await engine.create_job("my_first_blueprint")
         done = await wait_for_status(engine, job.id, "quarantined")
         await assert_no_silent_stall(engine)

@@ -22,7 +22,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from multi_engine_helpers import Cluster, running_cluster
-from postgres_server import PostgresServer, require_postgres, running_postgres
+from postgres_server import PostgresServer
 
 from avtomatika.storage import MemoryStorage
 from avtomatika.storage.redis import RedisStorage
@@ -116,19 +116,6 @@ async def test_without_a_relay_an_unknown_worker_gets_nothing() -> None:
 
 
 # -- real processes ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    require_postgres()
-    with running_postgres() as server:
-        yield server
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 @pytest.fixture
 def cluster(tmp_path: Path, postgres: PostgresServer, session: aiohttp.ClientSession) -> Iterator[Cluster]:
     with running_cluster(tmp_path, postgres, session) as running:

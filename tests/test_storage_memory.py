@@ -49,9 +49,10 @@ async def test_max_terminal_jobs_forgets_the_oldest_terminal_jobs(memory: Memory
 async def test_max_terminal_jobs_forgets_their_tasks_and_branch_results(memory: MemoryStorage) -> None:
     oldest, *others = await create_jobs(memory, {}, {}, {})
     task = make_task(oldest)
-    oldest = await dispatch(memory, oldest, task)
+    oldest = await memory.commit(Commit(oldest, tasks=[task], fan_in=2))
+    assert await take(memory, make_worker("a")) is not None
     await memory.add_branch_result(oldest.id, task.id, {"x": 1})
-    await memory.commit(Commit(oldest, close_tasks={task.id: TaskStatus.WITHDRAWN}))
+    assert await memory.branch_results(oldest.id) == {task.id: {"x": 1}}
     for job in [oldest, *others]:
         await finish(memory, (await memory.get_job(job.id)) or job)
     assert await memory.get_task(task.id) is None
@@ -66,6 +67,17 @@ async def test_max_terminal_jobs_keeps_every_live_job(memory: MemoryStorage) -> 
         await finish(memory, job)
     assert all([await memory.get_job(job.id) is not None for job in live])
     assert await memory.get_job(finished[0].id) is None
+
+
+async def test_quarantined_and_waiting_jobs_are_never_forgotten(memory: MemoryStorage) -> None:
+    quarantined, waiting, *ended = await create_jobs(memory, *({} for _ in range(6)))
+    await finish(memory, quarantined, JobStatus.QUARANTINED)
+    await finish(memory, waiting, JobStatus.WAITING_FOR_HUMAN)
+    for job in ended:
+        await finish(memory, job, JobStatus.CANCELLED)
+    assert await memory.get_job(quarantined.id) is not None
+    assert await memory.get_job(waiting.id) is not None
+    assert [await memory.get_job(job.id) is not None for job in ended] == [False, False, True, True]
 
 
 async def test_a_job_that_leaves_a_terminal_status_is_not_forgotten(memory: MemoryStorage) -> None:

@@ -20,7 +20,9 @@ from redis_server import RedisServer, running_redis
 from storage_contract import (
     SHORT,
     StorageContract,
+    claim,
     dispatch,
+    fan_out,
     make_job,
     make_task,
     make_worker,
@@ -33,7 +35,7 @@ from storage_contract import (
 from avtomatika import keys
 from avtomatika.errors import VersionConflict
 from avtomatika.models import Job, JobStatus, TaskStatus
-from avtomatika.storage.base import Commit, JobFilter
+from avtomatika.storage.base import BranchAnswer, Commit, JobFilter
 from avtomatika.storage.redis import RedisStorage
 
 #: A short lease, so take-overs happen within a test.
@@ -277,9 +279,11 @@ async def test_concurrent_commits_on_one_job_exactly_one_wins(make_storage: Stor
 
 async def test_concurrent_branch_results_from_two_processes_are_all_counted(make_storage: StorageFactory) -> None:
     a, b = await make_storage(), await make_storage()
-    job = await new_job(a)
-    counts = await asyncio.gather(*((a, b)[i % 2].add_branch_result(job.id, f"t{i}", {"i": i}) for i in range(200)))
-    assert sorted(counts) == list(range(1, 201))
+    job, tasks = await fan_out(a, 200)
+    answers = await asyncio.gather(
+        *((a, b)[i % 2].add_branch_result(job.id, task.id, {"i": i}) for i, task in enumerate(tasks))
+    )
+    assert sorted(answers) == sorted([BranchAnswer.RECORDED] * 199 + [BranchAnswer.COMPLETE])
     assert len(await b.branch_results(job.id)) == 200
 
 
@@ -291,8 +295,8 @@ async def test_timers_and_expired_workers_are_claimed_once_across_processes(make
     workers = [make_worker("a", expires_in=-1) for _ in range(10)]
     for worker in workers:
         await b.save_worker(worker)
-    timer_claims = await asyncio.gather(*(s.pop_due_timers(at, limit=7) for s in (a, b) for _ in range(6)))
-    worker_claims = await asyncio.gather(*(s.pop_expired_workers(time.time()) for s in (a, b) for _ in range(3)))
+    timer_claims = await asyncio.gather(*(claim(s, at, limit=7) for s in (a, b) for _ in range(6)))
+    worker_claims = await asyncio.gather(*(s.expire_workers(time.time()) for s in (a, b) for _ in range(3)))
     assert sorted(t for claim in timer_claims for t in claim) == sorted(f"t{i}" for i in range(60))
     claimed_workers = [record.worker_id for claim in worker_claims for record, _ in claim]
     assert sorted(claimed_workers) == sorted(worker.worker_id for worker in workers)
@@ -341,9 +345,10 @@ async def test_the_pool_waits_instead_of_raising_under_load(make_storage: Storag
     storage = await make_storage(max_connections=4)
     jobs = await asyncio.gather(*(storage.create_job(make_job(), run=False) for _ in range(100)))
     read = await asyncio.gather(*(storage.get_job(job.id) for job in jobs))
-    counts = await asyncio.gather(*(storage.add_branch_result(jobs[0].id, f"t{i}", {}) for i in range(100)))
+    job, tasks = await fan_out(storage, 100)
+    answers = await asyncio.gather(*(storage.add_branch_result(job.id, task.id, {}) for task in tasks))
     assert read == jobs
-    assert sorted(counts) == list(range(1, 101))
+    assert answers.count(BranchAnswer.COMPLETE) == 1
 
 
 async def test_waiting_pollers_hold_no_connection(make_storage: StorageFactory) -> None:
@@ -417,13 +422,13 @@ async def test_retried_claims_return_what_the_first_call_claimed(make_storage: S
     await storage.commit(Commit(job, tasks=[task], timers={"t1": at - 1}))
     dead = make_worker("a", expires_in=-1)
     await storage.save_worker(dead)
-    for script in ("take_task", "pop_due_timers", "pop_expired_workers"):
+    for script in ("take_task", "claim_timers", "expire_workers"):
         run_twice(storage, script)
     taken = await take(storage, make_worker("a"))
     assert taken is not None
     assert taken.id == task.id
-    assert await storage.pop_due_timers(at) == ["t1"]
-    assert [record.worker_id for record, _ in await storage.pop_expired_workers(time.time())] == [dead.worker_id]
+    assert await claim(storage, at) == ["t1"]
+    assert [record.worker_id for record, _ in await storage.expire_workers(time.time())] == [dead.worker_id]
 
 
 # -- keys and lifecycle ---------------------------------------------------------------------------
@@ -523,8 +528,9 @@ async def test_max_terminal_jobs_forgets_the_oldest_with_everything_they_had(mak
     queued, taken = make_task(oldest), make_task(oldest)
     oldest = await dispatch(storage, oldest, queued, taken)
     worker = make_worker("a")
-    assert await take(storage, worker) is not None
-    await storage.add_branch_result(oldest.id, taken.id, {"x": 1})
+    answered = await take(storage, worker)
+    assert answered is not None
+    await storage.add_branch_result(oldest.id, answered.id, {"x": 1})
     for job in [oldest, *others]:
         await finish(storage, job)
     assert await storage.get_job(oldest.id) is None

@@ -24,7 +24,7 @@ from engine_helpers import FakeWorker, failure, fast_config, success, wait_for_s
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
 from avtomatika.events import EventKind
 from avtomatika.models import Job, JobStatus, Task
-from avtomatika.outcomes import Outcome, end, event
+from avtomatika.outcomes import end, event
 from avtomatika.storage import Commit, MemoryStorage
 from avtomatika.telemetry import Tracer, build_provider, clean_context, exporter_names
 
@@ -121,7 +121,7 @@ def test_without_a_provider_the_context_is_passed_on_unchanged() -> None:
     job = a_job(carried)
     task = a_task(job)
     with tracer.step_span(job) as span:
-        span.record(Outcome(Commit(job)))
+        span.record(Commit(job))
         assert tracer.dispatch_span(job, task) == {"traceparent": TRACEPARENT}
     with tracer.result_span(a_task(job, carried), success()):
         pass
@@ -145,7 +145,7 @@ def test_the_spans_of_one_job_form_one_trace_under_the_request(spans: Spans) -> 
     assert parse(job.tracing_context)[0] == TRACE_ID
     with tracer.step_span(job) as step:
         sent = tracer.dispatch_span(job, a_task(job))
-        step.record(Outcome(Commit(job)))
+        step.record(Commit(job))
     task = a_task(job, sent)
     with tracer.result_span(task, success({"y": 1}), "w1"):
         pass
@@ -248,7 +248,7 @@ def test_a_handler_retry_marks_the_step_as_an_error(spans: Spans) -> None:
     job = a_job()
     with spans.tracer.step_span(job) as step:
         job.error = "handler raised RuntimeError: flaky"
-        step.record(Outcome(Commit(job), [event(EventKind.HANDLER_RETRY, job, error=job.error)]))
+        step.record(Commit(job, events=[event(EventKind.HANDLER_RETRY, job, error=job.error)]))
     assert spans.one("step flow.start").status.status_code == StatusCode.ERROR
 
 

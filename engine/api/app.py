@@ -29,10 +29,13 @@ def create_app(engine: OrchestratorEngine, *, limits: Limits | None = None) -> w
     setup_openapi_routes(app)
     setup_worker_routes(app)
     setup_client_routes(app, list(engine.blueprints.values()))
-    app.on_shutdown.append(_end_long_polls)
+    app.on_shutdown.append(_end_worker_requests)
     return app
 
 
-async def _end_long_polls(app: web.Application) -> None:
-    """Open worker long polls answer 204 at once, instead of holding the shutdown up to their timeout."""
-    app[engine_key].storage.end_polls()
+async def _end_worker_requests(app: web.Application) -> None:
+    """Open worker long polls answer 204 at once and worker WebSockets are closed, instead of holding
+    the shutdown up to their timeout (aiohttp waits a minute for open handlers)."""
+    engine = app[engine_key]
+    engine.storage.end_polls()
+    await engine.channels.close_all()

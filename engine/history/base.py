@@ -77,6 +77,25 @@ class Cursor:
         return cls(value, job_id)
 
 
+class FeedMoved(AvtomatikaError):
+    """A batch of a storage feed was not written: the database's position in that feed is no longer
+    where the batch starts (another writer wrote it)."""
+
+    def __init__(self, feed: str, expected: str | None, found: str | None) -> None:
+        self.feed, self.expected, self.found = feed, expected, found
+        super().__init__(f"history's position in feed {feed} is {found!r}, not {expected!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class FeedStep:
+    """Where a batch of a storage feed's entries lies: after ``after`` (None: from the feed's start)
+    up to ``through``. Written with it, history's position in ``feed`` moves to ``through``."""
+
+    feed: str
+    after: str | None
+    through: str
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryFilter:
     """Which jobs :meth:`HistoryStorage.list_jobs` returns; every field given must hold.
@@ -172,8 +191,10 @@ class HistoryCounts:
 class HistoryStorage(ABC):
     """Every job's timeline and a row per job, in a database; use as ``async with`` or open/close.
 
-    Writes come in batches from :class:`~avtomatika.history.writer.HistoryWriter`; each batch is one
-    transaction. Reads are what the studio, the API and ``best_value`` reputation need.
+    Writes come in batches from :class:`~avtomatika.history.writer.HistoryWriter`, which reads them
+    from live storage's feed; each batch is one transaction, which also moves history's position in
+    that feed, so every line is written once. Reads are what the studio, the API and ``best_value``
+    reputation need.
     """
 
     #: The backend's name, for logs and metrics ("sqlite", "postgresql").
@@ -205,10 +226,23 @@ class HistoryStorage(ABC):
     ) -> None:
         await self.close()
 
+    @abstractmethod
+    async def database_id(self) -> str:
+        """A random id this database was given when first opened: names it to a storage's feed."""
+
     # -- writing ---------------------------------------------------------------------------------
     @abstractmethod
-    async def write(self, records: Sequence[EventRecord]) -> int:
-        """Record a batch in one transaction: all of it or nothing. Returns the timeline lines added."""
+    async def write(self, records: Sequence[EventRecord], feed: FeedStep | None = None) -> int:
+        """Record a batch in one transaction: all of it or nothing. Returns the timeline lines added.
+
+        With ``feed``, only if history's position in ``feed.feed`` is ``feed.after`` (else
+        :class:`FeedMoved`, nothing written), and the position moves to ``feed.through`` in the same
+        transaction (also for an empty batch: entries skipped).
+        """
+
+    @abstractmethod
+    async def feed_position(self, feed: str) -> str | None:
+        """The position of the last entry of ``feed`` written here, or None if none was."""
 
     async def record(self, events: Iterable[Event]) -> int:
         """Record engine events in one transaction (the writer's batches, tests, imports)."""

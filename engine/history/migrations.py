@@ -50,6 +50,12 @@ _JOB_INDEXES = (
     " WHERE kind = 'task_result' AND worker_id IS NOT NULL",
 )
 
+#: Where history stands in each live storage's feed, and the database's own id (see HistoryWriter).
+_FEED_TABLES = (
+    "CREATE TABLE IF NOT EXISTS feed_positions (feed TEXT PRIMARY KEY, position TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS history_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+
 SQLITE: tuple[Migration, ...] = (
     Migration(
         1,
@@ -88,6 +94,7 @@ SQLITE: tuple[Migration, ...] = (
             *_JOB_INDEXES,
         ),
     ),
+    Migration(2, "feed positions", _FEED_TABLES),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -129,6 +136,7 @@ POSTGRES: tuple[Migration, ...] = (
             *_JOB_INDEXES,
         ),
     ),
+    Migration(2, "feed positions", _FEED_TABLES),
 )
 
 

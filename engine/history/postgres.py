@@ -14,9 +14,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from ..models import new_id
 from . import migrations, sql
 from .base import (
     Cursor,
+    FeedMoved,
+    FeedStep,
     HistoryCounts,
     HistoryDriverMissing,
     HistoryFilter,
@@ -172,12 +175,29 @@ class PostgresHistory(HistoryStorage):
                 )
                 logger.info("history: applied PostgreSQL migration %d (%s)", migration.version, migration.name)
 
+    async def database_id(self) -> str:
+        async with self._connection() as conn:
+            await conn.execute(
+                "INSERT INTO history_meta (name, value) VALUES ('database_id', $1) ON CONFLICT DO NOTHING", new_id()
+            )
+            return str(await conn.fetchval("SELECT value FROM history_meta WHERE name = 'database_id'"))
+
     # -- writing ---------------------------------------------------------------------------------
-    async def write(self, records: Sequence[EventRecord]) -> int:
-        if not records:
+    async def write(self, records: Sequence[EventRecord], feed: FeedStep | None = None) -> int:
+        if not records and feed is None:
             return 0
         async with self._connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK_KEY)
+            if feed is not None:
+                position = await conn.fetchval("SELECT position FROM feed_positions WHERE feed = $1", feed.feed)
+                if position != feed.after:
+                    raise FeedMoved(feed.feed, feed.after, position)
+                await conn.execute(
+                    "INSERT INTO feed_positions (feed, position) VALUES ($1, $2)"
+                    " ON CONFLICT (feed) DO UPDATE SET position = excluded.position",
+                    feed.feed,
+                    feed.through,
+                )
             found = await conn.fetch(
                 f"SELECT {sql.JOB_SELECT} FROM jobs WHERE id = ANY($1::text[])", list({r.job_id for r in records})
             )
@@ -188,6 +208,11 @@ class PostgresHistory(HistoryStorage):
             job_values = [_clean(rows[job_id].as_tuple()) for job_id in touched]
             await conn.execute(_UPSERT_JOBS, *_columns(job_values, len(JOB_COLUMNS)))
         return len(lines)
+
+    async def feed_position(self, feed: str) -> str | None:
+        async with self._connection() as conn:
+            position = await conn.fetchval("SELECT position FROM feed_positions WHERE feed = $1", feed)
+        return str(position) if position is not None else None
 
     # -- reading ---------------------------------------------------------------------------------
     async def timeline(self, job_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[TimelineEntry]:

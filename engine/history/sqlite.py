@@ -21,9 +21,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
+from ..models import new_id
 from . import migrations, sql
 from .base import (
     Cursor,
+    FeedMoved,
+    FeedStep,
     HistoryCounts,
     HistoryDriverMissing,
     HistoryFilter,
@@ -178,22 +181,44 @@ class SQLiteHistory(HistoryStorage):
                 )
             logger.info("history: applied SQLite migration %d (%s)", migration.version, migration.name)
 
-    # -- writing ---------------------------------------------------------------------------------
-    async def write(self, records: Sequence[EventRecord]) -> int:
-        if not records:
-            return 0
-        return await self._run(self._write, list(records))
+    async def database_id(self) -> str:
+        return await self._run(self._database_id)
 
-    def _write(self, records: list[EventRecord]) -> int:
+    def _database_id(self) -> str:
+        db = self._connection()
+        with _transaction(db):
+            db.execute("INSERT OR IGNORE INTO history_meta (name, value) VALUES ('database_id', ?)", (new_id(),))
+            row = db.execute("SELECT value FROM history_meta WHERE name = 'database_id'").fetchone()
+        return str(row[0])
+
+    # -- writing ---------------------------------------------------------------------------------
+    async def write(self, records: Sequence[EventRecord], feed: FeedStep | None = None) -> int:
+        if not records and feed is None:
+            return 0
+        return await self._run(self._write, list(records), feed)
+
+    def _write(self, records: list[EventRecord], feed: FeedStep | None) -> int:
         """One batch in one transaction (on the history's thread)."""
         db = self._connection()
         with _transaction(db):
+            if feed is not None:
+                found = _feed_position(db, feed.feed)
+                if found != feed.after:
+                    raise FeedMoved(feed.feed, feed.after, found)
+                db.execute(
+                    "INSERT INTO feed_positions (feed, position) VALUES (?, ?)"
+                    " ON CONFLICT (feed) DO UPDATE SET position = excluded.position",
+                    (feed.feed, feed.through),
+                )
             rows = _job_rows(db, {r.job_id for r in records})
             lines = project(records, rows)
             _insert(db, _insert_events, lines)
             touched = {line[0] for line in lines}
             _insert(db, _upsert_jobs, [rows[job_id].as_tuple() for job_id in touched])
         return len(lines)
+
+    async def feed_position(self, feed: str) -> str | None:
+        return await self._run(lambda: _feed_position(self._connection(), feed))
 
     # -- reading ---------------------------------------------------------------------------------
     async def timeline(self, job_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[TimelineEntry]:
@@ -285,6 +310,11 @@ def _adapt_none_quickly(sqlite3: Any) -> None:
 
 def _null(value: None) -> None:
     return value
+
+
+def _feed_position(db: sqlite3.Connection, feed: str) -> str | None:
+    row = db.execute("SELECT position FROM feed_positions WHERE feed = ?", (feed,)).fetchone()
+    return str(row[0]) if row is not None else None
 
 
 def _job_rows(db: sqlite3.Connection, job_ids: Iterable[str]) -> dict[str, JobRow]:

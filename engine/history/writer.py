@@ -1,30 +1,33 @@
-"""Writes the engine's events to history in batches, off the hot path, and never fails a job.
+"""Writes live storage's history feed into history, in order, each line once, and never fails a job.
 
-The subscriber the engine calls is synchronous and quick: it snapshots the event
-(:meth:`EventRecord.capture`) onto a bounded buffer and returns. A background task writes the
-buffer in batches, each in one transaction. When the database is slow or down, batches stay in the
-buffer and are retried with exponential backoff; when the buffer is full, new events are dropped and
-counted (:attr:`HistoryWriter.dropped`, for a metric) with a warning in the log. Nothing is raised
-into the engine.
+Every commit puts its events in storage's feed in the same atomic change (see
+:class:`~avtomatika.storage.Commit`), so a line cannot be lost between a job's change and its history,
+even when the engine is killed: what it had not written yet is still in the feed (on Redis) for the
+next writer. A background task reads the feed in batches and writes each batch in one transaction
+that also moves history's position in the feed (:class:`~avtomatika.history.base.FeedStep`): a batch
+written twice (two writers racing after a lease ran out) is refused the second time, so no line is
+counted twice. One process at a time writes a given history database (``Storage.lease_feed``), which
+keeps each job's lines in order.
 
-A batch that keeps failing while the database answers holds a record the database refuses: the
-writer then writes that batch one record at a time and drops (and counts in
-:attr:`HistoryWriter.rejected`) only the records that fail, so one bad event cannot stop history.
+When the database is slow or down, entries stay in the feed and batches are retried with exponential
+backoff. A batch that keeps failing while the database answers holds a record the database refuses:
+the writer then writes that batch one entry at a time and skips (counting them in
+:attr:`HistoryWriter.rejected`) only the entries that fail, so one bad event cannot stop history.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Collection
+import uuid
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from ..events import Event, EventBus, EventKind
-from .base import HistoryStorage
+from ..events import Event, EventBus, EventKind, events_from_json
+from ..storage.base import FeedEntry, Storage
+from .base import FeedMoved, FeedStep, HistoryStorage
 from .records import EventRecord
 
 logger = logging.getLogger(__name__)
@@ -37,61 +40,70 @@ DEFAULT_KINDS: frozenset[EventKind] = frozenset(EventKind) - {
     EventKind.WORKER_EXPIRED,
 }
 
-#: Least time between two warnings about the same trouble (database down, buffer full).
+#: Least time between two warnings about the same trouble (database down).
 WARN_EVERY_S = 60.0
+#: How long the right to write a history database lasts without being renewed (each batch renews it).
+LEASE_S = 30.0
+#: Longest :meth:`HistoryWriter.flush` takes by default.
+FLUSH_TIMEOUT_S = 5.0
+
+
+class _Unknown:
+    """History's position in the feed, before it is read (None means "from the feed's start")."""
+
+
+UNKNOWN = _Unknown()
 
 
 class HistoryWriter:
-    """Subscribes to an :class:`~avtomatika.events.EventBus` and writes its events to history.
+    """Writes ``storage``'s history feed into ``history``.
 
     Args:
         history: Where to write (opened by the caller, who also closes it).
-        bus: The engine's event bus (``engine.events``).
-        max_buffer: Most events held while waiting to be written; past it new events are dropped.
-        batch_size: Most events per transaction.
-        write_at: Events buffered that start a write without waiting for ``flush_interval_s``. A write
-            takes everything buffered, up to ``batch_size``: under load each batch is what came in
-            while the previous one was written. A transaction costs the history's thread a few waits
-            for the GIL whatever its size; written 500 at a time, a burst of 10,000 job creations
-            left ~16,000 events waiting, each held in memory until written (and the allocator kept
-            the memory they had used); now 900 to 6,000.
+        storage: Live storage (connected), whose feed holds every commit's events.
+        bus: The engine's event bus: events committed by this process wake the writer once
+            ``write_at`` of them are waiting, instead of at the next ``flush_interval_s``.
+        batch_size: Most feed entries (commits) per transaction.
+        write_at: Events committed here since the last write that start a write at once.
         flush_interval_s: Longest an event waits before being written when traffic is light.
         retry_initial_s: Wait after the first failed batch; doubled after each failure...
         retry_max_s: ...up to this.
         isolate_after: Failures of one batch, with the database answering pings, after which the
-            batch is written one record at a time and the records it refuses are dropped.
+            batch is written one entry at a time and the entries it refuses are skipped.
+        lease_s: How long this writer keeps the right to write the database without renewing it.
         kinds: The event kinds to record (:data:`DEFAULT_KINDS`).
     """
 
     def __init__(
         self,
         history: HistoryStorage,
-        bus: EventBus,
+        storage: Storage,
+        bus: EventBus | None = None,
         *,
-        max_buffer: int = 100_000,
-        batch_size: int = 2000,
+        batch_size: int = 500,
         write_at: int = 500,
         flush_interval_s: float = 0.5,
         retry_initial_s: float = 0.5,
         retry_max_s: float = 30.0,
         isolate_after: int = 3,
+        lease_s: float = LEASE_S,
         kinds: Collection[EventKind] = DEFAULT_KINDS,
     ) -> None:
-        if max_buffer < 1 or batch_size < 1 or write_at < 1:
-            raise ValueError("max_buffer, batch_size and write_at must be >= 1")
+        if batch_size < 1 or write_at < 1:
+            raise ValueError("batch_size and write_at must be >= 1")
         self.history = history
+        self.storage = storage
         self.bus = bus
-        self.max_buffer = max_buffer
         self.batch_size = batch_size
-        self.write_at = min(write_at, batch_size)
+        self.write_at = write_at
         self.flush_interval_s = flush_interval_s
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self.isolate_after = isolate_after
+        self.lease_s = lease_s
         self.kinds = frozenset(kinds)
-        #: Events dropped because the buffer was full.
-        self.dropped = 0
-        #: Events the database refused (written one by one, they still failed) or that could not be read.
+        #: Events that could not be read, or that the database refused (written one by one, they
+        #: still failed).
         self.rejected = 0
         #: Events written.
         self.written = 0
@@ -99,22 +111,23 @@ class HistoryWriter:
         self.failures = 0
         #: The last write error, None once a write succeeds again.
         self.last_error: BaseException | None = None
-        self._buffer: deque[EventRecord] = deque()
+        self._holder = uuid.uuid4().hex  # this writer, in the database's lease
+        self._reader = ""  # the database's id, which names it to the feed
+        self._position: str | _Unknown | None = UNKNOWN
+        self._committed = 0  # events committed here since the last write
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
-        self._closing = False
-        self._dropping_since: int | None = None  # self.dropped when the buffer last became full
         self._warned_at = -WARN_EVERY_S
 
     def __repr__(self) -> str:
-        return f"HistoryWriter({self.history!r}, pending={self.pending}, dropped={self.dropped})"
+        return f"HistoryWriter({self.history!r}, written={self.written}, dropped={self.dropped})"
 
     @property
-    def pending(self) -> int:
-        """Events waiting to be written."""
-        return len(self._buffer)
+    def dropped(self) -> int:
+        """Feed entries storage dropped because the feed was full (history down for long)."""
+        return self.storage.feed_dropped
 
     @property
     def running(self) -> bool:
@@ -123,7 +136,6 @@ class HistoryWriter:
     def stats(self) -> dict[str, Any]:
         """Counters for metrics and the studio's status page."""
         return {
-            "pending": self.pending,
             "written": self.written,
             "dropped": self.dropped,
             "rejected": self.rejected,
@@ -133,161 +145,165 @@ class HistoryWriter:
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Subscribe to the bus and start writing; for use inside a running loop."""
+        """Start writing; for use inside a running loop."""
         if self._task is not None:
             raise RuntimeError("the history writer is already started")
-        self._closing = False
-        self._unsubscribe = self.bus.subscribe(self.on_event, remote=False)
+        if self.bus is not None:
+            self._unsubscribe = self.bus.subscribe(self._on_event, remote=False)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="avtomatika-history-writer")
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """Unsubscribe, write what is buffered (for at most ``timeout_s``), and stop.
+        """Write what the feed holds (for at most ``timeout_s``), and stop.
 
-        What could not be written in time (the database is down) is lost, and logged as such.
+        What could not be written in time stays in a shared storage's feed for the next writer; a
+        storage in this process's memory loses it, and says so in the log.
         """
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
         task, self._task = self._task, None
-        if task is None:
-            return
-        self._closing = True
-        self._wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), timeout_s)
-        except TimeoutError:
+        if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        except asyncio.CancelledError:  # our caller gave up: do not leave the task behind
-            task.cancel()
-            raise
-        if self._buffer:
-            logger.error(
-                "history: stopped with %d events not written (%s)", len(self._buffer), self.last_error or "timeout"
-            )
-            self._buffer.clear()
+            if not await self.flush(timeout_s):
+                left = await self._feed_length()
+                error = self.last_error or "timeout"
+                logger.error("history: stopped with %d feed entries not written (%s)", left, error)
+        if self._reader:
+            with contextlib.suppress(Exception):  # unreachable: the lease ends by itself
+                await self.storage.lease_feed(self._reader, self._holder, 0)  # another writer may go on now
 
-    async def flush(self) -> bool:
-        """Write everything buffered now; False (events kept) if the database fails."""
-        while self._buffer:
-            if not await self._write_batch():
-                return False
-        return True
+    async def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> bool:
+        """Write what the feed holds now, for at most ``timeout_s``; True when nothing is left to write.
+
+        False when the database fails, when another process holds the right to write it (it writes
+        within its ``flush_interval_s``), or when the time is up: callers read what is written.
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    written = await self._write_batch()
+                    if written is None:
+                        return False
+                    if written == 0:
+                        return True
+        except TimeoutError:
+            return False
 
     # -- the subscriber --------------------------------------------------------------------------
-    def on_event(self, event: Event) -> None:
-        """Buffer ``event`` (called by the bus, on the engine's path: quick, and never raises)."""
-        if event.kind not in self.kinds or not event.job_id:
-            return
-        if len(self._buffer) >= self.max_buffer:
-            self._drop()
-            return
-        try:
-            record = EventRecord.capture(event)
-        except Exception:
-            self.rejected += 1
-            logger.exception("history: could not record %s of job %s", event.kind, event.job_id)
-            return
-        if record is None:
-            return
-        self._buffer.append(record)
-        if len(self._buffer) >= self.write_at:
+    def _on_event(self, event: Event) -> None:
+        """Count events committed here: enough of them wake the writer (quick, never raises)."""
+        self._committed += 1
+        if self._committed >= self.write_at:
             self._wake.set()
-
-    def _drop(self) -> None:
-        self.dropped += 1
-        if self._dropping_since is None:
-            self._dropping_since = self.dropped - 1
-            logger.warning(
-                "history: buffer full (%d events, database: %s); dropping new events until it catches up",
-                self.max_buffer,
-                self.last_error or "slow",
-            )
-
-    def _dropping_ended(self) -> None:
-        lost = self.dropped - (self._dropping_since or 0)
-        self._dropping_since = None
-        logger.warning("history: buffer has room again; %d events were dropped (%d in all)", lost, self.dropped)
 
     # -- the background task ---------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
-            if len(self._buffer) < self.write_at and not self._closing:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
-            if not self._buffer:
-                if self._closing:
-                    return
-                continue
-            if not await self._write_batch():
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.flush_interval_s):
+                    await self._wake.wait()
+            while (written := await self._write_batch()) is not None and written >= self.batch_size:
+                pass  # a full batch: more may be waiting
+            if written is None and self.failures:
                 await asyncio.sleep(self._backoff_s())
 
     def _backoff_s(self) -> float:
         return min(self.retry_max_s, self.retry_initial_s * 2.0 ** max(0, self.failures - 1))
 
-    async def _write_batch(self) -> bool:
-        """Write the oldest ``batch_size`` records; True when they left the buffer."""
+    async def _write_batch(self) -> int | None:
+        """Write the next batch of the feed: how many entries (0: none left), None if it could not."""
         async with self._lock:
-            batch = list(itertools.islice(self._buffer, self.batch_size))
-            if not batch:
-                return True
+            self._committed = 0
             try:
-                await self.history.write(batch)
+                if not self._reader:
+                    self._reader = await self.history.database_id()
+                if not await self.storage.lease_feed(self._reader, self._holder, self.lease_s):
+                    return None  # another process writes this database
+                if isinstance(self._position, _Unknown):
+                    self._position = await self.history.feed_position(self.storage.feed_id)
+                entries = await self.storage.read_feed(self._position, self.batch_size)
+                if entries:
+                    await self._write(entries)
             except asyncio.CancelledError:
                 raise
+            except FeedMoved:
+                self._position = UNKNOWN  # another writer wrote it: read where history stands
+                return None
             except Exception as exc:
-                self._failed(exc, len(batch))
+                self._failed(exc)
                 if self.failures >= self.isolate_after and await self._reachable():
-                    return await self._write_one_by_one(batch)
-                return False
-            self._written(len(batch))
-            return True
+                    return await self._write_one_by_one()
+                return None
+            return len(entries)
 
-    async def _write_one_by_one(self, batch: list[EventRecord]) -> bool:
-        """Write ``batch`` record by record, dropping those the (reachable) database refuses."""
-        for record in batch:
+    async def _write_one_by_one(self) -> int | None:
+        """Write the next batch entry by entry, skipping those the (reachable) database refuses."""
+        entries = await self.storage.read_feed(self._position, self.batch_size)  # type: ignore[arg-type]
+        for entry in entries:
             try:
-                await self.history.write([record])
+                await self._write([entry])
             except asyncio.CancelledError:
                 raise
+            except FeedMoved:
+                self._position = UNKNOWN
+                return None
             except Exception as exc:
                 if not await self._reachable():
-                    self._failed(exc, 1)
-                    return False
-                self.rejected += 1
-                logger.error("history: the database refused %s of job %s; dropped: %r", record.kind, record.job_id, exc)
-                self._buffer.popleft()
-                continue
-            self._written(1)
-        self.failures = 0  # the batch is through, written or dropped: the next one starts afresh
-        return True
+                    self._failed(exc)
+                    return None
+                self.rejected += len(self._records([entry]))
+                logger.error(
+                    "history: the database refused the lines of feed entry %s; skipped: %r", entry.position, exc
+                )
+                await self._write([entry], skip=True)
+        self.failures = 0  # the batch is through, written or skipped: the next one starts afresh
+        return len(entries)
 
-    def _written(self, n: int) -> None:
-        for _ in range(n):
-            self._buffer.popleft()
-        self.written += n
+    async def _write(self, entries: Sequence[FeedEntry], *, skip: bool = False) -> None:
+        """Write ``entries`` (or, with ``skip``, only move past them) in one transaction that moves
+        history's position in the feed, then trim what is written from the feed."""
+        step = FeedStep(self.storage.feed_id, self._position, entries[-1].position)  # type: ignore[arg-type]
+        records = [] if skip else self._records(entries)
+        await self.history.write(records, step)
+        await self._written(step, len(records))
+
+    def _records(self, entries: Sequence[FeedEntry]) -> list[EventRecord]:
+        records: list[EventRecord] = []
+        for entry in entries:
+            try:
+                events = events_from_json(entry.events)
+            except (ValueError, KeyError, TypeError):
+                self.rejected += 1
+                logger.exception("history: could not read feed entry %s", entry.position)
+                continue
+            for event in events:
+                if event.kind in self.kinds and (record := EventRecord.capture(event)) is not None:
+                    records.append(record)
+        return records
+
+    async def _written(self, step: FeedStep, count: int) -> None:
+        self._position = step.through
+        self.written += count
         if self.failures:
             logger.warning("history: writing again after %d failed attempts", self.failures)
         self.failures = 0
         self.last_error = None
-        if self._dropping_since is not None and len(self._buffer) < self.max_buffer // 2:
-            self._dropping_ended()
+        try:
+            await self.storage.trim_feed(self._reader, step.through)
+        except Exception as exc:  # written all the same: what is left is trimmed after the next batch
+            logger.warning("history: could not trim the feed after writing it: %r", exc)
 
-    def _failed(self, exc: Exception, size: int) -> None:
+    def _failed(self, exc: Exception) -> None:
         self.failures += 1
         self.last_error = exc
         at = time.monotonic()
         if self.failures == 1 or at - self._warned_at >= WARN_EVERY_S:
             self._warned_at = at
             logger.warning(
-                "history: writing %d events failed (attempt %d, %d buffered, retry in %.1f s): %r",
-                size,
-                self.failures,
-                len(self._buffer),
-                self._backoff_s(),
-                exc,
+                "history: writing failed (attempt %d, retry in %.1f s): %r", self.failures, self._backoff_s(), exc
             )
 
     async def _reachable(self) -> bool:
@@ -296,3 +312,9 @@ class HistoryWriter:
         except Exception:
             return False
         return True
+
+    async def _feed_length(self) -> int:
+        try:
+            return await self.storage.feed_length()
+        except Exception:
+            return -1

@@ -15,26 +15,39 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from ..events import EventTransport
+from ..events import Event, EventTransport
 from ..models import Job, Task, WorkerRecord
+
+#: A history database that has not written a feed for this long no longer holds its entries back.
+FEED_READER_TTL_S = 86_400.0
 
 
 @dataclass(slots=True)
 class Commit:
     """The outcome of one engine step, applied atomically by :meth:`Storage.commit`.
 
+    Everything that must follow from the change is part of it, so that no process dying in between
+    can leave half of it done: the job's new document, the tasks it queues, answers or withdraws, the
+    timers it sets or clears (follow-ups that concern another job or a worker are timers due at once,
+    see :mod:`avtomatika.timers`), the sub-jobs it starts, and the lines it adds to history.
+
     ``tasks`` are stored, and queued when their status is ``queued`` (to their worker's inbox when
     ``worker_id`` is set); with any other status (``retry_scheduled``) they are only stored. A task
     stored again (same id) replaces the stored one: queued, it is queued where it now says, and a
     worker it no longer names neither gets it nor counts it in its load. ``close_tasks`` end tasks:
     their status becomes the final one given, they leave their worker's load, they are never handed
-    out, and their ``timeout:<task id>`` timer is cancelled; unknown ids are ignored. ``timers`` maps
-    timer ids to due times (epoch seconds); a timer id is unique, so setting an existing one moves it.
-    The parts apply in this order: ``close_tasks``, ``tasks``, ``cancel_timers``, ``timers`` (a timer
-    both cancelled and set ends up set). ``clear_branches`` forgets the job's fan-in results; ``run``
-    queues the job to be stepped (:meth:`Storage.take_runnable`).
+    out, and their ``timeout:<task id>`` timer is cancelled; unknown ids are ignored. Withdrawing a
+    task that is ``done`` (answered by :meth:`Storage.add_branch_result` since it was read) conflicts:
+    the caller reads again and sees the answer. ``timers`` maps timer ids to due times (epoch
+    seconds); a timer id is unique, so setting an existing one moves it. The parts apply in this
+    order: ``close_tasks``, ``tasks``, ``cancel_timers``, ``timers`` (a timer both cancelled and set
+    ends up set). ``fan_in`` starts a fan-out round of that many branches: the job's earlier branch
+    results are forgotten and :meth:`Storage.add_branch_result` counts towards it. ``children`` are
+    new jobs, created (version 1) and queued to run. ``events`` go to the history feed as one entry
+    (:meth:`Storage.read_feed`). ``run`` queues the job to be stepped (:meth:`Storage.take_runnable`).
     """
 
     job: Job
@@ -43,7 +56,42 @@ class Commit:
     close_tasks: dict[str, str] = field(default_factory=dict)  # task id -> final TaskStatus
     timers: dict[str, float] = field(default_factory=dict)
     cancel_timers: Sequence[str] = ()
-    clear_branches: bool = False
+    fan_in: int | None = None
+    children: Sequence[Job] = ()
+    events: Sequence[Event] = ()
+
+
+class BranchAnswer(StrEnum):
+    """What :meth:`Storage.add_branch_result` made of a fan-out branch's result."""
+
+    #: Recorded; other branches have still to answer.
+    RECORDED = "recorded"
+    #: Recorded, and it was the last one: the job is queued to be stepped into its aggregation state.
+    COMPLETE = "complete"
+    #: The task was answered already: nothing changed.
+    DUPLICATE = "duplicate"
+    #: The task is not waiting for a result (withdrawn, timed out, never taken): nothing changed.
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class TimerClaim:
+    """A due timer claimed by one caller of :meth:`Storage.claim_timers`, until ``finish_timers``."""
+
+    timer_id: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEntry:
+    """One commit's history lines, as :meth:`Storage.read_feed` hands them out.
+
+    ``position`` orders entries within one feed; ``events`` is the JSON list of the commit's events
+    (:func:`avtomatika.events.events_from_json` reads it back).
+    """
+
+    position: str
+    events: bytes
 
 
 @dataclass(slots=True)
@@ -59,6 +107,10 @@ class Storage(ABC):
 
     #: How long a task given to one worker waits for it before another idle worker may take it.
     steal_after_s: float = 2.0
+    #: How long a claimed timer stays with its claimer (see :meth:`claim_timers`).
+    lease_s: float = 30.0
+    #: History feed entries dropped because the feed was full (history down for long).
+    feed_dropped: int = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -89,10 +141,11 @@ class Storage(ABC):
 
     # -- jobs ------------------------------------------------------------------------------------
     @abstractmethod
-    async def create_job(self, job: Job, *, run: bool = True) -> Job:
+    async def create_job(self, job: Job, *, run: bool = True, events: Sequence[Event] = ()) -> Job:
         """Store a new job (version 1) and, with ``run``, queue it to be stepped.
 
-        Returns the stored job; every field is stored as given, except ``version``.
+        Returns the stored job; every field is stored as given, except ``version``. ``events`` go to
+        the history feed as one entry, in the same atomic change.
         """
 
     @abstractmethod
@@ -161,7 +214,8 @@ class Storage(ABC):
         """End ``holder``'s step lease of the job (nothing if it no longer holds it)."""
 
     async def finish_step(self, job_id: str, holder: str) -> None:
-        """:meth:`release_job_lease`, then :meth:`ack_runnable`: a step taken and leased is over.
+        """:meth:`release_job_lease`, then :meth:`ack_runnable`: a step taken (and leased by ``holder``,
+        unless it is empty) is over.
 
         A backend shared by several processes does both in one call, so a process dying in between
         cannot leave the lease held with nobody stepping the job.
@@ -210,7 +264,8 @@ class Storage(ABC):
         ``default_timeout_s`` when it has none), and the timer ``timeout:<task id>`` due at the
         deadline. Each task is handed out once, even to concurrent pollers and to pollers in other
         processes. While waiting, a task committed for this worker ends the wait promptly.
-        ``timeout_s <= 0`` means do not wait.
+        ``timeout_s <= 0`` means do not wait. Taking a task adds its ``task_taken`` event
+        (:func:`avtomatika.events.task_taken`) to the history feed in the same atomic change.
 
         Last come tasks assigned to other workers that have waited there longer than
         ``steal_after_s`` (a worker chosen while free may stop polling): one of a type this worker
@@ -235,31 +290,41 @@ class Storage(ABC):
 
     # -- fan-in ----------------------------------------------------------------------------------
     @abstractmethod
-    async def add_branch_result(self, job_id: str, task_id: str, result: dict[str, Any]) -> int:
-        """Record one branch's result and close its task as done; returns how many branches have reported.
+    async def add_branch_result(
+        self, job_id: str, task_id: str, result: dict[str, Any], events: Sequence[Event] = ()
+    ) -> BranchAnswer:
+        """Record a fan-out branch's result, once, and close its task as done; one atomic change.
 
-        One atomic change: the task is closed as by ``Commit.close_tasks`` (status ``done``, out of its
-        worker's load, its timeout timer cancelled; an unknown id is ignored), so a fan-out's branches
-        are answered without rewriting their job. A task id already recorded is not counted again (its
-        result is replaced).
+        Only a task of ``job_id`` that is ``assigned`` (taken and not answered) is recorded: one
+        answered already is a ``DUPLICATE``, any other a ``CLOSED`` (nothing changes for either). The
+        recorded task is closed as by ``Commit.close_tasks`` (status ``done``, out of its worker's
+        load, its timeout timer cancelled), without rewriting the job, and ``events`` go to the
+        history feed. The result that completes the round (as many results as the ``fan_in`` of the
+        job's last commit that set one) is ``COMPLETE`` and queues the job to be stepped, in the same
+        change: the step that moves it on cannot be lost between two writes.
         """
 
     @abstractmethod
     async def branch_results(self, job_id: str) -> dict[str, dict[str, Any]]:
-        """The job's recorded results by task id; empty if none (or cleared by a commit)."""
+        """The job's recorded results by task id; empty if none (or a new round started since)."""
 
     # -- timers ----------------------------------------------------------------------------------
     @abstractmethod
-    async def pop_due_timers(self, at: float, limit: int = 100) -> list[str]:
-        """Claim timers due at ``at``: each is returned to exactly one caller.
+    async def claim_timers(self, at: float, lease_s: float, limit: int = 100) -> list[TimerClaim]:
+        """Claim timers due at ``at`` for ``lease_s``: each is returned to exactly one caller.
 
-        Due means due at or before ``at``; at most ``limit`` ids, earliest first. A claimed timer is
-        gone (set it again to have it again).
+        Due means due at or before ``at``; at most ``limit``, earliest first. A claimed timer is due
+        again ``lease_s`` after ``at`` unless :meth:`finish_timers` removes it first, so one whose
+        claimer dies is carried out by someone else.
         """
 
     @abstractmethod
+    async def finish_timers(self, claims: Sequence[TimerClaim]) -> None:
+        """Remove claimed timers that were carried out; one set again since (moved) stays."""
+
+    @abstractmethod
     async def next_timer_at(self) -> float | None:
-        """When the earliest pending timer is due (cancelled and claimed ones excluded), or None."""
+        """When the earliest pending timer is due (cancelled and finished ones excluded), or None."""
 
     # -- workers ---------------------------------------------------------------------------------
     @abstractmethod
@@ -273,14 +338,45 @@ class Storage(ABC):
     async def list_workers(self) -> list[WorkerRecord]: ...
 
     @abstractmethod
-    async def pop_expired_workers(self, at: float) -> list[tuple[WorkerRecord, list[str]]]:
-        """Claim workers expired at ``at`` with the ids of their unanswered tasks (one caller each).
+    async def expire_workers(self, at: float) -> list[tuple[WorkerRecord, list[str]]]:
+        """Remove the workers expired at ``at``, and hand their unanswered tasks on; one atomic change.
 
-        Expired means ``expires_at <= at`` (not :meth:`WorkerRecord.alive`). A claimed worker's record
-        is removed, and its unanswered tasks (its :meth:`worker_load`: taken or queued to its inbox,
-        not closed) are listed in no particular order and leave its load; those still queued to its
-        inbox are no longer handed out, until committed again.
+        Expired means ``expires_at <= at`` (not :meth:`WorkerRecord.alive`). Each worker is removed by
+        one caller, who gets its record and the ids of its unanswered tasks (its :meth:`worker_load`),
+        for the log. In the same change those tasks leave its load: the ones still queued to its inbox
+        are queued again for any worker, and the ones it had taken get a ``lost:<task id>`` timer due
+        at ``at`` (their timeout timer cancelled), which the scheduler turns into a retry.
         """
+
+    # -- the history feed ------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def feed_id(self) -> str:
+        """Which feed this is: different for every data set (a memory storage, a Redis database).
+
+        History keeps how far it has written each feed under this id (valid once connected).
+        """
+
+    @abstractmethod
+    async def read_feed(self, after: str | None, limit: int) -> list[FeedEntry]:
+        """Up to ``limit`` feed entries after position ``after`` (from the oldest kept when None), in
+        the order their changes were applied."""
+
+    @abstractmethod
+    async def trim_feed(self, reader: str, through: str) -> None:
+        """``reader`` (a history database) has written every entry up to ``through``: forget the
+        entries every reader seen lately has written."""
+
+    @abstractmethod
+    async def lease_feed(self, reader: str, holder: str, lease_s: float) -> bool:
+        """Take (or keep) the right to write the feed into ``reader`` for ``lease_s``; False while
+        another ``holder`` has it. One writer per history database keeps its lines in order. From
+        its first call, ``reader`` holds back the entries it has not written (:meth:`trim_feed`).
+        ``lease_s`` 0 gives the lease up (a writer that stops)."""
+
+    @abstractmethod
+    async def feed_length(self) -> int:
+        """How many entries the feed keeps (written by no reader yet, or not trimmed yet)."""
 
 
 def asks_eligible(task: Task) -> bool:

@@ -10,18 +10,34 @@ import asyncio
 import bisect
 import heapq
 import itertools
+import logging
 import operator
+import uuid
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from sys import intern
 from typing import Any
 
 import orjson
 
 from ..errors import VersionConflict
-from ..models import TERMINAL_STATUSES, Job, Task, TaskStatus, WorkerRecord, now, pack, unpack
-from .base import Commit, JobFilter, Storage, asks_eligible, task_deadline
+from ..events import Event, events_json, task_taken
+from ..models import ENDED_STATUSES, Job, Task, TaskStatus, WorkerRecord, now, pack, unpack
+from ..timers import TimerKind
+from .base import (
+    FEED_READER_TTL_S,
+    BranchAnswer,
+    Commit,
+    FeedEntry,
+    JobFilter,
+    Storage,
+    TimerClaim,
+    asks_eligible,
+    task_deadline,
+)
+
+logger = logging.getLogger(__name__)
 
 
 class MemoryStorage(Storage):
@@ -29,13 +45,19 @@ class MemoryStorage(Storage):
 
     Args:
         max_terminal_jobs: Finished, failed and cancelled jobs kept for reading back; the oldest
-            are forgotten past this (history keeps them for good).
+            are forgotten past this (history keeps them for good). Quarantined and waiting jobs are
+            never forgotten.
+        max_feed: Commits' history lines kept for history's writer; past it (history down for long)
+            the oldest are dropped and counted in ``feed_dropped``.
     """
 
-    def __init__(self, max_terminal_jobs: int = 100_000) -> None:
+    def __init__(self, max_terminal_jobs: int = 100_000, max_feed: int = 100_000) -> None:
         self.max_terminal_jobs = max_terminal_jobs
+        self.max_feed = max_feed
+        #: History feed entries dropped because the feed was full.
+        self.feed_dropped = 0
         self._jobs: dict[str, _StoredJob] = {}  # in creation order
-        self._terminal: dict[str, None] = {}  # terminal job ids, oldest first
+        self._ended: dict[str, None] = {}  # ids of jobs that ended for good, oldest first
         self._runnable: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: dict[str, bytes | _StoredTask] = {}  # a task queued for anyone: its packed record alone
         # The defaultdicts are read with get(): only a write makes an entry (no throwaway default).
@@ -44,11 +66,16 @@ class MemoryStorage(Storage):
         # Long polls waiting for a task: the future to wake, the worker, what it may take.
         self._task_waiters: dict[asyncio.Future[None], tuple[WorkerRecord, Callable[[Task], bool]]] = {}
         self._load: defaultdict[str, set[str]] = defaultdict(set)  # worker id -> ids of the tasks given to it
-        self._branches: defaultdict[str, dict[str, bytes]] = defaultdict(dict)  # job id -> task id -> packed result
+        self._branches: dict[str, _FanIn] = {}  # job id -> its fan-out round
         self._timers: dict[str, float] = {}
         self._timer_heap: list[tuple[float, str]] = []
         self._workers: dict[str, bytes] = {}
         self._polls_ended = False
+        self._feed: deque[tuple[int, bytes]] = deque()  # (position, events), oldest first
+        self._feed_next = 1
+        self._feed_readers: dict[str, tuple[int, float]] = {}  # reader -> (written through, when)
+        self._feed_leases: dict[str, tuple[str, float]] = {}  # reader -> (holder, until)
+        self._feed_id = f"memory:{uuid.uuid4().hex}"
 
     async def connect(self) -> None:
         self._polls_ended = False
@@ -57,10 +84,11 @@ class MemoryStorage(Storage):
         return None
 
     # -- jobs ------------------------------------------------------------------------------------
-    async def create_job(self, job: Job, *, run: bool = True) -> Job:
+    async def create_job(self, job: Job, *, run: bool = True, events: Sequence[Event] = ()) -> Job:
         job.version = 1
         self._store_job(job)
-        self._trim_terminal()
+        self._append_feed(events)
+        self._trim_ended()
         if run:
             self._runnable.put_nowait(job.id)
         return job
@@ -72,7 +100,7 @@ class MemoryStorage(Storage):
     async def commit(self, change: Commit) -> Job:
         job = change.job
         stored = self._jobs.get(job.id)
-        if stored is None or stored.version != job.version:
+        if stored is None or stored.version != job.version or self._withdraws_an_answer(change):
             raise VersionConflict(job.id)
         job.version += 1
         job.updated_at = now()
@@ -88,12 +116,26 @@ class MemoryStorage(Storage):
             self._timers.pop(timer_id, None)
         for timer_id, due in change.timers.items():
             self._set_timer(timer_id, due)
-        if change.clear_branches:
-            self._branches.pop(job.id, None)
-        self._trim_terminal()
+        if change.fan_in is not None:
+            self._branches[job.id] = _FanIn(change.fan_in)
+        for child in change.children:
+            child.version = 1
+            self._store_job(child)
+            self._runnable.put_nowait(child.id)
+        self._append_feed(change.events)
+        self._trim_ended()
         if change.run:
             self._runnable.put_nowait(job.id)
         return job
+
+    def _withdraws_an_answer(self, change: Commit) -> bool:
+        """Whether ``change`` withdraws a task that a branch result closed as done since it was read."""
+        for task_id, status in change.close_tasks.items():
+            if status == TaskStatus.WITHDRAWN:
+                stored = self._tasks.get(task_id)
+                if isinstance(stored, _StoredTask) and stored.status == TaskStatus.DONE:
+                    return True
+        return False
 
     def _store_job(self, job: Job) -> None:
         # Interned: the same few names, statuses and clients for every job, instead of a copy each
@@ -107,17 +149,17 @@ class MemoryStorage(Storage):
         else:
             stored.packed, stored.version = packed, job.version
             stored.blueprint, stored.status, stored.state, stored.client = blueprint, status, state, client
-        if job.status not in TERMINAL_STATUSES:
-            self._terminal.pop(job.id, None)  # retried or released: no longer a candidate to forget
-        elif job.id not in self._terminal:
-            self._terminal[job.id] = None
+        if job.status not in ENDED_STATUSES:
+            self._ended.pop(job.id, None)  # retried: no longer a candidate to forget
+        elif job.id not in self._ended:
+            self._ended[job.id] = None
 
-    def _trim_terminal(self) -> None:
-        while len(self._terminal) > self.max_terminal_jobs:
-            self._forget(next(iter(self._terminal)))
+    def _trim_ended(self) -> None:
+        while len(self._ended) > self.max_terminal_jobs:
+            self._forget(next(iter(self._ended)))
 
     def _forget(self, job_id: str) -> None:
-        del self._terminal[job_id]
+        del self._ended[job_id]
         stored = self._jobs.pop(job_id)
         self._branches.pop(job_id, None)
         for task_id in stored.tasks():
@@ -197,7 +239,7 @@ class MemoryStorage(Storage):
             stored = self._tasks[task_id] = _StoredTask(stored, status)
         else:
             stored.status = status
-        self._timers.pop(f"timeout:{task_id}", None)
+        self._timers.pop(TimerKind.TIMEOUT.of(task_id), None)
         if stored.worker_id and (load := self._load.get(stored.worker_id)) is not None:
             load.discard(task_id)
         # Queue entries of a closed task are skipped lazily when they reach the head.
@@ -314,7 +356,10 @@ class MemoryStorage(Storage):
         stored = self._tasks[task.id]  # the record is the same: only where the task is changes
         self._tasks[task.id] = _kept(task, stored.packed if isinstance(stored, _StoredTask) else stored)
         self._load[worker_id].add(task.id)
-        self._set_timer(f"timeout:{task.id}", task.deadline)
+        self._set_timer(TimerKind.TIMEOUT.of(task.id), task.deadline)
+        self._append_feed(
+            [task_taken(task.job_id, task.state, task.id, task.type, worker_id, task.attempt, task.taken_at)]
+        )
         return task
 
     async def queue_lengths(self) -> dict[str, int]:
@@ -333,29 +378,51 @@ class MemoryStorage(Storage):
         return {worker_id: len(tasks) for worker_id, tasks in self._load.items() if tasks}
 
     # -- fan-in ----------------------------------------------------------------------------------
-    async def add_branch_result(self, job_id: str, task_id: str, result: dict[str, Any]) -> int:
-        branches = self._branches[job_id]
-        branches[task_id] = pack(result)
+    async def add_branch_result(
+        self, job_id: str, task_id: str, result: dict[str, Any], events: Sequence[Event] = ()
+    ) -> BranchAnswer:
+        stored = self._tasks.get(task_id)
+        status = stored.status if isinstance(stored, _StoredTask) else TaskStatus.QUEUED
+        if status == TaskStatus.DONE:
+            return BranchAnswer.DUPLICATE
+        if stored is None or status != TaskStatus.ASSIGNED:
+            return BranchAnswer.CLOSED
+        fan_in = self._branches.setdefault(job_id, _FanIn(0))
+        fan_in.results[task_id] = pack(result)
         self._close_task(task_id, TaskStatus.DONE)
-        return len(branches)
+        self._append_feed(events)
+        if len(fan_in.results) == fan_in.size:
+            self._runnable.put_nowait(job_id)
+            return BranchAnswer.COMPLETE
+        return BranchAnswer.RECORDED
 
     async def branch_results(self, job_id: str) -> dict[str, dict[str, Any]]:
-        return {task_id: orjson.loads(result) for task_id, result in self._branches.get(job_id, {}).items()}
+        fan_in = self._branches.get(job_id)
+        results = fan_in.results if fan_in is not None else {}
+        return {task_id: orjson.loads(result) for task_id, result in results.items()}
 
     # -- timers ----------------------------------------------------------------------------------
     def _set_timer(self, timer_id: str, due: float) -> None:
         self._timers[timer_id] = due
         heapq.heappush(self._timer_heap, (due, timer_id))
 
-    async def pop_due_timers(self, at: float, limit: int = 100) -> list[str]:
+    async def claim_timers(self, at: float, lease_s: float, limit: int = 100) -> list[TimerClaim]:
         due: list[str] = []
         heap = self._timer_heap
+        again = at + lease_s
         while heap and heap[0][0] <= at and len(due) < limit:
             when, timer_id = heapq.heappop(heap)
             if self._timers.get(timer_id) == when:
-                del self._timers[timer_id]
+                self._timers[timer_id] = again  # claimed: a second heap entry no longer matches
                 due.append(timer_id)
-        return due
+        for timer_id in due:
+            heapq.heappush(heap, (again, timer_id))
+        return [TimerClaim(timer_id, repr(again)) for timer_id in due]
+
+    async def finish_timers(self, claims: Sequence[TimerClaim]) -> None:
+        for claim in claims:
+            if self._timers.get(claim.timer_id) == float(claim.token):
+                del self._timers[claim.timer_id]
 
     async def next_timer_at(self) -> float | None:
         heap = self._timer_heap
@@ -374,15 +441,74 @@ class MemoryStorage(Storage):
     async def list_workers(self) -> list[WorkerRecord]:
         return [unpack(WorkerRecord, raw, worker_id) for worker_id, raw in self._workers.items()]
 
-    async def pop_expired_workers(self, at: float) -> list[tuple[WorkerRecord, list[str]]]:
+    async def expire_workers(self, at: float) -> list[tuple[WorkerRecord, list[str]]]:
         expired = []
         for record in await self.list_workers():
             if record.expires_at <= at:
                 del self._workers[record.worker_id]
                 task_ids = sorted(self._load.pop(record.worker_id, set()))
                 self._inboxes.pop(record.worker_id, None)
+                for task_id in task_ids:
+                    self._hand_on(task_id, at)
                 expired.append((record, task_ids))
         return expired
+
+    def _hand_on(self, task_id: str, at: float) -> None:
+        """A task of an expired worker: queued for anyone if it was never taken, else due to be retried."""
+        stored = self._tasks.get(task_id)
+        if not isinstance(stored, _StoredTask):
+            return
+        if stored.status == TaskStatus.QUEUED:
+            task = _task_of(stored, task_id)
+            task.worker_id = None
+            self._store_task(task)
+        elif stored.status == TaskStatus.ASSIGNED:
+            self._timers.pop(TimerKind.TIMEOUT.of(task_id), None)
+            self._set_timer(TimerKind.LOST.of(task_id), at)
+
+    # -- the history feed ------------------------------------------------------------------------
+    @property
+    def feed_id(self) -> str:
+        return self._feed_id
+
+    def _append_feed(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        if len(self._feed) >= self.max_feed:
+            self._feed.popleft()
+            self.feed_dropped += 1
+            if self.feed_dropped == 1 or self.feed_dropped % 10_000 == 0:
+                logger.warning("history feed full (%d entries): %d dropped so far", self.max_feed, self.feed_dropped)
+        self._feed.append((self._feed_next, events_json(events)))
+        self._feed_next += 1
+
+    async def read_feed(self, after: str | None, limit: int) -> list[FeedEntry]:
+        if not self._feed:
+            return []
+        start = 0 if after is None else max(0, int(after) + 1 - self._feed[0][0])
+        entries = itertools.islice(self._feed, start, start + limit)
+        return [FeedEntry(str(position), events) for position, events in entries]
+
+    async def trim_feed(self, reader: str, through: str) -> None:
+        at = now()
+        self._feed_readers[reader] = (int(through), at)
+        lately = [written for written, seen in self._feed_readers.values() if at - seen <= FEED_READER_TTL_S]
+        written = min(lately)
+        while self._feed and self._feed[0][0] <= written:
+            self._feed.popleft()
+
+    async def lease_feed(self, reader: str, holder: str, lease_s: float) -> bool:
+        at = now()
+        if reader not in self._feed_readers:  # a reader from its first look: it holds what is here
+            self._feed_readers[reader] = (0, at)
+        current, until = self._feed_leases.get(reader, (holder, 0.0))
+        if current != holder and until > at:
+            return False
+        self._feed_leases[reader] = (holder, at + lease_s)
+        return True
+
+    async def feed_length(self) -> int:
+        return len(self._feed)
 
 
 def _asked_only_when_needed(eligible: Callable[[Task], bool]) -> Callable[[Task], bool]:
@@ -397,6 +523,14 @@ def _anything(task: Task) -> bool:
 #: A task's last fields (status, worker_id, taken_at, deadline), kept in its :class:`_StoredTask` and
 #: left out of its packed record.
 _TASK_TAIL = 4
+
+
+@dataclass(slots=True)
+class _FanIn:
+    """A fan-out round: how many branches it has, and the results recorded so far (packed)."""
+
+    size: int
+    results: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -3,7 +3,7 @@
 The engine's runner coroutines step every runnable job by themselves. A debugged job must move only
 when asked, so the debugger's engine does not step jobs itself (``engine.steps_jobs = False``),
 and :class:`DebugSession` steps the job with the engine's own pieces: ``engine.runner.run_handler``
-(the handler, turned into an Outcome, not committed) and ``engine.apply`` (commit, then publish the
+(the handler, turned into a Commit, not applied) and ``engine.committer.apply`` (commit, then publish the
 events). Everything else is the engine's as usual: worker results (by hand, or from real workers when
 the engine serves HTTP), timers (its scheduler runs), history, the studio.
 
@@ -28,8 +28,9 @@ from ...engine import OrchestratorEngine
 from ...errors import AvtomatikaError, HandlerError, VersionConflict
 from ...events import Event, EventKind
 from ...models import RUNNABLE_STATUSES, WAITING_ON_TASKS, Job, JobStatus, Task, TaskStatus
-from ...outcomes import Outcome, event
+from ...outcomes import event, stop_on_workers
 from ...storage import Commit, MemoryStorage
+from ...timers import TimerKind
 from ._render import Change, diff, short
 
 logger = logging.getLogger(__name__)
@@ -274,17 +275,17 @@ class DebugSession:
         self.snapshots.append(Snapshot(self.steps_taken, _copy(job)))
         before = _copy(job)
         handler = self.next_handler(job)
-        outcome = await self.engine.runner.run_handler(job, requeue=False)
-        error, trace = _error_of(outcome)
+        commit = await self.engine.runner.run_handler(job, requeue=False)
+        error, trace = _error_of(commit)
         try:
-            after = await self.engine.apply(outcome)
+            after = await self.engine.committer.apply(commit)
         except VersionConflict:
             raise DebuggerError("the job changed while its handler ran; nothing was applied") from None
         self.steps_taken += 1
         entry = Entry(
             "step",
             before.state,
-            describe(outcome, before),
+            describe(commit, before),
             after.status,
             after.state,
             handler=handler,
@@ -396,15 +397,15 @@ class DebugSession:
             if state_history is not None:
                 restored.state_history = dict(state_history)
             edited = state_history is not None and state_history != snapshot.job.state_history
+            note = event(EventKind.JOB_RETRIED, restored, actor=ACTOR, from_state=restored.state, restored_step=index)
             commit = Commit(
                 restored,
                 close_tasks={t.id: TaskStatus.WITHDRAWN for t in closing},
-                cancel_timers=[f"retry_job:{restored.id}", *(f"retry_task:{t.id}" for t in closing)],
-                clear_branches=True,
+                cancel_timers=[TimerKind.RETRY_JOB.of(restored.id), *(TimerKind.RETRY_TASK.of(t.id) for t in closing)],
+                events=[note],
             )
-            note = event(EventKind.JOB_RETRIED, restored, actor=ACTOR, from_state=restored.state, restored_step=index)
-            outcome = Outcome(commit, [note], [t for t in closing if t.status == TaskStatus.ASSIGNED])
-            after = await self.engine.apply(outcome)
+            stop_on_workers(commit, closing)
+            after = await self.engine.committer.apply(commit)
             self.steps_taken = index
             self.snapshots = [s for s in self.snapshots if s.index <= index]
             self.entries.append(
@@ -470,23 +471,23 @@ def _why_not(job: Job) -> str:
     return "go back to an earlier step to run it again"
 
 
-def _error_of(outcome: Outcome) -> tuple[str | None, str | None]:
-    for item in outcome.events:
+def _error_of(commit: Commit) -> tuple[str | None, str | None]:
+    for item in commit.events:
         if item.kind in (EventKind.HANDLER_RETRY, EventKind.JOB_QUARANTINED, EventKind.JOB_FAILED):
             error = item.data.get("error")
             return (str(error) if error else None), item.data.get("traceback")
     return None, None
 
 
-def describe(outcome: Outcome, before: Job) -> str:
-    """The action a step took, in words, from its outcome."""
-    job = outcome.job
-    tasks = list(outcome.commit.tasks)
+def describe(commit: Commit, before: Job) -> str:
+    """The action a step took, in words, from its commit."""
+    job = commit.job
+    tasks = list(commit.tasks)
     if tasks:
         listed = "; ".join(f"{t.type!r} params={short(t.params, 50)} transitions={short(t.transitions)}" for t in tasks)
         verb = "dispatch_parallel" if len(tasks) > 1 else "dispatch_task"
         return f"{verb}: {listed}"
-    kinds = {e.kind: e for e in outcome.events}
+    kinds = {e.kind: e for e in commit.events}
     if EventKind.HANDLER_RETRY in kinds:
         data = kinds[EventKind.HANDLER_RETRY].data
         return f"the handler raised (attempt {data.get('attempt')}; the job awaits a retry)"

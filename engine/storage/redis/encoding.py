@@ -7,7 +7,7 @@ from typing import Any, TypeAlias
 
 import orjson
 
-from ...models import TERMINAL_STATUSES, Job, Task, WorkerRecord
+from ...models import ENDED_STATUSES, Job, Task, WorkerRecord
 from ..base import asks_eligible
 
 #: What redis-py's types say a reply holds (always bytes here: the client has decode_responses=False).
@@ -26,7 +26,7 @@ def exact_score(value: float) -> str:
 def job_fields(job: Job, token: str) -> list[Any]:
     """The job as ``store_job`` in the scripts reads it."""
     counted = orjson.dumps([job.blueprint, str(job.status), job.state])
-    terminal = flag(job.status in TERMINAL_STATUSES)
+    terminal = flag(job.status in ENDED_STATUSES)  # only such jobs are ever forgotten
     doc = orjson.dumps(job)  # the same bytes as job.to_dict() (orjson reads dataclasses), 20x faster
     status = str(job.status)
     return [job.id, job.version, doc, token, status, job.blueprint, job.state, job.client or "", counted, terminal]

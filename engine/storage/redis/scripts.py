@@ -113,7 +113,7 @@ end
 local INDEXED = {'status', 'blueprint', 'state', 'client'}
 
 -- The job's fields start at ARGV[a]: id, version, doc, token, status, blueprint, state, client,
--- counted (its JOB_COUNTS field), terminal ('1' or '0').
+-- counted (its JOB_COUNTS field), terminal ('1' if it ended for good: finished, failed, cancelled).
 local function store_job(a)
   local job_id, counted = ARGV[a], ARGV[a + 8]
   local job_key = key('$JOB', job_id)
@@ -190,6 +190,13 @@ local function run(job_id, consumer)
   return {1, entry[1], entry[2][2]}
 end
 
+-- A commit's history lines (a JSON list of events; '' for none) as one entry of the feed.
+local function feed_append(events)
+  if events ~= '' then
+    redis.call('XADD', key('$FEED'), 'MAXLEN', '~', $FEED_MAX_ENTRIES, '*', 'e', events)
+  end
+end
+
 -- A reply kept for a retried call (see REPLY in keys): the earlier answer, or nil.
 local function earlier_reply(token)
   local reply = redis.call('LRANGE', key('$REPLY', token), 0, -1)
@@ -209,26 +216,34 @@ end
 
 CREATE_JOB = """
 -- KEYS[1]: the job. ARGV: ns, max terminal jobs, run ('1'), consumer to read an entry for ('' for none;
--- see run), then the job's fields (see store_job). Returns {1} (or what run returns), {2} if a retried
--- call was applied already.
+-- see run), then the job's fields (see store_job), then its events for the feed ('' for none).
+-- Returns {1} (or what run returns), {2} if a retried call was applied already.
 if redis.call('HGET', KEYS[1], 'commit') == ARGV[8] then return {2} end
 store_job(5)
+feed_append(ARGV[15])
 trim_terminal(tonumber(ARGV[2]))
 if ARGV[3] == '1' then return run(ARGV[5], ARGV[4]) end
 return {1}
 """
 
 COMMIT = """
--- KEYS[1]: the job. ARGV: ns, expected version, max terminal jobs, run, clear branches, consumer to
--- read an entry for ('' for none; see run), the job's fields (ARGV[7..16], see store_job), then four
--- counted lists: closed tasks (id, status), tasks (id, job id, type, status, worker or '', doc, score,
--- queued_at, timeout_s or '', ask), cancelled timer ids, timers (id, due). Returns {1} (or what run
--- returns); {0} if the version is not the expected one, {2} if a retried call was applied already.
+-- KEYS[1]: the job. ARGV: ns, expected version, max terminal jobs, run, fan-in size ('' to leave the
+-- round as it is), consumer to read an entry for ('' for none; see run), the job's fields (ARGV[7..16],
+-- see store_job), then five counted lists: closed tasks (id, status), tasks (id, job id, type, status,
+-- worker or '', doc, score, queued_at, timeout_s or '', ask), cancelled timer ids, timers (id, due),
+-- child jobs (the fields of each, as store_job reads them), then the events for the feed ('' for none).
+-- Returns {1} (or what run returns); {0} if the version is not the expected one or a task to withdraw
+-- was answered since it was read, {2} if a retried call was applied already.
 local job_id = ARGV[7]
 local stored = redis.call('HMGET', KEYS[1], 'version', 'commit')
 if stored[1] ~= ARGV[2] then
   if stored[2] and stored[2] == ARGV[10] then return {2} end
   return {0}
+end
+for i = 18, 17 + 2 * tonumber(ARGV[17]), 2 do
+  if ARGV[i + 1] == 'withdrawn' and redis.call('HGET', key('$TASK', ARGV[i]), 'status') == 'done' then
+    return {0}
+  end
 end
 store_job(7)
 local at = 17
@@ -250,7 +265,16 @@ for _ = 1, tonumber(arg()) do
   local timer_id = arg()
   redis.call('ZADD', key('$TIMERS'), arg(), timer_id)
 end
-if ARGV[5] == '1' then redis.call('DEL', key('$BRANCHES', job_id)) end
+if ARGV[5] ~= '' then
+  redis.call('DEL', key('$BRANCHES', job_id))
+  redis.call('HSET', KEYS[1], 'fan_in', ARGV[5])
+end
+for _ = 1, tonumber(arg()) do
+  store_job(at)
+  run(ARGV[at], '')
+  at = at + 10
+end
+feed_append(ARGV[at])
 trim_terminal(tonumber(ARGV[3]))
 if ARGV[4] == '1' then return run(job_id, ARGV[6]) end
 return {1}
@@ -332,6 +356,13 @@ local function assign(task_id)
     'x:deadline', deadline)
   load_add(worker, task_id)
   redis.call('ZADD', key('$TIMERS'), deadline, '$TIMEOUT_TIMER' .. task_id)
+  -- Its task_taken event (avtomatika.events.task_taken) to the feed; times as given, to the last bit.
+  local task = redis.call('HMGET', task_key, 'job_id', 'type', 'doc')
+  local doc = cjson.decode(task[3])
+  feed_append('[{"kind":"task_taken","job_id":' .. cjson.encode(task[1]) .. ',"blueprint":null,"state":'
+    .. cjson.encode(doc.state) .. ',"status":null,"data":{"task_id":' .. cjson.encode(task_id)
+    .. ',"task_type":' .. cjson.encode(task[2]) .. ',"worker_id":' .. cjson.encode(worker) .. ',"attempt":'
+    .. cjson.encode(doc.attempt) .. '},"at":' .. taken_at .. '}]')
   redis.call('SET', key('$REPLY', token), task_id, 'EX', $REPLY_TTL_S)
   return {1, redis.call('HGETALL', task_key)}
 end
@@ -422,22 +453,45 @@ return redis.call('HGETALL', KEYS[1])
 """
 
 ADD_BRANCH_RESULT = """
--- KEYS[1]: the job's branch results. ARGV: ns, task id, result. Records the result and closes the task
--- as done; returns how many results are recorded.
+-- KEYS[1]: the job's branch results, KEYS[2]: the job. ARGV: ns, task id, result, events for the feed
+-- ('' for none), job id, consumer to read an entry for ('' for none; see run). Records the result of a
+-- task still assigned and closes it as done; the result that completes the round queues the job.
+-- Returns {1} recorded, {2} complete (with what run read, see run), {3} duplicate (done already),
+-- {4} closed (not waiting for a result).
+local status = redis.call('HGET', key('$TASK', ARGV[2]), 'status')
+if status == 'done' then return {3} end
+if status ~= 'assigned' then return {4} end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 close_task(ARGV[2], 'done')
-return redis.call('HLEN', KEYS[1])
+feed_append(ARGV[4])
+if redis.call('HLEN', KEYS[1]) == tonumber(redis.call('HGET', KEYS[2], 'fan_in') or '0') then
+  local queued = run(ARGV[5], ARGV[6])
+  return {2, queued[2], queued[3]}
+end
+return {1}
 """
 
-POP_DUE_TIMERS = """
--- ARGV: ns, at, limit, call token. Claims (removes) and returns the due timer ids, earliest first.
+CLAIM_TIMERS = """
+-- ARGV: ns, at, limit, call token, when a claimed timer is due again. Claims the due timers, earliest
+-- first, moving each to that time; returns their ids.
 local earlier = earlier_reply(ARGV[4])
 if earlier then return earlier end
 local timers = key('$TIMERS')
 local due = redis.call('ZRANGEBYSCORE', timers, '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
-for _, timer_id in ipairs(due) do redis.call('ZREM', timers, timer_id) end
+for _, timer_id in ipairs(due) do redis.call('ZADD', timers, ARGV[5], timer_id) end
 keep_reply(ARGV[4], due)
 return due
+"""
+
+FINISH_TIMERS = """
+-- ARGV: ns, then pairs of a claimed timer's id and the time its claim made it due again. Removes each
+-- timer still due then (one set again since has moved).
+local timers = key('$TIMERS')
+for i = 2, #ARGV, 2 do
+  local due = redis.call('ZSCORE', timers, ARGV[i])
+  if due and tonumber(due) == tonumber(ARGV[i + 1]) then redis.call('ZREM', timers, ARGV[i]) end
+end
+return 1
 """
 
 SAVE_WORKER = """
@@ -450,9 +504,11 @@ end
 return 1
 """
 
-POP_EXPIRED_WORKERS = """
--- ARGV: ns, at, call token. Removes the workers expired at `at`; returns, for each, its record,
--- the number of its unanswered tasks, then their ids.
+EXPIRE_WORKERS = """
+-- ARGV: ns, at, call token. Removes the workers expired at `at`, handing their unanswered tasks on:
+-- those still queued to the worker's inbox are queued for anyone, those it took get a lost timer due
+-- at `at` (their timeout timer cancelled). Returns, for each worker, its record, the number of its
+-- unanswered tasks, then their ids.
 local earlier = earlier_reply(ARGV[3])
 if earlier then return earlier end
 local reply = {}
@@ -466,13 +522,20 @@ for _, worker_id in ipairs(redis.call('ZRANGEBYSCORE', key('$WORKER_EXPIRY'), '-
   local task_ids = redis.call('SMEMBERS', load_key)
   redis.call('DEL', load_key)
   redis.call('HDEL', key('$LOAD_COUNTS'), worker_id)
-  -- Its inbox was never taken: those tasks stay 'queued' for the engine to queue again for anyone.
-  local inbox = key('$INBOX', worker_id)
-  for _, member in ipairs(redis.call('ZRANGE', inbox, 0, -1)) do
-    local task_key = key('$TASK', string.sub(member, 18))
-    if redis.call('HGET', task_key, 'member') == member then dequeue(task_key) end
+  for _, task_id in ipairs(task_ids) do
+    local task_key = key('$TASK', task_id)
+    local task = redis.call('HMGET', task_key, 'status', 'type', 'score')
+    if task[1] == 'queued' and task[3] then
+      dequeue(task_key)
+      redis.call('HDEL', task_key, 'worker_id')
+      enqueue(task_key, task_id, task[2], '', task[3], '')
+    elseif task[1] == 'assigned' then
+      redis.call('ZREM', key('$TIMERS'), '$TIMEOUT_TIMER' .. task_id)
+      redis.call('ZADD', key('$TIMERS'), ARGV[2], '$LOST_TIMER' .. task_id)
+    end
   end
-  redis.call('DEL', inbox)
+  -- Entries of its inbox left behind by tasks queued elsewhere since.
+  redis.call('DEL', key('$INBOX', worker_id))
   if doc then
     reply[#reply + 1] = doc
     reply[#reply + 1] = tostring(#task_ids)
@@ -481,6 +544,47 @@ for _, worker_id in ipairs(redis.call('ZRANGEBYSCORE', key('$WORKER_EXPIRY'), '-
 end
 keep_reply(ARGV[3], reply)
 return reply
+"""
+
+TRIM_FEED = """
+-- KEYS[1]: the feed, KEYS[2]: its readers. ARGV: reader, last entry id it wrote, now (s), how long a
+-- reader not heard from still holds entries back (s). Notes what the reader wrote, then trims every
+-- entry before the oldest last entry of the readers heard from lately.
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ' ' .. ARGV[3])
+local oldest_ms, oldest_seq, oldest
+local readers = redis.call('HGETALL', KEYS[2])
+for i = 1, #readers, 2 do
+  local id, seen = string.match(readers[i + 1], '^(%S+) (%S+)$$')
+  if tonumber(ARGV[3]) - tonumber(seen) > tonumber(ARGV[4]) then
+    redis.call('HDEL', KEYS[2], readers[i])
+  else
+    local ms, seq = string.match(id, '^(%d+)-(%d+)$$')
+    ms, seq = tonumber(ms), tonumber(seq)
+    if not oldest or ms < oldest_ms or (ms == oldest_ms and seq < oldest_seq) then
+      oldest_ms, oldest_seq, oldest = ms, seq, id
+    end
+  end
+end
+if oldest then redis.call('XTRIM', KEYS[1], 'MINID', oldest) end
+return 1
+"""
+
+LEASE_FEED = """
+-- KEYS[1]: a feed lease key, KEYS[2]: the feed's readers. ARGV: holder, lease length (ms; 0 gives it up),
+-- reader, now (s). Notes the reader (from its first look it holds back what the feed has). 1 if the
+-- holder has the lease now (taken, or held already and extended, or given up), 0 while someone else
+-- holds it.
+redis.call('HSETNX', KEYS[2], ARGV[3], '0-0 ' .. ARGV[4])
+if tonumber(ARGV[2]) <= 0 then  -- given up
+  if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+  return 1
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
 """
 
 RENEW_LEASES = """
@@ -576,9 +680,12 @@ SOURCES: dict[str, str] = {
     "take_task": _source(TAKE_TASK),
     "update_task": _source(UPDATE_TASK),
     "add_branch_result": _source(ADD_BRANCH_RESULT),
-    "pop_due_timers": _source(POP_DUE_TIMERS),
+    "claim_timers": _source(CLAIM_TIMERS),
+    "finish_timers": _source(FINISH_TIMERS),
     "save_worker": _source(SAVE_WORKER),
-    "pop_expired_workers": _source(POP_EXPIRED_WORKERS),
+    "expire_workers": _source(EXPIRE_WORKERS),
+    "trim_feed": _source(TRIM_FEED, prelude=False),
+    "lease_feed": _source(LEASE_FEED, prelude=False),
     "renew_leases": _source(RENEW_LEASES, prelude=False),
     "ack_entry": _source(ACK_ENTRY, prelude=False),
     "release_entries": _source(RELEASE_ENTRIES, prelude=False),

@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from typing import Any, cast
 
@@ -24,9 +24,10 @@ from redis.exceptions import RedisError
 
 from ... import keys
 from ...errors import VersionConflict
+from ...events import Event, events_json
 from ...keys import Keys
 from ...models import Job, Task, WorkerRecord, now
-from ..base import Commit, JobFilter, Storage
+from ..base import FEED_READER_TTL_S, BranchAnswer, Commit, FeedEntry, JobFilter, Storage, TimerClaim
 from .background import cancellation_count, stop_if_cancelled
 from .connection import Script, SharedConnection
 from .encoding import (
@@ -53,6 +54,13 @@ logger = logging.getLogger(__name__)
 
 #: Replies of the take script (see ``TAKE_TASK`` in :mod:`.scripts`).
 _TAKEN, _ASKED = 1, 2
+#: Replies of the branch result script (see ``ADD_BRANCH_RESULT`` in :mod:`.scripts`).
+_BRANCH_ANSWERS = {
+    1: BranchAnswer.RECORDED,
+    2: BranchAnswer.COMPLETE,
+    3: BranchAnswer.DUPLICATE,
+    4: BranchAnswer.CLOSED,
+}
 #: Jobs read at a time when a list has to be filtered on more than one field.
 LIST_PAGE = 100
 #: Connections of a pool built from a url; callers past it wait for one (see ``pool_timeout_s``).
@@ -132,6 +140,7 @@ class RedisStorage(Storage):
         self._runnable = RunnableReader(self)
         self._wakeups = TaskWakeups(self)
         self._polls_ended = False
+        self._feed_id = ""
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -143,6 +152,9 @@ class RedisStorage(Storage):
             await self.connection.execute("SCRIPT", "LOAD", script.source)
         await self._runnable.create_group()
         await self._wakeups.start()
+        feed_id_key = self.keys.key(keys.FEED_ID)
+        await self.connection.execute("SET", feed_id_key, f"redis:{uuid.uuid4().hex}", "NX")
+        self._feed_id = as_text(await self.connection.execute("GET", feed_id_key))
 
     async def close(self) -> None:
         """Stop this process's reader and subscription; close the client if it was built here."""
@@ -180,10 +192,11 @@ class RedisStorage(Storage):
         return await self._scripts[script](keys=list(keys), args=[self.keys.prefix, *args])
 
     # -- jobs ------------------------------------------------------------------------------------
-    async def create_job(self, job: Job, *, run: bool = True) -> Job:
+    async def create_job(self, job: Job, *, run: bool = True, events: Sequence[Event] = ()) -> Job:
         job.version = 1
         consumer = self._runnable.promise(run)
         args = [self.max_terminal_jobs, flag(run), consumer, *job_fields(job, next(self._tokens))]
+        args.append(events_json(events) if events else "")
         reply = None
         try:
             reply = await self._run("create_job", [self.keys.job(job.id)], args)
@@ -200,8 +213,10 @@ class RedisStorage(Storage):
         expected, updated_at = job.version, job.updated_at
         job.version, job.updated_at = expected + 1, now()
         consumer = self._runnable.promise(change.run)
-        args: list[Any] = [expected, self.max_terminal_jobs, flag(change.run), flag(change.clear_branches), consumer]
-        args += job_fields(job, next(self._tokens))
+        fan_in = "" if change.fan_in is None else change.fan_in
+        token = next(self._tokens)
+        args: list[Any] = [expected, self.max_terminal_jobs, flag(change.run), fan_in, consumer]
+        args += job_fields(job, token)
         args += [len(change.close_tasks), *(x for item in change.close_tasks.items() for x in item)]
         args += [len(change.tasks), *(x for task in change.tasks for x in task_fields(task))]
         args += [len(change.cancel_timers), *change.cancel_timers]
@@ -209,6 +224,10 @@ class RedisStorage(Storage):
             len(change.timers),
             *(x for timer_id, due in change.timers.items() for x in (timer_id, exact_score(due))),
         ]
+        for child in change.children:
+            child.version = 1
+        args += [len(change.children), *(x for child in change.children for x in job_fields(child, token))]
+        args.append(events_json(change.events) if change.events else "")
         reply = None
         try:
             reply = await self._run("commit", [self.keys.job(job.id)], args)
@@ -396,18 +415,32 @@ class RedisStorage(Storage):
         return decode_counts(as_mapping(await self.connection.execute("HGETALL", self.keys.key(keys.LOAD_COUNTS))))
 
     # -- fan-in ----------------------------------------------------------------------------------
-    async def add_branch_result(self, job_id: str, task_id: str, result: dict[str, Any]) -> int:
-        reported = await self._run("add_branch_result", [self.keys.branches(job_id)], [task_id, orjson.dumps(result)])
-        return int(reported)
+    async def add_branch_result(
+        self, job_id: str, task_id: str, result: dict[str, Any], events: Sequence[Event] = ()
+    ) -> BranchAnswer:
+        consumer = self._runnable.promise(True)
+        keys_ = [self.keys.branches(job_id), self.keys.job(job_id)]
+        args = [task_id, orjson.dumps(result), events_json(events) if events else "", job_id, consumer]
+        reply = None
+        try:
+            reply = await self._run("add_branch_result", keys_, args)
+        finally:
+            self._runnable.settle(consumer, reply)
+        return _BRANCH_ANSWERS[int(reply[0])]
 
     async def branch_results(self, job_id: str) -> dict[str, dict[str, Any]]:
         stored = as_mapping(await self.connection.execute("HGETALL", self.keys.branches(job_id)))
         return {as_text(task_id): orjson.loads(result) for task_id, result in stored.items()}
 
     # -- timers ----------------------------------------------------------------------------------
-    async def pop_due_timers(self, at: float, limit: int = 100) -> list[str]:
-        reply = await self._run("pop_due_timers", [], [exact_score(at), limit, next(self._tokens)])
-        return [as_text(timer_id) for timer_id in reply]
+    async def claim_timers(self, at: float, lease_s: float, limit: int = 100) -> list[TimerClaim]:
+        again = exact_score(at + lease_s)
+        reply = await self._run("claim_timers", [], [exact_score(at), limit, next(self._tokens), again])
+        return [TimerClaim(as_text(timer_id), again) for timer_id in reply]
+
+    async def finish_timers(self, claims: Sequence[TimerClaim]) -> None:
+        if claims:
+            await self._run("finish_timers", [], [x for claim in claims for x in (claim.timer_id, claim.token)])
 
     async def next_timer_at(self) -> float | None:
         first = scored(await self.connection.execute("ZRANGE", self.keys.key(keys.TIMERS), 0, 0, "WITHSCORES"))
@@ -431,10 +464,39 @@ class RedisStorage(Storage):
         )
         return [decode_worker(doc) for doc in docs if doc is not None]
 
-    async def pop_expired_workers(self, at: float) -> list[tuple[WorkerRecord, list[str]]]:
-        reply = iter(await self._run("pop_expired_workers", [], [exact_score(at), next(self._tokens)]))
+    async def expire_workers(self, at: float) -> list[tuple[WorkerRecord, list[str]]]:
+        reply = iter(await self._run("expire_workers", [], [exact_score(at), next(self._tokens)]))
         expired = []
         for doc in reply:
             task_ids = [as_text(next(reply)) for _ in range(int(next(reply)))]
             expired.append((decode_worker(doc), sorted(task_ids)))
         return expired
+
+    # -- the history feed ------------------------------------------------------------------------
+    @property
+    def feed_id(self) -> str:
+        if not self._feed_id:
+            raise RuntimeError("RedisStorage.feed_id is known once connected")
+        return self._feed_id
+
+    async def read_feed(self, after: str | None, limit: int) -> list[FeedEntry]:
+        start = "-" if after is None else f"({after}"
+        entries = await self.connection.execute("XRANGE", self.keys.key(keys.FEED), start, "+", "COUNT", limit)
+        return [FeedEntry(as_text(entry_id), fields[b"e"]) for entry_id, fields in _stream_fields(entries)]
+
+    async def trim_feed(self, reader: str, through: str) -> None:
+        feed_keys = [self.keys.key(keys.FEED), self.keys.key(keys.FEED_READERS)]
+        await self._scripts["trim_feed"](keys=feed_keys, args=[reader, through, repr(now()), FEED_READER_TTL_S])
+
+    async def lease_feed(self, reader: str, holder: str, lease_s: float) -> bool:
+        lease_keys = [self.keys.key(keys.FEED_LEASE, reader), self.keys.key(keys.FEED_READERS)]
+        args = [holder, int(lease_s * 1000) if lease_s > 0 else 0, reader, repr(now())]
+        return bool(await self._scripts["lease_feed"](keys=lease_keys, args=args))
+
+    async def feed_length(self) -> int:
+        return int(await self.connection.execute("XLEN", self.keys.key(keys.FEED)))
+
+
+def _stream_fields(entries: Any) -> list[tuple[Raw, dict[bytes, bytes]]]:
+    """XRANGE's entries as (id, fields): fields come as a flat list (RESP2) or a map (RESP3)."""
+    return [(entry_id, as_mapping(fields)) for entry_id, fields in entries]
