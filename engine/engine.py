@@ -158,10 +158,14 @@ class OrchestratorEngine:
         await self.storage.connect()
         await self._open_history()
         if self.access.clients_open:
-            logger.warning("no client tokens configured (CLIENT_TOKEN / CLIENTS_CONFIG_PATH): the client API is open")
+            logger.warning(
+                "no client tokens configured (CLIENT_TOKEN / CLIENTS_CONFIG_PATH): the client API answers "
+                "loopback and TRUSTED_NETWORKS peers only, without tokens"
+            )
         if self.access.workers_open:
             logger.warning(
-                "no worker tokens configured (GLOBAL_WORKER_TOKEN / WORKERS_CONFIG_PATH): the worker API is open"
+                "no worker tokens configured (GLOBAL_WORKER_TOKEN / WORKERS_CONFIG_PATH): the worker API answers "
+                "loopback and TRUSTED_NETWORKS peers only, without tokens"
             )
         self.started_at = now()
         loop = asyncio.get_running_loop()
@@ -187,11 +191,12 @@ class OrchestratorEngine:
 
     async def _serve(self, host: str, port: int) -> None:
         from .api.app import create_app
+        from .api.server import make_runner
 
         self.app = create_app(self)
         if self.config.STUDIO_ENABLED:
             self._mount_studio(self.app)
-        self._site_runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._site_runner = make_runner(self.app, self.config, access_log=None, handle_signals=False)
         await self._site_runner.setup()
         site = web.TCPSite(self._site_runner, host, port)
         await site.start()

@@ -7,8 +7,8 @@ from aiohttp import web
 from engine_helpers import FakeWorker, failure, wait_for_status
 from test_studio_support import csrf_of, studio_app, studio_engine
 
+from avtomatika.api.exposure import is_loopback
 from avtomatika.events import EventKind
-from avtomatika.studio.access import is_loopback
 
 HX = {"HX-Request": "true"}
 

@@ -33,10 +33,13 @@ class ApiError(Exception):
         field: str | None = None,
         details: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.field, self.details = status, message, field, details
         self.headers = headers
+        #: More keys of the JSON body (``{"settings": [...]}``).
+        self.extra = extra or {}
 
 
 def error_response(status: int, message: str, /, **extra: Any) -> web.Response:
@@ -61,7 +64,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        response = error_response(exc.status, exc.message, field=exc.field, details=exc.details)
+        response = error_response(exc.status, exc.message, field=exc.field, details=exc.details, **exc.extra)
         if exc.headers:
             response.headers.update(exc.headers)
         return response
