@@ -68,6 +68,8 @@ class _Settings(BaseSettings):
     RATE_LIMIT_PUBLIC_BURST: int = Field(200, ge=1)
     RATE_LIMIT_UNAUTHENTICATED_PER_SECOND: float = Field(20.0, ge=0)
     RATE_LIMIT_UNAUTHENTICATED_BURST: int = Field(100, ge=1)
+    RATE_LIMIT_SIGN_IN_PER_SECOND: float = Field(0.1, ge=0)
+    RATE_LIMIT_SIGN_IN_BURST: int = Field(10, ge=1)
 
     STUDIO_ENABLED: bool = True
     STUDIO_TOKEN: SecretStr | None = None

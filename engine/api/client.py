@@ -12,12 +12,12 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from ..blueprint import StateMachineBlueprint
-from ..history import HistoryFilter, InvalidCursor
+from ..history import HistoryFilter, InvalidCursor, JobRow
 from ..models import Job, JobStatus, now
 from .auth import client_of, owner_of
 from .errors import ApiError
 from .keys import engine_key
-from .limits import check_size
+from .limits import check_size, job_attempt, limits_key
 from .openapi import Operation, Query, documented
 from .payloads import (
     VIEW_TASKS,
@@ -50,6 +50,8 @@ PREFIXES = ("/api/v1", "/api")
 MAX_PAGE = 500
 #: Offsets beyond this are refused: page deeper with the cursor.
 MAX_OFFSET = 10_000
+#: Rows read per history call while skipping to an offset (history's largest page).
+SKIP_PAGE = 1000
 #: W3C trace context; any other ``traceparent`` is ignored (as the spec asks), not passed to workers.
 TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
@@ -95,24 +97,18 @@ def create_job_handler(blueprint: StateMachineBlueprint) -> Any:
         data = await read_json(request, max_depth=_max_depth(request))
         if not isinstance(data, dict):
             raise ApiError(400, "the request body must be a JSON object (the job's initial_data)")
-        check_size(request, "initial_data", data)
+        check_size(request.app[limits_key].limits, "initial_data", data)
         engine = request.app[engine_key]
-        client = client_of(request)
-        if not engine.access.take_attempt(client):
-            raise ApiError(429, f"client '{client.name}' has used its {client.monthly_attempts} monthly attempts")
         traceparent = request.headers.get("traceparent", "").strip().lower()
         if not TRACEPARENT.fullmatch(traceparent):
             traceparent = ""
-        try:
+        with job_attempt(engine.access, client_of(request)):
             job = await engine.create_job(
                 blueprint.name,
                 data,
                 client=owner,
                 tracing_context={"traceparent": traceparent} if traceparent else None,
             )
-        except BaseException:
-            engine.access.refund_attempt(client)
-            raise
         return model_response(Accepted(job_id=job.id), 202)
 
     create_job.blueprint = blueprint  # type: ignore[attr-defined]
@@ -208,14 +204,23 @@ async def list_jobs(request: web.Request) -> web.Response:
     limit = _int_query(request, "limit", 50, 1, MAX_PAGE)
     offset = _int_query(request, "offset", 0, 0, MAX_OFFSET)
     try:
-        rows, next_cursor = await engine.history_jobs(where, offset + limit, request.query.get("cursor") or None)
+        rows, next_cursor = await _page(engine, where, limit, offset, request.query.get("cursor") or None)
     except InvalidCursor:
         raise ApiError(400, "cursor is not one this engine handed out", field="cursor") from None
-    if offset:
-        next_cursor = next_cursor if len(rows) == offset + limit else None
-    return model_response(
-        JobList.model_validate({"jobs": [job_summary(r) for r in rows[offset:]], "next_cursor": next_cursor})
-    )
+    return model_response(JobList.model_validate({"jobs": [job_summary(r) for r in rows], "next_cursor": next_cursor}))
+
+
+async def _page(
+    engine: OrchestratorEngine, where: HistoryFilter, limit: int, offset: int, cursor: str | None
+) -> tuple[list[JobRow], str | None]:
+    """``limit`` rows, ``offset`` rows past ``cursor``; the rows skipped are read in keyset pages of up
+    to SKIP_PAGE (history's largest)."""
+    while offset > 0:
+        skipped, cursor = await engine.history_jobs(where, min(offset, SKIP_PAGE), cursor)
+        if cursor is None:
+            return [], None
+        offset -= len(skipped)
+    return await engine.history_jobs(where, limit, cursor)
 
 
 @documented(
@@ -255,7 +260,7 @@ async def release_job(request: web.Request) -> web.Response:
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
     body = await _optional_body(request, ReleaseRequest)
     if body.params is not None:
-        check_size(request, "params", body.params)
+        check_size(request.app[limits_key].limits, "params", body.params)
     job = await engine.release_job(job.id, actor=_actor(request), params=body.params)
     return model_response(OperationDone(status=job.status, job_id=job.id, current_state=job.state))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +23,10 @@ from .render import json_response
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: ``/api[/version]/jobs/<name>``: where a blueprint's endpoint would be; a POST there that the router
+#: answers 405 (the GET of a job matched) asked for a blueprint that is not served.
+_BLUEPRINT_ENDPOINT = re.compile(r"/api/(?:[^/]+/)?jobs/[^/]+")
 
 
 class ApiError(Exception):
@@ -82,6 +87,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        if exc.status == 405 and request.method == "POST" and _BLUEPRINT_ENDPOINT.fullmatch(request.path):
+            return error_response(
+                404,
+                f"no blueprint serves POST {request.path}; GET /api/blueprints lists blueprints and their endpoints",
+                field="blueprint",
+            )
         message = f"{exc.reason}: {request.method} {request.path}" if exc.status in (404, 405) else exc.reason
         response = error_response(exc.status, message)
         if "Allow" in exc.headers:  # a 405 says which methods the route takes
