@@ -19,15 +19,12 @@ from typing import Any, Protocol
 from ..engine import OrchestratorEngine
 from ..history import Cursor
 from ..models import TERMINAL_STATUSES, Job, JobStatus, Task, WorkerRecord, now
+from ..reads import SCAN_BATCH, client_jobs, job_counts
 
 logger = logging.getLogger(__name__)
 
-#: Jobs read per storage call while scanning for a keyset page through the engine.
-SCAN_BATCH = 500
 #: The most live jobs scanned for one page through the engine (history has no such limit).
 SCAN_LIMIT_JOBS = 100_000
-#: The most live jobs of one client scanned for its counts (a client's session).
-CLIENT_SCAN_JOBS = 10_000
 #: Waiting jobs scanned to find the tasks each worker holds (the engine has no per-worker index).
 WORKER_TASKS_SCAN = 1000
 
@@ -167,26 +164,12 @@ class EngineSource:
         return JobPage(rows, Cursor(rows[-1].created_at, rows[-1].id) if more and rows else None)
 
     async def counts(self, client: str | None = None) -> Counts:
-        """Jobs per blueprint, state and status, in live storage; a client's by scanning its jobs."""
+        """Jobs per blueprint, state and status, in live storage (of ``client`` alone when given)."""
         counts: Counts = {}
-        if client is None:
-            grouped = (await self.engine.storage.count_jobs()).items()
-        else:
-            grouped = [((j.blueprint, j.status, j.state), 1) for j in await self.client_jobs(client)]
-        for (blueprint, status, state), n in grouped:
+        for (blueprint, status, state), n in (await job_counts(self.engine, client)).items():
             by_status = counts.setdefault(blueprint, {}).setdefault(state, {})
             by_status[status] = by_status.get(status, 0) + n
         return counts
-
-    async def client_jobs(self, client: str, status: str | None = None) -> list[Job]:
-        # Live storage counts jobs by (blueprint, status, state) only: a client's are listed instead.
-        found: list[Job] = []
-        for offset in range(0, CLIENT_SCAN_JOBS, SCAN_BATCH):
-            batch = await self.engine.list_jobs(client=client, status=status, limit=SCAN_BATCH, offset=offset)
-            found += batch
-            if len(batch) < SCAN_BATCH:
-                break
-        return found
 
     async def timeline(self, job_id: str, after_seq: int = 0) -> list[TimelineLine] | None:
         return None
@@ -360,7 +343,7 @@ class StudioData:
             counted = (await self.engine.storage.count_jobs()).items()
             quarantined = sum(n for (_, status, _), n in counted if status == JobStatus.QUARANTINED)
         else:
-            quarantined = len(await EngineSource(self.engine).client_jobs(client, JobStatus.QUARANTINED))
+            quarantined = len(await client_jobs(self.engine, client, JobStatus.QUARANTINED))
         at = now()
         alive = sum(1 for w in await self.engine.list_workers() if w.alive(at))
         return quarantined, alive

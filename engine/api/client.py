@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from ..blueprint import StateMachineBlueprint
 from ..history import HistoryFilter, InvalidCursor, JobRow
 from ..models import Job, JobStatus, now
+from ..reads import job_counts
 from .auth import client_of, owner_of
 from .errors import ApiError
 from .keys import engine_key
@@ -27,6 +28,7 @@ from .payloads import (
     Cancelled,
     Dashboard,
     FailRequest,
+    JobCounts,
     JobHistory,
     JobList,
     JobView,
@@ -35,9 +37,11 @@ from .payloads import (
     ReleaseRequest,
     RetryRequest,
     TimelineItem,
+    WorkerCounts,
     WorkerList,
     job_summary,
     job_view,
+    worker_summary,
     worker_view,
 )
 from .render import json_response, model_response
@@ -336,24 +340,49 @@ async def blueprint_graph(request: web.Request) -> web.Response:
     raise ApiError(400, "format must be 'dot' or 'svg'", field="format")
 
 
-@documented(Operation("Registered workers (no secrets)", "client", security="client", responses={200: WorkerList}))
+@documented(
+    Operation(
+        "Registered workers: every detail (secrets left out) on an open API; to a client with a token, "
+        "only what each worker is and whether it is alive",
+        "client",
+        security="client",
+        responses={200: WorkerList},
+    )
+)
 async def list_workers(request: web.Request) -> web.Response:
-    client_of(request)
+    owner = owner_of(request)
     engine = request.app[engine_key]
-    load = await engine.storage.worker_load()
     at = now()
-    views = [worker_view(w, load.get(w.worker_id, 0), at) for w in await engine.list_workers()]
-    return json_response({"workers": views})  # a WorkerList of worker_view()s
+    workers = await engine.list_workers()
+    if owner is not None:  # one client among others: their tasks and loads are not its business
+        return json_response({"workers": [worker_summary(w, at) for w in workers]})  # a WorkerList
+    load = await engine.storage.worker_load()
+    return json_response({"workers": [worker_view(w, load.get(w.worker_id, 0), at) for w in workers]})
 
 
 @documented(
     Operation(
-        "Counts of jobs by status, workers and queued tasks", "client", security="client", responses={200: Dashboard}
+        "Counts of jobs by status (a client's own, with a token), workers, and queued tasks (open API only)",
+        "client",
+        security="client",
+        responses={200: Dashboard},
     )
 )
 async def dashboard(request: web.Request) -> web.Response:
-    client_of(request)
-    return model_response(Dashboard.model_validate(await request.app[engine_key].dashboard()))
+    owner = owner_of(request)
+    engine = request.app[engine_key]
+    by_status: dict[str, int] = {}
+    for (_, status, _), n in (await job_counts(engine, owner)).items():
+        by_status[status] = by_status.get(status, 0) + n
+    at = now()
+    workers = await engine.list_workers()
+    return model_response(
+        Dashboard(
+            jobs=JobCounts(total=sum(by_status.values()), by_status=by_status),
+            workers=WorkerCounts(total=len(workers), alive=sum(1 for w in workers if w.alive(at))),
+            queues=await engine.storage.queue_lengths() if owner is None else None,
+        )
+    )
 
 
 def prefix_of(blueprint: StateMachineBlueprint) -> str:

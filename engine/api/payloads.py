@@ -300,8 +300,17 @@ class WorkerView(BaseModel):
     expires_at: str | None
 
 
+class WorkerSummary(BaseModel):
+    """A worker as a client among others sees it: what it is, not what it does for the others."""
+
+    worker_id: str
+    worker_type: str | None
+    supported_tasks: list[str]
+    alive: bool
+
+
 class WorkerList(BaseModel):
-    workers: list[WorkerView]
+    workers: list[WorkerView | WorkerSummary]
 
 
 class JobCounts(BaseModel):
@@ -315,9 +324,9 @@ class WorkerCounts(BaseModel):
 
 
 class Dashboard(BaseModel):
-    jobs: JobCounts
+    jobs: JobCounts = Field(description="Live jobs: a client's own when it has a token, else every job")
     workers: WorkerCounts
-    queues: dict[str, int]
+    queues: dict[str, int] | None = Field(description="Queued tasks by type; on an open API only (null for a client)")
 
 
 class Registered(BaseModel):
@@ -449,3 +458,14 @@ def worker_view(record: WorkerRecord, load: int, at: float) -> dict[str, Any]:
             "expires_at": iso(record.expires_at),
         }
     ).model_dump(mode="json")
+
+
+def worker_summary(record: WorkerRecord, at: float) -> dict[str, Any]:
+    """A worker as a client among others sees it (:class:`WorkerSummary`)."""
+    worker_type = record.info.get("worker_type")
+    return {
+        "worker_id": record.worker_id,
+        "worker_type": worker_type if isinstance(worker_type, str) else None,
+        "supported_tasks": list(record.supported_tasks),
+        "alive": record.alive(at),
+    }
