@@ -70,6 +70,7 @@ class _Settings(BaseSettings):
     RATE_LIMIT_UNAUTHENTICATED_BURST: int = Field(100, ge=1)
     RATE_LIMIT_SIGN_IN_PER_SECOND: float = Field(0.1, ge=0)
     RATE_LIMIT_SIGN_IN_BURST: int = Field(10, ge=1)
+    METRICS_MAX_LABEL_VALUES: int = Field(1000, ge=1)
 
     STUDIO_ENABLED: bool = True
     STUDIO_TOKEN: SecretStr | None = None
