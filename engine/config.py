@@ -71,6 +71,7 @@ class _Settings(BaseSettings):
     RATE_LIMIT_SIGN_IN_PER_SECOND: float = Field(0.1, ge=0)
     RATE_LIMIT_SIGN_IN_BURST: int = Field(10, ge=1)
     METRICS_MAX_LABEL_VALUES: int = Field(1000, ge=1)
+    HISTORY_READ_WAIT_SECONDS: float = Field(1.0, ge=0)
 
     STUDIO_ENABLED: bool = True
     STUDIO_TOKEN: SecretStr | None = None

@@ -384,15 +384,15 @@ class OrchestratorEngine:
             raise JobNotFound(job_id)
         return job
 
-    async def job_history(self, job_id: str, client: str | None = None) -> list[TimelineEntry]:
-        """The job's timeline from history (what was buffered is written first).
+    async def job_history(self, job_id: str, client: str | None = None, *, wait: bool = True) -> list[TimelineEntry]:
+        """The job's timeline from history (with ``wait``, after :meth:`history_lag`).
 
         Raises JobNotFound for an unknown job, or one of another client than ``client``.
         """
         if self.history is None:
             raise JobNotFound(job_id)
-        if self.history_writer is not None:
-            await self.history_writer.flush()
+        if wait:
+            await self.history_lag()
         live = await self.storage.get_job(job_id)
         row = await self.history.get_job(job_id) if live is None else None
         owner = live.client if live is not None else (row.client if row is not None else None)
@@ -401,19 +401,25 @@ class OrchestratorEngine:
         return await self.history.timeline(job_id)
 
     async def history_jobs(
-        self, where: HistoryFilter, limit: int = 50, cursor: str | None = None
+        self, where: HistoryFilter, limit: int = 50, cursor: str | None = None, *, wait: bool = True
     ) -> tuple[list[JobRow], str | None]:
         """A page of jobs from history, newest first, and the cursor of the next page (or None).
 
-        What is buffered is written first, so a job created a moment ago is listed. Raises
+        With ``wait``, after :meth:`history_lag`, so a job created a moment ago is listed. Raises
         InvalidCursor for a cursor this engine did not hand out.
         """
         if self.history is None:
             return [], None
-        if self.history_writer is not None:
-            await self.history_writer.flush()
+        if wait:
+            await self.history_lag()
         page = await self.history.list_jobs(where, limit, cursor)
         return page.jobs, page.next_cursor.encode() if page.next_cursor is not None else None
+
+    async def history_lag(self) -> int:
+        """Wait (``HISTORY_READ_WAIT_SECONDS`` at most) for the events buffered now to be written to
+        history; how many are not yet (0: a read of history now sees everything that happened)."""
+        writer = self.history_writer
+        return 0 if writer is None else await writer.catch_up(self.config.HISTORY_READ_WAIT_SECONDS)
 
     async def list_jobs(
         self,

@@ -13,7 +13,7 @@ page never shifts when new jobs arrive at the top.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ..engine import OrchestratorEngine
@@ -96,6 +96,8 @@ class JobRow:
 class JobPage:
     rows: list[JobRow]
     next_cursor: Cursor | None = None
+    #: Events not yet in history when the page was read: it may miss that many recent changes.
+    history_pending: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +275,8 @@ class JobDetail:
     timeline: list[TimelineLine] | None
     #: True when the engine no longer keeps the job and all of it comes from history.
     from_history: bool = False
+    #: Events not yet in history when the timeline was read: it may miss that many recent lines.
+    history_pending: int = 0
 
 
 @dataclass(slots=True)
@@ -296,14 +300,14 @@ class StudioData:
         self.source = source
 
     async def jobs_page(self, query: JobQuery, limit: int = 50, cursor: str | None = None) -> JobPage:
-        await self.flush_history()  # a job started a moment ago is on the list
-        return await self.source.list_jobs(query, limit, Cursor.decode(cursor) if cursor else None)
+        pending = await self.history_lag()  # a job started a moment ago is on the list
+        page = await self.source.list_jobs(query, limit, Cursor.decode(cursor) if cursor else None)
+        return replace(page, history_pending=pending)
 
-    async def flush_history(self) -> None:
-        """Write what history's writer buffered, when the studio reads history."""
-        writer = self.engine.history_writer
-        if writer is not None and self.source.name == "history":
-            await writer.flush()
+    async def history_lag(self) -> int:
+        """When the studio reads history: wait (boundedly) for what its writer buffered; how many
+        events are still not written (:meth:`OrchestratorEngine.history_lag`)."""
+        return await self.engine.history_lag() if self.source.name == "history" else 0
 
     async def counts(self, client: str | None = None) -> Counts:
         """Jobs per blueprint, state and status (of ``client`` alone when given); always live."""
@@ -316,20 +320,24 @@ class StudioData:
         """A job the engine no longer keeps (its live record was forgotten), rebuilt from history."""
         if self.source.name != "history":
             return None
-        timeline = await self.timeline(job_id)
+        pending = await self.history_lag()
+        timeline = await self.source.timeline(job_id)
         row = await self.source.job_row(job_id)
         if row is None or timeline is None:
             return None
-        return JobDetail(job_from_history(row, timeline), [], timeline, from_history=True)
+        return JobDetail(job_from_history(row, timeline), [], timeline, from_history=True, history_pending=pending)
 
     async def job_detail(self, job: Job, *, timeline: bool = True) -> JobDetail:
         """The job with its current tasks and (unless ``timeline`` is False) its whole timeline."""
         tasks = await self.engine.current_tasks(job)
-        return JobDetail(job, tasks, await self.timeline(job.id) if timeline else None)
+        if not timeline:
+            return JobDetail(job, tasks, None)
+        pending = await self.history_lag()
+        return JobDetail(job, tasks, await self.source.timeline(job.id), history_pending=pending)
 
     async def timeline(self, job_id: str, after_seq: int = 0) -> list[TimelineLine] | None:
-        """The job's timeline after line ``after_seq``, with what history's writer buffered written first."""
-        await self.flush_history()
+        """The job's timeline after line ``after_seq``, after :meth:`history_lag`."""
+        await self.history_lag()
         return await self.source.timeline(job_id, after_seq)
 
     async def quarantined(self, limit: int = 500, client: str | None = None) -> list[JobDetail]:

@@ -139,8 +139,10 @@ async def _job_view(engine: OrchestratorEngine, job: Job) -> dict[str, Any]:
 )
 async def job_history(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
-    timeline = await engine.job_history(request.match_info["job_id"], owner_of(request))
-    return model_response(JobHistory(history=[TimelineItem.model_validate(asdict(entry)) for entry in timeline]))
+    pending = await engine.history_lag()
+    timeline = await engine.job_history(request.match_info["job_id"], owner_of(request), wait=False)
+    history = [TimelineItem.model_validate(asdict(entry)) for entry in timeline]
+    return model_response(JobHistory(history=history, history_pending=pending))
 
 
 def _int_query(request: web.Request, name: str, default: int, minimum: int, maximum: int) -> int:
@@ -207,11 +209,15 @@ async def list_jobs(request: web.Request) -> web.Response:
     )
     limit = _int_query(request, "limit", 50, 1, MAX_PAGE)
     offset = _int_query(request, "offset", 0, 0, MAX_OFFSET)
+    pending = await engine.history_lag()
     try:
         rows, next_cursor = await _page(engine, where, limit, offset, request.query.get("cursor") or None)
     except InvalidCursor:
         raise ApiError(400, "cursor is not one this engine handed out", field="cursor") from None
-    return model_response(JobList.model_validate({"jobs": [job_summary(r) for r in rows], "next_cursor": next_cursor}))
+    jobs = [job_summary(r) for r in rows]
+    return model_response(
+        JobList.model_validate({"jobs": jobs, "next_cursor": next_cursor, "history_pending": pending})
+    )
 
 
 async def _page(
@@ -220,11 +226,11 @@ async def _page(
     """``limit`` rows, ``offset`` rows past ``cursor``; the rows skipped are read in keyset pages of up
     to SKIP_PAGE (history's largest)."""
     while offset > 0:
-        skipped, cursor = await engine.history_jobs(where, min(offset, SKIP_PAGE), cursor)
+        skipped, cursor = await engine.history_jobs(where, min(offset, SKIP_PAGE), cursor, wait=False)
         if cursor is None:
             return [], None
         offset -= len(skipped)
-    return await engine.history_jobs(where, limit, cursor)
+    return await engine.history_jobs(where, limit, cursor, wait=False)
 
 
 @documented(

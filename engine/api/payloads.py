@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeGuard
+from typing import Annotated, Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
@@ -236,9 +236,21 @@ class JobSummary(BaseModel):
     retry_count: int
 
 
+#: How far history is behind when a read of it answers (JobList, JobHistory).
+HistoryPending = Annotated[
+    int,
+    Field(
+        ge=0,
+        description="Events not yet written to history when this was read (after waiting up to "
+        "HISTORY_READ_WAIT_SECONDS): the answer may miss that many recent changes; 0: it is up to date",
+    ),
+]
+
+
 class JobList(BaseModel):
     jobs: list[JobSummary]
     next_cursor: str | None = None
+    history_pending: HistoryPending = 0
 
 
 class JobViewList(BaseModel):
@@ -259,6 +271,7 @@ class TimelineItem(BaseModel):
 
 class JobHistory(BaseModel):
     history: list[TimelineItem]
+    history_pending: HistoryPending = 0
 
 
 class Cancelled(BaseModel):

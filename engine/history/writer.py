@@ -101,6 +101,7 @@ class HistoryWriter:
         self.last_error: BaseException | None = None
         self._buffer: deque[EventRecord] = deque()
         self._wake = asyncio.Event()
+        self._progress = asyncio.Event()  # set (and replaced) whenever records leave the buffer
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -174,6 +175,31 @@ class HistoryWriter:
             if not await self._write_batch():
                 return False
         return True
+
+    async def catch_up(self, timeout_s: float) -> int:
+        """Have the events buffered now written, waiting at most ``timeout_s``; how many are still not.
+
+        For readers that want what just happened in history without waiting on a buffer that never
+        empties under load, or on a slow database: the background task writes (woken at once), this
+        only waits. Events the database refused count as written.
+        """
+        target = self.written + self.rejected + len(self._buffer)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while (behind := target - self.written - self.rejected) > 0 and self.running:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            progress = self._progress
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), remaining)
+        return max(0, min(behind, len(self._buffer)))
+
+    def _advanced(self) -> None:
+        """Records left the buffer: wake :meth:`catch_up`'s waiters."""
+        self._progress.set()
+        self._progress = asyncio.Event()
 
     # -- the subscriber --------------------------------------------------------------------------
     def on_event(self, event: Event) -> None:
@@ -259,6 +285,7 @@ class HistoryWriter:
                 self.rejected += 1
                 logger.error("history: the database refused %s of job %s; dropped: %r", record.kind, record.job_id, exc)
                 self._buffer.popleft()
+                self._advanced()
                 continue
             self._written(1)
         self.failures = 0  # the batch is through, written or dropped: the next one starts afresh
@@ -268,6 +295,7 @@ class HistoryWriter:
         for _ in range(n):
             self._buffer.popleft()
         self.written += n
+        self._advanced()
         if self.failures:
             logger.warning("history: writing again after %d failed attempts", self.failures)
         self.failures = 0
