@@ -120,17 +120,16 @@ class ActionFactory:
             arguments = self._parallel_arguments(index, task)
             transitions = _transitions(self, arguments.get("transitions"))
             if transitions.setdefault("success", target) != target:
-                raise HandlerError(
-                    self.blueprint,
-                    self.state,
-                    f"dispatch_parallel task #{index}: its 'success' transition must be the aggregation state "
-                    f"'{target}', not '{transitions['success']}'",
+                raise self._parallel_error(
+                    index,
+                    f"its 'success' transition must be the aggregation state '{target}', "
+                    f"not '{transitions['success']}'",
                 )
             arguments["transitions"] = transitions
             try:
                 self._tasks.append(self._task_spec(**arguments))
             except TypeError as exc:
-                raise HandlerError(self.blueprint, self.state, f"dispatch_parallel task #{index}: {exc}") from None
+                raise self._parallel_error(index, str(exc)) from None
         self._aggregate_into = target
 
     def _parallel_arguments(self, index: int, task: dict[str, Any]) -> dict[str, Any]:
@@ -139,13 +138,13 @@ class ActionFactory:
         if "type" in arguments:
             task_type = arguments.pop("type")
             if arguments.setdefault("task_type", task_type) != task_type:
-                raise HandlerError(
-                    self.blueprint,
-                    self.state,
-                    f"dispatch_parallel task #{index} names its type twice: type={task_type!r}, "
-                    f"task_type={arguments['task_type']!r}",
+                raise self._parallel_error(
+                    index, f"names its type twice: type={task_type!r}, task_type={arguments['task_type']!r}"
                 )
         return arguments
+
+    def _parallel_error(self, index: int, problem: str) -> HandlerError:
+        return HandlerError(self.blueprint, self.state, f"dispatch_parallel task #{index}: {problem}")
 
     def await_human_approval(self, integration: str, message: str, transitions: dict[str, str]) -> None:
         """Pause until someone answers ``POST /_public/webhooks/approval/{job_id}`` with a decision."""
