@@ -88,5 +88,8 @@ def setup_studio(
     app.add_subapp(prefix, studio)
     access = studio[access_key]
     if access.mode == "loopback":
-        logger.warning("studio at %s: no STUDIO_TOKEN nor client token set: it answers loopback only", prefix)
+        logger.warning(
+            "studio at %s: no STUDIO_TOKEN nor client token set: it answers loopback (and TRUSTED_NETWORKS) peers only",
+            prefix,
+        )
     return studio

@@ -12,7 +12,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from ..api.payloads import iso, job_summary, job_view, task_view, worker_view
+from ..api.payloads import iso, job_summary, job_view, task_view, worker_summary, worker_view
 from ..models import Job
 from .data import JobDetail, JobQuery, JobRow, TimelineLine, WorkerView
 from .forms import StartForm
@@ -149,11 +149,20 @@ class WorkersContext:
     title: str = field(metadata=_help("Page title."))
     workers: list[WorkerView] = field(metadata=_help("Registered workers, alive first."))
     at: float = field(metadata=_help("When the list was read (UNIX seconds)."))
+    details: bool = field(
+        default=True,
+        metadata=_help(
+            "Hosts and loads shown (operators); a client's session sees what each worker is, and its tasks."
+        ),
+    )
 
     def to_json(self) -> dict[str, Any]:
         return {
             "workers": [
-                {**worker_view(w.record, w.load, self.at), "tasks": [task_view(t) for t in w.tasks]}
+                {
+                    **(worker_view(w.record, w.load, self.at) if self.details else worker_summary(w.record, self.at)),
+                    "tasks": [task_view(t) for t in w.tasks],
+                }
                 for w in self.workers
             ]
         }

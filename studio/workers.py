@@ -31,9 +31,10 @@ _WORKER_KINDS = frozenset(
 
 
 async def workers_context(request: web.Request) -> WorkersContext:
-    workers = await request.app[data_key].workers(user_of(request).scope)
+    scope = user_of(request).scope
+    workers = await request.app[data_key].workers(scope)
     alive = sum(1 for w in workers if w.alive)
-    return WorkersContext(title=f"Workers ({alive} alive)", workers=workers, at=time.time())
+    return WorkersContext(title=f"Workers ({alive} alive)", workers=workers, at=time.time(), details=scope is None)
 
 
 async def workers_page(request: web.Request) -> web.StreamResponse:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import api_helpers
 import pytest
+from test_studio_support import csrf_of
 
 make_api = api_helpers.make_api
 
@@ -66,3 +67,22 @@ async def test_the_open_api_on_loopback_sees_everything(make_api: api_helpers.Ma
     [worker] = body["workers"]
     assert worker["hostname"] == "gpu-box-7"
     assert worker["current_tasks"] == 1
+
+
+async def test_a_clients_studio_session_sees_workers_without_their_details(
+    make_api: api_helpers.MakeApi, clients: str
+) -> None:
+    api = await make_api(CLIENTS_CONFIG_PATH=clients, client_token=ALICE, studio=True, STUDIO_TOKEN="op-secret")
+    await busy_engine(api)
+    csrf = await csrf_of(api.http, "/studio/login")
+    signed = await api.http.post("/studio/login", data={"csrf_token": csrf, "token": ALICE})
+    assert signed.status == 200
+    listed = await (await api.http.get("/studio/workers?format=json")).json()
+    [worker] = listed["workers"]
+    assert worker["worker_id"] == "w1"
+    assert worker["tasks"] == []  # w1 holds one of Bob's tasks
+    for detail in SECRET_DETAILS:
+        assert detail not in worker, detail
+    page = await (await api.http.get("/studio/workers")).text()
+    assert "gpu-box-7" not in page
+    assert "other clients' tasks are not shown" in page
