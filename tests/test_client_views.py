@@ -51,7 +51,9 @@ async def test_a_client_sees_workers_without_their_details(make_api: api_helpers
     await busy_engine(api)
     status, body = await api.client("GET", "/api/v1/workers", token=ALICE)
     assert status == 200, body
-    assert body["workers"] == [{"worker_id": "w1", "worker_type": None, "supported_tasks": ["echo"], "alive": True}]
+    assert body["workers"] == [
+        {"worker_id": "w1", "worker_type": None, "supported_tasks": ["echo"], "alive": True, "status": None}
+    ]
     text = api.responses[-1]
     for detail in SECRET_DETAILS:
         assert detail not in text, detail

@@ -320,6 +320,7 @@ class WorkerSummary(BaseModel):
     worker_type: str | None
     supported_tasks: list[str]
     alive: bool
+    status: str | None = Field(description="What the worker last said of itself (idle, busy)")
 
 
 class WorkerList(BaseModel):
@@ -475,10 +476,11 @@ def worker_view(record: WorkerRecord, load: int, at: float) -> dict[str, Any]:
 
 def worker_summary(record: WorkerRecord, at: float) -> dict[str, Any]:
     """A worker as a client among others sees it (:class:`WorkerSummary`)."""
-    worker_type = record.info.get("worker_type")
+    worker_type, status = record.info.get("worker_type"), record.info.get("status")
     return {
         "worker_id": record.worker_id,
         "worker_type": worker_type if isinstance(worker_type, str) else None,
         "supported_tasks": list(record.supported_tasks),
         "alive": record.alive(at),
+        "status": status if isinstance(status, str) else None,
     }
