@@ -105,7 +105,11 @@ class ActionFactory:
         )
 
     def dispatch_parallel(self, tasks: list[dict[str, Any]], aggregate_into: str) -> None:
-        """Fan out ``tasks`` (dicts of ``dispatch_task`` arguments) and aggregate in ``aggregate_into``."""
+        """Fan out ``tasks`` and aggregate in ``aggregate_into``.
+
+        Each task is a dict of ``dispatch_task`` arguments; its type may be given as ``"type"`` (the
+        original's format, the key a worker receives it under) or as ``"task_type"``.
+        """
         self._claim("dispatch_parallel", repeatable=False)
         target = _name(self, "aggregate_into", aggregate_into)
         if not isinstance(tasks, list | tuple) or not tasks:
@@ -113,21 +117,34 @@ class ActionFactory:
         for index, task in enumerate(tasks):
             if not isinstance(task, dict):
                 raise HandlerError(self.blueprint, self.state, f"dispatch_parallel task #{index} is not a dict")
-            arguments = dict(task)
+            arguments = self._parallel_arguments(index, task)
             transitions = _transitions(self, arguments.get("transitions"))
             if transitions.setdefault("success", target) != target:
-                raise HandlerError(
-                    self.blueprint,
-                    self.state,
-                    f"dispatch_parallel task #{index}: its 'success' transition must be the aggregation state "
-                    f"'{target}', not '{transitions['success']}'",
+                raise self._parallel_error(
+                    index,
+                    f"its 'success' transition must be the aggregation state '{target}', "
+                    f"not '{transitions['success']}'",
                 )
             arguments["transitions"] = transitions
             try:
                 self._tasks.append(self._task_spec(**arguments))
             except TypeError as exc:
-                raise HandlerError(self.blueprint, self.state, f"dispatch_parallel task #{index}: {exc}") from None
+                raise self._parallel_error(index, str(exc)) from None
         self._aggregate_into = target
+
+    def _parallel_arguments(self, index: int, task: dict[str, Any]) -> dict[str, Any]:
+        """A ``dispatch_parallel`` task's ``dispatch_task`` arguments, ``"type"`` read as ``task_type``."""
+        arguments = dict(task)
+        if "type" in arguments:
+            task_type = arguments.pop("type")
+            if arguments.setdefault("task_type", task_type) != task_type:
+                raise self._parallel_error(
+                    index, f"names its type twice: type={task_type!r}, task_type={arguments['task_type']!r}"
+                )
+        return arguments
+
+    def _parallel_error(self, index: int, problem: str) -> HandlerError:
+        return HandlerError(self.blueprint, self.state, f"dispatch_parallel task #{index}: {problem}")
 
     def await_human_approval(self, integration: str, message: str, transitions: dict[str, str]) -> None:
         """Pause until someone answers ``POST /_public/webhooks/approval/{job_id}`` with a decision."""

@@ -6,11 +6,12 @@ naming the variable, so a typo fails at start-up instead of at the first job.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import ConfigError
 
@@ -20,6 +21,14 @@ class _Settings(BaseSettings):
 
     API_HOST: str = "0.0.0.0"
     API_PORT: int = Field(8080, ge=0, le=65535)
+    # Names a request's Host may carry beyond loopback names and the address it reached ("*": any).
+    ALLOWED_HOSTS: Annotated[tuple[str, ...], NoDecode] = ()
+    # Networks (CIDR) whose peers are served like loopback ones: without tokens when none is set.
+    TRUSTED_NETWORKS: Annotated[tuple[str, ...], NoDecode] = ()
+    # Origins whose pages may call the API from a browser (CORS); "*": any.
+    CORS_ALLOW_ORIGINS: Annotated[tuple[str, ...], NoDecode] = ()
+    HEADER_READ_TIMEOUT_SECONDS: float = Field(20.0, gt=0)
+    BODY_READ_TIMEOUT_SECONDS: float = Field(60.0, gt=0)
     CLIENTS_CONFIG_PATH: Path | None = None
     WORKERS_CONFIG_PATH: Path | None = None
     CLIENT_TOKEN: SecretStr | None = None
@@ -59,6 +68,10 @@ class _Settings(BaseSettings):
     RATE_LIMIT_PUBLIC_BURST: int = Field(200, ge=1)
     RATE_LIMIT_UNAUTHENTICATED_PER_SECOND: float = Field(20.0, ge=0)
     RATE_LIMIT_UNAUTHENTICATED_BURST: int = Field(100, ge=1)
+    RATE_LIMIT_SIGN_IN_PER_SECOND: float = Field(0.1, ge=0)
+    RATE_LIMIT_SIGN_IN_BURST: int = Field(10, ge=1)
+    METRICS_MAX_LABEL_VALUES: int = Field(1000, ge=1)
+    HISTORY_READ_WAIT_SECONDS: float = Field(1.0, ge=0)
 
     STUDIO_ENABLED: bool = True
     STUDIO_TOKEN: SecretStr | None = None
@@ -67,6 +80,26 @@ class _Settings(BaseSettings):
 
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "json"
+
+    @field_validator("ALLOWED_HOSTS", "TRUSTED_NETWORKS", "CORS_ALLOW_ORIGINS", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """A comma-separated string (as in the environment) or a list; blanks dropped."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            return tuple(item.strip() for item in value if isinstance(item, str) and item.strip())
+        return value
+
+    @field_validator("TRUSTED_NETWORKS")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a network (CIDR, e.g. 10.0.0.0/8)") from None
+        return value
 
     @model_validator(mode="before")
     @classmethod

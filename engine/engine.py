@@ -164,10 +164,14 @@ class OrchestratorEngine:
         await self.storage.connect()
         await self._open_history()
         if self.access.clients_open:
-            logger.warning("no client tokens configured (CLIENT_TOKEN / CLIENTS_CONFIG_PATH): the client API is open")
+            logger.warning(
+                "no client tokens configured (CLIENT_TOKEN / CLIENTS_CONFIG_PATH): the client API answers "
+                "loopback and TRUSTED_NETWORKS peers only, without tokens"
+            )
         if self.access.workers_open:
             logger.warning(
-                "no worker tokens configured (GLOBAL_WORKER_TOKEN / WORKERS_CONFIG_PATH): the worker API is open"
+                "no worker tokens configured (GLOBAL_WORKER_TOKEN / WORKERS_CONFIG_PATH): the worker API answers "
+                "loopback and TRUSTED_NETWORKS peers only, without tokens"
             )
         self.started_at = now()
         loop = asyncio.get_running_loop()
@@ -193,11 +197,12 @@ class OrchestratorEngine:
 
     async def _serve(self, host: str, port: int) -> None:
         from .api.app import create_app
+        from .api.server import make_runner
 
         self.app = create_app(self)
         if self.config.STUDIO_ENABLED:
             self._mount_studio(self.app)
-        self._site_runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._site_runner = make_runner(self.app, self.config, access_log=None, handle_signals=False)
         await self._site_runner.setup()
         site = web.TCPSite(self._site_runner, host, port)
         await site.start()
@@ -354,15 +359,15 @@ class OrchestratorEngine:
             raise JobNotFound(job_id)
         return job
 
-    async def job_history(self, job_id: str, client: str | None = None) -> list[TimelineEntry]:
-        """The job's timeline from history (what was buffered is written first).
+    async def job_history(self, job_id: str, client: str | None = None, *, wait: bool = True) -> list[TimelineEntry]:
+        """The job's timeline from history (with ``wait``, after :meth:`history_lag`).
 
         Raises JobNotFound for an unknown job, or one of another client than ``client``.
         """
         if self.history is None:
             raise JobNotFound(job_id)
-        if self.history_writer is not None:
-            await self.history_writer.flush()
+        if wait:
+            await self.history_lag()
         live = await self.storage.get_job(job_id)
         row = await self.history.get_job(job_id) if live is None else None
         owner = live.client if live is not None else (row.client if row is not None else None)
@@ -371,19 +376,25 @@ class OrchestratorEngine:
         return await self.history.timeline(job_id)
 
     async def history_jobs(
-        self, where: HistoryFilter, limit: int = 50, cursor: str | None = None
+        self, where: HistoryFilter, limit: int = 50, cursor: str | None = None, *, wait: bool = True
     ) -> tuple[list[JobRow], str | None]:
         """A page of jobs from history, newest first, and the cursor of the next page (or None).
 
-        What is buffered is written first, so a job created a moment ago is listed. Raises
+        With ``wait``, after :meth:`history_lag`, so a job created a moment ago is listed. Raises
         InvalidCursor for a cursor this engine did not hand out.
         """
         if self.history is None:
             return [], None
-        if self.history_writer is not None:
-            await self.history_writer.flush()
+        if wait:
+            await self.history_lag()
         page = await self.history.list_jobs(where, limit, cursor)
         return page.jobs, page.next_cursor.encode() if page.next_cursor is not None else None
+
+    async def history_lag(self) -> int:
+        """Wait (``HISTORY_READ_WAIT_SECONDS`` at most) for the events buffered now to be written to
+        history; how many are not yet (0: a read of history now sees everything that happened)."""
+        writer = self.history_writer
+        return 0 if writer is None else await writer.catch_up(self.config.HISTORY_READ_WAIT_SECONDS)
 
     async def list_jobs(
         self,

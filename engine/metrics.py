@@ -14,6 +14,10 @@ Two kinds of numbers, kept apart on purpose:
 Prometheus attaches its own ``instance`` label (the scraped target); ours is then exported as
 ``exported_instance`` unless the scrape config sets ``honor_labels: true``.
 
+Label values are bounded (``METRICS_MAX_LABEL_VALUES``, :mod:`avtomatika.metric_labels`): task types
+and blueprints past the cap are counted under ``_other``, and queue lengths are exported for the task
+types queued or taken by an alive worker now, so a worker's types leave with it.
+
 Each :class:`Metrics` has its own :class:`~prometheus_client.CollectorRegistry`, so several engines
 in one process (tests, notebooks) never share or collide on series.
 """
@@ -26,7 +30,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -35,6 +39,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics import MetricWrapperBase
 
 from .events import Event, EventKind
+from .metric_labels import LabelCap, queue_gauge
 from .models import JobStatus, now
 
 if TYPE_CHECKING:
@@ -87,6 +92,9 @@ class Metrics:
         self.registry.register(self._drops)
         self.watch_drops("event_outbox", lambda: engine.events.dropped)
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
+        self._max_labels = engine.config.METRICS_MAX_LABEL_VALUES
+        self._blueprint = LabelCap("blueprint", self._max_labels)
+        self._task_type = LabelCap("task_type", self._max_labels)
         self._lag_task: asyncio.Task[None] | None = None
         self._count_by_kind = self._counters()
         self._unsubscribe = engine.events.subscribe(self._on_event, remote=False)
@@ -173,8 +181,9 @@ class Metrics:
     # -- scraping --------------------------------------------------------------------------------
     async def refresh(self) -> None:
         """Read the shared state (queues, workers, jobs by status) from storage for the next scrape."""
-        for blueprint in self.engine.blueprints:
+        for name in self.engine.blueprints:
             # Zero series from the start, so rate() sees the first job of a blueprint.
+            blueprint = self._blueprint(name)
             self.jobs_created.labels(blueprint, self.instance)
             self.jobs_failed.labels(blueprint, self.instance)
         storage = self.engine.storage
@@ -188,15 +197,15 @@ class Metrics:
             return
         at = now()
         alive = [w for w in workers if w.alive(at)]
-        self._shared.task_types.update(queues, *(w.supported_tasks for w in alive))
         by_status: dict[tuple[str, str], int] = {}
         for (blueprint, status, _state), n in counts.items():
             by_status[blueprint, status] = by_status.get((blueprint, status), 0) + n
         for blueprint in self.engine.blueprints:
             for status in JobStatus:
                 by_status.setdefault((blueprint, status), 0)
+        types = {t for w in alive for t in w.supported_tasks}
         self._shared.snapshot = _Snapshot(
-            queues={t: queues.get(t, 0) for t in self._shared.task_types}, workers=len(alive), jobs=by_status
+            queues=queue_gauge(queues, types, self._max_labels), workers=len(alive), jobs=by_status
         )
 
     async def render(self, accept: str | None = None) -> tuple[bytes, str]:
@@ -231,19 +240,19 @@ class Metrics:
             count(event)
 
     def _job_created(self, event: Event) -> None:
-        self._series(self.jobs_created, event.blueprint or "").inc()
+        self._series(self.jobs_created, self._blueprint(event.blueprint or "")).inc()
 
     def _job_released(self, event: Event) -> None:
-        self._series(self.jobs_released, event.blueprint or "").inc()
+        self._series(self.jobs_released, self._blueprint(event.blueprint or "")).inc()
 
     def _retried(self, event: Event) -> None:
-        self._series(self.retries, event.blueprint or "", _RETRY_EVENTS[event.kind]).inc()
+        self._series(self.retries, self._blueprint(event.blueprint or ""), _RETRY_EVENTS[event.kind]).inc()
 
     def _task_dispatched(self, event: Event) -> None:
-        self._series(self.tasks_dispatched, str(event.data.get("task_type"))).inc()
+        self._series(self.tasks_dispatched, self._task_type(str(event.data.get("task_type")))).inc()
 
     def _job_ended(self, event: Event) -> None:
-        blueprint = event.blueprint or ""
+        blueprint = self._blueprint(event.blueprint or "")
         status = _TERMINAL_EVENTS[event.kind]
         if status == JobStatus.FAILED:
             self._series(self.jobs_failed, blueprint).inc()
@@ -257,7 +266,7 @@ class Metrics:
     def _task_answered(self, event: Event) -> None:
         queued_at = event.data.get("queued_at")  # the task's, so a retried task is timed from its retry
         if isinstance(queued_at, _NUMBER_TYPES):
-            task_type = str(event.data.get("task_type"))
+            task_type = self._task_type(str(event.data.get("task_type")))
             self._series(self.task_latency, task_type).observe(max(0.0, event.at - queued_at))
 
     async def _sample_lag(self) -> None:
@@ -281,7 +290,6 @@ class _SharedState:
     """A collector of the storage values read by :meth:`Metrics.refresh` (collectors are synchronous)."""
 
     snapshot: _Snapshot | None = None
-    task_types: set[str] = field(default_factory=set)  # once seen, always exported (as 0 when idle)
 
     def describe(self) -> Iterator[Metric]:
         return self._families(_Snapshot({}, 0, {}))

@@ -8,8 +8,9 @@ Two modes:
   kept in a cookie signed with ``STUDIO_SECRET_KEY`` (or a key derived from the studio tokens, so
   several engines with the same settings accept each other's sessions). Changing the client
   configuration signs client sessions out, so a removed client loses the studio too.
-- **loopback**: no token at all is set. The studio answers only requests from loopback addresses, and
-  whoever is there is an operator named ``local``.
+- **loopback**: no token at all is set. The studio answers only requests from loopback addresses
+  (or ``TRUSTED_NETWORKS``, and not relayed by a proxy), and whoever is there is an operator named
+  ``local``.
 
 Every session, even before sign-in, holds a random CSRF token; every POST must send it back (form
 field ``csrf_token`` or header ``X-CSRF-Token``) or is refused with 403.
@@ -20,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import logging
 import secrets
 from dataclasses import dataclass, replace
@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from ..api.exposure import Exposure
 from ..clients import AccessRegistry
 from ..config import Config
 
@@ -95,6 +96,7 @@ class Access:
             if secret is not None and secret.get_secret_value():
                 self._tokens[role] = secret.get_secret_value()
         self._clients = clients if clients is not None and not clients.clients_open else None
+        self._peers = Exposure.of(config, clients if clients is not None else AccessRegistry(config))
         key = config.STUDIO_SECRET_KEY.get_secret_value() if config.STUDIO_SECRET_KEY else None
         if not key and self._tokens:
             joined = "\0".join(f"{role}={token}" for role, token in sorted(self._tokens.items()))
@@ -174,8 +176,9 @@ class Access:
         )
 
     def allowed_remote(self, request: web.Request) -> bool:
-        """In loopback mode, whether the peer is a loopback address; always True in token mode."""
-        return self.mode == "token" or is_loopback(request.remote)
+        """In loopback mode, whether the peer is local (loopback or ``TRUSTED_NETWORKS``, not behind a
+        proxy); always True in token mode."""
+        return self.mode == "token" or self._peers.is_local(request)
 
 
 def _clients_fingerprint(config: Config) -> str:
@@ -189,18 +192,6 @@ def _clients_fingerprint(config: Config) -> str:
         with contextlib.suppress(OSError):
             digest.update(b"\0" + Path(path).read_bytes())
     return digest.hexdigest()[:16]
-
-
-def is_loopback(remote: str | None) -> bool:
-    """Whether ``remote`` is 127.0.0.0/8 or ::1 (an IPv4-mapped loopback too)."""
-    if not remote:
-        return False
-    try:
-        address = ipaddress.ip_address(remote.split("%", 1)[0])
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 async def sent_csrf(request: web.Request) -> str | None:

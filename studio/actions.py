@@ -7,17 +7,18 @@ The answer is a short note for ``#flash``; the page itself follows through its S
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from ..api.limits import check_size
+from ..api.requests import BadJson, decode_json
 from ..errors import JobNotFound
 from ..models import Job
 from .htmx import htmx
-from .keys import engine_key, prefix_key
+from .keys import engine_key, limiter_key, prefix_key
 from .middleware import StudioError
 from .render import json_response, render_fragment, user_of, wants_json
 
@@ -26,16 +27,19 @@ logger = logging.getLogger(__name__)
 Action = Callable[[web.Request, str, str, Any], Awaitable[Job]]
 
 
-def parse_params(text: str | None) -> dict[str, Any] | None:
-    """Edited task params from the release form: a JSON object, or None when left empty."""
+def parse_params(request: web.Request, text: str | None) -> dict[str, Any] | None:
+    """Edited task params from the release form: a JSON object within the API's limits, or None when
+    left empty."""
     if text is None or not text.strip():
         return None
+    engine = request.app[engine_key]
     try:
-        params = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise StudioError(422, "Invalid params", f"Not valid JSON (line {exc.lineno}): {exc.msg}") from None
+        params = decode_json(text, max_depth=engine.config.MAX_JSON_DEPTH)
+    except BadJson as exc:
+        raise StudioError(422, "Invalid params", f"Params are {exc}") from None
     if not isinstance(params, dict):
         raise StudioError(422, "Invalid params", "Task params must be a JSON object ({...}).")
+    check_size(request.app[limiter_key].limits, "params", params)
     return params
 
 
@@ -56,7 +60,7 @@ async def _retry(request: web.Request, job_id: str, actor: str, form: Any) -> Jo
 
 
 async def _release(request: web.Request, job_id: str, actor: str, form: Any) -> Job:
-    params = parse_params(form.get("params"))
+    params = parse_params(request, form.get("params"))
     return await request.app[engine_key].release_job(job_id, actor=actor, params=params)
 
 

@@ -9,14 +9,16 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ..api.limits import Limiter, Limits, limits_key
 from ..engine import OrchestratorEngine
 from .access import Access
 from .data import studio_data
-from .keys import access_key, data_key, engine_key, prefix_key, sse_streams_key
+from .keys import access_key, data_key, engine_key, limiter_key, prefix_key, sign_in_key, sse_streams_key
 from .live import broadcaster_ctx, close_streams
 from .middleware import access_middleware, error_middleware
 from .render import setup_templates
 from .routes import setup_routes
+from .signin import SignInGuard
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +42,10 @@ def setup_lifecycle(app: web.Application) -> None:
 
 
 def create_studio(
-    engine: OrchestratorEngine, prefix: str = STUDIO_PREFIX, templates: Path | None = None
+    engine: OrchestratorEngine,
+    prefix: str = STUDIO_PREFIX,
+    templates: Path | None = None,
+    limiter: Limiter | None = None,
 ) -> web.Application:
     """The studio as an application of its own, to be mounted at ``prefix``.
 
@@ -48,9 +53,12 @@ def create_studio(
         engine: The engine to show and operate, called in-process.
         prefix: Where it will be mounted.
         templates: A folder of templates overriding the studio's (they may extend ``default:<name>``).
+        limiter: The rate buckets its actions and sign-ins take from (the API's, to share them).
     """
-    app = web.Application()
+    app = web.Application(client_max_size=engine.config.MAX_REQUEST_BODY_BYTES)
     app[engine_key] = engine
+    app[limiter_key] = limiter or Limiter(Limits.from_config(engine.config))
+    app[sign_in_key] = SignInGuard(app[limiter_key])
     app[prefix_key] = prefix
     app[access_key] = Access(engine.config, engine.access)
     app[data_key] = studio_data(engine)
@@ -65,8 +73,11 @@ def create_studio(
 def setup_studio(
     app: web.Application, engine: OrchestratorEngine, prefix: str = STUDIO_PREFIX, templates: Path | None = None
 ) -> web.Application:
-    """Mount the studio on ``app`` (the engine's HTTP application) at ``prefix``; returns the studio app."""
-    studio = create_studio(engine, prefix, templates)
+    """Mount the studio on ``app`` (the engine's HTTP application) at ``prefix``; returns the studio app.
+
+    On the engine's API application, the studio's actions share the API's rate buckets.
+    """
+    studio = create_studio(engine, prefix, templates, app.get(limits_key))
 
     async def to_studio(request: web.Request) -> web.Response:
         raise web.HTTPFound(f"{prefix}/")
@@ -77,5 +88,8 @@ def setup_studio(
     app.add_subapp(prefix, studio)
     access = studio[access_key]
     if access.mode == "loopback":
-        logger.warning("studio at %s: no STUDIO_TOKEN nor client token set: it answers loopback only", prefix)
+        logger.warning(
+            "studio at %s: no STUDIO_TOKEN nor client token set: it answers loopback (and TRUSTED_NETWORKS) peers only",
+            prefix,
+        )
     return studio

@@ -7,15 +7,17 @@ import logging
 from aiohttp import web
 from pydantic import ValidationError
 
+from ..api.errors import ApiError
+from ..api.limits import check_size, job_attempt
 from ..blueprint import StateMachineBlueprint
 from ..errors import UnknownBlueprint
 from ..events import Event, EventKind
 from .contexts import BlueprintCard, BlueprintContext, BlueprintsContext
 from .data import Counts
-from .forms import StartForm, parse_start, refused, start_form
+from .forms import JSON_FIELD, StartForm, parse_start, refused, start_form
 from .graphs import counts_marks, svg_markup
 from .htmx import htmx, redirect
-from .keys import data_key, engine_key, prefix_key
+from .keys import data_key, engine_key, limiter_key, prefix_key
 from .live import Update, stream_feed
 from .render import json_response, render_fragment, render_page, user_of, wants_json
 from .sse import SseEvent
@@ -74,15 +76,22 @@ async def blueprint_page(request: web.Request, form: StartForm | None = None, st
 async def start_job(request: web.Request) -> web.StreamResponse:
     """POST: create a job from the start form; the form comes back with inline errors if refused."""
     blueprint = blueprint_named(request)
-    data, form = parse_start(blueprint, await request.post())
+    engine = request.app[engine_key]
+    data, form = parse_start(blueprint, await request.post(), engine.config.MAX_JSON_DEPTH)
     if form.errors:
         return await blueprint_page(request, form, 422)
     session = user_of(request)
     try:
-        # A client's session starts jobs it owns; an operator's are owned by no client.
-        job = await request.app[engine_key].create_job(blueprint.name, data, client=session.scope, actor=session.actor)
+        # The API's checks: initial_data's size, and a client's monthly attempts.
+        check_size(request.app[limiter_key].limits, "initial_data", data)
+        with job_attempt(engine.access, engine.access.client_by_name(session.scope)):
+            # A client's session starts jobs it owns; an operator's are owned by no client.
+            job = await engine.create_job(blueprint.name, data, client=session.scope, actor=session.actor)
     except ValidationError as exc:
         return await blueprint_page(request, refused(form, exc), 422)
+    except ApiError as exc:
+        form.errors[JSON_FIELD] = exc.message
+        return await blueprint_page(request, form, exc.status)
     logger.info("studio: %s started job %s of %s", session.actor, job.id, blueprint.name)
     url = f"{request.app[prefix_key]}/jobs/{job.id}"
     if wants_json(request):

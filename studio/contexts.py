@@ -12,7 +12,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from ..api.payloads import iso, job_summary, job_view, task_view, worker_view
+from ..api.payloads import iso, job_summary, job_view, task_view, worker_summary, worker_view
 from ..models import Job
 from .data import JobDetail, JobQuery, JobRow, TimelineLine, WorkerView
 from .forms import StartForm
@@ -73,6 +73,9 @@ class JobsContext:
     statuses: list[str] = field(metadata=_help("Every job status, for the filter."))
     live_query: str = field(metadata=_help("The filters as a query string, for the SSE stream."))
     source: str = field(metadata=_help("Where the list comes from: engine (live storage) or history."))
+    history_pending: int = field(
+        metadata=_help("Events not yet in history when the list was read (it may miss that many changes).")
+    )
 
     def to_json(self) -> dict[str, Any]:
         cursor = self.next_url.split("cursor=", 1)[1] if self.next_url and "cursor=" in self.next_url else None
@@ -80,6 +83,7 @@ class JobsContext:
             "jobs": [_row_json(r) for r in self.rows],
             "next_cursor": cursor,
             "source": self.source,
+            "history_pending": self.history_pending,
         }
 
 
@@ -111,6 +115,7 @@ class JobContext:
         view = job_view(self.job, self.detail.tasks)
         view["visits"] = self.job.visits
         view["from_history"] = self.detail.from_history
+        view["history_pending"] = self.detail.history_pending
         view["timeline"] = None if self.detail.timeline is None else [_line_json(x) for x in self.detail.timeline]
         return view
 
@@ -144,11 +149,20 @@ class WorkersContext:
     title: str = field(metadata=_help("Page title."))
     workers: list[WorkerView] = field(metadata=_help("Registered workers, alive first."))
     at: float = field(metadata=_help("When the list was read (UNIX seconds)."))
+    details: bool = field(
+        default=True,
+        metadata=_help(
+            "Hosts and loads shown (operators); a client's session sees what each worker is, and its tasks."
+        ),
+    )
 
     def to_json(self) -> dict[str, Any]:
         return {
             "workers": [
-                {**worker_view(w.record, w.load, self.at), "tasks": [task_view(t) for t in w.tasks]}
+                {
+                    **(worker_view(w.record, w.load, self.at) if self.details else worker_summary(w.record, self.at)),
+                    "tasks": [task_view(t) for t in w.tasks],
+                }
                 for w in self.workers
             ]
         }

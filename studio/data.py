@@ -13,21 +13,18 @@ page never shifts when new jobs arrive at the top.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ..engine import OrchestratorEngine
 from ..history import Cursor
 from ..models import TERMINAL_STATUSES, Job, JobStatus, Task, WorkerRecord, now
+from ..reads import SCAN_BATCH, client_jobs, job_counts
 
 logger = logging.getLogger(__name__)
 
-#: Jobs read per storage call while scanning for a keyset page through the engine.
-SCAN_BATCH = 500
 #: The most live jobs scanned for one page through the engine (history has no such limit).
 SCAN_LIMIT_JOBS = 100_000
-#: The most live jobs of one client scanned for its counts (a client's session).
-CLIENT_SCAN_JOBS = 10_000
 #: Waiting jobs scanned to find the tasks each worker holds (the engine has no per-worker index).
 WORKER_TASKS_SCAN = 1000
 
@@ -99,6 +96,8 @@ class JobRow:
 class JobPage:
     rows: list[JobRow]
     next_cursor: Cursor | None = None
+    #: Events not yet in history when the page was read: it may miss that many recent changes.
+    history_pending: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,26 +166,12 @@ class EngineSource:
         return JobPage(rows, Cursor(rows[-1].created_at, rows[-1].id) if more and rows else None)
 
     async def counts(self, client: str | None = None) -> Counts:
-        """Jobs per blueprint, state and status, in live storage; a client's by scanning its jobs."""
+        """Jobs per blueprint, state and status, in live storage (of ``client`` alone when given)."""
         counts: Counts = {}
-        if client is None:
-            grouped = (await self.engine.storage.count_jobs()).items()
-        else:
-            grouped = [((j.blueprint, j.status, j.state), 1) for j in await self.client_jobs(client)]
-        for (blueprint, status, state), n in grouped:
+        for (blueprint, status, state), n in (await job_counts(self.engine, client)).items():
             by_status = counts.setdefault(blueprint, {}).setdefault(state, {})
             by_status[status] = by_status.get(status, 0) + n
         return counts
-
-    async def client_jobs(self, client: str, status: str | None = None) -> list[Job]:
-        # Live storage counts jobs by (blueprint, status, state) only: a client's are listed instead.
-        found: list[Job] = []
-        for offset in range(0, CLIENT_SCAN_JOBS, SCAN_BATCH):
-            batch = await self.engine.list_jobs(client=client, status=status, limit=SCAN_BATCH, offset=offset)
-            found += batch
-            if len(batch) < SCAN_BATCH:
-                break
-        return found
 
     async def timeline(self, job_id: str, after_seq: int = 0) -> list[TimelineLine] | None:
         return None
@@ -290,6 +275,8 @@ class JobDetail:
     timeline: list[TimelineLine] | None
     #: True when the engine no longer keeps the job and all of it comes from history.
     from_history: bool = False
+    #: Events not yet in history when the timeline was read: it may miss that many recent lines.
+    history_pending: int = 0
 
 
 @dataclass(slots=True)
@@ -313,14 +300,14 @@ class StudioData:
         self.source = source
 
     async def jobs_page(self, query: JobQuery, limit: int = 50, cursor: str | None = None) -> JobPage:
-        await self.flush_history()  # a job started a moment ago is on the list
-        return await self.source.list_jobs(query, limit, Cursor.decode(cursor) if cursor else None)
+        pending = await self.history_lag()  # a job started a moment ago is on the list
+        page = await self.source.list_jobs(query, limit, Cursor.decode(cursor) if cursor else None)
+        return replace(page, history_pending=pending)
 
-    async def flush_history(self) -> None:
-        """Write what history's writer buffered, when the studio reads history."""
-        writer = self.engine.history_writer
-        if writer is not None and self.source.name == "history":
-            await writer.flush()
+    async def history_lag(self) -> int:
+        """When the studio reads history: wait (boundedly) for what its writer buffered; how many
+        events are still not written (:meth:`OrchestratorEngine.history_lag`)."""
+        return await self.engine.history_lag() if self.source.name == "history" else 0
 
     async def counts(self, client: str | None = None) -> Counts:
         """Jobs per blueprint, state and status (of ``client`` alone when given); always live."""
@@ -333,20 +320,24 @@ class StudioData:
         """A job the engine no longer keeps (its live record was forgotten), rebuilt from history."""
         if self.source.name != "history":
             return None
-        timeline = await self.timeline(job_id)
+        pending = await self.history_lag()
+        timeline = await self.source.timeline(job_id)
         row = await self.source.job_row(job_id)
         if row is None or timeline is None:
             return None
-        return JobDetail(job_from_history(row, timeline), [], timeline, from_history=True)
+        return JobDetail(job_from_history(row, timeline), [], timeline, from_history=True, history_pending=pending)
 
     async def job_detail(self, job: Job, *, timeline: bool = True) -> JobDetail:
         """The job with its current tasks and (unless ``timeline`` is False) its whole timeline."""
         tasks = await self.engine.current_tasks(job)
-        return JobDetail(job, tasks, await self.timeline(job.id) if timeline else None)
+        if not timeline:
+            return JobDetail(job, tasks, None)
+        pending = await self.history_lag()
+        return JobDetail(job, tasks, await self.source.timeline(job.id), history_pending=pending)
 
     async def timeline(self, job_id: str, after_seq: int = 0) -> list[TimelineLine] | None:
-        """The job's timeline after line ``after_seq``, with what history's writer buffered written first."""
-        await self.flush_history()
+        """The job's timeline after line ``after_seq``, after :meth:`history_lag`."""
+        await self.history_lag()
         return await self.source.timeline(job_id, after_seq)
 
     async def quarantined(self, limit: int = 500, client: str | None = None) -> list[JobDetail]:
@@ -360,7 +351,7 @@ class StudioData:
             counted = (await self.engine.storage.count_jobs()).items()
             quarantined = sum(n for (_, status, _), n in counted if status == JobStatus.QUARANTINED)
         else:
-            quarantined = len(await EngineSource(self.engine).client_jobs(client, JobStatus.QUARANTINED))
+            quarantined = len(await client_jobs(self.engine, client, JobStatus.QUARANTINED))
         at = now()
         alive = sum(1 for w in await self.engine.list_workers() if w.alive(at))
         return quarantined, alive

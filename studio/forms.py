@@ -13,6 +13,7 @@ from typing import Any
 from multidict import MultiMapping
 from pydantic import ValidationError
 
+from ..api.requests import BadJson, decode_json
 from ..blueprint import StateMachineBlueprint
 
 #: Name of the JSON editor's field (and of the errors that are not about one field).
@@ -111,15 +112,21 @@ def start_form(blueprint: StateMachineBlueprint) -> StartForm:
     return StartForm(blueprint.name, None)
 
 
-def parse_start(blueprint: StateMachineBlueprint, posted: MultiMapping[Any]) -> tuple[dict[str, Any], StartForm]:
-    """The initial data a posted form asks for, and the form refilled with it (errors set if unreadable)."""
+def parse_start(
+    blueprint: StateMachineBlueprint, posted: MultiMapping[Any], max_depth: int
+) -> tuple[dict[str, Any], StartForm]:
+    """The initial data a posted form asks for, and the form refilled with it (errors set if unreadable).
+
+    JSON is read by the API's parser, within ``max_depth`` (``MAX_JSON_DEPTH``), so the studio accepts
+    what the API accepts.
+    """
     form = start_form(blueprint)
     if form.fields is None:
         form.json_text = str(posted.get(JSON_FIELD, "{}"))
         try:
-            data = json.loads(form.json_text or "{}")
-        except json.JSONDecodeError as exc:
-            form.errors[JSON_FIELD] = f"Not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
+            data = decode_json(form.json_text or "{}", max_depth=max_depth)
+        except BadJson as exc:
+            form.errors[JSON_FIELD] = f"Initial data is {exc}"
             return {}, form
         if not isinstance(data, dict):
             form.errors[JSON_FIELD] = "Initial data must be a JSON object ({...})."
@@ -137,9 +144,9 @@ def parse_start(blueprint: StateMachineBlueprint, posted: MultiMapping[Any]) -> 
             continue  # left empty: the model's default, or its "field required" error
         if item.kind == "json":
             try:
-                data[item.name] = json.loads(item.value)
-            except json.JSONDecodeError as exc:
-                form.errors[item.name] = item.error = f"Not valid JSON: {exc.msg} (line {exc.lineno})"
+                data[item.name] = decode_json(item.value, max_depth=max_depth - 1)
+            except BadJson as exc:
+                form.errors[item.name] = item.error = f"This is {exc}"
         else:
             data[item.name] = item.value
     return data, form

@@ -84,6 +84,7 @@ async def jobs_context(request: web.Request) -> JobsContext:
         statuses=[str(s) for s in JobStatus],
         live_query=urlencode(filled),
         source=data.source.name,
+        history_pending=page.history_pending,
     )
 
 

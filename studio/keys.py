@@ -12,9 +12,11 @@ from ..engine import OrchestratorEngine
 from .access import Session
 
 if TYPE_CHECKING:
+    from ..api.limits import Limiter
     from .access import Access
     from .data import StudioData
     from .live import Broadcaster
+    from .signin import SignInGuard
 
 #: The engine the studio shows and operates; the studio calls it in-process, never over HTTP.
 engine_key = web.AppKey("engine", OrchestratorEngine)
@@ -30,3 +32,7 @@ broadcaster_key: web.AppKey[Broadcaster] = web.AppKey("broadcaster")
 session_key = web.RequestKey("session", Session)
 #: Live SSE responses, stopped on shutdown so the server does not wait for them.
 sse_streams_key = web.AppKey("sse_streams", weakref.WeakSet[EventSourceResponse])
+#: Rate buckets of the studio's actions: the API's own when the studio is mounted on the engine's app.
+limiter_key: web.AppKey[Limiter] = web.AppKey("limiter")
+#: Sign-in attempts per address, and their log.
+sign_in_key: web.AppKey[SignInGuard] = web.AppKey("sign_in")

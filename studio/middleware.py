@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 
 from aiohttp import web
 from pydantic import ValidationError
 
+from ..api.errors import ApiError
+from ..api.limits import take_rate
 from ..errors import AvtomatikaError, InvalidOperation, JobNotFound, UnknownBlueprint, WorkerNotFound
 from ..history import InvalidCursor
 from .access import csrf_ok, sent_csrf
 from .htmx import htmx, retarget
-from .keys import access_key, prefix_key, session_key
+from .keys import access_key, limiter_key, prefix_key, session_key
 from .render import error_context, render_template, wants_json
 
 logger = logging.getLogger(__name__)
@@ -73,6 +76,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
         return await render_error(request, exc.status, exc.reason, message or exc.reason)
+    except ApiError as exc:  # a limit of the API (size, quota, rate), which the studio's actions share
+        response = await render_error(request, exc.status, HTTPStatus(exc.status).phrase, exc.message)
+        response.headers.update(exc.headers or {})
+        return response
     except (AvtomatikaError, ValidationError) as exc:
         status, title = status_of(exc)
         message = exc.message if isinstance(exc, StudioError) else str(exc)
@@ -88,7 +95,7 @@ def _public(request: web.Request) -> bool:
 
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Loopback check, sign-in, CSRF on every POST, and read-only viewers."""
+    """Loopback check, sign-in, CSRF on every POST, read-only viewers, and the rate of actions."""
     access = request.app[access_key]
     if not access.allowed_remote(request):
         raise StudioError(403, "Forbidden", "The studio is open on loopback only; set STUDIO_TOKEN to serve it.")
@@ -97,8 +104,12 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         if not csrf_ok(session, await sent_csrf(request)):
             raise StudioError(403, "Forbidden", "Missing or wrong CSRF token; reload the page and try again.")
-        if not _public(request) and not session.can_act:
-            raise StudioError(403, "Forbidden", "This session is read-only.")
+        if not _public(request):
+            if not session.can_act:
+                raise StudioError(403, "Forbidden", "This session is read-only.")
+            # The client's own bucket (shared with its API calls), or the operator's at this address.
+            who = f"client:{session.client}" if session.scope else f"{session.actor}@{request.remote}"
+            take_rate(request.app[limiter_key], "client_write", who)
     elif session.role is None and not _public(request):
         return await _sign_in_first(request)
     response = await handler(request)

@@ -43,7 +43,7 @@ async def _apply(request: web.Request, action: str, job_id: str, params_text: st
     actor = user_of(request).actor
     await owned_job(request, job_id)
     if action == "release":
-        return await engine.release_job(job_id, actor=actor, params=parse_params(params_text))
+        return await engine.release_job(job_id, actor=actor, params=parse_params(request, params_text))
     if action == "fail":
         return await engine.fail_job(job_id, actor=actor, reason=reason or None)
     raise StudioError(400, "Bad request", f"Unknown action {action!r}; expected release or fail.")

@@ -11,7 +11,7 @@ from aiohttp import web
 from ..events import Event, EventKind
 from .access import OPERATOR
 from .contexts import WorkersContext
-from .keys import access_key, data_key, prefix_key
+from .keys import access_key, data_key, prefix_key, sign_in_key
 from .live import Update, stream_feed
 from .render import json_response, render_page, render_template, user_of, wants_json
 from .sse import SseEvent
@@ -31,9 +31,10 @@ _WORKER_KINDS = frozenset(
 
 
 async def workers_context(request: web.Request) -> WorkersContext:
-    workers = await request.app[data_key].workers(user_of(request).scope)
+    scope = user_of(request).scope
+    workers = await request.app[data_key].workers(scope)
     alive = sum(1 for w in workers if w.alive)
-    return WorkersContext(title=f"Workers ({alive} alive)", workers=workers, at=time.time())
+    return WorkersContext(title=f"Workers ({alive} alive)", workers=workers, at=time.time(), details=scope is None)
 
 
 async def workers_page(request: web.Request) -> web.StreamResponse:
@@ -77,12 +78,14 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 async def login(request: web.Request) -> web.StreamResponse:
     """POST: check the token; a signed session cookie on success (CSRF was checked by the middleware)."""
     access = request.app[access_key]
+    guard = request.app[sign_in_key]
+    guard.admit(request)
     form = await request.post()
     name = str(form.get("name") or "").strip()[:60] or "operator"
     target = _safe_next(request, str(form.get("next") or ""))
     found = access.role_for(str(form.get("token") or "")) if access.mode == "token" else (OPERATOR, None)
     if found is None:
-        logger.warning("studio: a sign-in with a wrong token from %s", request.remote)
+        guard.failed(request.remote or "unknown")
         context = {"title": "Sign in", "error": "Wrong token.", "next": target, "name": name}
         return await render_template(request, "login.html", context, 401, page=True, section="login")
     role, client = found

@@ -161,12 +161,16 @@ class Api:
         data: bytes | str | None = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
-        """Send a request; returns (status, body): JSON, None for 204, text for a graph. Errors must be JSON."""
+        """Send a request; returns (status, body): JSON, None for 204, text for a graph. Errors must be JSON.
+
+        ``data`` is sent as ``application/json`` unless ``headers`` name another Content-Type.
+        """
         kwargs: dict[str, Any] = {"headers": headers or {}}
         if json is not None:
             kwargs["json"] = json
         elif data is not None:
             kwargs["data"] = data
+            kwargs["headers"] = {"Content-Type": "application/json", **kwargs["headers"]}
         async with self.http.request(method, path, **kwargs) as response:
             text = await response.text()
             self.responses.append(text + "\n" + "\n".join(f"{k}: {v}" for k, v in response.headers.items()))
@@ -295,7 +299,8 @@ MakeApi = Callable[..., Awaitable[Api]]
 
 @pytest.fixture
 async def make_api(aiohttp_client: Any) -> AsyncIterator[MakeApi]:
-    """``await make_api(*blueprints, storage=..., **config)``: an engine serving its API to a test client.
+    """``await make_api(*blueprints, storage=..., studio=False, **config)``: an engine serving its API
+    (and the studio, with ``studio=True``) to a test client.
 
     Blueprints default to all of this module's; config defaults keep tests fast and ignore tokens
     from the environment. Engines are stopped at teardown.
@@ -307,6 +312,7 @@ async def make_api(aiohttp_client: Any) -> AsyncIterator[MakeApi]:
         storage: Storage | None = None,
         client_token: str | None = None,
         worker_token: str | None = None,
+        studio: bool = False,
         **settings: Any,
     ) -> Api:
         defaults: dict[str, Any] = {
@@ -324,7 +330,12 @@ async def make_api(aiohttp_client: Any) -> AsyncIterator[MakeApi]:
             engine.register_blueprint(blueprint)
         await engine.start(http=False)
         engines.append(engine)
-        http = await aiohttp_client(create_app(engine))
+        app = create_app(engine)
+        if studio:
+            from avtomatika.studio import setup_studio
+
+            setup_studio(app, engine)
+        http = await aiohttp_client(app)
         return Api(http, engine, client_token, worker_token)
 
     yield make

@@ -256,6 +256,23 @@ def test_dispatch_parallel_defaults_success_to_the_aggregation_state() -> None:
     assert [t.transitions for t in result.tasks] == [{"success": "gather"}, {"failure": "broken", "success": "gather"}]
 
 
+@pytest.mark.parametrize("key", ["type", "task_type"])
+def test_dispatch_parallel_takes_the_type_as_type_or_task_type(key: str) -> None:
+    a = actions()
+    a.dispatch_parallel([{key: "resize", "params": {"size": 64}}], aggregate_into="gather")
+    result = a.result()
+    assert isinstance(result, Dispatch)
+    assert [(t.task_type, t.params) for t in result.tasks] == [("resize", {"size": 64})]
+
+
+def test_dispatch_parallel_accepts_type_and_task_type_when_they_agree() -> None:
+    a = actions()
+    a.dispatch_parallel([{"type": "resize", "task_type": "resize"}], "gather")
+    result = a.result()
+    assert isinstance(result, Dispatch)
+    assert result.tasks[0].task_type == "resize"
+
+
 @pytest.mark.parametrize(
     ("tasks", "aggregate_into", "named"),
     [
@@ -267,6 +284,8 @@ def test_dispatch_parallel_defaults_success_to_the_aggregation_state() -> None:
         ([{"task_type": "echo", "priority": "high"}], "gather", "priority"),
         ([{"task_type": "echo", "transitions": {"success": "elsewhere"}}], "gather", "must be the aggregation"),
         ([{"task_type": "echo"}], "", "aggregate_into"),
+        ([{"type": "resize", "task_type": "crop"}], "gather", "names its type twice"),
+        ([{"type": ""}], "gather", "task_type must be a non-empty string"),
     ],
     ids=[
         "empty",
@@ -277,6 +296,8 @@ def test_dispatch_parallel_defaults_success_to_the_aggregation_state() -> None:
         "bad-priority",
         "success-elsewhere",
         "no-target",
+        "two-types",
+        "empty-type",
     ],
 )
 def test_dispatch_parallel_rejects_bad_input(tasks: Any, aggregate_into: str, named: str) -> None:

@@ -3,7 +3,8 @@
 The engine serves on 127.0.0.1 (a real TCP server, in a thread with its own event loop) with client
 and worker tokens; every operation of ``/_public/openapi.json`` gets a bounded number of generated
 requests, sent with the right tokens so they reach the handlers (refused callers are the security
-matrix's business).
+matrix's business). Then schemathesis' coverage phase sends, for every operation, values at, just
+past and far past each bound of its schema (negative and boundary data): none may answer 5xx.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance
+from schemathesis.config import SchemathesisConfig
 
 from avtomatika import Config, OrchestratorEngine
 from avtomatika.api.app import create_app
@@ -137,3 +139,32 @@ def test_every_operation_answers_within_the_spec(live: LiveEngine, label: str) -
 
 def test_every_route_is_fuzzed() -> None:
     assert len(OPERATIONS) == sum(len(item) for item in _document()["paths"].values())
+
+
+# -- boundary and negative cases (schemathesis' coverage phase) ------------------------------------
+COVERAGE_CONFIG = SchemathesisConfig.from_dict(
+    {
+        "seed": 19,
+        "phases": {
+            "examples": {"enabled": False},
+            "fuzzing": {"enabled": False},
+            "coverage": {"enabled": True},
+        },
+        "generation": {"mode": "all"},
+    }
+)
+COVERAGE_SCHEMA = schemathesis.openapi.from_dict(_document(), config=COVERAGE_CONFIG)
+live_for_coverage = live
+
+
+@COVERAGE_SCHEMA.parametrize()
+@settings(deadline=None, suppress_health_check=list(HealthCheck), database=None)
+def test_boundary_and_negative_values_never_answer_5xx(case: Any, live_for_coverage: LiveEngine) -> None:
+    """Every operation with values at, just past and far past its schema's bounds (lengths, ranges,
+    enums, types, missing and extra fields): a 4xx naming the problem or a success, never a 5xx."""
+    response = case.call(base_url=live_for_coverage.url, headers={**(case.headers or {}), **HEADERS}, timeout=10)
+    assert response.status_code < 500, (case.method, case.formatted_path, case.query, case.body, response.text)
+    if response.status_code >= 400 and response.status_code != 405:
+        content_type = response.headers.get("content-type", [""])[0]  # schemathesis: lower case, lists
+        assert content_type.startswith("application/json"), (case.formatted_path, response.status_code, content_type)
+        assert response.json()["error"]

@@ -7,8 +7,8 @@ from aiohttp import web
 from engine_helpers import FakeWorker, failure, wait_for_status
 from test_studio_support import csrf_of, studio_app, studio_engine
 
+from avtomatika.api.exposure import is_loopback
 from avtomatika.events import EventKind
-from avtomatika.studio.access import is_loopback
 
 HX = {"HX-Request": "true"}
 
@@ -73,7 +73,7 @@ async def test_start_job_from_json_shows_syntax_errors(aiohttp_client) -> None:
             "/studio/blueprints/studio_echo/jobs", data={"csrf_token": token, "initial_data": '{"a": 1,}'}, headers=HX
         )
         assert bad.status == 422
-        assert "Not valid JSON (line 1" in await bad.text()
+        assert "not valid JSON: trailing comma is not allowed: line 1" in await bad.text()
         plain = await client.post(
             "/studio/blueprints/studio_echo/jobs",
             data={"csrf_token": token, "initial_data": '{"a": 1}'},

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from .client import setup_client_routes
 from .errors import error_middleware
+from .exposure import Exposure, add_cors_headers, exposure_key, exposure_middleware
 from .keys import engine_key
 from .limits import Limiter, Limits, limits_key, limits_middleware
 from .openapi import setup_openapi_routes
@@ -21,9 +22,12 @@ if TYPE_CHECKING:
 def create_app(engine: OrchestratorEngine, *, limits: Limits | None = None) -> web.Application:
     """The API application serving ``engine``'s registered blueprints, within ``limits`` (the defaults)."""
     app = web.Application(
-        middlewares=[error_middleware, limits_middleware], client_max_size=engine.config.MAX_REQUEST_BODY_BYTES
+        middlewares=[error_middleware, exposure_middleware, limits_middleware],
+        client_max_size=engine.config.MAX_REQUEST_BODY_BYTES,
     )
     app[engine_key] = engine
+    app[exposure_key] = Exposure.of(engine.config, engine.access)
+    app.on_response_prepare.append(add_cors_headers)
     app[limits_key] = Limiter(limits or Limits.from_config(engine.config))
     setup_public_routes(app)
     setup_openapi_routes(app)

@@ -12,12 +12,13 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from ..blueprint import StateMachineBlueprint
-from ..history import HistoryFilter, InvalidCursor
+from ..history import HistoryFilter, InvalidCursor, JobRow
 from ..models import Job, JobStatus, now
+from ..reads import job_counts
 from .auth import client_of, owner_of
 from .errors import ApiError
 from .keys import engine_key
-from .limits import check_size
+from .limits import check_size, job_attempt, limits_key
 from .openapi import Operation, Query, documented
 from .payloads import (
     VIEW_TASKS,
@@ -27,6 +28,7 @@ from .payloads import (
     Cancelled,
     Dashboard,
     FailRequest,
+    JobCounts,
     JobHistory,
     JobList,
     JobView,
@@ -35,9 +37,11 @@ from .payloads import (
     ReleaseRequest,
     RetryRequest,
     TimelineItem,
+    WorkerCounts,
     WorkerList,
     job_summary,
     job_view,
+    worker_summary,
     worker_view,
 )
 from .render import json_response, model_response
@@ -50,6 +54,8 @@ PREFIXES = ("/api/v1", "/api")
 MAX_PAGE = 500
 #: Offsets beyond this are refused: page deeper with the cursor.
 MAX_OFFSET = 10_000
+#: Rows read per history call while skipping to an offset (history's largest page).
+SKIP_PAGE = 1000
 #: W3C trace context; any other ``traceparent`` is ignored (as the spec asks), not passed to workers.
 TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
@@ -95,24 +101,18 @@ def create_job_handler(blueprint: StateMachineBlueprint) -> Any:
         data = await read_json(request, max_depth=_max_depth(request))
         if not isinstance(data, dict):
             raise ApiError(400, "the request body must be a JSON object (the job's initial_data)")
-        check_size(request, "initial_data", data)
+        check_size(request.app[limits_key].limits, "initial_data", data)
         engine = request.app[engine_key]
-        client = client_of(request)
-        if not engine.access.take_attempt(client):
-            raise ApiError(429, f"client '{client.name}' has used its {client.monthly_attempts} monthly attempts")
         traceparent = request.headers.get("traceparent", "").strip().lower()
         if not TRACEPARENT.fullmatch(traceparent):
             traceparent = ""
-        try:
+        with job_attempt(engine.access, client_of(request)):
             job = await engine.create_job(
                 blueprint.name,
                 data,
                 client=owner,
                 tracing_context={"traceparent": traceparent} if traceparent else None,
             )
-        except BaseException:
-            engine.access.refund_attempt(client)
-            raise
         return model_response(Accepted(job_id=job.id), 202)
 
     create_job.blueprint = blueprint  # type: ignore[attr-defined]
@@ -139,8 +139,10 @@ async def _job_view(engine: OrchestratorEngine, job: Job) -> dict[str, Any]:
 )
 async def job_history(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
-    timeline = await engine.job_history(request.match_info["job_id"], owner_of(request))
-    return model_response(JobHistory(history=[TimelineItem.model_validate(asdict(entry)) for entry in timeline]))
+    pending = await engine.history_lag()
+    timeline = await engine.job_history(request.match_info["job_id"], owner_of(request), wait=False)
+    history = [TimelineItem.model_validate(asdict(entry)) for entry in timeline]
+    return model_response(JobHistory(history=history, history_pending=pending))
 
 
 def _int_query(request: web.Request, name: str, default: int, minimum: int, maximum: int) -> int:
@@ -207,15 +209,28 @@ async def list_jobs(request: web.Request) -> web.Response:
     )
     limit = _int_query(request, "limit", 50, 1, MAX_PAGE)
     offset = _int_query(request, "offset", 0, 0, MAX_OFFSET)
+    pending = await engine.history_lag()
     try:
-        rows, next_cursor = await engine.history_jobs(where, offset + limit, request.query.get("cursor") or None)
+        rows, next_cursor = await _page(engine, where, limit, offset, request.query.get("cursor") or None)
     except InvalidCursor:
         raise ApiError(400, "cursor is not one this engine handed out", field="cursor") from None
-    if offset:
-        next_cursor = next_cursor if len(rows) == offset + limit else None
+    jobs = [job_summary(r) for r in rows]
     return model_response(
-        JobList.model_validate({"jobs": [job_summary(r) for r in rows[offset:]], "next_cursor": next_cursor})
+        JobList.model_validate({"jobs": jobs, "next_cursor": next_cursor, "history_pending": pending})
     )
+
+
+async def _page(
+    engine: OrchestratorEngine, where: HistoryFilter, limit: int, offset: int, cursor: str | None
+) -> tuple[list[JobRow], str | None]:
+    """``limit`` rows, ``offset`` rows past ``cursor``; the rows skipped are read in keyset pages of up
+    to SKIP_PAGE (history's largest)."""
+    while offset > 0:
+        skipped, cursor = await engine.history_jobs(where, min(offset, SKIP_PAGE), cursor, wait=False)
+        if cursor is None:
+            return [], None
+        offset -= len(skipped)
+    return await engine.history_jobs(where, limit, cursor, wait=False)
 
 
 @documented(
@@ -255,7 +270,7 @@ async def release_job(request: web.Request) -> web.Response:
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
     body = await _optional_body(request, ReleaseRequest)
     if body.params is not None:
-        check_size(request, "params", body.params)
+        check_size(request.app[limits_key].limits, "params", body.params)
     job = await engine.release_job(job.id, actor=_actor(request), params=body.params)
     return model_response(OperationDone(status=job.status, job_id=job.id, current_state=job.state))
 
@@ -331,24 +346,49 @@ async def blueprint_graph(request: web.Request) -> web.Response:
     raise ApiError(400, "format must be 'dot' or 'svg'", field="format")
 
 
-@documented(Operation("Registered workers (no secrets)", "client", security="client", responses={200: WorkerList}))
+@documented(
+    Operation(
+        "Registered workers: every detail (secrets left out) on an open API; to a client with a token, "
+        "only what each worker is and whether it is alive",
+        "client",
+        security="client",
+        responses={200: WorkerList},
+    )
+)
 async def list_workers(request: web.Request) -> web.Response:
-    client_of(request)
+    owner = owner_of(request)
     engine = request.app[engine_key]
-    load = await engine.storage.worker_load()
     at = now()
-    views = [worker_view(w, load.get(w.worker_id, 0), at) for w in await engine.list_workers()]
-    return json_response({"workers": views})  # a WorkerList of worker_view()s
+    workers = await engine.list_workers()
+    if owner is not None:  # one client among others: their tasks and loads are not its business
+        return json_response({"workers": [worker_summary(w, at) for w in workers]})  # a WorkerList
+    load = await engine.storage.worker_load()
+    return json_response({"workers": [worker_view(w, load.get(w.worker_id, 0), at) for w in workers]})
 
 
 @documented(
     Operation(
-        "Counts of jobs by status, workers and queued tasks", "client", security="client", responses={200: Dashboard}
+        "Counts of jobs by status (a client's own, with a token), workers, and queued tasks (open API only)",
+        "client",
+        security="client",
+        responses={200: Dashboard},
     )
 )
 async def dashboard(request: web.Request) -> web.Response:
-    client_of(request)
-    return model_response(Dashboard.model_validate(await request.app[engine_key].dashboard()))
+    owner = owner_of(request)
+    engine = request.app[engine_key]
+    by_status: dict[str, int] = {}
+    for (_, status, _), n in (await job_counts(engine, owner)).items():
+        by_status[status] = by_status.get(status, 0) + n
+    at = now()
+    workers = await engine.list_workers()
+    return model_response(
+        Dashboard(
+            jobs=JobCounts(total=sum(by_status.values()), by_status=by_status),
+            workers=WorkerCounts(total=len(workers), alive=sum(1 for w in workers if w.alive(at))),
+            queues=await engine.storage.queue_lengths() if owner is None else None,
+        )
+    )
 
 
 def prefix_of(blueprint: StateMachineBlueprint) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +24,10 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+#: ``/api[/version]/jobs/<name>``: where a blueprint's endpoint would be; a POST there that the router
+#: answers 405 (the GET of a job matched) asked for a blueprint that is not served.
+_BLUEPRINT_ENDPOINT = re.compile(r"/api/(?:[^/]+/)?jobs/[^/]+")
+
 
 class ApiError(Exception):
     def __init__(
@@ -33,10 +38,13 @@ class ApiError(Exception):
         field: str | None = None,
         details: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.field, self.details = status, message, field, details
         self.headers = headers
+        #: More keys of the JSON body (``{"settings": [...]}``).
+        self.extra = extra or {}
 
 
 def error_response(status: int, message: str, /, **extra: Any) -> web.Response:
@@ -61,7 +69,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        response = error_response(exc.status, exc.message, field=exc.field, details=exc.details)
+        response = error_response(exc.status, exc.message, field=exc.field, details=exc.details, **exc.extra)
         if exc.headers:
             response.headers.update(exc.headers)
         return response
@@ -79,6 +87,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        if exc.status == 405 and request.method == "POST" and _BLUEPRINT_ENDPOINT.fullmatch(request.path):
+            return error_response(
+                404,
+                f"no blueprint serves POST {request.path}; GET /api/blueprints lists blueprints and their endpoints",
+                field="blueprint",
+            )
         message = f"{exc.reason}: {request.method} {request.path}" if exc.status in (404, 405) else exc.reason
         response = error_response(exc.status, message)
         if "Allow" in exc.headers:  # a 405 says which methods the route takes

@@ -5,12 +5,16 @@ nesting by ``MAX_JSON_DEPTH`` (engine/api/requests.py). This module adds:
 
 - :func:`check_size`: a job's ``initial_data``, a release's ``params`` and a result's ``data`` over
   their byte limits are refused with 413 naming the field;
+- :func:`job_attempt`: a client's monthly attempts (429 once spent);
 - :func:`limits_middleware`: token buckets per endpoint class and caller (the client behind a
   valid token, the worker id, or the remote address for unauthenticated calls), answering 429 with
   ``Retry-After``; open long polls per worker and open SSE streams per caller, bounded (429 beyond).
 
 Long polls are never rate limited, only counted while open, and a poll whose connection is gone no
 longer counts: a worker polling back to back is never locked out (the original's bug).
+
+The studio's actions go through the same checks (and the same buckets, ``client_write``), and its
+sign-in through the ``sign_in`` bucket of the remote address.
 
 Every limit is a setting (``MAX_PARAMS_BYTES``, ``RATE_LIMIT_*``...; see README's Configuration).
 """
@@ -19,12 +23,15 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from ..clients import AccessRegistry, Client
 from ..config import Config
 from .auth import CLIENT_HEADER, WORKER_HEADER
 from .errors import ApiError, Handler
@@ -35,7 +42,7 @@ MAX_BUCKETS = 10_000
 
 Rate = tuple[float, int]
 #: Classes of endpoints, each with its own rate (``RATE_LIMIT_<CLASS>_PER_SECOND`` and ``_BURST``).
-RATE_CLASSES = ("client_read", "client_write", "worker", "public", "unauthenticated")
+RATE_CLASSES = ("client_read", "client_write", "worker", "public", "unauthenticated", "sign_in")
 
 
 @dataclass(frozen=True)
@@ -82,14 +89,29 @@ def json_size(value: Any) -> int:
     return len(orjson.dumps(value))
 
 
-def check_size(request: web.Request, name: str, value: Any, limit: int | None = None) -> None:
+def check_size(limits: Limits, name: str, value: Any, limit: int | None = None) -> None:
     """413 naming ``name`` when ``value`` as JSON is larger than ``limit`` (default: the params limit)."""
-    limits = request.app[limits_key].limits
     if limit is None:
         limit = limits.max_params_bytes
     size = json_size(value)
     if size > limit:
         raise ApiError(413, f"{name} is {size} bytes of JSON; at most {limit} are accepted", field=name)
+
+
+@contextmanager
+def job_attempt(access: AccessRegistry, client: Client | None) -> Iterator[None]:
+    """Count one job creation against ``client``'s monthly attempts for the block (429 once they are
+    spent); given back when the block raises (the job was not created). ``None``: no client, no quota."""
+    if client is None:
+        yield
+        return
+    if not access.take_attempt(client):
+        raise ApiError(429, f"client '{client.name}' has used its {client.monthly_attempts} monthly attempts")
+    try:
+        yield
+    except BaseException:
+        access.refund_attempt(client)
+        raise
 
 
 # -- rates -----------------------------------------------------------------------------------------
@@ -208,14 +230,14 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
     if kind == "worker_poll":
         return await _held(limiter.polls, who, limiter.limits.max_open_polls_per_worker, "long polls", request, handler)
     if kind != "studio":  # the studio has its own sign-in; only its streams are counted here
-        _take_rate(limiter, kind, who)
+        take_rate(limiter, kind, who)
     if "text/event-stream" in request.headers.get("Accept", ""):
         limit = limiter.limits.max_streams_per_client
         return await _held(limiter.streams, who, limit, "event streams", request, handler)
     return await handler(request)
 
 
-def _take_rate(limiter: Limiter, kind: str, who: str) -> None:
+def take_rate(limiter: Limiter, kind: str, who: str) -> None:
     """429 with ``Retry-After`` when ``who`` has no token left in its bucket of ``kind``."""
     rate = limiter.limits.rates[kind]
     if rate[0] <= 0:  # unlimited

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeGuard
+from typing import Annotated, Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
@@ -236,9 +236,21 @@ class JobSummary(BaseModel):
     retry_count: int
 
 
+#: How far history is behind when a read of it answers (JobList, JobHistory).
+HistoryPending = Annotated[
+    int,
+    Field(
+        ge=0,
+        description="Events not yet written to history when this was read (after waiting up to "
+        "HISTORY_READ_WAIT_SECONDS): the answer may miss that many recent changes; 0: it is up to date",
+    ),
+]
+
+
 class JobList(BaseModel):
     jobs: list[JobSummary]
     next_cursor: str | None = None
+    history_pending: HistoryPending = 0
 
 
 class JobViewList(BaseModel):
@@ -259,6 +271,7 @@ class TimelineItem(BaseModel):
 
 class JobHistory(BaseModel):
     history: list[TimelineItem]
+    history_pending: HistoryPending = 0
 
 
 class Cancelled(BaseModel):
@@ -300,8 +313,18 @@ class WorkerView(BaseModel):
     expires_at: str | None
 
 
+class WorkerSummary(BaseModel):
+    """A worker as a client among others sees it: what it is, not what it does for the others."""
+
+    worker_id: str
+    worker_type: str | None
+    supported_tasks: list[str]
+    alive: bool
+    status: str | None = Field(description="What the worker last said of itself (idle, busy)")
+
+
 class WorkerList(BaseModel):
-    workers: list[WorkerView]
+    workers: list[WorkerView | WorkerSummary]
 
 
 class JobCounts(BaseModel):
@@ -315,9 +338,9 @@ class WorkerCounts(BaseModel):
 
 
 class Dashboard(BaseModel):
-    jobs: JobCounts
+    jobs: JobCounts = Field(description="Live jobs: a client's own when it has a token, else every job")
     workers: WorkerCounts
-    queues: dict[str, int]
+    queues: dict[str, int] | None = Field(description="Queued tasks by type; on an open API only (null for a client)")
 
 
 class Registered(BaseModel):
@@ -449,3 +472,15 @@ def worker_view(record: WorkerRecord, load: int, at: float) -> dict[str, Any]:
             "expires_at": iso(record.expires_at),
         }
     ).model_dump(mode="json")
+
+
+def worker_summary(record: WorkerRecord, at: float) -> dict[str, Any]:
+    """A worker as a client among others sees it (:class:`WorkerSummary`)."""
+    worker_type, status = record.info.get("worker_type"), record.info.get("status")
+    return {
+        "worker_id": record.worker_id,
+        "worker_type": worker_type if isinstance(worker_type, str) else None,
+        "supported_tasks": list(record.supported_tasks),
+        "alive": record.alive(at),
+        "status": status if isinstance(status, str) else None,
+    }

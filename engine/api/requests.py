@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypeVar
 
 import orjson
@@ -9,28 +10,71 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from .errors import ApiError
+from .keys import engine_key
 
 Model = TypeVar("Model", bound=BaseModel)
 
 
-async def read_json(request: web.Request, *, max_depth: int, allow_empty: bool = False) -> Any:
-    """The body as JSON; ApiError(400/413) naming the problem otherwise."""
+class BadJson(ValueError):
+    """Text that is not JSON this engine accepts; the message says why."""
+
+
+def decode_json(raw: bytes | str, *, max_depth: int) -> Any:
+    """JSON text as Python values: the one parser of the API and the studio's forms.
+
+    orjson refuses what could not be stored later (lone surrogates, numbers beyond a double, NaN)
+    and reads integers beyond 64 bits as floats; nesting deeper than ``max_depth`` is refused here.
+    Raises :class:`BadJson` naming the problem.
+    """
+    if isinstance(raw, str):
+        try:
+            raw = raw.encode()
+        except UnicodeEncodeError:
+            raise BadJson("text is not valid Unicode (a lone surrogate)") from None
     try:
-        raw = await request.read()
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadJson(f"not valid JSON: {exc}") from None
+    # Each level opens a bracket, so a text with few of them needs no walk (most bodies).
+    if raw.count(b"{") + raw.count(b"[") > max_depth and _depth(value, max_depth) > max_depth:
+        raise BadJson(f"nested deeper than {max_depth} levels")
+    return value
+
+
+def is_json_type(content_type: str) -> bool:
+    """``application/json`` or a ``+json`` type (``application/merge-patch+json``)."""
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, within ``MAX_REQUEST_BODY_BYTES`` (413) and ``BODY_READ_TIMEOUT_SECONDS`` (408)."""
+    timeout_s = request.app[engine_key].config.BODY_READ_TIMEOUT_SECONDS
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, f"request body larger than {request.client_max_size} bytes") from None
+    except TimeoutError:
+        raise ApiError(
+            408, f"request body not received within {timeout_s:g} s", headers={"Connection": "close"}
+        ) from None
+
+
+async def read_json(request: web.Request, *, max_depth: int, allow_empty: bool = False) -> Any:
+    """The body as JSON; ApiError (400, 408, 413, 415) naming the problem otherwise."""
+    if request.body_exists and not is_json_type(request.content_type):
+        raise ApiError(415, f"Content-Type must be application/json, not {request.content_type}", field="Content-Type")
+    raw = await read_body(request)
     if not raw.strip():
         if allow_empty:
             return None
         raise ApiError(400, "request body is empty; expected JSON")
     try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
-    # Each level opens a bracket, so a body with few of them needs no walk (most bodies).
-    if raw.count(b"{") + raw.count(b"[") > max_depth and _depth(value, max_depth) > max_depth:
-        raise ApiError(400, f"request body is nested deeper than {max_depth} levels")
-    return value
+        return decode_json(raw, max_depth=max_depth)
+    except BadJson as exc:
+        raise ApiError(400, f"request body is {exc}") from None
 
 
 def _depth(value: Any, limit: int) -> int:

@@ -133,7 +133,8 @@ async def task_result(request: web.Request) -> web.Response:
     job_id, task_id, worker_id, result = _read_result(await read_json(request, max_depth=_max_depth(request)))
     check_owner(owner, worker_id)
     if (data := result.get("data")) is not None:
-        check_size(request, "result.data", data, request.app[limits_key].limits.max_result_data_bytes)
+        limits = request.app[limits_key].limits
+        check_size(limits, "result.data", data, limits.max_result_data_bytes)
     status = await request.app[engine_key].submit_result(job_id, task_id, worker_id, result)
     return json_response({"status": status})  # a ResultAck
 

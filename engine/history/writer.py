@@ -115,7 +115,11 @@ class HistoryWriter:
         self._reader = ""  # the database's id, which names it to the feed
         self._position: str | _Unknown | None = UNKNOWN
         self._committed = 0  # events committed here since the last write
+        self._passes = 0  # passes of the background task over the feed, started so far
+        self._caught_up = 0  # the last pass that found nothing left to write
+        self._holds_lease = True  # whether the last attempt found this writer holding the database
         self._wake = asyncio.Event()
+        self._progress = asyncio.Event()  # set (and replaced) after each pass of the background task
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -191,6 +195,29 @@ class HistoryWriter:
         except TimeoutError:
             return False
 
+    async def catch_up(self, timeout_s: float) -> int:
+        """Have what the feed holds now written, waiting at most ``timeout_s``; how many feed entries
+        still wait (0: a read of history now sees everything committed before this call).
+
+        For readers that want what just happened in history without waiting on a feed that never
+        empties under load, or on a slow database: the background task writes (woken at once), this
+        only waits, so no write is ever cancelled with its caller. While another process holds the
+        right to write the database, it answers at once (that process writes within its
+        ``flush_interval_s``).
+        """
+        if not self.running:
+            return 0 if await self.flush(timeout_s) else await self._feed_length()
+        needed = self._passes + 1  # a pass that starts after this call
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._caught_up < needed and self._holds_lease and (remaining := deadline - loop.time()) > 0:
+            progress = self._progress
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await progress.wait()
+        return 0 if self._caught_up >= needed else await self._feed_length()
+
     # -- the subscriber --------------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
         """Count events committed here: enough of them wake the writer (quick, never raises)."""
@@ -201,12 +228,17 @@ class HistoryWriter:
     # -- the background task ---------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.flush_interval_s):
                     await self._wake.wait()
+            self._wake.clear()  # after the wait: a wake-up during the pass starts the next one at once
+            self._passes += 1
             while (written := await self._write_batch()) is not None and written >= self.batch_size:
                 pass  # a full batch: more may be waiting
+            if written is not None:
+                self._caught_up = self._passes  # fewer than a batch was left: everything read is written
+            self._progress.set()
+            self._progress = asyncio.Event()
             if written is None and self.failures:
                 await asyncio.sleep(self._backoff_s())
 
@@ -220,7 +252,8 @@ class HistoryWriter:
             try:
                 if not self._reader:
                     self._reader = await self.history.database_id()
-                if not await self.storage.lease_feed(self._reader, self._holder, self.lease_s):
+                self._holds_lease = await self.storage.lease_feed(self._reader, self._holder, self.lease_s)
+                if not self._holds_lease:
                     return None  # another process writes this database
                 if isinstance(self._position, _Unknown):
                     self._position = await self.history.feed_position(self.storage.feed_id)
