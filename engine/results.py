@@ -85,12 +85,14 @@ class ResultProcessor:
         self.runtime.committer.events.publish(answered)
 
     def _taker(self, task: Task, result: dict[str, Any], answered: Event) -> Build:
-        """The build of the commit that takes ``result``, reading the task again after a conflict."""
+        """The build of the commit that takes ``result``. The task is read again after a conflict, or
+        when the job no longer waits for it: answered meanwhile (the same result posted to another
+        engine), this one is a duplicate."""
         read: list[Task] = []
 
         async def build(job: Job) -> Commit | None:
             current = task
-            if read:  # a conflict: the task may have been answered or withdrawn meanwhile
+            if read or not _waits_for(job, task):
                 fresh = await self.runtime.storage.get_task(task.id)
                 if fresh is None:
                     raise ResultRejected(task.id, "no such task for this job", status=404)
@@ -108,7 +110,7 @@ class ResultProcessor:
     async def _apply(self, job: Job, task: Task, result: dict[str, Any]) -> Commit | None:
         if task.status != TaskStatus.ASSIGNED:
             raise ResultRejected(task.id, f"the task is no longer waiting for a result (it is {task.status})")
-        if job.status not in WAITING_ON_TASKS or task.id not in (job.wait or {}).get("task_ids", []):
+        if not _waits_for(job, task):
             raise ResultRejected(task.id, f"the job is {job.status} and no longer waits for this task")
         status = str(result.get("status"))
         task.status = TaskStatus.DONE
@@ -216,7 +218,7 @@ class ResultProcessor:
             task = await self.runtime.storage.get_task(task_id)
             if task is None or task.status != TaskStatus.ASSIGNED:
                 return None  # answered (or withdrawn) meanwhile
-            if task.id not in (job.wait or {}).get("task_ids", []) or job.status not in WAITING_ON_TASKS:
+            if not _waits_for(job, task):
                 return None
             return await self.transient(job, task, f"{TRANSIENT}: {why(task)}")
 
@@ -251,6 +253,10 @@ class ResultProcessor:
             await self.runtime.committer.update_job(task.job_id, queue)
         except JobNotFound:
             return
+
+
+def _waits_for(job: Job, task: Task) -> bool:
+    return job.status in WAITING_ON_TASKS and task.id in (job.wait or {}).get("task_ids", [])
 
 
 def _result_event(task: Task, result: dict[str, Any], worker_id: str) -> Event:

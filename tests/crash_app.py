@@ -7,13 +7,16 @@ Run as its own process (the harness sets ``AVTOMATIKA_CRASH_AT`` on the engine i
     REDIS_URL=unix:///tmp/redis.sock python -m avtomatika serve tests/crash_app.py:engine --port 8080
 
 ``initial_data`` steers each job: ``params`` go to its task (the echo worker's ``outcome``,
-``fail_times``, ``sleep_s``...), ``task_timeout_s`` bounds the task, and ``engine_error`` makes the
-engine fail outside the handler on the first state (its step is quarantined, see JobRunner).
+``fail_times``, ``sleep_s``...), ``task_type`` names another task type, ``task_timeout_s`` bounds the
+task, ``race_s`` and ``race_dir`` make a fan-out's branches answer at their timeout, ``flaky`` makes
+the ``work`` handler raise once, and ``engine_error`` makes the engine fail outside the handler on the
+first state (its step is quarantined, see JobRunner).
 """
 
 from __future__ import annotations
 
 import os
+import random
 from typing import Any
 
 from avtomatika import Config, OrchestratorEngine, StateMachineBlueprint
@@ -64,8 +67,19 @@ fanout = StateMachineBlueprint("crash_fanout", api_version="v1", api_endpoint="/
 @fanout.handler_for("start", is_start=True)
 async def fanout_start(context):
     branches = int(context.initial_data.get("branches") or 3)
-    tasks = [_task(context, {"success": "gather"}, branch=i) for i in range(branches)]
+    tasks = [_task(context, {"success": "gather"}, branch=i, **_race(context, i)) for i in range(branches)]
     context.actions.dispatch_parallel(tasks=tasks, aggregate_into="gather")
+
+
+def _race(context: Any, branch: int) -> dict[str, Any]:
+    """With ``race_s``: the branch's first attempt answers at its timeout, give or take ``race_s``
+    (a file in ``race_dir`` marks the first); the retries answer at once."""
+    race_s = float(context.initial_data.get("race_s") or 0)
+    if not race_s:
+        return {}
+    timeout_s = float(context.initial_data.get("task_timeout_s") or 10)
+    once = f"{context.initial_data['race_dir']}/{context.job_id}-{branch}"
+    return {"sleep_s": timeout_s + random.uniform(-race_s, race_s), "sleep_once_file": once}
 
 
 @fanout.aggregator_for("gather")

@@ -32,7 +32,9 @@ Behaviour is driven by the task's ``params`` so tests control it:
   PERMANENT_ERROR "unknown outcome".
 - ``fail_times``: N -> TRANSIENT_ERROR for the first N attempts seen for that ``job_id`` (counted in
   this process), then the outcome above.
-- ``sleep_s``: seconds to sleep before answering (cancellable by ``cancel_task``).
+- ``sleep_s``: seconds to sleep before answering (cancellable by ``cancel_task``);
+  ``sleep_once_file``: a path -> sleep only if that file did not exist yet (it is created first),
+  so only the first attempt across re-dispatches (and across workers) is slow.
 - ``crash``: ``true`` -> ``os._exit(3)`` as soon as the task arrives; a worker id or a list of ids
   -> crash only on those workers. ``crash_once_file``: a path -> crash only if that file did not
   exist yet (it is created first), so exactly one worker crashes across re-dispatches.
@@ -122,15 +124,17 @@ def wants_crash(params: Mapping[str, Any], worker_id: str) -> bool:
     if crash is True or crash == worker_id or (isinstance(crash, list) and worker_id in crash):
         return True
     marker = params.get("crash_once_file")
-    if marker:
-        try:
-            fd = os.open(str(marker), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return False
-        os.write(fd, worker_id.encode())
-        os.close(fd)
-        return True
-    return False
+    return bool(marker) and claims_once(marker)
+
+
+def claims_once(marker: object) -> bool:
+    """Create the file ``marker`` names, atomically: True for the one caller that created it."""
+    try:
+        fd = os.open(str(marker), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
 
 
 def failure(code: str | None, message: str) -> dict[str, Any]:
@@ -357,7 +361,8 @@ class EchoWorker:
     async def _execute(self, job_id: str, task_id: str, params: Mapping[str, Any], attempt: int) -> dict[str, Any]:
         await self.send_progress(job_id, task_id, 0.5, "echo_worker working")
         sleep_s = float(params.get("sleep_s") or 0)
-        if sleep_s > 0:
+        once = params.get("sleep_once_file")
+        if sleep_s > 0 and (not once or claims_once(once)):
             await asyncio.sleep(sleep_s)
         fail_times = int(params.get("fail_times") or 0)
         if attempt <= fail_times:
