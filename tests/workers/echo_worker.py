@@ -124,15 +124,17 @@ def wants_crash(params: Mapping[str, Any], worker_id: str) -> bool:
     if crash is True or crash == worker_id or (isinstance(crash, list) and worker_id in crash):
         return True
     marker = params.get("crash_once_file")
-    return bool(marker) and claims_once(marker)
+    return bool(marker) and claims_once(marker, worker_id)  # the file says which worker crashed
 
 
-def claims_once(marker: object) -> bool:
-    """Create the file ``marker`` names, atomically: True for the one caller that created it."""
+def claims_once(marker: object, content: str = "") -> bool:
+    """Create the file ``marker`` names, holding ``content``, atomically: True for the one caller
+    that created it."""
     try:
         fd = os.open(str(marker), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         return False
+    os.write(fd, content.encode())
     os.close(fd)
     return True
 
