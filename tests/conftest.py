@@ -1,3 +1,3 @@
-"""Fixtures shared by every test module: the real redis-server started by the tests."""
+"""Fixtures shared by every test module: the real redis-server started by the tests, the notebook debuggers."""
 
-pytest_plugins = ["redis_server"]
+pytest_plugins = ["redis_server", "notebook_fixtures"]
