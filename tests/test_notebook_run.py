@@ -47,3 +47,10 @@ def test_notebook_runs_top_to_bottom_and_shows_widgets(path: Path, tmp_path: Pat
     state = notebook.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
     for view in views:
         assert view["data"][WIDGET_VIEW]["model_id"] in state, "a shown widget has no saved state"
+    for cell in notebook.cells:  # each widget leaves a picture for viewers without its kernel
+        shown = cell.get("outputs", [])
+        for index, output in enumerate(shown):
+            if WIDGET_VIEW in output.get("data", {}):
+                picture = shown[index + 1]["data"]["text/html"]
+                assert "avtomatika-static" in picture
+                assert "<svg" in picture

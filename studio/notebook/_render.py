@@ -191,6 +191,11 @@ def badge(status: str | None) -> str:
     return f'<span class="badge tone-{tone(status)}">{esc(human(status))}</span>'
 
 
+def count_badge(status: str, count: int) -> str:
+    """``3 finished`` in the status's colour."""
+    return f'<span class="badge tone-{tone(status)}">{count} {esc(human(status))}</span>'
+
+
 def problems_html(problems: Iterable[Problem]) -> str:
     """Validation problems, errors first; a line saying so when there are none."""
     listed = sorted(problems, key=lambda p: p.severity != "error")
