@@ -47,6 +47,7 @@ async def test_back_defaults_to_the_previous_step_and_redo_returns(make_debugger
     dbg = await make_debugger(pipeline(), {"image": "cat.png", "priority": "high"})
     await dbg.continue_()
     await dbg.answer_task("success", {"width": 640})
+    assert dbg.log_view.shown is dbg.entries[-1]  # the answer's details, not the first line's
     await dbg.step()  # review (the .when() branch): -> publish
     assert (dbg.state, dbg.steps) == ("publish", 3)
     assert dbg.travel.choice.label == "step 2 · review"  # Back's default: undo the last step
@@ -63,6 +64,8 @@ async def test_back_defaults_to_the_previous_step_and_redo_returns(make_debugger
 
     await press(dbg, dbg.travel.redo_button)
     assert (dbg.state, dbg.status, dbg.steps) == ("publish", "running", 3)
+    assert dbg.log_view.shown is dbg.entries[-1]  # the newest action's details, not the first line's
+    assert dbg.log_view.lines.value == dbg.entries[-1].seq
     assert all(e.branch is None for e in dbg.entries)  # the step is on the line again
     assert dbg.travel.redo_button.disabled
     numbers = [e.seq for e in dbg.entries]

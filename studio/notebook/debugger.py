@@ -125,11 +125,13 @@ class StepDebugger(widgets.VBox):
         self.breakpoint_list.observe(lambda _: self._render(), names="value")
 
     def _layout(self) -> list[widgets.Widget]:
-        controls = widgets.HBox([self.step_button, self.continue_button, self.release_button])
-        now = widgets.VBox([self.now, widgets.HTML("<b>Edit state_history here</b>"), self.editor])
-        panels = widgets.HBox(
-            [widgets.Box([now], layout={"width": "45%"}), widgets.Box([self.log_view.details], layout={"width": "55%"})]
+        controls = widgets.HBox(
+            [self.step_button, self.continue_button, self.release_button, self.travel.row],
+            layout={"flex_flow": "row wrap"},
         )
+        edit = widgets.Accordion([self.editor], titles=("Edit state_history here",))
+        now = widgets.VBox([self.now, edit], layout={"width": "45%", "padding": "0 1em 0 0"})
+        details = widgets.VBox([self.log_view.details], layout={"width": "55%"})
         return [
             self.header,
             controls,
@@ -138,9 +140,9 @@ class StepDebugger(widgets.VBox):
             self.message,
             self.task_form,
             self.approval,
-            panels,
+            widgets.HBox([now, details]),
             widgets.VBox([self.log_view.hint, self.log_view.lines]),
-            self.travel,
+            self.travel.editor,
         ]
 
     # -- properties -----------------------------------------------------------------------------
@@ -380,11 +382,11 @@ class StepDebugger(widgets.VBox):
         runnable = job is not None and job.status in _panels.RUNNABLE
         self.step_button.disabled = self.continue_button.disabled = not (runnable and self.valid)
         if job is None:
-            self.travel.layout.display = "none"
+            self.travel.row.layout.display = self.travel.editor.layout.display = "none"
             self.picture.update(self._picture_parts())
             return
         self.job_id, self.state, self.status, self.steps = job.id, job.state, job.status, session.steps_taken
-        self.travel.layout.display = ""
+        self.travel.row.layout.display = self.travel.editor.layout.display = ""
         self.travel.show(session.timeline, session.steps_taken)
         self.task_form.show(
             self._tasks if job.status in ("waiting_for_worker", "waiting_for_parallel_tasks") else [], self.url

@@ -57,6 +57,7 @@ class LogView(widgets.VBox):
     def __init__(self) -> None:
         self.entries: list[Entry] = []
         self.pinned: int | None = None  # seq of the line whose details are shown
+        self._drawing = False  # options being replaced: the Select's own value changes are not clicks
         self.details = widgets.HTML()
         self.hint = widgets.HTML()
         self.lines = widgets.Select(options=[], rows=8, layout={"width": "100%"})
@@ -79,10 +80,14 @@ class LogView(widgets.VBox):
             self.pinned = entries[-1].seq
         self.entries = list(entries)
         options = [(line_of(e), e.seq) for e in entries[-LOG_LINES:]]
-        if list(self.lines.options) != options:
-            self.lines.options = options
-        if self.lines.value != self.pinned:
-            self.lines.value = self.pinned if any(seq == self.pinned for _, seq in options) else None
+        self._drawing = True
+        try:
+            if list(self.lines.options) != options:
+                self.lines.options = options
+            if self.lines.value != self.pinned:
+                self.lines.value = self.pinned if any(seq == self.pinned for _, seq in options) else None
+        finally:
+            self._drawing = False
         self.hint.value = _render.page(
             "<h4>Log</h4><span class='muted'>Click a line to show its details above; the newest action stays "
             "shown until the next one. <code>!</code> marks an error, <code>[branch n, left]</code> what Back "
@@ -93,7 +98,7 @@ class LogView(widgets.VBox):
         self._draw_details()
 
     def _clicked(self, change: dict[str, Any]) -> None:
-        if change["new"] is not None and change["new"] != self.pinned:
+        if not self._drawing and change["new"] is not None and change["new"] != self.pinned:
             self.pinned = change["new"]
             self._draw_details()
 

@@ -21,8 +21,8 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 
-class BackControls(widgets.VBox):
-    """A checkpoint to go back to, Back, Redo, and the ``state_history`` to go back with."""
+class BackControls:
+    """A checkpoint to go back to, Back, Redo (``row``), and the ``state_history`` to go back with (``editor``)."""
 
     def __init__(self) -> None:
         self.choice = widgets.Dropdown(options=[], description="Back to", layout={"width": "28em"})
@@ -38,7 +38,10 @@ class BackControls(widgets.VBox):
         self._timeline: Timeline | None = None
         self._default: int | None = None
         self.choice.observe(self._chosen, names="value")
-        super().__init__([widgets.HBox([self.choice, self.back_button, self.redo_button]), self.history])
+        #: The controls, for the debugger's toolbar; the editor goes in a section of its own.
+        self.row = widgets.HBox([self.choice, self.back_button, self.redo_button])
+        self.editor = widgets.Accordion([self.history], titles=("Go back with another state_history",))
+        self.editor.selected_index = None
 
     @property
     def checkpoint(self) -> Checkpoint | None:
