@@ -1,4 +1,5 @@
-"""Blueprints and readers for the notebook widget tests (no kernel: the widgets' models are driven directly).
+"""Blueprints and readers for the notebook widget tests (no kernel: the widgets' models are driven directly),
+and the condition tests' blueprint.
 
 Graphs are read by parsing the SVG and finding nodes by their ``<title>``.
 """
@@ -13,6 +14,17 @@ from typing import Any
 from avtomatika import StateMachineBlueprint
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
+
+
+def end_states(bp: StateMachineBlueprint, *names: str) -> StateMachineBlueprint:
+    """``bp`` with an end state (a handler that does nothing) for each of ``names``."""
+    for name in names:
+
+        async def finish(context):
+            pass
+
+        bp.handler_for(name, is_end=True)(finish)
+    return bp
 
 
 def pipeline() -> StateMachineBlueprint:
@@ -42,15 +54,7 @@ def pipeline() -> StateMachineBlueprint:
         context.state_history["score"] = context.state_history["width"] // 10
         actions.transition_to("publish")
 
-    @bp.handler_for("publish", is_end=True)
-    async def publish(context):
-        pass
-
-    @bp.handler_for("rejected", is_end=True)
-    async def rejected(context):
-        pass
-
-    return bp
+    return end_states(bp, "publish", "rejected")
 
 
 def report() -> StateMachineBlueprint:
@@ -96,15 +100,26 @@ def report() -> StateMachineBlueprint:
             "notebook", f"Publish the report (score {total})?", transitions={"approve": "publish", "reject": "rejected"}
         )
 
-    @bp.handler_for("publish", is_end=True)
-    async def publish(context):
-        pass
+    return end_states(bp, "publish", "rejected")
 
-    @bp.handler_for("rejected", is_end=True)
-    async def rejected(context):
-        pass
 
-    return bp
+def amount_router() -> StateMachineBlueprint:
+    """route: big_order when the amount is over 1000 (-> manual_review), else small_order; then done."""
+    bp = StateMachineBlueprint("cond_orders")
+
+    @bp.handler_for("route", is_start=True).when("context.initial_data.amount > 1000")
+    async def big_order(context, actions):
+        actions.transition_to("manual_review")
+
+    @bp.handler_for("route")
+    async def small_order(context, actions):
+        actions.transition_to("done")
+
+    @bp.handler_for("manual_review")
+    async def manual_review(context, actions):
+        actions.transition_to("done")
+
+    return end_states(bp, "done")
 
 
 def svg_nodes(html: str) -> dict[str, set[str]]:

@@ -11,33 +11,11 @@ import logging
 
 import pytest
 from engine_helpers import started_engine, wait_for_status
+from notebook_helpers import amount_router
 
-from avtomatika import StateMachineBlueprint
 from avtomatika.actions import ActionFactory
 from avtomatika.context import DataStores, JobContext
 from avtomatika.errors import ConditionFailed, HandlerError
-
-
-def orders() -> StateMachineBlueprint:
-    bp = StateMachineBlueprint("cond_orders")
-
-    @bp.handler_for("route", is_start=True).when("context.initial_data.amount > 1000")
-    async def big_order(context, actions):
-        actions.transition_to("manual_review")
-
-    @bp.handler_for("route")
-    async def small_order(context, actions):
-        actions.transition_to("done")
-
-    @bp.handler_for("manual_review")
-    async def manual_review(context, actions):
-        actions.transition_to("done")
-
-    @bp.handler_for("done", is_end=True)
-    async def done(context):
-        pass
-
-    return bp
 
 
 def context_of(initial_data: dict) -> JobContext:
@@ -53,7 +31,7 @@ def context_of(initial_data: dict) -> JobContext:
 
 
 def test_find_handler_raises_condition_failed_naming_everything():
-    bp = orders()
+    bp = amount_router()
     with pytest.raises(ConditionFailed) as info:
         bp.find_handler("route", context_of({"amount": "2000"}))
     error = info.value
@@ -71,13 +49,13 @@ def test_find_handler_raises_condition_failed_naming_everything():
 
 
 def test_missing_data_still_picks_the_default_handler():
-    assert orders().find_handler("route", context_of({})).name.endswith("small_order")
-    assert orders().find_handler("route", context_of({"amount": 5000})).name.endswith("big_order")
+    assert amount_router().find_handler("route", context_of({})).name.endswith("small_order")
+    assert amount_router().find_handler("route", context_of({"amount": 5000})).name.endswith("big_order")
 
 
 async def test_a_live_engine_quarantines_the_job_with_the_condition_and_logs_it(caplog):
     caplog.set_level(logging.WARNING, logger="avtomatika.blueprint")
-    async with started_engine(orders()) as engine:
+    async with started_engine(amount_router()) as engine:
         job = await engine.create_job("cond_orders", {"amount": "2000"})
         stored = await wait_for_status(engine, job.id, "quarantined")
         fine = await engine.create_job("cond_orders", {"amount": 10})

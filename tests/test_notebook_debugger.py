@@ -5,7 +5,7 @@ buttons' click(), form values, and a graph click as the front end reports it (a 
 
 from __future__ import annotations
 
-from notebook_helpers import highlighted, pipeline, press, report, svg_nodes, text_of
+from notebook_helpers import amount_router, highlighted, pipeline, press, report, svg_nodes, text_of
 
 from avtomatika import StateMachineBlueprint
 from avtomatika.studio.notebook import StepDebugger
@@ -213,21 +213,7 @@ async def test_exhausting_a_fan_out_branch_quarantines_the_job(make_debugger):
 
 # -- 7. a condition that raises, seen in the debugger ---------------------------------------------
 async def test_a_condition_that_raises_is_shown_before_the_step_and_quarantines_at_it(make_debugger):
-    bp = StateMachineBlueprint("nb_amount")
-
-    @bp.handler_for("route", is_start=True).when("context.initial_data.amount > 1000")
-    async def big(context, actions):
-        actions.transition_to("done")
-
-    @bp.handler_for("route")
-    async def small(context, actions):
-        actions.transition_to("done")
-
-    @bp.handler_for("done", is_end=True)
-    async def done(context):
-        pass
-
-    dbg = await make_debugger(bp, {"amount": "2000"})
+    dbg = await make_debugger(amount_router(), {"amount": "2000"})
     assert "'2000' > 1000" in text_of(dbg.now.value)
     await press(dbg, dbg.step_button)
     assert (dbg.state, dbg.status) == ("route", "quarantined")

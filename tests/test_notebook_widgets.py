@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 from engine_helpers import FakeWorker, failure, fast_config, started_engine, wait_for, wait_for_status
-from notebook_helpers import highlighted, pipeline, press, svg_nodes, taken_edges, text_of
+from notebook_helpers import end_states, highlighted, pipeline, press, svg_nodes, taken_edges, text_of
 
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
 from avtomatika.models import JobStatus
@@ -143,11 +143,7 @@ async def test_a_handler_that_raises_shows_its_traceback_and_steps_again_once_fi
         context.state_history["score"] = context.state_history["width"] // 10
         actions.transition_to("publish")
 
-    @bp.handler_for("publish", is_end=True)
-    async def publish(context):
-        pass
-
-    dbg = await make_debugger(bp, {})
+    dbg = await make_debugger(end_states(bp, "publish"), {})
     await press(dbg, dbg.continue_button)
 
     entry = dbg.entries[-1]
