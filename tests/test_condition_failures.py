@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 
+import aiohttp
 import pytest
-from engine_helpers import started_engine, wait_for_status
+from engine_helpers import fast_config, started_engine, wait_for_status
 from notebook_helpers import amount_router
 
+from avtomatika import OrchestratorEngine
 from avtomatika.actions import ActionFactory
 from avtomatika.context import DataStores, JobContext
 from avtomatika.errors import ConditionFailed, HandlerError
+from avtomatika.storage import MemoryStorage
 
 
 def context_of(initial_data: dict) -> JobContext:
@@ -66,3 +69,20 @@ async def test_a_live_engine_quarantines_the_job_with_the_condition_and_logs_it(
     assert stored.visits.get("done", 0) == 0  # it did not silently take the default branch
     logged = [r.getMessage() for r in caplog.records if r.name == "avtomatika.blueprint"]
     assert any("'2000' > 1000" in line for line in logged)
+
+
+async def test_the_studio_lists_the_quarantined_job_with_the_condition():
+    engine = OrchestratorEngine(MemoryStorage(), fast_config())
+    engine.register_blueprint(amount_router())
+    await engine.start(host="127.0.0.1", port=0)
+    try:
+        job = await engine.create_job("cond_orders", {"amount": "2000"})
+        await wait_for_status(engine, job.id, "quarantined")
+        url = f"http://127.0.0.1:{engine.port}/studio/quarantine?format=json"
+        async with aiohttp.ClientSession() as http, http.get(url) as got:
+            assert got.status == 200
+            page = await got.text()
+    finally:
+        await engine.stop()
+    assert job.id in page
+    assert "condition 'context.initial_data.amount > 1000' of handler" in page
