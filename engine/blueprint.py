@@ -10,14 +10,17 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .conditions import Condition, compile_condition
 from .context import JobContext
-from .errors import BlueprintInvalid, ConditionError, HandlerError
+from .errors import BlueprintInvalid, ConditionError, ConditionEvaluationError, ConditionFailed, HandlerError
 from .introspect import FoundEdge, edges_in_source
+
+logger = logging.getLogger(__name__)
 
 #: Names a handler may take as parameters; each is filled from the context.
 INJECTABLE = (
@@ -189,7 +192,9 @@ class StateMachineBlueprint:
             if info.default is not None and info.default.name != spec.name:
                 self._problems.append(
                     Problem(
-                        f"two default handlers ({info.default.name} and {spec.name}); give one a .when() condition",
+                        f"two default handlers ({info.default.name} and {spec.name}; the second replaced the first): "
+                        "give one a .when() condition, or, if a handler was renamed in a notebook, create the "
+                        "blueprint again (re-run its cells from the one that makes it)",
                         state,
                     )
                 )
@@ -222,13 +227,24 @@ class StateMachineBlueprint:
         return [s.name for s in self.states.values() if s.is_end]
 
     def find_handler(self, state: str, context: JobContext) -> HandlerSpec:
-        """The first conditional handler whose condition holds, else the default one."""
+        """The first conditional handler whose condition holds, else the default one.
+
+        Raises:
+            ConditionFailed: A condition raised on this context (a :class:`HandlerError`: the engine
+                quarantines the job with its message rather than trying the next handler).
+            HandlerError: No handler applies.
+        """
         info = self.states.get(state)
         if info is None:
             raise HandlerError(self.name, state, "no handler is registered for this state")
         for spec in info.conditional:
-            if spec.matches(context):
-                return spec
+            try:
+                if spec.matches(context):
+                    return spec
+            except ConditionEvaluationError as exc:
+                failed = ConditionFailed(self.name, state, spec.name, exc.expression, exc.reason)
+                logger.warning("%s", failed, extra={"blueprint": self.name, "state": state})
+                raise failed from exc
         if info.default is None:
             raise HandlerError(self.name, state, "no .when() condition held and the state has no default handler")
         return info.default

@@ -11,7 +11,13 @@ passed to ``eval``/``exec``/``compile``. Only this whitelist is accepted, everyt
   literals, where ``<root>`` is one of :data:`ROOTS`;
 * literals: str, int, float, bool, None, signed numbers, and list/tuple/set displays of those.
 
-Evaluation never raises: a missing step resolves to ``None`` and a failing comparison is ``False``.
+Reading a path never raises: a missing key or attribute resolves to ``None``, and a comparison that
+fails because one side is ``None`` (``None > 3``, ``'a' in None``) is ``False``, so a condition on data
+that is not there yet simply does not hold. Anything else that fails while a condition is
+evaluated (``"2000" > 1000`` with a number that came as a string from JSON, ``1 in 7``, a value whose
+``==`` raises) raises :class:`~avtomatika.errors.ConditionEvaluationError`: the blueprint turns it into a
+:class:`~avtomatika.errors.ConditionFailed` and the engine quarantines the job with that message,
+rather than silently taking another branch.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .errors import ConditionError
+from .errors import ConditionError, ConditionEvaluationError
 
 ROOTS = ("initial_data", "state_history", "job_id", "client", "aggregation_results")
 MAX_LENGTH = 1000
@@ -44,6 +50,10 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
     ast.In: lambda a, b: a in b,
     ast.NotIn: lambda a, b: a not in b,
 }
+_COMPARE_SYMBOLS: dict[type[ast.cmpop], str] = {
+    ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",
+    ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in",
+}  # fmt: skip
 _SYMBOLS = {  # operator symbols by AST class name, for error messages
     "Add": "+", "Sub": "-", "Mult": "*", "MatMult": "@", "Div": "/", "FloorDiv": "//", "Mod": "%",
     "Pow": "**", "LShift": "<<", "RShift": ">>", "BitOr": "|", "BitXor": "^", "BitAnd": "&",
@@ -76,11 +86,15 @@ class Condition:
         self._fn = fn
 
     def evaluate(self, context: object) -> bool:
-        """Return whether the condition holds for ``context``; never raises."""
+        """Return whether the condition holds for ``context``.
+
+        Raises:
+            ConditionEvaluationError: A comparison or truth test failed on the data (not a missing value).
+        """
         try:
             return self._fn(context)
-        except Exception:
-            return False
+        except _Failed as failed:
+            raise ConditionEvaluationError(self.expression, failed.reason) from failed.__cause__
 
     def __repr__(self) -> str:
         return f"Condition({self.expression!r})"
@@ -102,6 +116,9 @@ def compile_condition(expression: str) -> Condition:
             warnings.simplefilter("error")  # e.g. invalid escape sequences become SyntaxErrors
             tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
+        if not exc.offset:  # the parser ran out of input: the mistake is at the end
+            reason = f"syntax error: {exc.msg} (the condition ends too early)"
+            raise ConditionError(expression, reason, len(expression.rstrip()) + 1) from None
         column = compiler.column(exc.lineno, exc.offset, in_bytes=False)
         raise ConditionError(expression, f"syntax error: {exc.msg}", column) from None
     except (ValueError, RecursionError, MemoryError, OverflowError, Warning) as exc:
@@ -169,16 +186,16 @@ class _Compiler:
             if isinstance(op, ast.Is | ast.IsNot) and not (_is_singleton(left) or _is_singleton(right)):
                 raise self.fail(right, "'is' / 'is not' only compare with None, True or False; use '=='")
         fns = tuple(self.value(o, depth + 1) for o in operands)
-        ops = tuple(_COMPARE[type(op)] for op in node.ops)
+        ops = tuple(_Comparison(type(op)) for op in node.ops)
         if len(ops) == 1:
             (op,), (first, second) = ops, fns
-            return lambda ctx: _safe(op, first(ctx), second(ctx))
+            return lambda ctx: op(first(ctx), second(ctx))
 
         def chain(ctx: object) -> bool:
             left = fns[0](ctx)
             for op, fn in zip(ops, fns[1:], strict=True):
                 right = fn(ctx)
-                if not _safe(op, left, right):
+                if not op(left, right):
                     return False
                 left = right
             return True
@@ -290,18 +307,46 @@ def _dotted(keys: tuple[_Key, ...]) -> str:
     return "".join(f".{k}" if isinstance(k, str) and k.isidentifier() and k[0] != "_" else f"[{k!r}]" for k in keys)
 
 
-def _safe(op: Callable[[Any, Any], Any], left: Any, right: Any) -> bool:
+class _Failed(Exception):
+    """Raised inside a compiled condition; :meth:`Condition.evaluate` adds the expression."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Comparison:
+    """One comparison operator: failing on ``None`` (missing data) is False; any other failure is reported."""
+
+    __slots__ = ("fn", "symbol")
+
+    def __init__(self, kind: type[ast.cmpop]) -> None:
+        self.fn = _COMPARE[kind]
+        self.symbol = _COMPARE_SYMBOLS[kind]
+
+    def __call__(self, left: Any, right: Any) -> bool:
+        try:
+            return bool(self.fn(left, right))
+        except Exception as exc:
+            if left is None or right is None:
+                return False  # a value that is not there (yet) does not satisfy "> 3" nor contain anything
+            shown = f"{_shown(left)} {self.symbol} {_shown(right)}"
+            raise _Failed(f"{type(exc).__name__}: {exc} (evaluating {shown})") from exc
+
+
+def _shown(value: Any) -> str:
     try:
-        return bool(op(left, right))
-    except Exception:  # None > 3, 1 in None, objects with odd __eq__/__bool__ ...
-        return False
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 40 else text[:39] + "\N{HORIZONTAL ELLIPSIS}"
 
 
 def _truthy(value: Any) -> bool:
     try:
         return bool(value)
-    except Exception:
-        return False
+    except Exception as exc:
+        raise _Failed(f"{type(exc).__name__}: {exc} (testing {_shown(value)} for truth)") from exc
 
 
 def _is_singleton(node: ast.expr) -> bool:

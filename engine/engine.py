@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import crashpoints, loops
+from . import crashpoints, loops, takeover
 from .blueprint import StateMachineBlueprint
 from .clients import AccessRegistry
 from .commits import Committer
@@ -205,10 +205,12 @@ class OrchestratorEngine:
         self._site_runner = make_runner(self.app, self.config, access_log=None, handle_signals=False)
         await self._site_runner.setup()
         site = web.TCPSite(self._site_runner, host, port)
+        await takeover.take_over(self, port)  # an earlier engine of this process on this port (a notebook)
         await site.start()
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port
+        takeover.serving(self, self.port)
         logger.info("avtomatika engine serving on http://%s:%s", host, self.port)
 
     async def _open_history(self) -> None:
@@ -247,6 +249,7 @@ class OrchestratorEngine:
         if self._site_runner is not None:
             await self._site_runner.cleanup()
             self._site_runner = None
+            takeover.forget(self)
         for task in self._background:
             task.cancel()
         for task in self._background:

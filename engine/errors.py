@@ -28,6 +28,15 @@ class ConditionError(AvtomatikaError):
         super().__init__(f"Invalid condition {expression!r}{where}: {reason}")
 
 
+class ConditionEvaluationError(AvtomatikaError):
+    """A ``.when()`` expression failed on a job's data (e.g. ``"2000" > 1000``)."""
+
+    def __init__(self, expression: str, reason: str) -> None:
+        self.expression = expression
+        self.reason = reason
+        super().__init__(f"Condition {expression!r} could not be evaluated: {reason}")
+
+
 class HandlerError(AvtomatikaError):
     """A handler broke the rules of a step (several kinds of action, bad arguments, ...)."""
 
@@ -36,6 +45,19 @@ class HandlerError(AvtomatikaError):
         self.state = state
         self.reason = reason
         super().__init__(f"Blueprint '{blueprint}', state '{state}': {reason}")
+
+
+class ConditionFailed(HandlerError):
+    """Choosing a state's handler failed: a ``.when()`` condition raised; the job is quarantined.
+
+    The message names the blueprint, the state, the handler and the condition, and says why.
+    """
+
+    def __init__(self, blueprint: str, state: str, handler: str, expression: str, reason: str) -> None:
+        self.handler = handler
+        self.expression = expression
+        self.condition_reason = reason
+        super().__init__(blueprint, state, f"condition {expression!r} of handler {handler} raised {reason}")
 
 
 class UnknownBlueprint(AvtomatikaError):

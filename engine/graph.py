@@ -104,6 +104,7 @@ class EdgeModel:
     kind: str  # transition | dispatch | parallel | human | sub_blueprint | declared
     label: str = ""
     condition: str | None = None  # the .when() expression of the handler that takes this edge
+    otherwise: bool = False  # taken by the default handler of a state that also has .when() handlers
     visits: int = 0  # the target's visits, when the edge was taken
     taken: bool = False  # both ends were visited
     dom_id: str = ""  # id of the SVG <g>: "edge-<source slug>-<target slug>-<n>", set by extract()
@@ -137,7 +138,7 @@ class GraphConfig:
         font: Font family for states and edge labels.
         font_size: Font size of state names, in points.
         edge_font_size: Font size of edge labels, in points.
-        label_width: Conditions longer than this many characters are cut with an ellipsis.
+        label_width: Conditions are wrapped at this many characters a line (three lines at most).
         background: Graph background; ``transparent`` for inline SVG, ``white`` for files.
     """
 
@@ -211,12 +212,18 @@ def extract(
         if node.id == job_state:
             node.active, node.status = True, None if job_status is None else str(job_status)
     edges = []
+    branching = {name for name, info in blueprint.states.items() if info.conditional}
     for edge in found:
         taken = visits.get(edge.source, 0) > 0 and visits.get(edge.target, 0) > 0
         source, target = (nodes[name].dom_id.removeprefix("node-") for name in (edge.source, edge.target))
         dom_id = _unique_edge_id(f"edge-{source}-{target}", dom_ids)
         visited = visits.get(edge.target, 0) if taken else 0
-        edges.append(EdgeModel(edge.source, edge.target, edge.kind, edge.label, edge.condition, visited, taken, dom_id))
+        otherwise = edge.condition is None and edge.source in branching and edge.kind != "declared"
+        edges.append(
+            EdgeModel(
+                edge.source, edge.target, edge.kind, edge.label, edge.condition, otherwise, visited, taken, dom_id
+            )
+        )
     return GraphModel(blueprint.name, blueprint.version, list(nodes.values()), edges)
 
 
@@ -248,6 +255,23 @@ def shorten(condition: str, width: int = 32) -> str:
     """A ``.when()`` expression for an edge label: without ``context.``, cut to ``width`` characters."""
     text = " ".join(condition.replace("context.", "").split())
     return text if len(text) <= width else text[: max(width - 1, 1)] + "…"
+
+
+def wrap_condition(condition: str, width: int = 32, max_lines: int = 3) -> list[str]:
+    """A ``.when()`` expression as label lines in brackets: without ``context.``, wrapped at spaces to
+    ``width`` characters, on at most ``max_lines`` lines (the last one cut with an ellipsis if needed)."""
+    lines: list[str] = []
+    for word in " ".join(condition.replace("context.", "").split()).split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    if len(lines) > max_lines:
+        lines = [*lines[: max_lines - 1], shorten(" ".join(lines[max_lines - 1 :]), width)]
+    lines = [shorten(line, width) for line in lines]
+    lines[0] = "[" + lines[0]
+    lines[-1] += "]"
+    return lines
 
 
 def _node_attributes(node: NodeModel) -> dict[str, str]:
@@ -283,7 +307,8 @@ _EDGE_STYLES: dict[str, dict[str, str]] = {
 
 
 def _edge_attributes(edge: EdgeModel, config: GraphConfig) -> dict[str, str]:
-    lines = [f"[{shorten(edge.condition, config.label_width)}]"] if edge.condition else []
+    lines = wrap_condition(edge.condition, config.label_width) if edge.condition else []
+    lines += ["[otherwise]"] if edge.otherwise else []  # set apart from the .when() edges it runs beside
     lines += [edge.label] if edge.label else []
     if edge.taken and edge.visits > 1:
         lines.append(f"\N{MULTIPLICATION SIGN}{edge.visits}")
@@ -478,6 +503,7 @@ def to_mermaid(model: GraphModel, config: GraphConfig | None = None) -> str:
     lines = [f"    [*] --> {ids(n.id)}" for n in model.nodes if n.is_start]
     for edge in model.edges:
         parts = [f"[{shorten(edge.condition, config.label_width)}]"] if edge.condition else []
+        parts += ["[otherwise]"] if edge.otherwise else []
         parts += [edge.label] if edge.label else []
         label = f": {_mermaid_text(' '.join(parts))}" if parts else ""
         lines.append(f"    {ids(edge.source)} --> {ids(edge.target)}{label}")

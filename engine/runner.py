@@ -124,7 +124,7 @@ class JobRunner:
         if job is None:
             job = await runtime.storage.get_job(job_id)
         if job is not None and job.status == JobStatus.WAITING_FOR_PARALLEL_TASKS:
-            job = await self._gather(job)
+            job = await self.gather(job)
         for remaining in range(INLINE_STEPS, 0, -1):
             if job is None or job.status not in RUNNABLE_STATUSES:
                 return job
@@ -141,8 +141,11 @@ class JobRunner:
                 return job
         return job
 
-    async def _gather(self, job: Job) -> Job | None:
-        """Every branch of the job's fan-out answered: it enters its aggregation state (else it waits)."""
+    async def gather(self, job: Job) -> Job | None:
+        """Every branch of the job's fan-out answered: it enters its aggregation state (else it waits).
+
+        The step a fan-out's last result queues (see :meth:`Storage.add_branch_result`); the step
+        debugger, which steps jobs itself, calls it on a job it reads."""
         wait = job.wait or {}
         task_ids = wait.get("task_ids", [])
         answered = await self.runtime.storage.branch_results(job.id)
@@ -167,20 +170,8 @@ class JobRunner:
                 JobStatus.QUARANTINED,
                 f"Blueprint '{job.blueprint}', state '{job.state}': no handler is registered for this state",
             )
-        actions = ActionFactory(blueprint.name, job.state)
-        context = JobContext(
-            job_id=job.id,
-            blueprint_name=job.blueprint,
-            current_state=job.state,
-            # Copies: what a handler changes in place reaches the job only if its step succeeds, so a
-            # failed step retried (or released) starts from the same data as the first attempt.
-            initial_data=_copy(job.initial_data),
-            state_history=_copy(job.state_history),
-            actions=actions,
-            data_stores=DataStores(blueprint.data_stores),
-            client=self.runtime.client_info(job.client),
-            aggregation_results=await self.runtime.storage.branch_results(job.id) if info.is_aggregator else None,
-        )
+        context = await self.context_for(blueprint, job)
+        actions = context.actions
         original_history = job.state_history
         started = time.perf_counter()
         try:
@@ -202,6 +193,24 @@ class JobRunner:
         step = event(EventKind.STEP_FINISHED, job, state=context.current_state, duration_ms=round(duration_ms, 3))
         commit.events = [step, *commit.events]
         return commit
+
+    async def context_for(self, blueprint: StateMachineBlueprint, job: Job) -> JobContext:
+        """The context the handler of ``job``'s state receives: copies of its data (what a handler changes
+        in place reaches the job only if its step succeeds, so a failed step retried or released starts
+        from the same data as the first attempt), and in an aggregation state the branch results."""
+        info = blueprint.states.get(job.state)
+        aggregating = info is not None and info.is_aggregator
+        return JobContext(
+            job_id=job.id,
+            blueprint_name=job.blueprint,
+            current_state=job.state,
+            initial_data=_copy(job.initial_data),
+            state_history=_copy(job.state_history),
+            actions=ActionFactory(blueprint.name, job.state),
+            data_stores=DataStores(blueprint.data_stores),
+            client=self.runtime.client_info(job.client),
+            aggregation_results=await self.runtime.storage.branch_results(job.id) if aggregating else None,
+        )
 
     async def _commit_of(
         self, blueprint: StateMachineBlueprint, job: Job, is_end: bool, actions: ActionFactory, requeue: bool

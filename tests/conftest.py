@@ -1,12 +1,12 @@
 """Fixtures shared by every test module: the real redis-server and PostgreSQL started by the tests,
-and an HTTP client session."""
+the notebook debuggers, and an HTTP client session."""
 
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
-pytest_plugins = ["redis_server", "postgres_server"]
+pytest_plugins = ["redis_server", "postgres_server", "notebook_fixtures"]
 
 
 @pytest.fixture

@@ -338,9 +338,7 @@ class Cluster:
             await connection.close()
         return {(row["job_id"], row["state"]): int(row["n"]) for row in found}
 
-    async def check_once_per_visit(
-        self, job_ids: list[str], *, in_flight: Collection[str] = ()
-    ) -> dict[str, int]:
+    async def check_once_per_visit(self, job_ids: list[str], *, in_flight: Collection[str] = ()) -> dict[str, int]:
         """Every job ended ``finished`` having visited each state once, each handler ran once per visit,
         and history shows one entry per visit. Returns counts for the report.
 

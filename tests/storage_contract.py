@@ -449,6 +449,13 @@ class StorageContract:
         await take(storage, worker)
         assert await storage.add_branch_result(job.id, again.id, {}) == BranchAnswer.COMPLETE
 
+    async def test_a_new_fan_in_may_start_with_results_recorded(self, storage: Storage) -> None:
+        """A job restored as it was (the step debugger's Back): its round's results come back with it."""
+        job, (first, _) = await fan_out(storage, 2)
+        await storage.add_branch_result(job.id, first.id, {"x": 1})
+        job = await storage.commit(Commit(job, fan_in=2, branch_results={first.id: {"x": 1}, "gone": {"y": 2}}))
+        assert await storage.branch_results(job.id) == {first.id: {"x": 1}, "gone": {"y": 2}}
+
     async def test_withdrawing_a_task_answered_since_it_was_read_conflicts(self, storage: Storage) -> None:
         job, (answered, other) = await fan_out(storage, 2)
         read = await storage.get_job(job.id)

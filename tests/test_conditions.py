@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from avtomatika.conditions import MAX_DEPTH, MAX_LENGTH, Condition, compile_condition
-from avtomatika.errors import ConditionError
+from avtomatika.errors import ConditionError, ConditionEvaluationError
 
 _UNSET: Any = object()
 
@@ -236,7 +236,7 @@ def test_booleans_none_and_truthiness(expression: str, expected: bool) -> None:
     assert check(expression, make_context(data)) is expected
 
 
-# --- errors in data never raise --------------------------------------------------------------------
+# --- missing data is False; a failing comparison is reported --------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -244,21 +244,51 @@ def test_booleans_none_and_truthiness(expression: str, expected: bool) -> None:
     [
         "context.initial_data.missing > 3",
         "context.initial_data.missing < 3",
-        "context.initial_data.text < 1",
-        "context.initial_data.text >= 1",
-        "context.initial_data.items > 1",
-        "0 < context.initial_data.text < 10",
-        "1 in context.initial_data.text",
-        "1 in context.initial_data.number",
-        "1 not in context.initial_data.number",
+        "3 <= context.initial_data.missing",
+        "context.initial_data.none >= 1",
+        "0 < context.initial_data.missing < 10",
         "'a' in context.initial_data.missing",
         "'a' not in context.initial_data.missing",
-        "context.initial_data.items in {1, 2}",
+        "context.initial_data.missing in ('a', 'b')",
+        "context.initial_data.missing == 3",
     ],
 )
-def test_type_errors_evaluate_to_false(expression: str) -> None:
-    data = {"text": "a", "number": 7, "items": [1]}
-    assert check(expression, make_context(data)) is False
+def test_a_comparison_failing_on_a_missing_value_is_false(expression: str) -> None:
+    assert check(expression, make_context({"none": None})) is False
+
+
+def test_a_missing_value_compares_as_none_where_python_can() -> None:
+    assert check("context.initial_data.missing not in ('a', 'b')", make_context({})) is True
+    assert check("context.initial_data.missing != 3", make_context({})) is True
+
+
+@pytest.mark.parametrize(
+    ("expression", "fragment"),
+    [
+        ("context.initial_data.amount > 1000", "'>' not supported between instances of 'str' and 'int'"),
+        ("context.initial_data.text < 1", "'<' not supported"),
+        ("context.initial_data.items > 1", "'>' not supported between instances of 'list' and 'int'"),
+        ("0 < context.initial_data.text < 10", "'<' not supported"),
+        ("1 in context.initial_data.text", "'in <string>' requires string as left operand"),
+        ("1 in context.initial_data.number", "argument of type 'int' is not"),
+        ("1 not in context.initial_data.number", "argument of type 'int' is not"),
+        ("context.initial_data.items in {1, 2}", "unhashable type: 'list'"),
+    ],
+)
+def test_type_errors_raise_naming_the_condition_and_the_values(expression: str, fragment: str) -> None:
+    data = {"amount": "2000", "text": "a", "number": 7, "items": [1]}
+    with pytest.raises(ConditionEvaluationError) as info:
+        compile_condition(expression).evaluate(make_context(data))
+    error = info.value
+    assert error.expression == expression
+    assert fragment in error.reason
+    assert "TypeError" in error.reason
+    assert expression in str(error)
+
+
+def test_the_values_compared_are_shown() -> None:
+    with pytest.raises(ConditionEvaluationError, match=r"evaluating '2000' > 1000"):
+        compile_condition("context.initial_data.amount > 1000").evaluate(make_context({"amount": "2000"}))
 
 
 class Hostile:
@@ -276,6 +306,9 @@ class Hostile:
     def __getattr__(self, name: str) -> Any:
         raise RuntimeError("getattr")
 
+    def __repr__(self) -> str:
+        raise RuntimeError("repr")
+
 
 class RaisingContext:
     @property
@@ -284,21 +317,31 @@ class RaisingContext:
 
 
 @pytest.mark.parametrize(
-    ("expression", "context"),
+    ("expression", "context", "reason"),
     [
-        ("context.initial_data.h == 1", make_context({"h": Hostile()})),
-        ("context.initial_data.h < 1", make_context({"h": Hostile()})),
-        ("context.initial_data.h", make_context({"h": Hostile()})),
-        ("context.initial_data.h.anything == 1", make_context({"h": Hostile()})),
-        ("context.initial_data.h in {1, 2}", make_context({"h": Hostile()})),
-        ("context.initial_data == 1", make_context(Hostile())),
-        ("context.initial_data.a == 1", RaisingContext()),
-        ("context.initial_data.a is None", RaisingContext()),
+        ("context.initial_data.h == 1", make_context({"h": Hostile()}), "RuntimeError: eq (evaluating <Hostile> == 1)"),
+        ("context.initial_data.h < 1", make_context({"h": Hostile()}), "RuntimeError: lt"),
+        ("context.initial_data.h", make_context({"h": Hostile()}), "RuntimeError: bool (testing <Hostile> for truth)"),
+        ("context.initial_data.h in {1, 2}", make_context({"h": Hostile()}), "unhashable type: 'Hostile'"),
+        ("context.initial_data.h in [1, 2]", make_context({"h": Hostile()}), "RuntimeError: eq"),
+        ("context.initial_data == 1", make_context(Hostile()), "RuntimeError: eq"),
     ],
 )
-def test_hostile_values_never_raise(expression: str, context: object) -> None:
-    # Hostile values give False, and a raising property resolves to None (so "is None" holds).
-    expected = expression.endswith("is None")
+def test_hostile_values_raise_a_condition_evaluation_error(expression: str, context: object, reason: str) -> None:
+    with pytest.raises(ConditionEvaluationError) as info:
+        compile_condition(expression).evaluate(context)
+    assert reason in info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("expression", "context", "expected"),
+    [
+        ("context.initial_data.h.anything == 1", make_context({"h": Hostile()}), False),
+        ("context.initial_data.a == 1", RaisingContext(), False),
+        ("context.initial_data.a is None", RaisingContext(), True),
+    ],
+)
+def test_a_path_that_cannot_be_read_is_none(expression: str, context: object, expected: bool) -> None:
     assert check(expression, context) is expected
 
 
@@ -349,7 +392,8 @@ def test_hostile_values_never_raise(expression: str, context: object) -> None:
         ("context.job_id is 'job-1'", "'is' / 'is not' only compare with None, True or False", 19),
         ("context.job_id is not context.job_id", "'is' / 'is not' only compare with None", 23),
         ("(context.job_id == 1) == True", "comparison operands must be a 'context.' path or a literal", 2),
-        ("context.job_id ==", "syntax error", 1),
+        ("context.job_id ==", "syntax error: invalid syntax (the condition ends too early)", 18),
+        ("context.initial_data.size >  ", "the condition ends too early", 28),
         ("context.job_id = 'x'", "syntax error", 16),
         ("context.job_id == 'x' ; 1", "syntax error", 23),
         ("context.job_id == '\\d'", "syntax error: invalid escape sequence", 19),
@@ -476,6 +520,16 @@ TOKENS = [
 ]  # fmt: skip
 
 
+def evaluated(condition: Condition, context: object) -> bool:
+    """The condition's value, False when it raised ConditionEvaluationError; anything else escapes."""
+    try:
+        return condition.evaluate(context)
+    except ConditionEvaluationError as error:
+        failed = error
+    assert failed.expression == condition.expression
+    return False
+
+
 def check_compiles_or_fails_cleanly(text: str) -> None:
     """Anything other than a Condition or a ConditionError escapes and fails the test."""
     outcome: Condition | ConditionError
@@ -486,7 +540,7 @@ def check_compiles_or_fails_cleanly(text: str) -> None:
     if isinstance(outcome, ConditionError):
         assert outcome.column is None or 1 <= outcome.column <= len(text) + 1
     else:
-        assert type(outcome.evaluate(make_context({"a": 1, "x": [1]}))) is bool
+        assert type(evaluated(outcome, make_context({"a": 1, "x": [1]}))) is bool
 
 
 @settings(max_examples=300)
@@ -533,4 +587,4 @@ VALID = [
 def test_valid_conditions_always_return_bool(initial_data: Any) -> None:
     context = make_context(initial_data=initial_data)
     for condition in VALID:
-        assert type(condition.evaluate(context)) is bool
+        assert type(evaluated(condition, context)) is bool

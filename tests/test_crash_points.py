@@ -148,7 +148,7 @@ CASES = [
     Case("JobRunner.step:commit", sub_job, why="the parent waits and its sub-job is created in one commit"),
     Case("JobRunner.step:commit", sub_job, after=3, why="the sub-job ended, its parent not resumed yet"),
     Case("JobRunner.consume:finish_step", chain),
-    Case("JobRunner._gather:commit", fan_out),
+    Case("JobRunner.gather:commit", fan_out),
     Case("JobRunner._quarantine_after_crash:commit", engine_error, expect={"broken": "quarantined"}),
     Case("ResultProcessor.submit:commit", chain),
     Case("ResultProcessor._branch_done:add_branch_result", fan_out, after=3, why="the last branch recorded"),

@@ -31,6 +31,7 @@ from avtomatika.graph import (
     slug,
     to_dot,
     to_mermaid,
+    wrap_condition,
 )
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -209,22 +210,24 @@ def test_edges_have_stable_ids_and_kind_classes(svg_root):
 
 def test_condition_and_dispatch_labels(svg_root):
     assert "[initial_data.x == 1]" in edge_labels(svg_root, "start->fast")
-    assert edge_labels(svg_root, "start->work") == set()  # the default handler's edge
+    assert edge_labels(svg_root, "start->work") == {"[otherwise]"}  # the default handler's, beside a .when()
     assert edge_labels(svg_root, "work->agg") == {"success"}
     assert edge_labels(svg_root, "work->bad") == {"failure"}
     assert edge_labels(svg_root, "fast->agg") == {"all done"}
     assert edge_labels(svg_root, "agg->done") == {"approved"}
 
 
-def test_long_conditions_are_shortened_with_the_full_text_as_tooltip(svg_root):
+def test_long_conditions_are_wrapped_with_the_full_text_as_tooltip(svg_root):
     (review_done,) = edges_by_title(svg_root)["review->done"]
-    condition_label = next(t for t in texts(review_done) if t.startswith("["))
-    assert condition_label.endswith("…]")
-    assert len(condition_label) <= GraphConfig().label_width + 2
+    lines = [t for t in texts(review_done) if t != "success"]
+    assert lines == ["[initial_data.customer.segment ==", "'enterprise' and", "initial_data.total > 1000]"]
+    assert all(len(line) <= GraphConfig().label_width + 1 for line in lines)
     tooltips = [a.get(XLINK_TITLE) for a in review_done.iter(f"{SVG}a")]
     assert tooltips == [f"when {LONG_CONDITION}"]
     assert shorten("context.a == 1") == "a == 1"
     assert shorten("x" * 50, 10) == "x" * 9 + "…"
+    assert wrap_condition("context.a == 1") == ["[a == 1]"]
+    assert wrap_condition("context.a == 1 " * 20, 20, 2) == ["[a == 1 a == 1 a == 1", "a == 1 a == 1 a == …]"]
 
 
 def test_human_and_sub_blueprint_edges_are_dashed(svg_root):

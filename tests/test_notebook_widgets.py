@@ -8,104 +8,15 @@ by their ``<title>``.
 from __future__ import annotations
 
 import asyncio
-import re
-import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable
-from html import unescape
-from typing import Any
 
 import pytest
 from engine_helpers import FakeWorker, failure, fast_config, started_engine, wait_for, wait_for_status
+from notebook_helpers import end_states, highlighted, pipeline, press, svg_nodes, taken_edges, text_of
 
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
 from avtomatika.models import JobStatus
 from avtomatika.storage import MemoryStorage
 from avtomatika.studio.notebook import BlueprintView, DebuggerError, EngineMonitor, StepDebugger, debug_engine
-
-SVG_NS = "{http://www.w3.org/2000/svg}"
-
-
-def pipeline() -> StateMachineBlueprint:
-    """validate -> resize (a worker task) -> review -> publish, or rejected."""
-    bp = StateMachineBlueprint("nb_pipeline")
-
-    @bp.handler_for("validate", is_start=True)
-    async def validate(context, actions):
-        if not context.initial_data.get("image"):
-            actions.transition_to("rejected")
-            return
-        context.state_history["checked"] = True
-        actions.transition_to("resize")
-
-    @bp.handler_for("resize")
-    async def resize(context, actions):
-        actions.dispatch_task(
-            "resize", {"image": context.initial_data["image"]}, transitions={"success": "review", "failure": "rejected"}
-        )
-
-    @bp.handler_for("review").when("context.initial_data.priority == 'high'")
-    async def fast_review(context, actions):
-        actions.transition_to("publish")
-
-    @bp.handler_for("review")
-    async def review(context, actions):
-        context.state_history["score"] = context.state_history["width"] // 10
-        actions.transition_to("publish")
-
-    @bp.handler_for("publish", is_end=True)
-    async def publish(context):
-        pass
-
-    @bp.handler_for("rejected", is_end=True)
-    async def rejected(context):
-        pass
-
-    return bp
-
-
-# -- reading the widgets ------------------------------------------------------------------------------
-def svg_nodes(html: str) -> dict[str, set[str]]:
-    """State name (the node's <title>) -> classes of its SVG group."""
-    svg = html[html.index("<svg") : html.index("</svg>") + len("</svg>")]
-    root = ET.fromstring(svg)
-    nodes = {}
-    for group in root.iter(f"{SVG_NS}g"):
-        classes = set(group.get("class", "").split())
-        title = group.find(f"{SVG_NS}title")
-        if "state" in classes and title is not None:
-            nodes[title.text or ""] = classes
-    return nodes
-
-
-def highlighted(html: str) -> list[str]:
-    return [state for state, classes in svg_nodes(html).items() if "active" in classes]
-
-
-def taken_edges(html: str) -> int:
-    return len(re.findall(r'class="edge [^"]*\btaken\b', html))
-
-
-def text_of(html: str) -> str:
-    return unescape(re.sub(r"<style>.*?</style>|<[^>]+>", " ", html, flags=re.S))
-
-
-@pytest.fixture
-async def make_debugger() -> AsyncIterator[Callable[..., Any]]:
-    made: list[StepDebugger] = []
-
-    async def make(*args: Any, **kwargs: Any) -> StepDebugger:
-        debugger = StepDebugger(*args, **kwargs)
-        made.append(debugger)
-        return await debugger.ready()
-
-    yield make
-    for debugger in made:
-        await debugger.aclose()
-
-
-async def press(debugger: StepDebugger, button: Any) -> None:
-    button.click()
-    await debugger.settled()
 
 
 # -- the step debugger ------------------------------------------------------------------------------
@@ -122,26 +33,26 @@ async def test_step_highlights_the_state_and_shows_context_action_and_diff(make_
     assert (dbg.state, dbg.status, dbg.steps) == ("resize", "running", 1)
     assert svg_nodes(dbg.graph.value)["validate"] >= {"visited"}
     assert taken_edges(dbg.graph.value) == 1
-    last = text_of(dbg.last.value)
+    last = text_of(dbg.log_view.details.value)
     assert "transition_to('resize')" in last
     assert "+ checked" in last
     now = text_of(dbg.now.value)
     assert "cat.png" in now
     assert '"checked": true' in now
-    assert dbg.task_box.layout.display == "none"
+    assert dbg.task_form.layout.display == "none"
 
     await press(dbg, dbg.step_button)
 
     assert dbg.status == JobStatus.WAITING_FOR_WORKER
-    assert "dispatch_task: 'resize'" in text_of(dbg.last.value)
-    assert dbg.task_box.layout.display == ""
-    assert "resize" in text_of(dbg.task_info.value)
+    assert "dispatch_task: 'resize'" in text_of(dbg.log_view.details.value)
+    assert dbg.task_form.layout.display == ""
+    assert "resize" in text_of(dbg.task_form.info.value)
     assert dbg.step_button.disabled
 
 
 async def test_breakpoint_stops_continue_before_the_handler_runs(make_debugger):
     dbg = await make_debugger(pipeline(), {"image": "cat.png"})
-    dbg.breakpoint_choice.value = ("resize",)
+    dbg.breakpoint_list.value = ["resize"]
     assert "breakpoint" in svg_nodes(dbg.graph.value)["resize"]
 
     await press(dbg, dbg.continue_button)
@@ -169,13 +80,13 @@ async def test_back_restores_an_earlier_step_and_continues_with_edited_state_his
     before_review = next(s for s in dbg.session.snapshots if s.job.state == "review")
 
     # Through the controls: pick the snapshot, edit its state_history, press Back.
-    dbg.back_choice.value = before_review.index
-    assert '"width": 640' in dbg.history_editor.value
-    dbg.history_editor.value = '{"checked": true, "width": 1000}'
-    await press(dbg, dbg.back_button)
+    dbg.travel.choice.value = before_review.id
+    assert '"width": 640' in dbg.travel.history.value
+    dbg.travel.history.value = '{"checked": true, "width": 1000}'
+    await press(dbg, dbg.travel.back_button)
 
     assert dbg.message.value == ""
-    assert (dbg.state, dbg.status, dbg.steps) == ("review", "running", before_review.index)
+    assert (dbg.state, dbg.status, dbg.steps) == ("review", "running", before_review.step)
     assert highlighted(dbg.graph.value) == ["review"]
     assert "state_history edited" in dbg.entries[-1].action
     await press(dbg, dbg.continue_button)
@@ -186,7 +97,8 @@ async def test_back_restores_an_earlier_step_and_continues_with_edited_state_his
     await dbg.back(0)
     assert (dbg.state, dbg.status, dbg.steps) == ("validate", "running", 0)
     assert dbg.session.job.state_history == {}
-    assert [label for label, _ in dbg.back_choice.options] == ["0: before step 1, in validate"]
+    assert next(label for label, _ in dbg.travel.choice.options) == "step 0 · validate"
+    assert all(label.startswith("branch ") for label, _ in dbg.travel.choice.options[1:])
 
 
 async def test_back_while_waiting_withdraws_the_task(make_debugger):
@@ -197,19 +109,19 @@ async def test_back_while_waiting_withdraws_the_task(make_debugger):
     assert (dbg.state, dbg.status) == ("resize", "running")
     stored = await dbg.engine.storage.get_task(task.id)
     assert stored.status == "withdrawn"
-    assert dbg.task_box.layout.display == "none"
+    assert dbg.task_form.layout.display == "none"
 
 
 async def test_a_task_answered_by_hand_with_permanent_error_quarantines_the_job(make_debugger):
     dbg = await make_debugger(pipeline(), {"image": "cat.png"})
     await dbg.continue_()
-    assert dbg.task_box.layout.display == ""
-    assert set(dbg.answer_status.options) >= {"success", "failure", "cancelled"}
+    assert dbg.task_form.layout.display == ""
+    assert set(dbg.task_form.status.options) >= {"success", "failure", "cancelled"}
 
-    dbg.answer_status.value = "failure"
-    dbg.answer_code.value = "PERMANENT_ERROR"
-    dbg.answer_message.value = "file is corrupt"
-    await press(dbg, dbg.answer_button)
+    dbg.task_form.status.value = "failure"
+    dbg.task_form.code.value = "PERMANENT_ERROR"
+    dbg.task_form.message.value = "file is corrupt"
+    await press(dbg, dbg.task_form.answer_button)
 
     assert dbg.message.value == ""
     assert dbg.status == "quarantined"
@@ -224,10 +136,14 @@ async def test_a_task_answered_by_hand_with_permanent_error_quarantines_the_job(
 
 
 async def test_a_handler_that_raises_shows_its_traceback_and_steps_again_once_fixed(make_debugger):
-    bp = pipeline()
-    dbg = await make_debugger(bp, {"image": "cat.png"})
-    await dbg.continue_()
-    await dbg.answer_task("success", {"height": 480})  # no "width": review's handler raises KeyError
+    bp = StateMachineBlueprint("nb_fix")
+
+    @bp.handler_for("review", is_start=True)
+    async def review(context, actions):
+        context.state_history["score"] = context.state_history["width"] // 10
+        actions.transition_to("publish")
+
+    dbg = await make_debugger(end_states(bp, "publish"), {})
     await press(dbg, dbg.continue_button)
 
     entry = dbg.entries[-1]
@@ -235,16 +151,17 @@ async def test_a_handler_that_raises_shows_its_traceback_and_steps_again_once_fi
     assert entry.error is not None
     assert "KeyError: 'width'" in entry.traceback
     assert dbg.status in ("awaiting_retry", "running")
-    last = text_of(dbg.last.value)
+    last = text_of(dbg.log_view.details.value)
     assert "Traceback" in last
     assert "KeyError" in last
 
-    @bp.handler_for("review")
-    async def review(context, actions):  # the fix, re-registered under the same name
+    @bp.handler_for("review", is_start=True)
+    async def review(context, actions):  # noqa: F811 - the fix, as a cell run again defines it: the same name
         context.state_history["score"] = context.state_history.get("width", 100) // 10
         actions.transition_to("publish")
 
     await press(dbg, dbg.step_button)
+    assert text_of(dbg.message.value).strip() == ""
     assert dbg.entries[-1].error is None
     assert (dbg.state, dbg.status) == ("publish", "running")
     await dbg.step()
@@ -267,7 +184,7 @@ async def test_a_real_worker_can_answer_when_the_debugger_serves(make_debugger):
     assert dbg.url is not None
     assert dbg.url.startswith("http://127.0.0.1:")
     await dbg.continue_()
-    assert dbg.url in text_of(dbg.task_info.value)
+    assert dbg.url in text_of(dbg.task_form.info.value)
 
     worker = await FakeWorker(dbg.engine, "real-1", ["resize"]).register()
     task = await worker.take()
@@ -277,7 +194,7 @@ async def test_a_real_worker_can_answer_when_the_debugger_serves(make_debugger):
     assert dbg.entries[-1].kind == "outside"
     assert "real-1 answered task 'resize'" in dbg.entries[-1].action
     assert highlighted(dbg.graph.value) == ["review"]
-    assert dbg.task_box.layout.display == "none"
+    assert dbg.task_form.layout.display == "none"
 
 
 async def _settled_in(dbg: StepDebugger, state: str) -> bool:
@@ -301,11 +218,11 @@ async def test_a_given_debug_engine_is_used_and_a_stepping_engine_is_refused(mak
 
 async def test_errors_of_the_controls_are_shown_not_raised(make_debugger):
     dbg = await make_debugger(pipeline(), {"image": "cat.png"})
-    await press(dbg, dbg.answer_button)
+    await press(dbg, dbg.task_form.answer_button)
     assert "waits for no task" in text_of(dbg.message.value)
-    dbg.back_choice.value = 0
-    dbg.history_editor.value = "{not json"
-    await press(dbg, dbg.back_button)
+    dbg.travel.choice.value = dbg.session.snapshots[0].id
+    dbg.travel.history.value = "{not json"
+    await press(dbg, dbg.travel.back_button)
     assert "not valid JSON" in text_of(dbg.message.value)
     await press(dbg, dbg.step_button)
     assert dbg.message.value == ""
@@ -330,12 +247,13 @@ async def test_an_approval_is_answered_from_the_debugger(make_debugger):
     await press(dbg, dbg.step_button)
     assert dbg.status == "waiting_for_human"
     assert "await_human_approval" in dbg.entries[-1].action
-    assert dbg.human_box.layout.display == ""
-    assert list(dbg.decision_choice.options) == ["no", "yes"]
-    dbg.decision_choice.value = "yes"
-    await press(dbg, dbg.decide_button)
+    assert dbg.approval.layout.display == ""
+    assert [b.description for b in dbg.approval.buttons.children] == ["no", "yes"]
+    assert "Publish it?" in text_of(dbg.approval.info.value)
+    assert "slack" in text_of(dbg.approval.info.value)
+    await press(dbg, dbg.approval.buttons.children[1])
     assert (dbg.state, dbg.status) == ("done", "running")
-    assert dbg.human_box.layout.display == "none"
+    assert dbg.approval.layout.display == "none"
     assert highlighted(dbg.graph.value) == ["done"]
 
 

@@ -45,7 +45,8 @@ class Commit:
     seconds); a timer id is unique, so setting an existing one moves it. The parts apply in this
     order: ``close_tasks``, ``tasks``, ``cancel_timers``, ``timers`` (a timer both cancelled and set
     ends up set). ``fan_in`` starts a fan-out round of that many branches: the job's earlier branch
-    results are forgotten and :meth:`Storage.add_branch_result` counts towards it. ``children`` are
+    results are forgotten (``branch_results``, if given, are recorded instead: a job restored as it
+    was) and :meth:`Storage.add_branch_result` counts towards it. ``children`` are
     new jobs, created (version 1) and queued to run. ``events`` go to the history feed as one entry
     (:meth:`Storage.read_feed`). ``run`` queues the job to be stepped (:meth:`Storage.take_runnable`).
     """
@@ -57,6 +58,7 @@ class Commit:
     timers: dict[str, float] = field(default_factory=dict)
     cancel_timers: Sequence[str] = ()
     fan_in: int | None = None
+    branch_results: dict[str, dict[str, Any]] = field(default_factory=dict)
     children: Sequence[Job] = ()
     events: Sequence[Event] = ()
 

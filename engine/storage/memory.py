@@ -117,7 +117,8 @@ class MemoryStorage(Storage):
         for timer_id, due in change.timers.items():
             self._set_timer(timer_id, due)
         if change.fan_in is not None:
-            self._branches[job.id] = _FanIn(change.fan_in)
+            results = {task_id: pack(result) for task_id, result in change.branch_results.items()}
+            self._branches[job.id] = _FanIn(change.fan_in, results)
         for child in change.children:
             child.version = 1
             self._store_job(child)

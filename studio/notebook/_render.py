@@ -57,6 +57,8 @@ STYLE = """
 .avtomatika-nb .added { color:var(--c-finished); } .avtomatika-nb .removed { color:var(--c-failed); }
 .avtomatika-nb .changed { color:var(--c-quarantined); }
 .avtomatika-nb h4 { margin:.5em 0 .2em; font-size:1em; }
+.avtomatika-nb blockquote { margin:.3em 0; padding:.2em .6em; border-left:3px solid var(--c-waiting); }
+.avtomatika-log select { font-family:var(--jp-code-font-family, monospace); font-size:12px; }
 """
 
 _GROUP = re.compile(r'<g id="(?P<id>[^"]*)" class="(?P<cls>[^"]*)">')
@@ -189,6 +191,11 @@ def _visits(svg: str, start: int, visits: int) -> str:
 def badge(status: str | None) -> str:
     """A status in its colour, as the studio shows it."""
     return f'<span class="badge tone-{tone(status)}">{esc(human(status))}</span>'
+
+
+def count_badge(status: str, count: int) -> str:
+    """``3 finished`` in the status's colour."""
+    return f'<span class="badge tone-{tone(status)}">{count} {esc(human(status))}</span>'
 
 
 def problems_html(problems: Iterable[Problem]) -> str:

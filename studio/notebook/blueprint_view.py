@@ -19,6 +19,7 @@ from ...blueprint import StateMachineBlueprint
 from ...graph import GraphvizNotFound, blueprint_svg
 from . import _render
 from ._loop import Background, running_loop
+from ._snapshot import StaticPicture
 
 #: How often the view looks for changes, in seconds.
 POLL_INTERVAL_S = 0.5
@@ -55,6 +56,7 @@ class BlueprintView(widgets.VBox):
         self._drawn: tuple[Any, ...] | None = None
         self._background = Background(f"blueprint-view-{blueprint.name}", self._show_error)
         self._poller: asyncio.Task[None] | None = None
+        self.picture = StaticPicture(f"Blueprint {blueprint.name}")
         self.header = widgets.HTML()
         self.graph = widgets.HTML()
         self.problems = widgets.HTML()
@@ -64,6 +66,7 @@ class BlueprintView(widgets.VBox):
         toolbar = widgets.HBox([self.header, self.refresh_button, self.auto_toggle])
         super().__init__(children=[toolbar, self.graph, self.problems], **kwargs)
         self.add_class("avtomatika-blueprint-view")
+        self.add_class("avtomatika-live")
         widgets.link((self.auto_toggle, "value"), (self, "auto_refresh"))
         self.auto_refresh = auto_refresh
         self.observe(self._auto_changed, names="auto_refresh")
@@ -73,6 +76,12 @@ class BlueprintView(widgets.VBox):
 
     def __repr__(self) -> str:
         return f"BlueprintView({self._blueprint.name!r}, version={self.version!r})"
+
+    def _ipython_display_(self) -> None:
+        self.picture.show(self, self._picture_parts())
+
+    def _picture_parts(self) -> list[str]:
+        return [self.header.value, self.graph.value, self.problems.value]
 
     @property
     def blueprint(self) -> StateMachineBlueprint:
@@ -101,6 +110,7 @@ class BlueprintView(widgets.VBox):
         self.graph.value = _render.page(_render.graph_html(blueprint))
         self.problems.value = _render.page(_render.problems_html(problems))
         self._drawn = key
+        self.picture.update(self._picture_parts())
 
     def _show_error(self, error: BaseException) -> None:
         text = f"{type(error).__name__}: {error}"

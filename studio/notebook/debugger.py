@@ -1,38 +1,45 @@
 """``StepDebugger``: step one job through a blueprint, one handler at a time, in a notebook.
 
-The controls are buttons (Step, Continue, Back, Release, Answer) and every one of them has an async
-method of the same name for cells and tests (``await dbg.step()``). The engine work is in
-:class:`~avtomatika.studio.notebook.session.DebugSession`; this module only draws it.
+The controls are buttons (Step, Continue, Back, Redo, Release, Answer...) and every one of them has an
+async method of the same name for cells and tests (``await dbg.step()``). The engine work is in
+:class:`~avtomatika.studio.notebook.session.DebugSession`; the pieces of the screen are collaborators
+(:class:`GraphView`, :class:`BreakpointList`, :class:`TaskForm`, :class:`ApprovalBox`,
+:class:`LogView`, :class:`BackControls`, :class:`StateEditor`); this module puts them together.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from typing import Any
 
 import ipywidgets as widgets
 from traitlets import Bool, Int, Unicode
 
-from ...blueprint import StateMachineBlueprint
+from ...blueprint import Problem, StateMachineBlueprint
 from ...config import Config
 from ...engine import OrchestratorEngine
 from ...errors import AvtomatikaError
 from ...graph import GraphvizNotFound, blueprint_svg
-from ...models import WAITING_ON_TASKS, JobStatus, Task
+from ...models import Task
 from ..graphs import job_marks
-from . import _render
+from . import _panels, _render
 from ._loop import Background
+from ._snapshot import StaticPicture
+from .blueprint_view import blueprint_key
+from .graph_view import BreakpointList, GraphView
+from .log_view import LogView, entry_html
+from .pending import ApprovalBox, TaskForm
+from .preview import Preview
 from .session import DebuggerError, DebugSession, Entry, debug_engine
+from .time_travel import BackControls, StateEditor
 
-ERROR_CODES = ("", "TRANSIENT_ERROR", "PERMANENT_ERROR", "INVALID_INPUT_ERROR")
-#: Entries shown in the log (the newest).
-LOG_LINES = 30
+#: How often the debugger looks for a blueprint changed by a cell (a handler re-defined), in seconds.
+WATCH_INTERVAL_S = 0.5
 
 
 class StepDebugger(widgets.VBox):
-    """Create a job of a blueprint and step it by hand: Step, Continue, breakpoints, Back.
+    """Create a job of a blueprint and step it by hand: Step, Continue, breakpoints, Back and Redo.
 
     Args:
         target: A blueprint (the debugger makes an engine for it), or an engine from
@@ -48,8 +55,9 @@ class StepDebugger(widgets.VBox):
     job_id = Unicode("", help="Id of the job being debugged.").tag(sync=True)
     state = Unicode("", help="The job's current state (highlighted in the graph).").tag(sync=True)
     status = Unicode("", help="The job's status.").tag(sync=True)
-    steps = Int(0, help="Handlers run so far (Back lowers it).").tag(sync=True)
+    steps = Int(0, help="Handlers run so far on the current line (Back lowers it).").tag(sync=True)
     busy = Bool(False, help="An action is under way.").tag(sync=True)
+    valid = Bool(True, help="The blueprint has no validation error (stepping is off otherwise).").tag(sync=True)
 
     def __init__(
         self,
@@ -66,17 +74,27 @@ class StepDebugger(widgets.VBox):
         self._serve = serve and self._owns_engine
         self.session = DebugSession(engine, chosen, initial_data, on_change=self._changed)
         self._background = Background(f"step-debugger-{chosen.name}", self._show_error)
-        self._opening: asyncio.Task[Any] | None = None
+        self._watcher = Background(f"step-debugger-watch-{chosen.name}", self._show_error)
+        self._open_lock = asyncio.Lock()
         self._refresh_pending = False
         self._tasks: list[Task] = []
-        self._build(sorted(chosen.states), breakpoints)
+        self._coming: Preview | None = None
+        self._problems: list[Problem] = chosen.validate()
+        self._watched = blueprint_key(chosen)
+        self.picture = StaticPicture(f"Step debugger of {chosen.name}")
+        self._build(list(chosen.states), breakpoints)
         super().__init__(children=self._layout(), **kwargs)
         self.add_class("avtomatika-step-debugger")
+        self.add_class("avtomatika-live")
         self._render()
-        self._opening = self._background.spawn(self.ready(), "open")
+        self._background.spawn(self.ready(), "open")
+        self._watcher.spawn(self._watch(), "watch")
 
     def __repr__(self) -> str:
         return f"StepDebugger({self.blueprint.name!r}, job={self.job_id or None!r}, state={self.state!r})"
+
+    def _ipython_display_(self) -> None:
+        self.picture.show(self, self._picture_parts())
 
     # -- building -------------------------------------------------------------------------------
     def _build(self, states: list[str], breakpoints: tuple[str, ...] | list[str]) -> None:
@@ -85,62 +103,46 @@ class StepDebugger(widgets.VBox):
         self.continue_button = widgets.Button(
             description="Continue", icon="play", tooltip="Step until a breakpoint, a task, or the end"
         )
-        self.back_choice = widgets.Dropdown(options=[], description="Back to", layout={"width": "22em"})
-        self.back_button = widgets.Button(description="Back", icon="undo", tooltip="Restore the job as it was then")
         self.release_button = widgets.Button(description="Release", tooltip="Release the quarantined job")
-        self.breakpoint_choice = widgets.SelectMultiple(
-            options=states, value=[s for s in breakpoints if s in states], description="Breakpoints", rows=4
-        )
-        self.history_editor = widgets.Textarea(
-            description="state_history",
-            placeholder="state_history to go back with (JSON); left as it was, it is restored unchanged",
-            layout={"width": "100%", "height": "7em"},
-        )
-        self.graph = widgets.HTML()
-        self.now = widgets.HTML()
-        self.last = widgets.HTML()
-        self.task_info = widgets.HTML()
-        self.answer_status = widgets.Dropdown(options=["success", "failure"], description="status")
-        self.answer_data = widgets.Textarea(value="{}", description="data", layout={"width": "100%"})
-        self.answer_code = widgets.Dropdown(options=ERROR_CODES, description="error code")
-        self.answer_message = widgets.Text(description="message", placeholder="error message")
-        self.answer_button = widgets.Button(description="Answer", icon="reply", tooltip="Submit this result")
-        self.task_box = widgets.VBox(
-            [
-                self.task_info,
-                widgets.HBox([self.answer_status, self.answer_code, self.answer_message]),
-                self.answer_data,
-                self.answer_button,
-            ],
-            layout={"display": "none", "border": "1px solid rgba(127,127,127,.35)", "padding": "4px"},
-        )
-        self.decision_choice = widgets.Dropdown(options=[], description="decision")
-        self.decide_button = widgets.Button(description="Decide", icon="check", tooltip="Answer the approval")
-        self.human_box = widgets.HBox([self.decision_choice, self.decide_button], layout={"display": "none"})
-        self.log_panel = widgets.HTML()
+        self.graph = GraphView()
+        self.breakpoint_list = BreakpointList(states, list(breakpoints))
+        widgets.link((self.graph, "breakpoints"), (self.breakpoint_list, "value"))
+        self.travel = BackControls()
         self.message = widgets.HTML()
+        self.task_form = TaskForm()
+        self.approval = ApprovalBox(lambda decision: self._act(self.decide(decision), "decide"))
+        self.now = widgets.HTML()
+        self.editor = StateEditor()
+        self.log_view = LogView()
         self.step_button.on_click(lambda _: self._act(self.step(), "step"))
         self.continue_button.on_click(lambda _: self._act(self.continue_(), "continue"))
-        self.back_button.on_click(lambda _: self._act(self._back_from_controls(), "back"))
         self.release_button.on_click(lambda _: self._act(self.release(), "release"))
-        self.answer_button.on_click(lambda _: self._act(self._answer_from_form(), "answer"))
-        self.decide_button.on_click(lambda _: self._act(self.decide(self.decision_choice.value or ""), "decide"))
-        self.back_choice.observe(self._snapshot_chosen, names="value")
-        self.breakpoint_choice.observe(lambda _: self._render(), names="value")
+        self.travel.back_button.on_click(lambda _: self._act(self._back_from_controls(), "back"))
+        self.travel.redo_button.on_click(lambda _: self._act(self.redo(), "redo"))
+        self.task_form.answer_button.on_click(lambda _: self._act(self._answer_from_form(), "answer"))
+        self.task_form.exhaust_button.on_click(lambda _: self._act(self._exhaust_from_form(), "exhaust"))
+        self.editor.save_button.on_click(lambda _: self._act(self._edit_from_editor(), "edit"))
+        self.breakpoint_list.observe(lambda _: self._render(), names="value")
 
     def _layout(self) -> list[widgets.Widget]:
-        controls = widgets.HBox([self.step_button, self.continue_button, self.release_button])
-        back = widgets.VBox([widgets.HBox([self.back_choice, self.back_button]), self.history_editor])
-        side = widgets.VBox([self.breakpoint_choice, back], layout={"width": "40%"})
+        controls = widgets.HBox(
+            [self.step_button, self.continue_button, self.release_button, self.travel.row],
+            layout={"flex_flow": "row wrap"},
+        )
+        edit = widgets.Accordion([self.editor], titles=("Edit state_history here",))
+        now = widgets.VBox([self.now, edit], layout={"width": "45%", "padding": "0 1em 0 0"})
+        details = widgets.VBox([self.log_view.details], layout={"width": "55%"})
         return [
             self.header,
             controls,
-            widgets.HBox([widgets.VBox([self.graph], layout={"width": "60%"}), side]),
+            self.graph,
+            self.breakpoint_list,
             self.message,
-            self.task_box,
-            self.human_box,
-            widgets.HBox([widgets.VBox([self.now], layout={"width": "50%"}), widgets.VBox([self.last])]),
-            self.log_panel,
+            self.task_form,
+            self.approval,
+            widgets.HBox([now, details]),
+            widgets.VBox([self.log_view.hint, self.log_view.lines]),
+            self.travel.editor,
         ]
 
     # -- properties -----------------------------------------------------------------------------
@@ -154,20 +156,25 @@ class StepDebugger(widgets.VBox):
 
     @property
     def entries(self) -> list[Entry]:
-        """The log: steps, answers, restores and outside changes, oldest first."""
+        """The log: steps, answers, restores, edits and outside changes, oldest first."""
         return self.session.entries
 
     @property
+    def open_tasks(self) -> list[Task]:
+        """The tasks the job waited on when last drawn (``await dbg.session.open_tasks()`` reads them now)."""
+        return list(self._tasks)
+
+    @property
     def breakpoints(self) -> set[str]:
-        return set(self.breakpoint_choice.value)
+        return set(self.breakpoint_list.value)
 
     @breakpoints.setter
     def breakpoints(self, states: set[str] | list[str] | tuple[str, ...]) -> None:
         unknown = set(states) - set(self.blueprint.states)
         if unknown:
             raise ValueError(f"no such states: {', '.join(sorted(unknown))}")
-        self.breakpoint_choice.options = sorted(self.blueprint.states)
-        self.breakpoint_choice.value = tuple(sorted(states))
+        self.breakpoint_list.set_states(list(self.blueprint.states))
+        self.breakpoint_list.value = [s for s in self.blueprint.states if s in set(states)]
 
     @property
     def url(self) -> str | None:
@@ -176,16 +183,24 @@ class StepDebugger(widgets.VBox):
 
     # -- actions (each also a button) -----------------------------------------------------------
     async def ready(self) -> StepDebugger:
-        """Start the engine if the debugger owns it and create the job; awaited by every action."""
-        if self.session.job is not None:
-            return self
-        if self._opening is not None and self._opening is not asyncio.current_task():
-            await asyncio.shield(self._opening)
-            return self
-        if self._serve and not self.engine.app:
-            await self.engine.start(host="127.0.0.1", port=0)
-        await self.session.open()
-        await self._refresh()
+        """Start the engine if the debugger owns it and create the job; awaited by every action.
+
+        Raises:
+            DebuggerError: The blueprint is invalid (every error listed); the debugger opens once it is fixed.
+        """
+        async with self._open_lock:
+            if self.session.job is None:
+                self._problems = self.blueprint.validate()
+                errors = [str(p) for p in self._problems if p.severity == "error"]
+                if errors:
+                    self._render()
+                    raise DebuggerError(
+                        f"blueprint '{self.blueprint.name}' is invalid; fix it first:\n- " + "\n- ".join(errors)
+                    )
+                if self._serve and not self.engine.app:
+                    await self.engine.start(host="127.0.0.1", port=0)
+                await self.session.open()
+                await self._refresh()
         return self
 
     async def step(self) -> Entry:
@@ -198,10 +213,29 @@ class StepDebugger(widgets.VBox):
         await self.ready()
         return await self._run(self.session.continue_(self.breakpoints))
 
-    async def back(self, index: int, state_history: dict[str, Any] | None = None) -> Entry:
-        """Restore the job as it was before step ``index`` + 1 (0: as created), with ``state_history`` if given."""
+    async def back(self, step: int | None = None, state_history: dict[str, Any] | None = None) -> Entry:
+        """Go back to the state after ``step`` steps (the previous step by default), with ``state_history`` if given.
+
+        What followed is kept as a branch (``redo()`` returns to it). ``back(dbg.steps, state_history)``
+        edits the job where it is.
+        """
         await self.ready()
-        return await self._run(self.session.back(index, state_history))
+        return await self._run(self.session.back(step, state_history))
+
+    async def redo(self) -> Entry:
+        """Forward again along the branch the last Back left (one checkpoint at a time)."""
+        await self.ready()
+        return await self._run(self.session.redo())
+
+    async def restore(self, checkpoint_id: int, state_history: dict[str, Any] | None = None) -> Entry:
+        """Go to any checkpoint, of the current line or of a branch (``dbg.session.timeline.checkpoints``)."""
+        await self.ready()
+        return await self._run(self.session.restore(checkpoint_id, state_history))
+
+    async def edit(self, state_history: dict[str, Any]) -> Entry:
+        """Replace the job's ``state_history`` where it is now (the next step sees it)."""
+        await self.ready()
+        return await self._run(self.session.edit(state_history))
 
     async def answer_task(
         self,
@@ -209,10 +243,21 @@ class StepDebugger(widgets.VBox):
         data: dict[str, Any] | None = None,
         error_code: str | None = None,
         message: str | None = None,
+        task_id: str | None = None,
     ) -> Entry:
-        """Answer the task the job waits for, as a worker would: ``status``, result ``data``, ``error_code``."""
+        """Answer an open task as a worker would: ``status``, result ``data``, ``error_code``.
+
+        Args:
+            task_id: Which open task (its id, or the start of it); the first open one by default.
+                A fan-out has one per branch: ``dbg.open_tasks`` lists them.
+        """
         await self.ready()
-        return await self._run(self.session.answer(status, data, error_code or None, message or None))
+        return await self._run(self.session.answer(status, data, error_code or None, message or None, task_id))
+
+    async def exhaust_retries(self, task_id: str | None = None, message: str = "failed by hand") -> Entry:
+        """Fail an open task with ``TRANSIENT_ERROR`` until its retries are spent (its ``failure`` transition next)."""
+        await self.ready()
+        return await self._run(self.session.exhaust(task_id, message))
 
     async def release(self) -> Entry:
         """Release the job from quarantine (as the studio's Release does)."""
@@ -230,6 +275,7 @@ class StepDebugger(widgets.VBox):
 
     async def stop(self) -> None:
         """Stop the engine if the debugger made it; the widget stays as it was last drawn."""
+        await self._watcher.cancel()
         await self._background.cancel()
         await self.session.close()
         if self._owns_engine and self.engine.app is not None:
@@ -258,7 +304,7 @@ class StepDebugger(widgets.VBox):
     def _show_error(self, error: BaseException) -> None:
         known = isinstance(error, AvtomatikaError | ValueError)
         text = str(error) if known else f"{type(error).__name__}: {error}"
-        self.message.value = _render.page(f'<p class="error">{_render.esc(text)}</p>')
+        self.message.value = _render.page(f'<pre class="error">{_render.esc(text)}</pre>')
 
     def _changed(self) -> None:
         """An event of the job (from a step, a worker, the studio): re-draw soon, once."""
@@ -272,113 +318,94 @@ class StepDebugger(widgets.VBox):
         self._refresh_pending = False
         await self._refresh()
 
+    async def _watch(self) -> None:
+        """Follow the blueprint: a cell that re-defines a handler may make it invalid, or fix it."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            key = blueprint_key(self.blueprint)
+            if key == self._watched:
+                continue
+            self._watched = key
+            if self.session.job is None and not any(p.severity == "error" for p in self.blueprint.validate()):
+                self._background.spawn(self.ready(), "open")
+            else:
+                self._background.spawn(self._refresh(), "refresh")
+
     async def _refresh(self) -> None:
-        if self.session.job is not None:
-            await self.session.sync()
+        self._problems = self.blueprint.validate()
         with contextlib.suppress(GraphvizNotFound):  # graph_html shows the reason
             await asyncio.to_thread(blueprint_svg, self.blueprint)  # graphviz runs once per version
-        self._tasks = await self.session.open_tasks() if self.session.job is not None else []
+        if self.session.job is not None:
+            job = await self.session.sync()
+            self._tasks = await self.session.answers.open_tasks(job)
+            self._coming = await self.session.preview()
         self._render()
 
     async def _back_from_controls(self) -> Entry:
-        index = self.back_choice.value
-        if index is None:
-            raise DebuggerError("choose a step to go back to")
-        snapshot = next(s for s in self.session.snapshots if s.index == index)
-        text = self.history_editor.value.strip()
-        edited = _parse_json(text, "state_history") if text else None
-        return await self.back(index, None if edited == snapshot.job.state_history else edited)
+        checkpoint_id, state_history = self.travel.read()
+        return await self.restore(checkpoint_id, state_history)
 
     async def _answer_from_form(self) -> Entry:
-        data = _parse_json(self.answer_data.value.strip() or "{}", "data")
-        return await self.answer_task(self.answer_status.value, data, self.answer_code.value, self.answer_message.value)
+        task = self.task_form.chosen
+        if task is None:
+            raise DebuggerError("the job waits for no task to answer")
+        status, data, code, message = self.task_form.read()
+        entry = await self.answer_task(status, data, code, message, task.id)
+        self.task_form.answered(task.id)
+        return entry
 
-    def _snapshot_chosen(self, change: dict[str, Any]) -> None:
-        snapshot = next((s for s in self.session.snapshots if s.index == change["new"]), None)
-        if snapshot is not None:
-            self.history_editor.value = json.dumps(snapshot.job.state_history, indent=2, sort_keys=True)
+    async def _exhaust_from_form(self) -> Entry:
+        task = self.task_form.chosen
+        if task is None:
+            raise DebuggerError("the job waits for no task to fail")
+        return await self.exhaust_retries(task.id, self.task_form.message.value or "failed by hand")
+
+    async def _edit_from_editor(self) -> Entry:
+        entry = await self.edit(self.editor.read())
+        self.editor.saved()
+        self._render()
+        return entry
 
     # -- drawing --------------------------------------------------------------------------------
     def _render(self) -> None:
         session, job = self.session, self.session.job
-        esc = _render.esc
+        errors = sum(p.severity == "error" for p in self._problems)
+        self.valid = errors == 0
+        self.header.value = _render.page(
+            _panels.header_html(self.blueprint.name, job, session.steps_taken, self.url, errors)
+        )
+        self.breakpoint_list.set_states(list(self.blueprint.states))
+        extra = {state: ["breakpoint"] for state in self.breakpoints}
+        marks = job_marks(self.blueprint, job) if job is not None else None
+        self.graph.value = _render.page(_render.graph_html(self.blueprint, marks, extra), css_class="debugger-graph")
+        self.now.value = _render.page(_panels.now_html(job, self._coming if job else None, self._problems))
+        runnable = job is not None and job.status in _panels.RUNNABLE
+        self.step_button.disabled = self.continue_button.disabled = not (runnable and self.valid)
         if job is None:
-            self.header.value = _render.page(f"<b>{esc(self.blueprint.name)}</b> <span class='muted'>starting…</span>")
-            self.graph.value = _render.page(_render.graph_html(self.blueprint))
+            self.travel.row.layout.display = self.travel.editor.layout.display = "none"
+            self.picture.update(self._picture_parts())
             return
         self.job_id, self.state, self.status, self.steps = job.id, job.state, job.status, session.steps_taken
-        serving = f" · serving <a href='{esc(self.url)}/studio/jobs/{esc(job.id)}' target='_blank'>{esc(self.url)}</a>"
-        self.header.value = _render.page(
-            f"<b>{esc(self.blueprint.name)}</b> · job <code>{esc(job.id[:8])}</code> · {_render.badge(job.status)}"
-            f" · state <b class='current-state'>{esc(job.state)}</b> · step {session.steps_taken}"
-            + (serving if self.url else "")
+        self.travel.row.layout.display = self.travel.editor.layout.display = ""
+        self.travel.show(session.timeline, session.steps_taken)
+        self.task_form.show(
+            self._tasks if job.status in ("waiting_for_worker", "waiting_for_parallel_tasks") else [], self.url
         )
-        extra = {state: ["breakpoint"] for state in self.breakpoints}
-        marks = job_marks(self.blueprint, job)
-        self.graph.value = _render.page(_render.graph_html(self.blueprint, marks, extra), css_class="debugger-graph")
-        self.now.value = _render.page(self._now_html())
-        self.last.value = _render.page(_entry_html(session.entries[-1]) if session.entries else "")
-        self.log_panel.value = _render.page(_log_html(session.entries))
-        self._render_back_choice()
-        self._render_task(self._tasks)
-        self._render_decisions()
-        runnable = job.status in ("pending", "running", "awaiting_retry")
-        self.step_button.disabled = self.continue_button.disabled = not runnable
+        self.approval.show(job)
+        self.editor.show(job.state_history)
+        self.log_view.show(session.entries)
         self.release_button.layout.display = "" if job.status == "quarantined" else "none"
+        self.picture.update(self._picture_parts())
 
-    def _now_html(self) -> str:
-        job = self.session.job
-        assert job is not None
-        handler = self.session.next_handler(job) if job.status in ("pending", "running", "awaiting_retry") else None
-        esc = _render.esc
-        upcoming = (
-            f"<h4>Next step</h4><div>state <b>{esc(job.state)}</b> runs <code>{esc(handler)}</code></div>"
-            if handler
-            else f"<h4>Now</h4><div>{_render.badge(job.status)} {esc(job.error or '')}</div>"
-        )
-        return (
-            upcoming
-            + "<h4>Context</h4><div class='muted'>initial_data</div>"
-            + _render.json_block(job.initial_data)
-            + "<div class='muted'>state_history</div>"
-            + _render.json_block(job.state_history)
-        )
-
-    def _render_back_choice(self) -> None:
-        options = [(s.label, s.index) for s in self.session.snapshots]
-        if list(self.back_choice.options) != options:
-            current = self.back_choice.value
-            self.back_choice.options = options
-            indexes = [index for _, index in options]
-            self.back_choice.value = current if current in indexes else (indexes[-1] if indexes else None)
-
-    def _render_decisions(self) -> None:
-        job = self.session.job
-        waiting = job is not None and job.status == JobStatus.WAITING_FOR_HUMAN
-        decisions = sorted(((job.wait or {}).get("transitions") or {}) if waiting and job else {})
-        if list(self.decision_choice.options) != decisions:
-            self.decision_choice.options = decisions
-        self.human_box.layout.display = "" if decisions else "none"
-
-    def _render_task(self, tasks: list[Task]) -> None:
-        job = self.session.job
-        if not tasks or job is None or job.status not in WAITING_ON_TASKS:
-            self.task_box.layout.display = "none"
-            return
-        task = tasks[0]
-        esc = _render.esc
-        held = f" · held by worker <code>{esc(task.worker_id)}</code>" if task.worker_id else ""
-        where = f" or let a worker connected to {esc(self.url)} answer it" if self.url else ""
-        self.task_info.value = _render.page(
-            f"<h4>Task <code>{esc(task.type)}</code> is waiting ({esc(task.status)}{held})</h4>"
-            f"<div>params {_render.json_block(task.params)}</div>"
-            f"<div>transitions: <code>{esc(_render.short(task.transitions, 120))}</code></div>"
-            f"<div class='muted'>Answer it by hand{where}.</div>"
-        )
-        statuses = list(dict.fromkeys([*task.transitions, "success", "failure", "cancelled"]))
-        if list(self.answer_status.options) != statuses:
-            self.answer_status.options = statuses
-        self.task_box.layout.display = ""
+    def _picture_parts(self) -> list[str]:
+        """The static picture: header, graph, the next step and the last action."""
+        shown = self.log_view.shown
+        return [
+            self.header.value,
+            self.graph.value,
+            self.now.value,
+            _render.page(entry_html(shown)) if shown is not None else "",
+        ]
 
 
 def _engine_and_blueprint(
@@ -400,43 +427,3 @@ def _engine_and_blueprint(
     if found is None:
         raise ValueError(f"the engine has no blueprint {blueprint!r}")
     return target, found, False
-
-
-def _parse_json(text: str, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{what} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{what} must be a JSON object")
-    return value
-
-
-def _entry_html(entry: Entry) -> str:
-    esc = _render.esc
-    title = f"Step {entry.step}" if entry.step is not None else entry.kind.capitalize()
-    parts = [f"<h4>{esc(title)} · in <b>{esc(entry.state)}</b></h4>"]
-    if entry.handler:
-        parts.append(f"<div>handler <code>{esc(entry.handler)}</code></div>")
-    parts.append(f"<div>action: <code>{esc(entry.action)}</code></div>")
-    parts.append(f"<div>now: {_render.badge(entry.status)} in <b>{esc(entry.next_state)}</b></div>")
-    parts.append(f"<h4>state_history diff</h4>{_render.diff_html(entry.changes)}")
-    if entry.error:
-        parts.append(f"<div class='error'>{esc(entry.error)}</div>")
-    if entry.traceback:
-        parts.append(f"<h4>Traceback</h4><pre class='traceback'>{esc(entry.traceback)}</pre>")
-    return "".join(parts)
-
-
-def _log_html(entries: list[Entry]) -> str:
-    if not entries:
-        return "<p class='muted'>Nothing run yet: press Step or Continue.</p>"
-    esc = _render.esc
-    rows = [
-        f"<tr><td>{entry.step if entry.step is not None else ''}</td><td>{esc(entry.kind)}</td>"
-        f"<td>{esc(entry.state)}</td><td><code>{esc(_render.clip(entry.action, 100))}</code></td>"
-        f"<td>{_render.badge(entry.status)} {esc(entry.next_state)}</td></tr>"
-        for entry in entries[-LOG_LINES:]
-    ]
-    head = "<tr><th>#</th><th>what</th><th>in</th><th>action</th><th>then</th></tr>"
-    return f"<h4>Log</h4><table>{head}{''.join(rows)}</table>"

@@ -1,10 +1,11 @@
 """``EngineMonitor``: a running engine seen from the notebook that started it.
 
 Start the engine in the kernel's own loop (``await engine.start(host="127.0.0.1", port=0)``: a cell's
-top-level ``await`` runs there), then show ``EngineMonitor(engine)``: the studio's address, the live
-graph of a blueprint with the number of jobs in each state, the recent jobs, and the studio's
-actions (start, retry, release, cancel), which call the engine in-process. The widget follows the
-engine's events and re-draws at most every ``refresh_s`` seconds.
+top-level ``await`` runs there), then show ``EngineMonitor(engine)``: whether the engine runs and
+where the studio is, the jobs by status, the live graph of a blueprint with the jobs still in each
+state, the recent jobs, and the studio's actions (start, retry, release, cancel) for the job chosen,
+each offered only when that job's status allows it. The widget follows the engine's events, re-draws
+at most every ``refresh_s`` seconds, and notices an engine stopped or started from another cell.
 """
 
 from __future__ import annotations
@@ -15,20 +16,37 @@ import json
 from typing import Any
 
 import ipywidgets as widgets
-from traitlets import Int, Unicode
+from traitlets import Bool, Int, Unicode
 
 from ...engine import OrchestratorEngine
 from ...events import Event
 from ...graph import GraphvizNotFound, blueprint_svg
-from ...models import Job
+from ...models import TERMINAL_STATUSES, Job, JobStatus
+from ...operations import RETRYABLE
 from ..app import STUDIO_PREFIX
 from ..data import studio_data
 from ..graphs import counts_marks
 from . import _render
 from ._loop import Background
+from ._snapshot import StaticPicture
+from .errors import DebuggerError
 
 #: The actor named in events and history for what is done from the monitor.
 ACTOR = "notebook"
+#: Statuses of jobs that are over: not counted on the graph, nor as live.
+OVER = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED})
+#: How often the monitor checks whether the engine was started or stopped, in seconds.
+WATCH_INTERVAL_S = 1.0
+
+
+def allowed(job: Job | None) -> dict[str, bool]:
+    """Which operator actions the engine accepts for ``job`` (by its status)."""
+    status = job.status if job is not None else None
+    return {
+        "cancel": status is not None and (status not in TERMINAL_STATUSES or status == JobStatus.QUARANTINED),
+        "retry": status in RETRYABLE,
+        "release": status == JobStatus.QUARANTINED,
+    }
 
 
 class EngineMonitor(widgets.VBox):
@@ -45,6 +63,8 @@ class EngineMonitor(widgets.VBox):
     studio_url = Unicode("", help="Where the studio is served, when the engine serves HTTP.").tag(sync=True)
     blueprint_name = Unicode("", help="The blueprint whose graph is shown.").tag(sync=True)
     jobs_shown = Int(0, help="Jobs in the recent jobs table.").tag(sync=True)
+    live_jobs = Int(0, help="Jobs not yet finished, failed or cancelled (quarantined ones included).").tag(sync=True)
+    engine_running = Bool(False, help="Whether the engine runs (its jobs move).").tag(sync=True)
 
     def __init__(
         self,
@@ -61,17 +81,25 @@ class EngineMonitor(widgets.VBox):
         self.refresh_s = refresh_s
         self.host = host
         self.recent_jobs: list[Job] = []
+        self.by_status: dict[str, int] = {}
         self._background = Background("engine-monitor", self._show_error)
+        self._watcher = Background("engine-monitor-watch", self._show_error)
         self._pending = False
         names = sorted(engine.blueprints)
+        self.picture = StaticPicture("Engine monitor")
         self._build(names, blueprint or (names[0] if names else None))
         super().__init__(children=self._layout(), **kwargs)
         self.add_class("avtomatika-engine-monitor")
+        self.add_class("avtomatika-live")
         self._unsubscribe = engine.events.subscribe(self._on_event)
         self._background.spawn(self.refresh(), "refresh")
+        self._watcher.spawn(self._watch(), "watch")
 
     def __repr__(self) -> str:
         return f"EngineMonitor({self.engine!r}, studio={self.studio_url or None!r})"
+
+    def _ipython_display_(self) -> None:
+        self.picture.show(self, self._picture_parts())
 
     # -- building -------------------------------------------------------------------------------
     def _build(self, names: list[str], chosen: str | None) -> None:
@@ -88,6 +116,7 @@ class EngineMonitor(widgets.VBox):
         self.cancel_button = widgets.Button(description="Cancel", icon="stop", button_style="warning")
         self.message = widgets.HTML()
         self.blueprint_choice.observe(lambda _: self._background.spawn(self.refresh(), "refresh"), names="value")
+        self.job_choice.observe(lambda _: self._render_actions(), names="value")
         self.start_button.on_click(lambda _: self._background.spawn(self._start_from_form(), "start"))
         self.retry_button.on_click(lambda _: self._on_job(self.retry, self.retry_from.value or None))
         self.release_button.on_click(lambda _: self._on_job(self.release))
@@ -108,10 +137,16 @@ class EngineMonitor(widgets.VBox):
 
     # -- actions --------------------------------------------------------------------------------
     async def start_job(self, initial_data: dict[str, Any] | None = None, blueprint: str | None = None) -> Job:
-        """Create a job of ``blueprint`` (the one shown by default), as the studio's start form does."""
+        """Create a job of ``blueprint`` (the one shown by default), as the studio's start form does.
+
+        Raises:
+            DebuggerError: The engine is not running (the job would never move).
+        """
         name = blueprint or self.blueprint_choice.value
         if not name:
             raise ValueError("the engine has no blueprint")
+        if not self.engine.running:
+            raise DebuggerError("the engine is stopped: start it (await engine.start()) before starting jobs")
         job = await self.engine.create_job(name, initial_data or {})
         self._say(f"started job {job.id}")
         await self.refresh()
@@ -139,8 +174,9 @@ class EngineMonitor(widgets.VBox):
         if unsubscribe is not None:
             unsubscribe()
             self._unsubscribe = None
-        if hasattr(self, "_background"):
-            self._background.cancel_soon()
+        for background in (getattr(self, "_watcher", None), getattr(self, "_background", None)):
+            if background is not None:
+                background.cancel_soon()
 
     def close(self) -> None:
         """Stop following the engine and close the widget (its views disappear)."""
@@ -184,20 +220,46 @@ class EngineMonitor(widgets.VBox):
         self._pending = False
         await self.refresh()
 
+    async def _watch(self) -> None:
+        """Re-draw when the engine is started or stopped (no event says so)."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            if self.engine.running != self.engine_running or self._url() != self.studio_url:
+                self._background.spawn(self.refresh(), "refresh")
+
+    def _url(self) -> str:
+        engine = self.engine
+        serving = engine.running and engine.app is not None and engine.port and engine.config.STUDIO_ENABLED
+        return f"http://{self.host}:{engine.port}{STUDIO_PREFIX}" if serving else ""
+
     async def refresh(self) -> None:
         """Re-read counts and recent jobs from the engine and re-draw."""
         engine, name = self.engine, self.blueprint_choice.value
         blueprint = engine.blueprints.get(name) if name else None
         counts = await studio_data(engine).counts()
         self.recent_jobs = await engine.list_jobs(blueprint=name, limit=self.recent)
-        serving = engine.app is not None and engine.port and engine.config.STUDIO_ENABLED
-        self.studio_url = f"http://{self.host}:{engine.port}{STUDIO_PREFIX}" if serving else ""
-        self._render_header(sum(n for by_state in counts.values() for s in by_state.values() for n in s.values()))
+        self.engine_running, self.studio_url = engine.running, self._url()
+        self.by_status = {}
+        for by_state in counts.values():
+            for statuses in by_state.values():
+                for status, n in statuses.items():
+                    self.by_status[status] = self.by_status.get(status, 0) + n
+        self.live_jobs = sum(n for status, n in self.by_status.items() if status not in OVER)
+        self._render_header()
         if blueprint is not None:
             with contextlib.suppress(GraphvizNotFound):  # graph_html shows the reason
                 await asyncio.to_thread(blueprint_svg, blueprint)  # graphviz runs once per version
-            marks = counts_marks(blueprint, counts.get(blueprint.name, {}))
-            self.graph.value = _render.page(_render.graph_html(blueprint, marks), css_class="monitor-graph")
+            still_there = {
+                state: {s: n for s, n in statuses.items() if s not in OVER}
+                for state, statuses in counts.get(blueprint.name, {}).items()
+            }
+            marks = counts_marks(blueprint, still_there)
+            self.graph.value = _render.page(
+                _render.graph_html(blueprint, marks),
+                "<p class='muted'>Badges: jobs still in each state (finished, failed and cancelled ones are "
+                "counted in the header).</p>",
+                css_class="monitor-graph",
+            )
             self.retry_from.options = ["", *blueprint.states]
         self.blueprint_name = name or ""
         self.jobs.value = _render.page("<h4>Recent jobs</h4>", _render.jobs_table(self.recent_jobs, self.studio_url))
@@ -207,13 +269,33 @@ class EngineMonitor(widgets.VBox):
         self.job_choice.options = options
         values = [value for _, value in options]
         self.job_choice.value = current if current in values else (values[0] if values else None)
+        self._render_actions()
+        self.picture.update(self._picture_parts())
 
-    def _render_header(self, total: int) -> None:
+    def _render_header(self) -> None:
         esc = _render.esc
-        if self.studio_url:
+        if not self.engine_running:
+            where = "<span class='badge tone-cancelled'>engine stopped</span> <span class='muted'>jobs do not move; "
+            where += "await engine.start() to run it</span>"
+        elif self.studio_url:
             where = f"studio: <a href='{esc(self.studio_url)}/' target='_blank'>{esc(self.studio_url)}</a>"
         elif self.engine.app is None:
             where = "<span class='muted'>not serving HTTP (start it with await engine.start())</span>"
         else:
             where = "<span class='muted'>studio disabled (STUDIO_ENABLED=false)</span>"
-        self.header.value = _render.page(f"<b>Avtomatika engine</b> · {total} live jobs · {where}")
+        statuses = " ".join(_render.count_badge(status, n) for status, n in sorted(self.by_status.items()) if n)
+        live = f"{self.live_jobs} live job{'s' if self.live_jobs != 1 else ''}"
+        self.header.value = _render.page(
+            f"<b>Avtomatika engine</b> · {live} · {where}<div>{statuses or '<span class=muted>no jobs</span>'}</div>"
+        )
+
+    def _render_actions(self) -> None:
+        job = next((j for j in self.recent_jobs if j.id == self.job_choice.value), None)
+        can = allowed(job)
+        self.cancel_button.disabled = not can["cancel"]
+        self.retry_button.disabled = self.retry_from.disabled = not can["retry"]
+        self.release_button.disabled = not can["release"]
+        self.start_button.disabled = not self.engine.running
+
+    def _picture_parts(self) -> list[str]:
+        return [self.header.value, self.graph.value, self.jobs.value]

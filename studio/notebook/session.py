@@ -7,8 +7,9 @@ and :class:`DebugSession` steps the job with the engine's own pieces: ``engine.r
 events). Everything else is the engine's as usual: worker results (by hand, or from real workers when
 the engine serves HTTP), timers (its scheduler runs), history, the studio.
 
-Back restores the job as it was before an earlier step: the snapshot's content is committed as the
-job's next version, so history and the studio see it as one more change (a ``job_retried`` event).
+Going back restores a checkpoint of the :class:`~avtomatika.studio.notebook.timeline.Timeline`: its
+content is committed as the job's next version, so history and the studio see it as one more change
+(a ``job_retried`` event). What followed it stays as a branch that :meth:`DebugSession.redo` returns to.
 """
 
 from __future__ import annotations
@@ -17,26 +18,26 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from ...actions import ActionFactory
 from ...blueprint import StateMachineBlueprint
 from ...config import Config
-from ...context import DataStores, JobContext
 from ...engine import OrchestratorEngine
-from ...errors import AvtomatikaError, HandlerError, VersionConflict
+from ...errors import VersionConflict
 from ...events import Event, EventKind
-from ...models import RUNNABLE_STATUSES, WAITING_ON_TASKS, Job, JobStatus, Task, TaskStatus
+from ...models import RUNNABLE_STATUSES, Job, JobStatus, Task, TaskStatus
 from ...outcomes import event, stop_on_workers
 from ...storage import Commit, MemoryStorage
 from ...timers import TimerKind
-from ._render import Change, diff, short
+from ._render import diff, short
+from .answers import HandAnswers, result_of
+from .errors import DebuggerError
+from .narrate import describe, error_of, outside_action, steppable, which, why_not
+from .preview import Preview, preview
+from .timeline import Checkpoint, Entry, Timeline, copy_job
 
 logger = logging.getLogger(__name__)
 
-#: The worker id under which tasks are answered by hand.
-MANUAL_WORKER = "notebook-step-debugger"
 #: The actor named in events and history for what the debugger does.
 ACTOR = "step debugger"
 #: Steps one Continue takes at most (a guard against a blueprint that loops forever).
@@ -53,9 +54,7 @@ DEBUG_SETTINGS: dict[str, Any] = {
     "LOG_FORMAT": "text",
 }
 
-
-class DebuggerError(AvtomatikaError):
-    """What the debugger cannot do now (answer a task when none is waiting, go back to no step...)."""
+__all__ = ["ACTOR", "DebugSession", "DebuggerError", "Entry", "debug_engine"]
 
 
 def debug_engine(*blueprints: StateMachineBlueprint, config: Config | None = None) -> OrchestratorEngine:
@@ -73,39 +72,6 @@ def debug_engine(*blueprints: StateMachineBlueprint, config: Config | None = Non
     for blueprint in blueprints:
         engine.register_blueprint(blueprint)
     return engine
-
-
-def _copy(job: Job) -> Job:
-    return Job.from_dict(job.to_dict())  # type: ignore[no-any-return]
-
-
-@dataclass(slots=True)
-class Snapshot:
-    """The job as it was before step ``index`` + 1 (``index`` steps had been taken)."""
-
-    index: int
-    job: Job
-
-    @property
-    def label(self) -> str:
-        return f"{self.index}: before step {self.index + 1}, in {self.job.state}"
-
-
-@dataclass(slots=True)
-class Entry:
-    """One line of the debugger's log: a step, a task answered, a restore, or a change from outside."""
-
-    kind: str  # step | answer | back | release | outside
-    state: str  # the state it happened in
-    action: str  # what was done, in words
-    status: str  # the job's status after it
-    next_state: str  # the job's state after it
-    handler: str | None = None
-    context: dict[str, Any] = field(default_factory=dict)  # initial_data and state_history before it
-    changes: list[Change] = field(default_factory=list)  # the state_history diff
-    error: str | None = None
-    traceback: str | None = None
-    step: int | None = None  # the step's number, for kind "step"
 
 
 class DebugSession:
@@ -131,14 +97,37 @@ class DebugSession:
         self.initial_data = dict(initial_data or {})
         self.on_change = on_change
         self.job: Job | None = None
-        self.snapshots: list[Snapshot] = []
-        self.entries: list[Entry] = []
+        self.timeline = Timeline()
         self.events: deque[Event] = deque(maxlen=EVENTS_KEPT)
         self.steps_taken = 0
+        self.answers = HandAnswers(engine)
         self._owns_start = False
         self._lock = asyncio.Lock()
         self._unsubscribe: Callable[[], None] | None = None
         self._known_version = 0
+
+    # -- reading --------------------------------------------------------------------------------
+    @property
+    def entries(self) -> list[Entry]:
+        """The log: steps, answers, restores, edits and outside changes, oldest first."""
+        return self.timeline.entries
+
+    @property
+    def snapshots(self) -> list[Checkpoint]:
+        """The checkpoints of the current line, oldest first (``back(c.step)`` restores one)."""
+        return self.timeline.line()
+
+    def problems(self) -> list[str]:
+        """The blueprint's validation errors as it is now (a cell may have changed it); empty when valid."""
+        return [str(p) for p in self.blueprint.validate() if p.severity == "error"]
+
+    async def preview(self) -> Preview:
+        """The handler the next step would run and what it would receive (``aggregation_results`` too)."""
+        return await preview(self.engine, self.blueprint, await self._read())
+
+    async def open_tasks(self) -> list[Task]:
+        """The tasks the job waits on and that are not answered yet (a coroutine: await it)."""
+        return await self.answers.open_tasks(await self._read())
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def open(self) -> Job:
@@ -152,14 +141,14 @@ class DebugSession:
                 )
             engine.steps_jobs = False
         if engine.blueprints.get(self.blueprint.name) is not self.blueprint:
-            engine.register_blueprint(self.blueprint)
+            engine.register_blueprint(self.blueprint)  # BlueprintInvalid lists every error
         if not engine.running:
             await engine.start(http=False)
             self._owns_start = True
         self._unsubscribe = engine.events.subscribe(self._on_event)
         job = await engine.create_job(self.blueprint.name, self.initial_data)
         self._seen(job)
-        self.snapshots.append(Snapshot(0, _copy(job)))
+        self.timeline.record(job, 0)
         return job
 
     async def close(self) -> None:
@@ -187,11 +176,11 @@ class DebugSession:
         job = await self._read()
         if job.version != self._known_version and self.job is not None:
             before = self.job
-            self.entries.append(
+            self.timeline.add(
                 Entry(
                     "outside",
                     before.state,
-                    _outside_action(before, job, list(self.events)),
+                    outside_action(before, job, list(self.events)),
                     job.status,
                     job.state,
                     changes=diff(before.state_history, job.state_history),
@@ -209,40 +198,11 @@ class DebugSession:
         if self.job is None:
             raise DebuggerError("the job is not created yet: await the debugger first")
         job = await self.engine.get_job(self.job.id)
+        if job is not None and job.status == JobStatus.WAITING_FOR_PARALLEL_TASKS:
+            job = await self.engine.runner.gather(job)  # its last branch answered: what the runner does
         if job is None:
             raise DebuggerError(f"job {self.job.id} is gone from the engine")
         return job
-
-    # -- what comes next ------------------------------------------------------------------------
-    def next_handler(self, job: Job | None = None) -> str | None:
-        """``name (when ...)`` of the handler the next step would run, or why there is none."""
-        job = job or self.job
-        if job is None:
-            return None
-        context = JobContext(
-            job_id=job.id,
-            blueprint_name=job.blueprint,
-            current_state=job.state,
-            initial_data=dict(job.initial_data),
-            state_history=dict(job.state_history),
-            actions=ActionFactory(self.blueprint.name, job.state),
-            data_stores=DataStores(self.blueprint.data_stores),
-        )
-        try:
-            spec = self.blueprint.find_handler(job.state, context)
-        except HandlerError as exc:
-            return f"none: {exc}"
-        except Exception as exc:  # a condition that cannot be evaluated on this context
-            return f"cannot tell: {type(exc).__name__}: {exc}"
-        return spec.name + (f"  (when {spec.condition_text})" if spec.condition_text else "")
-
-    async def open_tasks(self) -> list[Task]:
-        """The tasks the job waits on and that are not answered yet."""
-        job = await self._read()
-        if job.status not in WAITING_ON_TASKS and job.status != JobStatus.AWAITING_RETRY:
-            return []
-        tasks = await self.engine.current_tasks(job)
-        return [t for t in tasks if t.status not in (TaskStatus.DONE, TaskStatus.WITHDRAWN)]
 
     # -- stepping -------------------------------------------------------------------------------
     async def step(self) -> Entry:
@@ -256,7 +216,7 @@ class DebugSession:
         async with self._lock:
             while len(taken) < max_steps:
                 job = await self.fresh()
-                if not _steppable(job) or (taken and job.state in breakpoints):
+                if not steppable(job) or (taken and job.state in breakpoints):
                     break
                 entry = await self._step(job)
                 taken.append(entry)
@@ -266,17 +226,21 @@ class DebugSession:
         return taken
 
     async def _step(self, job: Job) -> Entry:
+        problems = self.problems()
+        if problems:
+            raise DebuggerError(
+                f"blueprint '{self.blueprint.name}' is invalid; fix it first:\n- " + "\n- ".join(problems)
+            )
         if job.status == JobStatus.AWAITING_RETRY and (job.wait or {}).get("kind") == "retry":
             await self.engine.operations.retry_step_due(job.id)  # the backoff is over: it is stepped now
             job = self._seen(await self._read())
         if job.status not in RUNNABLE_STATUSES:
-            raise DebuggerError(f"the job is {job.status.replace('_', ' ')}: {_why_not(job)}")
-        self.snapshots = [s for s in self.snapshots if s.index < self.steps_taken]
-        self.snapshots.append(Snapshot(self.steps_taken, _copy(job)))
-        before = _copy(job)
-        handler = self.next_handler(job)
+            raise DebuggerError(f"the job is {job.status.replace('_', ' ')}: {why_not(job)}")
+        await self._checkpoint(job)
+        before = copy_job(job)
+        coming = await preview(self.engine, self.blueprint, job)
         commit = await self.engine.runner.run_handler(job, requeue=False)
-        error, trace = _error_of(commit)
+        error, trace = error_of(commit)
         try:
             after = await self.engine.committer.apply(commit)
         except VersionConflict:
@@ -288,18 +252,30 @@ class DebugSession:
             describe(commit, before),
             after.status,
             after.state,
-            handler=handler,
-            context={"initial_data": before.initial_data, "state_history": before.state_history},
+            handler=coming.handler,
+            context=coming.inputs,
             changes=diff(before.state_history, after.state_history),
             error=error,
             traceback=trace,
             step=self.steps_taken,
         )
-        self.entries.append(entry)
+        self.timeline.add(entry)
         self._seen(after)
         return entry
 
-    # -- tasks ----------------------------------------------------------------------------------
+    async def _checkpoint(self, job: Job) -> None:
+        """Record the job before a step (unless the head already is it), with the fan-in results it holds."""
+        if self.timeline.moved_on(job):
+            self.timeline.record(job, self.steps_taken, branch_results=await self._fan_in(job))
+
+    async def _fan_in(self, job: Job) -> dict[str, dict[str, Any]]:
+        """The branch results ``job`` holds for its aggregator (none outside an aggregation state)."""
+        info = self.blueprint.states.get(job.state)
+        if info is None or not info.is_aggregator:
+            return {}
+        return await self.engine.storage.branch_results(job.id)
+
+    # -- tasks and approvals --------------------------------------------------------------------
     async def answer(
         self,
         status: str = "success",
@@ -308,218 +284,150 @@ class DebugSession:
         message: str | None = None,
         task_id: str | None = None,
     ) -> Entry:
-        """Answer a task the job waits on, as a worker would (``engine.submit_result``)."""
+        """Answer an open task (``task_id``, or the first one), as a worker would (``engine.submit_result``)."""
         async with self._lock:
             job = await self.fresh()
-            tasks = await self.open_tasks()
-            task = next((t for t in tasks if task_id in (None, t.id)), None)
-            if task is None:
-                raise DebuggerError(f"the job is {job.status.replace('_', ' ')} and waits for no task to answer")
-            result: dict[str, Any] = {"status": status}
-            if data is not None:
-                result["data"] = data
-            if status == "failure" or error_code:
-                result["error"] = {"code": error_code or "TRANSIENT_ERROR", "message": message or "answered by hand"}
-            try:
-                taken = await self._take(task)
-                ack = await self.engine.submit_result(job.id, taken.id, MANUAL_WORKER, result)
-            finally:
-                await self._manual_worker([])  # real workers get the next tasks
-            after = await self._read()
+            task = await self.answers.choose(job, task_id)
+            result = result_of(status, data, error_code, message)
+            taken, ack = await self.answers.answer(job, task, result)
+            where = which(taken, await self.answers.open_tasks(job))
+            return await self._log_change(
+                "answer", job, f"answered task {taken.type!r}{where} by hand: {short(result, 90)} ({ack})"
+            )
+
+    async def exhaust(self, task_id: str | None = None, message: str = "failed by hand until retries ran out") -> Entry:
+        """Fail an open task with ``TRANSIENT_ERROR`` until its retries are spent (``JOB_MAX_RETRIES`` + 1 answers).
+
+        The engine then takes the task's ``failure`` transition, or quarantines the job without one.
+        """
+        async with self._lock:
+            job = await self.fresh()
+            task = await self.answers.choose(job, task_id)
+            answers = await self.answers.exhaust(job, task, message)
+            action = f"failed task {task.type!r} {answers} time(s) with TRANSIENT_ERROR: retries exhausted"
+            return await self._log_change("answer", job, action)
+
+    async def decide(self, decision: str) -> Entry:
+        """Answer the approval the job waits for with one of its decisions (as the approval webhook does)."""
+        async with self._lock:
+            before = await self.fresh()
+            await self.engine.decide(before.id, decision, ACTOR)
+            return await self._log_change("decide", before, f"approval answered: {decision!r}")
+
+    async def release(self) -> Entry:
+        """Release a quarantined job, as the studio does (its task dispatched again, or its handler re-run)."""
+        async with self._lock:
+            before = await self.fresh()
+            await self.engine.release_job(before.id, ACTOR)
+            return await self._log_change("release", before, "released from quarantine")
+
+    async def _log_change(self, kind: str, before: Job, action: str) -> Entry:
+        after = await self._read()
+        entry = Entry(
+            kind,
+            before.state,
+            action,
+            after.status,
+            after.state,
+            changes=diff(before.state_history, after.state_history),
+            error=after.error if after.status != before.status else None,
+        )
+        self.timeline.add(entry)
+        self._seen(after)
+        return entry
+
+    # -- time travel ----------------------------------------------------------------------------
+    async def back(self, step: int | None = None, state_history: dict[str, Any] | None = None) -> Entry:
+        """Go back to the current line's checkpoint after ``step`` steps (the previous step by default).
+
+        ``back(steps_taken, state_history)`` edits the job where it is (see :meth:`edit`). What is left
+        behind is kept as a branch: :meth:`redo` goes forward along it again.
+        """
+        if step is not None and step == self.steps_taken:
+            if state_history is None:
+                raise DebuggerError(f"the job is at step {step} already; pass a state_history to edit it there")
+            return await self.edit(state_history)
+        target = self.timeline.previous(self.steps_taken) if step is None else self.timeline.at_step(step)
+        if target is None:
+            known = ", ".join(str(c.step) for c in self.timeline.line())
+            raise DebuggerError(f"no checkpoint at step {step} on this line; there are: {known}")
+        return await self.restore(target.id, state_history)
+
+    async def redo(self) -> Entry:
+        """Go forward again along the branch left by the last Back (one checkpoint at a time)."""
+        if not self.timeline.redo_path:
+            raise DebuggerError("nothing to redo: go back first (a new step or answer starts a new line)")
+        return await self.restore(self.timeline.redo_path[0], kind="redo")
+
+    async def restore(
+        self, checkpoint_id: int, state_history: dict[str, Any] | None = None, kind: str = "back"
+    ) -> Entry:
+        """Put the job back as it was at a checkpoint (of this line or of a branch), with ``state_history`` if given."""
+        async with self._lock:
+            target = self.timeline.checkpoints.get(checkpoint_id)
+            if target is None:
+                raise DebuggerError(f"no checkpoint {checkpoint_id}")
+            current = await self.fresh()
+            held = await self._fan_in(current)
+            after = await self._commit_restore(current, target, state_history)
+            redo = self.timeline.redo_path[1:] if kind == "redo" else None
+            branch = self.timeline.leave_for(target, current, self.steps_taken, held)
+            if redo is not None:
+                self.timeline.redo_path = redo
+            self.steps_taken = target.step
+            self.timeline.head_version = after.version
+            edited = state_history is not None and state_history != target.job.state_history
+            action = f"{kind} to {target.label}" + (", state_history edited" if edited else "")
+            if branch is not None:
+                action += f"; what followed is kept as branch {branch}"
             entry = Entry(
-                "answer",
-                job.state,
-                f"answered task {taken.type!r} by hand: {short(result, 90)} ({ack})",
+                kind,
+                current.state,
+                action,
                 after.status,
                 after.state,
-                changes=diff(job.state_history, after.state_history),
-                error=after.error if after.status != job.status else None,
+                changes=diff(current.state_history, after.state_history),
             )
-            self.entries.append(entry)
+            self.timeline.add(entry)
             self._seen(after)
             return entry
 
-    async def _manual_worker(self, task_types: list[str], task: Task | None = None) -> None:
-        requirements = (task.requirements or {}) if task else {}
-        info: dict[str, Any] = {
-            "worker_id": MANUAL_WORKER,
-            "worker_type": "notebook",
-            "supported_tasks": task_types,
-            "max_concurrent_tasks": 1000,
-            "cost_per_second": 0,
-            "installed_models": requirements.get("installed_models") or [],
-            "resources": {"gpu_info": requirements.get("gpu_info") or {}},
-        }
-        await self.engine.register_worker(info)
-
-    async def _take(self, task: Task) -> Task:
-        """Take ``task`` as the manual worker (other tasks taken on the way are given back)."""
-        if task.status == TaskStatus.ASSIGNED and task.worker_id != MANUAL_WORKER:
-            raise DebuggerError(f"worker {task.worker_id!r} is running this task; wait for its answer")
-        if task.status == TaskStatus.ASSIGNED:
-            return task
-        if task.status == TaskStatus.RETRY_SCHEDULED:
-            await self.engine.results.retry_due(task.id)  # no need to wait for the backoff by hand
-        await self._manual_worker([task.type], task)
-        # A task in another worker's inbox can be taken over once it has waited there a little.
-        wait_s = self.engine.storage.steal_after_s + 1.0
-        given_back: list[Task] = []
-        try:
-            for _ in range(100):
-                taken = await self.engine.next_task(MANUAL_WORKER, timeout_s=wait_s)
-                if taken is None:
-                    break
-                if taken.id == task.id:
-                    return taken
-                given_back.append(taken)
-        finally:
-            for other in given_back:
-                await self.engine.give_back(other)
-        raise DebuggerError(f"could not take task {task.id} ({task.type}) to answer it")
-
-    # -- going back -----------------------------------------------------------------------------
-    async def back(self, index: int, state_history: dict[str, Any] | None = None) -> Entry:
-        """Restore the job as it was before step ``index`` + 1, optionally with another ``state_history``.
-
-        Later snapshots are dropped; open tasks are withdrawn. The restored job is runnable.
-        """
-        async with self._lock:
-            snapshot = next((s for s in self.snapshots if s.index == index), None)
-            if snapshot is None:
-                known = ", ".join(str(s.index) for s in self.snapshots)
-                raise DebuggerError(f"no snapshot {index}; there are: {known}")
-            current = await self.fresh()
-            closing = await self._tasks_to_withdraw(current)
-            restored = _copy(snapshot.job)
-            restored.version = current.version
+    async def _commit_restore(self, current: Job, target: Checkpoint, state_history: dict[str, Any] | None) -> Job:
+        closing = await self._tasks_to_withdraw(current)
+        restored = copy_job(target.job)
+        restored.version = current.version
+        if not target.tip:  # before a step: runnable, as it was then
             restored.status, restored.wait, restored.error = JobStatus.RUNNING, None, None
             restored.handler_attempts = 0
-            if state_history is not None:
-                restored.state_history = dict(state_history)
-            edited = state_history is not None and state_history != snapshot.job.state_history
-            note = event(EventKind.JOB_RETRIED, restored, actor=ACTOR, from_state=restored.state, restored_step=index)
-            commit = Commit(
-                restored,
-                close_tasks={t.id: TaskStatus.WITHDRAWN for t in closing},
-                cancel_timers=[TimerKind.RETRY_JOB.of(restored.id), *(TimerKind.RETRY_TASK.of(t.id) for t in closing)],
-                events=[note],
-            )
-            stop_on_workers(commit, closing)
-            after = await self.engine.committer.apply(commit)
-            self.steps_taken = index
-            self.snapshots = [s for s in self.snapshots if s.index <= index]
-            self.entries.append(
-                Entry(
-                    "back",
-                    current.state,
-                    f"back to snapshot {index} (state {restored.state})" + (", state_history edited" if edited else ""),
-                    after.status,
-                    after.state,
-                    changes=diff(current.state_history, after.state_history),
-                )
-            )
-            self._seen(after)
-            return self.entries[-1]
+        if state_history is not None:
+            restored.state_history = dict(state_history)
+        note = event(EventKind.JOB_RETRIED, restored, actor=ACTOR, from_state=restored.state, restored_step=target.step)
+        commit = Commit(
+            restored,
+            close_tasks={t.id: TaskStatus.WITHDRAWN for t in closing},
+            cancel_timers=[TimerKind.RETRY_JOB.of(restored.id), *(TimerKind.RETRY_TASK.of(t.id) for t in closing)],
+            # An aggregator's inputs, as they were.
+            fan_in=len((restored.wait or {}).get("task_ids", [])) or len(target.branch_results),
+            branch_results=dict(target.branch_results),
+            events=[note],
+        )
+        stop_on_workers(commit, closing)
+        return await self.engine.committer.apply(commit)
+
+    async def edit(self, state_history: dict[str, Any]) -> Entry:
+        """Replace the job's ``state_history`` where it is now (the next step, or a task's result, sees it)."""
+        async with self._lock:
+            before = await self.fresh()
+
+            async def build(job: Job) -> Commit:
+                job.state_history = dict(state_history)
+                return Commit(job)
+
+            await self.engine.committer.update_job(before.id, build)
+            return await self._log_change("edit", before, f"state_history edited at step {self.steps_taken}")
 
     async def _tasks_to_withdraw(self, job: Job) -> list[Task]:
         wait = job.wait or {}
         ids = [*wait.get("task_ids", []), *wait.get("held_task_ids", [])]
         tasks = [await self.engine.storage.get_task(task_id) for task_id in dict.fromkeys(ids)]
         return [t for t in tasks if t is not None and t.status not in (TaskStatus.DONE, TaskStatus.WITHDRAWN)]
-
-    async def release(self) -> Entry:
-        """Release a quarantined job, as the studio does (its task dispatched again, or its handler re-run)."""
-        async with self._lock:
-            before = await self.fresh()
-            after = await self.engine.release_job(before.id, ACTOR)
-            entry = Entry("release", before.state, "released from quarantine", after.status, after.state)
-            self.entries.append(entry)
-            self._seen(after)
-            return entry
-
-    async def decide(self, decision: str) -> Entry:
-        """Answer the approval the job waits for with one of its decisions (as the approval webhook does)."""
-        async with self._lock:
-            before = await self.fresh()
-            after = await self.engine.decide(before.id, decision, ACTOR)
-            entry = Entry(
-                "decide",
-                before.state,
-                f"approval answered: {decision!r}",
-                after.status,
-                after.state,
-                changes=diff(before.state_history, after.state_history),
-            )
-            self.entries.append(entry)
-            self._seen(after)
-            return entry
-
-
-def _steppable(job: Job) -> bool:
-    return job.status in RUNNABLE_STATUSES or (
-        job.status == JobStatus.AWAITING_RETRY and (job.wait or {}).get("kind") == "retry"
-    )
-
-
-def _why_not(job: Job) -> str:
-    if job.status in WAITING_ON_TASKS:
-        return "answer its task (or let a worker do it)"
-    if job.status == JobStatus.WAITING_FOR_HUMAN:
-        return "it waits for an approval decision"
-    if job.status == JobStatus.QUARANTINED:
-        return "release it, or go back to an earlier step"
-    return "go back to an earlier step to run it again"
-
-
-def _error_of(commit: Commit) -> tuple[str | None, str | None]:
-    for item in commit.events:
-        if item.kind in (EventKind.HANDLER_RETRY, EventKind.JOB_QUARANTINED, EventKind.JOB_FAILED):
-            error = item.data.get("error")
-            return (str(error) if error else None), item.data.get("traceback")
-    return None, None
-
-
-def describe(commit: Commit, before: Job) -> str:
-    """The action a step took, in words, from its commit."""
-    job = commit.job
-    tasks = list(commit.tasks)
-    if tasks:
-        listed = "; ".join(f"{t.type!r} params={short(t.params, 50)} transitions={short(t.transitions)}" for t in tasks)
-        verb = "dispatch_parallel" if len(tasks) > 1 else "dispatch_task"
-        return f"{verb}: {listed}"
-    kinds = {e.kind: e for e in commit.events}
-    if EventKind.HANDLER_RETRY in kinds:
-        data = kinds[EventKind.HANDLER_RETRY].data
-        return f"the handler raised (attempt {data.get('attempt')}; the job awaits a retry)"
-    if EventKind.STATE_ENTERED in kinds:
-        return f"transition_to({job.state!r})"
-    if EventKind.JOB_FINISHED in kinds:
-        return "finished (end state)"
-    if EventKind.JOB_WAITING in kinds:
-        waiting = kinds[EventKind.JOB_WAITING].data
-        if waiting.get("waiting_for") == "human":
-            decisions = sorted((job.wait or {}).get("transitions", {}))
-            return f"await_human_approval: {waiting.get('message')!r}, decisions {decisions}"
-        return f"run_blueprint: sub-job {waiting.get('child_job_id')}"
-    if job.status != before.status:
-        return f"{job.status}: {job.error}"
-    return "no change"
-
-
-def _outside_action(before: Job, after: Job, events: list[Event]) -> str:
-    """What changed the job outside the debugger, from the events published since it was last seen."""
-    since = [e for e in events if e.at >= before.updated_at]
-    for item in reversed(since):
-        data = item.data
-        if item.kind == EventKind.TASK_RESULT:
-            by = data.get("worker_id") or "a worker"
-            return f"{by} answered task {data.get('task_type')!r}: {short(data.get('result'), 80)}"
-        if item.kind == EventKind.TASK_DISPATCHED:
-            return f"task {data.get('task_type')!r} dispatched again (attempt {data.get('attempt')})"
-        if item.kind in (EventKind.JOB_CANCELLED, EventKind.JOB_RETRIED, EventKind.JOB_RELEASED, EventKind.JOB_FAILED):
-            return f"{item.kind.replace('job_', '')} by {data.get('actor') or 'someone else'}"
-    if before.status == JobStatus.AWAITING_RETRY and after.status == JobStatus.RUNNING:
-        return "the retry backoff is over: the handler can run again"
-    if after.state != before.state:
-        return f"moved to {after.state!r} from outside the debugger"
-    return f"became {after.status} from outside the debugger"

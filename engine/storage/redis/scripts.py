@@ -229,9 +229,10 @@ return {1}
 COMMIT = """
 -- KEYS[1]: the job. ARGV: ns, expected version, max terminal jobs, run, fan-in size ('' to leave the
 -- round as it is), consumer to read an entry for ('' for none; see run), the job's fields (ARGV[7..16],
--- see store_job), then five counted lists: closed tasks (id, status), tasks (id, job id, type, status,
+-- see store_job), then six counted lists: closed tasks (id, status), tasks (id, job id, type, status,
 -- worker or '', doc, score, queued_at, timeout_s or '', ask), cancelled timer ids, timers (id, due),
--- child jobs (the fields of each, as store_job reads them), then the events for the feed ('' for none).
+-- branch results the new round starts with (task id, result), child jobs (the fields of each, as
+-- store_job reads them), then the events for the feed ('' for none).
 -- Returns {1} (or what run returns); {0} if the version is not the expected one or a task to withdraw
 -- was answered since it was read, {2} if a retried call was applied already.
 local job_id = ARGV[7]
@@ -268,6 +269,10 @@ end
 if ARGV[5] ~= '' then
   redis.call('DEL', key('$BRANCHES', job_id))
   redis.call('HSET', KEYS[1], 'fan_in', ARGV[5])
+end
+for _ = 1, tonumber(arg()) do
+  local task_id = arg()
+  redis.call('HSET', key('$BRANCHES', job_id), task_id, arg())
 end
 for _ = 1, tonumber(arg()) do
   store_job(at)

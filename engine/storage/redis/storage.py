@@ -224,6 +224,8 @@ class RedisStorage(Storage):
             len(change.timers),
             *(x for timer_id, due in change.timers.items() for x in (timer_id, exact_score(due))),
         ]
+        args += [len(change.branch_results)]
+        args += [x for task_id, result in change.branch_results.items() for x in (task_id, orjson.dumps(result))]
         for child in change.children:
             child.version = 1
         args += [len(change.children), *(x for child in change.children for x in job_fields(child, token))]
