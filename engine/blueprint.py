@@ -149,6 +149,8 @@ class StateMachineBlueprint:
         self.declared_edges: list[Edge] = []
         self._problems: list[Problem] = []
         self._version: str | None = None
+        self._code: dict[str, str] | None = None
+        self._edges: list[Edge] | None = None
 
     def __repr__(self) -> str:
         return f"StateMachineBlueprint({self.name!r}, states={list(self.states)})"
@@ -170,7 +172,7 @@ class StateMachineBlueprint:
     def transition(self, source: str, target: str, label: str = "") -> None:
         """Declare an edge the source code does not show (e.g. a computed target)."""
         self.declared_edges.append(Edge(source, target, "declared", label))
-        self._version = None
+        self._version = self._edges = None
 
     def _add(
         self, state: str, function: Handler, condition: str | None, *, is_start: bool, is_end: bool, is_aggregator: bool
@@ -199,7 +201,7 @@ class StateMachineBlueprint:
                     )
                 )
             info.default = spec
-        self._version = None
+        self._version = self._code = self._edges = None
 
     def _replace_or_append(self, info: StateInfo, spec: HandlerSpec) -> None:
         for index, existing in enumerate(info.conditional):
@@ -250,17 +252,21 @@ class StateMachineBlueprint:
         return info.default
 
     def edges(self) -> list[Edge]:
-        """Every known edge: found in handler sources and declared with :meth:`transition`."""
-        found: list[Edge] = []
-        for info in self.states.values():
-            for spec in info.handlers():
-                for edge in edges_in_source(spec.function):
-                    found.append(_edge(info.name, edge, spec.condition_text))
-        return list(dict.fromkeys([*found, *self.declared_edges]))
+        """Every known edge: found in handler sources and declared with :meth:`transition` (read once
+        per version of the blueprint)."""
+        if self._edges is None:
+            found: list[Edge] = []
+            for info in self.states.values():
+                for spec in info.handlers():
+                    for edge in edges_in_source(spec.function):
+                        found.append(_edge(info.name, edge, spec.condition_text))
+            self._edges = list(dict.fromkeys([*found, *self.declared_edges]))
+        return list(self._edges)
 
     @property
     def version(self) -> str:
-        """A short hash of the graph: changes when states, flags, edges or conditions change."""
+        """A short hash of the graph and of the handlers' source: changes when states, flags, edges,
+        conditions or the code of a handler change. Every job records the version it was created on."""
         if self._version is None:
             shape = {
                 "states": sorted(
@@ -268,10 +274,21 @@ class StateMachineBlueprint:
                     for s in self.states.values()
                 ),
                 "edges": sorted((e.source, e.target, e.kind, e.label, e.condition or "") for e in self.edges()),
+                "code": sorted(self.code_versions().items()),
             }
             digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
             self._version = digest[:12]
         return self._version
+
+    def code_versions(self) -> dict[str, str]:
+        """A short hash per state of its handlers' source (with their conditions), to tell which
+        states' code differs between two versions."""
+        if self._code is None:
+            self._code = {
+                info.name: _digest([f"{h.condition_text or ''}\0{_source_of(h.function)}" for h in info.handlers()])
+                for info in self.states.values()
+            }
+        return dict(self._code)
 
     # -- validation ------------------------------------------------------------------------------
     def validate(self) -> list[Problem]:
@@ -354,6 +371,19 @@ class StateMachineBlueprint:
         from .graph import blueprint_svg
 
         return blueprint_svg(self)
+
+
+def _source_of(function: Handler) -> str:
+    """A handler's source text; its bytecode and constants when the source cannot be read."""
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        code = getattr(function, "__code__", None)
+        return repr((code.co_code, code.co_consts)) if code is not None else repr(function)
+
+
+def _digest(parts: list[str]) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
 
 def _edge(source: str, found: FoundEdge, condition: str | None) -> Edge:

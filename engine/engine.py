@@ -28,6 +28,7 @@ from .metrics import Metrics
 from .models import Job, JobStatus, Task, TaskStatus, WorkerRecord, now
 from .operations import Operations
 from .outcomes import created, new_job
+from .reads import Line, Reader
 from .results import ResultProcessor
 from .runner import JobRunner
 from .runtime import Runtime
@@ -38,7 +39,7 @@ from .timers import TimerKind
 from .workers import WorkerChannels
 
 if TYPE_CHECKING:
-    from .history import HistoryFilter, HistoryStorage, HistoryWriter, JobRow, TimelineEntry
+    from .history import HistoryStorage, HistoryWriter
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class OrchestratorEngine:
         self.steps_jobs = True
         #: Prometheus metrics (GET /_public/metrics); counts this process's events from now on.
         self.metrics = Metrics(self)
+        #: What the API, the studio and the notebook read jobs, timelines, counts and workers through.
+        self.reads = Reader(self)
 
     @property
     def tracer(self) -> Tracer:
@@ -225,6 +228,23 @@ class OrchestratorEngine:
         self.history_writer = writer = HistoryWriter(history, self.storage, self.events, lease_s=self.storage.lease_s)
         self.metrics.watch_drops("history", lambda: writer.dropped)
         await self.history_writer.start()
+        await self._keep_in_history()
+
+    async def _keep_in_history(self) -> None:
+        """What history keeps beside jobs' lines: each blueprint version's graph (a job's page draws the
+        graph it ran on); and, with live state in memory, the jobs earlier engines held there and lost."""
+        from .graph import extract, model_to_json
+        from .history.base import VOLATILE_FEED_PREFIX
+
+        assert self.history is not None
+        try:
+            for blueprint in self.blueprints.values():
+                await self.history.save_graph(blueprint.name, blueprint.version, model_to_json(extract(blueprint)))
+            feed = self.storage.feed_id
+            if feed.startswith(VOLATILE_FEED_PREFIX):
+                await self.history.mark_lost(now(), keep_feed=feed)
+        except Exception:  # history is for reading the past: the engine runs without these
+            logger.exception("history: could not keep the blueprints' graphs, or mark the jobs lost earlier")
 
     async def _close_history(self) -> None:
         if self.history_writer is not None:
@@ -362,36 +382,18 @@ class OrchestratorEngine:
             raise JobNotFound(job_id)
         return job
 
-    async def job_history(self, job_id: str, client: str | None = None, *, wait: bool = True) -> list[TimelineEntry]:
+    async def job_history(self, job_id: str, client: str | None = None, *, wait: bool = True) -> list[Line]:
         """The job's timeline from history (with ``wait``, after :meth:`history_lag`).
 
         Raises JobNotFound for an unknown job, or one of another client than ``client``.
         """
-        if self.history is None:
-            raise JobNotFound(job_id)
         if wait:
             await self.history_lag()
-        live = await self.storage.get_job(job_id)
-        row = await self.history.get_job(job_id) if live is None else None
-        owner = live.client if live is not None else (row.client if row is not None else None)
-        if (live is None and row is None) or (client is not None and owner != client):
+        known, owner = await self.reads.owner(job_id)
+        lines = await self.reads.timeline(job_id, wait=False)
+        if not known or lines is None or (client is not None and owner != client):
             raise JobNotFound(job_id)
-        return await self.history.timeline(job_id)
-
-    async def history_jobs(
-        self, where: HistoryFilter, limit: int = 50, cursor: str | None = None, *, wait: bool = True
-    ) -> tuple[list[JobRow], str | None]:
-        """A page of jobs from history, newest first, and the cursor of the next page (or None).
-
-        With ``wait``, after :meth:`history_lag`, so a job created a moment ago is listed. Raises
-        InvalidCursor for a cursor this engine did not hand out.
-        """
-        if self.history is None:
-            return [], None
-        if wait:
-            await self.history_lag()
-        page = await self.history.list_jobs(where, limit, cursor)
-        return page.jobs, page.next_cursor.encode() if page.next_cursor is not None else None
+        return lines
 
     async def history_lag(self) -> int:
         """Wait (``HISTORY_READ_WAIT_SECONDS`` at most) for the events buffered now to be written to

@@ -123,6 +123,8 @@ class GraphModel:
     version: str
     nodes: list[NodeModel]
     edges: list[EdgeModel]
+    #: A hash per state of its handlers' source, when known (to tell versions apart state by state).
+    code: dict[str, str] = field(default_factory=dict)
 
     def node(self, state: str) -> NodeModel | None:
         """The node of ``state``, or None."""
@@ -224,7 +226,7 @@ def extract(
                 edge.source, edge.target, edge.kind, edge.label, edge.condition, otherwise, visited, taken, dom_id
             )
         )
-    return GraphModel(blueprint.name, blueprint.version, list(nodes.values()), edges)
+    return GraphModel(blueprint.name, blueprint.version, list(nodes.values()), edges, blueprint.code_versions())
 
 
 def _unique_edge_id(prefix: str, taken: set[str]) -> str:
@@ -257,9 +259,11 @@ def shorten(condition: str, width: int = 32) -> str:
     return text if len(text) <= width else text[: max(width - 1, 1)] + "…"
 
 
-def wrap_condition(condition: str, width: int = 32, max_lines: int = 3) -> list[str]:
+def wrap_condition(condition: str, width: int = 32, max_lines: int = 4) -> list[str]:
     """A ``.when()`` expression as label lines in brackets: without ``context.``, wrapped at spaces to
-    ``width`` characters, on at most ``max_lines`` lines (the last one cut with an ellipsis if needed)."""
+    ``width`` characters, on at most ``max_lines`` lines. Words are never cut: a word longer than
+    ``width`` has a line of its own, and past ``max_lines`` the last line ends with an ellipsis after a
+    whole word (the edge's tooltip has the whole condition)."""
     lines: list[str] = []
     for word in " ".join(condition.replace("context.", "").split()).split(" "):
         if lines and len(lines[-1]) + 1 + len(word) <= width:
@@ -267,8 +271,9 @@ def wrap_condition(condition: str, width: int = 32, max_lines: int = 3) -> list[
         else:
             lines.append(word)
     if len(lines) > max_lines:
-        lines = [*lines[: max_lines - 1], shorten(" ".join(lines[max_lines - 1 :]), width)]
-    lines = [shorten(line, width) for line in lines]
+        lines = [*lines[:max_lines], ""]
+        lines[-2] += " \N{HORIZONTAL ELLIPSIS}"
+        lines.pop()
     lines[0] = "[" + lines[0]
     lines[-1] += "]"
     return lines
@@ -340,6 +345,7 @@ def to_dot(model: GraphModel, config: GraphConfig | None = None) -> str:
             "id": f"graph-{slug(model.blueprint)}",
             "nodesep": "0.3",
             "ranksep": "0.45",
+            "pad": "0.3",  # room for the studio's badges and notes around the states at the edges
             **font,
         },
         node_attr={"shape": "box", "fontsize": str(config.font_size), "height": "0.4", **font},
@@ -403,20 +409,98 @@ _svg_cache_lock = threading.Lock()  # the studio renders in executor threads
 
 def blueprint_svg(blueprint: StateMachineBlueprint) -> str:
     """The blueprint's SVG without live data, rendered once per ``(name, version)`` (a small LRU)."""
-    key = (blueprint.name, blueprint.version)
+    with _svg_cache_lock:
+        svg = _svg_cache.get((blueprint.name, blueprint.version))
+    return svg if svg is not None else model_svg(extract(blueprint))
+
+
+def model_svg(model: GraphModel) -> str:
+    """The SVG of a model without live data (today's, or one history kept), cached per ``(blueprint,
+    version)`` like :func:`blueprint_svg`."""
+    key = (model.blueprint, model.version)
     with _svg_cache_lock:
         svg = _svg_cache.get(key)
         if svg is not None:
             _svg_cache.move_to_end(key)
             return svg
-    rendered = render_svg(extract(blueprint))  # outside the lock: dot takes tens of milliseconds
+    bare = GraphModel(model.blueprint, model.version, [_bare(n) for n in model.nodes], list(model.edges))
+    rendered = render_svg(bare)  # outside the lock: dot takes tens of milliseconds
     with _svg_cache_lock:
         svg = _svg_cache.setdefault(key, rendered)  # a racing thread's copy wins, so callers share one
         _svg_cache.move_to_end(key)
         while len(_svg_cache) > SVG_CACHE_SIZE:
             _svg_cache.popitem(last=False)
-    logger.debug("rendered the graph of blueprint %s, version %s", blueprint.name, blueprint.version)
+    logger.debug("rendered the graph of blueprint %s, version %s", model.blueprint, model.version)
     return svg
+
+
+def _bare(node: NodeModel) -> NodeModel:
+    return NodeModel(
+        node.id, node.label, node.is_start, node.is_end, node.is_aggregator, unknown=node.unknown, dom_id=node.dom_id
+    )
+
+
+# -- kept with history --------------------------------------------------------------------------------
+def model_to_json(model: GraphModel) -> dict[str, Any]:
+    """The model's drawing as plain data, with its hash per state of the handlers' source, to keep a
+    blueprint version's graph in history."""
+    return {
+        "blueprint": model.blueprint,
+        "version": model.version,
+        "nodes": [
+            {
+                "id": n.id,
+                "start": n.is_start,
+                "end": n.is_end,
+                "aggregator": n.is_aggregator,
+                "unknown": n.unknown,
+                "dom_id": n.dom_id,
+            }
+            for n in model.nodes
+        ],
+        "edges": [
+            {
+                "source": e.source,
+                "target": e.target,
+                "kind": e.kind,
+                "label": e.label,
+                "condition": e.condition,
+                "otherwise": e.otherwise,
+                "dom_id": e.dom_id,
+            }
+            for e in model.edges
+        ],
+        "code": dict(model.code),
+    }
+
+
+def model_from_json(data: Mapping[str, Any]) -> GraphModel:
+    """The model :func:`model_to_json` kept (its ``code`` is on :attr:`GraphModel.code`)."""
+    nodes = [
+        NodeModel(
+            n["id"],
+            n["id"],
+            bool(n.get("start")),
+            bool(n.get("end")),
+            bool(n.get("aggregator")),
+            unknown=bool(n.get("unknown")),
+            dom_id=n.get("dom_id") or "",
+        )
+        for n in data.get("nodes", [])
+    ]
+    edges = [
+        EdgeModel(
+            e["source"],
+            e["target"],
+            e["kind"],
+            e.get("label") or "",
+            e.get("condition"),
+            bool(e.get("otherwise")),
+            dom_id=e.get("dom_id") or "",
+        )
+        for e in data.get("edges", [])
+    ]
+    return GraphModel(str(data["blueprint"]), str(data["version"]), nodes, edges, dict(data.get("code") or {}))
 
 
 def clear_svg_cache() -> None:

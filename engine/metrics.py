@@ -40,7 +40,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from .events import Event, EventKind
 from .metric_labels import LabelCap, queue_gauge
-from .models import JobStatus, now
+from .models import LIVE_STATUSES, JobStatus, now
 
 if TYPE_CHECKING:
     from .engine import OrchestratorEngine
@@ -201,7 +201,7 @@ class Metrics:
         for (blueprint, status, _state), n in counts.items():
             by_status[blueprint, status] = by_status.get((blueprint, status), 0) + n
         for blueprint in self.engine.blueprints:
-            for status in JobStatus:
+            for status in LIVE_STATUSES:
                 by_status.setdefault((blueprint, status), 0)
         types = {t for w in alive for t in w.supported_tasks}
         self._shared.snapshot = _Snapshot(

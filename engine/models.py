@@ -31,6 +31,9 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     QUARANTINED = "quarantined"
     CANCELLED = "cancelled"
+    #: Only in history: the job was held in memory by an engine that stopped (its live state went
+    #: with it). Never in live storage.
+    LOST = "lost"
 
 
 #: Statuses in which nothing happens to a job without an operator.
@@ -41,6 +44,8 @@ ENDED_STATUSES = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANC
 #: Statuses in which the job's current state handler is due to run.
 RUNNABLE_STATUSES = frozenset({JobStatus.PENDING, JobStatus.RUNNING})
 WAITING_ON_TASKS = frozenset({JobStatus.WAITING_FOR_WORKER, JobStatus.WAITING_FOR_PARALLEL_TASKS})
+#: Statuses a job has in live storage (``lost`` is history's alone).
+LIVE_STATUSES = frozenset(JobStatus) - {JobStatus.LOST}
 
 
 class TaskStatus(StrEnum):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from .errors import InvalidOperation, JobNotFound
 from .events import EventKind
 from .models import ENDED_STATUSES, TERMINAL_STATUSES, Job, JobStatus, Task, TaskStatus
-from .outcomes import dispatched, end, event, move_to, next_attempt
+from .outcomes import dispatched, end, event, move_to, next_attempt, via, waited_via
 from .storage.base import Commit
 
 if TYPE_CHECKING:
@@ -32,9 +32,7 @@ class Operations:
         async def build(job: Job) -> Commit:
             if job.status in TERMINAL_STATUSES and job.status != JobStatus.QUARANTINED:
                 raise InvalidOperation(job_id, f"cannot cancel a job that is {job.status}")
-            commit = end(job, JobStatus.CANCELLED, f"cancelled by {actor}", await self._open_tasks(job))
-            commit.events[0].data["actor"] = actor
-            return commit
+            return await self._stop(job, JobStatus.CANCELLED, actor, f"cancelled by {actor}")
 
         return await self.runtime.committer.update_job(job_id, build)
 
@@ -51,7 +49,7 @@ class Operations:
             if target not in blueprint.states:
                 raise InvalidOperation(job_id, f"blueprint '{blueprint.name}' has no state '{target}'")
             closing = await self._open_tasks(job)
-            commit = move_to(job, target)
+            commit = move_to(job, target, how=via("retry", actor=actor))
             commit.close_tasks = {t.id: TaskStatus.WITHDRAWN for t in closing}
             commit.events = [event(EventKind.JOB_RETRIED, job, actor=actor, from_state=target), *commit.events]
             return commit
@@ -76,7 +74,7 @@ class Operations:
                 if (t := await self.runtime.storage.get_task(task_id)) is not None
             ]
             if not held or wait.get("kind") != "tasks":
-                commit = move_to(job, job.state)
+                commit = move_to(job, job.state, how=via("release", actor=actor))
             else:
                 commit = await self._redispatch(job, held, params)
             commit.events = [event(EventKind.JOB_RELEASED, job, actor=actor, params=params), *commit.events]
@@ -103,17 +101,29 @@ class Operations:
         job.status = (
             JobStatus.WAITING_FOR_PARALLEL_TASKS if wait.get("aggregate_into") else JobStatus.WAITING_FOR_WORKER
         )
-        return Commit(job, tasks=fresh, events=[dispatched(job, t) for t in fresh])
+        dispatches = [dispatched(job, t) for t in fresh]
+        for old, sent in zip(held, dispatches, strict=True):
+            sent.data["replaces"] = old.id  # the branch it continues, for history's branch table
+        return Commit(job, tasks=fresh, events=dispatches)
 
     async def fail(self, job_id: str, actor: str, reason: str | None = None) -> Job:
         async def build(job: Job) -> Commit:
             if job.status in TERMINAL_STATUSES and job.status != JobStatus.QUARANTINED:
                 raise InvalidOperation(job_id, f"cannot fail a job that is {job.status}")
-            commit = end(job, JobStatus.FAILED, reason or f"failed by {actor}", await self._open_tasks(job))
-            commit.events[0].data["actor"] = actor
-            return commit
+            return await self._stop(job, JobStatus.FAILED, actor, reason or f"failed by {actor}")
 
         return await self.runtime.committer.update_job(job_id, build)
+
+    async def _stop(self, job: Job, status: JobStatus, actor: str, reason: str) -> Commit:
+        """An operator ends ``job``: the error it held (why it was quarantined, or is retrying) is its
+        root cause, kept beside the operator's reason in the job's error and in the event."""
+        cause = job.error
+        error = f"{reason} · root cause: {cause}" if cause else reason
+        commit = end(job, status, error, await self._open_tasks(job))
+        commit.events[0].data.update(actor=actor, reason=reason)
+        if cause:
+            commit.events[0].data["cause"] = cause
+        return commit
 
     async def decide(self, job_id: str, decision: str, actor: str) -> Job:
         """Answer a job waiting for human approval with one of its transitions' names."""
@@ -126,8 +136,10 @@ class Operations:
             if decision not in transitions:
                 choices = ", ".join(sorted(transitions)) or "none"
                 raise InvalidOperation(job_id, f"unknown decision {decision!r}; expected one of: {choices}")
-            job.state_history["approval"] = {"decision": decision, "actor": actor}
-            commit = move_to(job, transitions[decision])
+            approval = {"decision": decision, "actor": actor}
+            job.state_history["approval"] = approval
+            how = waited_via(job, "human", decision, actor=actor)
+            commit = move_to(job, transitions[decision], how=how, changes={"set": {"approval": approval}})
             commit.events[0].data.update(decision=decision, actor=actor)
             return commit
 
@@ -145,19 +157,21 @@ class Operations:
             wait = parent.wait or {}
             if parent.status != JobStatus.WAITING_FOR_SUB_JOB or wait.get("child_job_id") != child.id:
                 return None  # resumed already (this follow-up ran before), or cancelled meanwhile
-            parent.state_history["sub_job"] = {
+            outcome = {
                 "job_id": child.id,
                 "blueprint": child.blueprint,
                 "status": child.status,
                 "state_history": child.state_history,
                 "error": child.error,
             }
+            parent.state_history["sub_job"] = outcome
             target = wait.get("transitions", {}).get(outcome_name)
             if target is None:
                 if outcome_name == "success":
                     return end(parent, JobStatus.FAILED, "the sub-job finished but no 'success' transition is declared")
                 return end(parent, JobStatus.FAILED, f"sub-job {child.id} ended {child.status}: {child.error}")
-            return move_to(parent, target)
+            how = waited_via(parent, "sub_blueprint", outcome_name, child_job_id=child.id)
+            return move_to(parent, target, how=how, changes={"set": {"sub_job": outcome}})
 
         try:
             await self.runtime.committer.update_job(child.parent_job_id, build)

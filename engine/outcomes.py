@@ -39,8 +39,59 @@ def dispatched(job: Job, task: Task) -> Event:
     )
 
 
-def move_to(job: Job, state: str, *, run: bool = True) -> Commit:
-    """The job enters ``state`` and is due to run its handler."""
+def via(kind: str, label: str = "", condition: str | None = None, **more: Any) -> dict[str, Any]:
+    """How a job moved to its next state, as ``state_entered`` records it: which edge of the graph
+    (``kind`` and ``label`` as :class:`~avtomatika.blueprint.Edge` has them, the ``condition`` of the
+    ``.when()`` handler that chose it, none for a default handler) or which operation (``retry``,
+    ``release``), and who or what answered (``actor``, ``task_id``...)."""
+    found: dict[str, Any] = {"kind": kind}
+    if label:
+        found["label"] = label
+    if condition is not None:
+        found["condition"] = condition
+    found.update({k: v for k, v in more.items() if v is not None})
+    return found
+
+
+def waited_via(job: Job, kind: str, label: str, **more: Any) -> dict[str, Any]:
+    """:func:`via` of a job leaving a wait (a task's result, a decision, a sub-job): the condition of
+    the handler that set the wait up is kept in it (``wait["condition"]``, or ``wait["otherwise"]`` for
+    the default handler of a state that has ``.when()`` ones; see the runner)."""
+    wait = job.wait or {}
+    return via(kind, label, wait.get("condition"), otherwise=wait.get("otherwise"), **more)
+
+
+def changes_of(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any] | None:
+    """What changed in ``state_history`` from ``before`` to ``after``, top-level keys set or removed
+    (``{"set": {...}, "unset": [...]}``), or None: history rebuilds a job's ``state_history`` at every
+    step from these."""
+    if before == after:
+        return None
+    changed = {k: v for k, v in after.items() if k not in before or before[k] != v}
+    removed = [k for k in before if k not in after]
+    found: dict[str, Any] = {}
+    if changed:
+        found["set"] = changed
+    if removed:
+        found["unset"] = removed
+    return found or None
+
+
+def move_to(
+    job: Job,
+    state: str,
+    *,
+    run: bool = True,
+    how: dict[str, Any] | None = None,
+    changes: dict[str, Any] | None = None,
+    merged: str | None = None,
+) -> Commit:
+    """The job enters ``state`` and is due to run its handler.
+
+    ``how`` (see :func:`via`) says which edge or operation brought it there; ``changes`` what that
+    changed in ``state_history`` (see :func:`changes_of`); ``merged`` the task whose result's data was
+    merged into ``state_history`` (history holds that data in the task's ``task_result`` line).
+    """
     previous = job.state
     job.state = state
     job.status = JobStatus.RUNNING
@@ -48,7 +99,14 @@ def move_to(job: Job, state: str, *, run: bool = True) -> Commit:
     job.error = None
     job.handler_attempts = 0
     job.visits[state] = job.visits.get(state, 0) + 1
-    return Commit(job, run=run, events=[event(EventKind.STATE_ENTERED, job, previous=previous)])
+    entered = event(EventKind.STATE_ENTERED, job, previous=previous)
+    if how is not None:
+        entered.data["via"] = how
+    if changes is not None:
+        entered.data["changes"] = changes
+    if merged is not None:
+        entered.data["merged"] = merged
+    return Commit(job, run=run, events=[entered])
 
 
 def stop_on_workers(commit: Commit, tasks: Iterable[Task]) -> None:

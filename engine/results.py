@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import JobNotFound, ResultRejected
 from .events import Event, EventKind
 from .models import WAITING_ON_TASKS, Job, JobStatus, Task, TaskStatus
-from .outcomes import backoff_s, dispatched, end, event, move_to, next_attempt, stop_on_workers
+from .outcomes import backoff_s, dispatched, end, event, move_to, next_attempt, stop_on_workers, waited_via
 from .storage.base import BranchAnswer, Commit
 from .timers import TimerKind
 
@@ -125,10 +125,12 @@ class ResultProcessor:
     def _follow(self, job: Job, task: Task, status: str, result: dict[str, Any], closing: list[Task]) -> Commit:
         """Move on by the task's transition; a fan-out left this way withdraws its other branches."""
         data = result.get("data")
-        if isinstance(data, dict):
+        merged = isinstance(data, dict)
+        if merged:
             job.state_history.update(data)
         others = closing[1:]
-        commit = move_to(job, task.transitions[status])
+        how = waited_via(job, "dispatch", status, task_id=task.id)
+        commit = move_to(job, task.transitions[status], how=how, merged=task.id if merged else None)
         commit.close_tasks = {task.id: TaskStatus.DONE, **{t.id: TaskStatus.WITHDRAWN for t in others}}
         commit.cancel_timers = [TimerKind.RETRY_TASK.of(t.id) for t in others]
         stop_on_workers(commit, others)
@@ -157,7 +159,8 @@ class ResultProcessor:
         closed = {task.id: TaskStatus.DONE if task.status == TaskStatus.DONE else TaskStatus.WITHDRAWN}
         if task.attempt > config.JOB_MAX_RETRIES:
             if "failure" in task.transitions and not task.aggregate_into:
-                commit = move_to(job, task.transitions["failure"])
+                how = waited_via(job, "dispatch", "failure", task_id=task.id)
+                commit = move_to(job, task.transitions["failure"], how=how)
                 commit.close_tasks = closed
                 stop_on_workers(commit, [task])
                 job.error = reason

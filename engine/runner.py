@@ -7,6 +7,7 @@ import inspect
 import logging
 import time
 import traceback
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -17,7 +18,7 @@ from .context import DataStores, JobContext
 from .errors import HandlerError, VersionConflict
 from .events import EventKind
 from .models import RUNNABLE_STATUSES, Job, JobStatus, Task, TaskStatus, new_id
-from .outcomes import backoff_s, created, dispatched, end, event, move_to, new_job
+from .outcomes import backoff_s, changes_of, created, dispatched, end, event, move_to, new_job, via, waited_via
 from .storage.base import Commit
 from .timers import TimerKind
 
@@ -151,7 +152,9 @@ class JobRunner:
         answered = await self.runtime.storage.branch_results(job.id)
         if not task_ids or any(task_id not in answered for task_id in task_ids):
             return job
-        commit = move_to(job, wait["aggregate_into"], run=False)
+        parallel = bool(wait.get("parallel"))
+        how = waited_via(job, "parallel" if parallel else "dispatch", "all done" if parallel else "success")
+        commit = move_to(job, wait["aggregate_into"], run=False, how=how)
         commit.close_tasks = dict.fromkeys(task_ids, TaskStatus.DONE)
         try:
             return await self.runtime.committer.apply(commit)
@@ -174,23 +177,28 @@ class JobRunner:
         actions = context.actions
         original_history = job.state_history
         started = time.perf_counter()
+        choice: _Choice | None = None
+        changes: dict[str, Any] | None = None
         try:
             spec = blueprint.find_handler(job.state, context)
+            choice = _Choice(spec.name, spec.condition_text, spec.condition_text is None and bool(info.conditional))
             result = spec.invoke(context)
             if inspect.isawaitable(result):
                 await result
             history = dict(context.state_history)
             _check_storable(blueprint.name, job.state, "state_history", history)
+            changes = changes_of(original_history, history)
             job.state_history = history
-            commit = await self._commit_of(blueprint, job, info.is_end, actions, requeue)
+            commit = await self._commit_of(blueprint, job, info.is_end, actions, requeue, choice)
         except HandlerError as exc:  # a mistake in the blueprint: retrying will not help
-            job.state_history = original_history
+            job.state_history, changes = original_history, None
             commit = end(job, JobStatus.QUARANTINED, str(exc))
         except Exception as exc:
-            job.state_history = original_history
+            job.state_history, changes = original_history, None
             commit = self._handler_failed(job, exc)
         duration_ms = (time.perf_counter() - started) * 1000
         step = event(EventKind.STEP_FINISHED, job, state=context.current_state, duration_ms=round(duration_ms, 3))
+        _describe_step(step.data, choice, actions, changes)
         commit.events = [step, *commit.events]
         return commit
 
@@ -213,8 +221,17 @@ class JobRunner:
         )
 
     async def _commit_of(
-        self, blueprint: StateMachineBlueprint, job: Job, is_end: bool, actions: ActionFactory, requeue: bool
+        self,
+        blueprint: StateMachineBlueprint,
+        job: Job,
+        is_end: bool,
+        actions: ActionFactory,
+        requeue: bool,
+        choice: _Choice,
     ) -> Commit:
+        """The commit of the action the handler took; ``choice``: which handler it was (its ``.when()``,
+        or the default one of a state that has ``.when()`` handlers), kept in the job's wait so the edge
+        its answer follows is known (see :func:`waited_via`)."""
         action = actions.result()
         if is_end:
             if action is not None:
@@ -228,28 +245,38 @@ class JobRunner:
             )
         if isinstance(action, Transition):
             self._check_target(blueprint, job.state, action.target)
-            return move_to(job, action.target, run=requeue)
+            how = via("transition", condition=choice.condition, otherwise=choice.otherwise or None)
+            return move_to(job, action.target, run=requeue, how=how)
         if isinstance(action, Dispatch):
-            return await self._dispatch(blueprint, job, action)
-        if isinstance(action, HumanApproval):
-            for target in action.transitions.values():
-                self._check_target(blueprint, job.state, target)
-            job.status = JobStatus.WAITING_FOR_HUMAN
-            job.wait = {
-                "kind": "human",
-                "transitions": action.transitions,
-                "message": action.message,
-                "integration": action.integration,
-            }
-            waiting = event(
-                EventKind.JOB_WAITING,
-                job,
-                waiting_for="human",
-                message=action.message,
-                integration=action.integration,
-            )
-            return Commit(job, events=[waiting])
-        return self._run_blueprint(blueprint, job, action)
+            commit = await self._dispatch(blueprint, job, action)
+        elif isinstance(action, HumanApproval):
+            commit = self._await_human(blueprint, job, action)
+        else:
+            commit = self._run_blueprint(blueprint, job, action)
+        if job.wait is not None and choice.condition is not None:
+            job.wait["condition"] = choice.condition
+        elif job.wait is not None and choice.otherwise:
+            job.wait["otherwise"] = True
+        return commit
+
+    def _await_human(self, blueprint: StateMachineBlueprint, job: Job, action: HumanApproval) -> Commit:
+        for target in action.transitions.values():
+            self._check_target(blueprint, job.state, target)
+        job.status = JobStatus.WAITING_FOR_HUMAN
+        job.wait = {
+            "kind": "human",
+            "transitions": action.transitions,
+            "message": action.message,
+            "integration": action.integration,
+        }
+        waiting = event(
+            EventKind.JOB_WAITING,
+            job,
+            waiting_for="human",
+            message=action.message,
+            integration=action.integration,
+        )
+        return Commit(job, events=[waiting])
 
     def _run_blueprint(self, blueprint: StateMachineBlueprint, job: Job, action: RunBlueprint) -> Commit:
         """Start a sub-job in the same commit that makes this one wait for it."""
@@ -329,6 +356,8 @@ class JobRunner:
         job.wait = {"kind": "tasks", "task_ids": [t.id for t in tasks]}
         if aggregate_into:  # a fan-out's; a job of one task keeps no null key (22 bytes, in every store)
             job.wait["aggregate_into"] = aggregate_into
+        if action.aggregate_into is not None:  # dispatch_parallel: the graph's "all done" edge
+            job.wait["parallel"] = True
         fan_in = len(tasks) if aggregate_into else None
         return Commit(job, tasks=tasks, fan_in=fan_in, events=[dispatched(job, t) for t in tasks])
 
@@ -362,6 +391,46 @@ class JobRunner:
             retry_in_s=round(delay, 3),
         )
         return Commit(job, timers={TimerKind.RETRY_JOB.of(job.id): retry_at}, events=[retry])
+
+
+@dataclass(frozen=True, slots=True)
+class _Choice:
+    """Which handler of a state ran: its name, the ``.when()`` that chose it, or ``otherwise`` (the
+    default handler of a state that also has ``.when()`` handlers)."""
+
+    handler: str
+    condition: str | None
+    otherwise: bool
+
+
+def _action_kind(action: object) -> str | None:
+    if isinstance(action, Transition):
+        return "transition"
+    if isinstance(action, Dispatch):
+        return "fan_out" if action.aggregate_into is not None or len(action.tasks) > 1 else "dispatch"
+    if isinstance(action, HumanApproval):
+        return "human"
+    return "sub_job" if isinstance(action, RunBlueprint) else None
+
+
+def _describe_step(
+    data: dict[str, Any], choice: _Choice | None, actions: ActionFactory, changes: dict[str, Any] | None
+) -> None:
+    """What ``step_finished`` records beyond the time: the handler that ran (and the ``.when()`` that
+    chose it; none for the default handler), the kind of action it took, what it changed in
+    ``state_history``."""
+    if choice is None:
+        return
+    data["handler"] = choice.handler
+    if choice.condition is not None:
+        data["condition"] = choice.condition
+    elif choice.otherwise:
+        data["otherwise"] = True
+    kind = _action_kind(actions.result())
+    if kind is not None:
+        data["action"] = kind
+    if changes is not None:
+        data["changes"] = changes
 
 
 async def _retried(what: str, call: Any, *args: Any) -> Any:

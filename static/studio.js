@@ -1,12 +1,15 @@
 // Avtomatika Studio: the little JavaScript the pages need, no build step.
-// 1. Graph marks: apply the live classes, count badges and visit counts carried by _graph_marks.html
-//    (in the page and in SSE events) to the cached SVG, by toggling classes on stable ids.
+// 1. Graph marks: apply the classes, count badges, notes, tooltips and visit counts carried by
+//    _graph_marks.html (in the page and in SSE events) to the cached SVG, by stable ids.
 // 2. Upserts: an SSE row or item whose id is already on the page replaces it; a new one is added
-//    only when marked data-sse-new.
-// 3. Connection state, select-all checkboxes.
+//    only when marked data-sse-new. Open <details> stay open when their part of the page is replaced.
+// 3. Graph clicks: a state's visits on a job page, the jobs in that state on a blueprint page.
+// 4. The timeline: compact or every line, times in UTC, local time or since the job was created.
+// 5. Time travel: the scrubber's steps, the label, back to now; copy buttons; branch filters.
 (function () {
   "use strict";
   var SVGNS = "http://www.w3.org/2000/svg";
+  var store = window.localStorage || { getItem: function () { return null; }, setItem: function () {} };
 
   function byId(root, id) {
     return root.querySelector('[id="' + id.replace(/"/g, '\\"') + '"]');
@@ -19,27 +22,76 @@
     el.setAttribute("data-live", classes.join(" "));
   }
 
+  function compact(n) {
+    if (n < 1000) { return String(n); }
+    var units = [[1e9, "G"], [1e6, "M"], [1e3, "k"]];
+    for (var i = 0; i < units.length; i++) {
+      if (n >= units[i][0]) {
+        var v = n / units[i][0];
+        return (v < 10 ? v.toFixed(1).replace(".0", "") : v.toFixed(0)) + units[i][1];
+      }
+    }
+    return String(n);
+  }
+
+  // A count badge: a pill sized to its text, at the node's top right corner (the SVG is drawn with
+  // room around it, and overflows visibly, so a badge at the edge is never cut).
   function badge(node, count, tone) {
     var found = node.querySelector(":scope > .live-badge");
     if (!count) { if (found) { found.remove(); } return; }
+    var text = compact(count);
     if (!found) {
-      var box = node.getBBox();
       found = document.createElementNS(SVGNS, "g");
-      found.setAttribute("class", "live-badge");
-      var circle = document.createElementNS(SVGNS, "circle");
-      circle.setAttribute("cx", box.x + box.width - 2);
-      circle.setAttribute("cy", box.y + 2);
-      circle.setAttribute("r", 8);
-      var text = document.createElementNS(SVGNS, "text");
-      text.setAttribute("x", box.x + box.width - 2);
-      text.setAttribute("y", box.y + 5.5);
-      text.setAttribute("text-anchor", "middle");
-      found.appendChild(circle);
-      found.appendChild(text);
+      found.appendChild(document.createElementNS(SVGNS, "rect"));
+      found.appendChild(document.createElementNS(SVGNS, "text"));
       node.appendChild(found);
     }
-    found.querySelector("text").textContent = count > 99 ? "99+" : String(count);
+    var box = shapeBox(node);
+    var width = Math.max(16, 7 + text.length * 6.2);
+    var rect = found.querySelector("rect");
+    rect.setAttribute("x", box.x + box.width - width + 6);
+    rect.setAttribute("y", box.y - 8);
+    rect.setAttribute("width", width);
+    rect.setAttribute("height", 16);
+    rect.setAttribute("rx", 8);
+    var label = found.querySelector("text");
+    label.setAttribute("x", box.x + box.width - width / 2 + 6);
+    label.setAttribute("y", box.y + 3.5);
+    label.setAttribute("text-anchor", "middle");
+    label.textContent = text;
     found.setAttribute("class", "live-badge " + (tone || ""));
+  }
+
+  function shapeBox(node) {
+    var shape = node.querySelector(":scope > path, :scope > polygon, :scope > ellipse");
+    return (shape || node).getBBox();
+  }
+
+  // Lines under the node: a fan-out's branches ("3/40 done" then the rest), or the jobs that ended there.
+  function note(node, text) {
+    var found = node.querySelector(":scope > .node-note");
+    if (found) { found.remove(); }
+    if (!text) { return; }
+    var parts = text.split(" \u00b7 ");
+    var lines = parts.length > 2 ? [parts[0], parts.slice(1).join(" \u00b7 ")] : [text];
+    found = document.createElementNS(SVGNS, "text");
+    found.setAttribute("class", "node-note");
+    found.setAttribute("text-anchor", "middle");
+    var box = shapeBox(node);
+    lines.forEach(function (line, i) {
+      var span = document.createElementNS(SVGNS, "tspan");
+      span.setAttribute("x", box.x + box.width / 2);
+      span.setAttribute("y", box.y + box.height + 11 + i * 11);
+      span.textContent = line;
+      found.appendChild(span);
+    });
+    node.appendChild(found);
+  }
+
+  // The node's own <title> is what the browser shows on hover: the breakdown goes there.
+  function tooltip(node, text) {
+    var title = node.querySelector(":scope > title");
+    if (title && text) { title.textContent = text; }
   }
 
   function visits(edge, count) {
@@ -58,26 +110,34 @@
     found.textContent = "\u00d7" + count;
   }
 
+  function applyOne(marks) {
+    document.querySelectorAll('[id="' + marks.dataset.graph + '"]').forEach(function (graph) {
+      marks.querySelectorAll("[data-node]").forEach(function (m) {
+        var node = byId(graph, m.dataset.node);
+        if (!node) { return; }
+        var classes = (m.dataset.class || "").split(" ").filter(Boolean);
+        setClasses(node, classes);
+        node.setAttribute("data-count", m.dataset.count || "0");
+        node.setAttribute("data-state", m.dataset.state || "");
+        var tone = classes.filter(function (c) { return c.indexOf("tone-") === 0; })[0];
+        badge(node, parseInt(m.dataset.count || "0", 10), tone);
+        note(node, m.dataset.note || "");
+        tooltip(node, m.getAttribute("title"));
+      });
+      marks.querySelectorAll("[data-edge]").forEach(function (m) {
+        var edge = byId(graph, m.dataset.edge);
+        if (!edge) { return; }
+        setClasses(edge, (m.dataset.class || "").split(" ").filter(Boolean));
+        visits(edge, parseInt(m.dataset.visits || "0", 10));
+      });
+    });
+  }
+
+  // While the scrubber shows the past, the job's live marks wait; "Now" applies them again.
   function applyMarks(root) {
     (root || document).querySelectorAll(".graph-marks[data-graph]").forEach(function (marks) {
-      document.querySelectorAll('[id="' + marks.dataset.graph + '"]').forEach(function (graph) {
-        marks.querySelectorAll("[data-node]").forEach(function (m) {
-          var node = byId(graph, m.dataset.node);
-          if (!node) { return; }
-          var classes = (m.dataset.class || "").split(" ").filter(Boolean);
-          setClasses(node, classes);
-          node.setAttribute("data-count", m.dataset.count || "0");
-          node.setAttribute("data-title", m.title || "");
-          var tone = classes.filter(function (c) { return c.indexOf("tone-") === 0; })[0];
-          badge(node, parseInt(m.dataset.count || "0", 10), tone);
-        });
-        marks.querySelectorAll("[data-edge]").forEach(function (m) {
-          var edge = byId(graph, m.dataset.edge);
-          if (!edge) { return; }
-          setClasses(edge, (m.dataset.class || "").split(" ").filter(Boolean));
-          visits(edge, parseInt(m.dataset.visits || "0", 10));
-        });
-      });
+      if (document.body.dataset.travel === "on" && marks.closest("#job-marks")) { return; }
+      applyOne(marks);
     });
   }
 
@@ -98,25 +158,201 @@
     }
   }
 
-  document.addEventListener("DOMContentLoaded", function () {
-    applyMarks(document);
-    document.body.addEventListener("htmx:sseBeforeMessage", upsert);
-    document.body.addEventListener("htmx:sseMessage", function (e) { applyMarks(e.target); });
-    document.body.addEventListener("htmx:afterSettle", function (e) { applyMarks(e.target); });
-    document.body.addEventListener("htmx:sseOpen", function () {
-      document.body.classList.remove("offline");
-      document.body.setAttribute("data-live", "open");
+  // -- open <details> survive a swap of the part of the page holding them --------------------------
+  var openBefore = null;
+  function rememberOpen(event) {
+    var target = event.detail && (event.detail.elt || event.detail.target);
+    openBefore = [];
+    (target && target.querySelectorAll ? target : document).querySelectorAll("details[open][id]").forEach(function (d) {
+      openBefore.push(d.id);
     });
-    document.body.addEventListener("htmx:sseError", function () {
-      document.body.classList.add("offline");
-      document.body.setAttribute("data-live", "reconnecting");
+  }
+  function restoreOpen() {
+    (openBefore || []).forEach(function (id) {
+      var found = document.getElementById(id);
+      if (found) { found.open = true; }
     });
-    document.body.addEventListener("change", function (e) {
-      var all = e.target.closest("[data-select-all]");
-      if (!all) { return; }
+  }
+
+  // -- the timeline: compact or every line; UTC, local time or since created -----------------------
+  function pad(n, size) { return String(n).padStart(size || 2, "0"); }
+  function formatTimes(root) {
+    var mode = store.getItem("avtomatika.time") || "utc";
+    (root || document).querySelectorAll("time.t[data-t]").forEach(function (el) {
+      var t = parseFloat(el.dataset.t);
+      var d = new Date(t * 1000);
+      if (mode === "since" && el.dataset.t0) {
+        el.textContent = "+" + since(t - parseFloat(el.dataset.t0));
+      } else if (mode === "local") {
+        var zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "local";
+        el.textContent = d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " +
+          pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds()) + "." + pad(d.getMilliseconds(), 3) + " " + zone;
+      } else {
+        el.textContent = d.getUTCFullYear() + "-" + pad(d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate()) + " " +
+          pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()) + ":" + pad(d.getUTCSeconds()) + "." + pad(d.getUTCMilliseconds(), 3) + " UTC";
+      }
+    });
+    document.querySelectorAll("[data-time-mode]").forEach(function (s) { s.value = mode; });
+  }
+  function since(seconds) {
+    if (seconds < 1) { return Math.round(seconds * 1000) + " ms"; }
+    if (seconds < 60) { return seconds.toFixed(seconds < 10 ? 2 : 1) + " s"; }
+    var m = Math.floor(seconds / 60), s = Math.floor(seconds % 60);
+    if (m < 60) { return m + " min " + s + " s"; }
+    return Math.floor(m / 60) + " h " + (m % 60) + " min";
+  }
+  function timelineMode(mode) {
+    var box = document.getElementById("timeline");
+    if (!box) { return; }
+    mode = mode || store.getItem("avtomatika.timeline") || "compact";
+    box.dataset.mode = mode;
+    box.querySelectorAll("[data-timeline-mode]").forEach(function (b) {
+      b.setAttribute("aria-pressed", String(b.dataset.timelineMode === mode));
+    });
+  }
+
+  // -- time travel ----------------------------------------------------------------------------------
+  function travel() { return document.getElementById("travel-range"); }
+  function travelLabel() {
+    var range = travel();
+    var label = document.querySelector("[data-travel-label]");
+    if (!range || !label) { return; }
+    var live = range.value === range.max;
+    label.textContent = (live ? "now · " : "then · ") + "line " + range.value + " of " + range.max;
+    document.body.dataset.travel = live ? "off" : "on";
+    if (live) {
+      var moment = document.getElementById("moment");
+      if (moment) { moment.innerHTML = ""; }
+      applyMarks(document.getElementById("job-marks"));
+    }
+  }
+  function moveTravel(value) {
+    var range = travel();
+    if (!range) { return; }
+    range.value = String(Math.min(Math.max(value, parseInt(range.min, 10)), parseInt(range.max, 10)));
+    range.dispatchEvent(new Event("input", { bubbles: true }));
+    travelLabel();
+  }
+  function linesArrived() {
+    var range = travel();
+    if (!range) { return; }
+    var last = 0;
+    document.querySelectorAll("#timeline-lines li[data-seq]").forEach(function (li) {
+      last = Math.max(last, parseInt(li.dataset.seq, 10));
+    });
+    if (last > parseInt(range.max, 10)) {
+      var atEnd = range.value === range.max;
+      range.max = String(last);
+      if (atEnd) { range.value = String(last); }
+      travelLabel();
+    }
+  }
+
+  // -- clicks ---------------------------------------------------------------------------------------
+  function copy(text, button) {
+    function done() { button.classList.add("copied"); setTimeout(function () { button.classList.remove("copied"); }, 900); }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done);
+      return;
+    }
+    var area = document.createElement("textarea");
+    area.value = text;
+    document.body.appendChild(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+    done();
+  }
+
+  function stateClicked(node) {
+    var box = node.closest("[data-graph-box]");
+    var state = node.getAttribute("data-state");
+    if (!box || !state) { return; }
+    var prefix = document.body.dataset.prefix || "";
+    if (box.dataset.graphMode === "path") {
+      var travelBox = document.getElementById("travel");
+      var job = travelBox ? travelBox.dataset.job : document.body.dataset.job;
+      var detail = document.getElementById("state-detail");
+      if (!job || !detail) { return; }
+      detail.hidden = false;
+      htmx.ajax("GET", prefix + "/jobs/" + job + "/states/" + encodeURIComponent(state), { target: "#state-detail" });
+      detail.scrollIntoView({ behavior: "smooth", block: "nearest" });
+    } else {
+      var card = node.closest("[data-blueprint]");
+      if (card) {
+        window.location = prefix + "/jobs?blueprint=" + encodeURIComponent(card.dataset.blueprint) + "&state=" + encodeURIComponent(state);
+      }
+    }
+  }
+
+  function filterBranches(id) {
+    var table = document.getElementById(id);
+    if (!table) { return; }
+    var status = (document.querySelector('[data-branch-filter="' + id + '"]') || {}).value || "";
+    var text = ((document.querySelector('[data-branch-search="' + id + '"]') || {}).value || "").toLowerCase();
+    table.querySelectorAll("tbody tr").forEach(function (row) {
+      var shown = (!status || row.dataset.status === status) && (!text || row.textContent.toLowerCase().indexOf(text) !== -1);
+      row.hidden = !shown;
+    });
+  }
+
+  function onClick(e) {
+    var button = e.target.closest("button.copy[data-copy]");
+    if (button) { e.preventDefault(); copy(button.dataset.copy, button); return; }
+    var mode = e.target.closest("[data-timeline-mode]");
+    if (mode) { store.setItem("avtomatika.timeline", mode.dataset.timelineMode); timelineMode(mode.dataset.timelineMode); return; }
+    var step = e.target.closest("[data-travel-step]");
+    if (step && travel()) { moveTravel(parseInt(travel().value, 10) + parseInt(step.dataset.travelStep, 10)); return; }
+    if (e.target.closest("[data-travel-live]") && travel()) { moveTravel(parseInt(travel().max, 10)); return; }
+    var close = e.target.closest("[data-close]");
+    if (close) { var target = document.querySelector(close.dataset.close); if (target) { target.hidden = true; } return; }
+    var node = e.target.closest("svg.avtomatika-graph g.node.state");
+    if (node) { stateClicked(node); }
+  }
+
+  function onChange(e) {
+    var all = e.target.closest("[data-select-all]");
+    if (all) {
       document.querySelectorAll('input[name="job_id"][form="' + all.dataset.selectAll + '"]').forEach(function (box) {
         box.checked = all.checked;
       });
+      return;
+    }
+    if (e.target.matches("[data-time-mode]")) { store.setItem("avtomatika.time", e.target.value); formatTimes(document); return; }
+    if (e.target.matches("[data-branch-filter]")) { filterBranches(e.target.dataset.branchFilter); }
+  }
+
+  function settled(root) {
+    applyMarks(root);
+    if (document.body.dataset.travel === "on") { applyMarks(document.getElementById("moment-marks")); }
+    formatTimes(root);
+    restoreOpen();
+    linesArrived();
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    applyMarks(document);
+    timelineMode();
+    formatTimes(document);
+    travelLabel();
+    var body = document.body;
+    body.addEventListener("htmx:sseBeforeMessage", function (e) { rememberOpen(e); upsert(e); });
+    body.addEventListener("htmx:beforeSwap", rememberOpen);
+    body.addEventListener("htmx:sseMessage", function (e) { settled(e.target); });
+    body.addEventListener("htmx:afterSettle", function (e) { settled(e.target); timelineMode(); });
+    body.addEventListener("htmx:sseOpen", function () {
+      body.classList.remove("offline");
+      body.setAttribute("data-live", "open");
+    });
+    body.addEventListener("htmx:sseError", function () {
+      body.classList.add("offline");
+      body.setAttribute("data-live", "reconnecting");
+    });
+    body.addEventListener("click", onClick);
+    body.addEventListener("change", onChange);
+    body.addEventListener("input", function (e) {
+      if (e.target.matches("[data-branch-search]")) { filterBranches(e.target.dataset.branchSearch); }
+      if (e.target === travel()) { travelLabel(); }
     });
   });
 })();

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
@@ -12,7 +11,6 @@ from aiohttp import web
 from ..api.limits import Limiter, Limits, limits_key
 from ..engine import OrchestratorEngine
 from .access import Access
-from .data import studio_data
 from .keys import access_key, data_key, engine_key, limiter_key, prefix_key, sign_in_key, sse_streams_key
 from .live import broadcaster_ctx, close_streams
 from .middleware import access_middleware, error_middleware
@@ -30,14 +28,8 @@ def setup_middlewares(app: web.Application) -> None:
     app.middlewares.extend([error_middleware, access_middleware])
 
 
-async def data_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The data layer, chosen at start-up (history may be attached to the engine after setup)."""
-    app[data_key] = studio_data(app[engine_key])
-    yield
-
-
 def setup_lifecycle(app: web.Application) -> None:
-    app.cleanup_ctx.extend([data_ctx, broadcaster_ctx])
+    app.cleanup_ctx.append(broadcaster_ctx)
     app.on_shutdown.append(close_streams)
 
 
@@ -61,7 +53,7 @@ def create_studio(
     app[sign_in_key] = SignInGuard(app[limiter_key])
     app[prefix_key] = prefix
     app[access_key] = Access(engine.config, engine.access)
-    app[data_key] = studio_data(engine)
+    app[data_key] = engine.reads
     app[sse_streams_key] = weakref.WeakSet()
     setup_templates(app, prefix, templates)
     setup_middlewares(app)

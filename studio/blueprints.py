@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -12,10 +13,11 @@ from ..api.limits import check_size, job_attempt
 from ..blueprint import StateMachineBlueprint
 from ..errors import UnknownBlueprint
 from ..events import Event, EventKind
+from ..graph import GraphModel, extract
+from ..reads import BranchCounts, Counts, Reader
 from .contexts import BlueprintCard, BlueprintContext, BlueprintsContext
-from .data import Counts
 from .forms import JSON_FIELD, StartForm, parse_start, refused, start_form
-from .graphs import counts_marks, svg_markup
+from .graphs import GraphMarks, counts_marks, svg_markup
 from .htmx import htmx, redirect
 from .keys import data_key, engine_key, limiter_key, prefix_key
 from .live import Update, stream_feed
@@ -36,22 +38,46 @@ def blueprint_named(request: web.Request) -> StateMachineBlueprint:
     return blueprint
 
 
-async def card(blueprint: StateMachineBlueprint, counts: Counts) -> BlueprintCard:
+@dataclass(slots=True)
+class LiveCounts:
+    """One blueprint's jobs now: in flight per state and status, ended ones (history; an operator's
+    view only), the branches of its fan-outs under way."""
+
+    in_flight: dict[str, dict[str, int]]
+    ended: dict[str, dict[str, int]]
+    fan_outs: dict[str, BranchCounts]
+
+    @classmethod
+    async def read(cls, reads: Reader, blueprint: str, scope: str | None, in_flight: Counts) -> LiveCounts:
+        ended = await reads.ended_counts(blueprint) if scope is None else {}
+        return cls(in_flight.get(blueprint, {}), ended, await reads.fan_outs(blueprint, scope))
+
+    def marks(self, model: GraphModel) -> GraphMarks:
+        return counts_marks(model, self.in_flight, self.ended, self.fan_outs)
+
+
+async def card(request: web.Request, blueprint: StateMachineBlueprint, in_flight: Counts) -> BlueprintCard:
+    """A blueprint with its graph: jobs in flight per state (badges), ended ones (notes), fan-outs."""
+    live = await LiveCounts.read(request.app[data_key], blueprint.name, user_of(request).scope, in_flight)
+    model = extract(blueprint)
     return BlueprintCard(
         name=blueprint.name,
         description=blueprint.description or "",
         version=blueprint.version,
-        svg=await svg_markup(blueprint),
-        marks=counts_marks(blueprint, counts.get(blueprint.name, {})),
+        svg=await svg_markup(model),
+        marks=live.marks(model),
         states=list(blueprint.states),
         has_input_model=blueprint.input_model is not None,
+        in_flight=live.in_flight,
+        ended=live.ended,
+        fan_outs=live.fan_outs,
     )
 
 
 async def blueprints_page(request: web.Request) -> web.StreamResponse:
     engine = request.app[engine_key]
-    counts = await request.app[data_key].counts(user_of(request).scope)
-    cards = [await card(b, counts) for b in sorted(engine.blueprints.values(), key=lambda b: b.name)]
+    in_flight = await request.app[data_key].counts(user_of(request).scope, in_flight=True)
+    cards = [await card(request, b, in_flight) for b in sorted(engine.blueprints.values(), key=lambda b: b.name)]
     context = BlueprintsContext(title="Blueprints", cards=cards)
     if wants_json(request):
         return json_response(context.to_json())
@@ -60,9 +86,11 @@ async def blueprints_page(request: web.Request) -> web.StreamResponse:
 
 async def blueprint_page(request: web.Request, form: StartForm | None = None, status: int = 200) -> web.StreamResponse:
     blueprint = blueprint_named(request)
-    counts = await request.app[data_key].counts(user_of(request).scope)
+    in_flight = await request.app[data_key].counts(user_of(request).scope, in_flight=True)
     context = BlueprintContext(
-        title=f"Start {blueprint.name}", card=await card(blueprint, counts), form=form or start_form(blueprint)
+        title=f"Start {blueprint.name}",
+        card=await card(request, blueprint, in_flight),
+        form=form or start_form(blueprint),
     )
     if wants_json(request):
         return json_response(context.to_json(), status)
@@ -107,8 +135,12 @@ class BlueprintsFeed:
 
     async def snapshot(self) -> list[Update]:
         engine = self.request.app[engine_key]
-        counts = await self.request.app[data_key].counts(user_of(self.request).scope)
-        marks = [counts_marks(b, counts.get(b.name, {})) for b in engine.blueprints.values()]
+        reads, scope = self.request.app[data_key], user_of(self.request).scope
+        in_flight = await reads.counts(scope, in_flight=True)
+        marks = []
+        for blueprint in engine.blueprints.values():
+            live = await LiveCounts.read(reads, blueprint.name, scope, in_flight)
+            marks.append(live.marks(extract(blueprint)))
         return [(SseEvent.BLUEPRINT_MARKS, {"all_marks": marks})]
 
     async def changes(self, events: list[Event]) -> list[Update]:

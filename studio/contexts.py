@@ -1,8 +1,7 @@
 """Page contexts: what each template receives, one dataclass per page, every field documented.
 
 A handler builds its context once and renders it as a page, as a fragment, or as JSON
-(``to_json``). ``tests/test_studio_contracts.py`` checks that each template uses only documented
-fields.
+(``to_json``): the JSON twin carries the same data as the page.
 """
 
 from __future__ import annotations
@@ -14,9 +13,10 @@ from markupsafe import Markup
 
 from ..api.payloads import iso, job_summary, job_view, task_view, worker_summary, worker_view
 from ..models import Job
-from .data import JobDetail, JobQuery, JobRow, TimelineLine, WorkerView
+from ..reads import Attempt, Branch, BranchCounts, JobDetail, JobQuery, JobRow, Moment, QueueDepth, Row, Visit
+from ..reads import WorkerView as Worker
 from .forms import StartForm
-from .graphs import GraphMarks
+from .graphs import GraphMarks, VersionDiff
 from .ui import TONES
 
 
@@ -30,15 +30,32 @@ class BlueprintCard:
 
     name: str = field(metadata=_help("The blueprint's name."))
     description: str = field(metadata=_help("Its description, may be empty."))
-    version: str = field(metadata=_help("Hash of its graph; the SVG is cached per version."))
+    version: str = field(metadata=_help("Hash of its graph and handlers' code; the SVG is cached per version."))
     svg: Markup = field(metadata=_help("The cached inline SVG."))
-    marks: GraphMarks = field(metadata=_help("Count badges per state."))
+    marks: GraphMarks = field(metadata=_help("Badges of jobs in flight, notes of ended jobs and fan-outs, tooltips."))
     states: list[str] = field(metadata=_help("Its states, in registration order."))
     has_input_model: bool = field(metadata=_help("Whether the start form is built from a pydantic model."))
+    in_flight: dict[str, dict[str, int]] = field(
+        default_factory=dict, metadata=_help("Live jobs not ended, per state and status.")
+    )
+    ended: dict[str, dict[str, int]] = field(
+        default_factory=dict, metadata=_help("Jobs that ended (history), per state they ended in and status.")
+    )
+    fan_outs: dict[str, BranchCounts] = field(
+        default_factory=dict, metadata=_help("Branches of the fan-outs under way, per state.")
+    )
 
     def to_json(self) -> dict[str, Any]:
         counts = {n.state: n.count for n in self.marks.nodes}
-        return {"name": self.name, "description": self.description, "version": self.version, "counts": counts}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "version": self.version,
+            "counts": counts,
+            "in_flight": self.in_flight,
+            "ended": self.ended,
+            "fan_outs": {state: c.to_json() for state, c in self.fan_outs.items()},
+        }
 
 
 @dataclass(slots=True)
@@ -70,7 +87,7 @@ class JobsContext:
     first_page: bool = field(metadata=_help("Whether this is the newest page (live rows are added only there)."))
     blueprints: list[str] = field(metadata=_help("Blueprint names, for the filter."))
     states: list[str] = field(metadata=_help("State names (of the chosen blueprint, or all), for the filter."))
-    statuses: list[str] = field(metadata=_help("Every job status, for the filter."))
+    statuses: list[str] = field(metadata=_help("Every job status (lost included), for the filter."))
     live_query: str = field(metadata=_help("The filters as a query string, for the SSE stream."))
     source: str = field(metadata=_help("Where the list comes from: engine (live storage) or history."))
     history_pending: int = field(
@@ -80,48 +97,157 @@ class JobsContext:
     def to_json(self) -> dict[str, Any]:
         cursor = self.next_url.split("cursor=", 1)[1] if self.next_url and "cursor=" in self.next_url else None
         return {
-            "jobs": [_row_json(r) for r in self.rows],
+            "jobs": [r.to_json() for r in self.rows],
             "next_cursor": cursor,
             "source": self.source,
             "history_pending": self.history_pending,
         }
 
 
-def _row_json(row: JobRow) -> dict[str, Any]:
+@dataclass(slots=True)
+class JobContext:
+    title: str = field(metadata=_help("Page title."))
+    job: Job = field(metadata=_help("The job as last committed (or as history knows it)."))
+    detail: JobDetail = field(
+        metadata=_help("Its current tasks and timeline; ``from_history`` when only history still knows the job.")
+    )
+    svg: Markup = field(metadata=_help("The SVG of the blueprint version the job ran on."))
+    marks: GraphMarks | None = field(metadata=_help("Current state, exactly the edges taken, fan-out counts."))
+    retry_states: list[str] = field(metadata=_help("States the job may be retried from (failed state first)."))
+    path: list[tuple[str, int]] = field(metadata=_help("States the job entered, with how many times."))
+    rows: list[Row] = field(default_factory=list, metadata=_help("The compact timeline: visits, tasks, fan-outs."))
+    branches: list[Branch] = field(
+        default_factory=list, metadata=_help("The fan-out branches of its current (or last) visit, if it fanned out.")
+    )
+    fan_out: BranchCounts | None = field(default=None, metadata=_help("Those branches at a glance."))
+    version: VersionDiff | None = field(
+        default=None, metadata=_help("The version it ran on, and how today's blueprint differs from it.")
+    )
+    graph_note: str = field(default="", metadata=_help("Why the graph shown is not the one the job ran on, if so."))
+
+    def to_json(self) -> dict[str, Any]:
+        view = job_view(self.job, self.detail.tasks)
+        timeline = self.detail.timeline
+        view.update(
+            visits=self.job.visits,
+            from_history=self.detail.from_history,
+            history_pending=self.detail.history_pending,
+            blueprint_version=self.detail.blueprint_version,
+            cause=self.detail.cause,
+            timeline=None if timeline is None else [line.to_json() for line in timeline.lines],
+            path=[_move_json(m) for m in (timeline.transitions if timeline is not None else [])],
+            taken_edges={e.dom_id: e.visits for e in (self.marks.edges if self.marks else []) if e.visits},
+            off_graph=[_move_json(m) for m in (self.marks.off_graph if self.marks else [])],
+            fan_out=self.fan_out.to_json() if self.fan_out is not None else None,
+            branches=[branch_json(b) for b in self.branches],
+            version=_version_json(self.version),
+        )
+        return view
+
+
+def _move_json(move: Any) -> dict[str, Any]:
     return {
-        "id": row.id,
-        "blueprint_name": row.blueprint,
-        "status": row.status,
-        "current_state": row.state,
-        "created_at": iso(row.created_at),
-        "updated_at": iso(row.updated_at),
-        "error_message": row.error,
+        "from": move.source,
+        "to": move.target,
+        "kind": move.kind,
+        "label": move.label,
+        "condition": move.condition,
+        "seq": move.seq,
+        "at": iso(move.at),
+        "actor": move.actor,
+    }
+
+
+def _version_json(version: VersionDiff | None) -> dict[str, Any] | None:
+    if version is None:
+        return None
+    return {
+        "ran_on": version.ran_on,
+        "today": version.today,
+        "removed_states": version.removed_states,
+        "added_states": version.added_states,
+        "changed_states": version.changed_states,
+        "removed_edges": version.removed_edges,
+        "added_edges": version.added_edges,
+    }
+
+
+def attempt_json(attempt: Attempt) -> dict[str, Any]:
+    return {
+        "task_id": attempt.task_id,
+        "task_type": attempt.task_type,
+        "attempt": attempt.attempt,
+        "status": attempt.status,
+        "params": attempt.params,
+        "worker_id": attempt.worker_id,
+        "dispatched_at": iso(attempt.dispatched_at),
+        "taken_at": iso(attempt.taken_at),
+        "answered_at": iso(attempt.answered_at),
+        "result": attempt.result,
+        "error": attempt.error or None,
+    }
+
+
+def branch_json(branch: Branch) -> dict[str, Any]:
+    return {"number": branch.number, "status": branch.status, "attempts": [attempt_json(a) for a in branch.attempts]}
+
+
+def visit_json(visit: Visit) -> dict[str, Any]:
+    handler = visit.handler
+    return {
+        "state": visit.state,
+        "number": visit.number,
+        "entered_at": iso(visit.entered_at),
+        "left_at": iso(visit.left_at),
+        "duration_ms": visit.duration_ms,
+        "from": visit.previous,
+        "via": visit.via,
+        "handler": handler.data.get("handler") if handler else None,
+        "condition": handler.data.get("condition") if handler else None,
+        "changes": handler.data.get("changes") if handler else None,
+        "branches": [branch_json(b) for b in visit.branches],
     }
 
 
 @dataclass(slots=True)
-class JobContext:
-    title: str = field(metadata=_help("Page title."))
-    job: Job = field(metadata=_help("The job as last committed."))
-    detail: JobDetail = field(
-        metadata=_help("Its current tasks and timeline; ``from_history`` when only history still knows the job.")
-    )
-    svg: Markup = field(metadata=_help("The blueprint's cached SVG."))
-    marks: GraphMarks | None = field(metadata=_help("Current state and taken edges; None for an unknown blueprint."))
-    retry_states: list[str] = field(metadata=_help("States the job may be retried from (failed state first)."))
-    path: list[tuple[str, int]] = field(metadata=_help("States the job entered, with how many times."))
+class MomentContext:
+    """The job page's time travel: the job as it was right after one line of its timeline."""
+
+    job: Job = field(metadata=_help("The job (as it is now)."))
+    moment: Moment = field(metadata=_help("What it was then: state, status, state_history, task, branches."))
+    marks: GraphMarks | None = field(metadata=_help("The graph as it was then."))
+    last_seq: int = field(metadata=_help("The number of the timeline's last line."))
+    lines: int = field(metadata=_help("How many lines the timeline has."))
 
     def to_json(self) -> dict[str, Any]:
-        view = job_view(self.job, self.detail.tasks)
-        view["visits"] = self.job.visits
-        view["from_history"] = self.detail.from_history
-        view["history_pending"] = self.detail.history_pending
-        view["timeline"] = None if self.detail.timeline is None else [_line_json(x) for x in self.detail.timeline]
-        return view
+        moment = self.moment
+        return {
+            "job_id": self.job.id,
+            "seq": moment.seq,
+            "last_seq": self.last_seq,
+            "line": moment.line.to_json(),
+            "state": moment.state,
+            "status": moment.status,
+            "error": moment.error,
+            "visits": moment.visits,
+            "path": [_move_json(m) for m in moment.transitions],
+            "state_history": moment.state_history,
+            "task": attempt_json(moment.task) if moment.task is not None else None,
+            "branches": [branch_json(b) for b in moment.branches],
+            "taken_edges": {e.dom_id: e.visits for e in (self.marks.edges if self.marks else []) if e.visits},
+        }
 
 
-def _line_json(line: TimelineLine) -> dict[str, Any]:
-    return {"at": iso(line.at), "kind": line.kind, "state": line.state, "status": line.status, "data": line.data}
+@dataclass(slots=True)
+class StateContext:
+    """One state of a job: every visit, the handler that ran, its tasks, inputs and outputs."""
+
+    job: Job = field(metadata=_help("The job."))
+    state: str = field(metadata=_help("The state clicked."))
+    visits: list[Visit] = field(metadata=_help("Its visits of that state, oldest first."))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"job_id": self.job.id, "state": self.state, "visits": [visit_json(v) for v in self.visits]}
 
 
 @dataclass(slots=True)
@@ -147,25 +273,30 @@ class QuarantineContext:
 @dataclass(slots=True)
 class WorkersContext:
     title: str = field(metadata=_help("Page title."))
-    workers: list[WorkerView] = field(metadata=_help("Registered workers, alive first."))
+    workers: list[Worker] = field(
+        metadata=_help("Registered workers, alive first, with their running and inbox tasks.")
+    )
     at: float = field(metadata=_help("When the list was read (UNIX seconds)."))
+    queues: list[QueueDepth] = field(default_factory=list, metadata=_help("Per task type: waiting, in inboxes, taken."))
     details: bool = field(
         default=True,
         metadata=_help(
-            "Hosts and loads shown (operators); a client's session sees what each worker is, and its tasks."
+            "Hosts, loads and queues shown (operators); a client's session sees what each worker is, and its tasks."
         ),
     )
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "workers": [
-                {
-                    **(worker_view(w.record, w.load, self.at) if self.details else worker_summary(w.record, self.at)),
-                    "tasks": [task_view(t) for t in w.tasks],
-                }
-                for w in self.workers
-            ]
-        }
+        workers = []
+        for w in self.workers:
+            shown = worker_view(w.record, w.load, self.at) if self.details else worker_summary(w.record, self.at)
+            running = [task_view(t) for t in w.running]
+            inbox = [task_view(t) for t in w.inbox]
+            workers.append({**shown, "running": running, "inbox": inbox, "tasks": running})
+        queues = [
+            {"task_type": q.task_type, "queued": q.queued, "in_inboxes": q.in_inboxes, "running": q.running}
+            for q in self.queues
+        ]
+        return {"workers": workers, "queues": queues if self.details else None}
 
 
 @dataclass(slots=True)

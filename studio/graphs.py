@@ -1,37 +1,46 @@
-"""Graphs on pages: the cached SVG of a blueprint, and the live "marks" laid over it.
+"""Graphs on pages: the cached SVG of a blueprint version, and the live "marks" laid over it.
 
-The SVG is rendered once per blueprint version (:func:`avtomatika.graph.blueprint_svg`, off the
-loop). Live data never re-renders it: a :class:`GraphMarks` lists, per node and edge id, the CSS
-classes, count badge and visit count to show; ``_graph_marks.html`` carries them (in the page and in
-SSE events) and ``static/studio.js`` applies them by toggling classes on the SVG's elements.
+The SVG is rendered once per blueprint version (:func:`avtomatika.graph.model_svg`, off the loop),
+today's or one history kept. Live data never re-renders it: a :class:`GraphMarks` lists, per node
+and edge id, the CSS classes, count badge, note (a fan-out's branches, the jobs that ended there)
+and tooltip to show; ``_graph_marks.html`` carries them (in the page and in SSE events) and
+``static/studio.js`` applies them to the SVG's elements (``_render.apply_marks`` does the same for
+the notebook).
+
+On a job's page the edges marked ``taken`` are exactly those its timeline recorded: the handler
+that ran (default or which ``.when()``) and the answer (a result's status, a decision) name the
+edge, so two edges between the same states are told apart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from markupsafe import Markup
 
-from ..blueprint import StateMachineBlueprint
-from ..graph import GraphvizNotFound, blueprint_svg, extract, slug
-from ..models import Job
-from .ui import TONE_URGENCY, human, tone
+from ..graph import EdgeModel, GraphModel, GraphvizNotFound, model_svg, slug
+from ..reads import BranchCounts, Transition
+from .ui import TONE_URGENCY, compact_number, human, tone
 
 logger = logging.getLogger(__name__)
+
+#: Statuses of jobs that ended, in the order a state's note lists them.
+ENDED_ORDER = ("finished", "failed", "cancelled", "lost")
 
 
 @dataclass(slots=True)
 class NodeMark:
-    """Live data of one state's SVG node."""
+    """Live data of one state's SVG node: classes, a count badge, a note under it, a tooltip."""
 
     dom_id: str
     state: str
     classes: list[str] = field(default_factory=list)
     count: int = 0
     title: str = ""
+    note: str = ""
 
 
 @dataclass(slots=True)
@@ -50,50 +59,203 @@ class GraphMarks:
     graph_id: str
     nodes: list[NodeMark]
     edges: list[EdgeMark]
+    #: A job's moves the graph shows no edge for (a target computed in code, not declared).
+    off_graph: list[Transition] = field(default_factory=list)
 
     def node(self, state: str) -> NodeMark | None:
         return next((n for n in self.nodes if n.state == state), None)
 
 
-def graph_id(blueprint: StateMachineBlueprint) -> str:
+def graph_id(model: GraphModel) -> str:
     """The id graphviz gives the SVG's top group (``graph-<slug>``), as :func:`to_dot` sets it."""
-    return f"graph-{slug(blueprint.name)}"
+    return f"graph-{slug(model.blueprint)}"
 
 
-async def svg_markup(blueprint: StateMachineBlueprint) -> Markup:
-    """The blueprint's inline SVG (rendered in a thread on first use), or a note saying why not."""
+async def svg_markup(model: GraphModel) -> Markup:
+    """The model's inline SVG (rendered in a thread on first use), or a note saying why not."""
     loop = asyncio.get_running_loop()
     try:
-        svg = await loop.run_in_executor(None, blueprint_svg, blueprint)
+        svg = await loop.run_in_executor(None, model_svg, model)
     except GraphvizNotFound as exc:
         logger.warning("studio: %s", exc)
         return Markup('<p class="note warn">{}</p>').format(str(exc))
     return Markup(svg)  # graphviz's output, from names escaped by to_dot
 
 
-def counts_marks(blueprint: StateMachineBlueprint, by_state: Mapping[str, Mapping[str, int]]) -> GraphMarks:
-    """Count badges: jobs per state, coloured by their most urgent status, broken down in a tooltip."""
-    model = extract(blueprint, counts={state: sum(s.values()) for state, s in by_state.items()})
+# -- a blueprint's jobs -------------------------------------------------------------------------------
+def _breakdown(statuses: Mapping[str, int]) -> str:
+    return ", ".join(f"{n} {human(status)}" for status, n in sorted(statuses.items()) if n)
+
+
+def ended_note(ended: Mapping[str, int]) -> str:
+    """``1.2k finished · 3 failed``: the jobs that ended in a state, most common kinds first."""
+    return " · ".join(f"{compact_number(ended[s])} {s}" for s in ENDED_ORDER if ended.get(s))
+
+
+def counts_marks(
+    model: GraphModel,
+    in_flight: Mapping[str, Mapping[str, int]],
+    ended: Mapping[str, Mapping[str, int]] | None = None,
+    fan_outs: Mapping[str, BranchCounts] | None = None,
+) -> GraphMarks:
+    """Badges of the jobs in each state now (coloured by their most urgent status), the jobs that
+    ended there apart (a note under the state), a fan-out's branches, and the breakdown as tooltip."""
+    ended, fan_outs = ended or {}, fan_outs or {}
     nodes = []
     for node in model.nodes:
-        statuses = by_state.get(node.id, {})
+        statuses = in_flight.get(node.id, {})
         tones = {tone(status) for status, n in statuses.items() if n}
         top = next((t for t in TONE_URGENCY if t in tones), None)
         classes = ["has-jobs", f"tone-{top}"] if top else []
-        title = ", ".join(f"{n} {human(status)}" for status, n in sorted(statuses.items()) if n)
-        nodes.append(NodeMark(node.dom_id, node.id, classes, node.count, title or "no jobs"))
-    return GraphMarks(graph_id(blueprint), nodes, [EdgeMark(e.dom_id) for e in model.edges])
+        here = ended.get(node.id, {})
+        fan_out = fan_outs.get(node.id)
+        lines = [node.id, f"in flight: {_breakdown(statuses) or 'none'}"]
+        if fan_out is not None and fan_out.total:
+            lines.append(f"fan-out branches: {fan_out.label}")
+        if here:
+            lines.append(f"ended here (history): {_breakdown(here)}")
+        lines.append("click: the jobs in this state")
+        note = fan_out.label if fan_out is not None and fan_out.total else ended_note(here)
+        if note and fan_out is None:
+            classes.append("ended-note")
+        nodes.append(NodeMark(node.dom_id, node.id, classes, sum(statuses.values()), "\n".join(lines), note))
+    return GraphMarks(graph_id(model), nodes, [EdgeMark(e.dom_id) for e in model.edges])
 
 
-def job_marks(blueprint: StateMachineBlueprint, job: Job) -> GraphMarks:
-    """The job's current state highlighted in its status's colour, and the edges it took."""
-    model = extract(blueprint, job_state=job.state, job_status=job.status, visits=job.visits)
+# -- one job --------------------------------------------------------------------------------------------
+def taken_edges(model: GraphModel, transitions: Sequence[Transition]) -> tuple[dict[str, int], list[Transition]]:
+    """How often each edge (by dom id) was taken, and the moves on no edge of the graph.
+
+    A move names its edge by kind, label and the condition of the handler that chose it; a line
+    recorded before edges were named matches only when its two states have a single edge.
+    """
+    by_pair: dict[tuple[str, str], list[EdgeModel]] = {}
+    for edge in model.edges:
+        by_pair.setdefault((edge.source, edge.target), []).append(edge)
+    visits: dict[str, int] = {}
+    off_graph: list[Transition] = []
+    for move in transitions:
+        if not move.on_graph or move.source is None:
+            continue
+        found = _edge_of(by_pair.get((move.source, move.target), []), move)
+        if found is None:
+            off_graph.append(move)
+        else:
+            visits[found.dom_id] = visits.get(found.dom_id, 0) + 1
+    return visits, off_graph
+
+
+def _edge_of(candidates: list[EdgeModel], move: Transition) -> EdgeModel | None:
+    if move.kind is None:
+        return candidates[0] if len(candidates) == 1 else None
+    for edge in candidates:
+        if (edge.kind, edge.label, edge.condition) == (move.kind, move.label, move.condition):
+            return edge
+    return next((e for e in candidates if e.kind == "declared"), None)
+
+
+@dataclass(slots=True)
+class JobPath:
+    """Where a job is (or was, at a moment) and how it got there, for :func:`job_marks`."""
+
+    state: str
+    status: str
+    visits: Mapping[str, int]
+    transitions: Sequence[Transition]
+    #: The branches of each state's fan-out (its last visit's; as they were, at a moment).
+    fan_outs: Mapping[str, BranchCounts] = field(default_factory=dict)
+
+
+def job_marks(model: GraphModel, path: JobPath, today: GraphModel | None = None) -> GraphMarks:
+    """The job's state in its status's colour, the states it entered (with how often), exactly the edges
+    it took (with how often), its fan-out's branches; with ``today`` (a newer version of the blueprint),
+    the states and edges that are no longer there or whose code changed."""
+    gone_states, changed, gone_edges = _differences(model, today)
     nodes = []
     for node in model.nodes:
-        classes = [c for c in node.classes if c in ("visited", "active") or c.startswith("status-")]
-        if node.active:
-            classes.append(f"tone-{tone(job.status)}")
-        title = f"entered {node.visits} time{'s' if node.visits != 1 else ''}" if node.visits else "not visited"
-        nodes.append(NodeMark(node.dom_id, node.id, classes, node.visits if node.visits > 1 else 0, title))
-    edges = [EdgeMark(e.dom_id, ["taken"] if e.taken else [], e.visits) for e in model.edges]
-    return GraphMarks(graph_id(blueprint), nodes, edges)
+        count = path.visits.get(node.id, 0)
+        classes = ["visited"] if count else []
+        lines = [node.id, f"entered {count} time{'s' if count != 1 else ''}" if count else "not entered"]
+        note = ""
+        if node.id == path.state:
+            classes += ["active", f"status-{slug(path.status)}", f"tone-{tone(path.status)}"]
+            lines.append(f"now: {human(path.status)}")
+        fan_out = path.fan_outs.get(node.id)
+        if fan_out is not None and fan_out.total:
+            note = fan_out.label
+            lines.append(f"fan-out: {note}")
+        if node.id in gone_states:
+            classes.append("gone")
+            lines.append("not in today's blueprint")
+        elif node.id in changed:
+            classes.append("changed")
+            lines.append("its handlers' code changed since")
+        lines.append("click: its visits, tasks, inputs and outputs")
+        nodes.append(NodeMark(node.dom_id, node.id, classes, count if count > 1 else 0, "\n".join(lines), note))
+    visits, off_graph = taken_edges(model, path.transitions)
+    edges = []
+    for edge in model.edges:
+        classes = ["taken"] if edge.dom_id in visits else []
+        if edge.dom_id in gone_edges:
+            classes.append("gone")
+        edges.append(EdgeMark(edge.dom_id, classes, visits.get(edge.dom_id, 0)))
+    start = next((n for n in model.nodes if n.is_start), None)
+    if start is not None and path.visits:
+        edges.append(EdgeMark(f"entry-{slug(model.blueprint)}-edge", ["taken"], 1))
+    return GraphMarks(graph_id(model), nodes, edges, off_graph)
+
+
+def _edge_key(edge: EdgeModel) -> tuple[str, str, str, str, str | None]:
+    return edge.source, edge.target, edge.kind, edge.label, edge.condition
+
+
+def _differences(model: GraphModel, today: GraphModel | None) -> tuple[set[str], set[str], set[str]]:
+    """States no longer in ``today``, states whose code changed, edges (dom ids) no longer in it."""
+    if today is None or today.version == model.version:
+        return set(), set(), set()
+    states_now = {n.id for n in today.nodes}
+    gone = {n.id for n in model.nodes if n.id not in states_now}
+    changed = {s for s, code in model.code.items() if s in today.code and today.code[s] != code}
+    edges_now = {_edge_key(e) for e in today.edges}
+    gone_edges = {e.dom_id for e in model.edges if _edge_key(e) not in edges_now}
+    return gone, changed, gone_edges
+
+
+@dataclass(frozen=True, slots=True)
+class VersionDiff:
+    """How today's blueprint differs from the version a job ran on, in words."""
+
+    ran_on: str
+    today: str
+    removed_states: list[str]
+    added_states: list[str]
+    changed_states: list[str]
+    removed_edges: list[str]
+    added_edges: list[str]
+
+    @property
+    def same(self) -> bool:
+        return self.ran_on == self.today
+
+
+def version_diff(model: GraphModel, today: GraphModel) -> VersionDiff:
+    """What changed between the version ``model`` draws and ``today``."""
+    gone, changed, _ = _differences(model, today)
+    then_states = {n.id for n in model.nodes}
+    then_edges = {_edge_key(e) for e in model.edges}
+    now_edges = {_edge_key(e) for e in today.edges}
+    return VersionDiff(
+        model.version,
+        today.version,
+        sorted(gone),
+        sorted(n.id for n in today.nodes if n.id not in then_states),
+        sorted(changed),
+        sorted(_edge_text(e) for e in model.edges if _edge_key(e) not in now_edges),
+        sorted(_edge_text(e) for e in today.edges if _edge_key(e) not in then_edges),
+    )
+
+
+def _edge_text(edge: EdgeModel) -> str:
+    label = f" ({edge.label})" if edge.label else ""
+    when = f" when {edge.condition}" if edge.condition else ""
+    return f"{edge.source} \N{RIGHTWARDS ARROW} {edge.target}{label}{when}"

@@ -13,8 +13,8 @@ from .access import Session
 
 if TYPE_CHECKING:
     from ..api.limits import Limiter
+    from ..reads import Reader
     from .access import Access
-    from .data import StudioData
     from .live import Broadcaster
     from .signin import SignInGuard
 
@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 engine_key = web.AppKey("engine", OrchestratorEngine)
 #: Where the studio is mounted ("/studio"), for links and for telling public paths apart.
 prefix_key = web.AppKey("prefix", str)
-#: Reads jobs, counts and timelines: through the engine today, through history once it is wired.
-data_key: web.AppKey[StudioData] = web.AppKey("data")
+#: The engine's read model (``engine.reads``): jobs, counts, timelines, workers, from live storage or history.
+data_key: web.AppKey[Reader] = web.AppKey("data")
 #: Who may do what: token or loopback mode, session signing.
 access_key: web.AppKey[Access] = web.AppKey("access")
 #: Fans the engine's events out to the open SSE streams.

@@ -8,18 +8,20 @@ from typing import Any
 from aiohttp import web
 
 from ..models import Job, JobStatus, Task, TaskStatus, WorkerRecord
+from ..reads import BranchCounts, JobDetail, JobRow, Line, QueueDepth, Timeline, WorkerView
 from .contexts import PatternsContext
-from .data import JobDetail, JobRow, TimelineLine, WorkerView
 from .forms import FormField, StartForm
 from .graphs import EdgeMark, GraphMarks, NodeMark
 from .render import render_page
 from .ui import TONES
 
+JOB_ID = "3f2a9c1e-0000-4000-8000-000000000001"
+
 
 def sample_job(status: str = JobStatus.WAITING_FOR_WORKER) -> Job:
     at = time.time()
     return Job(
-        id="3f2a9c1e-0000-4000-8000-000000000001",
+        id=JOB_ID,
         blueprint="video_pipeline",
         state="transcode",
         status=status,
@@ -35,7 +37,7 @@ def sample_job(status: str = JobStatus.WAITING_FOR_WORKER) -> Job:
 def sample_task() -> Task:
     return Task(
         id="task-1",
-        job_id="3f2a9c1e-0000-4000-8000-000000000001",
+        job_id=JOB_ID,
         type="transcode",
         params={"codec": "h264", "bitrate_kbps": 4000},
         state="transcode",
@@ -48,27 +50,93 @@ def sample_task() -> Task:
     )
 
 
+_probed = {"set": {"probe": {"duration_s": 93.4}}}
+_retried = {"task_id": "t2", "next_task_id": "t3", "error": "TRANSIENT_ERROR: worker 'cpu-1' expired"}
+
+
+def sample_timeline(t0: float) -> Timeline:
+    """A job that probed, fanned out three thumbnails (one failed once), was quarantined on a codec,
+    released with new params, and is transcoding again."""
+    lines: list[tuple[float, str, str, str | None, dict[str, Any]]] = [
+        (0.0, "job_created", "probe", "pending", {"initial_data": {"url": "s3://bucket/in.mp4"}, "actor": "olga"}),
+        (0.1, "step_finished", "probe", "running", {"handler": "probe", "action": "transition", "changes": _probed}),
+        (0.1, "state_entered", "thumbs", "running", {"previous": "probe", "via": {"kind": "transition"}}),
+        (0.2, "step_finished", "thumbs", "running", {"handler": "thumbs", "action": "fan_out"}),
+    ]
+    for n in range(3):
+        lines.append((0.2, "task_dispatched", "thumbs", "waiting_for_parallel_tasks", _dispatch(f"t{n}", "thumb", n)))
+    lines += [
+        (0.5, "task_taken", "thumbs", None, {"task_id": "t0", "task_type": "thumb", "worker_id": "cpu-1"}),
+        (0.6, "task_taken", "thumbs", None, {"task_id": "t1", "task_type": "thumb", "worker_id": "cpu-2"}),
+        (0.7, "task_taken", "thumbs", None, {"task_id": "t2", "task_type": "thumb", "worker_id": "cpu-1"}),
+        (1.5, "task_result", "thumbs", None, _result("t0", "thumb", {"status": "success", "data": {"px": 320}})),
+        (2.0, "task_result", "thumbs", None, _result("t1", "thumb", {"status": "success", "data": {"px": 640}})),
+        (2.2, "task_retry", "thumbs", "waiting_for_parallel_tasks", _retried),
+        (3.0, "task_dispatched", "thumbs", "waiting_for_parallel_tasks", _dispatch("t3", "thumb", 2, attempt=2)),
+        (3.1, "task_taken", "thumbs", None, {"task_id": "t3", "task_type": "thumb", "worker_id": "cpu-2"}),
+        (4.0, "task_result", "thumbs", None, _result("t3", "thumb", {"status": "success", "data": {"px": 1280}})),
+        (4.1, "state_entered", "transcode", "running", {"previous": "thumbs", "via": {"kind": "parallel"}}),
+        (4.2, "step_finished", "transcode", "running", {"handler": "transcode", "changes": {"set": {"thumbs": 3}}}),
+        (4.2, "task_dispatched", "transcode", "waiting_for_worker", _dispatch("t4", "transcode", 0, codec="av2")),
+        (5.0, "task_taken", "transcode", None, {"task_id": "t4", "task_type": "transcode", "worker_id": "gpu-1"}),
+        (9.0, "task_result", "transcode", None, _result("t4", "transcode", _failed("PERMANENT_ERROR", "codec av2"))),
+        (9.0, "job_quarantined", "transcode", "quarantined", {"error": "PERMANENT_ERROR: codec av2"}),
+        (30.0, "job_released", "transcode", "waiting_for_worker", {"actor": "olga", "params": {"codec": "h264"}}),
+        (30.0, "task_dispatched", "transcode", "waiting_for_worker", _dispatch("t5", "transcode", 0, replaces="t4")),
+        (31.0, "task_taken", "transcode", None, {"task_id": "t5", "task_type": "transcode", "worker_id": "gpu-1"}),
+    ]
+    return Timeline(
+        Line(seq, t0 + dt, kind, state, status, None, None, data)
+        for seq, (dt, kind, state, status, data) in enumerate(lines, 1)
+    )
+
+
+def _dispatch(task_id: str, task_type: str, n: int, *, attempt: int = 1, **extra: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {"task_id": task_id, "task_type": task_type, "attempt": attempt, "params": {"n": n}}
+    if "codec" in extra:
+        data["params"] = {"codec": extra["codec"], "bitrate_kbps": 4000}
+    if "replaces" in extra:
+        data["replaces"] = extra["replaces"]
+        data["params"] = {"codec": "h264", "bitrate_kbps": 4000}
+    return data
+
+
+def _result(task_id: str, task_type: str, result: dict[str, Any]) -> dict[str, Any]:
+    return {"task_id": task_id, "task_type": task_type, "result": result, "worker_id": "gpu-1"}
+
+
+def _failed(code: str, message: str) -> dict[str, Any]:
+    return {"status": "failure", "error": {"code": code, "message": message}}
+
+
 def samples() -> dict[str, Any]:
     """Fixture data for every partial (names are the partials' variables)."""
     job, task = sample_job(), sample_task()
     held = sample_job(JobStatus.QUARANTINED)
     rows = [JobRow.of(sample_job(status)) for status in JobStatus]
-    timeline = [
-        TimelineLine(job.created_at, "job_created", "probe", "pending", None, None),
-        TimelineLine(job.created_at + 1, "task_dispatched", "transcode", "waiting_for_worker", None, None),
-        TimelineLine(job.created_at + 3, "task_retry", "transcode", "waiting_for_worker", "gpu-1", 2100.0),
-    ]
+    timeline = sample_timeline(job.created_at)
     record = WorkerRecord(
         "gpu-1", {"worker_type": "gpu", "supported_tasks": ["transcode"]}, expires_at=time.time() + 60
     )
     nodes = [NodeMark(f"node-{t}", t, ["has-jobs", f"tone-{t}"], 3, f"3 {t}") for t in TONES]
+    fan_out = timeline.visits_of("thumbs")[0]
     return {
         "job": job,
-        "detail": JobDetail(job, [task], timeline),
+        "detail": JobDetail(job, [task], timeline, blueprint_version="a1b2c3d4e5f6"),
         "history_detail": JobDetail(job, [task], None),
         "quarantined": JobDetail(held, [task], None),
         "rows": rows,
-        "workers": [WorkerView(record, True, 1, [task]), WorkerView(WorkerRecord("old-1"), False, 0, [])],
+        "timeline_rows": timeline.rows(),
+        "branches": fan_out.branches,
+        "fan_out": fan_out.counts,
+        "counts": BranchCounts(40, 12, 3, 24, 1),
+        "moment": timeline.at(10),
+        "visits": timeline.visits_of("transcode"),
+        "workers": [
+            WorkerView(record, True, 2, [task], [sample_task()]),
+            WorkerView(WorkerRecord("old-1"), False, 0),
+        ],
+        "queues": [QueueDepth("transcode", 3, 1, 1, 1), QueueDepth("thumb", 2, 0, 0, 0)],
         "marks": GraphMarks("graph-sample", nodes, [EdgeMark("edge-a-b-0", ["taken"], 2)]),
         "form": StartForm(
             "video_pipeline",

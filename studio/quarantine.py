@@ -9,9 +9,9 @@ from aiohttp import web
 from ..errors import AvtomatikaError
 from ..events import Event, EventKind
 from ..models import Job, JobStatus
+from ..reads import JobDetail
 from .actions import done, owned_job, parse_params
 from .contexts import QuarantineContext, QuarantineGroup
-from .data import JobDetail
 from .keys import data_key, engine_key
 from .live import Update, stream_feed
 from .middleware import StudioError
@@ -93,7 +93,7 @@ class QuarantineFeed:
             job = await data.job(job_id)
             if job is None or not user_of(self.request).sees(job.client):
                 continue
-            detail = await data.job_detail(job)
+            detail = JobDetail(job, await self.request.app[engine_key].current_tasks(job), None)
             updates.append((SseEvent.QUARANTINE_ITEM, {"item": detail, "new": job.status == JobStatus.QUARANTINED}))
         return updates
 

@@ -17,9 +17,10 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from ..reads import diff
 from .access import CSRF_FIELD, CSRF_HEADER, Session
 from .keys import access_key, data_key, prefix_key, session_key
-from .ui import FILTERS, TONES
+from .ui import FILTERS, TONES, bar
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ def setup_templates(app: web.Application, prefix: str, user_templates: Path | No
         TONES=TONES,
         CSRF_FIELD=CSRF_FIELD,
         CSRF_HEADER=CSRF_HEADER,
+        bar=bar,
+        diff=diff,
     )
     return env
 
@@ -109,6 +112,8 @@ def error_context(status: int, title: str, message: str) -> dict[str, Any]:
 
 
 async def layout_for(request: web.Request, title: str, section: str, live_url: str | None) -> Layout:
+    if section == "login":  # nothing about the engine before sign-in
+        return Layout(title, section, 0, 0, "", live_url)
     try:
         quarantined, alive = await request.app[data_key].nav_counts(user_of(request).scope)
     except Exception:  # the error page must render even when storage is down

@@ -6,7 +6,8 @@ from aiohttp import web
 
 from .actions import setup_action_routes
 from .blueprints import setup_blueprint_routes
-from .jobs import setup_job_routes
+from .job import setup_job_routes
+from .jobs import setup_jobs_routes
 from .patterns import setup_pattern_routes
 from .quarantine import setup_quarantine_routes
 from .render import STATIC_DIR
@@ -22,6 +23,7 @@ def setup_routes(app: web.Application) -> None:
     router = app.router
     router.add_get("/", index, name="index")
     setup_blueprint_routes(router)
+    setup_jobs_routes(router)
     setup_job_routes(router)
     setup_action_routes(router)
     setup_quarantine_routes(router)

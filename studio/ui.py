@@ -27,6 +27,16 @@ _TONE_OF: dict[str, str] = {
     JobStatus.FAILED: "failed",
     JobStatus.FINISHED: "finished",
     JobStatus.CANCELLED: "cancelled",
+    JobStatus.LOST: "cancelled",
+}
+#: A task's (or fan-out branch's) status in the studio's colours.
+_TASK_TONE = {
+    "done": "finished",
+    "running": "running",
+    "queued": "waiting",
+    "failed": "failed",
+    "retrying": "failed",
+    "withdrawn": "cancelled",
 }
 #: Which tone wins when a node holds jobs of several statuses (most urgent first).
 TONE_URGENCY = ("quarantined", "failed", "running", "waiting", "finished", "cancelled")
@@ -37,19 +47,47 @@ def tone(status: str | None) -> str:
     return _TONE_OF.get(str(status), "running") if status else "running"
 
 
+def task_tone(status: str | None) -> str:
+    """The colour of a task's status (queued, running, done, failed...)."""
+    return _TASK_TONE.get(str(status), "cancelled")
+
+
 def human(status: str | None) -> str:
     """``waiting_for_worker`` -> ``waiting for worker``."""
     return str(status or "").replace("_", " ")
 
 
 def when(timestamp: float | None) -> str:
-    """A UTC time of day with the date when it is not today: ``12:01:03`` or ``2026-11-26 12:01``."""
+    """A date and time with its zone: ``2026-11-26 12:01:03 UTC``."""
+    if timestamp is None:
+        return "—"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def when_ms(timestamp: float | None) -> str:
+    """:func:`when` to the millisecond, for timelines: ``2026-11-26 12:01:03.120 UTC``."""
     if timestamp is None:
         return "—"
     moment = datetime.fromtimestamp(timestamp, UTC)
-    if moment.date() == datetime.now(UTC).date():
-        return moment.strftime("%H:%M:%S")
-    return moment.strftime("%Y-%m-%d %H:%M")
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d} UTC"
+
+
+def since(timestamp: float | None, start: float | None) -> str:
+    """``+1.2 s``: how long after ``start``."""
+    if timestamp is None or start is None:
+        return "—"
+    return "+" + duration(max(timestamp - start, 0.0))
+
+
+def compact_number(n: int) -> str:
+    """``999``, ``1.2k``, ``35k``, ``1.2M``: a count that fits a badge."""
+    if n < 1000:
+        return str(n)
+    for size, suffix in ((1_000_000_000, "G"), (1_000_000, "M"), (1000, "k")):
+        if n >= size:
+            value = n / size
+            return f"{value:.1f}{suffix}".replace(".0", "") if value < 10 else f"{value:.0f}{suffix}"
+    return str(n)
 
 
 def iso(timestamp: float | None) -> str:
@@ -79,6 +117,28 @@ def age(timestamp: float | None) -> str:
     return duration(max(time.time() - timestamp, 0.0)) if timestamp is not None else "—"
 
 
+def bar(
+    start: float | None, middle: float | None, end: float | None, span: tuple[float, float]
+) -> list[dict[str, Any]]:
+    """A task's duration bar on the job's time span: waiting (``start`` to ``middle``, when a worker
+    took it) then running (to ``end``, its answer; to the span's end while unanswered). Each part's
+    ``left`` and ``width`` are percentages of the span."""
+    first, last = span
+    if start is None or last <= first:
+        return []
+    total = last - first
+
+    def part(kind: str, a: float, b: float) -> dict[str, Any]:
+        left = min(max((a - first) / total, 0.0), 1.0)
+        width = max(min((b - a) / total, 1.0 - left), 0.004)
+        return {"kind": kind, "left": round(left * 100, 2), "width": round(width * 100, 2)}
+
+    stop = end if end is not None else last
+    if middle is None:
+        return [part("wait", start, stop)]
+    return [part("wait", start, middle), part("run", middle, stop)]
+
+
 def pretty_json(value: Any) -> str:
     """Indented JSON for ``<pre>`` blocks and editors."""
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
@@ -90,6 +150,10 @@ def short_id(job_id: str) -> str:
 
 FILTERS = {
     "tone": tone,
+    "task_tone": task_tone,
+    "when_ms": when_ms,
+    "since": since,
+    "compact_number": compact_number,
     "human": human,
     "when": when,
     "iso": iso,

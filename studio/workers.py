@@ -32,9 +32,13 @@ _WORKER_KINDS = frozenset(
 
 async def workers_context(request: web.Request) -> WorkersContext:
     scope = user_of(request).scope
-    workers = await request.app[data_key].workers(scope)
+    reads = request.app[data_key]
+    workers = await reads.workers(scope)
     alive = sum(1 for w in workers if w.alive)
-    return WorkersContext(title=f"Workers ({alive} alive)", workers=workers, at=time.time(), details=scope is None)
+    queues = await reads.queues(workers) if scope is None else []  # every client's tasks: an operator's view
+    return WorkersContext(
+        title=f"Workers ({alive} alive)", workers=workers, at=time.time(), queues=queues, details=scope is None
+    )
 
 
 async def workers_page(request: web.Request) -> web.StreamResponse:

@@ -378,7 +378,10 @@ async def test_fail_a_quarantined_job(make_api):
     assert status == 200
     assert body["status"] == "failed"
     view = await api.job(job_id)
-    assert (view["status"], view["error_message"]) == ("failed", "not worth it")
+    assert view["status"] == "failed"
+    reason, cause = view["error_message"].split(" · root cause: ")
+    assert reason == "not worth it"
+    assert cause.startswith("PERMANENT_ERROR")
 
 
 # -- blueprints, graphs, workers, dashboard ------------------------------------------------------------

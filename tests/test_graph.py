@@ -227,7 +227,10 @@ def test_long_conditions_are_wrapped_with_the_full_text_as_tooltip(svg_root):
     assert shorten("context.a == 1") == "a == 1"
     assert shorten("x" * 50, 10) == "x" * 9 + "…"
     assert wrap_condition("context.a == 1") == ["[a == 1]"]
-    assert wrap_condition("context.a == 1 " * 20, 20, 2) == ["[a == 1 a == 1 a == 1", "a == 1 a == 1 a == …]"]
+    # Past max_lines the label ends after a whole word; a word is never cut, even one wider than a line.
+    assert wrap_condition("context.a == 1 " * 20, 20, 2) == ["[a == 1 a == 1 a == 1", "a == 1 a == 1 a == 1 …]"]
+    long_name = "context.initial_data." + "x" * 40
+    assert wrap_condition(f"{long_name} == 1", 20) == ["[initial_data." + "x" * 40, "== 1]"]
 
 
 def test_human_and_sub_blueprint_edges_are_dashed(svg_root):

@@ -73,7 +73,13 @@ async def test_the_timeline_of_a_finished_job(history: HistoryStorage) -> None:
     assert step.duration_ms >= 0
     assert left.duration_ms is not None
     assert left.duration_ms >= 0
-    assert entered.data == {"previous": "start"}
+    assert entered.data == {"previous": "start", "via": {"kind": "transition"}}
+    assert (step.data["handler"], step.data["action"], "condition" in step.data) == (
+        "greeting.<locals>.start",
+        "transition",
+        False,
+    )
+    assert step.data["changes"] == {"set": {"greeting": "hello Ada"}}
     assert finished.status == "finished"
     # Ordered by seq (publication order); `at` is when each event was built, and the engine builds
     # step_finished after the events of its outcome, so times may differ by microseconds from the order.

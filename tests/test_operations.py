@@ -205,7 +205,8 @@ async def test_fail_a_quarantined_job() -> None:
         await wait_for_status(engine, job.id, "quarantined")
         failed = await engine.fail_job(job.id, actor="carol", reason="input is hopeless")
         assert failed.status == JobStatus.FAILED
-        assert failed.error == "input is hopeless"
+        # The root cause stays beside the operator's reason.
+        assert failed.error == "input is hopeless · root cause: PERMANENT_ERROR: boom"
         assert await engine.current_tasks(failed) == []
         with pytest.raises(InvalidOperation):
             await engine.release_job(job.id)

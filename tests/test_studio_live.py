@@ -62,14 +62,14 @@ async def test_job_stream_appends_new_timeline_lines_once(aiohttp_client) -> Non
         assert 'sse-swap="timeline-lines" hx-swap="beforeend"' in page
         async with client.get(f"/studio/live/jobs/{job.id}") as response:
             whole = await next_event(response, "timeline")
-            seen = [int(s) for s in re.findall(r'data-seq="(\d+)"', whole)]
+            seen = [int(s) for s in re.findall(r'id="timeline-line-(\d+)"', whole)]
             assert seen, whole
             assert 'data-kind="job_created"' in whole
             async with FakeWorker(engine, "w1", ["echo"]) as worker:
                 await worker.run_one()
                 while 'data-kind="job_finished"' not in (lines := await next_event(response, "timeline-lines")):
-                    seen += [int(s) for s in re.findall(r'data-seq="(\d+)"', lines)]
-                seen += [int(s) for s in re.findall(r'data-seq="(\d+)"', lines)]
+                    seen += [int(s) for s in re.findall(r'id="timeline-line-(\d+)"', lines)]
+                seen += [int(s) for s in re.findall(r'id="timeline-line-(\d+)"', lines)]
                 assert "<li" in lines
                 assert "<ol" not in lines, "lines are appended to the page's list, not a new list"
         recorded = [entry.seq for entry in await engine.job_history(job.id)]

@@ -101,7 +101,9 @@ async def test_a_job_forgotten_by_the_engine_opens_from_history(aiohttp_client) 
         assert 'data-kind="job_created"' in text
         assert 'data-kind="job_cancelled"' in text
         assert "&#34;history&#34;" in text, "initial data comes from the job_created line"
-        assert 'data-node="node-work"' not in text, "the graph is drawn without marks"
+        # The graph is drawn from history alone: where it stopped, and the edge it took to get there.
+        assert 'data-node="node-work" data-state="work" data-class="visited active status-cancelled' in text
+        assert 'data-edge="edge-start-work-0" data-class="taken"' in text
         assert "<svg" in text
         assert 'id="job-actions"' not in text
         assert "data-action=" not in text
@@ -109,6 +111,8 @@ async def test_a_job_forgotten_by_the_engine_opens_from_history(aiohttp_client) 
         assert twin["from_history"] is True
         assert twin["status"] == "cancelled"
         assert twin["visits"] == {"start": 1, "work": 1}
+        assert twin["state_history"] == {"work_tries": 1}, "rebuilt from what each step recorded"
+        assert twin["taken_edges"] == {"edge-start-work-0": 1, "entry-studio_echo-edge": 1}
         assert (await client.get("/studio/jobs/no-such-job")).status == 404
 
 

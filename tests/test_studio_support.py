@@ -1,7 +1,5 @@
-"""Shared pieces of the studio tests (blueprints, a studio client), and tests of the data layer.
-
-The other ``test_studio_*`` modules import from here; pytest also collects the tests below.
-"""
+"""Shared pieces of the studio tests: blueprints, a studio client. The other ``test_studio_*`` modules
+import from here (the read model the studio uses is tested in ``test_reads.py``)."""
 
 from __future__ import annotations
 
@@ -17,7 +15,6 @@ from pydantic import BaseModel, Field
 
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
 from avtomatika.studio import setup_studio
-from avtomatika.studio.data import Cursor, EngineSource, HistorySource, JobQuery, StudioData, studio_data
 
 
 class ClipInput(BaseModel):
@@ -82,75 +79,3 @@ async def csrf_of(client: TestClient, path: str = "/studio/blueprints") -> str:
     found = CSRF.search(await response.text())
     assert found, "no CSRF token on the page"
     return found.group(1)
-
-
-# -- the data layer ---------------------------------------------------------------------------------
-def test_cursor_round_trip() -> None:
-    cursor = Cursor(1764243661.123456, "abc-1")
-    assert Cursor.decode(cursor.encode()) == cursor
-
-
-async def test_keyset_pages_through_the_engine() -> None:
-    async with studio_engine() as engine:
-        created = [await engine.create_job("studio_echo", {"n": i}) for i in range(7)]
-        data = StudioData(engine, EngineSource(engine))
-        seen: list[str] = []
-        cursor = None
-        while True:
-            page = await data.jobs_page(JobQuery(blueprint="studio_echo"), 3, cursor)
-            seen += [row.id for row in page.rows]
-            if page.next_cursor is None:
-                break
-            cursor = page.next_cursor.encode()
-        assert sorted(seen) == sorted(job.id for job in created)
-        assert len(seen) == len(set(seen))
-        prefix = created[0].id[:6]
-        found = await data.jobs_page(JobQuery(id_prefix=prefix), 10)
-        assert created[0].id in [row.id for row in found.rows]
-
-
-class FakeHistory:
-    """The part of the history contract :class:`HistorySource` uses, answering fixed data."""
-
-    def __init__(self) -> None:
-        self.asked: list[Any] = []
-
-    async def list_jobs(self, where: Any, limit: int, cursor: Any) -> Any:
-        from avtomatika.history.base import Cursor as HistoryCursor
-        from avtomatika.history.base import JobPage
-        from avtomatika.history.records import JobRow
-
-        self.asked.append((where, limit, cursor))
-        row = JobRow(id="j1", blueprint="b", status="finished", state="done", created_at=10.0, updated_at=11.0)
-        return JobPage([row], HistoryCursor(10.0, "j1"))
-
-    async def timeline(self, job_id: str, *, after_seq: int = 0) -> list[Any]:
-        from avtomatika.history.base import TimelineEntry
-
-        lines = [TimelineEntry(job_id, 1, 10.0, "job_created", "start", "pending", None, None, {})]
-        return [line for line in lines if line.seq > after_seq]
-
-
-async def test_history_source_maps_the_history_contract() -> None:
-    history = FakeHistory()
-    source = HistorySource(history)
-    page = await source.list_jobs(JobQuery(status="finished", id_prefix="j"), 5, Cursor(20.0, "z"))
-    assert [row.id for row in page.rows] == ["j1"]
-    assert page.next_cursor == Cursor(10.0, "j1")
-    where, limit, cursor = history.asked[0]
-    assert (where.status, where.id_prefix, limit, cursor.id) == ("finished", "j", 5, "z")
-    timeline = await source.timeline("j1")
-    assert timeline is not None
-    assert timeline[0].kind == "job_created"
-    assert timeline[0].seq == 1
-    assert await source.timeline("j1", after_seq=1) == []
-
-
-async def test_studio_data_picks_history_when_the_engine_has_it() -> None:
-    async with studio_engine() as engine:
-        assert studio_data(engine).source.name == "history"
-        history, engine.history = engine.history, None
-        try:
-            assert studio_data(engine).source.name == "engine"
-        finally:
-            engine.history = history

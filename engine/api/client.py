@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
 
 from ..blueprint import StateMachineBlueprint
-from ..history import HistoryFilter, InvalidCursor, JobRow
+from ..history import Cursor, InvalidCursor
 from ..models import Job, JobStatus, now
-from ..reads import job_counts
+from ..reads import JobPage, JobQuery, parse_time
 from .auth import client_of, owner_of
 from .errors import ApiError
 from .keys import engine_key
@@ -28,7 +27,6 @@ from .payloads import (
     Cancelled,
     Dashboard,
     FailRequest,
-    JobCounts,
     JobHistory,
     JobList,
     JobView,
@@ -37,7 +35,6 @@ from .payloads import (
     ReleaseRequest,
     RetryRequest,
     TimelineItem,
-    WorkerCounts,
     WorkerList,
     job_summary,
     job_view,
@@ -139,9 +136,10 @@ async def _job_view(engine: OrchestratorEngine, job: Job) -> dict[str, Any]:
 )
 async def job_history(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
-    pending = await engine.history_lag()
-    timeline = await engine.job_history(request.match_info["job_id"], owner_of(request), wait=False)
-    history = [TimelineItem.model_validate(asdict(entry)) for entry in timeline]
+    job_id = request.match_info["job_id"]
+    pending = await engine.reads.history_lag()
+    timeline = await engine.job_history(job_id, owner_of(request), wait=False)
+    history = [TimelineItem.model_validate({"job_id": job_id, **asdict(line)}) for line in timeline]
     return model_response(JobHistory(history=history, history_pending=pending))
 
 
@@ -178,18 +176,10 @@ LIST_JOBS = Operation(
 
 
 def _time_query(request: web.Request, name: str) -> float | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return None
     try:
-        return float(raw)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(raw)
+        return parse_time(request.query.get(name))
     except ValueError:
         raise ApiError(400, f"{name} must be ISO 8601 or UNIX seconds", field=name) from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 @documented(LIST_JOBS)
@@ -198,7 +188,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status is not None and status not in set(JobStatus):
         raise ApiError(400, f"unknown status {status!r}", field="status")
-    where = HistoryFilter(
+    query = JobQuery(
         blueprint=request.query.get("blueprint") or None,
         status=status or None,
         state=request.query.get("state") or None,
@@ -209,28 +199,27 @@ async def list_jobs(request: web.Request) -> web.Response:
     )
     limit = _int_query(request, "limit", 50, 1, MAX_PAGE)
     offset = _int_query(request, "offset", 0, 0, MAX_OFFSET)
-    pending = await engine.history_lag()
+    pending = await engine.reads.history_lag()
     try:
-        rows, next_cursor = await _page(engine, where, limit, offset, request.query.get("cursor") or None)
+        page = await _page(engine, query, limit, offset, request.query.get("cursor") or None)
     except InvalidCursor:
         raise ApiError(400, "cursor is not one this engine handed out", field="cursor") from None
-    jobs = [job_summary(r) for r in rows]
-    return model_response(
-        JobList.model_validate({"jobs": jobs, "next_cursor": next_cursor, "history_pending": pending})
-    )
+    jobs = [job_summary(r) for r in page.rows]
+    following = page.next_cursor.encode() if page.next_cursor is not None else None
+    return model_response(JobList.model_validate({"jobs": jobs, "next_cursor": following, "history_pending": pending}))
 
 
-async def _page(
-    engine: OrchestratorEngine, where: HistoryFilter, limit: int, offset: int, cursor: str | None
-) -> tuple[list[JobRow], str | None]:
+async def _page(engine: OrchestratorEngine, query: JobQuery, limit: int, offset: int, cursor: str | None) -> JobPage:
     """``limit`` rows, ``offset`` rows past ``cursor``; the rows skipped are read in keyset pages of up
     to SKIP_PAGE (history's largest)."""
+    after: Cursor | None = Cursor.decode(cursor) if cursor else None
     while offset > 0:
-        skipped, cursor = await engine.history_jobs(where, min(offset, SKIP_PAGE), cursor, wait=False)
-        if cursor is None:
-            return [], None
-        offset -= len(skipped)
-    return await engine.history_jobs(where, limit, cursor, wait=False)
+        skipped = await engine.reads.jobs_page(query, min(offset, SKIP_PAGE), after, wait=False)
+        if skipped.next_cursor is None:
+            return JobPage([])
+        after = skipped.next_cursor
+        offset -= len(skipped.rows)
+    return await engine.reads.jobs_page(query, limit, after, wait=False)
 
 
 @documented(
@@ -362,7 +351,7 @@ async def list_workers(request: web.Request) -> web.Response:
     workers = await engine.list_workers()
     if owner is not None:  # one client among others: their tasks and loads are not its business
         return json_response({"workers": [worker_summary(w, at) for w in workers]})  # a WorkerList
-    load = await engine.storage.worker_load()
+    load = await engine.reads.worker_load()
     return json_response({"workers": [worker_view(w, load.get(w.worker_id, 0), at) for w in workers]})
 
 
@@ -375,20 +364,8 @@ async def list_workers(request: web.Request) -> web.Response:
     )
 )
 async def dashboard(request: web.Request) -> web.Response:
-    owner = owner_of(request)
     engine = request.app[engine_key]
-    by_status: dict[str, int] = {}
-    for (_, status, _), n in (await job_counts(engine, owner)).items():
-        by_status[status] = by_status.get(status, 0) + n
-    at = now()
-    workers = await engine.list_workers()
-    return model_response(
-        Dashboard(
-            jobs=JobCounts(total=sum(by_status.values()), by_status=by_status),
-            workers=WorkerCounts(total=len(workers), alive=sum(1 for w in workers if w.alive(at))),
-            queues=await engine.storage.queue_lengths() if owner is None else None,
-        )
-    )
+    return model_response(Dashboard.model_validate(await engine.reads.dashboard(owner_of(request))))
 
 
 def prefix_of(blueprint: StateMachineBlueprint) -> str:

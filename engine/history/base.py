@@ -19,12 +19,41 @@ from typing import Any, Self
 
 from ..errors import AvtomatikaError, ConfigError
 from ..events import Event
-from .records import EventRecord, JobRow, load_json
+from .records import EventRecord, JobRow, dump_json, load_json
 
 logger = logging.getLogger(__name__)
 
 #: Seconds in a day, for retention.
 DAY_S = 86_400.0
+#: How the feed of a storage in an engine's memory is named (``MemoryStorage.feed_id``): its jobs
+#: end with the engine.
+VOLATILE_FEED_PREFIX = "memory:"
+#: The kind of the line :meth:`HistoryStorage.mark_lost` adds.
+JOB_LOST = "job_lost"
+
+
+@dataclass(frozen=True, slots=True)
+class LostJob:
+    """A job :meth:`HistoryStorage.mark_lost` marks: as its row had it."""
+
+    id: str
+    status: str
+    state: str
+    last_seq: int
+    feed: str
+
+    def line(self, at: float) -> tuple[Any, ...]:
+        """Its ``job_lost`` line, in ``EVENT_COLUMNS`` order."""
+        return (self.id, self.last_seq + 1, at, JOB_LOST, self.state, "lost", None, None, dump_json(self.data))
+
+    @property
+    def error(self) -> str:
+        was = self.status.replace("_", " ")
+        return f"lost with its engine: it kept the job in memory, and stopped while the job was {was}"
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return {"was": self.status, "error": self.error, "feed": self.feed}
 
 
 class InvalidHistoryURI(ConfigError):
@@ -271,6 +300,24 @@ class HistoryStorage(ABC):
     @abstractmethod
     async def worker_outcomes(self, worker_id: str, limit: int = 100) -> list[TaskOutcome]:
         """The worker's most recent results, newest first (for ``best_value`` reputation)."""
+
+    # -- what outlives jobs ------------------------------------------------------------------------
+    @abstractmethod
+    async def save_graph(self, blueprint: str, version: str, graph: dict[str, Any]) -> None:
+        """Keep ``blueprint``'s graph at ``version`` (``graph.model_to_json``); a version's graph never
+        changes, so keeping it again changes nothing."""
+
+    @abstractmethod
+    async def graph(self, blueprint: str, version: str) -> dict[str, Any] | None:
+        """The graph kept for ``blueprint`` at ``version``, or None."""
+
+    @abstractmethod
+    async def mark_lost(self, at: float, keep_feed: str) -> int:
+        """Jobs that were still going in the memory of an engine that stopped: every job whose lines
+        came from a memory feed (:data:`VOLATILE_FEED_PREFIX`) other than ``keep_feed``, and which had
+        not ended, gets status ``lost`` and a ``job_lost`` line (``was``: its status then). Returns how
+        many. An engine that keeps live state in memory calls it when it starts: the jobs of its
+        predecessors on this history database went with them."""
 
     # -- retention -------------------------------------------------------------------------------
     @abstractmethod

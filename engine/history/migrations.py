@@ -14,6 +14,10 @@ Never edit a released migration: append a new one. Indexes are chosen for the st
 * a timeline: the ``events`` primary key ``(job_id, seq)``;
 * a worker's recent results: a partial index on ``task_result`` lines;
 * retention: ``jobs(updated_at)``.
+
+Migration 3 adds ``jobs.feed`` (which live storage a job's lines came from: a job whose storage was
+an engine's memory is *lost* once that engine stops, see ``HistoryStorage.mark_lost``) and
+``blueprint_graphs`` (each blueprint version's graph, so a job's page draws the graph it ran on).
 """
 
 from __future__ import annotations
@@ -95,6 +99,21 @@ SQLITE: tuple[Migration, ...] = (
         ),
     ),
     Migration(2, "feed positions", _FEED_TABLES),
+    Migration(
+        3,
+        "the feed each job came from; blueprint graphs by version",
+        (
+            "ALTER TABLE jobs ADD COLUMN feed TEXT",
+            """
+            CREATE TABLE IF NOT EXISTS blueprint_graphs (
+                blueprint TEXT NOT NULL,
+                version TEXT NOT NULL,
+                graph TEXT NOT NULL,
+                saved_at REAL NOT NULL,
+                PRIMARY KEY (blueprint, version)
+            )""",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -137,6 +156,21 @@ POSTGRES: tuple[Migration, ...] = (
         ),
     ),
     Migration(2, "feed positions", _FEED_TABLES),
+    Migration(
+        3,
+        "the feed each job came from; blueprint graphs by version",
+        (
+            "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS feed TEXT",
+            """
+            CREATE TABLE IF NOT EXISTS blueprint_graphs (
+                blueprint TEXT NOT NULL,
+                version TEXT NOT NULL,
+                graph TEXT NOT NULL,
+                saved_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (blueprint, version)
+            )""",
+        ),
+    ),
 )
 
 

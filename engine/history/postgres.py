@@ -25,6 +25,7 @@ from .base import (
     HistoryFilter,
     HistoryStorage,
     JobPage,
+    LostJob,
     TaskOutcome,
     TimelineEntry,
     as_cursor,
@@ -34,7 +35,7 @@ from .base import (
     outcome_of,
     page_of,
 )
-from .records import EVENT_COLUMNS, JOB_COLUMNS, EventLine, EventRecord, JobRow, load_json, project
+from .records import EVENT_COLUMNS, JOB_COLUMNS, EventLine, EventRecord, JobRow, dump_json, load_json, project
 
 if TYPE_CHECKING:
     import asyncpg  # type: ignore[import-untyped]
@@ -61,6 +62,7 @@ _JOB_TYPES = {
     "error": "text",
     "retry_count": "int4",
     "last_seq": "int4",
+    "feed": "text",
 }
 
 
@@ -202,7 +204,7 @@ class PostgresHistory(HistoryStorage):
                 f"SELECT {sql.JOB_SELECT} FROM jobs WHERE id = ANY($1::text[])", list({r.job_id for r in records})
             )
             rows = {values[0]: JobRow(*values) for values in found}
-            lines = project(list(records), rows)
+            lines = project(list(records), rows, feed.feed if feed is not None else None)
             await conn.execute(_INSERT_EVENTS, *_columns([_clean_line(line) for line in lines], len(EVENT_COLUMNS)))
             touched = {line[0] for line in lines}
             job_values = [_clean(rows[job_id].as_tuple()) for job_id in touched]
@@ -251,6 +253,32 @@ class PostgresHistory(HistoryStorage):
         async with self._connection() as conn:
             found = await conn.fetch(query, *p.values)
         return [outcome_of(job_id, at, load_json(data)) for job_id, at, data in found]
+
+    # -- what outlives jobs ------------------------------------------------------------------------
+    async def save_graph(self, blueprint: str, version: str, graph: dict[str, Any]) -> None:
+        statement = sql.save_graph_sql("$1", "$2", "$3", "$4")
+        async with self._connection() as conn:
+            await conn.execute(statement, blueprint, version, dump_json(graph), time.time())
+
+    async def graph(self, blueprint: str, version: str) -> dict[str, Any] | None:
+        async with self._connection() as conn:
+            found = await conn.fetchval(
+                "SELECT graph FROM blueprint_graphs WHERE blueprint = $1 AND version = $2", blueprint, version
+            )
+        return load_json(found) if found is not None else None
+
+    async def mark_lost(self, at: float, keep_feed: str) -> int:
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK_KEY)  # no writer numbers them meanwhile
+            p = sql.Params("numeric")
+            lost = [LostJob(*values) for values in await conn.fetch(sql.lost_candidates_query(keep_feed, p), *p.values)]
+            if lost:
+                lines = [_clean_line(job.line(at)) for job in lost]  # type: ignore[arg-type]
+                await conn.execute(_INSERT_EVENTS, *_columns(lines, len(EVENT_COLUMNS)))
+                await conn.executemany(sql.mark_lost_sql("$1", "$2", "$3"), [(job.error, at, job.id) for job in lost])
+        if lost:
+            logger.warning("history: %d jobs were lost with the engine that held them in memory", len(lost))
+        return len(lost)
 
     # -- retention -------------------------------------------------------------------------------
     async def purge_before(self, cutoff_at: float, batch_size: int = 1000) -> int:

@@ -147,6 +147,7 @@ class JobRow:
         error: The latest error (cleared when it moves on).
         retry_count: Task and handler retries so far.
         last_seq: How many timeline lines it has.
+        feed: The live storage feed its latest lines came from (names the storage that holds the job).
     """
 
     id: str
@@ -163,6 +164,7 @@ class JobRow:
     error: str | None = None
     retry_count: int = 0
     last_seq: int = 0
+    feed: str | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -183,8 +185,9 @@ EVENT_COLUMNS = ("job_id", "seq", "at", "kind", "state", "status", "worker_id", 
 EventLine = tuple[str, int, float, str, str | None, str | None, str | None, float | None, str]
 
 
-def project(records: list[EventRecord], rows: dict[str, JobRow]) -> list[EventLine]:
-    """Number and time ``records`` against ``rows`` (updated in place, new jobs added).
+def project(records: list[EventRecord], rows: dict[str, JobRow], feed: str | None = None) -> list[EventLine]:
+    """Number and time ``records`` against ``rows`` (updated in place, new jobs added); ``feed``: the
+    storage feed they were read from, recorded on the rows.
 
     Returns the lines to insert; every row in ``rows`` whose job had a record needs writing back.
     """
@@ -194,6 +197,8 @@ def project(records: list[EventRecord], rows: dict[str, JobRow]) -> list[EventLi
         if row is None:  # history joined late, or purged the job: start from what this event says
             row = rows[record.job_id] = JobRow(record.job_id, created_at=record.at, updated_at=record.at)
         _apply(record, row, lines)
+        if feed is not None:
+            row.feed = feed
     return lines
 
 

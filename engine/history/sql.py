@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from .base import Cursor, HistoryFilter
+from .base import VOLATILE_FEED_PREFIX, Cursor, HistoryFilter
 from .records import EVENT_COLUMNS, JOB_COLUMNS
 
 JOB_SELECT = ", ".join(JOB_COLUMNS)
@@ -89,6 +89,34 @@ def worker_outcomes_query(worker_id: str, limit: int, p: Params) -> str:
     return (
         f"SELECT job_id, at, data FROM events WHERE worker_id = {p(worker_id)} AND kind = '{RESULT_KIND}'"
         f" ORDER BY at DESC LIMIT {p(limit)}"
+    )
+
+
+#: Statuses after which a job goes on no more (the others are lost with an engine's memory).
+_OVER = ("finished", "failed", "cancelled", "lost")
+
+
+def lost_candidates_query(keep_feed: str, p: Params) -> str:
+    """Jobs not over whose lines came from a memory feed other than ``keep_feed`` (see ``mark_lost``)."""
+    over = ", ".join(p(s) for s in _OVER)
+    return (
+        f"SELECT id, status, state, last_seq, feed FROM jobs WHERE status NOT IN ({over})"
+        f" AND feed LIKE {p(VOLATILE_FEED_PREFIX + '%')} AND feed <> {p(keep_feed)}"
+    )
+
+
+def mark_lost_sql(error: str, at: str, job_id: str) -> str:
+    """One job marked lost (its placeholders given): it ran until the last thing history saw of it."""
+    return (
+        f"UPDATE jobs SET status = 'lost', error = {error}, finished_at = updated_at, updated_at = {at},"
+        f" state_entered_at = NULL, last_seq = last_seq + 1 WHERE id = {job_id}"
+    )
+
+
+def save_graph_sql(blueprint: str, version: str, graph: str, at: str) -> str:
+    return (
+        f"INSERT INTO blueprint_graphs (blueprint, version, graph, saved_at) VALUES ({blueprint}, {version}, {graph},"
+        f" {at}) ON CONFLICT (blueprint, version) DO NOTHING"
     )
 
 

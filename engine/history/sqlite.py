@@ -32,6 +32,7 @@ from .base import (
     HistoryFilter,
     HistoryStorage,
     JobPage,
+    LostJob,
     TaskOutcome,
     TimelineEntry,
     as_cursor,
@@ -41,7 +42,7 @@ from .base import (
     outcome_of,
     page_of,
 )
-from .records import EVENT_COLUMNS, JOB_COLUMNS, EventRecord, JobRow, load_json, project
+from .records import EVENT_COLUMNS, JOB_COLUMNS, EventRecord, JobRow, dump_json, load_json, project
 
 if TYPE_CHECKING:
     import sqlite3
@@ -211,7 +212,7 @@ class SQLiteHistory(HistoryStorage):
                     (feed.feed, feed.through),
                 )
             rows = _job_rows(db, {r.job_id for r in records})
-            lines = project(records, rows)
+            lines = project(records, rows, feed.feed if feed is not None else None)
             _insert(db, _insert_events, lines)
             touched = {line[0] for line in lines}
             _insert(db, _upsert_jobs, [rows[job_id].as_tuple() for job_id in touched])
@@ -249,6 +250,36 @@ class SQLiteHistory(HistoryStorage):
         p = sql.Params("qmark")
         query = sql.worker_outcomes_query(worker_id, limit, p)
         return [outcome_of(job_id, at, load_json(data)) for job_id, at, data in await self._fetch(query, p.values)]
+
+    # -- what outlives jobs ------------------------------------------------------------------------
+    async def save_graph(self, blueprint: str, version: str, graph: dict[str, Any]) -> None:
+        statement = sql.save_graph_sql("?", "?", "?", "?")
+        await self._run(self._execute, statement, (blueprint, version, dump_json(graph), time.time()))
+
+    async def graph(self, blueprint: str, version: str) -> dict[str, Any] | None:
+        rows = await self._fetch(
+            "SELECT graph FROM blueprint_graphs WHERE blueprint = ? AND version = ?", (blueprint, version)
+        )
+        return load_json(rows[0][0]) if rows else None
+
+    async def mark_lost(self, at: float, keep_feed: str) -> int:
+        return await self._run(self._mark_lost, at, keep_feed)
+
+    def _mark_lost(self, at: float, keep_feed: str) -> int:
+        db = self._connection()
+        with _transaction(db):
+            p = sql.Params("qmark")
+            lost = [LostJob(*values) for values in db.execute(sql.lost_candidates_query(keep_feed, p), p.values)]
+            _insert(db, _insert_events, [job.line(at) for job in lost])
+            db.executemany(sql.mark_lost_sql("?", "?", "?"), [(job.error, at, job.id) for job in lost])
+        if lost:
+            logger.warning("history: %d jobs were lost with the engine that held them in memory", len(lost))
+        return len(lost)
+
+    def _execute(self, statement: str, params: Sequence[Any]) -> None:
+        db = self._connection()
+        with _transaction(db):
+            db.execute(statement, params)
 
     # -- retention -------------------------------------------------------------------------------
     async def purge_before(self, cutoff_at: float, batch_size: int = 1000) -> int:

@@ -20,18 +20,19 @@ from typing import Any
 from ...blueprint import Problem, StateMachineBlueprint
 from ...graph import GraphvizNotFound, blueprint_svg
 from ...models import Job
+from ...reads import Change
 from ..graphs import EdgeMark, GraphMarks, NodeMark
-from ..ui import age, human, pretty_json, short_id, tone
+from ..ui import age, compact_number, human, pretty_json, short_id, tone
 
 #: The studio's palette (``static/studio.css``), scoped to the widgets: one colour per status.
 STYLE = """
 .avtomatika-nb { --c-running:#2563eb; --c-waiting:#7c3aed; --c-quarantined:#d97706; --c-failed:#dc2626;
   --c-finished:#16a34a; --c-cancelled:#6b7280; --accent:#2563eb; --muted:#64748b;
-  --line:rgba(127,127,127,.28); --code-bg:rgba(127,127,127,.09); font-size:13px; line-height:1.45; }
+  --line:rgba(127,127,127,.28); --path:#0f766e; --code-bg:rgba(127,127,127,.09); font-size:13px; line-height:1.45; }
 .avtomatika-nb .tone-running{--tone:var(--c-running)} .avtomatika-nb .tone-waiting{--tone:var(--c-waiting)}
 .avtomatika-nb .tone-quarantined{--tone:var(--c-quarantined)} .avtomatika-nb .tone-failed{--tone:var(--c-failed)}
 .avtomatika-nb .tone-finished{--tone:var(--c-finished)} .avtomatika-nb .tone-cancelled{--tone:var(--c-cancelled)}
-.avtomatika-nb svg.avtomatika-graph { max-width:100%; height:auto; }
+.avtomatika-nb svg.avtomatika-graph { max-width:100%; height:auto; overflow:visible; }
 .avtomatika-nb .node.active path, .avtomatika-nb .node.active polygon,
 .avtomatika-nb .node.has-jobs path, .avtomatika-nb .node.has-jobs polygon {
   stroke:var(--tone); stroke-width:3; fill:color-mix(in srgb, var(--tone) 18%, transparent); }
@@ -39,11 +40,14 @@ STYLE = """
   fill:color-mix(in srgb, currentColor 9%, transparent); }
 .avtomatika-nb .node.breakpoint path, .avtomatika-nb .node.breakpoint polygon { stroke-dasharray:5 2; }
 .avtomatika-nb .bp-dot { fill:var(--c-failed); }
-.avtomatika-nb .edge.taken path { stroke:var(--accent); stroke-width:2.6; }
-.avtomatika-nb .edge.taken polygon { stroke:var(--accent); fill:var(--accent); }
-.avtomatika-nb .live-badge circle { fill:var(--tone, var(--muted)); }
+.avtomatika-nb .live-badge rect { fill:var(--tone, var(--muted)); }
+.avtomatika-nb .node-note { fill:var(--tone, var(--muted)); font:600 9.5px sans-serif; }
+.avtomatika-nb svg.avtomatika-graph a { color:inherit; }
+.avtomatika-nb .edge.taken path { stroke:var(--path); stroke-width:3.4; }
+.avtomatika-nb .edge.taken polygon { stroke:var(--path); fill:var(--path); }
+.avtomatika-nb .path-mode .edge:not(.taken):not(.entry) { opacity:.38; }
 .avtomatika-nb .live-badge text { fill:#fff; font:600 10px sans-serif; }
-.avtomatika-nb .visits { fill:var(--accent); font:700 10px sans-serif; }
+.avtomatika-nb .visits { fill:var(--path); font:700 10px sans-serif; }
 .avtomatika-nb .badge { display:inline-block; padding:0 .45em; border-radius:.6em; color:#fff;
   background:var(--tone, var(--muted)); font-size:.85em; }
 .avtomatika-nb pre { background:var(--code-bg); padding:.4em .6em; margin:.2em 0; max-height:18em; overflow:auto;
@@ -133,6 +137,8 @@ def apply_marks(svg: str, marks: GraphMarks, extra_classes: Mapping[str, Sequenc
             attributes = f' data-state="{esc(node.state)}" data-count="{node.count}"'
             if node.count:
                 extras.append(_badge(svg, match.end(), node))
+            if node.note:
+                extras.append(_note(svg, match.end(), node))
         if "state" in classes and extra_classes.get(state):
             classes += list(extra_classes[state])
             if "breakpoint" in extra_classes[state]:
@@ -144,11 +150,37 @@ def apply_marks(svg: str, marks: GraphMarks, extra_classes: Mapping[str, Sequenc
         unique = " ".join(dict.fromkeys(classes))
         return f'<g id="{match["id"]}" class="{esc(unique)}"{attributes}>'
 
-    marked = _GROUP.sub(mark, svg)
+    marked = _NODE_TITLE.sub(lambda m: _retitle(m, nodes), _GROUP.sub(mark, svg))
     if not extras:
         return marked
     closing = marked.rfind("</g>")  # the end of the graph's top group: badges are drawn on top
     return marked[:closing] + "".join(extras) + marked[closing:]
+
+
+_NODE_TITLE = re.compile(r'(<g id="(?P<id>[^"]*)" class="[^"]*"[^>]*>\s*<title>)[^<]*(</title>)')
+
+
+def _retitle(match: re.Match[str], nodes: Mapping[str, NodeMark]) -> str:
+    """A node's own ``<title>`` (what a hover shows) becomes its mark's breakdown, as ``studio.js`` does."""
+    node = nodes.get(html.unescape(match["id"]))
+    if node is None or not node.title:
+        return match[0]
+    return f"{match[1]}{esc(node.title)}{match[3]}"
+
+
+def _note(svg: str, start: int, node: NodeMark) -> str:
+    """The line(s) under a state: its fan-out's branches, or the jobs that ended there."""
+    box = _box(_shape_points(svg, start))
+    if box is None:
+        return ""
+    parts = node.note.split(" \N{MIDDLE DOT} ")
+    lines = [parts[0], " \N{MIDDLE DOT} ".join(parts[1:])] if len(parts) > 2 else [node.note]
+    x = (box.left + box.right) / 2
+    spans = "".join(
+        f'<tspan x="{x:.2f}" y="{box.bottom + 11 + i * 11:.2f}">{esc(line)}</tspan>' for i, line in enumerate(lines)
+    )
+    tones = " ".join(c for c in node.classes if c.startswith("tone-"))
+    return f'<text class="node-note {tones}" text-anchor="middle">{spans}</text>'
 
 
 def _title_after(svg: str, start: int) -> str:
@@ -161,13 +193,14 @@ def _badge(svg: str, start: int, node: NodeMark) -> str:
     box = _box(_shape_points(svg, start))
     if box is None:
         return ""
-    count = "99+" if node.count > 99 else str(node.count)
+    count = compact_number(node.count)
     tones = [c for c in node.classes if c.startswith("tone-")]
-    cx, cy = box.right - 2, box.top + 2
+    width = max(16.0, 7 + len(count) * 6.2)  # a pill as wide as its text (the studio's)
+    x, y = box.right - width + 6, box.top - 8
     return (
         f'<g class="live-badge {" ".join(tones)}" data-node="{esc(node.dom_id)}"><title>{esc(node.title)}</title>'
-        f'<circle cx="{cx:.2f}" cy="{cy:.2f}" r="8"/>'
-        f'<text x="{cx:.2f}" y="{cy + 3.5:.2f}" text-anchor="middle">{count}</text></g>'
+        f'<rect x="{x:.2f}" y="{y:.2f}" width="{width:.2f}" height="16" rx="8"/>'
+        f'<text x="{x + width / 2:.2f}" y="{box.top + 3.5:.2f}" text-anchor="middle">{count}</text></g>'
     )
 
 
@@ -222,27 +255,6 @@ def short(value: Any, width: int = 60) -> str:
 def clip(text: str, width: int) -> str:
     """``text`` cut to ``width`` characters, with an ellipsis when cut."""
     return text if len(text) <= width else text[: width - 1] + "\N{HORIZONTAL ELLIPSIS}"
-
-
-@dataclass(slots=True, frozen=True)
-class Change:
-    """One key of a dict that changed between two steps."""
-
-    key: str
-    kind: str  # added | removed | changed
-    before: Any = None
-    after: Any = None
-
-
-def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Change]:
-    """Top-level keys added, removed or changed from ``before`` to ``after``."""
-    changes = [Change(k, "removed", before[k]) for k in before if k not in after]
-    for key, value in after.items():
-        if key not in before:
-            changes.append(Change(key, "added", after=value))
-        elif before[key] != value:
-            changes.append(Change(key, "changed", before[key], value))
-    return sorted(changes, key=lambda c: c.key)
 
 
 def diff_html(changes: Sequence[Change]) -> str:

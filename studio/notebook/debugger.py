@@ -20,9 +20,9 @@ from ...blueprint import Problem, StateMachineBlueprint
 from ...config import Config
 from ...engine import OrchestratorEngine
 from ...errors import AvtomatikaError
-from ...graph import GraphvizNotFound, blueprint_svg
+from ...graph import GraphvizNotFound, blueprint_svg, extract
 from ...models import Task
-from ..graphs import job_marks
+from ..graphs import JobPath, job_marks
 from . import _panels, _render
 from ._loop import Background
 from ._snapshot import StaticPicture
@@ -376,7 +376,8 @@ class StepDebugger(widgets.VBox):
         )
         self.breakpoint_list.set_states(list(self.blueprint.states))
         extra = {state: ["breakpoint"] for state in self.breakpoints}
-        marks = job_marks(self.blueprint, job) if job is not None else None
+        path = JobPath(job.state, job.status, job.visits, session.timeline.moves()) if job is not None else None
+        marks = job_marks(extract(self.blueprint), path) if path is not None else None
         self.graph.value = _render.page(_render.graph_html(self.blueprint, marks, extra), css_class="debugger-graph")
         self.now.value = _render.page(_panels.now_html(job, self._coming if job else None, self._problems))
         runnable = job is not None and job.status in _panels.RUNNABLE

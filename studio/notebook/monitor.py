@@ -20,12 +20,11 @@ from traitlets import Bool, Int, Unicode
 
 from ...engine import OrchestratorEngine
 from ...events import Event
-from ...graph import GraphvizNotFound, blueprint_svg
+from ...graph import GraphvizNotFound, blueprint_svg, extract
 from ...models import TERMINAL_STATUSES, Job, JobStatus
 from ...operations import RETRYABLE
 from ..app import STUDIO_PREFIX
-from ..data import studio_data
-from ..graphs import counts_marks
+from ..blueprints import LiveCounts
 from . import _render
 from ._loop import Background
 from ._snapshot import StaticPicture
@@ -236,7 +235,7 @@ class EngineMonitor(widgets.VBox):
         """Re-read counts and recent jobs from the engine and re-draw."""
         engine, name = self.engine, self.blueprint_choice.value
         blueprint = engine.blueprints.get(name) if name else None
-        counts = await studio_data(engine).counts()
+        counts = await engine.reads.counts()
         self.recent_jobs = await engine.list_jobs(blueprint=name, limit=self.recent)
         self.engine_running, self.studio_url = engine.running, self._url()
         self.by_status = {}
@@ -249,15 +248,12 @@ class EngineMonitor(widgets.VBox):
         if blueprint is not None:
             with contextlib.suppress(GraphvizNotFound):  # graph_html shows the reason
                 await asyncio.to_thread(blueprint_svg, blueprint)  # graphviz runs once per version
-            still_there = {
-                state: {s: n for s, n in statuses.items() if s not in OVER}
-                for state, statuses in counts.get(blueprint.name, {}).items()
-            }
-            marks = counts_marks(blueprint, still_there)
+            in_flight = await engine.reads.counts(in_flight=True)
+            live = await LiveCounts.read(engine.reads, blueprint.name, None, in_flight)
             self.graph.value = _render.page(
-                _render.graph_html(blueprint, marks),
-                "<p class='muted'>Badges: jobs still in each state (finished, failed and cancelled ones are "
-                "counted in the header).</p>",
+                _render.graph_html(blueprint, live.marks(extract(blueprint))),
+                "<p class='muted'>Badges: jobs still in each state; under a state, the jobs that ended there "
+                "(history) or its fan-out's branches.</p>",
                 css_class="monitor-graph",
             )
             self.retry_from.options = ["", *blueprint.states]

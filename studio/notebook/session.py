@@ -27,9 +27,10 @@ from ...errors import VersionConflict
 from ...events import Event, EventKind
 from ...models import RUNNABLE_STATUSES, Job, JobStatus, Task, TaskStatus
 from ...outcomes import event, stop_on_workers
+from ...reads import Transition, diff
 from ...storage import Commit, MemoryStorage
 from ...timers import TimerKind
-from ._render import diff, short
+from ._render import short
 from .answers import HandAnswers, result_of
 from .errors import DebuggerError
 from .narrate import describe, error_of, outside_action, steppable, which, why_not
@@ -99,6 +100,7 @@ class DebugSession:
         self.job: Job | None = None
         self.timeline = Timeline()
         self.events: deque[Event] = deque(maxlen=EVENTS_KEPT)
+        self._moves: list[Transition] = []  # states entered since the last log line
         self.steps_taken = 0
         self.answers = HandAnswers(engine)
         self._owns_start = False
@@ -163,8 +165,15 @@ class DebugSession:
     def _on_event(self, event: Event) -> None:
         if self.job is not None and event.job_id == self.job.id:
             self.events.append(event)
+            if event.kind == EventKind.STATE_ENTERED and event.state:
+                self._moves.append(Transition.entered(event.state, event.data, len(self._moves) + 1, event.at))
             if self.on_change is not None:
                 self.on_change()
+
+    def _add(self, entry: Entry) -> Entry:
+        """Log ``entry`` with the moves the job made since the last one (the graph draws those on the line)."""
+        entry.moves, self._moves = self._moves, []
+        return self.timeline.add(entry)
 
     def _seen(self, job: Job) -> Job:
         self.job = job
@@ -176,7 +185,7 @@ class DebugSession:
         job = await self._read()
         if job.version != self._known_version and self.job is not None:
             before = self.job
-            self.timeline.add(
+            self._add(
                 Entry(
                     "outside",
                     before.state,
@@ -259,7 +268,7 @@ class DebugSession:
             traceback=trace,
             step=self.steps_taken,
         )
-        self.timeline.add(entry)
+        self._add(entry)
         self._seen(after)
         return entry
 
@@ -332,7 +341,7 @@ class DebugSession:
             changes=diff(before.state_history, after.state_history),
             error=after.error if after.status != before.status else None,
         )
-        self.timeline.add(entry)
+        self._add(entry)
         self._seen(after)
         return entry
 
@@ -388,7 +397,7 @@ class DebugSession:
                 after.state,
                 changes=diff(current.state_history, after.state_history),
             )
-            self.timeline.add(entry)
+            self._add(entry)
             self._seen(after)
             return entry
 
@@ -401,7 +410,14 @@ class DebugSession:
             restored.handler_attempts = 0
         if state_history is not None:
             restored.state_history = dict(state_history)
-        note = event(EventKind.JOB_RETRIED, restored, actor=ACTOR, from_state=restored.state, restored_step=target.step)
+        note = event(
+            EventKind.JOB_RETRIED,
+            restored,
+            actor=ACTOR,
+            from_state=restored.state,
+            restored_step=target.step,
+            state_history=restored.state_history,  # history rebuilds the job's data from here on
+        )
         commit = Commit(
             restored,
             close_tasks={t.id: TaskStatus.WITHDRAWN for t in closing},

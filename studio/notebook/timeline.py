@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...models import Job, JobStatus
-from ._render import Change
+from ...reads import Change, Transition
 
 #: Statuses in which a job document alone is the whole job: restoring it needs no task nor child job.
 SELF_CONTAINED = frozenset(
@@ -59,6 +59,7 @@ class Entry:
     step: int | None = None  # the step's number on its line, for kind "step"
     seq: int = 0  # the log line's number: unique, in the order things happened
     branch: int | None = None  # None: on the current line; else the branch left behind that holds it
+    moves: list[Transition] = field(default_factory=list)  # the states it entered, by which edge
 
     @property
     def navigation(self) -> bool:
@@ -137,6 +138,10 @@ class Timeline:
         return self.head is None or job.version != self.head_version
 
     # -- reading --------------------------------------------------------------------------------
+    def moves(self) -> list[Transition]:
+        """The edges taken on the current line (what Back left behind is not on it)."""
+        return [move for entry in self.entries if entry.branch is None for move in entry.moves]
+
     def path(self, checkpoint: Checkpoint) -> list[Checkpoint]:
         """The checkpoints from the first one to ``checkpoint``."""
         found: list[Checkpoint] = []

@@ -1,0 +1,49 @@
+"""The read model: one reader of jobs, timelines, counts and workers for the API, the studio and the
+notebook (``engine.reads``), deciding between live storage and history.
+
+- :class:`JobQuery`, :class:`JobRow`, :class:`JobPage`: jobs lists (:meth:`Reader.jobs_page`).
+- :class:`Timeline`: a job's history lines and what they tell (visits, tasks, fan-out branches, the
+  path taken, the job at any line).
+- :func:`parse_time`: the one reader of times people give (API query strings, studio forms).
+"""
+
+from .query import OVER_STATUSES, JobPage, JobQuery, JobRow, parse_time
+from .reader import Counts, JobCounts, JobDetail, QueueDepth, Reader, WorkerView
+from .timeline import (
+    Attempt,
+    Branch,
+    BranchCounts,
+    Change,
+    Line,
+    Moment,
+    Row,
+    Timeline,
+    Transition,
+    Visit,
+    diff,
+)
+
+__all__ = [
+    "OVER_STATUSES",
+    "Attempt",
+    "Branch",
+    "BranchCounts",
+    "Change",
+    "Counts",
+    "JobCounts",
+    "JobDetail",
+    "JobPage",
+    "JobQuery",
+    "JobRow",
+    "Line",
+    "Moment",
+    "QueueDepth",
+    "Reader",
+    "Row",
+    "Timeline",
+    "Transition",
+    "Visit",
+    "WorkerView",
+    "diff",
+    "parse_time",
+]

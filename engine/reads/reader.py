@@ -1,0 +1,396 @@
+"""The one reader of jobs, timelines, counts and workers: it decides between live storage and history.
+
+Live storage is the authority on a job that is still live (its state, its tasks, counts per state);
+history is the authority on the past (every job ever seen, their timelines, counts of ended jobs, a
+blueprint's graph as it was). The API, the studio and the notebook read through :class:`Reader`
+(``engine.reads``); none of them touches ``engine.storage`` or ``engine.history``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..history.base import Cursor
+from ..models import Job, JobStatus, Task, TaskStatus, WorkerRecord, now
+from .query import OVER_STATUSES, JobPage, JobQuery, JobRow
+from .timeline import BranchCounts, Line, Timeline
+
+if TYPE_CHECKING:
+    from ..engine import OrchestratorEngine
+    from ..graph import GraphModel
+
+logger = logging.getLogger(__name__)
+
+#: Jobs read per storage call while scanning live storage.
+SCAN_BATCH = 500
+#: The most live jobs of one client listed (and so counted).
+CLIENT_SCAN_JOBS = 10_000
+#: The most live jobs scanned for one page when there is no history.
+SCAN_LIMIT_JOBS = 100_000
+#: Jobs waiting on tasks scanned to find each worker's tasks (the engine has no index of tasks by worker).
+WORKER_TASKS_SCAN = 1000
+#: Fan-out jobs, and their tasks, read per blueprint to count branches on its graph.
+FANOUT_SCAN_JOBS = 200
+FANOUT_SCAN_TASKS = 5000
+#: Counts of ended jobs per state (from history) are read again after this long at most.
+ENDED_COUNTS_TTL_S = 5.0
+
+#: Jobs per (blueprint, status, state).
+JobCounts = dict[tuple[str, str, str], int]
+#: Jobs per state and status: ``{blueprint: {state: {status: n}}}``.
+Counts = dict[str, dict[str, dict[str, int]]]
+
+
+@dataclass(slots=True)
+class JobDetail:
+    """Everything known of one job: the live job (or what history knows of it), its current tasks and
+    its timeline."""
+
+    job: Job
+    tasks: list[Task]
+    timeline: Timeline | None
+    #: True when the engine no longer keeps the job and all of it comes from history.
+    from_history: bool = False
+    #: Events not yet in history when the timeline was read: it may miss that many recent lines.
+    history_pending: int = 0
+    #: The blueprint version the job was created on (history's row), if known.
+    blueprint_version: str | None = None
+
+    @property
+    def cause(self) -> str | None:
+        """The error that stopped the job before an operator failed or cancelled it (its root cause)."""
+        ending = self.timeline.ending if self.timeline is not None else None
+        cause = ending.data.get("cause") if ending is not None else None
+        return str(cause) if cause else None
+
+    @property
+    def ran_s(self) -> float:
+        """How long it ran: until it ended (a lost job: until the last thing history saw of it)."""
+        job, end = self.job, self.job.updated_at
+        lines = self.timeline.lines if self.timeline is not None else []
+        if job.status == JobStatus.LOST and len(lines) > 1:
+            end = lines[-2].at
+        return max(end - job.created_at, 0.0)
+
+    @property
+    def reason(self) -> str | None:
+        """The reason an operator gave when ending it, without its root cause."""
+        ending = self.timeline.ending if self.timeline is not None else None
+        reason = ending.data.get("reason") if ending is not None else None
+        return str(reason) if reason else None
+
+
+@dataclass(slots=True)
+class WorkerView:
+    """A worker, what it is running (taken tasks) and what waits in its inbox (given to it, not taken)."""
+
+    record: WorkerRecord
+    alive: bool
+    load: int
+    running: list[Task] = field(default_factory=list)
+    inbox: list[Task] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class QueueDepth:
+    """Tasks of one type: waiting (in the shared queue or a worker's inbox), given to a worker's inbox, taken."""
+
+    task_type: str
+    queued: int = 0
+    in_inboxes: int = 0
+    running: int = 0
+    workers: int = 0
+
+
+class Reader:
+    """Reads for every face of the engine.
+
+    Args:
+        engine: The engine whose live storage and history are read.
+    """
+
+    def __init__(self, engine: OrchestratorEngine) -> None:
+        self.engine = engine
+        self._ended: dict[str | None, tuple[float, dict[str, dict[str, int]]]] = {}
+
+    @property
+    def source(self) -> str:
+        """Where lists and timelines come from: ``history``, or ``engine`` (live storage) without it."""
+        return "history" if self.engine.history is not None else "engine"
+
+    async def history_lag(self) -> int:
+        """Wait (boundedly) for what history's writer holds; how many events are still not written."""
+        return await self.engine.history_lag() if self.engine.history is not None else 0
+
+    # -- lists ----------------------------------------------------------------------------------------
+    async def jobs_page(
+        self, query: JobQuery, limit: int = 50, cursor: Cursor | str | None = None, *, wait: bool = True
+    ) -> JobPage:
+        """A keyset page, newest first: from history (every job seen), else a scan of live storage."""
+        after = Cursor.decode(cursor) if isinstance(cursor, str) else cursor
+        history = self.engine.history
+        if history is None:
+            return await self._scan(query, limit, after)
+        pending = await self.history_lag() if wait else 0
+        page = await history.list_jobs(query.history_filter(), limit, after)
+        rows = [JobRow.of_history(r) for r in page.jobs]
+        return JobPage(rows, page.next_cursor, pending)
+
+    async def _scan(self, query: JobQuery, limit: int, cursor: Cursor | None) -> JobPage:
+        rows: list[JobRow] = []
+        for offset in range(0, SCAN_LIMIT_JOBS, SCAN_BATCH):
+            batch = await self.engine.list_jobs(
+                status=query.status,
+                blueprint=query.blueprint,
+                state=query.state,
+                client=query.client,
+                limit=SCAN_BATCH,
+                offset=offset,
+            )
+            for job in batch:
+                row = JobRow.of(job)
+                if (cursor is None or (row.created_at, row.id) < (cursor.created_at, cursor.id)) and query.matches(row):
+                    rows.append(row)
+            if len(rows) > limit or len(batch) < SCAN_BATCH:
+                break
+        rows.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        following = Cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
+        return JobPage(rows, following, source="engine")
+
+    async def client_jobs(self, client: str, status: str | None = None) -> list[Job]:
+        """The client's live jobs (of ``status`` when given), newest first, at most CLIENT_SCAN_JOBS."""
+        found: list[Job] = []
+        for offset in range(0, CLIENT_SCAN_JOBS, SCAN_BATCH):
+            batch = await self.engine.list_jobs(client=client, status=status, limit=SCAN_BATCH, offset=offset)
+            found += batch
+            if len(batch) < SCAN_BATCH:
+                break
+        return found
+
+    async def quarantined(self, limit: int = 500, client: str | None = None) -> list[JobDetail]:
+        """Quarantined jobs (of ``client`` alone when given) with the tasks they hold."""
+        jobs = await self.engine.list_jobs(status=JobStatus.QUARANTINED, client=client, limit=limit)
+        return [JobDetail(job, await self.engine.current_tasks(job), None) for job in jobs]
+
+    # -- one job --------------------------------------------------------------------------------------
+    async def job(self, job_id: str) -> Job | None:
+        """The live job, or None when live storage no longer keeps it."""
+        return await self.engine.get_job(job_id)
+
+    async def timeline(self, job_id: str, after_seq: int = 0, *, wait: bool = True) -> list[Line] | None:
+        """The job's timeline lines after ``after_seq`` (after :meth:`history_lag`); None without history."""
+        history = self.engine.history
+        if history is None:
+            return None
+        if wait:
+            await self.history_lag()
+        return [Line.of(entry) for entry in await history.timeline(job_id, after_seq=after_seq)]
+
+    async def detail(self, job_id: str, *, tasks: bool = True) -> JobDetail | None:
+        """The job, live when live storage keeps it, else rebuilt from history; None when neither knows it."""
+        job = await self.job(job_id)
+        pending = await self.history_lag()
+        lines = await self.timeline(job_id, wait=False)
+        timeline = Timeline(lines) if lines is not None else None
+        row = await self.engine.history.get_job(job_id) if self.engine.history is not None else None
+        version = row.blueprint_version if row is not None else None
+        if job is not None:
+            held = await self.engine.current_tasks(job) if tasks else []
+            return JobDetail(job, held, timeline, history_pending=pending, blueprint_version=version)
+        if row is None or timeline is None:
+            return None
+        archived = _job_from_history(JobRow.of_history(row), timeline)
+        return JobDetail(archived, [], timeline, True, pending, version)
+
+    async def owner(self, job_id: str) -> tuple[bool, str | None]:
+        """Whether the job is known (live or in history), and the client that owns it."""
+        job = await self.job(job_id)
+        if job is not None:
+            return True, job.client
+        row = await self.engine.history.get_job(job_id) if self.engine.history is not None else None
+        return row is not None, row.client if row is not None else None
+
+    # -- counts ---------------------------------------------------------------------------------------
+    async def job_counts(self, client: str | None = None) -> JobCounts:
+        """Live jobs per (blueprint, status, state): every job's, or only ``client``'s."""
+        if client is None:
+            return await self.engine.storage.count_jobs()
+        counts: JobCounts = {}
+        for job in await self.client_jobs(client):
+            key = (job.blueprint, str(job.status), job.state)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    async def counts(self, client: str | None = None, *, in_flight: bool = False) -> Counts:
+        """Live jobs per blueprint, state and status (of ``client`` alone when given); with
+        ``in_flight``, only those still going (not finished, failed or cancelled)."""
+        counts: Counts = {}
+        for (blueprint, status, state), n in (await self.job_counts(client)).items():
+            if in_flight and status in OVER_STATUSES:
+                continue
+            by_status = counts.setdefault(blueprint, {}).setdefault(state, {})
+            by_status[status] = by_status.get(status, 0) + n
+        return counts
+
+    async def ended_counts(self, blueprint: str) -> dict[str, dict[str, int]]:
+        """Jobs of ``blueprint`` that ended (finished, failed, cancelled, lost), per state they ended in
+        and status, from history (every job it kept), read again at most every ENDED_COUNTS_TTL_S."""
+        history = self.engine.history
+        if history is None:
+            return {}
+        cached = self._ended.get(blueprint)
+        if cached is not None and time.monotonic() - cached[0] < ENDED_COUNTS_TTL_S:
+            return cached[1]
+        found: dict[str, dict[str, int]] = {}
+        for (state, status), n in (await history.counts(blueprint)).by_state_status.items():
+            if status in OVER_STATUSES:
+                found.setdefault(state, {})[status] = n
+        self._ended[blueprint] = (time.monotonic(), found)
+        return found
+
+    async def fan_outs(self, blueprint: str, client: str | None = None) -> dict[str, BranchCounts]:
+        """Branches of the fan-outs under way, per state: the jobs of ``blueprint`` waiting for
+        parallel tasks (up to FANOUT_SCAN_JOBS, FANOUT_SCAN_TASKS tasks), their tasks counted."""
+        jobs = await self.engine.list_jobs(
+            status=JobStatus.WAITING_FOR_PARALLEL_TASKS, blueprint=blueprint, client=client, limit=FANOUT_SCAN_JOBS
+        )
+        found: dict[str, BranchCounts] = {}
+        budget = FANOUT_SCAN_TASKS
+        for job in jobs:
+            if budget <= 0:
+                break
+            tasks = await self.engine.current_tasks(job, limit=budget)
+            budget -= len(tasks)
+            counts = BranchCounts.of(_branch_status(t) for t in tasks)
+            found[job.state] = found.get(job.state, BranchCounts()) + counts
+        return found
+
+    async def nav_counts(self, client: str | None = None) -> tuple[int, int]:
+        """(quarantined jobs (of ``client`` when given), alive workers), for the navigation bar."""
+        if client is None:
+            counted = (await self.engine.storage.count_jobs()).items()
+            quarantined = sum(n for (_, status, _), n in counted if status == JobStatus.QUARANTINED)
+        else:
+            quarantined = len(await self.client_jobs(client, JobStatus.QUARANTINED))
+        at = now()
+        alive = sum(1 for w in await self.engine.list_workers() if w.alive(at))
+        return quarantined, alive
+
+    async def dashboard(self, client: str | None = None) -> dict[str, Any]:
+        """Live jobs by status (a client's own), workers, and queued tasks by type (every client's:
+        None for a client)."""
+        by_status: dict[str, int] = {}
+        for (_, status, _), n in (await self.job_counts(client)).items():
+            by_status[status] = by_status.get(status, 0) + n
+        at = now()
+        workers = await self.engine.list_workers()
+        return {
+            "jobs": {"total": sum(by_status.values()), "by_status": by_status},
+            "workers": {"total": len(workers), "alive": sum(1 for w in workers if w.alive(at))},
+            "queues": await self.engine.storage.queue_lengths() if client is None else None,
+        }
+
+    # -- workers --------------------------------------------------------------------------------------
+    async def worker_load(self) -> dict[str, int]:
+        """Tasks given to each worker and not answered yet (its inbox and what it runs)."""
+        return await self.engine.storage.worker_load()
+
+    async def workers(self, client: str | None = None) -> list[WorkerView]:
+        """Every registered worker, alive first, with what it runs and what waits in its inbox (of
+        ``client``'s jobs alone when given)."""
+        records = await self.engine.list_workers()
+        load = await self.worker_load()
+        running, inbox = await self._tasks_by_worker(client)
+        at = now()
+        views = [
+            WorkerView(
+                r, r.alive(at), load.get(r.worker_id, 0), running.get(r.worker_id, []), inbox.get(r.worker_id, [])
+            )
+            for r in records
+        ]
+        return sorted(views, key=lambda v: (not v.alive, v.record.worker_id))
+
+    async def queues(self, workers: list[WorkerView] | None = None) -> list[QueueDepth]:
+        """Per task type: tasks waiting (shared queue and inboxes), in inboxes, taken; and the alive
+        workers that take it."""
+        views = workers if workers is not None else await self.workers()
+        found: dict[str, QueueDepth] = {}
+        for task_type, n in (await self.engine.storage.queue_lengths()).items():
+            found.setdefault(task_type, QueueDepth(task_type)).queued = n
+        for view in views:
+            for task in view.inbox:
+                found.setdefault(task.type, QueueDepth(task.type)).in_inboxes += 1
+            for task in view.running:
+                found.setdefault(task.type, QueueDepth(task.type)).running += 1
+            if view.alive:
+                for task_type in view.record.supported_tasks:
+                    found.setdefault(task_type, QueueDepth(task_type)).workers += 1
+        return sorted(found.values(), key=lambda q: q.task_type)
+
+    async def _tasks_by_worker(self, client: str | None) -> tuple[dict[str, list[Task]], dict[str, list[Task]]]:
+        # The engine keeps no index of tasks by worker: scan the jobs that wait on tasks. Answered
+        # branches of a fan-out stay in their job's list: only open tasks count.
+        running: dict[str, list[Task]] = {}
+        inbox: dict[str, list[Task]] = {}
+        for status in (JobStatus.WAITING_FOR_WORKER, JobStatus.WAITING_FOR_PARALLEL_TASKS):
+            for job in await self.engine.list_jobs(status=status, client=client, limit=WORKER_TASKS_SCAN):
+                for task in await self.engine.current_tasks(job):
+                    if not task.worker_id:
+                        continue
+                    if task.status == TaskStatus.ASSIGNED:
+                        running.setdefault(task.worker_id, []).append(task)
+                    elif task.status == TaskStatus.QUEUED:
+                        inbox.setdefault(task.worker_id, []).append(task)
+        return running, inbox
+
+    # -- graphs ---------------------------------------------------------------------------------------
+    async def graph(self, blueprint: str, version: str) -> GraphModel | None:
+        """The graph ``blueprint`` had at ``version``, as history kept it (None if it did not)."""
+        history = self.engine.history
+        if history is None:
+            return None
+        from ..graph import model_from_json
+
+        stored = await history.graph(blueprint, version)
+        return model_from_json(stored) if stored is not None else None
+
+
+def _worker_view(
+    record: WorkerRecord, at: float, load: dict[str, int], running: dict[str, list[Task]], inbox: dict[str, list[Task]]
+) -> WorkerView:
+    worker = record.worker_id
+    return WorkerView(record, record.alive(at), load.get(worker, 0), running.get(worker, []), inbox.get(worker, []))
+
+
+def _branch_status(task: Task) -> str:
+    return {
+        TaskStatus.DONE: "done",
+        TaskStatus.ASSIGNED: "running",
+        TaskStatus.QUEUED: "queued",
+        TaskStatus.RETRY_SCHEDULED: "retrying",
+        TaskStatus.WITHDRAWN: "withdrawn",
+    }.get(TaskStatus(task.status), "queued")
+
+
+def _job_from_history(row: JobRow, timeline: Timeline) -> Job:
+    """A job whose live record is gone, as history knows it: its row, its input, where it went, and
+    its ``state_history`` rebuilt from what each step recorded."""
+    return Job(
+        id=row.id,
+        blueprint=row.blueprint,
+        state=row.state,
+        status=row.status,
+        initial_data=timeline.initial_data,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        error=row.error,
+        retry_count=row.retry_count,
+        client=row.client,
+        visits=timeline.visit_counts,
+        state_history=timeline.state_history,
+    )

@@ -1,0 +1,657 @@
+"""A job's timeline from history, and what it tells: the states it went through and by which edge,
+every task and its answer, the branches of a fan-out, and the job as it was at any line.
+
+:class:`Timeline` holds the lines in order and folds them once (again after :meth:`Timeline.extend`)
+into :class:`Visit` (one stay in a state: how it was entered, the handler that ran, the tasks it
+dispatched), :class:`Attempt` (one task: dispatched, taken, answered) chained into :class:`Branch`
+(a task and its retries), and :class:`Transition` (an edge taken). :meth:`Timeline.at` is the job as
+it was right after a line (:class:`Moment`): history keeps what is needed to rebuild it, including
+``state_history`` (each step records what it changed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..history.base import TimelineEntry
+
+#: Kinds of ``via`` that are edges of the graph (the others are operations: retry, release).
+EDGE_KINDS = frozenset({"transition", "dispatch", "parallel", "human", "sub_blueprint"})
+#: Lines after which the job moves no more by itself.
+ENDINGS = frozenset({"job_finished", "job_failed", "job_cancelled", "job_lost"})
+#: Lines folded into a row of their visit or task in the compact timeline.
+_FOLDED = frozenset({"step_finished", "state_left", "task_dispatched", "task_taken", "task_result", "task_retry"})
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line of a job's timeline, as history recorded it (see :class:`~avtomatika.history.TimelineEntry`)."""
+
+    seq: int
+    at: float
+    kind: str
+    state: str | None
+    status: str | None
+    worker_id: str | None
+    duration_ms: float | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, entry: TimelineEntry) -> Line:
+        return cls(
+            entry.seq, entry.at, entry.kind, entry.state, entry.status, entry.worker_id, entry.duration_ms, entry.data
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        from ..api.payloads import iso
+
+        return {
+            "seq": self.seq,
+            "at": iso(self.at),
+            "kind": self.kind,
+            "state": self.state,
+            "status": self.status,
+            "worker_id": self.worker_id,
+            "duration_ms": self.duration_ms,
+            "data": self.data,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One top-level key of a dict that changed."""
+
+    key: str
+    kind: str  # added | removed | changed
+    before: Any = None
+    after: Any = None
+
+
+def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Change]:
+    """Top-level keys added, removed or changed from ``before`` to ``after``, by key."""
+    changes = [Change(k, "removed", before[k]) for k in before if k not in after]
+    for key, value in after.items():
+        if key not in before:
+            changes.append(Change(key, "added", after=value))
+        elif before[key] != value:
+            changes.append(Change(key, "changed", before[key], value))
+    return sorted(changes, key=lambda c: c.key)
+
+
+def apply_changes(target: dict[str, Any], changes: Any) -> None:
+    """Apply a step's ``{"set": {...}, "unset": [...]}`` (see ``outcomes.changes_of``) to ``target``."""
+    if not isinstance(changes, dict):
+        return
+    for key in changes.get("unset") or []:
+        target.pop(key, None)
+    values = changes.get("set")
+    if isinstance(values, dict):
+        target.update(values)
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One task, by its id: dispatched, perhaps taken by a worker, perhaps answered."""
+
+    task_id: str
+    task_type: str
+    state: str | None
+    attempt: int
+    params: dict[str, Any]
+    dispatched_at: float
+    dispatched_seq: int
+    #: The task this one continues: the attempt before it (a retry), or the held task a release sent again.
+    replaces: str | None = None
+    worker_id: str | None = None
+    taken_at: float | None = None
+    answered_at: float | None = None
+    result: dict[str, Any] | None = None
+    #: Why it failed without an answer (a timeout, its worker expired).
+    lost_reason: str | None = None
+    #: The attempt dispatched after it failed.
+    retried_by: str | None = None
+    #: When the job went on (or stopped) without its answer.
+    withdrawn_at: float | None = None
+
+    @property
+    def status(self) -> str:
+        """``queued``, ``running``, ``done``, ``failed``, ``withdrawn``, or a result's own status."""
+        if self.result is not None:
+            status = str(self.result.get("status"))
+            return {"success": "done", "failure": "failed"}.get(status, status)
+        if self.lost_reason is not None:
+            return "failed"
+        if self.withdrawn_at is not None:
+            return "withdrawn"
+        return "running" if self.taken_at is not None else "queued"
+
+    @property
+    def data(self) -> Any:
+        return (self.result or {}).get("data")
+
+    @property
+    def error(self) -> dict[str, Any]:
+        """The answer's ``error`` (``code``, ``message``), or the reason it was lost."""
+        raw = (self.result or {}).get("error")
+        if isinstance(raw, dict):
+            return raw
+        if isinstance(raw, str):
+            return {"message": raw}
+        return {"code": "TRANSIENT_ERROR", "message": self.lost_reason} if self.lost_reason else {}
+
+    @property
+    def ended_at(self) -> float | None:
+        """When it was answered, or withdrawn."""
+        return self.answered_at if self.answered_at is not None else self.withdrawn_at
+
+    @property
+    def wait_s(self) -> float | None:
+        """From dispatch to a worker taking it."""
+        return None if self.taken_at is None else max(self.taken_at - self.dispatched_at, 0.0)
+
+    @property
+    def run_s(self) -> float | None:
+        """From a worker taking it to its answer."""
+        if self.taken_at is None or self.answered_at is None:
+            return None
+        return max(self.answered_at - self.taken_at, 0.0)
+
+
+@dataclass(slots=True)
+class Branch:
+    """A task and the attempts that continued it (retries, a release): one branch of a fan-out."""
+
+    number: int
+    attempts: list[Attempt]
+
+    @property
+    def last(self) -> Attempt:
+        return self.attempts[-1]
+
+    @property
+    def first(self) -> Attempt:
+        return self.attempts[0]
+
+    @property
+    def status(self) -> str:
+        """The last attempt's status; ``retrying`` while a failed one waits for its retry."""
+        last = self.last
+        return "retrying" if last.retried_by is not None else last.status
+
+
+@dataclass(frozen=True, slots=True)
+class BranchCounts:
+    """A fan-out at a glance: how many of its branches are where."""
+
+    total: int = 0
+    done: int = 0
+    running: int = 0
+    queued: int = 0
+    failed: int = 0
+    withdrawn: int = 0
+
+    @classmethod
+    def of(cls, statuses: Iterable[str]) -> BranchCounts:
+        found = {"done": 0, "running": 0, "queued": 0, "failed": 0, "withdrawn": 0}
+        total = 0
+        for status in statuses:
+            total += 1
+            key = "failed" if status in ("failed", "retrying") else status
+            if key in found:
+                found[key] += 1
+        return cls(total, **found)
+
+    def __add__(self, other: BranchCounts) -> BranchCounts:
+        return BranchCounts(
+            self.total + other.total,
+            self.done + other.done,
+            self.running + other.running,
+            self.queued + other.queued,
+            self.failed + other.failed,
+            self.withdrawn + other.withdrawn,
+        )
+
+    @property
+    def label(self) -> str:
+        """``12/40 done · 3 running · 1 failed`` (parts at zero left out)."""
+        parts = [f"{self.done}/{self.total} done"]
+        for name in ("running", "queued", "failed", "withdrawn"):
+            if value := getattr(self, name):
+                parts.append(f"{value} {name}")
+        return " · ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "done": self.done,
+            "running": self.running,
+            "queued": self.queued,
+            "failed": self.failed,
+            "withdrawn": self.withdrawn,
+            "label": self.label,
+        }
+
+
+@dataclass(slots=True)
+class Visit:
+    """One stay of the job in a state: how it came in, the handler that ran, what it dispatched."""
+
+    state: str
+    number: int  # 1 for its first visit of this state, 2 for the next...
+    entered_at: float
+    entered_seq: int
+    previous: str | None = None
+    via: dict[str, Any] | None = None
+    left_at: float | None = None
+    duration_ms: float | None = None
+    steps: list[Line] = field(default_factory=list)
+    branches: list[Branch] = field(default_factory=list)
+
+    @property
+    def fan_out(self) -> bool:
+        return len(self.branches) > 1 or any(s.data.get("action") == "fan_out" for s in self.steps)
+
+    @property
+    def counts(self) -> BranchCounts:
+        return BranchCounts.of(b.status for b in self.branches)
+
+    @property
+    def tasks_done_at(self) -> float | None:
+        """When its last task was answered, once none is open (None while one is)."""
+        ends = [b.last.ended_at for b in self.branches]
+        if not ends or any(b.status in ("queued", "running", "retrying") for b in self.branches):
+            return None
+        return max((end for end in ends if end is not None), default=None)
+
+    @property
+    def handler(self) -> Line | None:
+        """The last handler run in this visit (its ``step_finished`` line)."""
+        return self.steps[-1] if self.steps else None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A move from one state to the next: an edge of the graph, or an operation (retry, release)."""
+
+    source: str | None
+    target: str
+    kind: str | None
+    label: str
+    condition: str | None
+    seq: int
+    at: float
+    actor: str | None = None
+
+    @classmethod
+    def of(cls, line: Line) -> Transition:
+        """The move a ``state_entered`` line records."""
+        return cls.entered(str(line.state), line.data, line.seq, line.at)
+
+    @classmethod
+    def entered(cls, state: str, data: Mapping[str, Any], seq: int, at: float) -> Transition:
+        """The move into ``state`` that a ``state_entered`` event's ``data`` describes."""
+        via = data.get("via")
+        via = via if isinstance(via, dict) else {}
+        previous = data.get("previous")
+        return cls(
+            str(previous) if previous is not None else None,
+            state,
+            via.get("kind"),
+            str(via.get("label") or ""),
+            via.get("condition"),
+            seq,
+            at,
+            via.get("actor"),
+        )
+
+    @property
+    def on_graph(self) -> bool:
+        """Whether it follows an edge of the graph (an operator's retry or release does not)."""
+        return self.kind is None or self.kind in EDGE_KINDS
+
+
+@dataclass(slots=True)
+class Moment:
+    """The job as it was right after one line of its timeline."""
+
+    line: Line
+    state: str
+    status: str
+    error: str | None
+    visits: dict[str, int]
+    transitions: list[Transition]
+    state_history: dict[str, Any]
+    visit: Visit | None
+    #: The task last dispatched, taken or answered in the visit then.
+    task: Attempt | None
+    #: The visit's fan-out branches then (empty when it has one task or none).
+    branches: list[Branch]
+    #: Every visit up to then, oldest first.
+    all_visits: list[Visit] = field(default_factory=list)
+
+    @property
+    def seq(self) -> int:
+        return self.line.seq
+
+    @property
+    def at(self) -> float:
+        return self.line.at
+
+
+@dataclass(slots=True)
+class Row:
+    """One row of the compact timeline: a visit (its entry, handler and time in the state), a task with
+    its attempts, a whole fan-out, or a line shown as it is (operator actions, ends)."""
+
+    kind: str  # visit | task | fan_out | line
+    seq: int
+    at: float
+    line: Line | None = None
+    visit: Visit | None = None
+    branch: Branch | None = None
+    branches: list[Branch] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Fold:
+    """Everything the lines say, read once."""
+
+    visits: list[Visit] = field(default_factory=list)
+    attempts: dict[str, Attempt] = field(default_factory=dict)
+    branch_of: dict[str, Branch] = field(default_factory=dict)
+    transitions: list[Transition] = field(default_factory=list)
+    visit_counts: dict[str, int] = field(default_factory=dict)
+    state_history: dict[str, Any] = field(default_factory=dict)
+    initial_data: dict[str, Any] = field(default_factory=dict)
+    blueprint_version: str | None = None
+    state: str = ""
+    status: str = ""
+    error: str | None = None
+    ending: Line | None = None
+    touched: Attempt | None = None  # the task of the last task line
+    retried_from: dict[str, str] = field(default_factory=dict)  # next task id -> the failed one
+
+    @property
+    def current(self) -> Visit | None:
+        return self.visits[-1] if self.visits else None
+
+    def enter(self, line: Line, previous: str | None, via: dict[str, Any] | None) -> None:
+        state = str(line.state)
+        self.close_open(line.at)
+        self.visit_counts[state] = self.visit_counts.get(state, 0) + 1
+        self.visits.append(Visit(state, self.visit_counts[state], line.at, line.seq, previous, via))
+
+    def close_open(self, at: float) -> None:
+        """The job left its visit: tasks still without an answer there were withdrawn."""
+        current = self.current
+        if current is None:
+            return
+        if current.left_at is None:
+            current.left_at = at
+        for branch in current.branches:
+            last = branch.last
+            if last.result is None and last.lost_reason is None and last.withdrawn_at is None:
+                last.withdrawn_at = at
+
+    def dispatched(self, line: Line) -> None:
+        data = line.data
+        task_id = str(data.get("task_id"))
+        replaces = data.get("replaces") or self.retried_from.get(task_id)
+        attempt = Attempt(
+            task_id,
+            str(data.get("task_type") or "?"),
+            line.state,
+            int(data.get("attempt") or 1),
+            data.get("params") if isinstance(data.get("params"), dict) else {},
+            line.at,
+            line.seq,
+            replaces=str(replaces) if replaces else None,
+            worker_id=data.get("worker_id"),
+        )
+        self.attempts[task_id] = self.touched = attempt
+        earlier = self.branch_of.get(attempt.replaces) if attempt.replaces else None
+        if earlier is not None:
+            earlier.attempts.append(attempt)
+            self.branch_of[task_id] = earlier
+            return
+        current = self.current
+        if current is None:  # history joined late: a visit of the state it names
+            self.visits.append(Visit(str(line.state), 1, line.at, line.seq))
+            current = self.visits[-1]
+        branch = Branch(len(current.branches) + 1, [attempt])
+        current.branches.append(branch)
+        self.branch_of[task_id] = branch
+
+    def task_line(self, line: Line) -> None:
+        data = line.data
+        attempt = self.attempts.get(str(data.get("task_id")))
+        if attempt is None:
+            return
+        self.touched = attempt
+        if line.kind == "task_taken":
+            attempt.worker_id, attempt.taken_at = data.get("worker_id") or line.worker_id, line.at
+        elif line.kind == "task_result":
+            result = data.get("result")
+            attempt.result = result if isinstance(result, dict) else {"status": str(result)}
+            attempt.answered_at = line.at
+            attempt.worker_id = attempt.worker_id or data.get("worker_id") or line.worker_id
+        elif line.kind == "task_retry":
+            if attempt.result is None:
+                attempt.lost_reason = str(data.get("error") or "no answer")
+                attempt.answered_at = line.at
+            following = data.get("next_task_id")
+            if following:
+                attempt.retried_by = str(following)
+                self.retried_from[str(following)] = attempt.task_id
+            self.error = data.get("error")
+
+    def read(self, line: Line) -> None:  # noqa: C901 - one branch per kind of line, flat
+        kind, data = line.kind, line.data
+        if kind == "job_created":
+            initial = data.get("initial_data")
+            self.initial_data = dict(initial) if isinstance(initial, dict) else {}
+            self.blueprint_version = data.get("blueprint_version")
+            self.enter(line, None, None)
+        elif kind == "state_entered":
+            via = data.get("via")
+            self.enter(line, data.get("previous"), via if isinstance(via, dict) else None)
+            self.transitions.append(Transition.of(line))
+            apply_changes(self.state_history, data.get("changes"))
+            merged = self.attempts.get(str(data.get("merged"))) if data.get("merged") else None
+            if merged is not None and isinstance(merged.data, dict):
+                self.state_history.update(merged.data)
+            self.error = None
+        elif kind == "state_left":
+            current = self.current
+            if current is not None and current.state == line.state:
+                current.left_at, current.duration_ms = line.at, line.duration_ms
+        elif kind == "step_finished":
+            if self.current is not None:
+                self.current.steps.append(line)
+            apply_changes(self.state_history, data.get("changes"))
+        elif kind == "task_dispatched":
+            self.dispatched(line)
+        elif kind in ("task_taken", "task_result", "task_retry"):
+            self.task_line(line)
+        elif kind == "job_retried" and isinstance(data.get("state_history"), dict):
+            self.state_history = dict(data["state_history"])  # the step debugger put the job back
+        elif kind in ("job_released", "job_retried"):
+            self.error, self.ending = None, None
+        elif kind == "handler_retry":
+            self.error = data.get("error")
+        elif kind in ENDINGS or kind == "job_quarantined":
+            self.ending = line
+            self.error = data.get("error")
+            if kind != "job_quarantined":
+                self.close_open(line.at)
+        if line.state and line.status is not None:
+            self.state = line.state
+        if line.status is not None:
+            self.status = line.status
+
+
+class Timeline:
+    """A job's timeline lines, in order, and what they tell (folded once, again after :meth:`extend`).
+
+    Args:
+        lines: The lines, oldest first (``seq`` 1, 2...).
+    """
+
+    def __init__(self, lines: Iterable[Line] = ()) -> None:
+        self.lines: list[Line] = []
+        self._fold: _Fold | None = None
+        self.extend(lines)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __repr__(self) -> str:
+        return f"Timeline({len(self.lines)} lines)"
+
+    @classmethod
+    def of(cls, entries: Iterable[TimelineEntry]) -> Timeline:
+        return cls(Line.of(e) for e in entries)
+
+    def extend(self, lines: Iterable[Line]) -> list[Line]:
+        """Add the lines after the last one held (a line seen twice is skipped); returns those added."""
+        added = [line for line in lines if line.seq > self.last_seq]
+        added.sort(key=lambda line: line.seq)
+        if added:
+            self.lines.extend(added)
+            self._fold = None
+        return added
+
+    @property
+    def last_seq(self) -> int:
+        return self.lines[-1].seq if self.lines else 0
+
+    @property
+    def fold(self) -> _Fold:
+        if self._fold is None:
+            fold = _Fold()
+            for line in self.lines:
+                fold.read(line)
+            self._fold = fold
+        return self._fold
+
+    # -- what the lines tell ------------------------------------------------------------------------
+    @property
+    def visits(self) -> list[Visit]:
+        return self.fold.visits
+
+    @property
+    def transitions(self) -> list[Transition]:
+        return self.fold.transitions
+
+    @property
+    def visit_counts(self) -> dict[str, int]:
+        return dict(self.fold.visit_counts)
+
+    @property
+    def state_history(self) -> dict[str, Any]:
+        """``state_history`` rebuilt from what each step recorded it changed."""
+        return dict(self.fold.state_history)
+
+    @property
+    def initial_data(self) -> dict[str, Any]:
+        return self.fold.initial_data
+
+    @property
+    def blueprint_version(self) -> str | None:
+        return self.fold.blueprint_version
+
+    @property
+    def ending(self) -> Line | None:
+        """The line that stopped the job (finished, failed, cancelled, quarantined, lost), if it stopped."""
+        return self.fold.ending
+
+    @property
+    def span(self) -> tuple[float, float]:
+        """The first and last lines' times."""
+        if not self.lines:
+            return 0.0, 0.0
+        return self.lines[0].at, self.lines[-1].at
+
+    def attempt(self, task_id: str) -> Attempt | None:
+        return self.fold.attempts.get(task_id)
+
+    def visits_of(self, state: str) -> list[Visit]:
+        return [v for v in self.visits if v.state == state]
+
+    def released_params(self, line: Line) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """For a ``job_released`` line with params: the held task's params and those it was sent
+        again with (the operator's params merged in), for a diff."""
+        for attempt in self.fold.attempts.values():
+            if attempt.dispatched_seq > line.seq and attempt.replaces:
+                held = self.fold.attempts.get(attempt.replaces)
+                return (held.params, attempt.params) if held is not None else None
+        return None
+
+    # -- time travel ----------------------------------------------------------------------------------
+    def at(self, seq: int) -> Moment:
+        """The job as it was right after line ``seq`` (the first line for less, the last for more)."""
+        if not self.lines:
+            raise ValueError("an empty timeline has no moments")
+        upto = [line for line in self.lines if line.seq <= max(seq, self.lines[0].seq)]
+        return Timeline(upto).moment()
+
+    def moment(self) -> Moment:
+        """The job as the last line leaves it."""
+        fold = self.fold
+        visit = fold.current
+        task = fold.touched if fold.touched is not None and visit is not None else None
+        if task is not None and visit is not None and fold.branch_of.get(task.task_id) not in visit.branches:
+            task = None
+        branches = list(visit.branches) if visit is not None and visit.fan_out else []
+        return Moment(
+            self.lines[-1],
+            fold.state,
+            fold.status,
+            fold.error,
+            dict(fold.visit_counts),
+            list(fold.transitions),
+            dict(fold.state_history),
+            visit,
+            task,
+            branches,
+            list(fold.visits),
+        )
+
+    # -- the compact timeline -----------------------------------------------------------------------
+    def rows(self) -> list[Row]:
+        """The timeline folded: a row per visit, per task (with its retries) or per fan-out, and the
+        other lines (operators' actions, waits, ends) as they are."""
+        fold = self.fold
+        visit_at = {v.entered_seq: v for v in fold.visits}
+        rows: list[Row] = []
+        for line in self.lines:
+            visit = visit_at.get(line.seq)
+            if visit is not None:
+                rows.append(Row("visit", line.seq, line.at, line=line, visit=visit))
+                rows += _task_rows(visit)
+            elif line.kind not in _FOLDED:
+                rows.append(Row("line", line.seq, line.at, line=line))
+        return rows
+
+
+def _task_rows(visit: Visit) -> list[Row]:
+    """A visit's tasks: one row for a fan-out, else a row per branch."""
+    if not visit.branches:
+        return []
+    if visit.fan_out:
+        first = visit.branches[0].first
+        return [Row("fan_out", first.dispatched_seq, first.dispatched_at, visit=visit, branches=visit.branches)]
+    return [Row("task", b.first.dispatched_seq, b.first.dispatched_at, visit=visit, branch=b) for b in visit.branches]
+
+
+def edge_visits(transitions: Sequence[Transition]) -> dict[tuple[str | None, str, str | None, str, str | None], int]:
+    """How often each (source, target, kind, label, condition) was taken."""
+    found: dict[tuple[str | None, str, str | None, str, str | None], int] = {}
+    for t in transitions:
+        if t.on_graph:
+            key = (t.source, t.target, t.kind, t.label, t.condition)
+            found[key] = found.get(key, 0) + 1
+    return found

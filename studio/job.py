@@ -1,0 +1,237 @@
+"""One job's page: the graph it ran on with exactly the edges it took, a timeline every line of which
+opens, its fan-out's branches, a state's visits on a click, time travel over its history, live.
+
+The timeline (history) is the source of the path, the branches and the past; live storage of the
+job's current state, status and tasks. A job live storage no longer keeps (ended and forgotten, or
+lost with an engine that kept it in memory) is shown from history alone.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from markupsafe import Markup, escape
+
+from ..errors import JobNotFound
+from ..events import Event, EventKind
+from ..graph import GraphModel, extract
+from ..models import Job
+from ..reads import BranchCounts, JobDetail, Line, Timeline, Visit
+from .contexts import JobContext, MomentContext, StateContext
+from .graphs import GraphMarks, JobPath, job_marks, svg_markup, version_diff
+from .keys import data_key, engine_key
+from .live import Update, stream_feed
+from .middleware import StudioError
+from .render import json_response, render_fragment, render_page, user_of, wants_json
+from .sse import SseEvent
+
+logger = logging.getLogger(__name__)
+
+
+async def load_detail(request: web.Request, *, tasks: bool = True) -> JobDetail:
+    """The job of the URL: live from the engine, else from history (its live record is gone)."""
+    job_id = request.match_info["job_id"]
+    detail = await request.app[data_key].detail(job_id, tasks=tasks)
+    if detail is None or not user_of(request).sees(detail.job.client):
+        raise JobNotFound(job_id)  # another client's job is as unknown as a missing one
+    return detail
+
+
+class JobGraph:
+    """The graph a job ran on (the version it was created on, as history kept it) and today's."""
+
+    def __init__(self, ran_on: GraphModel | None, today: GraphModel | None, note: str = "") -> None:
+        self.ran_on = ran_on
+        self.today = today
+        self.note = note
+
+    @classmethod
+    async def of(cls, request: web.Request, detail: JobDetail) -> JobGraph:
+        engine = request.app[engine_key]
+        job = detail.job
+        blueprint = engine.blueprints.get(job.blueprint)
+        today = extract(blueprint) if blueprint is not None else None
+        version = detail.blueprint_version or (detail.timeline.blueprint_version if detail.timeline else None)
+        if version is None or (today is not None and version == today.version):
+            return cls(today, today)
+        kept = await request.app[data_key].graph(job.blueprint, version)
+        if kept is not None:
+            return cls(kept, today)
+        if today is None:
+            return cls(None, None)
+        note = (
+            f"The graph of version {version}, which this job ran on, was not kept; today's ({today.version}) is shown."
+        )
+        return cls(today, today, note)
+
+    def marks(self, path: JobPath) -> GraphMarks | None:
+        return job_marks(self.ran_on, path, self.today) if self.ran_on is not None else None
+
+    async def svg(self, job: Job) -> Markup:
+        if self.ran_on is None:
+            return Markup('<p class="note warn">Blueprint {} is not registered on this engine.</p>').format(
+                escape(job.blueprint)
+            )
+        return await svg_markup(self.ran_on)
+
+
+def fan_outs(visits: list[Visit]) -> dict[str, BranchCounts]:
+    """Each state's fan-out branches at a glance: its last visit that fanned out."""
+    return {v.state: v.counts for v in visits if v.fan_out}
+
+
+def path_of(job: Job, timeline: Timeline | None) -> JobPath:
+    """Where the job is and the moves its timeline recorded (its own visit counts while history has none)."""
+    if timeline is None or not timeline.lines:
+        return JobPath(job.state, job.status, job.visits, [])
+    visits = timeline.visit_counts or job.visits
+    return JobPath(job.state, job.status, visits, timeline.transitions, fan_outs(timeline.visits))
+
+
+def retry_states(job: Job, blueprint_states: list[str]) -> list[str]:
+    """The job's own state first, then the states it visited before, then the rest."""
+    visited = [s for s in job.visits if s != job.state and s in blueprint_states]
+    others = [s for s in blueprint_states if s != job.state and s not in visited]
+    return [job.state, *visited, *others] if job.state in blueprint_states else visited + others
+
+
+async def job_context(request: web.Request, detail: JobDetail, graph: JobGraph | None = None) -> JobContext:
+    """The job page's context; a job known only from history gets no actions."""
+    engine = request.app[engine_key]
+    job = detail.job
+    graph = graph or await JobGraph.of(request, detail)
+    blueprint = engine.blueprints.get(job.blueprint)
+    live = blueprint is not None and not detail.from_history
+    timeline = detail.timeline
+    last = timeline.visits[-1] if timeline is not None and timeline.visits else None
+    fanned = last is not None and last.fan_out
+    versions = graph.ran_on is not None and graph.today is not None and graph.ran_on.version != graph.today.version
+    visits = sorted(job.visits.items(), key=lambda item: -item[1]) if len(job.visits) > 8 else list(job.visits.items())
+    return JobContext(
+        title=f"Job {job.id[:8]} · {job.blueprint}",
+        job=job,
+        detail=detail,
+        svg=await graph.svg(job),
+        marks=graph.marks(path_of(job, timeline)),
+        retry_states=retry_states(job, list(blueprint.states)) if live and blueprint else [],
+        path=visits,
+        rows=timeline.rows() if timeline is not None else [],
+        branches=last.branches if fanned and last is not None else [],
+        fan_out=last.counts if fanned and last is not None else None,
+        version=version_diff(graph.ran_on, graph.today) if versions and graph.ran_on and graph.today else None,
+        graph_note=graph.note,
+    )
+
+
+async def job_page(request: web.Request) -> web.StreamResponse:
+    detail = await load_detail(request)
+    context = await job_context(request, detail)
+    if wants_json(request):
+        return json_response(context.to_json())
+    return await render_page(request, "job.html", context, section="jobs", live=f"jobs/{detail.job.id}")
+
+
+def _seq(request: web.Request) -> int:
+    try:
+        return int(request.query.get("seq", ""))
+    except ValueError:
+        raise StudioError(400, "Bad request", "seq (the timeline line to travel to) must be an integer.") from None
+
+
+async def moment_page(request: web.Request) -> web.StreamResponse:
+    """Time travel: the job as it was right after line ``?seq=`` of its timeline (a fragment, or JSON)."""
+    detail = await load_detail(request, tasks=False)
+    timeline = detail.timeline
+    if timeline is None or not timeline.lines:
+        raise StudioError(404, "No timeline", "History has no line of this job yet.")
+    moment = timeline.at(_seq(request))
+    graph = await JobGraph.of(request, detail)
+    path = JobPath(moment.state, moment.status, moment.visits, moment.transitions, fan_outs(moment.all_visits))
+    context = MomentContext(detail.job, moment, graph.marks(path), timeline.last_seq, len(timeline))
+    if wants_json(request):
+        return json_response(context.to_json())
+    return await render_fragment(request, "_moment.html", context)
+
+
+async def state_page(request: web.Request) -> web.StreamResponse:
+    """A click on a state: the job's visits of it, with handlers, tasks, inputs and outputs."""
+    detail = await load_detail(request, tasks=False)
+    state = request.match_info["state"]
+    visits = detail.timeline.visits_of(state) if detail.timeline is not None else []
+    context = StateContext(detail.job, state, visits)
+    if wants_json(request):
+        return json_response(context.to_json())
+    return await render_fragment(request, "_state_visits.html", context)
+
+
+class JobFeed:
+    """One job's graph marks, header, panel and timeline, after each of its events.
+
+    The whole timeline is sent when the stream (re)connects; after that, only the lines history
+    recorded since (read after history's writer caught up), and the compact timeline again.
+    """
+
+    def __init__(self, request: web.Request) -> None:
+        self.request = request
+        self.job_id = request.match_info["job_id"]
+        self.timeline = Timeline()
+        self.graph: JobGraph | None = None
+
+    async def _parts(self, detail: JobDetail) -> tuple[JobContext, list[Update]]:
+        if self.graph is None:
+            self.graph = await JobGraph.of(self.request, detail)
+        context = await job_context(self.request, detail, self.graph)
+        updates: list[Update] = [
+            (SseEvent.JOB_HEADER, context),
+            (SseEvent.JOB_PANEL, context),
+            (SseEvent.JOB_BRANCHES, context),
+        ]
+        if context.marks is not None:
+            updates.insert(0, (SseEvent.JOB_MARKS, context))
+        return context, updates
+
+    async def snapshot(self) -> list[Update]:
+        detail = await self.request.app[data_key].detail(self.job_id)
+        if detail is None:
+            return []
+        self.timeline = detail.timeline or Timeline()
+        detail.timeline = self.timeline
+        context, updates = await self._parts(detail)
+        if detail.timeline is not None:
+            updates.append((SseEvent.TIMELINE, context))
+        return updates
+
+    async def changes(self, events: list[Event]) -> list[Update]:
+        mine = [e for e in events if e.job_id == self.job_id]
+        if not mine:
+            return []
+        reads = self.request.app[data_key]
+        job = await reads.job(self.job_id)
+        if job is None:
+            return []
+        progress_only = all(e.kind == EventKind.TASK_PROGRESS for e in mine)  # progress is not in history
+        added: list[Line] = []
+        if not progress_only:
+            added = self.timeline.extend(await reads.timeline(self.job_id, self.timeline.last_seq) or [])
+        detail = JobDetail(job, await self.request.app[engine_key].current_tasks(job), self.timeline)
+        detail.blueprint_version = self.timeline.blueprint_version
+        context, updates = await self._parts(detail)
+        if progress_only:
+            return [u for u in updates if u[0] == SseEvent.JOB_PANEL]
+        if added:
+            updates.append((SseEvent.TIMELINE_LINES, {"lines": added, "timeline": self.timeline, "t0": job.created_at}))
+            updates.append((SseEvent.TIMELINE_ROWS, context))
+        return updates
+
+
+async def job_live(request: web.Request) -> web.StreamResponse:
+    await load_detail(request, tasks=False)  # 404 for an unknown job, or another client's
+    return await stream_feed(request, JobFeed(request))
+
+
+def setup_job_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/jobs/{job_id}", job_page, name="job")
+    router.add_get("/jobs/{job_id}/at", moment_page, name="job_moment")
+    router.add_get("/jobs/{job_id}/states/{state}", state_page, name="job_state")
+    router.add_get("/live/jobs/{job_id}", job_live, name="live_job")
