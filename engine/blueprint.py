@@ -18,7 +18,7 @@ from typing import Any
 from .conditions import Condition, compile_condition
 from .context import JobContext
 from .errors import BlueprintInvalid, ConditionError, ConditionEvaluationError, ConditionFailed, HandlerError
-from .introspect import FoundEdge, edges_in_source
+from .introspect import FoundEdge, condition_keys, edges_in_source, initial_data_keys
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +126,8 @@ class StateMachineBlueprint:
         data_stores: Objects handlers reach as ``context.data_stores.<name>``.
         input_model: Optional pydantic model that validates ``initial_data`` on job creation.
         description: One line shown in the studio.
+        input_example: An example ``initial_data``, shown in the studio's start form (without one, the
+            form offers the keys the handlers read from ``initial_data``).
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class StateMachineBlueprint:
         data_stores: dict[str, Any] | None = None,
         input_model: type | None = None,
         description: str = "",
+        input_example: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError("a blueprint needs a non-empty name")
@@ -145,6 +148,7 @@ class StateMachineBlueprint:
         self.data_stores: dict[str, Any] = dict(data_stores or {})
         self.input_model = input_model
         self.description = description
+        self.input_example = dict(input_example) if input_example is not None else None
         self.states: dict[str, StateInfo] = {}
         self.declared_edges: list[Edge] = []
         self._problems: list[Problem] = []
@@ -250,6 +254,17 @@ class StateMachineBlueprint:
         if info.default is None:
             raise HandlerError(self.name, state, "no .when() condition held and the state has no default handler")
         return info.default
+
+    def input_keys(self) -> dict[str, Any]:
+        """The keys of ``initial_data`` its handlers and conditions read, each with the value its code
+        suggests (a ``.get()`` default, the literal a condition compares it with), else None."""
+        found: dict[str, Any] = {}
+        for info in self.states.values():
+            for spec in info.handlers():
+                for key, value in [*initial_data_keys(spec.function), *condition_keys(spec.condition_text)]:
+                    if found.get(key) is None:
+                        found[key] = value
+        return found
 
     def edges(self) -> list[Edge]:
         """Every known edge: found in handler sources and declared with :meth:`transition` (read once

@@ -69,3 +69,74 @@ def _from_transitions(node: ast.expr | None, kind: str) -> list[FoundEdge]:
         if status and target:
             edges.append(FoundEdge(target, kind, status))
     return edges
+
+
+def initial_data_keys(handler: Callable[..., Any]) -> list[tuple[str, Any]]:
+    """The keys of ``initial_data`` ``handler`` reads (``initial_data["k"]``, ``initial_data.get("k",
+    default)``, ``initial_data.k``), each with its literal default when it has one."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(handler)))
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return []
+    return _reads_of(tree)
+
+
+def condition_keys(condition: str | None) -> list[tuple[str, Any]]:
+    """The keys of ``initial_data`` a ``.when()`` condition reads, with the literal it compares each to."""
+    if not condition:
+        return []
+    try:
+        tree = ast.parse(condition, mode="eval")
+    except SyntaxError:
+        return []
+    found: list[tuple[str, Any]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and len(node.comparators) == 1:
+            key = _attribute_key(node.left)
+            other = node.comparators[0]
+            if key is not None:
+                found.append((key, other.value if isinstance(other, ast.Constant) else None))
+    found += [(key, None) for node in ast.walk(tree) if (key := _attribute_key(node)) is not None]
+    return found
+
+
+def _reads_of(tree: ast.AST) -> list[tuple[str, Any]]:
+    found: list[tuple[str, Any]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and _is_initial_data(node.value):
+            key = _literal_str(node.slice)
+            if key:
+                found.append((key, None))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            key = _literal_str(node.args[0]) if node.args and _is_initial_data(node.func.value) else None
+            if key:
+                default = node.args[1] if len(node.args) > 1 else None
+                found.append((key, default.value if isinstance(default, ast.Constant) else _empty(default)))
+        elif (key := _attribute_key(node)) is not None:
+            found.append((key, None))
+    return found
+
+
+def _is_initial_data(node: ast.expr) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "initial_data") or (
+        isinstance(node, ast.Name) and node.id == "initial_data"
+    )
+
+
+def _attribute_key(node: ast.AST) -> str | None:
+    """``k`` of ``context.initial_data.k`` (or ``initial_data.k``), but not of its methods."""
+    if isinstance(node, ast.Attribute) and _is_initial_data(node.value) and node.attr not in _DICT_METHODS:
+        return node.attr
+    return None
+
+
+def _empty(node: ast.expr | None) -> Any:
+    """The empty list or dict a ``.get(key, [])`` defaults to, as an example value."""
+    if isinstance(node, ast.List):
+        return []
+    if isinstance(node, ast.Dict):
+        return {}
+    return None
+
+
+_DICT_METHODS = frozenset({"get", "items", "keys", "values", "copy", "setdefault", "pop", "update"})

@@ -43,6 +43,8 @@ class StartForm:
     fields: list[FormField] | None
     json_text: str = "{}"
     errors: dict[str, str] = field(default_factory=dict)
+    #: Where the JSON editor's first text comes from (the blueprint's example, or the keys its code reads).
+    hint: str = ""
 
     @property
     def json_error(self) -> str | None:
@@ -50,7 +52,11 @@ class StartForm:
 
     def to_json(self) -> dict[str, Any]:
         listed = [{"name": f.name, "kind": f.kind, "required": f.required} for f in self.fields or []]
-        return {"kind": "model" if self.fields is not None else "json", "fields": listed, "errors": self.errors}
+        kind = "model" if self.fields is not None else "json"
+        found: dict[str, Any] = {"kind": kind, "fields": listed, "errors": self.errors, "hint": self.hint}
+        if self.fields is None:
+            found["example"] = json.loads(self.json_text) if not self.errors else None
+        return found
 
 
 def _resolve(schema: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
@@ -106,10 +112,25 @@ def model_fields(model: Any) -> list[FormField]:
 
 
 def start_form(blueprint: StateMachineBlueprint) -> StartForm:
-    """An empty form for ``blueprint``."""
+    """A new form for ``blueprint``: its input model's fields; else a JSON editor holding its
+    ``input_example``, or the keys its handlers read from ``initial_data`` (with the values the code
+    suggests), so an operator sees what the blueprint expects."""
     if blueprint.input_model is not None:
         return StartForm(blueprint.name, model_fields(blueprint.input_model))
-    return StartForm(blueprint.name, None)
+    if blueprint.input_example is not None:
+        return StartForm(blueprint.name, None, _pretty(blueprint.input_example), hint="The blueprint's example input.")
+    keys = blueprint.input_keys()
+    if not keys:
+        return StartForm(blueprint.name, None, hint="Its handlers read nothing from initial_data.")
+    hint = (
+        f"The keys its handlers read from initial_data ({', '.join(keys)}), with the values their code "
+        "compares them to or defaults them to: fill in your own."
+    )
+    return StartForm(blueprint.name, None, _pretty(keys), hint=hint)
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
 
 
 def parse_start(

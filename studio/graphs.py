@@ -18,12 +18,17 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
-from ..graph import EdgeModel, GraphModel, GraphvizNotFound, model_svg, slug
-from ..reads import BranchCounts, Transition
+from ..graph import EdgeModel, GraphModel, GraphvizNotFound, extract, model_svg, slug
+from ..models import Job
+from ..reads import BranchCounts, JobDetail, Moment, Timeline, Transition, Visit
 from .ui import TONE_URGENCY, compact_number, human, tone
+
+if TYPE_CHECKING:
+    from ..engine import OrchestratorEngine
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +224,65 @@ def _differences(model: GraphModel, today: GraphModel | None) -> tuple[set[str],
     edges_now = {_edge_key(e) for e in today.edges}
     gone_edges = {e.dom_id for e in model.edges if _edge_key(e) not in edges_now}
     return gone, changed, gone_edges
+
+
+def fan_outs(visits: Sequence[Visit]) -> dict[str, BranchCounts]:
+    """Each state's fan-out branches at a glance: its last visit that fanned out."""
+    return {v.state: v.counts for v in visits if v.fan_out}
+
+
+def path_of(job: Job, timeline: Timeline | None) -> JobPath:
+    """Where the job is and the moves its timeline recorded (its own visit counts while history has none)."""
+    if timeline is None or not timeline.lines:
+        return JobPath(job.state, job.status, job.visits, [])
+    visits = timeline.visit_counts or job.visits
+    return JobPath(job.state, job.status, visits, timeline.transitions, fan_outs(timeline.visits))
+
+
+def moment_path(moment: Moment) -> JobPath:
+    """Where the job was at a moment of its timeline, and how it had got there."""
+    return JobPath(moment.state, moment.status, moment.visits, moment.transitions, fan_outs(moment.all_visits))
+
+
+class JobGraph:
+    """The graph a job ran on (the version it was created on, as history kept it) and today's.
+
+    Args:
+        ran_on: The graph to draw: the job's version's (None: its blueprint is not registered).
+        today: Today's graph of the blueprint, to mark what changed since.
+        note: Why the graph drawn is not the one the job ran on, if so.
+    """
+
+    def __init__(self, ran_on: GraphModel | None, today: GraphModel | None, note: str = "") -> None:
+        self.ran_on = ran_on
+        self.today = today
+        self.note = note
+
+    @classmethod
+    async def of(cls, engine: OrchestratorEngine, detail: JobDetail) -> JobGraph:
+        job = detail.job
+        blueprint = engine.blueprints.get(job.blueprint)
+        today = extract(blueprint) if blueprint is not None else None
+        version = detail.blueprint_version or (detail.timeline.blueprint_version if detail.timeline else None)
+        if version is None or (today is not None and version == today.version):
+            return cls(today, today)
+        kept = await engine.reads.graph(job.blueprint, version)
+        if kept is not None:
+            return cls(kept, today)
+        if today is None:
+            return cls(None, None)
+        note = f"The graph of version {version}, which this job ran on, was not kept; today's ({today.version}) is"
+        return cls(today, today, note + " shown.")
+
+    def marks(self, path: JobPath) -> GraphMarks | None:
+        return job_marks(self.ran_on, path, self.today) if self.ran_on is not None else None
+
+    async def svg(self, job: Job) -> Markup:
+        if self.ran_on is None:
+            return Markup('<p class="note warn">Blueprint {} is not registered on this engine.</p>').format(
+                escape(job.blueprint)
+            )
+        return await svg_markup(self.ran_on)
 
 
 @dataclass(frozen=True, slots=True)

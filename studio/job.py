@@ -11,15 +11,13 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-from markupsafe import Markup, escape
 
 from ..errors import JobNotFound
 from ..events import Event, EventKind
-from ..graph import GraphModel, extract
 from ..models import Job
-from ..reads import BranchCounts, JobDetail, Line, Timeline, Visit
+from ..reads import JobDetail, Line, Timeline
 from .contexts import JobContext, MomentContext, StateContext
-from .graphs import GraphMarks, JobPath, job_marks, svg_markup, version_diff
+from .graphs import JobGraph, moment_path, path_of, version_diff
 from .keys import data_key, engine_key
 from .live import Update, stream_feed
 from .middleware import StudioError
@@ -38,57 +36,6 @@ async def load_detail(request: web.Request, *, tasks: bool = True) -> JobDetail:
     return detail
 
 
-class JobGraph:
-    """The graph a job ran on (the version it was created on, as history kept it) and today's."""
-
-    def __init__(self, ran_on: GraphModel | None, today: GraphModel | None, note: str = "") -> None:
-        self.ran_on = ran_on
-        self.today = today
-        self.note = note
-
-    @classmethod
-    async def of(cls, request: web.Request, detail: JobDetail) -> JobGraph:
-        engine = request.app[engine_key]
-        job = detail.job
-        blueprint = engine.blueprints.get(job.blueprint)
-        today = extract(blueprint) if blueprint is not None else None
-        version = detail.blueprint_version or (detail.timeline.blueprint_version if detail.timeline else None)
-        if version is None or (today is not None and version == today.version):
-            return cls(today, today)
-        kept = await request.app[data_key].graph(job.blueprint, version)
-        if kept is not None:
-            return cls(kept, today)
-        if today is None:
-            return cls(None, None)
-        note = (
-            f"The graph of version {version}, which this job ran on, was not kept; today's ({today.version}) is shown."
-        )
-        return cls(today, today, note)
-
-    def marks(self, path: JobPath) -> GraphMarks | None:
-        return job_marks(self.ran_on, path, self.today) if self.ran_on is not None else None
-
-    async def svg(self, job: Job) -> Markup:
-        if self.ran_on is None:
-            return Markup('<p class="note warn">Blueprint {} is not registered on this engine.</p>').format(
-                escape(job.blueprint)
-            )
-        return await svg_markup(self.ran_on)
-
-
-def fan_outs(visits: list[Visit]) -> dict[str, BranchCounts]:
-    """Each state's fan-out branches at a glance: its last visit that fanned out."""
-    return {v.state: v.counts for v in visits if v.fan_out}
-
-
-def path_of(job: Job, timeline: Timeline | None) -> JobPath:
-    """Where the job is and the moves its timeline recorded (its own visit counts while history has none)."""
-    if timeline is None or not timeline.lines:
-        return JobPath(job.state, job.status, job.visits, [])
-    visits = timeline.visit_counts or job.visits
-    return JobPath(job.state, job.status, visits, timeline.transitions, fan_outs(timeline.visits))
-
-
 def retry_states(job: Job, blueprint_states: list[str]) -> list[str]:
     """The job's own state first, then the states it visited before, then the rest."""
     visited = [s for s in job.visits if s != job.state and s in blueprint_states]
@@ -100,7 +47,7 @@ async def job_context(request: web.Request, detail: JobDetail, graph: JobGraph |
     """The job page's context; a job known only from history gets no actions."""
     engine = request.app[engine_key]
     job = detail.job
-    graph = graph or await JobGraph.of(request, detail)
+    graph = graph or await JobGraph.of(engine, detail)
     blueprint = engine.blueprints.get(job.blueprint)
     live = blueprint is not None and not detail.from_history
     timeline = detail.timeline
@@ -146,9 +93,8 @@ async def moment_page(request: web.Request) -> web.StreamResponse:
     if timeline is None or not timeline.lines:
         raise StudioError(404, "No timeline", "History has no line of this job yet.")
     moment = timeline.at(_seq(request))
-    graph = await JobGraph.of(request, detail)
-    path = JobPath(moment.state, moment.status, moment.visits, moment.transitions, fan_outs(moment.all_visits))
-    context = MomentContext(detail.job, moment, graph.marks(path), timeline.last_seq, len(timeline))
+    graph = await JobGraph.of(request.app[engine_key], detail)
+    context = MomentContext(detail.job, moment, graph.marks(moment_path(moment)), timeline.last_seq, len(timeline))
     if wants_json(request):
         return json_response(context.to_json())
     return await render_fragment(request, "_moment.html", context)
@@ -180,7 +126,7 @@ class JobFeed:
 
     async def _parts(self, detail: JobDetail) -> tuple[JobContext, list[Update]]:
         if self.graph is None:
-            self.graph = await JobGraph.of(self.request, detail)
+            self.graph = await JobGraph.of(self.request.app[engine_key], detail)
         context = await job_context(self.request, detail, self.graph)
         updates: list[Update] = [
             (SseEvent.JOB_HEADER, context),

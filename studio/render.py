@@ -56,15 +56,22 @@ def setup_templates(app: web.Application, prefix: str, user_templates: Path | No
     defaults = jinja2.FileSystemLoader(TEMPLATES_DIR)
     loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(user_templates)] if user_templates else []
     loaders += [defaults, jinja2.PrefixLoader({"default": defaults}, delimiter=":")]
-    env = aiohttp_jinja2.setup(
-        app,
-        loader=jinja2.ChoiceLoader(loaders),
-        autoescape=True,
-        enable_async=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = aiohttp_jinja2.setup(app, loader=jinja2.ChoiceLoader(loaders), **_OPTIONS)
+    _equip(env, prefix)
+    return env
+
+
+#: How every studio environment is made: autoescaped, async, strict about undefined names.
+_OPTIONS: dict[str, Any] = {
+    "autoescape": True,
+    "enable_async": True,
+    "undefined": jinja2.StrictUndefined,
+    "trim_blocks": True,
+    "lstrip_blocks": True,
+}
+
+
+def _equip(env: jinja2.Environment, prefix: str) -> None:
     env.filters.update(FILTERS)
     env.globals.update(
         P=prefix,
@@ -77,6 +84,13 @@ def setup_templates(app: web.Application, prefix: str, user_templates: Path | No
         bar=bar,
         diff=diff,
     )
+
+
+def partials(prefix: str = "") -> jinja2.Environment:
+    """The studio's templates outside a request, for the notebook's widgets: they render the studio's
+    partials (``_moment.html``...) as they are; links start with ``prefix`` (the studio's URL, if served)."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), **_OPTIONS)
+    _equip(env, prefix)
     return env
 
 

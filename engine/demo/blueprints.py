@@ -9,6 +9,7 @@ orders = StateMachineBlueprint(
     api_version="v1",
     api_endpoint="/jobs/orders",
     description="Routes urgent orders to a fast lane (a .when() condition).",
+    input_example={"priority": "urgent", "items": ["book", "pen"]},
 )
 
 
@@ -52,6 +53,7 @@ images = StateMachineBlueprint(
     api_version="v1",
     api_endpoint="/jobs/images",
     description="Resizes every image of a batch in parallel, then aggregates.",
+    input_example={"images": [f"photo-{n}.jpg" for n in range(1, 41)]},
 )
 
 
@@ -77,7 +79,8 @@ imports = StateMachineBlueprint(
     "flaky_import",
     api_version="v1",
     api_endpoint="/jobs/imports",
-    description="Imports a file; corrupt files are quarantined for a person.",
+    description="Imports a file; a file named *.corrupt is refused (quarantined for a person).",
+    input_example={"file": "customers.csv"},
 )
 
 

@@ -18,13 +18,20 @@ DEMO_WORKERS = {
 }
 
 
+#: Share of tasks a demo worker fails at random with a TRANSIENT_ERROR, to show retries.
+HICCUP_RATE = 0.05
+
+
 def answer(task_type: str, params: dict[str, Any]) -> dict[str, Any]:
-    """What a demo worker answers: mostly success, with the occasional failure to show retries and quarantine."""
-    roll = random.random()
-    if task_type == "import_file" and (roll < 0.15 or str(params.get("file", "")).endswith(".corrupt")):
-        return {"status": "failure", "error": {"code": "PERMANENT_ERROR", "message": "file is corrupt"}}
-    if roll < 0.05:
-        return {"status": "failure", "error": {"code": "TRANSIENT_ERROR", "message": "network hiccup"}}
+    """What a demo worker answers: success, but a file named ``*.corrupt`` is refused for good (its
+    job is quarantined), and a few tasks fail once at random (they are retried); each failure says why."""
+    file = str(params.get("file", ""))
+    if task_type == "import_file" and file.endswith(".corrupt"):
+        message = f"{file}: the demo treats files named *.corrupt as corrupt; release with another file name"
+        return {"status": "failure", "error": {"code": "PERMANENT_ERROR", "message": message}}
+    if random.random() < HICCUP_RATE:
+        message = f"the demo fails {HICCUP_RATE:.0%} of tasks at random, to show retries"
+        return {"status": "failure", "error": {"code": "TRANSIENT_ERROR", "message": message}}
     return {"status": "success", "data": {"bytes": random.randint(10_000, 900_000), "by": task_type}}
 
 

@@ -1,6 +1,6 @@
 """Jupyter widgets: author a blueprint with a live graph, step a job through it, watch an engine.
 
-``from avtomatika.studio.notebook import BlueprintView, StepDebugger, EngineMonitor``. They reuse the
+``from avtomatika.studio.notebook import BlueprintView, StepDebugger, EngineMonitor, JobHistory``. They reuse the
 studio's graph (one SVG per blueprint version, live marks laid over it) and the engine's events, and
 run their async work in the kernel's own event loop. Needs ``ipywidgets`` (the ``notebook`` extra);
 ``import avtomatika`` never imports this package.
@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from .blueprint_view import BlueprintView
 from .debugger import StepDebugger
+from .history_view import JobHistory
 from .monitor import EngineMonitor
 from .session import DebuggerError, DebugSession, debug_engine
 
-__all__ = ["BlueprintView", "DebugSession", "DebuggerError", "EngineMonitor", "StepDebugger", "debug_engine"]
+__all__ = [
+    "BlueprintView",
+    "DebugSession",
+    "DebuggerError",
+    "EngineMonitor",
+    "JobHistory",
+    "StepDebugger",
+    "debug_engine",
+]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...blueprint import Problem, StateMachineBlueprint
-from ...graph import GraphvizNotFound, blueprint_svg
+from ...graph import GraphModel, GraphvizNotFound, blueprint_svg, model_svg
 from ...models import Job
 from ...reads import Change
 from ..graphs import EdgeMark, GraphMarks, NodeMark
@@ -63,6 +63,17 @@ STYLE = """
 .avtomatika-nb h4 { margin:.5em 0 .2em; font-size:1em; }
 .avtomatika-nb blockquote { margin:.3em 0; padding:.2em .6em; border-left:3px solid var(--c-waiting); }
 .avtomatika-log select { font-family:var(--jp-code-font-family, monospace); font-size:12px; }
+.avtomatika-nb button.copy, .avtomatika-nb [data-branch-filter], .avtomatika-nb [data-branch-search] { display:none; }
+.avtomatika-nb h3 { font-size:.9em; text-transform:uppercase; color:var(--muted); margin:.6em 0 .2em; }
+.avtomatika-nb .moment-grid { display:grid; grid-template-columns:minmax(0,1fr) minmax(0,1fr); gap:.8em; }
+.avtomatika-nb dl.facts { display:grid; grid-template-columns:max-content 1fr; gap:.15em .8em; margin:0; }
+.avtomatika-nb dl.facts dt { color:var(--muted); } .avtomatika-nb dl.facts dd { margin:0; }
+.avtomatika-nb .err, .avtomatika-nb .error-text { color:var(--c-failed); }
+.avtomatika-nb .note { color:var(--muted); }
+.avtomatika-nb ul.changes { list-style:none; margin:.2em 0; padding:0; }
+.avtomatika-nb .table-scroll { max-height:22em; overflow:auto; }
+.avtomatika-nb .branch-head { display:flex; gap:.8em; align-items:center; }
+.avtomatika-nb .attempt { border-left:3px solid var(--line); padding-left:.6em; margin:.3em 0; }
 """
 
 _GROUP = re.compile(r'<g id="(?P<id>[^"]*)" class="(?P<cls>[^"]*)">')
@@ -90,6 +101,19 @@ def graph_html(
         svg = blueprint_svg(blueprint)
     except GraphvizNotFound as exc:
         return f'<p class="warning">{esc(exc)}</p>'
+    return _marked(svg, marks, extra_classes)
+
+
+def model_graph_html(model: GraphModel, marks: GraphMarks | None = None) -> str:
+    """:func:`graph_html` of a graph model: one history kept (the version a job ran on), or today's."""
+    try:
+        svg = model_svg(model)
+    except GraphvizNotFound as exc:
+        return f'<p class="warning">{esc(exc)}</p>'
+    return _marked(svg, marks, None)
+
+
+def _marked(svg: str, marks: GraphMarks | None, extra_classes: Mapping[str, Sequence[str]] | None) -> str:
     if marks is not None or extra_classes:
         svg = apply_marks(svg, marks or GraphMarks("", [], []), extra_classes or {})
     return f'<div class="avtomatika-nb-graph">{svg}</div>'
