@@ -7,10 +7,12 @@ so ``validate()`` (and the notebook's view) can show all of them at once; ``chec
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
 import logging
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -389,12 +391,18 @@ class StateMachineBlueprint:
 
 
 def _source_of(function: Handler) -> str:
-    """A handler's source text; its bytecode and constants when the source cannot be read."""
+    """A handler's code: its source without decorators, comments or layout (so neither the name of the
+    blueprint that registers it nor where it sits in its file changes it); its bytecode and constants
+    when the source cannot be read."""
     try:
-        return inspect.getsource(function)
-    except (OSError, TypeError):
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
         code = getattr(function, "__code__", None)
         return repr((code.co_code, code.co_consts)) if code is not None else repr(function)
+    node = tree.body[0] if tree.body else tree
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        node.decorator_list = []
+    return ast.unparse(node)
 
 
 def _digest(parts: list[str]) -> str:

@@ -13,7 +13,19 @@ from markupsafe import Markup
 
 from ..api.payloads import iso, job_summary, job_view, task_view, worker_summary, worker_view
 from ..models import Job
-from ..reads import Attempt, Branch, BranchCounts, JobDetail, JobQuery, JobRow, Moment, QueueDepth, Row, Visit
+from ..reads import (
+    Attempt,
+    Branch,
+    BranchCounts,
+    JobDetail,
+    JobQuery,
+    JobRow,
+    Moment,
+    QueueDepth,
+    Row,
+    Visit,
+    line_json,
+)
 from ..reads import WorkerView as Worker
 from .forms import StartForm
 from .graphs import GraphMarks, VersionDiff
@@ -134,7 +146,7 @@ class JobContext:
             history_pending=self.detail.history_pending,
             blueprint_version=self.detail.blueprint_version,
             cause=self.detail.cause,
-            timeline=None if timeline is None else [line.to_json() for line in timeline.lines],
+            timeline=None if timeline is None else [line_json(line) for line in timeline.lines],
             path=[_move_json(m) for m in (timeline.transitions if timeline is not None else [])],
             taken_edges={e.dom_id: e.visits for e in (self.marks.edges if self.marks else []) if e.visits},
             off_graph=[_move_json(m) for m in (self.marks.off_graph if self.marks else [])],
@@ -225,7 +237,7 @@ class MomentContext:
             "job_id": self.job.id,
             "seq": moment.seq,
             "last_seq": self.last_seq,
-            "line": moment.line.to_json(),
+            "line": line_json(moment.line),
             "state": moment.state,
             "status": moment.status,
             "error": moment.error,

@@ -86,7 +86,7 @@ def sample_timeline(t0: float) -> Timeline:
         (31.0, "task_taken", "transcode", None, {"task_id": "t5", "task_type": "transcode", "worker_id": "gpu-1"}),
     ]
     return Timeline(
-        Line(seq, t0 + dt, kind, state, status, None, None, data)
+        Line(JOB_ID, seq, t0 + dt, kind, state, status, None, None, data)
         for seq, (dt, kind, state, status, data) in enumerate(lines, 1)
     )
 

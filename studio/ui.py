@@ -37,6 +37,7 @@ _TASK_TONE = {
     "failed": "failed",
     "retrying": "failed",
     "withdrawn": "cancelled",
+    "held": "quarantined",
 }
 #: Which tone wins when a node holds jobs of several statuses (most urgent first).
 TONE_URGENCY = ("quarantined", "failed", "running", "waiting", "finished", "cancelled")

@@ -13,6 +13,7 @@ import pytest
 from engine_helpers import FakeWorker, failure, fast_config, success, wait_for, wait_for_status
 from postgres_server import PostgresServer
 from redis_server import RedisServer
+from support.blueprints import batch_blueprint, routing_blueprint
 
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
 from avtomatika.models import Job
@@ -21,51 +22,6 @@ from avtomatika.storage import MemoryStorage, Storage
 
 Backends = tuple[str, str]
 MakeEngine = Callable[..., Any]
-
-
-def orders() -> StateMachineBlueprint:
-    """triage has a ``.when()`` handler and a default one, each dispatching to the same targets."""
-    bp = StateMachineBlueprint("orders")
-
-    @bp.handler_for("received", is_start=True)
-    async def received(context):
-        context.state_history["items"] = len(context.initial_data.get("items", []))
-        context.actions.transition_to("triage")
-
-    @bp.handler_for("triage").when("context.initial_data.priority == 'urgent'")
-    async def urgent(context):
-        context.actions.dispatch_task("ship", {"lane": "fast"}, transitions={"success": "shipped"})
-
-    @bp.handler_for("triage")
-    async def normal(context):
-        context.state_history.pop("items")
-        context.actions.dispatch_task("ship", {"lane": "slow"}, transitions={"success": "shipped"})
-
-    @bp.handler_for("shipped", is_end=True)
-    async def shipped(context):
-        context.state_history["done"] = True
-
-    return bp
-
-
-def batch() -> StateMachineBlueprint:
-    bp = StateMachineBlueprint("batch")
-
-    @bp.handler_for("split", is_start=True)
-    async def split(context):
-        for n in range(context.initial_data["n"]):
-            context.actions.dispatch_task("resize", {"n": n}, transitions={"success": "collect"})
-
-    @bp.aggregator_for("collect")
-    async def collect(context):
-        context.state_history["total"] = sum(r["data"]["px"] for r in context.aggregation_results.values())
-        context.actions.transition_to("published")
-
-    @bp.handler_for("published", is_end=True)
-    async def published(context):
-        pass
-
-    return bp
 
 
 def flaky() -> StateMachineBlueprint:
@@ -82,7 +38,7 @@ def flaky() -> StateMachineBlueprint:
     return bp
 
 
-BLUEPRINTS = (orders, batch, flaky)
+BLUEPRINTS = (routing_blueprint, batch_blueprint, flaky)
 
 
 @pytest.fixture(params=["memory-sqlite", "memory-postgres", "redis-sqlite", "redis-postgres"])
@@ -140,10 +96,10 @@ async def finished(engine: OrchestratorEngine, job: Job) -> Job:
 
 async def test_two_jobs_one_per_branch_each_record_their_own_edge(make_engine: MakeEngine) -> None:
     engine = await make_engine()
-    async with FakeWorker(engine, "shipper", ["ship"]) as worker:
+    async with FakeWorker(engine, "shipper", ["echo"]) as worker:
         worker.serve(lambda task: success({"lane": task.params["lane"]}))
-        urgent = await engine.create_job("orders", {"priority": "urgent", "items": ["a", "b"]})
-        normal = await engine.create_job("orders", {"priority": "normal", "items": ["a"]})
+        urgent = await engine.create_job("routing", {"priority": "urgent", "items": ["a", "b"]})
+        normal = await engine.create_job("routing", {"priority": "normal", "items": ["a"]})
         for job in (urgent, normal):
             await finished(engine, job)
     details = {}
@@ -166,7 +122,7 @@ async def test_two_jobs_one_per_branch_each_record_their_own_edge(make_engine: M
     ]
     triage = details[normal.id].timeline.visits_of("triage")[0]  # type: ignore[union-attr]
     assert (triage.handler.data["handler"], triage.handler.data.get("otherwise")) == (  # type: ignore[union-attr]
-        "orders.<locals>.normal",
+        "routing_blueprint.<locals>.normal",
         True,
     )
     assert triage.via == {"kind": "transition"}
@@ -178,7 +134,7 @@ async def test_two_jobs_one_per_branch_each_record_their_own_edge(make_engine: M
         timeline = details[job.id].timeline
         assert timeline is not None
         assert timeline.state_history == (await engine.get_job(job.id)).state_history  # type: ignore[union-attr]
-    assert details[normal.id].timeline.state_history == {"done": True, "lane": "slow"}  # type: ignore[union-attr]
+    assert details[normal.id].timeline.state_history == {"shipped": True, "lane": "slow"}  # type: ignore[union-attr]
     # ...and at every line: after the first step, only "items" was set.
     first_step = next(line for line in details[normal.id].timeline.lines if line.kind == "step_finished")  # type: ignore[union-attr]
     assert details[normal.id].timeline.at(first_step.seq).state_history == {"items": 1}  # type: ignore[union-attr]
@@ -187,7 +143,7 @@ async def test_two_jobs_one_per_branch_each_record_their_own_edge(make_engine: M
 async def test_lists_filters_and_pages(make_engine: MakeEngine) -> None:
     engine = await make_engine()
     jobs = [await engine.create_job("flaky", {"n": n}) for n in range(5)]
-    other = await engine.create_job("orders", {"priority": "urgent"})
+    other = await engine.create_job("routing", {"priority": "urgent"})
     for job in jobs:
         await wait_for_status(engine, job.id, "waiting_for_worker")
     await wait_for_status(engine, other.id, "waiting_for_worker")
@@ -215,7 +171,7 @@ async def test_fan_out_branches_live_and_at_any_line(make_engine: MakeEngine) ->
     engine = await make_engine()
     job = await engine.create_job("batch", {"n": 5})
     await wait_for_status(engine, job.id, "waiting_for_parallel_tasks")
-    worker = await FakeWorker(engine, "imager", ["resize"]).register()
+    worker = await FakeWorker(engine, "imager", ["echo"]).register()
     first = await worker.take()
     await worker.answer(first, success({"px": 10}))
     second = await worker.take()
@@ -372,9 +328,11 @@ def test_a_timeline_folds_in_order_whatever_order_lines_arrive_in() -> None:
     from avtomatika.reads import Line
 
     lines = [
-        Line(1, 1.0, "job_created", "a", "pending", None, None, {"initial_data": {"x": 1}}),
-        Line(2, 2.0, "step_finished", "a", "running", None, 1.0, {"handler": "a", "changes": {"set": {"y": 2}}}),
-        Line(3, 2.0, "state_entered", "b", "running", None, None, {"previous": "a", "via": {"kind": "transition"}}),
+        Line("j", 1, 1.0, "job_created", "a", "pending", None, None, {"initial_data": {"x": 1}}),
+        Line("j", 2, 2.0, "step_finished", "a", "running", None, 1.0, {"handler": "a", "changes": {"set": {"y": 2}}}),
+        Line(
+            "j", 3, 2.0, "state_entered", "b", "running", None, None, {"previous": "a", "via": {"kind": "transition"}}
+        ),
     ]
     timeline = Timeline([lines[0]])
     assert timeline.extend([lines[2], lines[1], lines[0]]) == [lines[1], lines[2]]

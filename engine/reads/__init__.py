@@ -21,6 +21,7 @@ from .timeline import (
     Transition,
     Visit,
     diff,
+    line_json,
 )
 
 __all__ = [
@@ -45,5 +46,6 @@ __all__ = [
     "Visit",
     "WorkerView",
     "diff",
+    "line_json",
     "parse_time",
 ]

@@ -189,7 +189,7 @@ class Reader:
             return None
         if wait:
             await self.history_lag()
-        return [Line.of(entry) for entry in await history.timeline(job_id, after_seq=after_seq)]
+        return await history.timeline(job_id, after_seq=after_seq)
 
     async def detail(self, job_id: str, *, tasks: bool = True) -> JobDetail | None:
         """The job, live when live storage keeps it, else rebuilt from history; None when neither knows it."""

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ..history.base import TimelineEntry
+from ..history.base import TimelineEntry
 
 #: Kinds of ``via`` that are edges of the graph (the others are operations: retry, release).
 EDGE_KINDS = frozenset({"transition", "dispatch", "parallel", "human", "sub_blueprint"})
@@ -26,38 +25,24 @@ ENDINGS = frozenset({"job_finished", "job_failed", "job_cancelled", "job_lost"})
 _FOLDED = frozenset({"step_finished", "state_left", "task_dispatched", "task_taken", "task_result", "task_retry"})
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
-    """One line of a job's timeline, as history recorded it (see :class:`~avtomatika.history.TimelineEntry`)."""
+#: One line of a job's timeline, as history recorded it.
+Line = TimelineEntry
 
-    seq: int
-    at: float
-    kind: str
-    state: str | None
-    status: str | None
-    worker_id: str | None
-    duration_ms: float | None
-    data: dict[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def of(cls, entry: TimelineEntry) -> Line:
-        return cls(
-            entry.seq, entry.at, entry.kind, entry.state, entry.status, entry.worker_id, entry.duration_ms, entry.data
-        )
+def line_json(line: Line) -> dict[str, Any]:
+    """A line as the API and the studio's JSON twins show it (its time in ISO 8601)."""
+    from ..api.payloads import iso
 
-    def to_json(self) -> dict[str, Any]:
-        from ..api.payloads import iso
-
-        return {
-            "seq": self.seq,
-            "at": iso(self.at),
-            "kind": self.kind,
-            "state": self.state,
-            "status": self.status,
-            "worker_id": self.worker_id,
-            "duration_ms": self.duration_ms,
-            "data": self.data,
-        }
+    return {
+        "seq": line.seq,
+        "at": iso(line.at),
+        "kind": line.kind,
+        "state": line.state,
+        "status": line.status,
+        "worker_id": line.worker_id,
+        "duration_ms": line.duration_ms,
+        "data": line.data,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,17 +100,20 @@ class Attempt:
     retried_by: str | None = None
     #: When the job went on (or stopped) without its answer.
     withdrawn_at: float | None = None
+    #: Withdrawn by a quarantine, to be sent again if the job is released.
+    held: bool = False
 
     @property
     def status(self) -> str:
-        """``queued``, ``running``, ``done``, ``failed``, ``withdrawn``, or a result's own status."""
+        """``queued``, ``running``, ``done``, ``failed``, ``held`` (by a quarantine), ``withdrawn``, or a
+        result's own status."""
         if self.result is not None:
             status = str(self.result.get("status"))
             return {"success": "done", "failure": "failed"}.get(status, status)
         if self.lost_reason is not None:
             return "failed"
         if self.withdrawn_at is not None:
-            return "withdrawn"
+            return "held" if self.held else "withdrawn"
         return "running" if self.taken_at is not None else "queued"
 
     @property
@@ -192,10 +180,11 @@ class BranchCounts:
     queued: int = 0
     failed: int = 0
     withdrawn: int = 0
+    held: int = 0
 
     @classmethod
     def of(cls, statuses: Iterable[str]) -> BranchCounts:
-        found = {"done": 0, "running": 0, "queued": 0, "failed": 0, "withdrawn": 0}
+        found = {"done": 0, "running": 0, "queued": 0, "failed": 0, "withdrawn": 0, "held": 0}
         total = 0
         for status in statuses:
             total += 1
@@ -212,13 +201,14 @@ class BranchCounts:
             self.queued + other.queued,
             self.failed + other.failed,
             self.withdrawn + other.withdrawn,
+            self.held + other.held,
         )
 
     @property
     def label(self) -> str:
         """``12/40 done · 3 running · 1 failed`` (parts at zero left out)."""
         parts = [f"{self.done}/{self.total} done"]
-        for name in ("running", "queued", "failed", "withdrawn"):
+        for name in ("running", "queued", "held", "failed", "withdrawn"):
             if value := getattr(self, name):
                 parts.append(f"{value} {name}")
         return " · ".join(parts)
@@ -231,6 +221,7 @@ class BranchCounts:
             "queued": self.queued,
             "failed": self.failed,
             "withdrawn": self.withdrawn,
+            "held": self.held,
             "label": self.label,
         }
 
@@ -384,17 +375,18 @@ class _Fold:
         self.visit_counts[state] = self.visit_counts.get(state, 0) + 1
         self.visits.append(Visit(state, self.visit_counts[state], line.at, line.seq, previous, via))
 
-    def close_open(self, at: float) -> None:
-        """The job left its visit: tasks still without an answer there were withdrawn."""
+    def close_open(self, at: float, *, held: bool = False) -> None:
+        """The job left its visit (or, ``held``, was quarantined in it): tasks still without an answer
+        there were withdrawn (held, to be sent again on release)."""
         current = self.current
         if current is None:
             return
-        if current.left_at is None:
+        if current.left_at is None and not held:
             current.left_at = at
         for branch in current.branches:
             last = branch.last
             if last.result is None and last.lost_reason is None and last.withdrawn_at is None:
-                last.withdrawn_at = at
+                last.withdrawn_at, last.held = at, held
 
     def dispatched(self, line: Line) -> None:
         data = line.data
@@ -485,8 +477,7 @@ class _Fold:
         elif kind in ENDINGS or kind == "job_quarantined":
             self.ending = line
             self.error = data.get("error")
-            if kind != "job_quarantined":
-                self.close_open(line.at)
+            self.close_open(line.at, held=kind == "job_quarantined")
         if line.state and line.status is not None:
             self.state = line.state
         if line.status is not None:
@@ -510,10 +501,6 @@ class Timeline:
 
     def __repr__(self) -> str:
         return f"Timeline({len(self.lines)} lines)"
-
-    @classmethod
-    def of(cls, entries: Iterable[TimelineEntry]) -> Timeline:
-        return cls(Line.of(e) for e in entries)
 
     def extend(self, lines: Iterable[Line]) -> list[Line]:
         """Add the lines after the last one held (a line seen twice is skipped); returns those added."""

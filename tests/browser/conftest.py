@@ -8,6 +8,7 @@ registers with it over HTTP and answers tasks as their params say.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
 from collections.abc import Coroutine, Iterator
@@ -26,7 +27,7 @@ from support.browser import chromium  # noqa: E402
 from support.processes import ECHO_WORKER_SCRIPT, python_command, running_process  # noqa: E402
 from test_studio_support import ClipInput, echo_blueprint  # noqa: E402
 
-from avtomatika import Config, OrchestratorEngine  # noqa: E402
+from avtomatika import Config, OrchestratorEngine, StateMachineBlueprint  # noqa: E402
 
 GUARD_MS = 15_000
 SCREENSHOTS = TESTS.parent / "artifacts" / "screenshots"
@@ -53,13 +54,20 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 class ServedEngine:
-    """An engine started in a thread of its own; ``call`` runs a coroutine on its loop."""
+    """An engine started in a thread of its own; ``call`` runs a coroutine on its loop.
 
-    def __init__(self, **settings: Any) -> None:
+    Args:
+        blueprints: Served besides the echo ones.
+        settings: ``Config`` over the fast test settings.
+    """
+
+    def __init__(self, *blueprints: StateMachineBlueprint, **settings: Any) -> None:
         config = Config(**{**FAST_SETTINGS, "API_HOST": "127.0.0.1", **settings})
         self.engine = OrchestratorEngine(config=config)
         self.engine.register_blueprint(echo_blueprint())
         self.engine.register_blueprint(echo_blueprint("studio_clip", ClipInput))
+        for blueprint in blueprints:
+            self.engine.register_blueprint(blueprint)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -109,13 +117,19 @@ class ServedEngine:
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedEngine]:
     """The engine + studio, open on loopback, with one echo worker process (for one module)."""
     served = ServedEngine().start()
-    log = tmp_path_factory.mktemp("browser") / "echo_worker.log"
-    env = {"ORCHESTRATOR_URL": served.url, "WORKER_ID": "echo-browser", "TASK_TYPES": "echo", "HEARTBEAT_INTERVAL": "2"}
     try:
-        with running_process(python_command(ECHO_WORKER_SCRIPT), env, log, wait_log_text="registered"):
+        with echo_worker(served, tmp_path_factory.mktemp("browser") / "echo_worker.log"):
             yield served
     finally:
         served.stop()
+
+
+@contextlib.contextmanager
+def echo_worker(served: ServedEngine, log: Path, worker_id: str = "echo-browser", **env: str) -> Iterator[None]:
+    """An echo worker process registered with ``served`` (it answers tasks as their params say)."""
+    settings = {"ORCHESTRATOR_URL": served.url, "WORKER_ID": worker_id, "TASK_TYPES": "echo", "HEARTBEAT_INTERVAL": "2"}
+    with running_process(python_command(ECHO_WORKER_SCRIPT), {**settings, **env}, log, wait_log_text="registered"):
+        yield
 
 
 @pytest.fixture

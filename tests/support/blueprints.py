@@ -50,3 +50,55 @@ def branches_blueprint(timeout_s: float = 0.2) -> StateMachineBlueprint:
         pass
 
     return bp
+
+
+def routing_blueprint(name: str = "routing") -> StateMachineBlueprint:
+    """received -> triage, which has a ``.when()`` handler (urgent) and a default one, both dispatching
+    an `echo` task (params: ``lane`` and ``initial_data["task"]``) whose success leads to shipped.
+    received notes how many ``items`` came; the default handler removes that note again."""
+    bp = StateMachineBlueprint(name, input_example={"priority": "urgent", "items": ["book"]})
+
+    @bp.handler_for("received", is_start=True)
+    async def received(context):
+        context.state_history["items"] = len(context.initial_data.get("items", []))
+        context.actions.transition_to("triage")
+
+    @bp.handler_for("triage").when("context.initial_data.priority == 'urgent'")
+    async def urgent(context):
+        params = {"lane": "fast", **context.initial_data.get("task", {})}
+        context.actions.dispatch_task("echo", params, transitions={"success": "shipped"})
+
+    @bp.handler_for("triage")
+    async def normal(context):
+        context.state_history.pop("items")
+        params = {"lane": "slow", **context.initial_data.get("task", {})}
+        context.actions.dispatch_task("echo", params, transitions={"success": "shipped"})
+
+    @bp.handler_for("shipped", is_end=True)
+    async def shipped(context):
+        context.state_history["shipped"] = True
+
+    return bp
+
+
+def batch_blueprint(name: str = "batch") -> StateMachineBlueprint:
+    """split dispatches ``initial_data["n"]`` `echo` tasks (params ``n``, and ``outcome: permanent``
+    for branch ``initial_data["bad"]``: it fails for good); collect sums their results' ``px``."""
+    bp = StateMachineBlueprint(name)
+
+    @bp.handler_for("split", is_start=True)
+    async def split(context):
+        for n in range(context.initial_data["n"]):
+            outcome = "permanent" if n == context.initial_data.get("bad") else "success"
+            context.actions.dispatch_task("echo", {"n": n, "outcome": outcome}, transitions={"success": "collect"})
+
+    @bp.aggregator_for("collect")
+    async def collect(context):
+        context.state_history["total"] = sum(r["data"].get("px", 0) for r in context.aggregation_results.values())
+        context.actions.transition_to("published")
+
+    @bp.handler_for("published", is_end=True)
+    async def published(context):
+        pass
+
+    return bp
