@@ -238,6 +238,10 @@ async def test_failing_a_quarantined_job_keeps_its_root_cause(make_engine: MakeE
 
 async def test_jobs_held_in_memory_are_lost_with_their_engine(make_engine: MakeEngine, backends: Backends) -> None:
     first = await make_engine()
+    held = await first.create_job("flaky", {})
+    async with FakeWorker(first, "importer", ["import"]) as worker:
+        await worker.run_one(failure("PERMANENT_ERROR", "bad file"))
+    await wait_for_status(first, held.id, "quarantined")
     waiting = await first.create_job("flaky", {})
     await wait_for_status(first, waiting.id, "waiting_for_worker")
     await first.stop()
@@ -250,7 +254,9 @@ async def test_jobs_held_in_memory_are_lost_with_their_engine(make_engine: MakeE
         assert row.job.status == "waiting_for_worker"
         assert not row.from_history
         return
-    assert [r.id for r in lost.rows] == [waiting.id]
+    assert [r.id for r in lost.rows] == [waiting.id, held.id]
+    assert lost.rows[1].error is not None
+    assert lost.rows[1].error.endswith("stopped while the job was quarantined · root cause: PERMANENT_ERROR: bad file")
     assert lost.rows[0].finished_at is not None, "its duration stops counting"
     assert lost.rows[0].over
     assert row.job.status == "lost"

@@ -41,6 +41,8 @@ class LostJob:
     state: str
     last_seq: int
     feed: str
+    #: The error it had (why it was quarantined, what it is retrying after), if any: its root cause.
+    cause: str | None = None
 
     def line(self, at: float) -> tuple[Any, ...]:
         """Its ``job_lost`` line, in ``EVENT_COLUMNS`` order."""
@@ -49,11 +51,15 @@ class LostJob:
     @property
     def error(self) -> str:
         was = self.status.replace("_", " ")
-        return f"lost with its engine: it kept the job in memory, and stopped while the job was {was}"
+        lost = f"lost with its engine: it kept the job in memory, and stopped while the job was {was}"
+        return f"{lost} · root cause: {self.cause}" if self.cause else lost
 
     @property
     def data(self) -> dict[str, Any]:
-        return {"was": self.status, "error": self.error, "feed": self.feed}
+        found = {"was": self.status, "error": self.error, "feed": self.feed}
+        if self.cause:
+            found["cause"] = self.cause
+        return found
 
 
 class InvalidHistoryURI(ConfigError):

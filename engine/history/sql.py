@@ -100,7 +100,7 @@ def lost_candidates_query(keep_feed: str, p: Params) -> str:
     """Jobs not over whose lines came from a memory feed other than ``keep_feed`` (see ``mark_lost``)."""
     over = ", ".join(p(s) for s in _OVER)
     return (
-        f"SELECT id, status, state, last_seq, feed FROM jobs WHERE status NOT IN ({over})"
+        f"SELECT id, status, state, last_seq, feed, error FROM jobs WHERE status NOT IN ({over})"
         f" AND feed LIKE {p(VOLATILE_FEED_PREFIX + '%')} AND feed <> {p(keep_feed)}"
     )
 

@@ -56,7 +56,7 @@ def test_start_a_job_and_watch_it_finish(page: Page, studio: ServedEngine, scree
     expect(page.locator("#job-header")).to_have_attribute("data-status", "finished")
     # The timeline grew without a reload: its last line arrived over SSE, and no line came twice.
     expect(page.locator('#timeline-lines li[data-kind="job_finished"]')).to_have_count(1, timeout=GUARD_MS)
-    seqs = page.locator("#timeline-lines li").evaluate_all("lines => lines.map(li => Number(li.dataset.seq))")
+    seqs = page.locator("#timeline-lines > li").evaluate_all("lines => lines.map(li => Number(li.dataset.seq))")
     assert seqs == sorted(set(seqs)), seqs
     page.screenshot(path=screenshots / "job-finished.png", full_page=True)
     page.goto(f"{studio.url}/studio/jobs")
