@@ -141,21 +141,62 @@
     });
   }
 
+  // An SSE message of elements with ids and data-upsert: each replaces the element of its id on the
+  // page; one not there yet is added (at the list's start or end, as its hx-swap says) only when
+  // marked data-sse-new. The timeline's rows come this way: the rows that changed, and the new ones.
   function upsert(event) {
     var message = event.detail;
     if (!message || typeof message.data !== "string") { return; }
     var box = document.createElement("template");
     box.innerHTML = message.data.trim();
-    var element = box.content.firstElementChild;
-    if (!element || !element.id || !element.hasAttribute("data-upsert")) { return; }
-    var existing = document.getElementById(element.id);
-    if (existing) {
-      event.preventDefault();
-      existing.replaceWith(element);
-      htmx.process(element);
-    } else if (!element.hasAttribute("data-sse-new")) {
-      event.preventDefault();
+    var elements = Array.prototype.slice.call(box.content.children);
+    if (!elements.length || !elements.every(function (el) { return el.id && el.hasAttribute("data-upsert"); })) {
+      return;
     }
+    event.preventDefault();
+    var target = event.target;
+    var first = (target.getAttribute("hx-swap") || "").indexOf("afterbegin") === 0;
+    elements.forEach(function (element) {
+      var existing = document.getElementById(element.id);
+      if (existing) {
+        existing.replaceWith(element);
+      } else if (element.hasAttribute("data-sse-new")) {
+        if (first) { target.prepend(element); } else { target.appendChild(element); }
+      } else {
+        return;
+      }
+      htmx.process(element);
+    });
+    settled(target);
+  }
+
+  // Duration bars: placed on the job's whole span, which grows while it runs (rows sent later and
+  // rows sent earlier share one scale).
+  function layoutBars(root) {
+    var timeline = document.getElementById("timeline");
+    if (!timeline) { return; }
+    var bars = document.querySelectorAll(".bar[data-start]");
+    var t0 = parseFloat(timeline.dataset.t0 || "0");
+    var t1 = parseFloat(timeline.dataset.t1 || "0");
+    bars.forEach(function (bar) { t1 = Math.max(t1, parseFloat(bar.dataset.end || bar.dataset.start)); });
+    var total = t1 - t0;
+    if (!(total > 0)) { return; }
+    bars.forEach(function (bar) {
+      var start = parseFloat(bar.dataset.start);
+      var middle = bar.dataset.middle ? parseFloat(bar.dataset.middle) : null;
+      var end = bar.dataset.end ? parseFloat(bar.dataset.end) : t1;
+      var parts = middle === null ? [["wait", start, end]] : [["wait", start, middle], ["run", middle, end]];
+      bar.innerHTML = "";
+      parts.forEach(function (p) {
+        var left = Math.min(Math.max((p[1] - t0) / total, 0), 1);
+        var width = Math.max(Math.min((p[2] - p[1]) / total, 1 - left), 0.004);
+        var i = document.createElement("i");
+        i.className = p[0];
+        i.style.left = (left * 100).toFixed(2) + "%";
+        i.style.width = (width * 100).toFixed(2) + "%";
+        bar.appendChild(i);
+      });
+    });
   }
 
   // -- open <details> survive a swap of the part of the page holding them --------------------------
@@ -323,6 +364,7 @@
   }
 
   function settled(root) {
+    layoutBars(root);
     applyMarks(root);
     if (document.body.dataset.travel === "on") { applyMarks(document.getElementById("moment-marks")); }
     formatTimes(root);
@@ -332,11 +374,12 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     applyMarks(document);
+    layoutBars(document);
     timelineMode();
     formatTimes(document);
     travelLabel();
     var body = document.body;
-    body.addEventListener("htmx:sseBeforeMessage", function (e) { rememberOpen(e); upsert(e); });
+    body.addEventListener("htmx:sseBeforeMessage", function (e) { rememberOpen(e); upsert(e); restoreOpen(); });
     body.addEventListener("htmx:beforeSwap", rememberOpen);
     body.addEventListener("htmx:sseMessage", function (e) { settled(e.target); });
     body.addEventListener("htmx:afterSettle", function (e) { settled(e.target); timelineMode(); });

@@ -158,6 +158,8 @@ class JobFeed:
             return []
         progress_only = all(e.kind == EventKind.TASK_PROGRESS for e in mine)  # progress is not in history
         added: list[Line] = []
+        # Rows from the visit under way on: those new lines can change (its time in state, its tasks).
+        since = self.timeline.visits[-1].entered_seq if self.timeline.visits else 0
         if not progress_only:
             added = self.timeline.extend(await reads.timeline(self.job_id, self.timeline.last_seq) or [])
         detail = JobDetail(job, await self.request.app[engine_key].current_tasks(job), self.timeline)
@@ -167,7 +169,8 @@ class JobFeed:
             return [u for u in updates if u[0] == SseEvent.JOB_PANEL]
         if added:
             updates.append((SseEvent.TIMELINE_LINES, {"lines": added, "timeline": self.timeline, "t0": job.created_at}))
-            updates.append((SseEvent.TIMELINE_ROWS, context))
+            rows = [row for row in context.rows if row.seq >= since]
+            updates.append((SseEvent.TIMELINE_ROWS, {"rows": rows, "detail": detail, "job": job, "new": True}))
         return updates
 
 

@@ -29,7 +29,8 @@ class SseEvent(StrEnum):
     TIMELINE_LINES = "timeline-lines"
     """Timeline lines history recorded since the last ones sent, appended to the job page's timeline."""
     TIMELINE_ROWS = "timeline-rows"
-    """The job page's compact timeline (visits, tasks, fan-outs folded), again after new lines."""
+    """Rows of the job page's compact timeline (a visit, a task with its retries, a fan-out) that new
+    lines changed or added; each replaces its row on the page, or is added at the end."""
     QUARANTINE_ITEM = "quarantine-item"
     """A quarantined job (added), or a note that it left quarantine (replacing it)."""
     WORKER_TABLE = "worker-table"
