@@ -188,6 +188,27 @@ async def test_a_job_page_draws_the_graph_it_ran_on(aiohttp_client, tmp_path: Pa
         await engine.stop()
 
 
+async def test_a_release_with_params_shows_their_diff(aiohttp_client) -> None:
+    async with started_engine(fan()) as engine:
+        client = await aiohttp_client(studio_app(engine))
+        job = await engine.create_job("fan", {})
+        await wait_for_status(engine, job.id, "waiting_for_parallel_tasks")
+        async with FakeWorker(engine, "w-release", ["echo"]) as worker:
+            await worker.run_one(failure("PERMANENT_ERROR", "bad n"))
+            await wait_for_status(engine, job.id, "quarantined")
+            await engine.release_job(job.id, actor="operator:olga", params={"n": 10, "retry": True})
+        page = await (await client.get(f"/studio/jobs/{job.id}")).text()
+        released = page.split('data-kind="job_released"', 1)[1].split('class="raw"', 1)[0]
+        assert "by operator:olga" in released
+        diff = released.split("data-release-diff", 1)[1]
+        assert "~ n</code>" in diff, "the held task's params against those it was sent again with"
+        assert "+ retry</code>" in diff
+        twin = await json_of(client, f"/studio/jobs/{job.id}")
+        counts = twin["fan_out"]
+        assert counts["total"] == 3
+        assert counts["held"] == 0, "released: the held branches are sent again"
+
+
 async def test_the_sign_in_page_tells_nothing_about_the_engine(aiohttp_client) -> None:
     async with studio_engine(STUDIO_TOKEN="op-secret") as engine:
         await engine.create_job("studio_echo", {})
