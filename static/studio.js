@@ -88,10 +88,15 @@
     node.appendChild(found);
   }
 
-  // The node's own <title> is what the browser shows on hover: the breakdown goes there.
+  // What a hover shows: the breakdown, in a <title> of the node's shape and of its label (the node's
+  // own <title> keeps the state's name, by which the graph's nodes are found).
   function tooltip(node, text) {
-    var title = node.querySelector(":scope > title");
-    if (title && text) { title.textContent = text; }
+    node.querySelectorAll(":scope > path, :scope > polygon, :scope > ellipse, :scope > text:not(.node-note)").forEach(function (part) {
+      var title = part.querySelector(":scope > title");
+      if (!text) { if (title) { title.remove(); } return; }
+      if (!title) { title = document.createElementNS(SVGNS, "title"); part.appendChild(title); }
+      title.textContent = text;
+    });
   }
 
   function visits(edge, count) {

@@ -123,7 +123,7 @@ def amount_router() -> StateMachineBlueprint:
 
 
 def svg_nodes(html: str) -> dict[str, set[str]]:
-    """State name (the first line of the node's <title>, whose next lines are its breakdown) -> classes."""
+    """State name (the node's <title>) -> classes of its SVG group."""
     svg = html[html.index("<svg") : html.index("</svg>") + len("</svg>")]
     root = ET.fromstring(svg)
     nodes = {}
@@ -131,7 +131,7 @@ def svg_nodes(html: str) -> dict[str, set[str]]:
         classes = set(group.get("class", "").split())
         title = group.find(f"{SVG_NS}title")
         if "state" in classes and title is not None:
-            nodes[(title.text or "").split("\n")[0]] = classes
+            nodes[title.text or ""] = classes
     return nodes
 
 

@@ -174,22 +174,11 @@ def apply_marks(svg: str, marks: GraphMarks, extra_classes: Mapping[str, Sequenc
         unique = " ".join(dict.fromkeys(classes))
         return f'<g id="{match["id"]}" class="{esc(unique)}"{attributes}>'
 
-    marked = _NODE_TITLE.sub(lambda m: _retitle(m, nodes), _GROUP.sub(mark, svg))
+    marked = _GROUP.sub(mark, svg)
     if not extras:
         return marked
     closing = marked.rfind("</g>")  # the end of the graph's top group: badges are drawn on top
     return marked[:closing] + "".join(extras) + marked[closing:]
-
-
-_NODE_TITLE = re.compile(r'(<g id="(?P<id>[^"]*)" class="[^"]*"[^>]*>\s*<title>)[^<]*(</title>)')
-
-
-def _retitle(match: re.Match[str], nodes: Mapping[str, NodeMark]) -> str:
-    """A node's own ``<title>`` (what a hover shows) becomes its mark's breakdown, as ``studio.js`` does."""
-    node = nodes.get(html.unescape(match["id"]))
-    if node is None or not node.title:
-        return match[0]
-    return f"{match[1]}{esc(node.title)}{match[3]}"
 
 
 def _note(svg: str, start: int, node: NodeMark) -> str:
