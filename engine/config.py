@@ -43,6 +43,7 @@ class _Settings(BaseSettings):
 
     WORKER_TIMEOUT_SECONDS: float = Field(300.0, gt=0)
     WORKER_POLL_TIMEOUT_SECONDS: float = Field(30.0, ge=0)
+    MAX_JOB_WAIT_SECONDS: float = Field(60.0, ge=0)
     WORKER_HEALTH_CHECK_INTERVAL_SECONDS: float = Field(60.0, gt=0)
     JOB_MAX_RETRIES: int = Field(3, ge=0)
     RETRY_BACKOFF_BASE_SECONDS: float = Field(1.0, ge=0)

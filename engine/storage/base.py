@@ -88,8 +88,9 @@ class TimerClaim:
 class FeedEntry:
     """One commit's history lines, as :meth:`Storage.read_feed` hands them out.
 
-    ``position`` orders entries within one feed; ``events`` is the JSON list of the commit's events
-    (:func:`avtomatika.events.events_from_json` reads it back).
+    ``position`` orders entries within one feed; ``events`` is the JSON list of the rows of the
+    commit's events (:mod:`avtomatika.feed`: written by :func:`~avtomatika.feed.entry_of`, read back
+    by :func:`~avtomatika.feed.rows_of`).
     """
 
     position: str

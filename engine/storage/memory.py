@@ -22,7 +22,8 @@ from typing import Any
 import orjson
 
 from ..errors import VersionConflict
-from ..events import Event, events_json, task_taken
+from ..events import Event, task_taken
+from ..feed import entry_of
 from ..models import ENDED_STATUSES, Job, Task, TaskStatus, WorkerRecord, now, pack, unpack
 from ..timers import TimerKind
 from .base import (
@@ -473,14 +474,15 @@ class MemoryStorage(Storage):
         return self._feed_id
 
     def _append_feed(self, events: Sequence[Event]) -> None:
-        if not events:
+        entry = entry_of(events)
+        if not entry:
             return
         if len(self._feed) >= self.max_feed:
             self._feed.popleft()
             self.feed_dropped += 1
             if self.feed_dropped == 1 or self.feed_dropped % 10_000 == 0:
                 logger.warning("history feed full (%d entries): %d dropped so far", self.max_feed, self.feed_dropped)
-        self._feed.append((self._feed_next, events_json(events)))
+        self._feed.append((self._feed_next, entry))
         self._feed_next += 1
 
     async def read_feed(self, after: str | None, limit: int) -> list[FeedEntry]:

@@ -190,7 +190,7 @@ local function run(job_id, consumer)
   return {1, entry[1], entry[2][2]}
 end
 
--- A commit's history lines (a JSON list of events; '' for none) as one entry of the feed.
+-- A commit's history lines (avtomatika.feed: a JSON list of rows; '' for none) as one entry of the feed.
 local function feed_append(events)
   if events ~= '' then
     redis.call('XADD', key('$FEED'), 'MAXLEN', '~', $FEED_MAX_ENTRIES, '*', 'e', events)
@@ -361,13 +361,14 @@ local function assign(task_id)
     'x:deadline', deadline)
   load_add(worker, task_id)
   redis.call('ZADD', key('$TIMERS'), deadline, '$TIMEOUT_TIMER' .. task_id)
-  -- Its task_taken event (avtomatika.events.task_taken) to the feed; times as given, to the last bit.
+  -- The feed row of its task_taken event (avtomatika.feed.row_of of avtomatika.events.task_taken):
+  -- kind, job id, at (as given, to the last bit), blueprint, state, status, data as JSON text, facts.
   local task = redis.call('HMGET', task_key, 'job_id', 'type', 'doc')
   local doc = cjson.decode(task[3])
-  feed_append('[{"kind":"task_taken","job_id":' .. cjson.encode(task[1]) .. ',"blueprint":null,"state":'
-    .. cjson.encode(doc.state) .. ',"status":null,"data":{"task_id":' .. cjson.encode(task_id)
-    .. ',"task_type":' .. cjson.encode(task[2]) .. ',"worker_id":' .. cjson.encode(worker) .. ',"attempt":'
-    .. cjson.encode(doc.attempt) .. '},"at":' .. taken_at .. '}]')
+  local data = '{"task_id":' .. cjson.encode(task_id) .. ',"task_type":' .. cjson.encode(task[2])
+    .. ',"worker_id":' .. cjson.encode(worker) .. ',"attempt":' .. string.format('%d', doc.attempt) .. '}'
+  feed_append('[["task_taken",' .. cjson.encode(task[1]) .. ',' .. taken_at .. ',null,' .. cjson.encode(doc.state)
+    .. ',null,' .. cjson.encode(data) .. ',{"worker_id":' .. cjson.encode(worker) .. '}]]')
   redis.call('SET', key('$REPLY', token), task_id, 'EX', $REPLY_TTL_S)
   return {1, redis.call('HGETALL', task_key)}
 end

@@ -24,7 +24,8 @@ from redis.exceptions import RedisError
 
 from ... import keys
 from ...errors import VersionConflict
-from ...events import Event, events_json
+from ...events import Event
+from ...feed import entry_of
 from ...keys import Keys
 from ...models import Job, Task, WorkerRecord, now
 from ..base import FEED_READER_TTL_S, BranchAnswer, Commit, FeedEntry, JobFilter, Storage, TimerClaim
@@ -196,7 +197,7 @@ class RedisStorage(Storage):
         job.version = 1
         consumer = self._runnable.promise(run)
         args = [self.max_terminal_jobs, flag(run), consumer, *job_fields(job, next(self._tokens))]
-        args.append(events_json(events) if events else "")
+        args.append(entry_of(events))
         reply = None
         try:
             reply = await self._run("create_job", [self.keys.job(job.id)], args)
@@ -229,7 +230,7 @@ class RedisStorage(Storage):
         for child in change.children:
             child.version = 1
         args += [len(change.children), *(x for child in change.children for x in job_fields(child, token))]
-        args.append(events_json(change.events) if change.events else "")
+        args.append(entry_of(change.events))
         reply = None
         try:
             reply = await self._run("commit", [self.keys.job(job.id)], args)
@@ -422,7 +423,7 @@ class RedisStorage(Storage):
     ) -> BranchAnswer:
         consumer = self._runnable.promise(True)
         keys_ = [self.keys.branches(job_id), self.keys.job(job_id)]
-        args = [task_id, orjson.dumps(result), events_json(events) if events else "", job_id, consumer]
+        args = [task_id, orjson.dumps(result), entry_of(events), job_id, consumer]
         reply = None
         try:
             reply = await self._run("add_branch_result", keys_, args)
