@@ -482,7 +482,8 @@ class MemoryStorage(Storage):
             self.feed_dropped += 1
             if self.feed_dropped == 1 or self.feed_dropped % 10_000 == 0:
                 logger.warning("history feed full (%d entries): %d dropped so far", self.max_feed, self.feed_dropped)
-        self._feed.append((self._feed_next, entry))
+        # A copy: orjson's bytes sit in a buffer of several KB, held as long as the entry waits.
+        self._feed.append((self._feed_next, bytes(memoryview(entry))))
         self._feed_next += 1
 
     async def read_feed(self, after: str | None, limit: int) -> list[FeedEntry]:
