@@ -1,7 +1,5 @@
-"""Reads that the API and the studio share: a client's live jobs, and job counts for one client or all.
-
-Live storage counts jobs by (blueprint, status, state) only, so one client's are listed and counted,
-up to :data:`CLIENT_SCAN_JOBS` of them.
+"""Reads that the API and the studio share: a client's live jobs (up to :data:`CLIENT_SCAN_JOBS`),
+and job counts for one client or all (kept by storage, whatever the number of jobs).
 """
 
 from __future__ import annotations
@@ -33,11 +31,5 @@ async def client_jobs(engine: OrchestratorEngine, client: str, status: str | Non
 
 
 async def job_counts(engine: OrchestratorEngine, client: str | None = None) -> JobCounts:
-    """Live jobs per (blueprint, status, state): every job's, or only ``client``'s."""
-    if client is None:
-        return await engine.storage.count_jobs()
-    counts: JobCounts = {}
-    for job in await client_jobs(engine, client):
-        key = (job.blueprint, str(job.status), job.state)
-        counts[key] = counts.get(key, 0) + 1
-    return counts
+    """Live jobs per (blueprint, status, state): every job's, or only ``client``'s (storage keeps both)."""
+    return await engine.storage.count_jobs(client)

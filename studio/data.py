@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from ..engine import OrchestratorEngine
 from ..history import Cursor
 from ..models import TERMINAL_STATUSES, Job, JobStatus, Task, WorkerRecord, now
-from ..reads import SCAN_BATCH, client_jobs, job_counts
+from ..reads import SCAN_BATCH, job_counts
 
 logger = logging.getLogger(__name__)
 
@@ -347,11 +347,8 @@ class StudioData:
 
     async def nav_counts(self, client: str | None = None) -> tuple[int, int]:
         """(quarantined jobs (of ``client`` when given), alive workers), for the navigation bar."""
-        if client is None:
-            counted = (await self.engine.storage.count_jobs()).items()
-            quarantined = sum(n for (_, status, _), n in counted if status == JobStatus.QUARANTINED)
-        else:
-            quarantined = len(await client_jobs(self.engine, client, JobStatus.QUARANTINED))
+        counted = (await job_counts(self.engine, client)).items()
+        quarantined = sum(n for (_, status, _), n in counted if status == JobStatus.QUARANTINED)
         at = now()
         alive = sum(1 for w in await self.engine.list_workers() if w.alive(at))
         return quarantined, alive

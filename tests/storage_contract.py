@@ -594,6 +594,21 @@ class StorageContract:
 
     async def test_count_jobs_when_empty(self, storage: Storage) -> None:
         assert await storage.count_jobs() == {}
+        assert await storage.count_jobs("acme") == {}
+
+    async def test_count_jobs_of_one_client(self, storage: Storage) -> None:
+        acme, *_ = await create_jobs(
+            storage,
+            {"blueprint": "x", "state": "s", "client": "acme"},
+            {"blueprint": "x", "state": "s", "client": "globex"},
+            {"blueprint": "x", "state": "s", "client": "acme"},
+        )
+        await create_jobs(storage, {"blueprint": "x", "state": "s"})  # no client
+        acme.status = JobStatus.FINISHED
+        await storage.commit(Commit(acme))
+        assert await storage.count_jobs("acme") == {("x", "pending", "s"): 1, ("x", "finished", "s"): 1}
+        assert await storage.count_jobs("globex") == {("x", "pending", "s"): 1}
+        assert await storage.count_jobs() == {("x", "pending", "s"): 3, ("x", "finished", "s"): 1}
 
     # -- take_runnable ---------------------------------------------------------------------------
     async def test_take_runnable_returns_none_after_timeout_when_empty(self, storage: Storage) -> None:

@@ -174,8 +174,11 @@ class Storage(ABC):
         """
 
     @abstractmethod
-    async def count_jobs(self) -> dict[tuple[str, str, str], int]:
-        """Number of jobs by (blueprint, status, state)."""
+    async def count_jobs(self, client: str | None = None) -> dict[tuple[str, str, str], int]:
+        """Number of jobs by (blueprint, status, state): every job's, or only ``client``'s.
+
+        Kept as jobs change, so it costs the same however many jobs there are.
+        """
 
     # -- the queue of jobs to step ---------------------------------------------------------------
     @abstractmethod

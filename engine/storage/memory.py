@@ -186,8 +186,11 @@ class MemoryStorage(Storage):
             found.append(stored.job(job_id))
         return found
 
-    async def count_jobs(self) -> dict[tuple[str, str, str], int]:
-        return dict(Counter((s.blueprint, s.status, s.state) for s in self._jobs.values()))
+    async def count_jobs(self, client: str | None = None) -> dict[tuple[str, str, str], int]:
+        jobs = self._jobs.values()
+        if client is not None:
+            return dict(Counter((s.blueprint, s.status, s.state) for s in jobs if s.client == client))
+        return dict(Counter((s.blueprint, s.status, s.state) for s in jobs))
 
     # -- runnable queue --------------------------------------------------------------------------
     async def take_runnable(self, timeout_s: float) -> str | None:
