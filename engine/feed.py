@@ -76,6 +76,7 @@ def entry_of(events: Iterable[Event]) -> bytes:
     return orjson.dumps(rows) if rows else b""
 
 
-def rows_of(entry: bytes | str) -> list[Row]:
-    """The rows of a feed entry."""
-    return [tuple(row) for row in orjson.loads(entry)]  # type: ignore[misc]
+def rows_of(entry: bytes | str) -> list[list[Any]]:
+    """The rows of a feed entry (lists, as JSON reads them: a row's fields in :data:`Row` order)."""
+    rows: list[list[Any]] = orjson.loads(entry)
+    return rows

@@ -122,8 +122,10 @@ class JobRunner:
 
         Transitions from one state to the next are committed together with the step that ends the
         run (a wait, the end, an error, or the last inline step): one commit, whose version check
-        covers them all, instead of one per state. A process dying before it lands leaves the job
-        where it was committed last, and those handlers run again (at least once, as always).
+        covers them all, instead of one per state. Before each further handler the job's version is
+        read again, so no handler runs for a job changed meanwhile (cancelled while the previous one
+        ran). A process dying before the commit lands leaves the job where it was committed last, and
+        those handlers run again (at least once, as always).
         """
         runtime = self.runtime
         if job is None:
@@ -134,6 +136,8 @@ class JobRunner:
         for remaining in range(INLINE_STEPS, 0, -1):
             if job is None or job.status not in RUNNABLE_STATUSES:
                 return job
+            if moves and not await self._unchanged(job):
+                return await runtime.storage.get_job(job_id)  # changed meanwhile: the moves are dropped
             with runtime.tracer.step_span(job) as span:
                 commit = await self.run_handler(job, requeue=remaining == 1)
                 span.record(commit)
@@ -150,6 +154,11 @@ class JobRunner:
             if job.status not in RUNNABLE_STATUSES:
                 return job
         return job
+
+    async def _unchanged(self, job: Job) -> bool:
+        """Whether the job is stored as ``job`` was read (its moves since are not committed yet)."""
+        stored = await self.runtime.storage.get_job(job.id)
+        return stored is not None and stored.version == job.version
 
     async def gather(self, job: Job) -> Job | None:
         """Every branch of the job's fan-out answered: it enters its aggregation state (else it waits).

@@ -118,7 +118,7 @@ async def fan_out(storage: Storage, size: int, worker: WorkerRecord | None = Non
 
 async def feed_rows(storage: Storage) -> list[list[Row]]:
     """The events of every entry of the history feed, oldest first."""
-    return [rows_of(entry.events) for entry in await storage.read_feed(None, 10_000)]
+    return [[tuple(row) for row in rows_of(entry.events)] for entry in await storage.read_feed(None, 10_000)]  # type: ignore[misc]
 
 
 def created_event(job: Job) -> Event:

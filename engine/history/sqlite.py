@@ -202,14 +202,7 @@ class SQLiteHistory(HistoryStorage):
         db = self._connection()
         with _transaction(db):
             if feed is not None:
-                found = _feed_position(db, feed.feed)
-                if found != feed.after:
-                    raise FeedMoved(feed.feed, feed.after, found)
-                db.execute(
-                    "INSERT INTO feed_positions (feed, position) VALUES (?, ?)"
-                    " ON CONFLICT (feed) DO UPDATE SET position = excluded.position",
-                    (feed.feed, feed.through),
-                )
+                _move_position(db, feed)
             rows = _job_rows(db, {r.job_id for r in records})
             lines = project(records, rows)
             _insert(db, _insert_events, lines)
@@ -310,6 +303,19 @@ def _adapt_none_quickly(sqlite3: Any) -> None:
 
 def _null(value: None) -> None:
     return value
+
+
+def _move_position(db: sqlite3.Connection, feed: FeedStep) -> None:
+    """History's position in ``feed.feed`` from ``feed.after`` to ``feed.through``, or FeedMoved."""
+    moved = db.execute(
+        "UPDATE feed_positions SET position = ? WHERE feed = ? AND position = ?", (feed.through, feed.feed, feed.after)
+    )
+    if moved.rowcount == 1:
+        return  # the usual case: one statement
+    found = _feed_position(db, feed.feed)
+    if found != feed.after:
+        raise FeedMoved(feed.feed, feed.after, found)
+    db.execute("INSERT INTO feed_positions (feed, position) VALUES (?, ?)", (feed.feed, feed.through))
 
 
 def _feed_position(db: sqlite3.Connection, feed: str) -> str | None:

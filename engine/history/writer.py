@@ -309,8 +309,7 @@ class HistoryWriter:
         kinds = self.kinds
         for entry in entries:
             try:
-                rows = rows_of(entry.events)
-                records += [EventRecord(*row) for row in rows if row[0] in kinds]
+                records += [EventRecord(*row) for row in rows_of(entry.events) if row[0] in kinds]
             except (ValueError, TypeError):
                 self.rejected += 1
                 logger.exception("history: could not read feed entry %s", entry.position)
