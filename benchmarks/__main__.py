@@ -1,4 +1,4 @@
-"""Engine benchmarks W1-W4 (issue 9): ``python -m benchmarks`` or ``make bench``.
+"""Engine benchmarks W1-W4 and W1W: ``python -m benchmarks`` or ``make bench``.
 
 Each workload starts a fresh engine process (``python -m avtomatika serve benchmarks.app:engine``,
 with ``LOG_LEVEL=WARNING``, client and worker tokens, ``STUDIO_ENABLED=false``), its worker processes
@@ -7,14 +7,17 @@ this process is the load generator. Everything is on loopback. Figures:
 
 - jobs/s: jobs measured / wall time of the measured phase;
 - p50/p99: create request sent -> terminal status seen by the client's polling;
-- server CPU ms/job: utime+stime of the engine process over the measured phase / jobs;
-- RSS/waiting job (W4): VmRSS of the engine after minus before the 10,000 jobs, / 10,000.
+- server CPU ms/job: utime+stime of the engine process over the measured phase / jobs, and the same
+  as a multiple of the floor's (aiohttp alone, measured in the same invocation);
+- RSS/waiting job (W4): VmRSS of the engine after minus before the 10,000 jobs, / 10,000; with
+  ``redis``, redis-server's ``used_memory`` likewise, and Redis commands per job (``INFO
+  commandstats``, the commands of Lua scripts included); W4's create rate.
 
 Results are also written to ``artifacts/bench/results.json``; with ``--profile``, py-spy samples the
 engine during each workload and ``artifacts/profiles/<W>-<storage>.{collapsed,top.txt,svg}`` are
 written.
 
-    python -m benchmarks                                  # W1-W4, memory and redis
+    python -m benchmarks                                  # every workload on the floor, memory and redis
     python -m benchmarks --workloads W1,W2 --storage memory --profile
     python -m benchmarks --engine-cpu fastest             # the engine's loop alone on the fastest CPU
     python -m benchmarks --storage floor,memory           # aiohttp alone (benchmarks.floor), then the engine
@@ -38,13 +41,17 @@ from .workloads import WORKLOADS, Options, Result
 #: ``floor`` is no storage: :mod:`benchmarks.floor` (aiohttp alone) in the engine's place.
 STORAGES = ("memory", "redis", "floor")
 HARD_TIMEOUT_MARGIN_S = 90.0
+#: Issue 23's targets (CPU per job as a multiple of the floor's in the same run).
 TARGETS = {
-    ("W1", "memory"): ">=5000/s",
-    ("W1", "redis"): ">=1500/s",
-    ("W2", "memory"): ">=1700/s, p99<=100ms",
-    ("W2", "redis"): ">=500/s",
+    ("W1", "memory"): "CPU <=2x floor",
+    ("W1", "redis"): "<=25 cmds/job",
+    ("W1W", "memory"): "2 requests/job",
+    ("W2", "memory"): "CPU <=2x floor, p99<=100ms",
+    ("W2", "redis"): "<=40 cmds/job",
     ("W3", "memory"): "<=100 ms",
-    ("W4", "memory"): "<=1 KB/job",
+    ("W3", "redis"): "<=150 ms",
+    ("W4", "memory"): "<=500 B/job",
+    ("W4", "redis"): "redis <=1 KB/job",
 }
 ORIGINAL = {
     ("W1", "memory"): "1000/s p99 60ms 0.5ms",
@@ -65,13 +72,13 @@ def redis_storage_available() -> bool:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description="Engine benchmarks W1-W4 (issue 9).")
-    parser.add_argument("--workloads", default="W1,W2,W3,W4", help="comma-separated, of W1 W2 W3 W4")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description="Engine benchmarks W1-W4, W1W.")
+    parser.add_argument("--workloads", default="W1,W1W,W2,W3,W4", help="comma-separated, of W1 W1W W2 W3 W4")
     parser.add_argument(
         "--storage",
-        default="memory,redis",
+        default="floor,memory,redis",
         help="comma-separated, of memory redis floor (floor: no engine, aiohttp alone answering the same"
-        " requests; default memory,redis)",
+        " requests, which CPU per job is compared with; default floor,memory,redis)",
     )
     parser.add_argument("--jobs", type=int, default=2000, help="jobs of W1 and W2 (default 2000)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
@@ -119,6 +126,14 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def floor_multiple(result: Result, results: list[Result]) -> float | None:
+    """``result``'s engine CPU per job as a multiple of the floor's for the same workload, in this run."""
+    floor = next((r for r in results if r.workload == result.workload and r.storage == "floor"), None)
+    if floor is None or result.storage == "floor" or not floor.cpu_ms_per_job or result.cpu_ms_per_job is None:
+        return None
+    return result.cpu_ms_per_job / floor.cpu_ms_per_job
+
+
 def table(results: list[Result]) -> str:
     header = (
         "workload",
@@ -128,6 +143,8 @@ def table(results: list[Result]) -> str:
         "p50 ms",
         "p99 ms",
         "CPU ms/job",
+        "x floor",
+        "redis cmds/job",
         "RSS B/wait job",
         "target",
         "original",
@@ -136,6 +153,7 @@ def table(results: list[Result]) -> str:
     rows = [header]
     for r in results:
         key = (r.workload, r.storage)
+        multiple = floor_multiple(r, results)
         rows.append(
             (
                 r.workload,
@@ -145,6 +163,8 @@ def table(results: list[Result]) -> str:
                 _fmt(r.latency(0.5)),
                 _fmt(r.latency(0.99)),
                 _fmt(r.cpu_ms_per_job, 2),
+                "-" if multiple is None else f"{multiple:.1f}x",
+                _fmt(r.redis_commands_per_job, 1),
                 _fmt(r.rss_per_waiting_job_b, 0),
                 TARGETS.get(key, "-"),
                 ORIGINAL.get(key, "-"),
@@ -173,6 +193,13 @@ def details(r: Result) -> list[str]:
     lines = [
         f"{r.workload} {r.storage}: {r.jobs} jobs in {r.elapsed_s:.2f}s, {requests}; CPU ms/job: " + ", ".join(parts)
     ]
+    measured = []
+    if r.create_rate is not None:
+        measured.append(f"created {r.create_rate:,.0f} jobs/s")
+    if r.redis_memory_per_waiting_job_b is not None:
+        measured.append(f"redis-server {r.redis_memory_per_waiting_job_b:,.0f} B of used_memory per waiting job")
+    if measured:
+        lines.append("    " + "; ".join(measured))
     if r.elapsed_s > 0:
         busy = 100 * r.others_cpu_s / r.elapsed_s / (os.cpu_count() or 1)
         lines.append(f"    other processes on the machine kept {busy:.0f}% of its CPUs busy meanwhile")

@@ -16,7 +16,7 @@ import timeit
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .http_client import Connection, HttpError
 
@@ -117,6 +117,28 @@ def tail(path: Path, lines: int = 20) -> str:
 class Redis:
     url: str
     pid: int
+
+    def info(self, section: str) -> dict[str, Any]:
+        """``INFO <section>`` of this redis-server (a connection of its own, outside the engine's)."""
+        with self._client() as client:
+            return dict(client.info(section))
+
+    def stream_length(self, key: str) -> int:
+        with self._client() as client:
+            return int(client.xlen(key))
+
+    def _client(self) -> Any:
+        import redis
+
+        return redis.Redis(unix_socket_path=self.url.removeprefix("unix://"))
+
+    def commands(self) -> int:
+        """Commands redis-server has run so far (``INFO commandstats``; those of Lua scripts included)."""
+        return sum(int(stats["calls"]) for stats in self.info("commandstats").values())
+
+    def used_memory(self) -> int:
+        """Bytes redis-server holds for data (``INFO memory``: ``used_memory``)."""
+        return int(self.info("memory")["used_memory"])
 
 
 @contextlib.contextmanager

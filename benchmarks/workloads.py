@@ -1,4 +1,4 @@
-"""The four workloads: each runs against a fresh engine process and returns one :class:`Result`.
+"""The workloads: each runs against a fresh engine process and returns one :class:`Result`.
 
 The load generator is this process (:mod:`.http_client` on uvloop, one keep-alive connection per
 concurrent client). Every loop is bounded by a count and by the workload's deadline; a workload past
@@ -35,6 +35,8 @@ from .profiles import Summary, write_profile_reports
 
 #: Bounds one request; a job's polls are bounded by the workload's deadline.
 REQUEST_TIMEOUT_S = 30.0
+#: What a waiting client asks for (below REQUEST_TIMEOUT_S).
+WAIT_S = 20
 TERMINAL = frozenset({"finished", "failed", "quarantined", "cancelled"})
 WAITING = "waiting_for_worker"
 
@@ -77,6 +79,12 @@ class Result:
     #: Whether jobs/s means something (not for W3, whose figure is one job's time).
     throughput: bool = True
     requests: int = 0
+    #: Commands redis-server ran during the measurement (scripts' commands included), with ``redis``.
+    redis_commands: int | None = None
+    #: W4 with ``redis``: redis-server's ``used_memory`` per waiting job.
+    redis_memory_per_waiting_job_b: float | None = None
+    #: W4: jobs created per second while the load generator created them as fast as answered.
+    create_rate: float | None = None
     rss_per_waiting_job_b: float | None = None
     rss_before_kb: int | None = None
     rss_after_kb: int | None = None
@@ -104,6 +112,10 @@ class Result:
     def cpu_ms_per_job(self) -> float | None:
         return 1000 * self.server_cpu_s / self.jobs if self.jobs else None
 
+    @property
+    def redis_commands_per_job(self) -> float | None:
+        return self.redis_commands / self.jobs if self.redis_commands is not None and self.jobs else None
+
     def as_dict(self) -> dict[str, Any]:
         return {
             **{k: v for k, v in self.__dict__.items() if k != "latencies_ms"},
@@ -111,6 +123,7 @@ class Result:
             "p50_ms": self.latency(0.5),
             "p99_ms": self.latency(0.99),
             "cpu_ms_per_job": self.cpu_ms_per_job,
+            "redis_commands_per_job": self.redis_commands_per_job,
         }
 
 
@@ -164,7 +177,12 @@ class Client:
         return str((await self.call(connection, "GET", f"/api/v1/jobs/{job_id}", 200))["status"])
 
     async def wait_terminal(self, connection: Connection, job_id: str, poll_s: float, deadline: float) -> str:
-        """Poll the job (at once, then every ``poll_s``) until terminal; ``timeout`` past ``deadline``."""
+        """Poll the job (at once, then every ``poll_s``) until terminal; ``timeout`` past ``deadline``.
+
+        ``poll_s`` None: wait for it instead (``GET jobs/{id}?wait_s=``), asking again while it goes on.
+        """
+        if poll_s is None:
+            return await self._wait_for(connection, job_id, deadline)
         for _ in range(int((deadline - time.monotonic()) / max(poll_s, 0.0005)) + 2):
             status = await self.status(connection, job_id)
             if status in TERMINAL:
@@ -172,6 +190,15 @@ class Client:
             if time.monotonic() >= deadline:
                 break
             await asyncio.sleep(poll_s)
+        return "timeout"
+
+    async def _wait_for(self, connection: Connection, job_id: str, deadline: float) -> str:
+        while time.monotonic() < deadline:
+            wait_s = max(1, min(WAIT_S, int(deadline - time.monotonic())))
+            path = f"/api/v1/jobs/{job_id}?wait_s={wait_s}"
+            status = str((await self.call(connection, "GET", path, 200))["status"])
+            if status in TERMINAL:
+                return status
         return "timeout"
 
     async def dashboard_counts(self) -> dict[str, int]:
@@ -185,7 +212,7 @@ async def run_jobs(
     body: Callable[[int], dict[str, Any]],
     count: int,
     concurrency: int,
-    poll_s: float,
+    poll_s: float | None,
     deadline: float,
     *,
     wait: bool = True,
@@ -247,6 +274,7 @@ class Run:
             loadgen_cpu=time.process_time(),
             machine=machine_busy_seconds(),
             requests=self.client.requests,
+            redis_commands=self.redis.commands() if self.redis else 0,
             wall=time.perf_counter(),
         )
 
@@ -257,6 +285,7 @@ class Run:
         result.server_sys_s = cpu_times(self.engine.pid)[1] - marks["sys"]
         if self.redis:
             result.redis_cpu_s = cpu_seconds(self.redis.pid) - marks["redis_cpu"]
+            result.redis_commands = self.redis.commands() - int(marks["redis_commands"])
         if self.engine.workers:
             result.workers_cpu_s = sum(cpu_seconds(w.pid) for w in self.engine.workers) - marks["workers_cpu"]
         result.loadgen_cpu_s = time.process_time() - marks["loadgen_cpu"]
@@ -330,6 +359,18 @@ async def w1_chain(storage: str, options: Options) -> Result:
         return _finish(run.result, latencies, outcomes, "finished")
 
 
+async def w1_waiting_clients(storage: str, options: Options) -> Result:
+    """W1 with clients that wait (``GET jobs/{id}?wait_s=``) instead of polling: 2 requests a job."""
+    async with fresh_run("W1W", storage, options) as run:
+        await run_jobs(run.client, "bench_chain", lambda i: {}, options.warmup, options.clients, None, run.deadline)
+        run.begin()
+        latencies, outcomes = await run_jobs(
+            run.client, "bench_chain", lambda i: {"n": i}, options.jobs, options.clients, None, run.deadline
+        )
+        run.end()
+        return _finish(run.result, latencies, outcomes, "finished")
+
+
 async def w2_dispatch(storage: str, options: Options) -> Result:
     """2000 jobs start -> dispatch_task("echo") -> end, 2 worker processes long-polling."""
     async with fresh_run("W2", storage, options, workers=options.workers) as run:
@@ -377,13 +418,17 @@ async def w4_memory(storage: str, options: Options) -> Result:
         )
         await _wait_for_waiting(client, options.warmup, run.deadline)
         before_kb = rss_kb(run.engine.pid)
+        redis_before = run.redis.used_memory() if run.redis else 0
         run.begin()
+        created_from = time.perf_counter()
         _, outcomes = await run_jobs(
             client, "bench_echo", lambda i: never, options.waiting_jobs, options.clients, 0, run.deadline, wait=False
         )
+        create_s = time.perf_counter() - created_from
         waiting = await _wait_for_waiting(client, options.warmup + options.waiting_jobs, run.deadline)
         run.end()
         after_kb = rss_kb(run.engine.pid)
+        redis_after = await _drained_memory(run.redis, run.deadline) if run.redis else 0
         result = _finish(run.result, [], outcomes, "created")
         result.rss_before_kb, result.rss_after_kb = before_kb, after_kb
         result.jobs = max(waiting - options.warmup, 0)
@@ -392,6 +437,9 @@ async def w4_memory(storage: str, options: Options) -> Result:
             result.status = "errors"
         if result.jobs:
             result.rss_per_waiting_job_b = (after_kb - before_kb) * 1024 / result.jobs
+            result.create_rate = outcomes.get("created", 0) / create_s if create_s > 0 else None
+            if run.redis:
+                result.redis_memory_per_waiting_job_b = (redis_after - redis_before) / result.jobs
         result.note = (
             f"RSS {before_kb / 1024:.1f} -> {after_kb / 1024:.1f} MiB; jobs/s: created and waiting" + result.note
         )
@@ -416,6 +464,16 @@ async def _next_round(run: Run, result: Result, waiting: int) -> None:
         f"\n    a second round of {options.waiting_jobs:,} jobs: RSS -> {result.rss_next_kb / 1024:.1f} MiB,"
         f" {result.rss_next_per_waiting_job_b:,.0f} B per job"
     )
+
+
+async def _drained_memory(redis: Redis, deadline: float) -> int:
+    """redis-server's ``used_memory`` once history's feed is written (the jobs' own cost, not the burst's)."""
+    feed = "avtomatika:history:feed"  # avtomatika.keys.FEED under the default namespace
+    for _ in range(10_000):
+        if redis.stream_length(feed) <= 1 or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.05)
+    return redis.used_memory()
 
 
 async def _wait_for_waiting(client: Client, expected: int, deadline: float) -> int:
@@ -443,4 +501,4 @@ def _finish(result: Result, latencies: list[float], outcomes: Outcomes, good: st
     return result
 
 
-WORKLOADS = {"W1": w1_chain, "W2": w2_dispatch, "W3": w3_fanout, "W4": w4_memory}
+WORKLOADS = {"W1": w1_chain, "W1W": w1_waiting_clients, "W2": w2_dispatch, "W3": w3_fanout, "W4": w4_memory}

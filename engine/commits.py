@@ -49,7 +49,7 @@ class Committer:
         """Commit atomically (VersionConflict if the job changed since it was read), then publish."""
         job = commit.job
         for event in commit.events:
-            if event.status is None or event.job_id == job.id:
+            if event.status is None and event.job_id == job.id:  # a worker's result: the status it led to
                 event.status = job.status
         job = await self.storage.commit(commit)
         self._publish(commit)

@@ -1,11 +1,13 @@
 """Engine configuration, read from environment variables (the names of the original release).
 
 ``Config()`` reads the environment; a bad value raises :class:`~avtomatika.errors.ConfigError`
-naming the variable, so a typo fails at start-up instead of at the first job.
+naming the variable, so a typo fails at start-up instead of at the first job. A keyword argument of
+``Config(...)`` that names no setting fails the same way, naming the nearest one.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -43,6 +45,7 @@ class _Settings(BaseSettings):
 
     WORKER_TIMEOUT_SECONDS: float = Field(300.0, gt=0)
     WORKER_POLL_TIMEOUT_SECONDS: float = Field(30.0, ge=0)
+    MAX_JOB_WAIT_SECONDS: float = Field(60.0, ge=0)
     WORKER_HEALTH_CHECK_INTERVAL_SECONDS: float = Field(60.0, gt=0)
     JOB_MAX_RETRIES: int = Field(3, ge=0)
     RETRY_BACKOFF_BASE_SECONDS: float = Field(1.0, ge=0)
@@ -119,6 +122,9 @@ class Config:
     """
 
     def __init__(self, **overrides: Any) -> None:
+        unknown = [name for name in overrides if name not in _Settings.model_fields]
+        if unknown:
+            raise ConfigError("; ".join(_unknown(name) for name in unknown))
         try:
             settings = _Settings(**overrides)
         except ValidationError as exc:
@@ -158,6 +164,13 @@ class Config:
     def documented_settings() -> dict[str, Any]:
         """Every setting with its default, for docs and their tests."""
         return {name: field.default for name, field in _Settings.model_fields.items()}
+
+
+def _unknown(name: str) -> str:
+    """A setting name ``Config(...)`` does not know, with the nearest one it does."""
+    nearest = difflib.get_close_matches(name.upper(), list(_Settings.model_fields), n=1, cutoff=0.6)
+    hint = f" (did you mean {nearest[0]}?)" if nearest else ""
+    return f"Config has no setting {name!r}{hint}"
 
 
 def _describe(exc: ValidationError) -> str:

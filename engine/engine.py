@@ -36,6 +36,7 @@ from .scheduler import Scheduler
 from .storage import Commit, JobFilter, MemoryStorage, Storage
 from .telemetry import Tracer
 from .timers import TimerKind
+from .watchers import JobWatcher
 from .workers import WorkerChannels
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ class OrchestratorEngine:
         self.access = AccessRegistry(self.config)
         self.blueprints: dict[str, StateMachineBlueprint] = {}
         self.events = EventBus()
+        #: Clients waiting for a job to end or change (GET jobs/{id}?wait_s=), woken by its events.
+        self.watcher = JobWatcher(self.events)
         self.channels = WorkerChannels()
         #: What the runner, results, operations and scheduler share (they do not see the engine).
         self.runtime = Runtime(
@@ -165,6 +168,7 @@ class OrchestratorEngine:
         if not self.tracer.enabled:
             self.tracer = Tracer.from_env()
         await self.storage.connect()
+        self.watcher.reopen()
         await self._open_history()
         if self.access.clients_open:
             logger.warning(

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -77,16 +77,6 @@ class Event:
             data.get("data") or {},
             data.get("at") or now(),
         )
-
-
-def events_json(events: Sequence[Event]) -> bytes:
-    """``events`` as one JSON list, as the history feed keeps a commit's events."""
-    return orjson.dumps([event.to_dict() for event in events])
-
-
-def events_from_json(payload: bytes | str) -> list[Event]:
-    """The events :func:`events_json` wrote."""
-    return [Event.from_dict(data) for data in orjson.loads(payload)]
 
 
 def task_taken(job_id: str, state: str, task_id: str, task_type: str, worker_id: str, attempt: int, at: float) -> Event:

@@ -30,13 +30,11 @@ JOBS_ALL = "jobs:all"
 #: + "<field>:<value>" -> zset like JOBS_ALL of the jobs whose field (status, blueprint, state, client)
 #: has that value.
 JOBS_BY = "jobs:by:"
-#: hash orjson ``[blueprint, status, state]`` -> number of jobs; fields that fall to 0 are deleted.
+#: hash orjson ``[blueprint, status, state, client]`` -> number of jobs; fields that fall to 0 are deleted.
 JOB_COUNTS = "jobs:counts"
-#: zset job id -> sequence at which it ended for good (finished, failed or cancelled: never a
+#: zset job id -> when it ended for good (Redis's TIME, in µs; finished, failed or cancelled: never a
 #: quarantined or waiting job); the oldest are forgotten past a maximum.
 JOBS_TERMINAL = "jobs:terminal"
-#: INCR counter for JOBS_TERMINAL scores.
-TERMINAL_SEQUENCE = "jobs:terminal_seq"
 
 # -- the queue of jobs to step --------------------------------------------------------------------
 #: Stream of ``{job: <id>}`` entries; an entry is acknowledged and deleted once its step committed.

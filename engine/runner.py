@@ -120,27 +120,46 @@ class JobRunner:
         ``job``: the job as the caller just read it (with its step lease); read here when None. A job
         queued while it waits for a fan-out's branches had its last branch answered: it moves into
         its aggregation state first.
+
+        Transitions from one state to the next are committed together with the step that ends the
+        run (a wait, the end, an error, or the last inline step): one commit, whose version check
+        covers them all, instead of one per state. Before each further handler the job's version is
+        read again, so no handler runs for a job changed meanwhile (cancelled while the previous one
+        ran). A process dying before the commit lands leaves the job where it was committed last, and
+        those handlers run again (at least once, as always).
         """
         runtime = self.runtime
         if job is None:
             job = await runtime.storage.get_job(job_id)
         if job is not None and job.status == JobStatus.WAITING_FOR_PARALLEL_TASKS:
             job = await self.gather(job)
+        moves: list[Commit] = []  # transitions run here and not committed yet
         for remaining in range(INLINE_STEPS, 0, -1):
             if job is None or job.status not in RUNNABLE_STATUSES:
                 return job
+            if moves and not await self._unchanged(job):
+                return await runtime.storage.get_job(job_id)  # changed meanwhile: the moves are dropped
             with runtime.tracer.step_span(job) as span:
                 commit = await self.run_handler(job, requeue=remaining == 1)
                 span.record(commit)
-                try:
-                    job = await runtime.committer.apply(commit)
-                except VersionConflict:
-                    # Changed while the handler ran (cancelled or failed, perhaps retried since): whatever made
-                    # it runnable again queued it, and that entry is stepped once this one ends (_queued_again).
-                    return await runtime.storage.get_job(job_id)
+            if _only_moves(commit) and remaining > 1:
+                moves.append(commit)
+                continue
+            try:
+                job = await runtime.committer.apply(_joined(moves, commit))
+            except VersionConflict:
+                # Changed while the handlers ran (cancelled or failed, perhaps retried since): whatever made
+                # it runnable again queued it, and that entry is stepped once this one ends (_queued_again).
+                return await runtime.storage.get_job(job_id)
+            moves = []
             if job.status not in RUNNABLE_STATUSES:
                 return job
         return job
+
+    async def _unchanged(self, job: Job) -> bool:
+        """Whether the job is stored as ``job`` was read (its moves since are not committed yet)."""
+        stored = await self.runtime.storage.get_job(job.id)
+        return stored is not None and stored.version == job.version
 
     async def gather(self, job: Job) -> Job | None:
         """Every branch of the job's fan-out answered: it enters its aggregation state (else it waits).
@@ -445,6 +464,22 @@ async def _retried(what: str, call: Any, *args: Any) -> Any:
             logger.warning("%s failed (%s); retrying in %.2f s", what, exc, delay_s)
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, 2.0)
+
+
+def _only_moves(commit: Commit) -> bool:
+    """Whether ``commit`` only moves its job to its next state: nothing else to write with it yet."""
+    return (
+        commit.job.status in RUNNABLE_STATUSES
+        and not (commit.tasks or commit.close_tasks or commit.timers or commit.cancel_timers or commit.children)
+        and commit.fan_in is None
+    )
+
+
+def _joined(moves: list[Commit], last: Commit) -> Commit:
+    """``last``, carrying the events of the transitions before it (the same job, moved on in place)."""
+    if moves:
+        last.events = [event for move in moves for event in move.events] + list(last.events)
+    return last
 
 
 def _check_storable(blueprint: str, state: str, what: str, value: object) -> None:

@@ -11,7 +11,9 @@ per visit, and its whole timeline in history, numbered without a gap, once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -110,6 +112,8 @@ class Victim:
                 answer = await resp.text()
                 assert resp.status < 300, f"POST {path} -> {resp.status} {answer}"
         except aiohttp.ClientConnectionError:
+            with contextlib.suppress(subprocess.TimeoutExpired):  # its socket closes as it dies
+                await asyncio.to_thread(self.engine.proc.wait, 5)
             if self.engine.proc.poll() is None:
                 raise
 

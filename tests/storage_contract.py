@@ -12,10 +12,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 
 from avtomatika.errors import VersionConflict
-from avtomatika.events import Event, EventKind, events_from_json
+from avtomatika.events import Event, EventKind, task_taken
+from avtomatika.feed import Row, row_of, rows_of
 from avtomatika.models import Job, JobStatus, Task, TaskStatus, WorkerRecord, new_id
 from avtomatika.storage.base import BranchAnswer, Commit, JobFilter, Storage
 
@@ -114,9 +116,9 @@ async def fan_out(storage: Storage, size: int, worker: WorkerRecord | None = Non
     return job, tasks
 
 
-async def feed_events(storage: Storage) -> list[list[Event]]:
+async def feed_rows(storage: Storage) -> list[list[Row]]:
     """The events of every entry of the history feed, oldest first."""
-    return [events_from_json(entry.events) for entry in await storage.read_feed(None, 10_000)]
+    return [[tuple(row) for row in rows_of(entry.events)] for entry in await storage.read_feed(None, 10_000)]  # type: ignore[misc]
 
 
 def created_event(job: Job) -> Event:
@@ -489,7 +491,7 @@ class StorageContract:
         finished = Event(EventKind.JOB_FINISHED, job.id, job.blueprint, "next", "finished", {}, 3.25)
         job = await storage.commit(Commit(job, events=[moved, finished]))
         await storage.commit(Commit(job))  # no events: no entry
-        assert await feed_events(storage) == [[created], [moved, finished]]
+        assert await feed_rows(storage) == [[row_of(created)], [row_of(moved), row_of(finished)]]
         assert await storage.feed_length() == 2
 
     # -- list_jobs -------------------------------------------------------------------------------
@@ -592,6 +594,21 @@ class StorageContract:
 
     async def test_count_jobs_when_empty(self, storage: Storage) -> None:
         assert await storage.count_jobs() == {}
+        assert await storage.count_jobs("acme") == {}
+
+    async def test_count_jobs_of_one_client(self, storage: Storage) -> None:
+        acme, *_ = await create_jobs(
+            storage,
+            {"blueprint": "x", "state": "s", "client": "acme"},
+            {"blueprint": "x", "state": "s", "client": "globex"},
+            {"blueprint": "x", "state": "s", "client": "acme"},
+        )
+        await create_jobs(storage, {"blueprint": "x", "state": "s"})  # no client
+        acme.status = JobStatus.FINISHED
+        await storage.commit(Commit(acme))
+        assert await storage.count_jobs("acme") == {("x", "pending", "s"): 1, ("x", "finished", "s"): 1}
+        assert await storage.count_jobs("globex") == {("x", "pending", "s"): 1}
+        assert await storage.count_jobs() == {("x", "pending", "s"): 3, ("x", "finished", "s"): 1}
 
     # -- take_runnable ---------------------------------------------------------------------------
     async def test_take_runnable_returns_none_after_timeout_when_empty(self, storage: Storage) -> None:
@@ -1073,11 +1090,11 @@ class StorageContract:
 
     async def test_add_branch_result_puts_its_events_in_the_feed(self, storage: Storage) -> None:
         job, (task,) = await fan_out(storage, 1)
-        before = len(await feed_events(storage))
+        before = len(await feed_rows(storage))
         answered = Event(EventKind.TASK_RESULT, job.id, None, "start", None, {"task_id": task.id}, 4.0)
         await storage.add_branch_result(job.id, task.id, {}, [answered])
         await storage.add_branch_result(job.id, task.id, {}, [answered])  # a duplicate: nothing
-        assert (await feed_events(storage))[before:] == [[answered]]
+        assert (await feed_rows(storage))[before:] == [[row_of(answered)]]
 
     async def test_branch_results_round_trip(self, storage: Storage) -> None:
         job, (task,) = await fan_out(storage, 1)
@@ -1259,10 +1276,12 @@ class StorageContract:
         worker = make_worker("resize")
         taken = await take(storage, worker)
         assert taken is not None
-        [[event]] = await feed_events(storage)
-        assert event.kind == EventKind.TASK_TAKEN
-        assert (event.job_id, event.state, event.at) == (job.id, "work", taken.taken_at)
-        assert event.data == {"task_id": task.id, "task_type": "resize", "worker_id": worker.worker_id, "attempt": 2}
+        assert taken.taken_at is not None
+        event = task_taken(job.id, "work", task.id, "resize", worker.worker_id, 2, taken.taken_at)
+        [[row]] = await feed_rows(storage)
+        assert row[:6] == row_of(event)[:6]
+        assert orjson.loads(row[6]) == event.data
+        assert row[7] == row_of(event)[7]
 
     async def test_read_feed_goes_on_after_a_position(self, storage: Storage) -> None:
         jobs = [await storage.create_job(make_job(), run=False, events=[created_event(make_job())]) for _ in range(5)]

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.__main__ import floor_multiple, table
 from benchmarks.floor import application
 from benchmarks.workloads import WORKLOADS, Options
 
@@ -54,7 +55,7 @@ async def test_a_job_for_a_task_type_no_worker_serves_waits(aiohttp_client: Any)
     assert dashboard["jobs"]["by_status"] == {"waiting_for_worker": 3, "finished": 1}
 
 
-@pytest.mark.parametrize("workload", ["W1", "W2", "W3", "W4"])
+@pytest.mark.parametrize("workload", ["W1", "W1W", "W2", "W3", "W4"])
 async def test_the_harness_runs_every_workload_against_the_floor(workload: str) -> None:
     options = Options(
         jobs=40,
@@ -69,4 +70,25 @@ async def test_the_harness_runs_every_workload_against_the_floor(workload: str) 
     )
     result = await WORKLOADS[workload]("floor", options)
     assert (result.status, result.errors) == ("ok", 0), result.note
-    assert result.jobs == {"W1": 40, "W2": 40, "W3": 2, "W4": 200}[workload]
+    assert result.jobs == {"W1": 40, "W1W": 40, "W2": 40, "W3": 2, "W4": 200}[workload]
+
+
+async def test_the_engine_is_measured_against_the_floor_of_the_same_run() -> None:
+    """Waiting clients cost two requests a job; CPU per job is a multiple of the floor's; with Redis,
+    commands per job, redis-server's memory per waiting job and the create rate are read."""
+    options = Options(jobs=30, clients=3, waiting_jobs=100, warmup=3, timeout_s=60.0)
+    floor = await WORKLOADS["W1W"]("floor", options)
+    engine = await WORKLOADS["W1W"]("redis", options)
+    for result in (floor, engine):
+        assert (result.status, result.errors, result.jobs) == ("ok", 0, 30), result.note
+        assert result.requests == 2 * result.jobs  # a create and one GET ?wait_s= a job
+    multiple = floor_multiple(engine, [floor, engine])
+    assert multiple is not None
+    assert multiple > 0
+    assert engine.redis_commands_per_job is not None
+    assert engine.redis_commands_per_job > 0
+    waiting = await WORKLOADS["W4"]("redis", options)
+    assert waiting.status == "ok", waiting.note
+    assert waiting.create_rate is not None
+    assert waiting.redis_memory_per_waiting_job_b is not None
+    assert "x floor" in table([floor, engine, waiting])

@@ -45,6 +45,7 @@ class LiveEngine:
             WORKERS_CONFIG_PATH=None,
             STUDIO_ENABLED=False,
             WORKER_POLL_TIMEOUT_SECONDS=0.01,
+            MAX_JOB_WAIT_SECONDS=0.01,
             EXECUTOR_CONCURRENCY=2,
             RETRY_BACKOFF_BASE_SECONDS=0.01,
             LOG_LEVEL="ERROR",

@@ -543,6 +543,18 @@ async def test_max_terminal_jobs_forgets_the_oldest_with_everything_they_had(mak
     assert [job.id for job in await storage.list_jobs(JobFilter(blueprint="x"))] == [o.id for o in reversed(others)]
 
 
+async def test_quarantined_and_waiting_jobs_are_never_forgotten(make_storage: StorageFactory) -> None:
+    storage = await make_storage(max_terminal_jobs=2)
+    quarantined, waiting, *ended = [await new_job(storage) for _ in range(6)]
+    await finish(storage, quarantined, JobStatus.QUARANTINED)
+    await finish(storage, waiting, JobStatus.WAITING_FOR_HUMAN)
+    for job in ended:
+        await finish(storage, job, JobStatus.CANCELLED)
+    assert await storage.get_job(quarantined.id) is not None
+    assert await storage.get_job(waiting.id) is not None
+    assert [await storage.get_job(job.id) is not None for job in ended] == [False, False, True, True]
+
+
 async def test_a_job_that_leaves_a_terminal_status_is_not_forgotten(make_storage: StorageFactory) -> None:
     storage = await make_storage(max_terminal_jobs=2)
     retried, first, second = [await new_job(storage) for _ in range(3)]

@@ -33,13 +33,15 @@ def create_app(engine: OrchestratorEngine, *, limits: Limits | None = None) -> w
     setup_openapi_routes(app)
     setup_worker_routes(app)
     setup_client_routes(app, list(engine.blueprints.values()))
-    app.on_shutdown.append(_end_worker_requests)
+    app.on_shutdown.append(_end_waiting_requests)
     return app
 
 
-async def _end_worker_requests(app: web.Application) -> None:
-    """Open worker long polls answer 204 at once and worker WebSockets are closed, instead of holding
-    the shutdown up to their timeout (aiohttp waits a minute for open handlers)."""
+async def _end_waiting_requests(app: web.Application) -> None:
+    """Open worker long polls answer 204 at once, clients waiting for a job answer with it as it is,
+    and worker WebSockets are closed, instead of holding the shutdown up to their timeout (aiohttp
+    waits a minute for open handlers)."""
     engine = app[engine_key]
     engine.storage.end_polls()
+    engine.watcher.end_waits()
     await engine.channels.close_all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import asdict
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
@@ -14,6 +15,7 @@ from ..blueprint import StateMachineBlueprint
 from ..history import Cursor, InvalidCursor
 from ..models import Job, JobStatus, now
 from ..reads import JobPage, JobQuery, parse_time
+from ..watchers import Until
 from .auth import client_of, owner_of
 from .errors import ApiError
 from .keys import engine_key
@@ -51,6 +53,8 @@ PREFIXES = ("/api/v1", "/api")
 MAX_PAGE = 500
 #: Offsets beyond this are refused: page deeper with the cursor.
 MAX_OFFSET = 10_000
+#: Longest a client may wait for a job in one request (GET jobs/{id}?wait_s=).
+MAX_WAIT_S = 60
 #: Rows read per history call while skipping to an offset (history's largest page).
 SKIP_PAGE = 1000
 #: W3C trace context; any other ``traceparent`` is ignored (as the spec asks), not passed to workers.
@@ -116,10 +120,37 @@ def create_job_handler(blueprint: StateMachineBlueprint) -> Any:
     return create_job
 
 
-@documented(Operation("A job", "client", security="client", responses={200: JobView}, errors=NOT_FOUND))
+@documented(
+    Operation(
+        "A job; with wait_s, once it ends (or changes, until=change), at most wait_s seconds later",
+        "client",
+        security="client",
+        responses={200: JobView},
+        errors=NOT_FOUND,
+        query=(
+            Query(
+                "wait_s",
+                {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_S, "default": 0},
+                "Wait up to this long for what `until` says before answering (instead of polling)",
+            ),
+            Query(
+                "until",
+                {"type": "string", "enum": [str(u) for u in Until], "default": str(Until.TERMINAL)},
+                "terminal: the job is finished, failed, cancelled or quarantined; change: its status or "
+                "state differs from what it was when the request came",
+            ),
+        ),
+    )
+)
 async def get_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
-    job = await engine.require_job(request.match_info["job_id"], owner_of(request))
+    wait_s = _int_query(request, "wait_s", 0, 0, MAX_WAIT_S)
+    until = _choice(request, "until", Until, Until.TERMINAL)
+    job_id = request.match_info["job_id"]
+    job = await engine.require_job(job_id, owner_of(request))
+    wait_s = min(wait_s, engine.config.MAX_JOB_WAIT_SECONDS)
+    if wait_s > 0:
+        job = await engine.watcher.wait(job, wait_s, until, engine.get_job) or await engine.require_job(job_id)
     return json_response(await _job_view(engine, job))  # a JobView
 
 
@@ -141,6 +172,20 @@ async def job_history(request: web.Request) -> web.Response:
     timeline = await engine.job_history(job_id, owner_of(request), wait=False)
     history = [TimelineItem.model_validate({"job_id": job_id, **asdict(line)}) for line in timeline]
     return model_response(JobHistory(history=history, history_pending=pending))
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _choice(request: web.Request, name: str, choices: type[E], default: E) -> E:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return choices(raw)
+    except ValueError:
+        allowed = ", ".join(str(choice) for choice in choices)
+        raise ApiError(400, f"{name} must be one of: {allowed}", field=name) from None
 
 
 def _int_query(request: web.Request, name: str, default: int, minimum: int, maximum: int) -> int:

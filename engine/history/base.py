@@ -19,7 +19,8 @@ from typing import Any, Self
 
 from ..errors import AvtomatikaError, ConfigError
 from ..events import Event
-from .records import EventRecord, JobRow, dump_json, load_json
+from ..feed import dump_json
+from .records import EventRecord, JobRow, load_json
 
 logger = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from ..feed import dump_json
 from ..models import new_id
 from . import migrations, sql
 from .base import (
@@ -35,7 +36,7 @@ from .base import (
     outcome_of,
     page_of,
 )
-from .records import EVENT_COLUMNS, JOB_COLUMNS, EventLine, EventRecord, JobRow, dump_json, load_json, project
+from .records import EVENT_COLUMNS, JOB_COLUMNS, EventLine, EventRecord, JobRow, load_json, project
 
 if TYPE_CHECKING:
     import asyncpg  # type: ignore[import-untyped]
@@ -191,15 +192,7 @@ class PostgresHistory(HistoryStorage):
         async with self._connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK_KEY)
             if feed is not None:
-                position = await conn.fetchval("SELECT position FROM feed_positions WHERE feed = $1", feed.feed)
-                if position != feed.after:
-                    raise FeedMoved(feed.feed, feed.after, position)
-                await conn.execute(
-                    "INSERT INTO feed_positions (feed, position) VALUES ($1, $2)"
-                    " ON CONFLICT (feed) DO UPDATE SET position = excluded.position",
-                    feed.feed,
-                    feed.through,
-                )
+                await _move_position(conn, feed)
             found = await conn.fetch(
                 f"SELECT {sql.JOB_SELECT} FROM jobs WHERE id = ANY($1::text[])", list({r.job_id for r in records})
             )
@@ -306,6 +299,23 @@ class PostgresHistory(HistoryStorage):
         if self._pool is None:
             raise RuntimeError("history is not open; call `await history.open()` first")
         return self._pool.acquire()
+
+
+async def _move_position(conn: Any, feed: FeedStep) -> None:
+    """History's position in ``feed.feed`` from ``feed.after`` to ``feed.through``, or FeedMoved
+    (under the writers' lock, so the read and the write see the same row)."""
+    moved = await conn.execute(
+        "UPDATE feed_positions SET position = $1 WHERE feed = $2 AND position = $3",
+        feed.through,
+        feed.feed,
+        feed.after,
+    )
+    if moved == "UPDATE 1":
+        return  # the usual case: one statement
+    found = await conn.fetchval("SELECT position FROM feed_positions WHERE feed = $1", feed.feed)
+    if found != feed.after:
+        raise FeedMoved(feed.feed, feed.after, found)
+    await conn.execute("INSERT INTO feed_positions (feed, position) VALUES ($1, $2)", feed.feed, feed.through)
 
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:

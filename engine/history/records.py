@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from ..events import Event, EventKind
+from ..feed import dump_json, row_of
 
 logger = logging.getLogger(__name__)
 
@@ -30,46 +31,7 @@ RETRY_KINDS = frozenset({EventKind.TASK_RETRY, EventKind.HANDLER_RETRY})
 #: Events that bring a job back from an end or from quarantine.
 REOPENING_KINDS = frozenset({EventKind.JOB_RETRIED, EventKind.JOB_RELEASED})
 
-# The few scalar fields of ``Event.data`` the projection reads; the rest is only stored.
-_FACT_KEYS = frozenset(
-    {"previous", "client", "blueprint_version", "parent_job_id", "error", "worker_id", "duration_ms", "state"}
-)
-#: For isinstance on hot paths: a tuple is checked ~3 times faster than ``str | int | ...``, which
-#: builds a union object each time it is evaluated.
-_SCALAR_TYPES = (str, int, float, bool)
 _NUMBER_TYPES = (int, float)
-_MAX_UNSERIALIZABLE_CHARS = 10_000
-_NO_FACTS: dict[str, Any] = {}  # shared by every record without facts: never written to
-#: Blueprint, state, status and kind names seen, each kept once (there are few; the bound is a guard).
-_NAMES: dict[object, str] = {}
-_MAX_NAMES = 10_000
-
-
-def _name(value: object) -> str | None:
-    """``value`` (a str, a StrEnum member or None) as one shared str object."""
-    if value is None:
-        return None
-    shared = _NAMES.get(value)
-    if shared is None:
-        shared = str(value)
-        if len(_NAMES) < _MAX_NAMES:
-            _NAMES[shared] = shared
-    return shared
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    return str(value)
-
-
-def dump_json(data: Any) -> str:
-    """JSON text of ``data``; values JSON does not know become strings, never an exception."""
-    try:
-        return orjson.dumps(data, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
-    except (TypeError, ValueError) as exc:  # circular, or an integer wider than 64 bits
-        text = repr(data)[:_MAX_UNSERIALIZABLE_CHARS]
-        return orjson.dumps({"unserializable": text, "reason": str(exc)}).decode()
 
 
 def load_json(text: str | bytes | None) -> dict[str, Any]:
@@ -82,7 +44,7 @@ def load_json(text: str | bytes | None) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class EventRecord:
-    """An event as history keeps it: taken when published, so later changes to its data are not seen.
+    """An event as history keeps it: a feed row (see :mod:`avtomatika.feed`), taken when committed.
 
     ``data_json`` is the event's data as JSON text; ``facts`` the few scalars the projection reads.
     Not a frozen dataclass: one is built for every event, and a frozen one costs twice as much to build.
@@ -99,33 +61,10 @@ class EventRecord:
 
     @classmethod
     def capture(cls, event: Event) -> EventRecord | None:
-        """Snapshot ``event``; None for events that belong to no job (workers registering...).
-
-        Kept small: records wait in the writer's buffer while a batch is written, and on a busy
-        engine that buffer holds thousands. Names, states and statuses are interned (a job read back
-        from storage brings fresh copies of each); a fact holding None is left out (``facts.get``
-        says the same), and an event without facts shares one empty dict.
-        """
+        """Snapshot ``event`` (as the feed keeps it); None for events that belong to no job."""
         if not event.job_id:
             return None
-        data = event.data if isinstance(event.data, dict) else {"value": event.data}
-        facts = {k: _scalar(v) for k, v in data.items() if k in _FACT_KEYS and v is not None} or _NO_FACTS
-        return cls(
-            _name(event.kind),
-            str(event.job_id),
-            float(event.at),
-            _name(event.blueprint),
-            _name(event.state),
-            _name(event.status),
-            dump_json(data),
-            facts,
-        )
-
-
-def _scalar(value: Any) -> str | int | float | bool | None:
-    if value is None or isinstance(value, _SCALAR_TYPES):
-        return value
-    return str(value)
+        return cls(*row_of(event))
 
 
 @dataclass(slots=True)

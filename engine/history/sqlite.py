@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
+from ..feed import dump_json
 from ..models import new_id
 from . import migrations, sql
 from .base import (
@@ -42,7 +43,7 @@ from .base import (
     outcome_of,
     page_of,
 )
-from .records import EVENT_COLUMNS, JOB_COLUMNS, EventRecord, JobRow, dump_json, load_json, project
+from .records import EVENT_COLUMNS, JOB_COLUMNS, EventRecord, JobRow, load_json, project
 
 if TYPE_CHECKING:
     import sqlite3
@@ -203,14 +204,7 @@ class SQLiteHistory(HistoryStorage):
         db = self._connection()
         with _transaction(db):
             if feed is not None:
-                found = _feed_position(db, feed.feed)
-                if found != feed.after:
-                    raise FeedMoved(feed.feed, feed.after, found)
-                db.execute(
-                    "INSERT INTO feed_positions (feed, position) VALUES (?, ?)"
-                    " ON CONFLICT (feed) DO UPDATE SET position = excluded.position",
-                    (feed.feed, feed.through),
-                )
+                _move_position(db, feed)
             rows = _job_rows(db, {r.job_id for r in records})
             lines = project(records, rows, feed.feed if feed is not None else None)
             _insert(db, _insert_events, lines)
@@ -341,6 +335,19 @@ def _adapt_none_quickly(sqlite3: Any) -> None:
 
 def _null(value: None) -> None:
     return value
+
+
+def _move_position(db: sqlite3.Connection, feed: FeedStep) -> None:
+    """History's position in ``feed.feed`` from ``feed.after`` to ``feed.through``, or FeedMoved."""
+    moved = db.execute(
+        "UPDATE feed_positions SET position = ? WHERE feed = ? AND position = ?", (feed.through, feed.feed, feed.after)
+    )
+    if moved.rowcount == 1:
+        return  # the usual case: one statement
+    found = _feed_position(db, feed.feed)
+    if found != feed.after:
+        raise FeedMoved(feed.feed, feed.after, found)
+    db.execute("INSERT INTO feed_positions (feed, position) VALUES (?, ?)", (feed.feed, feed.through))
 
 
 def _feed_position(db: sqlite3.Connection, feed: str) -> str | None:

@@ -25,7 +25,8 @@ import uuid
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from ..events import Event, EventBus, EventKind, events_from_json
+from ..events import Event, EventBus, EventKind
+from ..feed import rows_of
 from ..storage.base import FeedEntry, Storage
 from .base import FeedMoved, FeedStep, HistoryStorage
 from .records import EventRecord
@@ -305,16 +306,13 @@ class HistoryWriter:
 
     def _records(self, entries: Sequence[FeedEntry]) -> list[EventRecord]:
         records: list[EventRecord] = []
+        kinds = self.kinds
         for entry in entries:
             try:
-                events = events_from_json(entry.events)
-            except (ValueError, KeyError, TypeError):
+                records += [EventRecord(*row) for row in rows_of(entry.events) if row[0] in kinds]
+            except (ValueError, TypeError):
                 self.rejected += 1
                 logger.exception("history: could not read feed entry %s", entry.position)
-                continue
-            for event in events:
-                if event.kind in self.kinds and (record := EventRecord.capture(event)) is not None:
-                    records.append(record)
         return records
 
     async def _written(self, step: FeedStep, count: int) -> None:

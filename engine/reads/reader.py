@@ -26,8 +26,6 @@ logger = logging.getLogger(__name__)
 
 #: Jobs read per storage call while scanning live storage.
 SCAN_BATCH = 500
-#: The most live jobs of one client listed (and so counted).
-CLIENT_SCAN_JOBS = 10_000
 #: The most live jobs scanned for one page when there is no history.
 SCAN_LIMIT_JOBS = 100_000
 #: Jobs waiting on tasks scanned to find each worker's tasks (the engine has no index of tasks by worker).
@@ -162,16 +160,6 @@ class Reader:
         following = Cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
         return JobPage(rows, following, source="engine")
 
-    async def client_jobs(self, client: str, status: str | None = None) -> list[Job]:
-        """The client's live jobs (of ``status`` when given), newest first, at most CLIENT_SCAN_JOBS."""
-        found: list[Job] = []
-        for offset in range(0, CLIENT_SCAN_JOBS, SCAN_BATCH):
-            batch = await self.engine.list_jobs(client=client, status=status, limit=SCAN_BATCH, offset=offset)
-            found += batch
-            if len(batch) < SCAN_BATCH:
-                break
-        return found
-
     async def quarantined(self, limit: int = 500, client: str | None = None) -> list[JobDetail]:
         """Quarantined jobs (of ``client`` alone when given) with the tasks they hold."""
         jobs = await self.engine.list_jobs(status=JobStatus.QUARANTINED, client=client, limit=limit)
@@ -217,14 +205,8 @@ class Reader:
 
     # -- counts ---------------------------------------------------------------------------------------
     async def job_counts(self, client: str | None = None) -> JobCounts:
-        """Live jobs per (blueprint, status, state): every job's, or only ``client``'s."""
-        if client is None:
-            return await self.engine.storage.count_jobs()
-        counts: JobCounts = {}
-        for job in await self.client_jobs(client):
-            key = (job.blueprint, str(job.status), job.state)
-            counts[key] = counts.get(key, 0) + 1
-        return counts
+        """Live jobs per (blueprint, status, state): every job's, or only ``client``'s (storage keeps both)."""
+        return await self.engine.storage.count_jobs(client)
 
     async def counts(self, client: str | None = None, *, in_flight: bool = False) -> Counts:
         """Live jobs per blueprint, state and status (of ``client`` alone when given); with
@@ -272,11 +254,8 @@ class Reader:
 
     async def nav_counts(self, client: str | None = None) -> tuple[int, int]:
         """(quarantined jobs (of ``client`` when given), alive workers), for the navigation bar."""
-        if client is None:
-            counted = (await self.engine.storage.count_jobs()).items()
-            quarantined = sum(n for (_, status, _), n in counted if status == JobStatus.QUARANTINED)
-        else:
-            quarantined = len(await self.client_jobs(client, JobStatus.QUARANTINED))
+        counted = (await self.job_counts(client)).items()
+        quarantined = sum(n for (_, status, _), n in counted if status == JobStatus.QUARANTINED)
         at = now()
         alive = sum(1 for w in await self.engine.list_workers() if w.alive(at))
         return quarantined, alive

@@ -88,8 +88,9 @@ class TimerClaim:
 class FeedEntry:
     """One commit's history lines, as :meth:`Storage.read_feed` hands them out.
 
-    ``position`` orders entries within one feed; ``events`` is the JSON list of the commit's events
-    (:func:`avtomatika.events.events_from_json` reads it back).
+    ``position`` orders entries within one feed; ``events`` is the JSON list of the rows of the
+    commit's events (:mod:`avtomatika.feed`: written by :func:`~avtomatika.feed.entry_of`, read back
+    by :func:`~avtomatika.feed.rows_of`).
     """
 
     position: str
@@ -173,8 +174,11 @@ class Storage(ABC):
         """
 
     @abstractmethod
-    async def count_jobs(self) -> dict[tuple[str, str, str], int]:
-        """Number of jobs by (blueprint, status, state)."""
+    async def count_jobs(self, client: str | None = None) -> dict[tuple[str, str, str], int]:
+        """Number of jobs by (blueprint, status, state): every job's, or only ``client``'s.
+
+        Kept as jobs change, so it costs the same however many jobs there are.
+        """
 
     # -- the queue of jobs to step ---------------------------------------------------------------
     @abstractmethod

@@ -22,7 +22,8 @@ from typing import Any
 import orjson
 
 from ..errors import VersionConflict
-from ..events import Event, events_json, task_taken
+from ..events import Event, task_taken
+from ..feed import entry_of
 from ..models import ENDED_STATUSES, Job, Task, TaskStatus, WorkerRecord, now, pack, unpack
 from ..timers import TimerKind
 from .base import (
@@ -185,8 +186,11 @@ class MemoryStorage(Storage):
             found.append(stored.job(job_id))
         return found
 
-    async def count_jobs(self) -> dict[tuple[str, str, str], int]:
-        return dict(Counter((s.blueprint, s.status, s.state) for s in self._jobs.values()))
+    async def count_jobs(self, client: str | None = None) -> dict[tuple[str, str, str], int]:
+        jobs = self._jobs.values()
+        if client is not None:
+            return dict(Counter((s.blueprint, s.status, s.state) for s in jobs if s.client == client))
+        return dict(Counter((s.blueprint, s.status, s.state) for s in jobs))
 
     # -- runnable queue --------------------------------------------------------------------------
     async def take_runnable(self, timeout_s: float) -> str | None:
@@ -473,14 +477,16 @@ class MemoryStorage(Storage):
         return self._feed_id
 
     def _append_feed(self, events: Sequence[Event]) -> None:
-        if not events:
+        entry = entry_of(events)
+        if not entry:
             return
         if len(self._feed) >= self.max_feed:
             self._feed.popleft()
             self.feed_dropped += 1
             if self.feed_dropped == 1 or self.feed_dropped % 10_000 == 0:
                 logger.warning("history feed full (%d entries): %d dropped so far", self.max_feed, self.feed_dropped)
-        self._feed.append((self._feed_next, events_json(events)))
+        # A copy: orjson's bytes sit in a buffer of several KB, held as long as the entry waits.
+        self._feed.append((self._feed_next, bytes(memoryview(entry))))
         self._feed_next += 1
 
     async def read_feed(self, after: str | None, limit: int) -> list[FeedEntry]:

@@ -25,7 +25,7 @@ def exact_score(value: float) -> str:
 
 def job_fields(job: Job, token: str) -> list[Any]:
     """The job as ``store_job`` in the scripts reads it."""
-    counted = orjson.dumps([job.blueprint, str(job.status), job.state])
+    counted = orjson.dumps([job.blueprint, str(job.status), job.state, job.client])
     terminal = flag(job.status in ENDED_STATUSES)  # only such jobs are ever forgotten
     doc = orjson.dumps(job)  # the same bytes as job.to_dict() (orjson reads dataclasses), 20x faster
     status = str(job.status)

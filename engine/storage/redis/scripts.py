@@ -111,9 +111,11 @@ local function close_task(task_id, status)
 end
 
 local INDEXED = {'status', 'blueprint', 'state', 'client'}
+local ENDED = {finished = true, failed = true, cancelled = true}
 
 -- The job's fields start at ARGV[a]: id, version, doc, token, status, blueprint, state, client,
 -- counted (its JOB_COUNTS field), terminal ('1' if it ended for good: finished, failed, cancelled).
+-- Returns true when the job has just ended (it joined JOBS_TERMINAL: see trim_terminal).
 local function store_job(a)
   local job_id, counted = ARGV[a], ARGV[a + 8]
   local job_key = key('$JOB', job_id)
@@ -137,12 +139,15 @@ local function store_job(a)
   redis.call('HSET', job_key, 'doc', ARGV[a + 2], 'version', ARGV[a + 1], 'seq', seq, 'commit', ARGV[a + 3],
     'status', ARGV[a + 4], 'blueprint', ARGV[a + 5], 'state', ARGV[a + 6], 'client', ARGV[a + 7],
     'counted', counted)
-  local terminal = key('$JOBS_TERMINAL')
+  local was_ended = old[3] and ENDED[old[3]]
   if ARGV[a + 9] ~= '1' then
-    redis.call('ZREM', terminal, job_id)
-  elseif not redis.call('ZSCORE', terminal, job_id) then
-    redis.call('ZADD', terminal, redis.call('INCR', key('$TERMINAL_SEQUENCE')), job_id)
+    if was_ended then redis.call('ZREM', key('$JOBS_TERMINAL'), job_id) end  -- retried
+    return false
   end
+  if was_ended then return false end
+  local time = redis.call('TIME')  -- the order jobs ended in, to the microsecond
+  redis.call('ZADD', key('$JOBS_TERMINAL'), 'NX', time[1] * 1000000 + time[2], job_id)
+  return true
 end
 
 -- Drop a job with its tasks, branch results and index entries.
@@ -190,7 +195,7 @@ local function run(job_id, consumer)
   return {1, entry[1], entry[2][2]}
 end
 
--- A commit's history lines (a JSON list of events; '' for none) as one entry of the feed.
+-- A commit's history lines (avtomatika.feed: a JSON list of rows; '' for none) as one entry of the feed.
 local function feed_append(events)
   if events ~= '' then
     redis.call('XADD', key('$FEED'), 'MAXLEN', '~', $FEED_MAX_ENTRIES, '*', 'e', events)
@@ -219,9 +224,8 @@ CREATE_JOB = """
 -- see run), then the job's fields (see store_job), then its events for the feed ('' for none).
 -- Returns {1} (or what run returns), {2} if a retried call was applied already.
 if redis.call('HGET', KEYS[1], 'commit') == ARGV[8] then return {2} end
-store_job(5)
+if store_job(5) then trim_terminal(tonumber(ARGV[2])) end
 feed_append(ARGV[15])
-trim_terminal(tonumber(ARGV[2]))
 if ARGV[3] == '1' then return run(ARGV[5], ARGV[4]) end
 return {1}
 """
@@ -246,7 +250,7 @@ for i = 18, 17 + 2 * tonumber(ARGV[17]), 2 do
     return {0}
   end
 end
-store_job(7)
+local ended = store_job(7)
 local at = 17
 local function arg()
   at = at + 1
@@ -280,7 +284,7 @@ for _ = 1, tonumber(arg()) do
   at = at + 10
 end
 feed_append(ARGV[at])
-trim_terminal(tonumber(ARGV[3]))
+if ended then trim_terminal(tonumber(ARGV[3])) end
 if ARGV[4] == '1' then return run(job_id, ARGV[6]) end
 return {1}
 """
@@ -361,13 +365,14 @@ local function assign(task_id)
     'x:deadline', deadline)
   load_add(worker, task_id)
   redis.call('ZADD', key('$TIMERS'), deadline, '$TIMEOUT_TIMER' .. task_id)
-  -- Its task_taken event (avtomatika.events.task_taken) to the feed; times as given, to the last bit.
+  -- The feed row of its task_taken event (avtomatika.feed.row_of of avtomatika.events.task_taken):
+  -- kind, job id, at (as given, to the last bit), blueprint, state, status, data as JSON text, facts.
   local task = redis.call('HMGET', task_key, 'job_id', 'type', 'doc')
   local doc = cjson.decode(task[3])
-  feed_append('[{"kind":"task_taken","job_id":' .. cjson.encode(task[1]) .. ',"blueprint":null,"state":'
-    .. cjson.encode(doc.state) .. ',"status":null,"data":{"task_id":' .. cjson.encode(task_id)
-    .. ',"task_type":' .. cjson.encode(task[2]) .. ',"worker_id":' .. cjson.encode(worker) .. ',"attempt":'
-    .. cjson.encode(doc.attempt) .. '},"at":' .. taken_at .. '}]')
+  local data = '{"task_id":' .. cjson.encode(task_id) .. ',"task_type":' .. cjson.encode(task[2])
+    .. ',"worker_id":' .. cjson.encode(worker) .. ',"attempt":' .. string.format('%d', doc.attempt) .. '}'
+  feed_append('[["task_taken",' .. cjson.encode(task[1]) .. ',' .. taken_at .. ',null,' .. cjson.encode(doc.state)
+    .. ',null,' .. cjson.encode(data) .. ',{"worker_id":' .. cjson.encode(worker) .. '}]]')
   redis.call('SET', key('$REPLY', token), task_id, 'EX', $REPLY_TTL_S)
   return {1, redis.call('HGETALL', task_key)}
 end

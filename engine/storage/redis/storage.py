@@ -24,7 +24,8 @@ from redis.exceptions import RedisError
 
 from ... import keys
 from ...errors import VersionConflict
-from ...events import Event, events_json
+from ...events import Event
+from ...feed import entry_of
 from ...keys import Keys
 from ...models import Job, Task, WorkerRecord, now
 from ..base import FEED_READER_TTL_S, BranchAnswer, Commit, FeedEntry, JobFilter, Storage, TimerClaim
@@ -196,7 +197,7 @@ class RedisStorage(Storage):
         job.version = 1
         consumer = self._runnable.promise(run)
         args = [self.max_terminal_jobs, flag(run), consumer, *job_fields(job, next(self._tokens))]
-        args.append(events_json(events) if events else "")
+        args.append(entry_of(events))
         reply = None
         try:
             reply = await self._run("create_job", [self.keys.job(job.id)], args)
@@ -229,7 +230,7 @@ class RedisStorage(Storage):
         for child in change.children:
             child.version = 1
         args += [len(change.children), *(x for child in change.children for x in job_fields(child, token))]
-        args.append(events_json(change.events) if change.events else "")
+        args.append(entry_of(change.events))
         reply = None
         try:
             reply = await self._run("commit", [self.keys.job(job.id)], args)
@@ -279,9 +280,14 @@ class RedisStorage(Storage):
         )
         return [decode_job(doc) if doc is not None else None for doc in docs]
 
-    async def count_jobs(self) -> dict[tuple[str, str, str], int]:
-        counts = as_mapping(await self.connection.execute("HGETALL", self.keys.key(keys.JOB_COUNTS)))
-        return {tuple(orjson.loads(field)): int(n) for field, n in counts.items() if int(n) > 0}
+    async def count_jobs(self, client: str | None = None) -> dict[tuple[str, str, str], int]:
+        counts: dict[tuple[str, str, str], int] = {}
+        for field, n in as_mapping(await self.connection.execute("HGETALL", self.keys.key(keys.JOB_COUNTS))).items():
+            blueprint, status, state, *owner = orjson.loads(field)  # a field counted before clients were: 3 items
+            if int(n) > 0 and (client is None or (owner and owner[0] == client)):
+                key = (blueprint, status, state)
+                counts[key] = counts.get(key, 0) + int(n)
+        return counts
 
     # -- runnable queue --------------------------------------------------------------------------
     async def take_runnable(self, timeout_s: float) -> str | None:
@@ -422,7 +428,7 @@ class RedisStorage(Storage):
     ) -> BranchAnswer:
         consumer = self._runnable.promise(True)
         keys_ = [self.keys.branches(job_id), self.keys.job(job_id)]
-        args = [task_id, orjson.dumps(result), events_json(events) if events else "", job_id, consumer]
+        args = [task_id, orjson.dumps(result), entry_of(events), job_id, consumer]
         reply = None
         try:
             reply = await self._run("add_branch_result", keys_, args)
