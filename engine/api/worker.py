@@ -88,7 +88,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     record = await engine.heartbeat(worker_id, changes)
     if not changes:
         return model_response(TtlRefreshed())
-    load = (await engine.storage.worker_load()).get(worker_id, 0)
+    load = (await engine.reads.worker_load()).get(worker_id, 0)
     return json_response(worker_view(record, load, record.last_seen))
 
 
