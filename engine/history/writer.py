@@ -150,9 +150,18 @@ class HistoryWriter:
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start writing; for use inside a running loop."""
+        """Start writing; for use inside a running loop.
+
+        From here on the feed keeps every entry until this database has written it (the writer
+        names its database to the feed at once; if storage cannot be reached now, at its first pass).
+        """
         if self._task is not None:
             raise RuntimeError("the history writer is already started")
+        try:
+            self._reader = await self.history.database_id()
+            self._holds_lease = await self.storage.lease_feed(self._reader, self._holder, self.lease_s)
+        except Exception as exc:
+            logger.warning("history: could not name this database to the feed yet (%r); writing will retry", exc)
         if self.bus is not None:
             self._unsubscribe = self.bus.subscribe(self._on_event, remote=False)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="avtomatika-history-writer")
