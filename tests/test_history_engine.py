@@ -45,9 +45,6 @@ async def test_the_timeline_of_a_finished_job(history: HistoryStorage) -> None:
     writer = HistoryWriter(history, engine.storage, engine.events, flush_interval_s=0.01)
     await engine.start(http=False)
     await writer.start()
-    # Its first batch makes this database a reader of the feed: the engine's own writer (to its own
-    # history) could otherwise write and trim the job's entries before this one ever read them.
-    assert await writer.flush()
     try:
         job = await engine.create_job("greeting", {"name": "Ada"}, client="acme")
         deadline = time.monotonic() + 10
