@@ -12,6 +12,7 @@ import random
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from .breakpoints import Breakpoint, held_wait
 from .events import Event, EventKind
 from .models import Job, JobStatus, Task, TaskStatus, new_id, now
 from .storage.base import Commit
@@ -39,6 +40,22 @@ def dispatched(job: Job, task: Task) -> Event:
     )
 
 
+def changes_of(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any] | None:
+    """What changed in ``state_history`` from ``before`` to ``after``, top-level keys set or removed
+    (``{"set": {...}, "unset": [...]}``), or None: history rebuilds a job's ``state_history`` at every
+    step from these."""
+    if before == after:
+        return None
+    changed = {k: v for k, v in after.items() if k not in before or before[k] != v}
+    removed = [k for k in before if k not in after]
+    found: dict[str, Any] = {}
+    if changed:
+        found["set"] = changed
+    if removed:
+        found["unset"] = removed
+    return found or None
+
+
 def move_to(job: Job, state: str, *, run: bool = True) -> Commit:
     """The job enters ``state`` and is due to run its handler."""
     previous = job.state
@@ -49,6 +66,15 @@ def move_to(job: Job, state: str, *, run: bool = True) -> Commit:
     job.handler_attempts = 0
     job.visits[state] = job.visits.get(state, 0) + 1
     return Commit(job, run=run, events=[event(EventKind.STATE_ENTERED, job, previous=previous)])
+
+
+def hold(job: Job, breakpoint: Breakpoint) -> Commit:
+    """The job stops before its state's handler runs, at ``breakpoint``, until an operator continues
+    it: no handler, no timer (it never times out while held)."""
+    job.status = JobStatus.HELD
+    job.wait = held_wait(breakpoint)
+    held = event(EventKind.JOB_HELD, job, breakpoint_id=breakpoint.id, step=breakpoint.once, set_by=breakpoint.actor)
+    return Commit(job, events=[held])
 
 
 def stop_on_workers(commit: Commit, tasks: Iterable[Task]) -> None:
