@@ -40,6 +40,8 @@ STORAGE_WRITES = frozenset(
         "expire_workers",
         "trim_feed",
         "lease_feed",
+        "set_breakpoint",
+        "remove_breakpoint",
     }
 )
 #: History methods that change it.
@@ -93,6 +95,7 @@ _CHANGED_NOTHING: dict[str, Callable[[tuple[Any, ...], Any], bool]] = {
     "expire_workers": lambda args, result: not result,
     "lease_feed": lambda args, result: not result,
     "update_task": lambda args, result: result is None,
+    "remove_breakpoint": lambda args, result: result is None,
 }
 
 

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from . import crashpoints, loops, takeover
 from .blueprint import StateMachineBlueprint
+from .breakpoints import Breakpoint
 from .clients import AccessRegistry
 from .commits import Committer
 from .config import Config
@@ -181,6 +182,7 @@ class OrchestratorEngine:
                 "loopback and TRUSTED_NETWORKS peers only, without tokens"
             )
         self.started_at = now()
+        await self.operations.sweep_holds("engine")  # what a process that died may have left held
         loop = asyncio.get_running_loop()
         consumers = [
             loop.create_task(self.runner.consume(), name=f"avtomatika-step-{i}")
@@ -442,6 +444,34 @@ class OrchestratorEngine:
 
     async def decide(self, job_id: str, decision: str, actor: str = "webhook") -> Job:
         return await self.operations.decide(job_id, decision, actor)
+
+    async def set_breakpoint(
+        self, blueprint: str | None, state: str, *, job_id: str | None = None, actor: str = "operator"
+    ) -> Breakpoint:
+        """Hold the job ``job_id``, or every new job of ``blueprint``, before ``state``'s handler runs
+        (see :mod:`avtomatika.breakpoints`)."""
+        return await self.operations.set_breakpoint(blueprint, state, job_id=job_id, actor=actor)
+
+    async def remove_breakpoint(self, breakpoint_id: str, actor: str = "operator") -> list[Job]:
+        """Remove a breakpoint; the jobs it held, continued."""
+        return await self.operations.remove_breakpoint(breakpoint_id, actor)
+
+    async def breakpoints(self) -> list[Breakpoint]:
+        return await self.storage.breakpoints()
+
+    async def continue_job(
+        self,
+        job_id: str,
+        actor: str = "operator",
+        *,
+        initial_data: dict[str, Any] | None = None,
+        state_history: dict[str, Any] | None = None,
+        step: bool = False,
+    ) -> Job:
+        """Continue a held job (its data replaced by what is given); ``step``: hold it at its next state."""
+        return await self.operations.continue_job(
+            job_id, actor, initial_data=initial_data, state_history=state_history, step=step
+        )
 
     async def dashboard(self) -> dict[str, Any]:
         counts: dict[str, int] = {}

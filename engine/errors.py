@@ -78,6 +78,21 @@ class WorkerNotFound(AvtomatikaError):
         super().__init__(f"Worker '{worker_id}' is not registered or has expired")
 
 
+class BreakpointNotFound(AvtomatikaError):
+    def __init__(self, breakpoint_id: str) -> None:
+        self.breakpoint_id = breakpoint_id
+        super().__init__(f"Breakpoint '{breakpoint_id}' not found")
+
+
+class BreakpointRefused(AvtomatikaError):
+    """A breakpoint that cannot be set: its ``field`` names what is wrong."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
 class InvalidOperation(AvtomatikaError):
     """An operator or client asked for something the job's status does not allow."""
 

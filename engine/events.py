@@ -36,6 +36,8 @@ class EventKind(StrEnum):
     JOB_QUARANTINED = "job_quarantined"
     JOB_RELEASED = "job_released"
     JOB_RETRIED = "job_retried"
+    JOB_HELD = "job_held"
+    JOB_CONTINUED = "job_continued"
     JOB_FINISHED = "job_finished"
     JOB_FAILED = "job_failed"
     JOB_CANCELLED = "job_cancelled"

@@ -96,6 +96,10 @@ WORKER_SEQUENCE = "workers:seq"
 #: zset worker id -> expires_at.
 WORKER_EXPIRY = "workers:expiry"
 
+# -- breakpoints ----------------------------------------------------------------------------------
+#: hash breakpoint id -> orjson Breakpoint (see avtomatika.breakpoints): every engine holds jobs at them.
+BREAKPOINTS = "breakpoints"
+
 # -- the history feed -----------------------------------------------------------------------------
 #: Stream of ``{e: <orjson list of events>}`` entries, one per commit (and per task taken), in the order
 #: they were applied; history's writers read it and trim what every history database has written.

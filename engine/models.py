@@ -27,6 +27,8 @@ class JobStatus(StrEnum):
     WAITING_FOR_PARALLEL_TASKS = "waiting_for_parallel_tasks"
     WAITING_FOR_SUB_JOB = "waiting_for_sub_job"
     AWAITING_RETRY = "awaiting_retry"
+    #: Stopped at a breakpoint before its state's handler (see avtomatika.breakpoints).
+    HELD = "held"
     FINISHED = "finished"
     FAILED = "failed"
     QUARANTINED = "quarantined"

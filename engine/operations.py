@@ -8,13 +8,16 @@ event and so into history.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidOperation, JobNotFound
+import orjson
+
+from .breakpoints import ANY_STATE, HELD, Breakpoint, passed_wait, step_breakpoint, step_id
+from .errors import BreakpointNotFound, BreakpointRefused, InvalidOperation, JobNotFound, UnknownBlueprint
 from .events import EventKind
 from .models import ENDED_STATUSES, TERMINAL_STATUSES, Job, JobStatus, Task, TaskStatus
-from .outcomes import dispatched, end, event, move_to, next_attempt, via, waited_via
-from .storage.base import Commit
+from .outcomes import changes_of, dispatched, end, event, move_to, next_attempt, via, waited_via
+from .storage.base import Commit, JobFilter
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -145,6 +148,129 @@ class Operations:
 
         return await self.runtime.committer.update_job(job_id, build)
 
+    # -- breakpoints -----------------------------------------------------------------------------
+    async def set_breakpoint(
+        self, blueprint: str | None, state: str, *, job_id: str | None = None, actor: str | None = None
+    ) -> Breakpoint:
+        """Hold jobs before ``state``'s handler runs: the job ``job_id``, or every job of ``blueprint``
+        created from now on. ``state`` ``"*"`` (for one job) holds it at the next state it enters
+        (a step: the breakpoint goes once it holds the job)."""
+        job = None
+        if job_id is not None:
+            job = await self.runtime.storage.get_job(job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            if blueprint not in (None, job.blueprint):
+                refused = f"job {job_id} is of blueprint '{job.blueprint}', not {blueprint!r}"
+                raise BreakpointRefused("blueprint", refused)
+            blueprint = job.blueprint
+        if blueprint is None:
+            raise BreakpointRefused("blueprint", "name a blueprint, or a job")
+        found = self.runtime.blueprints.get(blueprint)
+        if found is None:
+            raise UnknownBlueprint(blueprint)
+        if state == ANY_STATE:
+            if job is None:
+                raise BreakpointRefused("state", "'*' (the next state) holds one job: name the job")
+            breakpoint = step_breakpoint(job, actor)
+        elif state in found.states:
+            breakpoint = Breakpoint(blueprint, state, job_id=job_id, actor=actor)
+        else:
+            choices = ", ".join(sorted(found.states))
+            raise BreakpointRefused("state", f"blueprint '{blueprint}' has no state '{state}'; its states: {choices}")
+        await self.runtime.storage.set_breakpoint(breakpoint)
+        return breakpoint
+
+    async def remove_breakpoint(self, breakpoint_id: str, actor: str) -> list[Job]:
+        """Remove a breakpoint and continue the jobs it holds; the jobs continued."""
+        if await self.runtime.storage.remove_breakpoint(breakpoint_id) is None:
+            raise BreakpointNotFound(breakpoint_id)
+        return await self.sweep_holds(actor)
+
+    async def release_holds_due(self, breakpoint_id: str) -> None:
+        """A breakpoint was removed (its ``RELEASE_HOLDS`` timer): its jobs are continued."""
+        await self.sweep_holds("engine")
+
+    async def sweep_holds(self, actor: str) -> list[Job]:
+        """Continue the jobs held at a breakpoint that is gone; remove the breakpoints of steps whose
+        job ended (or is gone) before it reached another state. The jobs continued.
+
+        Removing a breakpoint does this, and again from the timer set with the removal (the remover
+        may die first); an engine starting does it too."""
+        storage = self.runtime.storage
+        current = await storage.breakpoints()
+        for breakpoint in current:
+            if breakpoint.once and breakpoint.job_id is not None:
+                job = await storage.get_job(breakpoint.job_id)
+                if job is None or job.status in ENDED_STATUSES:
+                    await storage.remove_breakpoint(breakpoint.id)
+        kept = {bp.id for bp in current}
+        continued = []
+        offset, page = 0, 500
+        while batch := await storage.list_jobs(JobFilter(status=JobStatus.HELD), limit=page, offset=offset):
+            offset += len(batch)
+            for job in batch:
+                wait = job.wait or {}
+                if wait.get("once") or wait.get("breakpoint_id") in kept:
+                    continue  # a step's hold (its breakpoint is gone once it holds), or held still
+                try:
+                    continued.append(await self.continue_job(job.id, actor))
+                    offset -= 1  # no longer held: the next page starts one earlier
+                except (InvalidOperation, JobNotFound):
+                    continue  # continued or cancelled meanwhile
+        return continued
+
+    async def continue_job(
+        self,
+        job_id: str,
+        actor: str,
+        *,
+        initial_data: dict[str, Any] | None = None,
+        state_history: dict[str, Any] | None = None,
+        step: bool = False,
+    ) -> Job:
+        """Run the handler a held job waits before, with its data edited (replaced) if given; with
+        ``step`` the job is held again at the next state it enters."""
+        storage = self.runtime.storage
+        job = await storage.get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        _check_held(job)
+        for name, value in (("initial_data", initial_data), ("state_history", state_history)):
+            if value is not None:
+                _check_json(job_id, name, value)
+        blueprint = self.runtime.blueprints.get(job.blueprint)
+        if initial_data is not None and blueprint is not None and blueprint.input_model is not None:
+            model = blueprint.input_model.model_validate(initial_data)  # type: ignore[attr-defined]
+            initial_data = model.model_dump(mode="json")
+        # Before the commit: a step's breakpoint is set (or one left behind by a dead process is gone)
+        # before the job can reach another state.
+        if step:
+            await storage.set_breakpoint(step_breakpoint(job, actor))
+        else:
+            await storage.remove_breakpoint(step_id(job_id))
+
+        async def build(job: Job) -> Commit:
+            _check_held(job)
+            edits = {}
+            for name, value in (("initial_data", initial_data), ("state_history", state_history)):
+                if value is None:
+                    continue
+                if (changes := changes_of(getattr(job, name), value)) is not None:
+                    edits[name] = changes
+                    setattr(job, name, dict(value))
+            job.status = JobStatus.RUNNING
+            job.wait = passed_wait(job)
+            continued = event(EventKind.JOB_CONTINUED, job, actor=actor, step=step, edits=edits)
+            return Commit(job, run=True, events=[continued])
+
+        try:
+            return await self.runtime.committer.update_job(job_id, build)
+        except (InvalidOperation, JobNotFound):
+            if step:  # not continued (cancelled or continued meanwhile): no step either
+                await storage.remove_breakpoint(step_id(job_id))
+            raise
+
     # -- follow-ups of another job's commit (timers due at once) ----------------------------------
     async def resume_parent(self, child_id: str) -> None:
         """A sub-job ended: its parent takes ``success`` (finished) or ``failure`` (failed, cancelled)."""
@@ -217,3 +343,18 @@ class Operations:
             if task is not None and task.status != TaskStatus.DONE:
                 tasks.append(task)
         return tasks
+
+
+def _check_held(job: Job) -> None:
+    if job.status != JobStatus.HELD or (job.wait or {}).get("kind") != HELD:
+        raise InvalidOperation(job.id, f"only held jobs can be continued, not {job.status}")
+
+
+def _check_json(job_id: str, name: str, value: object) -> None:
+    """Jobs are stored as JSON: refuse an edit that cannot be, naming it."""
+    if not isinstance(value, dict):
+        raise InvalidOperation(job_id, f"{name} must be an object, not {type(value).__name__}")
+    try:
+        orjson.dumps(value)
+    except TypeError as exc:
+        raise InvalidOperation(job_id, f"{name} cannot be stored as JSON: {exc}") from None

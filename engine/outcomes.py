@@ -12,6 +12,7 @@ import random
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from .breakpoints import Breakpoint, held_wait
 from .events import Event, EventKind
 from .models import Job, JobStatus, Task, TaskStatus, new_id, now
 from .storage.base import Commit
@@ -107,6 +108,15 @@ def move_to(
     if merged is not None:
         entered.data["merged"] = merged
     return Commit(job, run=run, events=[entered])
+
+
+def hold(job: Job, breakpoint: Breakpoint) -> Commit:
+    """The job stops before its state's handler runs, at ``breakpoint``, until an operator continues
+    it: no handler, no timer (it never times out while held)."""
+    job.status = JobStatus.HELD
+    job.wait = held_wait(breakpoint)
+    held = event(EventKind.JOB_HELD, job, breakpoint_id=breakpoint.id, step=breakpoint.once, set_by=breakpoint.actor)
+    return Commit(job, events=[held])
 
 
 def stop_on_workers(commit: Commit, tasks: Iterable[Task]) -> None:

@@ -14,12 +14,13 @@ import orjson
 
 from .actions import ActionFactory, Dispatch, HumanApproval, RunBlueprint, Transition
 from .blueprint import StateMachineBlueprint
+from .breakpoints import Breakpoint, holding
 from .context import DataStores, JobContext
 from .errors import HandlerError, VersionConflict
 from .events import EventKind
-from .models import RUNNABLE_STATUSES, Job, JobStatus, Task, TaskStatus, new_id
-from .outcomes import backoff_s, changes_of, created, dispatched, end, event, move_to, new_job, via, waited_via
-from .storage.base import Commit
+from .models import ENDED_STATUSES, RUNNABLE_STATUSES, Job, JobStatus, Task, TaskStatus, new_id
+from .outcomes import backoff_s, changes_of, created, dispatched, end, event, hold, move_to, new_job, via, waited_via
+from .storage.base import Commit, StepStart
 from .timers import TimerKind
 
 if TYPE_CHECKING:
@@ -64,12 +65,12 @@ class JobRunner:
             self._stepping.add(job_id)
             leased = False
             try:
-                job = await self._lease(job_id, holder)
+                start = await self._lease(job_id, holder)
                 leased = True
                 while True:
                     self._queued_again.discard(job_id)
-                    await self._step_safely(job_id, job)
-                    job = None  # queued again meanwhile: the next round reads it afresh
+                    await self._step_safely(job_id, start)
+                    start = None  # queued again meanwhile: the next round reads it afresh
                     if job_id not in self._queued_again:
                         break
             finally:
@@ -80,21 +81,22 @@ class JobRunner:
                     f"finishing the step of job {job_id}", storage.finish_step, job_id, holder if leased else ""
                 )
 
-    async def _lease(self, job_id: str, holder: str) -> Job | None:
+    async def _lease(self, job_id: str, holder: str) -> StepStart:
         """Wait for the job's step lease (another process may be stepping it); the job as leased."""
         delay_s = 0.01
         while True:
-            leased, job = await _retried(
-                f"leasing job {job_id}", self.runtime.storage.lease_and_get_job, job_id, holder
-            )
-            if leased:
-                return job  # type: ignore[no-any-return]
+            start = await _retried(f"leasing job {job_id}", self.runtime.storage.lease_and_get_job, job_id, holder)
+            if start.leased:
+                return start  # type: ignore[no-any-return]
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, 0.5)
 
-    async def _step_safely(self, job_id: str, job: Job | None) -> None:
+    async def _step_safely(self, job_id: str, start: StepStart | None) -> None:
         try:
-            await self.step(job_id, job)
+            if start is None:
+                await self.step(job_id)
+            else:
+                await self.step(job_id, start.job, start.breakpoints)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -114,23 +116,29 @@ class JobRunner:
         except Exception:
             logger.exception("could not quarantine job %s after its step failed", job_id)
 
-    async def step(self, job_id: str, job: Job | None = None) -> Job | None:
-        """Run handlers of ``job_id`` until it waits, ends, or has taken ``INLINE_STEPS`` steps.
+    async def step(
+        self, job_id: str, job: Job | None = None, breakpoints: list[Breakpoint] | None = None
+    ) -> Job | None:
+        """Run handlers of ``job_id`` until it waits, ends, is held, or has taken ``INLINE_STEPS`` steps.
 
-        ``job``: the job as the caller just read it (with its step lease); read here when None. A job
-        queued while it waits for a fan-out's branches had its last branch answered: it moves into
-        its aggregation state first.
+        ``job``, ``breakpoints``: the job and the breakpoints as the caller just read them (with its step
+        lease); read here when None. A job queued while it waits for a fan-out's branches had its last
+        branch answered: it moves into its aggregation state first. Before each handler, a breakpoint
+        on the job's state holds it instead (see :mod:`avtomatika.breakpoints`); a breakpoint set
+        while a run of steps is under way holds the job from its next run.
 
         Transitions from one state to the next are committed together with the step that ends the
-        run (a wait, the end, an error, or the last inline step): one commit, whose version check
-        covers them all, instead of one per state. Before each further handler the job's version is
-        read again, so no handler runs for a job changed meanwhile (cancelled while the previous one
-        ran). A process dying before the commit lands leaves the job where it was committed last, and
-        those handlers run again (at least once, as always).
+        run (a wait, the end, a hold, an error, or the last inline step): one commit, whose version
+        check covers them all, instead of one per state. Before each further handler the job's
+        version is read again, so no handler runs for a job changed meanwhile (cancelled while the
+        previous one ran). A process dying before the commit lands leaves the job where it was
+        committed last, and those handlers run again (at least once, as always).
         """
         runtime = self.runtime
         if job is None:
             job = await runtime.storage.get_job(job_id)
+        if breakpoints is None:
+            breakpoints = await runtime.storage.breakpoints()
         if job is not None and job.status == JobStatus.WAITING_FOR_PARALLEL_TASKS:
             job = await self.gather(job)
         moves: list[Commit] = []  # transitions run here and not committed yet
@@ -139,6 +147,9 @@ class JobRunner:
                 return job
             if moves and not await self._unchanged(job):
                 return await runtime.storage.get_job(job_id)  # changed meanwhile: the moves are dropped
+            breakpoint = holding(breakpoints, job)
+            if breakpoint is not None:
+                return await self._hold(_joined(moves, hold(job, breakpoint)), breakpoint)
             with runtime.tracer.step_span(job) as span:
                 commit = await self.run_handler(job, requeue=remaining == 1)
                 span.record(commit)
@@ -153,7 +164,27 @@ class JobRunner:
                 return await runtime.storage.get_job(job_id)
             moves = []
             if job.status not in RUNNABLE_STATUSES:
+                if job.status in ENDED_STATUSES:
+                    await self._drop_steps(job, breakpoints)
                 return job
+        return job
+
+    async def _drop_steps(self, job: Job, breakpoints: list[Breakpoint]) -> None:
+        """A job stepped into its end: its step's breakpoint would never hold it (an engine starting
+        removes those this misses, see :meth:`Operations.sweep_holds`)."""
+        for breakpoint in breakpoints:
+            if breakpoint.once and breakpoint.job_id == job.id:
+                await self.runtime.storage.remove_breakpoint(breakpoint.id)
+
+    async def _hold(self, commit: Commit, breakpoint: Breakpoint) -> Job | None:
+        """Commit the job held at ``breakpoint`` (with the moves that took it there); a step's
+        breakpoint is used up then (if this process dies first, continuing the job removes it)."""
+        try:
+            job = await self.runtime.committer.apply(commit)
+        except VersionConflict:
+            return await self.runtime.storage.get_job(commit.job.id)
+        if breakpoint.once:
+            await self.runtime.storage.remove_breakpoint(breakpoint.id)
         return job
 
     async def _unchanged(self, job: Job) -> bool:

@@ -1,5 +1,6 @@
 """Time-driven work and follow-ups: retry backoffs, task timeouts, lost tasks, resuming parents,
-cancelling sub-jobs, telling workers to stop; and the expiry of workers.
+cancelling sub-jobs, telling workers to stop, continuing the jobs of a removed breakpoint; and the
+expiry of workers.
 
 Timers live in storage (see :mod:`avtomatika.timers`). Each due timer is claimed by exactly one engine
 process for a lease, carried out, then finished; one whose process dies before finishing it comes due
@@ -46,6 +47,7 @@ class Scheduler:
             TimerKind.RESUME_PARENT: operations.resume_parent,
             TimerKind.CANCEL_JOB: operations.cancel_child,
             TimerKind.CANCEL_TASK: self._cancel_on_worker(operations),
+            TimerKind.RELEASE_HOLDS: operations.release_holds_due,
         }
 
     @staticmethod

@@ -30,6 +30,9 @@ class TimerKind(StrEnum):
     CANCEL_JOB = "cancel_job"
     #: A task was withdrawn from the worker running it: ask the worker to stop (due at once).
     CANCEL_TASK = "cancel_task"
+    #: A breakpoint was removed (its id the ref): continue the jobs it held (due at once, set with
+    #: the removal, so a process dying in between leaves them to another).
+    RELEASE_HOLDS = "release_holds"
 
     def of(self, ref: str) -> str:
         """The id of this kind's timer for ``ref``."""

@@ -23,6 +23,7 @@ _TONE_OF: dict[str, str] = {
     JobStatus.WAITING_FOR_PARALLEL_TASKS: "waiting",
     JobStatus.WAITING_FOR_SUB_JOB: "waiting",
     JobStatus.AWAITING_RETRY: "waiting",
+    JobStatus.HELD: "waiting",  # for an operator, at a breakpoint
     JobStatus.QUARANTINED: "quarantined",
     JobStatus.FAILED: "failed",
     JobStatus.FINISHED: "finished",

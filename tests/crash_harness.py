@@ -25,7 +25,7 @@ import aiohttp
 import asyncpg
 import orjson
 from multi_engine_helpers import WORKER_TOKEN, Cluster, Engine
-from support.processes import TESTS_DIR, kill_process, log_tail, wait_http
+from support.processes import TESTS_DIR, ProcessDied, kill_process, log_tail, wait_http
 
 CRASH_APP = f"{TESTS_DIR / 'crash_app.py'}:engine"
 TASK_TYPE = "crash_echo"
@@ -51,6 +51,9 @@ class Case:
     why: str = ""
     #: Start once the workers of earlier cases have expired (the case is about one expiring).
     settle: bool = False
+    #: The victim dies as it starts (its history writer taking the feed's lease, which the survivor's
+    #: lapsed): the scenario then runs on the survivor, which must take the lease back.
+    at_start: bool = False
 
     @property
     def id(self) -> str:
@@ -117,6 +120,25 @@ class Victim:
             if self.engine.proc.poll() is None:
                 raise
 
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A request to the engine that must succeed before the boundary (its answer's JSON)."""
+        async with self.session.request(method, f"{self.engine.url}{path}", json=body) as resp:
+            answer = await resp.json(content_type=None)
+            assert resp.status < 300, f"{method} {path} -> {resp.status} {answer}"
+        return dict(answer)
+
+    async def delete(self, path: str) -> None:
+        """DELETE on the engine; one that dies answering (at its boundary) is no error here."""
+        try:
+            async with self.session.delete(f"{self.engine.url}{path}") as resp:
+                answer = await resp.text()
+                assert resp.status < 300, f"DELETE {path} -> {resp.status} {answer}"
+        except aiohttp.ClientConnectionError:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(self.engine.proc.wait, 5)
+            if self.engine.proc.poll() is None:
+                raise
+
     def hang_up_poll(self, worker_id: str) -> None:
         """Open a long poll for ``worker_id`` and hang up before its answer: a task it takes is given back."""
         parts = urlsplit(self.engine.url)
@@ -143,16 +165,25 @@ class Harness:
         self.cluster.pause(self.survivor)
         victim: Victim | None = None
         try:
+            if case.at_start:
+                self._lapse_feed_leases()
             engine = self.cluster.start_engine(CRASH_APP, env)
-            wait_http(f"{engine.url}/_public/status", 30, engine.proc)
             victim = Victim(self.cluster, engine, session, since)
-            scenario = asyncio.ensure_future(case.scenario(victim))
+            if case.at_start:
+                with contextlib.suppress(ProcessDied):
+                    wait_http(f"{engine.url}/_public/status", 30, engine.proc)
+                scenario = asyncio.ensure_future(asyncio.sleep(0))
+            else:
+                wait_http(f"{engine.url}/_public/status", 30, engine.proc)
+                scenario = asyncio.ensure_future(case.scenario(victim))
             await self._wait_death(engine, case, scenario)
         finally:
             self.cluster.resume(self.survivor)
             for worker in victim.workers if victim is not None else ():
                 kill_process(worker.proc)
         victim.engine = self.survivor
+        if case.at_start:
+            await case.scenario(victim)
         if case.then is not None:
             await case.then(victim)
         statuses = await self._wait_case_jobs(since)
@@ -160,6 +191,12 @@ class Harness:
         expected = {job_id: case.expect.get(_role(job), "finished") for job_id, job in jobs.items()}
         assert statuses == expected, f"{case.id}: {statuses} != {expected}\n{self.cluster.diagnostics()}"
         return await self.check_histories(jobs, statuses)
+
+    def _lapse_feed_leases(self) -> None:
+        """The survivor (paused) lets its history feed lease lapse: gone, as after its length."""
+        with self.cluster.redis_client() as client:
+            for key in client.scan_iter(match="avtomatika:history:feed_lease:*"):
+                client.delete(key)
 
     async def _settle(self) -> None:
         """Until only the survivor's own workers are registered."""

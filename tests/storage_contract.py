@@ -15,11 +15,13 @@ from typing import Any
 import orjson
 import pytest
 
+from avtomatika.breakpoints import Breakpoint
 from avtomatika.errors import VersionConflict
 from avtomatika.events import Event, EventKind, task_taken
 from avtomatika.feed import Row, row_of, rows_of
 from avtomatika.models import Job, JobStatus, Task, TaskStatus, WorkerRecord, new_id
 from avtomatika.storage.base import BranchAnswer, Commit, JobFilter, Storage
+from avtomatika.timers import TimerKind
 
 #: How long a poll that should find nothing waits.
 SHORT = 0.05
@@ -630,11 +632,40 @@ class StorageContract:
     async def test_finish_step_releases_the_lease_and_acknowledges_the_entry(self, storage: Storage) -> None:
         job = await storage.create_job(make_job())
         assert await storage.take_runnable(SHORT) == job.id
-        assert await storage.lease_and_get_job(job.id, "stepper") == (True, job)  # the job, read with the lease
+        assert await storage.lease_and_get_job(job.id, "stepper") == (True, job, [])  # the job, read with the lease
         await storage.finish_step(job.id, "stepper")
         assert await storage.lease_job(job.id, "next")
         await storage.release_job_lease(job.id, "next")
         assert await storage.take_runnable(SHORT) is None
+
+    async def test_breakpoints_are_set_listed_oldest_first_and_removed(self, storage: Storage) -> None:
+        assert await storage.breakpoints() == []
+        first = Breakpoint("flow", "start", created_at=1.0)
+        second = Breakpoint("flow", "*", job_id="j1", once=True, actor="operator:ann", created_at=2.0)
+        await storage.set_breakpoint(second)
+        await storage.set_breakpoint(first)
+        assert await storage.breakpoints() == [first, second]
+        moved = Breakpoint("flow", "end", id=first.id, created_at=3.0)
+        await storage.set_breakpoint(moved)  # the same id: replaced
+        assert await storage.breakpoints() == [second, moved]
+        assert await storage.remove_breakpoint(second.id) == second
+        assert await storage.remove_breakpoint(second.id) is None
+        assert await storage.breakpoints() == [moved]
+        assert await storage.next_timer_at() is None  # a step's: nobody else is held by it
+
+    async def test_removing_a_breakpoint_makes_its_release_due(self, storage: Storage) -> None:
+        breakpoint = Breakpoint("flow", "start")
+        await storage.set_breakpoint(breakpoint)
+        assert await storage.remove_breakpoint(breakpoint.id) == breakpoint
+        claims = await storage.claim_timers(time.time() + 1, 30.0)
+        assert [claim.timer_id for claim in claims] == [TimerKind.RELEASE_HOLDS.of(breakpoint.id)]
+
+    async def test_a_step_lease_reads_the_breakpoints(self, storage: Storage) -> None:
+        job = await storage.create_job(make_job(), run=False)
+        breakpoint = Breakpoint(job.blueprint, "start")
+        await storage.set_breakpoint(breakpoint)
+        assert await storage.lease_and_get_job(job.id, "stepper") == (True, job, [breakpoint])
+        await storage.release_job_lease(job.id, "stepper")
 
     async def test_take_runnable_wakes_when_a_job_is_queued(self, storage: Storage) -> None:
         loop = asyncio.get_running_loop()

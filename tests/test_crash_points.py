@@ -134,6 +134,88 @@ async def stopped(victim: Victim) -> None:
     victim.engine.proc.terminate()
 
 
+# -- breakpoints: an approval job held at its end state ("finish") by a breakpoint of its own ----------
+async def waiting_approval(victim: Victim, role: str = "job") -> str:
+    job = await victim.create("crash_approval", role=role)
+    await victim.wait_status(job, "waiting_for_human")
+    return job
+
+
+async def breakpoint_set(victim: Victim) -> None:
+    job = await waiting_approval(victim)
+    await victim.post("/api/v1/breakpoints", {"job_id": job, "state": "finish"})
+
+
+async def held(victim: Victim, state: str = "finish") -> str:
+    job = await waiting_approval(victim)
+    await victim.call("POST", "/api/v1/breakpoints", {"job_id": job, "state": state})
+    await victim.post(f"/_public/webhooks/approval/{job}", {"decision": "go"})
+    return job
+
+
+async def stepped_into(victim: Victim) -> None:
+    """A step ('*'): held at the next state, and the step's breakpoint used up."""
+    await held(victim, "*")
+
+
+async def stepped_from_held(victim: Victim) -> None:
+    """Held, then stepped: into its end state, whose handler ends it (no next state to hold at)."""
+    job = await held(victim)
+    await victim.wait_status(job, "held")
+    await victim.post(f"/api/v1/jobs/{job}/continue", {"step": True})
+
+
+async def continued(victim: Victim) -> None:
+    job = await held(victim)
+    await victim.wait_status(job, "held")
+    await victim.post(f"/api/v1/jobs/{job}/continue")
+
+
+async def step_dropped_by_continue(victim: Victim) -> None:
+    """A held job given a step, then continued rather than stepped: the step's breakpoint goes."""
+    job = await held(victim)
+    await victim.wait_status(job, "held")
+    await victim.call("POST", "/api/v1/breakpoints", {"job_id": job, "state": "*"})
+    await victim.post(f"/api/v1/jobs/{job}/continue")
+
+
+async def breakpoint_removed(victim: Victim) -> None:
+    """Removed: the job it held is continued (by the removal's timer, when the remover dies first)."""
+    job = await waiting_approval(victim)
+    breakpoint = await victim.call("POST", "/api/v1/breakpoints", {"job_id": job, "state": "finish"})
+    await victim.post(f"/_public/webhooks/approval/{job}", {"decision": "go"})
+    await victim.wait_status(job, "held")
+    await victim.delete(f"/api/v1/breakpoints/{breakpoint['id']}")
+
+
+async def stale_step_swept(victim: Victim) -> None:
+    """A step given to a job then cancelled is swept when another breakpoint is removed."""
+    cancelled = await waiting_approval(victim, role="cancelled")
+    other = await waiting_approval(victim)
+    await victim.call("POST", "/api/v1/breakpoints", {"job_id": cancelled, "state": "*"})
+    await victim.call("POST", f"/api/v1/jobs/{cancelled}/cancel")
+    breakpoint = await victim.call("POST", "/api/v1/breakpoints", {"job_id": other, "state": "finish"})
+    await victim.delete(f"/api/v1/breakpoints/{breakpoint['id']}")
+
+
+async def continue_held(victim: Victim) -> None:
+    job_id = await victim.only_job()
+    await victim.wait_status(job_id, "held")
+    await victim.post(f"/api/v1/jobs/{job_id}/continue")
+
+
+async def approve_then_continue(victim: Victim) -> None:
+    job_id = await victim.only_job()
+    await victim.post(f"/_public/webhooks/approval/{job_id}", {"decision": "go"})
+    await continue_held(victim)
+
+
+async def approve_the_other(victim: Victim) -> None:
+    for job_id in await victim.cluster.jobs_since(victim.since):
+        if (await victim.job(job_id))["status"] == "waiting_for_human":
+            await victim.post(f"/_public/webhooks/approval/{job_id}", {"decision": "go"})
+
+
 CANCELLED = {"cancelled": "cancelled", "child": "cancelled"}
 CASES = [
     Case("OrchestratorEngine.create_job:create_job", chain),
@@ -163,6 +245,16 @@ CASES = [
     Case("Operations.release:commit", quarantined_then_released),
     Case("Operations.resume_parent:commit", sub_job),
     Case("Operations.retry_step_due:commit", flaky_handler),
+    Case("Operations.set_breakpoint:set_breakpoint", breakpoint_set, then=approve_then_continue),
+    Case("JobRunner._hold:commit", held, then=continue_held),
+    Case("JobRunner._hold:commit", stepped_into, then=continue_held, why="the step's breakpoint not removed yet"),
+    Case("JobRunner._hold:remove_breakpoint", stepped_into, then=continue_held),
+    Case("JobRunner._drop_steps:remove_breakpoint", stepped_from_held),
+    Case("Operations.continue_job:set_breakpoint", stepped_from_held, then=continue_held),
+    Case("Operations.continue_job:remove_breakpoint", step_dropped_by_continue, then=continue_held),
+    Case("Operations.continue_job:commit", continued),
+    Case("Operations.remove_breakpoint:remove_breakpoint", breakpoint_removed, why="its timer continues the job"),
+    Case("Operations.sweep_holds:remove_breakpoint", stale_step_swept, then=approve_the_other, expect=CANCELLED),
     Case("Scheduler.tick:claim_timers", transient_then_success),
     Case("Scheduler.tick:finish_timers", transient_then_success),
     Case("Scheduler.reap_workers:expire_workers", worker_dies, why="an expired worker's tasks handed on", settle=True),
@@ -170,6 +262,7 @@ CASES = [
     Case("HistoryWriter._write:write", chain),
     Case("HistoryWriter._written:trim_feed", chain),
     Case("HistoryWriter.stop:lease_feed", stopped),
+    Case("HistoryWriter.start:lease_feed", chain, at_start=True, why="the survivor takes the lease back"),
 ]
 
 

@@ -347,3 +347,21 @@ def test_a_timeline_folds_in_order_whatever_order_lines_arrive_in() -> None:
     assert timeline.at(1).state_history == {}
     assert timeline.at(1).state == "a"
     assert timeline.at(3).visits == {"a": 1, "b": 1}
+
+
+async def test_a_breakpoints_edits_are_in_the_rebuilt_state_history(make_engine: MakeEngine) -> None:
+    engine = await make_engine()
+    await engine.set_breakpoint("routing", "triage")
+    job = await engine.create_job("routing", {"priority": "urgent", "items": ["a"]})
+    await wait_for_status(engine, job.id, "held")
+    await engine.continue_job(job.id, state_history={"items": 7, "note": "checked"})
+    async with FakeWorker(engine, "shipper", ["echo"]) as worker:
+        await worker.run_one(success({}))
+    await wait_for_status(engine, job.id, "finished")
+    detail = await engine.reads.detail(job.id)
+    assert detail is not None
+    assert detail.timeline is not None
+    assert detail.timeline.state_history == detail.job.state_history == {"items": 7, "note": "checked", "shipped": True}
+    continued = next(line for line in detail.timeline.lines if line.kind == "job_continued")
+    assert detail.timeline.at(continued.seq).state_history == {"items": 7, "note": "checked"}
+    assert detail.timeline.at(continued.seq - 1).state_history == {"items": 1}

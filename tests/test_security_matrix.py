@@ -158,6 +158,7 @@ class World:
         self.api = api
         self.jobs: dict[str, str] = {}
         self.task: dict[str, Any] = {}
+        self.breakpoint = ""
 
     async def build(self) -> None:
         api = self.api
@@ -171,6 +172,7 @@ class World:
         self.task = await api.next_task("w1", token=W1)
         self.jobs["waiting"] = await api.create("/api/v1/jobs/approval", token=ALICE)
         await api.wait_job(self.jobs["waiting"], "waiting_for_human", token=ALICE)
+        self.breakpoint = (await api.engine.set_breakpoint(None, "done", job_id=self.jobs["running"])).id
 
     def path(self, template: str) -> str:
         if any(word in template for word in ("release", "retry", "/fail", "quarantine")):
@@ -185,6 +187,7 @@ class World:
             .replace("{name}", "work")
             .replace("{blueprint}", "work")
             .replace("{action}", "cancel")
+            .replace("{breakpoint_id}", self.breakpoint)
         )
 
     def body(self, method: str, template: str) -> Any:
@@ -200,6 +203,8 @@ class World:
             return {"reason": "matrix"}
         if "approval" in template:
             return {"decision": "approve"}
+        if template.endswith("/breakpoints"):
+            return {"job_id": self.jobs["running"], "state": "start"}
         if template.endswith("/workers/register"):
             return {"worker_id": "w1", "supported_tasks": ["echo", "more"]}
         if template.startswith("/_worker/workers/"):
@@ -220,6 +225,7 @@ class World:
                 "queues": storage._queues,
                 "inboxes": storage._inboxes,
                 "load": storage._load,
+                "breakpoints": storage._breakpoints,
             }
         )
 
@@ -259,8 +265,13 @@ def _expected(case: str, kind: str, method: str, template: str) -> set[int]:
     if case == "other client's token":
         if kind == "worker":
             return {403}
-        return {404} if "{job_id}" in template else {200}
+        return {404} if "{job_id}" in template or _names_a_job_in_its_body(method, template) else {200}
     return {401}
+
+
+def _names_a_job_in_its_body(method: str, template: str) -> bool:
+    """Routes that act on a job (or a breakpoint of one) named other than by ``{job_id}``."""
+    return "/breakpoints" in template and method != "GET"
 
 
 async def _call(api: Api, kind: str, method: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:

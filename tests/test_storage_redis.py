@@ -216,10 +216,10 @@ async def test_a_step_lease_reads_the_job_in_the_same_round_trip(make_storage: S
     stepper, other = await make_storage(), await make_storage()
     job = await stepper.create_job(make_job(), run=False)
     newer = await other.commit(Commit(await other.get_job(job.id) or job))
-    assert await stepper.lease_and_get_job(job.id, "stepper") == (True, newer)
-    assert await other.lease_and_get_job(job.id, "other") == (False, None)
+    assert await stepper.lease_and_get_job(job.id, "stepper") == (True, newer, [])
+    assert await other.lease_and_get_job(job.id, "other") == (False, None, [])
     await stepper.release_job_lease(job.id, "stepper")
-    assert await stepper.lease_and_get_job("no-such-job", "stepper") == (True, None)
+    assert await stepper.lease_and_get_job("no-such-job", "stepper") == (True, None, [])
     await stepper.release_job_lease("no-such-job", "stepper")
 
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .breakpoints import setup_breakpoint_routes
 from .client import setup_client_routes
 from .errors import error_middleware
 from .exposure import Exposure, add_cors_headers, exposure_key, exposure_middleware
@@ -33,6 +34,7 @@ def create_app(engine: OrchestratorEngine, *, limits: Limits | None = None) -> w
     setup_openapi_routes(app)
     setup_worker_routes(app)
     setup_client_routes(app, list(engine.blueprints.values()))
+    setup_breakpoint_routes(app)
     app.on_shutdown.append(_end_waiting_requests)
     return app
 

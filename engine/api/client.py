@@ -44,7 +44,7 @@ from .payloads import (
     worker_view,
 )
 from .render import json_response, model_response
-from .requests import parse, read_json
+from .requests import max_depth, optional_body, read_json
 
 if TYPE_CHECKING:
     from ..engine import OrchestratorEngine
@@ -60,25 +60,9 @@ SKIP_PAGE = 1000
 #: W3C trace context; any other ``traceparent`` is ignored (as the spec asks), not passed to workers.
 TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
-Body = TypeVar("Body", bound=BaseModel)
-
-
-def _max_depth(request: web.Request) -> int:
-    return int(request.app[engine_key].config.MAX_JSON_DEPTH)
-
 
 def _actor(request: web.Request) -> str:
     return f"client:{client_of(request).name}"
-
-
-async def _optional_body(request: web.Request, model: type[Body]) -> Body:
-    """An operation's body: empty means defaults; anything else must be an object ``model`` accepts."""
-    value = await read_json(request, max_depth=_max_depth(request), allow_empty=True)
-    if value is None:
-        value = {}
-    if not isinstance(value, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    return parse(model, value)
 
 
 NOT_FOUND = {404: "Unknown job, or one of another client"}
@@ -99,7 +83,7 @@ def create_job_handler(blueprint: StateMachineBlueprint) -> Any:
     @documented(CREATE_JOB)
     async def create_job(request: web.Request) -> web.Response:
         owner = owner_of(request)
-        data = await read_json(request, max_depth=_max_depth(request))
+        data = await read_json(request, max_depth=max_depth(request))
         if not isinstance(data, dict):
             raise ApiError(400, "the request body must be a JSON object (the job's initial_data)")
         check_size(request.app[limits_key].limits, "initial_data", data)
@@ -293,7 +277,7 @@ def _operation(summary: str, body: type[BaseModel]) -> Operation:
 async def retry_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
-    body = await _optional_body(request, RetryRequest)
+    body = await optional_body(request, RetryRequest)
     job = await engine.retry_job(job.id, actor=_actor(request), from_state=body.from_state)
     return model_response(OperationDone(status=job.status, job_id=job.id, current_state=job.state))
 
@@ -302,7 +286,7 @@ async def retry_job(request: web.Request) -> web.Response:
 async def release_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
-    body = await _optional_body(request, ReleaseRequest)
+    body = await optional_body(request, ReleaseRequest)
     if body.params is not None:
         check_size(request.app[limits_key].limits, "params", body.params)
     job = await engine.release_job(job.id, actor=_actor(request), params=body.params)
@@ -313,7 +297,7 @@ async def release_job(request: web.Request) -> web.Response:
 async def fail_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
-    body = await _optional_body(request, FailRequest)
+    body = await optional_body(request, FailRequest)
     job = await engine.fail_job(job.id, actor=_actor(request), reason=body.reason)
     return model_response(OperationDone(status=job.status, job_id=job.id), exclude={"current_state"})
 

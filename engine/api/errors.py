@@ -12,6 +12,8 @@ from pydantic import ValidationError
 
 from ..errors import (
     AvtomatikaError,
+    BreakpointNotFound,
+    BreakpointRefused,
     InvalidOperation,
     JobNotFound,
     ResultRejected,
@@ -55,7 +57,7 @@ def error_response(status: int, message: str, /, **extra: Any) -> web.Response:
 
 
 def _status_of(exc: AvtomatikaError) -> int:
-    if isinstance(exc, JobNotFound | UnknownBlueprint | WorkerNotFound):
+    if isinstance(exc, JobNotFound | UnknownBlueprint | WorkerNotFound | BreakpointNotFound):
         return 404
     if isinstance(exc, ResultRejected):
         return exc.status
@@ -82,6 +84,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             field=field,
             details=[{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in errors],
         )
+    except BreakpointRefused as exc:
+        return error_response(400, str(exc), field=exc.field)
     except AvtomatikaError as exc:
         return error_response(_status_of(exc), str(exc))
     except web.HTTPException as exc:

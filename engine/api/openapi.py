@@ -185,6 +185,11 @@ def build_document(app: web.Application) -> dict[str, Any]:
         "tags": [
             {"name": "jobs", "description": "Create jobs on blueprint endpoints"},
             {"name": "client", "description": "Read and operate on your jobs (X-Avtomatika-Token)"},
+            {
+                "name": "breakpoints",
+                "description": "Hold jobs before a state's handler runs; continue or step them (operators; "
+                "a client with a token, on its own jobs)",
+            },
             {"name": "worker", "description": "Workers: register, heartbeat, take tasks, post results"},
             {"name": "public", "description": "Status, health, metrics, approval webhook, this document"},
         ],

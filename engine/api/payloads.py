@@ -127,6 +127,24 @@ class FailRequest(BaseModel):
     reason: str | None = Field(default=None, max_length=2000)
 
 
+class BreakpointRequest(BaseModel):
+    """Hold a job (``job_id``) or every new job of ``blueprint`` before ``state``'s handler runs."""
+
+    model_config = ConfigDict(extra="forbid")
+    state: str = Field(min_length=1, max_length=200, description="A state, or '*' (a job's next state)")
+    blueprint: str | None = Field(default=None, min_length=1, max_length=200)
+    job_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class ContinueRequest(BaseModel):
+    """Continue a held job: its data replaced by what is given; ``step``: held again at its next state."""
+
+    model_config = ConfigDict(extra="forbid")
+    initial_data: dict[str, Any] | None = None
+    state_history: dict[str, Any] | None = None
+    step: bool = False
+
+
 class ApprovalRequest(BaseModel):
     decision: str = Field(min_length=1, max_length=200)
 
@@ -285,6 +303,25 @@ class OperationDone(BaseModel):
     status: JobStatus
     job_id: str
     current_state: str | None = None
+
+
+class BreakpointView(BaseModel):
+    id: str
+    blueprint: str
+    state: str
+    job_id: str | None
+    step: bool = Field(description="Set by a step: goes away once it holds its job")
+    set_by: str | None
+    created_at: str | None
+
+
+class BreakpointList(BaseModel):
+    breakpoints: list[BreakpointView]
+
+
+class BreakpointRemoved(BaseModel):
+    id: str
+    continued: list[str] = Field(description="The jobs it held, continued")
 
 
 class BlueprintInfo(BaseModel):

@@ -62,6 +62,21 @@ async def read_body(request: web.Request) -> bytes:
         ) from None
 
 
+def max_depth(request: web.Request) -> int:
+    """How deep JSON bodies may nest (``MAX_JSON_DEPTH``)."""
+    return int(request.app[engine_key].config.MAX_JSON_DEPTH)
+
+
+async def optional_body(request: web.Request, model: type[Model]) -> Model:
+    """An operation's body: empty means defaults; anything else must be an object ``model`` accepts."""
+    value = await read_json(request, max_depth=max_depth(request), allow_empty=True)
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return parse(model, value)
+
+
 async def read_json(request: web.Request, *, max_depth: int, allow_empty: bool = False) -> Any:
     """The body as JSON; ApiError (400, 408, 413, 415) naming the problem otherwise."""
     if request.body_exists and not is_json_type(request.content_type):

@@ -28,15 +28,11 @@ from .payloads import (
     worker_view,
 )
 from .render import json_response, model_response
-from .requests import parse, read_json
+from .requests import max_depth, parse, read_json
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "/_worker"
-
-
-def _max_depth(request: web.Request) -> int:
-    return int(request.app[engine_key].config.MAX_JSON_DEPTH)
 
 
 FOREIGN = {403: "This worker token belongs to another worker"}
@@ -55,7 +51,7 @@ UNKNOWN_WORKER = {404: "Unknown or expired worker"}
 )
 async def register(request: web.Request) -> web.Response:
     owner = worker_token(request)  # a refused token is told so before its body is looked at
-    body = await read_json(request, max_depth=_max_depth(request))
+    body = await read_json(request, max_depth=max_depth(request))
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object (the worker record)")
     record = parse(WorkerRegistration, body)
@@ -78,7 +74,7 @@ async def register(request: web.Request) -> web.Response:
 async def heartbeat(request: web.Request) -> web.Response:
     worker_id = request.match_info["worker_id"]
     check_worker(request, worker_id)
-    body = await read_json(request, max_depth=_max_depth(request), allow_empty=True)
+    body = await read_json(request, max_depth=max_depth(request), allow_empty=True)
     if body is not None and not isinstance(body, dict):
         raise ApiError(400, "the heartbeat body must be a JSON object")
     # Typed like a registration, so a bad field (supported_tasks: 5) cannot break dispatching later.
@@ -130,7 +126,7 @@ async def next_task(request: web.Request) -> web.Response:
 )
 async def task_result(request: web.Request) -> web.Response:
     owner = worker_token(request)
-    job_id, task_id, worker_id, result = _read_result(await read_json(request, max_depth=_max_depth(request)))
+    job_id, task_id, worker_id, result = _read_result(await read_json(request, max_depth=max_depth(request)))
     check_owner(owner, worker_id)
     if (data := result.get("data")) is not None:
         limits = request.app[limits_key].limits

@@ -468,6 +468,10 @@ class _Fold:
             self.dispatched(line)
         elif kind in ("task_taken", "task_result", "task_retry"):
             self.task_line(line)
+        elif kind == "job_continued":  # from a breakpoint, perhaps with its data edited
+            edits = data.get("edits") if isinstance(data.get("edits"), dict) else {}
+            apply_changes(self.state_history, edits.get("state_history"))
+            apply_changes(self.initial_data, edits.get("initial_data"))
         elif kind == "job_retried" and isinstance(data.get("state_history"), dict):
             self.state_history = dict(data["state_history"])  # the step debugger put the job back
         elif kind in ("job_released", "job_retried"):

@@ -16,8 +16,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
+from ..breakpoints import Breakpoint
 from ..events import Event, EventTransport
 from ..models import Job, Task, WorkerRecord
 
@@ -74,6 +75,17 @@ class BranchAnswer(StrEnum):
     DUPLICATE = "duplicate"
     #: The task is not waiting for a result (withdrawn, timed out, never taken): nothing changed.
     CLOSED = "closed"
+
+
+class StepStart(NamedTuple):
+    """What a step starts from (:meth:`Storage.lease_and_get_job`)."""
+
+    #: Whether the caller holds the job's step lease.
+    leased: bool
+    #: The job as it was when leased (None when not leased, or when the job no longer exists).
+    job: Job | None = None
+    #: The breakpoints set then (see :mod:`avtomatika.breakpoints`).
+    breakpoints: list[Breakpoint] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,16 +217,14 @@ class Storage(ABC):
         """
         return True
 
-    async def lease_and_get_job(
-        self, job_id: str, holder: str, lease_s: float | None = None
-    ) -> tuple[bool, Job | None]:
-        """:meth:`lease_job`, and when taken the job as it is then (None if it no longer exists).
+    async def lease_and_get_job(self, job_id: str, holder: str, lease_s: float | None = None) -> StepStart:
+        """:meth:`lease_job`, and when taken the job as it is then and the breakpoints set.
 
         What a step starts from; a backend shared by several processes reads it in the same round trip.
         """
         if not await self.lease_job(job_id, holder, lease_s):
-            return False, None
-        return True, await self.get_job(job_id)
+            return StepStart(False)
+        return StepStart(True, await self.get_job(job_id), await self.breakpoints())
 
     async def release_job_lease(self, job_id: str, holder: str) -> None:
         """End ``holder``'s step lease of the job (nothing if it no longer holds it)."""
@@ -353,6 +363,23 @@ class Storage(ABC):
         are queued again for any worker, and the ones it had taken get a ``lost:<task id>`` timer due
         at ``at`` (their timeout timer cancelled), which the scheduler turns into a retry.
         """
+
+    # -- breakpoints -----------------------------------------------------------------------------
+    @abstractmethod
+    async def set_breakpoint(self, breakpoint: Breakpoint) -> None:
+        """Store ``breakpoint`` (replacing one with its id): every process stepping jobs sees it."""
+
+    @abstractmethod
+    async def remove_breakpoint(self, breakpoint_id: str) -> Breakpoint | None:
+        """Remove a breakpoint; the one removed, or None if there was none with that id.
+
+        With the removal of one that is not a step's, a ``RELEASE_HOLDS`` timer is due at once: the
+        jobs it held are continued even if the caller dies before continuing them.
+        """
+
+    @abstractmethod
+    async def breakpoints(self) -> list[Breakpoint]:
+        """Every breakpoint set, oldest first (one read, whatever their number)."""
 
     # -- the history feed ------------------------------------------------------------------------
     @property

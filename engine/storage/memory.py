@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from ..breakpoints import Breakpoint
 from ..errors import VersionConflict
 from ..events import Event, task_taken
 from ..feed import entry_of
@@ -77,6 +78,7 @@ class MemoryStorage(Storage):
         self._feed_readers: dict[str, tuple[int, float]] = {}  # reader -> (written through, when)
         self._feed_leases: dict[str, tuple[str, float]] = {}  # reader -> (holder, until)
         self._feed_id = f"memory:{uuid.uuid4().hex}"
+        self._breakpoints: dict[str, Breakpoint] = {}
 
     async def connect(self) -> None:
         self._polls_ended = False
@@ -470,6 +472,21 @@ class MemoryStorage(Storage):
         elif stored.status == TaskStatus.ASSIGNED:
             self._timers.pop(TimerKind.TIMEOUT.of(task_id), None)
             self._set_timer(TimerKind.LOST.of(task_id), at)
+
+    # -- breakpoints -----------------------------------------------------------------------------
+    async def set_breakpoint(self, breakpoint: Breakpoint) -> None:
+        self._breakpoints[breakpoint.id] = breakpoint
+
+    async def remove_breakpoint(self, breakpoint_id: str) -> Breakpoint | None:
+        removed = self._breakpoints.pop(breakpoint_id, None)
+        if removed is not None and not removed.once:
+            self._set_timer(TimerKind.RELEASE_HOLDS.of(breakpoint_id), now())
+        return removed
+
+    async def breakpoints(self) -> list[Breakpoint]:
+        if not self._breakpoints:  # read at the start of every step
+            return []
+        return sorted(self._breakpoints.values(), key=lambda bp: bp.created_at)
 
     # -- the history feed ------------------------------------------------------------------------
     @property

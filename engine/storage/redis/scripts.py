@@ -667,13 +667,24 @@ return lost
 """
 
 LEASE_STEP = """
--- KEYS[1]: a step lease key, KEYS[2]: its job. ARGV: holder, lease length (ms). {1, the job's document
--- (none if it is gone)} if the holder has the lease now: taken, or held already (a retried call whose
--- first run took it); {0} while someone else holds it.
+-- KEYS[1]: a step lease key, KEYS[2]: its job, KEYS[3]: the breakpoints hash. ARGV: holder, lease
+-- length (ms). {1, the job's document (none if it is gone), the breakpoints (HGETALL)} if the holder
+-- has the lease now: taken, or held already (a retried call whose first run took it); {0} while
+-- someone else holds it.
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[1]) == ARGV[1] then
-  return {1, redis.call('HGET', KEYS[2], 'doc')}
+  return {1, redis.call('HGET', KEYS[2], 'doc'), redis.call('HGETALL', KEYS[3])}
 end
 return {0}
+"""
+
+REMOVE_BREAKPOINT = """
+-- KEYS[1]: the breakpoints hash, KEYS[2]: the timers. ARGV: a breakpoint's id, its RELEASE_HOLDS timer
+-- id, now. Removes it and, unless it is a step's, makes the timer due now; returns it (nil if none).
+local found = redis.call('HGET', KEYS[1], ARGV[1])
+if not found then return nil end
+redis.call('HDEL', KEYS[1], ARGV[1])
+if not cjson.decode(found)['once'] then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2]) end
+return found
 """
 
 RELEASE_STEP_LEASE = """
@@ -701,5 +712,6 @@ SOURCES: dict[str, str] = {
     "release_entries": _source(RELEASE_ENTRIES, prelude=False),
     "renew_step_leases": _source(RENEW_STEP_LEASES, prelude=False),
     "lease_step": _source(LEASE_STEP, prelude=False),
+    "remove_breakpoint": _source(REMOVE_BREAKPOINT, prelude=False),
     "release_step_lease": _source(RELEASE_STEP_LEASE, prelude=False),
 }

@@ -23,12 +23,14 @@ from redis.backoff import EqualJitterBackoff
 from redis.exceptions import RedisError
 
 from ... import keys
+from ...breakpoints import Breakpoint
 from ...errors import VersionConflict
 from ...events import Event
 from ...feed import entry_of
 from ...keys import Keys
 from ...models import Job, Task, WorkerRecord, now
-from ..base import FEED_READER_TTL_S, BranchAnswer, Commit, FeedEntry, JobFilter, Storage, TimerClaim
+from ...timers import TimerKind
+from ..base import FEED_READER_TTL_S, BranchAnswer, Commit, FeedEntry, JobFilter, StepStart, Storage, TimerClaim
 from .background import cancellation_count, stop_if_cancelled
 from .connection import Script, SharedConnection
 from .encoding import (
@@ -303,21 +305,19 @@ class RedisStorage(Storage):
     # -- step leases -----------------------------------------------------------------------------
     async def lease_job(self, job_id: str, holder: str, lease_s: float | None = None) -> bool:
         """SET NX PX; renewed every third of ``lease_s`` by this process's lease renewer until released."""
-        taken, _ = await self.lease_and_get_job(job_id, holder, lease_s)
-        return taken
+        return (await self.lease_and_get_job(job_id, holder, lease_s)).leased
 
-    async def lease_and_get_job(
-        self, job_id: str, holder: str, lease_s: float | None = None
-    ) -> tuple[bool, Job | None]:
-        """The lease and the job's document in one script."""
+    async def lease_and_get_job(self, job_id: str, holder: str, lease_s: float | None = None) -> StepStart:
+        """The lease, the job's document and the breakpoints in one script."""
         # Never shorter than ``self.lease_s``: held leases are renewed every third of that.
         lease_s = self.lease_s if lease_s is None else max(lease_s, self.lease_s)
-        keys = [self.keys.step_lease(job_id), self.keys.job(job_id)]
-        taken, *doc = await self._scripts["lease_step"](keys=keys, args=[holder, max(1, int(lease_s * 1000))])
+        keys_ = [self.keys.step_lease(job_id), self.keys.job(job_id), self.keys.key(keys.BREAKPOINTS)]
+        taken, *read = await self._scripts["lease_step"](keys=keys_, args=[holder, max(1, int(lease_s * 1000))])
         if not taken:
-            return False, None
+            return StepStart(False)
         self._runnable.hold_step_lease(job_id, holder, lease_s)
-        return True, (decode_job(doc[0]) if doc and doc[0] is not None else None)
+        doc, stored = read
+        return StepStart(True, decode_job(doc) if doc is not None else None, _breakpoints_of(stored))
 
     async def release_job_lease(self, job_id: str, holder: str) -> None:
         self._runnable.drop_step_lease(job_id, holder)
@@ -480,6 +480,22 @@ class RedisStorage(Storage):
             expired.append((decode_worker(doc), sorted(task_ids)))
         return expired
 
+    # -- breakpoints -----------------------------------------------------------------------------
+    async def set_breakpoint(self, breakpoint: Breakpoint) -> None:
+        await self.connection.execute(
+            "HSET", self.keys.key(keys.BREAKPOINTS), breakpoint.id, orjson.dumps(breakpoint.to_dict())
+        )
+
+    async def remove_breakpoint(self, breakpoint_id: str) -> Breakpoint | None:
+        reply = await self._scripts["remove_breakpoint"](
+            keys=[self.keys.key(keys.BREAKPOINTS), self.keys.key(keys.TIMERS)],
+            args=[breakpoint_id, TimerKind.RELEASE_HOLDS.of(breakpoint_id), now()],
+        )
+        return Breakpoint.from_dict(orjson.loads(reply)) if reply else None
+
+    async def breakpoints(self) -> list[Breakpoint]:
+        return _breakpoints_of(await self.connection.execute("HGETALL", self.keys.key(keys.BREAKPOINTS)))
+
     # -- the history feed ------------------------------------------------------------------------
     @property
     def feed_id(self) -> str:
@@ -508,3 +524,9 @@ class RedisStorage(Storage):
 def _stream_fields(entries: Any) -> list[tuple[Raw, dict[bytes, bytes]]]:
     """XRANGE's entries as (id, fields): fields come as a flat list (RESP2) or a map (RESP3)."""
     return [(entry_id, as_mapping(fields)) for entry_id, fields in entries]
+
+
+def _breakpoints_of(stored: Any) -> list[Breakpoint]:
+    """The breakpoints of an HGETALL of the breakpoints hash, oldest first."""
+    found = [Breakpoint.from_dict(orjson.loads(doc)) for doc in as_mapping(stored).values()]
+    return sorted(found, key=lambda bp: bp.created_at)

@@ -1,0 +1,150 @@
+"""Breakpoint routes: set, list and remove breakpoints; continue (or step) a held job.
+
+Blueprint-wide breakpoints hold every client's jobs, so only an operator (an API without client
+tokens) sets, lists or removes them; a client with a token works with breakpoints on its own jobs.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..breakpoints import Breakpoint
+from .auth import client_of, owner_of
+from .errors import ApiError
+from .keys import engine_key
+from .limits import check_size, limits_key
+from .openapi import Operation, documented
+from .payloads import (
+    BreakpointList,
+    BreakpointRemoved,
+    BreakpointRequest,
+    BreakpointView,
+    ContinueRequest,
+    OperationDone,
+    iso,
+)
+from .render import model_response
+from .requests import max_depth, optional_body, parse, read_json
+
+PREFIXES = ("/api/v1", "/api")
+NOT_FOUND = {404: "Unknown breakpoint, job or blueprint (or one of another client)"}
+
+
+def _actor(request: web.Request) -> str:
+    return f"client:{client_of(request).name}"
+
+
+def _view(breakpoint: Breakpoint) -> BreakpointView:
+    return BreakpointView(
+        id=breakpoint.id,
+        blueprint=breakpoint.blueprint,
+        state=breakpoint.state,
+        job_id=breakpoint.job_id,
+        step=breakpoint.once,
+        set_by=breakpoint.actor,
+        created_at=iso(breakpoint.created_at),
+    )
+
+
+async def _visible(request: web.Request) -> list[Breakpoint]:
+    """The breakpoints the caller may see: every one for an operator, those of its jobs for a client."""
+    engine = request.app[engine_key]
+    owner = owner_of(request)
+    found = await engine.breakpoints()
+    if owner is None:
+        return found
+    mine = []
+    for breakpoint in found:
+        if breakpoint.job_id is not None and (job := await engine.get_job(breakpoint.job_id)) and job.client == owner:
+            mine.append(breakpoint)
+    return mine
+
+
+@documented(
+    Operation(
+        "Breakpoints set (a client sees those on its own jobs)",
+        "breakpoints",
+        security="client",
+        responses={200: BreakpointList},
+    )
+)
+async def list_breakpoints(request: web.Request) -> web.Response:
+    return model_response(BreakpointList(breakpoints=[_view(bp) for bp in await _visible(request)]))
+
+
+@documented(
+    Operation(
+        "Hold a job, or every new job of a blueprint, before a state's handler runs",
+        "breakpoints",
+        security="client",
+        body=BreakpointRequest,
+        responses={201: BreakpointView},
+        errors={**NOT_FOUND, 403: "A client's token may only set breakpoints on its own jobs"},
+        description="state '*' holds the job named by job_id at the next state it enters. A held job "
+        "has the status 'held' until it is continued (POST /jobs/{job_id}/continue) or its breakpoint "
+        "is removed.",
+    )
+)
+async def set_breakpoint(request: web.Request) -> web.Response:
+    engine = request.app[engine_key]
+    owner = owner_of(request)  # who asks comes before what is asked (401 first)
+    body = parse(BreakpointRequest, await read_json(request, max_depth=max_depth(request)))
+    if body.job_id is not None:
+        await engine.require_job(body.job_id, owner)
+    elif owner is not None:
+        raise ApiError(
+            403, "a breakpoint on every job of a blueprint is for operators; name one of your jobs", field="job_id"
+        )
+    breakpoint = await engine.set_breakpoint(body.blueprint, body.state, job_id=body.job_id, actor=_actor(request))
+    return model_response(_view(breakpoint), status=201)
+
+
+@documented(
+    Operation(
+        "Remove a breakpoint; the jobs it held are continued",
+        "breakpoints",
+        security="client",
+        responses={200: BreakpointRemoved},
+        errors=NOT_FOUND,
+    )
+)
+async def remove_breakpoint(request: web.Request) -> web.Response:
+    engine = request.app[engine_key]
+    breakpoint_id = request.match_info["breakpoint_id"]
+    if breakpoint_id not in {bp.id for bp in await _visible(request)}:
+        raise ApiError(404, f"Breakpoint '{breakpoint_id}' not found")
+    continued = await engine.remove_breakpoint(breakpoint_id, actor=_actor(request))
+    return model_response(BreakpointRemoved(id=breakpoint_id, continued=[job.id for job in continued]))
+
+
+@documented(
+    Operation(
+        "Continue a held job, its initial_data or state_history replaced if given; step: hold it at its next state",
+        "breakpoints",
+        security="client",
+        body=ContinueRequest,
+        body_required=False,
+        responses={200: OperationDone},
+        errors={404: "Unknown job, or one of another client", 409: "The job is not held"},
+    )
+)
+async def continue_job(request: web.Request) -> web.Response:
+    engine = request.app[engine_key]
+    job = await engine.require_job(request.match_info["job_id"], owner_of(request))
+    body = await optional_body(request, ContinueRequest)
+    limits = request.app[limits_key].limits
+    for name in ("initial_data", "state_history"):
+        if (value := getattr(body, name)) is not None:
+            check_size(limits, name, value)
+    job = await engine.continue_job(
+        job.id, _actor(request), initial_data=body.initial_data, state_history=body.state_history, step=body.step
+    )
+    return model_response(OperationDone(status=job.status, job_id=job.id, current_state=job.state))
+
+
+def setup_breakpoint_routes(app: web.Application) -> None:
+    for prefix in PREFIXES:
+        app.router.add_get(f"{prefix}/breakpoints", list_breakpoints)
+        app.router.add_post(f"{prefix}/breakpoints", set_breakpoint)
+        app.router.add_delete(f"{prefix}/breakpoints/{{breakpoint_id}}", remove_breakpoint)
+        app.router.add_post(f"{prefix}/jobs/{{job_id}}/continue", continue_job)
