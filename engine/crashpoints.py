@@ -42,6 +42,8 @@ STORAGE_WRITES = frozenset(
         "lease_feed",
         "set_breakpoint",
         "remove_breakpoint",
+        "create_bulk",
+        "save_bulk",
     }
 )
 #: History methods that change it.
@@ -96,6 +98,7 @@ _CHANGED_NOTHING: dict[str, Callable[[tuple[Any, ...], Any], bool]] = {
     "lease_feed": lambda args, result: not result,
     "update_task": lambda args, result: result is None,
     "remove_breakpoint": lambda args, result: result is None,
+    "save_bulk": lambda args, result: not result,
 }
 
 

@@ -18,6 +18,7 @@ from aiohttp import web
 from . import crashpoints, loops, takeover
 from .blueprint import StateMachineBlueprint
 from .breakpoints import Breakpoint
+from .bulk import BulkActions
 from .clients import AccessRegistry
 from .commits import Committer
 from .config import Config
@@ -76,7 +77,8 @@ class OrchestratorEngine:
         self.runner = JobRunner(self.runtime)
         self.results = ResultProcessor(self.runtime)
         self.operations = Operations(self.runtime)
-        self.scheduler = Scheduler(self.runtime, self.results, self.operations)
+        self.bulk = BulkActions(self.runtime, self.operations)
+        self.scheduler = Scheduler(self.runtime, self.results, self.operations, self.bulk)
         self.app: web.Application | None = None
         self.port: int | None = None
         self._site_runner: web.AppRunner | None = None

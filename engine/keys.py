@@ -100,6 +100,17 @@ WORKER_EXPIRY = "workers:expiry"
 #: hash breakpoint id -> orjson Breakpoint (see avtomatika.breakpoints): every engine holds jobs at them.
 BREAKPOINTS = "breakpoints"
 
+# -- bulk actions -----------------------------------------------------------------------------------
+#: + bulk action id -> orjson BulkAction (see avtomatika.bulk), kept BULK_TTL_S after its last change.
+BULK = "bulk:"
+#: + bulk action id -> list of the ids of its jobs, in order; same expiry.
+BULK_JOBS = "bulk_jobs:"
+#: zset bulk action id -> created_at: every bulk action, for listing (members whose record expired
+#: are dropped as they are listed).
+BULKS = "bulks"
+#: How long a bulk action's record outlives its last change.
+BULK_TTL_S = 7 * 24 * 3600
+
 # -- the history feed -----------------------------------------------------------------------------
 #: Stream of ``{e: <orjson list of events>}`` entries, one per commit (and per task taken), in the order
 #: they were applied; history's writers read it and trim what every history database has written.

@@ -31,15 +31,15 @@ class Operations:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    async def cancel(self, job_id: str, actor: str) -> Job:
+    async def cancel(self, job_id: str, actor: str, *, bulk_id: str | None = None) -> Job:
         async def build(job: Job) -> Commit:
             if job.status in TERMINAL_STATUSES and job.status != JobStatus.QUARANTINED:
                 raise InvalidOperation(job_id, f"cannot cancel a job that is {job.status}")
-            return await self._stop(job, JobStatus.CANCELLED, actor, f"cancelled by {actor}")
+            return await self._stop(job, JobStatus.CANCELLED, f"cancelled by {actor}", _by(actor, bulk_id))
 
         return await self.runtime.committer.update_job(job_id, build)
 
-    async def retry(self, job_id: str, actor: str, from_state: str | None = None) -> Job:
+    async def retry(self, job_id: str, actor: str, from_state: str | None = None, *, bulk_id: str | None = None) -> Job:
         async def build(job: Job) -> Commit:
             if job.status not in RETRYABLE:
                 raise InvalidOperation(
@@ -54,17 +54,21 @@ class Operations:
             closing = await self._open_tasks(job)
             commit = move_to(job, target, how=via("retry", actor=actor))
             commit.close_tasks = {t.id: TaskStatus.WITHDRAWN for t in closing}
-            commit.events = [event(EventKind.JOB_RETRIED, job, actor=actor, from_state=target), *commit.events]
+            retried = event(EventKind.JOB_RETRIED, job, from_state=target, **_by(actor, bulk_id))
+            commit.events = [retried, *commit.events]
             return commit
 
         return await self.runtime.committer.update_job(job_id, build)
 
-    async def release(self, job_id: str, actor: str, params: dict[str, object] | None = None) -> Job:
+    async def release(
+        self, job_id: str, actor: str, params: dict[str, object] | None = None, *, bulk_id: str | None = None
+    ) -> Job:
         """Resume a quarantined job: its held tasks dispatched again, or, when it was quarantined by its
         handler, the handler run again.
 
         ``params`` are merged into those of the task that failed (the first held one); the other held
-        tasks (fan-out branches withdrawn by the quarantine) go out again as they were.
+        tasks (fan-out branches withdrawn by the quarantine) go out again as they were. The event
+        says what changed in that task's params (``changes``, as :func:`~avtomatika.outcomes.changes_of`).
         """
 
         async def build(job: Job) -> Commit:
@@ -76,11 +80,14 @@ class Operations:
                 for task_id in wait.get("held_task_ids", [])
                 if (t := await self.runtime.storage.get_task(task_id)) is not None
             ]
+            changes = None
             if not held or wait.get("kind") != "tasks":
                 commit = move_to(job, job.state, how=via("release", actor=actor))
             else:
                 commit = await self._redispatch(job, held, params)
-            commit.events = [event(EventKind.JOB_RELEASED, job, actor=actor, params=params), *commit.events]
+                changes = changes_of(held[0].params, commit.tasks[0].params)
+            released = event(EventKind.JOB_RELEASED, job, params=params, changes=changes, **_by(actor, bulk_id))
+            commit.events = [released, *commit.events]
             return commit
 
         return await self.runtime.committer.update_job(job_id, build)
@@ -109,21 +116,22 @@ class Operations:
             sent.data["replaces"] = old.id  # the branch it continues, for history's branch table
         return Commit(job, tasks=fresh, events=dispatches)
 
-    async def fail(self, job_id: str, actor: str, reason: str | None = None) -> Job:
+    async def fail(self, job_id: str, actor: str, reason: str | None = None, *, bulk_id: str | None = None) -> Job:
         async def build(job: Job) -> Commit:
             if job.status in TERMINAL_STATUSES and job.status != JobStatus.QUARANTINED:
                 raise InvalidOperation(job_id, f"cannot fail a job that is {job.status}")
-            return await self._stop(job, JobStatus.FAILED, actor, reason or f"failed by {actor}")
+            return await self._stop(job, JobStatus.FAILED, reason or f"failed by {actor}", _by(actor, bulk_id))
 
         return await self.runtime.committer.update_job(job_id, build)
 
-    async def _stop(self, job: Job, status: JobStatus, actor: str, reason: str) -> Commit:
+    async def _stop(self, job: Job, status: JobStatus, reason: str, by: dict[str, str]) -> Commit:
         """An operator ends ``job``: the error it held (why it was quarantined, or is retrying) is its
-        root cause, kept beside the operator's reason in the job's error and in the event."""
+        root cause, kept beside the operator's reason in the job's error and in the event. ``by``: who
+        (``actor``, and ``bulk_id`` when a bulk action did it)."""
         cause = job.error
         error = f"{reason} · root cause: {cause}" if cause else reason
         commit = end(job, status, error, await self._open_tasks(job))
-        commit.events[0].data.update(actor=actor, reason=reason)
+        commit.events[0].data.update(by, reason=reason)
         if cause:
             commit.events[0].data["cause"] = cause
         return commit
@@ -228,6 +236,7 @@ class Operations:
         initial_data: dict[str, Any] | None = None,
         state_history: dict[str, Any] | None = None,
         step: bool = False,
+        bulk_id: str | None = None,
     ) -> Job:
         """Run the handler a held job waits before, with its data edited (replaced) if given; with
         ``step`` the job is held again at the next state it enters."""
@@ -261,7 +270,7 @@ class Operations:
                     setattr(job, name, dict(value))
             job.status = JobStatus.RUNNING
             job.wait = passed_wait(job)
-            continued = event(EventKind.JOB_CONTINUED, job, actor=actor, step=step, edits=edits)
+            continued = event(EventKind.JOB_CONTINUED, job, step=step, edits=edits, **_by(actor, bulk_id))
             return Commit(job, run=True, events=[continued])
 
         try:
@@ -343,6 +352,11 @@ class Operations:
             if task is not None and task.status != TaskStatus.DONE:
                 tasks.append(task)
         return tasks
+
+
+def _by(actor: str, bulk_id: str | None) -> dict[str, str]:
+    """Who did an operation, for its event: the actor, and the bulk action it was part of."""
+    return {"actor": actor} if bulk_id is None else {"actor": actor, "bulk_id": bulk_id}
 
 
 def _check_held(job: Job) -> None:

@@ -1,6 +1,6 @@
 """Time-driven work and follow-ups: retry backoffs, task timeouts, lost tasks, resuming parents,
-cancelling sub-jobs, telling workers to stop, continuing the jobs of a removed breakpoint; and the
-expiry of workers.
+cancelling sub-jobs, telling workers to stop, continuing the jobs of a removed breakpoint, moving
+bulk actions on; and the expiry of workers.
 
 Timers live in storage (see :mod:`avtomatika.timers`). Each due timer is claimed by exactly one engine
 process for a lease, carried out, then finished; one whose process dies before finishing it comes due
@@ -23,6 +23,7 @@ from .storage.base import TimerClaim
 from .timers import TimerKind, parse_timer
 
 if TYPE_CHECKING:
+    from .bulk import BulkActions
     from .operations import Operations
     from .results import ResultProcessor
     from .runtime import Runtime
@@ -36,7 +37,7 @@ SEND_TIMEOUT_S = 5.0
 
 
 class Scheduler:
-    def __init__(self, runtime: Runtime, results: ResultProcessor, operations: Operations) -> None:
+    def __init__(self, runtime: Runtime, results: ResultProcessor, operations: Operations, bulk: BulkActions) -> None:
         self.runtime = runtime
         self._last_reap = 0.0
         self._handlers: dict[TimerKind, Callable[[str], Awaitable[None]]] = {
@@ -48,6 +49,7 @@ class Scheduler:
             TimerKind.CANCEL_JOB: operations.cancel_child,
             TimerKind.CANCEL_TASK: self._cancel_on_worker(operations),
             TimerKind.RELEASE_HOLDS: operations.release_holds_due,
+            TimerKind.BULK: bulk.step_due,
         }
 
     @staticmethod

@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from avtomatika.breakpoints import Breakpoint
+from avtomatika.bulk import BulkAction, BulkKind, BulkStatus
 from avtomatika.errors import VersionConflict
 from avtomatika.events import Event, EventKind, task_taken
 from avtomatika.feed import Row, row_of, rows_of
@@ -659,6 +660,42 @@ class StorageContract:
         assert await storage.remove_breakpoint(breakpoint.id) == breakpoint
         claims = await storage.claim_timers(time.time() + 1, 30.0)
         assert [claim.timer_id for claim in claims] == [TimerKind.RELEASE_HOLDS.of(breakpoint.id)]
+
+    async def test_a_bulk_action_is_stored_with_its_jobs_and_its_timer(self, storage: Storage) -> None:
+        job_ids = [f"job-{n}" for n in range(2500)]  # more than one write's worth
+        action = BulkAction(BulkKind.RELEASE, len(job_ids), 5.0, "operator:ann", {"params": {"n": 1}})
+        await storage.create_bulk(action, job_ids)
+        assert await storage.get_bulk(action.id) == action
+        assert await storage.bulk_jobs(action.id, 0, 3) == job_ids[:3]
+        assert await storage.bulk_jobs(action.id, 2498, 10) == job_ids[2498:]
+        assert await storage.bulk_jobs("nope", 0, 3) == []
+        claims = await storage.claim_timers(time.time() + 1, 30.0)
+        assert [claim.timer_id for claim in claims] == [TimerKind.BULK.of(action.id)]
+        await storage.finish_timers(claims)
+        newer = BulkAction(BulkKind.FAIL, 1, 1.0, "operator:bo", created_at=action.created_at + 1)
+        await storage.create_bulk(newer, ["job-x"])
+        assert [found.id for found in await storage.list_bulks()] == [newer.id, action.id]
+        assert [found.id for found in await storage.list_bulks(limit=1)] == [newer.id]
+
+    async def test_saving_a_bulk_action_checks_its_version_and_sets_its_timer(self, storage: Storage) -> None:
+        action = BulkAction(BulkKind.CANCEL, 2, 1.0, "operator:ann")
+        await storage.create_bulk(action, ["a", "b"])
+        await storage.finish_timers(await storage.claim_timers(time.time() + 1, 30.0))
+        stale = await storage.get_bulk(action.id)
+        assert stale is not None
+        action.record(1, [], 1)
+        assert await storage.save_bulk(action, time.time() + 100)
+        assert action.version == 1
+        assert await storage.next_timer_at() == pytest.approx(time.time() + 100, abs=5)
+        stale.status = BulkStatus.CANCELLED
+        assert not await storage.save_bulk(stale, None)  # read before the save above
+        assert stale.version == 0
+        stored = await storage.get_bulk(action.id)
+        assert stored is not None
+        assert (stored.handled, stored.version) == (1, 1)
+        stored.status = BulkStatus.CANCELLED
+        assert await storage.save_bulk(stored, None)
+        assert await storage.next_timer_at() is None
 
     async def test_a_step_lease_reads_the_breakpoints(self, storage: Storage) -> None:
         job = await storage.create_job(make_job(), run=False)

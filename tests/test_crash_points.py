@@ -198,6 +198,38 @@ async def stale_step_swept(victim: Victim) -> None:
     await victim.delete(f"/api/v1/breakpoints/{breakpoint['id']}")
 
 
+# -- bulk actions: quarantined chain jobs released (or the rest kept) in bulk -------------------------
+async def quarantined_jobs(victim: Victim, roles: tuple[str, ...]) -> list[str]:
+    jobs = [await victim.create("crash_chain", role=role, params={"outcome": "permanent"}) for role in roles]
+    victim.worker()
+    for job in jobs:
+        await victim.wait_status(job, "quarantined")
+    return jobs
+
+
+async def bulk_released(victim: Victim) -> None:
+    jobs = await quarantined_jobs(victim, ("job", "job"))
+    body = {"action": "release", "job_ids": jobs, "params": {"outcome": "success"}, "rate_per_s": 5}
+    await victim.post("/api/v1/bulk", body)
+
+
+async def bulk_cancelled(victim: Victim) -> None:
+    """Cancelled after its first job: the second stays quarantined."""
+    first, _ = jobs = await quarantined_jobs(victim, ("job", "kept"))
+    body = {"action": "release", "job_ids": jobs, "params": {"outcome": "success"}, "rate_per_s": 0.5}
+    bulk = await victim.call("POST", "/api/v1/bulk", body)
+    await victim.wait_status(first, "waiting_for_worker", "running", "finished")
+    await victim.post(f"/api/v1/bulk/{bulk['id']}/cancel")
+
+
+async def bulk_done(victim: Victim) -> None:
+    """The survivor carries the bulk action to its end (quarantined jobs count as ended for the harness)."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while (await victim.call("GET", "/api/v1/bulk"))["bulk_actions"][0]["status"] == "running":
+        assert asyncio.get_running_loop().time() < deadline, "the bulk action never ended"
+        await asyncio.sleep(0.1)
+
+
 async def continue_held(victim: Victim) -> None:
     job_id = await victim.only_job()
     await victim.wait_status(job_id, "held")
@@ -255,6 +287,12 @@ CASES = [
     Case("Operations.continue_job:commit", continued),
     Case("Operations.remove_breakpoint:remove_breakpoint", breakpoint_removed, why="its timer continues the job"),
     Case("Operations.sweep_holds:remove_breakpoint", stale_step_swept, then=approve_the_other, expect=CANCELLED),
+    Case("BulkActions.start:create_bulk", bulk_released, then=bulk_done, why="the bulk carried on by the survivor"),
+    Case("BulkActions.step_due:save_bulk", bulk_released, then=bulk_done, why="its first round recorded"),
+    Case(
+        "Operations.release:commit", bulk_released, then=bulk_done, why="a bulk's job released, its round not recorded"
+    ),
+    Case("BulkActions.cancel:save_bulk", bulk_cancelled, expect={"kept": "quarantined"}),
     Case("Scheduler.tick:claim_timers", transient_then_success),
     Case("Scheduler.tick:finish_timers", transient_then_success),
     Case("Scheduler.reap_workers:expire_workers", worker_dies, why="an expired worker's tasks handed on", settle=True),

@@ -9,6 +9,7 @@ compared after every refused request, and no answer ever contains a token.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
@@ -159,6 +160,7 @@ class World:
         self.jobs: dict[str, str] = {}
         self.task: dict[str, Any] = {}
         self.breakpoint = ""
+        self.bulk = ""
 
     async def build(self) -> None:
         api = self.api
@@ -173,6 +175,11 @@ class World:
         self.jobs["waiting"] = await api.create("/api/v1/jobs/approval", token=ALICE)
         await api.wait_job(self.jobs["waiting"], "waiting_for_human", token=ALICE)
         self.breakpoint = (await api.engine.set_breakpoint(None, "done", job_id=self.jobs["running"])).id
+        # A bulk action of Alice's that changes nothing (the job is not held): skipped, then finished.
+        bulk = await api.engine.bulk.start("continue", [self.jobs["running"]], rate_per_s=100, actor="client:alice")
+        self.bulk = bulk.id
+        while (await api.engine.bulk.get(bulk.id)).status == "running":
+            await asyncio.sleep(0.01)
 
     def path(self, template: str) -> str:
         if any(word in template for word in ("release", "retry", "/fail", "quarantine")):
@@ -188,6 +195,7 @@ class World:
             .replace("{blueprint}", "work")
             .replace("{action}", "cancel")
             .replace("{breakpoint_id}", self.breakpoint)
+            .replace("{bulk_id}", self.bulk)
         )
 
     def body(self, method: str, template: str) -> Any:
@@ -205,6 +213,8 @@ class World:
             return {"decision": "approve"}
         if template.endswith("/breakpoints"):
             return {"job_id": self.jobs["running"], "state": "start"}
+        if template.endswith("/bulk"):
+            return {"action": "cancel", "job_ids": [self.jobs["running"]]}
         if template.endswith("/workers/register"):
             return {"worker_id": "w1", "supported_tasks": ["echo", "more"]}
         if template.startswith("/_worker/workers/"):
@@ -226,6 +236,7 @@ class World:
                 "inboxes": storage._inboxes,
                 "load": storage._load,
                 "breakpoints": storage._breakpoints,
+                "bulks": storage._bulks,
             }
         )
 
@@ -270,8 +281,10 @@ def _expected(case: str, kind: str, method: str, template: str) -> set[int]:
 
 
 def _names_a_job_in_its_body(method: str, template: str) -> bool:
-    """Routes that act on a job (or a breakpoint of one) named other than by ``{job_id}``."""
-    return "/breakpoints" in template and method != "GET"
+    """Routes that act on a job (a breakpoint of one, a bulk action on some) named other than by ``{job_id}``."""
+    if "/breakpoints" in template:
+        return method != "GET"
+    return "/bulk" in template and (method != "GET" or "{bulk_id}" in template)
 
 
 async def _call(api: Api, kind: str, method: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .breakpoints import setup_breakpoint_routes
+from .bulk import setup_bulk_routes
 from .client import setup_client_routes
 from .errors import error_middleware
 from .exposure import Exposure, add_cors_headers, exposure_key, exposure_middleware
@@ -35,6 +36,7 @@ def create_app(engine: OrchestratorEngine, *, limits: Limits | None = None) -> w
     setup_worker_routes(app)
     setup_client_routes(app, list(engine.blueprints.values()))
     setup_breakpoint_routes(app)
+    setup_bulk_routes(app)
     app.on_shutdown.append(_end_waiting_requests)
     return app
 

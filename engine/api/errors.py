@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from ..bulk import BulkNotFound, BulkRefused
 from ..errors import (
     AvtomatikaError,
     BreakpointNotFound,
@@ -57,7 +58,7 @@ def error_response(status: int, message: str, /, **extra: Any) -> web.Response:
 
 
 def _status_of(exc: AvtomatikaError) -> int:
-    if isinstance(exc, JobNotFound | UnknownBlueprint | WorkerNotFound | BreakpointNotFound):
+    if isinstance(exc, JobNotFound | UnknownBlueprint | WorkerNotFound | BreakpointNotFound | BulkNotFound):
         return 404
     if isinstance(exc, ResultRejected):
         return exc.status
@@ -84,7 +85,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             field=field,
             details=[{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in errors],
         )
-    except BreakpointRefused as exc:
+    except (BreakpointRefused, BulkRefused) as exc:
         return error_response(400, str(exc), field=exc.field)
     except AvtomatikaError as exc:
         return error_response(_status_of(exc), str(exc))

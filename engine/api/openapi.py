@@ -190,6 +190,10 @@ def build_document(app: web.Application) -> dict[str, Any]:
                 "description": "Hold jobs before a state's handler runs; continue or step them (operators; "
                 "a client with a token, on its own jobs)",
             },
+            {
+                "name": "bulk",
+                "description": "One operation on many jobs at a capped rate, followed and cancellable",
+            },
             {"name": "worker", "description": "Workers: register, heartbeat, take tasks, post results"},
             {"name": "public", "description": "Status, health, metrics, approval webhook, this document"},
         ],

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from ..bulk import MAX_JOBS, MAX_RATE
 from ..history.records import JobRow
 from ..models import Job, JobStatus, Task, TaskStatus, WorkerRecord
 
@@ -143,6 +144,18 @@ class ContinueRequest(BaseModel):
     initial_data: dict[str, Any] | None = None
     state_history: dict[str, Any] | None = None
     step: bool = False
+
+
+class BulkRequest(BaseModel):
+    """One operation on many jobs, at most ``rate_per_s`` jobs a second."""
+
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["release", "retry", "fail", "cancel", "continue"]
+    job_ids: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(min_length=1, max_length=MAX_JOBS)
+    rate_per_s: float = Field(default=10.0, gt=0, le=MAX_RATE)
+    params: dict[str, Any] | None = Field(default=None, description="release: merged into the held task's params")
+    from_state: str | None = Field(default=None, min_length=1, description="retry: the state to run again from")
+    reason: str | None = Field(default=None, max_length=2000, description="fail: why")
 
 
 class ApprovalRequest(BaseModel):
@@ -322,6 +335,27 @@ class BreakpointList(BaseModel):
 class BreakpointRemoved(BaseModel):
     id: str
     continued: list[str] = Field(description="The jobs it held, continued")
+
+
+class BulkView(BaseModel):
+    id: str
+    action: str
+    status: Literal["running", "finished", "cancelled"]
+    total: int
+    handled: int
+    done: int
+    skipped: int
+    rate_per_s: float
+    options: dict[str, Any]
+    actor: str
+    created_at: str | None
+    ended_at: str | None
+    cancelled_by: str | None
+    problems: list[dict[str, str]] = Field(description="The first skipped jobs and why")
+
+
+class BulkList(BaseModel):
+    bulk_actions: list[BulkView]
 
 
 class BlueprintInfo(BaseModel):

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from ..breakpoints import Breakpoint
+from ..bulk import BulkAction
 from ..events import Event, EventTransport
 from ..models import Job, Task, WorkerRecord
 
@@ -380,6 +381,27 @@ class Storage(ABC):
     @abstractmethod
     async def breakpoints(self) -> list[Breakpoint]:
         """Every breakpoint set, oldest first (one read, whatever their number)."""
+
+    # -- bulk actions ----------------------------------------------------------------------------
+    @abstractmethod
+    async def create_bulk(self, action: BulkAction, job_ids: Sequence[str]) -> None:
+        """Store a new bulk action, its jobs, and its ``bulk`` timer due at once, together."""
+
+    @abstractmethod
+    async def get_bulk(self, bulk_id: str) -> BulkAction | None: ...
+
+    @abstractmethod
+    async def list_bulks(self, limit: int = 50) -> list[BulkAction]:
+        """Bulk actions, newest first."""
+
+    @abstractmethod
+    async def bulk_jobs(self, bulk_id: str, start: int, count: int) -> list[str]:
+        """``count`` of the bulk action's job ids from the ``start``-th."""
+
+    @abstractmethod
+    async def save_bulk(self, action: BulkAction, due_at: float | None) -> bool:
+        """Save ``action``'s progress and set its timer due at ``due_at`` (removed: None), together;
+        only if it is stored at ``action.version`` (whose number is then bumped), else False."""
 
     # -- the history feed ------------------------------------------------------------------------
     @property

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from ..breakpoints import Breakpoint
+from ..bulk import BulkAction
 from ..errors import VersionConflict
 from ..events import Event, task_taken
 from ..feed import entry_of
@@ -40,6 +41,10 @@ from .base import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+#: Bulk actions kept (their records and job lists), the newest.
+MAX_BULKS_KEPT = 1000
 
 
 class MemoryStorage(Storage):
@@ -79,6 +84,7 @@ class MemoryStorage(Storage):
         self._feed_leases: dict[str, tuple[str, float]] = {}  # reader -> (holder, until)
         self._feed_id = f"memory:{uuid.uuid4().hex}"
         self._breakpoints: dict[str, Breakpoint] = {}
+        self._bulks: dict[str, tuple[bytes, tuple[str, ...]]] = {}  # id -> (packed action, job ids)
 
     async def connect(self) -> None:
         self._polls_ended = False
@@ -487,6 +493,38 @@ class MemoryStorage(Storage):
         if not self._breakpoints:  # read at the start of every step
             return []
         return sorted(self._breakpoints.values(), key=lambda bp: bp.created_at)
+
+    # -- bulk actions ----------------------------------------------------------------------------
+    async def create_bulk(self, action: BulkAction, job_ids: Sequence[str]) -> None:
+        self._bulks[action.id] = (orjson.dumps(action.to_dict()), tuple(job_ids))
+        while len(self._bulks) > MAX_BULKS_KEPT:  # the oldest first (dicts keep insertion order)
+            self._bulks.pop(next(iter(self._bulks)))
+        self._set_timer(TimerKind.BULK.of(action.id), now())
+
+    async def get_bulk(self, bulk_id: str) -> BulkAction | None:
+        stored = self._bulks.get(bulk_id)
+        return BulkAction.from_dict(orjson.loads(stored[0])) if stored is not None else None
+
+    async def list_bulks(self, limit: int = 50) -> list[BulkAction]:
+        newest = list(self._bulks)[::-1][:limit]
+        return [BulkAction.from_dict(orjson.loads(self._bulks[bulk_id][0])) for bulk_id in newest]
+
+    async def bulk_jobs(self, bulk_id: str, start: int, count: int) -> list[str]:
+        stored = self._bulks.get(bulk_id)
+        return list(stored[1][start : start + count]) if stored is not None else []
+
+    async def save_bulk(self, action: BulkAction, due_at: float | None) -> bool:
+        stored = self._bulks.get(action.id)
+        if stored is None or orjson.loads(stored[0])["version"] != action.version:
+            return False
+        action.version += 1
+        self._bulks[action.id] = (orjson.dumps(action.to_dict()), stored[1])
+        timer_id = TimerKind.BULK.of(action.id)
+        if due_at is None:
+            self._timers.pop(timer_id, None)
+        else:
+            self._set_timer(timer_id, due_at)
+        return True
 
     # -- the history feed ------------------------------------------------------------------------
     @property

@@ -14,8 +14,16 @@ from pathlib import Path
 from avtomatika.crashpoints import COMMITTER_WRITES, HISTORY_WRITES, STORAGE_WRITES
 
 ENGINE_DIR = Path(__file__).resolve().parents[2] / "engine"
-#: The modules of the step, result, fan-in, sub-job, cancel, retry, worker-expiry and history paths.
-PATH_MODULES = ("engine.py", "runner.py", "results.py", "operations.py", "scheduler.py", "history/writer.py")
+#: The modules of the step, result, fan-in, sub-job, operator, bulk, worker-expiry and history paths.
+PATH_MODULES = (
+    "engine.py",
+    "runner.py",
+    "results.py",
+    "operations.py",
+    "bulk.py",
+    "scheduler.py",
+    "history/writer.py",
+)
 
 
 def write_boundaries() -> set[str]:

@@ -687,6 +687,17 @@ if not cjson.decode(found)['once'] then redis.call('ZADD', KEYS[2], ARGV[3], ARG
 return found
 """
 
+SAVE_BULK = """
+-- KEYS[1]: a bulk action's record, KEYS[2]: its job list, KEYS[3]: the timers. ARGV: the version it must
+-- be stored at, its new record, its timer's id, when that is due ('' : removed), the records' TTL (s).
+local stored = redis.call('GET', KEYS[1])
+if not stored or cjson.decode(stored)['version'] ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+if ARGV[4] == '' then redis.call('ZREM', KEYS[3], ARGV[3]) else redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3]) end
+return 1
+"""
+
 RELEASE_STEP_LEASE = """
 -- KEYS[1]: a step lease key. ARGV[1]: its holder. Deletes it only if that holder still holds it.
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -714,4 +725,5 @@ SOURCES: dict[str, str] = {
     "lease_step": _source(LEASE_STEP, prelude=False),
     "remove_breakpoint": _source(REMOVE_BREAKPOINT, prelude=False),
     "release_step_lease": _source(RELEASE_STEP_LEASE, prelude=False),
+    "save_bulk": _source(SAVE_BULK, prelude=False),
 }

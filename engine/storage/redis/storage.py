@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from ... import keys
 from ...breakpoints import Breakpoint
+from ...bulk import BulkAction
 from ...errors import VersionConflict
 from ...events import Event
 from ...feed import entry_of
@@ -495,6 +496,63 @@ class RedisStorage(Storage):
 
     async def breakpoints(self) -> list[Breakpoint]:
         return _breakpoints_of(await self.connection.execute("HGETALL", self.keys.key(keys.BREAKPOINTS)))
+
+    # -- bulk actions ----------------------------------------------------------------------------
+    async def create_bulk(self, action: BulkAction, job_ids: Sequence[str]) -> None:
+        """One MULTI: every command idempotent, so one sent again after a lost reply changes nothing
+        (the record is set only if absent)."""
+        record, listed = self.keys.key(keys.BULK, action.id), self.keys.key(keys.BULK_JOBS, action.id)
+        commands: list[tuple[Any, ...]] = [("MULTI",), ("DEL", listed)]
+        commands += [("RPUSH", listed, *job_ids[i : i + 1000]) for i in range(0, len(job_ids), 1000)]
+        commands += [
+            ("EXPIRE", listed, keys.BULK_TTL_S),
+            ("SET", record, orjson.dumps(action.to_dict()), "NX", "EX", keys.BULK_TTL_S),
+            ("ZADD", self.keys.key(keys.BULKS), action.created_at, action.id),
+            ("ZADD", self.keys.key(keys.TIMERS), now(), TimerKind.BULK.of(action.id)),
+            ("EXEC",),
+        ]
+        await self.connection.execute_many(commands)
+
+    async def get_bulk(self, bulk_id: str) -> BulkAction | None:
+        doc = await self.connection.execute("GET", self.keys.key(keys.BULK, bulk_id))
+        return BulkAction.from_dict(orjson.loads(doc)) if doc is not None else None
+
+    async def list_bulks(self, limit: int = 50) -> list[BulkAction]:
+        index = self.keys.key(keys.BULKS)
+        ids = [as_text(i) for i in await self.connection.execute("ZREVRANGE", index, 0, max(0, limit - 1))]
+        if not ids:
+            return []
+        docs = await self.connection.execute("MGET", *(self.keys.key(keys.BULK, i) for i in ids))
+        if expired := [bulk_id for bulk_id, doc in zip(ids, docs, strict=True) if doc is None]:
+            await self.connection.execute("ZREM", index, *expired)
+        return [BulkAction.from_dict(orjson.loads(doc)) for doc in docs if doc is not None]
+
+    async def bulk_jobs(self, bulk_id: str, start: int, count: int) -> list[str]:
+        found = await self.connection.execute(
+            "LRANGE", self.keys.key(keys.BULK_JOBS, bulk_id), start, start + count - 1
+        )
+        return [as_text(job_id) for job_id in found]
+
+    async def save_bulk(self, action: BulkAction, due_at: float | None) -> bool:
+        expected = action.version
+        action.version += 1
+        saved = await self._scripts["save_bulk"](
+            keys=[
+                self.keys.key(keys.BULK, action.id),
+                self.keys.key(keys.BULK_JOBS, action.id),
+                self.keys.key(keys.TIMERS),
+            ],
+            args=[
+                expected,
+                orjson.dumps(action.to_dict()),
+                TimerKind.BULK.of(action.id),
+                "" if due_at is None else repr(due_at),
+                keys.BULK_TTL_S,
+            ],
+        )
+        if not saved:
+            action.version = expected
+        return bool(saved)
 
     # -- the history feed ------------------------------------------------------------------------
     @property

@@ -1,0 +1,126 @@
+"""Bulk action routes: start one operation on many jobs at a capped rate, follow it, cancel it.
+
+An operator (an API without client tokens) may name any jobs; a client with a token only its own,
+and sees only the bulk actions it started.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..bulk import BulkAction
+from .auth import client_of, owner_of
+from .errors import ApiError
+from .keys import engine_key
+from .limits import check_size, limits_key
+from .openapi import Operation, documented
+from .payloads import BulkList, BulkRequest, BulkView, iso
+from .render import model_response
+from .requests import max_depth, parse, read_json
+
+PREFIXES = ("/api/v1", "/api")
+NOT_FOUND = {404: "Unknown bulk action (or one of another client)"}
+#: Bulk actions listed at most.
+MAX_LISTED = 200
+
+
+def _actor(request: web.Request) -> str:
+    return f"client:{client_of(request).name}"
+
+
+def _view(action: BulkAction) -> BulkView:
+    return BulkView(
+        id=action.id,
+        action=str(action.kind),
+        status=action.status.value,
+        total=action.total,
+        handled=action.handled,
+        done=action.done,
+        skipped=action.skipped,
+        rate_per_s=action.rate_per_s,
+        options=action.options,
+        actor=action.actor,
+        created_at=iso(action.created_at),
+        ended_at=iso(action.ended_at),
+        cancelled_by=action.cancelled_by,
+        problems=[{"job_id": job_id, "reason": reason} for job_id, reason in action.problems],
+    )
+
+
+async def _visible(request: web.Request, bulk_id: str) -> BulkAction:
+    owner = owner_of(request)
+    action = await request.app[engine_key].bulk.get(bulk_id)
+    if owner is not None and action.actor != _actor(request):
+        raise ApiError(404, f"Bulk action '{bulk_id}' not found")
+    return action
+
+
+@documented(
+    Operation(
+        "Start one operation (release, retry, fail, cancel, continue) on many jobs, at most rate_per_s a second",
+        "bulk",
+        security="client",
+        body=BulkRequest,
+        responses={202: BulkView},
+        errors={404: "A job that is unknown, or another client's"},
+        description="Each job's operation is the single-job one, recorded in its history with the actor and "
+        "the bulk action's id. A job it no longer applies to is skipped (the first reasons are kept). "
+        "GET /bulk/{bulk_id} follows its progress; POST /bulk/{bulk_id}/cancel stops it.",
+    )
+)
+async def start_bulk(request: web.Request) -> web.Response:
+    engine = request.app[engine_key]
+    owner = owner_of(request)  # who asks comes before what is asked (401 first)
+    body = parse(BulkRequest, await read_json(request, max_depth=max_depth(request)))
+    if body.params is not None:
+        check_size(request.app[limits_key].limits, "params", body.params)
+    if owner is not None:
+        for job_id in body.job_ids:
+            await engine.require_job(job_id, owner)
+    action = await engine.bulk.start(
+        body.action,
+        body.job_ids,
+        rate_per_s=body.rate_per_s,
+        actor=_actor(request),
+        **{name: value for name in ("params", "from_state", "reason") if (value := getattr(body, name)) is not None},
+    )
+    return model_response(_view(action), status=202)
+
+
+@documented(Operation("Bulk actions, newest first", "bulk", security="client", responses={200: BulkList}))
+async def list_bulk(request: web.Request) -> web.Response:
+    owner = owner_of(request)
+    found = await request.app[engine_key].storage.list_bulks(MAX_LISTED)
+    if owner is not None:
+        found = [action for action in found if action.actor == _actor(request)]
+    return model_response(BulkList(bulk_actions=[_view(action) for action in found]))
+
+
+@documented(
+    Operation("A bulk action's progress", "bulk", security="client", responses={200: BulkView}, errors=NOT_FOUND)
+)
+async def get_bulk(request: web.Request) -> web.Response:
+    return model_response(_view(await _visible(request, request.match_info["bulk_id"])))
+
+
+@documented(
+    Operation(
+        "Stop a bulk action before its next job (the jobs done stay done)",
+        "bulk",
+        security="client",
+        responses={200: BulkView},
+        errors=NOT_FOUND,
+    )
+)
+async def cancel_bulk(request: web.Request) -> web.Response:
+    action = await _visible(request, request.match_info["bulk_id"])
+    action = await request.app[engine_key].bulk.cancel(action.id, _actor(request))
+    return model_response(_view(action))
+
+
+def setup_bulk_routes(app: web.Application) -> None:
+    for prefix in PREFIXES:
+        app.router.add_get(f"{prefix}/bulk", list_bulk)
+        app.router.add_post(f"{prefix}/bulk", start_bulk)
+        app.router.add_get(f"{prefix}/bulk/{{bulk_id}}", get_bulk)
+        app.router.add_post(f"{prefix}/bulk/{{bulk_id}}/cancel", cancel_bulk)

@@ -1,0 +1,209 @@
+"""Bulk actions: one operation (release, retry, fail, cancel, continue) on many jobs, at a capped rate.
+
+A bulk action is a record in storage (its jobs, its progress) and a timer: each time the timer comes
+due, some engine carries out the operation on the next few jobs (as many as the rate allows in
+``TICK_S``), records the progress and sets the timer again for when the rate allows more. So a bulk
+release of 10,000 jobs at 5 jobs/s queues 5 tasks a second, not 10,000 at once; any engine carries
+on with it if the one working on it dies (its timer's lease ends), and it can be cancelled between
+two jobs. Each job's operation is the single-job one, named after the bulk action's actor and
+carrying its id in the job's history.
+
+A job the operation no longer applies to (released meanwhile, cancelled) is skipped, with the reason
+kept for the first ``MAX_PROBLEMS``. If an engine dies after operating on jobs and before recording
+it, another does them again: the operation refuses them (they are no longer quarantined...) and they
+are counted as skipped, not twice as done.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from .errors import AvtomatikaError, InvalidOperation, JobNotFound
+from .models import Job, new_id, now
+
+if TYPE_CHECKING:
+    from .operations import Operations
+    from .runtime import Runtime
+
+#: Jobs one bulk action may name.
+MAX_JOBS = 10_000
+#: Highest rate (jobs per second) a bulk action may ask for.
+MAX_RATE = 1000.0
+#: How often a bulk action moves on at most: the jobs of one round are ``rate * TICK_S`` (at least 1).
+TICK_S = 0.1
+#: Skipped jobs whose reason is kept, per bulk action.
+MAX_PROBLEMS = 100
+
+
+class BulkKind(StrEnum):
+    RELEASE = "release"
+    RETRY = "retry"
+    FAIL = "fail"
+    CANCEL = "cancel"
+    CONTINUE = "continue"
+
+
+class BulkStatus(StrEnum):
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
+class BulkRefused(AvtomatikaError):
+    """A bulk action that cannot start: ``field`` names what is wrong."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class BulkNotFound(AvtomatikaError):
+    def __init__(self, bulk_id: str) -> None:
+        self.bulk_id = bulk_id
+        super().__init__(f"Bulk action '{bulk_id}' not found")
+
+
+@dataclass(slots=True)
+class BulkAction:
+    """One bulk action and its progress. ``options``: the operation's own (release ``params``, retry
+    ``from_state``, fail ``reason``); ``handled``: jobs dealt with so far (the index of the next one)."""
+
+    kind: BulkKind
+    total: int
+    rate_per_s: float
+    actor: str
+    options: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=new_id)
+    created_at: float = field(default_factory=now)
+    status: BulkStatus = BulkStatus.RUNNING
+    handled: int = 0
+    done: int = 0
+    skipped: int = 0
+    #: ``[job id, reason]`` of the first MAX_PROBLEMS jobs skipped.
+    problems: list[list[str]] = field(default_factory=list)
+    ended_at: float | None = None
+    cancelled_by: str | None = None
+    #: Bumped by every save: a save from a stale read is refused (see Storage.save_bulk).
+    version: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BulkAction:
+        action = cls(**{name: data[name] for name in _FIELDS if name in data})
+        action.kind, action.status = BulkKind(action.kind), BulkStatus(action.status)
+        return action
+
+    def record(self, done: int, skipped: list[tuple[str, str]], handled: int) -> None:
+        """Count a round's jobs; the action is finished once every job was handled."""
+        self.handled += handled
+        self.done += done
+        self.skipped += len(skipped)
+        room = MAX_PROBLEMS - len(self.problems)
+        self.problems += [[job_id, reason] for job_id, reason in skipped[: max(0, room)]]
+        if self.status == BulkStatus.RUNNING and self.handled >= self.total:
+            self.status, self.ended_at = BulkStatus.FINISHED, now()
+
+
+_FIELDS = tuple(BulkAction.__dataclass_fields__)
+
+
+class BulkActions:
+    """Starts, carries on (from its timer) and cancels bulk actions."""
+
+    def __init__(self, runtime: Runtime, operations: Operations) -> None:
+        self.runtime = runtime
+        self.operations = operations
+
+    async def start(
+        self, kind: BulkKind | str, job_ids: list[str], *, rate_per_s: float, actor: str, **options: Any
+    ) -> BulkAction:
+        """Start ``kind`` on ``job_ids`` (in that order, duplicates once) at ``rate_per_s`` jobs a second."""
+        try:
+            kind = BulkKind(kind)
+        except ValueError:
+            raise BulkRefused("action", f"unknown action {kind!r}; one of: {', '.join(BulkKind)}") from None
+        unique = list(dict.fromkeys(job_ids))
+        if not unique:
+            raise BulkRefused("job_ids", "no job named")
+        if len(unique) > MAX_JOBS:
+            raise BulkRefused("job_ids", f"{len(unique)} jobs named; at most {MAX_JOBS} per bulk action")
+        if not (0 < rate_per_s <= MAX_RATE) or math.isnan(rate_per_s):
+            raise BulkRefused("rate_per_s", f"must be above 0 and at most {MAX_RATE:g}")
+        expected = _OPTIONS[kind]
+        if unknown := sorted(set(options) - expected):
+            takes = ", ".join(sorted(expected)) or "nothing"
+            raise BulkRefused(unknown[0], f"{kind} takes no {unknown[0]!r} (it takes: {takes})")
+        given = {name: value for name, value in options.items() if value is not None}
+        action = BulkAction(kind, len(unique), float(rate_per_s), actor, given)
+        await self.runtime.storage.create_bulk(action, unique)
+        self.runtime.committer.timers_due.set()
+        return action
+
+    async def get(self, bulk_id: str) -> BulkAction:
+        action = await self.runtime.storage.get_bulk(bulk_id)
+        if action is None:
+            raise BulkNotFound(bulk_id)
+        return action
+
+    async def cancel(self, bulk_id: str, actor: str) -> BulkAction:
+        """Stop a running bulk action before its next job (the jobs done so far stay done)."""
+        storage = self.runtime.storage
+        while True:
+            action = await self.get(bulk_id)
+            if action.status != BulkStatus.RUNNING:
+                return action
+            action.status, action.ended_at, action.cancelled_by = BulkStatus.CANCELLED, now(), actor
+            if await storage.save_bulk(action, None):
+                return action
+
+    async def step_due(self, bulk_id: str) -> None:
+        """The bulk action's timer: operate on its next jobs, record them, set the timer again."""
+        storage = self.runtime.storage
+        action = await storage.get_bulk(bulk_id)
+        if action is None or action.status != BulkStatus.RUNNING:
+            return
+        batch = max(1, int(action.rate_per_s * TICK_S))
+        job_ids = await storage.bulk_jobs(bulk_id, action.handled, batch)
+        done, skipped = 0, []
+        for job_id in job_ids:
+            try:
+                await self._operate(action, job_id)
+                done += 1
+            except (InvalidOperation, JobNotFound) as exc:
+                skipped.append((job_id, exc.reason if isinstance(exc, InvalidOperation) else str(exc)))
+        while True:
+            action.record(done, skipped, len(job_ids))
+            due = now() + len(job_ids) / action.rate_per_s if action.status == BulkStatus.RUNNING else None
+            if await storage.save_bulk(action, due):
+                return
+            stored = await storage.get_bulk(bulk_id)  # cancelled meanwhile: count this round on that
+            if stored is None:
+                return
+            action = stored
+
+    async def _operate(self, action: BulkAction, job_id: str) -> Job:
+        operations, actor, options, via = self.operations, action.actor, action.options, {"bulk_id": action.id}
+        if action.kind == BulkKind.RELEASE:
+            return await operations.release(job_id, actor, options.get("params"), **via)
+        if action.kind == BulkKind.RETRY:
+            return await operations.retry(job_id, actor, options.get("from_state"), **via)
+        if action.kind == BulkKind.FAIL:
+            return await operations.fail(job_id, actor, options.get("reason"), **via)
+        if action.kind == BulkKind.CANCEL:
+            return await operations.cancel(job_id, actor, **via)
+        return await operations.continue_job(job_id, actor, **via)
+
+
+_OPTIONS: dict[BulkKind, frozenset[str]] = {
+    BulkKind.RELEASE: frozenset({"params"}),
+    BulkKind.RETRY: frozenset({"from_state"}),
+    BulkKind.FAIL: frozenset({"reason"}),
+    BulkKind.CANCEL: frozenset(),
+    BulkKind.CONTINUE: frozenset(),
+}
