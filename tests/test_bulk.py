@@ -82,7 +82,7 @@ async def test_a_bulk_action_can_be_cancelled_between_two_jobs(make_api: api_hel
     statuses = [(await api.job(job_id))["status"] for job_id in job_ids]
     assert statuses[: stored.done] == ["failed"] * stored.done
     assert statuses[stored.done :] == ["quarantined"] * (5 - stored.done)
-    assert (await api.job(job_ids[0]))["error_message"] == "bad batch"
+    assert (await api.job(job_ids[0]))["error_message"] == "bad batch · root cause: PERMANENT_ERROR: bad"
     assert await api.engine.storage.next_timer_at() is None  # nothing left to move it on
 
 
