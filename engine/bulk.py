@@ -1,4 +1,4 @@
-"""Bulk actions: one operation (release, retry, fail, cancel, continue) on many jobs, at a capped rate.
+"""Bulk actions: one operation (release, retry, fail, cancel, continue, rerun) on many jobs, at a capped rate.
 
 A bulk action is a record in storage (its jobs, its progress) and a timer: each time the timer comes
 due, some engine carries out the operation on the next few jobs (as many as the rate allows in
@@ -17,15 +17,20 @@ are counted as skipped, not twice as done.
 from __future__ import annotations
 
 import math
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from .errors import AvtomatikaError, InvalidOperation, JobNotFound
+from pydantic import ValidationError
+
+from .errors import AvtomatikaError, InvalidOperation
 from .models import Job, new_id, now
 
 if TYPE_CHECKING:
     from .operations import Operations
+    from .rerun import RerunOrigin
     from .runtime import Runtime
 
 #: Jobs one bulk action may name.
@@ -44,6 +49,7 @@ class BulkKind(StrEnum):
     FAIL = "fail"
     CANCEL = "cancel"
     CONTINUE = "continue"
+    RERUN = "rerun"
 
 
 class BulkStatus(StrEnum):
@@ -113,12 +119,25 @@ class BulkAction:
 _FIELDS = tuple(BulkAction.__dataclass_fields__)
 
 
+#: Where a job's rerun starts (``job_id``, ``state``): the read side's ``Reader.rerun_origin``.
+FindOrigin = Callable[[str, str | None], Awaitable["RerunOrigin"]]
+#: Names the jobs bulk reruns start: each (bulk action, job) pair always gets the same id.
+RERUN_NAMESPACE = uuid.UUID("5d0f4c1e-8a52-4c53-9a43-3f0b7d1e2a61")
+
+
+def rerun_id(bulk_id: str, job_id: str) -> str:
+    """The id of the job a bulk action's rerun of ``job_id`` starts: an engine that takes over a round
+    finds a rerun already started by this id and does not start it twice."""
+    return str(uuid.uuid5(RERUN_NAMESPACE, f"{bulk_id}/{job_id}"))
+
+
 class BulkActions:
     """Starts, carries on (from its timer) and cancels bulk actions."""
 
-    def __init__(self, runtime: Runtime, operations: Operations) -> None:
+    def __init__(self, runtime: Runtime, operations: Operations, find_origin: FindOrigin) -> None:
         self.runtime = runtime
         self.operations = operations
+        self.find_origin = find_origin
 
     async def start(
         self, kind: BulkKind | str, job_ids: list[str], *, rate_per_s: float, actor: str, **options: Any
@@ -175,7 +194,7 @@ class BulkActions:
             try:
                 await self._operate(action, job_id)
                 done += 1
-            except (InvalidOperation, JobNotFound) as exc:
+            except (AvtomatikaError, ValidationError) as exc:  # not applicable to this job (any more)
                 skipped.append((job_id, exc.reason if isinstance(exc, InvalidOperation) else str(exc)))
         while True:
             action.record(done, skipped, len(job_ids))
@@ -197,7 +216,16 @@ class BulkActions:
             return await operations.fail(job_id, actor, options.get("reason"), **via)
         if action.kind == BulkKind.CANCEL:
             return await operations.cancel(job_id, actor, **via)
+        if action.kind == BulkKind.RERUN:
+            return await self._rerun(action, job_id)
         return await operations.continue_job(job_id, actor, **via)
+
+    async def _rerun(self, action: BulkAction, job_id: str) -> Job:
+        new_id = rerun_id(action.id, job_id)
+        if await self.runtime.storage.get_job(new_id) is not None:
+            raise InvalidOperation(job_id, f"rerun already, as job {new_id}")
+        origin = await self.find_origin(job_id, action.options.get("state"))
+        return await self.operations.rerun(origin, action.actor, job_id=new_id, bulk_id=action.id)
 
 
 _OPTIONS: dict[BulkKind, frozenset[str]] = {
@@ -206,4 +234,5 @@ _OPTIONS: dict[BulkKind, frozenset[str]] = {
     BulkKind.FAIL: frozenset({"reason"}),
     BulkKind.CANCEL: frozenset(),
     BulkKind.CONTINUE: frozenset(),
+    BulkKind.RERUN: frozenset({"state"}),
 }

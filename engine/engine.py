@@ -77,7 +77,9 @@ class OrchestratorEngine:
         self.runner = JobRunner(self.runtime)
         self.results = ResultProcessor(self.runtime)
         self.operations = Operations(self.runtime)
-        self.bulk = BulkActions(self.runtime, self.operations)
+        #: What the API, the studio and the notebook read jobs, timelines, counts and workers through.
+        self.reads = Reader(self)
+        self.bulk = BulkActions(self.runtime, self.operations, self.reads.rerun_origin)
         self.scheduler = Scheduler(self.runtime, self.results, self.operations, self.bulk)
         self.app: web.Application | None = None
         self.port: int | None = None
@@ -88,8 +90,6 @@ class OrchestratorEngine:
         self.steps_jobs = True
         #: Prometheus metrics (GET /_public/metrics); counts this process's events from now on.
         self.metrics = Metrics(self)
-        #: What the API, the studio and the notebook read jobs, timelines, counts and workers through.
-        self.reads = Reader(self)
 
     @property
     def tracer(self) -> Tracer:
@@ -474,6 +474,23 @@ class OrchestratorEngine:
         return await self.operations.continue_job(
             job_id, actor, initial_data=initial_data, state_history=state_history, step=step
         )
+
+    async def rerun(
+        self,
+        job_id: str,
+        state: str | None = None,
+        *,
+        visit: int | None = None,
+        initial_data: dict[str, Any] | None = None,
+        state_history: dict[str, Any] | None = None,
+        client: str | None = None,
+        actor: str = "operator",
+    ) -> Job:
+        """Start a new job at ``state`` (default: the start state) of the ended job ``job_id``, with the
+        data it had there (its ``visit``-th visit, default the last), replaced by what is given
+        (see :mod:`avtomatika.rerun`). ``client``: only a job of that client (JobNotFound otherwise)."""
+        origin = await self.reads.rerun_origin(job_id, state, visit, client)
+        return await self.operations.rerun(origin, actor, initial_data=initial_data, state_history=state_history)
 
     async def dashboard(self) -> dict[str, Any]:
         counts: dict[str, int] = {}

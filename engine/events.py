@@ -38,6 +38,7 @@ class EventKind(StrEnum):
     JOB_RETRIED = "job_retried"
     JOB_HELD = "job_held"
     JOB_CONTINUED = "job_continued"
+    JOB_RERUN = "job_rerun"
     JOB_FINISHED = "job_finished"
     JOB_FAILED = "job_failed"
     JOB_CANCELLED = "job_cancelled"

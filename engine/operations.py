@@ -14,12 +14,13 @@ import orjson
 
 from .breakpoints import ANY_STATE, HELD, Breakpoint, passed_wait, step_breakpoint, step_id
 from .errors import BreakpointNotFound, BreakpointRefused, InvalidOperation, JobNotFound, UnknownBlueprint
-from .events import EventKind
+from .events import Event, EventKind
 from .models import ENDED_STATUSES, TERMINAL_STATUSES, Job, JobStatus, Task, TaskStatus
-from .outcomes import changes_of, dispatched, end, event, move_to, next_attempt, via, waited_via
+from .outcomes import changes_of, created, dispatched, end, event, move_to, new_job, next_attempt, via, waited_via
 from .storage.base import Commit, JobFilter
 
 if TYPE_CHECKING:
+    from .rerun import RerunOrigin
     from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -279,6 +280,44 @@ class Operations:
             if step:  # not continued (cancelled or continued meanwhile): no step either
                 await storage.remove_breakpoint(step_id(job_id))
             raise
+
+    async def rerun(
+        self,
+        origin: RerunOrigin,
+        actor: str,
+        *,
+        initial_data: dict[str, Any] | None = None,
+        state_history: dict[str, Any] | None = None,
+        job_id: str | None = None,
+        bulk_id: str | None = None,
+    ) -> Job:
+        """Start a new job at ``origin``'s state with its data there, ``initial_data`` or
+        ``state_history`` replacing it when given (checked as a new job's: by the input model)."""
+        blueprint = self.runtime.blueprints.get(origin.blueprint)
+        if blueprint is None:
+            raise UnknownBlueprint(origin.blueprint)
+        if origin.state not in blueprint.states:
+            raise InvalidOperation(origin.job_id, f"blueprint '{blueprint.name}' has no state '{origin.state}'")
+        data = origin.initial_data if initial_data is None else initial_data
+        history = origin.state_history if state_history is None else state_history
+        for name, value in (("initial_data", data), ("state_history", history)):
+            _check_json(origin.job_id, name, value)
+        job = new_job(blueprint, data, job_id=job_id, client=origin.client)
+        job.state, job.visits, job.state_history = origin.state, {origin.state: 1}, dict(history)
+        job.tracing_context = self.runtime.tracer.job_trace_context(None, job_id=job.id, blueprint=blueprint.name)
+        edits = {}
+        for name, before, after in (
+            ("initial_data", origin.initial_data, job.initial_data),
+            ("state_history", origin.state_history, job.state_history),
+        ):
+            if (found := changes_of(before, after)) is not None:
+                touched = [*found.get("set", {}), *found.get("unset", [])]
+                edits[name] = {**found, "was": {key: before[key] for key in touched if key in before}}
+        start = created(job, blueprint, actor)
+        start.data.update(rerun_of=origin.link(), state_history=job.state_history, edits=edits, **_by(actor, bulk_id))
+        link = Event(EventKind.JOB_RERUN, origin.job_id, data={"rerun_job_id": job.id, "state": origin.state})
+        link.data.update(_by(actor, bulk_id))
+        return await self.runtime.committer.create_job(job, [start, link])
 
     # -- follow-ups of another job's commit (timers due at once) ----------------------------------
     async def resume_parent(self, child_id: str) -> None:

@@ -153,6 +153,8 @@ class JobContext:
             fan_out=self.fan_out.to_json() if self.fan_out is not None else None,
             branches=[branch_json(b) for b in self.branches],
             version=_version_json(self.version),
+            rerun_of=self.detail.rerun_of,
+            reruns=[{**rerun, "at": iso(rerun["at"])} for rerun in self.detail.reruns],
         )
         return view
 
@@ -260,6 +262,37 @@ class StateContext:
 
     def to_json(self) -> dict[str, Any]:
         return {"job_id": self.job.id, "state": self.state, "visits": [visit_json(v) for v in self.visits]}
+
+
+@dataclass(slots=True)
+class RerunContext:
+    """Rerun a job: the state a new job starts at, and the data the job had there, to edit."""
+
+    title: str = field(metadata=_help("Page title."))
+    job: Job = field(metadata=_help("The job to rerun (live, or as history knows it)."))
+    states: list[tuple[str, int]] = field(metadata=_help("Its blueprint's states, how often the job entered each."))
+    state: str = field(metadata=_help("The state the new job starts at."))
+    visit: int | None = field(metadata=_help("Which visit of it the data is from; None: never entered (as it ended)."))
+    visits: int = field(default=0, metadata=_help("How often the job entered that state."))
+    data: dict[str, dict[str, Any]] = field(
+        default_factory=dict, metadata=_help("``initial_data`` and ``state_history`` as the job had them there.")
+    )
+    texts: dict[str, str] = field(
+        default_factory=dict, metadata=_help("The form's JSON fields: that data, or as typed when a form came back.")
+    )
+    errors: dict[str, str] = field(default_factory=dict, metadata=_help("Why the form was refused, by field."))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job.id,
+            "blueprint": self.job.blueprint,
+            "status": self.job.status,
+            "state": self.state,
+            "visit": self.visit,
+            "states": [{"state": state, "entered": times} for state, times in self.states],
+            **self.data,
+            "errors": self.errors,
+        }
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ from .jobs import setup_jobs_routes
 from .patterns import setup_pattern_routes
 from .quarantine import setup_quarantine_routes
 from .render import STATIC_DIR
+from .rerun import setup_rerun_routes
 from .workers import setup_worker_routes
 
 
@@ -25,6 +26,7 @@ def setup_routes(app: web.Application) -> None:
     setup_blueprint_routes(router)
     setup_jobs_routes(router)
     setup_job_routes(router)
+    setup_rerun_routes(router)
     setup_action_routes(router)
     setup_quarantine_routes(router)
     setup_worker_routes(router)

@@ -108,6 +108,15 @@ class Victim:
             await asyncio.sleep(0.05)
         return job
 
+    async def wait_history(self, job_id: str, kind: str, timeout_s: float = 20.0) -> None:
+        """Until the job's timeline in history ends with a line of ``kind``."""
+        deadline = time.monotonic() + timeout_s
+        while [line["kind"] for line in (await self.call("GET", f"/api/v1/jobs/{job_id}/history"))["history"]][-1:] != [
+            kind
+        ]:
+            assert time.monotonic() < deadline, f"job {job_id}'s history does not end with {kind}"
+            await asyncio.sleep(0.05)
+
     async def post(self, path: str, body: dict[str, Any] | None = None) -> None:
         """POST to the engine; one that dies answering (at its boundary) is no error here."""
         try:
@@ -166,7 +175,7 @@ class Harness:
         victim: Victim | None = None
         try:
             if case.at_start:
-                self._lapse_feed_leases()
+                lapse_feed_leases(self.cluster)
             engine = self.cluster.start_engine(CRASH_APP, env)
             victim = Victim(self.cluster, engine, session, since)
             if case.at_start:
@@ -191,12 +200,6 @@ class Harness:
         expected = {job_id: case.expect.get(_role(job), "finished") for job_id, job in jobs.items()}
         assert statuses == expected, f"{case.id}: {statuses} != {expected}\n{self.cluster.diagnostics()}"
         return await self.check_histories(jobs, statuses)
-
-    def _lapse_feed_leases(self) -> None:
-        """The survivor (paused) lets its history feed lease lapse: gone, as after its length."""
-        with self.cluster.redis_client() as client:
-            for key in client.scan_iter(match="avtomatika:history:feed_lease:*"):
-                client.delete(key)
 
     async def _settle(self) -> None:
         """Until only the survivor's own workers are registered."""
@@ -266,10 +269,18 @@ def _role(job: dict[str, Any]) -> str:
     return str((job.get("initial_data") or {}).get("role", "job"))
 
 
+def lapse_feed_leases(cluster: Cluster) -> None:
+    """The survivor (paused) lets its history feed lease lapse: gone, as after its length."""
+    with cluster.redis_client() as client:
+        for key in client.scan_iter(match="avtomatika:history:feed_lease:*"):
+            client.delete(key)
+
+
 def _ended_in_history(lines: list[asyncpg.Record], status: str) -> bool:
     if status == "quarantined":
         return any(line["kind"] == "job_quarantined" for line in lines)
-    return bool(lines) and lines[-1]["kind"] == ENDING_KINDS[status]
+    own = [line for line in lines if line["kind"] != "job_rerun"]  # a rerun's link comes after the end
+    return bool(own) and own[-1]["kind"] == ENDING_KINDS[status]
 
 
 def timeline_problems(job: dict[str, Any], lines: list[asyncpg.Record], status: str) -> list[str]:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
-from crash_harness import CRASH_APP, TASK_TYPE, Case, Harness, Victim
+from crash_harness import CRASH_APP, TASK_TYPE, Case, Harness, Victim, lapse_feed_leases
 from multi_engine_helpers import running_cluster
 from postgres_server import PostgresServer
 from support.crash_points import write_boundaries
@@ -230,6 +230,27 @@ async def bulk_done(victim: Victim) -> None:
         await asyncio.sleep(0.1)
 
 
+# -- reruns: finished chain jobs started again at their second state ---------------------------------
+async def finished_jobs(victim: Victim, count: int) -> list[str]:
+    """Jobs finished and in history: the victim writes it (the frozen survivor's lease lapses)."""
+    jobs = [await victim.create("crash_chain") for _ in range(count)]
+    victim.worker()
+    lapse_feed_leases(victim.cluster)
+    for job in jobs:
+        await victim.wait_history(job, "job_finished")
+    return jobs
+
+
+async def rerun(victim: Victim) -> None:
+    (job,) = await finished_jobs(victim, 1)
+    await victim.post(f"/api/v1/jobs/{job}/rerun", {"state": "work"})
+
+
+async def bulk_rerun(victim: Victim) -> None:
+    jobs = await finished_jobs(victim, 2)
+    await victim.post("/api/v1/bulk", {"action": "rerun", "job_ids": jobs, "state": "work", "rate_per_s": 5})
+
+
 async def continue_held(victim: Victim) -> None:
     job_id = await victim.only_job()
     await victim.wait_status(job_id, "held")
@@ -293,6 +314,8 @@ CASES = [
         "Operations.release:commit", bulk_released, then=bulk_done, why="a bulk's job released, its round not recorded"
     ),
     Case("BulkActions.cancel:save_bulk", bulk_cancelled, expect={"kept": "quarantined"}),
+    Case("Operations.rerun:create_job", rerun),
+    Case("Operations.rerun:create_job", bulk_rerun, then=bulk_done, why="a bulk's rerun started, round not recorded"),
     Case("Scheduler.tick:claim_timers", transient_then_success),
     Case("Scheduler.tick:finish_timers", transient_then_success),
     Case("Scheduler.reap_workers:expire_workers", worker_dies, why="an expired worker's tasks handed on", settle=True),

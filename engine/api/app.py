@@ -15,6 +15,7 @@ from .keys import engine_key
 from .limits import Limiter, Limits, limits_key, limits_middleware
 from .openapi import setup_openapi_routes
 from .public import setup_public_routes
+from .rerun import setup_rerun_routes
 from .worker import setup_worker_routes
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ def create_app(engine: OrchestratorEngine, *, limits: Limits | None = None) -> w
     setup_client_routes(app, list(engine.blueprints.values()))
     setup_breakpoint_routes(app)
     setup_bulk_routes(app)
+    setup_rerun_routes(app)
     app.on_shutdown.append(_end_waiting_requests)
     return app
 

@@ -20,6 +20,8 @@ from .requests import max_depth, parse, read_json
 
 PREFIXES = ("/api/v1", "/api")
 NOT_FOUND = {404: "Unknown bulk action (or one of another client)"}
+#: The request's fields that are the operation's own options.
+OPTIONS = ("params", "from_state", "state", "reason")
 #: Bulk actions listed at most.
 MAX_LISTED = 200
 
@@ -57,7 +59,7 @@ async def _visible(request: web.Request, bulk_id: str) -> BulkAction:
 
 @documented(
     Operation(
-        "Start one operation (release, retry, fail, cancel, continue) on many jobs, at most rate_per_s a second",
+        "Start one operation (release, retry, fail, cancel, continue, rerun) on many jobs, at most rate_per_s a second",
         "bulk",
         security="client",
         body=BulkRequest,
@@ -75,6 +77,8 @@ async def start_bulk(request: web.Request) -> web.Response:
     if body.params is not None:
         check_size(request.app[limits_key].limits, "params", body.params)
     if owner is not None:
+        if body.action == "rerun":  # new jobs, each a monthly attempt: one by one (POST /jobs/{id}/rerun)
+            raise ApiError(403, "a rerun in bulk is for operators; rerun your jobs one by one", field="action")
         for job_id in body.job_ids:
             await engine.require_job(job_id, owner)
     action = await engine.bulk.start(
@@ -82,7 +86,11 @@ async def start_bulk(request: web.Request) -> web.Response:
         body.job_ids,
         rate_per_s=body.rate_per_s,
         actor=_actor(request),
-        **{name: value for name in ("params", "from_state", "reason") if (value := getattr(body, name)) is not None},
+        **{
+            name: value
+            for name in ("params", "from_state", "state", "reason")
+            if (value := getattr(body, name)) is not None
+        },
     )
     return model_response(_view(action), status=202)
 

@@ -146,15 +146,34 @@ class ContinueRequest(BaseModel):
     step: bool = False
 
 
+class RerunRequest(BaseModel):
+    """Rerun a job from ``state`` (default: the start state); ``visit``: which visit of it the data
+    comes from (default: the last); ``initial_data``, ``state_history``: replace the data there."""
+
+    model_config = ConfigDict(extra="forbid")
+    state: str | None = Field(default=None, min_length=1, max_length=200)
+    visit: int | None = Field(default=None, ge=1)
+    initial_data: dict[str, Any] | None = None
+    state_history: dict[str, Any] | None = None
+
+
+class RerunDone(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    job_id: str
+    current_state: str
+    rerun_of: str
+
+
 class BulkRequest(BaseModel):
     """One operation on many jobs, at most ``rate_per_s`` jobs a second."""
 
     model_config = ConfigDict(extra="forbid")
-    action: Literal["release", "retry", "fail", "cancel", "continue"]
+    action: Literal["release", "retry", "fail", "cancel", "continue", "rerun"]
     job_ids: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(min_length=1, max_length=MAX_JOBS)
     rate_per_s: float = Field(default=10.0, gt=0, le=MAX_RATE)
     params: dict[str, Any] | None = Field(default=None, description="release: merged into the held task's params")
     from_state: str | None = Field(default=None, min_length=1, description="retry: the state to run again from")
+    state: str | None = Field(default=None, min_length=1, description="rerun: the state new jobs start at")
     reason: str | None = Field(default=None, max_length=2000, description="fail: why")
 
 

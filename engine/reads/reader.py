@@ -13,8 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import JobNotFound, UnknownBlueprint
 from ..history.base import Cursor
 from ..models import Job, JobStatus, Task, TaskStatus, WorkerRecord, now
+from ..rerun import RerunOrigin, rerun_origin
 from .query import OVER_STATUSES, JobPage, JobQuery, JobRow
 from .timeline import BranchCounts, Line, Timeline
 
@@ -79,6 +81,23 @@ class JobDetail:
         ending = self.timeline.ending if self.timeline is not None else None
         reason = ending.data.get("reason") if ending is not None else None
         return str(reason) if reason else None
+
+    @property
+    def rerun_of(self) -> dict[str, Any] | None:
+        """For a rerun: its origin (``job_id``, ``state``, ``visit``) and ``edits``, what differs from
+        the origin's data there (``{"initial_data": changes, "state_history": changes}``)."""
+        first = self.timeline.lines[0] if self.timeline is not None and self.timeline.lines else None
+        origin = first.data.get("rerun_of") if first is not None and first.kind == "job_created" else None
+        if not isinstance(origin, dict):
+            return None
+        edits = first.data.get("edits") if first is not None else None
+        return {**origin, "edits": edits if isinstance(edits, dict) else {}}
+
+    @property
+    def reruns(self) -> list[dict[str, Any]]:
+        """The jobs started as reruns of this one: ``rerun_job_id``, ``state``, ``actor``, ``at``."""
+        lines = self.timeline.lines if self.timeline is not None else []
+        return [{**line.data, "at": line.at} for line in lines if line.kind == "job_rerun"]
 
 
 @dataclass(slots=True)
@@ -194,6 +213,30 @@ class Reader:
             return None
         archived = _job_from_history(JobRow.of_history(row), timeline)
         return JobDetail(archived, [], timeline, True, pending, version)
+
+    async def rerun_origin(
+        self, job_id: str, state: str | None = None, visit: int | None = None, client: str | None = None
+    ) -> RerunOrigin:
+        """Where a rerun of ``job_id`` from ``state`` (default: the start state) starts, with the data
+        the job had there; JobNotFound also for a job of another client than ``client``."""
+        detail = await self.detail(job_id, tasks=False)
+        if detail is None or (client is not None and detail.job.client != client):
+            raise JobNotFound(job_id)
+        job = detail.job
+        blueprint = self.engine.blueprints.get(job.blueprint)
+        if blueprint is None:
+            raise UnknownBlueprint(job.blueprint)
+        return rerun_origin(
+            job_id,
+            blueprint=job.blueprint,
+            client=job.client,
+            status=job.status,
+            state=state or blueprint.start_state or "",
+            start_state=blueprint.start_state,
+            timeline=detail.timeline,
+            live=None if detail.from_history else job,
+            visit=visit,
+        )
 
     async def owner(self, job_id: str) -> tuple[bool, str | None]:
         """Whether the job is known (live or in history), and the client that owns it."""

@@ -445,6 +445,8 @@ class _Fold:
         if kind == "job_created":
             initial = data.get("initial_data")
             self.initial_data = dict(initial) if isinstance(initial, dict) else {}
+            started = data.get("state_history")  # a rerun starts with the data of its origin
+            self.state_history = dict(started) if isinstance(started, dict) else {}
             self.blueprint_version = data.get("blueprint_version")
             self.enter(line, None, None)
         elif kind == "state_entered":
@@ -551,6 +553,11 @@ class Timeline:
         return self.fold.initial_data
 
     @property
+    def status(self) -> str:
+        """The job's status as its last line with one leaves it."""
+        return self.fold.status
+
+    @property
     def blueprint_version(self) -> str | None:
         return self.fold.blueprint_version
 
@@ -586,8 +593,11 @@ class Timeline:
         """The job as it was right after line ``seq`` (the first line for less, the last for more)."""
         if not self.lines:
             raise ValueError("an empty timeline has no moments")
-        upto = [line for line in self.lines if line.seq <= max(seq, self.lines[0].seq)]
-        return Timeline(upto).moment()
+        return self.upto(max(seq, self.lines[0].seq)).moment()
+
+    def upto(self, seq: int) -> Timeline:
+        """The timeline as it was right after line ``seq``."""
+        return Timeline(line for line in self.lines if line.seq <= seq)
 
     def moment(self) -> Moment:
         """The job as the last line leaves it."""
