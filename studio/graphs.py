@@ -169,6 +169,8 @@ class JobPath:
     transitions: Sequence[Transition]
     #: The branches of each state's fan-out (its last visit's; as they were, at a moment).
     fan_outs: Mapping[str, BranchCounts] = field(default_factory=dict)
+    #: The state it was created in: the start state, unless it is a rerun from another (None: unknown).
+    began: str | None = None
 
 
 def job_marks(model: GraphModel, path: JobPath, today: GraphModel | None = None) -> GraphMarks:
@@ -205,7 +207,7 @@ def job_marks(model: GraphModel, path: JobPath, today: GraphModel | None = None)
             classes.append("gone")
         edges.append(EdgeMark(edge.dom_id, classes, visits.get(edge.dom_id, 0)))
     start = next((n for n in model.nodes if n.is_start), None)
-    if start is not None and path.visits:
+    if start is not None and path.visits and path.began in (None, start.id):
         edges.append(EdgeMark(f"entry-{slug(model.blueprint)}-edge", ["taken"], 1))
     return GraphMarks(graph_id(model), nodes, edges, off_graph)
 
@@ -236,12 +238,14 @@ def path_of(job: Job, timeline: Timeline | None) -> JobPath:
     if timeline is None or not timeline.lines:
         return JobPath(job.state, job.status, job.visits, [])
     visits = timeline.visit_counts or job.visits
-    return JobPath(job.state, job.status, visits, timeline.transitions, fan_outs(timeline.visits))
+    began = timeline.visits[0].state if timeline.visits else None
+    return JobPath(job.state, job.status, visits, timeline.transitions, fan_outs(timeline.visits), began)
 
 
 def moment_path(moment: Moment) -> JobPath:
     """Where the job was at a moment of its timeline, and how it had got there."""
-    return JobPath(moment.state, moment.status, moment.visits, moment.transitions, fan_outs(moment.all_visits))
+    began = moment.all_visits[0].state if moment.all_visits else None
+    return JobPath(moment.state, moment.status, moment.visits, moment.transitions, fan_outs(moment.all_visits), began)
 
 
 class JobGraph:
