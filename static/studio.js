@@ -425,7 +425,7 @@
   function quarantineCounts() {
     var counts = document.getElementById("quarantine-counts");
     if (!counts || !counts.dataset.total) { return; }
-    document.querySelectorAll("[data-total]").forEach(function (el) { if (el !== counts) { el.textContent = counts.dataset.total; } });
+    document.querySelectorAll("[data-quarantine-total]").forEach(function (el) { el.textContent = counts.dataset.total; });
     var byGroup = {};
     counts.querySelectorAll("[data-count-of]").forEach(function (c) { byGroup[c.dataset.countOf] = c.dataset.n; });
     document.querySelectorAll("[data-group-count]").forEach(function (el) { el.textContent = byGroup[el.dataset.groupCount] || "0"; });

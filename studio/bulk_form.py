@@ -36,8 +36,8 @@ ACTIONS: dict[str, BulkKind] = {
     "fail": BulkKind.FAIL,
     "cancel": BulkKind.CANCEL,
 }
-#: The actions each page offers. The jobs list's rerun (an engine kind still to come) joins here.
-TRIAGE_ACTIONS = ("release", "release-edited", "retry", "fail")
+#: The actions the jobs list offers (the quarantine's form has its own buttons). The engine's rerun,
+#: still to come, joins here (and in ACTIONS).
 JOBS_LIST_ACTIONS = ("retry", "cancel")
 
 

@@ -292,8 +292,8 @@ class QuarantineContext:
     total: int = field(metadata=_help("How many jobs are quarantined."))
     arrived: str | None = field(metadata=_help("The job the operator came for (``?job=``): highlighted, selected."))
     states: list[str] = field(metadata=_help("States the selected jobs may be retried from (their blueprints')."))
-    form: BulkForm = field(metadata=_help("The action form's defaults (rate) and, for an arrival, its params."))
-    actions: tuple[str, ...] = field(metadata=_help("The bulk actions offered."))
+    held: dict[str, Any] | None = field(metadata=_help("The arrived job's held task params, shown by the editor."))
+    rate_per_s: float = field(metadata=_help("The action form's default rate (jobs per second)."))
 
     def to_json(self) -> dict[str, Any]:
         groups = [

@@ -8,14 +8,13 @@ rows: the table does not move under the operator; new arrivals are announced ("3
 
 from __future__ import annotations
 
-import json
 import logging
 
 from aiohttp import web
 
 from ..events import Event, EventKind
 from ..reads import JobDetail, error_signature
-from .bulk_form import TRIAGE_ACTIONS, BulkForm
+from .bulk_form import DEFAULT_RATE_PER_S
 from .contexts import QuarantineContext, QuarantineCounts, TriageGroup, TriageItem
 from .keys import data_key, engine_key
 from .live import Update, stream_feed
@@ -63,15 +62,13 @@ async def quarantine_context(request: web.Request) -> QuarantineContext:
     details = await request.app[data_key].quarantined(client=user_of(request).scope)
     groups = triage_groups(triage_items(details))
     arrived = request.query.get("job") or None
-    form = BulkForm("release-edited")
     found = next((i for g in groups for i in g.items if i.job.id == arrived), None)
-    if found is not None and found.task is not None:
-        form.params_text = json.dumps(found.task.params, indent=2, ensure_ascii=False)
+    held = found.task.params if found is not None and found.task is not None else None
     blueprints = request.app[engine_key].blueprints
     names = {d.job.blueprint for d in details}
     states = sorted({s for name in names if name in blueprints for s in blueprints[name].states})
     total = len(details)
-    return QuarantineContext(f"Quarantine ({total})", groups, total, arrived, states, form, TRIAGE_ACTIONS)
+    return QuarantineContext(f"Quarantine ({total})", groups, total, arrived, states, held, DEFAULT_RATE_PER_S)
 
 
 async def quarantine_page(request: web.Request) -> web.StreamResponse:
