@@ -6,6 +6,8 @@
 // 3. Graph clicks: a state's visits on a job page, the jobs in that state on a blueprint page.
 // 4. The timeline: compact or every line, times in UTC, local time or since the job was created.
 // 5. Time travel: the scrubber's steps, the label, back to now; copy buttons; branch filters.
+// 6. Bulk selections (quarantine triage, jobs list): counts, groups, a text filter, the job arrived
+//    for, live counts that never move the table (new jobs are announced), a reset once an action starts.
 (function () {
   "use strict";
   var SVGNS = "http://www.w3.org/2000/svg";
@@ -357,15 +359,109 @@
   }
 
   function onChange(e) {
-    var all = e.target.closest("[data-select-all]");
-    if (all) {
-      document.querySelectorAll('input[name="job_id"][form="' + all.dataset.selectAll + '"]').forEach(function (box) {
-        box.checked = all.checked;
-      });
-      return;
-    }
+    if (selectionClicked(e.target)) { return; }
     if (e.target.matches("[data-time-mode]")) { store.setItem("avtomatika.time", e.target.value); formatTimes(document); return; }
     if (e.target.matches("[data-branch-filter]")) { filterBranches(e.target.dataset.branchFilter); }
+  }
+
+
+  // -- bulk selections ------------------------------------------------------------------------------
+  function jobBoxes(formId) {
+    return Array.prototype.slice.call(document.querySelectorAll('input[name="job_id"][form="' + formId + '"]'));
+  }
+  function usable(box) { var row = box.closest("tr"); return !box.disabled && !(row && row.hidden); }
+
+  function selectionChanged() {
+    document.querySelectorAll("form[data-bulk-form]").forEach(function (form) {
+      var boxes = jobBoxes(form.id);
+      var n = boxes.filter(function (b) { return b.checked && usable(b); }).length;
+      var byFilter = form.querySelector('[name="select"][value="filter"]');
+      var all = byFilter && byFilter.checked;
+      document.querySelectorAll('[data-selected-count="' + form.id + '"]').forEach(function (el) {
+        el.textContent = all ? "all matching the filter" : n + " selected";
+      });
+      form.querySelectorAll("[data-needs-selection]").forEach(function (b) { b.disabled = !(n || all); });
+      boxes.forEach(function (b) { b.closest("tr").classList.toggle("picked", b.checked); });
+    });
+    document.querySelectorAll("[data-select-group]").forEach(function (g) {
+      var boxes = jobBoxes("triage").filter(function (b) { return usable(b) && b.closest("tr").dataset.group === g.dataset.selectGroup; });
+      g.checked = boxes.length > 0 && boxes.every(function (b) { return b.checked; });
+    });
+  }
+
+  function selectionClicked(target) {
+    var group = target.closest("[data-select-group]");
+    var shown = target.closest("[data-select-shown]");
+    if (!group && !shown && !target.matches('input[name="job_id"], [name="select"]')) { return false; }
+    if (group || shown) {
+      var formId = shown ? shown.dataset.selectShown : "triage";
+      jobBoxes(formId).forEach(function (b) {
+        if (usable(b) && (!group || b.closest("tr").dataset.group === group.dataset.selectGroup)) { b.checked = target.checked; }
+      });
+    }
+    selectionChanged();
+    return true;
+  }
+
+  function filterTriage(input) {
+    var text = input.value.trim().toLowerCase();
+    var shown = 0;
+    document.querySelectorAll("tbody.q-group").forEach(function (group) {
+      var any = false;
+      group.querySelectorAll("tr.q-row").forEach(function (row) {
+        var match = !text || row.textContent.toLowerCase().indexOf(text) !== -1;
+        row.hidden = !match;
+        if (!match) { row.querySelector('input[name="job_id"]').checked = false; } else { shown += 1; any = true; }
+      });
+      group.hidden = !any;
+    });
+    var count = document.querySelector("[data-shown-count]");
+    if (count) { count.textContent = text ? shown + " shown" : ""; }
+    selectionChanged();
+  }
+
+  // The live counts: group counts and the total follow; rows that left quarantine are dimmed in place;
+  // jobs not in the table are announced ("3 new — show"), never inserted.
+  function quarantineCounts() {
+    var counts = document.getElementById("quarantine-counts");
+    if (!counts || !counts.dataset.total) { return; }
+    document.querySelectorAll("[data-quarantine-total]").forEach(function (el) { el.textContent = counts.dataset.total; });
+    var byGroup = {};
+    counts.querySelectorAll("[data-count-of]").forEach(function (c) { byGroup[c.dataset.countOf] = c.dataset.n; });
+    document.querySelectorAll("[data-group-count]").forEach(function (el) { el.textContent = byGroup[el.dataset.groupCount] || "0"; });
+    var ids = {};
+    (counts.querySelector("[data-ids]").dataset.ids || "").split(" ").filter(Boolean).forEach(function (id) { ids[id] = true; });
+    var known = {};
+    document.querySelectorAll("tr.q-row[data-job]").forEach(function (row) {
+      known[row.dataset.job] = true;
+      var left = !ids[row.dataset.job];
+      row.classList.toggle("left", left);
+      row.querySelector(".left-note").hidden = !left;
+      var box = row.querySelector('input[name="job_id"]');
+      if (box) { box.disabled = left; if (left) { box.checked = false; } }
+    });
+    var arrived = Object.keys(ids).filter(function (id) { return !known[id]; }).length;
+    var notice = document.querySelector("[data-arrivals]");
+    if (notice) {
+      notice.hidden = arrived === 0;
+      notice.querySelector("[data-arrivals-count]").textContent = arrived;
+      notice.querySelector("[data-arrivals-show]").href = window.location.pathname + window.location.search;
+    }
+    selectionChanged();
+  }
+
+  function bulkStarted() {
+    document.querySelectorAll('input[name="job_id"], [data-select-group], [data-select-shown], [name="select"][value="filter"]').forEach(function (b) {
+      b.checked = false;
+    });
+    var review = document.getElementById("bulk-review");
+    if (review) { review.innerHTML = ""; }
+    selectionChanged();
+  }
+
+  function arrivedAt() {
+    var row = document.querySelector("tr[data-arrived]");
+    if (row) { row.scrollIntoView({ block: "center" }); }
   }
 
   function settled(root) {
@@ -375,6 +471,7 @@
     formatTimes(root);
     restoreOpen();
     linesArrived();
+    quarantineCounts();
   }
 
   document.addEventListener("DOMContentLoaded", function () {
@@ -383,7 +480,10 @@
     timelineMode();
     formatTimes(document);
     travelLabel();
+    selectionChanged();
+    arrivedAt();
     var body = document.body;
+    body.addEventListener("bulk-started", bulkStarted);
     body.addEventListener("htmx:sseBeforeMessage", function (e) { rememberOpen(e); upsert(e); restoreOpen(); });
     body.addEventListener("htmx:beforeSwap", rememberOpen);
     body.addEventListener("htmx:sseMessage", function (e) { settled(e.target); });
@@ -401,6 +501,7 @@
     body.addEventListener("input", function (e) {
       if (e.target.matches("[data-branch-search]")) { filterBranches(e.target.dataset.branchSearch); }
       if (e.target === travel()) { travelLabel(); }
+      if (e.target.matches("[data-triage-filter]")) { filterTriage(e.target); }
     });
   });
 })();

@@ -7,16 +7,18 @@ A handler builds its context once and renders it as a page, as a fragment, or as
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
 from ..api.payloads import iso, job_summary, job_view, task_view, worker_summary, worker_view
-from ..models import Job
+from ..bulk import BulkAction
+from ..models import Job, Task
 from ..reads import (
     Attempt,
     Branch,
     BranchCounts,
+    ErrorSignature,
     JobDetail,
     JobQuery,
     JobRow,
@@ -30,6 +32,9 @@ from ..reads import WorkerView as Worker
 from .forms import StartForm
 from .graphs import GraphMarks, VersionDiff
 from .ui import TONES
+
+if TYPE_CHECKING:
+    from .bulk_form import BulkForm, Sample
 
 
 def _help(text: str) -> dict[str, str]:
@@ -105,6 +110,9 @@ class JobsContext:
     history_pending: int = field(
         metadata=_help("Events not yet in history when the list was read (it may miss that many changes).")
     )
+    actions: tuple[str, ...] = field(default=(), metadata=_help("The bulk actions offered on the selection."))
+    rate_per_s: float = field(default=10.0, metadata=_help("The bulk form's default rate (jobs per second)."))
+    max_jobs: int = field(default=10_000, metadata=_help("The most jobs one bulk action takes."))
 
     def to_json(self) -> dict[str, Any]:
         cursor = self.next_url.split("cursor=", 1)[1] if self.next_url and "cursor=" in self.next_url else None
@@ -296,23 +304,105 @@ class RerunContext:
 
 
 @dataclass(slots=True)
-class QuarantineGroup:
-    error: str = field(metadata=_help("The error the jobs share."))
-    items: list[JobDetail] = field(metadata=_help("Quarantined jobs with their held tasks."))
+class TriageItem:
+    """A quarantined job in the triage table."""
+
+    job: Job = field(metadata=_help("The quarantined job."))
+    task: Task | None = field(metadata=_help("The held task a release sends again (None: held by its handler)."))
+    signature: ErrorSignature = field(metadata=_help("Its error signature (its group)."))
+
+
+@dataclass(slots=True)
+class TriageGroup:
+    signature: ErrorSignature = field(metadata=_help("What the group's jobs share: task type, code, message."))
+    items: list[TriageItem] = field(metadata=_help("Its jobs, oldest quarantined first."))
 
 
 @dataclass(slots=True)
 class QuarantineContext:
     title: str = field(metadata=_help("Page title."))
-    groups: list[QuarantineGroup] = field(metadata=_help("Quarantined jobs grouped by error."))
+    groups: list[TriageGroup] = field(metadata=_help("Quarantined jobs by error signature, largest group first."))
     total: int = field(metadata=_help("How many jobs are quarantined."))
+    arrived: str | None = field(metadata=_help("The job the operator came for (``?job=``): highlighted, selected."))
+    states: list[str] = field(metadata=_help("States the selected jobs may be retried from (their blueprints')."))
+    held: dict[str, Any] | None = field(metadata=_help("The arrived job's held task params, shown by the editor."))
+    rate_per_s: float = field(metadata=_help("The action form's default rate (jobs per second)."))
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "jobs": [
-                {**job_summary(d.job), "tasks": [task_view(t) for t in d.tasks]} for g in self.groups for d in g.items
-            ]
-        }
+        groups = [
+            {**g.signature.to_json(), "count": len(g.items), "jobs": [i.job.id for i in g.items]} for g in self.groups
+        ]
+        jobs = [
+            {**job_summary(i.job), "signature": i.signature.key, "tasks": [task_view(i.task)] if i.task else []}
+            for g in self.groups
+            for i in g.items
+        ]
+        return {"total": self.total, "groups": groups, "jobs": jobs}
+
+
+@dataclass(slots=True)
+class QuarantineCounts:
+    """The quarantine's live counts: sent instead of rows, so nothing moves under the operator."""
+
+    total: int = field(metadata=_help("Jobs quarantined now."))
+    counts: dict[str, int] = field(metadata=_help("Jobs quarantined now per signature key."))
+    ids: list[str] = field(metadata=_help("Ids of the jobs quarantined now (the page counts those it lacks as new)."))
+
+
+def bulk_json(action: BulkAction) -> dict[str, Any]:
+    """A bulk action's progress, as the studio's JSON twins give it."""
+    return {
+        "id": action.id,
+        "action": action.kind.value,
+        "status": action.status.value,
+        "actor": action.actor,
+        "options": action.options,
+        "rate_per_s": action.rate_per_s,
+        "total": action.total,
+        "handled": action.handled,
+        "done": action.done,
+        "skipped": action.skipped,
+        "problems": [{"job_id": job_id, "reason": reason} for job_id, reason in action.problems],
+        "created_at": iso(action.created_at),
+        "ended_at": iso(action.ended_at),
+        "cancelled_by": action.cancelled_by,
+    }
+
+
+@dataclass(slots=True)
+class BulkReviewContext:
+    """What the confirm shows before a bulk action starts (or the form's problems)."""
+
+    form: BulkForm = field(metadata=_help("The action, its jobs, rate and options, and its problems by field."))
+    sample: Sample | None = field(metadata=_help("A release's edit on one selected job's held params, as a diff."))
+
+    def to_json(self) -> dict[str, Any]:
+        sample = None
+        if self.sample is not None:
+            found = self.sample
+            changes = [{"key": c.key, "kind": c.kind, "before": c.before, "after": c.after} for c in found.changes]
+            sample = {"job_id": found.job_id, "task_type": found.task_type, "changes": changes}
+        return {**self.form.to_json(), "job_ids": self.form.job_ids, "sample": sample}
+
+
+@dataclass(slots=True)
+class BulkContext:
+    title: str = field(metadata=_help("Page title."))
+    action: BulkAction = field(metadata=_help("The bulk action and its progress."))
+    at: float = field(metadata=_help("When it was read (UNIX seconds), for its elapsed time and observed rate."))
+
+    def to_json(self) -> dict[str, Any]:
+        return bulk_json(self.action)
+
+
+@dataclass(slots=True)
+class BulkListContext:
+    title: str = field(metadata=_help("Page title."))
+    actions: list[BulkAction] = field(metadata=_help("Recent bulk actions, newest first."))
+    at: float = field(metadata=_help("When they were read (UNIX seconds)."))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bulk_actions": [bulk_json(a) for a in self.actions]}
 
 
 @dataclass(slots=True)
@@ -358,5 +448,7 @@ PAGE_CONTEXTS: dict[str, type] = {
     "job.html": JobContext,
     "quarantine.html": QuarantineContext,
     "workers.html": WorkersContext,
+    "bulk.html": BulkListContext,
+    "bulk_action.html": BulkContext,
     "patterns.html": PatternsContext,
 }

@@ -8,10 +8,13 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from ..bulk import MAX_JOBS
 from ..events import Event, EventKind
 from ..models import JobStatus
-from ..reads import JobQuery, JobRow, parse_time
+from ..reads import JobRow
+from .bulk_form import DEFAULT_RATE_PER_S, JOBS_LIST_ACTIONS
 from .contexts import JobsContext
+from .filters import query_of
 from .htmx import htmx
 from .keys import data_key, engine_key
 from .live import Update, stream_feed
@@ -21,35 +24,6 @@ from .sse import SseEvent
 logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
-#: The "last ..." choices of the time filter, in seconds.
-RANGES_S = {"15m": 900, "1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
-FILTER_NAMES = ("blueprint", "status", "state", "q", "last", "from", "to")
-
-
-def _time(text: str) -> float | None:
-    """A filter's time (``datetime-local``, taken as UTC, or UNIX seconds); a value that is neither is ignored."""
-    try:
-        return parse_time(text)
-    except ValueError:
-        return None
-
-
-def query_of(request: web.Request, now_s: float) -> tuple[JobQuery, dict[str, str]]:
-    """The filters of a jobs request, and their raw values to refill the form."""
-    raw = {name: request.query.get(name, "").strip() for name in FILTER_NAMES}
-    after = _time(raw["from"])
-    if raw["last"] in RANGES_S:
-        after = max(after or 0.0, now_s - RANGES_S[raw["last"]])
-    query = JobQuery(
-        blueprint=raw["blueprint"] or None,
-        status=raw["status"] or None,
-        state=raw["state"] or None,
-        id_prefix=raw["q"] or None,
-        created_after=after,
-        created_before=_time(raw["to"]),
-        client=user_of(request).scope,
-    )
-    return query, raw
 
 
 async def jobs_context(request: web.Request) -> JobsContext:
@@ -77,6 +51,9 @@ async def jobs_context(request: web.Request) -> JobsContext:
         live_query=urlencode(filled),
         source=page.source,
         history_pending=page.history_pending,
+        actions=JOBS_LIST_ACTIONS,
+        rate_per_s=DEFAULT_RATE_PER_S,
+        max_jobs=MAX_JOBS,
     )
 
 

@@ -7,8 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
+from ..bulk import BulkAction, BulkKind, BulkStatus
 from ..models import Job, JobStatus, Task, TaskStatus, WorkerRecord
-from ..reads import BranchCounts, JobDetail, JobRow, Line, QueueDepth, Timeline, WorkerView
+from ..reads import BranchCounts, JobDetail, JobRow, Line, QueueDepth, Timeline, WorkerView, diff
+from .bulk_form import BulkForm, Sample
 from .contexts import PatternsContext
 from .forms import FormField, StartForm
 from .graphs import EdgeMark, GraphMarks, NodeMark
@@ -149,6 +151,28 @@ def samples() -> dict[str, Any]:
         ),
         "json_form": StartForm("raw", None, '{"x": 1,}', {"initial_data": "Not valid JSON (line 1, column 9)"}),
         "at": time.time(),
+        **bulk_samples(held.id),
+    }
+
+
+def bulk_samples(job_id: str) -> dict[str, Any]:
+    """A release at 5 jobs/s under way (one job skipped), a cancelled retry, a confirm and a refusal."""
+    running = BulkAction(BulkKind.RELEASE, 30, 5.0, "operator:olga", {"params": {"codec": "h264"}}, handled=12, done=11)
+    running.created_at -= 2.4
+    running.record(0, [(job_id, "only quarantined jobs can be released, not failed")], 0)
+    cancelled = BulkAction(BulkKind.RETRY, 400, 10.0, "operator:olga", {"from_state": "probe"}, handled=120, done=120)
+    cancelled.status, cancelled.cancelled_by = BulkStatus.CANCELLED, "operator:olga"
+    form = BulkForm("release-edited", [job_id] * 12, 5.0, params_text='{"codec": "h264"}', params={"codec": "h264"})
+    sample = Sample(
+        job_id, "transcode", diff({"codec": "av2", "url": "s3://in.mp4"}, {"codec": "h264", "url": "s3://in.mp4"})
+    )
+    refused = BulkForm("release-edited", errors={"params": "Params: not valid JSON: line 1 column 12"})
+    return {
+        "bulk_running": running,
+        "bulk_cancelled": cancelled,
+        "bulk_form": form,
+        "bulk_sample": sample,
+        "bulk_refused": refused,
     }
 
 

@@ -1,4 +1,4 @@
-"""The studio's routes: one module per page family (blueprints, jobs, actions, quarantine, workers)."""
+"""The studio's routes: one module per page family (blueprints, jobs, actions, quarantine, bulk, workers)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from aiohttp import web
 
 from .actions import setup_action_routes
 from .blueprints import setup_blueprint_routes
+from .bulk import setup_bulk_routes
 from .job import setup_job_routes
 from .jobs import setup_jobs_routes
 from .patterns import setup_pattern_routes
@@ -29,6 +30,7 @@ def setup_routes(app: web.Application) -> None:
     setup_rerun_routes(router)
     setup_action_routes(router)
     setup_quarantine_routes(router)
+    setup_bulk_routes(router)
     setup_worker_routes(router)
     setup_pattern_routes(router)
     router.add_static("/static/", STATIC_DIR, name="static", append_version=False)

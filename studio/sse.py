@@ -31,8 +31,9 @@ class SseEvent(StrEnum):
     TIMELINE_ROWS = "timeline-rows"
     """Rows of the job page's compact timeline (a visit, a task with its retries, a fan-out) that new
     lines changed or added; each replaces its row on the page, or is added at the end."""
-    QUARANTINE_ITEM = "quarantine-item"
-    """A quarantined job (added), or a note that it left quarantine (replacing it)."""
+    QUARANTINE_COUNTS = "quarantine-counts"
+    """What is quarantined now: counts per error signature and the jobs' ids (the triage table's rows are
+    never added live: the page announces new ones)."""
     WORKER_TABLE = "worker-table"
     """The workers table."""
 

@@ -365,3 +365,27 @@ async def test_a_breakpoints_edits_are_in_the_rebuilt_state_history(make_engine:
     continued = next(line for line in detail.timeline.lines if line.kind == "job_continued")
     assert detail.timeline.at(continued.seq).state_history == {"items": 7, "note": "checked"}
     assert detail.timeline.at(continued.seq - 1).state_history == {"items": 1}
+
+
+async def test_filters_on_initial_data_and_error_text_read_live_jobs(make_engine: MakeEngine) -> None:
+    engine = await make_engine()
+    acme = [await engine.create_job("flaky", {"customer": "acme", "size": {"n": n}}) for n in range(3)]
+    other = await engine.create_job("flaky", {"customer": "globex", "size": {"n": 1}})
+    for job in (*acme, other):
+        await wait_for_status(engine, job.id, "waiting_for_worker")
+    page = await engine.reads.jobs_page(JobQuery(data=(("customer", "acme"),)))
+    assert [row.id for row in page.rows] == [job.id for job in reversed(acme)]
+    assert page.source == "engine", "initial_data is only in live storage"
+    nested = await engine.reads.jobs_page(JobQuery(data=(("size.n", "1"),)))
+    assert {row.id for row in nested.rows} == {acme[1].id, other.id}
+    both = JobQuery(blueprint="flaky", data=(("customer", "acme"), ("size.n", "2")))
+    assert await engine.reads.job_ids(both, 10) == [acme[2].id]
+    assert await engine.reads.job_ids(JobQuery(blueprint="flaky"), 2) == [j.id for j in (other, acme[2], acme[1])]
+    async with FakeWorker(engine, "w1", ["import"]) as worker:
+        await worker.run_one(failure("PERMANENT_ERROR", "file 17 is Corrupt"))
+
+    async def corrupt() -> list[str]:
+        return [r.status for r in (await engine.reads.jobs_page(JobQuery(error="corrupt"))).rows]
+
+    assert await wait_for(corrupt, "the quarantined job") == ["quarantined"]
+    assert await engine.reads.job_ids(JobQuery(error="nothing like it"), 10) == []

@@ -4,11 +4,13 @@ notebook (``engine.reads``), deciding between live storage and history.
 - :class:`JobQuery`, :class:`JobRow`, :class:`JobPage`: jobs lists (:meth:`Reader.jobs_page`).
 - :class:`Timeline`: a job's history lines and what they tell (visits, tasks, fan-out branches, the
   path taken, the job at any line).
+- :func:`error_signature`: what quarantined jobs failing the same way share (triage groups).
 - :func:`parse_time`: the one reader of times people give (API query strings, studio forms).
 """
 
 from .query import OVER_STATUSES, JobPage, JobQuery, JobRow, parse_time
 from .reader import Counts, JobCounts, JobDetail, QueueDepth, Reader, WorkerView
+from .signature import ErrorSignature, error_signature, normalise_message
 from .timeline import (
     Attempt,
     Branch,
@@ -31,6 +33,7 @@ __all__ = [
     "BranchCounts",
     "Change",
     "Counts",
+    "ErrorSignature",
     "JobCounts",
     "JobDetail",
     "JobPage",
@@ -46,6 +49,8 @@ __all__ = [
     "Visit",
     "WorkerView",
     "diff",
+    "error_signature",
     "line_json",
+    "normalise_message",
     "parse_time",
 ]

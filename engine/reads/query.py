@@ -4,6 +4,7 @@ and :func:`parse_time`, the one reader of times given by people (API query strin
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -49,9 +50,23 @@ class JobQuery:
     created_before: float | None = None
     #: Only this client's jobs (a client's token or session); None: every job.
     client: str | None = None
+    #: Fields of ``initial_data`` (dotted paths for nested ones) and the value each must have, as text.
+    data: tuple[tuple[str, str], ...] = ()
+    #: Text the job's error message contains (any case).
+    error: str | None = None
+
+    @property
+    def live_only(self) -> bool:
+        """Whether the query needs what only live jobs carry (``initial_data``; errors are searched there
+        too): such a list is read from live storage, not history."""
+        return bool(self.data) or bool(self.error)
+
+    def matches_job(self, job: Job) -> bool:
+        """Whether a live job passes every filter, ``data`` included."""
+        return self.matches(JobRow.of(job)) and all(_field_is(job.initial_data, p, v) for p, v in self.data)
 
     def matches(self, row: JobRow) -> bool:
-        """Whether ``row`` passes every filter (live rows, and the scan of live storage)."""
+        """Whether ``row`` passes every filter but ``data`` (live rows, and the scan of live storage)."""
         return (
             (not self.blueprint or row.blueprint == self.blueprint)
             and (not self.status or row.status == self.status)
@@ -60,6 +75,7 @@ class JobQuery:
             and (self.created_after is None or row.created_at >= self.created_after)
             and (self.created_before is None or row.created_at < self.created_before)
             and (self.client is None or row.client == self.client)
+            and (not self.error or self.error.casefold() in (row.error or "").casefold())
         )
 
     def history_filter(self) -> HistoryFilter:
@@ -72,6 +88,16 @@ class JobQuery:
             id_prefix=self.id_prefix,
             client=self.client,
         )
+
+
+def _field_is(data: Any, path: str, expected: str) -> bool:
+    """Whether ``data`` has ``expected`` at the dotted ``path``: a string as it is, anything else as JSON
+    (``5``, ``true``, ``null``)."""
+    for part in path.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return (data if isinstance(data, str) else json.dumps(data)) == expected
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from .query import OVER_STATUSES, JobPage, JobQuery, JobRow
 from .timeline import BranchCounts, Line, Timeline
 
 if TYPE_CHECKING:
+    from ..bulk import BulkAction
     from ..engine import OrchestratorEngine
     from ..graph import GraphModel
 
@@ -149,15 +151,15 @@ class Reader:
         """A keyset page, newest first: from history (every job seen), else a scan of live storage."""
         after = Cursor.decode(cursor) if isinstance(cursor, str) else cursor
         history = self.engine.history
-        if history is None:
+        if history is None or query.live_only:
             return await self._scan(query, limit, after)
         pending = await self.history_lag() if wait else 0
         page = await history.list_jobs(query.history_filter(), limit, after)
         rows = [JobRow.of_history(r) for r in page.jobs]
         return JobPage(rows, page.next_cursor, pending)
 
-    async def _scan(self, query: JobQuery, limit: int, cursor: Cursor | None) -> JobPage:
-        rows: list[JobRow] = []
+    async def _live(self, query: JobQuery) -> AsyncIterator[list[Job]]:
+        """Live jobs the storage's own filters let through, a batch at a time (SCAN_LIMIT_JOBS at most)."""
         for offset in range(0, SCAN_LIMIT_JOBS, SCAN_BATCH):
             batch = await self.engine.list_jobs(
                 status=query.status,
@@ -167,17 +169,40 @@ class Reader:
                 limit=SCAN_BATCH,
                 offset=offset,
             )
+            yield batch
+            if len(batch) < SCAN_BATCH:
+                return
+
+    async def _scan(self, query: JobQuery, limit: int, cursor: Cursor | None) -> JobPage:
+        rows: list[JobRow] = []
+        async for batch in self._live(query):
             for job in batch:
                 row = JobRow.of(job)
-                if (cursor is None or (row.created_at, row.id) < (cursor.created_at, cursor.id)) and query.matches(row):
+                if (cursor is None or (row.created_at, row.id) < (cursor.created_at, cursor.id)) and query.matches_job(
+                    job
+                ):
                     rows.append(row)
-            if len(rows) > limit or len(batch) < SCAN_BATCH:
+            if len(rows) > limit:
                 break
         rows.sort(key=lambda r: (r.created_at, r.id), reverse=True)
         more = len(rows) > limit
         rows = rows[:limit]
         following = Cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
         return JobPage(rows, following, source="engine")
+
+    async def job_ids(self, query: JobQuery, limit: int) -> list[str]:
+        """Ids of the live jobs matching ``query`` (what a bulk action may act on), newest first; at most
+        ``limit`` + 1, so a caller can tell "more than ``limit``" apart."""
+        found: list[tuple[float, str]] = []
+        async for batch in self._live(query):
+            found += [(job.created_at, job.id) for job in batch if query.matches_job(job)]
+            if len(found) > limit:
+                break
+        return [job_id for _, job_id in sorted(found, reverse=True)[: limit + 1]]
+
+    async def bulk_actions(self, limit: int = 50) -> list[BulkAction]:
+        """Recent bulk actions, newest first."""
+        return await self.engine.storage.list_bulks(limit)
 
     async def quarantined(self, limit: int = 500, client: str | None = None) -> list[JobDetail]:
         """Quarantined jobs (of ``client`` alone when given) with the tasks they hold."""

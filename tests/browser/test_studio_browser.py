@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ServedEngine
+from engine_helpers import wait_for_status
 from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.slow
@@ -65,17 +66,20 @@ def test_start_a_job_and_watch_it_finish(page: Page, studio: ServedEngine, scree
 
 
 def test_quarantined_job_edited_and_released_finishes(page: Page, studio: ServedEngine, screenshots: Path) -> None:
-    accept_confirms(page)
     job = studio.call(studio.engine.create_job("studio_echo", {"outcome": "permanent"}))
-    page.goto(f"{studio.url}/studio/quarantine")
+    studio.call(wait_for_status(studio.engine, job.id, "quarantined"))
+    page.goto(f"{studio.url}/studio/jobs/{job.id}")
+    page.click(f'a[href$="/quarantine?job={job.id}"]')
     item = page.locator(f'[id="q-{job.id}"]')
-    expect(item).to_be_visible(timeout=GUARD_MS)  # arrives live if it was not quarantined yet
+    expect(item).to_have_class(re.compile(r"\barrived\b"))
     expect(item).to_contain_text("PERMANENT_ERROR")
+    expect(page.locator('[data-selected-count="triage"]')).to_have_text("1 selected")
     page.screenshot(path=screenshots / "quarantine.png", full_page=True)
-    item.locator("textarea[name=params]").fill('{"outcome": "success"}')
-    item.locator('[data-action="edit-release"]').click()
-    expect(page.locator("#flash")).to_contain_text("Released job", timeout=GUARD_MS)
-    expect(page.locator(f'[id="q-{job.id}"]')).not_to_have_attribute("data-status", "quarantined", timeout=GUARD_MS)
+    page.fill("#triage-params", '{"outcome": "success"}')
+    page.click('#triage button[value="release-edited"]')
+    expect(page.locator("#bulk-review [data-question]")).to_have_text("Release 1 job with edited params?")
+    page.click("#bulk-review [data-confirm-bulk]")
+    expect(item).to_have_class(re.compile(r"\bleft\b"), timeout=GUARD_MS)
     page.goto(f"{studio.url}/studio/jobs/{job.id}")
     expect(node(page, "done")).to_have_class(re.compile(r"\bstatus-finished\b"), timeout=GUARD_MS)
 
