@@ -35,10 +35,10 @@ ACTIONS: dict[str, BulkKind] = {
     "retry": BulkKind.RETRY,
     "fail": BulkKind.FAIL,
     "cancel": BulkKind.CANCEL,
+    "rerun": BulkKind.RERUN,
 }
-#: The actions the jobs list offers (the quarantine's form has its own buttons). The engine's rerun,
-#: still to come, joins here (and in ACTIONS).
-JOBS_LIST_ACTIONS = ("retry", "cancel")
+#: The actions the jobs list offers (the quarantine's form has its own buttons).
+JOBS_LIST_ACTIONS = ("retry", "rerun", "cancel")
 
 
 @dataclass(slots=True)
@@ -64,7 +64,13 @@ class BulkForm:
     def options(self) -> dict[str, Any]:
         """The engine's options for this action."""
         found = {"params": self.params, "from_state": self.from_state, "reason": self.reason}
-        names = {BulkKind.RELEASE: "params", BulkKind.RETRY: "from_state", BulkKind.FAIL: "reason"}
+        found["state"] = self.from_state  # a rerun's: the state its new jobs start at
+        names = {
+            BulkKind.RELEASE: "params",
+            BulkKind.RETRY: "from_state",
+            BulkKind.RERUN: "state",
+            BulkKind.FAIL: "reason",
+        }
         name = names.get(self.kind)
         return {name: found[name]} if name else {}
 
@@ -79,6 +85,7 @@ class BulkForm:
             "retry": f" from {self.from_state}" if self.from_state else " where they stopped",
             "fail": f" with the reason “{self.reason}”" if self.reason else " (no reason given)",
             "cancel": "",
+            "rerun": f" as new jobs from {self.from_state}" if self.from_state else " as new jobs from the start",
         }[self.action]
         return f"{self.kind.capitalize()} {jobs}{how}?"
 
@@ -127,8 +134,10 @@ def _options(request: web.Request, form: BulkForm, posted: MultiMapping[Any]) ->
         else:
             if form.params is None:
                 form.errors["params"] = 'Params: write the fields to change as a JSON object: {"codec": "h264"}.'
-    if form.action == "retry":
+    if form.action in ("retry", "rerun"):
         form.from_state = str(posted.get("from_state") or "").strip() or None
+    if form.action == "rerun" and user_of(request).scope is not None:  # each rerun is a monthly attempt
+        form.errors["action"] = "A rerun in bulk is for operators; rerun your jobs one by one from their pages."
     if form.action == "fail":
         form.reason = str(posted.get("reason") or "").strip() or None
 

@@ -13,7 +13,7 @@ from test_studio_actions import CLIENTS_TOML, sign_in
 from test_studio_live import next_event
 from test_studio_support import csrf_of, studio_app, studio_engine
 
-from avtomatika import OrchestratorEngine
+from avtomatika import OrchestratorEngine, bulk
 from avtomatika.events import EventKind
 from avtomatika.studio import bulk_form
 
@@ -241,3 +241,33 @@ async def test_the_live_stream_sends_counts_not_rows(aiohttp_client) -> None:
             later = await next_event(response, "quarantine-counts", 'data-total="3"')
             assert 'data-n="2"' in later, "the first signature's group counts two"
             assert "q-row" not in later, "no row is sent"
+
+
+async def test_jobs_from_the_list_are_rerun_as_new_jobs_by_an_operator_only(aiohttp_client, tmp_path) -> None:
+    (tmp_path / "clients.toml").write_text(CLIENTS_TOML)
+    settings = {"CLIENTS_CONFIG_PATH": str(tmp_path / "clients.toml"), "STUDIO_TOKEN": "op-secret"}
+    async with studio_engine(**settings) as engine:
+        ids = await quarantine(engine, 2)
+        operator = await aiohttp_client(studio_app(engine))
+        await sign_in(operator, "op-secret", "olga")
+        token = await csrf_of(operator, "/studio/jobs")
+        fields = {"action": "rerun", "job_id": ids, "from_state": "work", "rate_per_s": "50"}
+        review = await post(operator, "/studio/bulk/review", fields, token)
+        assert "Rerun 2 jobs as new jobs from work?" in await review.text()
+        started = await post(operator, "/studio/bulk", fields, token)
+        bulk_id = (await started.text()).split('data-bulk="', 1)[1].split('"', 1)[0]
+        action = await finished(engine, bulk_id)
+        assert (action.kind, action.done, action.options) == ("rerun", 2, {"state": "work"})
+        for origin in ids:
+            assert (await engine.get_job(origin)).status == "quarantined", "the origins are left as they are"
+            rerun = await engine.reads.detail(bulk.rerun_id(bulk_id, origin))
+            assert (rerun.job.state, rerun.rerun_of["job_id"]) == ("work", origin)
+
+        acme = await aiohttp_client(studio_app(engine))
+        await sign_in(acme, "acme-secret", "ann")
+        mine = await engine.create_job("studio_echo", {}, client="acme")
+        await engine.cancel_job(mine.id)
+        client_token = await csrf_of(acme, "/studio/jobs")
+        refused = await post(acme, "/studio/bulk/review", {"action": "rerun", "job_id": mine.id}, client_token)
+        assert refused.status == 422
+        assert "A rerun in bulk is for operators" in await refused.text()
