@@ -8,7 +8,7 @@ notebook (``engine.reads``), deciding between live storage and history.
 """
 
 from .query import OVER_STATUSES, JobPage, JobQuery, JobRow, parse_time
-from .reader import Counts, JobCounts, JobDetail, QueueDepth, Reader, WorkerView
+from .reader import Counts, JobCounts, JobDetail, NavCounts, QueueDepth, Reader, WorkerView
 from .timeline import (
     Attempt,
     Branch,
@@ -38,6 +38,7 @@ __all__ = [
     "JobRow",
     "Line",
     "Moment",
+    "NavCounts",
     "QueueDepth",
     "Reader",
     "Row",
