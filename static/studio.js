@@ -356,6 +356,8 @@
       var panel = document.getElementById("state-detail");
       var blueprint = node.closest("[data-blueprint]");
       if (!panel || !blueprint) { return; }
+      blueprint.querySelectorAll("g.node.picked").forEach(function (n) { n.classList.remove("picked"); });
+      node.classList.add("picked");
       panel.hidden = false;
       htmx.ajax("GET", prefix + "/blueprints/" + encodeURIComponent(blueprint.dataset.blueprint) + "/states/" +
         encodeURIComponent(state), { target: "#state-detail" });

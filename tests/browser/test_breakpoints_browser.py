@@ -65,6 +65,28 @@ def test_break_on_a_clicked_state_hold_edit_continue(page: Page, studio: ServedE
         job = studio.call(studio.engine.get_job(job_id))
         assert job is not None
         assert job.state_history["echo"]["size"] == 42
+        page.goto(f"{studio.url}/studio/blueprints")
+        expect(page.locator('[data-blueprint="studio_echo"] svg g.node.state[data-state="work"]')).to_have_class(
+            re.compile(r"\bbreakpoint\b")
+        )
+        page.screenshot(path=screenshots / "breakpoint-blueprints.png", full_page=True)
     finally:
         for breakpoint in studio.call(studio.engine.breakpoints()):
             studio.call(studio.engine.remove_breakpoint(breakpoint.id))
+
+
+def test_break_one_job_from_its_page_then_step(page: Page, studio: ServedEngine, screenshots: Path) -> None:
+    job = studio.call(studio.engine.create_job("studio_echo", {"sleep_s": 1.0}))
+    page.goto(f"{studio.url}/studio/jobs/{job.id}")
+    page.select_option("#break-at", "done")
+    page.click('[data-action="break"]')
+    expect(page.locator("#job-hold [data-job-breakpoints] .breakpoint-item")).to_have_count(1)
+    expect(page.locator("[data-hold-message]")).to_contain_text("held before done")
+    expect(page.locator("#job-header")).to_have_attribute("data-status", "held", timeout=GUARD_MS)
+    expect(page.locator("#job-hold [data-held]")).to_contain_text("Held at done")
+    page.locator('#job-hold [data-action="step"]').click()  # done's handler runs: the job ends
+    expect(page.locator("#job-header")).to_have_attribute("data-status", "finished", timeout=GUARD_MS)
+    expect(page.locator("#job-hold")).to_have_count(0)  # an ended job has no breakpoint panel
+    page.screenshot(path=screenshots / "breakpoint-stepped-to-the-end.png", full_page=True)
+    for breakpoint in studio.call(studio.engine.breakpoints()):  # a job's own outlives it (the engine's rule)
+        studio.call(studio.engine.remove_breakpoint(breakpoint.id))
