@@ -68,7 +68,6 @@ async def set_blueprint_breakpoint(request: web.Request) -> web.StreamResponse:
     session = user_of(request)
     if session.scope is not None:
         raise StudioError(403, "Forbidden", "A breakpoint on every job of a blueprint is for operators.")
-    await request.post()
     breakpoint = await request.app[engine_key].set_breakpoint(blueprint, state, actor=session.actor)
     logger.info("studio: %s set breakpoint %s on %s.%s", session.actor, breakpoint.id, blueprint, state)
     return await _answer(request, blueprint, state, f"Every new job of {blueprint} is held before {state}.")

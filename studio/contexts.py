@@ -151,8 +151,8 @@ class HoldPanel:
         return self.job.status == JobStatus.HELD
 
     @property
-    def hold(self) -> dict[str, Any]:
-        """The job's hold as its ``wait`` records it (breakpoint id, whether a step)."""
+    def held_by(self) -> dict[str, Any]:
+        """The hold as the job's ``wait`` records it: ``breakpoint_id``, ``once`` (a step); {} if not held."""
         return (self.job.wait or {}) if self.held else {}
 
     @property
@@ -161,7 +161,7 @@ class HoldPanel:
         return self.job.status not in ENDED_STATUSES and self.job.status != JobStatus.LOST
 
     def to_json(self) -> dict[str, Any]:
-        hold = self.hold
+        hold = self.held_by
         return {
             "job_id": self.job.id,
             "held": self.held,
