@@ -3,7 +3,8 @@
 //    _graph_marks.html (in the page and in SSE events) to the cached SVG, by stable ids.
 // 2. Upserts: an SSE row or item whose id is already on the page replaces it; a new one is added
 //    only when marked data-sse-new. Open <details> stay open when their part of the page is replaced.
-// 3. Graph clicks: a state's visits on a job page, the jobs in that state on a blueprint page.
+// 3. Graph clicks: a state's visits on a job page, its breakpoint panel on a blueprint's page, the jobs
+//    in that state on the blueprints page. A state with a breakpoint gets a red dot.
 // 4. The timeline: compact or every line, times in UTC, local time or since the job was created.
 // 5. Time travel: the scrubber's steps, the label, back to now; copy buttons; branch filters.
 // 6. Bulk selections (quarantine triage, jobs list): counts, groups, a text filter, the job arrived
@@ -62,6 +63,21 @@
     label.setAttribute("text-anchor", "middle");
     label.textContent = text;
     found.setAttribute("class", "live-badge " + (tone || ""));
+  }
+
+  // A breakpoint: a red dot at the node's top left corner (the outline is CSS, by the class).
+  function breakpointDot(node, on) {
+    var found = node.querySelector(":scope > .bp-mark");
+    if (!on) { if (found) { found.remove(); } return; }
+    if (!found) {
+      found = document.createElementNS(SVGNS, "circle");
+      found.setAttribute("class", "bp-mark");
+      found.setAttribute("r", 5.5);
+      node.appendChild(found);
+    }
+    var box = shapeBox(node);
+    found.setAttribute("cx", box.x + 2);
+    found.setAttribute("cy", box.y + 2);
   }
 
   function shapeBox(node) {
@@ -128,6 +144,7 @@
         node.setAttribute("data-state", m.dataset.state || "");
         var tone = classes.filter(function (c) { return c.indexOf("tone-") === 0; })[0];
         badge(node, parseInt(m.dataset.count || "0", 10), tone);
+        breakpointDot(node, classes.indexOf("breakpoint") !== -1);
         note(node, m.dataset.note || "");
         tooltip(node, m.getAttribute("title"));
       });
@@ -204,6 +221,18 @@
         bar.appendChild(i);
       });
     });
+  }
+
+  // A held job's context being edited is not replaced by a live update of the same hold (a stream
+  // that reconnects sends the panel again); an update that is another hold, or none, replaces it.
+  function keepsEdits(event) {
+    var box = event.target;
+    var form = document.getElementById("hold-form");
+    var message = event.detail;
+    if (!box || box.id !== "job-hold-box" || !form || form.dataset.dirty !== "true" || !message) { return false; }
+    var current = document.getElementById("job-hold");
+    var incoming = /data-hold="([^"]*)"/.exec(message.data || "");
+    return Boolean(current && incoming && incoming[1] === current.dataset.hold);
   }
 
   // -- open <details> survive a swap of the part of the page holding them --------------------------
@@ -325,6 +354,15 @@
       detail.hidden = false;
       htmx.ajax("GET", prefix + "/jobs/" + job + "/states/" + encodeURIComponent(state), { target: "#state-detail" });
       detail.scrollIntoView({ behavior: "smooth", block: "nearest" });
+    } else if (box.dataset.graphMode === "breakpoints") {
+      var panel = document.getElementById("state-detail");
+      var blueprint = node.closest("[data-blueprint]");
+      if (!panel || !blueprint) { return; }
+      blueprint.querySelectorAll("g.node.picked").forEach(function (n) { n.classList.remove("picked"); });
+      node.classList.add("picked");
+      panel.hidden = false;
+      htmx.ajax("GET", prefix + "/blueprints/" + encodeURIComponent(blueprint.dataset.blueprint) + "/states/" +
+        encodeURIComponent(state), { target: "#state-detail" });
     } else {
       var card = node.closest("[data-blueprint]");
       if (card) {
@@ -484,7 +522,10 @@
     arrivedAt();
     var body = document.body;
     body.addEventListener("bulk-started", bulkStarted);
-    body.addEventListener("htmx:sseBeforeMessage", function (e) { rememberOpen(e); upsert(e); restoreOpen(); });
+    body.addEventListener("htmx:sseBeforeMessage", function (e) {
+      if (keepsEdits(e)) { e.preventDefault(); return; }
+      rememberOpen(e); upsert(e); restoreOpen();
+    });
     body.addEventListener("htmx:beforeSwap", rememberOpen);
     body.addEventListener("htmx:sseMessage", function (e) { settled(e.target); });
     body.addEventListener("htmx:afterSettle", function (e) { settled(e.target); timelineMode(); });
@@ -502,6 +543,7 @@
       if (e.target.matches("[data-branch-search]")) { filterBranches(e.target.dataset.branchSearch); }
       if (e.target === travel()) { travelLabel(); }
       if (e.target.matches("[data-triage-filter]")) { filterTriage(e.target); }
+      if (e.target.matches("[data-hold-editor]") && e.target.form) { e.target.form.dataset.dirty = "true"; }
     });
   });
 })();

@@ -15,6 +15,7 @@ from ..errors import UnknownBlueprint
 from ..events import Event, EventKind
 from ..graph import GraphModel, extract
 from ..reads import BranchCounts, Counts, Reader
+from .breakpoint_data import mark_breakpoints, visible_breakpoints
 from .contexts import BlueprintCard, BlueprintContext, BlueprintsContext
 from .forms import JSON_FIELD, StartForm, parse_start, refused, start_form
 from .graphs import GraphMarks, counts_marks, svg_markup
@@ -60,17 +61,19 @@ async def card(request: web.Request, blueprint: StateMachineBlueprint, in_flight
     """A blueprint with its graph: jobs in flight per state (badges), ended ones (notes), fan-outs."""
     live = await LiveCounts.read(request.app[data_key], blueprint.name, user_of(request).scope, in_flight)
     model = extract(blueprint)
+    breakpoints = await visible_breakpoints(request, blueprint.name)
     return BlueprintCard(
         name=blueprint.name,
         description=blueprint.description or "",
         version=blueprint.version,
         svg=await svg_markup(model),
-        marks=live.marks(model),
+        marks=mark_breakpoints(live.marks(model), breakpoints),
         states=list(blueprint.states),
         has_input_model=blueprint.input_model is not None,
         in_flight=live.in_flight,
         ended=live.ended,
         fan_outs=live.fan_outs,
+        breakpoints=breakpoints,
     )
 
 
@@ -137,10 +140,12 @@ class BlueprintsFeed:
         engine = self.request.app[engine_key]
         reads, scope = self.request.app[data_key], user_of(self.request).scope
         in_flight = await reads.counts(scope, in_flight=True)
+        breakpoints = await visible_breakpoints(self.request)
         marks = []
         for blueprint in engine.blueprints.values():
             live = await LiveCounts.read(reads, blueprint.name, scope, in_flight)
-            marks.append(live.marks(extract(blueprint)))
+            mine = [bp for bp in breakpoints if bp.blueprint == blueprint.name]
+            marks.append(mark_breakpoints(live.marks(extract(blueprint)), mine))
         return [(SseEvent.BLUEPRINT_MARKS, {"all_marks": marks})]
 
     async def changes(self, events: list[Event]) -> list[Update]:

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 from markupsafe import Markup
 
 from ..api.payloads import iso, job_summary, job_view, task_view, worker_summary, worker_view
+from ..breakpoints import Breakpoint
 from ..bulk import BulkAction
-from ..models import Job, Task
+from ..models import ENDED_STATUSES, Job, JobStatus, Task
 from ..reads import (
     Attempt,
     Branch,
@@ -29,6 +30,7 @@ from ..reads import (
     line_json,
 )
 from ..reads import WorkerView as Worker
+from .breakpoint_data import breakpoint_json
 from .forms import StartForm
 from .graphs import GraphMarks, VersionDiff
 from .ui import TONES
@@ -61,6 +63,9 @@ class BlueprintCard:
     fan_outs: dict[str, BranchCounts] = field(
         default_factory=dict, metadata=_help("Branches of the fan-outs under way, per state.")
     )
+    breakpoints: list[Breakpoint] = field(
+        default_factory=list, metadata=_help("Its breakpoints this session sees (drawn on the graph).")
+    )
 
     def to_json(self) -> dict[str, Any]:
         counts = {n.state: n.count for n in self.marks.nodes}
@@ -72,6 +77,7 @@ class BlueprintCard:
             "in_flight": self.in_flight,
             "ended": self.ended,
             "fan_outs": {state: c.to_json() for state, c in self.fan_outs.items()},
+            "breakpoints": [breakpoint_json(bp) for bp in self.breakpoints],
         }
 
 
@@ -92,6 +98,85 @@ class BlueprintContext:
 
     def to_json(self) -> dict[str, Any]:
         return {**self.card.to_json(), "states": self.card.states, "form": self.form.to_json()}
+
+
+@dataclass(slots=True)
+class BlueprintStateContext:
+    """A state clicked on a blueprint's graph: its breakpoints and the jobs in it now."""
+
+    blueprint: str = field(metadata=_help("The blueprint."))
+    state: str = field(metadata=_help("The state clicked."))
+    breakpoints: list[Breakpoint] = field(metadata=_help("Breakpoints on this state this session sees."))
+    in_flight: int = field(metadata=_help("Jobs in this state now (not ended)."))
+
+    @property
+    def every_new_job(self) -> Breakpoint | None:
+        """The breakpoint on this state that holds every new job, if set."""
+        return next((bp for bp in self.breakpoints if bp.job_id is None), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "blueprint": self.blueprint,
+            "state": self.state,
+            "in_flight": self.in_flight,
+            "breakpoints": [breakpoint_json(bp) for bp in self.breakpoints],
+        }
+
+
+@dataclass(slots=True)
+class BlueprintBreakpoints:
+    """A blueprint's breakpoints after one was set or removed: the list, the graph's marks, the state's panel."""
+
+    card: BlueprintCard = field(metadata=_help("The blueprint, its breakpoints and marks."))
+    panel: BlueprintStateContext | None = field(metadata=_help("The state panel that was open, redrawn."))
+    message: str = field(default="", metadata=_help("What was done."))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"message": self.message, "breakpoints": [breakpoint_json(bp) for bp in self.card.breakpoints]}
+
+
+@dataclass(slots=True)
+class HoldPanel:
+    """The job page's breakpoints: the hold (where, by which breakpoint, the context editors) and the
+    job's breakpoints with the form to add one."""
+
+    job: Job = field(metadata=_help("The job."))
+    breakpoints: list[Breakpoint] = field(
+        metadata=_help("Breakpoints that may hold it: its own, and its blueprint's set before it was created.")
+    )
+    states: list[str] = field(metadata=_help("States it may be held at (its blueprint's)."))
+    holding: Breakpoint | None = field(default=None, metadata=_help("The breakpoint holding it now, if still set."))
+    initial_data: str = field(default="", metadata=_help("The initial_data editor text (as typed, if refused)."))
+    state_history: str = field(default="", metadata=_help("The state_history editor's text."))
+    errors: dict[str, str] = field(default_factory=dict, metadata=_help("Errors by field name."))
+    message: str = field(default="", metadata=_help("What was just done."))
+
+    @property
+    def held(self) -> bool:
+        return self.job.status == JobStatus.HELD
+
+    @property
+    def held_by(self) -> dict[str, Any]:
+        """The hold as the job's ``wait`` records it: ``breakpoint_id``, ``once`` (a step); {} if not held."""
+        return (self.job.wait or {}) if self.held else {}
+
+    @property
+    def can_break(self) -> bool:
+        """Whether a breakpoint may still hold the job (it has not ended)."""
+        return self.job.status not in ENDED_STATUSES and self.job.status != JobStatus.LOST
+
+    def to_json(self) -> dict[str, Any]:
+        hold = self.held_by
+        return {
+            "job_id": self.job.id,
+            "held": self.held,
+            "held_at": self.job.state if self.held else None,
+            "held_by": hold.get("breakpoint_id"),
+            "step": bool(hold.get("once")),
+            "breakpoints": [breakpoint_json(bp) for bp in self.breakpoints],
+            "errors": self.errors,
+            "message": self.message,
+        }
 
 
 @dataclass(slots=True)
@@ -144,6 +229,9 @@ class JobContext:
         default=None, metadata=_help("The version it ran on, and how today's blueprint differs from it.")
     )
     graph_note: str = field(default="", metadata=_help("Why the graph shown is not the one the job ran on, if so."))
+    hold: HoldPanel | None = field(
+        default=None, metadata=_help("Its breakpoints and, held, the hold with the context editors (live jobs).")
+    )
 
     def to_json(self) -> dict[str, Any]:
         view = job_view(self.job, self.detail.tasks)
@@ -163,6 +251,7 @@ class JobContext:
             version=_version_json(self.version),
             rerun_of=self.detail.rerun_of,
             reruns=[{**rerun, "at": iso(rerun["at"])} for rerun in self.detail.reruns],
+            hold=self.hold.to_json() if self.hold is not None else None,
         )
         return view
 

@@ -14,10 +14,12 @@ from aiohttp import web
 
 from ..errors import JobNotFound
 from ..events import Event, EventKind
-from ..models import Job
+from ..models import ENDED_STATUSES, Job
 from ..reads import JobDetail, Line, Timeline
+from .breakpoint_data import mark_breakpoints
 from .contexts import JobContext, MomentContext, StateContext
 from .graphs import JobGraph, moment_path, path_of, version_diff
+from .hold import hold_panel
 from .keys import data_key, engine_key
 from .live import Update, stream_feed
 from .middleware import StudioError
@@ -55,12 +57,17 @@ async def job_context(request: web.Request, detail: JobDetail, graph: JobGraph |
     fanned = last is not None and last.fan_out
     versions = graph.ran_on is not None and graph.today is not None and graph.ran_on.version != graph.today.version
     visits = sorted(job.visits.items(), key=lambda item: -item[1]) if len(job.visits) > 8 else list(job.visits.items())
+    # An ended job is held by no breakpoint any more: no panel, none drawn.
+    hold = await hold_panel(request, job) if live and job.status not in ENDED_STATUSES else None
+    marks = graph.marks(path_of(job, timeline))
+    if marks is not None and hold is not None:
+        marks = mark_breakpoints(marks, hold.breakpoints)
     return JobContext(
         title=f"Job {job.id[:8]} · {job.blueprint}",
         job=job,
         detail=detail,
         svg=await graph.svg(job),
-        marks=graph.marks(path_of(job, timeline)),
+        marks=marks,
         retry_states=retry_states(job, list(blueprint.states)) if live and blueprint else [],
         path=visits,
         rows=timeline.rows() if timeline is not None else [],
@@ -68,6 +75,7 @@ async def job_context(request: web.Request, detail: JobDetail, graph: JobGraph |
         fan_out=last.counts if fanned and last is not None else None,
         version=version_diff(graph.ran_on, graph.today) if versions and graph.ran_on and graph.today else None,
         graph_note=graph.note,
+        hold=hold,
     )
 
 
@@ -130,6 +138,7 @@ class JobFeed:
         context = await job_context(self.request, detail, self.graph)
         updates: list[Update] = [
             (SseEvent.JOB_HEADER, context),
+            (SseEvent.JOB_HOLD, context),
             (SseEvent.JOB_PANEL, context),
             (SseEvent.JOB_BRANCHES, context),
         ]

@@ -42,6 +42,8 @@ QUEUE_SIZE = 2000
 NAV_KINDS = frozenset(
     {
         EventKind.JOB_QUARANTINED,
+        EventKind.JOB_HELD,
+        EventKind.JOB_CONTINUED,
         EventKind.JOB_RELEASED,
         EventKind.JOB_RETRIED,
         EventKind.JOB_FAILED,
@@ -137,8 +139,7 @@ async def _next_round(queue: asyncio.Queue[object]) -> list[object]:
 
 
 async def nav_update(request: web.Request) -> Update:
-    quarantined, alive = await request.app[data_key].nav_counts(user_of(request).scope)
-    return SseEvent.NAV_COUNTS, {"quarantined": quarantined, "workers_alive": alive}
+    return SseEvent.NAV_COUNTS, {"counts": await request.app[data_key].nav_counts(user_of(request).scope)}
 
 
 async def _send(request: web.Request, stream: EventSourceResponse, updates: list[Update]) -> None:

@@ -17,7 +17,14 @@ from pydantic import ValidationError
 from ..api.errors import ApiError
 from ..api.limits import take_rate
 from ..bulk import BulkNotFound
-from ..errors import AvtomatikaError, InvalidOperation, JobNotFound, UnknownBlueprint, WorkerNotFound
+from ..errors import (
+    AvtomatikaError,
+    BreakpointNotFound,
+    InvalidOperation,
+    JobNotFound,
+    UnknownBlueprint,
+    WorkerNotFound,
+)
 from ..history import InvalidCursor
 from .access import csrf_ok, sent_csrf
 from .htmx import htmx, retarget
@@ -46,7 +53,7 @@ def status_of(exc: Exception) -> tuple[int, str]:
     """The HTTP status and short title of an error."""
     if isinstance(exc, StudioError):
         return exc.status, exc.title
-    if isinstance(exc, JobNotFound | UnknownBlueprint | WorkerNotFound | BulkNotFound):
+    if isinstance(exc, JobNotFound | UnknownBlueprint | WorkerNotFound | BreakpointNotFound | BulkNotFound):
         return 404, "Not found"
     if isinstance(exc, InvalidOperation):
         return 409, "Not possible now"

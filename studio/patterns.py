@@ -7,11 +7,12 @@ from typing import Any
 
 from aiohttp import web
 
+from ..breakpoints import Breakpoint, held_wait
 from ..bulk import BulkAction, BulkKind, BulkStatus
 from ..models import Job, JobStatus, Task, TaskStatus, WorkerRecord
-from ..reads import BranchCounts, JobDetail, JobRow, Line, QueueDepth, Timeline, WorkerView, diff
+from ..reads import BranchCounts, JobDetail, JobRow, Line, NavCounts, QueueDepth, Timeline, WorkerView, diff
 from .bulk_form import BulkForm, Sample
-from .contexts import PatternsContext
+from .contexts import BlueprintStateContext, HoldPanel, PatternsContext
 from .forms import FormField, StartForm
 from .graphs import EdgeMark, GraphMarks, NodeMark
 from .render import render_page
@@ -111,6 +112,17 @@ def _failed(code: str, message: str) -> dict[str, Any]:
     return {"status": "failure", "error": {"code": code, "message": message}}
 
 
+def breakpoint_samples() -> dict[str, Any]:
+    """A held job's panel (one field refused), and a state's breakpoint panel."""
+    job = sample_job(JobStatus.HELD)
+    every = Breakpoint(job.blueprint, "transcode", actor="operator:ann", created_at=job.created_at - 60)
+    own = Breakpoint(job.blueprint, "publish", job_id=job.id, actor="operator:ann")
+    job.wait = held_wait(every)
+    hold = HoldPanel(job, [every, own], ["probe", "transcode", "publish"], every, '{"url": "s3://in.mp4"}', '{"a": 1,}')
+    hold.errors["state_history"] = "state_history is not valid JSON: trailing comma is not allowed: line 1 column 9"
+    return {"hold": hold, "state_panel": BlueprintStateContext(job.blueprint, "transcode", [every], 4)}
+
+
 def samples() -> dict[str, Any]:
     """Fixture data for every partial (names are the partials' variables)."""
     job, task = sample_job(), sample_task()
@@ -150,6 +162,8 @@ def samples() -> dict[str, Any]:
             ],
         ),
         "json_form": StartForm("raw", None, '{"x": 1,}', {"initial_data": "Not valid JSON (line 1, column 9)"}),
+        "nav_counts": NavCounts(3, 2, 1),
+        **breakpoint_samples(),
         "at": time.time(),
         **bulk_samples(held.id),
     }

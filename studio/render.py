@@ -17,7 +17,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from ..reads import diff
+from ..reads import NavCounts, diff
 from .access import CSRF_FIELD, CSRF_HEADER, Session
 from .keys import access_key, data_key, prefix_key, session_key
 from .ui import FILTERS, TONES, bar
@@ -100,8 +100,7 @@ class Layout:
 
     title: str
     section: str
-    quarantined: int
-    workers_alive: int
+    counts: NavCounts
     access_note: str
     live_url: str | None
 
@@ -127,13 +126,13 @@ def error_context(status: int, title: str, message: str) -> dict[str, Any]:
 
 async def layout_for(request: web.Request, title: str, section: str, live_url: str | None) -> Layout:
     if section == "login":  # nothing about the engine before sign-in
-        return Layout(title, section, 0, 0, "", live_url)
+        return Layout(title, section, NavCounts(0, 0), "", live_url)
     try:
-        quarantined, alive = await request.app[data_key].nav_counts(user_of(request).scope)
+        counts = await request.app[data_key].nav_counts(user_of(request).scope)
     except Exception:  # the error page must render even when storage is down
         logger.exception("studio: could not read the navigation counts")
-        quarantined, alive = 0, 0
-    return Layout(title, section, quarantined, alive, request.app[access_key].note, live_url)
+        counts = NavCounts(0, 0)
+    return Layout(title, section, counts, request.app[access_key].note, live_url)
 
 
 def user_of(request: web.Request) -> Session:

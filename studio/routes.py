@@ -6,7 +6,9 @@ from aiohttp import web
 
 from .actions import setup_action_routes
 from .blueprints import setup_blueprint_routes
+from .breakpoints import setup_breakpoint_routes
 from .bulk import setup_bulk_routes
+from .hold import setup_hold_routes
 from .job import setup_job_routes
 from .jobs import setup_jobs_routes
 from .patterns import setup_pattern_routes
@@ -28,6 +30,8 @@ def setup_routes(app: web.Application) -> None:
     setup_jobs_routes(router)
     setup_job_routes(router)
     setup_rerun_routes(router)
+    setup_breakpoint_routes(router)
+    setup_hold_routes(router)  # before the actions' /jobs/{job_id}/{action}
     setup_action_routes(router)
     setup_quarantine_routes(router)
     setup_bulk_routes(router)

@@ -22,6 +22,8 @@ class SseEvent(StrEnum):
     """The job page's header: status, age, the actions its status allows."""
     JOB_BRANCHES = "job-branches"
     """The job page's fan-out: its branches at a glance and in a table you can filter."""
+    JOB_HOLD = "job-hold"
+    """The job page's breakpoints: those that may hold it and, held, the hold with its context editors."""
     JOB_PANEL = "job-panel"
     """The job page's side panel: current task and progress, error, context."""
     TIMELINE = "timeline"

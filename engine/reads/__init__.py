@@ -9,7 +9,7 @@ notebook (``engine.reads``), deciding between live storage and history.
 """
 
 from .query import OVER_STATUSES, JobPage, JobQuery, JobRow, parse_time
-from .reader import Counts, JobCounts, JobDetail, QueueDepth, Reader, WorkerView
+from .reader import Counts, JobCounts, JobDetail, NavCounts, QueueDepth, Reader, WorkerView
 from .signature import ErrorSignature, error_signature, normalise_message
 from .timeline import (
     Attempt,
@@ -41,6 +41,7 @@ __all__ = [
     "JobRow",
     "Line",
     "Moment",
+    "NavCounts",
     "QueueDepth",
     "Reader",
     "Row",

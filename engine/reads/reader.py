@@ -124,6 +124,15 @@ class QueueDepth:
     workers: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class NavCounts:
+    """What the studio's navigation bar counts."""
+
+    quarantined: int
+    workers_alive: int
+    held: int = 0
+
+
 class Reader:
     """Reads for every face of the engine.
 
@@ -320,13 +329,14 @@ class Reader:
             found[job.state] = found.get(job.state, BranchCounts()) + counts
         return found
 
-    async def nav_counts(self, client: str | None = None) -> tuple[int, int]:
-        """(quarantined jobs (of ``client`` when given), alive workers), for the navigation bar."""
+    async def nav_counts(self, client: str | None = None) -> NavCounts:
+        """Quarantined and held jobs (of ``client`` when given) and alive workers, for the navigation bar."""
         counted = (await self.job_counts(client)).items()
         quarantined = sum(n for (_, status, _), n in counted if status == JobStatus.QUARANTINED)
+        held = sum(n for (_, status, _), n in counted if status == JobStatus.HELD)
         at = now()
         alive = sum(1 for w in await self.engine.list_workers() if w.alive(at))
-        return quarantined, alive
+        return NavCounts(quarantined, alive, held)
 
     async def dashboard(self, client: str | None = None) -> dict[str, Any]:
         """Live jobs by status (a client's own), workers, and queued tasks by type (every client's:

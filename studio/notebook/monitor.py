@@ -4,8 +4,11 @@ Start the engine in the kernel's own loop (``await engine.start(host="127.0.0.1"
 top-level ``await`` runs there), then show ``EngineMonitor(engine)``: whether the engine runs and
 where the studio is, the jobs by status, the live graph of a blueprint with the jobs still in each
 state, the recent jobs, and the studio's actions (start, retry, release, cancel) for the job chosen,
-each offered only when that job's status allows it. The widget follows the engine's events, re-draws
-at most every ``refresh_s`` seconds, and notices an engine stopped or started from another cell.
+each offered only when that job's status allows it. Under them, the blueprint's breakpoints with the
+jobs they hold (``monitor.breakpoints``: edit a held job's context, continue or step it) and its
+quarantined jobs in bulk (``monitor.bulk``: release, retry or fail those selected at a capped rate).
+The widget follows the engine's events, re-draws at most every ``refresh_s`` seconds, and notices
+an engine stopped or started from another cell.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from ..blueprints import LiveCounts
 from . import _render
 from ._loop import Background
 from ._snapshot import StaticPicture
+from .breakpoints_panel import BreakpointsPanel
+from .bulk_panel import BulkPanel
 from .errors import DebuggerError
 
 #: The actor named in events and history for what is done from the monitor.
@@ -114,6 +119,8 @@ class EngineMonitor(widgets.VBox):
         self.release_button = widgets.Button(description="Release", icon="unlock")
         self.cancel_button = widgets.Button(description="Cancel", icon="stop", button_style="warning")
         self.message = widgets.HTML()
+        self.breakpoints = BreakpointsPanel(self.engine, self._background.spawn, self.refresh)
+        self.bulk = BulkPanel(self.engine, self._background.spawn, self.refresh)
         self.blueprint_choice.observe(lambda _: self._background.spawn(self.refresh(), "refresh"), names="value")
         self.job_choice.observe(lambda _: self._render_actions(), names="value")
         self.start_button.on_click(lambda _: self._background.spawn(self._start_from_form(), "start"))
@@ -132,6 +139,8 @@ class EngineMonitor(widgets.VBox):
             start,
             widgets.HBox([actions, self.cancel_button]),
             self.message,
+            self.breakpoints,
+            self.bulk,
         ]
 
     # -- actions --------------------------------------------------------------------------------
@@ -246,14 +255,16 @@ class EngineMonitor(widgets.VBox):
         self.live_jobs = sum(n for status, n in self.by_status.items() if status not in OVER)
         self._render_header()
         if blueprint is not None:
+            await self.breakpoints.refresh(blueprint.name, list(blueprint.states))
+            await self.bulk.refresh(blueprint.name, list(blueprint.states))
             with contextlib.suppress(GraphvizNotFound):  # graph_html shows the reason
                 await asyncio.to_thread(blueprint_svg, blueprint)  # graphviz runs once per version
             in_flight = await engine.reads.counts(in_flight=True)
             live = await LiveCounts.read(engine.reads, blueprint.name, None, in_flight)
             self.graph.value = _render.page(
-                _render.graph_html(blueprint, live.marks(extract(blueprint))),
+                _render.graph_html(blueprint, live.marks(extract(blueprint)), self.breakpoints.states_marked()),
                 "<p class='muted'>Badges: jobs still in each state; under a state, the jobs that ended there "
-                "(history) or its fan-out's branches.</p>",
+                "(history) or its fan-out's branches; a red dot: a breakpoint.</p>",
                 css_class="monitor-graph",
             )
             self.retry_from.options = ["", *blueprint.states]
