@@ -6,7 +6,8 @@ where the studio is, the jobs by status, the live graph of a blueprint with the 
 state, the recent jobs, and the studio's actions (start, retry, release, cancel) for the job chosen,
 each offered only when that job's status allows it. Under them, the blueprint's breakpoints with the
 jobs they hold (``monitor.breakpoints``: edit a held job's context, continue or step it) and its
-quarantined jobs in bulk (``monitor.bulk``: release, retry or fail those selected at a capped rate).
+quarantined jobs in bulk (``monitor.bulk``: release, retry or fail those selected at a capped rate),
+and its ended jobs to rerun (``monitor.reruns``: a new job at a chosen state, its data there edited).
 The widget follows the engine's events, re-draws at most every ``refresh_s`` seconds, and notices
 an engine stopped or started from another cell.
 """
@@ -34,6 +35,7 @@ from ._snapshot import StaticPicture
 from .breakpoints_panel import BreakpointsPanel
 from .bulk_panel import BulkPanel
 from .errors import DebuggerError
+from .rerun_panel import RerunPanel
 
 #: The actor named in events and history for what is done from the monitor.
 ACTOR = "notebook"
@@ -121,6 +123,7 @@ class EngineMonitor(widgets.VBox):
         self.message = widgets.HTML()
         self.breakpoints = BreakpointsPanel(self.engine, self._background.spawn, self.refresh)
         self.bulk = BulkPanel(self.engine, self._background.spawn, self.refresh)
+        self.reruns = RerunPanel(self.engine, self._background.spawn, self.refresh)
         self.blueprint_choice.observe(lambda _: self._background.spawn(self.refresh(), "refresh"), names="value")
         self.job_choice.observe(lambda _: self._render_actions(), names="value")
         self.start_button.on_click(lambda _: self._background.spawn(self._start_from_form(), "start"))
@@ -141,6 +144,7 @@ class EngineMonitor(widgets.VBox):
             self.message,
             self.breakpoints,
             self.bulk,
+            self.reruns,
         ]
 
     # -- actions --------------------------------------------------------------------------------
@@ -257,6 +261,7 @@ class EngineMonitor(widgets.VBox):
         if blueprint is not None:
             await self.breakpoints.refresh(blueprint.name, list(blueprint.states))
             await self.bulk.refresh(blueprint.name, list(blueprint.states))
+            await self.reruns.refresh(blueprint.name, list(blueprint.states))
             with contextlib.suppress(GraphvizNotFound):  # graph_html shows the reason
                 await asyncio.to_thread(blueprint_svg, blueprint)  # graphviz runs once per version
             in_flight = await engine.reads.counts(in_flight=True)
