@@ -202,16 +202,19 @@ class Operations:
 
     async def sweep_holds(self, actor: str) -> list[Job]:
         """Continue the jobs held at a breakpoint that is gone; remove the breakpoints of steps whose
-        job ended (or is gone) before it reached another state. The jobs continued.
+        job ended (or is gone) before it reached another state, and those of one job that finished (or
+        is gone: a failed or cancelled job may be retried, and meet its breakpoint again). The jobs
+        continued.
 
         Removing a breakpoint does this, and again from the timer set with the removal (the remover
         may die first); an engine starting does it too."""
         storage = self.runtime.storage
         current = await storage.breakpoints()
         for breakpoint in current:
-            if breakpoint.once and breakpoint.job_id is not None:
+            if breakpoint.job_id is not None:
                 job = await storage.get_job(breakpoint.job_id)
-                if job is None or job.status in ENDED_STATUSES:
+                over = ENDED_STATUSES if breakpoint.once else {JobStatus.FINISHED}
+                if job is None or job.status in over:
                     await storage.remove_breakpoint(breakpoint.id)
         kept = {bp.id for bp in current}
         continued = []

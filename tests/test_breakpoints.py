@@ -201,6 +201,28 @@ async def test_jobs_of_a_breakpoint_removed_by_a_process_that_died_are_continued
     assert await api.engine.breakpoints() == []
 
 
+async def test_a_jobs_own_breakpoint_goes_once_the_job_finished_and_stays_for_a_retry(
+    make_api: api_helpers.MakeApi,
+) -> None:
+    """Swept (by a removal, or an engine starting): a finished job's breakpoints serve nothing; a failed
+    or cancelled job's may serve a retry."""
+    api = await _api(make_api)
+    finished = await api.engine.create_job("simple", {})
+    await api.wait_job(finished.id, "finished")
+    cancelled = await api.engine.create_job("stages", {"size": 1})
+    await api.wait_job(cancelled.id, "waiting_for_worker")
+    await api.engine.cancel_job(cancelled.id)
+    gone = await api.engine.set_breakpoint(None, "start", job_id=finished.id)
+    kept = await api.engine.set_breakpoint(None, "resize", job_id=cancelled.id)
+    other = await api.engine.set_breakpoint("stages", "publish")
+    await api.engine.remove_breakpoint(other.id)
+    assert [bp.id for bp in await api.engine.breakpoints()] == [kept.id]
+    assert gone.id not in {bp.id for bp in await api.engine.breakpoints()}
+    await api.engine.retry_job(cancelled.id, from_state="start")
+    held = await api.wait_job(cancelled.id, "held")
+    assert held["current_state"] == "resize"
+
+
 async def test_a_held_job_can_be_cancelled_and_a_step_breakpoint_goes_with_a_failed_continue(
     make_api: api_helpers.MakeApi,
 ) -> None:
