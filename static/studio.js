@@ -412,7 +412,11 @@
   function selectionChanged() {
     document.querySelectorAll("form[data-bulk-form]").forEach(function (form) {
       var boxes = jobBoxes(form.id);
-      var n = boxes.filter(function (b) { return b.checked && usable(b); }).length;
+      var whole = {}, inWhole = 0;  // groups selected whole ("select all N"): their count, not their rows'
+      document.querySelectorAll('input[name="signature"][form="' + form.id + '"]').forEach(function (w) {
+        if (w.checked) { whole[w.value] = true; inWhole += Number(w.dataset.n) || 0; }
+      });
+      var n = inWhole + boxes.filter(function (b) { return b.checked && usable(b) && !whole[b.closest("tr").dataset.group]; }).length;
       var byFilter = form.querySelector('[name="select"][value="filter"]');
       var all = byFilter && byFilter.checked;
       document.querySelectorAll('[data-selected-count="' + form.id + '"]').forEach(function (el) {
@@ -430,7 +434,7 @@
   function selectionClicked(target) {
     var group = target.closest("[data-select-group]");
     var shown = target.closest("[data-select-shown]");
-    if (!group && !shown && !target.matches('input[name="job_id"], [name="select"]')) { return false; }
+    if (!group && !shown && !target.matches('input[name="job_id"], input[name="signature"], [name="select"]')) { return false; }
     if (group || shown) {
       var formId = shown ? shown.dataset.selectShown : "triage";
       jobBoxes(formId).forEach(function (b) {
@@ -459,7 +463,7 @@
   }
 
   // The live counts: group counts and the total follow; rows that left quarantine are dimmed in place;
-  // jobs not in the table are announced ("3 new — show"), never inserted.
+  // jobs quarantined since the page was drawn are announced ("3 new — show"), never inserted.
   function quarantineCounts() {
     var counts = document.getElementById("quarantine-counts");
     if (!counts || !counts.dataset.total) { return; }
@@ -467,18 +471,16 @@
     var byGroup = {};
     counts.querySelectorAll("[data-count-of]").forEach(function (c) { byGroup[c.dataset.countOf] = c.dataset.n; });
     document.querySelectorAll("[data-group-count]").forEach(function (el) { el.textContent = byGroup[el.dataset.groupCount] || "0"; });
-    var ids = {};
-    (counts.querySelector("[data-ids]").dataset.ids || "").split(" ").filter(Boolean).forEach(function (id) { ids[id] = true; });
-    var known = {};
+    var left = {};
+    (counts.querySelector("[data-left]").dataset.left || "").split(" ").filter(Boolean).forEach(function (id) { left[id] = true; });
     document.querySelectorAll("tr.q-row[data-job]").forEach(function (row) {
-      known[row.dataset.job] = true;
-      var left = !ids[row.dataset.job];
-      row.classList.toggle("left", left);
-      row.querySelector(".left-note").hidden = !left;
+      if (!left[row.dataset.job]) { return; }  // a row once dimmed stays so: "show" redraws the table
+      row.classList.add("left");
+      row.querySelector(".left-note").hidden = false;
       var box = row.querySelector('input[name="job_id"]');
-      if (box) { box.disabled = left; if (left) { box.checked = false; } }
+      if (box) { box.disabled = true; box.checked = false; }
     });
-    var arrived = Object.keys(ids).filter(function (id) { return !known[id]; }).length;
+    var arrived = Number(counts.dataset.new) || 0;
     var notice = document.querySelector("[data-arrivals]");
     if (notice) {
       notice.hidden = arrived === 0;
@@ -489,7 +491,7 @@
   }
 
   function bulkStarted() {
-    document.querySelectorAll('input[name="job_id"], [data-select-group], [data-select-shown], [name="select"][value="filter"]').forEach(function (b) {
+    document.querySelectorAll('input[name="job_id"], input[name="signature"], [data-select-group], [data-select-shown], [name="select"][value="filter"]').forEach(function (b) {
       b.checked = false;
     });
     var review = document.getElementById("bulk-review");

@@ -2,8 +2,9 @@
 starts, and the review shown before confirming ("Release 12 jobs with edited params?").
 
 The jobs are named one by one (``job_id``, repeated, or ``job_ids`` separated by spaces, as a review
-carries them) or by the jobs list's filter (``select=filter`` with the filter's fields), resolved to
-ids here, at most :data:`~avtomatika.bulk.MAX_JOBS`. Every problem is kept by the name of the field it
+carries them), by quarantine group (``signature``: every job quarantined with it) or by the jobs
+list's filter (``select=filter`` with the filter's fields), resolved to ids here, at most
+:data:`~avtomatika.bulk.MAX_JOBS`. Every problem is kept by the name of the field it
 is about, so the page shows it next to that field; nothing here answers 5xx on any input.
 """
 
@@ -153,6 +154,9 @@ async def _selected(request: web.Request, form: BulkForm, posted: MultiMapping[A
             )
     else:
         named = [str(j) for j in posted.getall("job_id", [])] + str(posted.get("job_ids") or "").split()
+        if groups := {str(key) for key in posted.getall("signature", [])}:  # quarantine groups taken whole
+            index = await request.app[data_key].quarantine_index(client=user_of(request).scope)
+            named += [entry.job.id for entry in index if entry.signature.key in groups]
         form.job_ids = list(dict.fromkeys(j for j in named if j))
         if len(form.job_ids) > MAX_JOBS:
             form.errors["job_id"] = f"{len(form.job_ids):,} jobs selected; at most {MAX_JOBS:,} per bulk action."

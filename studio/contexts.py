@@ -404,7 +404,9 @@ class TriageItem:
 @dataclass(slots=True)
 class TriageGroup:
     signature: ErrorSignature = field(metadata=_help("What the group's jobs share: task type, code, message."))
-    items: list[TriageItem] = field(metadata=_help("Its jobs, oldest quarantined first."))
+    items: list[TriageItem] = field(metadata=_help("Its jobs shown as rows, oldest quarantined first."))
+    total: int = field(metadata=_help("How many jobs it has (more than its rows when the table is full)."))
+    jobs: list[Job] = field(default_factory=list, metadata=_help("All its jobs, oldest quarantined first."))
 
 
 @dataclass(slots=True)
@@ -416,10 +418,12 @@ class QuarantineContext:
     states: list[str] = field(metadata=_help("States the selected jobs may be retried from (their blueprints')."))
     held: dict[str, Any] | None = field(metadata=_help("The arrived job's held task params, shown by the editor."))
     rate_per_s: float = field(metadata=_help("The action form's default rate (jobs per second)."))
+    rendered_at: float = field(metadata=_help("When the page was drawn: jobs quarantined after are announced."))
 
     def to_json(self) -> dict[str, Any]:
         groups = [
-            {**g.signature.to_json(), "count": len(g.items), "jobs": [i.job.id for i in g.items]} for g in self.groups
+            {**g.signature.to_json(), "count": g.total, "jobs": [job.id for job in g.jobs], "shown": len(g.items)}
+            for g in self.groups
         ]
         jobs = [
             {**job_summary(i.job), "signature": i.signature.key, "tasks": [task_view(i.task)] if i.task else []}
@@ -435,7 +439,8 @@ class QuarantineCounts:
 
     total: int = field(metadata=_help("Jobs quarantined now."))
     counts: dict[str, int] = field(metadata=_help("Jobs quarantined now per signature key."))
-    ids: list[str] = field(metadata=_help("Ids of the jobs quarantined now (the page counts those it lacks as new)."))
+    arrivals: int = field(metadata=_help("Jobs quarantined since the page was drawn (announced, not inserted)."))
+    left: list[str] = field(metadata=_help("Ids of jobs that left quarantine since the stream began (rows dimmed)."))
 
 
 def bulk_json(action: BulkAction) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from test_studio_support import csrf_of, studio_app, studio_engine
 from avtomatika import OrchestratorEngine, bulk
 from avtomatika.events import EventKind
 from avtomatika.studio import bulk_form
+from avtomatika.studio import quarantine as quarantine_module
 
 HX = {"HX-Request": "true"}
 MESSAGES = ("file {n} corrupt", "codec 'av{n}' unknown", "quota of {n} exceeded")
@@ -234,13 +235,37 @@ async def test_the_live_stream_sends_counts_not_rows(aiohttp_client) -> None:
     async with studio_engine() as engine:
         ids = await quarantine(engine, 2)
         client = await aiohttp_client(studio_app(engine))
-        async with client.get("/studio/live/quarantine") as response:
-            first = await next_event(response, "quarantine-counts", 'data-total="2"')
-            assert ids[0] in first
+        page = await (await client.get("/studio/quarantine")).text()
+        since = page.split("/studio/live/quarantine?since=", 1)[1].split('"', 1)[0]
+        async with client.get(f"/studio/live/quarantine?since={since}") as response:
+            await next_event(response, "quarantine-counts", 'data-total="2" data-new="0"')
             await quarantine(engine, 1)
-            later = await next_event(response, "quarantine-counts", 'data-total="3"')
+            later = await next_event(response, "quarantine-counts", 'data-total="3" data-new="1"')
             assert 'data-n="2"' in later, "the first signature's group counts two"
             assert "q-row" not in later, "no row is sent"
+            await engine.fail_job(ids[0], reason="not worth it")
+            gone = await next_event(response, "quarantine-counts", 'data-total="2"')
+            assert f'data-left="{ids[0]}"' in gone, "its row is dimmed"
+
+
+async def test_a_group_larger_than_the_table_is_counted_and_taken_whole(aiohttp_client, monkeypatch) -> None:
+    monkeypatch.setattr(quarantine_module, "SHOWN_ROWS", 2)
+    async with studio_engine() as engine:
+        ids = await quarantine(engine, 5, codes=("file {n} corrupt",))
+        client = await aiohttp_client(studio_app(engine))
+        page = await (await client.get("/studio/quarantine")).text()
+        assert page.count('class="q-row') == 2
+        key = (await (await client.get("/studio/quarantine?format=json")).json())["groups"][0]["key"]
+        assert f'data-group-count="{key}" title="quarantined now with this signature">5<' in page
+        assert "2 shown" in page
+        assert f'name="signature" value="{key}"' in page
+        arrived = await (await client.get(f"/studio/quarantine?job={ids[4]}")).text()
+        assert arrived.count('class="q-row') == 3, "the job arrived for is a row, beyond the first"
+        token = await csrf_of(client, "/studio/quarantine")
+        review = await post(client, "/studio/bulk/review", {"action": "release", "signature": key}, token)
+        text = await review.text()
+        assert "Release 5 jobs as they are?" in text
+        assert all(job_id in text for job_id in ids)
 
 
 async def test_jobs_from_the_list_are_rerun_as_new_jobs_by_an_operator_only(aiohttp_client, tmp_path) -> None:

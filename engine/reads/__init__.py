@@ -9,7 +9,7 @@ notebook (``engine.reads``), deciding between live storage and history.
 """
 
 from .query import OVER_STATUSES, JobPage, JobQuery, JobRow, parse_time
-from .reader import Counts, JobCounts, JobDetail, NavCounts, QueueDepth, Reader, WorkerView
+from .reader import Counts, JobCounts, JobDetail, NavCounts, QueueDepth, Reader, Signed, WorkerView
 from .signature import ErrorSignature, error_signature, normalise_message
 from .timeline import (
     Attempt,
@@ -45,6 +45,7 @@ __all__ = [
     "QueueDepth",
     "Reader",
     "Row",
+    "Signed",
     "Timeline",
     "Transition",
     "Visit",

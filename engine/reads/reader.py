@@ -19,6 +19,7 @@ from ..history.base import Cursor
 from ..models import Job, JobStatus, Task, TaskStatus, WorkerRecord, now
 from ..rerun import RerunOrigin, rerun_origin
 from .query import OVER_STATUSES, JobPage, JobQuery, JobRow
+from .signature import ErrorSignature, error_signature
 from .timeline import BranchCounts, Line, Timeline
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ WORKER_TASKS_SCAN = 1000
 #: Fan-out jobs, and their tasks, read per blueprint to count branches on its graph.
 FANOUT_SCAN_JOBS = 200
 FANOUT_SCAN_TASKS = 5000
+#: Quarantined jobs read at most to group them by error signature (what one bulk action takes).
+MAX_QUARANTINE_INDEX = 10_000
 #: Counts of ended jobs per state (from history) are read again after this long at most.
 ENDED_COUNTS_TTL_S = 5.0
 
@@ -102,6 +105,14 @@ class JobDetail:
         return [{**line.data, "at": line.at} for line in lines if line.kind == "job_rerun"]
 
 
+@dataclass(frozen=True, slots=True)
+class Signed:
+    """A quarantined job and its error signature."""
+
+    job: Job
+    signature: ErrorSignature
+
+
 @dataclass(slots=True)
 class WorkerView:
     """A worker, what it is running (taken tasks) and what waits in its inbox (given to it, not taken)."""
@@ -143,6 +154,7 @@ class Reader:
     def __init__(self, engine: OrchestratorEngine) -> None:
         self.engine = engine
         self._ended: dict[str | None, tuple[float, dict[str, dict[str, int]]]] = {}
+        self._signatures: dict[tuple[str, int], ErrorSignature] = {}
 
     @property
     def source(self) -> str:
@@ -217,6 +229,22 @@ class Reader:
         """Quarantined jobs (of ``client`` alone when given) with the tasks they hold."""
         jobs = await self.engine.list_jobs(status=JobStatus.QUARANTINED, client=client, limit=limit)
         return [JobDetail(job, await self.engine.current_tasks(job), None) for job in jobs]
+
+    async def quarantine_index(self, client: str | None = None, limit: int = MAX_QUARANTINE_INDEX) -> list[Signed]:
+        """Every quarantined job (of ``client`` alone when given; at most ``limit``) with its error
+        signature. A job's signature is read once per version of it (its held task's type is a read)."""
+        jobs = await self.engine.list_jobs(status=JobStatus.QUARANTINED, client=client, limit=limit)
+        cache = self._signatures
+        if len(cache) > 2 * MAX_QUARANTINE_INDEX:
+            cache.clear()
+        signed = []
+        for job in jobs:
+            found = cache.get((job.id, job.version))
+            if found is None:
+                held = await self.engine.current_tasks(job, limit=1)
+                found = cache[(job.id, job.version)] = error_signature(job.error, held[0].type if held else None)
+            signed.append(Signed(job, found))
+        return signed
 
     # -- one job --------------------------------------------------------------------------------------
     async def job(self, job_id: str) -> Job | None:
