@@ -545,4 +545,5 @@ PAGE_CONTEXTS: dict[str, type] = {
     "bulk.html": BulkListContext,
     "bulk_action.html": BulkContext,
     "patterns.html": PatternsContext,
+    "rerun.html": RerunContext,
 }
