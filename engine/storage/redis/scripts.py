@@ -84,7 +84,7 @@ local function store_task(task_id, job_id, task_type, status, worker, doc, score
   local task_key = key('$TASK', task_id)
   local old = redis.call('HMGET', task_key, 'status', 'worker_id', 'qkey', 'score', 'member')
   if not old[1] then
-    redis.call('SADD', key('$JOB_TASKS', job_id), task_id)
+    redis.call('HSET', key('$JOB', job_id), '$JOB_TASK' .. task_id, '')
   elseif old[2] and old[2] ~= worker then
     load_remove(old[2], task_id)  -- given to another worker, or to anyone
   end
@@ -177,9 +177,15 @@ local function forget(job_id)
   end
   redis.call('ZREM', key('$JOBS_ALL'), job_id)
   redis.call('ZREM', key('$JOBS_TERMINAL'), job_id)
-  redis.call('DEL', job_key, key('$BRANCHES', job_id))
   local tasks_key = key('$JOB_TASKS', job_id)
-  for _, task_id in ipairs(redis.call('SMEMBERS', tasks_key)) do
+  local task_ids = redis.call('SMEMBERS', tasks_key)
+  for _, field in ipairs(redis.call('HKEYS', job_key)) do
+    if string.sub(field, 1, $JOB_TASK_LENGTH) == '$JOB_TASK' then
+      task_ids[#task_ids + 1] = string.sub(field, $JOB_TASK_LENGTH + 1)
+    end
+  end
+  redis.call('DEL', job_key, key('$BRANCHES', job_id))
+  for _, task_id in ipairs(task_ids) do
     local task_key = key('$TASK', task_id)
     local worker = redis.call('HGET', task_key, 'worker_id')
     dequeue(task_key)
@@ -388,11 +394,13 @@ local function assign(task_id)
   redis.call('ZADD', key('$TIMERS'), deadline, '$TIMEOUT_TIMER' .. task_id)
   -- The feed row of its task_taken event (avtomatika.feed.row_of of avtomatika.events.task_taken):
   -- kind, job id, at (as given, to the last bit), blueprint, state, status, data as JSON text, facts.
+  -- The document leaves out fields at their defaults (avtomatika.models.named): Task.attempt 1, state ''.
   local doc = cjson.decode(stored.doc)
   local data = '{"task_id":' .. cjson.encode(task_id) .. ',"task_type":' .. cjson.encode(stored.type)
-    .. ',"worker_id":' .. cjson.encode(worker) .. ',"attempt":' .. string.format('%d', doc.attempt) .. '}'
+    .. ',"worker_id":' .. cjson.encode(worker) .. ',"attempt":' .. string.format('%d', doc.attempt or 1) .. '}'
   feed_append('[["task_taken",' .. cjson.encode(stored.job_id) .. ',' .. taken_at .. ',null,'
-    .. cjson.encode(doc.state) .. ',null,' .. cjson.encode(data) .. ',{"worker_id":' .. cjson.encode(worker) .. '}]]')
+    .. cjson.encode(doc.state or '') .. ',null,' .. cjson.encode(data) .. ',{"worker_id":' .. cjson.encode(worker)
+    .. '}]]')
   redis.call('SET', key('$REPLY', token), task_id, 'EX', $REPLY_TTL_S)
   local reply = {}
   for field, value in pairs(stored) do reply[#reply + 1], reply[#reply + 2] = field, value end
@@ -670,7 +678,7 @@ ASK_BATCH = 16
 
 def _source(body: str, *, prelude: bool = True) -> str:
     names = {name: value for name, value in vars(keys).items() if name.isupper()}
-    names |= {"TAKE_PAGE": TAKE_PAGE, "ASK_BATCH": ASK_BATCH}
+    names |= {"TAKE_PAGE": TAKE_PAGE, "ASK_BATCH": ASK_BATCH, "JOB_TASK_LENGTH": len(keys.JOB_TASK)}
     return Template((_PRELUDE if prelude else "") + body).substitute(names)
 
 
