@@ -17,11 +17,16 @@ from .timers import TimerKind
 DEFAULT_NAMESPACE = "avtomatika"
 
 # -- jobs -----------------------------------------------------------------------------------------
-#: + job id -> hash: ``doc`` (orjson Job), ``version``, ``seq`` (creation order), ``commit`` (token of
-#: the last commit, so a retried commit is recognised), and the indexed fields ``status``,
-#: ``blueprint``, ``state``, ``client`` and ``counted`` (the JOB_COUNTS field it is counted under).
+#: + job id -> hash: ``doc`` (the Job's fields not at their default, ``models.named``), ``version``,
+#: ``seq`` (creation order), ``commit`` (token of the last commit, so a retried commit is recognised),
+#: the indexed fields ``status``, ``blueprint``, ``state``, ``client`` and ``counted`` (the JOB_COUNTS
+#: field it is counted under), and a field JOB_TASK + task id (empty) per task of the job.
 JOB = "job:"
-#: + job id -> set of the ids of its tasks, deleted with the job.
+#: A field of the JOB hash per task of the job (+ task id): its tasks are deleted with it. A field
+#: costs ~90 bytes of redis-server's memory where a set per job (JOB_TASKS) cost ~270.
+JOB_TASK = "t:"
+#: + job id -> set of the ids of its tasks: written by versions before JOB_TASK, still read (and
+#: deleted) when such a job is forgotten.
 JOB_TASKS = "job_tasks:"
 #: INCR counter: creation order of jobs; the score of JOBS_ALL and JOBS_BY (exact up to 2**53).
 JOB_SEQUENCE = "jobs:seq"

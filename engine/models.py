@@ -94,6 +94,19 @@ def _values(record: _Record, head: int, tail: int) -> tuple[Any, ...]:
     return values[:end]
 
 
+def named(record: _Record) -> bytes:
+    """A record as a JSON object of the fields that do not hold their defaults, by name.
+
+    For a storage that keeps records outside this process (Redis): named fields read back by any
+    version of the engine (``from_dict`` gives the fields left out their defaults), and the defaults
+    most fields of a record hold take no room (a waiting job's document 452 -> ~330 bytes, its task's
+    455 -> ~250).
+    """
+    layout = _layout(type(record))
+    values = zip(layout.names, layout.read(record), layout.defaults, strict=True)
+    return orjson.dumps({name: value for name, value, default in values if value != default})
+
+
 def new_id() -> str:
     """A random (version 4) UUID's text, as ``str(uuid.uuid4())`` gives it, in half the time."""
     raw = bytearray(os.urandom(16))

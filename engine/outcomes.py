@@ -159,7 +159,11 @@ def end(
     commit = Commit(
         job,
         close_tasks={t.id: TaskStatus.DONE if t.status == TaskStatus.DONE else TaskStatus.WITHDRAWN for t in closing},
-        cancel_timers=[TimerKind.RETRY_JOB.of(job.id), *(TimerKind.RETRY_TASK.of(t.id) for t in closing)],
+        # A job never retried has no retry timer (retry_count counts each one set) to cancel.
+        cancel_timers=[
+            *([TimerKind.RETRY_JOB.of(job.id)] if job.retry_count else []),
+            *(TimerKind.RETRY_TASK.of(t.id) for t in closing),
+        ],
         events=[ended],
     )
     stop_on_workers(commit, closing)

@@ -189,8 +189,7 @@ class JobRunner:
 
     async def _unchanged(self, job: Job) -> bool:
         """Whether the job is stored as ``job`` was read (its moves since are not committed yet)."""
-        stored = await self.runtime.storage.get_job(job.id)
-        return stored is not None and stored.version == job.version
+        return await self.runtime.storage.job_version(job.id) == job.version
 
     async def gather(self, job: Job) -> Job | None:
         """Every branch of the job's fan-out answered: it enters its aggregation state (else it waits).

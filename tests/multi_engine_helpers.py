@@ -42,6 +42,8 @@ from support.processes import (
     wait_http,
 )
 
+from avtomatika.models import Job
+
 APP_SPEC = f"{TESTS_DIR / 'multi_engine_app.py'}:engine"
 WORKER_TOKEN = "multi-engine-worker-token"
 TASK_TYPE = "multi_echo"
@@ -277,7 +279,8 @@ class Cluster:
             with self.redis_client() as client, client.pipeline(transaction=False) as pipe:
                 for job_id in job_ids:
                     pipe.hget(f"avtomatika:job:{job_id}", "doc")
-                return [orjson.loads(doc) if doc else {} for doc in pipe.execute()]
+                # Job.from_dict: a document leaves out the fields at their defaults.
+                return [Job.from_dict(orjson.loads(doc)).to_dict() if doc else {} for doc in pipe.execute()]
 
         return await asyncio.to_thread(read)
 

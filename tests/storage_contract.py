@@ -228,6 +228,13 @@ class StorageContract:
         assert stored is not None
         assert stored.version == 3
 
+    async def test_job_version_is_the_stored_version(self, storage: Storage) -> None:
+        job = await new_job(storage)
+        assert await storage.job_version(job.id) == 1
+        job = await storage.commit(Commit(job))
+        assert await storage.job_version(job.id) == job.version == 2
+        assert await storage.job_version(new_id()) is None
+
     async def test_commit_stores_the_job_as_returned(self, storage: Storage) -> None:
         job = await new_job(storage)
         job.status = JobStatus.WAITING_FOR_WORKER

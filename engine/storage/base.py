@@ -168,6 +168,11 @@ class Storage(ABC):
     async def get_job(self, job_id: str) -> Job | None:
         """The job as last committed, or None."""
 
+    async def job_version(self, job_id: str) -> int | None:
+        """The job's version as last committed, or None: what ``get_job`` would read, without the job."""
+        job = await self.get_job(job_id)
+        return job.version if job is not None else None
+
     @abstractmethod
     async def commit(self, change: Commit) -> Job:
         """Apply ``change`` atomically if the stored version is still ``change.job.version``.

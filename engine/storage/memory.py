@@ -106,6 +106,10 @@ class MemoryStorage(Storage):
         stored = self._jobs.get(job_id)
         return stored.job(job_id) if stored is not None else None
 
+    async def job_version(self, job_id: str) -> int | None:
+        stored = self._jobs.get(job_id)
+        return stored.version if stored is not None else None
+
     async def commit(self, change: Commit) -> Job:
         job = change.job
         stored = self._jobs.get(job.id)

@@ -7,7 +7,7 @@ from typing import Any, TypeAlias
 
 import orjson
 
-from ...models import ENDED_STATUSES, Job, Task, WorkerRecord
+from ...models import ENDED_STATUSES, Job, Task, WorkerRecord, named
 from ..base import asks_eligible
 
 #: What redis-py's types say a reply holds (always bytes here: the client has decode_responses=False).
@@ -27,7 +27,7 @@ def job_fields(job: Job, token: str) -> list[Any]:
     """The job as ``store_job`` in the scripts reads it."""
     counted = orjson.dumps([job.blueprint, str(job.status), job.state, job.client])
     terminal = flag(job.status in ENDED_STATUSES)  # only such jobs are ever forgotten
-    doc = orjson.dumps(job)  # the same bytes as job.to_dict() (orjson reads dataclasses), 20x faster
+    doc = named(job)
     status = str(job.status)
     return [job.id, job.version, doc, token, status, job.blueprint, job.state, job.client or "", counted, terminal]
 
@@ -38,7 +38,7 @@ def task_fields(task: Task) -> list[Any]:
     The take script reads the task's own ``timeout_s`` ('' for the default) and whether a worker's
     ``eligible`` must be asked about it, so that it can take most tasks without decoding them.
     """
-    doc = orjson.dumps(task)
+    doc = named(task)
     score = exact_score(0.0 - task.priority)
     return [
         task.id,

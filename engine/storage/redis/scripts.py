@@ -44,9 +44,10 @@ local function load_remove(worker, task_id)
   if redis.call('SREM', key('$LOAD', worker), task_id) == 1 then decrement(key('$LOAD_COUNTS'), worker) end
 end
 
--- Take a task out of the queue or inbox it waits in, if it waits in one.
-local function dequeue(task_key)
-  local at = redis.call('HMGET', task_key, 'qkey', 'member', 'type')
+-- Take a task out of the queue or inbox it waits in, if it waits in one. `at`: its qkey, member and
+-- type as the caller read them (read here when nil).
+local function dequeue(task_key, at)
+  at = at or redis.call('HMGET', task_key, 'qkey', 'member', 'type')
   if not at[1] then return end
   redis.call('ZREM', at[1], at[2])
   decrement(key('$QUEUED_COUNTS'), at[3])
@@ -54,8 +55,9 @@ local function dequeue(task_key)
   redis.call('ZREM', key('$INBOXED', at[3]), string.sub(at[2], 18))
 end
 
--- Equal scores sort by member: the zero-padded sequence keeps them first in first out.
-local function enqueue(task_key, task_id, task_type, worker, score, queued_at)
+-- Equal scores sort by member: the zero-padded sequence keeps them first in first out. `fields`: the
+-- caller's HSET arguments, to which the task's position is added (set here when nil).
+local function enqueue(task_key, task_id, task_type, worker, score, queued_at, fields)
   local sequence = redis.call('INCR', key('$TASK_SEQUENCE'))
   local member = string.format('%016d:%s', sequence, task_id)
   local qkey, wake
@@ -67,7 +69,13 @@ local function enqueue(task_key, task_id, task_type, worker, score, queued_at)
     qkey, wake = key('$QUEUE', task_type), 't:' .. task_type
   end
   redis.call('ZADD', qkey, score, member)
-  redis.call('HSET', task_key, 'qkey', qkey, 'member', member, 'score', score)
+  if fields then
+    local n = #fields
+    fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4], fields[n + 5], fields[n + 6] =
+      'qkey', qkey, 'member', member, 'score', score
+  else
+    redis.call('HSET', task_key, 'qkey', qkey, 'member', member, 'score', score)
+  end
   redis.call('HINCRBY', key('$QUEUED_COUNTS'), task_type, 1)
   redis.call('PUBLISH', key('$TASK_WAKE'), wake)
 end
@@ -76,7 +84,7 @@ local function store_task(task_id, job_id, task_type, status, worker, doc, score
   local task_key = key('$TASK', task_id)
   local old = redis.call('HMGET', task_key, 'status', 'worker_id', 'qkey', 'score', 'member')
   if not old[1] then
-    redis.call('SADD', key('$JOB_TASKS', job_id), task_id)
+    redis.call('HSET', key('$JOB', job_id), '$JOB_TASK' .. task_id, '')
   elseif old[2] and old[2] ~= worker then
     load_remove(old[2], task_id)  -- given to another worker, or to anyone
   end
@@ -86,25 +94,31 @@ local function store_task(task_id, job_id, task_type, status, worker, doc, score
   end
   -- Stored again, queued where it waits already at the same priority: it keeps its place.
   local stays = target and old[3] == target and old[4] == score
-  if not stays then dequeue(task_key) end
-  redis.call('DEL', task_key)
-  redis.call('HSET', task_key, 'doc', doc, 'status', status, 'type', task_type, 'job_id', job_id)
-  if worker ~= '' then redis.call('HSET', task_key, 'worker_id', worker) end
-  if timeout ~= '' then redis.call('HSET', task_key, 'timeout_s', timeout) end
-  if ask == '1' then redis.call('HSET', task_key, 'ask', '1') end
+  if old[1] then  -- stored before (every stored task has a status): replaced whole
+    if not stays then dequeue(task_key) end
+    redis.call('DEL', task_key)
+  end
+  local fields = {'doc', doc, 'status', status, 'type', task_type, 'job_id', job_id}
+  if worker ~= '' then fields[#fields + 1], fields[#fields + 2] = 'worker_id', worker end
+  if timeout ~= '' then fields[#fields + 1], fields[#fields + 2] = 'timeout_s', timeout end
+  if ask == '1' then fields[#fields + 1], fields[#fields + 2] = 'ask', '1' end
   if stays then
-    redis.call('HSET', task_key, 'qkey', old[3], 'member', old[5], 'score', old[4])
+    local n = #fields
+    fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4], fields[n + 5], fields[n + 6] =
+      'qkey', old[3], 'member', old[5], 'score', old[4]
     if worker ~= '' then redis.call('ZADD', key('$INBOXED', task_type), queued_at, task_id) end
   elseif target then
-    enqueue(task_key, task_id, task_type, worker, score, queued_at)
+    enqueue(task_key, task_id, task_type, worker, score, queued_at, fields)
   end
+  redis.call('HSET', task_key, unpack(fields))
 end
 
 local function close_task(task_id, status)
   local task_key = key('$TASK', task_id)
-  if redis.call('EXISTS', task_key) == 0 then return end
-  local worker = redis.call('HGET', task_key, 'worker_id')
-  dequeue(task_key)
+  local at = redis.call('HMGET', task_key, 'qkey', 'member', 'type', 'worker_id')
+  if not at[3] then return end  -- gone (every stored task has a type)
+  local worker = at[4]
+  dequeue(task_key, at)
   redis.call('HSET', task_key, 'status', status)
   redis.call('ZREM', key('$TIMERS'), '$TIMEOUT_TIMER' .. task_id)
   if worker then load_remove(worker, task_id) end
@@ -115,11 +129,13 @@ local ENDED = {finished = true, failed = true, cancelled = true}
 
 -- The job's fields start at ARGV[a]: id, version, doc, token, status, blueprint, state, client,
 -- counted (its JOB_COUNTS field), terminal ('1' if it ended for good: finished, failed, cancelled).
+-- `old`: the job's JOB_FIELDS as the caller read them (read here when nil).
 -- Returns true when the job has just ended (it joined JOBS_TERMINAL: see trim_terminal).
-local function store_job(a)
+local JOB_FIELDS = {'seq', 'counted', 'status', 'blueprint', 'state', 'client'}
+local function store_job(a, old)
   local job_id, counted = ARGV[a], ARGV[a + 8]
   local job_key = key('$JOB', job_id)
-  local old = redis.call('HMGET', job_key, 'seq', 'counted', 'status', 'blueprint', 'state', 'client')
+  old = old or redis.call('HMGET', job_key, unpack(JOB_FIELDS))
   local seq = old[1]
   if not seq then
     seq = redis.call('INCR', key('$JOB_SEQUENCE'))
@@ -161,9 +177,15 @@ local function forget(job_id)
   end
   redis.call('ZREM', key('$JOBS_ALL'), job_id)
   redis.call('ZREM', key('$JOBS_TERMINAL'), job_id)
-  redis.call('DEL', job_key, key('$BRANCHES', job_id))
   local tasks_key = key('$JOB_TASKS', job_id)
-  for _, task_id in ipairs(redis.call('SMEMBERS', tasks_key)) do
+  local task_ids = redis.call('SMEMBERS', tasks_key)
+  for _, field in ipairs(redis.call('HKEYS', job_key)) do
+    if string.sub(field, 1, $JOB_TASK_LENGTH) == '$JOB_TASK' then
+      task_ids[#task_ids + 1] = string.sub(field, $JOB_TASK_LENGTH + 1)
+    end
+  end
+  redis.call('DEL', job_key, key('$BRANCHES', job_id))
+  for _, task_id in ipairs(task_ids) do
     local task_key = key('$TASK', task_id)
     local worker = redis.call('HGET', task_key, 'worker_id')
     dequeue(task_key)
@@ -223,8 +245,9 @@ CREATE_JOB = """
 -- KEYS[1]: the job. ARGV: ns, max terminal jobs, run ('1'), consumer to read an entry for ('' for none;
 -- see run), then the job's fields (see store_job), then its events for the feed ('' for none).
 -- Returns {1} (or what run returns), {2} if a retried call was applied already.
-if redis.call('HGET', KEYS[1], 'commit') == ARGV[8] then return {2} end
-if store_job(5) then trim_terminal(tonumber(ARGV[2])) end
+local old = redis.call('HMGET', KEYS[1], 'commit', unpack(JOB_FIELDS))
+if old[1] == ARGV[8] then return {2} end
+if store_job(5, {unpack(old, 2)}) then trim_terminal(tonumber(ARGV[2])) end
 feed_append(ARGV[15])
 if ARGV[3] == '1' then return run(ARGV[5], ARGV[4]) end
 return {1}
@@ -240,7 +263,7 @@ COMMIT = """
 -- Returns {1} (or what run returns); {0} if the version is not the expected one or a task to withdraw
 -- was answered since it was read, {2} if a retried call was applied already.
 local job_id = ARGV[7]
-local stored = redis.call('HMGET', KEYS[1], 'version', 'commit')
+local stored = redis.call('HMGET', KEYS[1], 'version', 'commit', unpack(JOB_FIELDS))
 if stored[1] ~= ARGV[2] then
   if stored[2] and stored[2] == ARGV[10] then return {2} end
   return {0}
@@ -250,7 +273,7 @@ for i = 18, 17 + 2 * tonumber(ARGV[17]), 2 do
     return {0}
   end
 end
-local ended = store_job(7)
+local ended = store_job(7, {unpack(stored, 3)})
 local at = 17
 local function arg()
   at = at + 1
@@ -354,27 +377,34 @@ end
 -- remembered for a retry. Returns the reply.
 local function assign(task_id)
   local task_key = key('$TASK', task_id)
-  local stored = redis.call('HMGET', task_key, 'worker_id', 'timeout_s')
-  dequeue(task_key)
-  if stored[1] and stored[1] ~= worker then load_remove(stored[1], task_id) end
-  local timeout = tonumber(stored[2])
+  local flat = redis.call('HGETALL', task_key)  -- read once: the reply is this hash as changed here
+  local stored = {}
+  for i = 1, #flat, 2 do stored[flat[i]] = flat[i + 1] end
+  dequeue(task_key, {stored.qkey or false, stored.member, stored.type})
+  stored.qkey, stored.member, stored.score = nil, nil, nil
+  if stored.worker_id and stored.worker_id ~= worker then load_remove(stored.worker_id, task_id) end
+  local timeout = tonumber(stored.timeout_s)
   if not timeout or timeout == 0 then timeout = default_timeout end
   -- %.17g: the exact double (Lua's own conversion keeps 14 digits).
   local deadline = string.format('%.17g', tonumber(taken_at) + timeout)
   redis.call('HSET', task_key, 'status', 'assigned', 'worker_id', worker, 'x:taken_at', taken_at,
     'x:deadline', deadline)
+  stored.status, stored.worker_id, stored['x:taken_at'], stored['x:deadline'] = 'assigned', worker, taken_at, deadline
   load_add(worker, task_id)
   redis.call('ZADD', key('$TIMERS'), deadline, '$TIMEOUT_TIMER' .. task_id)
   -- The feed row of its task_taken event (avtomatika.feed.row_of of avtomatika.events.task_taken):
   -- kind, job id, at (as given, to the last bit), blueprint, state, status, data as JSON text, facts.
-  local task = redis.call('HMGET', task_key, 'job_id', 'type', 'doc')
-  local doc = cjson.decode(task[3])
-  local data = '{"task_id":' .. cjson.encode(task_id) .. ',"task_type":' .. cjson.encode(task[2])
-    .. ',"worker_id":' .. cjson.encode(worker) .. ',"attempt":' .. string.format('%d', doc.attempt) .. '}'
-  feed_append('[["task_taken",' .. cjson.encode(task[1]) .. ',' .. taken_at .. ',null,' .. cjson.encode(doc.state)
-    .. ',null,' .. cjson.encode(data) .. ',{"worker_id":' .. cjson.encode(worker) .. '}]]')
+  -- The document leaves out fields at their defaults (avtomatika.models.named): Task.attempt 1, state ''.
+  local doc = cjson.decode(stored.doc)
+  local data = '{"task_id":' .. cjson.encode(task_id) .. ',"task_type":' .. cjson.encode(stored.type)
+    .. ',"worker_id":' .. cjson.encode(worker) .. ',"attempt":' .. string.format('%d', doc.attempt or 1) .. '}'
+  feed_append('[["task_taken",' .. cjson.encode(stored.job_id) .. ',' .. taken_at .. ',null,'
+    .. cjson.encode(doc.state or '') .. ',null,' .. cjson.encode(data) .. ',{"worker_id":' .. cjson.encode(worker)
+    .. '}]]')
   redis.call('SET', key('$REPLY', token), task_id, 'EX', $REPLY_TTL_S)
-  return {1, redis.call('HGETALL', task_key)}
+  local reply = {}
+  for field, value in pairs(stored) do reply[#reply + 1], reply[#reply + 2] = field, value end
+  return {1, reply}
 end
 
 -- A task of a queue, or of another worker's inbox, met in the walk: the reply that ends the walk, or
@@ -648,7 +678,7 @@ ASK_BATCH = 16
 
 def _source(body: str, *, prelude: bool = True) -> str:
     names = {name: value for name, value in vars(keys).items() if name.isupper()}
-    names |= {"TAKE_PAGE": TAKE_PAGE, "ASK_BATCH": ASK_BATCH}
+    names |= {"TAKE_PAGE": TAKE_PAGE, "ASK_BATCH": ASK_BATCH, "JOB_TASK_LENGTH": len(keys.JOB_TASK)}
     return Template((_PRELUDE if prelude else "") + body).substitute(names)
 
 

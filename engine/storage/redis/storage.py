@@ -212,6 +212,11 @@ class RedisStorage(Storage):
         raw = await self.connection.execute("HGET", self.keys.job(job_id), "doc")
         return decode_job(raw) if raw is not None else None
 
+    async def job_version(self, job_id: str) -> int | None:
+        """One field of the job's hash (stored with its document by the same script), nothing decoded."""
+        raw = await self.connection.execute("HGET", self.keys.job(job_id), "version")
+        return int(raw) if raw is not None else None
+
     async def commit(self, change: Commit) -> Job:
         job = change.job
         expected, updated_at = job.version, job.updated_at
