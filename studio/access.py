@@ -30,9 +30,9 @@ from typing import Any
 from aiohttp import web
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from ..api.exposure import Exposure
-from ..clients import AccessRegistry
-from ..config import Config
+from avtomatika.api.exposure import Exposure
+from avtomatika.clients import AccessRegistry
+from avtomatika.config import Config
 
 logger = logging.getLogger(__name__)
 

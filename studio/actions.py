@@ -13,10 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ..api.limits import check_size
-from ..api.requests import BadJson, decode_json
-from ..errors import JobNotFound
-from ..models import Job
+from avtomatika.api.limits import check_size
+from avtomatika.api.requests import BadJson, decode_json
+from avtomatika.errors import JobNotFound
+from avtomatika.models import Job
+
 from .htmx import htmx
 from .keys import engine_key, limiter_key, prefix_key
 from .middleware import StudioError

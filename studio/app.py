@@ -8,8 +8,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ..api.limits import Limiter, Limits, limits_key
-from ..engine import OrchestratorEngine
+from avtomatika.api.limits import Limiter, Limits, limits_key
+from avtomatika.engine import OrchestratorEngine
+
 from .access import Access
 from .keys import access_key, data_key, engine_key, limiter_key, prefix_key, sign_in_key, sse_streams_key
 from .live import broadcaster_ctx, close_streams

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import ValidationError
 
-from ..api.errors import ApiError
-from ..api.limits import check_size, job_attempt
-from ..blueprint import StateMachineBlueprint
-from ..errors import UnknownBlueprint
-from ..events import Event, EventKind
-from ..graph import GraphModel, extract
-from ..reads import BranchCounts, Counts, Reader
+from avtomatika.api.errors import ApiError
+from avtomatika.api.limits import check_size, job_attempt
+from avtomatika.blueprint import StateMachineBlueprint
+from avtomatika.errors import UnknownBlueprint
+from avtomatika.events import Event, EventKind
+from avtomatika.graph import GraphModel, extract
+from avtomatika.reads import BranchCounts, Counts, Reader
+
 from .breakpoint_data import mark_breakpoints, visible_breakpoints
 from .contexts import BlueprintCard, BlueprintContext, BlueprintsContext
 from .forms import JSON_FIELD, StartForm, parse_start, refused, start_form

@@ -7,9 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ..api.payloads import iso
-from ..breakpoints import ANY_STATE, Breakpoint
-from ..models import Job
+from avtomatika.api.payloads import iso
+from avtomatika.breakpoints import ANY_STATE, Breakpoint
+from avtomatika.models import Job
+
 from .graphs import GraphMarks
 from .keys import engine_key
 from .render import user_of

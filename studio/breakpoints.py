@@ -12,7 +12,8 @@ import logging
 
 from aiohttp import web
 
-from ..errors import BreakpointNotFound
+from avtomatika.errors import BreakpointNotFound
+
 from .blueprints import blueprint_named, card
 from .breakpoint_data import visible_breakpoints
 from .contexts import BlueprintBreakpoints, BlueprintStateContext

@@ -17,7 +17,8 @@ import time
 
 from aiohttp import web
 
-from ..bulk import BulkAction, BulkRefused
+from avtomatika.bulk import BulkAction, BulkRefused
+
 from .bulk_form import read_form, sample_of
 from .contexts import BulkContext, BulkListContext, BulkReviewContext, bulk_json
 from .htmx import htmx, trigger

@@ -18,8 +18,9 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiMapping
 
-from ..bulk import MAX_JOBS, MAX_RATE, BulkKind
-from ..reads import Change, diff
+from avtomatika.bulk import MAX_JOBS, MAX_RATE, BulkKind
+from avtomatika.reads import Change, diff
+
 from .actions import parse_params
 from .filters import query_of
 from .keys import data_key, engine_key

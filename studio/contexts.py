@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
-from ..api.payloads import iso, job_summary, job_view, task_view, worker_summary, worker_view
-from ..breakpoints import Breakpoint
-from ..bulk import BulkAction
-from ..models import ENDED_STATUSES, Job, JobStatus, Task
-from ..reads import (
+from avtomatika.api.payloads import iso, job_summary, job_view, task_view, worker_summary, worker_view
+from avtomatika.breakpoints import Breakpoint
+from avtomatika.bulk import BulkAction
+from avtomatika.models import ENDED_STATUSES, Job, JobStatus, Task
+from avtomatika.reads import (
     Attempt,
     Branch,
     BranchCounts,
@@ -29,7 +29,8 @@ from ..reads import (
     Visit,
     line_json,
 )
-from ..reads import WorkerView as Worker
+from avtomatika.reads import WorkerView as Worker
+
 from .breakpoint_data import breakpoint_json
 from .forms import StartForm
 from .graphs import GraphMarks, VersionDiff

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from ..reads import JobQuery, parse_time
+from avtomatika.reads import JobQuery, parse_time
+
 from .render import user_of
 
 #: The "last ..." choices of the time filter, in seconds.

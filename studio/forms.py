@@ -13,8 +13,8 @@ from typing import Any
 from multidict import MultiMapping
 from pydantic import ValidationError
 
-from ..api.requests import BadJson, decode_json
-from ..blueprint import StateMachineBlueprint
+from avtomatika.api.requests import BadJson, decode_json
+from avtomatika.blueprint import StateMachineBlueprint
 
 #: Name of the JSON editor's field (and of the errors that are not about one field).
 JSON_FIELD = "initial_data"

@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING
 
 from markupsafe import Markup, escape
 
-from ..graph import EdgeModel, GraphModel, GraphvizNotFound, extract, model_svg, slug
-from ..models import Job
-from ..reads import BranchCounts, JobDetail, Moment, Timeline, Transition, Visit
+from avtomatika.graph import EdgeModel, GraphModel, GraphvizNotFound, extract, model_svg, slug
+from avtomatika.models import Job
+from avtomatika.reads import BranchCounts, JobDetail, Moment, Timeline, Transition, Visit
+
 from .ui import TONE_URGENCY, compact_number, human, tone
 
 if TYPE_CHECKING:
-    from ..engine import OrchestratorEngine
+    from avtomatika.engine import OrchestratorEngine
 
 logger = logging.getLogger(__name__)
 

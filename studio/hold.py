@@ -16,11 +16,12 @@ from aiohttp import web
 from multidict import MultiMapping
 from pydantic import ValidationError
 
-from ..api.errors import ApiError
-from ..api.limits import check_size
-from ..api.requests import BadJson, decode_json
-from ..errors import BreakpointNotFound
-from ..models import Job
+from avtomatika.api.errors import ApiError
+from avtomatika.api.limits import check_size
+from avtomatika.api.requests import BadJson, decode_json
+from avtomatika.errors import BreakpointNotFound
+from avtomatika.models import Job
+
 from .actions import owned_job
 from .breakpoint_data import applies_to
 from .contexts import HoldPanel

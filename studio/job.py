@@ -12,10 +12,11 @@ import logging
 
 from aiohttp import web
 
-from ..errors import JobNotFound
-from ..events import Event, EventKind
-from ..models import ENDED_STATUSES, Job
-from ..reads import JobDetail, Line, Timeline
+from avtomatika.errors import JobNotFound
+from avtomatika.events import Event, EventKind
+from avtomatika.models import ENDED_STATUSES, Job
+from avtomatika.reads import JobDetail, Line, Timeline
+
 from .breakpoint_data import mark_breakpoints
 from .contexts import JobContext, MomentContext, StateContext
 from .graphs import JobGraph, moment_path, path_of, version_diff

@@ -8,10 +8,11 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from ..bulk import MAX_JOBS
-from ..events import Event, EventKind
-from ..models import JobStatus
-from ..reads import JobRow
+from avtomatika.bulk import MAX_JOBS
+from avtomatika.events import Event, EventKind
+from avtomatika.models import JobStatus
+from avtomatika.reads import JobRow
+
 from .bulk_form import DEFAULT_RATE_PER_S, JOBS_LIST_ACTIONS
 from .contexts import JobsContext
 from .filters import query_of

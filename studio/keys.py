@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from ..engine import OrchestratorEngine
+from avtomatika.engine import OrchestratorEngine
+
 from .access import Session
 
 if TYPE_CHECKING:
-    from ..api.limits import Limiter
-    from ..reads import Reader
+    from avtomatika.api.limits import Limiter
+    from avtomatika.reads import Reader
+
     from .access import Access
     from .live import Broadcaster
     from .signin import SignInGuard

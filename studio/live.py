@@ -21,8 +21,9 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
-from ..engine import OrchestratorEngine
-from ..events import Event, EventKind
+from avtomatika.engine import OrchestratorEngine
+from avtomatika.events import Event, EventKind
+
 from .keys import broadcaster_key, data_key, engine_key, sse_streams_key
 from .render import render_string, user_of
 from .sse import SseEvent

@@ -14,10 +14,10 @@ from http import HTTPStatus
 from aiohttp import web
 from pydantic import ValidationError
 
-from ..api.errors import ApiError
-from ..api.limits import take_rate
-from ..bulk import BulkNotFound
-from ..errors import (
+from avtomatika.api.errors import ApiError
+from avtomatika.api.limits import take_rate
+from avtomatika.bulk import BulkNotFound
+from avtomatika.errors import (
     AvtomatikaError,
     BreakpointNotFound,
     InvalidOperation,
@@ -25,7 +25,8 @@ from ..errors import (
     UnknownBlueprint,
     WorkerNotFound,
 )
-from ..history import InvalidCursor
+from avtomatika.history import InvalidCursor
+
 from .access import csrf_ok, sent_csrf
 from .htmx import htmx, retarget
 from .keys import access_key, limiter_key, prefix_key, session_key

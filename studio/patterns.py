@@ -7,10 +7,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ..breakpoints import Breakpoint, held_wait
-from ..bulk import BulkAction, BulkKind, BulkStatus
-from ..models import Job, JobStatus, Task, TaskStatus, WorkerRecord
-from ..reads import BranchCounts, JobDetail, JobRow, Line, NavCounts, QueueDepth, Timeline, WorkerView, diff
+from avtomatika.breakpoints import Breakpoint, held_wait
+from avtomatika.bulk import BulkAction, BulkKind, BulkStatus
+from avtomatika.models import Job, JobStatus, Task, TaskStatus, WorkerRecord
+from avtomatika.reads import BranchCounts, JobDetail, JobRow, Line, NavCounts, QueueDepth, Timeline, WorkerView, diff
+
 from .bulk_form import BulkForm, Sample
 from .contexts import BlueprintStateContext, HoldPanel, PatternsContext
 from .forms import FormField, StartForm

@@ -14,8 +14,9 @@ import time
 
 from aiohttp import web
 
-from ..events import Event, EventKind
-from ..reads import Signed
+from avtomatika.events import Event, EventKind
+from avtomatika.reads import Signed
+
 from .bulk_form import DEFAULT_RATE_PER_S
 from .contexts import QuarantineContext, QuarantineCounts, TriageGroup, TriageItem
 from .keys import data_key, engine_key

@@ -17,7 +17,8 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from ..reads import NavCounts, diff
+from avtomatika.reads import NavCounts, diff
+
 from .access import CSRF_FIELD, CSRF_HEADER, Session
 from .keys import access_key, data_key, prefix_key, session_key
 from .ui import FILTERS, TONES, bar

@@ -15,11 +15,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from ..api.errors import ApiError
-from ..api.limits import check_size, job_attempt
-from ..api.requests import BadJson, decode_json
-from ..errors import InvalidOperation
-from ..reads import JobDetail
+from avtomatika.api.errors import ApiError
+from avtomatika.api.limits import check_size, job_attempt
+from avtomatika.api.requests import BadJson, decode_json
+from avtomatika.errors import InvalidOperation
+from avtomatika.reads import JobDetail
+
 from .contexts import RerunContext
 from .htmx import htmx, redirect
 from .job import load_detail

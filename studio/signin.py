@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from ..api.errors import ApiError
-from ..api.limits import Limiter, take_rate
+from avtomatika.api.errors import ApiError
+from avtomatika.api.limits import Limiter, take_rate
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from ..models import JobStatus
+from avtomatika.models import JobStatus
 
 #: The six colours of the studio; every status is shown in one of them.
 TONES = ("running", "waiting", "quarantined", "failed", "finished", "cancelled")

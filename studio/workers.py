@@ -8,7 +8,8 @@ from urllib.parse import urlparse
 
 from aiohttp import web
 
-from ..events import Event, EventKind
+from avtomatika.events import Event, EventKind
+
 from .access import OPERATOR
 from .contexts import WorkersContext
 from .keys import access_key, data_key, prefix_key, sign_in_key

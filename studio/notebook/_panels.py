@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ...blueprint import Problem
-from ...models import Job, JobStatus
+from avtomatika.blueprint import Problem
+from avtomatika.models import Job, JobStatus
+
 from . import _render
 from .preview import AGGREGATION_SHAPE, Preview
 

@@ -17,12 +17,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...blueprint import Problem, StateMachineBlueprint
-from ...graph import GraphModel, GraphvizNotFound, blueprint_svg, model_svg
-from ...models import Job
-from ...reads import Change
-from ..graphs import EdgeMark, GraphMarks, NodeMark
-from ..ui import age, compact_number, human, pretty_json, short_id, tone
+from avtomatika.blueprint import Problem, StateMachineBlueprint
+from avtomatika.graph import GraphModel, GraphvizNotFound, blueprint_svg, model_svg
+from avtomatika.models import Job
+from avtomatika.reads import Change
+from avtomatika.studio.graphs import EdgeMark, GraphMarks, NodeMark
+from avtomatika.studio.ui import age, compact_number, human, pretty_json, short_id, tone
 
 #: The studio's palette (``static/studio.css``), scoped to the widgets: one colour per status.
 STYLE = """

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...engine import OrchestratorEngine
-from ...models import WAITING_ON_TASKS, Job, JobStatus, Task, TaskStatus
+from avtomatika.engine import OrchestratorEngine
+from avtomatika.models import WAITING_ON_TASKS, Job, JobStatus, Task, TaskStatus
+
 from .errors import DebuggerError
 
 #: The worker id under which tasks are answered by hand.

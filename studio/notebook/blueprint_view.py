@@ -15,8 +15,9 @@ from typing import Any
 import ipywidgets as widgets
 from traitlets import Bool, Float, Int, Unicode
 
-from ...blueprint import StateMachineBlueprint
-from ...graph import GraphvizNotFound, blueprint_svg
+from avtomatika.blueprint import StateMachineBlueprint
+from avtomatika.graph import GraphvizNotFound, blueprint_svg
+
 from . import _render
 from ._loop import Background, running_loop
 from ._snapshot import StaticPicture

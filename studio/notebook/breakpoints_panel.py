@@ -16,9 +16,10 @@ import ipywidgets as widgets
 from pydantic import ValidationError
 from traitlets import Int
 
-from ...breakpoints import ANY_STATE, Breakpoint
-from ...engine import OrchestratorEngine
-from ...models import Job, JobStatus
+from avtomatika.breakpoints import ANY_STATE, Breakpoint
+from avtomatika.engine import OrchestratorEngine
+from avtomatika.models import Job, JobStatus
+
 from . import _render
 
 #: The actor named in events and history for what is done from the notebook.

@@ -16,9 +16,10 @@ from typing import Any
 import ipywidgets as widgets
 from traitlets import Int, Unicode
 
-from ...bulk import BulkAction, BulkKind, BulkStatus
-from ...engine import OrchestratorEngine
-from ...models import Job, JobStatus
+from avtomatika.bulk import BulkAction, BulkKind, BulkStatus
+from avtomatika.engine import OrchestratorEngine
+from avtomatika.models import Job, JobStatus
+
 from . import _render
 
 #: The actor named in events and history for what is done from the notebook.

@@ -16,13 +16,14 @@ from typing import Any
 import ipywidgets as widgets
 from traitlets import Bool, Int, Unicode
 
-from ...blueprint import Problem, StateMachineBlueprint
-from ...config import Config
-from ...engine import OrchestratorEngine
-from ...errors import AvtomatikaError
-from ...graph import GraphvizNotFound, blueprint_svg, extract
-from ...models import Task
-from ..graphs import JobPath, job_marks
+from avtomatika.blueprint import Problem, StateMachineBlueprint
+from avtomatika.config import Config
+from avtomatika.engine import OrchestratorEngine
+from avtomatika.errors import AvtomatikaError
+from avtomatika.graph import GraphvizNotFound, blueprint_svg, extract
+from avtomatika.models import Task
+from avtomatika.studio.graphs import JobPath, job_marks
+
 from . import _panels, _render
 from ._loop import Background
 from ._snapshot import StaticPicture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...errors import AvtomatikaError
+from avtomatika.errors import AvtomatikaError
 
 
 class DebuggerError(AvtomatikaError):

@@ -15,7 +15,7 @@ import anywidget
 import ipywidgets as widgets
 from traitlets import Bool, Float, List, Unicode
 
-from ..render import STATIC_DIR
+from avtomatika.studio.render import STATIC_DIR
 
 _HERE = Path(STATIC_DIR) / "notebook"
 

@@ -14,10 +14,11 @@ from typing import Any
 import ipywidgets as widgets
 from traitlets import Int, Unicode
 
-from ...engine import OrchestratorEngine
-from ...reads import JobDetail, Moment
-from ..graphs import JobGraph, moment_path
-from ..render import partials
+from avtomatika.engine import OrchestratorEngine
+from avtomatika.reads import JobDetail, Moment
+from avtomatika.studio.graphs import JobGraph, moment_path
+from avtomatika.studio.render import partials
+
 from . import _render
 from ._loop import Background
 from ._snapshot import StaticPicture

@@ -22,13 +22,14 @@ from typing import Any
 import ipywidgets as widgets
 from traitlets import Bool, Int, Unicode
 
-from ...engine import OrchestratorEngine
-from ...events import Event
-from ...graph import GraphvizNotFound, blueprint_svg, extract
-from ...models import TERMINAL_STATUSES, Job, JobStatus
-from ...operations import RETRYABLE
-from ..app import STUDIO_PREFIX
-from ..blueprints import LiveCounts
+from avtomatika.engine import OrchestratorEngine
+from avtomatika.events import Event
+from avtomatika.graph import GraphvizNotFound, blueprint_svg, extract
+from avtomatika.models import TERMINAL_STATUSES, Job, JobStatus
+from avtomatika.operations import RETRYABLE
+from avtomatika.studio.app import STUDIO_PREFIX
+from avtomatika.studio.blueprints import LiveCounts
+
 from . import _render
 from ._loop import Background
 from ._snapshot import StaticPicture

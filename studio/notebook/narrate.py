@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ...events import Event, EventKind
-from ...models import RUNNABLE_STATUSES, WAITING_ON_TASKS, Job, JobStatus, Task
-from ...storage import Commit
+from avtomatika.events import Event, EventKind
+from avtomatika.models import RUNNABLE_STATUSES, WAITING_ON_TASKS, Job, JobStatus, Task
+from avtomatika.storage import Commit
+
 from ._render import short
 
 

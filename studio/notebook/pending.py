@@ -14,7 +14,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ...models import Job, Task
+from avtomatika.models import Job, Task
+
 from . import _render
 
 ERROR_CODES = ("", "TRANSIENT_ERROR", "PERMANENT_ERROR", "INVALID_INPUT_ERROR")

@@ -17,10 +17,11 @@ import ipywidgets as widgets
 from pydantic import ValidationError
 from traitlets import Unicode
 
-from ...engine import OrchestratorEngine
-from ...errors import AvtomatikaError, InvalidOperation
-from ...models import Job, JobStatus
-from ...rerun import RerunOrigin
+from avtomatika.engine import OrchestratorEngine
+from avtomatika.errors import AvtomatikaError, InvalidOperation
+from avtomatika.models import Job, JobStatus
+from avtomatika.rerun import RerunOrigin
+
 from . import _render
 from .breakpoints_panel import ACTOR, ContextRefused, Spawn, parse_context
 

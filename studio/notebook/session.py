@@ -20,16 +20,17 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ...blueprint import StateMachineBlueprint
-from ...config import Config
-from ...engine import OrchestratorEngine
-from ...errors import VersionConflict
-from ...events import Event, EventKind
-from ...models import RUNNABLE_STATUSES, Job, JobStatus, Task, TaskStatus
-from ...outcomes import event, stop_on_workers
-from ...reads import Transition, diff
-from ...storage import Commit, MemoryStorage
-from ...timers import TimerKind
+from avtomatika.blueprint import StateMachineBlueprint
+from avtomatika.config import Config
+from avtomatika.engine import OrchestratorEngine
+from avtomatika.errors import VersionConflict
+from avtomatika.events import Event, EventKind
+from avtomatika.models import RUNNABLE_STATUSES, Job, JobStatus, Task, TaskStatus
+from avtomatika.outcomes import event, stop_on_workers
+from avtomatika.reads import Transition, diff
+from avtomatika.storage import Commit, MemoryStorage
+from avtomatika.timers import TimerKind
+
 from ._render import short
 from .answers import HandAnswers, result_of
 from .errors import DebuggerError

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...models import Job, JobStatus
-from ...reads import Change, Transition
+from avtomatika.models import Job, JobStatus
+from avtomatika.reads import Change, Transition
 
 #: Statuses in which a job document alone is the whole job: restoring it needs no task nor child job.
 SELF_CONTAINED = frozenset(
