@@ -517,6 +517,38 @@ class HistoryContract:
         assert await ids(id_prefix="zzz") == []
         assert await ids(id_prefix="job-00", blueprint="b", status="pending", created_before=T0 + 3) == ["job-0003"]
 
+    async def test_list_searches_errors_and_input_fields(self, history: HistoryStorage) -> None:
+        inputs = {
+            "j1": {"customer": "acme", "size": {"n": 2}, "rush": True, "tags": ["a"]},
+            "j2": {"customer": "globex", "size": {"n": 20}, "rush": False},
+            "j3": {"customer": "acme", "size": {"n": "2"}, "odd.key": "x"},
+        }
+        errors = {"j1": "PERMANENT_ERROR: File 100% Corrupt", "j2": "TRANSIENT_ERROR: timeout_1", "j3": None}
+        for n, (job_id, data) in enumerate(inputs.items()):
+            job = JobScript(job_id, at=T0 + n).created(data).step()
+            if errors[job_id]:
+                job.end(EventKind.JOB_FAILED, "failed", errors[job_id])
+            await history.record(job.events)
+
+        async def ids(**where: Any) -> list[str]:
+            return sorted(j.id for j in (await history.list_jobs(HistoryFilter(**where), limit=100)).jobs)
+
+        assert await ids(data=(("customer", "acme"),)) == ["j1", "j3"]
+        assert await ids(data=(("size.n", "2"),)) == ["j1", "j3"], "a number as JSON, a string as it is"
+        assert await ids(data=(("customer", "acme"), ("size.n", "2"), ("rush", "true"))) == ["j1"]
+        assert await ids(data=(("rush", "false"),)) == ["j2"]
+        assert await ids(data=(("tags", '["a"]'),)) == ["j1"]
+        assert await ids(data=(("customer", '"acme"'),)) == []
+        assert await ids(data=(("nowhere", "x"),)) == []
+        assert await ids(data=(("size", "2"),)) == []
+        assert await ids(error="corrupt") == ["j1"], "any case"
+        assert await ids(error="100%") == ["j1"], "% is a character, not a wildcard"
+        assert await ids(error="0% c") == ["j1"]
+        assert await ids(error="_1") == ["j2"], "_ too"
+        assert await ids(error="t_1") == ["j2"]
+        assert await ids(error="tx1") == []
+        assert await ids(error="corrupt", data=(("customer", "globex"),)) == []
+
     async def test_filters_and_cursor_together(self, history: HistoryStorage) -> None:
         await history.record(many_jobs(40))
         where = HistoryFilter(blueprint="a")

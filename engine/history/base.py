@@ -144,6 +144,9 @@ class HistoryFilter:
         created_before: Created before this time (UNIX seconds).
         id_prefix: The job id starts with this (search by id).
         client: The client that created the job.
+        error: Text its error message contains (case ignored, ASCII letters).
+        data: Fields of its ``initial_data`` (dotted paths) and the value each must have: a string as it
+            is, anything else as JSON (``5``, ``true``, ``null``).
     """
 
     blueprint: str | None = None
@@ -153,6 +156,8 @@ class HistoryFilter:
     created_before: float | None = None
     id_prefix: str | None = None
     client: str | None = None
+    error: str | None = None
+    data: tuple[tuple[str, str], ...] = ()
 
     @property
     def statuses(self) -> tuple[str, ...]:

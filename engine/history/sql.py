@@ -66,12 +66,46 @@ def list_jobs_query(where: HistoryFilter, cursor: Cursor | None, limit: int, p: 
             conditions.append(f"id >= {p(where.id_prefix)}")
         else:
             conditions.append(f"id >= {p(bounds[0])} AND id < {p(bounds[1])}")
+    conditions += _search_conditions(where, p)
     if cursor is not None:
         conditions.append(f"(created_at, id) < ({p(float(cursor.created_at))}, {p(cursor.id)})")
     sql = f"SELECT {JOB_SELECT} FROM jobs"
     if conditions:
         sql += " WHERE " + " AND ".join(conditions)
     return sql + f" ORDER BY created_at DESC, id DESC LIMIT {p(limit)}"
+
+
+def _search_conditions(where: HistoryFilter, p: Params) -> list[str]:
+    """The conditions of a search in what jobs hold: their error message, fields of their input."""
+    conditions = [_data_condition(path, value, p) for path, value in where.data]
+    if where.error:
+        conditions.append(f"LOWER(error) LIKE {p('%' + like_escaped(where.error.lower()) + '%')} ESCAPE '\\'")
+    return conditions
+
+
+def like_escaped(text: str) -> str:
+    """``text`` matched literally inside a LIKE pattern (``ESCAPE '\\'``)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _data_condition(path: str, value: str, p: Params) -> str:
+    """The job's ``initial_data`` (on its ``job_created`` line) has ``value`` at the dotted ``path``."""
+    keys = ["initial_data", *path.split(".")]
+    if p.style == "qmark":  # SQLite: a JSON path with quoted keys; ->> gives a string as it is, -> JSON
+        json_path = "$" + "".join('."' + key.replace('"', '""') + '"' for key in keys)
+        found = (
+            f"CASE json_type(e.data, {p(json_path)}) WHEN 'text' THEN e.data ->> {p(json_path)} "
+            f"ELSE e.data -> {p(json_path)} END"
+        )
+    else:  # PostgreSQL: a text[] path; #>> gives a string as it is, #> (as text) JSON
+        key_path = p(keys)
+        found = (
+            f"CASE jsonb_typeof(e.data #> {key_path}::text[]) WHEN 'string' THEN e.data #>> {key_path}::text[] "
+            f"ELSE (e.data #> {key_path}::text[])::text END"
+        )
+    return (
+        f"EXISTS (SELECT 1 FROM events e WHERE e.job_id = jobs.id AND e.kind = 'job_created' AND {found} = {p(value)})"
+    )
 
 
 def timeline_query(job_id: str, after_seq: int, limit: int | None, p: Params) -> str:

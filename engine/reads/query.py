@@ -55,12 +55,6 @@ class JobQuery:
     #: Text the job's error message contains (any case).
     error: str | None = None
 
-    @property
-    def live_only(self) -> bool:
-        """Whether the query needs what only live jobs carry (``initial_data``; errors are searched there
-        too): such a list is read from live storage, not history."""
-        return bool(self.data) or bool(self.error)
-
     def matches_job(self, job: Job) -> bool:
         """Whether a live job passes every filter, ``data`` included."""
         return self.matches(JobRow.of(job)) and all(_field_is(job.initial_data, p, v) for p, v in self.data)
@@ -87,6 +81,8 @@ class JobQuery:
             created_before=self.created_before,
             id_prefix=self.id_prefix,
             client=self.client,
+            error=self.error,
+            data=self.data,
         )
 
 

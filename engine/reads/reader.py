@@ -38,6 +38,8 @@ WORKER_TASKS_SCAN = 1000
 #: Fan-out jobs, and their tasks, read per blueprint to count branches on its graph.
 FANOUT_SCAN_JOBS = 200
 FANOUT_SCAN_TASKS = 5000
+#: Job ids read from history per query when a filter selects jobs for a bulk action.
+HISTORY_ID_PAGE = 1000
 #: Quarantined jobs read at most to group them by error signature (what one bulk action takes).
 MAX_QUARANTINE_INDEX = 10_000
 #: Counts of ended jobs per state (from history) are read again after this long at most.
@@ -172,7 +174,7 @@ class Reader:
         """A keyset page, newest first: from history (every job seen), else a scan of live storage."""
         after = Cursor.decode(cursor) if isinstance(cursor, str) else cursor
         history = self.engine.history
-        if history is None or query.live_only:
+        if history is None:
             return await self._scan(query, limit, after)
         pending = await self.history_lag() if wait else 0
         page = await history.list_jobs(query.history_filter(), limit, after)
@@ -212,8 +214,21 @@ class Reader:
         return JobPage(rows, following, source="engine")
 
     async def job_ids(self, query: JobQuery, limit: int) -> list[str]:
-        """Ids of the live jobs matching ``query`` (what a bulk action may act on), newest first; at most
-        ``limit`` + 1, so a caller can tell "more than ``limit``" apart."""
+        """Ids of the jobs matching ``query`` (what a bulk action may act on: a rerun, jobs live storage no
+        longer keeps too), newest first, from history (else live storage); at most ``limit`` + 1, so a
+        caller can tell "more than ``limit``" apart."""
+        history = self.engine.history
+        if history is not None:
+            await self.history_lag()
+            ids: list[str] = []
+            cursor: Cursor | None = None
+            while len(ids) <= limit:
+                page = await history.list_jobs(query.history_filter(), min(HISTORY_ID_PAGE, limit + 1), cursor)
+                ids += [row.id for row in page.jobs]
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+            return ids[: limit + 1]
         found: list[tuple[float, str]] = []
         async for batch in self._live(query):
             found += [(job.created_at, job.id) for job in batch if query.matches_job(job)]
