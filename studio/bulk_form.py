@@ -147,7 +147,11 @@ def _options(request: web.Request, form: BulkForm, posted: MultiMapping[Any]) ->
 async def _selected(request: web.Request, form: BulkForm, posted: MultiMapping[Any]) -> None:
     """The jobs named, or those matching the posted filter (at most MAX_JOBS, else an error)."""
     if posted.get("select") == "filter":
-        query, _ = query_of(request, time.time(), posted)
+        try:
+            query, _ = query_of(request, time.time(), posted)
+        except StudioError as exc:
+            form.errors["select"] = exc.message
+            return
         form.job_ids = await request.app[data_key].job_ids(query, MAX_JOBS)
         if len(form.job_ids) > MAX_JOBS:
             form.errors["select"] = (

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from avtomatika.reads import JobQuery, parse_time
 
+from .middleware import StudioError
 from .render import user_of
 
 #: The "last ..." choices of the time filter, in seconds.
@@ -15,19 +16,25 @@ RANGES_S = {"15m": 900, "1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
 FILTER_NAMES = ("blueprint", "status", "state", "q", "last", "from", "to", "data", "error")
 
 
-def _time(text: str) -> float | None:
-    """A filter's time (``datetime-local``, taken as UTC, or UNIX seconds); a value that is neither is ignored."""
+def _time(name: str, text: str) -> float | None:
+    """A filter's time (``datetime-local``, taken as UTC, or UNIX seconds); StudioError for anything else."""
     try:
         return parse_time(text)
     except ValueError:
-        return None
+        raise StudioError(400, "Invalid filter", f"{name}: {text!r} is not a date and time.") from None
 
 
 def data_filter(text: str) -> tuple[tuple[str, str], ...]:
-    """The ``initial_data`` field asked for as ``customer=acme`` (``size.n=2`` for a nested one); none
-    without ``=``."""
+    """The ``initial_data`` field asked for as ``customer=acme`` (``size.n=2`` for a nested one).
+
+    A filter that does not say which field is refused (StudioError), not left out: "all matching"
+    would then take every job."""
+    if not text:
+        return ()
     path, found, value = text.partition("=")
-    return ((path.strip(), value.strip()),) if found and path.strip() else ()
+    if not found or not path.strip():
+        raise StudioError(400, "Invalid filter", f"Input field: write it as name=value (customer=acme), not {text!r}.")
+    return ((path.strip(), value.strip()),)
 
 
 def query_of(
@@ -37,7 +44,7 @@ def query_of(
     refill the form."""
     values = request.query if values is None else values
     raw = {name: str(values.get(name, "")).strip() for name in FILTER_NAMES}
-    after = _time(raw["from"])
+    after = _time("From", raw["from"])
     if raw["last"] in RANGES_S:
         after = max(after or 0.0, now_s - RANGES_S[raw["last"]])
     query = JobQuery(
@@ -46,7 +53,7 @@ def query_of(
         state=raw["state"] or None,
         id_prefix=raw["q"] or None,
         created_after=after,
-        created_before=_time(raw["to"]),
+        created_before=_time("To", raw["to"]),
         client=user_of(request).scope,
         data=data_filter(raw["data"]),
         error=raw["error"] or None,

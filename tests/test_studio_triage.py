@@ -296,3 +296,23 @@ async def test_jobs_from_the_list_are_rerun_as_new_jobs_by_an_operator_only(aioh
         refused = await post(acme, "/studio/bulk/review", {"action": "rerun", "job_id": mine.id}, client_token)
         assert refused.status == 422
         assert "A rerun in bulk is for operators" in await refused.text()
+
+
+async def test_a_filter_that_cannot_be_read_is_refused_not_left_out(aiohttp_client) -> None:
+    """Left out, "all matching this filter" would take every job."""
+    async with studio_engine() as engine:
+        await quarantine(engine, 2)
+        client = await aiohttp_client(studio_app(engine))
+        page = await client.get("/studio/jobs?data=customer")
+        assert page.status == 400
+        assert "Input field: write it as name=value" in await page.text()
+        bad_time = await client.get("/studio/jobs?from=yesterday", headers={"Accept": "application/json"})
+        assert bad_time.status == 400
+        assert "'yesterday' is not a date and time" in (await bad_time.json())["error"]
+        token = await csrf_of(client, "/studio/jobs")
+        review = await post(
+            client, "/studio/bulk/review", {"action": "cancel", "select": "filter", "data": "customer"}, token
+        )
+        assert review.status == 422
+        assert 'data-error-field="select"' in await review.text()
+        assert all(job.status == "quarantined" for job in await engine.list_jobs())
