@@ -91,7 +91,7 @@ async def _quarantined(engine: OrchestratorEngine, worker: FakeWorker, count: in
 
 async def _bulk_done(monitor: EngineMonitor) -> None:
     await monitor.settled()  # the panel follows the action until it ends
-    assert monitor.bulk.bulk_status == "finished", text_of(monitor.bulk.status.value)
+    assert monitor.bulk.bulk_status == "finished", text_of(monitor.bulk.message.value)
 
 
 async def test_selected_quarantined_jobs_are_released_failed_and_retried_in_bulk_at_a_rate() -> None:
@@ -146,7 +146,7 @@ async def test_selected_quarantined_jobs_are_released_failed_and_retried_in_bulk
             await _bulk_done(monitor)
             task = await worker.take()
             assert task.job_id == ids[7]
-            assert "retry of 1 job(s) at 20/s: finished · 1 handled · 1 done" in text_of(bulk.status.value)
+            assert "retry of 1 job(s) at 20/s: finished · 1 handled · 1 done" in text_of(bulk.message.value)
 
             await worker.answer(task, failure("PERMANENT_ERROR", "still bad"))  # quarantined again
             await wait_for_status(engine, ids[7], "quarantined")
@@ -155,7 +155,7 @@ async def test_selected_quarantined_jobs_are_released_failed_and_retried_in_bulk
             bulk.kind.value = "release"
             bulk.params.value = "[1, 2]"
             await press(monitor, bulk.start_button)
-            assert "params must be a JSON object" in text_of(bulk.status.value)
+            assert "params must be a JSON object" in text_of(bulk.message.value)
             assert (await engine.get_job(ids[7])).status == "quarantined"
         finally:
             monitor.close()

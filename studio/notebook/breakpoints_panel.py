@@ -9,7 +9,6 @@ cell (or a test) drives the panel without a browser.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import ipywidgets as widgets
@@ -21,13 +20,10 @@ from avtomatika.engine import OrchestratorEngine
 from avtomatika.models import Job, JobStatus
 
 from . import _render
+from ._panel import ACTOR, MonitorPanel, Redraw, Spawn
 
-#: The actor named in events and history for what is done from the notebook.
-ACTOR = "notebook"
 #: Held jobs listed at most (the oldest first).
 HELD_SHOWN = 200
-
-Spawn = Callable[[Coroutine[Any, Any, Any], str], Any]
 
 
 class ContextRefused(ValueError):
@@ -52,7 +48,7 @@ def parse_context(field: str, text: str) -> dict[str, Any] | None:
     return value
 
 
-class BreakpointsPanel(widgets.VBox):
+class BreakpointsPanel(MonitorPanel):
     """Breakpoints on one blueprint (the monitor's) and the jobs they hold.
 
     Args:
@@ -64,22 +60,14 @@ class BreakpointsPanel(widgets.VBox):
     breakpoint_count = Int(0, help="Breakpoints on the blueprint shown.").tag(sync=True)
     held_count = Int(0, help="Jobs of the blueprint held at a breakpoint.").tag(sync=True)
 
-    def __init__(
-        self,
-        engine: OrchestratorEngine,
-        spawn: Spawn,
-        on_change: Callable[[], Coroutine[Any, Any, None]],
-        **kwargs: Any,
-    ) -> None:
-        self.engine = engine
-        self._spawn = spawn
-        self._on_change = on_change
+    def __init__(self, engine: OrchestratorEngine, spawn: Spawn, on_change: Redraw, **kwargs: Any) -> None:
+        super().__init__(engine, spawn, on_change, **kwargs)
         self.blueprint = ""
         self.breakpoints: list[Breakpoint] = []
         self.held: list[Job] = []
         self._quiet = False
         self._build()
-        super().__init__(children=self._layout(), **kwargs)
+        self.children = self._layout()
         self.add_class("avtomatika-breakpoints")
 
     def __repr__(self) -> str:
@@ -96,7 +84,6 @@ class BreakpointsPanel(widgets.VBox):
         self.state_history = widgets.Textarea(description="state_history", layout={"width": "40em", "height": "7em"})
         self.continue_button = widgets.Button(description="Continue", icon="play", button_style="primary")
         self.step_button = widgets.Button(description="Step (one state)", icon="step-forward")
-        self.message = widgets.HTML()
         self.break_button.on_click(lambda _: self._spawn(self.set_breakpoint(self.state_choice.value), "break"))
         self.remove_button.on_click(lambda _: self._on_breakpoint())
         self.continue_button.on_click(lambda _: self._on_held(step=False))
@@ -190,11 +177,11 @@ class BreakpointsPanel(widgets.VBox):
 
     # -- helpers --------------------------------------------------------------------------------
     async def _changed(self, text: str) -> None:
-        self.message.value = _render.page(f"<p class='muted'>{_render.esc(text)}</p>")
+        self._say(text)
         await self._on_change()
 
     def _error(self, text: str) -> None:
-        self.message.value = _render.page(f"<p class='error'>{_render.esc(text)}</p>")
+        self._say(text, error=True)
 
     def _on_breakpoint(self) -> None:
         if self.remove_choice.value:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import ipywidgets as widgets
@@ -21,9 +20,8 @@ from avtomatika.engine import OrchestratorEngine
 from avtomatika.models import Job, JobStatus
 
 from . import _render
+from ._panel import ACTOR, MonitorPanel, Redraw, Spawn
 
-#: The actor named in events and history for what is done from the notebook.
-ACTOR = "notebook"
 #: What the panel does to quarantined jobs.
 KINDS = (BulkKind.RELEASE, BulkKind.RETRY, BulkKind.FAIL)
 #: Quarantined jobs listed at most (the newest first).
@@ -31,10 +29,8 @@ LISTED = 500
 #: The rate offered first, in jobs per second.
 DEFAULT_RATE = 10.0
 
-Spawn = Callable[[Coroutine[Any, Any, Any], str], Any]
 
-
-class BulkPanel(widgets.VBox):
+class BulkPanel(MonitorPanel):
     """Quarantined jobs of one blueprint (the monitor's), selected and acted on in bulk.
 
     Args:
@@ -50,22 +46,14 @@ class BulkPanel(widgets.VBox):
     total = Int(0, help="Jobs it names.").tag(sync=True)
 
     def __init__(
-        self,
-        engine: OrchestratorEngine,
-        spawn: Spawn,
-        on_change: Callable[[], Coroutine[Any, Any, None]],
-        *,
-        poll_s: float = 0.2,
-        **kwargs: Any,
+        self, engine: OrchestratorEngine, spawn: Spawn, on_change: Redraw, *, poll_s: float = 0.2, **kwargs: Any
     ) -> None:
-        self.engine = engine
-        self._spawn = spawn
-        self._on_change = on_change
+        super().__init__(engine, spawn, on_change, **kwargs)
         self.poll_s = poll_s
         self.quarantined: list[Job] = []
         self.action: BulkAction | None = None
         self._build()
-        super().__init__(children=self._layout(), **kwargs)
+        self.children = self._layout()
         self.add_class("avtomatika-bulk")
 
     def __repr__(self) -> str:
@@ -82,7 +70,6 @@ class BulkPanel(widgets.VBox):
         self.start_button = widgets.Button(description="Apply to selected", icon="forward", button_style="warning")
         self.cancel_button = widgets.Button(description="Cancel bulk", icon="stop", disabled=True)
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="progress")
-        self.status = widgets.HTML()
         self.select_all.on_click(lambda _: setattr(self.jobs, "value", tuple(j.id for j in self.quarantined)))
         self.start_button.on_click(lambda _: self._spawn(self.start_from_form(), "bulk"))
         self.cancel_button.on_click(lambda _: self._spawn(self.cancel(), "bulk-cancel"))
@@ -97,7 +84,7 @@ class BulkPanel(widgets.VBox):
             widgets.HBox([self.params, widgets.VBox([self.from_state, self.reason])]),
             widgets.HBox([self.start_button, self.cancel_button]),
             self.progress,
-            self.status,
+            self.message,
         ]
 
     # -- actions --------------------------------------------------------------------------------
@@ -177,9 +164,6 @@ class BulkPanel(widgets.VBox):
             f"{action.kind} of {action.total} job(s) at {action.rate_per_s:g}/s: {action.status} · "
             f"{action.handled} handled · {action.done} done{skipped}{first}"
         )
-
-    def _say(self, text: str, *, error: bool = False) -> None:
-        self.status.value = _render.page(f"<p class='{'error' if error else 'muted'}'>{_render.esc(text)}</p>")
 
     def _label_start(self) -> None:
         count = len(self.jobs.value)

@@ -32,14 +32,13 @@ from avtomatika.studio.blueprints import LiveCounts
 
 from . import _render
 from ._loop import Background
+from ._panel import ACTOR
 from ._snapshot import StaticPicture
 from .breakpoints_panel import BreakpointsPanel
 from .bulk_panel import BulkPanel
 from .errors import DebuggerError
 from .rerun_panel import RerunPanel
 
-#: The actor named in events and history for what is done from the monitor.
-ACTOR = "notebook"
 #: Statuses of jobs that are over: not counted on the graph, nor as live.
 OVER = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED})
 #: How often the monitor checks whether the engine was started or stopped, in seconds.

@@ -10,7 +10,6 @@ method, so a cell (or a test) drives the panel without a browser.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import ipywidgets as widgets
@@ -23,7 +22,8 @@ from avtomatika.models import Job, JobStatus
 from avtomatika.rerun import RerunOrigin
 
 from . import _render
-from .breakpoints_panel import ACTOR, ContextRefused, Spawn, parse_context
+from ._panel import ACTOR, MonitorPanel, Redraw, Spawn
+from .breakpoints_panel import ContextRefused, parse_context
 
 #: Statuses of the jobs offered for a rerun (a job in flight is not rerun).
 RERUNNABLE = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUARANTINED)
@@ -31,7 +31,7 @@ RERUNNABLE = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED, JobStat
 JOBS_SHOWN = 50
 
 
-class RerunPanel(widgets.VBox):
+class RerunPanel(MonitorPanel):
     """Rerun ended jobs of one blueprint (the monitor's) from a state, their data edited.
 
     Args:
@@ -42,21 +42,13 @@ class RerunPanel(widgets.VBox):
 
     last_rerun = Unicode("", help="The id of the job the last rerun started.").tag(sync=True)
 
-    def __init__(
-        self,
-        engine: OrchestratorEngine,
-        spawn: Spawn,
-        on_change: Callable[[], Coroutine[Any, Any, None]],
-        **kwargs: Any,
-    ) -> None:
-        self.engine = engine
-        self._spawn = spawn
-        self._on_change = on_change
+    def __init__(self, engine: OrchestratorEngine, spawn: Spawn, on_change: Redraw, **kwargs: Any) -> None:
+        super().__init__(engine, spawn, on_change, **kwargs)
         self.blueprint = ""
         self.origin: RerunOrigin | None = None
         self._quiet = False
         self._build()
-        super().__init__(children=self._layout(), **kwargs)
+        self.children = self._layout()
         self.add_class("avtomatika-rerun")
 
     def __repr__(self) -> str:
@@ -69,7 +61,6 @@ class RerunPanel(widgets.VBox):
         self.initial_data = widgets.Textarea(description="initial_data", layout={"width": "40em", "height": "7em"})
         self.state_history = widgets.Textarea(description="state_history", layout={"width": "40em", "height": "7em"})
         self.rerun_button = widgets.Button(description="Rerun", icon="repeat", button_style="primary")
-        self.message = widgets.HTML()
         for choice in (self.job_choice, self.state_choice):
             choice.observe(lambda _: None if self._quiet else self._spawn(self.load(), "load"), names="value")
         self.rerun_button.on_click(lambda _: self._spawn(self.rerun_from_editors(), "rerun"))
@@ -124,10 +115,7 @@ class RerunPanel(widgets.VBox):
             job_id, state, initial_data=initial_data, state_history=state_history, actor=ACTOR
         )
         self.last_rerun = job.id
-        self._say(
-            f"<p class='muted'>Started job <code>{job.id[:8]}</code> at {_render.esc(job.state)}, "
-            f"a rerun of <code>{job_id[:8]}</code>.</p>"
-        )
+        self._say(f"Started job {job.id[:8]} at {job.state}, a rerun of {job_id[:8]}.")
         await self._on_change()
         return job
 
@@ -135,18 +123,18 @@ class RerunPanel(widgets.VBox):
         """Rerun the chosen job from the chosen state with the editors' data; a refusal is shown, not raised."""
         origin = self.origin
         if origin is None:
-            self._say("<p class='error'>choose an ended job and a state first</p>")
+            self._say("choose an ended job and a state first", error=True)
             return None
         try:
             initial_data = parse_context("initial_data", self.initial_data.value)
             state_history = parse_context("state_history", self.state_history.value)
             return await self.rerun(origin.job_id, origin.state, initial_data=initial_data, state_history=state_history)
         except ContextRefused as exc:
-            self._say(f"<p class='error'>{_render.esc(str(exc))}</p>")
+            self._say(str(exc), error=True)
         except ValidationError as exc:  # the blueprint's input_model refused the edited initial_data
-            self._say(f"<p class='error'>initial_data: {_render.esc(exc.errors(include_url=False)[0]['msg'])}</p>")
+            self._say(f"initial_data: {exc.errors(include_url=False)[0]['msg']}", error=True)
         except InvalidOperation as exc:
-            self._say(f"<p class='error'>{_render.esc(exc.reason)}</p>")
+            self._say(exc.reason, error=True)
         return None
 
     async def refresh(self, blueprint: str, states: list[str]) -> None:
@@ -179,9 +167,6 @@ class RerunPanel(widgets.VBox):
         self.initial_data.value, self.state_history.value = initial_data, state_history
         self.source.value = _render.page(source)
         self.rerun_button.disabled = self.origin is None
-
-    def _say(self, html: str) -> None:
-        self.message.value = _render.page(html)
 
 
 def _reason(exc: AvtomatikaError) -> str:
