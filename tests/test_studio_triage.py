@@ -4,6 +4,7 @@ errors by field, bulk actions started, followed and cancelled, selections from t
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientResponse
@@ -32,6 +33,12 @@ async def quarantine(engine: OrchestratorEngine, n: int, codes: tuple[str, ...] 
             await wait_for_status(engine, job.id, "quarantined")
             ids.append(job.id)
     return ids
+
+
+def signed_settings(tmp_path: Path) -> dict[str, str]:
+    """A studio with an operator token (``op-secret``) and the clients of CLIENTS_TOML (acme...)."""
+    (tmp_path / "clients.toml").write_text(CLIENTS_TOML)
+    return {"CLIENTS_CONFIG_PATH": str(tmp_path / "clients.toml"), "STUDIO_TOKEN": "op-secret"}
 
 
 async def post(client: TestClient, path: str, data: dict[str, Any], token: str) -> ClientResponse:
@@ -213,9 +220,7 @@ async def test_the_jobs_list_filters_on_input_and_error_and_selects_by_filter(ai
 
 
 async def test_a_client_session_bulk_acts_on_and_sees_its_own(aiohttp_client, tmp_path) -> None:
-    (tmp_path / "clients.toml").write_text(CLIENTS_TOML)
-    settings = {"CLIENTS_CONFIG_PATH": str(tmp_path / "clients.toml"), "STUDIO_TOKEN": "op-secret"}
-    async with studio_engine(**settings) as engine:
+    async with studio_engine(**signed_settings(tmp_path)) as engine:
         theirs = await quarantine(engine, 1)
         operator = await aiohttp_client(studio_app(engine))
         await sign_in(operator, "op-secret", "olga")
@@ -269,9 +274,7 @@ async def test_a_group_larger_than_the_table_is_counted_and_taken_whole(aiohttp_
 
 
 async def test_jobs_from_the_list_are_rerun_as_new_jobs_by_an_operator_only(aiohttp_client, tmp_path) -> None:
-    (tmp_path / "clients.toml").write_text(CLIENTS_TOML)
-    settings = {"CLIENTS_CONFIG_PATH": str(tmp_path / "clients.toml"), "STUDIO_TOKEN": "op-secret"}
-    async with studio_engine(**settings) as engine:
+    async with studio_engine(**signed_settings(tmp_path)) as engine:
         ids = await quarantine(engine, 2)
         operator = await aiohttp_client(studio_app(engine))
         await sign_in(operator, "op-secret", "olga")
