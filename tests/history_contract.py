@@ -26,7 +26,7 @@ from avtomatika.history import (
     HistoryStorage,
     HistoryWriter,
     InvalidCursor,
-    JobRow,
+    JobRecord,
 )
 from avtomatika.history import records as records_module
 from avtomatika.history.base import FeedMoved, FeedStep
@@ -249,7 +249,7 @@ class HistoryContract:
         job = JobScript("j1").created({"video": "cat.mp4", "n": [1, 2]}, client="acme")
         assert await history.record(job.events) == 1
         row = await history.get_job("j1")
-        assert row == JobRow(
+        assert row == JobRecord(
             id="j1",
             blueprint="video",
             blueprint_version="v1",
@@ -447,14 +447,14 @@ class HistoryContract:
         self, history: HistoryStorage, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         await history.record(JobScript("ok").created().events)
-        real = records_module.JobRow.as_tuple
+        real = records_module.JobRecord.as_tuple
 
-        def explode(row: JobRow) -> tuple[Any, ...]:
+        def explode(row: JobRecord) -> tuple[Any, ...]:
             if row.id == "bad":
                 raise RuntimeError("boom")
             return real(row)
 
-        monkeypatch.setattr(records_module.JobRow, "as_tuple", explode)
+        monkeypatch.setattr(records_module.JobRecord, "as_tuple", explode)
         batch = [*JobScript("ok", at=T0 + 10).created().events, *JobScript("bad").created().events]
         with pytest.raises(RuntimeError, match="boom"):
             await history.record(batch)
@@ -474,7 +474,7 @@ class HistoryContract:
 
     async def test_list_pages_cover_every_job_once_newest_first(self, history: HistoryStorage) -> None:
         await history.record(many_jobs(25))
-        seen: list[JobRow] = []
+        seen: list[JobRecord] = []
         cursor: Cursor | str | None = None
         pages = 0
         while True:

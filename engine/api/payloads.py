@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, TypeGuard
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from ..bulk import MAX_JOBS, MAX_RATE
-from ..history.records import JobRow
+from ..history.records import JobRecord
 from ..models import Job, JobStatus, Task, TaskStatus, WorkerRecord
 
 #: Field names of secrets a worker may send (its token...), never stored nor shown; also as a
@@ -534,7 +534,7 @@ def job_view(job: Job, tasks: list[Task], task_count: int | None = None) -> dict
     return view
 
 
-def job_summary(job: Job | JobRow) -> dict[str, Any]:
+def job_summary(job: Job | JobRecord) -> dict[str, Any]:
     """A job in a list (:class:`JobSummary`): a live job, or a history row (same field names)."""
     return {
         "id": job.id,

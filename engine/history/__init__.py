@@ -20,7 +20,7 @@ from .base import (
 )
 from .factory import create_history, open_history, parse_history_uri
 from .postgres import PostgresHistory
-from .records import STATE_LEFT, EventRecord, JobRow
+from .records import STATE_LEFT, EventRecord, JobRecord
 from .retention import retention_loop
 from .sqlite import SQLiteHistory
 from .writer import DEFAULT_KINDS, HistoryWriter
@@ -38,7 +38,7 @@ __all__ = [
     "InvalidCursor",
     "InvalidHistoryURI",
     "JobPage",
-    "JobRow",
+    "JobRecord",
     "PostgresHistory",
     "SQLiteHistory",
     "TaskOutcome",

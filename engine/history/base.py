@@ -20,7 +20,7 @@ from typing import Any, Self
 from ..errors import AvtomatikaError, ConfigError
 from ..events import Event
 from ..feed import dump_json
-from .records import EventRecord, JobRow, load_json
+from .records import EventRecord, JobRecord, load_json
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class HistoryFilter:
 class JobPage:
     """One page of jobs, newest first; ``next_cursor`` is None on the last page."""
 
-    jobs: list[JobRow]
+    jobs: list[JobRecord]
     next_cursor: Cursor | None = None
 
 
@@ -296,7 +296,7 @@ class HistoryStorage(ABC):
         """The job's timeline in order; ``after_seq`` skips what a caller has already shown."""
 
     @abstractmethod
-    async def get_job(self, job_id: str) -> JobRow | None:
+    async def get_job(self, job_id: str) -> JobRecord | None:
         """The job's row, or None when history never saw it (or purged it)."""
 
     @abstractmethod
@@ -399,7 +399,7 @@ def counts_from(rows: Iterable[tuple[str, str, int]]) -> HistoryCounts:
     return HistoryCounts(sum(by_status.values()), by_status, by_state, pairs)
 
 
-def page_of(jobs: list[JobRow], limit: int) -> JobPage:
+def page_of(jobs: list[JobRecord], limit: int) -> JobPage:
     """A page of ``limit`` jobs from ``limit + 1`` fetched; the extra one says there is a next page."""
     if len(jobs) <= limit:
         return JobPage(jobs)

@@ -36,7 +36,7 @@ from .base import (
     outcome_of,
     page_of,
 )
-from .records import EVENT_COLUMNS, JOB_COLUMNS, EventLine, EventRecord, JobRow, load_json, project
+from .records import EVENT_COLUMNS, JOB_COLUMNS, EventLine, EventRecord, JobRecord, load_json, project
 
 if TYPE_CHECKING:
     import asyncpg  # type: ignore[import-untyped]
@@ -196,7 +196,7 @@ class PostgresHistory(HistoryStorage):
             found = await conn.fetch(
                 f"SELECT {sql.JOB_SELECT} FROM jobs WHERE id = ANY($1::text[])", list({r.job_id for r in records})
             )
-            rows = {values[0]: JobRow(*values) for values in found}
+            rows = {values[0]: JobRecord(*values) for values in found}
             lines = project(list(records), rows, feed.feed if feed is not None else None)
             await conn.execute(_INSERT_EVENTS, *_columns([_clean_line(line) for line in lines], len(EVENT_COLUMNS)))
             touched = {line[0] for line in lines}
@@ -217,10 +217,10 @@ class PostgresHistory(HistoryStorage):
             found = await conn.fetch(query, *p.values)
         return [entry_of(values) for values in found]
 
-    async def get_job(self, job_id: str) -> JobRow | None:
+    async def get_job(self, job_id: str) -> JobRecord | None:
         async with self._connection() as conn:
             values = await conn.fetchrow(f"SELECT {sql.JOB_SELECT} FROM jobs WHERE id = $1", job_id)
-        return JobRow(*values) if values is not None else None
+        return JobRecord(*values) if values is not None else None
 
     async def list_jobs(
         self, where: HistoryFilter | None = None, limit: int = 50, cursor: Cursor | str | None = None
@@ -230,7 +230,7 @@ class PostgresHistory(HistoryStorage):
         query = sql.list_jobs_query(where or HistoryFilter(), as_cursor(cursor), limit + 1, p)
         async with self._connection() as conn:
             found = await conn.fetch(query, *p.values)
-        return page_of([JobRow(*values) for values in found], limit)
+        return page_of([JobRecord(*values) for values in found], limit)
 
     async def counts(self, blueprint: str | None = None) -> HistoryCounts:
         p = sql.Params("numeric")

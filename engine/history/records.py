@@ -68,7 +68,7 @@ class EventRecord:
 
 
 @dataclass(slots=True)
-class JobRow:
+class JobRecord:
     """A job as history knows it: one row of the ``jobs`` table, kept up to date from its events.
 
     Attributes:
@@ -115,8 +115,8 @@ class JobRow:
         return tuple(getattr(self, name) for name in JOB_COLUMNS)
 
 
-#: The ``jobs`` table's columns, in the order :meth:`JobRow.as_tuple` gives them.
-JOB_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(JobRow))
+#: The ``jobs`` table's columns, in the order :meth:`JobRecord.as_tuple` gives them.
+JOB_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(JobRecord))
 #: The ``events`` table's columns, in the order :func:`project` gives a line's values.
 EVENT_COLUMNS = ("job_id", "seq", "at", "kind", "state", "status", "worker_id", "duration_ms", "data")
 
@@ -124,7 +124,7 @@ EVENT_COLUMNS = ("job_id", "seq", "at", "kind", "state", "status", "worker_id", 
 EventLine = tuple[str, int, float, str, str | None, str | None, str | None, float | None, str]
 
 
-def project(records: list[EventRecord], rows: dict[str, JobRow], feed: str | None = None) -> list[EventLine]:
+def project(records: list[EventRecord], rows: dict[str, JobRecord], feed: str | None = None) -> list[EventLine]:
     """Number and time ``records`` against ``rows`` (updated in place, new jobs added); ``feed``: the
     storage feed they were read from, recorded on the rows.
 
@@ -134,14 +134,14 @@ def project(records: list[EventRecord], rows: dict[str, JobRow], feed: str | Non
     for record in records:
         row = rows.get(record.job_id)
         if row is None:  # history joined late, or purged the job: start from what this event says
-            row = rows[record.job_id] = JobRow(record.job_id, created_at=record.at, updated_at=record.at)
+            row = rows[record.job_id] = JobRecord(record.job_id, created_at=record.at, updated_at=record.at)
         _apply(record, row, lines)
         if feed is not None:
             row.feed = feed
     return lines
 
 
-def _apply(record: EventRecord, row: JobRow, lines: list[EventLine]) -> None:
+def _apply(record: EventRecord, row: JobRecord, lines: list[EventLine]) -> None:
     kind, at, facts = record.kind, record.at, record.facts
     duration_ms: float | None = None
     entry_state = record.state
@@ -195,7 +195,7 @@ def _apply(record: EventRecord, row: JobRow, lines: list[EventLine]) -> None:
     )
 
 
-def _created(record: EventRecord, row: JobRow) -> None:
+def _created(record: EventRecord, row: JobRecord) -> None:
     facts = record.facts
     row.created_at = min(row.created_at, record.at) if row.last_seq else record.at
     row.client = _text(facts.get("client"))
@@ -204,7 +204,7 @@ def _created(record: EventRecord, row: JobRow) -> None:
     row.state_entered_at = record.at
 
 
-def _leave_state(row: JobRow, at: float, state: str, data: dict[str, Any], lines: list[EventLine]) -> None:
+def _leave_state(row: JobRecord, at: float, state: str, data: dict[str, Any], lines: list[EventLine]) -> None:
     """Add a ``state_left`` line with the time spent in ``state``, if the job was in one."""
     if row.state_entered_at is None:
         return

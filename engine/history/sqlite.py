@@ -43,7 +43,7 @@ from .base import (
     outcome_of,
     page_of,
 )
-from .records import EVENT_COLUMNS, JOB_COLUMNS, EventRecord, JobRow, load_json, project
+from .records import EVENT_COLUMNS, JOB_COLUMNS, EventRecord, JobRecord, load_json, project
 
 if TYPE_CHECKING:
     import sqlite3
@@ -221,9 +221,9 @@ class SQLiteHistory(HistoryStorage):
         query = sql.timeline_query(job_id, after_seq, limit, p)
         return [entry_of(values) for values in await self._fetch(query, p.values)]
 
-    async def get_job(self, job_id: str) -> JobRow | None:
+    async def get_job(self, job_id: str) -> JobRecord | None:
         rows = await self._fetch(f"SELECT {sql.JOB_SELECT} FROM jobs WHERE id = ?", (job_id,))
-        return JobRow(*rows[0]) if rows else None
+        return JobRecord(*rows[0]) if rows else None
 
     async def list_jobs(
         self, where: HistoryFilter | None = None, limit: int = 50, cursor: Cursor | str | None = None
@@ -231,7 +231,7 @@ class SQLiteHistory(HistoryStorage):
         check_limit(limit)
         p = sql.Params("qmark")
         query = sql.list_jobs_query(where or HistoryFilter(), as_cursor(cursor), limit + 1, p)
-        jobs = [JobRow(*values) for values in await self._fetch(query, p.values)]
+        jobs = [JobRecord(*values) for values in await self._fetch(query, p.values)]
         return page_of(jobs, limit)
 
     async def counts(self, blueprint: str | None = None) -> HistoryCounts:
@@ -355,10 +355,10 @@ def _feed_position(db: sqlite3.Connection, feed: str) -> str | None:
     return str(row[0]) if row is not None else None
 
 
-def _job_rows(db: sqlite3.Connection, job_ids: Iterable[str]) -> dict[str, JobRow]:
+def _job_rows(db: sqlite3.Connection, job_ids: Iterable[str]) -> dict[str, JobRecord]:
     # Text, not bytes: SQLite's JSON functions refuse a BLOB.
     ids = orjson.dumps(list(job_ids)).decode()
-    return {values[0]: JobRow(*values) for values in db.execute(_SELECT_JOBS, (ids,))}
+    return {values[0]: JobRecord(*values) for values in db.execute(_SELECT_JOBS, (ids,))}
 
 
 def _insert(db: sqlite3.Connection, statement: Callable[[int], str], rows: Sequence[Sequence[Any]]) -> None:

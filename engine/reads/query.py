@@ -13,7 +13,7 @@ from ..history.base import Cursor, HistoryFilter
 from ..models import ENDED_STATUSES, Job, JobStatus, now
 
 if TYPE_CHECKING:
-    from ..history.records import JobRow as HistoryRow
+    from ..history.records import JobRecord
 
 #: Statuses a job never leaves by itself: its duration stops counting (``lost`` included).
 OVER_STATUSES = frozenset({*ENDED_STATUSES, JobStatus.LOST})
@@ -133,7 +133,7 @@ class JobRow:
         )
 
     @classmethod
-    def of_history(cls, row: HistoryRow) -> JobRow:
+    def of_history(cls, row: JobRecord) -> JobRow:
         return cls(
             row.id,
             row.blueprint,
