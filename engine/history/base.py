@@ -168,8 +168,8 @@ class HistoryFilter:
 
 
 @dataclass(frozen=True, slots=True)
-class JobPage:
-    """One page of jobs, newest first; ``next_cursor`` is None on the last page."""
+class RecordPage:
+    """One page of history's job records, newest first; ``next_cursor`` is None on the last page."""
 
     jobs: list[JobRecord]
     next_cursor: Cursor | None = None
@@ -302,7 +302,7 @@ class HistoryStorage(ABC):
     @abstractmethod
     async def list_jobs(
         self, where: HistoryFilter | None = None, limit: int = 50, cursor: Cursor | str | None = None
-    ) -> JobPage:
+    ) -> RecordPage:
         """A page of jobs matching ``where``, newest first, starting after ``cursor``."""
 
     @abstractmethod
@@ -399,9 +399,9 @@ def counts_from(rows: Iterable[tuple[str, str, int]]) -> HistoryCounts:
     return HistoryCounts(sum(by_status.values()), by_status, by_state, pairs)
 
 
-def page_of(jobs: list[JobRecord], limit: int) -> JobPage:
+def page_of(jobs: list[JobRecord], limit: int) -> RecordPage:
     """A page of ``limit`` jobs from ``limit + 1`` fetched; the extra one says there is a next page."""
     if len(jobs) <= limit:
-        return JobPage(jobs)
+        return RecordPage(jobs)
     jobs = jobs[:limit]
-    return JobPage(jobs, Cursor(jobs[-1].created_at, jobs[-1].id))
+    return RecordPage(jobs, Cursor(jobs[-1].created_at, jobs[-1].id))

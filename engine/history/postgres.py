@@ -25,8 +25,8 @@ from .base import (
     HistoryDriverMissing,
     HistoryFilter,
     HistoryStorage,
-    JobPage,
     LostJob,
+    RecordPage,
     TaskOutcome,
     TimelineEntry,
     as_cursor,
@@ -224,7 +224,7 @@ class PostgresHistory(HistoryStorage):
 
     async def list_jobs(
         self, where: HistoryFilter | None = None, limit: int = 50, cursor: Cursor | str | None = None
-    ) -> JobPage:
+    ) -> RecordPage:
         check_limit(limit)
         p = sql.Params("numeric")
         query = sql.list_jobs_query(where or HistoryFilter(), as_cursor(cursor), limit + 1, p)
