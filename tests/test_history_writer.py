@@ -210,6 +210,35 @@ async def test_stop_writes_what_is_left(history: FlakyHistory, storage: MemorySt
     await writer.stop()  # twice is fine
 
 
+async def test_a_stop_during_a_write_keeps_it_and_counts_it_once(
+    history: FlakyHistory, storage: MemoryStorage, make_writer: MakeWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's pass is cancelled by stop() while the database writes: the write ends, its lines are
+    counted and not written again."""
+    writing, release = asyncio.Event(), asyncio.Event()
+    real_write = history.write
+
+    async def late_write(records: Sequence[EventRecord], feed: FeedStep | None) -> int:
+        await release.wait()
+        return await real_write(records, feed)
+
+    async def slow_write(records: Sequence[EventRecord], feed: FeedStep | None = None) -> int:
+        writing.set()  # as SQLite's thread: a cancel of the caller does not stop the write
+        return await asyncio.shield(asyncio.ensure_future(late_write(records, feed)))
+
+    monkeypatch.setattr(history, "write", slow_write)
+    writer = make_writer(batch_size=1000)
+    await writer.start()
+    await commit(storage, steps("j", 5))
+    await writing.wait()
+    stopping = asyncio.create_task(writer.stop())
+    await asyncio.sleep(0.01)
+    release.set()
+    await stopping
+    assert writer.written == 5
+    assert [e.seq for e in await history.timeline("j")] == [1, 2, 3, 4, 5]
+
+
 async def test_only_job_events_of_the_chosen_kinds_are_written(
     history: FlakyHistory, storage: MemoryStorage, make_writer: MakeWriter
 ) -> None:

@@ -269,7 +269,9 @@ class HistoryWriter:
                     self._position = await self.history.feed_position(self.storage.feed_id)
                 entries = await self.storage.read_feed(self._position, self.batch_size)
                 if entries:
-                    await self._write(entries)
+                    # A stop cancelling this pass mid-write lets the write end, and its position and
+                    # count be kept: the database has the batch either way.
+                    await asyncio.shield(self._write(entries))
             except asyncio.CancelledError:
                 raise
             except FeedMoved:
