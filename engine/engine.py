@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from . import crashpoints, loops, takeover
+from .access import AccessRegistry
 from .blueprint import StateMachineBlueprint
 from .breakpoints import Breakpoint
 from .bulk import BulkActions
-from .clients import AccessRegistry
+from .channels import WorkerChannels
 from .commits import Committer
 from .config import Config
 from .dispatch import meets_requirements
@@ -39,7 +40,6 @@ from .storage import Commit, JobFilter, MemoryStorage, Storage
 from .telemetry import Tracer
 from .timers import TimerKind
 from .watchers import JobWatcher
-from .workers import WorkerChannels
 
 if TYPE_CHECKING:
     from .history import HistoryStorage, HistoryWriter

@@ -16,12 +16,12 @@ from .storage.base import task_timeout_s
 from .telemetry import Tracer
 
 if TYPE_CHECKING:
+    from .access import AccessRegistry
     from .blueprint import StateMachineBlueprint
-    from .clients import AccessRegistry
+    from .channels import WorkerChannels
     from .commits import Committer
     from .config import Config
     from .storage import Storage
-    from .workers import WorkerChannels
 
 #: How long the list of live workers that tasks are assigned from is reused.
 WORKERS_CACHE_S = 0.5

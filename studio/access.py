@@ -30,8 +30,8 @@ from typing import Any
 from aiohttp import web
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from avtomatika.access import AccessRegistry
 from avtomatika.api.exposure import Exposure
-from avtomatika.clients import AccessRegistry
 from avtomatika.config import Config
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..clients import Client
+from ..access import Client
 from .errors import ApiError
 from .keys import engine_key
 

@@ -25,7 +25,7 @@ from yarl import URL
 from .errors import ApiError, Handler
 
 if TYPE_CHECKING:
-    from ..clients import AccessRegistry
+    from ..access import AccessRegistry
     from ..config import Config
 
 #: Routes served to every peer: they tell whether the engine is up, nothing more.

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..clients import AccessRegistry, Client
+from ..access import AccessRegistry, Client
 from ..config import Config
 from .auth import CLIENT_HEADER, WORKER_HEADER
 from .errors import ApiError, Handler
