@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from avtomatika.api.payloads import iso
+from avtomatika.api.payloads import breakpoint_view
 from avtomatika.breakpoints import ANY_STATE, Breakpoint
 from avtomatika.models import Job
 
@@ -17,16 +17,8 @@ from .render import user_of
 
 
 def breakpoint_json(breakpoint: Breakpoint) -> dict[str, Any]:
-    """A breakpoint as the studio's JSON twins show it (the API's fields)."""
-    return {
-        "id": breakpoint.id,
-        "blueprint": breakpoint.blueprint,
-        "state": breakpoint.state,
-        "job_id": breakpoint.job_id,
-        "step": breakpoint.once,
-        "set_by": breakpoint.actor,
-        "created_at": iso(breakpoint.created_at),
-    }
+    """A breakpoint as the studio's JSON twins show it (as the API does)."""
+    return breakpoint_view(breakpoint).model_dump(mode="json")
 
 
 def applies_to(breakpoint: Breakpoint, job: Job) -> bool:

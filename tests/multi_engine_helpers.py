@@ -238,6 +238,14 @@ class Cluster:
         except (aiohttp.ClientError, TimeoutError):
             return None
 
+    async def wait_status(self, engine: Engine, job_id: str, status: str, timeout_s: float = 20) -> dict[str, Any]:
+        """Poll the job on ``engine`` until it has ``status``; the job."""
+        deadline = time.monotonic() + timeout_s
+        while (job := await self.get(f"/api/v1/jobs/{job_id}", engine))["status"] != status:
+            assert time.monotonic() < deadline, f"job {job_id} is {job['status']}, not {status}"
+            await asyncio.sleep(0.05)
+        return job
+
     async def wait_terminal(self, job_ids: list[str], timeout_s: float) -> dict[str, str]:
         """Poll every job on the live engines in turn until all are terminal; their statuses."""
         statuses: dict[str, str] = {}

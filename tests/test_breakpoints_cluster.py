@@ -8,7 +8,6 @@ through the first, and the worker's answer shows the edit.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,14 +31,6 @@ async def _call(cluster: Cluster, engine: Engine, method: str, path: str, body: 
         return resp.status, await resp.json(content_type=None)
 
 
-async def _wait(cluster: Cluster, engine: Engine, job_id: str, status: str, timeout_s: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while (job := await cluster.get(f"/api/v1/jobs/{job_id}", engine))["status"] != status:
-        assert time.monotonic() < deadline, f"job {job_id} is {job['status']}, not {status}"
-        await asyncio.sleep(0.05)
-    return job
-
-
 @pytest.mark.timeout(90)
 async def test_a_breakpoint_holds_a_job_on_any_engine_and_continue_takes_the_edit(cluster: Cluster) -> None:
     one, two = cluster.engines
@@ -53,7 +44,7 @@ async def test_a_breakpoint_holds_a_job_on_any_engine_and_continue_takes_the_edi
     status, created = await _call(cluster, two, "POST", "/api/v1/jobs/multi_chain", {"params": {"size": 10}})
     assert status == 202, created
     job_id = created["job_id"]
-    held = await _wait(cluster, one, job_id, "held")
+    held = await cluster.wait_status(one, job_id, "held")
     assert held["current_state"] == "dispatch"
     assert held["task_count"] == 0  # the handler that dispatches has not run
     await asyncio.sleep(1.0)  # workers polling on both engines get nothing: the job stays held
@@ -63,16 +54,16 @@ async def test_a_breakpoint_holds_a_job_on_any_engine_and_continue_takes_the_edi
     edited = {"params": {"size": 42}}
     status, body = await _call(cluster, one, "POST", f"/api/v1/jobs/{job_id}/continue", {"initial_data": edited})
     assert (status, body["status"]) == (200, "running"), body
-    finished = await _wait(cluster, two, job_id, "finished")
+    finished = await cluster.wait_status(two, job_id, "finished")
     assert finished["initial_data"] == edited
     assert finished["state_history"]["echo"] == {"size": 42}  # what the worker was sent
     assert (await cluster.handler_runs([job_id], ("dispatch",)))[(job_id, "dispatch")] == 1
 
     # Removed through the other engine: a job held at it then is continued.
     second = (await _call(cluster, one, "POST", "/api/v1/jobs/multi_chain", {"params": {"n": 2}}))[1]["job_id"]
-    await _wait(cluster, two, second, "held")
+    await cluster.wait_status(two, second, "held")
     status, removed = await _call(cluster, two, "DELETE", f"/api/v1/breakpoints/{breakpoint['id']}")
     assert (status, removed["continued"]) == (200, [second]), removed
-    await _wait(cluster, one, second, "finished")
+    await cluster.wait_status(one, second, "finished")
     counts = await cluster.check_once_per_visit([job_id, second])
     assert counts["history_entries"] == 8

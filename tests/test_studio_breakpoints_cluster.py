@@ -6,12 +6,9 @@ with the edit in what the worker was sent and answered."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -52,14 +49,6 @@ async def _post(browser: aiohttp.ClientSession, engine: Engine, path: str, token
         return sent.status, await sent.text()
 
 
-async def _wait(cluster: Cluster, engine: Engine, job_id: str, status: str, timeout_s: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while (job := await cluster.get(f"/api/v1/jobs/{job_id}", engine))["status"] != status:
-        assert time.monotonic() < deadline, f"job {job_id} is {job['status']}, not {status}"
-        await asyncio.sleep(0.05)
-    return job
-
-
 @pytest.mark.timeout(90)
 async def test_a_job_held_on_a_live_cluster_is_edited_in_the_studio_and_continued(
     cluster: Cluster, browser: aiohttp.ClientSession
@@ -77,7 +66,7 @@ async def test_a_job_held_on_a_live_cluster_is_edited_in_the_studio_and_continue
 
     async with cluster.session.post(f"{two.url}/api/v1/jobs/multi_chain", json={"params": {"size": 10}}) as created:
         job_id = (await created.json())["job_id"]
-    held = await _wait(cluster, one, job_id, "held")
+    held = await cluster.wait_status(one, job_id, "held")
     assert (held["current_state"], held["task_count"]) == ("dispatch", 0)
 
     page, token_two = await _studio(browser, two, f"/jobs/{job_id}")  # the other engine's studio
@@ -92,7 +81,7 @@ async def test_a_job_held_on_a_live_cluster_is_edited_in_the_studio_and_continue
         browser, two, f"/jobs/{job_id}/continue", token_two, initial_data='{"params": {"size": 42}}'
     )
     assert status == 200, text
-    finished = await _wait(cluster, one, job_id, "finished")
+    finished = await cluster.wait_status(one, job_id, "finished")
     assert finished["initial_data"] == {"params": {"size": 42}}
     assert finished["state_history"]["echo"] == {"size": 42}  # what the worker was sent, and answered
     assert (await cluster.handler_runs([job_id], ("dispatch",)))[(job_id, "dispatch")] == 1

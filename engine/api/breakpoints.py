@@ -21,7 +21,7 @@ from .payloads import (
     BreakpointView,
     ContinueRequest,
     OperationDone,
-    iso,
+    breakpoint_view,
 )
 from .render import model_response
 from .requests import max_depth, optional_body, parse, read_json
@@ -32,18 +32,6 @@ NOT_FOUND = {404: "Unknown breakpoint, job or blueprint (or one of another clien
 
 def _actor(request: web.Request) -> str:
     return f"client:{client_of(request).name}"
-
-
-def _view(breakpoint: Breakpoint) -> BreakpointView:
-    return BreakpointView(
-        id=breakpoint.id,
-        blueprint=breakpoint.blueprint,
-        state=breakpoint.state,
-        job_id=breakpoint.job_id,
-        step=breakpoint.once,
-        set_by=breakpoint.actor,
-        created_at=iso(breakpoint.created_at),
-    )
 
 
 async def _visible(request: web.Request) -> list[Breakpoint]:
@@ -69,7 +57,7 @@ async def _visible(request: web.Request) -> list[Breakpoint]:
     )
 )
 async def list_breakpoints(request: web.Request) -> web.Response:
-    return model_response(BreakpointList(breakpoints=[_view(bp) for bp in await _visible(request)]))
+    return model_response(BreakpointList(breakpoints=[breakpoint_view(bp) for bp in await _visible(request)]))
 
 
 @documented(
@@ -96,7 +84,7 @@ async def set_breakpoint(request: web.Request) -> web.Response:
             403, "a breakpoint on every job of a blueprint is for operators; name one of your jobs", field="job_id"
         )
     breakpoint = await engine.set_breakpoint(body.blueprint, body.state, job_id=body.job_id, actor=_actor(request))
-    return model_response(_view(breakpoint), status=201)
+    return model_response(breakpoint_view(breakpoint), status=201)
 
 
 @documented(

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from ..breakpoints import Breakpoint
 from ..bulk import MAX_JOBS, MAX_RATE
 from ..history.records import JobRecord
 from ..models import Job, JobStatus, Task, TaskStatus, WorkerRecord
@@ -345,6 +346,19 @@ class BreakpointView(BaseModel):
     step: bool = Field(description="Set by a step: goes away once it holds its job")
     set_by: str | None
     created_at: str | None
+
+
+def breakpoint_view(breakpoint: Breakpoint) -> BreakpointView:
+    """A breakpoint as the API (and the studio's JSON twins) show it."""
+    return BreakpointView(
+        id=breakpoint.id,
+        blueprint=breakpoint.blueprint,
+        state=breakpoint.state,
+        job_id=breakpoint.job_id,
+        step=breakpoint.once,
+        set_by=breakpoint.actor,
+        created_at=iso(breakpoint.created_at),
+    )
 
 
 class BreakpointList(BaseModel):

@@ -85,7 +85,7 @@ class BreakpointsPanel(MonitorPanel):
         self.continue_button = widgets.Button(description="Continue", icon="play", button_style="primary")
         self.step_button = widgets.Button(description="Step (one state)", icon="step-forward")
         self.break_button.on_click(lambda _: self._spawn(self.set_breakpoint(self.state_choice.value), "break"))
-        self.remove_button.on_click(lambda _: self._on_breakpoint())
+        self.remove_button.on_click(lambda _: self._on_remove())
         self.continue_button.on_click(lambda _: self._on_held(step=False))
         self.step_button.on_click(lambda _: self._on_held(step=True))
         self.held_choice.observe(lambda _: None if self._quiet else self._show_held(), names="value")
@@ -183,7 +183,7 @@ class BreakpointsPanel(MonitorPanel):
     def _error(self, text: str) -> None:
         self._say(text, error=True)
 
-    def _on_breakpoint(self) -> None:
+    def _on_remove(self) -> None:
         if self.remove_choice.value:
             self._spawn(self.remove_breakpoint(self.remove_choice.value), "remove")
         else:
