@@ -6,6 +6,6 @@ itself when ``STUDIO_ENABLED`` is true. Importing ``avtomatika`` never imports t
 
 from __future__ import annotations
 
-from .app import STUDIO_PREFIX, create_studio, setup_studio
+from avtomatika.studio.app import STUDIO_PREFIX, create_studio, setup_studio
 
 __all__ = ["STUDIO_PREFIX", "create_studio", "setup_studio"]

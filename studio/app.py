@@ -10,14 +10,21 @@ from aiohttp import web
 
 from avtomatika.api.limits import Limiter, Limits, limits_key
 from avtomatika.engine import OrchestratorEngine
-
-from .access import Access
-from .keys import access_key, data_key, engine_key, limiter_key, prefix_key, sign_in_key, sse_streams_key
-from .live import broadcaster_ctx, close_streams
-from .middleware import access_middleware, error_middleware
-from .render import setup_templates
-from .routes import setup_routes
-from .signin import SignInGuard
+from avtomatika.studio.access import Access
+from avtomatika.studio.keys import (
+    access_key,
+    data_key,
+    engine_key,
+    limiter_key,
+    prefix_key,
+    sign_in_key,
+    sse_streams_key,
+)
+from avtomatika.studio.live import broadcaster_ctx, close_streams
+from avtomatika.studio.middleware import access_middleware, error_middleware
+from avtomatika.studio.render import setup_templates
+from avtomatika.studio.routes import setup_routes
+from avtomatika.studio.signin import SignInGuard
 
 logger = logging.getLogger(__name__)
 

@@ -10,10 +10,9 @@ from aiohttp import web
 from avtomatika.api.payloads import breakpoint_view
 from avtomatika.breakpoints import ANY_STATE, Breakpoint
 from avtomatika.models import Job
-
-from .graphs import GraphMarks
-from .keys import engine_key
-from .render import user_of
+from avtomatika.studio.graphs import GraphMarks
+from avtomatika.studio.keys import engine_key
+from avtomatika.studio.render import user_of
 
 
 def breakpoint_json(breakpoint: Breakpoint) -> dict[str, Any]:

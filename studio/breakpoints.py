@@ -13,14 +13,13 @@ import logging
 from aiohttp import web
 
 from avtomatika.errors import BreakpointNotFound
-
-from .blueprints import blueprint_named, card
-from .breakpoint_data import visible_breakpoints
-from .contexts import BlueprintBreakpoints, BlueprintStateContext
-from .htmx import htmx
-from .keys import data_key, engine_key, prefix_key
-from .middleware import StudioError
-from .render import json_response, render_fragment, user_of, wants_json
+from avtomatika.studio.blueprints import blueprint_named, card
+from avtomatika.studio.breakpoint_data import visible_breakpoints
+from avtomatika.studio.contexts import BlueprintBreakpoints, BlueprintStateContext
+from avtomatika.studio.htmx import htmx
+from avtomatika.studio.keys import data_key, engine_key, prefix_key
+from avtomatika.studio.middleware import StudioError
+from avtomatika.studio.render import json_response, render_fragment, user_of, wants_json
 
 logger = logging.getLogger(__name__)
 

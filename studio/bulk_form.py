@@ -20,12 +20,11 @@ from multidict import MultiMapping
 
 from avtomatika.bulk import MAX_JOBS, MAX_RATE, BulkKind
 from avtomatika.reads import Change, diff
-
-from .actions import parse_params
-from .filters import query_of
-from .keys import data_key, engine_key
-from .middleware import StudioError
-from .render import user_of
+from avtomatika.studio.actions import parse_params
+from avtomatika.studio.filters import query_of
+from avtomatika.studio.keys import data_key, engine_key
+from avtomatika.studio.middleware import StudioError
+from avtomatika.studio.render import user_of
 
 #: The rate a bulk action runs at unless the operator says otherwise (jobs per second).
 DEFAULT_RATE_PER_S = 10.0

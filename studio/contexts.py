@@ -30,14 +30,13 @@ from avtomatika.reads import (
     line_json,
 )
 from avtomatika.reads import WorkerView as Worker
-
-from .breakpoint_data import breakpoint_json
-from .forms import StartForm
-from .graphs import GraphMarks, VersionDiff
-from .ui import TONES
+from avtomatika.studio.breakpoint_data import breakpoint_json
+from avtomatika.studio.forms import StartForm
+from avtomatika.studio.graphs import GraphMarks, VersionDiff
+from avtomatika.studio.ui import TONES
 
 if TYPE_CHECKING:
-    from .bulk_form import BulkForm, Sample
+    from avtomatika.studio.bulk_form import BulkForm, Sample
 
 
 def _help(text: str) -> dict[str, str]:

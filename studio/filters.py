@@ -7,9 +7,8 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from avtomatika.reads import JobQuery, parse_time
-
-from .middleware import StudioError
-from .render import user_of
+from avtomatika.studio.middleware import StudioError
+from avtomatika.studio.render import user_of
 
 #: The "last ..." choices of the time filter, in seconds.
 RANGES_S = {"15m": 900, "1h": 3600, "24h": 86_400, "7d": 7 * 86_400}

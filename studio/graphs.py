@@ -25,8 +25,7 @@ from markupsafe import Markup, escape
 from avtomatika.graph import EdgeModel, GraphModel, GraphvizNotFound, extract, model_svg, slug
 from avtomatika.models import Job
 from avtomatika.reads import BranchCounts, JobDetail, Moment, Timeline, Transition, Visit
-
-from .ui import TONE_URGENCY, compact_number, human, tone
+from avtomatika.studio.ui import TONE_URGENCY, compact_number, human, tone
 
 if TYPE_CHECKING:
     from avtomatika.engine import OrchestratorEngine

@@ -21,14 +21,13 @@ from avtomatika.api.limits import check_size
 from avtomatika.api.requests import BadJson, decode_json
 from avtomatika.errors import BreakpointNotFound
 from avtomatika.models import Job
-
-from .actions import owned_job
-from .breakpoint_data import applies_to
-from .contexts import HoldPanel
-from .htmx import htmx
-from .keys import engine_key, limiter_key, prefix_key
-from .render import json_response, render_fragment, user_of, wants_json
-from .ui import pretty_json
+from avtomatika.studio.actions import owned_job
+from avtomatika.studio.breakpoint_data import applies_to
+from avtomatika.studio.contexts import HoldPanel
+from avtomatika.studio.htmx import htmx
+from avtomatika.studio.keys import engine_key, limiter_key, prefix_key
+from avtomatika.studio.render import json_response, render_fragment, user_of, wants_json
+from avtomatika.studio.ui import pretty_json
 
 logger = logging.getLogger(__name__)
 

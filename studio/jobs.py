@@ -12,15 +12,14 @@ from avtomatika.bulk import MAX_JOBS
 from avtomatika.events import Event, EventKind
 from avtomatika.models import JobStatus
 from avtomatika.reads import JobRow
-
-from .bulk_form import DEFAULT_RATE_PER_S, JOBS_LIST_ACTIONS
-from .contexts import JobsContext
-from .filters import query_of
-from .htmx import htmx
-from .keys import data_key, engine_key
-from .live import Update, stream_feed
-from .render import json_response, render_fragment, render_page, user_of, wants_json
-from .sse import SseEvent
+from avtomatika.studio.bulk_form import DEFAULT_RATE_PER_S, JOBS_LIST_ACTIONS
+from avtomatika.studio.contexts import JobsContext
+from avtomatika.studio.filters import query_of
+from avtomatika.studio.htmx import htmx
+from avtomatika.studio.keys import data_key, engine_key
+from avtomatika.studio.live import Update, stream_feed
+from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json
+from avtomatika.studio.sse import SseEvent
 
 logger = logging.getLogger(__name__)
 

@@ -9,16 +9,14 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from avtomatika.engine import OrchestratorEngine
-
-from .access import Session
+from avtomatika.studio.access import Session
 
 if TYPE_CHECKING:
     from avtomatika.api.limits import Limiter
     from avtomatika.reads import Reader
-
-    from .access import Access
-    from .live import Broadcaster
-    from .signin import SignInGuard
+    from avtomatika.studio.access import Access
+    from avtomatika.studio.live import Broadcaster
+    from avtomatika.studio.signin import SignInGuard
 
 #: The engine the studio shows and operates; the studio calls it in-process, never over HTTP.
 engine_key = web.AppKey("engine", OrchestratorEngine)

@@ -26,11 +26,10 @@ from avtomatika.errors import (
     WorkerNotFound,
 )
 from avtomatika.history import InvalidCursor
-
-from .access import csrf_ok, sent_csrf
-from .htmx import htmx, retarget
-from .keys import access_key, limiter_key, prefix_key, session_key
-from .render import error_context, render_template, wants_json
+from avtomatika.studio.access import csrf_ok, sent_csrf
+from avtomatika.studio.htmx import htmx, retarget
+from avtomatika.studio.keys import access_key, limiter_key, prefix_key, session_key
+from avtomatika.studio.render import error_context, render_template, wants_json
 
 logger = logging.getLogger(__name__)
 

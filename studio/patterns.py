@@ -11,13 +11,12 @@ from avtomatika.breakpoints import Breakpoint, held_wait
 from avtomatika.bulk import BulkAction, BulkKind, BulkStatus
 from avtomatika.models import Job, JobStatus, Task, TaskStatus, WorkerRecord
 from avtomatika.reads import BranchCounts, JobDetail, JobRow, Line, NavCounts, QueueDepth, Timeline, WorkerView, diff
-
-from .bulk_form import BulkForm, Sample
-from .contexts import BlueprintStateContext, HoldPanel, PatternsContext
-from .forms import FormField, StartForm
-from .graphs import EdgeMark, GraphMarks, NodeMark
-from .render import render_page
-from .ui import TONES
+from avtomatika.studio.bulk_form import BulkForm, Sample
+from avtomatika.studio.contexts import BlueprintStateContext, HoldPanel, PatternsContext
+from avtomatika.studio.forms import FormField, StartForm
+from avtomatika.studio.graphs import EdgeMark, GraphMarks, NodeMark
+from avtomatika.studio.render import render_page
+from avtomatika.studio.ui import TONES
 
 JOB_ID = "3f2a9c1e-0000-4000-8000-000000000001"
 

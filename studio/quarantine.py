@@ -16,13 +16,12 @@ from aiohttp import web
 
 from avtomatika.events import Event, EventKind
 from avtomatika.reads import Signed
-
-from .bulk_form import DEFAULT_RATE_PER_S
-from .contexts import QuarantineContext, QuarantineCounts, TriageGroup, TriageItem
-from .keys import data_key, engine_key
-from .live import Update, stream_feed
-from .render import json_response, render_page, user_of, wants_json
-from .sse import SseEvent
+from avtomatika.studio.bulk_form import DEFAULT_RATE_PER_S
+from avtomatika.studio.contexts import QuarantineContext, QuarantineCounts, TriageGroup, TriageItem
+from avtomatika.studio.keys import data_key, engine_key
+from avtomatika.studio.live import Update, stream_feed
+from avtomatika.studio.render import json_response, render_page, user_of, wants_json
+from avtomatika.studio.sse import SseEvent
 
 logger = logging.getLogger(__name__)
 

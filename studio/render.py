@@ -18,10 +18,9 @@ import jinja2
 from aiohttp import web
 
 from avtomatika.reads import NavCounts, diff
-
-from .access import CSRF_FIELD, CSRF_HEADER, Session
-from .keys import access_key, data_key, prefix_key, session_key
-from .ui import FILTERS, TONES, bar
+from avtomatika.studio.access import CSRF_FIELD, CSRF_HEADER, Session
+from avtomatika.studio.keys import access_key, data_key, prefix_key, session_key
+from avtomatika.studio.ui import FILTERS, TONES, bar
 
 logger = logging.getLogger(__name__)
 

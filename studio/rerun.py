@@ -20,13 +20,12 @@ from avtomatika.api.limits import check_size, job_attempt
 from avtomatika.api.requests import BadJson, decode_json
 from avtomatika.errors import InvalidOperation
 from avtomatika.reads import JobDetail
-
-from .contexts import RerunContext
-from .htmx import htmx, redirect
-from .job import load_detail
-from .keys import data_key, engine_key, limiter_key, prefix_key
-from .render import json_response, render_fragment, render_page, user_of, wants_json
-from .ui import pretty_json
+from avtomatika.studio.contexts import RerunContext
+from avtomatika.studio.htmx import htmx, redirect
+from avtomatika.studio.job import load_detail
+from avtomatika.studio.keys import data_key, engine_key, limiter_key, prefix_key
+from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json
+from avtomatika.studio.ui import pretty_json
 
 logger = logging.getLogger(__name__)
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .actions import setup_action_routes
-from .blueprints import setup_blueprint_routes
-from .breakpoints import setup_breakpoint_routes
-from .bulk import setup_bulk_routes
-from .hold import setup_hold_routes
-from .job import setup_job_routes
-from .jobs import setup_jobs_routes
-from .patterns import setup_pattern_routes
-from .quarantine import setup_quarantine_routes
-from .render import STATIC_DIR
-from .rerun import setup_rerun_routes
-from .workers import setup_worker_routes
+from avtomatika.studio.actions import setup_action_routes
+from avtomatika.studio.blueprints import setup_blueprint_routes
+from avtomatika.studio.breakpoints import setup_breakpoint_routes
+from avtomatika.studio.bulk import setup_bulk_routes
+from avtomatika.studio.hold import setup_hold_routes
+from avtomatika.studio.job import setup_job_routes
+from avtomatika.studio.jobs import setup_jobs_routes
+from avtomatika.studio.patterns import setup_pattern_routes
+from avtomatika.studio.quarantine import setup_quarantine_routes
+from avtomatika.studio.render import STATIC_DIR
+from avtomatika.studio.rerun import setup_rerun_routes
+from avtomatika.studio.workers import setup_worker_routes
 
 
 async def index(request: web.Request) -> web.StreamResponse:

@@ -9,13 +9,12 @@ from urllib.parse import urlparse
 from aiohttp import web
 
 from avtomatika.events import Event, EventKind
-
-from .access import OPERATOR
-from .contexts import WorkersContext
-from .keys import access_key, data_key, prefix_key, sign_in_key
-from .live import Update, stream_feed
-from .render import json_response, render_page, render_template, user_of, wants_json
-from .sse import SseEvent
+from avtomatika.studio.access import OPERATOR
+from avtomatika.studio.contexts import WorkersContext
+from avtomatika.studio.keys import access_key, data_key, prefix_key, sign_in_key
+from avtomatika.studio.live import Update, stream_feed
+from avtomatika.studio.render import json_response, render_page, render_template, user_of, wants_json
+from avtomatika.studio.sse import SseEvent
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from avtomatika.engine import OrchestratorEngine
-
-from . import _render
+from avtomatika.studio.notebook import _render
 
 #: The actor named in events and history for what is done from the notebook.
 ACTOR = "notebook"

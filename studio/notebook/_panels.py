@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from avtomatika.blueprint import Problem
 from avtomatika.models import Job, JobStatus
-
-from . import _render
-from .preview import AGGREGATION_SHAPE, Preview
+from avtomatika.studio.notebook import _render
+from avtomatika.studio.notebook.preview import AGGREGATION_SHAPE, Preview
 
 RUNNABLE = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.AWAITING_RETRY)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from ._render import page
+from avtomatika.studio.notebook._render import page
 
 #: Hides the picture next to a live view of the same widget, and the broken view next to the picture.
 _LIVE_SWAP = """

@@ -12,8 +12,7 @@ from typing import Any
 
 from avtomatika.engine import OrchestratorEngine
 from avtomatika.models import WAITING_ON_TASKS, Job, JobStatus, Task, TaskStatus
-
-from .errors import DebuggerError
+from avtomatika.studio.notebook.errors import DebuggerError
 
 #: The worker id under which tasks are answered by hand.
 MANUAL_WORKER = "notebook-step-debugger"

@@ -17,10 +17,9 @@ from traitlets import Bool, Float, Int, Unicode
 
 from avtomatika.blueprint import StateMachineBlueprint
 from avtomatika.graph import GraphvizNotFound, blueprint_svg
-
-from . import _render
-from ._loop import Background, running_loop
-from ._snapshot import StaticPicture
+from avtomatika.studio.notebook import _render
+from avtomatika.studio.notebook._loop import Background, running_loop
+from avtomatika.studio.notebook._snapshot import StaticPicture
 
 #: How often the view looks for changes, in seconds.
 POLL_INTERVAL_S = 0.5

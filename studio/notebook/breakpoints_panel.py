@@ -18,9 +18,8 @@ from traitlets import Int
 from avtomatika.breakpoints import ANY_STATE, Breakpoint
 from avtomatika.engine import OrchestratorEngine
 from avtomatika.models import Job, JobStatus
-
-from . import _render
-from ._panel import ACTOR, MonitorPanel, Redraw, Spawn
+from avtomatika.studio.notebook import _render
+from avtomatika.studio.notebook._panel import ACTOR, MonitorPanel, Redraw, Spawn
 
 #: Held jobs listed at most (the oldest first).
 HELD_SHOWN = 200

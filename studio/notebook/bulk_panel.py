@@ -18,9 +18,8 @@ from traitlets import Int, Unicode
 from avtomatika.bulk import BulkAction, BulkKind, BulkStatus
 from avtomatika.engine import OrchestratorEngine
 from avtomatika.models import Job, JobStatus
-
-from . import _render
-from ._panel import ACTOR, MonitorPanel, Redraw, Spawn
+from avtomatika.studio.notebook import _render
+from avtomatika.studio.notebook._panel import ACTOR, MonitorPanel, Redraw, Spawn
 
 #: What the panel does to quarantined jobs.
 KINDS = (BulkKind.RELEASE, BulkKind.RETRY, BulkKind.FAIL)

@@ -23,17 +23,16 @@ from avtomatika.errors import AvtomatikaError
 from avtomatika.graph import GraphvizNotFound, blueprint_svg, extract
 from avtomatika.models import Task
 from avtomatika.studio.graphs import JobPath, job_marks
-
-from . import _panels, _render
-from ._loop import Background
-from ._snapshot import StaticPicture
-from .blueprint_view import blueprint_key
-from .graph_view import BreakpointList, GraphView
-from .log_view import LogView, entry_html
-from .pending import ApprovalBox, TaskForm
-from .preview import Preview
-from .session import DebuggerError, DebugSession, Entry, debug_engine
-from .time_travel import BackControls, StateEditor
+from avtomatika.studio.notebook import _panels, _render
+from avtomatika.studio.notebook._loop import Background
+from avtomatika.studio.notebook._snapshot import StaticPicture
+from avtomatika.studio.notebook.blueprint_view import blueprint_key
+from avtomatika.studio.notebook.graph_view import BreakpointList, GraphView
+from avtomatika.studio.notebook.log_view import LogView, entry_html
+from avtomatika.studio.notebook.pending import ApprovalBox, TaskForm
+from avtomatika.studio.notebook.preview import Preview
+from avtomatika.studio.notebook.session import DebuggerError, DebugSession, Entry, debug_engine
+from avtomatika.studio.notebook.time_travel import BackControls, StateEditor
 
 #: How often the debugger looks for a blueprint changed by a cell (a handler re-defined), in seconds.
 WATCH_INTERVAL_S = 0.5

@@ -17,12 +17,11 @@ from traitlets import Int, Unicode
 from avtomatika.engine import OrchestratorEngine
 from avtomatika.reads import JobDetail, Moment
 from avtomatika.studio.graphs import JobGraph, moment_path
+from avtomatika.studio.notebook import _render
+from avtomatika.studio.notebook._loop import Background
+from avtomatika.studio.notebook._snapshot import StaticPicture
+from avtomatika.studio.notebook.errors import DebuggerError
 from avtomatika.studio.render import partials
-
-from . import _render
-from ._loop import Background
-from ._snapshot import StaticPicture
-from .errors import DebuggerError
 
 
 class JobHistory(widgets.VBox):

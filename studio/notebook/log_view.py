@@ -12,8 +12,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from . import _render
-from .timeline import Entry
+from avtomatika.studio.notebook import _render
+from avtomatika.studio.notebook.timeline import Entry
 
 #: Lines shown in the log (the newest).
 LOG_LINES = 200

@@ -29,15 +29,14 @@ from avtomatika.models import TERMINAL_STATUSES, Job, JobStatus
 from avtomatika.operations import RETRYABLE
 from avtomatika.studio.app import STUDIO_PREFIX
 from avtomatika.studio.blueprints import LiveCounts
-
-from . import _render
-from ._loop import Background
-from ._panel import ACTOR
-from ._snapshot import StaticPicture
-from .breakpoints_panel import BreakpointsPanel
-from .bulk_panel import BulkPanel
-from .errors import DebuggerError
-from .rerun_panel import RerunPanel
+from avtomatika.studio.notebook import _render
+from avtomatika.studio.notebook._loop import Background
+from avtomatika.studio.notebook._panel import ACTOR
+from avtomatika.studio.notebook._snapshot import StaticPicture
+from avtomatika.studio.notebook.breakpoints_panel import BreakpointsPanel
+from avtomatika.studio.notebook.bulk_panel import BulkPanel
+from avtomatika.studio.notebook.errors import DebuggerError
+from avtomatika.studio.notebook.rerun_panel import RerunPanel
 
 #: Statuses of jobs that are over: not counted on the graph, nor as live.
 OVER = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED})

@@ -5,8 +5,7 @@ from __future__ import annotations
 from avtomatika.events import Event, EventKind
 from avtomatika.models import RUNNABLE_STATUSES, WAITING_ON_TASKS, Job, JobStatus, Task
 from avtomatika.storage import Commit
-
-from ._render import short
+from avtomatika.studio.notebook._render import short
 
 
 def which(task: Task, still_open: list[Task]) -> str:

@@ -15,8 +15,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from avtomatika.models import Job, Task
-
-from . import _render
+from avtomatika.studio.notebook import _render
 
 ERROR_CODES = ("", "TRANSIENT_ERROR", "PERMANENT_ERROR", "INVALID_INPUT_ERROR")
 _BOX = {"border": "1px solid rgba(127,127,127,.35)", "padding": "4px", "margin": "4px 0"}

@@ -20,10 +20,9 @@ from avtomatika.engine import OrchestratorEngine
 from avtomatika.errors import AvtomatikaError, InvalidOperation
 from avtomatika.models import Job, JobStatus
 from avtomatika.rerun import RerunOrigin
-
-from . import _render
-from ._panel import ACTOR, MonitorPanel, Redraw, Spawn
-from .breakpoints_panel import ContextRefused, parse_context
+from avtomatika.studio.notebook import _render
+from avtomatika.studio.notebook._panel import ACTOR, MonitorPanel, Redraw, Spawn
+from avtomatika.studio.notebook.breakpoints_panel import ContextRefused, parse_context
 
 #: Statuses of the jobs offered for a rerun (a job in flight is not rerun).
 RERUNNABLE = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUARANTINED)

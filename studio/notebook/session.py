@@ -29,14 +29,13 @@ from avtomatika.models import RUNNABLE_STATUSES, Job, JobStatus, Task, TaskStatu
 from avtomatika.outcomes import event, stop_on_workers
 from avtomatika.reads import Transition, diff
 from avtomatika.storage import Commit, MemoryStorage
+from avtomatika.studio.notebook._render import short
+from avtomatika.studio.notebook.answers import HandAnswers, result_of
+from avtomatika.studio.notebook.errors import DebuggerError
+from avtomatika.studio.notebook.narrate import describe, error_of, outside_action, steppable, which, why_not
+from avtomatika.studio.notebook.preview import Preview, preview
+from avtomatika.studio.notebook.timeline import Checkpoint, Entry, Timeline, copy_job
 from avtomatika.timers import TimerKind
-
-from ._render import short
-from .answers import HandAnswers, result_of
-from .errors import DebuggerError
-from .narrate import describe, error_of, outside_action, steppable, which, why_not
-from .preview import Preview, preview
-from .timeline import Checkpoint, Entry, Timeline, copy_job
 
 logger = logging.getLogger(__name__)
 

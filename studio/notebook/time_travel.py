@@ -13,8 +13,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from .pending import parse_object
-from .timeline import Checkpoint, Timeline
+from avtomatika.studio.notebook.pending import parse_object
+from avtomatika.studio.notebook.timeline import Checkpoint, Timeline
 
 
 def _pretty(value: Any) -> str:
