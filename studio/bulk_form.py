@@ -20,17 +20,17 @@ from multidict import MultiMapping
 
 from avtomatika.bulk import MAX_JOBS, MAX_RATE, BulkKind
 from avtomatika.reads import Change, diff
-from avtomatika.studio.actions import parse_params
 from avtomatika.studio.filters import query_of
 from avtomatika.studio.keys import data_key, engine_key
 from avtomatika.studio.middleware import StudioError
+from avtomatika.studio.operations import parse_params
 from avtomatika.studio.render import user_of
 
 #: The rate a bulk action runs at unless the operator says otherwise (jobs per second).
 DEFAULT_RATE_PER_S = 10.0
 #: What the form's ``action`` may be, and the engine's kind for each: a release with edited params is
 #: the engine's release with ``params``.
-ACTIONS: dict[str, BulkKind] = {
+OPERATIONS: dict[str, BulkKind] = {
     "release": BulkKind.RELEASE,
     "release-edited": BulkKind.RELEASE,
     "retry": BulkKind.RETRY,
@@ -38,8 +38,8 @@ ACTIONS: dict[str, BulkKind] = {
     "cancel": BulkKind.CANCEL,
     "rerun": BulkKind.RERUN,
 }
-#: The actions the jobs list offers (the quarantine's form has its own buttons).
-JOBS_LIST_ACTIONS = ("retry", "rerun", "cancel")
+#: The operations the jobs list offers (the quarantine's form has its own buttons).
+JOBS_LIST_OPERATIONS = ("retry", "rerun", "cancel")
 
 
 @dataclass(slots=True)
@@ -59,7 +59,7 @@ class BulkForm:
 
     @property
     def kind(self) -> BulkKind:
-        return ACTIONS[self.action]
+        return OPERATIONS[self.action]
 
     @property
     def options(self) -> dict[str, Any]:
@@ -96,7 +96,7 @@ class BulkForm:
             "count": len(self.job_ids),
             "rate_per_s": self.rate_per_s,
             "options": self.options,
-            "question": self.question if self.action in ACTIONS else None,
+            "question": self.question if self.action in OPERATIONS else None,
             "errors": self.errors,
         }
 
@@ -175,9 +175,9 @@ async def _selected(request: web.Request, form: BulkForm, posted: MultiMapping[A
 async def read_form(request: web.Request, posted: MultiMapping[Any]) -> BulkForm:
     """The posted bulk form, read and checked; its ``errors`` say what is wrong."""
     action = str(posted.get("action") or "")
-    form = BulkForm(action if action in ACTIONS else "release")
-    if action not in ACTIONS:
-        form.errors["action"] = f"Unknown action {action!r}; one of: {', '.join(ACTIONS)}."
+    form = BulkForm(action if action in OPERATIONS else "release")
+    if action not in OPERATIONS:
+        form.errors["action"] = f"Unknown action {action!r}; one of: {', '.join(OPERATIONS)}."
         return form
     _rate(form, str(posted.get("rate_per_s") or "").strip())
     _options(request, form, posted)

@@ -195,7 +195,7 @@ class JobsContext:
     history_pending: int = field(
         metadata=_help("Events not yet in history when the list was read (it may miss that many changes).")
     )
-    actions: tuple[str, ...] = field(default=(), metadata=_help("The bulk actions offered on the selection."))
+    operations: tuple[str, ...] = field(default=(), metadata=_help("The bulk operations offered on the selection."))
     rate_per_s: float = field(default=10.0, metadata=_help("The bulk form's default rate (jobs per second)."))
     max_jobs: int = field(default=10_000, metadata=_help("The most jobs one bulk action takes."))
 

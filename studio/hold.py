@@ -21,11 +21,11 @@ from avtomatika.api.limits import check_size
 from avtomatika.api.requests import BadJson, decode_json
 from avtomatika.errors import BreakpointNotFound
 from avtomatika.models import Job
-from avtomatika.studio.actions import owned_job
 from avtomatika.studio.breakpoint_data import applies_to
 from avtomatika.studio.contexts import HoldPanel
 from avtomatika.studio.htmx import htmx
 from avtomatika.studio.keys import engine_key, limiter_key, prefix_key
+from avtomatika.studio.operations import owned_job
 from avtomatika.studio.render import json_response, render_fragment, user_of, wants_json
 from avtomatika.studio.ui import pretty_json
 
@@ -156,7 +156,7 @@ async def remove_job_breakpoint(request: web.Request) -> web.StreamResponse:
 
 
 def setup_hold_routes(router: web.UrlDispatcher) -> None:
-    # Before the actions' /jobs/{job_id}/{action}, which would otherwise answer these paths.
+    # Before the operations' /jobs/{job_id}/{operation}, which would otherwise answer these paths.
     router.add_post("/jobs/{job_id}/continue", continue_job, name="continue_job")
     router.add_post("/jobs/{job_id}/step", step_job, name="step_job")
     router.add_post("/jobs/{job_id}/breakpoints", set_job_breakpoint, name="set_job_breakpoint")

@@ -12,7 +12,7 @@ from avtomatika.bulk import MAX_JOBS
 from avtomatika.events import Event, EventKind
 from avtomatika.models import JobStatus
 from avtomatika.reads import JobRow
-from avtomatika.studio.bulk_form import DEFAULT_RATE_PER_S, JOBS_LIST_ACTIONS
+from avtomatika.studio.bulk_form import DEFAULT_RATE_PER_S, JOBS_LIST_OPERATIONS
 from avtomatika.studio.contexts import JobsContext
 from avtomatika.studio.filters import query_of
 from avtomatika.studio.htmx import htmx
@@ -51,7 +51,7 @@ async def jobs_context(request: web.Request) -> JobsContext:
         live_query=urlencode(filled),
         source=page.source,
         history_pending=page.history_pending,
-        actions=JOBS_LIST_ACTIONS,
+        operations=JOBS_LIST_OPERATIONS,
         rate_per_s=DEFAULT_RATE_PER_S,
         max_jobs=MAX_JOBS,
     )

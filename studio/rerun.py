@@ -139,6 +139,6 @@ async def start_rerun(request: web.Request) -> web.StreamResponse:
 
 
 def setup_rerun_routes(router: web.UrlDispatcher) -> None:
-    """Before the job actions' ``/jobs/{job_id}/{action}``, which would take ``rerun`` for one."""
+    """Before the job operations' ``/jobs/{job_id}/{operation}``, which would take ``rerun`` for one."""
     router.add_get("/jobs/{job_id}/rerun", rerun_page, name="job_rerun")
     router.add_post("/jobs/{job_id}/rerun", start_rerun, name="job_rerun_start")

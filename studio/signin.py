@@ -1,4 +1,6 @@
-"""Studio sign-in attempts: rate limited per address, and logged once per burst of wrong tokens.
+"""Signing in and out of the studio: the login page, its POST, logout, and the guard on attempts.
+
+Sign-in attempts are rate limited per address, and logged once per burst of wrong tokens.
 
 Each attempt takes a token from the address's ``sign_in`` bucket (``RATE_LIMIT_SIGN_IN_PER_SECOND``
 and ``_BURST``, the API's own buckets); an address out of tokens gets 429 with ``Retry-After``.
@@ -11,11 +13,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from urllib.parse import urlparse
 
 from aiohttp import web
 
 from avtomatika.api.errors import ApiError
 from avtomatika.api.limits import Limiter, take_rate
+from avtomatika.studio.access import OPERATOR
+from avtomatika.studio.keys import access_key, prefix_key, sign_in_key
+from avtomatika.studio.render import render_template, user_of
 
 logger = logging.getLogger(__name__)
 
@@ -68,3 +74,51 @@ class SignInGuard:
                 del self._last_failure[address]
         while len(self._last_failure) > MAX_ADDRESSES:  # all recent: forget the oldest
             del self._last_failure[min(self._last_failure, key=self._last_failure.__getitem__)]
+
+
+def _safe_next(request: web.Request, target: str | None) -> str:
+    """Where to go after sign-in: a path inside the studio, never another site."""
+    prefix = request.app[prefix_key]
+    parsed = urlparse(target or "")
+    if parsed.scheme or parsed.netloc or not (target or "").startswith(prefix):
+        return f"{prefix}/blueprints"
+    return str(target)
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    context = {"title": "Sign in", "error": None, "next": _safe_next(request, request.query.get("next")), "name": ""}
+    return await render_template(request, "login.html", context, page=True, section="login")
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """POST: check the token; a signed session cookie on success (CSRF was checked by the middleware)."""
+    access = request.app[access_key]
+    guard = request.app[sign_in_key]
+    guard.admit(request)
+    form = await request.post()
+    name = str(form.get("name") or "").strip()[:60] or "operator"
+    target = _safe_next(request, str(form.get("next") or ""))
+    found = access.role_for(str(form.get("token") or "")) if access.mode == "token" else (OPERATOR, None)
+    if found is None:
+        guard.failed(request.remote or "unknown")
+        context = {"title": "Sign in", "error": "Wrong token.", "next": target, "name": name}
+        return await render_template(request, "login.html", context, 401, page=True, section="login")
+    role, client = found
+    response = web.HTTPSeeOther(target)
+    access.write(response, request, access.sign_in(role, name, client))
+    logger.info("studio: %s signed in as %s%s", name, role, f" of {client}" if client else "")
+    raise response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    access = request.app[access_key]
+    response = web.HTTPSeeOther(f"{request.app[prefix_key]}/login")
+    access.write(response, request, access.fresh())
+    logger.info("studio: %s signed out", user_of(request).name)
+    raise response
+
+
+def setup_sign_in_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/login", login_page, name="login")
+    router.add_post("/login", login, name="login_post")
+    router.add_post("/logout", logout, name="logout")

@@ -1,19 +1,17 @@
-"""Workers: registered workers, alive or expired, their task types, load and current tasks; sign-in."""
+"""Workers: registered workers, alive or expired, their task types, load and current tasks."""
 
 from __future__ import annotations
 
 import logging
 import time
-from urllib.parse import urlparse
 
 from aiohttp import web
 
 from avtomatika.events import Event, EventKind
-from avtomatika.studio.access import OPERATOR
 from avtomatika.studio.contexts import WorkersContext
-from avtomatika.studio.keys import access_key, data_key, prefix_key, sign_in_key
+from avtomatika.studio.keys import data_key
 from avtomatika.studio.live import Update, stream_feed
-from avtomatika.studio.render import json_response, render_page, render_template, user_of, wants_json
+from avtomatika.studio.render import json_response, render_page, user_of, wants_json
 from avtomatika.studio.sse import SseEvent
 
 logger = logging.getLogger(__name__)
@@ -65,51 +63,6 @@ async def workers_live(request: web.Request) -> web.StreamResponse:
     return await stream_feed(request, WorkersFeed(request))
 
 
-def _safe_next(request: web.Request, target: str | None) -> str:
-    """Where to go after sign-in: a path inside the studio, never another site."""
-    prefix = request.app[prefix_key]
-    parsed = urlparse(target or "")
-    if parsed.scheme or parsed.netloc or not (target or "").startswith(prefix):
-        return f"{prefix}/blueprints"
-    return str(target)
-
-
-async def login_page(request: web.Request) -> web.StreamResponse:
-    context = {"title": "Sign in", "error": None, "next": _safe_next(request, request.query.get("next")), "name": ""}
-    return await render_template(request, "login.html", context, page=True, section="login")
-
-
-async def login(request: web.Request) -> web.StreamResponse:
-    """POST: check the token; a signed session cookie on success (CSRF was checked by the middleware)."""
-    access = request.app[access_key]
-    guard = request.app[sign_in_key]
-    guard.admit(request)
-    form = await request.post()
-    name = str(form.get("name") or "").strip()[:60] or "operator"
-    target = _safe_next(request, str(form.get("next") or ""))
-    found = access.role_for(str(form.get("token") or "")) if access.mode == "token" else (OPERATOR, None)
-    if found is None:
-        guard.failed(request.remote or "unknown")
-        context = {"title": "Sign in", "error": "Wrong token.", "next": target, "name": name}
-        return await render_template(request, "login.html", context, 401, page=True, section="login")
-    role, client = found
-    response = web.HTTPSeeOther(target)
-    access.write(response, request, access.sign_in(role, name, client))
-    logger.info("studio: %s signed in as %s%s", name, role, f" of {client}" if client else "")
-    raise response
-
-
-async def logout(request: web.Request) -> web.StreamResponse:
-    access = request.app[access_key]
-    response = web.HTTPSeeOther(f"{request.app[prefix_key]}/login")
-    access.write(response, request, access.fresh())
-    logger.info("studio: %s signed out", user_of(request).name)
-    raise response
-
-
 def setup_worker_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/workers", workers_page, name="workers")
     router.add_get("/live/workers", workers_live, name="live_workers")
-    router.add_get("/login", login_page, name="login")
-    router.add_post("/login", login, name="login_post")
-    router.add_post("/logout", logout, name="logout")

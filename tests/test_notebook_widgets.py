@@ -309,7 +309,7 @@ async def test_blueprint_view_without_auto_refresh_draws_on_refresh():
 
 
 # -- the engine monitor -----------------------------------------------------------------------------
-async def test_engine_monitor_counts_jobs_per_state_and_runs_the_studio_actions():
+async def test_engine_monitor_counts_jobs_per_state_and_runs_the_studio_operations():
     async with started_engine(pipeline(), API_HOST="127.0.0.1") as engine:
         monitor = EngineMonitor(engine, refresh_s=0.05)
         try:

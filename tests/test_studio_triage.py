@@ -10,8 +10,8 @@ from typing import Any
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from engine_helpers import FakeWorker, failure, wait_for, wait_for_status
-from test_studio_actions import CLIENTS_TOML, sign_in
 from test_studio_live import next_event
+from test_studio_operations import CLIENTS_TOML, sign_in
 from test_studio_support import csrf_of, studio_app, studio_engine
 
 from avtomatika import OrchestratorEngine, bulk

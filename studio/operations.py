@@ -1,4 +1,4 @@
-"""Operator actions on one job: cancel, retry, release (as is or with edited params), fail.
+"""Operations on one job, by an operator: cancel, retry, release (as is or with edited params), fail.
 
 Each is a POST (CSRF-checked and refused to viewers by the access middleware), confirmed in the page
 (``hx-confirm``), and calls the engine with ``actor="operator:<name>"`` so history records who did it.
@@ -24,7 +24,7 @@ from avtomatika.studio.render import json_response, render_fragment, user_of, wa
 
 logger = logging.getLogger(__name__)
 
-Action = Callable[[web.Request, str, str, Any], Awaitable[Job]]
+Operation = Callable[[web.Request, str, str, Any], Awaitable[Job]]
 
 
 def parse_params(request: web.Request, text: str | None) -> dict[str, Any] | None:
@@ -69,7 +69,7 @@ async def _fail(request: web.Request, job_id: str, actor: str, form: Any) -> Job
     return await request.app[engine_key].fail_job(job_id, actor=actor, reason=reason)
 
 
-ACTIONS: dict[str, tuple[Action, str]] = {
+OPERATIONS: dict[str, tuple[Operation, str]] = {
     "cancel": (_cancel, "Cancelled"),
     "retry": (_retry, "Retried"),
     "release": (_release, "Released"),
@@ -78,7 +78,7 @@ ACTIONS: dict[str, tuple[Action, str]] = {
 
 
 async def done(request: web.Request, message: str, jobs: list[Job], url: str | None = None) -> web.StreamResponse:
-    """The answer to an action: JSON, a note for ``#flash``, or a redirect back for a plain form."""
+    """The answer to an operation: JSON, a note for ``#flash``, or a redirect back for a plain form."""
     if wants_json(request):
         return json_response({"message": message, "jobs": [{"id": j.id, "status": j.status} for j in jobs]})
     if htmx(request):
@@ -86,20 +86,20 @@ async def done(request: web.Request, message: str, jobs: list[Job], url: str | N
     raise web.HTTPSeeOther(url or request.headers.get("Referer") or f"{request.app[prefix_key]}/jobs")
 
 
-async def job_action(request: web.Request) -> web.StreamResponse:
-    name = request.match_info["action"]
-    if name not in ACTIONS:
-        raise web.HTTPNotFound(text=f"No action {name!r}")
-    action, verb = ACTIONS[name]
+async def operate(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["operation"]
+    if name not in OPERATIONS:
+        raise web.HTTPNotFound(text=f"No operation {name!r}")
+    operation, verb = OPERATIONS[name]
     job_id = request.match_info["job_id"]
     actor = user_of(request).actor
     form = await request.post()
     await owned_job(request, job_id)
-    job = await action(request, job_id, actor, form)
+    job = await operation(request, job_id, actor, form)
     logger.info("studio: %s %s job %s", actor, name, job_id)
     where = f" from {form.get('from_state')}" if name == "retry" and form.get("from_state") else ""
     return await done(request, f"{verb} job {job_id[:8]}{where}; it is now {job.status.replace('_', ' ')}.", [job])
 
 
-def setup_action_routes(router: web.UrlDispatcher) -> None:
-    router.add_post("/jobs/{job_id}/{action}", job_action, name="job_action")
+def setup_operation_routes(router: web.UrlDispatcher) -> None:
+    router.add_post("/jobs/{job_id}/{operation}", operate, name="job_operation")
