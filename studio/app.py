@@ -11,7 +11,7 @@ from aiohttp import web
 from avtomatika.api.limits import Limiter, Limits, limits_key
 from avtomatika.engine import OrchestratorEngine
 from avtomatika.studio.access import Access
-from avtomatika.studio.keys import (
+from avtomatika.studio.app_keys import (
     access_key,
     data_key,
     engine_key,

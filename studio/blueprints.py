@@ -15,12 +15,12 @@ from avtomatika.errors import UnknownBlueprint
 from avtomatika.events import Event, EventKind
 from avtomatika.graph import GraphModel, extract
 from avtomatika.reads import BranchCounts, Counts, Reader
+from avtomatika.studio.app_keys import data_key, engine_key, limiter_key, prefix_key
 from avtomatika.studio.breakpoint_data import mark_breakpoints, visible_breakpoints
 from avtomatika.studio.contexts import BlueprintCard, BlueprintContext, BlueprintsContext
 from avtomatika.studio.forms import JSON_FIELD, StartForm, parse_start, refused, start_form
 from avtomatika.studio.graphs import GraphMarks, counts_marks, svg_markup
 from avtomatika.studio.htmx import htmx, redirect
-from avtomatika.studio.keys import data_key, engine_key, limiter_key, prefix_key
 from avtomatika.studio.live import Update, stream_feed
 from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json
 from avtomatika.studio.sse import SseEvent

@@ -13,11 +13,11 @@ import logging
 from aiohttp import web
 
 from avtomatika.errors import BreakpointNotFound
+from avtomatika.studio.app_keys import data_key, engine_key, prefix_key
 from avtomatika.studio.blueprints import blueprint_named, card
 from avtomatika.studio.breakpoint_data import visible_breakpoints
 from avtomatika.studio.contexts import BlueprintBreakpoints, BlueprintStateContext
 from avtomatika.studio.htmx import htmx
-from avtomatika.studio.keys import data_key, engine_key, prefix_key
 from avtomatika.studio.middleware import StudioError
 from avtomatika.studio.render import json_response, render_fragment, user_of, wants_json
 

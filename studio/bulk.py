@@ -18,10 +18,10 @@ import time
 from aiohttp import web
 
 from avtomatika.bulk import BulkAction, BulkRefused
+from avtomatika.studio.app_keys import data_key, engine_key, prefix_key
 from avtomatika.studio.bulk_form import read_form, sample_of
 from avtomatika.studio.contexts import BulkContext, BulkListContext, BulkReviewContext, bulk_json
 from avtomatika.studio.htmx import htmx, trigger
-from avtomatika.studio.keys import data_key, engine_key, prefix_key
 from avtomatika.studio.middleware import StudioError
 from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json
 

@@ -20,8 +20,8 @@ from multidict import MultiMapping
 
 from avtomatika.bulk import MAX_JOBS, MAX_RATE, BulkKind
 from avtomatika.reads import Change, diff
+from avtomatika.studio.app_keys import data_key, engine_key
 from avtomatika.studio.filters import query_of
-from avtomatika.studio.keys import data_key, engine_key
 from avtomatika.studio.middleware import StudioError
 from avtomatika.studio.operations import parse_params
 from avtomatika.studio.render import user_of

@@ -21,10 +21,10 @@ from avtomatika.api.limits import check_size
 from avtomatika.api.requests import BadJson, decode_json
 from avtomatika.errors import BreakpointNotFound
 from avtomatika.models import Job
+from avtomatika.studio.app_keys import engine_key, limiter_key, prefix_key
 from avtomatika.studio.breakpoint_data import applies_to
 from avtomatika.studio.contexts import HoldPanel
 from avtomatika.studio.htmx import htmx
-from avtomatika.studio.keys import engine_key, limiter_key, prefix_key
 from avtomatika.studio.operations import owned_job
 from avtomatika.studio.render import json_response, render_fragment, user_of, wants_json
 from avtomatika.studio.ui import pretty_json

@@ -16,11 +16,11 @@ from avtomatika.errors import JobNotFound
 from avtomatika.events import Event, EventKind
 from avtomatika.models import ENDED_STATUSES, Job
 from avtomatika.reads import JobDetail, Line, Timeline
+from avtomatika.studio.app_keys import data_key, engine_key
 from avtomatika.studio.breakpoint_data import mark_breakpoints
 from avtomatika.studio.contexts import JobContext, MomentContext, StateContext
 from avtomatika.studio.graphs import JobGraph, moment_path, path_of, version_diff
 from avtomatika.studio.hold import hold_panel
-from avtomatika.studio.keys import data_key, engine_key
 from avtomatika.studio.live import Update, stream_feed
 from avtomatika.studio.middleware import StudioError
 from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json

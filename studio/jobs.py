@@ -12,11 +12,11 @@ from avtomatika.bulk import MAX_JOBS
 from avtomatika.events import Event, EventKind
 from avtomatika.models import JobStatus
 from avtomatika.reads import JobRow
+from avtomatika.studio.app_keys import data_key, engine_key
 from avtomatika.studio.bulk_form import DEFAULT_RATE_PER_S, JOBS_LIST_OPERATIONS
 from avtomatika.studio.contexts import JobsContext
 from avtomatika.studio.filters import query_of
 from avtomatika.studio.htmx import htmx
-from avtomatika.studio.keys import data_key, engine_key
 from avtomatika.studio.live import Update, stream_feed
 from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json
 from avtomatika.studio.sse import SseEvent

@@ -23,7 +23,7 @@ from aiohttp_sse import EventSourceResponse, sse_response
 
 from avtomatika.engine import OrchestratorEngine
 from avtomatika.events import Event, EventKind
-from avtomatika.studio.keys import broadcaster_key, data_key, engine_key, sse_streams_key
+from avtomatika.studio.app_keys import broadcaster_key, data_key, engine_key, sse_streams_key
 from avtomatika.studio.render import render_string, user_of
 from avtomatika.studio.sse import SseEvent
 

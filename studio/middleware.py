@@ -27,8 +27,8 @@ from avtomatika.errors import (
 )
 from avtomatika.history import InvalidCursor
 from avtomatika.studio.access import csrf_ok, sent_csrf
+from avtomatika.studio.app_keys import access_key, limiter_key, prefix_key, session_key
 from avtomatika.studio.htmx import htmx, retarget
-from avtomatika.studio.keys import access_key, limiter_key, prefix_key, session_key
 from avtomatika.studio.render import error_context, render_template, wants_json
 
 logger = logging.getLogger(__name__)

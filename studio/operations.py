@@ -17,8 +17,8 @@ from avtomatika.api.limits import check_size
 from avtomatika.api.requests import BadJson, decode_json
 from avtomatika.errors import JobNotFound
 from avtomatika.models import Job
+from avtomatika.studio.app_keys import engine_key, limiter_key, prefix_key
 from avtomatika.studio.htmx import htmx
-from avtomatika.studio.keys import engine_key, limiter_key, prefix_key
 from avtomatika.studio.middleware import StudioError
 from avtomatika.studio.render import json_response, render_fragment, user_of, wants_json
 

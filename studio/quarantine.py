@@ -16,9 +16,9 @@ from aiohttp import web
 
 from avtomatika.events import Event, EventKind
 from avtomatika.reads import Signed
+from avtomatika.studio.app_keys import data_key, engine_key
 from avtomatika.studio.bulk_form import DEFAULT_RATE_PER_S
 from avtomatika.studio.contexts import QuarantineContext, QuarantineCounts, TriageGroup, TriageItem
-from avtomatika.studio.keys import data_key, engine_key
 from avtomatika.studio.live import Update, stream_feed
 from avtomatika.studio.render import json_response, render_page, user_of, wants_json
 from avtomatika.studio.sse import SseEvent

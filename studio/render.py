@@ -19,7 +19,7 @@ from aiohttp import web
 
 from avtomatika.reads import NavCounts, diff
 from avtomatika.studio.access import CSRF_FIELD, CSRF_HEADER, Session
-from avtomatika.studio.keys import access_key, data_key, prefix_key, session_key
+from avtomatika.studio.app_keys import access_key, data_key, prefix_key, session_key
 from avtomatika.studio.ui import FILTERS, TONES, bar
 
 logger = logging.getLogger(__name__)

@@ -20,10 +20,10 @@ from avtomatika.api.limits import check_size, job_attempt
 from avtomatika.api.requests import BadJson, decode_json
 from avtomatika.errors import InvalidOperation
 from avtomatika.reads import JobDetail
+from avtomatika.studio.app_keys import data_key, engine_key, limiter_key, prefix_key
 from avtomatika.studio.contexts import RerunContext
 from avtomatika.studio.htmx import htmx, redirect
 from avtomatika.studio.job import load_detail
-from avtomatika.studio.keys import data_key, engine_key, limiter_key, prefix_key
 from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json
 from avtomatika.studio.ui import pretty_json
 

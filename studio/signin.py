@@ -20,7 +20,7 @@ from aiohttp import web
 from avtomatika.api.errors import ApiError
 from avtomatika.api.limits import Limiter, take_rate
 from avtomatika.studio.access import OPERATOR
-from avtomatika.studio.keys import access_key, prefix_key, sign_in_key
+from avtomatika.studio.app_keys import access_key, prefix_key, sign_in_key
 from avtomatika.studio.render import render_template, user_of
 
 logger = logging.getLogger(__name__)

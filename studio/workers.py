@@ -8,8 +8,8 @@ import time
 from aiohttp import web
 
 from avtomatika.events import Event, EventKind
+from avtomatika.studio.app_keys import data_key
 from avtomatika.studio.contexts import WorkersContext
-from avtomatika.studio.keys import data_key
 from avtomatika.studio.live import Update, stream_feed
 from avtomatika.studio.render import json_response, render_page, user_of, wants_json
 from avtomatika.studio.sse import SseEvent

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from avtomatika import Config, OrchestratorEngine
 from avtomatika.api.app import create_app
-from avtomatika.api.keys import engine_key
+from avtomatika.api.app_keys import engine_key
 from avtomatika.api.openapi import build_document, undocumented_routes
 from avtomatika.api.payloads import JobSummary, JobView, TaskWire, WorkerSummary
 

@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .app_keys import engine_key
 from .breakpoints import setup_breakpoint_routes
 from .bulk import setup_bulk_routes
 from .client import setup_client_routes
 from .errors import error_middleware
 from .exposure import Exposure, add_cors_headers, exposure_key, exposure_middleware
-from .keys import engine_key
 from .limits import Limiter, Limits, limits_key, limits_middleware
 from .openapi import setup_openapi_routes
 from .public import setup_public_routes

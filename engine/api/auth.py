@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..access import Client
+from .app_keys import engine_key
 from .errors import ApiError
-from .keys import engine_key
 
 CLIENT_HEADER = "X-Avtomatika-Token"
 WORKER_HEADER = "X-Worker-Token"

@@ -9,9 +9,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..breakpoints import Breakpoint
+from .app_keys import engine_key
 from .auth import client_of, owner_of
 from .errors import ApiError
-from .keys import engine_key
 from .limits import check_size, limits_key
 from .openapi import Operation, documented
 from .payloads import (

@@ -16,9 +16,9 @@ from ..history import Cursor, InvalidCursor
 from ..models import Job, JobStatus, now
 from ..reads import JobPage, JobQuery, parse_time
 from ..watchers import Until
+from .app_keys import engine_key
 from .auth import client_of, owner_of
 from .errors import ApiError
-from .keys import engine_key
 from .limits import check_size, job_attempt, limits_key
 from .openapi import Operation, Query, documented
 from .payloads import (

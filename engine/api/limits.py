@@ -33,9 +33,9 @@ from aiohttp import web
 
 from ..access import AccessRegistry, Client
 from ..config import Config
+from .app_keys import engine_key
 from .auth import CLIENT_HEADER, WORKER_HEADER
 from .errors import ApiError, Handler
-from .keys import engine_key
 
 #: Token buckets kept at most; beyond it, full (idle) ones are forgotten.
 MAX_BUCKETS = 10_000

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from .. import __version__
-from .keys import engine_key
+from .app_keys import engine_key
 from .payloads import (
     ApprovalRequest,
     DecisionAccepted,

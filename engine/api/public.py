@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from .app_keys import engine_key
 from .auth import client_of, owner_of
 from .errors import error_response
-from .keys import engine_key
 from .payloads import ApprovalRequest
 from .render import json_response
 from .requests import parse, read_json

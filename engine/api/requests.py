@@ -9,8 +9,8 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from .app_keys import engine_key
 from .errors import ApiError
-from .keys import engine_key
 
 Model = TypeVar("Model", bound=BaseModel)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..errors import JobNotFound
+from .app_keys import engine_key
 from .auth import client_of, owner_of
-from .keys import engine_key
 from .limits import check_size, job_attempt, limits_key
 from .openapi import Operation, documented
 from .payloads import RerunDone, RerunRequest

@@ -9,9 +9,9 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from ..errors import WorkerNotFound
+from .app_keys import engine_key
 from .auth import check_owner, check_worker, worker_token
 from .errors import ApiError
-from .keys import engine_key
 from .limits import check_size, limits_key
 from .openapi import Operation, documented
 from .payloads import (
