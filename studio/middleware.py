@@ -1,7 +1,8 @@
 """The studio's two middlewares: errors (rendered by ``Accept``) and access (session, CSRF, roles).
 
-``error_middleware`` maps :class:`~avtomatika.errors.AvtomatikaError` subclasses and HTTP errors to a
-status and renders ``error.html`` for a browser, ``_error.html`` (into ``#flash``) for htmx, or JSON.
+``error_middleware`` maps :class:`~avtomatika.errors.AvtomatikaError` subclasses (by the API's own table,
+:data:`avtomatika.api.errors.ERROR_STATUSES`) and HTTP errors to a status and renders ``error.html`` for a
+browser, ``_error.html`` (into ``#flash``) for htmx, or JSON.
 Engine code never raises ``web.HTTPException``; the studio raises :class:`StudioError`.
 """
 
@@ -14,18 +15,9 @@ from http import HTTPStatus
 from aiohttp import web
 from pydantic import ValidationError
 
-from avtomatika.api.errors import ApiError
+from avtomatika.api.errors import ApiError, error_status
 from avtomatika.api.limits import take_rate
-from avtomatika.bulk import BulkNotFound
-from avtomatika.errors import (
-    AvtomatikaError,
-    BreakpointNotFound,
-    InvalidOperation,
-    JobNotFound,
-    UnknownBlueprint,
-    WorkerNotFound,
-)
-from avtomatika.history import InvalidCursor
+from avtomatika.errors import AvtomatikaError
 from avtomatika.studio.access import csrf_ok, sent_csrf
 from avtomatika.studio.app_keys import access_key, limiter_key, prefix_key, session_key
 from avtomatika.studio.htmx import htmx, retarget
@@ -53,12 +45,8 @@ def status_of(exc: Exception) -> tuple[int, str]:
     """The HTTP status and short title of an error."""
     if isinstance(exc, StudioError):
         return exc.status, exc.title
-    if isinstance(exc, JobNotFound | UnknownBlueprint | WorkerNotFound | BreakpointNotFound | BulkNotFound):
-        return 404, "Not found"
-    if isinstance(exc, InvalidOperation):
-        return 409, "Not possible now"
-    if isinstance(exc, InvalidCursor | AvtomatikaError):
-        return 400, "Bad request"
+    if isinstance(exc, AvtomatikaError):
+        return error_status(exc)
     if isinstance(exc, ValidationError):
         return 422, "Invalid input"
     return 500, "Internal error"

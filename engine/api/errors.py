@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -57,14 +58,22 @@ def error_response(status: int, message: str, /, **extra: Any) -> web.Response:
     return json_response(body, status)
 
 
-def _status_of(exc: AvtomatikaError) -> int:
-    if isinstance(exc, JobNotFound | UnknownBlueprint | WorkerNotFound | BreakpointNotFound | BulkNotFound):
-        return 404
-    if isinstance(exc, ResultRejected):
-        return exc.status
-    if isinstance(exc, InvalidOperation):
-        return 409
-    return 400
+#: The HTTP status of each kind of engine error, and the title the studio heads it with: the API and the
+#: studio both answer with these. The first kind an error is an instance of wins; any other is a 400.
+ERROR_STATUSES: tuple[tuple[tuple[type[AvtomatikaError], ...], int, str], ...] = (
+    ((JobNotFound, UnknownBlueprint, WorkerNotFound, BreakpointNotFound, BulkNotFound), 404, "Not found"),
+    ((InvalidOperation,), 409, "Not possible now"),
+)
+
+
+def error_status(exc: AvtomatikaError) -> tuple[int, str]:
+    """The HTTP status of an engine error (from :data:`ERROR_STATUSES`) and its title."""
+    if isinstance(exc, ResultRejected):  # stale (409) or foreign (403): the result says which
+        return exc.status, HTTPStatus(exc.status).phrase
+    for kinds, status, title in ERROR_STATUSES:
+        if isinstance(exc, kinds):
+            return status, title
+    return 400, "Bad request"
 
 
 @web.middleware
@@ -88,7 +97,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except (BreakpointRefused, BulkRefused) as exc:
         return error_response(400, str(exc), field=exc.field)
     except AvtomatikaError as exc:
-        return error_response(_status_of(exc), str(exc))
+        return error_response(error_status(exc)[0], str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
