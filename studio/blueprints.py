@@ -22,6 +22,7 @@ from avtomatika.studio.forms import JSON_FIELD, StartForm, parse_start, refused,
 from avtomatika.studio.graphs import GraphMarks, counts_marks, svg_markup
 from avtomatika.studio.htmx import htmx, redirect
 from avtomatika.studio.live import Update, stream_feed
+from avtomatika.studio.partial_contexts import BlueprintMarksContext
 from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json
 from avtomatika.studio.sse import SseEvent
 
@@ -146,7 +147,7 @@ class BlueprintsFeed:
             live = await LiveCounts.read(reads, blueprint.name, scope, in_flight)
             mine = [bp for bp in breakpoints if bp.blueprint == blueprint.name]
             marks.append(mark_breakpoints(live.marks(extract(blueprint)), mine))
-        return [(SseEvent.BLUEPRINT_MARKS, {"all_marks": marks})]
+        return [(SseEvent.BLUEPRINT_MARKS, BlueprintMarksContext(marks))]
 
     async def changes(self, events: list[Event]) -> list[Update]:
         if all(e.kind in _QUIET or e.job_id is None for e in events):

@@ -19,6 +19,7 @@ from avtomatika.studio.breakpoint_data import visible_breakpoints
 from avtomatika.studio.contexts import BlueprintBreakpoints, BlueprintStateContext
 from avtomatika.studio.htmx import htmx
 from avtomatika.studio.middleware import StudioError
+from avtomatika.studio.partial_contexts import StatePanelContext
 from avtomatika.studio.render import json_response, render_fragment, user_of, wants_json
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ async def state_panel(request: web.Request) -> web.StreamResponse:
     context = await state_context(request, *state_named(request))
     if wants_json(request):
         return json_response(context.to_json())
-    return await render_fragment(request, "_state_breakpoint.html", {"panel": context})
+    return await render_fragment(request, "_state_breakpoint.html", StatePanelContext(context))
 
 
 async def _answer(request: web.Request, blueprint: str, state: str | None, message: str) -> web.StreamResponse:

@@ -107,7 +107,7 @@ async def bulk_list(request: web.Request) -> web.StreamResponse:
     found = await request.app[data_key].bulk_actions(LISTED)
     if session.scope is not None:
         found = [a for a in found if a.actor == session.actor]
-    context = BulkListContext("Bulk actions", found, time.time())
+    context = BulkListContext("Bulk actions", found)
     if wants_json(request):
         return json_response(context.to_json())
     return await render_page(request, "bulk.html", context, section="bulk")

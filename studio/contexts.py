@@ -21,7 +21,6 @@ from avtomatika.reads import (
     BranchCounts,
     ErrorSignature,
     JobDetail,
-    JobQuery,
     JobRow,
     Moment,
     QueueDepth,
@@ -182,7 +181,6 @@ class HoldPanel:
 @dataclass(slots=True)
 class JobsContext:
     title: str = field(metadata=_help("Page title."))
-    query: JobQuery = field(metadata=_help("The filters in force."))
     filters: dict[str, str] = field(metadata=_help("The filter form's raw values, to refill it."))
     rows: list[JobRow] = field(metadata=_help("This page of jobs, newest first."))
     next_url: str | None = field(metadata=_help("URL of the next (older) page; None on the last page."))
@@ -328,7 +326,6 @@ class MomentContext:
     moment: Moment = field(metadata=_help("What it was then: state, status, state_history, task, branches."))
     marks: GraphMarks | None = field(metadata=_help("The graph as it was then."))
     last_seq: int = field(metadata=_help("The number of the timeline's last line."))
-    lines: int = field(metadata=_help("How many lines the timeline has."))
 
     def to_json(self) -> dict[str, Any]:
         moment = self.moment
@@ -418,7 +415,6 @@ class QuarantineContext:
     states: list[str] = field(metadata=_help("States the selected jobs may be retried from (their blueprints')."))
     held: dict[str, Any] | None = field(metadata=_help("The arrived job's held task params, shown by the editor."))
     rate_per_s: float = field(metadata=_help("The action form's default rate (jobs per second)."))
-    rendered_at: float = field(metadata=_help("When the page was drawn: jobs quarantined after are announced."))
 
     def to_json(self) -> dict[str, Any]:
         groups = [
@@ -493,7 +489,6 @@ class BulkContext:
 class BulkListContext:
     title: str = field(metadata=_help("Page title."))
     actions: list[BulkAction] = field(metadata=_help("Recent bulk actions, newest first."))
-    at: float = field(metadata=_help("When they were read (UNIX seconds)."))
 
     def to_json(self) -> dict[str, Any]:
         return {"bulk_actions": [bulk_json(a) for a in self.actions]}
@@ -535,7 +530,26 @@ class PatternsContext:
     samples: dict[str, Any] = field(default_factory=dict, metadata=_help("Fixture data for every partial."))
 
 
+@dataclass(slots=True)
+class ErrorContext:
+    """An error: a page of its own (``error.html``), or a note for ``#flash`` (``_error.html``)."""
+
+    status: int = field(metadata=_help("The HTTP status."))
+    title: str = field(metadata=_help("What kind of error, in a few words."))
+    message: str = field(metadata=_help("What went wrong."))
+
+
+@dataclass(slots=True)
+class LoginContext:
+    title: str = field(metadata=_help("Page title."))
+    error: str | None = field(metadata=_help("Why the last try was refused, if it was."))
+    next: str = field(metadata=_help("Where to go once signed in (a path inside the studio)."))
+    name: str = field(metadata=_help("The name given, to refill the form."))
+
+
 PAGE_CONTEXTS: dict[str, type] = {
+    "error.html": ErrorContext,
+    "login.html": LoginContext,
     "blueprints.html": BlueprintsContext,
     "blueprint.html": BlueprintContext,
     "jobs.html": JobsContext,

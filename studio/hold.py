@@ -26,6 +26,7 @@ from avtomatika.studio.breakpoint_data import applies_to
 from avtomatika.studio.contexts import HoldPanel
 from avtomatika.studio.htmx import htmx
 from avtomatika.studio.operations import owned_job
+from avtomatika.studio.partial_contexts import JobHoldContext
 from avtomatika.studio.render import json_response, render_fragment, user_of, wants_json
 from avtomatika.studio.ui import pretty_json
 
@@ -98,7 +99,7 @@ async def _answer(request: web.Request, panel: HoldPanel, status: int = 200) -> 
     if wants_json(request):
         return json_response(panel.to_json(), status)
     if htmx(request):
-        return await render_fragment(request, "_job_hold.html", {"hold": panel}, status)
+        return await render_fragment(request, "_job_hold.html", JobHoldContext(panel), status)
     if status >= 400:
         raise web.HTTPUnprocessableEntity(text="; ".join(panel.errors.values()))
     raise web.HTTPSeeOther(f"{request.app[prefix_key]}/jobs/{panel.job.id}")

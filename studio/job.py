@@ -23,6 +23,7 @@ from avtomatika.studio.graphs import JobGraph, moment_path, path_of, version_dif
 from avtomatika.studio.hold import hold_panel
 from avtomatika.studio.live import Update, stream_feed
 from avtomatika.studio.middleware import StudioError
+from avtomatika.studio.partial_contexts import TimelineLinesContext, TimelineRowsContext
 from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json
 from avtomatika.studio.sse import SseEvent
 
@@ -102,7 +103,7 @@ async def moment_page(request: web.Request) -> web.StreamResponse:
         raise StudioError(404, "No timeline", "History has no line of this job yet.")
     moment = timeline.at(_seq(request))
     graph = await JobGraph.of(request.app[engine_key], detail)
-    context = MomentContext(detail.job, moment, graph.marks(moment_path(moment)), timeline.last_seq, len(timeline))
+    context = MomentContext(detail.job, moment, graph.marks(moment_path(moment)), timeline.last_seq)
     if wants_json(request):
         return json_response(context.to_json())
     return await render_fragment(request, "_moment.html", context)
@@ -177,9 +178,9 @@ class JobFeed:
         if progress_only:
             return [u for u in updates if u[0] == SseEvent.JOB_PANEL]
         if added:
-            updates.append((SseEvent.TIMELINE_LINES, {"lines": added, "timeline": self.timeline, "t0": job.created_at}))
+            updates.append((SseEvent.TIMELINE_LINES, TimelineLinesContext(added, self.timeline, job.created_at)))
             rows = [row for row in context.rows if row.seq >= since]
-            updates.append((SseEvent.TIMELINE_ROWS, {"rows": rows, "detail": detail, "job": job, "new": True}))
+            updates.append((SseEvent.TIMELINE_ROWS, TimelineRowsContext(rows, detail, job, new=True)))
         return updates
 
 

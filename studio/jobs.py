@@ -18,6 +18,7 @@ from avtomatika.studio.contexts import JobsContext
 from avtomatika.studio.filters import query_of
 from avtomatika.studio.htmx import htmx
 from avtomatika.studio.live import Update, stream_feed
+from avtomatika.studio.partial_contexts import JobRowContext
 from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json
 from avtomatika.studio.sse import SseEvent
 
@@ -40,7 +41,6 @@ async def jobs_context(request: web.Request) -> JobsContext:
     states = list(chosen.states) if chosen else sorted({s for b in engine.blueprints.values() for s in b.states})
     return JobsContext(
         title="Jobs",
-        query=query,
         filters=raw,
         rows=page.rows,
         next_url=next_url,
@@ -93,7 +93,7 @@ class JobsFeed:
             if not user_of(self.request).sees(row.client):
                 continue
             is_new = job_id in created and self.query.matches(row)
-            updates.append((SseEvent.JOB_ROW, {"row": row, "new": is_new}))
+            updates.append((SseEvent.JOB_ROW, JobRowContext(row, is_new)))
         return updates
 
 

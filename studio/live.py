@@ -24,6 +24,7 @@ from aiohttp_sse import EventSourceResponse, sse_response
 from avtomatika.engine import OrchestratorEngine
 from avtomatika.events import Event, EventKind
 from avtomatika.studio.app_keys import broadcaster_key, data_key, engine_key, sse_streams_key
+from avtomatika.studio.partial_contexts import NavCountsContext
 from avtomatika.studio.render import render_string, user_of
 from avtomatika.studio.sse import SseEvent
 
@@ -139,7 +140,7 @@ async def _next_round(queue: asyncio.Queue[object]) -> list[object]:
 
 
 async def nav_update(request: web.Request) -> Update:
-    return SseEvent.NAV_COUNTS, {"counts": await request.app[data_key].nav_counts(user_of(request).scope)}
+    return SseEvent.NAV_COUNTS, NavCountsContext(await request.app[data_key].nav_counts(user_of(request).scope))
 
 
 async def _send(request: web.Request, stream: EventSourceResponse, updates: list[Update]) -> None:

@@ -20,8 +20,9 @@ from avtomatika.api.limits import take_rate
 from avtomatika.errors import AvtomatikaError
 from avtomatika.studio.access import csrf_ok, sent_csrf
 from avtomatika.studio.app_keys import access_key, limiter_key, prefix_key, session_key
+from avtomatika.studio.contexts import ErrorContext
 from avtomatika.studio.htmx import htmx, retarget
-from avtomatika.studio.render import error_context, render_template, wants_json
+from avtomatika.studio.render import render_template, wants_json
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +58,10 @@ async def render_error(request: web.Request, status: int, title: str, message: s
     if wants_json(request):
         return web.json_response({"error": message, "title": title}, status=status)
     if htmx(request):
-        response = await render_template(request, "_error.html", error_context(status, title, message), status)
+        response = await render_template(request, "_error.html", ErrorContext(status, title, message), status)
         retarget(response, "#flash", "innerHTML")
         return response
-    return await render_template(request, "error.html", error_context(status, title, message), status, page=True)
+    return await render_template(request, "error.html", ErrorContext(status, title, message), status, page=True)
 
 
 @web.middleware

@@ -20,6 +20,7 @@ from avtomatika.models import Job
 from avtomatika.studio.app_keys import engine_key, limiter_key, prefix_key
 from avtomatika.studio.htmx import htmx
 from avtomatika.studio.middleware import StudioError
+from avtomatika.studio.partial_contexts import FlashContext
 from avtomatika.studio.render import json_response, render_fragment, user_of, wants_json
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ async def done(request: web.Request, message: str, jobs: list[Job], url: str | N
     if wants_json(request):
         return json_response({"message": message, "jobs": [{"id": j.id, "status": j.status} for j in jobs]})
     if htmx(request):
-        return await render_fragment(request, "_flash.html", {"message": message, "tone": "ok"})
+        return await render_fragment(request, "_flash.html", FlashContext(message, "ok"))
     raise web.HTTPSeeOther(url or request.headers.get("Referer") or f"{request.app[prefix_key]}/jobs")
 
 

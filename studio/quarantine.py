@@ -78,16 +78,14 @@ async def quarantine_context(request: web.Request) -> QuarantineContext:
     names = {entry.job.blueprint for entry in index}
     states = sorted({s for name in names if name in blueprints for s in blueprints[name].states})
     total = len(index)
-    return QuarantineContext(
-        f"Quarantine ({total})", groups, total, arrived, states, held, DEFAULT_RATE_PER_S, time.time()
-    )
+    return QuarantineContext(f"Quarantine ({total})", groups, total, arrived, states, held, DEFAULT_RATE_PER_S)
 
 
 async def quarantine_page(request: web.Request) -> web.StreamResponse:
     context = await quarantine_context(request)
     if wants_json(request):
         return json_response(context.to_json())
-    live = f"quarantine?since={context.rendered_at!r}"
+    live = f"quarantine?since={time.time()!r}"  # jobs quarantined after the page was drawn are announced
     return await render_page(request, "quarantine.html", context, section="quarantine", live=live)
 
 

@@ -120,10 +120,6 @@ def context_dict(context: Any) -> dict[str, Any]:
     return dict(context)
 
 
-def error_context(status: int, title: str, message: str) -> dict[str, Any]:
-    return {"status": status, "title": title, "message": message}
-
-
 async def layout_for(request: web.Request, title: str, section: str, live_url: str | None) -> Layout:
     if section == "login":  # nothing about the engine before sign-in
         return Layout(title, section, NavCounts(0, 0), "", live_url)

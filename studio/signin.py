@@ -21,6 +21,7 @@ from avtomatika.api.errors import ApiError
 from avtomatika.api.limits import Limiter, take_rate
 from avtomatika.studio.access import OPERATOR
 from avtomatika.studio.app_keys import access_key, prefix_key, sign_in_key
+from avtomatika.studio.contexts import LoginContext
 from avtomatika.studio.render import render_template, user_of
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def _safe_next(request: web.Request, target: str | None) -> str:
 
 
 async def login_page(request: web.Request) -> web.StreamResponse:
-    context = {"title": "Sign in", "error": None, "next": _safe_next(request, request.query.get("next")), "name": ""}
+    context = LoginContext("Sign in", None, _safe_next(request, request.query.get("next")), "")
     return await render_template(request, "login.html", context, page=True, section="login")
 
 
@@ -101,7 +102,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     found = access.role_for(str(form.get("token") or "")) if access.mode == "token" else (OPERATOR, None)
     if found is None:
         guard.failed(request.remote or "unknown")
-        context = {"title": "Sign in", "error": "Wrong token.", "next": target, "name": name}
+        context = LoginContext("Sign in", "Wrong token.", target, name)
         return await render_template(request, "login.html", context, 401, page=True, section="login")
     role, client = found
     response = web.HTTPSeeOther(target)
