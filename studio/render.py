@@ -16,11 +16,12 @@ from typing import Any
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from markupsafe import Markup
 
 from avtomatika.reads import NavCounts, diff
 from avtomatika.studio.access import CSRF_FIELD, CSRF_HEADER, Session
 from avtomatika.studio.app_keys import access_key, data_key, prefix_key, session_key
-from avtomatika.studio.ui import FILTERS, TONES, bar
+from avtomatika.studio.ui import FILTERS, TONES, bar, palette_css
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +72,16 @@ _OPTIONS: dict[str, Any] = {
 }
 
 
-def _equip(env: jinja2.Environment, prefix: str) -> None:
+def _equip(env: jinja2.Environment, prefix: str | None, *, new_tab: bool = False) -> None:
     env.filters.update(FILTERS)
     env.globals.update(
         P=prefix,
+        NEW_TAB=new_tab,
         static=lambda path: f"{prefix}/static/{path}",
         HTMX_JS=HTMX_JS,
         HTMX_SSE_JS=HTMX_SSE_JS,
         TONES=TONES,
+        PALETTE_CSS=Markup(palette_css()),
         CSRF_FIELD=CSRF_FIELD,
         CSRF_HEADER=CSRF_HEADER,
         bar=bar,
@@ -86,11 +89,13 @@ def _equip(env: jinja2.Environment, prefix: str) -> None:
     )
 
 
-def partials(prefix: str = "") -> jinja2.Environment:
-    """The studio's templates outside a request, for the notebook's widgets: they render the studio's
-    partials (``_moment.html``...) as they are; links start with ``prefix`` (the studio's URL, if served)."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), **_OPTIONS)
-    _equip(env, prefix)
+def partials(prefix: str | None = None) -> jinja2.Environment:
+    """The studio's templates outside a request, rendered synchronously, for the notebook's widgets: they
+    render the studio's partials (``_moment.html``, ``_job_row.html``, the badges) as they are. Links start
+    with ``prefix`` (the studio's URL, when it is served; job ids are not links without it) and open in a
+    new tab, away from the notebook."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), **{**_OPTIONS, "enable_async": False})
+    _equip(env, prefix, new_tab=True)
     return env
 
 

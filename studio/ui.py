@@ -12,8 +12,18 @@ from typing import Any
 
 from avtomatika.models import JobStatus
 
-#: The six colours of the studio; every status is shown in one of them.
-TONES = ("running", "waiting", "quarantined", "failed", "finished", "cancelled")
+#: The six colours of the studio, light and dark; every status is shown in one of them. The one source of
+#: the CSS variables ``--c-<tone>`` and the ``.tone-<tone>`` classes, in the studio (``base.html``) and in
+#: the notebook's widgets.
+PALETTE: dict[str, tuple[str, str]] = {
+    "running": ("#2563eb", "#60a5fa"),
+    "waiting": ("#7c3aed", "#a78bfa"),
+    "quarantined": ("#d97706", "#fbbf24"),
+    "failed": ("#dc2626", "#f87171"),
+    "finished": ("#16a34a", "#4ade80"),
+    "cancelled": ("#6b7280", "#9ca3af"),
+}
+TONES = tuple(PALETTE)
 
 _TONE_OF: dict[str, str] = {
     JobStatus.PENDING: "running",
@@ -42,6 +52,25 @@ _TASK_TONE = {
 }
 #: Which tone wins when a node holds jobs of several statuses (most urgent first).
 TONE_URGENCY = ("quarantined", "failed", "running", "waiting", "finished", "cancelled")
+
+
+def palette_variables(*, dark: bool = False) -> str:
+    """``--c-running: #2563eb; ...``: the palette as CSS variables (its dark colours with ``dark``)."""
+    return " ".join(f"--c-{name}: {colours[dark]};" for name, colours in PALETTE.items())
+
+
+def tone_rules(scope: str = "") -> str:
+    """``.tone-running { --tone: var(--c-running); } ...``: a class per tone, inside ``scope`` if given."""
+    inside = f"{scope} " if scope else ""
+    return "\n".join(f"{inside}.tone-{name} {{ --tone: var(--c-{name}); }}" for name in PALETTE)
+
+
+def palette_css() -> str:
+    """The studio's palette: the variables, light and dark (``prefers-color-scheme``), and the tone classes."""
+    return (
+        f":root {{ {palette_variables()} }}\n"
+        f"@media (prefers-color-scheme: dark) {{ :root {{ {palette_variables(dark=True)} }} }}\n{tone_rules()}"
+    )
 
 
 def tone(status: str | None) -> str:

@@ -10,6 +10,7 @@ counts drawn next to them. Here that happens in the kernel, on the SVG text, so 
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
@@ -17,21 +18,26 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import jinja2
+
 from avtomatika.blueprint import Problem, StateMachineBlueprint
 from avtomatika.graph import GraphModel, GraphvizNotFound, blueprint_svg, model_svg
 from avtomatika.models import Job
-from avtomatika.reads import Change
+from avtomatika.reads import Change, JobRow
+from avtomatika.studio.access import Session
 from avtomatika.studio.graphs import EdgeMark, GraphMarks, NodeMark
-from avtomatika.studio.ui import age, compact_number, human, pretty_json, short_id, tone
+from avtomatika.studio.partial_contexts import JobRowContext
+from avtomatika.studio.render import context_dict, partials
+from avtomatika.studio.ui import compact_number, palette_variables, pretty_json, tone_rules
 
-#: The studio's palette (``static/studio.css``), scoped to the widgets: one colour per status.
-STYLE = """
-.avtomatika-nb { --c-running:#2563eb; --c-waiting:#7c3aed; --c-quarantined:#d97706; --c-failed:#dc2626;
-  --c-finished:#16a34a; --c-cancelled:#6b7280; --accent:#2563eb; --muted:#64748b;
+#: The studio's palette (:data:`avtomatika.studio.ui.PALETTE`, light), scoped to the widgets, and their styles.
+STYLE = (
+    f".avtomatika-nb {{ {palette_variables()}"
+    """ --accent:#2563eb; --muted:#64748b;
   --line:rgba(127,127,127,.28); --path:#0f766e; --code-bg:rgba(127,127,127,.09); font-size:13px; line-height:1.45; }
-.avtomatika-nb .tone-running{--tone:var(--c-running)} .avtomatika-nb .tone-waiting{--tone:var(--c-waiting)}
-.avtomatika-nb .tone-quarantined{--tone:var(--c-quarantined)} .avtomatika-nb .tone-failed{--tone:var(--c-failed)}
-.avtomatika-nb .tone-finished{--tone:var(--c-finished)} .avtomatika-nb .tone-cancelled{--tone:var(--c-cancelled)}
+"""
+    + tone_rules(".avtomatika-nb")
+    + """
 .avtomatika-nb svg.avtomatika-graph { max-width:100%; height:auto; overflow:visible; }
 .avtomatika-nb .node.active path, .avtomatika-nb .node.active polygon,
 .avtomatika-nb .node.has-jobs path, .avtomatika-nb .node.has-jobs polygon {
@@ -57,6 +63,7 @@ STYLE = """
 .avtomatika-nb th, .avtomatika-nb td { text-align:left; padding:.15em .7em .15em 0; border-bottom:1px solid var(--line);
   vertical-align:top; }
 .avtomatika-nb .muted { color:var(--muted); }
+.avtomatika-nb .mono { font-family:var(--jp-code-font-family, monospace); font-size:.9em; }
 .avtomatika-nb .error { color:var(--c-failed); } .avtomatika-nb .warning { color:var(--c-quarantined); }
 .avtomatika-nb .added { color:var(--c-finished); } .avtomatika-nb .removed { color:var(--c-failed); }
 .avtomatika-nb .changed { color:var(--c-quarantined); }
@@ -75,6 +82,7 @@ STYLE = """
 .avtomatika-nb .branch-head { display:flex; gap:.8em; align-items:center; }
 .avtomatika-nb .attempt { border-left:3px solid var(--line); padding-left:.6em; margin:.3em 0; }
 """
+)
 
 _GROUP = re.compile(r'<g id="(?P<id>[^"]*)" class="(?P<cls>[^"]*)">')
 _POINT = re.compile(r"(-?\d+(?:\.\d+)?),(-?\d+(?:\.\d+)?)")
@@ -233,15 +241,35 @@ def _visits(svg: str, start: int, visits: int) -> str:
     return f'<text class="visits" x="{x + 4:.2f}" y="{y - 4:.2f}">\N{MULTIPLICATION SIGN}{visits}</text>'
 
 
+# -- the studio's partials --------------------------------------------------------------------------
+#: Who the studio's partials are rendered for in a notebook: no session, so no forms.
+NOTEBOOK_USER = Session(None, "notebook", "")
+
+
+@functools.lru_cache(maxsize=8)
+def templates(studio_url: str | None = None) -> jinja2.Environment:
+    """The studio's templates, linking to the studio at ``studio_url`` (no links to jobs without it)."""
+    return partials(studio_url)
+
+
+def render(template: str, context: Any, studio_url: str | None = None) -> str:
+    """One of the studio's partials, rendered with ``context`` (its declared context dataclass)."""
+    return templates(studio_url).get_template(template).render(**context_dict(context), user=NOTEBOOK_USER)
+
+
+def _macros(studio_url: str | None = None) -> Any:
+    return templates(studio_url).get_template("_macros.html").make_module({"user": NOTEBOOK_USER})
+
+
 # -- panels ---------------------------------------------------------------------------------------
 def badge(status: str | None) -> str:
-    """A status in its colour, as the studio shows it."""
-    return f'<span class="badge tone-{tone(status)}">{esc(human(status))}</span>'
+    """A status in its colour: the studio's badge."""
+    return str(_macros().badge(status))
 
 
 def count_badge(status: str, count: int) -> str:
-    """``3 finished`` in the status's colour."""
-    return f'<span class="badge tone-{tone(status)}">{count} {esc(human(status))}</span>'
+    """``3 finished`` in the status's colour: the studio's badge with a count."""
+    return str(_macros().badge(status, count))
 
 
 def problems_html(problems: Iterable[Problem]) -> str:
@@ -285,18 +313,9 @@ def diff_html(changes: Sequence[Change]) -> str:
 
 
 def jobs_table(jobs: Sequence[Job], studio_url: str | None) -> str:
-    """Recent jobs: id (a link to the studio's job page when it is served), blueprint, status, state, age."""
+    """Recent jobs as the studio's jobs table shows them (its head and ``_job_row.html``); ids link to the
+    studio's job pages when it is served."""
     if not jobs:
         return '<p class="muted">No jobs yet.</p>'
-    rows = []
-    for job in jobs:
-        ident = esc(short_id(job.id))
-        if studio_url:
-            ident = f'<a href="{esc(studio_url)}/jobs/{esc(job.id)}" target="_blank">{ident}</a>'
-        error = f'<div class="muted">{esc(job.error)}</div>' if job.error else ""
-        rows.append(
-            f'<tr data-job="{esc(job.id)}"><td><code>{ident}</code></td><td>{esc(job.blueprint)}</td>'
-            f"<td>{badge(job.status)}</td><td>{esc(job.state)}{error}</td><td>{esc(age(job.created_at))}</td></tr>"
-        )
-    head = "<tr><th>job</th><th>blueprint</th><th>status</th><th>state</th><th>age</th></tr>"
-    return f"<table>{head}{''.join(rows)}</table>"
+    rows = "".join(render("_job_row.html", JobRowContext(JobRow.of(job)), studio_url or None) for job in jobs)
+    return f'<table class="jobs">{_macros().job_head()}<tbody>{rows}</tbody></table>'

@@ -16,12 +16,12 @@ from traitlets import Int, Unicode
 
 from avtomatika.engine import OrchestratorEngine
 from avtomatika.reads import JobDetail, Moment
+from avtomatika.studio.contexts import MomentContext
 from avtomatika.studio.graphs import JobGraph, moment_path
 from avtomatika.studio.notebook import _render
 from avtomatika.studio.notebook._loop import Background
 from avtomatika.studio.notebook._snapshot import StaticPicture
 from avtomatika.studio.notebook.errors import DebuggerError
-from avtomatika.studio.render import partials
 
 
 class JobHistory(widgets.VBox):
@@ -44,7 +44,7 @@ class JobHistory(widgets.VBox):
         self.detail: JobDetail | None = None
         self.moment: Moment | None = None
         self._graph: JobGraph | None = None
-        self._templates = partials(studio_url)
+        self._studio_url = studio_url
         self.slider = widgets.IntSlider(
             min=1, max=1, value=1, description="line", continuous_update=False, layout={"width": "100%"}
         )
@@ -94,13 +94,8 @@ class JobHistory(widgets.VBox):
         marks = self._graph.marks(moment_path(moment))
         drawn = _render.model_graph_html(model, marks) if model is not None else ""
         self.graph.value = _render.page(drawn, css_class="path-mode")
-        context = {
-            "job": detail.job,
-            "moment": moment,
-            "marks": None,
-            "last_seq": detail.timeline.last_seq,
-        }
-        self.panel.value = _render.page(await self._templates.get_template("_moment.html").render_async(**context))
+        context = MomentContext(detail.job, moment, None, detail.timeline.last_seq)
+        self.panel.value = _render.page(_render.render("_moment.html", context, self._studio_url))
         self.message.value = ""
         self.picture.update([self.graph.value, self.panel.value])
         return moment
