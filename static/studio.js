@@ -1,10 +1,11 @@
 // Avtomatika Studio: the little JavaScript the pages need, no build step.
-// 1. Graph marks: apply the classes, count badges, notes, tooltips and visit counts carried by
-//    _graph_marks.html (in the page and in SSE events) to the cached SVG, by stable ids.
+// 1. Graph marks: apply the classes and tooltips carried by _graph_marks.html (in the page and in SSE
+//    events) to the cached SVG, by stable ids, and put its drawn marks (badges, notes, visit counts,
+//    breakpoint dots: avtomatika.studio.marks draws them) in the anchors the SVG holds for them.
 // 2. Upserts: an SSE row or item whose id is already on the page replaces it; a new one is added
 //    only when marked data-sse-new. Open <details> stay open when their part of the page is replaced.
 // 3. Graph clicks: a state's visits on a job page, its breakpoint panel on a blueprint's page, the jobs
-//    in that state on the blueprints page. A state with a breakpoint gets a red dot.
+//    in that state on the blueprints page.
 // 4. The timeline: compact or every line, times in UTC, local time or since the job was created.
 // 5. Time travel: the scrubber's steps, the label, back to now; copy buttons; branch filters.
 // 6. Bulk selections (quarantine triage, jobs list): counts, groups, a text filter, the job arrived
@@ -25,85 +26,11 @@
     el.setAttribute("data-live", classes.join(" "));
   }
 
-  function compact(n) {
-    if (n < 1000) { return String(n); }
-    var units = [[1e9, "G"], [1e6, "M"], [1e3, "k"]];
-    for (var i = 0; i < units.length; i++) {
-      if (n >= units[i][0]) {
-        var v = n / units[i][0];
-        return (v < 10 ? v.toFixed(1).replace(".0", "") : v.toFixed(0)) + units[i][1];
-      }
-    }
-    return String(n);
-  }
-
-  // A count badge: a pill sized to its text, at the node's top right corner (the SVG is drawn with
-  // room around it, and overflows visibly, so a badge at the edge is never cut).
-  function badge(node, count, tone) {
-    var found = node.querySelector(":scope > .live-badge");
-    if (!count) { if (found) { found.remove(); } return; }
-    var text = compact(count);
-    if (!found) {
-      found = document.createElementNS(SVGNS, "g");
-      found.appendChild(document.createElementNS(SVGNS, "rect"));
-      found.appendChild(document.createElementNS(SVGNS, "text"));
-      node.appendChild(found);
-    }
-    var box = shapeBox(node);
-    var width = Math.max(16, 7 + text.length * 6.2);
-    var rect = found.querySelector("rect");
-    rect.setAttribute("x", box.x + box.width - width + 6);
-    rect.setAttribute("y", box.y - 8);
-    rect.setAttribute("width", width);
-    rect.setAttribute("height", 16);
-    rect.setAttribute("rx", 8);
-    var label = found.querySelector("text");
-    label.setAttribute("x", box.x + box.width - width / 2 + 6);
-    label.setAttribute("y", box.y + 3.5);
-    label.setAttribute("text-anchor", "middle");
-    label.textContent = text;
-    found.setAttribute("class", "live-badge " + (tone || ""));
-  }
-
-  // A breakpoint: a red dot at the node's top left corner (the outline is CSS, by the class).
-  function breakpointDot(node, on) {
-    var found = node.querySelector(":scope > .bp-mark");
-    if (!on) { if (found) { found.remove(); } return; }
-    if (!found) {
-      found = document.createElementNS(SVGNS, "circle");
-      found.setAttribute("class", "bp-mark");
-      found.setAttribute("r", 5.5);
-      node.appendChild(found);
-    }
-    var box = shapeBox(node);
-    found.setAttribute("cx", box.x + 2);
-    found.setAttribute("cy", box.y + 2);
-  }
-
-  function shapeBox(node) {
-    var shape = node.querySelector(":scope > path, :scope > polygon, :scope > ellipse");
-    return (shape || node).getBBox();
-  }
-
-  // Lines under the node: a fan-out's branches ("3/40 done" then the rest), or the jobs that ended there.
-  function note(node, text) {
-    var found = node.querySelector(":scope > .node-note");
-    if (found) { found.remove(); }
-    if (!text) { return; }
-    var parts = text.split(" \u00b7 ");
-    var lines = parts.length > 2 ? [parts[0], parts.slice(1).join(" \u00b7 ")] : [text];
-    found = document.createElementNS(SVGNS, "text");
-    found.setAttribute("class", "node-note");
-    found.setAttribute("text-anchor", "middle");
-    var box = shapeBox(node);
-    lines.forEach(function (line, i) {
-      var span = document.createElementNS(SVGNS, "tspan");
-      span.setAttribute("x", box.x + box.width / 2);
-      span.setAttribute("y", box.y + box.height + 11 + i * 11);
-      span.textContent = line;
-      found.appendChild(span);
-    });
-    node.appendChild(found);
+  // The marks drawn by the server (avtomatika.studio.marks: badge, breakpoint dot, note, visit count),
+  // put in the anchor the cached SVG holds for them in each node and edge.
+  function overlay(el, markup) {
+    var anchor = el.querySelector(":scope > svg.mark");
+    if (anchor) { anchor.innerHTML = markup || ""; }
   }
 
   // What a hover shows: the breakdown, in a <title> of the node's shape and of its label (the node's
@@ -117,42 +44,22 @@
     });
   }
 
-  function visits(edge, count) {
-    var found = edge.querySelector(":scope > .visits");
-    if (count < 2) { if (found) { found.remove(); } return; }
-    if (!found) {
-      var path = edge.querySelector("path");
-      if (!path) { return; }
-      var middle = path.getPointAtLength(path.getTotalLength() / 2);
-      found = document.createElementNS(SVGNS, "text");
-      found.setAttribute("class", "visits");
-      found.setAttribute("x", middle.x + 4);
-      found.setAttribute("y", middle.y - 4);
-      edge.appendChild(found);
-    }
-    found.textContent = "\u00d7" + count;
-  }
-
   function applyOne(marks) {
     document.querySelectorAll('[id="' + marks.dataset.graph + '"]').forEach(function (graph) {
       marks.querySelectorAll("[data-node]").forEach(function (m) {
         var node = byId(graph, m.dataset.node);
         if (!node) { return; }
-        var classes = (m.dataset.class || "").split(" ").filter(Boolean);
-        setClasses(node, classes);
+        setClasses(node, (m.dataset.class || "").split(" ").filter(Boolean));
         node.setAttribute("data-count", m.dataset.count || "0");
         node.setAttribute("data-state", m.dataset.state || "");
-        var tone = classes.filter(function (c) { return c.indexOf("tone-") === 0; })[0];
-        badge(node, parseInt(m.dataset.count || "0", 10), tone);
-        breakpointDot(node, classes.indexOf("breakpoint") !== -1);
-        note(node, m.dataset.note || "");
+        overlay(node, m.dataset.overlay);
         tooltip(node, m.getAttribute("title"));
       });
       marks.querySelectorAll("[data-edge]").forEach(function (m) {
         var edge = byId(graph, m.dataset.edge);
         if (!edge) { return; }
         setClasses(edge, (m.dataset.class || "").split(" ").filter(Boolean));
-        visits(edge, parseInt(m.dataset.visits || "0", 10));
+        overlay(edge, m.dataset.overlay);
       });
     });
   }

@@ -19,9 +19,10 @@ from avtomatika.studio.app_keys import data_key, engine_key, limiter_key, prefix
 from avtomatika.studio.breakpoint_data import mark_breakpoints, visible_breakpoints
 from avtomatika.studio.contexts import BlueprintCard, BlueprintContext, BlueprintsContext
 from avtomatika.studio.forms import JSON_FIELD, StartForm, parse_start, refused, start_form
-from avtomatika.studio.graphs import GraphMarks, counts_marks, svg_markup
+from avtomatika.studio.graphs import counts_marks, svg_markup
 from avtomatika.studio.htmx import htmx, redirect
 from avtomatika.studio.live import Update, stream_feed
+from avtomatika.studio.marks import GraphMarks
 from avtomatika.studio.partial_contexts import BlueprintMarksContext
 from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json
 from avtomatika.studio.sse import SseEvent

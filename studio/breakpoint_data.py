@@ -11,7 +11,7 @@ from avtomatika.api.payloads import breakpoint_view
 from avtomatika.breakpoints import ANY_STATE, Breakpoint
 from avtomatika.models import Job
 from avtomatika.studio.app_keys import engine_key
-from avtomatika.studio.graphs import GraphMarks
+from avtomatika.studio.marks import GraphMarks
 from avtomatika.studio.render import user_of
 
 

@@ -31,7 +31,8 @@ from avtomatika.reads import (
 from avtomatika.reads import WorkerView as Worker
 from avtomatika.studio.breakpoint_data import breakpoint_json
 from avtomatika.studio.forms import StartForm
-from avtomatika.studio.graphs import GraphMarks, VersionDiff
+from avtomatika.studio.graphs import VersionDiff
+from avtomatika.studio.marks import GraphMarks
 from avtomatika.studio.ui import TONES
 
 if TYPE_CHECKING:

@@ -1,11 +1,11 @@
 """Graphs on pages: the cached SVG of a blueprint version, and the live "marks" laid over it.
 
 The SVG is rendered once per blueprint version (:func:`avtomatika.graph.model_svg`, off the loop),
-today's or one history kept. Live data never re-renders it: a :class:`GraphMarks` lists, per node
-and edge id, the CSS classes, count badge, note (a fan-out's branches, the jobs that ended there)
-and tooltip to show; ``_graph_marks.html`` carries them (in the page and in SSE events) and
-``static/studio.js`` applies them to the SVG's elements (``_render.apply_marks`` does the same for
-the notebook).
+today's or one history kept, and anchored for marks (:func:`avtomatika.studio.marks.anchored`). Live
+data never re-renders it: a :class:`GraphMarks` lists, per node and edge id, the CSS classes, count
+badge, note (a fan-out's branches, the jobs that ended there) and tooltip to show. How they look is
+:mod:`avtomatika.studio.marks`' alone: ``_graph_marks.html`` carries them drawn (in the page and in
+SSE events) for ``static/studio.js`` to put in place, and the notebook lays them over the SVG itself.
 
 On a job's page the edges marked ``taken`` are exactly those its timeline recorded: the handler
 that ran (default or which ``.when()``) and the answer (a result's status, a decision) name the
@@ -25,6 +25,7 @@ from markupsafe import Markup, escape
 from avtomatika.graph import EdgeModel, GraphModel, GraphvizNotFound, extract, model_svg, slug
 from avtomatika.models import Job
 from avtomatika.reads import BranchCounts, JobDetail, Moment, Timeline, Transition, Visit
+from avtomatika.studio.marks import EdgeMark, GraphMarks, NodeMark, anchored
 from avtomatika.studio.ui import TONE_URGENCY, compact_number, human, tone
 
 if TYPE_CHECKING:
@@ -36,41 +37,6 @@ logger = logging.getLogger(__name__)
 ENDED_ORDER = ("finished", "failed", "cancelled", "lost")
 
 
-@dataclass(slots=True)
-class NodeMark:
-    """Live data of one state's SVG node: classes, a count badge, a note under it, a tooltip."""
-
-    dom_id: str
-    state: str
-    classes: list[str] = field(default_factory=list)
-    count: int = 0
-    title: str = ""
-    note: str = ""
-
-
-@dataclass(slots=True)
-class EdgeMark:
-    """Live data of one edge: ``taken`` and how often."""
-
-    dom_id: str
-    classes: list[str] = field(default_factory=list)
-    visits: int = 0
-
-
-@dataclass(slots=True)
-class GraphMarks:
-    """Everything live about one drawn graph; ``graph_id`` is the SVG's top ``<g>`` id."""
-
-    graph_id: str
-    nodes: list[NodeMark]
-    edges: list[EdgeMark]
-    #: A job's moves the graph shows no edge for (a target computed in code, not declared).
-    off_graph: list[Transition] = field(default_factory=list)
-
-    def node(self, state: str) -> NodeMark | None:
-        return next((n for n in self.nodes if n.state == state), None)
-
-
 def graph_id(model: GraphModel) -> str:
     """The id graphviz gives the SVG's top group (``graph-<slug>``), as :func:`to_dot` sets it."""
     return f"graph-{slug(model.blueprint)}"
@@ -80,7 +46,7 @@ async def svg_markup(model: GraphModel) -> Markup:
     """The model's inline SVG (rendered in a thread on first use), or a note saying why not."""
     loop = asyncio.get_running_loop()
     try:
-        svg = await loop.run_in_executor(None, model_svg, model)
+        svg = await loop.run_in_executor(None, lambda: anchored(model_svg(model)))
     except GraphvizNotFound as exc:
         logger.warning("studio: %s", exc)
         return Markup('<p class="note warn">{}</p>').format(str(exc))

@@ -30,7 +30,7 @@ from avtomatika.studio.contexts import (
     StateContext,
     WorkersContext,
 )
-from avtomatika.studio.graphs import GraphMarks
+from avtomatika.studio.marks import GraphMarks
 
 
 def _help(text: str) -> dict[str, str]:

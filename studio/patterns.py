@@ -14,7 +14,7 @@ from avtomatika.reads import BranchCounts, JobDetail, JobRow, Line, NavCounts, Q
 from avtomatika.studio.bulk_form import BulkForm, Sample
 from avtomatika.studio.contexts import BlueprintStateContext, HoldPanel, PatternsContext
 from avtomatika.studio.forms import FormField, StartForm
-from avtomatika.studio.graphs import EdgeMark, GraphMarks, NodeMark
+from avtomatika.studio.marks import EdgeMark, GraphMarks, NodeMark
 from avtomatika.studio.render import render_page
 from avtomatika.studio.ui import TONES
 

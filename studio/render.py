@@ -21,6 +21,7 @@ from markupsafe import Markup
 from avtomatika.reads import NavCounts, diff
 from avtomatika.studio.access import CSRF_FIELD, CSRF_HEADER, Session
 from avtomatika.studio.app_keys import access_key, data_key, prefix_key, session_key
+from avtomatika.studio.marks import overlay
 from avtomatika.studio.ui import FILTERS, TONES, bar, palette_css
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ _OPTIONS: dict[str, Any] = {
 
 def _equip(env: jinja2.Environment, prefix: str | None, *, new_tab: bool = False) -> None:
     env.filters.update(FILTERS)
+    env.filters["overlay"] = lambda mark: str(overlay(mark))  # a plain string: escaped into data-overlay
     env.globals.update(
         P=prefix,
         NEW_TAB=new_tab,

@@ -124,7 +124,7 @@ def amount_router() -> StateMachineBlueprint:
 
 def svg_nodes(html: str) -> dict[str, set[str]]:
     """State name (the node's <title>) -> classes of its SVG group."""
-    svg = html[html.index("<svg") : html.index("</svg>") + len("</svg>")]
+    svg = html[html.index("<svg") : html.rindex("</svg>") + len("</svg>")]  # the graph, its marks' anchors inside
     root = ET.fromstring(svg)
     nodes = {}
     for group in root.iter(f"{SVG_NS}g"):

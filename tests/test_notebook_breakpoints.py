@@ -35,7 +35,7 @@ async def test_a_breakpoint_set_from_the_monitor_holds_a_job_edited_stepped_and_
             await press(monitor, panel.break_button)
             assert panel.breakpoint_count == 1
             assert "breakpoint" in svg_nodes(monitor.graph.value)["work"]
-            assert "bp-dot" in monitor.graph.value
+            assert "bp-mark" in monitor.graph.value  # the red dot, drawn as the studio draws it
 
             job = await monitor.start_job({"size": 10})
             await wait_for_status(engine, job.id, "held")

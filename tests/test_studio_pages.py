@@ -50,7 +50,7 @@ async def test_blueprints_page_inlines_one_svg_node_per_state(aiohttp_client) ->
         client = await aiohttp_client(studio_app(engine))
         text = await (await client.get("/studio/blueprints")).text()
         start = text.index('<svg class="avtomatika-graph"', text.index('data-blueprint="studio_echo"'))
-        svg = ET.fromstring(text[start : text.index("</svg>", start) + 6])
+        svg = ET.fromstring(text[start : text.index("</svg>\n</div>", start) + 6])  # the marks' anchors are inside
         ns = "{http://www.w3.org/2000/svg}"
         nodes = [g.get("id") for g in svg.iter(f"{ns}g") if "state" in (g.get("class") or "").split()]
         assert sorted(nodes) == ["node-done", "node-start", "node-work"]

@@ -1,11 +1,11 @@
 """HTML for the notebook widgets: the studio's graph with live marks, and small panels.
 
 The graph is the studio's own: :func:`avtomatika.graph.blueprint_svg`, rendered by graphviz once per
-blueprint version and cached. Live data never re-renders it. As ``static/studio.js`` does in the
-browser, the marks of :mod:`avtomatika.studio.graphs` (``job_marks``, ``counts_marks``) are laid over
-the cached SVG by its stable ids: classes added to node and edge groups, count badges and visit
-counts drawn next to them. Here that happens in the kernel, on the SVG text, so the widgets are plain
-``ipywidgets.HTML`` and need no JavaScript of their own.
+blueprint version and cached, with the anchors of :func:`avtomatika.studio.marks.anchored`. Live data
+never re-renders it: the marks of :mod:`avtomatika.studio.graphs` (``job_marks``, ``counts_marks``)
+are laid over it by :func:`avtomatika.studio.marks.mark_svg`, drawn as the studio draws them. Here that
+happens in the kernel, on the SVG text, so the widgets are plain ``ipywidgets.HTML`` and need no
+JavaScript of their own.
 """
 
 from __future__ import annotations
@@ -13,22 +13,22 @@ from __future__ import annotations
 import functools
 import html
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import jinja2
 
 from avtomatika.blueprint import Problem, StateMachineBlueprint
-from avtomatika.graph import GraphModel, GraphvizNotFound, blueprint_svg, model_svg
+from avtomatika.graph import GraphModel, GraphvizNotFound, blueprint_svg, extract, model_svg
 from avtomatika.models import Job
 from avtomatika.reads import Change, JobRow
 from avtomatika.studio.access import Session
-from avtomatika.studio.graphs import EdgeMark, GraphMarks, NodeMark
+from avtomatika.studio.graphs import graph_id
+from avtomatika.studio.marks import GraphMarks, NodeMark, anchored, mark_svg
 from avtomatika.studio.partial_contexts import JobRowContext
 from avtomatika.studio.render import context_dict, partials
-from avtomatika.studio.ui import compact_number, palette_variables, pretty_json, tone_rules
+from avtomatika.studio.ui import palette_variables, pretty_json, tone_rules
 
 #: The studio's palette (:data:`avtomatika.studio.ui.PALETTE`, light), scoped to the widgets, and their styles.
 STYLE = (
@@ -45,7 +45,7 @@ STYLE = (
 .avtomatika-nb .node.visited:not(.active) path, .avtomatika-nb .node.visited:not(.active) polygon {
   fill:color-mix(in srgb, currentColor 9%, transparent); }
 .avtomatika-nb .node.breakpoint path, .avtomatika-nb .node.breakpoint polygon { stroke-dasharray:5 2; }
-.avtomatika-nb .bp-dot { fill:var(--c-failed); }
+.avtomatika-nb .bp-mark { fill:var(--c-failed); }
 .avtomatika-nb .live-badge rect { fill:var(--tone, var(--muted)); }
 .avtomatika-nb .node-note { fill:var(--tone, var(--muted)); font:600 9.5px sans-serif; }
 .avtomatika-nb svg.avtomatika-graph a { color:inherit; }
@@ -84,10 +84,6 @@ STYLE = (
 """
 )
 
-_GROUP = re.compile(r'<g id="(?P<id>[^"]*)" class="(?P<cls>[^"]*)">')
-_POINT = re.compile(r"(-?\d+(?:\.\d+)?),(-?\d+(?:\.\d+)?)")
-_SHAPE = re.compile(r'(?:\sd|\spoints)="([^"]*)"')
-
 
 def page(*parts: str, css_class: str = "") -> str:
     """Widget HTML: the parts inside a ``.avtomatika-nb`` block, with the stylesheet."""
@@ -106,139 +102,34 @@ def graph_html(
 ) -> str:
     """The blueprint's cached SVG with ``marks`` applied; ``extra_classes`` maps states to more classes."""
     try:
-        svg = blueprint_svg(blueprint)
+        svg = anchored(blueprint_svg(blueprint))
     except GraphvizNotFound as exc:
         return f'<p class="warning">{esc(exc)}</p>'
-    return _marked(svg, marks, extra_classes)
+    return _marked(svg, extract(blueprint), marks, extra_classes)
 
 
 def model_graph_html(model: GraphModel, marks: GraphMarks | None = None) -> str:
     """:func:`graph_html` of a graph model: one history kept (the version a job ran on), or today's."""
     try:
-        svg = model_svg(model)
+        svg = anchored(model_svg(model))
     except GraphvizNotFound as exc:
         return f'<p class="warning">{esc(exc)}</p>'
-    return _marked(svg, marks, None)
+    return _marked(svg, model, marks, None)
 
 
-def _marked(svg: str, marks: GraphMarks | None, extra_classes: Mapping[str, Sequence[str]] | None) -> str:
+def _marked(
+    svg: str, model: GraphModel, marks: GraphMarks | None, extra_classes: Mapping[str, Sequence[str]] | None
+) -> str:
     if marks is not None or extra_classes:
-        svg = apply_marks(svg, marks or GraphMarks("", [], []), extra_classes or {})
+        svg = mark_svg(svg, _with_classes(marks, model, extra_classes or {}))
     return f'<div class="avtomatika-nb-graph">{svg}</div>'
 
 
-@dataclass(slots=True)
-class _Box:
-    left: float
-    top: float
-    right: float
-    bottom: float
-
-
-def _shape_points(svg: str, start: int) -> list[tuple[float, float]]:
-    """The points of the first path or polygon of the element opened just before ``start``."""
-    end = svg.find("<!--", start)
-    found = _SHAPE.search(svg, start, end if end != -1 else len(svg))
-    if found is None:
-        return []
-    return [(float(x), float(y)) for x, y in _POINT.findall(found.group(1))]
-
-
-def _box(points: list[tuple[float, float]]) -> _Box | None:
-    if not points:
-        return None
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    return _Box(min(xs), min(ys), max(xs), max(ys))
-
-
-def apply_marks(svg: str, marks: GraphMarks, extra_classes: Mapping[str, Sequence[str]]) -> str:
-    """Lay ``marks`` over ``svg`` (text in, text out): what ``studio.js`` does to the page's SVG."""
-    nodes: dict[str, NodeMark] = {m.dom_id: m for m in marks.nodes}
-    edges: dict[str, EdgeMark] = {m.dom_id: m for m in marks.edges}
-    extras: list[str] = []
-
-    def mark(match: re.Match[str]) -> str:
-        dom_id = html.unescape(match["id"])
-        classes = match["cls"].split()
-        state = html.unescape(_title_after(svg, match.end()))
-        node, edge = nodes.get(dom_id), edges.get(dom_id)
-        attributes = ""
-        if node is not None:
-            classes += node.classes
-            state = node.state
-            attributes = f' data-state="{esc(node.state)}" data-count="{node.count}"'
-            if node.count:
-                extras.append(_badge(svg, match.end(), node))
-            if node.note:
-                extras.append(_note(svg, match.end(), node))
-        if "state" in classes and extra_classes.get(state):
-            classes += list(extra_classes[state])
-            if "breakpoint" in extra_classes[state]:
-                extras.append(_breakpoint_dot(svg, match.end()))
-        if edge is not None:
-            classes += edge.classes
-            if edge.visits > 1:
-                extras.append(_visits(svg, match.end(), edge.visits))
-        unique = " ".join(dict.fromkeys(classes))
-        return f'<g id="{match["id"]}" class="{esc(unique)}"{attributes}>'
-
-    marked = _GROUP.sub(mark, svg)
-    if not extras:
-        return marked
-    closing = marked.rfind("</g>")  # the end of the graph's top group: badges are drawn on top
-    return marked[:closing] + "".join(extras) + marked[closing:]
-
-
-def _note(svg: str, start: int, node: NodeMark) -> str:
-    """The line(s) under a state: its fan-out's branches, or the jobs that ended there."""
-    box = _box(_shape_points(svg, start))
-    if box is None:
-        return ""
-    parts = node.note.split(" \N{MIDDLE DOT} ")
-    lines = [parts[0], " \N{MIDDLE DOT} ".join(parts[1:])] if len(parts) > 2 else [node.note]
-    x = (box.left + box.right) / 2
-    spans = "".join(
-        f'<tspan x="{x:.2f}" y="{box.bottom + 11 + i * 11:.2f}">{esc(line)}</tspan>' for i, line in enumerate(lines)
-    )
-    tones = " ".join(c for c in node.classes if c.startswith("tone-"))
-    return f'<text class="node-note {tones}" text-anchor="middle">{spans}</text>'
-
-
-def _title_after(svg: str, start: int) -> str:
-    end = svg.find("</title>", start)
-    begin = svg.find("<title>", start, end)
-    return svg[begin + len("<title>") : end] if begin != -1 and end != -1 else ""
-
-
-def _badge(svg: str, start: int, node: NodeMark) -> str:
-    box = _box(_shape_points(svg, start))
-    if box is None:
-        return ""
-    count = compact_number(node.count)
-    tones = [c for c in node.classes if c.startswith("tone-")]
-    width = max(16.0, 7 + len(count) * 6.2)  # a pill as wide as its text (the studio's)
-    x, y = box.right - width + 6, box.top - 8
-    return (
-        f'<g class="live-badge {" ".join(tones)}" data-node="{esc(node.dom_id)}"><title>{esc(node.title)}</title>'
-        f'<rect x="{x:.2f}" y="{y:.2f}" width="{width:.2f}" height="16" rx="8"/>'
-        f'<text x="{x + width / 2:.2f}" y="{box.top + 3.5:.2f}" text-anchor="middle">{count}</text></g>'
-    )
-
-
-def _breakpoint_dot(svg: str, start: int) -> str:
-    box = _box(_shape_points(svg, start))
-    if box is None:
-        return ""
-    circle = f'<circle class="bp-dot" cx="{box.left + 2:.2f}" cy="{box.top + 2:.2f}" r="4.5">'
-    return f"{circle}<title>breakpoint</title></circle>"
-
-
-def _visits(svg: str, start: int, visits: int) -> str:
-    points = _shape_points(svg, start)
-    if not points:
-        return ""
-    x, y = points[len(points) // 2]
-    return f'<text class="visits" x="{x + 4:.2f}" y="{y - 4:.2f}">\N{MULTIPLICATION SIGN}{visits}</text>'
+def _with_classes(marks: GraphMarks | None, model: GraphModel, extra: Mapping[str, Sequence[str]]) -> GraphMarks:
+    """``marks`` (or none yet: the model's nodes unmarked) with more classes on some states (breakpoints)."""
+    found = marks or GraphMarks(graph_id(model), [NodeMark(n.dom_id, n.id) for n in model.nodes], [])
+    nodes = [replace(n, classes=[*n.classes, *extra.get(n.state, ())]) for n in found.nodes]
+    return replace(found, nodes=nodes)
 
 
 # -- the studio's partials --------------------------------------------------------------------------

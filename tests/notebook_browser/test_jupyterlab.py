@@ -210,7 +210,7 @@ def test_the_debugger_on_eight_states_breakpoint_by_click_fan_out_by_hand_and_th
         page.evaluate("() => window.jupyterapp.shell.currentWidget.close()")
         open_notebook(page, jupyterlab, REPORT.name)
         picture = page.locator(".avtomatika-static").filter(has_text="Step debugger of report")
-        expect(picture.locator("svg")).to_be_visible()
+        expect(picture.locator("svg.avtomatika-graph")).to_be_visible()
         expect(picture.locator("g.node.active > title")).to_have_text("aggregate")
         expect(page.get_by_text("model not found")).to_have_count(0)
         picture.scroll_into_view_if_needed()
