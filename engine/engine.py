@@ -15,31 +15,30 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import crashpoints, loops, takeover
 from .access import AccessRegistry
 from .blueprint import StateMachineBlueprint
-from .breakpoints import Breakpoint
-from .bulk import BulkActions
-from .channels import WorkerChannels
-from .commits import Committer
 from .config import Config
-from .dispatch import meets_requirements
 from .errors import BlueprintInvalid, ConfigError, JobNotFound, UnknownBlueprint, WorkerNotFound
 from .events import Event, EventBus, EventKind, task_taken
-from .logs import configure_logging
-from .metrics import Metrics
-from .models import Job, JobStatus, Task, TaskStatus, WorkerRecord, now
-from .operations import Operations
-from .outcomes import created, new_job
+from .models import Breakpoint, Job, JobStatus, Task, TaskStatus, WorkerRecord, now
+from .observe.logs import configure_logging
+from .observe.metrics import Metrics
+from .observe.telemetry import Tracer
 from .reads import Line, Reader
-from .results import ResultProcessor
-from .runner import JobRunner
-from .runtime import Runtime
-from .scheduler import Scheduler
+from .runtime.bulk import BulkActions
+from .runtime.commits import Committer
+from .runtime.dispatch import meets_requirements
+from .runtime.operations import Operations
+from .runtime.outcomes import created, new_job
+from .runtime.results import ResultProcessor
+from .runtime.runner import JobRunner
+from .runtime.scheduler import Scheduler
+from .runtime.shared import Runtime
+from .runtime.watchers import JobWatcher
+from .server import crashpoints, loops, takeover
+from .server.channels import WorkerChannels
 from .storage import Commit, JobFilter, MemoryStorage, Storage
-from .telemetry import Tracer
 from .timers import TimerKind
-from .watchers import JobWatcher
 
 if TYPE_CHECKING:
     from .history import HistoryStorage, HistoryWriter
@@ -451,7 +450,7 @@ class OrchestratorEngine:
         self, blueprint: str | None, state: str, *, job_id: str | None = None, actor: str = "operator"
     ) -> Breakpoint:
         """Hold the job ``job_id``, or every new job of ``blueprint``, before ``state``'s handler runs
-        (see :mod:`avtomatika.breakpoints`)."""
+        (see :mod:`avtomatika.runtime.breakpoints`)."""
         return await self.operations.set_breakpoint(blueprint, state, job_id=job_id, actor=actor)
 
     async def remove_breakpoint(self, breakpoint_id: str, actor: str = "operator") -> list[Job]:
@@ -488,7 +487,7 @@ class OrchestratorEngine:
     ) -> Job:
         """Start a new job at ``state`` (default: the start state) of the ended job ``job_id``, with the
         data it had there (its ``visit``-th visit, default the last), replaced by what is given
-        (see :mod:`avtomatika.rerun`). ``client``: only a job of that client (JobNotFound otherwise)."""
+        (see :mod:`avtomatika.runtime.rerun`). ``client``: only a job of that client (JobNotFound otherwise)."""
         origin = await self.reads.rerun_origin(job_id, state, visit, client)
         return await self.operations.rerun(origin, actor, initial_data=initial_data, state_history=state_history)
 

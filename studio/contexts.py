@@ -12,9 +12,7 @@ from typing import TYPE_CHECKING, Any
 from markupsafe import Markup
 
 from avtomatika.api.payloads import iso, job_summary, job_view, task_view, worker_summary, worker_view
-from avtomatika.breakpoints import Breakpoint
-from avtomatika.bulk import BulkAction
-from avtomatika.models import ENDED_STATUSES, Job, JobStatus, Task
+from avtomatika.models import ENDED_STATUSES, Breakpoint, BulkAction, Job, JobStatus, Task
 from avtomatika.reads import (
     Attempt,
     Branch,

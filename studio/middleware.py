@@ -16,10 +16,10 @@ from pydantic import ValidationError
 
 from avtomatika.api.errors import ApiError
 from avtomatika.api.limits import take_rate
-from avtomatika.bulk import BulkNotFound
 from avtomatika.errors import (
     AvtomatikaError,
     BreakpointNotFound,
+    BulkNotFound,
     InvalidOperation,
     JobNotFound,
     UnknownBlueprint,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..breakpoints import Breakpoint
+from ..models import Breakpoint
 from .auth import client_of, owner_of
 from .errors import ApiError
 from .keys import engine_key

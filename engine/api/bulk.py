@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..bulk import BulkAction
+from ..models import BulkAction
 from .auth import client_of, owner_of
 from .errors import ApiError
 from .keys import engine_key

@@ -15,7 +15,7 @@ from ..blueprint import StateMachineBlueprint
 from ..history import Cursor, InvalidCursor
 from ..models import Job, JobStatus, now
 from ..reads import JobPage, JobQuery, parse_time
-from ..watchers import Until
+from ..runtime.watchers import Until
 from .auth import client_of, owner_of
 from .errors import ApiError
 from .keys import engine_key

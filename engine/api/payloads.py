@@ -7,10 +7,9 @@ from typing import Annotated, Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from ..breakpoints import Breakpoint
-from ..bulk import MAX_JOBS, MAX_RATE
 from ..history.records import JobRecord
-from ..models import Job, JobStatus, Task, TaskStatus, WorkerRecord
+from ..models import Breakpoint, Job, JobStatus, Task, TaskStatus, WorkerRecord
+from ..runtime.bulk import MAX_JOBS, MAX_RATE
 
 #: Field names of secrets a worker may send (its token...), never stored nor shown; also as a
 #: suffix (``worker_token``, ``db_password``), but not as a mere substring (``max_tokens`` is kept).

@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 from ..errors import JobNotFound, UnknownBlueprint
 from ..history.base import Cursor
 from ..models import Job, JobStatus, Task, TaskStatus, WorkerRecord, now
-from ..rerun import RerunOrigin, rerun_origin
+from ..runtime.rerun import RerunOrigin, rerun_origin
 from .query import OVER_STATUSES, JobPage, JobQuery, JobRow
 from .signature import ErrorSignature, error_signature
 from .timeline import BranchCounts, Line, Timeline
 
 if TYPE_CHECKING:
-    from ..bulk import BulkAction
     from ..engine import OrchestratorEngine
     from ..graph import GraphModel
+    from ..models import BulkAction
 
 logger = logging.getLogger(__name__)
 

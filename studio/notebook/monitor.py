@@ -26,7 +26,7 @@ from avtomatika.engine import OrchestratorEngine
 from avtomatika.events import Event
 from avtomatika.graph import GraphvizNotFound, blueprint_svg, extract
 from avtomatika.models import TERMINAL_STATUSES, Job, JobStatus
-from avtomatika.operations import RETRYABLE
+from avtomatika.runtime.operations import RETRYABLE
 from avtomatika.studio.app import STUDIO_PREFIX
 from avtomatika.studio.blueprints import LiveCounts
 

@@ -26,8 +26,8 @@ from avtomatika.engine import OrchestratorEngine
 from avtomatika.errors import VersionConflict
 from avtomatika.events import Event, EventKind
 from avtomatika.models import RUNNABLE_STATUSES, Job, JobStatus, Task, TaskStatus
-from avtomatika.outcomes import event, stop_on_workers
 from avtomatika.reads import Transition, diff
+from avtomatika.runtime.outcomes import event, stop_on_workers
 from avtomatika.storage import Commit, MemoryStorage
 from avtomatika.timers import TimerKind
 

@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .breakpoints import ANY_STATE, HELD, Breakpoint, passed_wait, step_breakpoint, step_id
-from .errors import BreakpointNotFound, BreakpointRefused, InvalidOperation, JobNotFound, UnknownBlueprint
-from .events import Event, EventKind
-from .models import ENDED_STATUSES, TERMINAL_STATUSES, Job, JobStatus, Task, TaskStatus
+from ..errors import BreakpointNotFound, BreakpointRefused, InvalidOperation, JobNotFound, UnknownBlueprint
+from ..events import Event, EventKind
+from ..models import ANY_STATE, ENDED_STATUSES, TERMINAL_STATUSES, Breakpoint, Job, JobStatus, Task, TaskStatus
+from ..storage.base import Commit, JobFilter
+from .breakpoints import HELD, passed_wait, step_breakpoint, step_id
 from .outcomes import changes_of, created, dispatched, end, event, move_to, new_job, next_attempt, via, waited_via
-from .storage.base import Commit, JobFilter
 
 if TYPE_CHECKING:
     from .rerun import RerunOrigin
-    from .runtime import Runtime
+    from .shared import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Operations:
 
         ``params`` are merged into those of the task that failed (the first held one); the other held
         tasks (fan-out branches withdrawn by the quarantine) go out again as they were. The event
-        says what changed in that task's params (``changes``, as :func:`~avtomatika.outcomes.changes_of`).
+        says what changed in that task's params (``changes``, as :func:`~avtomatika.runtime.outcomes.changes_of`).
         """
 
         async def build(job: Job) -> Commit:

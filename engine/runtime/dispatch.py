@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .models import Task, WorkerRecord
+from ..models import Task, WorkerRecord
 
 
 def meets_requirements(worker: WorkerRecord, task: Task) -> bool:

@@ -12,14 +12,14 @@ import random
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .breakpoints import Breakpoint, held_wait
-from .events import Event, EventKind
-from .models import Job, JobStatus, Task, TaskStatus, new_id, now
-from .storage.base import Commit
-from .timers import TimerKind
+from ..events import Event, EventKind
+from ..models import Breakpoint, Job, JobStatus, Task, TaskStatus, new_id, now
+from ..storage.base import Commit
+from ..timers import TimerKind
+from .breakpoints import held_wait
 
 if TYPE_CHECKING:
-    from .blueprint import StateMachineBlueprint
+    from ..blueprint import StateMachineBlueprint
 
 
 def event(kind: EventKind, job: Job, **data: Any) -> Event:

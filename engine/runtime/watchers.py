@@ -15,8 +15,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 
-from .events import Event, EventBus
-from .models import TERMINAL_STATUSES, Job
+from ..events import Event, EventBus
+from ..models import TERMINAL_STATUSES, Job
 
 #: Longest a waiter goes without looking at its job (a missed event costs at most this).
 RECHECK_S = 2.0

@@ -51,7 +51,7 @@ HISTORY_WRITES = frozenset({"write"})
 #: Committer methods, and the storage write each one makes.
 COMMITTER_WRITES = {"apply": "commit", "update_job": "commit", "create_job": "create_job"}
 #: Modules whose frames are the write's plumbing, not the path that asked for it.
-_PLUMBING = ("avtomatika.commits", "avtomatika.crashpoints", "avtomatika.storage")
+_PLUMBING = ("avtomatika.runtime.commits", "avtomatika.server.crashpoints", "avtomatika.storage")
 
 _ARMED = os.environ.get("AVTOMATIKA_CRASH_AT") or None
 _AFTER = int(os.environ.get("AVTOMATIKA_CRASH_AFTER") or 1)

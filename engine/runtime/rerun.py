@@ -16,12 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidOperation
-from .models import TERMINAL_STATUSES, JobStatus
+from ..errors import InvalidOperation
+from ..models import TERMINAL_STATUSES, JobStatus
 
 if TYPE_CHECKING:
-    from .models import Job
-    from .reads.timeline import Timeline
+    from ..models import Job
+    from ..reads.timeline import Timeline
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .engine import OrchestratorEngine
+    from ..engine import OrchestratorEngine
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ Two kinds of numbers, kept apart on purpose:
 Prometheus attaches its own ``instance`` label (the scraped target); ours is then exported as
 ``exported_instance`` unless the scrape config sets ``honor_labels: true``.
 
-Label values are bounded (``METRICS_MAX_LABEL_VALUES``, :mod:`avtomatika.metric_labels`): task types
+Label values are bounded (``METRICS_MAX_LABEL_VALUES``, :mod:`avtomatika.observe.metric_labels`): task types
 and blueprints past the cap are counted under ``_other``, and queue lengths are exported for the task
 types queued or taken by an alive worker now, so a worker's types leave with it.
 
@@ -38,12 +38,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics import MetricWrapperBase
 
-from .events import Event, EventKind
+from ..events import Event, EventKind
+from ..models import LIVE_STATUSES, JobStatus, now
 from .metric_labels import LabelCap, queue_gauge
-from .models import LIVE_STATUSES, JobStatus, now
 
 if TYPE_CHECKING:
-    from .engine import OrchestratorEngine
+    from ..engine import OrchestratorEngine
 
 logger = logging.getLogger(__name__)
 

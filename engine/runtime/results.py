@@ -17,16 +17,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .errors import JobNotFound, ResultRejected
-from .events import Event, EventKind
-from .models import WAITING_ON_TASKS, Job, JobStatus, Task, TaskStatus
+from ..errors import JobNotFound, ResultRejected
+from ..events import Event, EventKind
+from ..models import WAITING_ON_TASKS, Job, JobStatus, Task, TaskStatus
+from ..storage.base import BranchAnswer, Commit
+from ..timers import TimerKind
 from .outcomes import backoff_s, dispatched, end, event, move_to, next_attempt, stop_on_workers, waited_via
-from .storage.base import BranchAnswer, Commit
-from .timers import TimerKind
 
 if TYPE_CHECKING:
     from .commits import Build
-    from .runtime import Runtime
+    from .shared import Runtime
 
 logger = logging.getLogger(__name__)
 

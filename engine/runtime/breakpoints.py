@@ -10,44 +10,9 @@ is continued, with its context edited or not, or until its breakpoint is removed
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .models import Job, new_id, now
-
-#: ``Breakpoint.state`` that holds a job at the next state it enters, whatever it is.
-ANY_STATE = "*"
-
-
-@dataclass(frozen=True, slots=True)
-class Breakpoint:
-    """Where jobs are held. ``once``: removed when it holds its first job (a step)."""
-
-    blueprint: str
-    state: str
-    job_id: str | None = None
-    once: bool = False
-    actor: str | None = None
-    id: str = field(default_factory=new_id)
-    created_at: float = field(default_factory=now)
-
-    def holds(self, job: Job) -> bool:
-        """Whether ``job``, about to run its state's handler, is held here."""
-        if job.blueprint != self.blueprint or self.state not in (job.state, ANY_STATE):
-            return False
-        if self.job_id is not None:
-            return job.id == self.job_id
-        return job.created_at >= self.created_at  # "every new job of the blueprint"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Breakpoint:
-        return cls(**{name: data[name] for name in _FIELDS if name in data})
-
-
-_FIELDS = ("blueprint", "state", "job_id", "once", "actor", "id", "created_at")
+from ..models import ANY_STATE, Breakpoint, Job
 
 
 def step_breakpoint(job: Job, actor: str | None = None) -> Breakpoint:

@@ -21,7 +21,7 @@ import orjson
 from aiohttp import WSCloseCode, web
 
 if TYPE_CHECKING:
-    from .events import EventTransport
+    from ..events import EventTransport
 
 logger = logging.getLogger(__name__)
 

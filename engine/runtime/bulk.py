@@ -19,19 +19,17 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from .errors import AvtomatikaError, InvalidOperation
-from .models import Job, new_id, now
+from ..errors import AvtomatikaError, BulkNotFound, BulkRefused, InvalidOperation
+from ..models import BulkAction, BulkKind, BulkStatus, Job, now
 
 if TYPE_CHECKING:
     from .operations import Operations
     from .rerun import RerunOrigin
-    from .runtime import Runtime
+    from .shared import Runtime
 
 #: Jobs one bulk action may name.
 MAX_JOBS = 10_000
@@ -39,86 +37,6 @@ MAX_JOBS = 10_000
 MAX_RATE = 1000.0
 #: How often a bulk action moves on at most: the jobs of one round are ``rate * TICK_S`` (at least 1).
 TICK_S = 0.1
-#: Skipped jobs whose reason is kept, per bulk action.
-MAX_PROBLEMS = 100
-
-
-class BulkKind(StrEnum):
-    RELEASE = "release"
-    RETRY = "retry"
-    FAIL = "fail"
-    CANCEL = "cancel"
-    CONTINUE = "continue"
-    RERUN = "rerun"
-
-
-class BulkStatus(StrEnum):
-    RUNNING = "running"
-    FINISHED = "finished"
-    CANCELLED = "cancelled"
-
-
-class BulkRefused(AvtomatikaError):
-    """A bulk action that cannot start: ``field`` names what is wrong."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
-
-
-class BulkNotFound(AvtomatikaError):
-    def __init__(self, bulk_id: str) -> None:
-        self.bulk_id = bulk_id
-        super().__init__(f"Bulk action '{bulk_id}' not found")
-
-
-@dataclass(slots=True)
-class BulkAction:
-    """One bulk action and its progress. ``options``: the operation's own (release ``params``, retry
-    ``from_state``, fail ``reason``); ``handled``: jobs dealt with so far (the index of the next one)."""
-
-    kind: BulkKind
-    total: int
-    rate_per_s: float
-    actor: str
-    options: dict[str, Any] = field(default_factory=dict)
-    id: str = field(default_factory=new_id)
-    created_at: float = field(default_factory=now)
-    status: BulkStatus = BulkStatus.RUNNING
-    handled: int = 0
-    done: int = 0
-    skipped: int = 0
-    #: ``[job id, reason]`` of the first MAX_PROBLEMS jobs skipped.
-    problems: list[list[str]] = field(default_factory=list)
-    ended_at: float | None = None
-    cancelled_by: str | None = None
-    #: Bumped by every save: a save from a stale read is refused (see Storage.save_bulk).
-    version: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BulkAction:
-        action = cls(**{name: data[name] for name in _FIELDS if name in data})
-        action.kind, action.status = BulkKind(action.kind), BulkStatus(action.status)
-        return action
-
-    def record(self, done: int, skipped: list[tuple[str, str]], handled: int) -> None:
-        """Count a round's jobs; the action is finished once every job was handled."""
-        self.handled += handled
-        self.done += done
-        self.skipped += len(skipped)
-        room = MAX_PROBLEMS - len(self.problems)
-        self.problems += [[job_id, reason] for job_id, reason in skipped[: max(0, room)]]
-        if self.status == BulkStatus.RUNNING and self.handled >= self.total:
-            self.status, self.ended_at = BulkStatus.FINISHED, now()
-
-
-_FIELDS = tuple(BulkAction.__dataclass_fields__)
-
-
 #: Where a job's rerun starts (``job_id``, ``state``): the read side's ``Reader.rerun_origin``.
 FindOrigin = Callable[[str, str | None], Awaitable["RerunOrigin"]]
 #: Names the jobs bulk reruns start: each (bulk action, job) pair always gets the same id.

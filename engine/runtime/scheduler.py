@@ -18,15 +18,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from .events import Event, EventKind
-from .storage.base import TimerClaim
-from .timers import TimerKind, parse_timer
+from ..events import Event, EventKind
+from ..storage.base import TimerClaim
+from ..timers import TimerKind, parse_timer
 
 if TYPE_CHECKING:
     from .bulk import BulkActions
     from .operations import Operations
     from .results import ResultProcessor
-    from .runtime import Runtime
+    from .shared import Runtime
 
 logger = logging.getLogger(__name__)
 

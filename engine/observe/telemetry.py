@@ -25,12 +25,12 @@ from contextlib import AbstractContextManager
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from .events import EventKind
-from .models import JobStatus, now
+from ..events import EventKind
+from ..models import JobStatus, now
 
 if TYPE_CHECKING:
-    from .models import Job, Task
-    from .storage import Commit
+    from ..models import Job, Task
+    from ..storage import Commit
 
 logger = logging.getLogger(__name__)
 

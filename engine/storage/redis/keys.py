@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .timers import TimerKind
+from ...timers import TimerKind
 
 DEFAULT_NAMESPACE = "avtomatika"
 
@@ -102,11 +102,11 @@ WORKER_SEQUENCE = "workers:seq"
 WORKER_EXPIRY = "workers:expiry"
 
 # -- breakpoints ----------------------------------------------------------------------------------
-#: hash breakpoint id -> orjson Breakpoint (see avtomatika.breakpoints): every engine holds jobs at them.
+#: hash breakpoint id -> orjson Breakpoint (see avtomatika.runtime.breakpoints): every engine holds jobs at them.
 BREAKPOINTS = "breakpoints"
 
 # -- bulk actions -----------------------------------------------------------------------------------
-#: + bulk action id -> orjson BulkAction (see avtomatika.bulk), kept BULK_TTL_S after its last change.
+#: + bulk action id -> orjson BulkAction (see avtomatika.runtime.bulk), kept BULK_TTL_S after its last change.
 BULK = "bulk:"
 #: + bulk action id -> list of the ids of its jobs, in order; same expiry.
 BULK_JOBS = "bulk_jobs:"

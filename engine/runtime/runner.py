@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..blueprint import StateMachineBlueprint
+from ..errors import HandlerError, VersionConflict
+from ..events import EventKind
+from ..models import ENDED_STATUSES, RUNNABLE_STATUSES, Breakpoint, Job, JobStatus, Task, TaskStatus, new_id
+from ..storage.base import Commit, StepStart
+from ..timers import TimerKind
 from .actions import ActionFactory, Dispatch, HumanApproval, RunBlueprint, Transition
-from .blueprint import StateMachineBlueprint
-from .breakpoints import Breakpoint, holding
+from .breakpoints import holding
 from .context import DataStores, JobContext
-from .errors import HandlerError, VersionConflict
-from .events import EventKind
-from .models import ENDED_STATUSES, RUNNABLE_STATUSES, Job, JobStatus, Task, TaskStatus, new_id
 from .outcomes import backoff_s, changes_of, created, dispatched, end, event, hold, move_to, new_job, via, waited_via
-from .storage.base import Commit, StepStart
-from .timers import TimerKind
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .shared import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class JobRunner:
         ``job``, ``breakpoints``: the job and the breakpoints as the caller just read them (with its step
         lease); read here when None. A job queued while it waits for a fan-out's branches had its last
         branch answered: it moves into its aggregation state first. Before each handler, a breakpoint
-        on the job's state holds it instead (see :mod:`avtomatika.breakpoints`); a breakpoint set
+        on the job's state holds it instead (see :mod:`avtomatika.runtime.breakpoints`); a breakpoint set
         while a run of steps is under way holds the job from its next run.
 
         Transitions from one state to the next are committed together with the step that ends the

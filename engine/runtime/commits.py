@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-from .errors import InvalidOperation, JobNotFound, VersionConflict
-from .events import Event, EventBus
-from .models import Job
-from .storage import Commit, Storage
-from .timers import FOLLOW_UPS, parse_timer
+from ..errors import InvalidOperation, JobNotFound, VersionConflict
+from ..events import Event, EventBus
+from ..models import Job
+from ..storage import Commit, Storage
+from ..timers import FOLLOW_UPS, parse_timer
 
 #: How many times a change is recomputed when the job changed under it before giving up.
 MAX_CONFLICT_RETRIES = 50

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import HandlerError
+from ..errors import HandlerError
 
 STRATEGIES = frozenset({"default", "round_robin", "least_connections", "cheapest", "best_value"})
 

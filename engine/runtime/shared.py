@@ -10,18 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..models import Task, WorkerRecord, now
+from ..observe.telemetry import Tracer
+from ..storage.base import task_timeout_s
 from .dispatch import WorkerChooser
-from .models import Task, WorkerRecord, now
-from .storage.base import task_timeout_s
-from .telemetry import Tracer
 
 if TYPE_CHECKING:
-    from .access import AccessRegistry
-    from .blueprint import StateMachineBlueprint
-    from .channels import WorkerChannels
+    from ..access import AccessRegistry
+    from ..blueprint import StateMachineBlueprint
+    from ..config import Config
+    from ..server.channels import WorkerChannels
+    from ..storage import Storage
     from .commits import Committer
-    from .config import Config
-    from .storage import Storage
 
 #: How long the list of live workers that tasks are assigned from is reused.
 WORKERS_CACHE_S = 0.5

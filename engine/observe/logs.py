@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
-from .config import Config
+from ..config import Config
 
 if TYPE_CHECKING:
-    from .models import Job, Task
+    from ..models import Job, Task
 
 #: The logger every module of the package logs under.
 PACKAGE_LOGGER = "avtomatika"

@@ -62,7 +62,7 @@ class JobContext:
         current_state: The state whose handler is running.
         initial_data: The data the job was created with (read-only by convention).
         state_history: A dict carried from step to step; workers' result data is merged into it.
-        actions: Call exactly one kind of action on it (see :mod:`avtomatika.actions`).
+        actions: Call exactly one kind of action on it (see :mod:`avtomatika.runtime.actions`).
         aggregation_results: In an aggregation state, ``{task_id: result}`` of every branch.
         data_stores: The blueprint's data stores as attributes.
         client: The client that created the job (its name and plan), or None.
