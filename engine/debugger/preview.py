@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from avtomatika.blueprint import StateMachineBlueprint
-from avtomatika.engine import OrchestratorEngine
-from avtomatika.errors import HandlerError
-from avtomatika.models import Job
+from ..blueprint import StateMachineBlueprint
+from ..engine import OrchestratorEngine
+from ..errors import HandlerError
+from ..models import Job
 
 #: How ``aggregation_results`` is shaped, shown next to it.
 AGGREGATION_SHAPE = '{task_id: {"status": "success", "data": {...}, "task_type": ...}}: the payload is under "data"'
