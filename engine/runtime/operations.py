@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..errors import BreakpointNotFound, BreakpointRefused, InvalidOperation, JobNotFound, UnknownBlueprint
-from ..events import Event, EventKind
+from ..events import EventKind, job_rerun
 from ..models import ANY_STATE, ENDED_STATUSES, TERMINAL_STATUSES, Breakpoint, Job, JobStatus, Task, TaskStatus
 from ..storage.base import Commit, JobFilter
 from .breakpoints import HELD, passed_wait, step_breakpoint, step_id
@@ -342,8 +342,7 @@ class Operations:
                 edits[name] = {**found, "was": {key: before[key] for key in touched if key in before}}
         start = created(job, blueprint, actor)
         start.data.update(rerun_of=origin.link(), state_history=job.state_history, edits=edits, **_by(actor, bulk_id))
-        link = Event(EventKind.JOB_RERUN, origin.job_id, data={"rerun_job_id": job.id, "state": origin.state})
-        link.data.update(_by(actor, bulk_id))
+        link = job_rerun(origin.job_id, job.id, origin.state, **_by(actor, bulk_id))
         return await self.runtime.committer.create_job(job, [start, link])
 
     # -- follow-ups of another job's commit (timers due at once) ----------------------------------
