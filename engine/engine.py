@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
 from .access import AccessRegistry
 from .blueprint import StateMachineBlueprint
 from .config import Config
@@ -35,6 +33,8 @@ from .server.lifecycle import Lifecycle
 from .storage import MemoryStorage, Storage
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from .history import HistoryStorage, HistoryWriter
 
 logger = logging.getLogger(__name__)

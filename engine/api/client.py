@@ -12,9 +12,8 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from ..blueprint import StateMachineBlueprint
-from ..history import Cursor, InvalidCursor
 from ..models import Job, JobStatus, now
-from ..reads import JobPage, JobQuery, parse_time
+from ..reads import Cursor, InvalidCursor, JobPage, JobQuery, parse_time
 from ..runtime.watchers import Until
 from .auth import client_of, owner_of
 from .errors import ApiError

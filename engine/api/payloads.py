@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from ..history.records import JobRecord
 from ..models import Breakpoint, Job, JobStatus, Task, TaskStatus, WorkerRecord
+from ..reads import JobRow
 from ..runtime.bulk import MAX_JOBS, MAX_RATE
 
 #: Field names of secrets a worker may send (its token...), never stored nor shown; also as a
@@ -547,8 +547,8 @@ def job_view(job: Job, tasks: list[Task], task_count: int | None = None) -> dict
     return view
 
 
-def job_summary(job: Job | JobRecord) -> dict[str, Any]:
-    """A job in a list (:class:`JobSummary`): a live job, or a history row (same field names)."""
+def job_summary(job: Job | JobRow) -> dict[str, Any]:
+    """A job in a list (:class:`JobSummary`): a live job, or a row of a jobs page (same field names)."""
     return {
         "id": job.id,
         "blueprint_name": job.blueprint,

@@ -160,7 +160,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     # is anonymous: it receives commands for workers without a socket of their own.
     worker_id = request.match_info.get("worker_id") or owner
     engine = request.app[engine_key]
-    if worker_id is not None and await engine.storage.get_worker(worker_id) is None:
+    if worker_id is not None and await engine.reads.worker(worker_id) is None:
         raise WorkerNotFound(worker_id)
     socket = web.WebSocketResponse(heartbeat=30)
     await socket.prepare(request)

@@ -5,9 +5,11 @@ notebook (``engine.reads``), deciding between live storage and history.
 - :class:`Timeline`: a job's history lines and what they tell (visits, tasks, fan-out branches, the
   path taken, the job at any line).
 - :func:`error_signature`: what quarantined jobs failing the same way share (triage groups).
+- :class:`Cursor` (:class:`InvalidCursor`): where a keyset page of jobs goes on.
 - :func:`parse_time`: the one reader of times people give (API query strings, studio forms).
 """
 
+from ..history.base import Cursor, InvalidCursor
 from .query import OVER_STATUSES, JobPage, JobQuery, JobRow, parse_time
 from .reader import Counts, JobCounts, JobDetail, NavCounts, QueueDepth, Reader, Signed, WorkerView
 from .signature import ErrorSignature, error_signature, normalise_message
@@ -33,7 +35,9 @@ __all__ = [
     "BranchCounts",
     "Change",
     "Counts",
+    "Cursor",
     "ErrorSignature",
+    "InvalidCursor",
     "JobCounts",
     "JobDetail",
     "JobPage",

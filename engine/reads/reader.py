@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -161,6 +161,14 @@ class Sources(Protocol):
     config: Config
 
 
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """Where the engine keeps something (live state, history): what it is, and how to reach it."""
+
+    name: str
+    ping: Callable[[], Awaitable[None]]
+
+
 class Reader:
     """Reads for every face of the engine.
 
@@ -183,6 +191,14 @@ class Reader:
         history; how many are not yet (0: a read of history now sees everything that happened)."""
         writer = self.sources.history_writer
         return 0 if writer is None else await writer.catch_up(self.sources.config.HISTORY_READ_WAIT_SECONDS)
+
+    def backends(self) -> dict[str, Backend]:
+        """Live storage and, when the engine keeps one, history: for a health check."""
+        found = {"storage": Backend(type(self.sources.storage).__name__, self.sources.storage.ping)}
+        history = self.sources.history
+        if history is not None:
+            found["history"] = Backend(getattr(history, "backend", "") or type(history).__name__, history.ping)
+        return found
 
     # -- lists ----------------------------------------------------------------------------------------
     async def jobs_page(
@@ -460,6 +476,10 @@ class Reader:
     async def list_workers(self) -> list[WorkerRecord]:
         """Every registered worker's record, alive or not."""
         return await self.sources.storage.list_workers()
+
+    async def worker(self, worker_id: str) -> WorkerRecord | None:
+        """The worker's record (alive or not), or None when it never registered or was forgotten."""
+        return await self.sources.storage.get_worker(worker_id)
 
     async def worker_load(self) -> dict[str, int]:
         """Tasks given to each worker and not answered yet (its inbox and what it runs)."""

@@ -173,6 +173,14 @@ class Lifecycle:
             return
         setup_studio(app, self.engine)
 
+    async def end_waiting_requests(self) -> None:
+        """Answer what waits at once, for the HTTP site to close: worker long polls (204), clients
+        waiting for a job (the job as it is), worker WebSockets (closed)."""
+        engine = self.engine
+        engine.storage.end_polls()
+        engine.watcher.end_waits()
+        await engine.channels.close_all()
+
     async def stop(self) -> None:
         """Stop serving and stepping; waits for background work to end."""
         engine = self.engine
