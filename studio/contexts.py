@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
-from avtomatika.api.payloads import iso, job_summary, job_view, task_view, worker_summary, worker_view
+from avtomatika.api.payloads import iso, job_summary, job_view, line_json, task_view, worker_summary, worker_view
 from avtomatika.models import ENDED_STATUSES, Breakpoint, BulkAction, Job, JobStatus, Task
 from avtomatika.reads import (
     Attempt,
@@ -25,7 +25,6 @@ from avtomatika.reads import (
     QueueDepth,
     Row,
     Visit,
-    line_json,
 )
 from avtomatika.reads import WorkerView as Worker
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, TypeGuard
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from ..models import Breakpoint, Job, JobStatus, Task, TaskStatus, WorkerRecord
-from ..reads import JobRow
+from ..reads import JobRow, Line
 from ..runtime.bulk import MAX_JOBS, MAX_RATE
 
 #: Field names of secrets a worker may send (its token...), never stored nor shown; also as a
@@ -586,4 +586,18 @@ def worker_summary(record: WorkerRecord, at: float) -> dict[str, Any]:
         "supported_tasks": list(record.supported_tasks),
         "alive": record.alive(at),
         "status": status if isinstance(status, str) else None,
+    }
+
+
+def line_json(line: Line) -> dict[str, Any]:
+    """A timeline line as the studio's JSON twins show it (its time in ISO 8601)."""
+    return {
+        "seq": line.seq,
+        "at": iso(line.at),
+        "kind": line.kind,
+        "state": line.state,
+        "status": line.status,
+        "worker_id": line.worker_id,
+        "duration_ms": line.duration_ms,
+        "data": line.data,
     }

@@ -10,23 +10,14 @@ notebook (``engine.reads``), deciding between live storage and history.
 """
 
 from ..history.base import Cursor, InvalidCursor
+from .changes import Change, diff
+from .lines import Line
 from .query import OVER_STATUSES, JobPage, JobQuery, JobRow, parse_time
-from .reader import Counts, JobCounts, JobDetail, NavCounts, QueueDepth, Reader, Signed, WorkerView
+from .reader import Reader
 from .signature import ErrorSignature, error_signature, normalise_message
-from .timeline import (
-    Attempt,
-    Branch,
-    BranchCounts,
-    Change,
-    Line,
-    Moment,
-    Row,
-    Timeline,
-    Transition,
-    Visit,
-    diff,
-    line_json,
-)
+from .timeline import Timeline
+from .views import Counts, JobCounts, JobDetail, NavCounts, QueueDepth, Signed, WorkerView
+from .visits import Attempt, Branch, BranchCounts, Moment, Row, Transition, Visit
 
 __all__ = [
     "OVER_STATUSES",
@@ -56,7 +47,6 @@ __all__ = [
     "WorkerView",
     "diff",
     "error_signature",
-    "line_json",
     "normalise_message",
     "parse_time",
 ]
