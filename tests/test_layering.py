@@ -160,6 +160,8 @@ WEB_SIDE = ("avtomatika.api", "avtomatika.server")
 FACE_LIBRARIES = ("avtomatika.studio", "jinja2", "aiohttp_jinja2", "ipywidgets")
 #: The one import of the studio by the engine: its process mounts it when STUDIO_ENABLED (lazily).
 STUDIO_MOUNT = ("avtomatika.server.lifecycle", "avtomatika.studio")
+#: The only module under the faces that imports them: the process serving them.
+SERVES_FACES = "avtomatika.server.lifecycle"
 #: The faces, which read and act through the engine's reader and facade only.
 FACES = ("avtomatika.api", "avtomatika.studio")
 #: Where the engine keeps state: a face never imports them, nor reaches ``engine.storage``/``.history``.
@@ -215,6 +217,8 @@ def layering_problems(modules: dict[str, tuple[ast.Module, bool]]) -> list[str]:
             mount = name == STUDIO_MOUNT[0] and _within(target, STUDIO_MOUNT[1:])
             if not _within(name, ("avtomatika.studio",)) and _within(target, FACE_LIBRARIES) and not mount:
                 problems.append(f"{name} imports {target}: the engine does not know its faces")
+            if not face and name != SERVES_FACES and _within(target, ("avtomatika.api",)):
+                problems.append(f"{name} imports {target}: the engine's sides do not know its faces")
             if face and _within(target, STORES):
                 problems.append(f"{name} imports {target}: a face reads through avtomatika.reads")
         if _within(name, FACES):
@@ -236,13 +240,15 @@ def test_the_layering_check_sees_a_face_reaching_storage():
         "    from avtomatika.storage.redis import RedisStorage\n"
         "    return engine.storage\n"
     )
-    runtime = ast.parse("from ..studio import setup_studio\nfrom aiohttp import web\n")
+    runtime = ast.parse("from ..studio import setup_studio\nfrom aiohttp import web\nfrom ..api.views import iso\n")
     problems = layering_problems({"avtomatika.api.probe": (face, False), "avtomatika.runtime.probe": (runtime, False)})
     assert problems == [
         "avtomatika.api.probe imports avtomatika.storage.redis: a face reads through avtomatika.reads",
         "avtomatika.api.probe imports avtomatika.storage.redis.RedisStorage: a face reads through avtomatika.reads",
         "avtomatika.api.probe reaches engine.storage",
         "avtomatika.runtime.probe imports aiohttp.web: aiohttp's server side belongs in api/ or server/",
+        "avtomatika.runtime.probe imports avtomatika.api.views: the engine's sides do not know its faces",
+        "avtomatika.runtime.probe imports avtomatika.api.views.iso: the engine's sides do not know its faces",
         "avtomatika.runtime.probe imports avtomatika.studio: the engine does not know its faces",
         "avtomatika.runtime.probe imports avtomatika.studio.setup_studio: the engine does not know its faces",
     ]

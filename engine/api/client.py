@@ -37,13 +37,10 @@ from .payloads import (
     RetryRequest,
     TimelineItem,
     WorkerList,
-    job_summary,
-    job_view,
-    worker_summary,
-    worker_view,
 )
 from .render import json_response, model_response
 from .requests import max_depth, optional_body, read_json
+from .views import job_summary, job_view, worker_summary, worker_view
 
 if TYPE_CHECKING:
     from ..engine import OrchestratorEngine

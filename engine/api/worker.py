@@ -24,11 +24,10 @@ from .payloads import (
     WorkerHeartbeat,
     WorkerRegistration,
     plain_task_result,
-    without_secrets,
-    worker_view,
 )
 from .render import json_response, model_response
 from .requests import max_depth, parse, read_json
+from .views import without_secrets, worker_view
 
 logger = logging.getLogger(__name__)
 
