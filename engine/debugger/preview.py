@@ -37,7 +37,7 @@ class Preview:
 
 async def preview(engine: OrchestratorEngine, blueprint: StateMachineBlueprint, job: Job) -> Preview:
     """The handler the next step of ``job`` would run, and what it would receive."""
-    context = await engine.runner.context_for(blueprint, job)
+    context = await engine.runner.handlers.context_for(blueprint, job)
     inputs: dict[str, Any] = {"initial_data": dict(context.initial_data), "state_history": dict(context.state_history)}
     info = blueprint.states.get(job.state)
     if info is not None and info.is_aggregator:

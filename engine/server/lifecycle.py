@@ -56,7 +56,7 @@ class Lifecycle:
         """Start stepping jobs and, with ``http``, serve the API; for use inside a running loop.
 
         With ``steps_jobs`` set to False beforehand, no job moves unless someone steps it (the
-        notebook's step debugger does, with ``runner.run_handler`` and ``apply``); timers, workers and
+        notebook's step debugger does, with ``runner.run_handler`` and ``committer.apply``); timers, workers and
         the API work as usual.
         """
         engine = self.engine
