@@ -7,9 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from avtomatika.api.payloads import breakpoint_view
-from avtomatika.breakpoints import ANY_STATE, Breakpoint
-from avtomatika.models import Job
+from avtomatika.api.views import breakpoint_view
+from avtomatika.models import ANY_STATE, Breakpoint, Job
 from avtomatika.studio.app_keys import engine_key
 from avtomatika.studio.marks import GraphMarks
 from avtomatika.studio.render import user_of

@@ -8,11 +8,12 @@ run their async work in the kernel's own event loop. Needs ``ipywidgets`` (the `
 
 from __future__ import annotations
 
+from avtomatika.debugger import DebugSession, debug_engine
+from avtomatika.errors import DebuggerError
 from avtomatika.studio.notebook.blueprint_view import BlueprintView
 from avtomatika.studio.notebook.debugger import StepDebugger
 from avtomatika.studio.notebook.history_view import JobHistory
 from avtomatika.studio.notebook.monitor import EngineMonitor
-from avtomatika.studio.notebook.session import DebuggerError, DebugSession, debug_engine
 
 __all__ = [
     "BlueprintView",

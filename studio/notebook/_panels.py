@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from avtomatika.blueprint import Problem
+from avtomatika.debugger.preview import AGGREGATION_SHAPE, Preview
 from avtomatika.models import Job, JobStatus
 from avtomatika.studio.notebook import _render
-from avtomatika.studio.notebook.preview import AGGREGATION_SHAPE, Preview
 
 RUNNABLE = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.AWAITING_RETRY)
 

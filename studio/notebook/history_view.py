@@ -15,13 +15,13 @@ import ipywidgets as widgets
 from traitlets import Int, Unicode
 
 from avtomatika.engine import OrchestratorEngine
+from avtomatika.errors import DebuggerError
 from avtomatika.reads import JobDetail, Moment
 from avtomatika.studio.contexts import MomentContext
 from avtomatika.studio.graphs import JobGraph, moment_path
 from avtomatika.studio.notebook import _render
 from avtomatika.studio.notebook._loop import Background
 from avtomatika.studio.notebook._snapshot import StaticPicture
-from avtomatika.studio.notebook.errors import DebuggerError
 
 
 class JobHistory(widgets.VBox):

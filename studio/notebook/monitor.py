@@ -23,10 +23,11 @@ import ipywidgets as widgets
 from traitlets import Bool, Int, Unicode
 
 from avtomatika.engine import OrchestratorEngine
+from avtomatika.errors import DebuggerError
 from avtomatika.events import Event
 from avtomatika.graph import GraphvizNotFound, blueprint_svg, extract
 from avtomatika.models import TERMINAL_STATUSES, Job, JobStatus
-from avtomatika.operations import RETRYABLE
+from avtomatika.runtime.operations import RETRYABLE
 from avtomatika.studio.app import STUDIO_PREFIX
 from avtomatika.studio.blueprints import LiveCounts
 from avtomatika.studio.notebook import _render
@@ -35,7 +36,6 @@ from avtomatika.studio.notebook._panel import ACTOR
 from avtomatika.studio.notebook._snapshot import StaticPicture
 from avtomatika.studio.notebook.breakpoints_panel import BreakpointsPanel
 from avtomatika.studio.notebook.bulk_panel import BulkPanel
-from avtomatika.studio.notebook.errors import DebuggerError
 from avtomatika.studio.notebook.rerun_panel import RerunPanel
 
 #: Statuses of jobs that are over: not counted on the graph, nor as live.

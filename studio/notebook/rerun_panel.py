@@ -19,7 +19,7 @@ from traitlets import Unicode
 from avtomatika.engine import OrchestratorEngine
 from avtomatika.errors import AvtomatikaError, InvalidOperation
 from avtomatika.models import Job, JobStatus
-from avtomatika.rerun import RerunOrigin
+from avtomatika.runtime.rerun import RerunOrigin
 from avtomatika.studio.notebook import _render
 from avtomatika.studio.notebook._panel import ACTOR, MonitorPanel, Redraw, Spawn
 from avtomatika.studio.notebook.breakpoints_panel import ContextRefused, parse_context
