@@ -1,15 +1,16 @@
-"""Marks on a drawn graph, in one place: where they go on the cached SVG and what they look like.
+"""Marks on a drawn graph, in one place: what they are, where they go on the cached SVG, how they look.
 
-A blueprint version's SVG is rendered by graphviz once; live data never re-renders it. Once per SVG,
-:func:`anchored` adds an empty *anchor* to each node and edge group: a nested ``<svg class="mark">``
-over the node's shape (or at the middle of the edge), so that a mark is drawn relative to it and needs
-no geometry of its own. :func:`overlay` draws one node's or edge's marks for its anchor (count badge,
-breakpoint dot, the note under a state, an edge's visit count); that is every rule of how marks look.
+A :class:`GraphMarks` lists, per node and edge id, the live data of one drawn graph (classes, count,
+note, tooltip, visits); :mod:`avtomatika.studio.graphs` computes them for a blueprint's jobs or one job.
+A blueprint version's SVG is rendered by graphviz once and live data never re-renders it: once per SVG,
+:func:`anchored` adds an empty *anchor* to each node and edge group, a nested ``<svg class="mark">`` over
+the node's shape (or at the middle of the edge), so that a mark is drawn relative to it and needs no
+geometry of its own. :func:`overlay` draws one node's or edge's marks for its anchor (count badge,
+breakpoint dot, the note under a state, an edge's visit count): every rule of how marks look is there.
 
-Both faces use it: the notebook lays a whole :class:`GraphMarks` over the
-anchored SVG in the kernel (:func:`mark_svg`); the studio's pages and SSE events carry the same
-overlays in ``_graph_marks.html``, and ``static/studio.js`` only puts them into the anchors and sets
-the classes (and the tooltips), live.
+Both faces use it: the notebook lays a whole :class:`GraphMarks` over the anchored SVG in the kernel
+(:func:`mark_svg`); the studio's pages and SSE events carry the same overlays in ``_graph_marks.html``,
+and ``static/studio.js`` only puts them into the anchors and sets the classes (and tooltips), live.
 """
 
 from __future__ import annotations

@@ -105,7 +105,9 @@ def graph_html(
         svg = anchored(blueprint_svg(blueprint))
     except GraphvizNotFound as exc:
         return f'<p class="warning">{esc(exc)}</p>'
-    return _marked(svg, extract(blueprint), marks, extra_classes)
+    if marks is None and extra_classes:  # breakpoints, and no live data yet
+        marks = unmarked(extract(blueprint))
+    return _marked(svg, marks, extra_classes)
 
 
 def model_graph_html(model: GraphModel, marks: GraphMarks | None = None) -> str:
@@ -114,22 +116,20 @@ def model_graph_html(model: GraphModel, marks: GraphMarks | None = None) -> str:
         svg = anchored(model_svg(model))
     except GraphvizNotFound as exc:
         return f'<p class="warning">{esc(exc)}</p>'
-    return _marked(svg, model, marks, None)
+    return _marked(svg, marks, None)
 
 
-def _marked(
-    svg: str, model: GraphModel, marks: GraphMarks | None, extra_classes: Mapping[str, Sequence[str]] | None
-) -> str:
-    if marks is not None or extra_classes:
-        svg = mark_svg(svg, _with_classes(marks, model, extra_classes or {}))
+def unmarked(model: GraphModel) -> GraphMarks:
+    """Marks of a graph with no live data: each state, nothing on it."""
+    return GraphMarks(graph_id(model), [NodeMark(n.dom_id, n.id) for n in model.nodes], [])
+
+
+def _marked(svg: str, marks: GraphMarks | None, extra_classes: Mapping[str, Sequence[str]] | None) -> str:
+    if marks is not None:
+        extra = extra_classes or {}
+        nodes = [replace(n, classes=[*n.classes, *extra.get(n.state, ())]) for n in marks.nodes]
+        svg = mark_svg(svg, replace(marks, nodes=nodes))
     return f'<div class="avtomatika-nb-graph">{svg}</div>'
-
-
-def _with_classes(marks: GraphMarks | None, model: GraphModel, extra: Mapping[str, Sequence[str]]) -> GraphMarks:
-    """``marks`` (or none yet: the model's nodes unmarked) with more classes on some states (breakpoints)."""
-    found = marks or GraphMarks(graph_id(model), [NodeMark(n.dom_id, n.id) for n in model.nodes], [])
-    nodes = [replace(n, classes=[*n.classes, *extra.get(n.state, ())]) for n in found.nodes]
-    return replace(found, nodes=nodes)
 
 
 # -- the studio's partials --------------------------------------------------------------------------
