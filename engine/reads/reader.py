@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from ..errors import JobNotFound, UnknownBlueprint
 from ..history.base import Cursor
@@ -51,6 +51,17 @@ HISTORY_ID_PAGE = 1000
 MAX_QUARANTINE_INDEX = 10_000
 #: Counts of ended jobs per state (from history) are read again after this long at most.
 ENDED_COUNTS_TTL_S = 5.0
+
+
+class LiveJobQuery(TypedDict, total=False):
+    """Which live jobs :meth:`Reader.list_jobs` returns: every field given must hold."""
+
+    status: str | None
+    blueprint: str | None
+    state: str | None
+    client: str | None
+    limit: int
+    offset: int
 
 
 class Sources(Protocol):

@@ -8,7 +8,7 @@ event and so into history.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import orjson
 
@@ -26,6 +26,21 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUARANTINED})
+
+
+class NewJobOptions(TypedDict, total=False):
+    """What else a new job may be given beside its blueprint and input."""
+
+    #: The client that owns it (it alone sees the job through the client API).
+    client: str | None
+    #: The job that started it as a sub-job.
+    parent_job_id: str | None
+    #: Its id (a new one when omitted); a bulk rerun names its jobs.
+    job_id: str | None
+    #: The caller's trace (W3C ``traceparent``...), continued by the job's.
+    tracing_context: dict[str, str] | None
+    #: Who asked, when not the client itself; recorded in history.
+    actor: str | None
 
 
 class Operations:
