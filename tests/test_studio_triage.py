@@ -16,7 +16,7 @@ from test_studio_support import csrf_of, studio_app, studio_engine
 
 from avtomatika import OrchestratorEngine
 from avtomatika.events import EventKind
-from avtomatika.runtime.shared import bulk
+from avtomatika.runtime import bulk
 from avtomatika.studio import bulk_form
 from avtomatika.studio import quarantine as quarantine_module
 
