@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine_helpers import started_engine, wait_for_status
+from support.engine import started_engine, wait_for_status
 
 from avtomatika import StateMachineBlueprint
 from avtomatika.models import TaskStatus

@@ -8,8 +8,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
-from history_contract import HistoryContract, JobScript, Reopen, feed_commit
-from postgres_server import PostgresServer, require_postgres, running_postgres
+from support.history_contract import HistoryContract, JobScript, Reopen, feed_commit
+from support.postgres_server import PostgresServer, require_postgres, running_postgres
 
 from avtomatika import Config, OrchestratorEngine, StateMachineBlueprint
 from avtomatika.history import HistoryStorage, HistoryWriter, PostgresHistory, open_history

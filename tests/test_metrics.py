@@ -11,19 +11,17 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import api_helpers
 import pytest
-from engine_helpers import FakeWorker, failure, fast_config, success, wait_for, wait_for_status
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
+from support.api import Api, UnreachableStorage
+from support.engine import FakeWorker, failure, fast_config, success, wait_for, wait_for_status
 
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
 from avtomatika.api import public
 from avtomatika.models import Task
 from avtomatika.observe.metrics import Metrics, default_instance
 from avtomatika.storage import MemoryStorage
-
-make_api = api_helpers.make_api
 
 INSTANCE = "engine-a"
 #: Whether engine.py creates ``engine.metrics`` itself and stamps terminal events with ``created_at``
@@ -96,7 +94,7 @@ class Scrape:
         return float(found[0].value)
 
 
-async def scrape(api: api_helpers.Api, accept: str | None = None) -> tuple[str, str]:
+async def scrape(api: Api, accept: str | None = None) -> tuple[str, str]:
     headers = {"Accept": accept} if accept else {}
     async with api.http.get("/_public/metrics", headers=headers) as response:
         assert response.status == 200, await response.text()
@@ -113,13 +111,13 @@ async def serve_metrics(engine: OrchestratorEngine, metrics: Metrics) -> Metrics
     return metrics
 
 
-async def with_metrics(api: api_helpers.Api, **options: Any) -> Metrics:
+async def with_metrics(api: Api, **options: Any) -> Metrics:
     """A Metrics labelled ``INSTANCE`` for ``api``'s engine, served at /_public/metrics."""
     return await serve_metrics(api.engine, Metrics(api.engine, instance=INSTANCE, **options))
 
 
 @pytest.fixture
-async def worker_api(make_api) -> AsyncIterator[tuple[api_helpers.Api, FakeWorker]]:
+async def worker_api(make_api) -> AsyncIterator[tuple[Api, FakeWorker]]:
     """An API over the ``flow`` and ``shaky`` blueprints, with metrics and a worker answering by mode."""
     raised: set[str] = set()
     api = await make_api(flow_blueprint(), shaky_blueprint(raised), JOB_MAX_RETRIES=3, RETRY_BACKOFF_MAX_SECONDS=0.05)
@@ -207,7 +205,7 @@ async def test_an_operator_retry_is_counted_and_the_job_timed_again(worker_api) 
     assert m.value(count, blueprint="flow", status="failed", instance=INSTANCE) == 2
 
 
-async def _value(api: api_helpers.Api, name: str, **labels: str) -> float:
+async def _value(api: Api, name: str, **labels: str) -> float:
     return Scrape((await scrape(api))[0]).value(name, instance=INSTANCE, **labels)
 
 
@@ -408,7 +406,7 @@ async def health_api(make_api) -> AsyncIterator[Callable[..., Any]]:
     engine gets its own store back before it stops (it closes it)."""
     made: list[tuple[OrchestratorEngine, Any]] = []
 
-    async def make(history: Callable[[Any], Any], **options: Any) -> api_helpers.Api:
+    async def make(history: Callable[[Any], Any], **options: Any) -> Api:
         api = await make_api(**options)
         real = api.engine.history  # type: ignore[attr-defined]
         made.append((api.engine, real))
@@ -442,9 +440,7 @@ async def test_health_is_503_when_history_is_unreachable(health_api) -> None:
 
 
 async def test_health_names_every_unreachable_backend(health_api) -> None:
-    api = await health_api(
-        lambda real: Pinged(real, ConnectionError("database is down")), storage=api_helpers.UnreachableStorage()
-    )
+    api = await health_api(lambda real: Pinged(real, ConnectionError("database is down")), storage=UnreachableStorage())
     status, body = await api.call("GET", "/_public/health")
     assert status == 503
     assert "storage unreachable: storage host is down" in body["error"]

@@ -6,13 +6,12 @@ import asyncio
 import time
 import uuid
 
-import api_helpers
 from prometheus_client.parser import text_string_to_metric_families
+from support.api import Api, MakeApi
 
 from avtomatika import StateMachineBlueprint
 from avtomatika.observe.metric_labels import OTHER
 
-make_api = api_helpers.make_api
 CAP = 25
 
 
@@ -31,7 +30,7 @@ def data_driven() -> StateMachineBlueprint:
     return bp
 
 
-async def series(api: api_helpers.Api, name: str) -> dict[str, float]:
+async def series(api: Api, name: str) -> dict[str, float]:
     status, text = await api.call("GET", "/_public/metrics")
     assert status == 200
     found = {}
@@ -43,7 +42,7 @@ async def series(api: api_helpers.Api, name: str) -> dict[str, float]:
 
 
 async def test_a_worker_re_registering_with_random_types_cannot_grow_the_exposition(
-    make_api: api_helpers.MakeApi,
+    make_api: MakeApi,
 ) -> None:
     api = await make_api(
         METRICS_MAX_LABEL_VALUES=CAP, WORKER_HEALTH_CHECK_INTERVAL_SECONDS=0.2, WATCHER_INTERVAL_SECONDS=0.1
@@ -60,7 +59,7 @@ async def test_a_worker_re_registering_with_random_types_cannot_grow_the_exposit
     assert await series(api, "orchestrator_task_queue_length") == {}
 
 
-async def test_counters_count_types_past_the_cap_under_other(make_api: api_helpers.MakeApi) -> None:
+async def test_counters_count_types_past_the_cap_under_other(make_api: MakeApi) -> None:
     api = await make_api(data_driven(), METRICS_MAX_LABEL_VALUES=CAP)
     for i in range(CAP + 15):
         await api.create("/api/v1/jobs/anything", {"kind": f"kind-{i}"})

@@ -5,7 +5,7 @@ buttons' click(), form values, and a graph click as the front end reports it (a 
 
 from __future__ import annotations
 
-from notebook_helpers import amount_router, highlighted, pipeline, press, report, svg_nodes, text_of
+from support.notebook import amount_router, highlighted, pipeline, press, report, svg_nodes, text_of
 
 from avtomatika import StateMachineBlueprint
 from avtomatika.studio.notebook import StepDebugger

@@ -21,10 +21,10 @@ from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
-from engine_helpers import FakeWorker, assert_no_silent_stall, failure, started_engine, success
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
+from support.engine import FakeWorker, assert_no_silent_stall, failure, started_engine, success
 
 from avtomatika import StateMachineBlueprint
 from avtomatika.conditions import Condition, compile_condition

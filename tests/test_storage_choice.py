@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from engine_helpers import fast_config, wait_for_status
+from support.engine import fast_config, wait_for_status
 
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
 from avtomatika.storage import MemoryStorage, RedisStorage

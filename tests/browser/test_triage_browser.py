@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ServedEngine
-from engine_helpers import FakeWorker, failure, wait_for_status
 from playwright.sync_api import Locator, Page, expect
+from support.browser import ServedEngine
+from support.engine import FakeWorker, failure, wait_for_status
 
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
 from avtomatika.events import EventKind

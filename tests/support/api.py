@@ -1,8 +1,8 @@
 """Shared pieces of the HTTP API tests: small blueprints, an ``Api`` driver and the ``make_api`` fixture.
 
 Every test talks to a real aiohttp server in the test's loop (pytest-aiohttp's ``aiohttp_client``)
-serving ``create_app(engine)`` for an engine started with ``start(http=False)``. Import the fixture
-into a test module with ``from api_helpers import make_api`` (ruff: ``# noqa: F401``).
+serving ``create_app(engine)`` for an engine started with ``start(http=False)``. The ``make_api``
+fixture is a plugin of ``tests/conftest.py``: every test module may ask for it.
 """
 
 from __future__ import annotations
