@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-from support.api import CLIENT_HEADER, JOB_VIEW_EXTRAS, JOB_VIEW_FIELDS, WORKER_HEADER, work
+from support.api import CLIENT_HEADER, JOB_VIEW_EXTRAS, JOB_VIEW_FIELDS, WORKER_HEADER
+from support.blueprints import work
 
 from avtomatika import StateMachineBlueprint
 from avtomatika.api.payloads import VIEW_TASKS, iso

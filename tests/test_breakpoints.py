@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support.api import BLUEPRINTS, Api, MakeApi
+from support.api import Api, MakeApi
+from support.blueprints import API_BLUEPRINTS
 
 from avtomatika import StateMachineBlueprint
 from avtomatika.errors import BreakpointNotFound, BreakpointRefused, InvalidOperation, UnknownBlueprint
@@ -44,7 +45,7 @@ async def stages_done(context):
 
 
 async def _api(make_api: MakeApi, **settings: object) -> Api:
-    return await make_api(stages, *BLUEPRINTS, **settings)
+    return await make_api(stages, *API_BLUEPRINTS, **settings)
 
 
 async def test_a_blueprint_breakpoint_holds_new_jobs_before_the_handler(make_api: MakeApi) -> None:

@@ -11,8 +11,8 @@ import logging
 
 import aiohttp
 import pytest
+from support.blueprints import amount_router
 from support.engine import fast_config, started_engine, wait_for_status
-from support.notebook import amount_router
 
 from avtomatika import OrchestratorEngine
 from avtomatika.errors import ConditionFailed, HandlerError

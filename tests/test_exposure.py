@@ -12,7 +12,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from support.api import BLUEPRINTS, MakeApi
+from support.api import MakeApi
+from support.blueprints import API_BLUEPRINTS
 from support.netns import RemotePeer, remote_peer
 
 from avtomatika import Config, OrchestratorEngine
@@ -42,7 +43,7 @@ def peer() -> Iterator[RemotePeer]:
 async def serving(peer: RemotePeer, **settings: Any) -> AsyncIterator[OrchestratorEngine]:
     """An engine serving real HTTP on the test's side of the veth pair."""
     engine = OrchestratorEngine(MemoryStorage(), Config(**{**NO_TOKENS, **settings}))
-    for blueprint in BLUEPRINTS:
+    for blueprint in API_BLUEPRINTS:
         engine.register_blueprint(blueprint)
     await engine.start(peer.host_address, 0)
     try:

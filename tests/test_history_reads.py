@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
-from support.api import BLUEPRINTS, Api, MakeApi
+from support.api import Api, MakeApi
+from support.blueprints import API_BLUEPRINTS
 from support.studio import csrf_of
 
 from avtomatika import Config, OrchestratorEngine
@@ -58,7 +59,7 @@ async def slow_api(aiohttp_client: Any) -> AsyncIterator[Api]:
     """The API and the studio of an engine whose history writes slowly."""
     config = Config(HISTORY_READ_WAIT_SECONDS=0.05, CLIENT_TOKEN=None, CLIENTS_CONFIG_PATH=None, LOG_FORMAT="text")
     engine = OrchestratorEngine(MemoryStorage(), config, history=SlowHistory())
-    for blueprint in BLUEPRINTS:
+    for blueprint in API_BLUEPRINTS:
         engine.register_blueprint(blueprint)
     await engine.start(http=False)
     app = create_app(engine)

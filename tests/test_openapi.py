@@ -6,7 +6,7 @@ import re
 
 import pytest
 from aiohttp import web
-from support.api import BLUEPRINTS
+from support.blueprints import API_BLUEPRINTS
 
 from avtomatika import Config, OrchestratorEngine
 from avtomatika.api.app import create_app
@@ -17,7 +17,7 @@ from avtomatika.api.payloads import JobSummary, JobView, TaskWire, WorkerSummary
 
 def _app() -> web.Application:
     engine = OrchestratorEngine(config=Config(LOG_FORMAT="text", CLIENT_TOKEN=None, GLOBAL_WORKER_TOKEN=None))
-    for blueprint in BLUEPRINTS:
+    for blueprint in API_BLUEPRINTS:
         engine.register_blueprint(blueprint)
     return create_app(engine)
 

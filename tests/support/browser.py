@@ -22,9 +22,9 @@ import pytest
 from playwright.sync_api import Browser, sync_playwright
 
 from avtomatika import Config, OrchestratorEngine, StateMachineBlueprint
+from support.blueprints import ClipInput, echo_blueprint
 from support.engine import FAST_SETTINGS
 from support.processes import ECHO_WORKER_SCRIPT, python_command, running_process
-from support.studio import ClipInput, echo_blueprint
 
 T = TypeVar("T")
 
