@@ -51,16 +51,18 @@ def hop_blueprint(name: str = "hop", *, endpoint: bool = False) -> StateMachineB
     return bp
 
 
-def one_task_blueprint(name: str = "one_task", *, endpoint: bool = False) -> StateMachineBlueprint:
+def one_task_blueprint(
+    name: str = "one_task", *, task_type: str = "echo", endpoint: bool = False
+) -> StateMachineBlueprint:
     """start dispatches one task, whose success leads to done. Its type is the job's ``task_type``
-    (default `echo`), its params the rest of the job's initial data."""
+    (default: ``task_type``), its params the rest of the job's initial data."""
     bp = _blueprint(name, endpoint)
 
     @bp.handler_for("start", is_start=True)
     async def start(context):
         params = {key: value for key, value in context.initial_data.items() if key != "task_type"}
-        task_type = context.initial_data.get("task_type", "echo")
-        context.actions.dispatch_task(task_type, params, transitions={"success": "done"})
+        chosen = context.initial_data.get("task_type", task_type)
+        context.actions.dispatch_task(chosen, params, transitions={"success": "done"})
 
     @bp.handler_for("done", is_end=True)
     async def done(context):
