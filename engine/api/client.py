@@ -141,7 +141,7 @@ async def get_job(request: web.Request) -> web.Response:
 async def _job_view(engine: OrchestratorEngine, job: Job) -> dict[str, Any]:
     """The job's view, with the first ``VIEW_TASKS`` of the tasks it waits on (or holds, quarantined)."""
     tasks = await engine.current_tasks(job, limit=VIEW_TASKS)
-    return job_view(job, tasks, len(engine.current_task_ids(job)))
+    return job_view(job, tasks, len(engine.reads.current_task_ids(job)))
 
 
 @documented(

@@ -32,6 +32,30 @@ class Operations:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
+    async def create(
+        self,
+        blueprint_name: str,
+        initial_data: dict[str, Any] | None = None,
+        *,
+        client: str | None = None,
+        parent_job_id: str | None = None,
+        job_id: str | None = None,
+        tracing_context: dict[str, str] | None = None,
+        actor: str | None = None,
+    ) -> Job:
+        """Create a job at its blueprint's start state and queue it to run.
+
+        ``client`` owns the job (it alone sees it through the client API); ``actor`` is who asked,
+        when not the client itself (an operator in the studio), and is recorded in history.
+        """
+        blueprint = self.runtime.blueprints.get(blueprint_name)
+        if blueprint is None:
+            raise UnknownBlueprint(blueprint_name)
+        job = new_job(blueprint, initial_data, job_id=job_id, client=client, parent_job_id=parent_job_id)
+        tracer = self.runtime.tracer
+        job.tracing_context = tracer.job_trace_context(tracing_context, job_id=job.id, blueprint=blueprint_name)
+        return await self.runtime.committer.create_job(job, [created(job, blueprint, actor)])
+
     async def cancel(self, job_id: str, actor: str, *, bulk_id: str | None = None) -> Job:
         async def build(job: Job) -> Commit:
             if job.status in TERMINAL_STATUSES and job.status != JobStatus.QUARANTINED:

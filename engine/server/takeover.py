@@ -28,8 +28,7 @@ async def take_over(engine: OrchestratorEngine, port: int) -> None:
     previous = found() if found is not None else None
     if not port or previous is None or previous is engine or previous.app is None:
         return
-    tasks = previous._background  # the engine's own tasks: they tell which loop it runs in
-    if not tasks or tasks[0].get_loop() is not asyncio.get_running_loop():
+    if previous.lifecycle.loop is not asyncio.get_running_loop():
         return  # another thread's engine: binding fails as it would without us
     logger.warning("port %s is served by an earlier engine of this process: stopping it first", port)
     await previous.stop()
