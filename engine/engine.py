@@ -7,9 +7,7 @@ The HTTP API, the studio and the notebook widgets all call the methods of
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any, Unpack
 
 from .access import AccessRegistry
 from .blueprint import StateMachineBlueprint
@@ -20,9 +18,10 @@ from .models import Breakpoint, Job, Task, WorkerRecord
 from .observe.metrics import Metrics
 from .observe.telemetry import Tracer
 from .reads import Line, Reader
+from .reads.reader import LiveJobQuery
 from .runtime.bulk import BulkActions
 from .runtime.commits import Committer
-from .runtime.operations import Operations
+from .runtime.operations import NewJobOptions, Operations
 from .runtime.results import ResultProcessor
 from .runtime.runner import JobRunner
 from .runtime.scheduler import Scheduler
@@ -35,6 +34,8 @@ from .server.lifecycle import Lifecycle
 from .storage import MemoryStorage, Storage
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from .history import HistoryStorage, HistoryWriter
 
 logger = logging.getLogger(__name__)
@@ -173,30 +174,15 @@ class OrchestratorEngine:
 
     # -- jobs ------------------------------------------------------------------------------------
     async def create_job(
-        self,
-        blueprint_name: str,
-        initial_data: dict[str, Any] | None = None,
-        *,
-        client: str | None = None,
-        parent_job_id: str | None = None,
-        job_id: str | None = None,
-        tracing_context: dict[str, str] | None = None,
-        actor: str | None = None,
+        self, blueprint_name: str, initial_data: dict[str, Any] | None = None, **options: Unpack[NewJobOptions]
     ) -> Job:
         """Create a job at its blueprint's start state and queue it to run.
 
         ``client`` owns the job (it alone sees it through the client API); ``actor`` is who asked,
-        when not the client itself (an operator in the studio), and is recorded in history.
+        when not the client itself (an operator in the studio), and is recorded in history;
+        ``parent_job_id``, ``job_id`` and ``tracing_context`` as :class:`NewJobOptions` says.
         """
-        return await self.operations.create(
-            blueprint_name,
-            initial_data,
-            client=client,
-            parent_job_id=parent_job_id,
-            job_id=job_id,
-            tracing_context=tracing_context,
-            actor=actor,
-        )
+        return await self.operations.create(blueprint_name, initial_data, **options)
 
     async def get_job(self, job_id: str) -> Job | None:
         return await self.reads.job(job_id)
@@ -213,19 +199,9 @@ class OrchestratorEngine:
         """Wait (boundedly) for history to write what happened until now; how many events it has not."""
         return await self.reads.history_lag()
 
-    async def list_jobs(
-        self,
-        *,
-        status: str | None = None,
-        blueprint: str | None = None,
-        state: str | None = None,
-        client: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[Job]:
-        return await self.reads.list_jobs(
-            status=status, blueprint=blueprint, state=state, client=client, limit=limit, offset=offset
-        )
+    async def list_jobs(self, **query: Unpack[LiveJobQuery]) -> list[Job]:
+        """Live jobs by ``status``, ``blueprint``, ``state`` and ``client``; ``limit`` (50) from ``offset``."""
+        return await self.reads.list_jobs(**query)
 
     async def current_tasks(self, job: Job, limit: int | None = None) -> list[Task]:
         """The tasks the job is waiting on (or holds, when quarantined); the first ``limit`` of them."""

@@ -137,3 +137,7 @@ class BulkNotFound(AvtomatikaError):
     def __init__(self, bulk_id: str) -> None:
         self.bulk_id = bulk_id
         super().__init__(f"Bulk action '{bulk_id}' not found")
+
+
+class DebuggerError(AvtomatikaError):
+    """What the step debugger cannot do now (answer a task when none is waiting, go back to no step...)."""

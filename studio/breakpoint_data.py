@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from avtomatika.api.payloads import breakpoint_view
+from avtomatika.api.views import breakpoint_view
 from avtomatika.models import ANY_STATE, Breakpoint, Job
 
 from .graphs import GraphMarks

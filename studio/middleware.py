@@ -25,7 +25,7 @@ from avtomatika.errors import (
     UnknownBlueprint,
     WorkerNotFound,
 )
-from avtomatika.history import InvalidCursor
+from avtomatika.reads import InvalidCursor
 
 from .access import csrf_ok, sent_csrf
 from .htmx import htmx, retarget

@@ -13,7 +13,8 @@ from support.api import CLIENT_HEADER, JOB_VIEW_EXTRAS, JOB_VIEW_FIELDS, WORKER_
 from support.blueprints import work
 
 from avtomatika import StateMachineBlueprint
-from avtomatika.api.payloads import VIEW_TASKS, iso
+from avtomatika.api.payloads import VIEW_TASKS
+from avtomatika.api.views import iso
 from avtomatika.storage import MemoryStorage
 
 PREFIXES = ["/api/v1", "/api"]

@@ -12,9 +12,8 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from ..blueprint import StateMachineBlueprint
-from ..history import Cursor, InvalidCursor
 from ..models import Job, JobStatus, now
-from ..reads import JobPage, JobQuery, parse_time
+from ..reads import Cursor, InvalidCursor, JobPage, JobQuery, parse_time
 from ..runtime.watchers import Until
 from .auth import client_of, owner_of
 from .errors import ApiError
@@ -38,13 +37,10 @@ from .payloads import (
     RetryRequest,
     TimelineItem,
     WorkerList,
-    job_summary,
-    job_view,
-    worker_summary,
-    worker_view,
 )
 from .render import json_response, model_response
 from .requests import max_depth, optional_body, read_json
+from .views import job_summary, job_view, worker_summary, worker_view
 
 if TYPE_CHECKING:
     from ..engine import OrchestratorEngine

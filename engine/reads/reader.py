@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from ..errors import JobNotFound, UnknownBlueprint
 from ..history.base import Cursor
 from ..models import Job, JobStatus, Task, TaskStatus, WorkerRecord, now
 from ..runtime.rerun import RerunOrigin, rerun_origin
 from ..storage.base import JobFilter
+from .lines import Line
 from .query import OVER_STATUSES, JobPage, JobQuery, JobRow
 from .signature import ErrorSignature, error_signature
-from .timeline import BranchCounts, Line, Timeline
+from .timeline import Timeline
+from .views import Counts, JobCounts, JobDetail, NavCounts, QueueDepth, Signed, WorkerView
+from .visits import BranchCounts
 
 if TYPE_CHECKING:
     from ..blueprint import StateMachineBlueprint
@@ -49,105 +52,16 @@ MAX_QUARANTINE_INDEX = 10_000
 #: Counts of ended jobs per state (from history) are read again after this long at most.
 ENDED_COUNTS_TTL_S = 5.0
 
-#: Jobs per (blueprint, status, state).
-JobCounts = dict[tuple[str, str, str], int]
-#: Jobs per state and status: ``{blueprint: {state: {status: n}}}``.
-Counts = dict[str, dict[str, dict[str, int]]]
 
+class LiveJobQuery(TypedDict, total=False):
+    """Which live jobs :meth:`Reader.list_jobs` returns: every field given must hold."""
 
-@dataclass(slots=True)
-class JobDetail:
-    """Everything known of one job: the live job (or what history knows of it), its current tasks and
-    its timeline."""
-
-    job: Job
-    tasks: list[Task]
-    timeline: Timeline | None
-    #: True when the engine no longer keeps the job and all of it comes from history.
-    from_history: bool = False
-    #: Events not yet in history when the timeline was read: it may miss that many recent lines.
-    history_pending: int = 0
-    #: The blueprint version the job was created on (history's row), if known.
-    blueprint_version: str | None = None
-
-    @property
-    def cause(self) -> str | None:
-        """The error that stopped the job before an operator failed or cancelled it (its root cause)."""
-        ending = self.timeline.ending if self.timeline is not None else None
-        cause = ending.data.get("cause") if ending is not None else None
-        return str(cause) if cause else None
-
-    @property
-    def ran_s(self) -> float:
-        """How long it ran: until it ended (a lost job: until the last thing history saw of it)."""
-        job, end = self.job, self.job.updated_at
-        lines = self.timeline.lines if self.timeline is not None else []
-        if job.status == JobStatus.LOST and len(lines) > 1:
-            end = lines[-2].at
-        return max(end - job.created_at, 0.0)
-
-    @property
-    def reason(self) -> str | None:
-        """The reason an operator gave when ending it, without its root cause."""
-        ending = self.timeline.ending if self.timeline is not None else None
-        reason = ending.data.get("reason") if ending is not None else None
-        return str(reason) if reason else None
-
-    @property
-    def rerun_of(self) -> dict[str, Any] | None:
-        """For a rerun: its origin (``job_id``, ``state``, ``visit``) and ``edits``, what differs from
-        the origin's data there (``{"initial_data": changes, "state_history": changes}``)."""
-        first = self.timeline.lines[0] if self.timeline is not None and self.timeline.lines else None
-        origin = first.data.get("rerun_of") if first is not None and first.kind == "job_created" else None
-        if not isinstance(origin, dict):
-            return None
-        edits = first.data.get("edits") if first is not None else None
-        return {**origin, "edits": edits if isinstance(edits, dict) else {}}
-
-    @property
-    def reruns(self) -> list[dict[str, Any]]:
-        """The jobs started as reruns of this one: ``rerun_job_id``, ``state``, ``actor``, ``at``."""
-        lines = self.timeline.lines if self.timeline is not None else []
-        return [{**line.data, "at": line.at} for line in lines if line.kind == "job_rerun"]
-
-
-@dataclass(frozen=True, slots=True)
-class Signed:
-    """A quarantined job and its error signature."""
-
-    job: Job
-    signature: ErrorSignature
-
-
-@dataclass(slots=True)
-class WorkerView:
-    """A worker, what it is running (taken tasks) and what waits in its inbox (given to it, not taken)."""
-
-    record: WorkerRecord
-    alive: bool
-    load: int
-    running: list[Task] = field(default_factory=list)
-    inbox: list[Task] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class QueueDepth:
-    """Tasks of one type: waiting (in the shared queue or a worker's inbox), given to a worker's inbox, taken."""
-
-    task_type: str
-    queued: int = 0
-    in_inboxes: int = 0
-    running: int = 0
-    workers: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class NavCounts:
-    """What the studio's navigation bar counts."""
-
-    quarantined: int
-    workers_alive: int
-    held: int = 0
+    status: str | None
+    blueprint: str | None
+    state: str | None
+    client: str | None
+    limit: int
+    offset: int
 
 
 class Sources(Protocol):
@@ -159,6 +73,14 @@ class Sources(Protocol):
     history_writer: HistoryWriter | None
     blueprints: dict[str, StateMachineBlueprint]
     config: Config
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """Where the engine keeps something (live state, history): what it is, and how to reach it."""
+
+    name: str
+    ping: Callable[[], Awaitable[None]]
 
 
 class Reader:
@@ -183,6 +105,14 @@ class Reader:
         history; how many are not yet (0: a read of history now sees everything that happened)."""
         writer = self.sources.history_writer
         return 0 if writer is None else await writer.catch_up(self.sources.config.HISTORY_READ_WAIT_SECONDS)
+
+    def backends(self) -> dict[str, Backend]:
+        """Live storage and, when the engine keeps one, history: for a health check."""
+        found = {"storage": Backend(type(self.sources.storage).__name__, self.sources.storage.ping)}
+        history = self.sources.history
+        if history is not None:
+            found["history"] = Backend(getattr(history, "backend", "") or type(history).__name__, history.ping)
+        return found
 
     # -- lists ----------------------------------------------------------------------------------------
     async def jobs_page(
@@ -461,6 +391,10 @@ class Reader:
         """Every registered worker's record, alive or not."""
         return await self.sources.storage.list_workers()
 
+    async def worker(self, worker_id: str) -> WorkerRecord | None:
+        """The worker's record (alive or not), or None when it never registered or was forgotten."""
+        return await self.sources.storage.get_worker(worker_id)
+
     async def worker_load(self) -> dict[str, int]:
         """Tasks given to each worker and not answered yet (its inbox and what it runs)."""
         return await self.sources.storage.worker_load()
@@ -523,13 +457,6 @@ class Reader:
 
         stored = await history.graph(blueprint, version)
         return model_from_json(stored) if stored is not None else None
-
-
-def _worker_view(
-    record: WorkerRecord, at: float, load: dict[str, int], running: dict[str, list[Task]], inbox: dict[str, list[Task]]
-) -> WorkerView:
-    worker = record.worker_id
-    return WorkerView(record, record.alive(at), load.get(worker, 0), running.get(worker, []), inbox.get(worker, []))
 
 
 def _branch_status(task: Task) -> str:

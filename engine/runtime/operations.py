@@ -8,12 +8,12 @@ event and so into history.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import orjson
 
 from ..errors import BreakpointNotFound, BreakpointRefused, InvalidOperation, JobNotFound, UnknownBlueprint
-from ..events import Event, EventKind
+from ..events import EventKind, job_rerun
 from ..models import ANY_STATE, ENDED_STATUSES, TERMINAL_STATUSES, Breakpoint, Job, JobStatus, Task, TaskStatus
 from ..storage.base import Commit, JobFilter
 from .breakpoints import HELD, passed_wait, step_breakpoint, step_id
@@ -26,6 +26,21 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUARANTINED})
+
+
+class NewJobOptions(TypedDict, total=False):
+    """What else a new job may be given beside its blueprint and input."""
+
+    #: The client that owns it (it alone sees the job through the client API).
+    client: str | None
+    #: The job that started it as a sub-job.
+    parent_job_id: str | None
+    #: Its id (a new one when omitted); a bulk rerun names its jobs.
+    job_id: str | None
+    #: The caller's trace (W3C ``traceparent``...), continued by the job's.
+    tracing_context: dict[str, str] | None
+    #: Who asked, when not the client itself; recorded in history.
+    actor: str | None
 
 
 class Operations:
@@ -342,8 +357,7 @@ class Operations:
                 edits[name] = {**found, "was": {key: before[key] for key in touched if key in before}}
         start = created(job, blueprint, actor)
         start.data.update(rerun_of=origin.link(), state_history=job.state_history, edits=edits, **_by(actor, bulk_id))
-        link = Event(EventKind.JOB_RERUN, origin.job_id, data={"rerun_job_id": job.id, "state": origin.state})
-        link.data.update(_by(actor, bulk_id))
+        link = job_rerun(origin.job_id, job.id, origin.state, **_by(actor, bulk_id))
         return await self.runtime.committer.create_job(job, [start, link])
 
     # -- follow-ups of another job's commit (timers due at once) ----------------------------------

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import JobNotFound, ResultRejected
-from ..events import Event, EventKind
+from ..events import Event, EventKind, task_result
 from ..models import WAITING_ON_TASKS, Job, JobStatus, Task, TaskStatus
 from ..storage.base import BranchAnswer, Commit
 from ..timers import TimerKind
@@ -263,11 +263,4 @@ def _waits_for(job: Job, task: Task) -> bool:
 
 
 def _result_event(task: Task, result: dict[str, Any], worker_id: str) -> Event:
-    data = {
-        "task_id": task.id,
-        "task_type": task.type,
-        "result": result,
-        "worker_id": worker_id,
-        "queued_at": task.queued_at,
-    }
-    return Event(EventKind.TASK_RESULT, task.job_id, None, task.state, None, data)
+    return task_result(task.job_id, task.state, task.id, task.type, result, worker_id, task.queued_at)

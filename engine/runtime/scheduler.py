@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from ..events import Event, EventKind
+from ..events import worker_expired
 from ..storage.base import TimerClaim
 from ..timers import TimerKind, parse_timer
 
@@ -120,6 +120,4 @@ class Scheduler:
         """Expire the workers that stopped heart-beating; storage hands their tasks on in the same change."""
         for record, task_ids in await self.runtime.storage.expire_workers(time.time()):
             logger.warning("worker %s expired with %d unanswered tasks", record.worker_id, len(task_ids))
-            self.runtime.committer.events.publish(
-                Event(EventKind.WORKER_EXPIRED, data={"worker_id": record.worker_id, "task_ids": task_ids})
-            )
+            self.runtime.committer.events.publish(worker_expired(record.worker_id, task_ids))

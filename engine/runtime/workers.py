@@ -7,7 +7,7 @@ import contextlib
 from typing import Any
 
 from ..errors import JobNotFound, WorkerNotFound
-from ..events import Event, EventKind, task_taken
+from ..events import task_progress, task_taken, worker_registered
 from ..models import Job, Task, TaskStatus, WorkerRecord, now
 from ..storage import Commit
 from ..timers import TimerKind
@@ -36,9 +36,7 @@ class Workers:
         record = WorkerRecord(worker_id, dict(info), existing.registered_at if existing else at, at, at + self.ttl_s)
         await self.storage.save_worker(record)
         self.runtime.workers_changed()
-        self.events.publish(
-            Event(EventKind.WORKER_REGISTERED, data={"worker_id": worker_id, "supported_tasks": record.supported_tasks})
-        )
+        self.events.publish(worker_registered(worker_id, record.supported_tasks))
         return record
 
     async def heartbeat(self, worker_id: str, changes: dict[str, Any]) -> WorkerRecord:
@@ -99,13 +97,4 @@ class Workers:
         if task is None or task.job_id != job_id or (worker_id is not None and task.worker_id != worker_id):
             return
         await self.storage.update_task(task_id, progress=progress, progress_message=message)
-        self.events.publish(
-            Event(
-                EventKind.TASK_PROGRESS,
-                job_id,
-                None,
-                task.state,
-                None,
-                {"task_id": task_id, "progress": progress, "message": message},
-            )
-        )
+        self.events.publish(task_progress(job_id, task.state, task_id, progress, message))

@@ -56,7 +56,7 @@ class Lifecycle:
         """Start stepping jobs and, with ``http``, serve the API; for use inside a running loop.
 
         With ``steps_jobs`` set to False beforehand, no job moves unless someone steps it (the
-        notebook's step debugger does, with ``runner.run_handler`` and ``apply``); timers, workers and
+        notebook's step debugger does, with ``runner.run_handler`` and ``committer.apply``); timers, workers and
         the API work as usual.
         """
         engine = self.engine
@@ -172,6 +172,14 @@ class Lifecycle:
             logger.warning("studio not served (%s); set STUDIO_ENABLED=false to silence this", exc)
             return
         setup_studio(app, self.engine)
+
+    async def end_waiting_requests(self) -> None:
+        """Answer what waits at once, for the HTTP site to close: worker long polls (204), clients
+        waiting for a job (the job as it is), worker WebSockets (closed)."""
+        engine = self.engine
+        engine.storage.end_polls()
+        engine.watcher.end_waits()
+        await engine.channels.close_all()
 
     async def stop(self) -> None:
         """Stop serving and stepping; waits for background work to end."""

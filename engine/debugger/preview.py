@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from avtomatika.blueprint import StateMachineBlueprint
-from avtomatika.engine import OrchestratorEngine
-from avtomatika.errors import HandlerError
-from avtomatika.models import Job
+from ..blueprint import StateMachineBlueprint
+from ..engine import OrchestratorEngine
+from ..errors import HandlerError
+from ..models import Job
 
 #: How ``aggregation_results`` is shaped, shown next to it.
 AGGREGATION_SHAPE = '{task_id: {"status": "success", "data": {...}, "task_type": ...}}: the payload is under "data"'
@@ -37,7 +37,7 @@ class Preview:
 
 async def preview(engine: OrchestratorEngine, blueprint: StateMachineBlueprint, job: Job) -> Preview:
     """The handler the next step of ``job`` would run, and what it would receive."""
-    context = await engine.runner.context_for(blueprint, job)
+    context = await engine.runner.handlers.context_for(blueprint, job)
     inputs: dict[str, Any] = {"initial_data": dict(context.initial_data), "state_history": dict(context.state_history)}
     info = blueprint.states.get(job.state)
     if info is not None and info.is_aggregator:

@@ -7,7 +7,7 @@ and :class:`DebugSession` steps the job with the engine's own pieces: ``engine.r
 events). Everything else is the engine's as usual: worker results (by hand, or from real workers when
 the engine serves HTTP), timers (its scheduler runs), history, the studio.
 
-Going back restores a checkpoint of the :class:`~avtomatika.studio.notebook.timeline.Timeline`: its
+Going back restores a checkpoint of the :class:`~avtomatika.debugger.checkpoints.CheckpointTree`: its
 content is committed as the job's next version, so history and the studio see it as one more change
 (a ``job_retried`` event). What followed it stays as a branch that :meth:`DebugSession.redo` returns to.
 """
@@ -20,23 +20,20 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from avtomatika.blueprint import StateMachineBlueprint
-from avtomatika.config import Config
-from avtomatika.engine import OrchestratorEngine
-from avtomatika.errors import VersionConflict
-from avtomatika.events import Event, EventKind
-from avtomatika.models import RUNNABLE_STATUSES, Job, JobStatus, Task, TaskStatus
-from avtomatika.reads import Transition, diff
-from avtomatika.runtime.outcomes import event, stop_on_workers
-from avtomatika.storage import Commit, MemoryStorage
-from avtomatika.timers import TimerKind
-
-from ._render import short
+from ..blueprint import StateMachineBlueprint
+from ..config import Config
+from ..engine import OrchestratorEngine
+from ..errors import DebuggerError, VersionConflict
+from ..events import Event, EventKind
+from ..models import RUNNABLE_STATUSES, Job, JobStatus, Task, TaskStatus
+from ..reads import Transition, diff
+from ..runtime.outcomes import event, stop_on_workers
+from ..storage import Commit, MemoryStorage
+from ..timers import TimerKind
 from .answers import HandAnswers, result_of
-from .errors import DebuggerError
-from .narrate import describe, error_of, outside_action, steppable, which, why_not
+from .checkpoints import Checkpoint, CheckpointTree, Entry, copy_job
+from .narrate import describe, error_of, outside_action, short, steppable, which, why_not
 from .preview import Preview, preview
-from .timeline import Checkpoint, Entry, Timeline, copy_job
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +52,6 @@ DEBUG_SETTINGS: dict[str, Any] = {
     "LOG_LEVEL": "ERROR",
     "LOG_FORMAT": "text",
 }
-
-__all__ = ["ACTOR", "DebugSession", "DebuggerError", "Entry", "debug_engine"]
 
 
 def debug_engine(*blueprints: StateMachineBlueprint, config: Config | None = None) -> OrchestratorEngine:
@@ -99,7 +94,7 @@ class DebugSession:
         self.initial_data = dict(initial_data or {})
         self.on_change = on_change
         self.job: Job | None = None
-        self.timeline = Timeline()
+        self.tree = CheckpointTree()
         self.events: deque[Event] = deque(maxlen=EVENTS_KEPT)
         self._moves: list[Transition] = []  # states entered since the last log line
         self.steps_taken = 0
@@ -113,12 +108,12 @@ class DebugSession:
     @property
     def entries(self) -> list[Entry]:
         """The log: steps, answers, restores, edits and outside changes, oldest first."""
-        return self.timeline.entries
+        return self.tree.entries
 
     @property
     def snapshots(self) -> list[Checkpoint]:
         """The checkpoints of the current line, oldest first (``back(c.step)`` restores one)."""
-        return self.timeline.line()
+        return self.tree.line()
 
     def problems(self) -> list[str]:
         """The blueprint's validation errors as it is now (a cell may have changed it); empty when valid."""
@@ -151,7 +146,7 @@ class DebugSession:
         self._unsubscribe = engine.events.subscribe(self._on_event)
         job = await engine.create_job(self.blueprint.name, self.initial_data)
         self._seen(job)
-        self.timeline.record(job, 0)
+        self.tree.record(job, 0)
         return job
 
     async def close(self) -> None:
@@ -174,7 +169,7 @@ class DebugSession:
     def _add(self, entry: Entry) -> Entry:
         """Log ``entry`` with the moves the job made since the last one (the graph draws those on the line)."""
         entry.moves, self._moves = self._moves, []
-        return self.timeline.add(entry)
+        return self.tree.add(entry)
 
     def _seen(self, job: Job) -> Job:
         self.job = job
@@ -275,8 +270,8 @@ class DebugSession:
 
     async def _checkpoint(self, job: Job) -> None:
         """Record the job before a step (unless the head already is it), with the fan-in results it holds."""
-        if self.timeline.moved_on(job):
-            self.timeline.record(job, self.steps_taken, branch_results=await self._fan_in(job))
+        if self.tree.moved_on(job):
+            self.tree.record(job, self.steps_taken, branch_results=await self._fan_in(job))
 
     async def _fan_in(self, job: Job) -> dict[str, dict[str, Any]]:
         """The branch results ``job`` holds for its aggregator (none outside an aggregation state)."""
@@ -357,35 +352,35 @@ class DebugSession:
             if state_history is None:
                 raise DebuggerError(f"the job is at step {step} already; pass a state_history to edit it there")
             return await self.edit(state_history)
-        target = self.timeline.previous(self.steps_taken) if step is None else self.timeline.at_step(step)
+        target = self.tree.previous(self.steps_taken) if step is None else self.tree.at_step(step)
         if target is None:
-            known = ", ".join(str(c.step) for c in self.timeline.line())
+            known = ", ".join(str(c.step) for c in self.tree.line())
             raise DebuggerError(f"no checkpoint at step {step} on this line; there are: {known}")
         return await self.restore(target.id, state_history)
 
     async def redo(self) -> Entry:
         """Go forward again along the branch left by the last Back (one checkpoint at a time)."""
-        if not self.timeline.redo_path:
+        if not self.tree.redo_path:
             raise DebuggerError("nothing to redo: go back first (a new step or answer starts a new line)")
-        return await self.restore(self.timeline.redo_path[0], kind="redo")
+        return await self.restore(self.tree.redo_path[0], kind="redo")
 
     async def restore(
         self, checkpoint_id: int, state_history: dict[str, Any] | None = None, kind: str = "back"
     ) -> Entry:
         """Put the job back as it was at a checkpoint (of this line or of a branch), with ``state_history`` if given."""
         async with self._lock:
-            target = self.timeline.checkpoints.get(checkpoint_id)
+            target = self.tree.checkpoints.get(checkpoint_id)
             if target is None:
                 raise DebuggerError(f"no checkpoint {checkpoint_id}")
             current = await self.fresh()
             held = await self._fan_in(current)
             after = await self._commit_restore(current, target, state_history)
-            redo = self.timeline.redo_path[1:] if kind == "redo" else None
-            branch = self.timeline.leave_for(target, current, self.steps_taken, held)
+            redo = self.tree.redo_path[1:] if kind == "redo" else None
+            branch = self.tree.leave_for(target, current, self.steps_taken, held)
             if redo is not None:
-                self.timeline.redo_path = redo
+                self.tree.redo_path = redo
             self.steps_taken = target.step
-            self.timeline.head_version = after.version
+            self.tree.head_version = after.version
             edited = state_history is not None and state_history != target.job.state_history
             action = f"{kind} to {target.label}" + (", state_history edited" if edited else "")
             if branch is not None:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from avtomatika.engine import OrchestratorEngine
-from avtomatika.models import WAITING_ON_TASKS, Job, JobStatus, Task, TaskStatus
-
-from .errors import DebuggerError
+from ..engine import OrchestratorEngine
+from ..errors import DebuggerError
+from ..models import WAITING_ON_TASKS, Job, JobStatus, Task, TaskStatus
 
 #: The worker id under which tasks are answered by hand.
 MANUAL_WORKER = "notebook-step-debugger"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from avtomatika.events import Event, EventKind
-from avtomatika.models import RUNNABLE_STATUSES, WAITING_ON_TASKS, Job, JobStatus, Task
-from avtomatika.storage import Commit
+import json
+from typing import Any
 
-from ._render import short
+from ..events import Event, EventKind
+from ..models import RUNNABLE_STATUSES, WAITING_ON_TASKS, Job, JobStatus, Task
+from ..storage import Commit
 
 
 def which(task: Task, still_open: list[Task]) -> str:
@@ -84,3 +85,13 @@ def outside_action(before: Job, after: Job, events: list[Event]) -> str:
     if after.state != before.state:
         return f"moved to {after.state!r} from outside the debugger"
     return f"became {after.status} from outside the debugger"
+
+
+def short(value: Any, width: int = 60) -> str:
+    """A value as compact JSON, cut to ``width`` characters."""
+    return clip(json.dumps(value, ensure_ascii=False, sort_keys=True, default=str), width)
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, with an ellipsis when cut."""
+    return text if len(text) <= width else text[: width - 1] + "\N{HORIZONTAL ELLIPSIS}"

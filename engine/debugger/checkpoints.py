@@ -1,6 +1,6 @@
-"""The step debugger's time line: checkpoints to go back to, the branches left behind, and the log.
+"""The step debugger's checkpoints: checkpoints to go back to, the branches left behind, and the log.
 
-Plain data, no engine calls (:class:`~avtomatika.studio.notebook.session.DebugSession` does those).
+Plain data, no engine calls (:class:`~avtomatika.debugger.session.DebugSession` does those).
 A :class:`Checkpoint` is the job as it was before a step ran (and, when a line is left, as it was
 left). Checkpoints form a tree: going back to one makes it the head, and what followed it on the line
 left behind stays in the tree as a *branch*, whose checkpoints can be restored later (``redo`` walks
@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from avtomatika.models import Job, JobStatus
-from avtomatika.reads import Change, Transition
+from ..models import Job, JobStatus
+from ..reads import Change, Transition
 
 #: Statuses in which a job document alone is the whole job: restoring it needs no task nor child job.
 SELF_CONTAINED = frozenset(
@@ -96,7 +96,7 @@ class Checkpoint:
         return f"step {self.step} · {self.job.state}{status}{how}"
 
 
-class Timeline:
+class CheckpointTree:
     """Checkpoints in a tree, the current line through it, the branches left, and the log."""
 
     def __init__(self) -> None:
