@@ -39,7 +39,7 @@ from .payloads import (
     WorkerList,
 )
 from .render import json_response, model_response
-from .requests import max_depth, optional_body, read_json
+from .requests import optional_body, read_json
 from .views import job_summary, job_view, worker_summary, worker_view
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def create_job_handler(blueprint: StateMachineBlueprint) -> Any:
     @documented(CREATE_JOB)
     async def create_job(request: web.Request) -> web.Response:
         owner = owner_of(request)
-        data = await read_json(request, max_depth=max_depth(request))
+        data = await read_json(request)
         if not isinstance(data, dict):
             raise ApiError(400, "the request body must be a JSON object (the job's initial_data)")
         check_size(request.app[limits_key].limits, "initial_data", data)
