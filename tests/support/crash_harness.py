@@ -24,10 +24,11 @@ from urllib.parse import urlsplit
 import aiohttp
 import asyncpg
 import orjson
-from multi_engine_helpers import WORKER_TOKEN, Cluster, Engine
-from support.processes import TESTS_DIR, ProcessDied, kill_process, log_tail, wait_http
 
-CRASH_APP = f"{TESTS_DIR / 'crash_app.py'}:engine"
+from support.cluster import WORKER_TOKEN, Cluster, Engine
+from support.processes import ProcessDied, app_spec, kill_process, log_tail, wait_http
+
+CRASH_APP = app_spec("crash")
 TASK_TYPE = "crash_echo"
 #: Longest a victim may take to reach its boundary once the scenario started.
 DEATH_TIMEOUT_S = 25.0
