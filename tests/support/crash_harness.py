@@ -172,6 +172,7 @@ class Harness:
         if case.settle:
             await self._settle()
         since = await self.cluster.last_job_sequence()
+        await self._history_written()
         self.cluster.pause(self.survivor)
         victim: Victim | None = None
         try:
@@ -201,6 +202,14 @@ class Harness:
         expected = {job_id: case.expect.get(_role(job), "finished") for job_id, job in jobs.items()}
         assert statuses == expected, f"{case.id}: {statuses} != {expected}\n{self.cluster.diagnostics()}"
         return await self.check_histories(jobs, statuses)
+
+    async def _history_written(self) -> None:
+        """Until history holds the whole feed: an engine started next then writes only what its own case
+        commits (with a backlog, one started to crash at a history write would reach it while starting)."""
+        deadline = time.monotonic() + 20
+        while (await self.cluster.get("/api/v1/jobs?limit=1", self.survivor))["history_pending"]:
+            assert time.monotonic() < deadline, "history never caught up with the feed"
+            await asyncio.sleep(0.1)
 
     async def _settle(self) -> None:
         """Until only the survivor's own workers are registered."""
