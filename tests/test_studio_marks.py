@@ -1,6 +1,7 @@
 """Marks on a drawn graph (avtomatika.studio.marks): anchors placed once per SVG, marks drawn relative to them.
 
-The SVG is parsed as XML and nodes are found by their ``<title>``, as in test_graph.py.
+The SVG is parsed as XML and nodes are found by their ``<title>``; the blueprint is the notebooks' ``report``
+(eight states, a ``.when()`` branch whose edges carry tooltips, a fan-out, a human approval).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import re
 import xml.etree.ElementTree as ET
 
 import pytest
-from test_graph import SVG, make_blueprint, nodes_by_title
+from support.blueprints import report
+from support.notebook import SVG_NS as SVG
 
 from avtomatika.graph import blueprint_svg, extract
 from avtomatika.studio.graphs import JobPath, counts_marks, job_marks
@@ -21,8 +23,13 @@ from avtomatika.studio.render import partials
 
 @pytest.fixture(scope="module")
 def drawn() -> tuple[str, ET.Element]:
-    svg = anchored(blueprint_svg(make_blueprint()))
+    svg = anchored(blueprint_svg(report()))
     return svg, ET.fromstring(svg)
+
+
+def nodes_by_title(root: ET.Element) -> dict[str, ET.Element]:
+    states = [g for g in root.iter(f"{SVG}g") if "state" in (g.get("class") or "").split()]
+    return {title.text or "": g for g in states if (title := g.find(f"{SVG}title")) is not None}
 
 
 def anchor_of(group: ET.Element) -> ET.Element:
@@ -67,7 +74,7 @@ def test_each_edge_gets_an_anchor_half_way_along_its_path(drawn: tuple[str, ET.E
 
 def test_anchoring_is_done_once_per_svg(drawn: tuple[str, ET.Element]) -> None:
     svg, _ = drawn
-    assert anchored(blueprint_svg(make_blueprint())) is svg
+    assert anchored(blueprint_svg(report())) is svg
     assert anchored(svg).count('class="mark"') == svg.count('class="mark"'), "anchoring twice adds nothing"
 
 
@@ -98,15 +105,15 @@ def test_an_edge_overlay_shows_how_often_it_was_taken_from_twice() -> None:
 
 def test_the_notebook_drawing_and_the_studio_marks_carry_the_same_overlay(drawn: tuple[str, ET.Element]) -> None:
     svg, _ = drawn
-    model = extract(make_blueprint())
-    marks = counts_marks(model, {"work": {"failed": 2}})
+    model = extract(report())
+    marks = counts_marks(model, {"extract": {"failed": 2}})
     marked = mark_svg(svg, marks)
-    work = nodes_by_title(ET.fromstring(marked))["work"]
+    work = nodes_by_title(ET.fromstring(marked))["extract"]
     assert {"has-jobs", "tone-failed"} <= set((work.get("class") or "").split())
-    assert (work.get("data-state"), work.get("data-count")) == ("work", "2")
+    assert (work.get("data-state"), work.get("data-count")) == ("extract", "2")
     in_svg = ET.tostring(anchor_of(work)[0], encoding="unicode")
     page = partials().get_template("_graph_marks.html").render(marks=marks)
-    carried = re.search(r'data-node="node-work"[^>]*data-overlay="([^"]*)"', page)
+    carried = re.search(r'data-node="node-extract"[^>]*data-overlay="([^"]*)"', page)
     assert carried is not None
     studio = ET.fromstring(f'<svg xmlns="http://www.w3.org/2000/svg">{html.unescape(carried[1])}</svg>')
     assert ET.tostring(studio[0], encoding="unicode") == in_svg
@@ -114,9 +121,9 @@ def test_the_notebook_drawing_and_the_studio_marks_carry_the_same_overlay(drawn:
 
 def test_a_jobs_path_marks_the_edges_it_took(drawn: tuple[str, ET.Element]) -> None:
     svg, _ = drawn
-    model = extract(make_blueprint())
-    path = JobPath("work", "running", {"start": 1, "work": 2}, [])
+    model = extract(report())
+    path = JobPath("extract", "running", {"intake": 1, "extract": 2}, [])
     marked = ET.fromstring(mark_svg(svg, job_marks(model, path)))
-    work = nodes_by_title(marked)["work"]
+    work = nodes_by_title(marked)["extract"]
     assert {"active", "visited", "tone-running"} <= set((work.get("class") or "").split())
     assert [t.text for t in anchor_of(work).iter(f"{SVG}text")] == ["2"]
