@@ -565,3 +565,52 @@ async def test_a_job_that_leaves_a_terminal_status_is_not_forgotten(make_storage
     await finish(storage, second)
     assert await storage.get_job(retried.id) is not None
     assert await storage.get_job(first.id) is not None
+
+
+# -- data an older version wrote ------------------------------------------------------------------
+async def as_listed_before_2026_12(client: aioredis.Redis, job: Job, seq: int) -> None:
+    """List ``job`` as versions before 2026-12 did: by a creation sequence, by blueprint and state too."""
+    fields = {"seq": seq, "blueprint": job.blueprint, "state": job.state, "client": job.client or ""}
+    await client.hset(f"avtomatika:job:{job.id}", mapping=fields)
+    await client.zadd("avtomatika:jobs:all", {job.id: seq})
+    for field, value in (("status", job.status), ("blueprint", job.blueprint), ("state", job.state)):
+        await client.zadd(f"avtomatika:jobs:by:{field}:{value}", {job.id: seq})
+
+
+async def jobs_listed(client: aioredis.Redis) -> dict[str, list[bytes]]:
+    found = {}
+    for name in [key.decode() async for key in client.scan_iter("avtomatika:jobs:*")]:
+        if name.startswith(("avtomatika:jobs:by:", "avtomatika:jobs:all")):
+            found[name.removeprefix("avtomatika:jobs:")] = await client.zrange(name, 0, -1)
+    return found
+
+
+async def test_a_job_listed_by_an_older_version_is_listed_anew_when_next_stored(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    storage = await make_storage()
+    old, new = await new_job(storage, blueprint="x"), await new_job(storage, blueprint="x")
+    await as_listed_before_2026_12(redis_client, old, seq=1)
+    assert [job.id for job in await storage.list_jobs(JobFilter(blueprint="x"))] == [new.id, old.id]
+    old.state = "next"
+    old = await finish(storage, old, JobStatus.WAITING_FOR_HUMAN)
+    assert [job.id for job in await storage.list_jobs(JobFilter(state="next"))] == [old.id]
+    assert [job.id for job in await storage.list_jobs(JobFilter())] == [new.id, old.id]  # by created_at now
+    assert await jobs_listed(redis_client) == {
+        "all": [old.id.encode(), new.id.encode()],
+        "by:status:pending": [new.id.encode()],
+        "by:status:waiting_for_human": [old.id.encode()],
+    }
+    assert await redis_client.hmget(f"avtomatika:job:{old.id}", ["seq", "blueprint", "state"]) == [None] * 3
+
+
+async def test_a_job_listed_by_an_older_version_is_forgotten_from_every_list(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    storage = await make_storage(max_terminal_jobs=1)
+    old = await finish(storage, await new_job(storage, blueprint="x"))
+    await as_listed_before_2026_12(redis_client, old, seq=1)
+    await finish(storage, await new_job(storage, blueprint="x"))
+    assert await storage.get_job(old.id) is None
+    listed = await jobs_listed(redis_client)
+    assert old.id.encode() not in [member for members in listed.values() for member in members]

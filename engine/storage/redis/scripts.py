@@ -124,58 +124,68 @@ local function close_task(task_id, status)
   if worker then load_remove(worker, task_id) end
 end
 
-local INDEXED = {'status', 'blueprint', 'state', 'client'}
 local ENDED = {finished = true, failed = true, cancelled = true}
+-- How many arguments a job takes (see store_job).
+local JOB_ARGS = 9
+-- The fields jobs are listed by (a JOBS_BY zset per value), with where store_job's arguments hold them.
+local LISTED = {status = 4, client = 5}
 
--- The job's fields start at ARGV[a]: id, version, doc, token, status, blueprint, state, client,
--- counted (its JOB_COUNTS field), terminal ('1' if it ended for good: finished, failed, cancelled).
+-- Take a job out of its lists; `values`: field -> value of those it is listed by (false: none).
+local function unlist(job_id, values)
+  redis.call('ZREM', key('$JOBS_ALL'), job_id)
+  for field, value in pairs(values) do
+    if value and value ~= '' then redis.call('ZREM', key('$JOBS_BY', field .. ':' .. value), job_id) end
+  end
+end
+
+-- The job's fields start at ARGV[a]: id, version, doc, token, status, client ('' for none), counted
+-- (its JOB_COUNTS field: blueprint, status, state, client), created_at (its score in JOBS_ALL and
+-- JOBS_BY), ended_at (when it ended for good, in µs: finished, failed, cancelled; '' while it has not).
 -- `old`: the job's JOB_FIELDS as the caller read them (read here when nil).
 -- Returns true when the job has just ended (it joined JOBS_TERMINAL: see trim_terminal).
-local JOB_FIELDS = {'seq', 'counted', 'status', 'blueprint', 'state', 'client'}
+local JOB_FIELDS = {'counted', 'status', 'client', 'seq', 'blueprint', 'state'}
 local function store_job(a, old)
-  local job_id, counted = ARGV[a], ARGV[a + 8]
+  local job_id, counted, created_at = ARGV[a], ARGV[a + 6], ARGV[a + 7]
   local job_key = key('$JOB', job_id)
   old = old or redis.call('HMGET', job_key, unpack(JOB_FIELDS))
-  local seq = old[1]
-  if not seq then
-    seq = redis.call('INCR', key('$JOB_SEQUENCE'))
-    redis.call('ZADD', key('$JOBS_ALL'), seq, job_id)
+  local listed = {status = old[2], client = old[3]}
+  if old[4] then  -- listed by a version before 2026-12: by creation sequence, by blueprint and state too
+    unlist(job_id, {status = old[2], client = old[3], blueprint = old[5], state = old[6]})
+    redis.call('HDEL', job_key, 'seq', 'blueprint', 'state')
+    listed = {}
   end
-  if old[2] ~= counted then
-    if old[2] then decrement(key('$JOB_COUNTS'), old[2]) end
+  if not listed.status then redis.call('ZADD', key('$JOBS_ALL'), created_at, job_id) end
+  if old[1] ~= counted then
+    if old[1] then decrement(key('$JOB_COUNTS'), old[1]) end
     redis.call('HINCRBY', key('$JOB_COUNTS'), counted, 1)
   end
-  for i, field in ipairs(INDEXED) do
-    local before, after = old[i + 2], ARGV[a + 3 + i]
+  for field, at in pairs(LISTED) do
+    local before, after = listed[field], ARGV[a + at]
     if before ~= after then
       if before and before ~= '' then redis.call('ZREM', key('$JOBS_BY', field .. ':' .. before), job_id) end
-      if after ~= '' then redis.call('ZADD', key('$JOBS_BY', field .. ':' .. after), seq, job_id) end
+      if after ~= '' then redis.call('ZADD', key('$JOBS_BY', field .. ':' .. after), created_at, job_id) end
     end
   end
-  redis.call('HSET', job_key, 'doc', ARGV[a + 2], 'version', ARGV[a + 1], 'seq', seq, 'commit', ARGV[a + 3],
-    'status', ARGV[a + 4], 'blueprint', ARGV[a + 5], 'state', ARGV[a + 6], 'client', ARGV[a + 7],
-    'counted', counted)
-  local was_ended = old[3] and ENDED[old[3]]
-  if ARGV[a + 9] ~= '1' then
+  local fields = {'doc', ARGV[a + 2], 'version', ARGV[a + 1], 'commit', ARGV[a + 3], 'status', ARGV[a + 4],
+    'counted', counted}
+  if ARGV[a + 5] ~= '' then fields[#fields + 1], fields[#fields + 2] = 'client', ARGV[a + 5] end  -- never changes
+  redis.call('HSET', job_key, unpack(fields))
+  local was_ended, ended_at = old[2] and ENDED[old[2]], ARGV[a + 8]
+  if ended_at == '' then
     if was_ended then redis.call('ZREM', key('$JOBS_TERMINAL'), job_id) end  -- retried
     return false
   end
   if was_ended then return false end
-  local time = redis.call('TIME')  -- the order jobs ended in, to the microsecond
-  redis.call('ZADD', key('$JOBS_TERMINAL'), 'NX', time[1] * 1000000 + time[2], job_id)
+  redis.call('ZADD', key('$JOBS_TERMINAL'), 'NX', ended_at, job_id)
   return true
 end
 
--- Drop a job with its tasks, branch results and index entries.
+-- Drop a job with its tasks, branch results and list entries.
 local function forget(job_id)
   local job_key = key('$JOB', job_id)
-  local old = redis.call('HMGET', job_key, 'counted', 'status', 'blueprint', 'state', 'client')
+  local old = redis.call('HMGET', job_key, 'counted', 'status', 'client', 'blueprint', 'state')
   if old[1] then decrement(key('$JOB_COUNTS'), old[1]) end
-  for i, field in ipairs(INDEXED) do
-    local value = old[i + 1]
-    if value and value ~= '' then redis.call('ZREM', key('$JOBS_BY', field .. ':' .. value), job_id) end
-  end
-  redis.call('ZREM', key('$JOBS_ALL'), job_id)
+  unlist(job_id, {status = old[2], client = old[3], blueprint = old[4], state = old[5]})
   redis.call('ZREM', key('$JOBS_TERMINAL'), job_id)
   local tasks_key = key('$JOB_TASKS', job_id)
   local task_ids = redis.call('SMEMBERS', tasks_key)
@@ -243,19 +253,19 @@ end
 
 CREATE_JOB = """
 -- KEYS[1]: the job. ARGV: ns, max terminal jobs, run ('1'), consumer to read an entry for ('' for none;
--- see run), then the job's fields (see store_job), then its events for the feed ('' for none).
--- Returns {1} (or what run returns), {2} if a retried call was applied already.
+-- see run), then the job's fields (JOB_ARGS of them, see store_job), then its events for the feed ('' for
+-- none). Returns {1} (or what run returns), {2} if a retried call was applied already.
 local old = redis.call('HMGET', KEYS[1], 'commit', unpack(JOB_FIELDS))
 if old[1] == ARGV[8] then return {2} end
 if store_job(5, {unpack(old, 2)}) then trim_terminal(tonumber(ARGV[2])) end
-feed_append(ARGV[15])
+feed_append(ARGV[5 + JOB_ARGS])
 if ARGV[3] == '1' then return run(ARGV[5], ARGV[4]) end
 return {1}
 """
 
 COMMIT = """
 -- KEYS[1]: the job. ARGV: ns, expected version, max terminal jobs, run, fan-in size ('' to leave the
--- round as it is), consumer to read an entry for ('' for none; see run), the job's fields (ARGV[7..16],
+-- round as it is), consumer to read an entry for ('' for none; see run), the job's fields (ARGV[7..15],
 -- see store_job), then six counted lists: closed tasks (id, status), tasks (id, job id, type, status,
 -- worker or '', doc, score, queued_at, timeout_s or '', ask), cancelled timer ids, timers (id, due),
 -- branch results the new round starts with (task id, result), child jobs (the fields of each, as
@@ -268,13 +278,13 @@ if stored[1] ~= ARGV[2] then
   if stored[2] and stored[2] == ARGV[10] then return {2} end
   return {0}
 end
-for i = 18, 17 + 2 * tonumber(ARGV[17]), 2 do
+local at = 7 + JOB_ARGS
+for i = at + 1, at + 2 * tonumber(ARGV[at]), 2 do
   if ARGV[i + 1] == 'withdrawn' and redis.call('HGET', key('$TASK', ARGV[i]), 'status') == 'done' then
     return {0}
   end
 end
 local ended = store_job(7, {unpack(stored, 3)})
-local at = 17
 local function arg()
   at = at + 1
   return ARGV[at - 1]
@@ -304,7 +314,7 @@ end
 for _ = 1, tonumber(arg()) do
   store_job(at)
   run(ARGV[at], '')
-  at = at + 10
+  at = at + JOB_ARGS
 end
 feed_append(ARGV[at])
 if ended then trim_terminal(tonumber(ARGV[3])) end
