@@ -382,14 +382,26 @@ local function next_entry(cursors)
   return best_member, best.zset
 end
 
+-- A task's hash (HGETALL) as a table, and back.
+local function read_task(task_id)
+  local flat, stored = redis.call('HGETALL', key('$TASK', task_id)), {}
+  for i = 1, #flat, 2 do stored[flat[i]] = flat[i + 1] end
+  return stored
+end
+
+local function flat_of(stored)
+  local flat = {}
+  for field, value in pairs(stored) do flat[#flat + 1], flat[#flat + 2] = field, value end
+  return flat
+end
+
 -- Give the task to the worker: out of its queue and any other worker's load, into this one's, its
 -- deadline (taken_at plus its own timeout_s, or the default) and timeout timer set; the call is
--- remembered for a retry. Returns the reply.
-local function assign(task_id)
+-- remembered for a retry. `stored`: its hash as read (read_task). Returns the reply: that hash as
+-- changed here.
+local function assign(task_id, stored)
   local task_key = key('$TASK', task_id)
-  local flat = redis.call('HGETALL', task_key)  -- read once: the reply is this hash as changed here
-  local stored = {}
-  for i = 1, #flat, 2 do stored[flat[i]] = flat[i + 1] end
+  local own = stored.qkey == key('$INBOX', worker)  -- queued to this worker: in its load already (enqueue)
   dequeue(task_key, {stored.qkey or false, stored.member, stored.type})
   stored.qkey, stored.member, stored.score = nil, nil, nil
   if stored.worker_id and stored.worker_id ~= worker then load_remove(stored.worker_id, task_id) end
@@ -400,7 +412,7 @@ local function assign(task_id)
   redis.call('HSET', task_key, 'status', 'assigned', 'worker_id', worker, 'x:taken_at', taken_at,
     'x:deadline', deadline)
   stored.status, stored.worker_id, stored['x:taken_at'], stored['x:deadline'] = 'assigned', worker, taken_at, deadline
-  load_add(worker, task_id)
+  if not own then load_add(worker, task_id) end
   redis.call('ZADD', key('$TIMERS'), deadline, '$TIMEOUT_TIMER' .. task_id)
   -- The feed row of its task_taken event (avtomatika.feed.row_of of avtomatika.events.task_taken):
   -- kind, job id, at (as given, to the last bit), blueprint, state, status, data as JSON text, facts.
@@ -412,42 +424,40 @@ local function assign(task_id)
     .. cjson.encode(doc.state or '') .. ',null,' .. cjson.encode(data) .. ',{"worker_id":' .. cjson.encode(worker)
     .. '}]]')
   redis.call('SET', key('$REPLY', token), task_id, 'EX', $REPLY_TTL_S)
-  local reply = {}
-  for field, value in pairs(stored) do reply[#reply + 1], reply[#reply + 2] = field, value end
-  return {1, reply}
+  return {1, flat_of(stored)}
 end
 
--- A task of a queue, or of another worker's inbox, met in the walk: the reply that ends the walk, or
--- nil to go on.
-local function consider(task_id, asks)
+-- A task of a queue, or of another worker's inbox, met in the walk (`stored`: its hash as read): the
+-- reply that ends the walk, or nil to go on.
+local function consider(task_id, stored)
   local verdict = verdicts[task_id]
   if verdict == false then
     passed_over = 1
     return nil
   end
-  if asks and verdict == nil then
-    asked[#asked + 1] = redis.call('HGETALL', key('$TASK', task_id))
+  if stored.ask == '1' and verdict == nil then
+    asked[#asked + 1] = flat_of(stored)
     if #asked == $ASK_BATCH then return {2, unpack(asked)} end
     return nil
   end
   if #asked > 0 then return {2, unpack(asked)} end  -- it could be taken, but those come first
-  return assign(task_id)
+  return assign(task_id, stored)
 end
 
--- An entry of a queue or inbox: its task id and whether it is marked `ask`; nil for a stale entry
--- (cannot happen while the invariants hold).
+-- An entry of a queue or inbox: its task id and hash (read_task); nil for a stale entry (cannot happen
+-- while the invariants hold).
 local function queued(member, zset)
   local task_id = string.sub(member, 18)
-  local stored = redis.call('HMGET', key('$TASK', task_id), 'qkey', 'member', 'ask')
-  if stored[1] ~= zset or stored[2] ~= member then return nil end
-  return task_id, stored[3] == '1'
+  local stored = read_task(task_id)
+  if stored.qkey ~= zset or stored.member ~= member then return nil end
+  return task_id, stored
 end
 
 -- An entry of an INBOXED set: likewise, if its task waits in another worker's inbox.
 local function left_by_another(task_id)
-  local stored = redis.call('HMGET', key('$TASK', task_id), 'qkey', 'worker_id', 'ask')
-  if not stored[1] or stored[2] == worker then return nil end
-  return task_id, stored[3] == '1'
+  local stored = read_task(task_id)
+  if not stored.qkey or stored.worker_id == worker then return nil end
+  return task_id, stored
 end
 
 -- Entries of the cursors in order, each looked at by `entry` then `decide`, until one gives a reply.
@@ -455,9 +465,9 @@ local function walk(cursors, entry, decide)
   while true do
     local member, zset = next_entry(cursors)
     if not member then return nil end
-    local task_id, asks = entry(member, zset)
+    local task_id, stored = entry(member, zset)
     if task_id then
-      local reply = decide(task_id, asks)
+      local reply = decide(task_id, stored)
       if reply then return reply end
     end
   end
