@@ -80,12 +80,11 @@ local function enqueue(task_key, task_id, task_type, worker, score, queued_at, f
   redis.call('PUBLISH', key('$TASK_WAKE'), wake)
 end
 
+-- Returns true when the task is new: the caller lists it in its job's hash (a JOB_TASK field).
 local function store_task(task_id, job_id, task_type, status, worker, doc, score, queued_at, timeout, ask)
   local task_key = key('$TASK', task_id)
   local old = redis.call('HMGET', task_key, 'status', 'worker_id', 'qkey', 'score', 'member')
-  if not old[1] then
-    redis.call('HSET', key('$JOB', job_id), '$JOB_TASK' .. task_id, '')
-  elseif old[2] and old[2] ~= worker then
+  if old[2] and old[2] ~= worker then
     load_remove(old[2], task_id)  -- given to another worker, or to anyone
   end
   local target = false
@@ -111,6 +110,7 @@ local function store_task(task_id, job_id, task_type, status, worker, doc, score
     enqueue(task_key, task_id, task_type, worker, score, queued_at, fields)
   end
   redis.call('HSET', task_key, unpack(fields))
+  return not old[1]
 end
 
 local function close_task(task_id, status)
@@ -141,10 +141,11 @@ end
 -- The job's fields start at ARGV[a]: id, version, doc, token, status, client ('' for none), counted
 -- (its JOB_COUNTS field: blueprint, status, state, client), created_at (its score in JOBS_ALL and
 -- JOBS_BY), ended_at (when it ended for good, in µs: finished, failed, cancelled; '' while it has not).
--- `old`: the job's JOB_FIELDS as the caller read them (read here when nil).
+-- `old`: the job's JOB_FIELDS as the caller read them (read here when nil); `extra`: more fields of its
+-- hash to set with them (field, value...).
 -- Returns true when the job has just ended (it joined JOBS_TERMINAL: see trim_terminal).
 local JOB_FIELDS = {'counted', 'status', 'client', 'seq', 'blueprint', 'state'}
-local function store_job(a, old)
+local function store_job(a, old, extra)
   local job_id, counted, created_at = ARGV[a], ARGV[a + 6], ARGV[a + 7]
   local job_key = key('$JOB', job_id)
   old = old or redis.call('HMGET', job_key, unpack(JOB_FIELDS))
@@ -169,6 +170,7 @@ local function store_job(a, old)
   local fields = {'doc', ARGV[a + 2], 'version', ARGV[a + 1], 'commit', ARGV[a + 3], 'status', ARGV[a + 4],
     'counted', counted}
   if ARGV[a + 5] ~= '' then fields[#fields + 1], fields[#fields + 2] = 'client', ARGV[a + 5] end  -- never changes
+  for _, value in ipairs(extra or {}) do fields[#fields + 1] = value end
   redis.call('HSET', job_key, unpack(fields))
   local was_ended, ended_at = old[2] and ENDED[old[2]], ARGV[a + 8]
   if ended_at == '' then
@@ -284,7 +286,7 @@ for i = at + 1, at + 2 * tonumber(ARGV[at]), 2 do
     return {0}
   end
 end
-local ended = store_job(7, {unpack(stored, 3)})
+local extra = {}  -- fields of the job's hash set with it: its new tasks, a new fan-out round's size
 local function arg()
   at = at + 1
   return ARGV[at - 1]
@@ -296,7 +298,13 @@ end
 for _ = 1, tonumber(arg()) do
   local task_id, owner, task_type, status, worker, doc, score = arg(), arg(), arg(), arg(), arg(), arg(), arg()
   local queued_at, timeout = arg(), arg()
-  store_task(task_id, owner, task_type, status, worker, doc, score, queued_at, timeout, arg())
+  if store_task(task_id, owner, task_type, status, worker, doc, score, queued_at, timeout, arg()) then
+    if owner == job_id then
+      extra[#extra + 1], extra[#extra + 2] = '$JOB_TASK' .. task_id, ''
+    else
+      redis.call('HSET', key('$JOB', owner), '$JOB_TASK' .. task_id, '')
+    end
+  end
 end
 for _ = 1, tonumber(arg()) do redis.call('ZREM', key('$TIMERS'), arg()) end
 for _ = 1, tonumber(arg()) do
@@ -305,8 +313,9 @@ for _ = 1, tonumber(arg()) do
 end
 if ARGV[5] ~= '' then
   redis.call('DEL', key('$BRANCHES', job_id))
-  redis.call('HSET', KEYS[1], 'fan_in', ARGV[5])
+  extra[#extra + 1], extra[#extra + 2] = 'fan_in', ARGV[5]
 end
+local ended = store_job(7, {unpack(stored, 3)}, extra)
 for _ = 1, tonumber(arg()) do
   local task_id = arg()
   redis.call('HSET', key('$BRANCHES', job_id), task_id, arg())
