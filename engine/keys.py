@@ -54,10 +54,10 @@ STEP_LEASE = "step_lease:"
 
 # -- tasks ----------------------------------------------------------------------------------------
 #: + task id -> hash: ``doc`` (orjson Task as stored), ``status`` and ``worker_id`` (plain strings),
-#: ``type``, ``job_id``, overlays ``x:<field>`` (orjson values changed since: taken_at, progress...),
-#: ``timeout_s`` (its own, if any) and ``ask`` ('1' if a worker's eligibility must be checked before it
-#: is taken: it has requirements or max_cost), and while queued ``qkey``/``member``/``score`` (where its
-#: queue entry is).
+#: ``type``, overlays ``x:<field>`` (orjson values changed since: taken_at, progress...), ``timeout_s``
+#: (its own, if any) and ``ask`` ('1' if a worker's eligibility must be checked before it is taken: it
+#: has requirements or max_cost), and while queued ``qkey``/``member``/``score`` (where its queue entry
+#: is). Versions before 2026-12 also kept ``job_id`` (in the document too: ~90 bytes), left unread.
 TASK = "task:"
 #: INCR counter: queue order; zero-padded into queue members so equal priorities stay FIFO.
 TASK_SEQUENCE = "tasks:seq"

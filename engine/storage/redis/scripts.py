@@ -81,7 +81,7 @@ local function enqueue(task_key, task_id, task_type, worker, score, queued_at, f
 end
 
 -- Returns true when the task is new: the caller lists it in its job's hash (a JOB_TASK field).
-local function store_task(task_id, job_id, task_type, status, worker, doc, score, queued_at, timeout, ask)
+local function store_task(task_id, task_type, status, worker, doc, score, queued_at, timeout, ask)
   local task_key = key('$TASK', task_id)
   local old = redis.call('HMGET', task_key, 'status', 'worker_id', 'qkey', 'score', 'member')
   if old[2] and old[2] ~= worker then
@@ -97,7 +97,7 @@ local function store_task(task_id, job_id, task_type, status, worker, doc, score
     if not stays then dequeue(task_key) end
     redis.call('DEL', task_key)
   end
-  local fields = {'doc', doc, 'status', status, 'type', task_type, 'job_id', job_id}
+  local fields = {'doc', doc, 'status', status, 'type', task_type}
   if worker ~= '' then fields[#fields + 1], fields[#fields + 2] = 'worker_id', worker end
   if timeout ~= '' then fields[#fields + 1], fields[#fields + 2] = 'timeout_s', timeout end
   if ask == '1' then fields[#fields + 1], fields[#fields + 2] = 'ask', '1' end
@@ -298,7 +298,7 @@ end
 for _ = 1, tonumber(arg()) do
   local task_id, owner, task_type, status, worker, doc, score = arg(), arg(), arg(), arg(), arg(), arg(), arg()
   local queued_at, timeout = arg(), arg()
-  if store_task(task_id, owner, task_type, status, worker, doc, score, queued_at, timeout, arg()) then
+  if store_task(task_id, task_type, status, worker, doc, score, queued_at, timeout, arg()) then
     if owner == job_id then
       extra[#extra + 1], extra[#extra + 2] = '$JOB_TASK' .. task_id, ''
     else
@@ -429,7 +429,7 @@ local function assign(task_id, stored)
   local doc = cjson.decode(stored.doc)
   local data = '{"task_id":' .. cjson.encode(task_id) .. ',"task_type":' .. cjson.encode(stored.type)
     .. ',"worker_id":' .. cjson.encode(worker) .. ',"attempt":' .. string.format('%d', doc.attempt or 1) .. '}'
-  feed_append('[["task_taken",' .. cjson.encode(stored.job_id) .. ',' .. taken_at .. ',null,'
+  feed_append('[["task_taken",' .. cjson.encode(doc.job_id) .. ',' .. taken_at .. ',null,'
     .. cjson.encode(doc.state or '') .. ',null,' .. cjson.encode(data) .. ',{"worker_id":' .. cjson.encode(worker)
     .. '}]]')
   redis.call('SET', key('$REPLY', token), task_id, 'EX', $REPLY_TTL_S)
