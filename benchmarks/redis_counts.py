@@ -30,6 +30,8 @@ from . import instructions
 from .loop import run
 from .procs import redis_server
 
+#: What one job of each workload runs (as ``benchmarks.instructions`` runs it).
+WORKLOADS = {"W1": instructions._chain, "W2": instructions._echo, "W3": instructions._fanout}
 _ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 WARMUP = 5
 
@@ -43,7 +45,7 @@ def _client(url: str) -> Any:
 async def _commands(engine: Any, client: Any, workload: str, jobs: int) -> None:
     finished: asyncio.Queue[str] = asyncio.Queue()
     engine.events.subscribe(lambda event: instructions._on_end(event, finished), remote=False)
-    one = {"W1": instructions._chain, "W2": instructions._echo, "W3": instructions._fanout}[workload]
+    one = WORKLOADS[workload]
     for _ in range(WARMUP):
         await one(engine, finished)
     await asyncio.sleep(0.5)
@@ -109,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--waiting", type=int, default=0, help="waiting jobs to measure memory with (default: none)")
     args = parser.parse_args(argv)
     args.workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
+    if unknown := set(args.workloads) - set(WORKLOADS):
+        parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     os.environ.setdefault("LOG_LEVEL", "ERROR")
     run(_main(args))
     return 0
