@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from avtomatika import loops
+from avtomatika.server import loops
 
 #: Longest a worker's ``tasks/next`` waits for a task before it is answered 204.
 POLL_TIMEOUT_S = 20.0

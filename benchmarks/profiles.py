@@ -1,7 +1,7 @@
 """Reading py-spy's collapsed stacks: top frames (as text) and a flame graph (as SVG).
 
 A collapsed-stacks line is ``frame;frame;...;leaf COUNT`` with frames like
-``step (/work/main/engine/runner.py:92)``, outermost first. Files are shortened to ``engine/x.py``
+``step (/work/main/engine/runtime/runner.py:92)``, outermost first. Files are shortened to ``engine/x.py``
 for the engine, ``package/x.py`` for site-packages and the standard library.
 """
 
@@ -31,8 +31,8 @@ AREAS = (
     ("history: events captured on the bus", "engine/history/writer.py:HistoryWriter.on_event"),
     ("history: writer task and SQLite thread", "engine/history/writer.py:HistoryWriter._run"),
     ("history: writer task and SQLite thread", "concurrent/futures/thread.py:_worker"),
-    ("stepping jobs (runner.JobRunner.consume)", "engine/runner.py:JobRunner.consume"),
-    ("scheduler (timers, expired workers)", "engine/scheduler.py:Scheduler.run"),
+    ("stepping jobs (runtime.runner.JobRunner.consume)", "engine/runtime/runner.py:JobRunner.consume"),
+    ("scheduler (timers, expired workers)", "engine/runtime/scheduler.py:Scheduler.run"),
     ("client API handlers", "engine/api/client.py:"),
     ("worker API handlers", "engine/api/worker.py:"),
     ("public API handlers", "engine/api/public.py:"),

@@ -41,7 +41,8 @@ from aiohttp import web
 
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
 from avtomatika.config import Config
-from avtomatika.graph import _svg_cache, blueprint_svg
+from avtomatika.graph import blueprint_svg
+from avtomatika.graph.render import _svg_cache
 from avtomatika.history import Cursor, SQLiteHistory
 from avtomatika.storage import MemoryStorage
 from avtomatika.studio import setup_studio

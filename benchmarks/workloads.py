@@ -468,7 +468,7 @@ async def _next_round(run: Run, result: Result, waiting: int) -> None:
 
 async def _drained_memory(redis: Redis, deadline: float) -> int:
     """redis-server's ``used_memory`` once history's feed is written (the jobs' own cost, not the burst's)."""
-    feed = "avtomatika:history:feed"  # avtomatika.keys.FEED under the default namespace
+    feed = "avtomatika:history:feed"  # avtomatika.storage.redis.keys.FEED under the default namespace
     for _ in range(10_000):
         if redis.stream_length(feed) <= 1 or time.monotonic() >= deadline:
             break

@@ -2,10 +2,10 @@
 
 from .blueprint import StateMachineBlueprint
 from .config import Config
-from .context import JobContext
 from .engine import OrchestratorEngine
 from .errors import AvtomatikaError, BlueprintInvalid, ConditionError, HandlerError
 from .models import Job, JobStatus
+from .runtime.context import JobContext
 
 __all__ = [
     "AvtomatikaError",

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .conditions import Condition, compile_condition
-from .context import JobContext
 from .errors import BlueprintInvalid, ConditionError, ConditionEvaluationError, ConditionFailed, HandlerError
 from .introspect import FoundEdge, condition_keys, edges_in_source, initial_data_keys
+from .runtime.context import JobContext
 
 logger = logging.getLogger(__name__)
 

@@ -6,42 +6,36 @@ The HTTP API, the studio and the notebook widgets all call the methods of
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
-from aiohttp import web
-
-from . import crashpoints, loops, takeover
 from .access import AccessRegistry
 from .blueprint import StateMachineBlueprint
-from .breakpoints import Breakpoint
-from .bulk import BulkActions
-from .channels import WorkerChannels
-from .commits import Committer
 from .config import Config
-from .dispatch import meets_requirements
-from .errors import BlueprintInvalid, ConfigError, JobNotFound, UnknownBlueprint, WorkerNotFound
-from .events import Event, EventBus, EventKind, task_taken
-from .logs import configure_logging
-from .metrics import Metrics
-from .models import Job, JobStatus, Task, TaskStatus, WorkerRecord, now
-from .operations import Operations
-from .outcomes import created, new_job
+from .errors import BlueprintInvalid, ConfigError, UnknownBlueprint
+from .events import EventBus
+from .models import Breakpoint, Job, Task, WorkerRecord
+from .observe.metrics import Metrics
+from .observe.telemetry import Tracer
 from .reads import Line, Reader
-from .results import ResultProcessor
-from .runner import JobRunner
-from .runtime import Runtime
-from .scheduler import Scheduler
-from .storage import Commit, JobFilter, MemoryStorage, Storage
-from .telemetry import Tracer
-from .timers import TimerKind
-from .watchers import JobWatcher
+from .reads.reader import LiveJobQuery
+from .runtime.bulk import BulkActions
+from .runtime.commits import Committer
+from .runtime.operations import NewJobOptions, Operations
+from .runtime.results import ResultProcessor
+from .runtime.runner import JobRunner
+from .runtime.scheduler import Scheduler
+from .runtime.shared import Runtime
+from .runtime.watchers import JobWatcher
+from .runtime.workers import Workers
+from .server import crashpoints
+from .server.channels import WorkerChannels
+from .server.lifecycle import Lifecycle
+from .storage import MemoryStorage, Storage
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from .history import HistoryStorage, HistoryWriter
 
 logger = logging.getLogger(__name__)
@@ -63,7 +57,6 @@ class OrchestratorEngine:
         self.storage = crashpoints.wrap(storage, crashpoints.STORAGE_WRITES)  # itself unless a test arms it
         self.history = history
         self.history_writer: HistoryWriter | None = None
-        self._owns_history = history is None
         self.access = AccessRegistry(self.config)
         self.blueprints: dict[str, StateMachineBlueprint] = {}
         self.events = EventBus()
@@ -80,16 +73,17 @@ class OrchestratorEngine:
         #: What the API, the studio and the notebook read jobs, timelines, counts and workers through.
         self.reads = Reader(self)
         self.bulk = BulkActions(self.runtime, self.operations, self.reads.rerun_origin)
+        self.workers = Workers(self.runtime)
         self.scheduler = Scheduler(self.runtime, self.results, self.operations, self.bulk)
         self.app: web.Application | None = None
         self.port: int | None = None
-        self._site_runner: web.AppRunner | None = None
-        self._background: list[asyncio.Task[None]] = []
         self.started_at: float | None = None
         #: Whether the engine's own coroutines step runnable jobs (False: a debugger steps them).
         self.steps_jobs = True
         #: Prometheus metrics (GET /_public/metrics); counts this process's events from now on.
         self.metrics = Metrics(self)
+        #: Starts and stops this engine's tasks, history and HTTP site (the process side).
+        self.lifecycle = Lifecycle(self, owns_history=history is None)
 
     @property
     def tracer(self) -> Tracer:
@@ -152,143 +146,23 @@ class OrchestratorEngine:
             raise UnknownBlueprint(job.blueprint)
         return blueprint
 
-    # -- lifecycle -------------------------------------------------------------------------------
+    # -- lifecycle (server/lifecycle.py) -----------------------------------------------------------
     @property
     def running(self) -> bool:
         """True between :meth:`start` and :meth:`stop`."""
-        return bool(self._background)
+        return self.lifecycle.running
 
     async def start(self, host: str | None = None, port: int | None = None, *, http: bool = True) -> None:
         """Start stepping jobs and, with ``http``, serve the API; for use inside a running loop.
 
         With ``steps_jobs`` set to False beforehand, no job moves unless someone steps it (the
-        notebook's step debugger does, with ``runner.run_handler`` and ``apply``); timers, workers and
-        the API work as usual.
+        notebook's step debugger does); timers, workers and the API work as usual.
         """
-        if self._background:
-            raise RuntimeError("the engine is already started")
-        configure_logging(self.config)
-        if not self.tracer.enabled:
-            self.tracer = Tracer.from_env()
-        await self.storage.connect()
-        self.watcher.reopen()
-        await self._open_history()
-        if self.access.clients_open:
-            logger.warning(
-                "no client tokens configured (CLIENT_TOKEN / CLIENTS_CONFIG_PATH): the client API answers "
-                "loopback and TRUSTED_NETWORKS peers only, without tokens"
-            )
-        if self.access.workers_open:
-            logger.warning(
-                "no worker tokens configured (GLOBAL_WORKER_TOKEN / WORKERS_CONFIG_PATH): the worker API answers "
-                "loopback and TRUSTED_NETWORKS peers only, without tokens"
-            )
-        self.started_at = now()
-        await self.operations.sweep_holds("engine")  # what a process that died may have left held
-        loop = asyncio.get_running_loop()
-        consumers = [
-            loop.create_task(self.runner.consume(), name=f"avtomatika-step-{i}")
-            for i in range(self.config.EXECUTOR_CONCURRENCY if self.steps_jobs else 0)
-        ]
-        self._background = [*consumers, loop.create_task(self.scheduler.run(), name="avtomatika-scheduler")]
-        self.metrics.start()
-        if self.config.HISTORY_RETENTION_DAYS > 0 and self.history is not None:
-            from .history import retention_loop
-
-            retention = retention_loop(self.history, self.config.HISTORY_RETENTION_DAYS)
-            self._background.append(loop.create_task(retention, name="avtomatika-history-retention"))
-        transport = self.storage.event_transport()
-        if transport is not None:
-            self._background.append(loop.create_task(self.events.run_transport(transport), name="avtomatika-events"))
-        commands = self.storage.worker_command_transport()
-        if commands is not None:  # cancel_task reaches a worker whose WebSocket is open on another engine
-            self._background.append(loop.create_task(self.channels.run_relay(commands), name="avtomatika-commands"))
-        if http:
-            await self._serve(host or self.config.API_HOST, self.config.API_PORT if port is None else port)
-
-    async def _serve(self, host: str, port: int) -> None:
-        from .api.app import create_app
-        from .api.server import make_runner
-
-        self.app = create_app(self)
-        if self.config.STUDIO_ENABLED:
-            self._mount_studio(self.app)
-        self._site_runner = make_runner(self.app, self.config, access_log=None, handle_signals=False)
-        await self._site_runner.setup()
-        site = web.TCPSite(self._site_runner, host, port)
-        await takeover.take_over(self, port)  # an earlier engine of this process on this port (a notebook)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else port
-        takeover.serving(self, self.port)
-        logger.info("avtomatika engine serving on http://%s:%s", host, self.port)
-
-    async def _open_history(self) -> None:
-        """Write storage's history feed into history (SQLite in a temporary file unless configured)."""
-        from .history import HistoryWriter, open_history
-
-        if self.history is None:
-            self.history = await open_history(self.config.HISTORY_DATABASE_URI)
-        else:
-            await self.history.open()
-        history = crashpoints.wrap(self.history, crashpoints.HISTORY_WRITES)
-        self.history_writer = writer = HistoryWriter(history, self.storage, self.events, lease_s=self.storage.lease_s)
-        self.metrics.watch_drops("history", lambda: writer.dropped)
-        await self.history_writer.start()
-        await self._keep_in_history()
-
-    async def _keep_in_history(self) -> None:
-        """What history keeps beside jobs' lines: each blueprint version's graph (a job's page draws the
-        graph it ran on); and, with live state in memory, the jobs earlier engines held there and lost."""
-        from .graph import extract, model_to_json
-        from .history.base import VOLATILE_FEED_PREFIX
-
-        assert self.history is not None
-        try:
-            for blueprint in self.blueprints.values():
-                await self.history.save_graph(blueprint.name, blueprint.version, model_to_json(extract(blueprint)))
-            feed = self.storage.feed_id
-            if feed.startswith(VOLATILE_FEED_PREFIX):
-                await self.history.mark_lost(now(), keep_feed=feed)
-        except Exception:  # history is for reading the past: the engine runs without these
-            logger.exception("history: could not keep the blueprints' graphs, or mark the jobs lost earlier")
-
-    async def _close_history(self) -> None:
-        if self.history_writer is not None:
-            await self.history_writer.stop()
-            self.history_writer = None
-        if self.history is not None:
-            await self.history.close()
-            if self._owns_history:
-                self.history = None
-
-    def _mount_studio(self, app: web.Application) -> None:
-        """Serve the web studio at /studio from this application (imported only now: it is optional)."""
-        try:
-            from .studio import setup_studio
-        except ImportError as exc:
-            logger.warning("studio not served (%s); set STUDIO_ENABLED=false to silence this", exc)
-            return
-        setup_studio(app, self)
+        await self.lifecycle.start(host, port, http=http)
 
     async def stop(self) -> None:
         """Stop serving and stepping; waits for background work to end."""
-        if self._site_runner is not None:
-            await self._site_runner.cleanup()
-            self._site_runner = None
-            takeover.forget(self)
-        for task in self._background:
-            task.cancel()
-        for task in self._background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._background = []
-        await self.metrics.stop()
-        await self.channels.close_all()
-        await self._close_history()
-        await self.storage.close()
-        self.app = None
+        await self.lifecycle.stop()
 
     def run(self) -> None:
         """Serve until interrupted (Ctrl-C or SIGTERM). Blocking.
@@ -296,141 +170,42 @@ class OrchestratorEngine:
         Called from inside a running event loop (as in ``asyncio.run(main())``), the engine runs
         in a thread of its own with its own loop, and this call still blocks until it stops.
         """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            loops.run(self._serve_forever(install_signals=True), self.config.EVENT_LOOP)
-            return
-        self._run_in_thread()
-
-    def _run_in_thread(self) -> None:
-        stop: list[Callable[[], None]] = []
-        ready = threading.Event()
-        errors: list[BaseException] = []
-
-        def target() -> None:
-            async def main() -> None:
-                loop = asyncio.get_running_loop()
-                finished = asyncio.Event()
-                stop.append(lambda: loop.call_soon_threadsafe(finished.set))
-                ready.set()
-                await self._serve_forever(install_signals=False, until=finished)
-
-            try:
-                loops.run(main(), self.config.EVENT_LOOP)
-            except BaseException as exc:
-                errors.append(exc)
-                ready.set()
-
-        thread = threading.Thread(target=target, name="avtomatika-engine", daemon=True)
-        thread.start()
-        ready.wait()
-        # asyncio.run() answers Ctrl-C by cancelling its main task, which is blocked right here, so the
-        # cancellation request is polled for and turned into the KeyboardInterrupt the caller expects.
-        calling_task = asyncio.current_task()
-        try:
-            while thread.is_alive():
-                thread.join(0.1)
-                if calling_task is not None and calling_task.cancelling():
-                    raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            if stop:
-                stop[0]()
-            thread.join(10)
-            raise
-        if errors:
-            raise errors[0]
-
-    async def _serve_forever(self, *, install_signals: bool, until: asyncio.Event | None = None) -> None:
-        import signal
-
-        finished = until or asyncio.Event()
-        if install_signals:
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(signum, finished.set)
-        await self.start()
-        try:
-            await finished.wait()
-        finally:
-            await self.stop()
+        self.lifecycle.run()
 
     # -- jobs ------------------------------------------------------------------------------------
     async def create_job(
-        self,
-        blueprint_name: str,
-        initial_data: dict[str, Any] | None = None,
-        *,
-        client: str | None = None,
-        parent_job_id: str | None = None,
-        job_id: str | None = None,
-        tracing_context: dict[str, str] | None = None,
-        actor: str | None = None,
+        self, blueprint_name: str, initial_data: dict[str, Any] | None = None, **options: Unpack[NewJobOptions]
     ) -> Job:
         """Create a job at its blueprint's start state and queue it to run.
 
         ``client`` owns the job (it alone sees it through the client API); ``actor`` is who asked,
-        when not the client itself (an operator in the studio), and is recorded in history.
+        when not the client itself (an operator in the studio), and is recorded in history;
+        ``parent_job_id``, ``job_id`` and ``tracing_context`` as :class:`NewJobOptions` says.
         """
-        blueprint = self.blueprints.get(blueprint_name)
-        if blueprint is None:
-            raise UnknownBlueprint(blueprint_name)
-        job = new_job(blueprint, initial_data, job_id=job_id, client=client, parent_job_id=parent_job_id)
-        job.tracing_context = self.tracer.job_trace_context(tracing_context, job_id=job.id, blueprint=blueprint_name)
-        return await self.committer.create_job(job, [created(job, blueprint, actor)])
+        return await self.operations.create(blueprint_name, initial_data, **options)
 
     async def get_job(self, job_id: str) -> Job | None:
-        return await self.storage.get_job(job_id)
+        return await self.reads.job(job_id)
 
     async def require_job(self, job_id: str, client: str | None = None) -> Job:
         """The job, or JobNotFound, also when it belongs to another client than ``client``."""
-        job = await self.storage.get_job(job_id)
-        if job is None or (client is not None and job.client != client):
-            raise JobNotFound(job_id)
-        return job
+        return await self.reads.require(job_id, client)
 
     async def job_history(self, job_id: str, client: str | None = None, *, wait: bool = True) -> list[Line]:
-        """The job's timeline from history (with ``wait``, after :meth:`history_lag`).
-
-        Raises JobNotFound for an unknown job, or one of another client than ``client``.
-        """
-        if wait:
-            await self.history_lag()
-        known, owner = await self.reads.owner(job_id)
-        lines = await self.reads.timeline(job_id, wait=False)
-        if not known or lines is None or (client is not None and owner != client):
-            raise JobNotFound(job_id)
-        return lines
+        """The job's timeline from history; JobNotFound for an unknown job, or another client's."""
+        return await self.reads.job_history(job_id, client, wait=wait)
 
     async def history_lag(self) -> int:
-        """Wait (``HISTORY_READ_WAIT_SECONDS`` at most) for the events buffered now to be written to
-        history; how many are not yet (0: a read of history now sees everything that happened)."""
-        writer = self.history_writer
-        return 0 if writer is None else await writer.catch_up(self.config.HISTORY_READ_WAIT_SECONDS)
+        """Wait (boundedly) for history to write what happened until now; how many events it has not."""
+        return await self.reads.history_lag()
 
-    async def list_jobs(
-        self,
-        *,
-        status: str | None = None,
-        blueprint: str | None = None,
-        state: str | None = None,
-        client: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[Job]:
-        return await self.storage.list_jobs(JobFilter(status, blueprint, client, state), limit, offset)
-
-    @staticmethod
-    def current_task_ids(job: Job) -> list[str]:
-        """Ids of the tasks the job is waiting on (or holds, when quarantined)."""
-        wait = job.wait or {}
-        return list(wait.get("held_task_ids" if job.status == JobStatus.QUARANTINED else "task_ids", []))
+    async def list_jobs(self, **query: Unpack[LiveJobQuery]) -> list[Job]:
+        """Live jobs by ``status``, ``blueprint``, ``state`` and ``client``; ``limit`` (50) from ``offset``."""
+        return await self.reads.list_jobs(**query)
 
     async def current_tasks(self, job: Job, limit: int | None = None) -> list[Task]:
         """The tasks the job is waiting on (or holds, when quarantined); the first ``limit`` of them."""
-        tasks = [await self.storage.get_task(task_id) for task_id in self.current_task_ids(job)[:limit]]
-        return [t for t in tasks if t is not None]
+        return await self.reads.current_tasks(job, limit)
 
     async def cancel_job(self, job_id: str, actor: str = "operator") -> Job:
         return await self.operations.cancel(job_id, actor)
@@ -451,7 +226,7 @@ class OrchestratorEngine:
         self, blueprint: str | None, state: str, *, job_id: str | None = None, actor: str = "operator"
     ) -> Breakpoint:
         """Hold the job ``job_id``, or every new job of ``blueprint``, before ``state``'s handler runs
-        (see :mod:`avtomatika.breakpoints`)."""
+        (see :mod:`avtomatika.runtime.breakpoints`)."""
         return await self.operations.set_breakpoint(blueprint, state, job_id=job_id, actor=actor)
 
     async def remove_breakpoint(self, breakpoint_id: str, actor: str = "operator") -> list[Job]:
@@ -488,92 +263,34 @@ class OrchestratorEngine:
     ) -> Job:
         """Start a new job at ``state`` (default: the start state) of the ended job ``job_id``, with the
         data it had there (its ``visit``-th visit, default the last), replaced by what is given
-        (see :mod:`avtomatika.rerun`). ``client``: only a job of that client (JobNotFound otherwise)."""
+        (see :mod:`avtomatika.runtime.rerun`). ``client``: only a job of that client (JobNotFound otherwise)."""
         origin = await self.reads.rerun_origin(job_id, state, visit, client)
         return await self.operations.rerun(origin, actor, initial_data=initial_data, state_history=state_history)
 
     async def dashboard(self) -> dict[str, Any]:
-        counts: dict[str, int] = {}
-        for (_, status, _), n in (await self.storage.count_jobs()).items():
-            counts[status] = counts.get(status, 0) + n
-        workers = await self.storage.list_workers()
-        at = now()
-        return {
-            "jobs": {"total": sum(counts.values()), "by_status": counts},
-            "workers": {"total": len(workers), "alive": sum(1 for w in workers if w.alive(at))},
-            "queues": await self.storage.queue_lengths(),
-        }
+        return await self.reads.dashboard()
 
-    # -- workers ---------------------------------------------------------------------------------
+    # -- workers (runtime/workers.py, runtime/results.py) ------------------------------------------
     @property
     def worker_ttl_s(self) -> float:
-        return 2 * self.config.WORKER_HEALTH_CHECK_INTERVAL_SECONDS
+        return self.workers.ttl_s
 
     async def register_worker(self, info: dict[str, Any]) -> WorkerRecord:
-        worker_id = str(info["worker_id"])
-        existing = await self.storage.get_worker(worker_id)
-        at = now()
-        record = WorkerRecord(
-            worker_id, dict(info), existing.registered_at if existing else at, at, at + self.worker_ttl_s
-        )
-        await self.storage.save_worker(record)
-        self.runtime.workers_changed()
-        self.events.publish(
-            Event(EventKind.WORKER_REGISTERED, data={"worker_id": worker_id, "supported_tasks": record.supported_tasks})
-        )
-        return record
+        return await self.workers.register(info)
 
     async def heartbeat(self, worker_id: str, changes: dict[str, Any]) -> WorkerRecord:
-        record = await self.storage.get_worker(worker_id)
-        at = now()
-        if record is None or not record.alive(at):
-            raise WorkerNotFound(worker_id)
-        if changes.get("supported_tasks") == []:
-            # SDK 1.0b1 advertises no task types while it is full; the record keeps what it registered.
-            changes = {k: v for k, v in changes.items() if k != "supported_tasks"}
-        record.info.update(changes)
-        record.last_seen = at
-        record.expires_at = at + self.worker_ttl_s
-        await self.storage.save_worker(record)
-        if changes:
-            self.runtime.workers_changed()
-        return record
+        return await self.workers.heartbeat(worker_id, changes)
 
     async def list_workers(self) -> list[WorkerRecord]:
-        return await self.storage.list_workers()
+        return await self.reads.list_workers()
 
     async def next_task(self, worker_id: str, timeout_s: float | None = None) -> Task | None:
         """Long poll: the worker's next task, or None after ``timeout_s``."""
-        record = await self.storage.get_worker(worker_id)
-        if record is None or not record.alive(now()):
-            raise WorkerNotFound(worker_id)
-        wait_s = self.config.WORKER_POLL_TIMEOUT_SECONDS if timeout_s is None else timeout_s
-        task = await self.storage.take_task(
-            record, wait_s, self.config.WORKER_TIMEOUT_SECONDS, lambda t: meets_requirements(record, t)
-        )
-        if task is not None:  # storage recorded the same event in history's feed with the take
-            self.events.publish(
-                task_taken(task.job_id, task.state, task.id, task.type, worker_id, task.attempt, task.taken_at or now())
-            )
-        return task
+        return await self.workers.next_task(worker_id, timeout_s)
 
     async def give_back(self, task: Task) -> None:
         """Queue a task taken by a worker that never received it (its long poll hung up)."""
-
-        async def build(job: Job) -> Commit | None:
-            stored = await self.storage.get_task(task.id)
-            if (
-                stored is None
-                or stored.status != TaskStatus.ASSIGNED
-                or task.id not in (job.wait or {}).get("task_ids", [])
-            ):
-                return None
-            stored.status, stored.worker_id, stored.taken_at, stored.deadline = TaskStatus.QUEUED, None, None, None
-            await self.runtime.assign_workers([stored])
-            return Commit(job, tasks=[stored], cancel_timers=[TimerKind.TIMEOUT.of(task.id)])
-
-        with contextlib.suppress(JobNotFound):
-            await self.committer.update_job(task.job_id, build)
+        await self.workers.give_back(task)
 
     async def submit_result(self, job_id: str, task_id: str, worker_id: str, result: dict[str, Any]) -> str:
         return await self.results.submit(job_id, task_id, worker_id, result)
@@ -581,19 +298,4 @@ class OrchestratorEngine:
     async def record_progress(
         self, worker_id: str | None, job_id: str, task_id: str, progress: float | None, message: str | None
     ) -> None:
-        """Store a worker's progress report. ``worker_id`` None (a WebSocket known only by the global
-        token, as SDK 1.0b1 connects) accepts it for whichever worker holds the task."""
-        task = await self.storage.get_task(task_id)
-        if task is None or task.job_id != job_id or (worker_id is not None and task.worker_id != worker_id):
-            return
-        await self.storage.update_task(task_id, progress=progress, progress_message=message)
-        self.events.publish(
-            Event(
-                EventKind.TASK_PROGRESS,
-                job_id,
-                None,
-                task.state,
-                None,
-                {"task_id": task_id, "progress": progress, "message": message},
-            )
-        )
+        await self.workers.record_progress(worker_id, job_id, task_id, progress, message)

@@ -122,3 +122,22 @@ class VersionConflict(AvtomatikaError):
 
 class ConfigError(AvtomatikaError):
     """A configuration value is invalid; the message names the variable."""
+
+
+class BulkRefused(AvtomatikaError):
+    """A bulk action that cannot start: ``field`` names what is wrong."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class BulkNotFound(AvtomatikaError):
+    def __init__(self, bulk_id: str) -> None:
+        self.bulk_id = bulk_id
+        super().__init__(f"Bulk action '{bulk_id}' not found")
+
+
+class DebuggerError(AvtomatikaError):
+    """What the step debugger cannot do now (answer a task when none is waiting, go back to no step...)."""

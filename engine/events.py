@@ -83,10 +83,43 @@ class Event:
 
 
 def task_taken(job_id: str, state: str, task_id: str, task_type: str, worker_id: str, attempt: int, at: float) -> Event:
-    """The event of a worker taking a task; storage records it with the take (Redis builds the same
-    in its take script)."""
+    """A worker took a task; storage records it with the take (Redis builds the same in its take script)."""
     data = {"task_id": task_id, "task_type": task_type, "worker_id": worker_id, "attempt": attempt}
-    return Event(EventKind.TASK_TAKEN, job_id, None, state, None, data, at)
+    return Event(EventKind.TASK_TAKEN, job_id=job_id, state=state, data=data, at=at)
+
+
+def task_progress(job_id: str, state: str, task_id: str, progress: float | None, message: str | None) -> Event:
+    """A worker reported how far it is with a task."""
+    data = {"task_id": task_id, "progress": progress, "message": message}
+    return Event(EventKind.TASK_PROGRESS, job_id=job_id, state=state, data=data)
+
+
+def task_result(
+    job_id: str, state: str, task_id: str, task_type: str, result: dict[str, Any], worker_id: str, queued_at: float
+) -> Event:
+    """A worker answered a task (the status the job moved to is set when the answer is committed)."""
+    data = {
+        "task_id": task_id,
+        "task_type": task_type,
+        "result": result,
+        "worker_id": worker_id,
+        "queued_at": queued_at,
+    }
+    return Event(EventKind.TASK_RESULT, job_id=job_id, state=state, data=data)
+
+
+def job_rerun(job_id: str, rerun_job_id: str, state: str, **by: Any) -> Event:
+    """A job was rerun: ``rerun_job_id`` started at ``state`` with its data there; ``by``: who asked."""
+    return Event(EventKind.JOB_RERUN, job_id=job_id, data={"rerun_job_id": rerun_job_id, "state": state, **by})
+
+
+def worker_registered(worker_id: str, supported_tasks: list[str]) -> Event:
+    return Event(EventKind.WORKER_REGISTERED, data={"worker_id": worker_id, "supported_tasks": supported_tasks})
+
+
+def worker_expired(worker_id: str, task_ids: list[str]) -> Event:
+    """A worker stopped heart-beating; ``task_ids``: its unanswered tasks, handed on."""
+    return Event(EventKind.WORKER_EXPIRED, data={"worker_id": worker_id, "task_ids": task_ids})
 
 
 Subscriber = Callable[[Event], None]

@@ -1,4 +1,4 @@
-"""The records the engine keeps: jobs, tasks and workers.
+"""The records the engine keeps: jobs, tasks, workers, breakpoints and bulk actions.
 
 They are slotted dataclasses (cheap to hold by the ten thousand) that serialise to plain dicts; storage
 backends keep them as JSON so what is read back is always exactly what was written.
@@ -27,7 +27,7 @@ class JobStatus(StrEnum):
     WAITING_FOR_PARALLEL_TASKS = "waiting_for_parallel_tasks"
     WAITING_FOR_SUB_JOB = "waiting_for_sub_job"
     AWAITING_RETRY = "awaiting_retry"
-    #: Stopped at a breakpoint before its state's handler (see avtomatika.breakpoints).
+    #: Stopped at a breakpoint before its state's handler (see avtomatika.runtime.breakpoints).
     HELD = "held"
     FINISHED = "finished"
     FAILED = "failed"
@@ -288,3 +288,103 @@ class WorkerRecord(_Record):
 
     def alive(self, at: float) -> bool:
         return self.expires_at > at
+
+
+#: ``Breakpoint.state`` that holds a job at the next state it enters, whatever it is.
+ANY_STATE = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Breakpoint:
+    """Where jobs are held. ``once``: removed when it holds its first job (a step)."""
+
+    blueprint: str
+    state: str
+    job_id: str | None = None
+    once: bool = False
+    actor: str | None = None
+    id: str = field(default_factory=new_id)
+    created_at: float = field(default_factory=now)
+
+    def holds(self, job: Job) -> bool:
+        """Whether ``job``, about to run its state's handler, is held here."""
+        if job.blueprint != self.blueprint or self.state not in (job.state, ANY_STATE):
+            return False
+        if self.job_id is not None:
+            return job.id == self.job_id
+        return job.created_at >= self.created_at  # "every new job of the blueprint"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Breakpoint:
+        return cls(**{name: data[name] for name in _BREAKPOINT_FIELDS if name in data})
+
+
+_BREAKPOINT_FIELDS = ("blueprint", "state", "job_id", "once", "actor", "id", "created_at")
+
+
+#: Skipped jobs whose reason is kept, per bulk action.
+MAX_PROBLEMS = 100
+
+
+class BulkKind(StrEnum):
+    RELEASE = "release"
+    RETRY = "retry"
+    FAIL = "fail"
+    CANCEL = "cancel"
+    CONTINUE = "continue"
+    RERUN = "rerun"
+
+
+class BulkStatus(StrEnum):
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
+@dataclass(slots=True)
+class BulkAction:
+    """One bulk action and its progress. ``options``: the operation's own (release ``params``, retry
+    ``from_state``, fail ``reason``); ``handled``: jobs dealt with so far (the index of the next one)."""
+
+    kind: BulkKind
+    total: int
+    rate_per_s: float
+    actor: str
+    options: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=new_id)
+    created_at: float = field(default_factory=now)
+    status: BulkStatus = BulkStatus.RUNNING
+    handled: int = 0
+    done: int = 0
+    skipped: int = 0
+    #: ``[job id, reason]`` of the first MAX_PROBLEMS jobs skipped.
+    problems: list[list[str]] = field(default_factory=list)
+    ended_at: float | None = None
+    cancelled_by: str | None = None
+    #: Bumped by every save: a save from a stale read is refused (see Storage.save_bulk).
+    version: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BulkAction:
+        action = cls(**{name: data[name] for name in _BULK_FIELDS if name in data})
+        action.kind, action.status = BulkKind(action.kind), BulkStatus(action.status)
+        return action
+
+    def record(self, done: int, skipped: list[tuple[str, str]], handled: int) -> None:
+        """Count a round's jobs; the action is finished once every job was handled."""
+        self.handled += handled
+        self.done += done
+        self.skipped += len(skipped)
+        room = MAX_PROBLEMS - len(self.problems)
+        self.problems += [[job_id, reason] for job_id, reason in skipped[: max(0, room)]]
+        if self.status == BulkStatus.RUNNING and self.handled >= self.total:
+            self.status, self.ended_at = BulkStatus.FINISHED, now()
+
+
+_BULK_FIELDS = tuple(BulkAction.__dataclass_fields__)

@@ -33,7 +33,7 @@ class TimerKind(StrEnum):
     #: A breakpoint was removed (its id the ref): continue the jobs it held (due at once, set with
     #: the removal, so a process dying in between leaves them to another).
     RELEASE_HOLDS = "release_holds"
-    #: A bulk action (its id the ref) may operate on its next jobs (see avtomatika.bulk).
+    #: A bulk action (its id the ref) may operate on its next jobs (see avtomatika.runtime.bulk).
     BULK = "bulk"
 
     def of(self, ref: str) -> str:

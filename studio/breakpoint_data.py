@@ -7,9 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from avtomatika.api.payloads import breakpoint_view
-from avtomatika.breakpoints import ANY_STATE, Breakpoint
-from avtomatika.models import Job
+from avtomatika.api.views import breakpoint_view
+from avtomatika.models import ANY_STATE, Breakpoint, Job
 
 from .graphs import GraphMarks
 from .keys import engine_key

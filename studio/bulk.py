@@ -2,7 +2,7 @@
 
 - ``POST /bulk/review``: the posted bulk form checked, and the confirm it needs ("Release 12 jobs with
   edited params?", with a release's edit as a diff on one selected job); problems named by field.
-- ``POST /bulk``: start it through the engine's bulk actions (:class:`~avtomatika.bulk.BulkActions`), at
+- ``POST /bulk``: start it through the engine's bulk actions (:class:`~avtomatika.runtime.bulk.BulkActions`), at
   the rate asked for; the answer is its progress.
 - ``GET /bulk``: recent bulk actions; ``GET /bulk/{bulk_id}``: one, whose progress polls itself while it
   runs (htmx ``every 1s``); ``POST /bulk/{bulk_id}/cancel`` stops it before its next job.
@@ -17,7 +17,8 @@ import time
 
 from aiohttp import web
 
-from avtomatika.bulk import BulkAction, BulkRefused
+from avtomatika.errors import BulkRefused
+from avtomatika.models import BulkAction
 
 from .bulk_form import read_form, sample_of
 from .contexts import BulkContext, BulkListContext, BulkReviewContext, bulk_json

@@ -4,7 +4,7 @@ starts, and the review shown before confirming ("Release 12 jobs with edited par
 The jobs are named one by one (``job_id``, repeated, or ``job_ids`` separated by spaces, as a review
 carries them), by quarantine group (``signature``: every job quarantined with it) or by the jobs
 list's filter (``select=filter`` with the filter's fields), resolved to ids here, at most
-:data:`~avtomatika.bulk.MAX_JOBS`. Every problem is kept by the name of the field it
+:data:`~avtomatika.runtime.bulk.MAX_JOBS`. Every problem is kept by the name of the field it
 is about, so the page shows it next to that field; nothing here answers 5xx on any input.
 """
 
@@ -18,8 +18,9 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiMapping
 
-from avtomatika.bulk import MAX_JOBS, MAX_RATE, BulkKind
+from avtomatika.models import BulkKind
 from avtomatika.reads import Change, diff
+from avtomatika.runtime.bulk import MAX_JOBS, MAX_RATE
 
 from .actions import parse_params
 from .filters import query_of

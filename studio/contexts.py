@@ -11,10 +11,17 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
-from avtomatika.api.payloads import iso, job_summary, job_view, task_view, worker_summary, worker_view
-from avtomatika.breakpoints import Breakpoint
-from avtomatika.bulk import BulkAction
-from avtomatika.models import ENDED_STATUSES, Job, JobStatus, Task
+from avtomatika.api.views import (
+    iso,
+    job_row_view,
+    job_summary,
+    job_view,
+    line_json,
+    task_view,
+    worker_summary,
+    worker_view,
+)
+from avtomatika.models import ENDED_STATUSES, Breakpoint, BulkAction, Job, JobStatus, Task
 from avtomatika.reads import (
     Attempt,
     Branch,
@@ -27,7 +34,6 @@ from avtomatika.reads import (
     QueueDepth,
     Row,
     Visit,
-    line_json,
 )
 from avtomatika.reads import WorkerView as Worker
 
@@ -203,7 +209,7 @@ class JobsContext:
     def to_json(self) -> dict[str, Any]:
         cursor = self.next_url.split("cursor=", 1)[1] if self.next_url and "cursor=" in self.next_url else None
         return {
-            "jobs": [r.to_json() for r in self.rows],
+            "jobs": [job_row_view(r) for r in self.rows],
             "next_cursor": cursor,
             "source": self.source,
             "history_pending": self.history_pending,

@@ -8,10 +8,10 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from avtomatika.bulk import MAX_JOBS
 from avtomatika.events import Event, EventKind
 from avtomatika.models import JobStatus
 from avtomatika.reads import JobRow
+from avtomatika.runtime.bulk import MAX_JOBS
 
 from .bulk_form import DEFAULT_RATE_PER_S, JOBS_LIST_ACTIONS
 from .contexts import JobsContext

@@ -16,16 +16,16 @@ from pydantic import ValidationError
 
 from avtomatika.api.errors import ApiError
 from avtomatika.api.limits import take_rate
-from avtomatika.bulk import BulkNotFound
 from avtomatika.errors import (
     AvtomatikaError,
     BreakpointNotFound,
+    BulkNotFound,
     InvalidOperation,
     JobNotFound,
     UnknownBlueprint,
     WorkerNotFound,
 )
-from avtomatika.history import InvalidCursor
+from avtomatika.reads import InvalidCursor
 
 from .access import csrf_ok, sent_csrf
 from .htmx import htmx, retarget

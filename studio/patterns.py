@@ -7,10 +7,19 @@ from typing import Any
 
 from aiohttp import web
 
-from avtomatika.breakpoints import Breakpoint, held_wait
-from avtomatika.bulk import BulkAction, BulkKind, BulkStatus
-from avtomatika.models import Job, JobStatus, Task, TaskStatus, WorkerRecord
+from avtomatika.models import (
+    Breakpoint,
+    BulkAction,
+    BulkKind,
+    BulkStatus,
+    Job,
+    JobStatus,
+    Task,
+    TaskStatus,
+    WorkerRecord,
+)
 from avtomatika.reads import BranchCounts, JobDetail, JobRow, Line, NavCounts, QueueDepth, Timeline, WorkerView, diff
+from avtomatika.runtime.breakpoints import held_wait
 
 from .bulk_form import BulkForm, Sample
 from .contexts import BlueprintStateContext, HoldPanel, PatternsContext

@@ -2,7 +2,7 @@
 
 Used by ``tests/test_crash_points.py``. One redis-server, one PostgreSQL history database, a survivor
 engine with its workers, all kept for the module. Each case freezes the survivor (SIGSTOP), starts a
-victim engine armed with ``AVTOMATIKA_CRASH_AT`` (see :mod:`avtomatika.crashpoints`), drives a
+victim engine armed with ``AVTOMATIKA_CRASH_AT`` (see :mod:`avtomatika.server.crashpoints`), drives a
 scenario against it until it kills itself at its boundary, then thaws the survivor, which must take
 every job of the case to its end: each job terminal with the status expected, each state entered once
 per visit, and its whole timeline in history, numbered without a gap, once.

@@ -15,12 +15,21 @@ from typing import Any
 import orjson
 import pytest
 
-from avtomatika.breakpoints import Breakpoint
-from avtomatika.bulk import BulkAction, BulkKind, BulkStatus
 from avtomatika.errors import VersionConflict
 from avtomatika.events import Event, EventKind, task_taken
 from avtomatika.feed import Row, row_of, rows_of
-from avtomatika.models import Job, JobStatus, Task, TaskStatus, WorkerRecord, new_id
+from avtomatika.models import (
+    Breakpoint,
+    BulkAction,
+    BulkKind,
+    BulkStatus,
+    Job,
+    JobStatus,
+    Task,
+    TaskStatus,
+    WorkerRecord,
+    new_id,
+)
 from avtomatika.storage.base import BranchAnswer, Commit, JobFilter, Storage
 from avtomatika.timers import TimerKind
 

@@ -9,8 +9,8 @@ import pytest
 from engine_helpers import started_engine, wait_for_status
 
 from avtomatika import HandlerError, StateMachineBlueprint
-from avtomatika.actions import ActionFactory as Actions
-from avtomatika.actions import Dispatch, HumanApproval, RunBlueprint, TaskSpec, Transition
+from avtomatika.runtime.actions import ActionFactory as Actions
+from avtomatika.runtime.actions import Dispatch, HumanApproval, RunBlueprint, TaskSpec, Transition
 
 
 def actions() -> Actions:

@@ -13,7 +13,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from avtomatika import StateMachineBlueprint
-from avtomatika.api.payloads import VIEW_TASKS, iso
+from avtomatika.api.payloads import VIEW_TASKS
+from avtomatika.api.views import iso
 from avtomatika.storage import MemoryStorage
 
 make_api = api_helpers.make_api

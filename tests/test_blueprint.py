@@ -9,8 +9,8 @@ import pytest
 from engine_helpers import started_engine, wait_for_status
 
 from avtomatika import BlueprintInvalid, OrchestratorEngine, StateMachineBlueprint
-from avtomatika.actions import ActionFactory
-from avtomatika.context import DataStores, JobContext
+from avtomatika.runtime.actions import ActionFactory
+from avtomatika.runtime.context import DataStores, JobContext
 from avtomatika.storage import MemoryStorage
 
 

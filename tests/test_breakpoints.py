@@ -11,10 +11,10 @@ import api_helpers
 import pytest
 
 from avtomatika import StateMachineBlueprint
-from avtomatika.breakpoints import step_breakpoint, step_id
 from avtomatika.errors import BreakpointNotFound, BreakpointRefused, InvalidOperation, UnknownBlueprint
 from avtomatika.events import EventKind
 from avtomatika.models import JobStatus
+from avtomatika.runtime.breakpoints import step_breakpoint, step_id
 
 make_api = api_helpers.make_api
 

@@ -14,8 +14,9 @@ from typing import Any
 import api_helpers
 import pytest
 
-from avtomatika.bulk import BulkAction, BulkRefused, BulkStatus
+from avtomatika.errors import BulkRefused
 from avtomatika.events import EventKind
+from avtomatika.models import BulkAction, BulkStatus
 
 make_api = api_helpers.make_api
 

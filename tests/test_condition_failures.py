@@ -15,9 +15,9 @@ from engine_helpers import fast_config, started_engine, wait_for_status
 from notebook_helpers import amount_router
 
 from avtomatika import OrchestratorEngine
-from avtomatika.actions import ActionFactory
-from avtomatika.context import DataStores, JobContext
 from avtomatika.errors import ConditionFailed, HandlerError
+from avtomatika.runtime.actions import ActionFactory
+from avtomatika.runtime.context import DataStores, JobContext
 from avtomatika.storage import MemoryStorage
 
 

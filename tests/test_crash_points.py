@@ -271,12 +271,12 @@ async def approve_the_other(victim: Victim) -> None:
 
 CANCELLED = {"cancelled": "cancelled", "child": "cancelled"}
 CASES = [
-    Case("OrchestratorEngine.create_job:create_job", chain),
-    Case("OrchestratorEngine.register_worker:save_worker", chain),
-    Case("OrchestratorEngine.heartbeat:save_worker", chain),
-    Case("OrchestratorEngine.next_task:take_task", chain),
-    Case("OrchestratorEngine.record_progress:update_task", chain),
-    Case("OrchestratorEngine.give_back:commit", hung_up_poll, then=serve_given_back),
+    Case("Operations.create:create_job", chain),
+    Case("Workers.register:save_worker", chain),
+    Case("Workers.heartbeat:save_worker", chain),
+    Case("Workers.next_task:take_task", chain),
+    Case("Workers.record_progress:update_task", chain),
+    Case("Workers.give_back:commit", hung_up_poll, then=serve_given_back),
     Case("JobRunner.consume:take_runnable", chain),
     Case("JobRunner._lease:lease_and_get_job", chain),
     Case("JobRunner.step:commit", chain),

@@ -9,8 +9,8 @@ import pytest
 from engine_helpers import FakeWorker, started_engine, success, wait_for_status, waiting_tasks
 
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
-from avtomatika.dispatch import WorkerChooser, meets_requirements
 from avtomatika.models import Task, WorkerRecord
+from avtomatika.runtime.dispatch import WorkerChooser, meets_requirements
 
 
 def dispatching_blueprint() -> StateMachineBlueprint:

@@ -30,7 +30,7 @@ from avtomatika import StateMachineBlueprint
 from avtomatika.engine import OrchestratorEngine
 from avtomatika.errors import ResultRejected
 from avtomatika.models import JobStatus, Task, TaskStatus
-from avtomatika.scheduler import Scheduler
+from avtomatika.runtime.scheduler import Scheduler
 from avtomatika.timers import TimerKind
 
 
@@ -197,7 +197,7 @@ async def test_a_follow_up_whose_handler_fails_comes_due_again_after_its_lease(m
 async def test_a_worker_that_does_not_read_its_websocket_holds_nothing_up(monkeypatch) -> None:
     """cancel_task goes out from a follow-up, never inside a commit: a worker whose socket blocks
     delays neither the cancel nor other jobs."""
-    monkeypatch.setattr("avtomatika.scheduler.SEND_TIMEOUT_S", 0.2)
+    monkeypatch.setattr("avtomatika.runtime.scheduler.SEND_TIMEOUT_S", 0.2)
     stuck = asyncio.Event()
 
     class _BlockedSocket:

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from avtomatika import StateMachineBlueprint
-from avtomatika import graph as graph_module
 from avtomatika.graph import (
     WARNING_COLOR,
     EdgeModel,
@@ -33,6 +32,7 @@ from avtomatika.graph import (
     to_mermaid,
     wrap_condition,
 )
+from avtomatika.graph import render as graph_render
 
 SVG = "{http://www.w3.org/2000/svg}"
 XLINK_TITLE = "{http://www.w3.org/1999/xlink}title"
@@ -275,7 +275,7 @@ def test_svg_cache_returns_the_same_object_until_the_version_changes():
 
 
 def test_svg_cache_is_bounded(monkeypatch):
-    monkeypatch.setattr(graph_module, "SVG_CACHE_SIZE", 2)
+    monkeypatch.setattr(graph_render, "SVG_CACHE_SIZE", 2)
     first = blueprint_svg(make_blueprint("one"))
     blueprint_svg(make_blueprint("two"))
     blueprint_svg(make_blueprint("three"))

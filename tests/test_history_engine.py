@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from avtomatika import Config, OrchestratorEngine, StateMachineBlueprint
-from avtomatika.context import JobContext
 from avtomatika.history import STATE_LEFT, HistoryFilter, HistoryStorage, HistoryWriter, open_history
+from avtomatika.runtime.context import JobContext
 from avtomatika.storage import MemoryStorage
 
 

@@ -12,9 +12,9 @@ from history_contract import HistoryContract, JobScript, Reopen, feed_commit
 from postgres_server import PostgresServer, require_postgres, running_postgres
 
 from avtomatika import Config, OrchestratorEngine, StateMachineBlueprint
-from avtomatika.context import JobContext
 from avtomatika.history import HistoryStorage, HistoryWriter, PostgresHistory, open_history
 from avtomatika.history.migrations import POSTGRES, latest
+from avtomatika.runtime.context import JobContext
 from avtomatika.storage import MemoryStorage
 
 

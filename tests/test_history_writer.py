@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 from history_contract import JobScript, feed_commit
 
-from avtomatika import keys
 from avtomatika.events import Event, EventBus, EventKind
 from avtomatika.history import EventRecord, HistoryWriter, SQLiteHistory, retention_loop
 from avtomatika.history.base import FeedStep
 from avtomatika.storage import MemoryStorage, Storage
-from avtomatika.storage.redis import RedisStorage
+from avtomatika.storage.redis import RedisStorage, keys
 
 
 class FlakyHistory(SQLiteHistory):

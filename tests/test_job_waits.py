@@ -17,7 +17,7 @@ import pytest
 
 from avtomatika.events import Event, EventBus, EventKind
 from avtomatika.models import Job
-from avtomatika.watchers import JobWatcher, Until
+from avtomatika.runtime.watchers import JobWatcher, Until
 
 make_api = api_helpers.make_api
 

@@ -8,9 +8,12 @@ uses them. Each check runs in a fresh interpreter, since this test process has i
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 BLOCKED = (
     "avtomatika.studio",
@@ -144,4 +147,108 @@ exec(guarded, {"__name__": "avtomatika.probe", "__package__": "avtomatika"})
     assert attempts == [
         "avtomatika.probe imports opentelemetry",
         "avtomatika.probe imports redis.asyncio",
+    ]
+
+
+# -- the layers in the source (every import statement, also inside functions) ---------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = {"engine": "avtomatika", "studio": "avtomatika.studio"}
+#: Where aiohttp's server side may be used: the HTTP faces and the process that serves them.
+WEB_SIDE = ("avtomatika.api", "avtomatika.server")
+#: What the engine (everything but the studio) never imports: the studio and its libraries.
+FACE_LIBRARIES = ("avtomatika.studio", "jinja2", "aiohttp_jinja2", "ipywidgets")
+#: The one import of the studio by the engine: its process mounts it when STUDIO_ENABLED (lazily).
+STUDIO_MOUNT = ("avtomatika.server.lifecycle", "avtomatika.studio")
+#: The only module under the faces that imports them: the process serving them.
+SERVES_FACES = "avtomatika.server.lifecycle"
+#: The faces, which read and act through the engine's reader and facade only.
+FACES = ("avtomatika.api", "avtomatika.studio")
+#: Where the engine keeps state: a face never imports them, nor reaches ``engine.storage``/``.history``.
+STORES = ("avtomatika.storage", "avtomatika.history")
+
+
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _modules() -> dict[str, ast.Module]:
+    found = {}
+    for folder, package in PACKAGES.items():
+        for path in (REPO / folder).rglob("*.py"):
+            parts = path.relative_to(REPO / folder).with_suffix("").parts
+            name = ".".join([package, *parts]).removesuffix(".__init__")
+            found[name] = (ast.parse(path.read_text()), path.name == "__init__.py")
+    return found
+
+
+def _type_only(tree: ast.Module) -> set[int]:
+    """Line numbers inside ``if TYPE_CHECKING:`` blocks: imports for annotations, never run."""
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            lines |= {n.lineno for child in node.body for n in ast.walk(child) if hasattr(n, "lineno")}
+    return lines
+
+
+def imports_of(name: str, tree: ast.Module, is_package: bool) -> set[str]:
+    """Every module (and ``module.name``) ``name`` imports at run time, wherever the statement is."""
+    package = name if is_package else name.rpartition(".")[0]
+    skipped = _type_only(tree)
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if getattr(node, "lineno", None) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+            found |= {base, *(f"{base}.{alias.name}" for alias in node.names)}
+    return found
+
+
+def layering_problems(modules: dict[str, tuple[ast.Module, bool]]) -> list[str]:
+    problems = []
+    for name, (tree, is_package) in sorted(modules.items()):
+        for target in sorted(imports_of(name, tree, is_package)):
+            face = _within(name, FACES)
+            if _within(target, ("aiohttp.web",)) and not _within(name, (*WEB_SIDE, "avtomatika.studio")):
+                problems.append(f"{name} imports {target}: aiohttp's server side belongs in api/ or server/")
+            mount = name == STUDIO_MOUNT[0] and _within(target, STUDIO_MOUNT[1:])
+            if not _within(name, ("avtomatika.studio",)) and _within(target, FACE_LIBRARIES) and not mount:
+                problems.append(f"{name} imports {target}: the engine does not know its faces")
+            if not face and name != SERVES_FACES and _within(target, ("avtomatika.api",)):
+                problems.append(f"{name} imports {target}: the engine's sides do not know its faces")
+            if face and _within(target, STORES):
+                problems.append(f"{name} imports {target}: a face reads through avtomatika.reads")
+        if _within(name, FACES):
+            source = ast.unparse(tree)
+            problems += [
+                f"{name} reaches engine.{store}" for store in ("storage", "history") if f"engine.{store}" in source
+            ]
+    return problems
+
+
+def test_the_layers_hold_in_the_source():
+    assert layering_problems(_modules()) == []
+
+
+def test_the_layering_check_sees_a_face_reaching_storage():
+    face = ast.parse(
+        "def handler(engine):\n"
+        "    from aiohttp import web\n"
+        "    from avtomatika.storage.redis import RedisStorage\n"
+        "    return engine.storage\n"
+    )
+    runtime = ast.parse("from ..studio import setup_studio\nfrom aiohttp import web\nfrom ..api.views import iso\n")
+    problems = layering_problems({"avtomatika.api.probe": (face, False), "avtomatika.runtime.probe": (runtime, False)})
+    assert problems == [
+        "avtomatika.api.probe imports avtomatika.storage.redis: a face reads through avtomatika.reads",
+        "avtomatika.api.probe imports avtomatika.storage.redis.RedisStorage: a face reads through avtomatika.reads",
+        "avtomatika.api.probe reaches engine.storage",
+        "avtomatika.runtime.probe imports aiohttp.web: aiohttp's server side belongs in api/ or server/",
+        "avtomatika.runtime.probe imports avtomatika.api.views: the engine's sides do not know its faces",
+        "avtomatika.runtime.probe imports avtomatika.api.views.iso: the engine's sides do not know its faces",
+        "avtomatika.runtime.probe imports avtomatika.studio: the engine does not know its faces",
+        "avtomatika.runtime.probe imports avtomatika.studio.setup_studio: the engine does not know its faces",
     ]

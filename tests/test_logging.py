@@ -14,8 +14,8 @@ import pytest
 from engine_helpers import started_engine, wait_for
 
 from avtomatika import Config, StateMachineBlueprint
-from avtomatika.logs import PACKAGE_LOGGER, configure_logging, log_fields, make_formatter, reset_logging
 from avtomatika.models import Job, Task
+from avtomatika.observe.logs import PACKAGE_LOGGER, configure_logging, log_fields, make_formatter, reset_logging
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The package's source: the engine (``avtomatika``) and the studio (``avtomatika.studio``).
@@ -49,12 +49,12 @@ TASK = Task(id="task-1", job_id="job-1", type="echo", state="resize", worker_id=
 
 def test_json_lines_carry_the_job_and_task_as_fields() -> None:
     stream = configured("json")
-    logging.getLogger("avtomatika.results").info("result %s", "accepted", extra=log_fields(JOB, TASK))
+    logging.getLogger("avtomatika.runtime.results").info("result %s", "accepted", extra=log_fields(JOB, TASK))
     [line] = stream.getvalue().splitlines()
     record = json.loads(line)
     assert record["message"] == "result accepted"
     assert record["level"] == "INFO"
-    assert record["logger"] == "avtomatika.results"
+    assert record["logger"] == "avtomatika.runtime.results"
     assert record["time"]
     assert {k: record[k] for k in ("job_id", "blueprint", "state", "task_id", "worker_id")} == {
         "job_id": "job-1",
@@ -74,16 +74,17 @@ def test_json_lines_survive_values_json_does_not_know() -> None:
 
 def test_text_lines_end_with_the_fields_before_any_traceback() -> None:
     stream = configured("text")
-    logger = logging.getLogger("avtomatika.runner")
+    logger = logging.getLogger("avtomatika.runtime.runner")
     logger.info("plain line")
     try:
         raise ValueError("bad input")
     except ValueError:
         logger.exception("handler failed", extra=log_fields(JOB, TASK))
     plain, failed, *traceback = stream.getvalue().splitlines()
-    assert plain.endswith("INFO    avtomatika.runner: plain line")
+    assert plain.endswith("INFO    avtomatika.runtime.runner: plain line")
     assert failed.endswith(
-        "ERROR   avtomatika.runner: handler failed job_id=job-1 blueprint=flow state=resize task_id=task-1 worker_id=w1"
+        "ERROR   avtomatika.runtime.runner: handler failed "
+        "job_id=job-1 blueprint=flow state=resize task_id=task-1 worker_id=w1"
     )
     assert traceback[0] == "Traceback (most recent call last):"
     assert traceback[-1] == "ValueError: bad input"
@@ -91,7 +92,7 @@ def test_text_lines_end_with_the_fields_before_any_traceback() -> None:
 
 def test_log_level_filters_the_package() -> None:
     stream = configured("text", "WARNING")
-    logger = logging.getLogger("avtomatika.scheduler")
+    logger = logging.getLogger("avtomatika.runtime.scheduler")
     logger.info("hidden")
     logger.warning("shown")
     assert [line.rsplit(": ", 1)[1] for line in stream.getvalue().splitlines()] == ["shown"]

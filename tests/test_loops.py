@@ -6,9 +6,9 @@ import sys
 import pytest
 import uvloop
 
-from avtomatika import loops
 from avtomatika.config import Config
 from avtomatika.errors import ConfigError
+from avtomatika.server import loops
 
 
 async def _loop_type() -> type:

@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
 from avtomatika.api import public
-from avtomatika.metrics import Metrics, default_instance
 from avtomatika.models import Task
+from avtomatika.observe.metrics import Metrics, default_instance
 from avtomatika.storage import MemoryStorage
 
 make_api = api_helpers.make_api

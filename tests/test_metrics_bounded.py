@@ -10,7 +10,7 @@ import api_helpers
 from prometheus_client.parser import text_string_to_metric_families
 
 from avtomatika import StateMachineBlueprint
-from avtomatika.metric_labels import OTHER
+from avtomatika.observe.metric_labels import OTHER
 
 make_api = api_helpers.make_api
 CAP = 25

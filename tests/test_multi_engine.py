@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from multi_engine_helpers import Cluster, running_cluster
 from postgres_server import PostgresServer
 
-from avtomatika.channels import WorkerChannels
+from avtomatika.server.channels import WorkerChannels
 from avtomatika.storage import MemoryStorage
 from avtomatika.storage.redis import RedisStorage
 

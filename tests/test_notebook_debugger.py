@@ -84,7 +84,7 @@ async def test_a_new_step_after_back_starts_a_line_and_the_old_one_stays_reachab
     assert dbg.travel.redo_button.disabled  # something new happened: nothing is "ahead" any more
     branch = [label for label, _ in dbg.travel.choice.options if label.startswith("branch 1")]
     assert branch  # the finished line is still there, as a branch
-    finished = next(c for c in dbg.session.timeline.on_branches() if c.tip and c.job.status == "finished")
+    finished = next(c for c in dbg.session.tree.on_branches() if c.tip and c.job.status == "finished")
     await dbg.restore(finished.id)
     assert (dbg.state, dbg.status) == ("publish", "finished")
     assert dbg.session.job.state_history["width"] == 640

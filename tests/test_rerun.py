@@ -10,10 +10,11 @@ import api_helpers
 import pytest
 
 from avtomatika import StateMachineBlueprint
-from avtomatika.bulk import BulkKind, BulkStatus, rerun_id
 from avtomatika.errors import InvalidOperation
+from avtomatika.models import BulkKind, BulkStatus
 from avtomatika.reads.timeline import Timeline
-from avtomatika.rerun import rerun_origin
+from avtomatika.runtime.bulk import rerun_id
+from avtomatika.runtime.rerun import rerun_origin
 
 make_api = api_helpers.make_api
 

@@ -32,11 +32,10 @@ from storage_contract import (
     take,
 )
 
-from avtomatika import keys
 from avtomatika.errors import VersionConflict
 from avtomatika.models import Job, JobStatus, TaskStatus
 from avtomatika.storage.base import BranchAnswer, Commit, JobFilter
-from avtomatika.storage.redis import RedisStorage
+from avtomatika.storage.redis import RedisStorage, keys
 
 #: A short lease, so take-overs happen within a test.
 LEASE_S = 0.3

@@ -14,8 +14,9 @@ from test_studio_actions import CLIENTS_TOML, sign_in
 from test_studio_live import next_event
 from test_studio_support import csrf_of, studio_app, studio_engine
 
-from avtomatika import OrchestratorEngine, bulk
+from avtomatika import OrchestratorEngine
 from avtomatika.events import EventKind
+from avtomatika.runtime import bulk
 from avtomatika.studio import bulk_form
 from avtomatika.studio import quarantine as quarantine_module
 

@@ -24,9 +24,9 @@ from engine_helpers import FakeWorker, failure, fast_config, success, wait_for_s
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
 from avtomatika.events import EventKind
 from avtomatika.models import Job, JobStatus, Task
-from avtomatika.outcomes import end, event
+from avtomatika.observe.telemetry import Tracer, build_provider, clean_context, exporter_names
+from avtomatika.runtime.outcomes import end, event
 from avtomatika.storage import Commit, MemoryStorage
-from avtomatika.telemetry import Tracer, build_provider, clean_context, exporter_names
 
 try:
     from opentelemetry import trace
@@ -290,7 +290,7 @@ def test_from_env_uses_the_provider_the_application_set_not_opentelemetry_merely
     script = """
         import json
         from opentelemetry import trace  # as redis-py 8 does on import
-        from avtomatika.telemetry import Tracer
+        from avtomatika.observe.telemetry import Tracer
 
         imported = Tracer.from_env({}).enabled
         from opentelemetry.sdk.trace import TracerProvider
@@ -327,10 +327,10 @@ _RUN_A_JOB = """
 import asyncio, json, sys
 {prelude}
 from avtomatika import Config, OrchestratorEngine, StateMachineBlueprint
-from avtomatika.logs import configure_logging
-from avtomatika.metrics import Metrics
+from avtomatika.observe.logs import configure_logging
+from avtomatika.observe.metrics import Metrics
 from avtomatika.storage import MemoryStorage
-from avtomatika.telemetry import Tracer
+from avtomatika.observe.telemetry import Tracer
 
 TRACEPARENT = "{traceparent}"
 flow = StateMachineBlueprint("flow")
@@ -430,7 +430,7 @@ _EXPORT = """
 import json
 from opentelemetry import trace
 from avtomatika.models import Job, Task
-from avtomatika.telemetry import Tracer
+from avtomatika.observe.telemetry import Tracer
 
 tracer = Tracer.from_env()
 context = tracer.job_trace_context({"traceparent": "%s"}, job_id="job-1", blueprint="flow")

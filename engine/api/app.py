@@ -47,7 +47,4 @@ async def _end_waiting_requests(app: web.Application) -> None:
     """Open worker long polls answer 204 at once, clients waiting for a job answer with it as it is,
     and worker WebSockets are closed, instead of holding the shutdown up to their timeout (aiohttp
     waits a minute for open handlers)."""
-    engine = app[engine_key]
-    engine.storage.end_polls()
-    engine.watcher.end_waits()
-    await engine.channels.close_all()
+    await app[engine_key].lifecycle.end_waiting_requests()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..breakpoints import Breakpoint
+from ..models import Breakpoint
 from .auth import client_of, owner_of
 from .errors import ApiError
 from .keys import engine_key
@@ -21,10 +21,10 @@ from .payloads import (
     BreakpointView,
     ContinueRequest,
     OperationDone,
-    breakpoint_view,
 )
 from .render import model_response
 from .requests import max_depth, optional_body, parse, read_json
+from .views import breakpoint_view
 
 PREFIXES = ("/api/v1", "/api")
 NOT_FOUND = {404: "Unknown breakpoint, job or blueprint (or one of another client)"}

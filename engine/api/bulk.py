@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..bulk import BulkAction
+from ..models import BulkAction
 from .auth import client_of, owner_of
 from .errors import ApiError
 from .keys import engine_key
 from .limits import check_size, limits_key
 from .openapi import Operation, documented
-from .payloads import BulkList, BulkRequest, BulkView, iso
+from .payloads import BulkList, BulkRequest, BulkView
 from .render import model_response
 from .requests import max_depth, parse, read_json
+from .views import iso
 
 PREFIXES = ("/api/v1", "/api")
 NOT_FOUND = {404: "Unknown bulk action (or one of another client)"}

@@ -12,10 +12,9 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from ..blueprint import StateMachineBlueprint
-from ..history import Cursor, InvalidCursor
 from ..models import Job, JobStatus, now
-from ..reads import JobPage, JobQuery, parse_time
-from ..watchers import Until
+from ..reads import Cursor, InvalidCursor, JobPage, JobQuery, parse_time
+from ..runtime.watchers import Until
 from .auth import client_of, owner_of
 from .errors import ApiError
 from .keys import engine_key
@@ -38,13 +37,10 @@ from .payloads import (
     RetryRequest,
     TimelineItem,
     WorkerList,
-    job_summary,
-    job_view,
-    worker_summary,
-    worker_view,
 )
 from .render import json_response, model_response
 from .requests import max_depth, optional_body, read_json
+from .views import job_summary, job_view, worker_summary, worker_view
 
 if TYPE_CHECKING:
     from ..engine import OrchestratorEngine
@@ -141,7 +137,7 @@ async def get_job(request: web.Request) -> web.Response:
 async def _job_view(engine: OrchestratorEngine, job: Job) -> dict[str, Any]:
     """The job's view, with the first ``VIEW_TASKS`` of the tasks it waits on (or holds, quarantined)."""
     tasks = await engine.current_tasks(job, limit=VIEW_TASKS)
-    return job_view(job, tasks, len(engine.current_task_ids(job)))
+    return job_view(job, tasks, len(engine.reads.current_task_ids(job)))
 
 
 @documented(

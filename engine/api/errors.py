@@ -10,11 +10,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from ..bulk import BulkNotFound, BulkRefused
 from ..errors import (
     AvtomatikaError,
     BreakpointNotFound,
     BreakpointRefused,
+    BulkNotFound,
+    BulkRefused,
     InvalidOperation,
     JobNotFound,
     ResultRejected,

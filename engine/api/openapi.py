@@ -149,6 +149,41 @@ def undocumented_routes(app: web.Application) -> list[str]:
     return [f"{m} {p}" for m, p, h in _routes(app) if operation_of(h) is None]
 
 
+#: The document's tags, in the order a reader meets them.
+TAGS: list[dict[str, str]] = [
+    {"name": "jobs", "description": "Create jobs on blueprint endpoints"},
+    {"name": "client", "description": "Read and operate on your jobs (X-Avtomatika-Token)"},
+    {
+        "name": "breakpoints",
+        "description": "Hold jobs before a state's handler runs; continue or step them (operators; "
+        "a client with a token, on its own jobs)",
+    },
+    {
+        "name": "bulk",
+        "description": "One operation on many jobs at a capped rate, followed and cancellable",
+    },
+    {"name": "worker", "description": "Workers: register, heartbeat, take tasks, post results"},
+    {"name": "public", "description": "Status, health, metrics, approval webhook, this document"},
+]
+
+
+#: How callers authenticate: a client's token, or a worker's.
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    CLIENT_SCHEME: {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Avtomatika-Token",
+        "description": "A client token (CLIENT_TOKEN or the clients TOML file)",
+    },
+    WORKER_SCHEME: {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Worker-Token",
+        "description": "A worker's own token (workers TOML file) or GLOBAL_WORKER_TOKEN",
+    },
+}
+
+
 def build_document(app: web.Application) -> dict[str, Any]:
     """The OpenAPI document of ``app``'s routes."""
     engine = app[engine_key]
@@ -182,38 +217,11 @@ def build_document(app: web.Application) -> dict[str, Any]:
                 + "."
             ),
         },
-        "tags": [
-            {"name": "jobs", "description": "Create jobs on blueprint endpoints"},
-            {"name": "client", "description": "Read and operate on your jobs (X-Avtomatika-Token)"},
-            {
-                "name": "breakpoints",
-                "description": "Hold jobs before a state's handler runs; continue or step them (operators; "
-                "a client with a token, on its own jobs)",
-            },
-            {
-                "name": "bulk",
-                "description": "One operation on many jobs at a capped rate, followed and cancellable",
-            },
-            {"name": "worker", "description": "Workers: register, heartbeat, take tasks, post results"},
-            {"name": "public", "description": "Status, health, metrics, approval webhook, this document"},
-        ],
+        "tags": TAGS,
         "paths": paths,
         "components": {
             "schemas": schemas.get("$defs", {}),
-            "securitySchemes": {
-                CLIENT_SCHEME: {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "X-Avtomatika-Token",
-                    "description": "A client token (CLIENT_TOKEN or the clients TOML file)",
-                },
-                WORKER_SCHEME: {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "X-Worker-Token",
-                    "description": "A worker's own token (workers TOML file) or GLOBAL_WORKER_TOKEN",
-                },
-            },
+            "securitySchemes": SECURITY_SCHEMES,
         },
     }
 

@@ -28,17 +28,12 @@ async def status(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     """200 when storage (and history, when the engine keeps one) answer; 503 naming what does not."""
-    engine = request.app[engine_key]
-    history = getattr(engine, "history", None)
-    checks: dict[str, Callable[[], Awaitable[None]]] = {"storage": engine.storage.ping}
-    if history is not None:
-        checks["history"] = history.ping
+    backends = request.app[engine_key].reads.backends()
+    checks = {name: backend.ping for name, backend in backends.items()}
     problems = [p for p in await asyncio.gather(*(_reach(name, ping) for name, ping in checks.items())) if p]
     if problems:
         return error_response(503, "; ".join(problems), status="unhealthy")
-    body = {"status": "healthy", "storage": type(engine.storage).__name__}
-    if history is not None:
-        body["history"] = getattr(history, "backend", "") or type(history).__name__
+    body = {"status": "healthy", **{name: backend.name for name, backend in backends.items()}}
     return json_response(body)
 
 

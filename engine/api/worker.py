@@ -24,11 +24,10 @@ from .payloads import (
     WorkerHeartbeat,
     WorkerRegistration,
     plain_task_result,
-    without_secrets,
-    worker_view,
 )
 from .render import json_response, model_response
 from .requests import max_depth, parse, read_json
+from .views import without_secrets, worker_view
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +159,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     # is anonymous: it receives commands for workers without a socket of their own.
     worker_id = request.match_info.get("worker_id") or owner
     engine = request.app[engine_key]
-    if worker_id is not None and await engine.storage.get_worker(worker_id) is None:
+    if worker_id is not None and await engine.reads.worker(worker_id) is None:
         raise WorkerNotFound(worker_id)
     socket = web.WebSocketResponse(heartbeat=30)
     await socket.prepare(request)

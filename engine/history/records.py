@@ -171,6 +171,14 @@ def _apply(record: EventRecord, row: JobRecord, lines: list[EventLine]) -> None:
         ran = facts.get("state")
         entry_state = str(ran) if ran is not None else record.state
         duration_ms = _number(facts.get("duration_ms"))
+    _append_line(record, row, lines, entry_state, duration_ms)
+
+
+def _append_line(
+    record: EventRecord, row: JobRecord, lines: list[EventLine], entry_state: str | None, duration_ms: float | None
+) -> None:
+    """The job's row brought up to ``record``, and its line added to ``lines``."""
+    at = record.at
     if record.blueprint is not None:  # built from the job itself: its state and status are current
         row.blueprint = record.blueprint
         if record.state is not None:
@@ -179,13 +187,13 @@ def _apply(record: EventRecord, row: JobRecord, lines: list[EventLine]) -> None:
             row.status = record.status
     row.updated_at = max(row.updated_at, at)
     row.last_seq += 1
-    worker = facts.get("worker_id")
+    worker = record.facts.get("worker_id")
     lines.append(
         (
             row.id,
             row.last_seq,
             at,
-            kind,
+            record.kind,
             entry_state,
             record.status,
             str(worker) if worker is not None else None,

@@ -5,26 +5,19 @@ notebook (``engine.reads``), deciding between live storage and history.
 - :class:`Timeline`: a job's history lines and what they tell (visits, tasks, fan-out branches, the
   path taken, the job at any line).
 - :func:`error_signature`: what quarantined jobs failing the same way share (triage groups).
+- :class:`Cursor` (:class:`InvalidCursor`): where a keyset page of jobs goes on.
 - :func:`parse_time`: the one reader of times people give (API query strings, studio forms).
 """
 
+from ..history.base import Cursor, InvalidCursor
+from .changes import Change, diff
+from .lines import Line
 from .query import OVER_STATUSES, JobPage, JobQuery, JobRow, parse_time
-from .reader import Counts, JobCounts, JobDetail, NavCounts, QueueDepth, Reader, Signed, WorkerView
+from .reader import Reader
 from .signature import ErrorSignature, error_signature, normalise_message
-from .timeline import (
-    Attempt,
-    Branch,
-    BranchCounts,
-    Change,
-    Line,
-    Moment,
-    Row,
-    Timeline,
-    Transition,
-    Visit,
-    diff,
-    line_json,
-)
+from .timeline import Timeline
+from .views import Counts, JobCounts, JobDetail, NavCounts, QueueDepth, Signed, WorkerView
+from .visits import Attempt, Branch, BranchCounts, Moment, Row, Transition, Visit
 
 __all__ = [
     "OVER_STATUSES",
@@ -33,7 +26,9 @@ __all__ = [
     "BranchCounts",
     "Change",
     "Counts",
+    "Cursor",
     "ErrorSignature",
+    "InvalidCursor",
     "JobCounts",
     "JobDetail",
     "JobPage",
@@ -52,7 +47,6 @@ __all__ = [
     "WorkerView",
     "diff",
     "error_signature",
-    "line_json",
     "normalise_message",
     "parse_time",
 ]

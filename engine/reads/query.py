@@ -159,22 +159,6 @@ class JobRow:
         until = self.finished_at if self.finished_at is not None else (self.updated_at if self.over else now())
         return max(until - self.created_at, 0.0)
 
-    def to_json(self) -> dict[str, Any]:
-        from ..api.payloads import iso
-
-        return {
-            "id": self.id,
-            "blueprint_name": self.blueprint,
-            "status": self.status,
-            "current_state": self.state,
-            "created_at": iso(self.created_at),
-            "updated_at": iso(self.updated_at),
-            "finished_at": iso(self.finished_at),
-            "duration_s": round(self.duration_s, 3),
-            "error_message": self.error,
-            "retry_count": self.retry_count,
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class JobPage:

@@ -10,22 +10,29 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from ..errors import JobNotFound, UnknownBlueprint
 from ..history.base import Cursor
 from ..models import Job, JobStatus, Task, TaskStatus, WorkerRecord, now
-from ..rerun import RerunOrigin, rerun_origin
+from ..runtime.rerun import RerunOrigin, rerun_origin
+from ..storage.base import JobFilter
+from .lines import Line
 from .query import OVER_STATUSES, JobPage, JobQuery, JobRow
 from .signature import ErrorSignature, error_signature
-from .timeline import BranchCounts, Line, Timeline
+from .timeline import Timeline
+from .views import Counts, JobCounts, JobDetail, NavCounts, QueueDepth, Signed, WorkerView
+from .visits import BranchCounts
 
 if TYPE_CHECKING:
-    from ..bulk import BulkAction
-    from ..engine import OrchestratorEngine
+    from ..blueprint import StateMachineBlueprint
+    from ..config import Config
     from ..graph import GraphModel
+    from ..history import HistoryStorage, HistoryWriter
+    from ..models import BulkAction
+    from ..storage import Storage
 
 logger = logging.getLogger(__name__)
 
@@ -45,127 +52,67 @@ MAX_QUARANTINE_INDEX = 10_000
 #: Counts of ended jobs per state (from history) are read again after this long at most.
 ENDED_COUNTS_TTL_S = 5.0
 
-#: Jobs per (blueprint, status, state).
-JobCounts = dict[tuple[str, str, str], int]
-#: Jobs per state and status: ``{blueprint: {state: {status: n}}}``.
-Counts = dict[str, dict[str, dict[str, int]]]
+
+class LiveJobQuery(TypedDict, total=False):
+    """Which live jobs :meth:`Reader.list_jobs` returns: every field given must hold."""
+
+    status: str | None
+    blueprint: str | None
+    state: str | None
+    client: str | None
+    limit: int
+    offset: int
 
 
-@dataclass(slots=True)
-class JobDetail:
-    """Everything known of one job: the live job (or what history knows of it), its current tasks and
-    its timeline."""
+class Sources(Protocol):
+    """What the reader reads, as it is now: the engine's live storage, its history (None before the
+    engine starts, or without one) and history's writer, the blueprints and the settings."""
 
-    job: Job
-    tasks: list[Task]
-    timeline: Timeline | None
-    #: True when the engine no longer keeps the job and all of it comes from history.
-    from_history: bool = False
-    #: Events not yet in history when the timeline was read: it may miss that many recent lines.
-    history_pending: int = 0
-    #: The blueprint version the job was created on (history's row), if known.
-    blueprint_version: str | None = None
-
-    @property
-    def cause(self) -> str | None:
-        """The error that stopped the job before an operator failed or cancelled it (its root cause)."""
-        ending = self.timeline.ending if self.timeline is not None else None
-        cause = ending.data.get("cause") if ending is not None else None
-        return str(cause) if cause else None
-
-    @property
-    def ran_s(self) -> float:
-        """How long it ran: until it ended (a lost job: until the last thing history saw of it)."""
-        job, end = self.job, self.job.updated_at
-        lines = self.timeline.lines if self.timeline is not None else []
-        if job.status == JobStatus.LOST and len(lines) > 1:
-            end = lines[-2].at
-        return max(end - job.created_at, 0.0)
-
-    @property
-    def reason(self) -> str | None:
-        """The reason an operator gave when ending it, without its root cause."""
-        ending = self.timeline.ending if self.timeline is not None else None
-        reason = ending.data.get("reason") if ending is not None else None
-        return str(reason) if reason else None
-
-    @property
-    def rerun_of(self) -> dict[str, Any] | None:
-        """For a rerun: its origin (``job_id``, ``state``, ``visit``) and ``edits``, what differs from
-        the origin's data there (``{"initial_data": changes, "state_history": changes}``)."""
-        first = self.timeline.lines[0] if self.timeline is not None and self.timeline.lines else None
-        origin = first.data.get("rerun_of") if first is not None and first.kind == "job_created" else None
-        if not isinstance(origin, dict):
-            return None
-        edits = first.data.get("edits") if first is not None else None
-        return {**origin, "edits": edits if isinstance(edits, dict) else {}}
-
-    @property
-    def reruns(self) -> list[dict[str, Any]]:
-        """The jobs started as reruns of this one: ``rerun_job_id``, ``state``, ``actor``, ``at``."""
-        lines = self.timeline.lines if self.timeline is not None else []
-        return [{**line.data, "at": line.at} for line in lines if line.kind == "job_rerun"]
+    storage: Storage
+    history: HistoryStorage | None
+    history_writer: HistoryWriter | None
+    blueprints: dict[str, StateMachineBlueprint]
+    config: Config
 
 
 @dataclass(frozen=True, slots=True)
-class Signed:
-    """A quarantined job and its error signature."""
+class Backend:
+    """Where the engine keeps something (live state, history): what it is, and how to reach it."""
 
-    job: Job
-    signature: ErrorSignature
-
-
-@dataclass(slots=True)
-class WorkerView:
-    """A worker, what it is running (taken tasks) and what waits in its inbox (given to it, not taken)."""
-
-    record: WorkerRecord
-    alive: bool
-    load: int
-    running: list[Task] = field(default_factory=list)
-    inbox: list[Task] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class QueueDepth:
-    """Tasks of one type: waiting (in the shared queue or a worker's inbox), given to a worker's inbox, taken."""
-
-    task_type: str
-    queued: int = 0
-    in_inboxes: int = 0
-    running: int = 0
-    workers: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class NavCounts:
-    """What the studio's navigation bar counts."""
-
-    quarantined: int
-    workers_alive: int
-    held: int = 0
+    name: str
+    ping: Callable[[], Awaitable[None]]
 
 
 class Reader:
     """Reads for every face of the engine.
 
     Args:
-        engine: The engine whose live storage and history are read.
+        sources: Where live state and history are read (the engine keeps them).
     """
 
-    def __init__(self, engine: OrchestratorEngine) -> None:
-        self.engine = engine
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
         self._ended: dict[str | None, tuple[float, dict[str, dict[str, int]]]] = {}
         self._signatures: dict[tuple[str, int], ErrorSignature] = {}
 
     @property
     def source(self) -> str:
         """Where lists and timelines come from: ``history``, or ``engine`` (live storage) without it."""
-        return "history" if self.engine.history is not None else "engine"
+        return "history" if self.sources.history is not None else "engine"
 
     async def history_lag(self) -> int:
-        """Wait (boundedly) for what history's writer holds; how many events are still not written."""
-        return await self.engine.history_lag() if self.engine.history is not None else 0
+        """Wait (``HISTORY_READ_WAIT_SECONDS`` at most) for the events buffered now to be written to
+        history; how many are not yet (0: a read of history now sees everything that happened)."""
+        writer = self.sources.history_writer
+        return 0 if writer is None else await writer.catch_up(self.sources.config.HISTORY_READ_WAIT_SECONDS)
+
+    def backends(self) -> dict[str, Backend]:
+        """Live storage and, when the engine keeps one, history: for a health check."""
+        found = {"storage": Backend(type(self.sources.storage).__name__, self.sources.storage.ping)}
+        history = self.sources.history
+        if history is not None:
+            found["history"] = Backend(getattr(history, "backend", "") or type(history).__name__, history.ping)
+        return found
 
     # -- lists ----------------------------------------------------------------------------------------
     async def jobs_page(
@@ -173,7 +120,7 @@ class Reader:
     ) -> JobPage:
         """A keyset page, newest first: from history (every job seen), else a scan of live storage."""
         after = Cursor.decode(cursor) if isinstance(cursor, str) else cursor
-        history = self.engine.history
+        history = self.sources.history
         if history is None:
             return await self._scan(query, limit, after)
         pending = await self.history_lag() if wait else 0
@@ -184,7 +131,7 @@ class Reader:
     async def _live(self, query: JobQuery) -> AsyncIterator[list[Job]]:
         """Live jobs the storage's own filters let through, a batch at a time (SCAN_LIMIT_JOBS at most)."""
         for offset in range(0, SCAN_LIMIT_JOBS, SCAN_BATCH):
-            batch = await self.engine.list_jobs(
+            batch = await self.list_jobs(
                 status=query.status,
                 blueprint=query.blueprint,
                 state=query.state,
@@ -217,7 +164,7 @@ class Reader:
         """Ids of the jobs matching ``query`` (what a bulk action may act on: a rerun, jobs live storage no
         longer keeps too), newest first, from history (else live storage); at most ``limit`` + 1, so a
         caller can tell "more than ``limit``" apart."""
-        history = self.engine.history
+        history = self.sources.history
         if history is not None:
             await self.history_lag()
             ids: list[str] = []
@@ -238,17 +185,17 @@ class Reader:
 
     async def bulk_actions(self, limit: int = 50) -> list[BulkAction]:
         """Recent bulk actions, newest first."""
-        return await self.engine.storage.list_bulks(limit)
+        return await self.sources.storage.list_bulks(limit)
 
     async def quarantined(self, limit: int = 500, client: str | None = None) -> list[JobDetail]:
         """Quarantined jobs (of ``client`` alone when given) with the tasks they hold."""
-        jobs = await self.engine.list_jobs(status=JobStatus.QUARANTINED, client=client, limit=limit)
-        return [JobDetail(job, await self.engine.current_tasks(job), None) for job in jobs]
+        jobs = await self.list_jobs(status=JobStatus.QUARANTINED, client=client, limit=limit)
+        return [JobDetail(job, await self.current_tasks(job), None) for job in jobs]
 
     async def quarantine_index(self, client: str | None = None, limit: int = MAX_QUARANTINE_INDEX) -> list[Signed]:
         """Every quarantined job (of ``client`` alone when given; at most ``limit``) with its error
         signature. A job's signature is read once per version of it (its held task's type is a read)."""
-        jobs = await self.engine.list_jobs(status=JobStatus.QUARANTINED, client=client, limit=limit)
+        jobs = await self.list_jobs(status=JobStatus.QUARANTINED, client=client, limit=limit)
         cache = self._signatures
         if len(cache) > 2 * MAX_QUARANTINE_INDEX:
             cache.clear()
@@ -256,7 +203,7 @@ class Reader:
         for job in jobs:
             found = cache.get((job.id, job.version))
             if found is None:
-                held = await self.engine.current_tasks(job, limit=1)
+                held = await self.current_tasks(job, limit=1)
                 found = cache[(job.id, job.version)] = error_signature(job.error, held[0].type if held else None)
             signed.append(Signed(job, found))
         return signed
@@ -264,11 +211,55 @@ class Reader:
     # -- one job --------------------------------------------------------------------------------------
     async def job(self, job_id: str) -> Job | None:
         """The live job, or None when live storage no longer keeps it."""
-        return await self.engine.get_job(job_id)
+        return await self.sources.storage.get_job(job_id)
+
+    async def require(self, job_id: str, client: str | None = None) -> Job:
+        """The live job, or JobNotFound, also when it belongs to another client than ``client``."""
+        job = await self.sources.storage.get_job(job_id)
+        if job is None or (client is not None and job.client != client):
+            raise JobNotFound(job_id)
+        return job
+
+    async def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        blueprint: str | None = None,
+        state: str | None = None,
+        client: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Live jobs, as live storage's own filters select them."""
+        return await self.sources.storage.list_jobs(JobFilter(status, blueprint, client, state), limit, offset)
+
+    @staticmethod
+    def current_task_ids(job: Job) -> list[str]:
+        """Ids of the tasks the job is waiting on (or holds, when quarantined)."""
+        wait = job.wait or {}
+        return list(wait.get("held_task_ids" if job.status == JobStatus.QUARANTINED else "task_ids", []))
+
+    async def current_tasks(self, job: Job, limit: int | None = None) -> list[Task]:
+        """The tasks the job is waiting on (or holds, when quarantined); the first ``limit`` of them."""
+        tasks = [await self.sources.storage.get_task(task_id) for task_id in self.current_task_ids(job)[:limit]]
+        return [t for t in tasks if t is not None]
+
+    async def job_history(self, job_id: str, client: str | None = None, *, wait: bool = True) -> list[Line]:
+        """The job's timeline from history (with ``wait``, after :meth:`history_lag`).
+
+        Raises JobNotFound for an unknown job, or one of another client than ``client``.
+        """
+        if wait:
+            await self.history_lag()
+        known, owner = await self.owner(job_id)
+        lines = await self.timeline(job_id, wait=False)
+        if not known or lines is None or (client is not None and owner != client):
+            raise JobNotFound(job_id)
+        return lines
 
     async def timeline(self, job_id: str, after_seq: int = 0, *, wait: bool = True) -> list[Line] | None:
         """The job's timeline lines after ``after_seq`` (after :meth:`history_lag`); None without history."""
-        history = self.engine.history
+        history = self.sources.history
         if history is None:
             return None
         if wait:
@@ -281,10 +272,10 @@ class Reader:
         pending = await self.history_lag()
         lines = await self.timeline(job_id, wait=False)
         timeline = Timeline(lines) if lines is not None else None
-        row = await self.engine.history.get_job(job_id) if self.engine.history is not None else None
+        row = await self.sources.history.get_job(job_id) if self.sources.history is not None else None
         version = row.blueprint_version if row is not None else None
         if job is not None:
-            held = await self.engine.current_tasks(job) if tasks else []
+            held = await self.current_tasks(job) if tasks else []
             return JobDetail(job, held, timeline, history_pending=pending, blueprint_version=version)
         if row is None or timeline is None:
             return None
@@ -300,7 +291,7 @@ class Reader:
         if detail is None or (client is not None and detail.job.client != client):
             raise JobNotFound(job_id)
         job = detail.job
-        blueprint = self.engine.blueprints.get(job.blueprint)
+        blueprint = self.sources.blueprints.get(job.blueprint)
         if blueprint is None:
             raise UnknownBlueprint(job.blueprint)
         return rerun_origin(
@@ -320,13 +311,13 @@ class Reader:
         job = await self.job(job_id)
         if job is not None:
             return True, job.client
-        row = await self.engine.history.get_job(job_id) if self.engine.history is not None else None
+        row = await self.sources.history.get_job(job_id) if self.sources.history is not None else None
         return row is not None, row.client if row is not None else None
 
     # -- counts ---------------------------------------------------------------------------------------
     async def job_counts(self, client: str | None = None) -> JobCounts:
         """Live jobs per (blueprint, status, state): every job's, or only ``client``'s (storage keeps both)."""
-        return await self.engine.storage.count_jobs(client)
+        return await self.sources.storage.count_jobs(client)
 
     async def counts(self, client: str | None = None, *, in_flight: bool = False) -> Counts:
         """Live jobs per blueprint, state and status (of ``client`` alone when given); with
@@ -342,7 +333,7 @@ class Reader:
     async def ended_counts(self, blueprint: str) -> dict[str, dict[str, int]]:
         """Jobs of ``blueprint`` that ended (finished, failed, cancelled, lost), per state they ended in
         and status, from history (every job it kept), read again at most every ENDED_COUNTS_TTL_S."""
-        history = self.engine.history
+        history = self.sources.history
         if history is None:
             return {}
         cached = self._ended.get(blueprint)
@@ -358,7 +349,7 @@ class Reader:
     async def fan_outs(self, blueprint: str, client: str | None = None) -> dict[str, BranchCounts]:
         """Branches of the fan-outs under way, per state: the jobs of ``blueprint`` waiting for
         parallel tasks (up to FANOUT_SCAN_JOBS, FANOUT_SCAN_TASKS tasks), their tasks counted."""
-        jobs = await self.engine.list_jobs(
+        jobs = await self.list_jobs(
             status=JobStatus.WAITING_FOR_PARALLEL_TASKS, blueprint=blueprint, client=client, limit=FANOUT_SCAN_JOBS
         )
         found: dict[str, BranchCounts] = {}
@@ -366,7 +357,7 @@ class Reader:
         for job in jobs:
             if budget <= 0:
                 break
-            tasks = await self.engine.current_tasks(job, limit=budget)
+            tasks = await self.current_tasks(job, limit=budget)
             budget -= len(tasks)
             counts = BranchCounts.of(_branch_status(t) for t in tasks)
             found[job.state] = found.get(job.state, BranchCounts()) + counts
@@ -378,7 +369,7 @@ class Reader:
         quarantined = sum(n for (_, status, _), n in counted if status == JobStatus.QUARANTINED)
         held = sum(n for (_, status, _), n in counted if status == JobStatus.HELD)
         at = now()
-        alive = sum(1 for w in await self.engine.list_workers() if w.alive(at))
+        alive = sum(1 for w in await self.list_workers() if w.alive(at))
         return NavCounts(quarantined, alive, held)
 
     async def dashboard(self, client: str | None = None) -> dict[str, Any]:
@@ -388,22 +379,30 @@ class Reader:
         for (_, status, _), n in (await self.job_counts(client)).items():
             by_status[status] = by_status.get(status, 0) + n
         at = now()
-        workers = await self.engine.list_workers()
+        workers = await self.list_workers()
         return {
             "jobs": {"total": sum(by_status.values()), "by_status": by_status},
             "workers": {"total": len(workers), "alive": sum(1 for w in workers if w.alive(at))},
-            "queues": await self.engine.storage.queue_lengths() if client is None else None,
+            "queues": await self.sources.storage.queue_lengths() if client is None else None,
         }
 
     # -- workers --------------------------------------------------------------------------------------
+    async def list_workers(self) -> list[WorkerRecord]:
+        """Every registered worker's record, alive or not."""
+        return await self.sources.storage.list_workers()
+
+    async def worker(self, worker_id: str) -> WorkerRecord | None:
+        """The worker's record (alive or not), or None when it never registered or was forgotten."""
+        return await self.sources.storage.get_worker(worker_id)
+
     async def worker_load(self) -> dict[str, int]:
         """Tasks given to each worker and not answered yet (its inbox and what it runs)."""
-        return await self.engine.storage.worker_load()
+        return await self.sources.storage.worker_load()
 
     async def workers(self, client: str | None = None) -> list[WorkerView]:
         """Every registered worker, alive first, with what it runs and what waits in its inbox (of
         ``client``'s jobs alone when given)."""
-        records = await self.engine.list_workers()
+        records = await self.list_workers()
         load = await self.worker_load()
         running, inbox = await self._tasks_by_worker(client)
         at = now()
@@ -420,7 +419,7 @@ class Reader:
         workers that take it."""
         views = workers if workers is not None else await self.workers()
         found: dict[str, QueueDepth] = {}
-        for task_type, n in (await self.engine.storage.queue_lengths()).items():
+        for task_type, n in (await self.sources.storage.queue_lengths()).items():
             found.setdefault(task_type, QueueDepth(task_type)).queued = n
         for view in views:
             for task in view.inbox:
@@ -438,8 +437,8 @@ class Reader:
         running: dict[str, list[Task]] = {}
         inbox: dict[str, list[Task]] = {}
         for status in (JobStatus.WAITING_FOR_WORKER, JobStatus.WAITING_FOR_PARALLEL_TASKS):
-            for job in await self.engine.list_jobs(status=status, client=client, limit=WORKER_TASKS_SCAN):
-                for task in await self.engine.current_tasks(job):
+            for job in await self.list_jobs(status=status, client=client, limit=WORKER_TASKS_SCAN):
+                for task in await self.current_tasks(job):
                     if not task.worker_id:
                         continue
                     if task.status == TaskStatus.ASSIGNED:
@@ -451,20 +450,13 @@ class Reader:
     # -- graphs ---------------------------------------------------------------------------------------
     async def graph(self, blueprint: str, version: str) -> GraphModel | None:
         """The graph ``blueprint`` had at ``version``, as history kept it (None if it did not)."""
-        history = self.engine.history
+        history = self.sources.history
         if history is None:
             return None
         from ..graph import model_from_json
 
         stored = await history.graph(blueprint, version)
         return model_from_json(stored) if stored is not None else None
-
-
-def _worker_view(
-    record: WorkerRecord, at: float, load: dict[str, int], running: dict[str, list[Task]], inbox: dict[str, list[Task]]
-) -> WorkerView:
-    worker = record.worker_id
-    return WorkerView(record, record.alive(at), load.get(worker, 0), running.get(worker, []), inbox.get(worker, []))
 
 
 def _branch_status(task: Task) -> str:

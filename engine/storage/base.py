@@ -18,10 +18,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from ..breakpoints import Breakpoint
-from ..bulk import BulkAction
 from ..events import Event, EventTransport
-from ..models import Job, Task, WorkerRecord
+from ..models import Breakpoint, BulkAction, Job, Task, WorkerRecord
 
 #: A history database that has not written a feed for this long no longer holds its entries back.
 FEED_READER_TTL_S = 86_400.0
@@ -85,7 +83,7 @@ class StepStart(NamedTuple):
     leased: bool
     #: The job as it was when leased (None when not leased, or when the job no longer exists).
     job: Job | None = None
-    #: The breakpoints set then (see :mod:`avtomatika.breakpoints`).
+    #: The breakpoints set then (see :mod:`avtomatika.runtime.breakpoints`).
     breakpoints: list[Breakpoint] = []
 
 

@@ -21,12 +21,10 @@ from typing import Any
 
 import orjson
 
-from ..breakpoints import Breakpoint
-from ..bulk import BulkAction
 from ..errors import VersionConflict
 from ..events import Event, task_taken
 from ..feed import entry_of
-from ..models import ENDED_STATUSES, Job, Task, TaskStatus, WorkerRecord, now, pack, unpack
+from ..models import ENDED_STATUSES, Breakpoint, BulkAction, Job, Task, TaskStatus, WorkerRecord, now, pack, unpack
 from ..timers import TimerKind
 from .base import (
     FEED_READER_TTL_S,

@@ -8,11 +8,13 @@ run their async work in the kernel's own event loop. Needs ``ipywidgets`` (the `
 
 from __future__ import annotations
 
+from avtomatika.debugger import DebugSession, debug_engine
+from avtomatika.errors import DebuggerError
+
 from .blueprint_view import BlueprintView
 from .debugger import StepDebugger
 from .history_view import JobHistory
 from .monitor import EngineMonitor
-from .session import DebuggerError, DebugSession, debug_engine
 
 __all__ = [
     "BlueprintView",

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from avtomatika.blueprint import Problem
+from avtomatika.debugger.preview import AGGREGATION_SHAPE, Preview
 from avtomatika.models import Job, JobStatus
 
 from . import _render
-from .preview import AGGREGATION_SHAPE, Preview
 
 RUNNABLE = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.AWAITING_RETRY)
 

@@ -11,13 +11,13 @@ counts drawn next to them. Here that happens in the kernel, on the SVG text, so 
 from __future__ import annotations
 
 import html
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from avtomatika.blueprint import Problem, StateMachineBlueprint
+from avtomatika.debugger.narrate import short
 from avtomatika.graph import GraphModel, GraphvizNotFound, blueprint_svg, model_svg
 from avtomatika.models import Job
 from avtomatika.reads import Change
@@ -258,16 +258,6 @@ def problems_html(problems: Iterable[Problem]) -> str:
 
 def json_block(value: Any, css_class: str = "") -> str:
     return f'<pre class="{css_class}">{esc(pretty_json(value))}</pre>'
-
-
-def short(value: Any, width: int = 60) -> str:
-    """A value as compact JSON, cut to ``width`` characters."""
-    return clip(json.dumps(value, ensure_ascii=False, sort_keys=True, default=str), width)
-
-
-def clip(text: str, width: int) -> str:
-    """``text`` cut to ``width`` characters, with an ellipsis when cut."""
-    return text if len(text) <= width else text[: width - 1] + "\N{HORIZONTAL ELLIPSIS}"
 
 
 def diff_html(changes: Sequence[Change]) -> str:

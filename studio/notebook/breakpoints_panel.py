@@ -15,9 +15,8 @@ import ipywidgets as widgets
 from pydantic import ValidationError
 from traitlets import Int
 
-from avtomatika.breakpoints import ANY_STATE, Breakpoint
 from avtomatika.engine import OrchestratorEngine
-from avtomatika.models import Job, JobStatus
+from avtomatika.models import ANY_STATE, Breakpoint, Job, JobStatus
 
 from . import _render
 from ._panel import ACTOR, MonitorPanel, Redraw, Spawn

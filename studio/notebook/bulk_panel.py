@@ -15,9 +15,8 @@ from typing import Any
 import ipywidgets as widgets
 from traitlets import Int, Unicode
 
-from avtomatika.bulk import BulkAction, BulkKind, BulkStatus
 from avtomatika.engine import OrchestratorEngine
-from avtomatika.models import Job, JobStatus
+from avtomatika.models import BulkAction, BulkKind, BulkStatus, Job, JobStatus
 
 from . import _render
 from ._panel import ACTOR, MonitorPanel, Redraw, Spawn

@@ -2,7 +2,7 @@
 
 The controls are buttons (Step, Continue, Back, Redo, Release, Answer...) and every one of them has an
 async method of the same name for cells and tests (``await dbg.step()``). The engine work is in
-:class:`~avtomatika.studio.notebook.session.DebugSession`; the pieces of the screen are collaborators
+:class:`~avtomatika.debugger.session.DebugSession`; the pieces of the screen are collaborators
 (:class:`GraphView`, :class:`BreakpointList`, :class:`TaskForm`, :class:`ApprovalBox`,
 :class:`LogView`, :class:`BackControls`, :class:`StateEditor`); this module puts them together.
 """
@@ -18,8 +18,11 @@ from traitlets import Bool, Int, Unicode
 
 from avtomatika.blueprint import Problem, StateMachineBlueprint
 from avtomatika.config import Config
+from avtomatika.debugger import DebugSession, debug_engine
+from avtomatika.debugger.checkpoints import Entry
+from avtomatika.debugger.preview import Preview
 from avtomatika.engine import OrchestratorEngine
-from avtomatika.errors import AvtomatikaError
+from avtomatika.errors import AvtomatikaError, DebuggerError
 from avtomatika.graph import GraphvizNotFound, blueprint_svg, extract
 from avtomatika.models import Task
 from avtomatika.studio.graphs import JobPath, job_marks
@@ -31,8 +34,6 @@ from .blueprint_view import blueprint_key
 from .graph_view import BreakpointList, GraphView
 from .log_view import LogView, entry_html
 from .pending import ApprovalBox, TaskForm
-from .preview import Preview
-from .session import DebuggerError, DebugSession, Entry, debug_engine
 from .time_travel import BackControls, StateEditor
 
 #: How often the debugger looks for a blueprint changed by a cell (a handler re-defined), in seconds.
@@ -229,7 +230,7 @@ class StepDebugger(widgets.VBox):
         return await self._run(self.session.redo())
 
     async def restore(self, checkpoint_id: int, state_history: dict[str, Any] | None = None) -> Entry:
-        """Go to any checkpoint, of the current line or of a branch (``dbg.session.timeline.checkpoints``)."""
+        """Go to any checkpoint, of the current line or of a branch (``dbg.session.tree.checkpoints``)."""
         await self.ready()
         return await self._run(self.session.restore(checkpoint_id, state_history))
 
@@ -377,7 +378,7 @@ class StepDebugger(widgets.VBox):
         )
         self.breakpoint_list.set_states(list(self.blueprint.states))
         extra = {state: ["breakpoint"] for state in self.breakpoints}
-        path = JobPath(job.state, job.status, job.visits, session.timeline.moves()) if job is not None else None
+        path = JobPath(job.state, job.status, job.visits, session.tree.moves()) if job is not None else None
         marks = job_marks(extract(self.blueprint), path) if path is not None else None
         self.graph.value = _render.page(_render.graph_html(self.blueprint, marks, extra), css_class="debugger-graph")
         self.now.value = _render.page(_panels.now_html(job, self._coming if job else None, self._problems))
@@ -389,7 +390,7 @@ class StepDebugger(widgets.VBox):
             return
         self.job_id, self.state, self.status, self.steps = job.id, job.state, job.status, session.steps_taken
         self.travel.row.layout.display = self.travel.editor.layout.display = ""
-        self.travel.show(session.timeline, session.steps_taken)
+        self.travel.show(session.tree, session.steps_taken)
         self.task_form.show(
             self._tasks if job.status in ("waiting_for_worker", "waiting_for_parallel_tasks") else [], self.url
         )

@@ -15,6 +15,7 @@ import ipywidgets as widgets
 from traitlets import Int, Unicode
 
 from avtomatika.engine import OrchestratorEngine
+from avtomatika.errors import DebuggerError
 from avtomatika.reads import JobDetail, Moment
 from avtomatika.studio.graphs import JobGraph, moment_path
 from avtomatika.studio.render import partials
@@ -22,7 +23,6 @@ from avtomatika.studio.render import partials
 from . import _render
 from ._loop import Background
 from ._snapshot import StaticPicture
-from .errors import DebuggerError
 
 
 class JobHistory(widgets.VBox):

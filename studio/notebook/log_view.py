@@ -12,8 +12,10 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from avtomatika.debugger.checkpoints import Entry
+from avtomatika.debugger.narrate import clip
+
 from . import _render
-from .timeline import Entry
 
 #: Lines shown in the log (the newest).
 LOG_LINES = 200
@@ -24,7 +26,7 @@ def line_of(entry: Entry) -> str:
     """The log line of ``entry``: number, what, where, the action, and the status it left."""
     what = f"step {entry.step}" if entry.step is not None else entry.kind
     branch = f"  [branch {entry.branch}, left]" if entry.branch is not None else ""
-    action = _render.clip(entry.action, _WIDTH)
+    action = clip(entry.action, _WIDTH)
     flag = " !" if entry.error else "  "
     then = f"\N{RIGHTWARDS ARROW} {entry.status} in {entry.next_state}"
     return f"#{entry.seq:<3}{flag}{what:<9} {entry.state:<16} {action}  {then}{branch}"

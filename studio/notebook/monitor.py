@@ -23,10 +23,11 @@ import ipywidgets as widgets
 from traitlets import Bool, Int, Unicode
 
 from avtomatika.engine import OrchestratorEngine
+from avtomatika.errors import DebuggerError
 from avtomatika.events import Event
 from avtomatika.graph import GraphvizNotFound, blueprint_svg, extract
 from avtomatika.models import TERMINAL_STATUSES, Job, JobStatus
-from avtomatika.operations import RETRYABLE
+from avtomatika.runtime.operations import RETRYABLE
 from avtomatika.studio.app import STUDIO_PREFIX
 from avtomatika.studio.blueprints import LiveCounts
 
@@ -36,7 +37,6 @@ from ._panel import ACTOR
 from ._snapshot import StaticPicture
 from .breakpoints_panel import BreakpointsPanel
 from .bulk_panel import BulkPanel
-from .errors import DebuggerError
 from .rerun_panel import RerunPanel
 
 #: Statuses of jobs that are over: not counted on the graph, nor as live.

@@ -14,6 +14,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from avtomatika.debugger.narrate import short
 from avtomatika.models import Job, Task
 
 from . import _render
@@ -153,7 +154,7 @@ class TaskForm(widgets.VBox):
             f"<div>Task <code>{esc(task.type)}</code> <code class='muted'>{esc(task.id[:8])}</code>"
             f" ({esc(task.status)}{held}{retry})</div>"
             f"<div>params {_render.json_block(task.params)}</div>"
-            f"<div>transitions: <code>{esc(_render.short(task.transitions, 120))}</code></div>"
+            f"<div>transitions: <code>{esc(short(task.transitions, 120))}</code></div>"
             f"<div class='muted'>Answer it by hand{where}. Its <code>data</code> is merged into state_history"
             + (
                 ", and reaches the aggregator under <code>aggregation_results[task_id]['data']</code>"
@@ -165,7 +166,7 @@ class TaskForm(widgets.VBox):
 
 
 def _task_label(index: int, count: int, task: Task) -> str:
-    return f"{index} of {count} · {task.type} · {_render.short(task.params, 48)}"
+    return f"{index} of {count} · {task.type} · {short(task.params, 48)}"
 
 
 class ApprovalBox(widgets.VBox):

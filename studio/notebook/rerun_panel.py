@@ -19,7 +19,7 @@ from traitlets import Unicode
 from avtomatika.engine import OrchestratorEngine
 from avtomatika.errors import AvtomatikaError, InvalidOperation
 from avtomatika.models import Job, JobStatus
-from avtomatika.rerun import RerunOrigin
+from avtomatika.runtime.rerun import RerunOrigin
 
 from . import _render
 from ._panel import ACTOR, MonitorPanel, Redraw, Spawn

@@ -13,8 +13,9 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from avtomatika.debugger.checkpoints import Checkpoint, CheckpointTree
+
 from .pending import parse_object
-from .timeline import Checkpoint, Timeline
 
 
 def _pretty(value: Any) -> str:
@@ -35,7 +36,7 @@ class BackControls:
             placeholder="state_history to go back with (JSON); left as it was, it is restored unchanged",
             layout={"width": "100%", "height": "7em"},
         )
-        self._timeline: Timeline | None = None
+        self._timeline: CheckpointTree | None = None
         self._default: int | None = None
         self.choice.observe(self._chosen, names="value")
         #: The controls, for the debugger's toolbar; the editor goes in a section of its own.
@@ -50,7 +51,7 @@ class BackControls:
             return None
         return self._timeline.checkpoints.get(self.choice.value)
 
-    def show(self, timeline: Timeline, steps_taken: int) -> None:
+    def show(self, timeline: CheckpointTree, steps_taken: int) -> None:
         """List the checkpoints; after every action the choice goes back to the previous step."""
         self._timeline = timeline
         on_line = timeline.line()

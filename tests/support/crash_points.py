@@ -1,6 +1,6 @@
 """The write boundaries of the engine, enumerated from its source for the crash-point harness.
 
-A boundary is ``<Class.method>:<write>`` (see :mod:`avtomatika.crashpoints`, which names the one it
+A boundary is ``<Class.method>:<write>`` (see :mod:`avtomatika.server.crashpoints`, which names the one it
 reached the same way at run time): every method of the engine's classes that calls a storage write,
 the committer (whose ``apply``/``update_job`` commit and ``create_job`` creates) or a history write,
 directly or from a function nested in it.
@@ -11,17 +11,15 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from avtomatika.crashpoints import COMMITTER_WRITES, HISTORY_WRITES, STORAGE_WRITES
+from avtomatika.server.crashpoints import COMMITTER_WRITES, HISTORY_WRITES, STORAGE_WRITES
 
 ENGINE_DIR = Path(__file__).resolve().parents[2] / "engine"
-#: The modules of the step, result, fan-in, sub-job, operator, bulk, worker-expiry and history paths.
+#: The modules of the step, result, fan-in, sub-job, operator, bulk, worker-expiry and history paths:
+#: the facade, the whole write side (``runtime/``, but the committer: its calls are the writes) and the
+#: history writer.
 PATH_MODULES = (
     "engine.py",
-    "runner.py",
-    "results.py",
-    "operations.py",
-    "bulk.py",
-    "scheduler.py",
+    *sorted(f"runtime/{p.name}" for p in (ENGINE_DIR / "runtime").glob("*.py") if p.name != "commits.py"),
     "history/writer.py",
 )
 

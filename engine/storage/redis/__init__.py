@@ -2,7 +2,7 @@
 
 Every change is one Lua script (:mod:`.scripts`), so it lands whole or not at all, whichever
 process makes it. Records are orjson documents, the same dicts as ``to_dict()``; key names are in
-:mod:`avtomatika.keys`.
+:mod:`avtomatika.storage.redis.keys`.
 
 What each process adds on top of the scripts:
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from ... import keys
+from . import keys
 from .background import Backoff, cancel_and_wait, stop_if_cancelled
 from .encoding import as_text, stream_entries
 

@@ -1,9 +1,9 @@
 """The Lua scripts of :class:`~avtomatika.storage.redis.RedisStorage`: each one is one atomic change.
 
-Key names come from :mod:`avtomatika.keys` (``$NAME`` below is that constant) after the namespace
+Key names come from :mod:`avtomatika.storage.redis.keys` (``$NAME`` below is that constant) after the namespace
 prefix the storage passes as ``ARGV[1]``. Scripts build some keys from what they read (the worker a
 task was given to, the queue it waits in), so on Redis Cluster every key must share one hash slot
-(see :mod:`avtomatika.keys`).
+(see :mod:`avtomatika.storage.redis.keys`).
 
 Numbers that matter to the last bit (due times, scores, deadlines) are passed as strings and handed to
 Redis as they are: Lua's number-to-string conversion keeps only 14 significant digits.
@@ -14,7 +14,7 @@ Invariants the scripts keep, so that counts are exact without scanning:
   then counted once in QUEUED_COUNTS under its type;
 - LOAD_COUNTS[w] is the size of LOAD+w; JOB_COUNTS sums to the number of job hashes.
 
-Besides the fields :mod:`avtomatika.keys` lists, a task hash keeps what the take script needs without
+Besides the fields :mod:`avtomatika.storage.redis.keys` lists, a task hash keeps what the take script needs without
 decoding the task: ``timeout_s`` (its own, absent for the default) and ``ask`` ('1' when it has
 ``requirements`` or ``max_cost``: the worker's ``eligible`` must be asked before it is taken).
 """
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from string import Template
 
-from ... import keys
+from . import keys
 
 #: Helpers shared by the scripts that change jobs and tasks.
 _PRELUDE = """

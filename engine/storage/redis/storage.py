@@ -22,16 +22,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 from redis.exceptions import RedisError
 
-from ... import keys
-from ...breakpoints import Breakpoint
-from ...bulk import BulkAction
 from ...errors import VersionConflict
 from ...events import Event
 from ...feed import entry_of
-from ...keys import Keys
-from ...models import Job, Task, WorkerRecord, now
+from ...models import Breakpoint, BulkAction, Job, Task, WorkerRecord, now
 from ...timers import TimerKind
 from ..base import FEED_READER_TTL_S, BranchAnswer, Commit, FeedEntry, JobFilter, StepStart, Storage, TimerClaim
+from . import keys
 from .background import cancellation_count, stop_if_cancelled
 from .connection import Script, SharedConnection
 from .encoding import (
@@ -49,6 +46,7 @@ from .encoding import (
     scored,
     task_fields,
 )
+from .keys import Keys
 from .runnable import RunnableReader
 from .scripts import SOURCES
 from .transport import RedisEvents
@@ -99,7 +97,7 @@ class RedisStorage(Storage):
             lease (it died, or its loop is stuck) before another process takes it over; also the
             length of a job's step lease (:meth:`lease_job`). Both are renewed every third of it.
         consumer: This process's name in the runnable stream's consumer group; unique by default.
-        namespace: Prefix of every key (see :mod:`avtomatika.keys`); tests and apps can share a Redis.
+        namespace: Prefix of every key (see :mod:`avtomatika.storage.redis.keys`); tests and apps can share a Redis.
         max_connections: Size of the pool built from ``url``.
         pool_timeout_s: How long a call waits for a connection of that pool before failing.
         recheck_s: Longest a long poll waits before looking at the queues again without a notification.

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
-from ... import keys
+from . import keys
 from .background import Backoff, cancel_and_wait, stop_if_cancelled
 
 if TYPE_CHECKING:

@@ -1,0 +1,181 @@
+"""Every Redis key, prefix and channel the engine uses, in one place.
+
+Each name below is appended to a namespace (``"avtomatika:"`` by default), so several engines or test
+runs can share one Redis without seeing each other. With Redis Cluster, give a namespace with a hash
+tag, e.g. ``"{avtomatika}"``: every key then lands in one slot, which the Lua scripts need (they build
+some key names from what they read, e.g. a task's worker's load set).
+
+Records are orjson documents; times are Unix seconds (float) unless a name says otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...timers import TimerKind
+
+DEFAULT_NAMESPACE = "avtomatika"
+
+# -- jobs -----------------------------------------------------------------------------------------
+#: + job id -> hash: ``doc`` (the Job's fields not at their default, ``models.named``), ``version``,
+#: ``commit`` (token of the last commit, so a retried commit is recognised), the fields it is listed by
+#: (JOBS_BY) ``status`` and ``client`` (none without one), ``counted`` (the JOB_COUNTS field it is
+#: counted under), and a field JOB_TASK + task id (empty) per task of the job. Versions before
+#: 2026-12 also kept ``seq`` (creation order, from an INCR of ``jobs:seq``), ``blueprint`` and
+#: ``state`` (listed by them too): such a job is listed anew, by ``created_at``, when next stored.
+JOB = "job:"
+#: A field of the JOB hash per task of the job (+ task id): its tasks are deleted with it. A field
+#: costs ~90 bytes of redis-server's memory where a set per job (JOB_TASKS) cost ~270.
+JOB_TASK = "t:"
+#: + job id -> set of the ids of its tasks: written by versions before JOB_TASK, still read (and
+#: deleted) when such a job is forgotten.
+JOB_TASKS = "job_tasks:"
+#: zset job id -> created_at: every job, newest = highest score (as history lists them; a job listed by
+#: an older version has its creation sequence, a smaller score, until it is next stored).
+JOBS_ALL = "jobs:all"
+#: + "<field>:<value>" -> zset like JOBS_ALL of the jobs whose field (status or client) has that value.
+#: (Versions before 2026-12 kept one by blueprint and by state too: see JOB.)
+JOBS_BY = "jobs:by:"
+#: hash orjson ``[blueprint, status, state, client]`` -> number of jobs; fields that fall to 0 are deleted.
+JOB_COUNTS = "jobs:counts"
+#: zset job id -> when it ended for good (the ``updated_at`` of the commit that ended it, in µs; finished,
+#: failed or cancelled: never a quarantined or waiting job); the oldest are forgotten past a maximum.
+JOBS_TERMINAL = "jobs:terminal"
+
+# -- the queue of jobs to step --------------------------------------------------------------------
+#: Stream of ``{job: <id>}`` entries; an entry is acknowledged and deleted once its step committed.
+RUNNABLE = "runnable"
+#: Consumer group of RUNNABLE shared by all engine processes (a group name, not a key: no namespace).
+RUNNABLE_GROUP = "engines"
+
+#: + job id -> the holder of the job's step lease (a string), with an expiry (SET NX PX): one process at
+#: a time runs the job's handlers. Renewed while held, deleted when the step ends.
+STEP_LEASE = "step_lease:"
+
+# -- tasks ----------------------------------------------------------------------------------------
+#: + task id -> hash: ``doc`` (orjson Task as stored), ``status`` and ``worker_id`` (plain strings),
+#: ``type``, overlays ``x:<field>`` (orjson values changed since: taken_at, progress...), ``timeout_s``
+#: (its own, if any) and ``ask`` ('1' if a worker's eligibility must be checked before it is taken: it
+#: has requirements or max_cost), and while queued ``qkey``/``member``/``score`` (where its queue entry
+#: is). Versions before 2026-12 also kept ``job_id`` (in the document too: ~90 bytes), left unread.
+TASK = "task:"
+#: INCR counter: queue order; zero-padded into queue members so equal priorities stay FIFO.
+TASK_SEQUENCE = "tasks:seq"
+#: + task type -> zset of queued tasks for anyone: score = -priority, member = "<seq:016d>:<task id>".
+QUEUE = "queue:"
+#: + worker id -> zset like QUEUE of the queued tasks given to that worker only.
+INBOX = "inbox:"
+#: + task type -> zset task id -> its queued_at, of the tasks of that type waiting in some worker's
+#: INBOX: where an idle worker looks for tasks left longer than ``steal_after_s`` by a worker that
+#: stopped asking.
+INBOXED = "tasks:inboxed:"
+#: hash task type -> number of queued tasks (in QUEUE and INBOX zsets).
+QUEUED_COUNTS = "tasks:queued"
+#: Pub/sub channel: ``t:<task type>`` or ``w:<worker id>`` is published when a task is queued.
+TASK_WAKE = "tasks:wake"
+#: Pub/sub channel carrying the engine's events (orjson) to every process sharing this Redis.
+EVENTS = "events"
+#: Pub/sub channel carrying commands for workers (``cancel_task``, orjson) to every engine process,
+#: which hands them to the worker's WebSocket if it is open there.
+WORKER_COMMANDS = "workers:commands"
+#: + worker id -> set of the ids of tasks given to that worker and not answered.
+LOAD = "load:"
+#: hash worker id -> size of its LOAD set (fields at 0 are deleted).
+LOAD_COUNTS = "load:counts"
+#: Prefix of a taken task's timeout timer id (a TIMERS member, not a key); see avtomatika.timers.
+TIMEOUT_TIMER = TimerKind.TIMEOUT.of("")
+#: Prefix of the timer of a task whose worker expired while running it; see avtomatika.timers.
+LOST_TIMER = TimerKind.LOST.of("")
+
+# -- fan-in, timers, workers ----------------------------------------------------------------------
+#: + job id -> hash task id -> orjson branch result, of the job's current fan-out round (whose size is
+#: the ``fan_in`` field of the job's hash).
+BRANCHES = "branches:"
+#: zset timer id -> due time; a claimed timer is moved to the end of its claim's lease.
+TIMERS = "timers"
+#: + worker id -> orjson WorkerRecord.
+WORKER = "worker:"
+#: zset worker id -> registration order (list order).
+WORKERS = "workers"
+#: INCR counter for WORKERS scores.
+WORKER_SEQUENCE = "workers:seq"
+#: zset worker id -> expires_at.
+WORKER_EXPIRY = "workers:expiry"
+
+# -- breakpoints ----------------------------------------------------------------------------------
+#: hash breakpoint id -> orjson Breakpoint (see avtomatika.runtime.breakpoints): every engine holds jobs at them.
+BREAKPOINTS = "breakpoints"
+
+# -- bulk actions -----------------------------------------------------------------------------------
+#: + bulk action id -> orjson BulkAction (see avtomatika.runtime.bulk), kept BULK_TTL_S after its last change.
+BULK = "bulk:"
+#: + bulk action id -> list of the ids of its jobs, in order; same expiry.
+BULK_JOBS = "bulk_jobs:"
+#: zset bulk action id -> created_at: every bulk action, for listing (members whose record expired
+#: are dropped as they are listed).
+BULKS = "bulks"
+#: How long a bulk action's record outlives its last change.
+BULK_TTL_S = 7 * 24 * 3600
+
+# -- the history feed -----------------------------------------------------------------------------
+#: Stream of ``{e: <orjson list of events>}`` entries, one per commit (and per task taken), in the order
+#: they were applied; history's writers read it and trim what every history database has written.
+FEED = "history:feed"
+#: Most entries the feed keeps (history down for long): past it the oldest are trimmed (XADD MAXLEN ~).
+FEED_MAX_ENTRIES = 1_000_000
+#: A random id naming this Redis data set's feed (SET NX at connect): history keeps its position under it.
+FEED_ID = "history:feed_id"
+#: hash history database id -> "<last entry id written> <unix time>": what each reader has written.
+FEED_READERS = "history:feed_readers"
+#: + history database id -> the engine process writing the feed into it (SET NX PX), one at a time.
+FEED_LEASE = "history:feed_lease:"
+
+# -- replies of takes -----------------------------------------------------------------------------
+#: + call token -> the id of the task a take script gave, so a call retried after a lost reply gets
+#: the same task instead of losing it. Kept REPLY_TTL_S seconds.
+REPLY = "reply:"
+REPLY_TTL_S = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one namespace.
+
+    Args:
+        namespace: Prepended to every key with a ``:``; empty for none.
+    """
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    @property
+    def prefix(self) -> str:
+        """What every key starts with (the Lua scripts build keys from it)."""
+        return f"{self.namespace}:" if self.namespace else ""
+
+    def key(self, name: str, suffix: str = "") -> str:
+        """The key ``name`` (a constant of this module) followed by ``suffix``."""
+        return f"{self.prefix}{name}{suffix}"
+
+    def job(self, job_id: str) -> str:
+        return self.key(JOB, job_id)
+
+    def jobs_by(self, field: str, value: str) -> str:
+        return self.key(JOBS_BY, f"{field}:{value}")
+
+    def task(self, task_id: str) -> str:
+        return self.key(TASK, task_id)
+
+    def queue(self, task_type: str) -> str:
+        return self.key(QUEUE, task_type)
+
+    def inbox(self, worker_id: str) -> str:
+        return self.key(INBOX, worker_id)
+
+    def step_lease(self, job_id: str) -> str:
+        return self.key(STEP_LEASE, job_id)
+
+    def branches(self, job_id: str) -> str:
+        return self.key(BRANCHES, job_id)
+
+    def worker(self, worker_id: str) -> str:
+        return self.key(WORKER, worker_id)
