@@ -35,7 +35,7 @@ from storage_contract import (
 from avtomatika.errors import VersionConflict
 from avtomatika.models import Job, JobStatus, TaskStatus
 from avtomatika.storage.base import BranchAnswer, Commit, JobFilter
-from avtomatika.storage.redis import RedisStorage, keys
+from avtomatika.storage.redis import RedisStorage, keys, runnable
 
 #: A short lease, so take-overs happen within a test.
 LEASE_S = 0.3
@@ -185,6 +185,21 @@ async def test_a_job_held_by_a_live_process_is_not_taken_over(make_storage: Stor
     assert await b.take_runnable(4 * LEASE_S) is None  # a renews its lease while it lives
     await a.ack_runnable(job.id)
     assert await b.take_runnable(2 * LEASE_S) is None
+
+
+async def test_acknowledged_entries_before_the_oldest_pending_one_are_deleted_now_and_then(
+    make_storage: StorageFactory, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runnable, "TRIM_EVERY", 2)
+    storage = await make_storage()
+    first, held, second, unread = [await storage.create_job(make_job()) for _ in range(4)]
+    for job in (first, held, second):
+        assert await storage.take_runnable(SHORT) == job.id
+    await storage.ack_runnable(first.id)
+    assert await redis_client.xlen("avtomatika:runnable") == 4
+    await storage.ack_runnable(second.id)  # the second acknowledgement: a trim
+    entries = await redis_client.xrange("avtomatika:runnable")
+    assert [fields[b"job"].decode() for _, fields in entries] == [held.id, second.id, unread.id]
 
 
 async def test_a_job_taken_and_never_acked_is_taken_over_after_the_lease(make_storage: StorageFactory) -> None:

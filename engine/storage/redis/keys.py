@@ -43,7 +43,9 @@ JOB_COUNTS = "jobs:counts"
 JOBS_TERMINAL = "jobs:terminal"
 
 # -- the queue of jobs to step --------------------------------------------------------------------
-#: Stream of ``{job: <id>}`` entries; an entry is acknowledged and deleted once its step committed.
+#: Stream of ``{job: <id>}`` entries; an entry is acknowledged once its step committed, and deleted by a
+#: trim of the entries acknowledged before the oldest pending one (every ``runnable.TRIM_EVERY``
+#: acknowledgements of a process).
 RUNNABLE = "runnable"
 #: Consumer group of RUNNABLE shared by all engine processes (a group name, not a key: no namespace).
 RUNNABLE_GROUP = "engines"

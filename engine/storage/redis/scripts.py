@@ -674,12 +674,26 @@ return lost
 ACK_ENTRY = """
 -- KEYS[1]: the runnable stream, KEYS[2]: a step lease key. ARGV: group, entry id ('' for none), the
 -- lease's holder ('' for none). Ends the step: releases the lease if that holder still holds it, then
--- acknowledges the entry and deletes it.
+-- acknowledges the entry (deleted by a later TRIM_RUNNABLE).
 if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
-if ARGV[2] ~= '' then
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('XDEL', KEYS[1], ARGV[2])
+if ARGV[2] ~= '' then redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+"""
+
+TRIM_RUNNABLE = """
+-- KEYS[1]: the runnable stream. ARGV[1]: its group. Deletes the entries the group has read and
+-- acknowledged: those before its oldest pending entry, or before the last it read when none is.
+local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1])
+if pending.err then return 0 end  -- no group yet (a Redis restarted empty): its reader creates it
+local keep = pending[2]
+if not keep then
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local fields = {}
+    for i = 1, #group, 2 do fields[group[i]] = group[i + 1] end
+    if fields.name == ARGV[1] then keep = fields['last-delivered-id'] end
+  end
 end
+if keep then redis.call('XTRIM', KEYS[1], 'MINID', keep) end
 return 1
 """
 
@@ -779,6 +793,7 @@ SOURCES: dict[str, str] = {
     "lease_feed": _source(LEASE_FEED, prelude=False),
     "renew_leases": _source(RENEW_LEASES, prelude=False),
     "ack_entry": _source(ACK_ENTRY, prelude=False),
+    "trim_runnable": _source(TRIM_RUNNABLE, prelude=False),
     "release_entries": _source(RELEASE_ENTRIES, prelude=False),
     "renew_step_leases": _source(RENEW_STEP_LEASES, prelude=False),
     "lease_step": _source(LEASE_STEP, prelude=False),
