@@ -7,7 +7,7 @@ recent outcomes. Each query runs ``--repeat`` times; the median and the slowest 
 
     .venv/bin/python benchmarks/history_list.py                    # SQLite file in a temp dir
     HISTORY_BENCH_POSTGRES_DSN=postgresql://u@host/db .venv/bin/python benchmarks/history_list.py
-    .venv/bin/python benchmarks/history_list.py --start-postgres   # a throwaway server (tests/postgres_server.py)
+    .venv/bin/python benchmarks/history_list.py --start-postgres   # a throwaway server (tests/support)
 
 The PostgreSQL database given by DSN must be empty or a previous run's: its tables are emptied.
 """
@@ -202,7 +202,7 @@ async def main() -> None:
         dsn = os.environ.get(DSN_ENV)
         if args.start_postgres:
             sys.path.insert(0, str(TESTS_DIR))
-            from postgres_server import running_postgres
+            from support.postgres_server import running_postgres
 
             dsn = stack.enter_context(running_postgres()).create_database("history_bench")
         if dsn:

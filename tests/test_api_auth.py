@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import uuid
 
-import api_helpers
 import pytest
 from aiohttp import WSServerHandshakeError
-from api_helpers import CLIENT_HEADER, WORKER_HEADER
+from support.api import CLIENT_HEADER, WORKER_HEADER
 
 from avtomatika import Config, OrchestratorEngine
 from avtomatika.errors import ConfigError
-
-make_api = api_helpers.make_api
 
 CLIENT_TOKEN = "client-token-1"
 WORKER_TOKEN = "global-worker-token-1"

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 
-import api_helpers
 import pytest
-
-make_api = api_helpers.make_api
 
 LIMITS = {"MAX_REQUEST_BODY_BYTES": 4096, "MAX_JSON_DEPTH": 8}
 

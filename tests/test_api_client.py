@@ -6,18 +6,16 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
-import api_helpers
 import pytest
-from api_helpers import CLIENT_HEADER, JOB_VIEW_EXTRAS, JOB_VIEW_FIELDS, WORKER_HEADER
 from hypothesis import example, given
 from hypothesis import strategies as st
+from support.api import CLIENT_HEADER, JOB_VIEW_EXTRAS, JOB_VIEW_FIELDS, WORKER_HEADER
+from support.blueprints import work
 
 from avtomatika import StateMachineBlueprint
 from avtomatika.api.payloads import VIEW_TASKS
 from avtomatika.api.views import iso
 from avtomatika.storage import MemoryStorage
-
-make_api = api_helpers.make_api
 
 PREFIXES = ["/api/v1", "/api"]
 
@@ -96,7 +94,7 @@ async def wide_done(context):
 
 
 async def test_a_fan_out_view_shows_its_first_tasks_and_counts_them_all(make_api):
-    api = await make_api(wide, api_helpers.work)
+    api = await make_api(wide, work)
     few = await api.wait_job(await api.create("/api/v1/jobs/wide", {"count": 3}), "waiting_for_parallel_tasks")
     assert few["task"] is None
     assert [t["params"] for t in few["tasks"]] == [{"index": i} for i in range(3)]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import api_helpers
 import pytest
-
-make_api = api_helpers.make_api
+from support.api import MakeApi
 
 
 @pytest.mark.parametrize("path", ["/api/v1/jobs/not-a-blueprint", "/api/jobs/not-a-blueprint", "/api/beta/jobs/x"])
-async def test_posting_to_an_unknown_blueprint_is_404_naming_it(make_api: api_helpers.MakeApi, path: str) -> None:
+async def test_posting_to_an_unknown_blueprint_is_404_naming_it(make_api: MakeApi, path: str) -> None:
     api = await make_api()
     status, body = await api.client("POST", path, json={"n": 1})
     assert status == 404, body
@@ -17,7 +15,7 @@ async def test_posting_to_an_unknown_blueprint_is_404_naming_it(make_api: api_he
     assert await api.engine.list_jobs() == []
 
 
-async def test_offsets_page_to_the_documented_depth(make_api: api_helpers.MakeApi) -> None:
+async def test_offsets_page_to_the_documented_depth(make_api: MakeApi) -> None:
     api = await make_api(EXECUTOR_CONCURRENCY=1)
     created = [(await api.engine.create_job("simple", {"i": i})).id for i in range(1205)]
     newest_first = created[::-1]
@@ -36,7 +34,7 @@ async def test_offsets_page_to_the_documented_depth(make_api: api_helpers.MakeAp
 
 
 @pytest.mark.parametrize("query", ["offset=10001", "offset=-1", "offset=x", "limit=0", "limit=501"])
-async def test_out_of_range_paging_is_400_naming_the_limit(make_api: api_helpers.MakeApi, query: str) -> None:
+async def test_out_of_range_paging_is_400_naming_the_limit(make_api: MakeApi, query: str) -> None:
     api = await make_api()
     status, body = await api.client("GET", f"/api/v1/jobs?{query}")
     assert status == 400, body

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-import api_helpers
 import pytest
-from api_helpers import UnreachableStorage
-
-make_api = api_helpers.make_api
+from support.api import UnreachableStorage
 
 
 async def test_status(make_api):

@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import api_helpers
 import pytest
 from aiohttp import WSServerHandshakeError
-from api_helpers import TASK_WIRE_FIELDS
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.api import TASK_WIRE_FIELDS
 
 from avtomatika.api.payloads import TaskResult, plain_task_result
-
-make_api = api_helpers.make_api
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 SDK_REGISTRATION = {

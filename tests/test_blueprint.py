@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import pytest
-from engine_helpers import started_engine, wait_for_status
+from support.engine import started_engine, wait_for_status
 
 from avtomatika import BlueprintInvalid, OrchestratorEngine, StateMachineBlueprint
 from avtomatika.runtime.actions import ActionFactory

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import api_helpers
 import pytest
+from support.api import Api, MakeApi
+from support.blueprints import API_BLUEPRINTS
 
 from avtomatika import StateMachineBlueprint
 from avtomatika.errors import BreakpointNotFound, BreakpointRefused, InvalidOperation, UnknownBlueprint
 from avtomatika.events import EventKind
 from avtomatika.models import JobStatus
 from avtomatika.runtime.breakpoints import step_breakpoint, step_id
-
-make_api = api_helpers.make_api
 
 stages = StateMachineBlueprint("stages", api_version="v1", api_endpoint="/jobs/stages")
 
@@ -45,11 +44,11 @@ async def stages_done(context):
     pass
 
 
-async def _api(make_api: api_helpers.MakeApi, **settings: object) -> api_helpers.Api:
-    return await make_api(stages, *api_helpers.BLUEPRINTS, **settings)
+async def _api(make_api: MakeApi, **settings: object) -> Api:
+    return await make_api(stages, *API_BLUEPRINTS, **settings)
 
 
-async def test_a_blueprint_breakpoint_holds_new_jobs_before_the_handler(make_api: api_helpers.MakeApi) -> None:
+async def test_a_blueprint_breakpoint_holds_new_jobs_before_the_handler(make_api: MakeApi) -> None:
     api = await _api(make_api)
     before = await api.create("/api/v1/jobs/approval")  # another blueprint: never held
     status, breakpoint = await api.client(
@@ -72,7 +71,7 @@ async def test_a_blueprint_breakpoint_holds_new_jobs_before_the_handler(make_api
     assert counts["jobs"]["by_status"]["held"] == 1
 
 
-async def test_a_job_created_before_a_blueprint_breakpoint_is_not_held(make_api: api_helpers.MakeApi) -> None:
+async def test_a_job_created_before_a_blueprint_breakpoint_is_not_held(make_api: MakeApi) -> None:
     api = await _api(make_api)
     await api.register("w1")
     job = await api.engine.create_job("stages", {"size": 1})
@@ -82,7 +81,7 @@ async def test_a_job_created_before_a_blueprint_breakpoint_is_not_held(make_api:
     assert task["job_id"] == job.id  # went through publish
 
 
-async def test_continue_with_edited_data_runs_the_handler_on_the_edit(make_api: api_helpers.MakeApi) -> None:
+async def test_continue_with_edited_data_runs_the_handler_on_the_edit(make_api: MakeApi) -> None:
     api = await _api(make_api)
     await api.register("w1")
     await api.engine.set_breakpoint("stages", "resize")
@@ -111,7 +110,7 @@ async def test_continue_with_edited_data_runs_the_handler_on_the_edit(make_api: 
     assert [(e.state, e.status) for e in held] == [("resize", "held")]
 
 
-async def test_step_holds_the_job_at_each_next_state(make_api: api_helpers.MakeApi) -> None:
+async def test_step_holds_the_job_at_each_next_state(make_api: MakeApi) -> None:
     api = await _api(make_api)
     await api.register("w1")
     job = await api.engine.create_job("stages", {"size": 3})
@@ -151,7 +150,7 @@ async def test_step_holds_the_job_at_each_next_state(make_api: api_helpers.MakeA
     await api.wait_job(third.id, "finished")
 
 
-async def test_a_job_held_at_its_breakpoint_is_not_held_again_at_the_same_visit(make_api: api_helpers.MakeApi) -> None:
+async def test_a_job_held_at_its_breakpoint_is_not_held_again_at_the_same_visit(make_api: MakeApi) -> None:
     api = await _api(make_api)
     await api.register("w1")
     await api.engine.set_breakpoint("stages", "publish")
@@ -164,7 +163,7 @@ async def test_a_job_held_at_its_breakpoint_is_not_held_again_at_the_same_visit(
     await api.wait_job(job.id, "finished")
 
 
-async def test_removing_a_breakpoint_continues_every_job_it_holds(make_api: api_helpers.MakeApi) -> None:
+async def test_removing_a_breakpoint_continues_every_job_it_holds(make_api: MakeApi) -> None:
     api = await _api(make_api)
     breakpoint = await api.engine.set_breakpoint("stages", "publish")
     other = await api.engine.set_breakpoint("simple", "done")
@@ -184,7 +183,7 @@ async def test_removing_a_breakpoint_continues_every_job_it_holds(make_api: api_
 
 
 async def test_jobs_of_a_breakpoint_removed_by_a_process_that_died_are_continued(
-    make_api: api_helpers.MakeApi,
+    make_api: MakeApi,
 ) -> None:
     """The removal alone (its remover died before continuing the jobs): its timer continues them; an
     engine starting removes a step's breakpoint left behind by a job that ended."""
@@ -202,7 +201,7 @@ async def test_jobs_of_a_breakpoint_removed_by_a_process_that_died_are_continued
 
 
 async def test_a_jobs_own_breakpoint_goes_once_the_job_finished_and_stays_for_a_retry(
-    make_api: api_helpers.MakeApi,
+    make_api: MakeApi,
 ) -> None:
     """Swept (by a removal, or an engine starting): a finished job's breakpoints serve nothing; a failed
     or cancelled job's may serve a retry."""
@@ -224,7 +223,7 @@ async def test_a_jobs_own_breakpoint_goes_once_the_job_finished_and_stays_for_a_
 
 
 async def test_a_held_job_can_be_cancelled_and_a_step_breakpoint_goes_with_a_failed_continue(
-    make_api: api_helpers.MakeApi,
+    make_api: MakeApi,
 ) -> None:
     api = await _api(make_api)
     await api.engine.set_breakpoint("stages", "resize")
@@ -237,7 +236,7 @@ async def test_a_held_job_can_be_cancelled_and_a_step_breakpoint_goes_with_a_fai
     assert step_id(job.id) not in {bp.id for bp in await api.engine.breakpoints()}
 
 
-async def test_refused_breakpoints_name_what_is_wrong(make_api: api_helpers.MakeApi) -> None:
+async def test_refused_breakpoints_name_what_is_wrong(make_api: MakeApi) -> None:
     api = await _api(make_api)
     cases = [
         ({"blueprint": "stages", "state": "nope"}, 400, "state", "blueprint 'stages' has no state 'nope'"),
@@ -271,7 +270,7 @@ async def test_refused_breakpoints_name_what_is_wrong(make_api: api_helpers.Make
     assert "only held jobs can be continued" in answer["error"]
 
 
-async def test_an_edit_is_checked_by_the_blueprint_input_model(make_api: api_helpers.MakeApi) -> None:
+async def test_an_edit_is_checked_by_the_blueprint_input_model(make_api: MakeApi) -> None:
     api = await _api(make_api)
     await api.engine.set_breakpoint("typed", "start")
     job_id = await api.create("/api/v1/jobs/typed", {"item": "book", "quantity": 1})
@@ -289,9 +288,7 @@ async def test_an_edit_is_checked_by_the_blueprint_input_model(make_api: api_hel
     assert view["initial_data"] == {"item": "pen", "quantity": 2}
 
 
-async def test_a_client_with_a_token_works_with_breakpoints_on_its_own_jobs(
-    make_api: api_helpers.MakeApi, tmp_path: Path
-) -> None:
+async def test_a_client_with_a_token_works_with_breakpoints_on_its_own_jobs(make_api: MakeApi, tmp_path: Path) -> None:
     clients = tmp_path / "clients.toml"
     clients.write_text('[alice]\ntoken = "alice-token"\n\n[bob]\ntoken = "bob-token"\n')
     api = await _api(make_api, CLIENTS_CONFIG_PATH=clients)
@@ -328,7 +325,7 @@ async def test_a_client_with_a_token_works_with_breakpoints_on_its_own_jobs(
     assert kept == {operator_breakpoint.id, answer["id"]}  # the step's is gone
 
 
-async def test_breakpoint_routes_are_in_the_openapi_document(make_api: api_helpers.MakeApi) -> None:
+async def test_breakpoint_routes_are_in_the_openapi_document(make_api: MakeApi) -> None:
     api = await _api(make_api)
     _, document = await api.client("GET", "/_public/openapi.json")
     paths = document["paths"]

@@ -14,8 +14,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from multi_engine_helpers import Cluster, Engine, running_cluster
-from postgres_server import PostgresServer
+from support.cluster import Cluster, Engine, running_cluster
+from support.postgres_server import PostgresServer
 
 pytestmark = [pytest.mark.slow]
 

@@ -11,17 +11,15 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-import api_helpers
 import pytest
+from support.api import Api, MakeApi
 
 from avtomatika.errors import BulkRefused
 from avtomatika.events import EventKind
 from avtomatika.models import BulkAction, BulkStatus
 
-make_api = api_helpers.make_api
 
-
-async def _quarantined(api: api_helpers.Api, count: int, *, token: str | None = None) -> list[str]:
+async def _quarantined(api: Api, count: int, *, token: str | None = None) -> list[str]:
     """``count`` work jobs quarantined by their worker's PERMANENT_ERROR, in creation order."""
     await api.register("w1")
     job_ids = []
@@ -36,7 +34,7 @@ async def _quarantined(api: api_helpers.Api, count: int, *, token: str | None = 
     return job_ids
 
 
-async def _ended(api: api_helpers.Api, bulk_id: str, timeout_s: float = 20) -> dict[str, Any]:
+async def _ended(api: Api, bulk_id: str, timeout_s: float = 20) -> dict[str, Any]:
     for _ in range(int(timeout_s / 0.02)):
         status, view = await api.client("GET", f"/api/v1/bulk/{bulk_id}")
         assert status == 200, view
@@ -46,7 +44,7 @@ async def _ended(api: api_helpers.Api, bulk_id: str, timeout_s: float = 20) -> d
     raise AssertionError(f"bulk action {bulk_id} still running: {view}")
 
 
-async def test_a_bulk_release_edits_params_at_the_rate_asked(make_api: api_helpers.MakeApi) -> None:
+async def test_a_bulk_release_edits_params_at_the_rate_asked(make_api: MakeApi) -> None:
     api = await make_api()
     job_ids = await _quarantined(api, 8)
     body = {"action": "release", "job_ids": job_ids, "rate_per_s": 10, "params": {"n": 99}}
@@ -69,7 +67,7 @@ async def test_a_bulk_release_edits_params_at_the_rate_asked(make_api: api_helpe
     assert min(gaps) >= 0.09, gaps
 
 
-async def test_a_bulk_action_can_be_cancelled_between_two_jobs(make_api: api_helpers.MakeApi) -> None:
+async def test_a_bulk_action_can_be_cancelled_between_two_jobs(make_api: MakeApi) -> None:
     api = await make_api()
     job_ids = await _quarantined(api, 5)
     action = await api.engine.bulk.start("fail", job_ids, rate_per_s=2, actor="operator:ann", reason="bad batch")
@@ -88,7 +86,7 @@ async def test_a_bulk_action_can_be_cancelled_between_two_jobs(make_api: api_hel
 
 
 async def test_jobs_the_operation_no_longer_applies_to_are_skipped_with_the_reason(
-    make_api: api_helpers.MakeApi,
+    make_api: MakeApi,
 ) -> None:
     api = await make_api()
     job_ids = await _quarantined(api, 3)
@@ -105,7 +103,7 @@ async def test_jobs_the_operation_no_longer_applies_to_are_skipped_with_the_reas
     ]
 
 
-async def test_every_operation_goes_in_bulk(make_api: api_helpers.MakeApi) -> None:
+async def test_every_operation_goes_in_bulk(make_api: MakeApi) -> None:
     api = await make_api()
     await api.engine.set_breakpoint("approval", "start")
     waiting = [await api.create("/api/v1/jobs/approval") for _ in range(2)]
@@ -125,7 +123,7 @@ async def test_every_operation_goes_in_bulk(make_api: api_helpers.MakeApi) -> No
     assert [b["action"] for b in listed["bulk_actions"]] == ["retry", "cancel", "continue"]
 
 
-async def test_refused_bulk_actions_name_what_is_wrong(make_api: api_helpers.MakeApi) -> None:
+async def test_refused_bulk_actions_name_what_is_wrong(make_api: MakeApi) -> None:
     api = await make_api()
     cases = [
         ({"action": "explode", "job_ids": ["a"]}, "action"),
@@ -146,7 +144,7 @@ async def test_refused_bulk_actions_name_what_is_wrong(make_api: api_helpers.Mak
     assert status == 404, answer
 
 
-async def test_a_client_with_a_token_bulks_its_own_jobs_only(make_api: api_helpers.MakeApi, tmp_path: Path) -> None:
+async def test_a_client_with_a_token_bulks_its_own_jobs_only(make_api: MakeApi, tmp_path: Path) -> None:
     clients = tmp_path / "clients.toml"
     clients.write_text('[alice]\ntoken = "alice-token"\n\n[bob]\ntoken = "bob-token"\n')
     api = await make_api(CLIENTS_CONFIG_PATH=clients)
@@ -165,7 +163,7 @@ async def test_a_client_with_a_token_bulks_its_own_jobs_only(make_api: api_helpe
         assert status == 404, answer
 
 
-async def test_a_bulk_action_is_carried_on_by_another_engine(make_api: api_helpers.MakeApi) -> None:
+async def test_a_bulk_action_is_carried_on_by_another_engine(make_api: MakeApi) -> None:
     """Its timer is in storage: an engine stopped mid-way leaves it to another sharing the storage."""
     first = await make_api()
     job_ids = await _quarantined(first, 4)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import api_helpers
 import pytest
-from test_studio_support import csrf_of
-
-make_api = api_helpers.make_api
+from support.api import Api, MakeApi
+from support.studio import csrf_of
 
 ALICE, BOB = "alice-views-token", "bob-views-token"
 SECRET_DETAILS = ("hostname", "ip_address", "current_tasks", "resources", "load", "last_seen")
@@ -21,7 +19,7 @@ def clients(tmp_path: Path) -> str:
     return str(path)
 
 
-async def busy_engine(api: api_helpers.Api) -> None:
+async def busy_engine(api: Api) -> None:
     """Alice has 2 jobs, Bob 3 (one of them holding a worker's task), an operator 1."""
     await api.register("w1", ["echo"], hostname="gpu-box-7", ip_address="10.0.0.7", load=0.5)
     for _ in range(2):
@@ -33,7 +31,7 @@ async def busy_engine(api: api_helpers.Api) -> None:
     await api.engine.create_job("approval", {})
 
 
-async def test_a_clients_dashboard_counts_only_its_jobs(make_api: api_helpers.MakeApi, clients: str) -> None:
+async def test_a_clients_dashboard_counts_only_its_jobs(make_api: MakeApi, clients: str) -> None:
     api = await make_api(CLIENTS_CONFIG_PATH=clients, client_token=ALICE)
     await busy_engine(api)
     status, alice = await api.client("GET", "/api/v1/dashboard", token=ALICE)
@@ -46,7 +44,7 @@ async def test_a_clients_dashboard_counts_only_its_jobs(make_api: api_helpers.Ma
     assert bob["jobs"]["total"] == 3
 
 
-async def test_a_client_sees_workers_without_their_details(make_api: api_helpers.MakeApi, clients: str) -> None:
+async def test_a_client_sees_workers_without_their_details(make_api: MakeApi, clients: str) -> None:
     api = await make_api(CLIENTS_CONFIG_PATH=clients, client_token=ALICE)
     await busy_engine(api)
     status, body = await api.client("GET", "/api/v1/workers", token=ALICE)
@@ -59,7 +57,7 @@ async def test_a_client_sees_workers_without_their_details(make_api: api_helpers
         assert detail not in text, detail
 
 
-async def test_the_open_api_on_loopback_sees_everything(make_api: api_helpers.MakeApi) -> None:
+async def test_the_open_api_on_loopback_sees_everything(make_api: MakeApi) -> None:
     api = await make_api()
     await busy_engine(api)
     _, board = await api.client("GET", "/api/v1/dashboard")
@@ -71,9 +69,7 @@ async def test_the_open_api_on_loopback_sees_everything(make_api: api_helpers.Ma
     assert worker["current_tasks"] == 1
 
 
-async def test_a_clients_studio_session_sees_workers_without_their_details(
-    make_api: api_helpers.MakeApi, clients: str
-) -> None:
+async def test_a_clients_studio_session_sees_workers_without_their_details(make_api: MakeApi, clients: str) -> None:
     api = await make_api(CLIENTS_CONFIG_PATH=clients, client_token=ALICE, studio=True, STUDIO_TOKEN="op-secret")
     await busy_engine(api)
     csrf = await csrf_of(api.http, "/studio/login")

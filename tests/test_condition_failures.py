@@ -11,8 +11,8 @@ import logging
 
 import aiohttp
 import pytest
-from engine_helpers import fast_config, started_engine, wait_for_status
-from notebook_helpers import amount_router
+from support.blueprints import amount_router
+from support.engine import fast_config, started_engine, wait_for_status
 
 from avtomatika import OrchestratorEngine
 from avtomatika.errors import ConditionFailed, HandlerError

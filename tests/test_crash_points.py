@@ -15,10 +15,10 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
-from crash_harness import CRASH_APP, TASK_TYPE, Case, Harness, Victim, lapse_feed_leases
-from multi_engine_helpers import running_cluster
-from postgres_server import PostgresServer
+from support.cluster import running_cluster
+from support.crash_harness import CRASH_APP, TASK_TYPE, Case, Harness, Victim, lapse_feed_leases
 from support.crash_points import write_boundaries
+from support.postgres_server import PostgresServer
 
 pytestmark = [pytest.mark.slow]
 

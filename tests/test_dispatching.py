@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import pytest
-from engine_helpers import FakeWorker, started_engine, success, wait_for_status, waiting_tasks
+from support.engine import FakeWorker, started_engine, success, wait_for_status, waiting_tasks
 
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
 from avtomatika.models import Task, WorkerRecord

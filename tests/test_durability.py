@@ -15,7 +15,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from engine_helpers import (
+from support.blueprints import branches_blueprint, plain_blueprint
+from support.engine import (
     FakeWorker,
     assert_no_silent_stall,
     failure,
@@ -24,7 +25,6 @@ from engine_helpers import (
     wait_for,
     wait_for_status,
 )
-from support.blueprints import branches_blueprint, plain_blueprint
 
 from avtomatika import StateMachineBlueprint
 from avtomatika.engine import OrchestratorEngine

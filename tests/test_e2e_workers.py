@@ -1,9 +1,9 @@
 """End to end over real HTTP: the engine as its own process, real worker processes, a real client.
 
 Every test runs twice: with our protocol-exact echo worker and with a worker built on the real SDK
-(``avtomatika-worker==1.0b1``). The engine (``tests/e2e_app.py``) is shared by the module; each test's
+(``avtomatika-worker==1.0b1``). The engine (``support/apps/e2e.py``) is shared by the module; each test's
 workers serve a task type of their own. What the workers answer is chosen by the job's params (see
-``tests/workers/echo_worker.py``).
+``support/workers/echo.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import E2E, TERMINAL, e2e_engine, e2e_fixture, sdk_python, worker_kind  # noqa: F401
+from support.e2e import E2E, TERMINAL
 
 # The test functions only: building the SDK's venv (once, cached) may take longer on a cold CI cache;
 # the fixtures bound their own waits (engine start 30 s, pip steps 600 s).

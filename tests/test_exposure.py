@@ -11,14 +11,13 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import api_helpers
 import pytest
+from support.api import MakeApi
+from support.blueprints import API_BLUEPRINTS
 from support.netns import RemotePeer, remote_peer
 
 from avtomatika import Config, OrchestratorEngine
 from avtomatika.storage import MemoryStorage
-
-make_api = api_helpers.make_api
 
 NO_TOKENS: dict[str, Any] = {
     "CLIENT_TOKEN": None,
@@ -44,7 +43,7 @@ def peer() -> Iterator[RemotePeer]:
 async def serving(peer: RemotePeer, **settings: Any) -> AsyncIterator[OrchestratorEngine]:
     """An engine serving real HTTP on the test's side of the veth pair."""
     engine = OrchestratorEngine(MemoryStorage(), Config(**{**NO_TOKENS, **settings}))
-    for blueprint in api_helpers.BLUEPRINTS:
+    for blueprint in API_BLUEPRINTS:
         engine.register_blueprint(blueprint)
     await engine.start(peer.host_address, 0)
     try:
@@ -130,7 +129,7 @@ async def test_the_bound_address_is_an_allowed_host_and_other_names_are_not(peer
         assert named.status == 200, named.text
 
 
-async def test_a_request_relayed_by_a_proxy_is_not_a_loopback_one(make_api: api_helpers.MakeApi) -> None:
+async def test_a_request_relayed_by_a_proxy_is_not_a_loopback_one(make_api: MakeApi) -> None:
     api = await make_api()
     for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
         status, body = await api.client("POST", "/api/v1/jobs/simple", json=JOB, headers={header: "198.51.100.7"})
@@ -141,7 +140,7 @@ async def test_a_request_relayed_by_a_proxy_is_not_a_loopback_one(make_api: api_
 # -- Host ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("host", ["attacker.example", "attacker.example:8080", "127.0.0.1.attacker.example", "[::2]"])
 @pytest.mark.parametrize("path", ["/api/v1/blueprints", "/studio/blueprints", "/_public/metrics"])
-async def test_a_foreign_host_name_is_refused(make_api: api_helpers.MakeApi, host: str, path: str) -> None:
+async def test_a_foreign_host_name_is_refused(make_api: MakeApi, host: str, path: str) -> None:
     api = await make_api(studio=True)
     status, body = await api.call("GET", path, headers={"Host": host, "Accept": "application/json"})
     assert status == 400, body
@@ -152,7 +151,7 @@ async def test_a_foreign_host_name_is_refused(make_api: api_helpers.MakeApi, hos
 @pytest.mark.parametrize(
     "host", ["localhost", "LOCALHOST:9", "studio.localhost", "127.0.0.1:1", "127.9.9.9", "[::1]:80"]
 )
-async def test_loopback_names_are_allowed_hosts(make_api: api_helpers.MakeApi, host: str) -> None:
+async def test_loopback_names_are_allowed_hosts(make_api: MakeApi, host: str) -> None:
     api = await make_api()
     status, body = await api.call("GET", "/api/v1/blueprints", headers={"Host": host})
     assert status == 200, body
@@ -170,7 +169,7 @@ async def test_loopback_names_are_allowed_hosts(make_api: api_helpers.MakeApi, h
         ("*", "anything.example", 200),
     ],
 )
-async def test_allowed_hosts_adds_names(make_api: api_helpers.MakeApi, allowed: str, host: str, expected: int) -> None:
+async def test_allowed_hosts_adds_names(make_api: MakeApi, allowed: str, host: str, expected: int) -> None:
     api = await make_api(ALLOWED_HOSTS=allowed)
     status, body = await api.call("GET", "/api/v1/blueprints", headers={"Host": host})
     assert status == expected, body
@@ -187,7 +186,7 @@ async def test_allowed_hosts_adds_names(make_api: api_helpers.MakeApi, allowed: 
     ],
 )
 async def test_json_endpoints_take_only_json_bodies(
-    make_api: api_helpers.MakeApi, content_type: str, side: str, path: str, body: str
+    make_api: MakeApi, content_type: str, side: str, path: str, body: str
 ) -> None:
     api = await make_api()
     status, answer = await api.call("POST", path, data=body, headers={"Content-Type": content_type})
@@ -198,7 +197,7 @@ async def test_json_endpoints_take_only_json_bodies(
     await nothing_created(api.engine)
 
 
-async def test_a_json_type_with_a_suffix_or_charset_is_json(make_api: api_helpers.MakeApi) -> None:
+async def test_a_json_type_with_a_suffix_or_charset_is_json(make_api: MakeApi) -> None:
     api = await make_api()
     for content_type in ("application/json; charset=utf-8", "application/vnd.avtomatika+json"):
         status, body = await api.call(
@@ -207,7 +206,7 @@ async def test_a_json_type_with_a_suffix_or_charset_is_json(make_api: api_helper
         assert status == 202, (content_type, body)
 
 
-async def test_an_operation_without_a_body_needs_no_content_type(make_api: api_helpers.MakeApi) -> None:
+async def test_an_operation_without_a_body_needs_no_content_type(make_api: MakeApi) -> None:
     api = await make_api()
     job_id = await api.create("/api/v1/jobs/approval")
     async with api.http.post(f"/api/v1/jobs/{job_id}/cancel") as response:
@@ -224,7 +223,7 @@ async def test_an_operation_without_a_body_needs_no_content_type(make_api: api_h
         {"Sec-Fetch-Site": "same-site"},  # another port of this host is another origin
     ],
 )
-async def test_cross_origin_requests_are_refused(make_api: api_helpers.MakeApi, headers: dict[str, str]) -> None:
+async def test_cross_origin_requests_are_refused(make_api: MakeApi, headers: dict[str, str]) -> None:
     api = await make_api()
     status, body = await api.call("POST", "/api/v1/jobs/simple", json=JOB, headers=headers)
     assert status == 403, body
@@ -234,7 +233,7 @@ async def test_cross_origin_requests_are_refused(make_api: api_helpers.MakeApi, 
     await nothing_created(api.engine)
 
 
-async def test_same_origin_requests_are_served(make_api: api_helpers.MakeApi) -> None:
+async def test_same_origin_requests_are_served(make_api: MakeApi) -> None:
     api = await make_api()
     origin = str(api.http.make_url("/")).rstrip("/")
     headers = {"Origin": origin, "Sec-Fetch-Site": "same-origin"}
@@ -242,7 +241,7 @@ async def test_same_origin_requests_are_served(make_api: api_helpers.MakeApi) ->
     assert status == 202, body
 
 
-async def test_no_cors_headers_unless_configured(make_api: api_helpers.MakeApi) -> None:
+async def test_no_cors_headers_unless_configured(make_api: MakeApi) -> None:
     api = await make_api()
     await api.call("POST", "/api/v1/jobs/simple", json=JOB)
     await api.call(
@@ -255,7 +254,7 @@ async def test_no_cors_headers_unless_configured(make_api: api_helpers.MakeApi) 
         assert "access-control-" not in answer.lower(), answer
 
 
-async def test_configured_origins_get_cors_headers(make_api: api_helpers.MakeApi) -> None:
+async def test_configured_origins_get_cors_headers(make_api: MakeApi) -> None:
     api = await make_api(CORS_ALLOW_ORIGINS="http://app.example, http://other.example")
     origin = {"Origin": "http://app.example"}
     async with api.http.options(

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from crash_harness import CRASH_APP, TASK_TYPE, Harness
-from multi_engine_helpers import WORKER_TOKEN, Cluster, running_cluster
-from postgres_server import PostgresServer
+from support.cluster import WORKER_TOKEN, Cluster, running_cluster
+from support.crash_harness import CRASH_APP, TASK_TYPE, Harness
+from support.postgres_server import PostgresServer
 
 pytestmark = [pytest.mark.slow]
 

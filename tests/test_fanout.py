@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from engine_helpers import (
+from support.engine import (
     FakeWorker,
     assert_no_silent_stall,
     failure,

@@ -7,7 +7,8 @@ import asyncio
 import random
 
 import pytest
-from engine_helpers import (
+from support.blueprints import plain_blueprint
+from support.engine import (
     FakeWorker,
     assert_no_silent_stall,
     failure,
@@ -18,7 +19,6 @@ from engine_helpers import (
     wait_for_status,
     waiting_tasks,
 )
-from support.blueprints import plain_blueprint
 
 from avtomatika import StateMachineBlueprint
 from avtomatika.errors import ResultRejected, WorkerNotFound

@@ -14,7 +14,6 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import api_helpers
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -22,6 +21,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 from schemathesis.config import SchemathesisConfig
+from support.blueprints import API_BLUEPRINTS
 
 from avtomatika import Config, OrchestratorEngine
 from avtomatika.api.app import create_app
@@ -52,7 +52,7 @@ class LiveEngine:
             LOG_FORMAT="text",
         )
         self.engine = OrchestratorEngine(MemoryStorage(), config)
-        for blueprint in api_helpers.BLUEPRINTS:
+        for blueprint in API_BLUEPRINTS:
             self.engine.register_blueprint(blueprint)
         self.loop = asyncio.new_event_loop()
         self.known: list[dict[str, str]] = [{}]

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from engine_helpers import started_engine, wait_for_status
+from support.blueprints import one_task_blueprint
+from support.engine import started_engine, wait_for_status
 
-from avtomatika import StateMachineBlueprint
 from avtomatika.models import TaskStatus
 
 
-def _blueprint() -> StateMachineBlueprint:
-    bp = StateMachineBlueprint("give_back")
-
-    @bp.handler_for("start", is_start=True)
-    async def start(context):
-        context.actions.dispatch_task(task_type="echo", params={}, transitions={"success": "done"})
-
-    @bp.handler_for("done", is_end=True)
-    async def done(context):
-        pass
-
-    return bp
-
-
 async def test_given_back_task_goes_to_the_next_worker():
-    async with started_engine(_blueprint()) as engine:
+    async with started_engine(one_task_blueprint("give_back")) as engine:
         job = await engine.create_job("give_back", {})
         await engine.register_worker({"worker_id": "gone", "supported_tasks": ["echo"]})
         task = await engine.next_task("gone", 5)
@@ -44,7 +30,7 @@ async def test_given_back_task_goes_to_the_next_worker():
 
 
 async def test_giving_back_an_answered_task_changes_nothing():
-    async with started_engine(_blueprint()) as engine:
+    async with started_engine(one_task_blueprint("give_back")) as engine:
         job = await engine.create_job("give_back", {})
         await engine.register_worker({"worker_id": "w", "supported_tasks": ["echo"]})
         task = await engine.next_task("w", 5)

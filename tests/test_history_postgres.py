@@ -8,13 +8,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
-from history_contract import HistoryContract, JobScript, Reopen, feed_commit
-from postgres_server import PostgresServer, require_postgres, running_postgres
+from support.blueprints import hop_blueprint
+from support.history_contract import HistoryContract, JobScript, Reopen, feed_commit
+from support.postgres_server import PostgresServer, require_postgres, running_postgres
 
-from avtomatika import Config, OrchestratorEngine, StateMachineBlueprint
+from avtomatika import Config, OrchestratorEngine
 from avtomatika.history import HistoryStorage, HistoryWriter, PostgresHistory, open_history
 from avtomatika.history.migrations import POSTGRES, latest
-from avtomatika.runtime.context import JobContext
 from avtomatika.storage import MemoryStorage
 
 
@@ -65,20 +65,6 @@ async def test_the_password_stays_out_of_repr(postgres: PostgresServer) -> None:
 
 
 # -- the database goes away while jobs run ---------------------------------------------------------
-def two_state_blueprint() -> StateMachineBlueprint:
-    flow = StateMachineBlueprint(name="hop", api_version="v1", api_endpoint="/jobs/hop")
-
-    @flow.handler_for("start", is_start=True)
-    async def start(context: JobContext) -> None:
-        context.actions.transition_to("done")
-
-    @flow.handler_for("done", is_end=True)
-    async def done(context: JobContext) -> None:
-        pass
-
-    return flow
-
-
 async def wait_for(condition: Callable[[], bool], timeout_s: float = 20.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -110,7 +96,7 @@ async def test_jobs_go_on_while_postgres_is_down_and_history_catches_up(private_
     server = private_postgres
     history = await open_history(server.create_database())
     engine = OrchestratorEngine(MemoryStorage(), Config(EXECUTOR_CONCURRENCY=2))
-    engine.register_blueprint(two_state_blueprint())
+    engine.register_blueprint(hop_blueprint("hop", endpoint=True))
     await engine.start(http=False)
     writer = HistoryWriter(
         history, engine.storage, engine.events, flush_interval_s=0.02, retry_initial_s=0.05, retry_max_s=0.2

@@ -12,9 +12,10 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import api_helpers
 import pytest
-from test_studio_support import csrf_of
+from support.api import Api, MakeApi
+from support.blueprints import API_BLUEPRINTS
+from support.studio import csrf_of
 
 from avtomatika import Config, OrchestratorEngine
 from avtomatika.api.app import create_app
@@ -23,8 +24,6 @@ from avtomatika.history.records import EventRecord
 from avtomatika.history.sqlite import SQLiteHistory
 from avtomatika.storage import MemoryStorage
 from avtomatika.studio import setup_studio
-
-make_api = api_helpers.make_api
 
 
 class SlowHistory(SQLiteHistory):
@@ -36,7 +35,7 @@ class SlowHistory(SQLiteHistory):
 
 
 @contextlib.asynccontextmanager
-async def sustained_creation(api: api_helpers.Api):
+async def sustained_creation(api: Api):
     """Jobs created back to back for as long as the block runs."""
 
     async def create() -> None:
@@ -56,22 +55,22 @@ async def sustained_creation(api: api_helpers.Api):
 
 
 @pytest.fixture
-async def slow_api(aiohttp_client: Any) -> AsyncIterator[api_helpers.Api]:
+async def slow_api(aiohttp_client: Any) -> AsyncIterator[Api]:
     """The API and the studio of an engine whose history writes slowly."""
     config = Config(HISTORY_READ_WAIT_SECONDS=0.05, CLIENT_TOKEN=None, CLIENTS_CONFIG_PATH=None, LOG_FORMAT="text")
     engine = OrchestratorEngine(MemoryStorage(), config, history=SlowHistory())
-    for blueprint in api_helpers.BLUEPRINTS:
+    for blueprint in API_BLUEPRINTS:
         engine.register_blueprint(blueprint)
     await engine.start(http=False)
     app = create_app(engine)
     setup_studio(app, engine)
     try:
-        yield api_helpers.Api(await aiohttp_client(app), engine)
+        yield Api(await aiohttp_client(app), engine)
     finally:
         await engine.stop()
 
 
-async def test_reads_answer_under_load_and_say_history_lags(slow_api: api_helpers.Api) -> None:
+async def test_reads_answer_under_load_and_say_history_lags(slow_api: Api) -> None:
     api = slow_api
     job_id = await api.create("/api/v1/jobs/approval")
     async with sustained_creation(api):
@@ -89,7 +88,7 @@ async def test_reads_answer_under_load_and_say_history_lags(slow_api: api_helper
         await csrf_of(api.http)
 
 
-async def test_when_history_keeps_up_reads_see_everything(make_api: api_helpers.MakeApi) -> None:
+async def test_when_history_keeps_up_reads_see_everything(make_api: MakeApi) -> None:
     api = await make_api()
     job_id = await api.create("/api/v1/jobs/approval")
     _, listing = await api.client("GET", "/api/v1/jobs?limit=1")

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from history_contract import HistoryContract, Reopen
+from support.history_contract import HistoryContract, Reopen
 
 from avtomatika.history import HistoryStorage, SQLiteHistory, open_history
 
@@ -45,7 +45,7 @@ class TestSQLiteFile(HistoryContract):
 
 async def test_history_survives_closing_the_file(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'h.db'}"
-    from history_contract import JobScript
+    from support.history_contract import JobScript
 
     async with await open_history(uri) as history:
         await history.record(JobScript("j").created().step().enter("done").events)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pytest
-from history_contract import JobScript, feed_commit
+from support.history_contract import JobScript, feed_commit
 
 from avtomatika.events import Event, EventBus, EventKind
 from avtomatika.history import EventRecord, HistoryWriter, SQLiteHistory, retention_loop

@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-import api_helpers
 import pytest
+from support.blueprints import API_BLUEPRINTS
 
 from avtomatika import Config, OrchestratorEngine
 from avtomatika.storage import MemoryStorage
@@ -31,7 +31,7 @@ SETTINGS: dict[str, Any] = {
 @asynccontextmanager
 async def serving(**settings: Any) -> AsyncIterator[OrchestratorEngine]:
     engine = OrchestratorEngine(MemoryStorage(), Config(**{**SETTINGS, **settings}))
-    for blueprint in api_helpers.BLUEPRINTS:
+    for blueprint in API_BLUEPRINTS:
         engine.register_blueprint(blueprint)
     await engine.start("127.0.0.1", 0)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine_helpers import assert_no_silent_stall, started_engine, wait_for_status
+from support.engine import assert_no_silent_stall, started_engine, wait_for_status
 
 from avtomatika import StateMachineBlueprint
 from avtomatika.events import Event, EventKind

@@ -12,17 +12,15 @@ import gc
 import tracemalloc
 from typing import Any
 
-import api_helpers
 import pytest
+from support.api import Api, MakeApi
 
 from avtomatika.events import Event, EventBus, EventKind
 from avtomatika.models import Job
 from avtomatika.runtime.watchers import JobWatcher, Until
 
-make_api = api_helpers.make_api
 
-
-async def _waiting(api: api_helpers.Api, count: int) -> None:
+async def _waiting(api: Api, count: int) -> None:
     """Until ``count`` clients wait."""
     for _ in range(500):
         if api.engine.watcher.waiting == count:
@@ -31,7 +29,7 @@ async def _waiting(api: api_helpers.Api, count: int) -> None:
     raise AssertionError(f"{api.engine.watcher.waiting} clients wait, not {count}")
 
 
-async def test_a_waiting_client_is_answered_when_the_job_ends(make_api: api_helpers.MakeApi) -> None:
+async def test_a_waiting_client_is_answered_when_the_job_ends(make_api: MakeApi) -> None:
     api = await make_api()
     job_id = await api.create("/api/v1/jobs/approval")
     waiting = asyncio.create_task(api.client("GET", f"/api/v1/jobs/{job_id}?wait_s=30"))
@@ -43,7 +41,7 @@ async def test_a_waiting_client_is_answered_when_the_job_ends(make_api: api_help
     assert api.engine.watcher.waiting == 0
 
 
-async def test_a_wait_ends_after_wait_s_with_the_job_as_it_is(make_api: api_helpers.MakeApi) -> None:
+async def test_a_wait_ends_after_wait_s_with_the_job_as_it_is(make_api: MakeApi) -> None:
     api = await make_api()
     job_id = await api.create("/api/v1/jobs/approval")
     await api.wait_job(job_id, "waiting_for_human")
@@ -52,7 +50,7 @@ async def test_a_wait_ends_after_wait_s_with_the_job_as_it_is(make_api: api_help
     assert api.engine.watcher.waiting == 0
 
 
-async def test_a_cancel_ends_the_wait(make_api: api_helpers.MakeApi) -> None:
+async def test_a_cancel_ends_the_wait(make_api: MakeApi) -> None:
     api = await make_api()
     job_id = await api.create("/api/v1/jobs/approval")
     waiting = asyncio.create_task(api.client("GET", f"/api/v1/jobs/{job_id}?wait_s=30"))
@@ -63,7 +61,7 @@ async def test_a_cancel_ends_the_wait(make_api: api_helpers.MakeApi) -> None:
     assert view["status"] == "cancelled"
 
 
-async def test_until_change_answers_at_the_next_status_or_state(make_api: api_helpers.MakeApi) -> None:
+async def test_until_change_answers_at_the_next_status_or_state(make_api: MakeApi) -> None:
     api = await make_api()
     job_id, task = await api.take()
     waiting = asyncio.create_task(api.client("GET", f"/api/v1/jobs/{job_id}?wait_s=30&until=change"))
@@ -74,7 +72,7 @@ async def test_until_change_answers_at_the_next_status_or_state(make_api: api_he
     assert (status, view["status"]) == (200, "quarantined")
 
 
-async def test_an_ended_job_is_answered_at_once_and_bad_values_are_400(make_api: api_helpers.MakeApi) -> None:
+async def test_an_ended_job_is_answered_at_once_and_bad_values_are_400(make_api: MakeApi) -> None:
     api = await make_api()
     job_id = await api.create("/api/v1/jobs/simple")
     await api.wait_job(job_id, "finished")
@@ -92,7 +90,7 @@ async def test_an_ended_job_is_answered_at_once_and_bad_values_are_400(make_api:
     assert status == 404
 
 
-async def test_a_client_that_hangs_up_frees_its_wait(make_api: api_helpers.MakeApi) -> None:
+async def test_a_client_that_hangs_up_frees_its_wait(make_api: MakeApi) -> None:
     api = await make_api()
     job_id = await api.create("/api/v1/jobs/approval")
     waiting = asyncio.create_task(api.client("GET", f"/api/v1/jobs/{job_id}?wait_s=30"))

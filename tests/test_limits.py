@@ -9,10 +9,10 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
-import api_helpers
 import pytest
 from aiohttp import web
-from api_helpers import CLIENT_HEADER, WORKER_HEADER, Api
+from support.api import CLIENT_HEADER, WORKER_HEADER, Api
+from support.blueprints import API_BLUEPRINTS
 
 from avtomatika import Config, OrchestratorEngine
 from avtomatika.api.app import create_app
@@ -41,7 +41,7 @@ async def serve(aiohttp_client, tmp_path):
             **settings,
         }
         engine = OrchestratorEngine(MemoryStorage(), Config(**config))
-        for blueprint in api_helpers.BLUEPRINTS:
+        for blueprint in API_BLUEPRINTS:
             engine.register_blueprint(blueprint)
         await engine.start(http=False)
         engines.append(engine)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from engine_helpers import started_engine, wait_for
+from support.engine import started_engine, wait_for
 
 from avtomatika import Config, StateMachineBlueprint
 from avtomatika.models import Job, Task

@@ -11,19 +11,18 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import api_helpers
 import pytest
-from engine_helpers import FakeWorker, failure, fast_config, success, wait_for, wait_for_status
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
+from support.api import Api, UnreachableStorage
+from support.blueprints import one_task_blueprint
+from support.engine import FakeWorker, failure, fast_config, success, wait_for, wait_for_status
 
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
 from avtomatika.api import public
 from avtomatika.models import Task
 from avtomatika.observe.metrics import Metrics, default_instance
 from avtomatika.storage import MemoryStorage
-
-make_api = api_helpers.make_api
 
 INSTANCE = "engine-a"
 #: Whether engine.py creates ``engine.metrics`` itself and stamps terminal events with ``created_at``
@@ -32,24 +31,6 @@ INSTANCE = "engine-a"
 
 
 # -- blueprints ------------------------------------------------------------------------------------
-def flow_blueprint() -> StateMachineBlueprint:
-    """One ``echo`` task (its ``mode`` param tells the worker how to answer), then done."""
-    bp = StateMachineBlueprint("flow", api_version="v1", api_endpoint="/jobs/flow")
-
-    @bp.handler_for("start", is_start=True)
-    async def start(context):
-        task_type = context.initial_data.get("task_type", "echo")
-        context.actions.dispatch_task(
-            task_type, {"mode": context.initial_data["mode"]}, transitions={"success": "done"}
-        )
-
-    @bp.handler_for("done", is_end=True)
-    async def done(context):
-        pass
-
-    return bp
-
-
 def shaky_blueprint(raised: set[str]) -> StateMachineBlueprint:
     """Its start handler raises on a job's first run, then moves on."""
     bp = StateMachineBlueprint("shaky", api_version="v1", api_endpoint="/jobs/shaky")
@@ -96,7 +77,7 @@ class Scrape:
         return float(found[0].value)
 
 
-async def scrape(api: api_helpers.Api, accept: str | None = None) -> tuple[str, str]:
+async def scrape(api: Api, accept: str | None = None) -> tuple[str, str]:
     headers = {"Accept": accept} if accept else {}
     async with api.http.get("/_public/metrics", headers=headers) as response:
         assert response.status == 200, await response.text()
@@ -113,16 +94,21 @@ async def serve_metrics(engine: OrchestratorEngine, metrics: Metrics) -> Metrics
     return metrics
 
 
-async def with_metrics(api: api_helpers.Api, **options: Any) -> Metrics:
+async def with_metrics(api: Api, **options: Any) -> Metrics:
     """A Metrics labelled ``INSTANCE`` for ``api``'s engine, served at /_public/metrics."""
     return await serve_metrics(api.engine, Metrics(api.engine, instance=INSTANCE, **options))
 
 
 @pytest.fixture
-async def worker_api(make_api) -> AsyncIterator[tuple[api_helpers.Api, FakeWorker]]:
+async def worker_api(make_api) -> AsyncIterator[tuple[Api, FakeWorker]]:
     """An API over the ``flow`` and ``shaky`` blueprints, with metrics and a worker answering by mode."""
     raised: set[str] = set()
-    api = await make_api(flow_blueprint(), shaky_blueprint(raised), JOB_MAX_RETRIES=3, RETRY_BACKOFF_MAX_SECONDS=0.05)
+    api = await make_api(
+        one_task_blueprint("flow", endpoint=True),
+        shaky_blueprint(raised),
+        JOB_MAX_RETRIES=3,
+        RETRY_BACKOFF_MAX_SECONDS=0.05,
+    )
     await with_metrics(api)
     worker = await FakeWorker(api.engine, "w1", ["echo"]).register()
     worker.serve(answer_by_mode)
@@ -207,12 +193,12 @@ async def test_an_operator_retry_is_counted_and_the_job_timed_again(worker_api) 
     assert m.value(count, blueprint="flow", status="failed", instance=INSTANCE) == 2
 
 
-async def _value(api: api_helpers.Api, name: str, **labels: str) -> float:
+async def _value(api: Api, name: str, **labels: str) -> float:
     return Scrape((await scrape(api))[0]).value(name, instance=INSTANCE, **labels)
 
 
 async def test_queue_lengths_and_workers_are_read_at_scrape_time(make_api) -> None:
-    api = await make_api(flow_blueprint())
+    api = await make_api(one_task_blueprint("flow", endpoint=True))
     await with_metrics(api)
     engine = api.engine
     for _ in range(3):
@@ -245,7 +231,7 @@ async def test_storage_down_at_scrape_time_drops_the_storage_gauges(make_api) ->
         async def queue_lengths(self) -> dict[str, int]:
             raise ConnectionError("storage host is down")
 
-    api = await make_api(flow_blueprint(), storage=Unreadable())
+    api = await make_api(one_task_blueprint("flow", endpoint=True), storage=Unreadable())
     await with_metrics(api)
     m = Scrape((await scrape(api))[0])
     assert m.value("orchestrator_storage_up") == 0
@@ -255,7 +241,7 @@ async def test_storage_down_at_scrape_time_drops_the_storage_gauges(make_api) ->
 
 
 async def test_history_drops_are_read_from_their_counter(make_api) -> None:
-    api = await make_api(flow_blueprint())
+    api = await make_api(one_task_blueprint("flow", endpoint=True))
     metrics = await with_metrics(api)
     dropped = [0]
     metrics.watch_drops("history", lambda: dropped[0])
@@ -268,7 +254,7 @@ async def test_history_drops_are_read_from_their_counter(make_api) -> None:
 
 
 async def test_event_loop_lag_is_measured(make_api) -> None:
-    api = await make_api(flow_blueprint())
+    api = await make_api(one_task_blueprint("flow", endpoint=True))
     metrics = await with_metrics(api, lag_interval_s=0.01)
     metrics.start()
     try:
@@ -299,8 +285,8 @@ async def test_openmetrics_is_served_when_asked_for(worker_api) -> None:
 
 
 async def test_engines_in_one_process_keep_their_own_registries(make_api) -> None:
-    first = await make_api(flow_blueprint())
-    second = await make_api(flow_blueprint())
+    first = await make_api(one_task_blueprint("flow", endpoint=True))
+    second = await make_api(one_task_blueprint("flow", endpoint=True))
     await with_metrics(first)
     await serve_metrics(second.engine, Metrics(second.engine, instance="engine-b"))
     await first.engine.create_job("flow", {"mode": "ok"})
@@ -320,7 +306,7 @@ def test_the_default_instance_is_host_and_pid() -> None:
 
 
 async def test_metrics_not_enabled_is_503(make_api) -> None:
-    api = await make_api(flow_blueprint())
+    api = await make_api(one_task_blueprint("flow", endpoint=True))
     served = getattr(api.engine, "metrics", None)
     api.engine.metrics = None  # type: ignore[attr-defined]
     try:
@@ -332,7 +318,7 @@ async def test_metrics_not_enabled_is_503(make_api) -> None:
 
 
 async def test_the_engine_serves_its_own_metrics(make_api) -> None:
-    api = await make_api(flow_blueprint())
+    api = await make_api(one_task_blueprint("flow", endpoint=True))
     await api.engine.create_job("flow", {"mode": "ok"})
     instance = default_instance()
 
@@ -354,7 +340,7 @@ async def test_several_engines_on_one_redis_count_each_job_once(redis_server, re
     engines = []
     for name in ("engine-a", "engine-b"):
         engine = OrchestratorEngine(RedisStorage(url=redis_server.url, lease_s=2.0), fast_config())
-        engine.register_blueprint(flow_blueprint())
+        engine.register_blueprint(one_task_blueprint("flow", endpoint=True))
         await serve_metrics(engine, Metrics(engine, instance=name))
         await engine.start(http=False)
         engines.append(engine)
@@ -408,7 +394,7 @@ async def health_api(make_api) -> AsyncIterator[Callable[..., Any]]:
     engine gets its own store back before it stops (it closes it)."""
     made: list[tuple[OrchestratorEngine, Any]] = []
 
-    async def make(history: Callable[[Any], Any], **options: Any) -> api_helpers.Api:
+    async def make(history: Callable[[Any], Any], **options: Any) -> Api:
         api = await make_api(**options)
         real = api.engine.history  # type: ignore[attr-defined]
         made.append((api.engine, real))
@@ -442,9 +428,7 @@ async def test_health_is_503_when_history_is_unreachable(health_api) -> None:
 
 
 async def test_health_names_every_unreachable_backend(health_api) -> None:
-    api = await health_api(
-        lambda real: Pinged(real, ConnectionError("database is down")), storage=api_helpers.UnreachableStorage()
-    )
+    api = await health_api(lambda real: Pinged(real, ConnectionError("database is down")), storage=UnreachableStorage())
     status, body = await api.call("GET", "/_public/health")
     assert status == 503
     assert "storage unreachable: storage host is down" in body["error"]

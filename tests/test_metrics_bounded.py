@@ -6,32 +6,16 @@ import asyncio
 import time
 import uuid
 
-import api_helpers
 from prometheus_client.parser import text_string_to_metric_families
+from support.api import Api, MakeApi
+from support.blueprints import one_task_blueprint
 
-from avtomatika import StateMachineBlueprint
 from avtomatika.observe.metric_labels import OTHER
 
-make_api = api_helpers.make_api
 CAP = 25
 
 
-def data_driven() -> StateMachineBlueprint:
-    """A blueprint whose task type comes from its input: as many types as jobs."""
-    bp = StateMachineBlueprint("anything", api_version="v1", api_endpoint="/jobs/anything")
-
-    @bp.handler_for("start", is_start=True)
-    async def start(context):
-        context.actions.dispatch_task(context.initial_data["kind"], {}, transitions={"success": "done"})
-
-    @bp.handler_for("done", is_end=True)
-    async def done(context):
-        pass
-
-    return bp
-
-
-async def series(api: api_helpers.Api, name: str) -> dict[str, float]:
+async def series(api: Api, name: str) -> dict[str, float]:
     status, text = await api.call("GET", "/_public/metrics")
     assert status == 200
     found = {}
@@ -43,7 +27,7 @@ async def series(api: api_helpers.Api, name: str) -> dict[str, float]:
 
 
 async def test_a_worker_re_registering_with_random_types_cannot_grow_the_exposition(
-    make_api: api_helpers.MakeApi,
+    make_api: MakeApi,
 ) -> None:
     api = await make_api(
         METRICS_MAX_LABEL_VALUES=CAP, WORKER_HEALTH_CHECK_INTERVAL_SECONDS=0.2, WATCHER_INTERVAL_SECONDS=0.1
@@ -60,10 +44,10 @@ async def test_a_worker_re_registering_with_random_types_cannot_grow_the_exposit
     assert await series(api, "orchestrator_task_queue_length") == {}
 
 
-async def test_counters_count_types_past_the_cap_under_other(make_api: api_helpers.MakeApi) -> None:
-    api = await make_api(data_driven(), METRICS_MAX_LABEL_VALUES=CAP)
+async def test_counters_count_types_past_the_cap_under_other(make_api: MakeApi) -> None:
+    api = await make_api(one_task_blueprint("anything", endpoint=True), METRICS_MAX_LABEL_VALUES=CAP)
     for i in range(CAP + 15):
-        await api.create("/api/v1/jobs/anything", {"kind": f"kind-{i}"})
+        await api.create("/api/v1/jobs/anything", {"task_type": f"kind-{i}"})
     while sum((await series(api, "orchestrator_tasks_dispatched_total")).values()) < CAP + 15:
         await asyncio.sleep(0.01)
     dispatched = await series(api, "orchestrator_tasks_dispatched_total")

@@ -1,6 +1,6 @@
 """Several engine processes on one Redis (issue 3): real redis-server, engines, workers, PostgreSQL.
 
-The process tests (marked ``slow``) run two ``python -m avtomatika serve tests/multi_engine_app.py``
+The process tests (marked ``slow``) run two ``python -m avtomatika serve tests/support/apps/cluster.py``
 engines on one redis-server, with two echo workers, each pointed at one engine, and one PostgreSQL
 database both engines write history to. Jobs (start -> dispatch -> second -> done) are created over
 both engines' APIs in turn; each handler leaves a mark in Redis, so the tests count the handlers' runs
@@ -21,8 +21,8 @@ import aiohttp
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from multi_engine_helpers import Cluster, running_cluster
-from postgres_server import PostgresServer
+from support.cluster import Cluster, running_cluster
+from support.postgres_server import PostgresServer
 
 from avtomatika.server.channels import WorkerChannels
 from avtomatika.storage import MemoryStorage

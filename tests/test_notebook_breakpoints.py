@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from engine_helpers import FakeWorker, failure, success, wait_for, wait_for_status
-from notebook_helpers import press, svg_nodes, text_of
-from test_studio_support import studio_engine
+from support.engine import FakeWorker, failure, success, wait_for, wait_for_status
+from support.notebook import press, svg_nodes, text_of
+from support.studio import studio_engine
 
 from avtomatika import OrchestratorEngine
 from avtomatika.events import EventKind

@@ -5,7 +5,8 @@ buttons' click(), form values, and a graph click as the front end reports it (a 
 
 from __future__ import annotations
 
-from notebook_helpers import amount_router, highlighted, pipeline, press, report, svg_nodes, text_of
+from support.blueprints import amount_router, pipeline, report
+from support.notebook import highlighted, press, svg_nodes, text_of
 
 from avtomatika import StateMachineBlueprint
 from avtomatika.studio.notebook import StepDebugger

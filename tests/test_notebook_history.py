@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine_helpers import FakeWorker, fast_config, success, wait_for_status
-from notebook_helpers import svg_nodes, taken_edges, text_of
+from support.engine import FakeWorker, fast_config, success, wait_for_status
+from support.notebook import svg_nodes, taken_edges, text_of
 
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
 from avtomatika.storage import MemoryStorage

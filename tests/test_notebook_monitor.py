@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-from engine_helpers import fast_config, started_engine, wait_for, wait_for_status
-from notebook_helpers import pipeline, svg_nodes, text_of
+from support.blueprints import pipeline
+from support.engine import fast_config, started_engine, wait_for, wait_for_status
+from support.notebook import svg_nodes, text_of
 from support.processes import free_port
 
 from avtomatika import OrchestratorEngine

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 
-from engine_helpers import FakeWorker, success, wait_for_status
-from notebook_helpers import press, text_of
-from test_studio_support import studio_engine
+from support.engine import FakeWorker, success, wait_for_status
+from support.notebook import press, text_of
+from support.studio import studio_engine
 
 from avtomatika.studio.notebook import EngineMonitor
 

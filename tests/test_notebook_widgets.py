@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from engine_helpers import FakeWorker, failure, fast_config, started_engine, wait_for, wait_for_status
-from notebook_helpers import end_states, highlighted, pipeline, press, svg_nodes, taken_edges, text_of
+from support.blueprints import end_states, pipeline
+from support.engine import FakeWorker, failure, fast_config, started_engine, wait_for, wait_for_status
+from support.notebook import highlighted, press, svg_nodes, taken_edges, text_of
 
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
 from avtomatika.models import JobStatus

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-import api_helpers
 import pytest
 from aiohttp import web
+from support.blueprints import API_BLUEPRINTS
 
 from avtomatika import Config, OrchestratorEngine
 from avtomatika.api.app import create_app
@@ -14,12 +14,10 @@ from avtomatika.api.keys import engine_key
 from avtomatika.api.openapi import build_document, undocumented_routes
 from avtomatika.api.payloads import JobSummary, JobView, TaskWire, WorkerSummary
 
-make_api = api_helpers.make_api
-
 
 def _app() -> web.Application:
     engine = OrchestratorEngine(config=Config(LOG_FORMAT="text", CLIENT_TOKEN=None, GLOBAL_WORKER_TOKEN=None))
-    for blueprint in api_helpers.BLUEPRINTS:
+    for blueprint in API_BLUEPRINTS:
         engine.register_blueprint(blueprint)
     return create_app(engine)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from engine_helpers import (
+from pydantic import BaseModel
+from support.engine import (
     FakeWorker,
     assert_no_silent_stall,
     failure,
@@ -16,7 +17,6 @@ from engine_helpers import (
     wait_for_status,
     waiting_tasks,
 )
-from pydantic import BaseModel
 
 from avtomatika import StateMachineBlueprint
 from avtomatika.errors import InvalidOperation, ResultRejected

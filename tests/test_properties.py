@@ -21,12 +21,12 @@ from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
-from engine_helpers import FakeWorker, assert_no_silent_stall, failure, started_engine, success
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
+from support.blueprints import one_task_blueprint
+from support.engine import FakeWorker, assert_no_silent_stall, failure, started_engine, success
 
-from avtomatika import StateMachineBlueprint
 from avtomatika.conditions import Condition, compile_condition
 from avtomatika.errors import ConditionError, ConditionEvaluationError, InvalidOperation, ResultRejected
 from avtomatika.models import TERMINAL_STATUSES, JobStatus
@@ -150,18 +150,7 @@ def test_any_unicode_or_control_characters_compile_or_raise_condition_error(text
 
 
 # -- the job state machine -------------------------------------------------------------------------
-flow = StateMachineBlueprint("prop", api_version="v1", api_endpoint="/jobs/prop")
-
-
-@flow.handler_for("start", is_start=True)
-async def prop_start(context):
-    context.actions.dispatch_task("echo", params={"n": 1}, transitions={"success": "done"})
-
-
-@flow.handler_for("done", is_end=True)
-async def prop_done(context):
-    pass
-
+flow = one_task_blueprint("prop", endpoint=True)
 
 RESULTS: dict[str, dict[str, Any]] = {
     "success": success({"ok": True}),

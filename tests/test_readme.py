@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from doc_samples import CodeBlock, code_blocks
+from support.doc_samples import CodeBlock, code_blocks
 
 from avtomatika.config import Config
 

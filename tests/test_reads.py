@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_helpers import FakeWorker, failure, fast_config, success, wait_for, wait_for_status
-from postgres_server import PostgresServer
-from redis_server import RedisServer
 from support.blueprints import batch_blueprint, routing_blueprint
+from support.engine import FakeWorker, failure, fast_config, success, wait_for, wait_for_status
+from support.postgres_server import PostgresServer
+from support.redis_server import RedisServer
 
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
 from avtomatika.models import Job

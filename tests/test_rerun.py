@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-import api_helpers
 import pytest
+from support.api import Api
 
 from avtomatika import StateMachineBlueprint
 from avtomatika.errors import InvalidOperation
@@ -15,8 +15,6 @@ from avtomatika.models import BulkKind, BulkStatus
 from avtomatika.reads.timeline import Timeline
 from avtomatika.runtime.bulk import rerun_id
 from avtomatika.runtime.rerun import rerun_origin
-
-make_api = api_helpers.make_api
 
 pipeline = StateMachineBlueprint("pipeline", api_version="v1", api_endpoint="/jobs/pipeline")
 
@@ -48,13 +46,13 @@ async def pipeline_publish(context):
     pass
 
 
-async def _finished(api: api_helpers.Api, data: dict) -> str:
+async def _finished(api: Api, data: dict) -> str:
     job_id = await api.create("/api/v1/jobs/pipeline", data)
     await api.wait_job(job_id, "finished")
     return job_id
 
 
-async def _rerun(api: api_helpers.Api, job_id: str, body: dict | None = None, **kwargs) -> tuple[int, dict]:
+async def _rerun(api: Api, job_id: str, body: dict | None = None, **kwargs) -> tuple[int, dict]:
     return await api.client("POST", f"/api/v1/jobs/{job_id}/rerun", json=body or {}, **kwargs)
 
 

@@ -13,10 +13,10 @@ import asyncio
 import copy
 from typing import Any
 
-import api_helpers
 import pytest
 from aiohttp import web
-from api_helpers import CLIENT_HEADER, WORKER_HEADER, Api
+from support.api import CLIENT_HEADER, WORKER_HEADER, Api
+from support.blueprints import API_BLUEPRINTS
 
 from avtomatika import Config, OrchestratorEngine
 from avtomatika.api.app import create_app
@@ -97,7 +97,7 @@ def _collect() -> list[tuple[str, str]]:
 
     with tempfile.TemporaryDirectory() as tmp:
         engine = OrchestratorEngine(MemoryStorage(), Config(**_settings(Path(tmp))))
-        for blueprint in api_helpers.BLUEPRINTS:
+        for blueprint in API_BLUEPRINTS:
             engine.register_blueprint(blueprint)
         return all_routes(_app(engine))
 
@@ -121,7 +121,7 @@ def test_every_route_is_classified_and_unauthenticated_ones_only_read():
     kinds = {route: kind_of(*route) for route in ROUTES}
     assert {route for route, kind in kinds.items() if kind == "exempt"} == EXEMPT
     engine = OrchestratorEngine(MemoryStorage(), Config(LOG_FORMAT="text"))
-    for blueprint in api_helpers.BLUEPRINTS:
+    for blueprint in API_BLUEPRINTS:
         engine.register_blueprint(blueprint)
     app = create_app(engine)
     for resource in app.router.resources():
@@ -142,7 +142,7 @@ async def serve(aiohttp_client):
 
     async def make(tmp: Any) -> Api:
         engine = OrchestratorEngine(MemoryStorage(), Config(**_settings(tmp)))
-        for blueprint in api_helpers.BLUEPRINTS:
+        for blueprint in API_BLUEPRINTS:
             engine.register_blueprint(blueprint)
         await engine.start(http=False)
         engines.append(engine)

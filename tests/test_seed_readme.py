@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from doc_samples import CodeBlock, code_blocks
+from support.doc_samples import CodeBlock, code_blocks
 from support.processes import free_port, start_process, stop_process, wait_http
 
 from avtomatika import Job, OrchestratorEngine, StateMachineBlueprint

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-from engine_helpers import GUARD_S, fast_config
+from support.engine import GUARD_S, fast_config
 
 from avtomatika import OrchestratorEngine
 from avtomatika.storage import MemoryStorage

@@ -5,24 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from engine_helpers import fast_config, wait_for_status
+from support.blueprints import hop_blueprint
+from support.engine import fast_config, wait_for_status
 
-from avtomatika import OrchestratorEngine, StateMachineBlueprint
+from avtomatika import OrchestratorEngine
 from avtomatika.storage import MemoryStorage, RedisStorage
-
-
-def _flow() -> StateMachineBlueprint:
-    bp = StateMachineBlueprint("choice")
-
-    @bp.handler_for("start", is_start=True)
-    async def start(context):
-        context.actions.transition_to("done")
-
-    @bp.handler_for("done", is_end=True)
-    async def done(context):
-        pass
-
-    return bp
 
 
 def test_without_redis_settings_the_engine_keeps_state_in_memory():
@@ -32,7 +19,7 @@ def test_without_redis_settings_the_engine_keeps_state_in_memory():
 async def test_redis_url_makes_the_engine_use_redis(redis_server, redis_client):
     engine = OrchestratorEngine(config=fast_config(REDIS_URL=redis_server.url))
     assert isinstance(engine.storage, RedisStorage)
-    engine.register_blueprint(_flow())
+    engine.register_blueprint(hop_blueprint("choice"))
     await engine.start(http=False)
     try:
         job = await engine.create_job("choice", {})

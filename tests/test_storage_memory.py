@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-from storage_contract import StorageContract, create_jobs, dispatch, make_task, make_worker, take
+from support.storage_contract import StorageContract, create_jobs, dispatch, make_task, make_worker, take
 
 from avtomatika.models import Job, JobStatus, Task, TaskStatus, WorkerRecord, new_id, pack, unpack
 from avtomatika.storage import Commit, JobFilter, MemoryStorage

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from redis_server import RedisServer, running_redis
-from storage_contract import (
+from support.redis_server import RedisServer, running_redis
+from support.storage_contract import (
     SHORT,
     StorageContract,
     claim,

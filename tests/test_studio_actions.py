@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from aiohttp import web
-from engine_helpers import FakeWorker, failure, wait_for_status
-from test_studio_support import csrf_of, studio_app, studio_engine
+from support.engine import FakeWorker, failure, wait_for_status
+from support.studio import CLIENTS_TOML, csrf_of, sign_in, studio_app, studio_engine
 
 from avtomatika.api.exposure import is_loopback
 from avtomatika.events import EventKind
@@ -208,21 +208,6 @@ async def test_without_a_token_only_loopback_is_served(aiohttp_client) -> None:
 )
 def test_is_loopback(remote: str | None, expected: bool) -> None:
     assert is_loopback(remote) is expected
-
-
-CLIENTS_TOML = """
-[acme]
-token = "acme-secret"
-
-[globex]
-token = "globex-secret"
-"""
-
-
-async def sign_in(client, token: str, name: str = "someone") -> None:
-    csrf = await csrf_of(client, "/studio/login")
-    response = await client.post("/studio/login", data={"csrf_token": csrf, "token": token, "name": name})
-    assert response.status == 200, await response.text()
 
 
 async def test_client_tokens_alone_still_ask_for_a_token(aiohttp_client, tmp_path) -> None:

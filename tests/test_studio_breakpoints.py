@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from engine_helpers import FakeWorker, success, wait_for_status
-from test_studio_support import csrf_of, studio_app, studio_engine
+from support.engine import FakeWorker, success, wait_for_status
+from support.studio import csrf_of, studio_app, studio_engine
 
 from avtomatika import OrchestratorEngine
 from avtomatika.events import EventKind

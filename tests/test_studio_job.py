@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from engine_helpers import FakeWorker, failure, fast_config, started_engine, success, wait_for, wait_for_status
-from test_studio_support import csrf_of, studio_app, studio_engine
+from support.engine import FakeWorker, failure, fast_config, started_engine, success, wait_for, wait_for_status
+from support.studio import csrf_of, studio_app, studio_engine
 
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
 from avtomatika.graph import extract

@@ -9,17 +9,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import api_helpers
 import pytest
-from test_studio_support import csrf_of
-
-make_api = api_helpers.make_api
+from support.api import Api, MakeApi
+from support.studio import csrf_of
 
 HX = {"HX-Request": "true"}
 JSON = {"Accept": "application/json"}
 
 
-async def sign_in(api: api_helpers.Api, token: str) -> str:
+async def sign_in(api: Api, token: str) -> str:
     """Sign the test client in; the CSRF token of its new session."""
     csrf = await csrf_of(api.http, "/studio/login")
     response = await api.http.post("/studio/login", data={"csrf_token": csrf, "token": token, "name": "ann"})
@@ -27,9 +25,7 @@ async def sign_in(api: api_helpers.Api, token: str) -> str:
     return await csrf_of(api.http)
 
 
-async def start(
-    api: api_helpers.Api, csrf: str, text: str | dict[str, str], blueprint: str = "simple"
-) -> tuple[int, Any]:
+async def start(api: Api, csrf: str, text: str | dict[str, str], blueprint: str = "simple") -> tuple[int, Any]:
     """Post the start form: the JSON editor's text, or the fields of a typed blueprint's form."""
     fields = {"initial_data": text} if isinstance(text, str) else text
     response = await api.http.post(
@@ -59,7 +55,7 @@ def clients_file(tmp_path: Path, **quota: int) -> str:
     ids=["big-int", "lone-surrogate", "deep", "huge-float", "nan"],
 )
 async def test_the_studio_and_the_api_accept_and_refuse_the_same_json(
-    make_api: api_helpers.MakeApi, text: str, accepted: bool
+    make_api: MakeApi, text: str, accepted: bool
 ) -> None:
     api = await make_api(studio=True)
     csrf = await csrf_of(api.http)
@@ -76,7 +72,7 @@ async def test_the_studio_and_the_api_accept_and_refuse_the_same_json(
         assert len(await api.engine.list_jobs()) == 0
 
 
-async def test_release_params_go_through_the_same_parser_and_size_limit(make_api: api_helpers.MakeApi) -> None:
+async def test_release_params_go_through_the_same_parser_and_size_limit(make_api: MakeApi) -> None:
     api = await make_api(studio=True, MAX_PARAMS_BYTES=1024)
     job_id, _ = await api.quarantined()
     csrf = await csrf_of(api.http, f"/studio/jobs/{job_id}")
@@ -89,7 +85,7 @@ async def test_release_params_go_through_the_same_parser_and_size_limit(make_api
 
 
 # -- sizes, quotas, rates ------------------------------------------------------------------------
-async def test_initial_data_over_the_size_limit_is_refused_by_the_studio(make_api: api_helpers.MakeApi) -> None:
+async def test_initial_data_over_the_size_limit_is_refused_by_the_studio(make_api: MakeApi) -> None:
     api = await make_api(studio=True, MAX_PARAMS_BYTES=1024)
     csrf = await csrf_of(api.http)
     status, body = await start(api, csrf, '{"blob": "' + "z" * 2000 + '"}')
@@ -98,7 +94,7 @@ async def test_initial_data_over_the_size_limit_is_refused_by_the_studio(make_ap
     assert await api.engine.list_jobs() == []
 
 
-async def test_the_studio_counts_a_clients_monthly_attempts(make_api: api_helpers.MakeApi, tmp_path: Path) -> None:
+async def test_the_studio_counts_a_clients_monthly_attempts(make_api: MakeApi, tmp_path: Path) -> None:
     api = await make_api(studio=True, client_token="acme-secret", CLIENTS_CONFIG_PATH=clients_file(tmp_path, quota=3))
     for _ in range(3):
         await api.create("/api/v1/jobs/simple")
@@ -112,7 +108,7 @@ async def test_the_studio_counts_a_clients_monthly_attempts(make_api: api_helper
     assert len(await api.engine.list_jobs()) == 3
 
 
-async def test_refused_input_gives_the_attempt_back(make_api: api_helpers.MakeApi, tmp_path: Path) -> None:
+async def test_refused_input_gives_the_attempt_back(make_api: MakeApi, tmp_path: Path) -> None:
     api = await make_api(studio=True, CLIENTS_CONFIG_PATH=clients_file(tmp_path, quota=1))
     csrf = await sign_in(api, "acme-secret")
     status, body = await start(api, csrf, {"item": "book", "quantity": "0"}, blueprint="typed")
@@ -122,7 +118,7 @@ async def test_refused_input_gives_the_attempt_back(make_api: api_helpers.MakeAp
 
 
 async def test_the_studios_actions_are_rate_limited_with_the_clients_api_calls(
-    make_api: api_helpers.MakeApi, tmp_path: Path
+    make_api: MakeApi, tmp_path: Path
 ) -> None:
     api = await make_api(
         studio=True,
@@ -145,7 +141,7 @@ async def test_the_studios_actions_are_rate_limited_with_the_clients_api_calls(
     assert len(await api.engine.list_jobs()) == 3
 
 
-async def test_an_operators_actions_are_rate_limited_too(make_api: api_helpers.MakeApi) -> None:
+async def test_an_operators_actions_are_rate_limited_too(make_api: MakeApi) -> None:
     api = await make_api(studio=True, RATE_LIMIT_CLIENT_WRITE_PER_SECOND=0.001, RATE_LIMIT_CLIENT_WRITE_BURST=2)
     csrf = await csrf_of(api.http)
     assert (await start(api, csrf, "{}"))[0] == 201
@@ -156,7 +152,7 @@ async def test_an_operators_actions_are_rate_limited_too(make_api: api_helpers.M
 
 # -- sign-in -------------------------------------------------------------------------------------
 async def test_sign_in_is_rate_limited_per_address_and_logged_once_per_burst(
-    make_api: api_helpers.MakeApi, caplog: pytest.LogCaptureFixture
+    make_api: MakeApi, caplog: pytest.LogCaptureFixture
 ) -> None:
     api = await make_api(studio=True, STUDIO_TOKEN="op-secret", RATE_LIMIT_SIGN_IN_BURST=5)
     csrf = await csrf_of(api.http, "/studio/login")

@@ -6,34 +6,11 @@ import asyncio
 import re
 from pathlib import Path
 
-from aiohttp import ClientResponse
-from engine_helpers import FakeWorker, wait_for_status
-from test_studio_support import studio_app, studio_engine
+from support.engine import FakeWorker, wait_for_status
+from support.studio import GUARD_S, next_event, studio_app, studio_engine
 
 from avtomatika.studio.render import TEMPLATES_DIR
 from avtomatika.studio.sse import SseEvent
-
-GUARD_S = 10.0
-
-
-async def next_event(response: ClientResponse, name: str, contains: str = "") -> str:
-    """Read the stream until an event called ``name`` whose data contains ``contains``; return its data."""
-
-    async def read() -> str:
-        event, data = None, []
-        while True:
-            line = (await response.content.readline()).decode().rstrip("\r\n")
-            if line.startswith("event:"):
-                event = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-            elif not line:
-                text = "\n".join(data)
-                if event == name and contains in text:
-                    return text
-                event, data = None, []
-
-    return await asyncio.wait_for(read(), GUARD_S)
 
 
 async def test_job_stream_sends_marks_after_the_job_changes(aiohttp_client) -> None:

@@ -6,8 +6,8 @@ import re
 import xml.etree.ElementTree as ET
 
 import pytest
-from engine_helpers import FakeWorker, wait_for_status
-from test_studio_support import csrf_of, studio_app, studio_engine
+from support.engine import FakeWorker, wait_for_status
+from support.studio import csrf_of, studio_app, studio_engine
 
 PAGES = ["/studio/blueprints", "/studio/jobs", "/studio/quarantine", "/studio/workers", "/studio/-/patterns"]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from engine_helpers import started_engine, wait_for_status
-from test_studio_support import csrf_of, studio_app
+from support.engine import started_engine, wait_for_status
+from support.studio import csrf_of, studio_app
 
 from avtomatika import StateMachineBlueprint
 

@@ -9,10 +9,8 @@ from typing import Any
 
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
-from engine_helpers import FakeWorker, failure, wait_for, wait_for_status
-from test_studio_actions import CLIENTS_TOML, sign_in
-from test_studio_live import next_event
-from test_studio_support import csrf_of, studio_app, studio_engine
+from support.engine import FakeWorker, failure, wait_for, wait_for_status
+from support.studio import CLIENTS_TOML, csrf_of, next_event, sign_in, studio_app, studio_engine
 
 from avtomatika import OrchestratorEngine
 from avtomatika.events import EventKind

@@ -1,6 +1,6 @@
 """Self-tests of the test-side workers and process helpers, without the engine.
 
-``echo_worker.py`` runs as a real process against a tiny fake orchestrator (aiohttp.web, in the test's
+``support/workers/echo.py`` runs as a real process against a tiny fake orchestrator (aiohttp.web, in the test's
 loop) that speaks PROTOCOL.md's worker API. The SDK worker is not exercised here (that is the engine's
 interoperability suite); only the venv helper that provides the SDK is checked, as a slow test.
 """
@@ -28,7 +28,7 @@ from support.processes import (
     wait_http,
     wait_log,
 )
-from support.sdk_worker import SDK_VERSION, SdkUnavailable, sdk_venv
+from support.workers.sdk import SDK_VERSION, SdkUnavailable, sdk_venv
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import api_helpers
+from support.api import MakeApi
 
 from avtomatika import StateMachineBlueprint
-
-make_api = api_helpers.make_api
 
 thumbnails = StateMachineBlueprint("thumbnails", api_version="v1", api_endpoint="/jobs/thumbnails")
 
@@ -30,7 +28,7 @@ async def done(context):
     pass
 
 
-async def test_tasks_given_by_type_reach_the_worker_and_the_job_finishes(make_api: api_helpers.MakeApi) -> None:
+async def test_tasks_given_by_type_reach_the_worker_and_the_job_finishes(make_api: MakeApi) -> None:
     api = await make_api(thumbnails)
     await api.register("resizer", ["resize"])
     job_id = await api.create("/api/v1/jobs/thumbnails", {"sizes": [64, 128]})

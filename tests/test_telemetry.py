@@ -16,10 +16,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import api_helpers
 import pytest
 from aiohttp import web
-from engine_helpers import FakeWorker, failure, fast_config, success, wait_for_status
+from support.engine import FakeWorker, failure, fast_config, success, wait_for_status
 
 from avtomatika import OrchestratorEngine, StateMachineBlueprint
 from avtomatika.events import EventKind
@@ -40,7 +39,6 @@ except ImportError:  # without the telemetry extra only the tests of its absence
 else:
     HAS_OTEL = True
 
-make_api = api_helpers.make_api
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN_ID = "00f067aa0ba902b7"

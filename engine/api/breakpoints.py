@@ -23,7 +23,7 @@ from .payloads import (
     OperationDone,
 )
 from .render import model_response
-from .requests import max_depth, optional_body, parse, read_json
+from .requests import optional_body, required_body
 from .views import breakpoint_view
 
 PREFIXES = ("/api/v1", "/api")
@@ -76,7 +76,7 @@ async def list_breakpoints(request: web.Request) -> web.Response:
 async def set_breakpoint(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     owner = owner_of(request)  # who asks comes before what is asked (401 first)
-    body = parse(BreakpointRequest, await read_json(request, max_depth=max_depth(request)))
+    body = await required_body(request, BreakpointRequest)
     if body.job_id is not None:
         await engine.require_job(body.job_id, owner)
     elif owner is not None:

@@ -16,7 +16,7 @@ from .limits import check_size, limits_key
 from .openapi import Operation, documented
 from .payloads import BulkList, BulkRequest, BulkView
 from .render import model_response
-from .requests import max_depth, parse, read_json
+from .requests import required_body
 from .views import iso
 
 PREFIXES = ("/api/v1", "/api")
@@ -74,7 +74,7 @@ async def _visible(request: web.Request, bulk_id: str) -> BulkAction:
 async def start_bulk(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     owner = owner_of(request)  # who asks comes before what is asked (401 first)
-    body = parse(BulkRequest, await read_json(request, max_depth=max_depth(request)))
+    body = await required_body(request, BulkRequest)
     if body.params is not None:
         check_size(request.app[limits_key].limits, "params", body.params)
     if owner is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import asdict
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,18 +27,17 @@ from .payloads import (
     Cancelled,
     Dashboard,
     FailRequest,
-    JobHistory,
     JobList,
+    JobTimeline,
     JobView,
     JobViewList,
     OperationDone,
     ReleaseRequest,
     RetryRequest,
-    TimelineItem,
     WorkerList,
 )
 from .render import json_response, model_response
-from .requests import max_depth, optional_body, read_json
+from .requests import optional_body, read_json
 from .views import job_summary, job_view, worker_summary, worker_view
 
 if TYPE_CHECKING:
@@ -79,7 +77,7 @@ def create_job_handler(blueprint: StateMachineBlueprint) -> Any:
     @documented(CREATE_JOB)
     async def create_job(request: web.Request) -> web.Response:
         owner = owner_of(request)
-        data = await read_json(request, max_depth=max_depth(request))
+        data = await read_json(request)
         if not isinstance(data, dict):
             raise ApiError(400, "the request body must be a JSON object (the job's initial_data)")
         check_size(request.app[limits_key].limits, "initial_data", data)
@@ -142,7 +140,7 @@ async def _job_view(engine: OrchestratorEngine, job: Job) -> dict[str, Any]:
 
 @documented(
     Operation(
-        "A job's timeline from history", "client", security="client", responses={200: JobHistory}, errors=NOT_FOUND
+        "A job's timeline from history", "client", security="client", responses={200: JobTimeline}, errors=NOT_FOUND
     )
 )
 async def job_history(request: web.Request) -> web.Response:
@@ -150,8 +148,7 @@ async def job_history(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     pending = await engine.reads.history_lag()
     timeline = await engine.job_history(job_id, owner_of(request), wait=False)
-    history = [TimelineItem.model_validate({"job_id": job_id, **asdict(line)}) for line in timeline]
-    return model_response(JobHistory(history=history, history_pending=pending))
+    return model_response(JobTimeline(history=timeline, history_pending=pending))
 
 
 E = TypeVar("E", bound=StrEnum)

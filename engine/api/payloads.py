@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, TypeGuard
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from ..models import JobStatus, TaskStatus
+from ..reads import Line
 from ..runtime.bulk import MAX_JOBS, MAX_RATE
 
 
@@ -236,7 +237,7 @@ class JobSummary(BaseModel):
     retry_count: int
 
 
-#: How far history is behind when a read of it answers (JobList, JobHistory).
+#: How far history is behind when a read of it answers (JobList, JobTimeline).
 HistoryPending = Annotated[
     int,
     Field(
@@ -257,20 +258,8 @@ class JobViewList(BaseModel):
     jobs: list[JobView]
 
 
-class TimelineItem(BaseModel):
-    job_id: str
-    seq: int
-    at: float
-    kind: str
-    state: str | None
-    status: str | None
-    worker_id: str | None
-    duration_ms: float | None
-    data: dict[str, Any]
-
-
-class JobHistory(BaseModel):
-    history: list[TimelineItem]
+class JobTimeline(BaseModel):
+    history: list[Line]
     history_pending: HistoryPending = 0
 
 

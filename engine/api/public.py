@@ -13,7 +13,7 @@ from .errors import error_response
 from .keys import engine_key
 from .payloads import ApprovalRequest
 from .render import json_response
-from .requests import parse, read_json
+from .requests import required_body
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ async def approval(request: web.Request) -> web.Response:
     client = client_of(request)
     engine = request.app[engine_key]
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
-    body = parse(ApprovalRequest, await read_json(request, max_depth=engine.config.MAX_JSON_DEPTH))
+    body = await required_body(request, ApprovalRequest)
     job = await engine.decide(job.id, body.decision, actor=f"client:{client.name}")
     return json_response({"status": "decision_accepted", "job_id": job.id, "current_state": job.state})
 

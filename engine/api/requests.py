@@ -67,9 +67,14 @@ def max_depth(request: web.Request) -> int:
     return int(request.app[engine_key].config.MAX_JSON_DEPTH)
 
 
+async def required_body(request: web.Request, model: type[Model]) -> Model:
+    """The body, which ``model`` must accept."""
+    return parse(model, await read_json(request))
+
+
 async def optional_body(request: web.Request, model: type[Model]) -> Model:
     """An operation's body: empty means defaults; anything else must be an object ``model`` accepts."""
-    value = await read_json(request, max_depth=max_depth(request), allow_empty=True)
+    value = await read_json(request, allow_empty=True)
     if value is None:
         value = {}
     if not isinstance(value, dict):
@@ -77,8 +82,9 @@ async def optional_body(request: web.Request, model: type[Model]) -> Model:
     return parse(model, value)
 
 
-async def read_json(request: web.Request, *, max_depth: int, allow_empty: bool = False) -> Any:
-    """The body as JSON; ApiError (400, 408, 413, 415) naming the problem otherwise."""
+async def read_json(request: web.Request, *, allow_empty: bool = False) -> Any:
+    """The body as JSON (nested ``MAX_JSON_DEPTH`` deep at most); ApiError (400, 408, 413, 415) naming
+    the problem otherwise."""
     if request.body_exists and not is_json_type(request.content_type):
         raise ApiError(415, f"Content-Type must be application/json, not {request.content_type}", field="Content-Type")
     raw = await read_body(request)
@@ -87,7 +93,7 @@ async def read_json(request: web.Request, *, max_depth: int, allow_empty: bool =
             return None
         raise ApiError(400, "request body is empty; expected JSON")
     try:
-        return decode_json(raw, max_depth=max_depth)
+        return decode_json(raw, max_depth=max_depth(request))
     except BadJson as exc:
         raise ApiError(400, f"request body is {exc}") from None
 

@@ -26,7 +26,7 @@ from .payloads import (
     plain_task_result,
 )
 from .render import json_response, model_response
-from .requests import max_depth, parse, read_json
+from .requests import parse, read_json
 from .views import without_secrets, worker_view
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ UNKNOWN_WORKER = {404: "Unknown or expired worker"}
 )
 async def register(request: web.Request) -> web.Response:
     owner = worker_token(request)  # a refused token is told so before its body is looked at
-    body = await read_json(request, max_depth=max_depth(request))
+    body = await read_json(request)
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object (the worker record)")
     record = parse(WorkerRegistration, body)
@@ -73,7 +73,7 @@ async def register(request: web.Request) -> web.Response:
 async def heartbeat(request: web.Request) -> web.Response:
     worker_id = request.match_info["worker_id"]
     check_worker(request, worker_id)
-    body = await read_json(request, max_depth=max_depth(request), allow_empty=True)
+    body = await read_json(request, allow_empty=True)
     if body is not None and not isinstance(body, dict):
         raise ApiError(400, "the heartbeat body must be a JSON object")
     # Typed like a registration, so a bad field (supported_tasks: 5) cannot break dispatching later.
@@ -125,7 +125,7 @@ async def next_task(request: web.Request) -> web.Response:
 )
 async def task_result(request: web.Request) -> web.Response:
     owner = worker_token(request)
-    job_id, task_id, worker_id, result = _read_result(await read_json(request, max_depth=max_depth(request)))
+    job_id, task_id, worker_id, result = _read_result(await read_json(request))
     check_owner(owner, worker_id)
     if (data := result.get("data")) is not None:
         limits = request.app[limits_key].limits

@@ -6,7 +6,7 @@ document, the tasks it queues or withdraws, the timers it sets or clears, whethe
 lands at once or not at all, and only if nobody changed the job since it was read.
 
 Records read back (``get_job``, ``get_task``, ``list_jobs``, ...) are copies: changing one changes
-nothing stored, and neither does changing a record after passing it in. ``tests/storage_contract.py``
+nothing stored, and neither does changing a record after passing it in. ``tests/support/storage_contract.py``
 is the executable form of this contract; every backend runs it.
 """
 

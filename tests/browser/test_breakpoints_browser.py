@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import ServedEngine
 from playwright.sync_api import Page, expect
+from support.browser import ServedEngine
 
 pytestmark = pytest.mark.slow
 

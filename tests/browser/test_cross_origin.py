@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import ServedEngine
 from playwright.sync_api import Page
+from support.browser import ServedEngine
 
 ATTACK = """
 async (api) => {

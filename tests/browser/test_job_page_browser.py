@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ServedEngine, echo_worker
-from engine_helpers import wait_for_status
 from playwright.sync_api import Page, expect
 from support.blueprints import batch_blueprint, routing_blueprint
+from support.browser import ServedEngine, echo_worker
+from support.engine import wait_for_status
 
 from avtomatika import StateMachineBlueprint
 from avtomatika.graph import extract

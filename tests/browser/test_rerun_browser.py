@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ServedEngine, echo_worker
-from engine_helpers import wait_for_status
 from playwright.sync_api import Page, expect
 from support.blueprints import routing_blueprint
+from support.browser import ServedEngine, echo_worker
+from support.engine import wait_for_status
 
 pytestmark = pytest.mark.slow
 

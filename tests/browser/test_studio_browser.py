@@ -9,9 +9,9 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import ServedEngine
-from engine_helpers import wait_for_status
 from playwright.sync_api import Page, expect
+from support.browser import ServedEngine
+from support.engine import wait_for_status
 
 pytestmark = pytest.mark.slow
 

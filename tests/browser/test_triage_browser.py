@@ -11,14 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import ServedEngine
-from engine_helpers import FakeWorker, failure, wait_for_status
 from playwright.sync_api import Locator, Page, expect
+from support.blueprints import one_task_blueprint
+from support.browser import ServedEngine
+from support.engine import FakeWorker, failure, wait_for_status
 
-from avtomatika import OrchestratorEngine, StateMachineBlueprint
+from avtomatika import OrchestratorEngine
 from avtomatika.events import EventKind
 
 pytestmark = pytest.mark.slow
@@ -27,23 +27,6 @@ GUARD_MS = 15_000
 #: The three error messages (their numbers differ from job to job, their signature does not).
 MESSAGES = ("file {n} is corrupt", "codec 'av{n}' is not supported", "quota of {n} MB exceeded")
 RATE_PER_S = 5
-
-
-def triage_blueprint() -> StateMachineBlueprint:
-    """start dispatches a ``convert`` task with ``initial_data`` as its params (no worker serves it here)."""
-    blueprint = StateMachineBlueprint("triage_files", api_version="v1", api_endpoint="/jobs/triage_files")
-
-    @blueprint.handler_for("start", is_start=True)
-    async def start(context: Any) -> None:
-        context.actions.dispatch_task(
-            task_type="convert", params=dict(context.initial_data), transitions={"success": "done"}
-        )
-
-    @blueprint.handler_for("done", is_end=True)
-    async def done(context: Any) -> None:
-        pass
-
-    return blueprint
 
 
 async def quarantine(engine: OrchestratorEngine, numbers: range, message: str | None = None) -> list[str]:
@@ -73,7 +56,7 @@ async def release_times(engine: OrchestratorEngine, job_ids: list[str]) -> list[
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[ServedEngine]:
-    engine = ServedEngine(triage_blueprint()).start()
+    engine = ServedEngine(one_task_blueprint("triage_files", task_type="convert", endpoint=True)).start()
     try:
         yield engine
     finally:

@@ -2,7 +2,7 @@
 
 JupyterLab is started by the test on 127.0.0.1 (a free port, no token, a temp dir as its root and for
 its settings), with the venv's kernel. Playwright drives Debian's Chromium (not pytest-playwright,
-see tests/browser/conftest.py). A notebook is run with JupyterLab's own "run all cells" command, then
+see tests/support/browser.py). A notebook is run with JupyterLab's own "run all cells" command, then
 the debugger is used as a person would: Step, a click on a state, a fan-out answered task by task;
 then the notebook is saved, its kernel shut down, and it is opened again: the graph is still there.
 """
@@ -17,19 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-TESTS = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(TESTS))
-
-from playwright.sync_api import Browser, Page, expect  # noqa: E402
-from support.browser import chromium  # noqa: E402
-from support.processes import free_port, start_process, stop_process, wait_http  # noqa: E402
+from playwright.sync_api import Browser, Page, expect
+from support.browser import chromium
+from support.processes import TESTS_DIR, free_port, start_process, stop_process, wait_http
 
 pytestmark = pytest.mark.slow
 
-NOTEBOOK = TESTS.parent / "notebooks" / "step_debugging.ipynb"
-REPORT = TESTS.parent / "notebooks" / "fan_out_and_approval.ipynb"
-SCREENSHOTS = TESTS.parent / "artifacts" / "screenshots"
+NOTEBOOK = TESTS_DIR.parent / "notebooks" / "step_debugging.ipynb"
+REPORT = TESTS_DIR.parent / "notebooks" / "fan_out_and_approval.ipynb"
+SCREENSHOTS = TESTS_DIR.parent / "artifacts" / "screenshots"
 JUPYTER = Path(sys.executable).with_name("jupyter")
 GUARD_MS = 60_000
 ACTIVE_TITLE = ".avtomatika-step-debugger .debugger-graph g.node.active > title"

@@ -32,11 +32,19 @@ from pathlib import Path
 TESTS_DIR = Path(__file__).resolve().parent.parent
 """The repository's ``tests/`` directory."""
 
-WORKERS_DIR = TESTS_DIR / "workers"
-ECHO_WORKER_SCRIPT = WORKERS_DIR / "echo_worker.py"
-"""Our own protocol-exact worker (run it with the project's python, ``sys.executable``)."""
-SDK_WORKER_SCRIPT = WORKERS_DIR / "sdk_worker.py"
-"""The worker built on the real ``avtomatika-worker`` SDK (run it with ``sdk_venv(...)``'s python)."""
+SUPPORT_DIR = TESTS_DIR / "support"
+APPS_DIR = SUPPORT_DIR / "apps"
+"""Engines served as processes: ``python -m avtomatika serve <APPS_DIR>/<name>.py:engine``."""
+WORKERS_DIR = SUPPORT_DIR / "workers"
+"""Worker scripts run as processes."""
+ECHO_WORKER_SCRIPT = WORKERS_DIR / "echo.py"
+"""Our own protocol-exact worker (run it with the project's python, ``sys.executable``); the one built on
+the real ``avtomatika-worker`` SDK is ``support/workers/sdk.py`` (``sdk_worker_command``)."""
+
+
+def app_spec(name: str) -> str:
+    """The ``serve`` argument of the engine in ``support/apps/<name>.py``."""
+    return f"{APPS_DIR / name}.py:engine"
 
 
 class ProcessDied(RuntimeError):

@@ -3,7 +3,7 @@ processes sharing one Redis.
 
 Run as its own process::
 
-    REDIS_URL=unix:///tmp/redis.sock python -m avtomatika serve tests/multi_engine_app.py:engine --port 8080
+    REDIS_URL=unix:///tmp/redis.sock python -m avtomatika serve tests/support/apps/cluster.py:engine --port 8080
 
 The storage is built here rather than from ``REDIS_URL`` alone so that the tests can shorten the
 leases (``MULTI_LEASE_S``): a killed engine's jobs are then taken over within seconds.

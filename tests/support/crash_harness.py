@@ -24,10 +24,11 @@ from urllib.parse import urlsplit
 import aiohttp
 import asyncpg
 import orjson
-from multi_engine_helpers import WORKER_TOKEN, Cluster, Engine
-from support.processes import TESTS_DIR, ProcessDied, kill_process, log_tail, wait_http
 
-CRASH_APP = f"{TESTS_DIR / 'crash_app.py'}:engine"
+from support.cluster import WORKER_TOKEN, Cluster, Engine
+from support.processes import ProcessDied, app_spec, kill_process, log_tail, wait_http
+
+CRASH_APP = app_spec("crash")
 TASK_TYPE = "crash_echo"
 #: Longest a victim may take to reach its boundary once the scenario started.
 DEATH_TIMEOUT_S = 25.0
@@ -171,6 +172,7 @@ class Harness:
         if case.settle:
             await self._settle()
         since = await self.cluster.last_job_sequence()
+        await self._history_written()
         self.cluster.pause(self.survivor)
         victim: Victim | None = None
         try:
@@ -200,6 +202,14 @@ class Harness:
         expected = {job_id: case.expect.get(_role(job), "finished") for job_id, job in jobs.items()}
         assert statuses == expected, f"{case.id}: {statuses} != {expected}\n{self.cluster.diagnostics()}"
         return await self.check_histories(jobs, statuses)
+
+    async def _history_written(self) -> None:
+        """Until history holds the whole feed: an engine started next then writes only what its own case
+        commits (with a backlog, one started to crash at a history write would reach it while starting)."""
+        deadline = time.monotonic() + 20
+        while (await self.cluster.get("/api/v1/jobs?limit=1", self.survivor))["history_pending"]:
+            assert time.monotonic() < deadline, "history never caught up with the feed"
+            await asyncio.sleep(0.1)
 
     async def _settle(self) -> None:
         """Until only the survivor's own workers are registered."""

@@ -1,7 +1,7 @@
 """Several engine processes on one redis-server, with echo workers and a shared PostgreSQL history.
 
 Used by ``tests/test_multi_engine.py``. A :class:`Cluster` starts ``python -m avtomatika serve
-tests/multi_engine_app.py:engine`` processes on free ports, all on one Redis (a Unix socket) and one
+tests/support/apps/cluster.py:engine`` processes on free ports, all on one Redis (a Unix socket) and one
 history database, and echo workers each pointed at one engine. It creates jobs over the engines'
 APIs in turn, polls them on whichever engines are alive, and reads back what happened: job documents
 and handler runs from Redis, timelines from PostgreSQL.
@@ -28,11 +28,12 @@ import aiohttp
 import asyncpg
 import orjson
 import redis
-from postgres_server import PostgresServer
-from redis_server import RedisServer, running_redis
+
+from avtomatika.models import Job
+from support.postgres_server import PostgresServer
 from support.processes import (
     ECHO_WORKER_SCRIPT,
-    TESTS_DIR,
+    app_spec,
     free_port,
     kill_process,
     log_tail,
@@ -41,10 +42,9 @@ from support.processes import (
     stop_process,
     wait_http,
 )
+from support.redis_server import RedisServer, running_redis
 
-from avtomatika.models import Job
-
-APP_SPEC = f"{TESTS_DIR / 'multi_engine_app.py'}:engine"
+APP_SPEC = app_spec("cluster")
 WORKER_TOKEN = "multi-engine-worker-token"
 TASK_TYPE = "multi_echo"
 RUNS_PREFIX = "multi:runs:"
@@ -314,7 +314,7 @@ class Cluster:
         return await asyncio.to_thread(read)
 
     async def handler_runs(self, job_ids: list[str], states: tuple[str, ...]) -> dict[tuple[str, str], int]:
-        """How many times each (job, state) handler ran, from the marks multi_engine_app.py leaves."""
+        """How many times each (job, state) handler ran, from the marks support/apps/cluster.py leaves."""
 
         def read() -> dict[tuple[str, str], int]:
             pairs = [(job_id, state) for job_id in job_ids for state in states]

@@ -2,7 +2,7 @@
 
 Run as its own process::
 
-    python -m avtomatika serve tests/e2e_app.py:engine --host 127.0.0.1 --port 8080
+    python -m avtomatika serve tests/support/apps/e2e.py:engine --host 127.0.0.1 --port 8080
 
 Configuration comes from the environment (``Config()``). Each scenario picks its behaviour through
 the job's ``initial_data``: ``task_type`` (each test's workers serve a task type of their own, so tests

@@ -4,7 +4,7 @@ operators), served by engine processes sharing one Redis.
 
 Run as its own process (the harness sets ``AVTOMATIKA_CRASH_AT`` on the engine it kills)::
 
-    REDIS_URL=unix:///tmp/redis.sock python -m avtomatika serve tests/crash_app.py:engine --port 8080
+    REDIS_URL=unix:///tmp/redis.sock python -m avtomatika serve tests/support/apps/crash.py:engine --port 8080
 
 ``initial_data`` steers each job: ``params`` go to its task (the echo worker's ``outcome``,
 ``fail_times``, ``sleep_s``...), ``task_type`` names another task type, ``task_timeout_s`` bounds the

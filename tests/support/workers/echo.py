@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A protocol-exact test worker for Avtomatika (see /work/shared/PROTOCOL.md, "Worker API").
 
-Run it as a standalone process: ``python tests/workers/echo_worker.py``. It needs only aiohttp.
+Run it as a standalone process: ``python tests/support/workers/echo.py``. It needs only aiohttp.
 
 Configuration (environment):
 

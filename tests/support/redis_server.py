@@ -3,7 +3,7 @@
 No TCP port is opened, so parallel runs cannot race for one. Use the fixtures by importing them into
 a test module (or listing this module in a conftest's ``pytest_plugins``)::
 
-    from redis_server import redis_client_fixture, redis_server_fixture  # noqa: F401  (fixtures)
+    from support.redis_server import redis_client_fixture, redis_server_fixture  # noqa: F401  (fixtures)
 
 ``redis_server`` (session) is the running server; ``redis_client`` (function) is an asyncio client on
 it with the database flushed before the test. :func:`running_redis` starts more servers, e.g. with

@@ -1,8 +1,8 @@
 """Shared pieces of the HTTP API tests: small blueprints, an ``Api`` driver and the ``make_api`` fixture.
 
 Every test talks to a real aiohttp server in the test's loop (pytest-aiohttp's ``aiohttp_client``)
-serving ``create_app(engine)`` for an engine started with ``start(http=False)``. Import the fixture
-into a test module with ``from api_helpers import make_api`` (ruff: ``# noqa: F401``).
+serving ``create_app(engine)`` for an engine started with ``start(http=False)``. The ``make_api``
+fixture is a plugin of ``tests/conftest.py``: every test module may ask for it.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from pydantic import BaseModel, Field
 
 from avtomatika import Config, OrchestratorEngine, StateMachineBlueprint
 from avtomatika.api.app import create_app
 from avtomatika.storage import MemoryStorage, Storage
+from support.blueprints import API_BLUEPRINTS
 
 CLIENT_HEADER = "X-Avtomatika-Token"
 WORKER_HEADER = "X-Worker-Token"
@@ -42,88 +42,6 @@ JOB_VIEW_FIELDS = frozenset(
 )
 JOB_VIEW_EXTRAS = frozenset({"parent_job_id", "waiting_for", "tasks", "task_count", "approval"})
 TASK_WIRE_FIELDS = frozenset({"job_id", "task_id", "type", "params", "tracing_context", "priority"})
-
-
-# -- blueprints ------------------------------------------------------------------------------------
-simple = StateMachineBlueprint("simple", api_version="v1", api_endpoint="/jobs/simple")
-
-
-@simple.handler_for("start", is_start=True)
-async def simple_start(context):
-    context.state_history["started"] = True
-    context.actions.transition_to("done")
-
-
-@simple.handler_for("done", is_end=True)
-async def simple_done(context):
-    pass
-
-
-plain = StateMachineBlueprint("plain", api_endpoint="/jobs/plain")  # no api_version: /api/jobs/plain
-
-
-@plain.handler_for("start", is_start=True)
-async def plain_start(context):
-    context.actions.transition_to("done")
-
-
-@plain.handler_for("done", is_end=True)
-async def plain_done(context):
-    pass
-
-
-work = StateMachineBlueprint("work", api_version="v1", api_endpoint="/jobs/work")
-
-
-@work.handler_for("start", is_start=True)
-async def work_start(context):
-    context.actions.dispatch_task(
-        "echo", params={"n": context.initial_data.get("n", 1)}, transitions={"success": "done"}
-    )
-
-
-@work.handler_for("done", is_end=True)
-async def work_done(context):
-    pass
-
-
-approval = StateMachineBlueprint("approval", api_version="v1", api_endpoint="/jobs/approval")
-
-
-@approval.handler_for("start", is_start=True)
-async def approval_start(context):
-    context.actions.await_human_approval("slack", "Ship it?", {"approve": "shipped", "reject": "dropped"})
-
-
-@approval.handler_for("shipped", is_end=True)
-async def approval_shipped(context):
-    pass
-
-
-@approval.handler_for("dropped", is_end=True)
-async def approval_dropped(context):
-    pass
-
-
-class Order(BaseModel):
-    item: str
-    quantity: int = Field(ge=1)
-
-
-typed = StateMachineBlueprint("typed", api_version="v1", api_endpoint="/jobs/typed", input_model=Order)
-
-
-@typed.handler_for("start", is_start=True)
-async def typed_start(context):
-    context.actions.transition_to("done")
-
-
-@typed.handler_for("done", is_end=True)
-async def typed_done(context):
-    pass
-
-
-BLUEPRINTS = (simple, plain, work, approval, typed)
 
 
 class UnreachableStorage(MemoryStorage):
@@ -326,7 +244,7 @@ async def make_api(aiohttp_client: Any) -> AsyncIterator[MakeApi]:
             "LOG_FORMAT": "text",
         }
         engine = OrchestratorEngine(storage or MemoryStorage(), Config(**{**defaults, **settings}))
-        for blueprint in blueprints or BLUEPRINTS:
+        for blueprint in blueprints or API_BLUEPRINTS:
             engine.register_blueprint(blueprint)
         await engine.start(http=False)
         engines.append(engine)

@@ -1,14 +1,13 @@
 """Fixtures of the end-to-end worker tests: the engine as a process, real worker processes, a client.
 
-The engine (``tests/e2e_app.py``) is served once per test module by ``python -m avtomatika serve``;
-every test starts workers of its own (``echo``: ``tests/workers/echo_worker.py``; ``sdk``: the real
-``avtomatika-worker`` SDK, ``tests/workers/sdk_worker.py``) serving a task type no other test uses, so
+The engine (``support/apps/e2e.py``) is served once per test module by ``python -m avtomatika serve``;
+every test starts workers of its own (``echo``: ``support/workers/echo.py``; ``sdk``: the real
+``avtomatika-worker`` SDK, ``support/workers/sdk.py``) serving a task type no other test uses, so
 tests sharing the engine cannot take each other's tasks. Logs go to files under ``tmp_path``; their
 tails are what :meth:`E2E.diagnostics` puts into assertion messages.
 
-Import the fixtures into a test module with
-``from e2e_helpers import e2e_engine, e2e_fixture, sdk_python, worker_kind  # noqa: F401``
-(``e2e_fixture`` is the fixture named ``e2e``).
+The fixtures (``e2e_engine``, ``e2e``, ``sdk_python``, ``worker_kind``) are a plugin of
+``tests/conftest.py``: a test module asks for them by name.
 """
 
 from __future__ import annotations
@@ -27,9 +26,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from support.processes import (
     ECHO_WORKER_SCRIPT,
-    TESTS_DIR,
+    app_spec,
     free_port,
     log_tail,
     python_command,
@@ -37,12 +37,12 @@ from support.processes import (
     stop_process,
     wait_http,
 )
-from support.sdk_worker import SdkUnavailable, sdk_venv, sdk_worker_command, sdk_worker_env
+from support.workers.sdk import SdkUnavailable, sdk_venv, sdk_worker_command, sdk_worker_env
 
 WORKER_TOKEN = "e2e-global-worker-token"
 CLIENT_TOKEN = "e2e-client-token"
 CLIENT_HEADER = "X-Avtomatika-Token"
-APP_SPEC = f"{TESTS_DIR / 'e2e_app.py'}:engine"
+APP_SPEC = app_spec("e2e")
 
 #: The engine's environment, as the brief of these tests asks (the studio is left out: not under test).
 ENGINE_ENV = {
@@ -243,7 +243,7 @@ class E2E:
 # -- fixtures --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def e2e_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
-    """``python -m avtomatika serve tests/e2e_app.py:engine`` on a free port, for one test module."""
+    """``python -m avtomatika serve support/apps/e2e.py:engine`` on a free port, for one test module."""
     log_path = tmp_path_factory.mktemp("e2e-engine") / "engine.log"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ENGINE_ENV_DROP}
