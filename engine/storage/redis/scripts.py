@@ -19,6 +19,8 @@ decoding the task: ``timeout_s`` (its own, absent for the default) and ``ask`` (
 ``requirements`` or ``max_cost``: the worker's ``eligible`` must be asked before it is taken).
 """
 
+# Long: the Lua source of every atomic change, one script each; they share one prelude and the keys' layout.
+
 from __future__ import annotations
 
 from string import Template

@@ -4,6 +4,9 @@ The runnable stream's reader and leases are in :mod:`.runnable`, the wake-ups of
 :mod:`.wakeups`, the events and worker-command transports in :mod:`.transport`.
 """
 
+# Long: RedisStorage is the whole Storage contract, each method one script call or a read; split, the
+# contract would be spread over classes that share one connection and one set of keys.
+
 from __future__ import annotations
 
 import asyncio
