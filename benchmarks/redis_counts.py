@@ -6,6 +6,7 @@ Figures that do not move with the machine's load (``INFO commandstats``, ``INFO 
 HTTP, so no client polls: the served W1 adds ~1 command per poll)::
 
     python -m benchmarks.redis_counts                  # W1 and W2: 50 jobs each, after 5 warm-up ones
+    python -m benchmarks.redis_counts --workloads W3 --jobs 5   # W3: 200 tasks a job
     python -m benchmarks.redis_counts --waiting 5000   # and redis-server memory per waiting job
 
 - W1 / W2: ``CONFIG RESETSTAT``, the jobs one after the other (as ``benchmarks.instructions`` runs
@@ -29,6 +30,8 @@ from . import instructions
 from .loop import run
 from .procs import redis_server
 
+#: What one job of each workload runs (as ``benchmarks.instructions`` runs it).
+WORKLOADS = {"W1": instructions._chain, "W2": instructions._echo, "W3": instructions._fanout}
 _ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 WARMUP = 5
 
@@ -42,7 +45,7 @@ def _client(url: str) -> Any:
 async def _commands(engine: Any, client: Any, workload: str, jobs: int) -> None:
     finished: asyncio.Queue[str] = asyncio.Queue()
     engine.events.subscribe(lambda event: instructions._on_end(event, finished), remote=False)
-    one = {"W1": instructions._chain, "W2": instructions._echo}[workload]
+    one = WORKLOADS[workload]
     for _ in range(WARMUP):
         await one(engine, finished)
     await asyncio.sleep(0.5)
@@ -103,11 +106,13 @@ async def _main(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.redis_counts", description=__doc__.split("\n")[0])
-    parser.add_argument("--workloads", default="W1,W2", help="comma-separated, of W1 W2 (none: '')")
+    parser.add_argument("--workloads", default="W1,W2", help="comma-separated, of W1 W2 W3 (none: '')")
     parser.add_argument("--jobs", type=int, default=50, help="jobs per workload (default 50)")
     parser.add_argument("--waiting", type=int, default=0, help="waiting jobs to measure memory with (default: none)")
     args = parser.parse_args(argv)
     args.workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
+    if unknown := set(args.workloads) - set(WORKLOADS):
+        parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     os.environ.setdefault("LOG_LEVEL", "ERROR")
     run(_main(args))
     return 0

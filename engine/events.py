@@ -135,6 +135,9 @@ class EventTransport(Protocol):
 
 #: Events waiting to be sent to other processes; past this, the oldest are dropped (and counted).
 OUTBOX_LIMIT = 100_000
+#: Least time between two sends of this process's events to the others: what comes meanwhile goes in
+#: one message (with Redis, one PUBLISH for several commits rather than one each), at most this late.
+SHARE_EVERY_S = 0.005
 
 
 class EventBus:
@@ -208,6 +211,7 @@ class EventBus:
                     logger.warning("could not share %d events with other engines: %s", len(batch), exc)
                     self._outbox.extendleft(reversed(batch))
                     await asyncio.sleep(1.0)
+            await asyncio.sleep(SHARE_EVERY_S)
 
     async def _receive(self, transport: EventTransport) -> None:
         while True:

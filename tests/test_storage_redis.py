@@ -35,7 +35,7 @@ from support.storage_contract import (
 from avtomatika.errors import VersionConflict
 from avtomatika.models import Job, JobStatus, TaskStatus
 from avtomatika.storage.base import BranchAnswer, Commit, JobFilter
-from avtomatika.storage.redis import RedisStorage, keys
+from avtomatika.storage.redis import RedisStorage, keys, runnable
 
 #: A short lease, so take-overs happen within a test.
 LEASE_S = 0.3
@@ -185,6 +185,21 @@ async def test_a_job_held_by_a_live_process_is_not_taken_over(make_storage: Stor
     assert await b.take_runnable(4 * LEASE_S) is None  # a renews its lease while it lives
     await a.ack_runnable(job.id)
     assert await b.take_runnable(2 * LEASE_S) is None
+
+
+async def test_acknowledged_entries_before_the_oldest_pending_one_are_deleted_now_and_then(
+    make_storage: StorageFactory, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runnable, "TRIM_EVERY", 2)
+    storage = await make_storage()
+    first, held, second, unread = [await storage.create_job(make_job()) for _ in range(4)]
+    for job in (first, held, second):
+        assert await storage.take_runnable(SHORT) == job.id
+    await storage.ack_runnable(first.id)
+    assert await redis_client.xlen("avtomatika:runnable") == 4
+    await storage.ack_runnable(second.id)  # the second acknowledgement: a trim
+    entries = await redis_client.xrange("avtomatika:runnable")
+    assert [fields[b"job"].decode() for _, fields in entries] == [held.id, second.id, unread.id]
 
 
 async def test_a_job_taken_and_never_acked_is_taken_over_after_the_lease(make_storage: StorageFactory) -> None:
@@ -564,3 +579,52 @@ async def test_a_job_that_leaves_a_terminal_status_is_not_forgotten(make_storage
     await finish(storage, second)
     assert await storage.get_job(retried.id) is not None
     assert await storage.get_job(first.id) is not None
+
+
+# -- data an older version wrote ------------------------------------------------------------------
+async def as_listed_before_2026_12(client: aioredis.Redis, job: Job, seq: int) -> None:
+    """List ``job`` as versions before 2026-12 did: by a creation sequence, by blueprint and state too."""
+    fields = {"seq": seq, "blueprint": job.blueprint, "state": job.state, "client": job.client or ""}
+    await client.hset(f"avtomatika:job:{job.id}", mapping=fields)
+    await client.zadd("avtomatika:jobs:all", {job.id: seq})
+    for field, value in (("status", job.status), ("blueprint", job.blueprint), ("state", job.state)):
+        await client.zadd(f"avtomatika:jobs:by:{field}:{value}", {job.id: seq})
+
+
+async def jobs_listed(client: aioredis.Redis) -> dict[str, list[bytes]]:
+    found = {}
+    for name in [key.decode() async for key in client.scan_iter("avtomatika:jobs:*")]:
+        if name.startswith(("avtomatika:jobs:by:", "avtomatika:jobs:all")):
+            found[name.removeprefix("avtomatika:jobs:")] = await client.zrange(name, 0, -1)
+    return found
+
+
+async def test_a_job_listed_by_an_older_version_is_listed_anew_when_next_stored(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    storage = await make_storage()
+    old, new = await new_job(storage, blueprint="x"), await new_job(storage, blueprint="x")
+    await as_listed_before_2026_12(redis_client, old, seq=1)
+    assert [job.id for job in await storage.list_jobs(JobFilter(blueprint="x"))] == [new.id, old.id]
+    old.state = "next"
+    old = await finish(storage, old, JobStatus.WAITING_FOR_HUMAN)
+    assert [job.id for job in await storage.list_jobs(JobFilter(state="next"))] == [old.id]
+    assert [job.id for job in await storage.list_jobs(JobFilter())] == [new.id, old.id]  # by created_at now
+    assert await jobs_listed(redis_client) == {
+        "all": [old.id.encode(), new.id.encode()],
+        "by:status:pending": [new.id.encode()],
+        "by:status:waiting_for_human": [old.id.encode()],
+    }
+    assert await redis_client.hmget(f"avtomatika:job:{old.id}", ["seq", "blueprint", "state"]) == [None] * 3
+
+
+async def test_a_job_listed_by_an_older_version_is_forgotten_from_every_list(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    storage = await make_storage(max_terminal_jobs=1)
+    old = await finish(storage, await new_job(storage, blueprint="x"))
+    await as_listed_before_2026_12(redis_client, old, seq=1)
+    await finish(storage, await new_job(storage, blueprint="x"))
+    assert await storage.get_job(old.id) is None
+    listed = await jobs_listed(redis_client)
+    assert old.id.encode() not in [member for members in listed.values() for member in members]

@@ -4,6 +4,9 @@ Records are kept as JSON bytes (orjson, see :func:`~avtomatika.models.pack`), as
 what is read back is always exactly what was committed, and a waiting job costs a few hundred bytes.
 """
 
+# Long: one class, MemoryStorage, is the whole Storage contract (jobs, tasks, workers, timers, the feed,
+# breakpoints, bulk actions): each change is one stretch of code without an await, so atomic, and may touch all of it.
+
 from __future__ import annotations
 
 import asyncio

@@ -24,12 +24,23 @@ def exact_score(value: float) -> str:
 
 
 def job_fields(job: Job, token: str) -> list[Any]:
-    """The job as ``store_job`` in the scripts reads it."""
+    """The job as ``store_job`` in the scripts reads it (``JOB_ARGS`` values)."""
     counted = orjson.dumps([job.blueprint, str(job.status), job.state, job.client])
-    terminal = flag(job.status in ENDED_STATUSES)  # only such jobs are ever forgotten
+    # The order jobs ended in, in µs (only such jobs are ever forgotten): the stamp of the change that ended it.
+    ended_at = str(int(job.updated_at * 1_000_000)) if job.status in ENDED_STATUSES else ""
     doc = named(job)
     status = str(job.status)
-    return [job.id, job.version, doc, token, status, job.blueprint, job.state, job.client or "", counted, terminal]
+    return [
+        job.id,
+        job.version,
+        doc,
+        token,
+        status,
+        job.client or "",
+        counted,
+        exact_score(job.created_at),
+        ended_at,
+    ]
 
 
 def task_fields(task: Task) -> list[Any]:

@@ -18,9 +18,11 @@ DEFAULT_NAMESPACE = "avtomatika"
 
 # -- jobs -----------------------------------------------------------------------------------------
 #: + job id -> hash: ``doc`` (the Job's fields not at their default, ``models.named``), ``version``,
-#: ``seq`` (creation order), ``commit`` (token of the last commit, so a retried commit is recognised),
-#: the indexed fields ``status``, ``blueprint``, ``state``, ``client`` and ``counted`` (the JOB_COUNTS
-#: field it is counted under), and a field JOB_TASK + task id (empty) per task of the job.
+#: ``commit`` (token of the last commit, so a retried commit is recognised), the fields it is listed by
+#: (JOBS_BY) ``status`` and ``client`` (none without one), ``counted`` (the JOB_COUNTS field it is
+#: counted under), and a field JOB_TASK + task id (empty) per task of the job. Versions before
+#: 2026-12 also kept ``seq`` (creation order, from an INCR of ``jobs:seq``), ``blueprint`` and
+#: ``state`` (listed by them too): such a job is listed anew, by ``created_at``, when next stored.
 JOB = "job:"
 #: A field of the JOB hash per task of the job (+ task id): its tasks are deleted with it. A field
 #: costs ~90 bytes of redis-server's memory where a set per job (JOB_TASKS) cost ~270.
@@ -28,21 +30,22 @@ JOB_TASK = "t:"
 #: + job id -> set of the ids of its tasks: written by versions before JOB_TASK, still read (and
 #: deleted) when such a job is forgotten.
 JOB_TASKS = "job_tasks:"
-#: INCR counter: creation order of jobs; the score of JOBS_ALL and JOBS_BY (exact up to 2**53).
-JOB_SEQUENCE = "jobs:seq"
-#: zset job id -> creation sequence: every job, newest = highest score.
+#: zset job id -> created_at: every job, newest = highest score (as history lists them; a job listed by
+#: an older version has its creation sequence, a smaller score, until it is next stored).
 JOBS_ALL = "jobs:all"
-#: + "<field>:<value>" -> zset like JOBS_ALL of the jobs whose field (status, blueprint, state, client)
-#: has that value.
+#: + "<field>:<value>" -> zset like JOBS_ALL of the jobs whose field (status or client) has that value.
+#: (Versions before 2026-12 kept one by blueprint and by state too: see JOB.)
 JOBS_BY = "jobs:by:"
 #: hash orjson ``[blueprint, status, state, client]`` -> number of jobs; fields that fall to 0 are deleted.
 JOB_COUNTS = "jobs:counts"
-#: zset job id -> when it ended for good (Redis's TIME, in µs; finished, failed or cancelled: never a
-#: quarantined or waiting job); the oldest are forgotten past a maximum.
+#: zset job id -> when it ended for good (the ``updated_at`` of the commit that ended it, in µs; finished,
+#: failed or cancelled: never a quarantined or waiting job); the oldest are forgotten past a maximum.
 JOBS_TERMINAL = "jobs:terminal"
 
 # -- the queue of jobs to step --------------------------------------------------------------------
-#: Stream of ``{job: <id>}`` entries; an entry is acknowledged and deleted once its step committed.
+#: Stream of ``{job: <id>}`` entries; an entry is acknowledged once its step committed, and deleted by a
+#: trim of the entries acknowledged before the oldest pending one (every ``runnable.TRIM_EVERY``
+#: acknowledgements of a process).
 RUNNABLE = "runnable"
 #: Consumer group of RUNNABLE shared by all engine processes (a group name, not a key: no namespace).
 RUNNABLE_GROUP = "engines"
@@ -53,10 +56,10 @@ STEP_LEASE = "step_lease:"
 
 # -- tasks ----------------------------------------------------------------------------------------
 #: + task id -> hash: ``doc`` (orjson Task as stored), ``status`` and ``worker_id`` (plain strings),
-#: ``type``, ``job_id``, overlays ``x:<field>`` (orjson values changed since: taken_at, progress...),
-#: ``timeout_s`` (its own, if any) and ``ask`` ('1' if a worker's eligibility must be checked before it
-#: is taken: it has requirements or max_cost), and while queued ``qkey``/``member``/``score`` (where its
-#: queue entry is).
+#: ``type``, overlays ``x:<field>`` (orjson values changed since: taken_at, progress...), ``timeout_s``
+#: (its own, if any) and ``ask`` ('1' if a worker's eligibility must be checked before it is taken: it
+#: has requirements or max_cost), and while queued ``qkey``/``member``/``score`` (where its queue entry
+#: is). Versions before 2026-12 also kept ``job_id`` (in the document too: ~90 bytes), left unread.
 TASK = "task:"
 #: INCR counter: queue order; zero-padded into queue members so equal priorities stay FIFO.
 TASK_SEQUENCE = "tasks:seq"

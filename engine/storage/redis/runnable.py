@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Entries this process acknowledges between two deletions of those every engine is done with: an
+#: acknowledged entry is deleted by a trim now and then (``TRIM_RUNNABLE``), not an ``XDEL`` each.
+TRIM_EVERY = 100
+
 
 class RunnableReader:
     """This process's side of the runnable stream: one reader for all ``take_runnable`` callers.
@@ -43,6 +47,7 @@ class RunnableReader:
         self._claim_cursor: bytes | str = "0-0"
         self._next_claim_at = 0.0
         self._promised = 0  # entries scripts are reading for this process's waiting takers
+        self._acknowledged = 0  # since the last trim
 
     async def create_group(self) -> None:
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
@@ -92,6 +97,19 @@ class RunnableReader:
                 self._taken.setdefault(job_id, deque()).appendleft(entry_id)
             raise
         self._held.pop(entry_id, None)
+        if entry_id:
+            await self._trim_now_and_then()
+
+    async def _trim_now_and_then(self) -> None:
+        """Every TRIM_EVERY acknowledgements, delete the entries every engine is done with."""
+        self._acknowledged += 1
+        if self._acknowledged < TRIM_EVERY:
+            return
+        self._acknowledged = 0
+        try:
+            await self.storage._scripts["trim_runnable"](keys=[self.stream], args=[keys.RUNNABLE_GROUP])
+        except (RedisError, OSError) as error:  # left for the next trim
+            logger.warning("trimming the runnable stream failed (%s)", error)
 
     def _start(self) -> None:
         if not self._workers:

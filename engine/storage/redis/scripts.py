@@ -19,6 +19,8 @@ decoding the task: ``timeout_s`` (its own, absent for the default) and ``ask`` (
 ``requirements`` or ``max_cost``: the worker's ``eligible`` must be asked before it is taken).
 """
 
+# Long: the Lua source of every atomic change, one script each; they share one prelude and the keys' layout.
+
 from __future__ import annotations
 
 from string import Template
@@ -80,12 +82,11 @@ local function enqueue(task_key, task_id, task_type, worker, score, queued_at, f
   redis.call('PUBLISH', key('$TASK_WAKE'), wake)
 end
 
-local function store_task(task_id, job_id, task_type, status, worker, doc, score, queued_at, timeout, ask)
+-- Returns true when the task is new: the caller lists it in its job's hash (a JOB_TASK field).
+local function store_task(task_id, task_type, status, worker, doc, score, queued_at, timeout, ask)
   local task_key = key('$TASK', task_id)
   local old = redis.call('HMGET', task_key, 'status', 'worker_id', 'qkey', 'score', 'member')
-  if not old[1] then
-    redis.call('HSET', key('$JOB', job_id), '$JOB_TASK' .. task_id, '')
-  elseif old[2] and old[2] ~= worker then
+  if old[2] and old[2] ~= worker then
     load_remove(old[2], task_id)  -- given to another worker, or to anyone
   end
   local target = false
@@ -98,7 +99,7 @@ local function store_task(task_id, job_id, task_type, status, worker, doc, score
     if not stays then dequeue(task_key) end
     redis.call('DEL', task_key)
   end
-  local fields = {'doc', doc, 'status', status, 'type', task_type, 'job_id', job_id}
+  local fields = {'doc', doc, 'status', status, 'type', task_type}
   if worker ~= '' then fields[#fields + 1], fields[#fields + 2] = 'worker_id', worker end
   if timeout ~= '' then fields[#fields + 1], fields[#fields + 2] = 'timeout_s', timeout end
   if ask == '1' then fields[#fields + 1], fields[#fields + 2] = 'ask', '1' end
@@ -111,6 +112,7 @@ local function store_task(task_id, job_id, task_type, status, worker, doc, score
     enqueue(task_key, task_id, task_type, worker, score, queued_at, fields)
   end
   redis.call('HSET', task_key, unpack(fields))
+  return not old[1]
 end
 
 local function close_task(task_id, status)
@@ -124,58 +126,70 @@ local function close_task(task_id, status)
   if worker then load_remove(worker, task_id) end
 end
 
-local INDEXED = {'status', 'blueprint', 'state', 'client'}
 local ENDED = {finished = true, failed = true, cancelled = true}
+-- How many arguments a job takes (see store_job).
+local JOB_ARGS = 9
+-- The fields jobs are listed by (a JOBS_BY zset per value), with where store_job's arguments hold them.
+local LISTED = {status = 4, client = 5}
 
--- The job's fields start at ARGV[a]: id, version, doc, token, status, blueprint, state, client,
--- counted (its JOB_COUNTS field), terminal ('1' if it ended for good: finished, failed, cancelled).
--- `old`: the job's JOB_FIELDS as the caller read them (read here when nil).
+-- Take a job out of its lists; `values`: field -> value of those it is listed by (false: none).
+local function unlist(job_id, values)
+  redis.call('ZREM', key('$JOBS_ALL'), job_id)
+  for field, value in pairs(values) do
+    if value and value ~= '' then redis.call('ZREM', key('$JOBS_BY', field .. ':' .. value), job_id) end
+  end
+end
+
+-- The job's fields start at ARGV[a]: id, version, doc, token, status, client ('' for none), counted
+-- (its JOB_COUNTS field: blueprint, status, state, client), created_at (its score in JOBS_ALL and
+-- JOBS_BY), ended_at (when it ended for good, in µs: finished, failed, cancelled; '' while it has not).
+-- `old`: the job's JOB_FIELDS as the caller read them (read here when nil); `extra`: more fields of its
+-- hash to set with them (field, value...).
 -- Returns true when the job has just ended (it joined JOBS_TERMINAL: see trim_terminal).
-local JOB_FIELDS = {'seq', 'counted', 'status', 'blueprint', 'state', 'client'}
-local function store_job(a, old)
-  local job_id, counted = ARGV[a], ARGV[a + 8]
+local JOB_FIELDS = {'counted', 'status', 'client', 'seq', 'blueprint', 'state'}
+local function store_job(a, old, extra)
+  local job_id, counted, created_at = ARGV[a], ARGV[a + 6], ARGV[a + 7]
   local job_key = key('$JOB', job_id)
   old = old or redis.call('HMGET', job_key, unpack(JOB_FIELDS))
-  local seq = old[1]
-  if not seq then
-    seq = redis.call('INCR', key('$JOB_SEQUENCE'))
-    redis.call('ZADD', key('$JOBS_ALL'), seq, job_id)
+  local listed = {status = old[2], client = old[3]}
+  if old[4] then  -- listed by a version before 2026-12: by creation sequence, by blueprint and state too
+    unlist(job_id, {status = old[2], client = old[3], blueprint = old[5], state = old[6]})
+    redis.call('HDEL', job_key, 'seq', 'blueprint', 'state')
+    listed = {}
   end
-  if old[2] ~= counted then
-    if old[2] then decrement(key('$JOB_COUNTS'), old[2]) end
+  if not listed.status then redis.call('ZADD', key('$JOBS_ALL'), created_at, job_id) end
+  if old[1] ~= counted then
+    if old[1] then decrement(key('$JOB_COUNTS'), old[1]) end
     redis.call('HINCRBY', key('$JOB_COUNTS'), counted, 1)
   end
-  for i, field in ipairs(INDEXED) do
-    local before, after = old[i + 2], ARGV[a + 3 + i]
+  for field, at in pairs(LISTED) do
+    local before, after = listed[field], ARGV[a + at]
     if before ~= after then
       if before and before ~= '' then redis.call('ZREM', key('$JOBS_BY', field .. ':' .. before), job_id) end
-      if after ~= '' then redis.call('ZADD', key('$JOBS_BY', field .. ':' .. after), seq, job_id) end
+      if after ~= '' then redis.call('ZADD', key('$JOBS_BY', field .. ':' .. after), created_at, job_id) end
     end
   end
-  redis.call('HSET', job_key, 'doc', ARGV[a + 2], 'version', ARGV[a + 1], 'seq', seq, 'commit', ARGV[a + 3],
-    'status', ARGV[a + 4], 'blueprint', ARGV[a + 5], 'state', ARGV[a + 6], 'client', ARGV[a + 7],
-    'counted', counted)
-  local was_ended = old[3] and ENDED[old[3]]
-  if ARGV[a + 9] ~= '1' then
+  local fields = {'doc', ARGV[a + 2], 'version', ARGV[a + 1], 'commit', ARGV[a + 3], 'status', ARGV[a + 4],
+    'counted', counted}
+  if ARGV[a + 5] ~= '' then fields[#fields + 1], fields[#fields + 2] = 'client', ARGV[a + 5] end  -- never changes
+  for _, value in ipairs(extra or {}) do fields[#fields + 1] = value end
+  redis.call('HSET', job_key, unpack(fields))
+  local was_ended, ended_at = old[2] and ENDED[old[2]], ARGV[a + 8]
+  if ended_at == '' then
     if was_ended then redis.call('ZREM', key('$JOBS_TERMINAL'), job_id) end  -- retried
     return false
   end
   if was_ended then return false end
-  local time = redis.call('TIME')  -- the order jobs ended in, to the microsecond
-  redis.call('ZADD', key('$JOBS_TERMINAL'), 'NX', time[1] * 1000000 + time[2], job_id)
+  redis.call('ZADD', key('$JOBS_TERMINAL'), 'NX', ended_at, job_id)
   return true
 end
 
--- Drop a job with its tasks, branch results and index entries.
+-- Drop a job with its tasks, branch results and list entries.
 local function forget(job_id)
   local job_key = key('$JOB', job_id)
-  local old = redis.call('HMGET', job_key, 'counted', 'status', 'blueprint', 'state', 'client')
+  local old = redis.call('HMGET', job_key, 'counted', 'status', 'client', 'blueprint', 'state')
   if old[1] then decrement(key('$JOB_COUNTS'), old[1]) end
-  for i, field in ipairs(INDEXED) do
-    local value = old[i + 1]
-    if value and value ~= '' then redis.call('ZREM', key('$JOBS_BY', field .. ':' .. value), job_id) end
-  end
-  redis.call('ZREM', key('$JOBS_ALL'), job_id)
+  unlist(job_id, {status = old[2], client = old[3], blueprint = old[4], state = old[5]})
   redis.call('ZREM', key('$JOBS_TERMINAL'), job_id)
   local tasks_key = key('$JOB_TASKS', job_id)
   local task_ids = redis.call('SMEMBERS', tasks_key)
@@ -243,19 +257,19 @@ end
 
 CREATE_JOB = """
 -- KEYS[1]: the job. ARGV: ns, max terminal jobs, run ('1'), consumer to read an entry for ('' for none;
--- see run), then the job's fields (see store_job), then its events for the feed ('' for none).
--- Returns {1} (or what run returns), {2} if a retried call was applied already.
+-- see run), then the job's fields (JOB_ARGS of them, see store_job), then its events for the feed ('' for
+-- none). Returns {1} (or what run returns), {2} if a retried call was applied already.
 local old = redis.call('HMGET', KEYS[1], 'commit', unpack(JOB_FIELDS))
 if old[1] == ARGV[8] then return {2} end
 if store_job(5, {unpack(old, 2)}) then trim_terminal(tonumber(ARGV[2])) end
-feed_append(ARGV[15])
+feed_append(ARGV[5 + JOB_ARGS])
 if ARGV[3] == '1' then return run(ARGV[5], ARGV[4]) end
 return {1}
 """
 
 COMMIT = """
 -- KEYS[1]: the job. ARGV: ns, expected version, max terminal jobs, run, fan-in size ('' to leave the
--- round as it is), consumer to read an entry for ('' for none; see run), the job's fields (ARGV[7..16],
+-- round as it is), consumer to read an entry for ('' for none; see run), the job's fields (ARGV[7..15],
 -- see store_job), then six counted lists: closed tasks (id, status), tasks (id, job id, type, status,
 -- worker or '', doc, score, queued_at, timeout_s or '', ask), cancelled timer ids, timers (id, due),
 -- branch results the new round starts with (task id, result), child jobs (the fields of each, as
@@ -268,13 +282,13 @@ if stored[1] ~= ARGV[2] then
   if stored[2] and stored[2] == ARGV[10] then return {2} end
   return {0}
 end
-for i = 18, 17 + 2 * tonumber(ARGV[17]), 2 do
+local at = 7 + JOB_ARGS
+for i = at + 1, at + 2 * tonumber(ARGV[at]), 2 do
   if ARGV[i + 1] == 'withdrawn' and redis.call('HGET', key('$TASK', ARGV[i]), 'status') == 'done' then
     return {0}
   end
 end
-local ended = store_job(7, {unpack(stored, 3)})
-local at = 17
+local extra = {}  -- fields of the job's hash set with it: its new tasks, a new fan-out round's size
 local function arg()
   at = at + 1
   return ARGV[at - 1]
@@ -286,7 +300,13 @@ end
 for _ = 1, tonumber(arg()) do
   local task_id, owner, task_type, status, worker, doc, score = arg(), arg(), arg(), arg(), arg(), arg(), arg()
   local queued_at, timeout = arg(), arg()
-  store_task(task_id, owner, task_type, status, worker, doc, score, queued_at, timeout, arg())
+  if store_task(task_id, task_type, status, worker, doc, score, queued_at, timeout, arg()) then
+    if owner == job_id then
+      extra[#extra + 1], extra[#extra + 2] = '$JOB_TASK' .. task_id, ''
+    else
+      redis.call('HSET', key('$JOB', owner), '$JOB_TASK' .. task_id, '')
+    end
+  end
 end
 for _ = 1, tonumber(arg()) do redis.call('ZREM', key('$TIMERS'), arg()) end
 for _ = 1, tonumber(arg()) do
@@ -295,8 +315,9 @@ for _ = 1, tonumber(arg()) do
 end
 if ARGV[5] ~= '' then
   redis.call('DEL', key('$BRANCHES', job_id))
-  redis.call('HSET', KEYS[1], 'fan_in', ARGV[5])
+  extra[#extra + 1], extra[#extra + 2] = 'fan_in', ARGV[5]
 end
+local ended = store_job(7, {unpack(stored, 3)}, extra)
 for _ = 1, tonumber(arg()) do
   local task_id = arg()
   redis.call('HSET', key('$BRANCHES', job_id), task_id, arg())
@@ -304,7 +325,7 @@ end
 for _ = 1, tonumber(arg()) do
   store_job(at)
   run(ARGV[at], '')
-  at = at + 10
+  at = at + JOB_ARGS
 end
 feed_append(ARGV[at])
 if ended then trim_terminal(tonumber(ARGV[3])) end
@@ -372,14 +393,26 @@ local function next_entry(cursors)
   return best_member, best.zset
 end
 
+-- A task's hash (HGETALL) as a table, and back.
+local function read_task(task_id)
+  local flat, stored = redis.call('HGETALL', key('$TASK', task_id)), {}
+  for i = 1, #flat, 2 do stored[flat[i]] = flat[i + 1] end
+  return stored
+end
+
+local function flat_of(stored)
+  local flat = {}
+  for field, value in pairs(stored) do flat[#flat + 1], flat[#flat + 2] = field, value end
+  return flat
+end
+
 -- Give the task to the worker: out of its queue and any other worker's load, into this one's, its
 -- deadline (taken_at plus its own timeout_s, or the default) and timeout timer set; the call is
--- remembered for a retry. Returns the reply.
-local function assign(task_id)
+-- remembered for a retry. `stored`: its hash as read (read_task). Returns the reply: that hash as
+-- changed here.
+local function assign(task_id, stored)
   local task_key = key('$TASK', task_id)
-  local flat = redis.call('HGETALL', task_key)  -- read once: the reply is this hash as changed here
-  local stored = {}
-  for i = 1, #flat, 2 do stored[flat[i]] = flat[i + 1] end
+  local own = stored.qkey == key('$INBOX', worker)  -- queued to this worker: in its load already (enqueue)
   dequeue(task_key, {stored.qkey or false, stored.member, stored.type})
   stored.qkey, stored.member, stored.score = nil, nil, nil
   if stored.worker_id and stored.worker_id ~= worker then load_remove(stored.worker_id, task_id) end
@@ -390,7 +423,7 @@ local function assign(task_id)
   redis.call('HSET', task_key, 'status', 'assigned', 'worker_id', worker, 'x:taken_at', taken_at,
     'x:deadline', deadline)
   stored.status, stored.worker_id, stored['x:taken_at'], stored['x:deadline'] = 'assigned', worker, taken_at, deadline
-  load_add(worker, task_id)
+  if not own then load_add(worker, task_id) end
   redis.call('ZADD', key('$TIMERS'), deadline, '$TIMEOUT_TIMER' .. task_id)
   -- The feed row of its task_taken event (avtomatika.feed.row_of of avtomatika.events.task_taken):
   -- kind, job id, at (as given, to the last bit), blueprint, state, status, data as JSON text, facts.
@@ -398,46 +431,44 @@ local function assign(task_id)
   local doc = cjson.decode(stored.doc)
   local data = '{"task_id":' .. cjson.encode(task_id) .. ',"task_type":' .. cjson.encode(stored.type)
     .. ',"worker_id":' .. cjson.encode(worker) .. ',"attempt":' .. string.format('%d', doc.attempt or 1) .. '}'
-  feed_append('[["task_taken",' .. cjson.encode(stored.job_id) .. ',' .. taken_at .. ',null,'
+  feed_append('[["task_taken",' .. cjson.encode(doc.job_id) .. ',' .. taken_at .. ',null,'
     .. cjson.encode(doc.state or '') .. ',null,' .. cjson.encode(data) .. ',{"worker_id":' .. cjson.encode(worker)
     .. '}]]')
   redis.call('SET', key('$REPLY', token), task_id, 'EX', $REPLY_TTL_S)
-  local reply = {}
-  for field, value in pairs(stored) do reply[#reply + 1], reply[#reply + 2] = field, value end
-  return {1, reply}
+  return {1, flat_of(stored)}
 end
 
--- A task of a queue, or of another worker's inbox, met in the walk: the reply that ends the walk, or
--- nil to go on.
-local function consider(task_id, asks)
+-- A task of a queue, or of another worker's inbox, met in the walk (`stored`: its hash as read): the
+-- reply that ends the walk, or nil to go on.
+local function consider(task_id, stored)
   local verdict = verdicts[task_id]
   if verdict == false then
     passed_over = 1
     return nil
   end
-  if asks and verdict == nil then
-    asked[#asked + 1] = redis.call('HGETALL', key('$TASK', task_id))
+  if stored.ask == '1' and verdict == nil then
+    asked[#asked + 1] = flat_of(stored)
     if #asked == $ASK_BATCH then return {2, unpack(asked)} end
     return nil
   end
   if #asked > 0 then return {2, unpack(asked)} end  -- it could be taken, but those come first
-  return assign(task_id)
+  return assign(task_id, stored)
 end
 
--- An entry of a queue or inbox: its task id and whether it is marked `ask`; nil for a stale entry
--- (cannot happen while the invariants hold).
+-- An entry of a queue or inbox: its task id and hash (read_task); nil for a stale entry (cannot happen
+-- while the invariants hold).
 local function queued(member, zset)
   local task_id = string.sub(member, 18)
-  local stored = redis.call('HMGET', key('$TASK', task_id), 'qkey', 'member', 'ask')
-  if stored[1] ~= zset or stored[2] ~= member then return nil end
-  return task_id, stored[3] == '1'
+  local stored = read_task(task_id)
+  if stored.qkey ~= zset or stored.member ~= member then return nil end
+  return task_id, stored
 end
 
 -- An entry of an INBOXED set: likewise, if its task waits in another worker's inbox.
 local function left_by_another(task_id)
-  local stored = redis.call('HMGET', key('$TASK', task_id), 'qkey', 'worker_id', 'ask')
-  if not stored[1] or stored[2] == worker then return nil end
-  return task_id, stored[3] == '1'
+  local stored = read_task(task_id)
+  if not stored.qkey or stored.worker_id == worker then return nil end
+  return task_id, stored
 end
 
 -- Entries of the cursors in order, each looked at by `entry` then `decide`, until one gives a reply.
@@ -445,9 +476,9 @@ local function walk(cursors, entry, decide)
   while true do
     local member, zset = next_entry(cursors)
     if not member then return nil end
-    local task_id, asks = entry(member, zset)
+    local task_id, stored = entry(member, zset)
     if task_id then
-      local reply = decide(task_id, asks)
+      local reply = decide(task_id, stored)
       if reply then return reply end
     end
   end
@@ -645,12 +676,26 @@ return lost
 ACK_ENTRY = """
 -- KEYS[1]: the runnable stream, KEYS[2]: a step lease key. ARGV: group, entry id ('' for none), the
 -- lease's holder ('' for none). Ends the step: releases the lease if that holder still holds it, then
--- acknowledges the entry and deletes it.
+-- acknowledges the entry (deleted by a later TRIM_RUNNABLE).
 if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
-if ARGV[2] ~= '' then
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('XDEL', KEYS[1], ARGV[2])
+if ARGV[2] ~= '' then redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+"""
+
+TRIM_RUNNABLE = """
+-- KEYS[1]: the runnable stream. ARGV[1]: its group. Deletes the entries the group has read and
+-- acknowledged: those before its oldest pending entry, or before the last it read when none is.
+local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1])
+if pending.err then return 0 end  -- no group yet (a Redis restarted empty): its reader creates it
+local keep = pending[2]
+if not keep then
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local fields = {}
+    for i = 1, #group, 2 do fields[group[i]] = group[i + 1] end
+    if fields.name == ARGV[1] then keep = fields['last-delivered-id'] end
+  end
 end
+if keep then redis.call('XTRIM', KEYS[1], 'MINID', keep) end
 return 1
 """
 
@@ -750,6 +795,7 @@ SOURCES: dict[str, str] = {
     "lease_feed": _source(LEASE_FEED, prelude=False),
     "renew_leases": _source(RENEW_LEASES, prelude=False),
     "ack_entry": _source(ACK_ENTRY, prelude=False),
+    "trim_runnable": _source(TRIM_RUNNABLE, prelude=False),
     "release_entries": _source(RELEASE_ENTRIES, prelude=False),
     "renew_step_leases": _source(RENEW_STEP_LEASES, prelude=False),
     "lease_step": _source(LEASE_STEP, prelude=False),
