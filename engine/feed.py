@@ -29,7 +29,7 @@ _SCALAR_TYPES = (str, int, float, bool)
 _MAX_UNSERIALIZABLE_CHARS = 10_000
 
 #: A row: kind, job id, at, blueprint, state, status, data as JSON text, facts.
-Row = tuple[str, str, float, str | None, str | None, str | None, str, dict[str, Any]]
+FeedRow = tuple[str, str, float, str | None, str | None, str | None, str, dict[str, Any]]
 
 
 def _json_default(value: object) -> object:
@@ -53,7 +53,7 @@ def _scalar(value: Any) -> str | int | float | bool | None:
     return str(value)
 
 
-def row_of(event: Event) -> Row:
+def row_of(event: Event) -> FeedRow:
     """The row of ``event`` (which must name a job); a fact holding None is left out."""
     data = event.data if isinstance(event.data, dict) else {"value": event.data}
     facts = {k: _scalar(v) for k, v in data.items() if k in FACT_KEYS and v is not None}
@@ -77,6 +77,6 @@ def entry_of(events: Iterable[Event]) -> bytes:
 
 
 def rows_of(entry: bytes | str) -> list[list[Any]]:
-    """The rows of a feed entry (lists, as JSON reads them: a row's fields in :data:`Row` order)."""
+    """The rows of a feed entry (lists, as JSON reads them: a row's fields in :data:`FeedRow` order)."""
     rows: list[list[Any]] = orjson.loads(entry)
     return rows

@@ -4,6 +4,9 @@ A handler builds its context once and renders it as a page, as a fragment, or as
 (``to_json``): the JSON twin carries the same data as the page.
 """
 
+# Long: one documented dataclass per page, side by side with PAGE_CONTEXTS, which the contract test
+# (tests/test_studio_contracts.py) checks against the templates; the partials' own are in partial_contexts.py.
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,7 +34,7 @@ from avtomatika.reads import (
     JobRow,
     Moment,
     QueueDepth,
-    Row,
+    TimelineRow,
     Visit,
 )
 from avtomatika.reads import WorkerView as Worker
@@ -45,7 +48,8 @@ if TYPE_CHECKING:
     from avtomatika.studio.bulk_form import BulkForm, Sample
 
 
-def _help(text: str) -> dict[str, str]:
+def field_help(text: str) -> dict[str, str]:
+    """A context field's documentation, as dataclass field metadata."""
     return {"help": text}
 
 
@@ -53,24 +57,26 @@ def _help(text: str) -> dict[str, str]:
 class BlueprintCard:
     """One blueprint as the blueprints page shows it."""
 
-    name: str = field(metadata=_help("The blueprint's name."))
-    description: str = field(metadata=_help("Its description, may be empty."))
-    version: str = field(metadata=_help("Hash of its graph and handlers' code; the SVG is cached per version."))
-    svg: Markup = field(metadata=_help("The cached inline SVG."))
-    marks: GraphMarks = field(metadata=_help("Badges of jobs in flight, notes of ended jobs and fan-outs, tooltips."))
-    states: list[str] = field(metadata=_help("Its states, in registration order."))
-    has_input_model: bool = field(metadata=_help("Whether the start form is built from a pydantic model."))
+    name: str = field(metadata=field_help("The blueprint's name."))
+    description: str = field(metadata=field_help("Its description, may be empty."))
+    version: str = field(metadata=field_help("Hash of its graph and handlers' code; the SVG is cached per version."))
+    svg: Markup = field(metadata=field_help("The cached inline SVG."))
+    marks: GraphMarks = field(
+        metadata=field_help("Badges of jobs in flight, notes of ended jobs and fan-outs, tooltips.")
+    )
+    states: list[str] = field(metadata=field_help("Its states, in registration order."))
+    has_input_model: bool = field(metadata=field_help("Whether the start form is built from a pydantic model."))
     in_flight: dict[str, dict[str, int]] = field(
-        default_factory=dict, metadata=_help("Live jobs not ended, per state and status.")
+        default_factory=dict, metadata=field_help("Live jobs not ended, per state and status.")
     )
     ended: dict[str, dict[str, int]] = field(
-        default_factory=dict, metadata=_help("Jobs that ended (history), per state they ended in and status.")
+        default_factory=dict, metadata=field_help("Jobs that ended (history), per state they ended in and status.")
     )
     fan_outs: dict[str, BranchCounts] = field(
-        default_factory=dict, metadata=_help("Branches of the fan-outs under way, per state.")
+        default_factory=dict, metadata=field_help("Branches of the fan-outs under way, per state.")
     )
     breakpoints: list[Breakpoint] = field(
-        default_factory=list, metadata=_help("Its breakpoints this session sees (drawn on the graph).")
+        default_factory=list, metadata=field_help("Its breakpoints this session sees (drawn on the graph).")
     )
 
     def to_json(self) -> dict[str, Any]:
@@ -89,8 +95,8 @@ class BlueprintCard:
 
 @dataclass(slots=True)
 class BlueprintsContext:
-    title: str = field(metadata=_help("Page title."))
-    cards: list[BlueprintCard] = field(metadata=_help("Every registered blueprint."))
+    title: str = field(metadata=field_help("Page title."))
+    cards: list[BlueprintCard] = field(metadata=field_help("Every registered blueprint."))
 
     def to_json(self) -> dict[str, Any]:
         return {"blueprints": [card.to_json() for card in self.cards]}
@@ -98,9 +104,9 @@ class BlueprintsContext:
 
 @dataclass(slots=True)
 class BlueprintContext:
-    title: str = field(metadata=_help("Page title."))
-    card: BlueprintCard = field(metadata=_help("The blueprint, with its graph."))
-    form: StartForm = field(metadata=_help("The start form, with values and inline errors after a failed try."))
+    title: str = field(metadata=field_help("Page title."))
+    card: BlueprintCard = field(metadata=field_help("The blueprint, with its graph."))
+    form: StartForm = field(metadata=field_help("The start form, with values and inline errors after a failed try."))
 
     def to_json(self) -> dict[str, Any]:
         return {**self.card.to_json(), "states": self.card.states, "form": self.form.to_json()}
@@ -110,10 +116,10 @@ class BlueprintContext:
 class BlueprintStateContext:
     """A state clicked on a blueprint's graph: its breakpoints and the jobs in it now."""
 
-    blueprint: str = field(metadata=_help("The blueprint."))
-    state: str = field(metadata=_help("The state clicked."))
-    breakpoints: list[Breakpoint] = field(metadata=_help("Breakpoints on this state this session sees."))
-    in_flight: int = field(metadata=_help("Jobs in this state now (not ended)."))
+    blueprint: str = field(metadata=field_help("The blueprint."))
+    state: str = field(metadata=field_help("The state clicked."))
+    breakpoints: list[Breakpoint] = field(metadata=field_help("Breakpoints on this state this session sees."))
+    in_flight: int = field(metadata=field_help("Jobs in this state now (not ended)."))
 
     @property
     def every_new_job(self) -> Breakpoint | None:
@@ -133,9 +139,9 @@ class BlueprintStateContext:
 class BlueprintBreakpoints:
     """A blueprint's breakpoints after one was set or removed: the list, the graph's marks, the state's panel."""
 
-    card: BlueprintCard = field(metadata=_help("The blueprint, its breakpoints and marks."))
-    panel: BlueprintStateContext | None = field(metadata=_help("The state panel that was open, redrawn."))
-    message: str = field(default="", metadata=_help("What was done."))
+    card: BlueprintCard = field(metadata=field_help("The blueprint, its breakpoints and marks."))
+    panel: BlueprintStateContext | None = field(metadata=field_help("The state panel that was open, redrawn."))
+    message: str = field(default="", metadata=field_help("What was done."))
 
     def to_json(self) -> dict[str, Any]:
         return {"message": self.message, "breakpoints": [breakpoint_json(bp) for bp in self.card.breakpoints]}
@@ -146,16 +152,18 @@ class HoldPanel:
     """The job page's breakpoints: the hold (where, by which breakpoint, the context editors) and the
     job's breakpoints with the form to add one."""
 
-    job: Job = field(metadata=_help("The job."))
+    job: Job = field(metadata=field_help("The job."))
     breakpoints: list[Breakpoint] = field(
-        metadata=_help("Breakpoints that may hold it: its own, and its blueprint's set before it was created.")
+        metadata=field_help("Breakpoints that may hold it: its own, and its blueprint's set before it was created.")
     )
-    states: list[str] = field(metadata=_help("States it may be held at (its blueprint's)."))
-    holding: Breakpoint | None = field(default=None, metadata=_help("The breakpoint holding it now, if still set."))
-    initial_data: str = field(default="", metadata=_help("The initial_data editor text (as typed, if refused)."))
-    state_history: str = field(default="", metadata=_help("The state_history editor's text."))
-    errors: dict[str, str] = field(default_factory=dict, metadata=_help("Errors by field name."))
-    message: str = field(default="", metadata=_help("What was just done."))
+    states: list[str] = field(metadata=field_help("States it may be held at (its blueprint's)."))
+    holding: Breakpoint | None = field(
+        default=None, metadata=field_help("The breakpoint holding it now, if still set.")
+    )
+    initial_data: str = field(default="", metadata=field_help("The initial_data editor text (as typed, if refused)."))
+    state_history: str = field(default="", metadata=field_help("The state_history editor's text."))
+    errors: dict[str, str] = field(default_factory=dict, metadata=field_help("Errors by field name."))
+    message: str = field(default="", metadata=field_help("What was just done."))
 
     @property
     def held(self) -> bool:
@@ -187,22 +195,24 @@ class HoldPanel:
 
 @dataclass(slots=True)
 class JobsContext:
-    title: str = field(metadata=_help("Page title."))
-    filters: dict[str, str] = field(metadata=_help("The filter form's raw values, to refill it."))
-    rows: list[JobRow] = field(metadata=_help("This page of jobs, newest first."))
-    next_url: str | None = field(metadata=_help("URL of the next (older) page; None on the last page."))
-    first_page: bool = field(metadata=_help("Whether this is the newest page (live rows are added only there)."))
-    blueprints: list[str] = field(metadata=_help("Blueprint names, for the filter."))
-    states: list[str] = field(metadata=_help("State names (of the chosen blueprint, or all), for the filter."))
-    statuses: list[str] = field(metadata=_help("Every job status (lost included), for the filter."))
-    live_query: str = field(metadata=_help("The filters as a query string, for the SSE stream."))
-    source: str = field(metadata=_help("Where the list comes from: engine (live storage) or history."))
+    title: str = field(metadata=field_help("Page title."))
+    filters: dict[str, str] = field(metadata=field_help("The filter form's raw values, to refill it."))
+    rows: list[JobRow] = field(metadata=field_help("This page of jobs, newest first."))
+    next_url: str | None = field(metadata=field_help("URL of the next (older) page; None on the last page."))
+    first_page: bool = field(metadata=field_help("Whether this is the newest page (live rows are added only there)."))
+    blueprints: list[str] = field(metadata=field_help("Blueprint names, for the filter."))
+    states: list[str] = field(metadata=field_help("State names (of the chosen blueprint, or all), for the filter."))
+    statuses: list[str] = field(metadata=field_help("Every job status (lost included), for the filter."))
+    live_query: str = field(metadata=field_help("The filters as a query string, for the SSE stream."))
+    source: str = field(metadata=field_help("Where the list comes from: engine (live storage) or history."))
     history_pending: int = field(
-        metadata=_help("Events not yet in history when the list was read (it may miss that many changes).")
+        metadata=field_help("Events not yet in history when the list was read (it may miss that many changes).")
     )
-    operations: tuple[str, ...] = field(default=(), metadata=_help("The bulk operations offered on the selection."))
-    rate_per_s: float = field(default=10.0, metadata=_help("The bulk form's default rate (jobs per second)."))
-    max_jobs: int = field(default=10_000, metadata=_help("The most jobs one bulk action takes."))
+    operations: tuple[str, ...] = field(
+        default=(), metadata=field_help("The bulk operations offered on the selection.")
+    )
+    rate_per_s: float = field(default=10.0, metadata=field_help("The bulk form's default rate (jobs per second)."))
+    max_jobs: int = field(default=10_000, metadata=field_help("The most jobs one bulk action takes."))
 
     def to_json(self) -> dict[str, Any]:
         cursor = self.next_url.split("cursor=", 1)[1] if self.next_url and "cursor=" in self.next_url else None
@@ -216,26 +226,31 @@ class JobsContext:
 
 @dataclass(slots=True)
 class JobContext:
-    title: str = field(metadata=_help("Page title."))
-    job: Job = field(metadata=_help("The job as last committed (or as history knows it)."))
+    title: str = field(metadata=field_help("Page title."))
+    job: Job = field(metadata=field_help("The job as last committed (or as history knows it)."))
     detail: JobDetail = field(
-        metadata=_help("Its current tasks and timeline; ``from_history`` when only history still knows the job.")
+        metadata=field_help("Its current tasks and timeline; ``from_history`` when only history still knows the job.")
     )
-    svg: Markup = field(metadata=_help("The SVG of the blueprint version the job ran on."))
-    marks: GraphMarks | None = field(metadata=_help("Current state, exactly the edges taken, fan-out counts."))
-    retry_states: list[str] = field(metadata=_help("States the job may be retried from (failed state first)."))
-    path: list[tuple[str, int]] = field(metadata=_help("States the job entered, with how many times."))
-    rows: list[Row] = field(default_factory=list, metadata=_help("The compact timeline: visits, tasks, fan-outs."))
+    svg: Markup = field(metadata=field_help("The SVG of the blueprint version the job ran on."))
+    marks: GraphMarks | None = field(metadata=field_help("Current state, exactly the edges taken, fan-out counts."))
+    retry_states: list[str] = field(metadata=field_help("States the job may be retried from (failed state first)."))
+    path: list[tuple[str, int]] = field(metadata=field_help("States the job entered, with how many times."))
+    rows: list[TimelineRow] = field(
+        default_factory=list, metadata=field_help("The compact timeline: visits, tasks, fan-outs.")
+    )
     branches: list[Branch] = field(
-        default_factory=list, metadata=_help("The fan-out branches of its current (or last) visit, if it fanned out.")
+        default_factory=list,
+        metadata=field_help("The fan-out branches of its current (or last) visit, if it fanned out."),
     )
-    fan_out: BranchCounts | None = field(default=None, metadata=_help("Those branches at a glance."))
+    fan_out: BranchCounts | None = field(default=None, metadata=field_help("Those branches at a glance."))
     version: VersionDiff | None = field(
-        default=None, metadata=_help("The version it ran on, and how today's blueprint differs from it.")
+        default=None, metadata=field_help("The version it ran on, and how today's blueprint differs from it.")
     )
-    graph_note: str = field(default="", metadata=_help("Why the graph shown is not the one the job ran on, if so."))
+    graph_note: str = field(
+        default="", metadata=field_help("Why the graph shown is not the one the job ran on, if so.")
+    )
     hold: HoldPanel | None = field(
-        default=None, metadata=_help("Its breakpoints and, held, the hold with the context editors (live jobs).")
+        default=None, metadata=field_help("Its breakpoints and, held, the hold with the context editors (live jobs).")
     )
 
     def to_json(self) -> dict[str, Any]:
@@ -329,10 +344,10 @@ def visit_json(visit: Visit) -> dict[str, Any]:
 class MomentContext:
     """The job page's time travel: the job as it was right after one line of its timeline."""
 
-    job: Job = field(metadata=_help("The job (as it is now)."))
-    moment: Moment = field(metadata=_help("What it was then: state, status, state_history, task, branches."))
-    marks: GraphMarks | None = field(metadata=_help("The graph as it was then."))
-    last_seq: int = field(metadata=_help("The number of the timeline's last line."))
+    job: Job = field(metadata=field_help("The job (as it is now)."))
+    moment: Moment = field(metadata=field_help("What it was then: state, status, state_history, task, branches."))
+    marks: GraphMarks | None = field(metadata=field_help("The graph as it was then."))
+    last_seq: int = field(metadata=field_help("The number of the timeline's last line."))
 
     def to_json(self) -> dict[str, Any]:
         moment = self.moment
@@ -357,9 +372,9 @@ class MomentContext:
 class StateContext:
     """One state of a job: every visit, the handler that ran, its tasks, inputs and outputs."""
 
-    job: Job = field(metadata=_help("The job."))
-    state: str = field(metadata=_help("The state clicked."))
-    visits: list[Visit] = field(metadata=_help("Its visits of that state, oldest first."))
+    job: Job = field(metadata=field_help("The job."))
+    state: str = field(metadata=field_help("The state clicked."))
+    visits: list[Visit] = field(metadata=field_help("Its visits of that state, oldest first."))
 
     def to_json(self) -> dict[str, Any]:
         return {"job_id": self.job.id, "state": self.state, "visits": [visit_json(v) for v in self.visits]}
@@ -369,19 +384,24 @@ class StateContext:
 class RerunContext:
     """Rerun a job: the state a new job starts at, and the data the job had there, to edit."""
 
-    title: str = field(metadata=_help("Page title."))
-    job: Job = field(metadata=_help("The job to rerun (live, or as history knows it)."))
-    states: list[tuple[str, int]] = field(metadata=_help("Its blueprint's states, how often the job entered each."))
-    state: str = field(metadata=_help("The state the new job starts at."))
-    visit: int | None = field(metadata=_help("Which visit of it the data is from; None: never entered (as it ended)."))
-    visits: int = field(default=0, metadata=_help("How often the job entered that state."))
+    title: str = field(metadata=field_help("Page title."))
+    job: Job = field(metadata=field_help("The job to rerun (live, or as history knows it)."))
+    states: list[tuple[str, int]] = field(
+        metadata=field_help("Its blueprint's states, how often the job entered each.")
+    )
+    state: str = field(metadata=field_help("The state the new job starts at."))
+    visit: int | None = field(
+        metadata=field_help("Which visit of it the data is from; None: never entered (as it ended).")
+    )
+    visits: int = field(default=0, metadata=field_help("How often the job entered that state."))
     data: dict[str, dict[str, Any]] = field(
-        default_factory=dict, metadata=_help("``initial_data`` and ``state_history`` as the job had them there.")
+        default_factory=dict, metadata=field_help("``initial_data`` and ``state_history`` as the job had them there.")
     )
     texts: dict[str, str] = field(
-        default_factory=dict, metadata=_help("The form's JSON fields: that data, or as typed when a form came back.")
+        default_factory=dict,
+        metadata=field_help("The form's JSON fields: that data, or as typed when a form came back."),
     )
-    errors: dict[str, str] = field(default_factory=dict, metadata=_help("Why the form was refused, by field."))
+    errors: dict[str, str] = field(default_factory=dict, metadata=field_help("Why the form was refused, by field."))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -400,28 +420,30 @@ class RerunContext:
 class TriageItem:
     """A quarantined job in the triage table."""
 
-    job: Job = field(metadata=_help("The quarantined job."))
-    task: Task | None = field(metadata=_help("The held task a release sends again (None: held by its handler)."))
-    signature: ErrorSignature = field(metadata=_help("Its error signature (its group)."))
+    job: Job = field(metadata=field_help("The quarantined job."))
+    task: Task | None = field(metadata=field_help("The held task a release sends again (None: held by its handler)."))
+    signature: ErrorSignature = field(metadata=field_help("Its error signature (its group)."))
 
 
 @dataclass(slots=True)
 class TriageGroup:
-    signature: ErrorSignature = field(metadata=_help("What the group's jobs share: task type, code, message."))
-    items: list[TriageItem] = field(metadata=_help("Its jobs shown as rows, oldest quarantined first."))
-    total: int = field(metadata=_help("How many jobs it has (more than its rows when the table is full)."))
-    jobs: list[Job] = field(default_factory=list, metadata=_help("All its jobs, oldest quarantined first."))
+    signature: ErrorSignature = field(metadata=field_help("What the group's jobs share: task type, code, message."))
+    items: list[TriageItem] = field(metadata=field_help("Its jobs shown as rows, oldest quarantined first."))
+    total: int = field(metadata=field_help("How many jobs it has (more than its rows when the table is full)."))
+    jobs: list[Job] = field(default_factory=list, metadata=field_help("All its jobs, oldest quarantined first."))
 
 
 @dataclass(slots=True)
 class QuarantineContext:
-    title: str = field(metadata=_help("Page title."))
-    groups: list[TriageGroup] = field(metadata=_help("Quarantined jobs by error signature, largest group first."))
-    total: int = field(metadata=_help("How many jobs are quarantined."))
-    arrived: str | None = field(metadata=_help("The job the operator came for (``?job=``): highlighted, selected."))
-    states: list[str] = field(metadata=_help("States the selected jobs may be retried from (their blueprints')."))
-    held: dict[str, Any] | None = field(metadata=_help("The arrived job's held task params, shown by the editor."))
-    rate_per_s: float = field(metadata=_help("The action form's default rate (jobs per second)."))
+    title: str = field(metadata=field_help("Page title."))
+    groups: list[TriageGroup] = field(metadata=field_help("Quarantined jobs by error signature, largest group first."))
+    total: int = field(metadata=field_help("How many jobs are quarantined."))
+    arrived: str | None = field(
+        metadata=field_help("The job the operator came for (``?job=``): highlighted, selected.")
+    )
+    states: list[str] = field(metadata=field_help("States the selected jobs may be retried from (their blueprints')."))
+    held: dict[str, Any] | None = field(metadata=field_help("The arrived job's held task params, shown by the editor."))
+    rate_per_s: float = field(metadata=field_help("The action form's default rate (jobs per second)."))
 
     def to_json(self) -> dict[str, Any]:
         groups = [
@@ -440,10 +462,12 @@ class QuarantineContext:
 class QuarantineCounts:
     """The quarantine's live counts: sent instead of rows, so nothing moves under the operator."""
 
-    total: int = field(metadata=_help("Jobs quarantined now."))
-    counts: dict[str, int] = field(metadata=_help("Jobs quarantined now per signature key."))
-    arrivals: int = field(metadata=_help("Jobs quarantined since the page was drawn (announced, not inserted)."))
-    left: list[str] = field(metadata=_help("Ids of jobs that left quarantine since the stream began (rows dimmed)."))
+    total: int = field(metadata=field_help("Jobs quarantined now."))
+    counts: dict[str, int] = field(metadata=field_help("Jobs quarantined now per signature key."))
+    arrivals: int = field(metadata=field_help("Jobs quarantined since the page was drawn (announced, not inserted)."))
+    left: list[str] = field(
+        metadata=field_help("Ids of jobs that left quarantine since the stream began (rows dimmed).")
+    )
 
 
 def bulk_json(action: BulkAction) -> dict[str, Any]:
@@ -470,8 +494,8 @@ def bulk_json(action: BulkAction) -> dict[str, Any]:
 class BulkReviewContext:
     """What the confirm shows before a bulk action starts (or the form's problems)."""
 
-    form: BulkForm = field(metadata=_help("The action, its jobs, rate and options, and its problems by field."))
-    sample: Sample | None = field(metadata=_help("A release's edit on one selected job's held params, as a diff."))
+    form: BulkForm = field(metadata=field_help("The action, its jobs, rate and options, and its problems by field."))
+    sample: Sample | None = field(metadata=field_help("A release's edit on one selected job's held params, as a diff."))
 
     def to_json(self) -> dict[str, Any]:
         sample = None
@@ -484,9 +508,9 @@ class BulkReviewContext:
 
 @dataclass(slots=True)
 class BulkContext:
-    title: str = field(metadata=_help("Page title."))
-    action: BulkAction = field(metadata=_help("The bulk action and its progress."))
-    at: float = field(metadata=_help("When it was read (UNIX seconds), for its elapsed time and observed rate."))
+    title: str = field(metadata=field_help("Page title."))
+    action: BulkAction = field(metadata=field_help("The bulk action and its progress."))
+    at: float = field(metadata=field_help("When it was read (UNIX seconds), for its elapsed time and observed rate."))
 
     def to_json(self) -> dict[str, Any]:
         return bulk_json(self.action)
@@ -494,8 +518,8 @@ class BulkContext:
 
 @dataclass(slots=True)
 class BulkListContext:
-    title: str = field(metadata=_help("Page title."))
-    actions: list[BulkAction] = field(metadata=_help("Recent bulk actions, newest first."))
+    title: str = field(metadata=field_help("Page title."))
+    actions: list[BulkAction] = field(metadata=field_help("Recent bulk actions, newest first."))
 
     def to_json(self) -> dict[str, Any]:
         return {"bulk_actions": [bulk_json(a) for a in self.actions]}
@@ -503,15 +527,17 @@ class BulkListContext:
 
 @dataclass(slots=True)
 class WorkersContext:
-    title: str = field(metadata=_help("Page title."))
+    title: str = field(metadata=field_help("Page title."))
     workers: list[Worker] = field(
-        metadata=_help("Registered workers, alive first, with their running and inbox tasks.")
+        metadata=field_help("Registered workers, alive first, with their running and inbox tasks.")
     )
-    at: float = field(metadata=_help("When the list was read (UNIX seconds)."))
-    queues: list[QueueDepth] = field(default_factory=list, metadata=_help("Per task type: waiting, in inboxes, taken."))
+    at: float = field(metadata=field_help("When the list was read (UNIX seconds)."))
+    queues: list[QueueDepth] = field(
+        default_factory=list, metadata=field_help("Per task type: waiting, in inboxes, taken.")
+    )
     details: bool = field(
         default=True,
-        metadata=_help(
+        metadata=field_help(
             "Hosts, loads and queues shown (operators); a client's session sees what each worker is, and its tasks."
         ),
     )
@@ -532,26 +558,26 @@ class WorkersContext:
 
 @dataclass(slots=True)
 class PatternsContext:
-    title: str = field(metadata=_help("Page title."))
-    tones: tuple[str, ...] = field(default=TONES, metadata=_help("The status colours."))
-    samples: dict[str, Any] = field(default_factory=dict, metadata=_help("Fixture data for every partial."))
+    title: str = field(metadata=field_help("Page title."))
+    tones: tuple[str, ...] = field(default=TONES, metadata=field_help("The status colours."))
+    samples: dict[str, Any] = field(default_factory=dict, metadata=field_help("Fixture data for every partial."))
 
 
 @dataclass(slots=True)
 class ErrorContext:
     """An error: a page of its own (``error.html``), or a note for ``#flash`` (``_error.html``)."""
 
-    status: int = field(metadata=_help("The HTTP status."))
-    title: str = field(metadata=_help("What kind of error, in a few words."))
-    message: str = field(metadata=_help("What went wrong."))
+    status: int = field(metadata=field_help("The HTTP status."))
+    title: str = field(metadata=field_help("What kind of error, in a few words."))
+    message: str = field(metadata=field_help("What went wrong."))
 
 
 @dataclass(slots=True)
 class LoginContext:
-    title: str = field(metadata=_help("Page title."))
-    error: str | None = field(metadata=_help("Why the last try was refused, if it was."))
-    next: str = field(metadata=_help("Where to go once signed in (a path inside the studio)."))
-    name: str = field(metadata=_help("The name given, to refill the form."))
+    title: str = field(metadata=field_help("Page title."))
+    error: str | None = field(metadata=field_help("Why the last try was refused, if it was."))
+    next: str = field(metadata=field_help("Where to go once signed in (a path inside the studio)."))
+    name: str = field(metadata=field_help("The name given, to refill the form."))
 
 
 PAGE_CONTEXTS: dict[str, type] = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from avtomatika.models import Job
-from avtomatika.reads import Branch, BranchCounts, JobDetail, JobRow, Line, NavCounts, Row, Timeline
+from avtomatika.reads import Branch, BranchCounts, JobDetail, JobRow, Line, NavCounts, Timeline, TimelineRow
 from avtomatika.studio.contexts import (
     BlueprintBreakpoints,
     BlueprintCard,
@@ -29,81 +29,78 @@ from avtomatika.studio.contexts import (
     RerunContext,
     StateContext,
     WorkersContext,
+    field_help,
 )
 from avtomatika.studio.marks import GraphMarks
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 @dataclass(slots=True)
 class FlashContext:
     """A short note for ``#flash``: what an operation did."""
 
-    message: str = field(metadata=_help("The note."))
-    tone: str = field(metadata=_help("ok or error: its colour."))
+    message: str = field(metadata=field_help("The note."))
+    tone: str = field(metadata=field_help("ok or error: its colour."))
 
 
 @dataclass(slots=True)
 class NavCountsContext:
-    counts: NavCounts = field(metadata=_help("Quarantined jobs and alive workers, for the navigation bar."))
+    counts: NavCounts = field(metadata=field_help("Quarantined jobs and alive workers, for the navigation bar."))
 
 
 @dataclass(slots=True)
 class JobRowContext:
-    row: JobRow = field(metadata=_help("The job's row."))
-    new: bool = field(default=False, metadata=_help("Whether the jobs table adds it (a job created since)."))
+    row: JobRow = field(metadata=field_help("The job's row."))
+    new: bool = field(default=False, metadata=field_help("Whether the jobs table adds it (a job created since)."))
 
 
 @dataclass(slots=True)
 class GraphMarksContext:
-    marks: GraphMarks = field(metadata=_help("What static/studio.js lays over one drawn graph."))
+    marks: GraphMarks = field(metadata=field_help("What static/studio.js lays over one drawn graph."))
 
 
 @dataclass(slots=True)
 class BlueprintMarksContext:
-    all_marks: list[GraphMarks] = field(metadata=_help("The marks of every blueprint graph on the page."))
+    all_marks: list[GraphMarks] = field(metadata=field_help("The marks of every blueprint graph on the page."))
 
 
 @dataclass(slots=True)
 class BlueprintCardContext:
-    card: BlueprintCard = field(metadata=_help("The blueprint, with its graph."))
+    card: BlueprintCard = field(metadata=field_help("The blueprint, with its graph."))
     graph_mode: str = field(
-        default="counts", metadata=_help("What a click on a state does: counts (its jobs) or breakpoints.")
+        default="counts", metadata=field_help("What a click on a state does: counts (its jobs) or breakpoints.")
     )
 
 
 @dataclass(slots=True)
 class BranchesContext:
-    branches: list[Branch] = field(metadata=_help("A fan-out's branches."))
-    counts: BranchCounts | None = field(metadata=_help("Those branches at a glance."))
-    table_id: str = field(metadata=_help("The table's id, for its filters."))
+    branches: list[Branch] = field(metadata=field_help("A fan-out's branches."))
+    counts: BranchCounts | None = field(metadata=field_help("Those branches at a glance."))
+    table_id: str = field(metadata=field_help("The table's id, for its filters."))
 
 
 @dataclass(slots=True)
 class StatePanelContext:
-    panel: BlueprintStateContext = field(metadata=_help("A state clicked on a blueprint's graph."))
+    panel: BlueprintStateContext = field(metadata=field_help("A state clicked on a blueprint's graph."))
 
 
 @dataclass(slots=True)
 class JobHoldContext:
-    hold: HoldPanel | None = field(metadata=_help("The job's breakpoints and, held, the hold (None: ended)."))
+    hold: HoldPanel | None = field(metadata=field_help("The job's breakpoints and, held, the hold (None: ended)."))
 
 
 @dataclass(slots=True)
 class TimelineLinesContext:
-    lines: list[Line] = field(metadata=_help("The lines to show (all of them, or those new since the last sent)."))
-    timeline: Timeline = field(metadata=_help("The timeline they belong to."))
-    t0: float = field(metadata=_help("When the job was created, for times since."))
+    lines: list[Line] = field(metadata=field_help("The lines to show (all of them, or those new since the last sent)."))
+    timeline: Timeline = field(metadata=field_help("The timeline they belong to."))
+    t0: float = field(metadata=field_help("When the job was created, for times since."))
 
 
 @dataclass(slots=True)
 class TimelineRowsContext:
-    rows: list[Row] = field(metadata=_help("Rows of the compact timeline."))
-    detail: JobDetail = field(metadata=_help("The job's tasks and timeline."))
-    job: Job = field(metadata=_help("The job."))
-    new: bool = field(default=False, metadata=_help("Whether rows not on the page yet are added (live)."))
+    rows: list[TimelineRow] = field(metadata=field_help("Rows of the compact timeline."))
+    detail: JobDetail = field(metadata=field_help("The job's tasks and timeline."))
+    job: Job = field(metadata=field_help("The job."))
+    new: bool = field(default=False, metadata=field_help("Whether rows not on the page yet are added (live)."))
 
 
 #: Every partial and the context it is rendered with; ``_macros.html`` and ``_line.html`` hold macros only.

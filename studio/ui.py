@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from avtomatika.api.views import iso as iso_time
 from avtomatika.models import JobStatus
 
 #: The six colours of the studio, light and dark; every status is shown in one of them. The one source of
@@ -122,7 +123,8 @@ def compact_number(n: int) -> str:
 
 
 def iso(timestamp: float | None) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat() if timestamp is not None else ""
+    """The time in ISO 8601 as the API writes it; empty for none."""
+    return iso_time(timestamp) or ""
 
 
 def duration(seconds: float | None) -> str:

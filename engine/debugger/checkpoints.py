@@ -4,7 +4,7 @@ Plain data, no engine calls (:class:`~avtomatika.debugger.session.DebugSession` 
 A :class:`Checkpoint` is the job as it was before a step ran (and, when a line is left, as it was
 left). Checkpoints form a tree: going back to one makes it the head, and what followed it on the line
 left behind stays in the tree as a *branch*, whose checkpoints can be restored later (``redo`` walks
-forward along the branch just left). Every log :class:`Entry` knows whether it is on the current line
+forward along the branch just left). Every log :class:`LogEntry` knows whether it is on the current line
 (``branch`` None) or on a branch left behind (``branch`` its number, as the log shows it).
 """
 
@@ -43,7 +43,7 @@ def restorable(job: Job) -> bool:
 
 
 @dataclass(slots=True)
-class Entry:
+class LogEntry:
     """One line of the debugger's log: a step, a task answered, a restore, an edit, or a change from outside."""
 
     kind: str  # step | answer | decide | back | redo | edit | release | outside
@@ -101,7 +101,7 @@ class CheckpointTree:
 
     def __init__(self) -> None:
         self.checkpoints: dict[int, Checkpoint] = {}
-        self.entries: list[Entry] = []
+        self.entries: list[LogEntry] = []
         self.head: Checkpoint | None = None
         #: The job's version when the head was recorded or restored: a later one means it moved on.
         self.head_version = -1
@@ -112,7 +112,7 @@ class CheckpointTree:
         self.branches_left = 0
 
     # -- recording ------------------------------------------------------------------------------
-    def add(self, entry: Entry) -> Entry:
+    def add(self, entry: LogEntry) -> LogEntry:
         """Append a log line (on the current line)."""
         entry.seq = len(self.entries) + 1
         self.entries.append(entry)

@@ -31,7 +31,7 @@ from ..runtime.outcomes import event, stop_on_workers
 from ..storage import Commit, MemoryStorage
 from ..timers import TimerKind
 from .answers import HandAnswers, result_of
-from .checkpoints import Checkpoint, CheckpointTree, Entry, copy_job
+from .checkpoints import Checkpoint, CheckpointTree, LogEntry, copy_job
 from .narrate import describe, error_of, outside_action, short, steppable, which, why_not
 from .preview import Preview, preview
 
@@ -106,7 +106,7 @@ class DebugSession:
 
     # -- reading --------------------------------------------------------------------------------
     @property
-    def entries(self) -> list[Entry]:
+    def entries(self) -> list[LogEntry]:
         """The log: steps, answers, restores, edits and outside changes, oldest first."""
         return self.tree.entries
 
@@ -166,7 +166,7 @@ class DebugSession:
             if self.on_change is not None:
                 self.on_change()
 
-    def _add(self, entry: Entry) -> Entry:
+    def _add(self, entry: LogEntry) -> LogEntry:
         """Log ``entry`` with the moves the job made since the last one (the graph draws those on the line)."""
         entry.moves, self._moves = self._moves, []
         return self.tree.add(entry)
@@ -182,7 +182,7 @@ class DebugSession:
         if job.version != self._known_version and self.job is not None:
             before = self.job
             self._add(
-                Entry(
+                LogEntry(
                     "outside",
                     before.state,
                     outside_action(before, job, list(self.events)),
@@ -210,14 +210,14 @@ class DebugSession:
         return job
 
     # -- stepping -------------------------------------------------------------------------------
-    async def step(self) -> Entry:
+    async def step(self) -> LogEntry:
         """Run the current state's handler once and apply the action it took."""
         async with self._lock:
             return await self._step(await self.fresh())
 
-    async def continue_(self, breakpoints: set[str], max_steps: int = MAX_CONTINUE_STEPS) -> list[Entry]:
+    async def continue_(self, breakpoints: set[str], max_steps: int = MAX_CONTINUE_STEPS) -> list[LogEntry]:
         """Step until the job enters a breakpoint state, waits (for a task, a person...), ends, or a handler raises."""
-        taken: list[Entry] = []
+        taken: list[LogEntry] = []
         async with self._lock:
             while len(taken) < max_steps:
                 job = await self.fresh()
@@ -230,7 +230,7 @@ class DebugSession:
                 await asyncio.sleep(0)  # let the kernel answer messages between steps
         return taken
 
-    async def _step(self, job: Job) -> Entry:
+    async def _step(self, job: Job) -> LogEntry:
         problems = self.problems()
         if problems:
             raise DebuggerError(
@@ -251,7 +251,7 @@ class DebugSession:
         except VersionConflict:
             raise DebuggerError("the job changed while its handler ran; nothing was applied") from None
         self.steps_taken += 1
-        entry = Entry(
+        entry = LogEntry(
             "step",
             before.state,
             describe(commit, before),
@@ -288,7 +288,7 @@ class DebugSession:
         error_code: str | None = None,
         message: str | None = None,
         task_id: str | None = None,
-    ) -> Entry:
+    ) -> LogEntry:
         """Answer an open task (``task_id``, or the first one), as a worker would (``engine.submit_result``)."""
         async with self._lock:
             job = await self.fresh()
@@ -300,7 +300,9 @@ class DebugSession:
                 "answer", job, f"answered task {taken.type!r}{where} by hand: {short(result, 90)} ({ack})"
             )
 
-    async def exhaust(self, task_id: str | None = None, message: str = "failed by hand until retries ran out") -> Entry:
+    async def exhaust(
+        self, task_id: str | None = None, message: str = "failed by hand until retries ran out"
+    ) -> LogEntry:
         """Fail an open task with ``TRANSIENT_ERROR`` until its retries are spent (``JOB_MAX_RETRIES`` + 1 answers).
 
         The engine then takes the task's ``failure`` transition, or quarantines the job without one.
@@ -312,23 +314,23 @@ class DebugSession:
             action = f"failed task {task.type!r} {answers} time(s) with TRANSIENT_ERROR: retries exhausted"
             return await self._log_change("answer", job, action)
 
-    async def decide(self, decision: str) -> Entry:
+    async def decide(self, decision: str) -> LogEntry:
         """Answer the approval the job waits for with one of its decisions (as the approval webhook does)."""
         async with self._lock:
             before = await self.fresh()
             await self.engine.decide(before.id, decision, ACTOR)
             return await self._log_change("decide", before, f"approval answered: {decision!r}")
 
-    async def release(self) -> Entry:
+    async def release(self) -> LogEntry:
         """Release a quarantined job, as the studio does (its task dispatched again, or its handler re-run)."""
         async with self._lock:
             before = await self.fresh()
             await self.engine.release_job(before.id, ACTOR)
             return await self._log_change("release", before, "released from quarantine")
 
-    async def _log_change(self, kind: str, before: Job, action: str) -> Entry:
+    async def _log_change(self, kind: str, before: Job, action: str) -> LogEntry:
         after = await self._read()
-        entry = Entry(
+        entry = LogEntry(
             kind,
             before.state,
             action,
@@ -342,7 +344,7 @@ class DebugSession:
         return entry
 
     # -- time travel ----------------------------------------------------------------------------
-    async def back(self, step: int | None = None, state_history: dict[str, Any] | None = None) -> Entry:
+    async def back(self, step: int | None = None, state_history: dict[str, Any] | None = None) -> LogEntry:
         """Go back to the current line's checkpoint after ``step`` steps (the previous step by default).
 
         ``back(steps_taken, state_history)`` edits the job where it is (see :meth:`edit`). What is left
@@ -358,7 +360,7 @@ class DebugSession:
             raise DebuggerError(f"no checkpoint at step {step} on this line; there are: {known}")
         return await self.restore(target.id, state_history)
 
-    async def redo(self) -> Entry:
+    async def redo(self) -> LogEntry:
         """Go forward again along the branch left by the last Back (one checkpoint at a time)."""
         if not self.tree.redo_path:
             raise DebuggerError("nothing to redo: go back first (a new step or answer starts a new line)")
@@ -366,7 +368,7 @@ class DebugSession:
 
     async def restore(
         self, checkpoint_id: int, state_history: dict[str, Any] | None = None, kind: str = "back"
-    ) -> Entry:
+    ) -> LogEntry:
         """Put the job back as it was at a checkpoint (of this line or of a branch), with ``state_history`` if given."""
         async with self._lock:
             target = self.tree.checkpoints.get(checkpoint_id)
@@ -385,7 +387,7 @@ class DebugSession:
             action = f"{kind} to {target.label}" + (", state_history edited" if edited else "")
             if branch is not None:
                 action += f"; what followed is kept as branch {branch}"
-            entry = Entry(
+            entry = LogEntry(
                 kind,
                 current.state,
                 action,
@@ -426,7 +428,7 @@ class DebugSession:
         stop_on_workers(commit, closing)
         return await self.engine.committer.apply(commit)
 
-    async def edit(self, state_history: dict[str, Any]) -> Entry:
+    async def edit(self, state_history: dict[str, Any]) -> LogEntry:
         """Replace the job's ``state_history`` where it is now (the next step, or a task's result, sees it)."""
         async with self._lock:
             before = await self.fresh()

@@ -14,9 +14,9 @@ from .base import (
     HistoryStorage,
     InvalidCursor,
     InvalidHistoryURI,
+    Line,
     RecordPage,
     TaskOutcome,
-    TimelineEntry,
 )
 from .factory import create_history, open_history, parse_history_uri
 from .postgres import PostgresHistory
@@ -38,11 +38,11 @@ __all__ = [
     "InvalidCursor",
     "InvalidHistoryURI",
     "JobRecord",
+    "Line",
     "PostgresHistory",
     "RecordPage",
     "SQLiteHistory",
     "TaskOutcome",
-    "TimelineEntry",
     "create_history",
     "open_history",
     "parse_history_uri",

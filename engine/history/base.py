@@ -176,7 +176,7 @@ class RecordPage:
 
 
 @dataclass(frozen=True, slots=True)
-class TimelineEntry:
+class Line:
     """One line of a job's timeline.
 
     Attributes:
@@ -292,7 +292,7 @@ class HistoryStorage(ABC):
 
     # -- reading ---------------------------------------------------------------------------------
     @abstractmethod
-    async def timeline(self, job_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[TimelineEntry]:
+    async def timeline(self, job_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[Line]:
         """The job's timeline in order; ``after_seq`` skips what a caller has already shown."""
 
     @abstractmethod
@@ -381,10 +381,10 @@ def outcome_of(job_id: str, at: float, data: dict[str, Any]) -> TaskOutcome:
     )
 
 
-def entry_of(values: Sequence[Any]) -> TimelineEntry:
-    """A :class:`TimelineEntry` from an ``events`` row in ``EVENT_COLUMNS`` order."""
+def line_of(values: Sequence[Any]) -> Line:
+    """A :class:`Line` from an ``events`` row in ``EVENT_COLUMNS`` order."""
     job_id, seq, at, kind, state, status, worker_id, duration_ms, data = values
-    return TimelineEntry(job_id, seq, at, kind, state, status, worker_id, duration_ms, load_json(data))
+    return Line(job_id, seq, at, kind, state, status, worker_id, duration_ms, load_json(data))
 
 
 def counts_from(rows: Iterable[tuple[str, str, int]]) -> HistoryCounts:

@@ -25,14 +25,14 @@ from .base import (
     HistoryDriverMissing,
     HistoryFilter,
     HistoryStorage,
+    Line,
     LostJob,
     RecordPage,
     TaskOutcome,
-    TimelineEntry,
     as_cursor,
     check_limit,
     counts_from,
-    entry_of,
+    line_of,
     outcome_of,
     page_of,
 )
@@ -210,12 +210,12 @@ class PostgresHistory(HistoryStorage):
         return str(position) if position is not None else None
 
     # -- reading ---------------------------------------------------------------------------------
-    async def timeline(self, job_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[TimelineEntry]:
+    async def timeline(self, job_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[Line]:
         p = sql.Params("numeric")
         query = sql.timeline_query(job_id, after_seq, limit, p)
         async with self._connection() as conn:
             found = await conn.fetch(query, *p.values)
-        return [entry_of(values) for values in found]
+        return [line_of(values) for values in found]
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         async with self._connection() as conn:

@@ -32,14 +32,14 @@ from .base import (
     HistoryDriverMissing,
     HistoryFilter,
     HistoryStorage,
+    Line,
     LostJob,
     RecordPage,
     TaskOutcome,
-    TimelineEntry,
     as_cursor,
     check_limit,
     counts_from,
-    entry_of,
+    line_of,
     outcome_of,
     page_of,
 )
@@ -216,10 +216,10 @@ class SQLiteHistory(HistoryStorage):
         return await self._run(lambda: _feed_position(self._connection(), feed))
 
     # -- reading ---------------------------------------------------------------------------------
-    async def timeline(self, job_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[TimelineEntry]:
+    async def timeline(self, job_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[Line]:
         p = sql.Params("qmark")
         query = sql.timeline_query(job_id, after_seq, limit, p)
-        return [entry_of(values) for values in await self._fetch(query, p.values)]
+        return [line_of(values) for values in await self._fetch(query, p.values)]
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         rows = await self._fetch(f"SELECT {sql.JOB_SELECT} FROM jobs WHERE id = ?", (job_id,))

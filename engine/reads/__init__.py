@@ -17,7 +17,7 @@ from .reader import Reader
 from .signature import ErrorSignature, error_signature, normalise_message
 from .timeline import Timeline
 from .views import Counts, JobCounts, JobDetail, NavCounts, QueueDepth, Signed, WorkerView
-from .visits import Attempt, Branch, BranchCounts, Moment, Row, Transition, Visit
+from .visits import Attempt, Branch, BranchCounts, Moment, TimelineRow, Transition, Visit
 
 __all__ = [
     "OVER_STATUSES",
@@ -39,9 +39,9 @@ __all__ = [
     "NavCounts",
     "QueueDepth",
     "Reader",
-    "Row",
     "Signed",
     "Timeline",
+    "TimelineRow",
     "Transition",
     "Visit",
     "WorkerView",

@@ -17,7 +17,7 @@ from typing import Any
 
 from .changes import apply_changes
 from .lines import Line
-from .visits import Attempt, Branch, Moment, Row, Transition, Visit
+from .visits import Attempt, Branch, Moment, TimelineRow, Transition, Visit
 
 #: Lines after which the job moves no more by itself.
 ENDINGS = frozenset({"job_finished", "job_failed", "job_cancelled", "job_lost"})
@@ -301,30 +301,33 @@ class Timeline:
         )
 
     # -- the compact timeline -----------------------------------------------------------------------
-    def rows(self) -> list[Row]:
+    def rows(self) -> list[TimelineRow]:
         """The timeline folded: a row per visit, per task (with its retries) or per fan-out, and the
         other lines (operators' actions, waits, ends) as they are."""
         fold = self.fold
         visit_at = {v.entered_seq: v for v in fold.visits}
-        rows: list[Row] = []
+        rows: list[TimelineRow] = []
         for line in self.lines:
             visit = visit_at.get(line.seq)
             if visit is not None:
-                rows.append(Row("visit", line.seq, line.at, line=line, visit=visit))
+                rows.append(TimelineRow("visit", line.seq, line.at, line=line, visit=visit))
                 rows += _task_rows(visit)
             elif line.kind not in _FOLDED:
-                rows.append(Row("line", line.seq, line.at, line=line))
+                rows.append(TimelineRow("line", line.seq, line.at, line=line))
         return rows
 
 
-def _task_rows(visit: Visit) -> list[Row]:
+def _task_rows(visit: Visit) -> list[TimelineRow]:
     """A visit's tasks: one row for a fan-out, else a row per branch."""
     if not visit.branches:
         return []
     if visit.fan_out:
         first = visit.branches[0].first
-        return [Row("fan_out", first.dispatched_seq, first.dispatched_at, visit=visit, branches=visit.branches)]
-    return [Row("task", b.first.dispatched_seq, b.first.dispatched_at, visit=visit, branch=b) for b in visit.branches]
+        return [TimelineRow("fan_out", first.dispatched_seq, first.dispatched_at, visit=visit, branches=visit.branches)]
+    return [
+        TimelineRow("task", b.first.dispatched_seq, b.first.dispatched_at, visit=visit, branch=b)
+        for b in visit.branches
+    ]
 
 
 def edge_visits(transitions: Sequence[Transition]) -> dict[tuple[str | None, str, str | None, str, str | None], int]:

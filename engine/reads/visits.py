@@ -1,6 +1,6 @@
 """What a job's timeline folds into: :class:`Visit` (one stay in a state), :class:`Attempt` (one task)
 chained into :class:`Branch` (a task and its retries), :class:`Transition` (an edge taken),
-:class:`Moment` (the job right after a line) and the compact timeline's :class:`Row`."""
+:class:`Moment` (the job right after a line) and the compact timeline's :class:`TimelineRow`."""
 
 from __future__ import annotations
 
@@ -267,7 +267,7 @@ class Moment:
 
 
 @dataclass(slots=True)
-class Row:
+class TimelineRow:
     """One row of the compact timeline: a visit (its entry, handler and time in the state), a task with
     its attempts, a whole fan-out, or a line shown as it is (operator actions, ends)."""
 

@@ -19,7 +19,7 @@ from traitlets import Bool, Int, Unicode
 from avtomatika.blueprint import Problem, StateMachineBlueprint
 from avtomatika.config import Config
 from avtomatika.debugger import DebugSession, debug_engine
-from avtomatika.debugger.checkpoints import Entry
+from avtomatika.debugger.checkpoints import LogEntry
 from avtomatika.debugger.preview import Preview
 from avtomatika.engine import OrchestratorEngine
 from avtomatika.errors import AvtomatikaError, DebuggerError
@@ -156,7 +156,7 @@ class StepDebugger(widgets.VBox):
         return self.session.blueprint
 
     @property
-    def entries(self) -> list[Entry]:
+    def entries(self) -> list[LogEntry]:
         """The log: steps, answers, restores, edits and outside changes, oldest first."""
         return self.session.entries
 
@@ -204,17 +204,17 @@ class StepDebugger(widgets.VBox):
                 await self._refresh()
         return self
 
-    async def step(self) -> Entry:
+    async def step(self) -> LogEntry:
         """Run the current state's handler once and apply its action."""
         await self.ready()
         return await self._run(self.session.step())
 
-    async def continue_(self) -> list[Entry]:
+    async def continue_(self) -> list[LogEntry]:
         """Step until a breakpoint, a task (or approval), the end, or a handler that raises."""
         await self.ready()
         return await self._run(self.session.continue_(self.breakpoints))
 
-    async def back(self, step: int | None = None, state_history: dict[str, Any] | None = None) -> Entry:
+    async def back(self, step: int | None = None, state_history: dict[str, Any] | None = None) -> LogEntry:
         """Go back to the state after ``step`` steps (the previous step by default), with ``state_history`` if given.
 
         What followed is kept as a branch (``redo()`` returns to it). ``back(dbg.steps, state_history)``
@@ -223,17 +223,17 @@ class StepDebugger(widgets.VBox):
         await self.ready()
         return await self._run(self.session.back(step, state_history))
 
-    async def redo(self) -> Entry:
+    async def redo(self) -> LogEntry:
         """Forward again along the branch the last Back left (one checkpoint at a time)."""
         await self.ready()
         return await self._run(self.session.redo())
 
-    async def restore(self, checkpoint_id: int, state_history: dict[str, Any] | None = None) -> Entry:
+    async def restore(self, checkpoint_id: int, state_history: dict[str, Any] | None = None) -> LogEntry:
         """Go to any checkpoint, of the current line or of a branch (``dbg.session.tree.checkpoints``)."""
         await self.ready()
         return await self._run(self.session.restore(checkpoint_id, state_history))
 
-    async def edit(self, state_history: dict[str, Any]) -> Entry:
+    async def edit(self, state_history: dict[str, Any]) -> LogEntry:
         """Replace the job's ``state_history`` where it is now (the next step sees it)."""
         await self.ready()
         return await self._run(self.session.edit(state_history))
@@ -245,7 +245,7 @@ class StepDebugger(widgets.VBox):
         error_code: str | None = None,
         message: str | None = None,
         task_id: str | None = None,
-    ) -> Entry:
+    ) -> LogEntry:
         """Answer an open task as a worker would: ``status``, result ``data``, ``error_code``.
 
         Args:
@@ -255,17 +255,17 @@ class StepDebugger(widgets.VBox):
         await self.ready()
         return await self._run(self.session.answer(status, data, error_code or None, message or None, task_id))
 
-    async def exhaust_retries(self, task_id: str | None = None, message: str = "failed by hand") -> Entry:
+    async def exhaust_retries(self, task_id: str | None = None, message: str = "failed by hand") -> LogEntry:
         """Fail an open task with ``TRANSIENT_ERROR`` until its retries are spent (its ``failure`` transition next)."""
         await self.ready()
         return await self._run(self.session.exhaust(task_id, message))
 
-    async def release(self) -> Entry:
+    async def release(self) -> LogEntry:
         """Release the job from quarantine (as the studio's Release does)."""
         await self.ready()
         return await self._run(self.session.release())
 
-    async def decide(self, decision: str) -> Entry:
+    async def decide(self, decision: str) -> LogEntry:
         """Answer the approval the job waits for (``await_human_approval``) with one of its decisions."""
         await self.ready()
         return await self._run(self.session.decide(decision))
@@ -342,11 +342,11 @@ class StepDebugger(widgets.VBox):
             self._coming = await self.session.preview()
         self._render()
 
-    async def _back_from_controls(self) -> Entry:
+    async def _back_from_controls(self) -> LogEntry:
         checkpoint_id, state_history = self.travel.read()
         return await self.restore(checkpoint_id, state_history)
 
-    async def _answer_from_form(self) -> Entry:
+    async def _answer_from_form(self) -> LogEntry:
         task = self.task_form.chosen
         if task is None:
             raise DebuggerError("the job waits for no task to answer")
@@ -355,13 +355,13 @@ class StepDebugger(widgets.VBox):
         self.task_form.answered(task.id)
         return entry
 
-    async def _exhaust_from_form(self) -> Entry:
+    async def _exhaust_from_form(self) -> LogEntry:
         task = self.task_form.chosen
         if task is None:
             raise DebuggerError("the job waits for no task to fail")
         return await self.exhaust_retries(task.id, self.task_form.message.value or "failed by hand")
 
-    async def _edit_from_editor(self) -> Entry:
+    async def _edit_from_editor(self) -> LogEntry:
         entry = await self.edit(self.editor.read())
         self.editor.saved()
         self._render()

@@ -12,7 +12,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from avtomatika.debugger.checkpoints import Entry
+from avtomatika.debugger.checkpoints import LogEntry
 from avtomatika.debugger.narrate import clip
 from avtomatika.studio.notebook import _render
 
@@ -21,7 +21,7 @@ LOG_LINES = 200
 _WIDTH = 90
 
 
-def line_of(entry: Entry) -> str:
+def line_of(entry: LogEntry) -> str:
     """The log line of ``entry``: number, what, where, the action, and the status it left."""
     what = f"step {entry.step}" if entry.step is not None else entry.kind
     branch = f"  [branch {entry.branch}, left]" if entry.branch is not None else ""
@@ -31,7 +31,7 @@ def line_of(entry: Entry) -> str:
     return f"#{entry.seq:<3}{flag}{what:<9} {entry.state:<16} {action}  {then}{branch}"
 
 
-def entry_html(entry: Entry) -> str:
+def entry_html(entry: LogEntry) -> str:
     """The details of one log line: the handler, the action, the diff, the inputs and any traceback."""
     esc = _render.esc
     title = f"Step {entry.step}" if entry.step is not None else entry.kind.capitalize()
@@ -56,7 +56,7 @@ class LogView(widgets.VBox):
     """The log as a list to click, and the details of the line chosen (the newest action by default)."""
 
     def __init__(self) -> None:
-        self.entries: list[Entry] = []
+        self.entries: list[LogEntry] = []
         self.pinned: int | None = None  # seq of the line whose details are shown
         self._drawing = False  # options being replaced: the Select's own value changes are not clicks
         self.details = widgets.HTML()
@@ -67,11 +67,11 @@ class LogView(widgets.VBox):
         super().__init__([self.details, self.hint, self.lines])
 
     @property
-    def shown(self) -> Entry | None:
+    def shown(self) -> LogEntry | None:
         """The entry whose details are on screen."""
         return next((e for e in self.entries if e.seq == self.pinned), None)
 
-    def show(self, entries: list[Entry]) -> None:
+    def show(self, entries: list[LogEntry]) -> None:
         """Re-draw with ``entries``; a new action (not a change from outside) becomes the line shown."""
         newest_action = next((e for e in reversed(entries) if e.kind != "outside"), None)
         known = {e.seq for e in self.entries}

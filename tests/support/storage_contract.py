@@ -17,7 +17,7 @@ import pytest
 
 from avtomatika.errors import VersionConflict
 from avtomatika.events import Event, EventKind, task_taken
-from avtomatika.feed import Row, row_of, rows_of
+from avtomatika.feed import FeedRow, row_of, rows_of
 from avtomatika.models import (
     Breakpoint,
     BulkAction,
@@ -128,7 +128,7 @@ async def fan_out(storage: Storage, size: int, worker: WorkerRecord | None = Non
     return job, tasks
 
 
-async def feed_rows(storage: Storage) -> list[list[Row]]:
+async def feed_rows(storage: Storage) -> list[list[FeedRow]]:
     """The events of every entry of the history feed, oldest first."""
     return [[tuple(row) for row in rows_of(entry.events)] for entry in await storage.read_feed(None, 10_000)]  # type: ignore[misc]
 
