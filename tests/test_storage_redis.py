@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from support.redis_server import RedisServer, running_redis
 from support.storage_contract import (
     SHORT,
@@ -212,6 +214,32 @@ async def test_a_job_taken_and_never_acked_is_taken_over_after_the_lease(make_st
     assert time.monotonic() - started >= LEASE_S / 2  # not before the lease ran out
     await b.ack_runnable(job.id)
     assert await b.take_runnable(2 * LEASE_S) is None
+
+
+async def test_a_dead_process_job_is_taken_over_when_the_claim_interval_outlasts_the_client_read_timeout(
+    redis_server: RedisServer, make_storage: StorageFactory
+) -> None:
+    # Half the lease (2 s) is longer than the client's read timeout (1 s; redis-py 8's default is 5 s, and
+    # engines lease for 30 s): a blocking read that long was cut by the client and sent again, as often
+    # as the client retries (30 times here, as the storage's own pool does), and meanwhile the process
+    # never looked for entries to take over (found by SIGKILLing an engine: its jobs stayed pending).
+    a = await make_storage(lease_s=4.0)
+    client = redis_server.client(socket_timeout=1.0, retry=Retry(NoBackoff(), 30))
+    b = RedisStorage(client, lease_s=4.0)
+    await b.connect()
+    try:
+        job = await a.create_job(make_job())
+        assert await a.take_runnable(SHORT) == job.id
+        await a.close()  # as if killed mid-step
+        assert await b.take_runnable(20.0) == job.id
+    finally:
+        await b.close()
+        await client.aclose()
+
+
+def test_a_storage_made_from_a_url_lets_blocking_reads_wait_as_long_as_they_ask() -> None:
+    assert RedisStorage(url="redis://127.0.0.1:1/0").socket_timeout_s is None
+    assert RedisStorage(url="redis://127.0.0.1:1/0?socket_timeout=3").socket_timeout_s == 3.0
 
 
 async def test_a_finished_step_is_neither_taken_over_nor_left_leased(make_storage: StorageFactory) -> None:

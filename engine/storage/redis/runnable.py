@@ -37,6 +37,9 @@ class RunnableReader:
         self.storage = storage
         self.stream = storage.keys.key(keys.RUNNABLE)
         self.claim_every_s = max(0.05, min(storage.lease_s / 2, 5.0))
+        # A blocking read shorter than the client's read timeout, or the client cuts it and sends it again.
+        timeout = storage.socket_timeout_s
+        self.block_s = self.claim_every_s if timeout is None else max(0.01, min(self.claim_every_s, timeout / 2))
         self._takers: deque[asyncio.Future[tuple[bytes, str]]] = deque()
         self._ready: deque[tuple[bytes, str]] = deque()  # read, not handed out yet
         self._held: dict[bytes, str] = {}  # entry id -> job id: read and not acknowledged
@@ -202,7 +205,7 @@ class RunnableReader:
             self.storage.consumer,
             {self.stream: ">"},
             count=count,
-            block=max(1, int(self.claim_every_s * 1000)),
+            block=max(1, int(self.block_s * 1000)),
         )
         streams = reply.values() if isinstance(reply, dict) else [entries for _, entries in reply or ()]
         return [(entry_id, data[b"job"].decode()) for entries in streams for entry_id, data in stream_entries(entries)]

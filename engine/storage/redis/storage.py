@@ -129,6 +129,9 @@ class RedisStorage(Storage):
                 max_connections=max_connections,
                 timeout=pool_timeout_s,
                 retry=Retry(EqualJitterBackoff(cap=1.0, base=0.05), retries=RETRIES),
+                # Blocking reads (XREADGROUP BLOCK, pub/sub) wait as long as they ask, as before redis-py
+                # 8, which cuts every read at 5 s by default. A URL's own socket_timeout= still wins.
+                socket_timeout=None,
             )
             redis_client = aioredis.Redis.from_pool(pool)
             self._owns_client = True
@@ -145,6 +148,8 @@ class RedisStorage(Storage):
         self.max_terminal_jobs = max_terminal_jobs
         self._scripts = {name: Script(self.connection, source) for name, source in SOURCES.items()}
         self._tokens = map(f"{uuid.uuid4().hex}:{{}}".format, itertools.count())  # one per call, unique
+        #: How long a read may wait for its reply before the client gives up (None: as long as it asks).
+        self.socket_timeout_s = _socket_timeout_s(redis_client)
         self._runnable = RunnableReader(self)
         self._wakeups = TaskWakeups(self)
         self._polls_ended = False
@@ -599,3 +604,10 @@ def _breakpoints_of(stored: Any) -> list[Breakpoint]:
     """The breakpoints of an HGETALL of the breakpoints hash, oldest first."""
     found = [Breakpoint.from_dict(orjson.loads(doc)) for doc in as_mapping(stored).values()]
     return sorted(found, key=lambda bp: bp.created_at)
+
+
+def _socket_timeout_s(client: aioredis.Redis) -> float | None:
+    """The read timeout of ``client``'s connections (redis-py's default when it was not given)."""
+    pool = client.connection_pool
+    timeout = pool.connection_class(**pool.connection_kwargs).socket_timeout
+    return float(timeout) if timeout is not None else None
