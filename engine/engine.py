@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 from .access import AccessRegistry
 from .blueprint import StateMachineBlueprint
 from .config import Config
-from .errors import BlueprintInvalid, ConfigError, UnknownBlueprint
+from .errors import BlueprintInvalid, ConfigError
 from .events import EventBus
 from .models import Breakpoint, Job, Task, WorkerRecord
 from .observe.metrics import Metrics
@@ -140,12 +140,6 @@ class OrchestratorEngine:
         if self.app is not None:
             logger.warning("blueprint %s registered after start: its endpoint is not served", blueprint.name)
 
-    def blueprint_of(self, job: Job) -> StateMachineBlueprint:
-        blueprint = self.blueprints.get(job.blueprint)
-        if blueprint is None:
-            raise UnknownBlueprint(job.blueprint)
-        return blueprint
-
     # -- lifecycle (server/lifecycle.py) -----------------------------------------------------------
     @property
     def running(self) -> bool:
@@ -271,10 +265,6 @@ class OrchestratorEngine:
         return await self.reads.dashboard()
 
     # -- workers (runtime/workers.py, runtime/results.py) ------------------------------------------
-    @property
-    def worker_ttl_s(self) -> float:
-        return self.workers.ttl_s
-
     async def register_worker(self, info: dict[str, Any]) -> WorkerRecord:
         return await self.workers.register(info)
 

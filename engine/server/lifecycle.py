@@ -53,12 +53,8 @@ class Lifecycle:
         return bool(self._background)
 
     async def start(self, host: str | None = None, port: int | None = None, *, http: bool = True) -> None:
-        """Start stepping jobs and, with ``http``, serve the API; for use inside a running loop.
-
-        With ``steps_jobs`` set to False beforehand, no job moves unless someone steps it (the
-        notebook's step debugger does, with ``runner.run_handler`` and ``committer.apply``); timers, workers and
-        the API work as usual.
-        """
+        """:meth:`OrchestratorEngine.start <avtomatika.engine.OrchestratorEngine.start>`: no consumer steps
+        jobs unless the engine's ``steps_jobs``."""
         engine = self.engine
         if self._background:
             raise RuntimeError("the engine is already started")
