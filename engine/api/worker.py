@@ -7,13 +7,14 @@ from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
+from pydantic import BaseModel
 
 from ..errors import WorkerNotFound
 from .app_keys import engine_key
 from .auth import check_owner, check_worker, worker_token
 from .errors import ApiError
 from .limits import check_size, limits_key
-from .openapi import Operation, documented
+from .openapi import Answer, Operation, documented
 from .payloads import (
     HeartbeatAnswer,
     Registered,
@@ -38,16 +39,29 @@ FOREIGN = {403: "This worker token belongs to another worker"}
 UNKNOWN_WORKER = {404: "Unknown or expired worker"}
 
 
-@documented(
-    Operation(
-        "Register (or re-register) a worker",
+def _for_workers(
+    summary: str,
+    responses: dict[int, Answer],
+    errors: dict[int, str] | None = None,
+    *,
+    body: type[BaseModel] | None = None,
+    body_required: bool = True,
+    websocket: bool = False,
+) -> Operation:
+    """A worker route's document: a worker's token, which may not act for another worker."""
+    return Operation(
+        summary,
         "worker",
         security="worker",
-        body=WorkerRegistration,
-        responses={200: Registered},
-        errors=FOREIGN,
+        body=body,
+        body_required=body_required,
+        responses=responses,
+        errors={**FOREIGN, **(errors or {})},
+        websocket=websocket,
     )
-)
+
+
+@documented(_for_workers("Register (or re-register) a worker", {200: Registered}, body=WorkerRegistration))
 async def register(request: web.Request) -> web.Response:
     owner = worker_token(request)  # a refused token is told so before its body is looked at
     body = await read_json(request)
@@ -60,14 +74,12 @@ async def register(request: web.Request) -> web.Response:
 
 
 @documented(
-    Operation(
+    _for_workers(
         "Heartbeat: refresh the worker's TTL, merging the body's fields into its record",
-        "worker",
-        security="worker",
+        {200: HeartbeatAnswer},
+        UNKNOWN_WORKER,
         body=WorkerHeartbeat,
         body_required=False,
-        responses={200: HeartbeatAnswer},
-        errors={**FOREIGN, **UNKNOWN_WORKER},
     )
 )
 async def heartbeat(request: web.Request) -> web.Response:
@@ -88,12 +100,10 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 
 @documented(
-    Operation(
+    _for_workers(
         "Long poll for the worker's next task (WORKER_POLL_TIMEOUT_SECONDS)",
-        "worker",
-        security="worker",
-        responses={200: TaskWire, 204: None},
-        errors={**FOREIGN, **UNKNOWN_WORKER, 429: "Too many long polls open for this worker"},
+        {200: TaskWire, 204: None},
+        {**UNKNOWN_WORKER, 429: "Too many long polls open for this worker"},
     )
 )
 async def next_task(request: web.Request) -> web.Response:
@@ -110,17 +120,11 @@ async def next_task(request: web.Request) -> web.Response:
 
 
 @documented(
-    Operation(
+    _for_workers(
         "Post a task's result",
-        "worker",
-        security="worker",
+        {200: ResultAck},
+        {404: "Unknown job or task", 409: "Not the task the job waits on (late or stale result)"},
         body=TaskResult,
-        responses={200: ResultAck},
-        errors={
-            **FOREIGN,
-            404: "Unknown job or task",
-            409: "Not the task the job waits on (late or stale result)",
-        },
     )
 )
 async def task_result(request: web.Request) -> web.Response:
@@ -144,12 +148,10 @@ def _read_result(body: Any) -> tuple[str, str, str, dict[str, Any]]:
 
 
 @documented(
-    Operation(
+    _for_workers(
         "WebSocket: progress reports from the worker, cancel_task commands to it",
-        "worker",
-        security="worker",
-        responses={101: None},
-        errors={**FOREIGN, **UNKNOWN_WORKER, 400: "Not a WebSocket handshake"},
+        {101: None},
+        {**UNKNOWN_WORKER, 400: "Not a WebSocket handshake"},
         websocket=True,
     )
 )

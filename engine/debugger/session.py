@@ -30,7 +30,7 @@ from ..reads import Transition, diff
 from ..runtime.outcomes import event, stop_on_workers
 from ..storage import Commit, MemoryStorage
 from ..timers import TimerKind
-from .answers import HandAnswers, result_of
+from .answers import HandAnswers
 from .checkpoints import Checkpoint, CheckpointTree, LogEntry, copy_job
 from .narrate import describe, error_of, outside_action, short, steppable, which, why_not
 from .preview import Preview, preview
@@ -281,19 +281,11 @@ class DebugSession:
         return await self.engine.storage.branch_results(job.id)
 
     # -- tasks and approvals --------------------------------------------------------------------
-    async def answer(
-        self,
-        status: str = "success",
-        data: dict[str, Any] | None = None,
-        error_code: str | None = None,
-        message: str | None = None,
-        task_id: str | None = None,
-    ) -> LogEntry:
-        """Answer an open task (``task_id``, or the first one), as a worker would (``engine.submit_result``)."""
+    async def answer(self, result: dict[str, Any], task_id: str | None = None) -> LogEntry:
+        """Answer an open task (``task_id``, or the first one) with a worker's ``result`` (see ``result_of``)."""
         async with self._lock:
             job = await self.fresh()
             task = await self.answers.choose(job, task_id)
-            result = result_of(status, data, error_code, message)
             taken, ack = await self.answers.answer(job, task, result)
             where = which(taken, await self.answers.open_tasks(job))
             return await self._log_change(

@@ -60,118 +60,69 @@ _FEED_TABLES = (
     "CREATE TABLE IF NOT EXISTS history_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 
-SQLITE: tuple[Migration, ...] = (
-    Migration(
-        1,
-        "jobs and events",
-        (
-            """
-            CREATE TABLE IF NOT EXISTS jobs (
-                id TEXT PRIMARY KEY,
-                blueprint TEXT NOT NULL DEFAULT '',
-                blueprint_version TEXT,
-                status TEXT NOT NULL DEFAULT '',
-                state TEXT NOT NULL DEFAULT '',
-                client TEXT,
-                parent_job_id TEXT,
-                created_at REAL NOT NULL,
-                updated_at REAL NOT NULL,
-                finished_at REAL,
-                state_entered_at REAL,
-                error TEXT,
-                retry_count INTEGER NOT NULL DEFAULT 0,
-                last_seq INTEGER NOT NULL DEFAULT 0
-            )""",
-            """
-            CREATE TABLE IF NOT EXISTS events (
-                job_id TEXT NOT NULL,
-                seq INTEGER NOT NULL,
-                at REAL NOT NULL,
-                kind TEXT NOT NULL,
-                state TEXT,
-                status TEXT,
-                worker_id TEXT,
-                duration_ms REAL,
-                data TEXT NOT NULL DEFAULT '{}',
-                PRIMARY KEY (job_id, seq)
-            )""",
-            *_JOB_INDEXES,
-        ),
-    ),
-    Migration(2, "feed positions", _FEED_TABLES),
-    Migration(
-        3,
-        "the feed each job came from; blueprint graphs by version",
-        (
-            "ALTER TABLE jobs ADD COLUMN feed TEXT",
-            """
-            CREATE TABLE IF NOT EXISTS blueprint_graphs (
-                blueprint TEXT NOT NULL,
-                version TEXT NOT NULL,
-                graph TEXT NOT NULL,
-                saved_at REAL NOT NULL,
-                PRIMARY KEY (blueprint, version)
-            )""",
-        ),
-    ),
-)
 
-POSTGRES: tuple[Migration, ...] = (
-    Migration(
-        1,
-        "jobs and events",
-        (
-            # COLLATE "C": byte order, so an id prefix is a range of the primary key in any locale.
-            """
+def _schema(real: str, key: str, json: str, add_column: str) -> tuple[Migration, ...]:
+    """The migrations, spelled in a backend's types: its float, its id column's text, its JSON."""
+    return (
+        Migration(
+            1,
+            "jobs and events",
+            (
+                f"""
             CREATE TABLE IF NOT EXISTS jobs (
-                id TEXT COLLATE "C" PRIMARY KEY,
+                id {key} PRIMARY KEY,
                 blueprint TEXT NOT NULL DEFAULT '',
                 blueprint_version TEXT,
                 status TEXT NOT NULL DEFAULT '',
                 state TEXT NOT NULL DEFAULT '',
                 client TEXT,
                 parent_job_id TEXT,
-                created_at DOUBLE PRECISION NOT NULL,
-                updated_at DOUBLE PRECISION NOT NULL,
-                finished_at DOUBLE PRECISION,
-                state_entered_at DOUBLE PRECISION,
+                created_at {real} NOT NULL,
+                updated_at {real} NOT NULL,
+                finished_at {real},
+                state_entered_at {real},
                 error TEXT,
                 retry_count INTEGER NOT NULL DEFAULT 0,
                 last_seq INTEGER NOT NULL DEFAULT 0
             )""",
-            """
+                f"""
             CREATE TABLE IF NOT EXISTS events (
-                job_id TEXT COLLATE "C" NOT NULL,
+                job_id {key} NOT NULL,
                 seq INTEGER NOT NULL,
-                at DOUBLE PRECISION NOT NULL,
+                at {real} NOT NULL,
                 kind TEXT NOT NULL,
                 state TEXT,
                 status TEXT,
                 worker_id TEXT,
-                duration_ms DOUBLE PRECISION,
-                data JSONB NOT NULL DEFAULT '{}',
+                duration_ms {real},
+                data {json} NOT NULL DEFAULT '{{}}',
                 PRIMARY KEY (job_id, seq)
             )""",
-            *_JOB_INDEXES,
+                *_JOB_INDEXES,
+            ),
         ),
-    ),
-    Migration(2, "feed positions", _FEED_TABLES),
-    Migration(
-        3,
-        "the feed each job came from; blueprint graphs by version",
-        (
-            "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS feed TEXT",
-            """
+        Migration(2, "feed positions", _FEED_TABLES),
+        Migration(
+            3,
+            "the feed each job came from; blueprint graphs by version",
+            (
+                f"ALTER TABLE jobs {add_column} feed TEXT",
+                f"""
             CREATE TABLE IF NOT EXISTS blueprint_graphs (
                 blueprint TEXT NOT NULL,
                 version TEXT NOT NULL,
                 graph TEXT NOT NULL,
-                saved_at DOUBLE PRECISION NOT NULL,
+                saved_at {real} NOT NULL,
                 PRIMARY KEY (blueprint, version)
             )""",
+            ),
         ),
-    ),
-)
+    )
+
+
+SQLITE = _schema(real="REAL", key="TEXT", json="TEXT", add_column="ADD COLUMN")
+#: COLLATE "C": byte order, so an id prefix is a range of the primary key in any locale.
+POSTGRES = _schema(real="DOUBLE PRECISION", key='TEXT COLLATE "C"', json="JSONB", add_column="ADD COLUMN IF NOT EXISTS")
 
 
 def pending(migrations: Sequence[Migration], applied: set[int]) -> list[Migration]:

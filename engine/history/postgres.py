@@ -17,26 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 from ..feed import dump_json
 from ..models import new_id
 from . import migrations, sql
-from .base import (
-    Cursor,
-    FeedMoved,
-    FeedStep,
-    HistoryCounts,
-    HistoryDriverMissing,
-    HistoryFilter,
-    HistoryStorage,
-    Line,
-    LostJob,
-    RecordPage,
-    TaskOutcome,
-    as_cursor,
-    check_limit,
-    counts_from,
-    line_of,
-    outcome_of,
-    page_of,
-)
-from .records import EVENT_COLUMNS, JOB_COLUMNS, EventLine, EventRecord, JobRecord, load_json, project
+from .base import FeedMoved, FeedStep, HistoryDriverMissing, LostJob
+from .records import EVENT_COLUMNS, JOB_COLUMNS, EventLine, EventRecord, JobRecord, project
+from .relational import SqlHistory
 
 if TYPE_CHECKING:
     import asyncpg  # type: ignore[import-untyped]
@@ -87,7 +70,7 @@ def redact(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class PostgresHistory(HistoryStorage):
+class PostgresHistory(SqlHistory):
     """History in a PostgreSQL database.
 
     Args:
@@ -99,6 +82,7 @@ class PostgresHistory(HistoryStorage):
     """
 
     backend = "postgresql"
+    placeholders = "numeric"
 
     def __init__(
         self,
@@ -152,14 +136,6 @@ class PostgresHistory(HistoryStorage):
             except (TimeoutError, OSError):
                 pool.terminate()
 
-    async def ping(self) -> None:
-        async with self._connection() as conn:
-            await conn.fetchval("SELECT 1")
-
-    async def schema_version(self) -> int:
-        async with self._connection() as conn:
-            return int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
-
     @staticmethod
     async def _migrate(pool: asyncpg.Pool) -> None:
         async with pool.acquire() as conn, conn.transaction():
@@ -204,61 +180,11 @@ class PostgresHistory(HistoryStorage):
             await conn.execute(_UPSERT_JOBS, *_columns(job_values, len(JOB_COLUMNS)))
         return len(lines)
 
-    async def feed_position(self, feed: str) -> str | None:
-        async with self._connection() as conn:
-            position = await conn.fetchval("SELECT position FROM feed_positions WHERE feed = $1", feed)
-        return str(position) if position is not None else None
-
-    # -- reading ---------------------------------------------------------------------------------
-    async def timeline(self, job_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[Line]:
-        p = sql.Params("numeric")
-        query = sql.timeline_query(job_id, after_seq, limit, p)
-        async with self._connection() as conn:
-            found = await conn.fetch(query, *p.values)
-        return [line_of(values) for values in found]
-
-    async def get_job(self, job_id: str) -> JobRecord | None:
-        async with self._connection() as conn:
-            values = await conn.fetchrow(f"SELECT {sql.JOB_SELECT} FROM jobs WHERE id = $1", job_id)
-        return JobRecord(*values) if values is not None else None
-
-    async def list_jobs(
-        self, where: HistoryFilter | None = None, limit: int = 50, cursor: Cursor | str | None = None
-    ) -> RecordPage:
-        check_limit(limit)
-        p = sql.Params("numeric")
-        query = sql.list_jobs_query(where or HistoryFilter(), as_cursor(cursor), limit + 1, p)
-        async with self._connection() as conn:
-            found = await conn.fetch(query, *p.values)
-        return page_of([JobRecord(*values) for values in found], limit)
-
-    async def counts(self, blueprint: str | None = None) -> HistoryCounts:
-        p = sql.Params("numeric")
-        query = sql.counts_query(blueprint, p)
-        async with self._connection() as conn:
-            found = await conn.fetch(query, *p.values)
-        return counts_from((state, status, n) for state, status, n in found)
-
-    async def worker_outcomes(self, worker_id: str, limit: int = 100) -> list[TaskOutcome]:
-        check_limit(limit)
-        p = sql.Params("numeric")
-        query = sql.worker_outcomes_query(worker_id, limit, p)
-        async with self._connection() as conn:
-            found = await conn.fetch(query, *p.values)
-        return [outcome_of(job_id, at, load_json(data)) for job_id, at, data in found]
-
     # -- what outlives jobs ------------------------------------------------------------------------
     async def save_graph(self, blueprint: str, version: str, graph: dict[str, Any]) -> None:
         statement = sql.save_graph_sql("$1", "$2", "$3", "$4")
         async with self._connection() as conn:
             await conn.execute(statement, blueprint, version, dump_json(graph), time.time())
-
-    async def graph(self, blueprint: str, version: str) -> dict[str, Any] | None:
-        async with self._connection() as conn:
-            found = await conn.fetchval(
-                "SELECT graph FROM blueprint_graphs WHERE blueprint = $1 AND version = $2", blueprint, version
-            )
-        return load_json(found) if found is not None else None
 
     async def mark_lost(self, at: float, keep_feed: str) -> int:
         async with self._connection() as conn, conn.transaction():
@@ -294,6 +220,10 @@ class PostgresHistory(HistoryStorage):
                 return deleted
 
     # -- helpers ---------------------------------------------------------------------------------
+    async def _fetch(self, query: str, params: Sequence[Any]) -> Sequence[Sequence[Any]]:
+        async with self._connection() as conn:
+            return await conn.fetch(query, *params)
+
     def _connection(self) -> Any:
         """``async with`` a pooled connection (the pool reconnects after the server restarts)."""
         if self._pool is None:

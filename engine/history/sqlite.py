@@ -24,26 +24,9 @@ import orjson
 from ..feed import dump_json
 from ..models import new_id
 from . import migrations, sql
-from .base import (
-    Cursor,
-    FeedMoved,
-    FeedStep,
-    HistoryCounts,
-    HistoryDriverMissing,
-    HistoryFilter,
-    HistoryStorage,
-    Line,
-    LostJob,
-    RecordPage,
-    TaskOutcome,
-    as_cursor,
-    check_limit,
-    counts_from,
-    line_of,
-    outcome_of,
-    page_of,
-)
-from .records import EVENT_COLUMNS, JOB_COLUMNS, EventRecord, JobRecord, load_json, project
+from .base import FeedMoved, FeedStep, HistoryDriverMissing, LostJob
+from .records import EVENT_COLUMNS, JOB_COLUMNS, EventRecord, JobRecord, project
+from .relational import SqlHistory
 
 if TYPE_CHECKING:
     import sqlite3
@@ -88,7 +71,7 @@ def _upsert_jobs(rows: int) -> str:
 _SELECT_JOBS = f"SELECT {sql.JOB_SELECT} FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
 
 
-class SQLiteHistory(HistoryStorage):
+class SQLiteHistory(SqlHistory):
     """History in an SQLite database.
 
     Args:
@@ -98,6 +81,7 @@ class SQLiteHistory(HistoryStorage):
     """
 
     backend = "sqlite"
+    placeholders = "qmark"
 
     def __init__(self, path: str = TEMPORARY, *, busy_timeout_ms: int = 5000) -> None:
         self.path = path
@@ -159,13 +143,6 @@ class SQLiteHistory(HistoryStorage):
         finally:
             thread.shutdown(wait=False)
 
-    async def ping(self) -> None:
-        await self._fetch("SELECT 1", ())
-
-    async def schema_version(self) -> int:
-        rows = await self._fetch("SELECT MAX(version) FROM schema_version", ())
-        return int(rows[0][0] or 0)
-
     def _migrate(self) -> None:
         db = self._connection()
         db.execute(migrations.SCHEMA_VERSION_TABLE)
@@ -212,49 +189,10 @@ class SQLiteHistory(HistoryStorage):
             _insert(db, _upsert_jobs, [rows[job_id].as_tuple() for job_id in touched])
         return len(lines)
 
-    async def feed_position(self, feed: str) -> str | None:
-        return await self._run(lambda: _feed_position(self._connection(), feed))
-
-    # -- reading ---------------------------------------------------------------------------------
-    async def timeline(self, job_id: str, *, after_seq: int = 0, limit: int | None = None) -> list[Line]:
-        p = sql.Params("qmark")
-        query = sql.timeline_query(job_id, after_seq, limit, p)
-        return [line_of(values) for values in await self._fetch(query, p.values)]
-
-    async def get_job(self, job_id: str) -> JobRecord | None:
-        rows = await self._fetch(f"SELECT {sql.JOB_SELECT} FROM jobs WHERE id = ?", (job_id,))
-        return JobRecord(*rows[0]) if rows else None
-
-    async def list_jobs(
-        self, where: HistoryFilter | None = None, limit: int = 50, cursor: Cursor | str | None = None
-    ) -> RecordPage:
-        check_limit(limit)
-        p = sql.Params("qmark")
-        query = sql.list_jobs_query(where or HistoryFilter(), as_cursor(cursor), limit + 1, p)
-        jobs = [JobRecord(*values) for values in await self._fetch(query, p.values)]
-        return page_of(jobs, limit)
-
-    async def counts(self, blueprint: str | None = None) -> HistoryCounts:
-        p = sql.Params("qmark")
-        query = sql.counts_query(blueprint, p)
-        return counts_from((state, status, n) for state, status, n in await self._fetch(query, p.values))
-
-    async def worker_outcomes(self, worker_id: str, limit: int = 100) -> list[TaskOutcome]:
-        check_limit(limit)
-        p = sql.Params("qmark")
-        query = sql.worker_outcomes_query(worker_id, limit, p)
-        return [outcome_of(job_id, at, load_json(data)) for job_id, at, data in await self._fetch(query, p.values)]
-
     # -- what outlives jobs ------------------------------------------------------------------------
     async def save_graph(self, blueprint: str, version: str, graph: dict[str, Any]) -> None:
         statement = sql.save_graph_sql("?", "?", "?", "?")
         await self._run(self._execute, statement, (blueprint, version, dump_json(graph), time.time()))
-
-    async def graph(self, blueprint: str, version: str) -> dict[str, Any] | None:
-        rows = await self._fetch(
-            "SELECT graph FROM blueprint_graphs WHERE blueprint = ? AND version = ?", (blueprint, version)
-        )
-        return load_json(rows[0][0]) if rows else None
 
     async def mark_lost(self, at: float, keep_feed: str) -> int:
         return await self._run(self._mark_lost, at, keep_feed)

@@ -68,6 +68,7 @@ class ActionFactory:
     _tasks: list[TaskSpec] = field(default_factory=list)
     _aggregate_into: str | None = None
     _other: HumanApproval | RunBlueprint | None = None
+    _fanning_out: bool = False
 
     def transition_to(self, state: str) -> None:
         """Move the job to ``state``."""
@@ -90,17 +91,38 @@ class ActionFactory:
         Several calls in one handler fan out; all their ``success`` transitions must lead to one
         aggregation state, whose handler then sees every result in ``context.aggregation_results``.
         """
-        self._claim("dispatch_task", repeatable=True)
+        if not self._fanning_out:  # dispatch_parallel claimed the step for all its tasks
+            self._claim("dispatch_task", repeatable=True)
+        if params is not None and not isinstance(params, dict):
+            raise HandlerError(self.blueprint, self.state, "dispatch_task params must be a dict")
+        if dispatch_strategy not in STRATEGIES:
+            raise HandlerError(
+                self.blueprint,
+                self.state,
+                f"unknown dispatch_strategy {dispatch_strategy!r}; use one of {sorted(STRATEGIES)}",
+            )
+        _check_requirements(self, resource_requirements)
+        if timeout_seconds is not None and (not _is_number(timeout_seconds) or timeout_seconds <= 0):
+            raise HandlerError(self.blueprint, self.state, "timeout_seconds must be a positive number")
+        if max_cost is not None and (not _is_number(max_cost) or max_cost < 0):
+            raise HandlerError(self.blueprint, self.state, "max_cost must be a number, zero or more")
+        if not _is_number(priority):
+            raise HandlerError(self.blueprint, self.state, "priority must be a finite number")
+        routes = _transitions(self, transitions)
+        if not routes:  # every answer would fail the job as "unhandled status": say so now
+            raise HandlerError(
+                self.blueprint, self.state, "dispatch_task needs transitions, e.g. {'success': 'next_state'}"
+            )
         self._tasks.append(
-            self._task_spec(
-                task_type,
-                params,
-                transitions,
+            TaskSpec(
+                _name(self, "task_type", task_type),
+                dict(params or {}),
+                routes,
                 dispatch_strategy,
                 resource_requirements,
                 timeout_seconds,
                 max_cost,
-                priority,
+                float(priority),
             )
         )
 
@@ -114,23 +136,29 @@ class ActionFactory:
         target = _name(self, "aggregate_into", aggregate_into)
         if not isinstance(tasks, list | tuple) or not tasks:
             raise HandlerError(self.blueprint, self.state, "dispatch_parallel needs a non-empty list of tasks")
-        for index, task in enumerate(tasks):
-            if not isinstance(task, dict):
-                raise HandlerError(self.blueprint, self.state, f"dispatch_parallel task #{index} is not a dict")
-            arguments = self._parallel_arguments(index, task)
-            transitions = _transitions(self, arguments.get("transitions"))
-            if transitions.setdefault("success", target) != target:
-                raise self._parallel_error(
-                    index,
-                    f"its 'success' transition must be the aggregation state '{target}', "
-                    f"not '{transitions['success']}'",
-                )
-            arguments["transitions"] = transitions
-            try:
-                self._tasks.append(self._task_spec(**arguments))
-            except TypeError as exc:
-                raise self._parallel_error(index, str(exc)) from None
+        self._fanning_out = True
+        try:
+            for index, task in enumerate(tasks):
+                self._fan_out_one(index, task, target)
+        finally:
+            self._fanning_out = False
         self._aggregate_into = target
+
+    def _fan_out_one(self, index: int, task: object, target: str) -> None:
+        if not isinstance(task, dict):
+            raise HandlerError(self.blueprint, self.state, f"dispatch_parallel task #{index} is not a dict")
+        arguments = self._parallel_arguments(index, task)
+        transitions = _transitions(self, arguments.get("transitions"))
+        if transitions.setdefault("success", target) != target:
+            raise self._parallel_error(
+                index,
+                f"its 'success' transition must be the aggregation state '{target}', not '{transitions['success']}'",
+            )
+        arguments["transitions"] = transitions
+        try:
+            self.dispatch_task(**arguments)
+        except TypeError as exc:
+            raise self._parallel_error(index, str(exc)) from None
 
     def _parallel_arguments(self, index: int, task: dict[str, Any]) -> dict[str, Any]:
         """A ``dispatch_parallel`` task's ``dispatch_task`` arguments, ``"type"`` read as ``task_type``."""
@@ -190,48 +218,6 @@ class ActionFactory:
             self.blueprint,
             self.state,
             f"a handler may take one kind of action per step, but it called {self._kind}() and then {kind}()",
-        )
-
-    def _task_spec(
-        self,
-        task_type: str,
-        params: dict[str, Any] | None = None,
-        transitions: dict[str, str] | None = None,
-        dispatch_strategy: str = "default",
-        resource_requirements: dict[str, Any] | None = None,
-        timeout_seconds: float | None = None,
-        max_cost: float | None = None,
-        priority: float = 0.0,
-    ) -> TaskSpec:
-        if params is not None and not isinstance(params, dict):
-            raise HandlerError(self.blueprint, self.state, "dispatch_task params must be a dict")
-        if dispatch_strategy not in STRATEGIES:
-            raise HandlerError(
-                self.blueprint,
-                self.state,
-                f"unknown dispatch_strategy {dispatch_strategy!r}; use one of {sorted(STRATEGIES)}",
-            )
-        _check_requirements(self, resource_requirements)
-        if timeout_seconds is not None and (not _is_number(timeout_seconds) or timeout_seconds <= 0):
-            raise HandlerError(self.blueprint, self.state, "timeout_seconds must be a positive number")
-        if max_cost is not None and (not _is_number(max_cost) or max_cost < 0):
-            raise HandlerError(self.blueprint, self.state, "max_cost must be a number, zero or more")
-        if not _is_number(priority):
-            raise HandlerError(self.blueprint, self.state, "priority must be a finite number")
-        routes = _transitions(self, transitions)
-        if not routes:  # every answer would fail the job as "unhandled status": say so now
-            raise HandlerError(
-                self.blueprint, self.state, "dispatch_task needs transitions, e.g. {'success': 'next_state'}"
-            )
-        return TaskSpec(
-            _name(self, "task_type", task_type),
-            dict(params or {}),
-            routes,
-            dispatch_strategy,
-            resource_requirements,
-            timeout_seconds,
-            max_cost,
-            float(priority),
         )
 
 

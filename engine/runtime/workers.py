@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import JobNotFound, WorkerNotFound
 from ..events import task_progress, task_taken, worker_registered
 from ..models import Job, Task, TaskStatus, WorkerRecord, now
-from ..storage import Commit
+from ..storage import Commit, TaskPoll
 from ..timers import TimerKind
 from .dispatch import meets_requirements
 from .shared import Runtime
@@ -61,9 +61,8 @@ class Workers:
         if record is None or not record.alive(now()):
             raise WorkerNotFound(worker_id)
         wait_s = self.config.WORKER_POLL_TIMEOUT_SECONDS if timeout_s is None else timeout_s
-        task = await self.storage.take_task(
-            record, wait_s, self.config.WORKER_TIMEOUT_SECONDS, lambda t: meets_requirements(record, t)
-        )
+        poll = TaskPoll(record, wait_s, self.config.WORKER_TIMEOUT_SECONDS, lambda t: meets_requirements(record, t))
+        task = await self.storage.take_task(poll)
         if task is not None:  # storage recorded the same event in history's feed with the take
             self.events.publish(
                 task_taken(task.job_id, task.state, task.id, task.type, worker_id, task.attempt, task.taken_at or now())

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import Commit, JobFilter, Storage
+from .base import Commit, JobFilter, Storage, TaskPoll
 from .memory import MemoryStorage
 
 if TYPE_CHECKING:
     from .redis import RedisStorage
 
-__all__ = ["Commit", "JobFilter", "MemoryStorage", "RedisStorage", "Storage"]
+__all__ = ["Commit", "JobFilter", "MemoryStorage", "RedisStorage", "Storage", "TaskPoll"]
 
 
 def __getattr__(name: str) -> Any:

@@ -63,6 +63,18 @@ class Commit:
     events: Sequence[Event] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class TaskPoll:
+    """A worker's long poll for its next task (see :meth:`Storage.take_task`)."""
+
+    worker: WorkerRecord
+    timeout_s: float
+    #: A task without a ``timeout_s`` of its own is due back this long after it is taken.
+    default_timeout_s: float
+    #: Whether the worker may run a task (asked only about tasks :func:`asks_eligible` names).
+    eligible: Callable[[Task], bool]
+
+
 class BranchAnswer(StrEnum):
     """What :meth:`Storage.add_branch_result` made of a fan-out branch's result."""
 
@@ -257,14 +269,8 @@ class Storage(ABC):
         """
 
     @abstractmethod
-    async def take_task(
-        self,
-        worker: WorkerRecord,
-        timeout_s: float,
-        default_timeout_s: float,
-        eligible: Callable[[Task], bool],
-    ) -> Task | None:
-        """Give ``worker`` its next task, waiting up to ``timeout_s``.
+    async def take_task(self, poll: TaskPoll) -> Task | None:
+        """Give ``poll.worker`` its next task, waiting up to ``poll.timeout_s``.
 
         Tasks assigned to this worker come first, then the queues of its ``supported_tasks`` by
         priority (higher first), first in first out among equal priorities, skipping tasks it is

@@ -36,6 +36,7 @@ from .base import (
     FeedEntry,
     JobFilter,
     Storage,
+    TaskPoll,
     TimerClaim,
     asks_eligible,
     task_deadline,
@@ -274,16 +275,11 @@ class MemoryStorage(Storage):
                 del self._task_waiters[waiter]
                 return
 
-    async def take_task(
-        self,
-        worker: WorkerRecord,
-        timeout_s: float,
-        default_timeout_s: float,
-        eligible: Callable[[Task], bool],
-    ) -> Task | None:
+    async def take_task(self, poll: TaskPoll) -> Task | None:
+        worker, default_timeout_s = poll.worker, poll.default_timeout_s
         loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + timeout_s
-        eligible = _asked_only_when_needed(eligible)
+        give_up_at = loop.time() + poll.timeout_s
+        eligible = _asked_only_when_needed(poll.eligible)
         while not self._polls_ended:
             task = self._pop_for(worker, eligible)
             if task is not None:

@@ -19,6 +19,7 @@ from traitlets import Bool, Int, Unicode
 from avtomatika.blueprint import Problem, StateMachineBlueprint
 from avtomatika.config import Config
 from avtomatika.debugger import DebugSession, debug_engine
+from avtomatika.debugger.answers import result_of
 from avtomatika.debugger.checkpoints import LogEntry
 from avtomatika.debugger.preview import Preview
 from avtomatika.engine import OrchestratorEngine
@@ -253,7 +254,8 @@ class StepDebugger(widgets.VBox):
                 A fan-out has one per branch: ``dbg.open_tasks`` lists them.
         """
         await self.ready()
-        return await self._run(self.session.answer(status, data, error_code or None, message or None, task_id))
+        result = result_of(status, data, error_code or None, message or None)
+        return await self._run(self.session.answer(result, task_id))
 
     async def exhaust_retries(self, task_id: str | None = None, message: str = "failed by hand") -> LogEntry:
         """Fail an open task with ``TRANSIENT_ERROR`` until its retries are spent (its ``failure`` transition next)."""

@@ -30,7 +30,7 @@ from avtomatika.models import (
     WorkerRecord,
     new_id,
 )
-from avtomatika.storage.base import BranchAnswer, Commit, JobFilter, Storage
+from avtomatika.storage.base import BranchAnswer, Commit, JobFilter, Storage, TaskPoll
 from avtomatika.timers import TimerKind
 
 #: How long a poll that should find nothing waits.
@@ -85,7 +85,7 @@ async def take(
     timeout_s: float = SHORT,
     eligible: Callable[[Task], bool] = anyone,
 ) -> Task | None:
-    return await storage.take_task(worker, timeout_s, DEFAULT_TIMEOUT_S, eligible)
+    return await storage.take_task(TaskPoll(worker, timeout_s, DEFAULT_TIMEOUT_S, eligible))
 
 
 async def take_ids(
@@ -188,7 +188,7 @@ class StorageContract:
 
     async def test_create_job_queues_it_to_run_by_default(self, storage: Storage) -> None:
         job = await storage.create_job(make_job())
-        assert await storage.take_runnable(SHORT) == job.id
+        assert await storage.take_runnable(LONG) == job.id
 
     async def test_create_job_without_run_does_not_queue_it(self, storage: Storage) -> None:
         await storage.create_job(make_job(), run=False)
@@ -323,7 +323,7 @@ class StorageContract:
     async def test_commit_with_run_queues_the_job(self, storage: Storage) -> None:
         job = await new_job(storage)
         await storage.commit(Commit(job, run=True))
-        assert await storage.take_runnable(SHORT) == job.id
+        assert await storage.take_runnable(LONG) == job.id
 
     async def test_commit_without_run_does_not_queue_the_job(self, storage: Storage) -> None:
         job = await new_job(storage)
@@ -500,7 +500,7 @@ class StorageContract:
         await storage.commit(Commit(parent, children=[child]))
         stored = await storage.get_job(child.id)
         assert stored == Job.from_dict({**child.to_dict(), "version": 1})
-        assert await storage.take_runnable(SHORT) == child.id
+        assert await storage.take_runnable(LONG) == child.id
 
     async def test_commit_and_create_job_put_their_events_in_the_feed_as_one_entry(self, storage: Storage) -> None:
         job = make_job()
@@ -637,18 +637,18 @@ class StorageContract:
         jobs = [await storage.create_job(make_job()) for _ in range(3)]
         later = await new_job(storage)
         await storage.commit(Commit(later, run=True))
-        taken = [await storage.take_runnable(SHORT) for _ in range(4)]
+        taken = [await storage.take_runnable(LONG) for _ in range(4)]
         assert taken == [*(job.id for job in jobs), later.id]
 
     async def test_take_runnable_hands_a_job_out_once(self, storage: Storage) -> None:
         job = await storage.create_job(make_job())
-        assert await storage.take_runnable(SHORT) == job.id
+        assert await storage.take_runnable(LONG) == job.id
         await storage.ack_runnable(job.id)
         assert await storage.take_runnable(SHORT) is None
 
     async def test_finish_step_releases_the_lease_and_acknowledges_the_entry(self, storage: Storage) -> None:
         job = await storage.create_job(make_job())
-        assert await storage.take_runnable(SHORT) == job.id
+        assert await storage.take_runnable(LONG) == job.id
         assert await storage.lease_and_get_job(job.id, "stepper") == (True, job, [])  # the job, read with the lease
         await storage.finish_step(job.id, "stepper")
         assert await storage.lease_job(job.id, "next")
@@ -1131,7 +1131,7 @@ class StorageContract:
         job, tasks = await fan_out(storage, 3)
         answers = [await storage.add_branch_result(job.id, task.id, {"i": i}) for i, task in enumerate(tasks)]
         assert answers == [BranchAnswer.RECORDED, BranchAnswer.RECORDED, BranchAnswer.COMPLETE]
-        assert await storage.take_runnable(SHORT) == job.id
+        assert await storage.take_runnable(LONG) == job.id
         assert await storage.take_runnable(SHORT) is None
 
     async def test_concurrent_branch_results_are_all_counted_and_complete_once(self, storage: Storage) -> None:

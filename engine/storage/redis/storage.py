@@ -30,7 +30,17 @@ from ...events import Event
 from ...feed import entry_of
 from ...models import Breakpoint, BulkAction, Job, Task, WorkerRecord, now
 from ...timers import TimerKind
-from ..base import FEED_READER_TTL_S, BranchAnswer, Commit, FeedEntry, JobFilter, StepStart, Storage, TimerClaim
+from ..base import (
+    FEED_READER_TTL_S,
+    BranchAnswer,
+    Commit,
+    FeedEntry,
+    JobFilter,
+    StepStart,
+    Storage,
+    TaskPoll,
+    TimerClaim,
+)
 from . import keys
 from .background import cancellation_count, stop_if_cancelled
 from .connection import Script, SharedConnection
@@ -357,15 +367,10 @@ class RedisStorage(Storage):
         reply = await self._run("update_task", [self.keys.task(task_id)], args)
         return decode_task(paired(reply)) if reply else None
 
-    async def take_task(
-        self,
-        worker: WorkerRecord,
-        timeout_s: float,
-        default_timeout_s: float,
-        eligible: Callable[[Task], bool],
-    ) -> Task | None:
+    async def take_task(self, poll: TaskPoll) -> Task | None:
+        worker = poll.worker
         loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + timeout_s
+        give_up_at = loop.time() + poll.timeout_s
         topics = [f"w:{worker.worker_id}".encode(), *(f"t:{t}".encode() for t in worker.supported_tasks)]
         cancellations = cancellation_count()
         await self._wakeups.start()
@@ -374,7 +379,7 @@ class RedisStorage(Storage):
             while not self._polls_ended:
                 stop_if_cancelled(cancellations)
                 with self._wakeups.waiting(topics) as waiter:  # before looking, so no wake-up falls between
-                    task, left_some = await self._take_now(worker, default_timeout_s, eligible)
+                    task, left_some = await self._take_now(worker, poll.default_timeout_s, poll.eligible)
                     if task is not None:
                         return task
                     passed, woken = woken, None
