@@ -6,17 +6,13 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from . import breakpoints, bulk, public, rerun, worker
 from .app_keys import engine_key
-from .breakpoints import setup_breakpoint_routes
-from .bulk import setup_bulk_routes
 from .client import setup_client_routes
 from .errors import error_middleware
 from .exposure import Exposure, add_cors_headers, exposure_key, exposure_middleware
 from .limits import Limiter, Limits, limits_key, limits_middleware
 from .openapi import setup_openapi_routes
-from .public import setup_public_routes
-from .rerun import setup_rerun_routes
-from .worker import setup_worker_routes
 
 if TYPE_CHECKING:
     from ..engine import OrchestratorEngine
@@ -32,13 +28,12 @@ def create_app(engine: OrchestratorEngine, *, limits: Limits | None = None) -> w
     app[exposure_key] = Exposure.of(engine.config, engine.access)
     app.on_response_prepare.append(add_cors_headers)
     app[limits_key] = Limiter(limits or Limits.from_config(engine.config))
-    setup_public_routes(app)
+    public.routes.add_to(app)
     setup_openapi_routes(app)
-    setup_worker_routes(app)
+    worker.routes.add_to(app)
     setup_client_routes(app, list(engine.blueprints.values()))
-    setup_breakpoint_routes(app)
-    setup_bulk_routes(app)
-    setup_rerun_routes(app)
+    for module in (breakpoints, bulk, rerun):
+        module.routes.add_to_client_api(app)
     app.on_shutdown.append(_end_waiting_requests)
     return app
 

@@ -20,6 +20,11 @@ def client_of(request: web.Request) -> Client:
     return client
 
 
+def client_actor(request: web.Request) -> str:
+    """Who an operation is recorded as done by: ``client:<name>``."""
+    return f"client:{client_of(request).name}"
+
+
 def owner_of(request: web.Request) -> str | None:
     """The client whose jobs this request may see and change; None (every job) only on an open API.
 

@@ -10,10 +10,9 @@ from aiohttp import web
 
 from ..models import Breakpoint
 from .app_keys import engine_key
-from .auth import client_of, owner_of
+from .auth import client_actor, owner_of
 from .errors import ApiError
 from .limits import check_size, limits_key
-from .openapi import Operation, documented
 from .payloads import (
     BreakpointList,
     BreakpointRemoved,
@@ -24,14 +23,11 @@ from .payloads import (
 )
 from .render import model_response
 from .requests import optional_body, required_body
+from .routes import Operation, Routes
 from .views import breakpoint_view
 
-PREFIXES = ("/api/v1", "/api")
+routes = Routes("breakpoints", "client")
 NOT_FOUND = {404: "Unknown breakpoint, job or blueprint (or one of another client)"}
-
-
-def _actor(request: web.Request) -> str:
-    return f"client:{client_of(request).name}"
 
 
 async def _visible(request: web.Request) -> list[Breakpoint]:
@@ -48,32 +44,30 @@ async def _visible(request: web.Request) -> list[Breakpoint]:
     return mine
 
 
-@documented(
+@routes.get(
+    "/breakpoints",
     Operation(
         "Breakpoints set (a client sees those on its own jobs)",
-        "breakpoints",
-        security="client",
         responses={200: BreakpointList},
-    )
+    ),
 )
 async def list_breakpoints(request: web.Request) -> web.Response:
     return model_response(BreakpointList(breakpoints=[breakpoint_view(bp) for bp in await _visible(request)]))
 
 
-@documented(
+@routes.post(
+    "/breakpoints",
     Operation(
         "Hold a job, or every new job of a blueprint, before a state's handler runs",
-        "breakpoints",
-        security="client",
         body=BreakpointRequest,
         responses={201: BreakpointView},
         errors={**NOT_FOUND, 403: "A client's token may only set breakpoints on its own jobs"},
-        description="state '*' holds the job named by job_id at the next state it enters. A held job "
-        "has the status 'held' until it is continued (POST /jobs/{job_id}/continue) or its breakpoint "
-        "is removed.",
-    )
+    ),
 )
 async def set_breakpoint(request: web.Request) -> web.Response:
+    """state '*' holds the job named by job_id at the next state it enters. A held job has the status 'held'
+    until it is continued (POST /jobs/{job_id}/continue) or its breakpoint is removed.
+    """
     engine = request.app[engine_key]
     owner = owner_of(request)  # who asks comes before what is asked (401 first)
     body = await required_body(request, BreakpointRequest)
@@ -83,38 +77,38 @@ async def set_breakpoint(request: web.Request) -> web.Response:
         raise ApiError(
             403, "a breakpoint on every job of a blueprint is for operators; name one of your jobs", field="job_id"
         )
-    breakpoint = await engine.set_breakpoint(body.blueprint, body.state, job_id=body.job_id, actor=_actor(request))
+    breakpoint = await engine.set_breakpoint(
+        body.blueprint, body.state, job_id=body.job_id, actor=client_actor(request)
+    )
     return model_response(breakpoint_view(breakpoint), status=201)
 
 
-@documented(
+@routes.delete(
+    "/breakpoints/{breakpoint_id}",
     Operation(
         "Remove a breakpoint; the jobs it held are continued",
-        "breakpoints",
-        security="client",
         responses={200: BreakpointRemoved},
         errors=NOT_FOUND,
-    )
+    ),
 )
 async def remove_breakpoint(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     breakpoint_id = request.match_info["breakpoint_id"]
     if breakpoint_id not in {bp.id for bp in await _visible(request)}:
         raise ApiError(404, f"Breakpoint '{breakpoint_id}' not found")
-    continued = await engine.remove_breakpoint(breakpoint_id, actor=_actor(request))
+    continued = await engine.remove_breakpoint(breakpoint_id, actor=client_actor(request))
     return model_response(BreakpointRemoved(id=breakpoint_id, continued=[job.id for job in continued]))
 
 
-@documented(
+@routes.post(
+    "/jobs/{job_id}/continue",
     Operation(
         "Continue a held job, its initial_data or state_history replaced if given; step: hold it at its next state",
-        "breakpoints",
-        security="client",
         body=ContinueRequest,
         body_required=False,
         responses={200: OperationDone},
         errors={404: "Unknown job, or one of another client", 409: "The job is not held"},
-    )
+    ),
 )
 async def continue_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
@@ -125,14 +119,6 @@ async def continue_job(request: web.Request) -> web.Response:
         if (value := getattr(body, name)) is not None:
             check_size(limits, name, value)
     job = await engine.continue_job(
-        job.id, _actor(request), initial_data=body.initial_data, state_history=body.state_history, step=body.step
+        job.id, client_actor(request), initial_data=body.initial_data, state_history=body.state_history, step=body.step
     )
     return model_response(OperationDone(status=job.status, job_id=job.id, current_state=job.state))
-
-
-def setup_breakpoint_routes(app: web.Application) -> None:
-    for prefix in PREFIXES:
-        app.router.add_get(f"{prefix}/breakpoints", list_breakpoints)
-        app.router.add_post(f"{prefix}/breakpoints", set_breakpoint)
-        app.router.add_delete(f"{prefix}/breakpoints/{{breakpoint_id}}", remove_breakpoint)
-        app.router.add_post(f"{prefix}/jobs/{{job_id}}/continue", continue_job)

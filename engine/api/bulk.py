@@ -10,25 +10,21 @@ from aiohttp import web
 
 from ..models import BulkAction
 from .app_keys import engine_key
-from .auth import client_of, owner_of
+from .auth import client_actor, owner_of
 from .errors import ApiError
 from .limits import check_size, limits_key
-from .openapi import Operation, documented
 from .payloads import BulkList, BulkRequest, BulkView
 from .render import model_response
 from .requests import required_body
+from .routes import Operation, Routes
 from .views import iso
 
-PREFIXES = ("/api/v1", "/api")
+routes = Routes("bulk", "client")
 NOT_FOUND = {404: "Unknown bulk action (or one of another client)"}
 #: The request's fields that are the operation's own options.
 OPTIONS = ("params", "from_state", "state", "reason")
 #: Bulk actions listed at most.
 MAX_LISTED = 200
-
-
-def _actor(request: web.Request) -> str:
-    return f"client:{client_of(request).name}"
 
 
 def _view(action: BulkAction) -> BulkView:
@@ -53,25 +49,25 @@ def _view(action: BulkAction) -> BulkView:
 async def _visible(request: web.Request, bulk_id: str) -> BulkAction:
     owner = owner_of(request)
     action = await request.app[engine_key].bulk.get(bulk_id)
-    if owner is not None and action.actor != _actor(request):
+    if owner is not None and action.actor != client_actor(request):
         raise ApiError(404, f"Bulk action '{bulk_id}' not found")
     return action
 
 
-@documented(
+@routes.post(
+    "/bulk",
     Operation(
         "Start one operation (release, retry, fail, cancel, continue, rerun) on many jobs, at most rate_per_s a second",
-        "bulk",
-        security="client",
         body=BulkRequest,
         responses={202: BulkView},
         errors={404: "A job that is unknown, or another client's"},
-        description="Each job's operation is the single-job one, recorded in its history with the actor and "
-        "the bulk action's id. A job it no longer applies to is skipped (the first reasons are kept). "
-        "GET /bulk/{bulk_id} follows its progress; POST /bulk/{bulk_id}/cancel stops it.",
-    )
+    ),
 )
 async def start_bulk(request: web.Request) -> web.Response:
+    """Each job's operation is the single-job one, recorded in its history with the actor and the bulk action's
+    id. A job it no longer applies to is skipped (the first reasons are kept). GET /bulk/{bulk_id} follows its
+    progress; POST /bulk/{bulk_id}/cancel stops it.
+    """
     engine = request.app[engine_key]
     owner = owner_of(request)  # who asks comes before what is asked (401 first)
     body = await required_body(request, BulkRequest)
@@ -86,7 +82,7 @@ async def start_bulk(request: web.Request) -> web.Response:
         body.action,
         body.job_ids,
         rate_per_s=body.rate_per_s,
-        actor=_actor(request),
+        actor=client_actor(request),
         **{
             name: value
             for name in ("params", "from_state", "state", "reason")
@@ -96,40 +92,29 @@ async def start_bulk(request: web.Request) -> web.Response:
     return model_response(_view(action), status=202)
 
 
-@documented(Operation("Bulk actions, newest first", "bulk", security="client", responses={200: BulkList}))
+@routes.get("/bulk", Operation("Bulk actions, newest first", responses={200: BulkList}))
 async def list_bulk(request: web.Request) -> web.Response:
     owner = owner_of(request)
     found = await request.app[engine_key].storage.list_bulks(MAX_LISTED)
     if owner is not None:
-        found = [action for action in found if action.actor == _actor(request)]
+        found = [action for action in found if action.actor == client_actor(request)]
     return model_response(BulkList(bulk_actions=[_view(action) for action in found]))
 
 
-@documented(
-    Operation("A bulk action's progress", "bulk", security="client", responses={200: BulkView}, errors=NOT_FOUND)
-)
+@routes.get("/bulk/{bulk_id}", Operation("A bulk action's progress", responses={200: BulkView}, errors=NOT_FOUND))
 async def get_bulk(request: web.Request) -> web.Response:
     return model_response(_view(await _visible(request, request.match_info["bulk_id"])))
 
 
-@documented(
+@routes.post(
+    "/bulk/{bulk_id}/cancel",
     Operation(
         "Stop a bulk action before its next job (the jobs done stay done)",
-        "bulk",
-        security="client",
         responses={200: BulkView},
         errors=NOT_FOUND,
-    )
+    ),
 )
 async def cancel_bulk(request: web.Request) -> web.Response:
     action = await _visible(request, request.match_info["bulk_id"])
-    action = await request.app[engine_key].bulk.cancel(action.id, _actor(request))
+    action = await request.app[engine_key].bulk.cancel(action.id, client_actor(request))
     return model_response(_view(action))
-
-
-def setup_bulk_routes(app: web.Application) -> None:
-    for prefix in PREFIXES:
-        app.router.add_get(f"{prefix}/bulk", list_bulk)
-        app.router.add_post(f"{prefix}/bulk", start_bulk)
-        app.router.add_get(f"{prefix}/bulk/{{bulk_id}}", get_bulk)
-        app.router.add_post(f"{prefix}/bulk/{{bulk_id}}/cancel", cancel_bulk)

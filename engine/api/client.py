@@ -15,10 +15,9 @@ from ..models import Job, JobStatus, now
 from ..reads import Cursor, InvalidCursor, JobPage, JobQuery, parse_time
 from ..runtime.watchers import Until
 from .app_keys import engine_key
-from .auth import client_of, owner_of
+from .auth import client_actor, client_of, owner_of
 from .errors import ApiError
 from .limits import check_size, job_attempt, limits_key
-from .openapi import Operation, Query, documented
 from .payloads import (
     VIEW_TASKS,
     Accepted,
@@ -38,12 +37,13 @@ from .payloads import (
 )
 from .render import json_response, model_response
 from .requests import optional_body, read_json
+from .routes import Operation, Query, Routes, documented
 from .views import job_summary, job_view, worker_summary, worker_view
 
 if TYPE_CHECKING:
     from ..engine import OrchestratorEngine
 
-PREFIXES = ("/api/v1", "/api")
+routes = Routes("client", "client")
 MAX_PAGE = 500
 #: Offsets beyond this are refused: page deeper with the cursor.
 MAX_OFFSET = 10_000
@@ -55,17 +55,13 @@ SKIP_PAGE = 1000
 TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
-def _actor(request: web.Request) -> str:
-    return f"client:{client_of(request).name}"
-
-
 NOT_FOUND = {404: "Unknown job, or one of another client"}
 NOT_NOW = {409: "The job's status does not allow this"}
 
 
 CREATE_JOB = Operation(
     "Create a job",
-    "jobs",
+    tag="jobs",
     security="client",
     responses={202: Accepted},
     errors={429: "Rate limit, or the client's monthly attempts are spent (Retry-After)"},
@@ -98,11 +94,10 @@ def create_job_handler(blueprint: StateMachineBlueprint) -> Any:
     return create_job
 
 
-@documented(
+@routes.get(
+    "/jobs/{job_id}",
     Operation(
         "A job; with wait_s, once it ends (or changes, until=change), at most wait_s seconds later",
-        "client",
-        security="client",
         responses={200: JobView},
         errors=NOT_FOUND,
         query=(
@@ -118,7 +113,7 @@ def create_job_handler(blueprint: StateMachineBlueprint) -> Any:
                 "state differs from what it was when the request came",
             ),
         ),
-    )
+    ),
 )
 async def get_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
@@ -138,10 +133,8 @@ async def _job_view(engine: OrchestratorEngine, job: Job) -> dict[str, Any]:
     return job_view(job, tasks, len(engine.reads.current_task_ids(job)))
 
 
-@documented(
-    Operation(
-        "A job's timeline from history", "client", security="client", responses={200: JobTimeline}, errors=NOT_FOUND
-    )
+@routes.get(
+    "/jobs/{job_id}/history", Operation("A job's timeline from history", responses={200: JobTimeline}, errors=NOT_FOUND)
 )
 async def job_history(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
@@ -152,6 +145,7 @@ async def job_history(request: web.Request) -> web.Response:
 
 
 E = TypeVar("E", bound=StrEnum)
+B = TypeVar("B", bound=BaseModel)
 
 
 def _choice(request: web.Request, name: str, choices: type[E], default: E) -> E:
@@ -180,8 +174,6 @@ def _int_query(request: web.Request, name: str, default: int, minimum: int, maxi
 
 LIST_JOBS = Operation(
     "Jobs, newest first (from history: every job, also those no longer live)",
-    "client",
-    security="client",
     responses={200: JobList},
     query=(
         Query("status", {"type": "string", "enum": [str(s) for s in JobStatus]}, "Only jobs with this status"),
@@ -204,7 +196,7 @@ def _time_query(request: web.Request, name: str) -> float | None:
         raise ApiError(400, f"{name} must be ISO 8601 or UNIX seconds", field=name) from None
 
 
-@documented(LIST_JOBS)
+@routes.get("/jobs", LIST_JOBS)
 async def list_jobs(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     status = request.query.get("status")
@@ -244,58 +236,60 @@ async def _page(engine: OrchestratorEngine, query: JobQuery, limit: int, offset:
     return await engine.reads.jobs_page(query, limit, after, wait=False)
 
 
-@documented(
-    Operation("Cancel a job", "client", security="client", responses={200: Cancelled}, errors={**NOT_FOUND, **NOT_NOW})
+@routes.post(
+    "/jobs/{job_id}/cancel", Operation("Cancel a job", responses={200: Cancelled}, errors={**NOT_FOUND, **NOT_NOW})
 )
 async def cancel_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
-    job = await engine.cancel_job(job.id, actor=_actor(request))
+    job = await engine.cancel_job(job.id, actor=client_actor(request))
     return model_response(Cancelled(job_id=job.id))
 
 
 def _operation(summary: str, body: type[BaseModel]) -> Operation:
-    return Operation(
-        summary,
-        "client",
-        security="client",
-        body=body,
-        body_required=False,
-        responses={200: OperationDone},
-        errors={**NOT_FOUND, **NOT_NOW},
-    )
+    """An operator's operation on one job: an optional body, the job after it."""
+    return Operation(summary, {200: OperationDone}, {**NOT_FOUND, **NOT_NOW}, body=body, body_required=False)
 
 
-@documented(_operation("Run a failed, cancelled or quarantined job again (from_state: where)", RetryRequest))
+@routes.post(
+    "/jobs/{job_id}/retry",
+    _operation("Run a failed, cancelled or quarantined job again (from_state: where)", RetryRequest),
+)
 async def retry_job(request: web.Request) -> web.Response:
-    engine = request.app[engine_key]
-    job = await engine.require_job(request.match_info["job_id"], owner_of(request))
-    body = await optional_body(request, RetryRequest)
-    job = await engine.retry_job(job.id, actor=_actor(request), from_state=body.from_state)
-    return model_response(OperationDone(status=job.status, job_id=job.id, current_state=job.state))
+    engine, job_id, body = await _operated(request, RetryRequest)
+    return _done(await engine.retry_job(job_id, actor=client_actor(request), from_state=body.from_state))
 
 
-@documented(_operation("Release a quarantined job, its held task's params merged with params", ReleaseRequest))
+@routes.post(
+    "/jobs/{job_id}/release",
+    _operation("Release a quarantined job, its held task's params merged with params", ReleaseRequest),
+)
 async def release_job(request: web.Request) -> web.Response:
-    engine = request.app[engine_key]
-    job = await engine.require_job(request.match_info["job_id"], owner_of(request))
-    body = await optional_body(request, ReleaseRequest)
+    engine, job_id, body = await _operated(request, ReleaseRequest)
     if body.params is not None:
         check_size(request.app[limits_key].limits, "params", body.params)
-    job = await engine.release_job(job.id, actor=_actor(request), params=body.params)
-    return model_response(OperationDone(status=job.status, job_id=job.id, current_state=job.state))
+    return _done(await engine.release_job(job_id, actor=client_actor(request), params=body.params))
 
 
-@documented(_operation("Fail a job that is not terminal (or is quarantined)", FailRequest))
+@routes.post("/jobs/{job_id}/fail", _operation("Fail a job that is not terminal (or is quarantined)", FailRequest))
 async def fail_job(request: web.Request) -> web.Response:
-    engine = request.app[engine_key]
-    job = await engine.require_job(request.match_info["job_id"], owner_of(request))
-    body = await optional_body(request, FailRequest)
-    job = await engine.fail_job(job.id, actor=_actor(request), reason=body.reason)
+    engine, job_id, body = await _operated(request, FailRequest)
+    job = await engine.fail_job(job_id, actor=client_actor(request), reason=body.reason)
     return model_response(OperationDone(status=job.status, job_id=job.id), exclude={"current_state"})
 
 
-@documented(Operation("Quarantined jobs", "client", security="client", responses={200: JobViewList}))
+async def _operated(request: web.Request, body_type: type[B]) -> tuple[OrchestratorEngine, str, B]:
+    """The engine, the id of the client's job an operation names (404 for another's), and its body."""
+    engine = request.app[engine_key]
+    job = await engine.require_job(request.match_info["job_id"], owner_of(request))
+    return engine, job.id, await optional_body(request, body_type)
+
+
+def _done(job: Job) -> web.Response:
+    return model_response(OperationDone(status=job.status, job_id=job.id, current_state=job.state))
+
+
+@routes.get("/quarantine", Operation("Quarantined jobs", responses={200: JobViewList}))
 async def quarantine(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     jobs = await engine.list_jobs(status=JobStatus.QUARANTINED, client=owner_of(request), limit=MAX_PAGE)
@@ -303,7 +297,7 @@ async def quarantine(request: web.Request) -> web.Response:
     return json_response({"jobs": views})  # a JobViewList of job_view()s
 
 
-@documented(Operation("Blueprints served", "client", security="client", responses={200: BlueprintList}))
+@routes.get("/blueprints", Operation("Blueprints served", responses={200: BlueprintList}))
 async def list_blueprints(request: web.Request) -> web.Response:
     client_of(request)
     engine = request.app[engine_key]
@@ -327,15 +321,13 @@ async def list_blueprints(request: web.Request) -> web.Response:
 
 GRAPH = Operation(
     "A blueprint's graph: DOT text, or SVG",
-    "client",
-    security="client",
     responses={200: {"text/vnd.graphviz": "DOT text (format=dot)", "image/svg+xml": "SVG (format=svg)"}},
     errors={404: "Unknown blueprint", 503: "Graphviz (dot) is not installed"},
     query=(Query("format", {"type": "string", "enum": ["dot", "svg"], "default": "dot"}),),
 )
 
 
-@documented(GRAPH)
+@routes.get("/blueprints/{name}/graph", GRAPH)
 async def blueprint_graph(request: web.Request) -> web.Response:
     client_of(request)
     engine = request.app[engine_key]
@@ -357,14 +349,13 @@ async def blueprint_graph(request: web.Request) -> web.Response:
     raise ApiError(400, "format must be 'dot' or 'svg'", field="format")
 
 
-@documented(
+@routes.get(
+    "/workers",
     Operation(
         "Registered workers: every detail (secrets left out) on an open API; to a client with a token, "
         "only what each worker is and whether it is alive",
-        "client",
-        security="client",
         responses={200: WorkerList},
-    )
+    ),
 )
 async def list_workers(request: web.Request) -> web.Response:
     owner = owner_of(request)
@@ -377,13 +368,12 @@ async def list_workers(request: web.Request) -> web.Response:
     return json_response({"workers": [worker_view(w, load.get(w.worker_id, 0), at) for w in workers]})
 
 
-@documented(
+@routes.get(
+    "/dashboard",
     Operation(
         "Counts of jobs by status (a client's own, with a token), workers, and queued tasks (open API only)",
-        "client",
-        security="client",
         responses={200: Dashboard},
-    )
+    ),
 )
 async def dashboard(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
@@ -399,18 +389,7 @@ def endpoint_of(prefix: str, blueprint: StateMachineBlueprint) -> str:
 
 
 def setup_client_routes(app: web.Application, blueprints: list[StateMachineBlueprint]) -> None:
+    """Each blueprint's create route, then the routes of every job."""
     for blueprint in blueprints:
         app.router.add_post(endpoint_of(prefix_of(blueprint), blueprint), create_job_handler(blueprint))
-    for prefix in PREFIXES:
-        app.router.add_get(f"{prefix}/jobs", list_jobs)
-        app.router.add_get(f"{prefix}/jobs/{{job_id}}", get_job)
-        app.router.add_get(f"{prefix}/jobs/{{job_id}}/history", job_history)
-        app.router.add_post(f"{prefix}/jobs/{{job_id}}/cancel", cancel_job)
-        app.router.add_post(f"{prefix}/jobs/{{job_id}}/retry", retry_job)
-        app.router.add_post(f"{prefix}/jobs/{{job_id}}/release", release_job)
-        app.router.add_post(f"{prefix}/jobs/{{job_id}}/fail", fail_job)
-        app.router.add_get(f"{prefix}/quarantine", quarantine)
-        app.router.add_get(f"{prefix}/blueprints", list_blueprints)
-        app.router.add_get(f"{prefix}/blueprints/{{name}}/graph", blueprint_graph)
-        app.router.add_get(f"{prefix}/workers", list_workers)
-        app.router.add_get(f"{prefix}/dashboard", dashboard)
+    routes.add_to_client_api(app)

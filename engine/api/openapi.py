@@ -1,20 +1,20 @@
 """The OpenAPI 3.1 document of the client, worker and public API, generated from the running app.
 
 Every route of the application is walked (``app.router``); each handler carries an
-:class:`Operation` (set by :func:`documented`, or listed in :data:`PUBLIC_OPERATIONS` for the
-handlers of ``public.py``) naming its request model, its query parameters and the pydantic models
-of its answers (engine/api/payloads.py). Schemas come from those models, so nothing is written
-twice. A blueprint's endpoint is one path whose body is the blueprint's ``input_model`` when it has
-one. Served at ``GET /_public/openapi.json``; ``GET /_public/docs`` renders it as plain HTML.
+:class:`~.routes.Operation` (declared with its route, see :mod:`.routes`) naming its request model,
+its query parameters and the pydantic models of its answers (engine/api/payloads.py); its
+description is the handler's docstring. Schemas come from those models, so nothing is written twice.
+A blueprint's endpoint is one path whose body is the blueprint's ``input_model`` when it has one.
+Served at ``GET /_public/openapi.json``; ``GET /_public/docs`` renders it as plain HTML.
 """
 
 from __future__ import annotations
 
 import html
+import inspect
 import json
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -23,23 +23,15 @@ from pydantic.json_schema import models_json_schema
 from .. import __version__
 from .app_keys import engine_key
 from .payloads import (
-    ApprovalRequest,
-    DecisionAccepted,
     ErrorBody,
-    Health,
-    StatusOk,
-    Unhealthy,
 )
 from .render import json_response
+from .routes import Operation, Routes
 
 PREFIX = "/_public"
 CLIENT_SCHEME = "ClientToken"
 WORKER_SCHEME = "WorkerToken"
 REF = "#/components/schemas/{model}"
-
-Security = Literal["client", "worker"] | None
-#: An answer: a pydantic model (JSON), None (no body), or {content type: text schema description}.
-Answer = type[BaseModel] | dict[str, str] | None
 
 #: The error statuses every operation may answer, besides those it lists: limits and bad requests.
 COMMON_ERRORS: dict[int, str] = {
@@ -48,81 +40,12 @@ COMMON_ERRORS: dict[int, str] = {
     429: "Rate or concurrency limit reached; see the ``Retry-After`` header",
 }
 SECURED_ERRORS: dict[int, str] = {401: "Missing or unknown token"}
-
-
-@dataclass(frozen=True)
-class Query:
-    name: str
-    schema: dict[str, Any]
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class Operation:
-    """What the OpenAPI document says about one handler."""
-
-    summary: str
-    tag: str
-    security: Security = None
-    body: type[BaseModel] | None = None
-    body_required: bool = True
-    body_description: str = ""
-    responses: dict[int, Answer] = field(default_factory=dict)
-    errors: dict[int, str] = field(default_factory=dict)
-    query: tuple[Query, ...] = ()
-    description: str = ""
-    websocket: bool = False
-
-
-H = TypeVar("H", bound=Callable[..., Any])
-
-
-def documented(operation: Operation) -> Callable[[H], H]:
-    """Attach ``operation`` to a handler: the OpenAPI document describes the handler's routes with it."""
-
-    def mark(handler: H) -> H:
-        handler.openapi = operation  # type: ignore[attr-defined]
-        return handler
-
-    return mark
+routes = Routes("public")
 
 
 def operation_of(handler: Any) -> Operation | None:
     found = getattr(handler, "openapi", None)
-    if isinstance(found, Operation):
-        return found
-    if getattr(handler, "__module__", "") == f"{__package__}.public":
-        return PUBLIC_OPERATIONS.get(handler.__name__)
-    return None
-
-
-PUBLIC_OPERATIONS: dict[str, Operation] = {
-    "status": Operation("Liveness: the engine answers", "public", responses={200: StatusOk}),
-    "health": Operation(
-        "Readiness: storage (and history) reachable",
-        "public",
-        responses={200: Health, 503: Unhealthy},
-    ),
-    "metrics": Operation(
-        "Prometheus metrics",
-        "public",
-        responses={
-            200: {
-                "text/plain": "Prometheus text exposition",
-                "application/openmetrics-text": "OpenMetrics exposition (when asked for in Accept)",
-            },
-            503: ErrorBody,
-        },
-    ),
-    "approval": Operation(
-        "Answer a job waiting for human approval (the job owner's client token)",
-        "public",
-        security="client",
-        body=ApprovalRequest,
-        responses={200: DecisionAccepted},
-        errors={404: "Unknown job, or one of another client", 409: "The job does not wait for this decision"},
-    ),
-}
+    return found if isinstance(found, Operation) else None
 
 
 # -- the document ----------------------------------------------------------------------------------
@@ -241,7 +164,7 @@ def _schema(refs: dict[tuple[type[BaseModel], str], Any], model: type[BaseModel]
 def _operation(method: str, path: str, operation: Operation, handler: Any, refs: dict[Any, Any]) -> dict[str, Any]:
     blueprint = getattr(handler, "blueprint", None)
     summary = operation.summary
-    description = operation.description
+    description = _description(handler)
     if blueprint is not None:
         summary = f"Create a {blueprint.name} job"
         description = (blueprint.description + "\n\n" if blueprint.description else "") + description
@@ -283,6 +206,12 @@ def _operation(method: str, path: str, operation: Operation, handler: Any, refs:
         }
     result["responses"] = _responses(operation, refs)
     return result
+
+
+def _description(handler: Any) -> str:
+    """The handler's docstring, each paragraph on one line."""
+    paragraphs = (inspect.getdoc(handler) or "").split("\n\n")
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs).strip()
 
 
 def _responses(operation: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
@@ -327,6 +256,10 @@ def _operation_id(method: str, path: str) -> str:
 
 
 # -- serving it ------------------------------------------------------------------------------------
+@routes.get(
+    f"{PREFIX}/openapi.json",
+    Operation("This OpenAPI document", {200: {"application/json": "The OpenAPI 3.1 document"}}),
+)
 async def openapi_json(request: web.Request) -> web.Response:
     document = _cached(request.app)
     return json_response(document)
@@ -345,6 +278,9 @@ def _cached(app: web.Application) -> dict[str, Any]:
 _document_key = web.AppKey("openapi_document", dict)
 
 
+@routes.get(
+    f"{PREFIX}/docs", Operation("The API documentation as an HTML page", {200: {"text/html": "The documentation page"}})
+)
 async def docs(request: web.Request) -> web.Response:
     return web.Response(text=render_docs(_cached(request.app)), content_type="text/html")
 
@@ -420,17 +356,6 @@ def _schema_link(schema: dict[str, Any]) -> str:
     return f"<code>{html.escape(json.dumps(schema))}</code>"
 
 
-OPENAPI_OPERATION = Operation(
-    "This OpenAPI document", "public", responses={200: {"application/json": "The OpenAPI 3.1 document"}}
-)
-DOCS_OPERATION = Operation(
-    "The API documentation as an HTML page", "public", responses={200: {"text/html": "The documentation page"}}
-)
-documented(OPENAPI_OPERATION)(openapi_json)
-documented(DOCS_OPERATION)(docs)
-
-
 def setup_openapi_routes(app: web.Application) -> None:
     app[_document_key] = {}
-    app.router.add_get(f"{PREFIX}/openapi.json", openapi_json)
-    app.router.add_get(f"{PREFIX}/docs", docs)
+    routes.add_to(app)

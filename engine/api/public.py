@@ -11,21 +11,31 @@ from aiohttp import web
 from .app_keys import engine_key
 from .auth import client_of, owner_of
 from .errors import error_response
-from .payloads import ApprovalRequest
+from .payloads import ApprovalRequest, DecisionAccepted, ErrorBody, Health, StatusOk, Unhealthy
 from .render import json_response
 from .requests import required_body
+from .routes import Operation, Routes
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "/_public"
 #: Longest a health check waits for one backend: a hung connection must not hang the probe.
 HEALTH_TIMEOUT_S = 5.0
+routes = Routes("public")
 
 
+@routes.get(f"{PREFIX}/status", Operation("Liveness: the engine answers", responses={200: StatusOk}))
 async def status(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+@routes.get(
+    f"{PREFIX}/health",
+    Operation(
+        "Readiness: storage (and history) reachable",
+        responses={200: Health, 503: Unhealthy},
+    ),
+)
 async def health(request: web.Request) -> web.Response:
     """200 when storage (and history, when the engine keeps one) answer; 503 naming what does not."""
     backends = request.app[engine_key].reads.backends()
@@ -52,8 +62,21 @@ async def _reach(name: str, ping: Callable[[], Awaitable[None]]) -> str | None:
     return problem
 
 
+@routes.get(
+    f"{PREFIX}/metrics",
+    Operation(
+        "Prometheus metrics",
+        responses={
+            200: {
+                "text/plain": "Prometheus text exposition",
+                "application/openmetrics-text": "OpenMetrics exposition (when asked for in Accept)",
+            },
+            503: ErrorBody,
+        },
+    ),
+)
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus exposition of ``engine.metrics`` (text, or OpenMetrics when the scraper asks for it)."""
+    """Prometheus exposition of the engine's metrics (text, or OpenMetrics when the scraper asks for it)."""
     collector = getattr(request.app[engine_key], "metrics", None)
     if collector is None:
         return error_response(503, "metrics are not enabled on this engine")
@@ -61,6 +84,16 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
+@routes.post(
+    f"{PREFIX}/webhooks/approval/{{job_id}}",
+    Operation(
+        "Answer a job waiting for human approval (the job owner's client token)",
+        security="client",
+        body=ApprovalRequest,
+        responses={200: DecisionAccepted},
+        errors={404: "Unknown job, or one of another client", 409: "The job does not wait for this decision"},
+    ),
+)
 async def approval(request: web.Request) -> web.Response:
     """Answer a job waiting for human approval; needs the token of the client that owns the job."""
     client = client_of(request)
@@ -69,10 +102,3 @@ async def approval(request: web.Request) -> web.Response:
     body = await required_body(request, ApprovalRequest)
     job = await engine.decide(job.id, body.decision, actor=f"client:{client.name}")
     return json_response({"status": "decision_accepted", "job_id": job.id, "current_state": job.state})
-
-
-def setup_public_routes(app: web.Application) -> None:
-    app.router.add_get(f"{PREFIX}/status", status)
-    app.router.add_get(f"{PREFIX}/health", health)
-    app.router.add_get(f"{PREFIX}/metrics", metrics)
-    app.router.add_post(f"{PREFIX}/webhooks/approval/{{job_id}}", approval)

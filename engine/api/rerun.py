@@ -10,21 +10,20 @@ from aiohttp import web
 
 from ..errors import JobNotFound
 from .app_keys import engine_key
-from .auth import client_of, owner_of
+from .auth import client_actor, client_of, owner_of
 from .limits import check_size, job_attempt, limits_key
-from .openapi import Operation, documented
 from .payloads import RerunDone, RerunRequest
 from .render import model_response
 from .requests import optional_body
+from .routes import Operation, Routes
 
-PREFIXES = ("/api/v1", "/api")
+routes = Routes("client", "client")
 
 
-@documented(
+@routes.post(
+    "/jobs/{job_id}/rerun",
     Operation(
         "Start a new job at a state of this one, with the data it had there (edited if given)",
-        "client",
-        security="client",
         body=RerunRequest,
         body_required=False,
         responses={202: RerunDone},
@@ -33,12 +32,13 @@ PREFIXES = ("/api/v1", "/api")
             409: "The job is still in flight, never had that visit, or has no history to rebuild the data from",
             429: "The client's monthly attempts are spent",
         },
-        description="The new job's initial_data and state_history are the old job's when it entered the state "
-        "(its last visit there, or `visit`), rebuilt from its history; those given replace them. The old "
-        "job is left as it is; each one's history names the other.",
-    )
+    ),
 )
 async def rerun_job(request: web.Request) -> web.Response:
+    """The new job's initial_data and state_history are the old job's when it entered the state (its last visit
+    there, or `visit`), rebuilt from its history; those given replace them. The old job is left as it is; each
+    one's history names the other.
+    """
     engine = request.app[engine_key]
     owner = owner_of(request)
     job_id = request.match_info["job_id"]
@@ -58,11 +58,6 @@ async def rerun_job(request: web.Request) -> web.Response:
             initial_data=body.initial_data,
             state_history=body.state_history,
             client=owner,
-            actor=f"client:{client_of(request).name}",
+            actor=client_actor(request),
         )
     return model_response(RerunDone(job_id=job.id, current_state=job.state, rerun_of=job_id), 202)
-
-
-def setup_rerun_routes(app: web.Application) -> None:
-    for prefix in PREFIXES:
-        app.router.add_post(f"{prefix}/jobs/{{job_id}}/rerun", rerun_job)

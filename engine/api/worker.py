@@ -7,14 +7,12 @@ from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
-from pydantic import BaseModel
 
 from ..errors import WorkerNotFound
 from .app_keys import engine_key
 from .auth import check_owner, check_worker, worker_token
 from .errors import ApiError
 from .limits import check_size, limits_key
-from .openapi import Answer, Operation, documented
 from .payloads import (
     HeartbeatAnswer,
     Registered,
@@ -28,40 +26,21 @@ from .payloads import (
 )
 from .render import json_response, model_response
 from .requests import parse, read_json
+from .routes import Operation, Routes
 from .views import without_secrets, worker_view
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "/_worker"
-
-
-FOREIGN = {403: "This worker token belongs to another worker"}
 UNKNOWN_WORKER = {404: "Unknown or expired worker"}
+#: Every worker route refuses a worker's token acting for another worker.
+routes = Routes("worker", "worker", errors={403: "This worker token belongs to another worker"})
 
 
-def _for_workers(
-    summary: str,
-    responses: dict[int, Answer],
-    errors: dict[int, str] | None = None,
-    *,
-    body: type[BaseModel] | None = None,
-    body_required: bool = True,
-    websocket: bool = False,
-) -> Operation:
-    """A worker route's document: a worker's token, which may not act for another worker."""
-    return Operation(
-        summary,
-        "worker",
-        security="worker",
-        body=body,
-        body_required=body_required,
-        responses=responses,
-        errors={**FOREIGN, **(errors or {})},
-        websocket=websocket,
-    )
-
-
-@documented(_for_workers("Register (or re-register) a worker", {200: Registered}, body=WorkerRegistration))
+@routes.post(
+    f"{PREFIX}/workers/register",
+    Operation("Register (or re-register) a worker", {200: Registered}, body=WorkerRegistration),
+)
 async def register(request: web.Request) -> web.Response:
     owner = worker_token(request)  # a refused token is told so before its body is looked at
     body = await read_json(request)
@@ -73,14 +52,15 @@ async def register(request: web.Request) -> web.Response:
     return model_response(Registered(worker_id=record.worker_id))
 
 
-@documented(
-    _for_workers(
+@routes.patch(
+    f"{PREFIX}/workers/{{worker_id}}",
+    Operation(
         "Heartbeat: refresh the worker's TTL, merging the body's fields into its record",
         {200: HeartbeatAnswer},
         UNKNOWN_WORKER,
         body=WorkerHeartbeat,
         body_required=False,
-    )
+    ),
 )
 async def heartbeat(request: web.Request) -> web.Response:
     worker_id = request.match_info["worker_id"]
@@ -99,12 +79,13 @@ async def heartbeat(request: web.Request) -> web.Response:
     return json_response(worker_view(record, load, record.last_seen))
 
 
-@documented(
-    _for_workers(
+@routes.get(
+    f"{PREFIX}/workers/{{worker_id}}/tasks/next",
+    Operation(
         "Long poll for the worker's next task (WORKER_POLL_TIMEOUT_SECONDS)",
         {200: TaskWire, 204: None},
         {**UNKNOWN_WORKER, 429: "Too many long polls open for this worker"},
-    )
+    ),
 )
 async def next_task(request: web.Request) -> web.Response:
     worker_id = request.match_info["worker_id"]
@@ -119,13 +100,14 @@ async def next_task(request: web.Request) -> web.Response:
     return json_response(task.wire())  # a TaskWire
 
 
-@documented(
-    _for_workers(
+@routes.post(
+    f"{PREFIX}/tasks/result",
+    Operation(
         "Post a task's result",
         {200: ResultAck},
         {404: "Unknown job or task", 409: "Not the task the job waits on (late or stale result)"},
         body=TaskResult,
-    )
+    ),
 )
 async def task_result(request: web.Request) -> web.Response:
     owner = worker_token(request)
@@ -147,14 +129,16 @@ def _read_result(body: Any) -> tuple[str, str, str, dict[str, Any]]:
     return parsed.job_id, parsed.task_id, parsed.worker_id, parsed.result.model_dump(exclude_none=True)
 
 
-@documented(
-    _for_workers(
-        "WebSocket: progress reports from the worker, cancel_task commands to it",
-        {101: None},
-        {**UNKNOWN_WORKER, 400: "Not a WebSocket handshake"},
-        websocket=True,
-    )
+WEBSOCKET = Operation(
+    "WebSocket: progress reports from the worker, cancel_task commands to it",
+    {101: None},
+    {**UNKNOWN_WORKER, 400: "Not a WebSocket handshake"},
+    websocket=True,
 )
+
+
+@routes.get(f"{PREFIX}/ws", WEBSOCKET)
+@routes.get(f"{PREFIX}/ws/{{worker_id}}", WEBSOCKET)
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     owner = check_worker(request, request.match_info.get("worker_id"))
     # Without an id in the path or a worker's own token (SDK 1.0b1 under the global token), the socket
@@ -201,12 +185,3 @@ async def _on_message(engine: Any, worker_id: str | None, text: str) -> None:
             float(progress) if isinstance(progress, int | float) and not isinstance(progress, bool) else None,
             str(note)[:1000] if note is not None else None,
         )
-
-
-def setup_worker_routes(app: web.Application) -> None:
-    app.router.add_post(f"{PREFIX}/workers/register", register)
-    app.router.add_patch(f"{PREFIX}/workers/{{worker_id}}", heartbeat)
-    app.router.add_get(f"{PREFIX}/workers/{{worker_id}}/tasks/next", next_task)
-    app.router.add_post(f"{PREFIX}/tasks/result", task_result)
-    app.router.add_get(f"{PREFIX}/ws/{{worker_id}}", websocket)
-    app.router.add_get(f"{PREFIX}/ws", websocket)
