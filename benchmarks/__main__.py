@@ -63,6 +63,19 @@ ORIGINAL = {
 }
 
 
+DEFAULTS = Options()
+#: The options that count something (at least 1 each), and what.
+COUNTS = {
+    "jobs": "jobs of W1 and W2",
+    "clients": "concurrent clients",
+    "workers": "worker processes of W2/W3",
+    "worker_concurrency": "long polls per worker",
+    "fanout": "tasks of the W3 job",
+    "repeats": "W3 jobs measured",
+    "waiting_jobs": "W4 jobs",
+}
+
+
 def redis_storage_available() -> bool:
     try:
         from avtomatika.storage import RedisStorage  # type: ignore[attr-defined]  # noqa: F401
@@ -80,16 +93,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated, of memory redis floor (floor: no engine, aiohttp alone answering the same"
         " requests, which CPU per job is compared with; default floor,memory,redis)",
     )
-    parser.add_argument("--jobs", type=int, default=2000, help="jobs of W1 and W2 (default 2000)")
-    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes of W2/W3 (default 2)")
-    parser.add_argument("--worker-concurrency", type=int, default=16, help="long polls per worker (default 16)")
-    parser.add_argument("--fanout", type=int, default=200, help="tasks of the W3 job (default 200)")
-    parser.add_argument("--repeats", type=int, default=5, help="W3 jobs measured (default 5)")
-    parser.add_argument("--waiting-jobs", type=int, default=10_000, help="W4 jobs (default 10000)")
-    parser.add_argument("--poll-ms", type=float, default=5.0, help="a client's pause between polls (default 5)")
-    parser.add_argument("--warmup", type=int, default=100, help="jobs run before each measurement (default 100)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per workload (default 120)")
+    for name, meaning in COUNTS.items():
+        default = getattr(DEFAULTS, name)
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=int, default=default, help=f"{meaning} (default {default})"
+        )
+    poll_ms, timeout_s = DEFAULTS.poll_s * 1000, DEFAULTS.timeout_s
+    parser.add_argument(
+        "--poll-ms", type=float, default=poll_ms, help=f"a client's pause between polls (default {poll_ms:g})"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=DEFAULTS.warmup,
+        help=f"jobs run before each measurement (default {DEFAULTS.warmup})",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=timeout_s, help=f"seconds allowed per workload (default {timeout_s:g})"
+    )
     parser.add_argument("--profile", action="store_true", help="sample the engine with py-spy (artifacts/profiles/)")
     parser.add_argument(
         "--history", help="HISTORY_DATABASE_URI of the engine (default: unset, SQLite in a temporary file)"
@@ -116,7 +137,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error("--engine-cpu needs at least two CPUs (the engine's, and one for everything else)")
         if args.engine_cpu != "fastest" and (not args.engine_cpu.isdigit() or int(args.engine_cpu) not in allowed):
             parser.error(f"--engine-cpu must be 'fastest' or one of the CPUs {sorted(allowed)}")
-    for name in ("jobs", "clients", "workers", "worker_concurrency", "fanout", "repeats", "waiting_jobs"):
+    for name in COUNTS:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
@@ -213,13 +234,7 @@ def details(r: Result) -> list[str]:
 
 async def run_all(args: argparse.Namespace, engine_cpu: int | None) -> list[Result]:
     options = Options(
-        jobs=args.jobs,
-        clients=args.clients,
-        workers=args.workers,
-        worker_concurrency=args.worker_concurrency,
-        fanout=args.fanout,
-        repeats=args.repeats,
-        waiting_jobs=args.waiting_jobs,
+        **{name: getattr(args, name) for name in COUNTS},
         poll_s=args.poll_ms / 1000,
         timeout_s=args.timeout,
         warmup=args.warmup,

@@ -348,41 +348,31 @@ async def fresh_run(workload: str, storage: str, options: Options, workers: int 
 async def w1_chain(storage: str, options: Options) -> Result:
     """2000 jobs start -> s1 -> s2 -> s3 -> end, no worker, by 32 clients polling their job."""
     async with fresh_run("W1", storage, options) as run:
-        await run_jobs(
-            run.client, "bench_chain", lambda i: {}, options.warmup, options.clients, options.poll_s, run.deadline
-        )
-        run.begin()
-        latencies, outcomes = await run_jobs(
-            run.client, "bench_chain", lambda i: {"n": i}, options.jobs, options.clients, options.poll_s, run.deadline
-        )
-        run.end()
-        return _finish(run.result, latencies, outcomes, "finished")
+        return await _measured_jobs(run, "bench_chain", options, options.poll_s)
 
 
 async def w1_waiting_clients(storage: str, options: Options) -> Result:
     """W1 with clients that wait (``GET jobs/{id}?wait_s=``) instead of polling: 2 requests a job."""
     async with fresh_run("W1W", storage, options) as run:
-        await run_jobs(run.client, "bench_chain", lambda i: {}, options.warmup, options.clients, None, run.deadline)
-        run.begin()
-        latencies, outcomes = await run_jobs(
-            run.client, "bench_chain", lambda i: {"n": i}, options.jobs, options.clients, None, run.deadline
-        )
-        run.end()
-        return _finish(run.result, latencies, outcomes, "finished")
+        return await _measured_jobs(run, "bench_chain", options, poll_s=None)
+
+
+async def _measured_jobs(run: Run, blueprint: str, options: Options, poll_s: float | None) -> Result:
+    """``options.warmup`` jobs, then ``options.jobs`` measured, each created by one of ``options.clients``
+    that polls it every ``poll_s`` (None: waits for it with ``?wait_s=``) until it ends."""
+    await run_jobs(run.client, blueprint, lambda i: {}, options.warmup, options.clients, poll_s, run.deadline)
+    run.begin()
+    latencies, outcomes = await run_jobs(
+        run.client, blueprint, lambda i: {"n": i}, options.jobs, options.clients, poll_s, run.deadline
+    )
+    run.end()
+    return _finish(run.result, latencies, outcomes, "finished")
 
 
 async def w2_dispatch(storage: str, options: Options) -> Result:
     """2000 jobs start -> dispatch_task("echo") -> end, 2 worker processes long-polling."""
     async with fresh_run("W2", storage, options, workers=options.workers) as run:
-        await run_jobs(
-            run.client, "bench_echo", lambda i: {}, options.warmup, options.clients, options.poll_s, run.deadline
-        )
-        run.begin()
-        latencies, outcomes = await run_jobs(
-            run.client, "bench_echo", lambda i: {"n": i}, options.jobs, options.clients, options.poll_s, run.deadline
-        )
-        run.end()
-        result = _finish(run.result, latencies, outcomes, "finished")
+        result = await _measured_jobs(run, "bench_echo", options, options.poll_s)
         result.note = f"{options.workers} workers x {options.worker_concurrency} long polls" + result.note
         return result
 

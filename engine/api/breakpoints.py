@@ -44,13 +44,7 @@ async def _visible(request: web.Request) -> list[Breakpoint]:
     return mine
 
 
-@routes.get(
-    "/breakpoints",
-    Operation(
-        "Breakpoints set (a client sees those on its own jobs)",
-        responses={200: BreakpointList},
-    ),
-)
+@routes.get("/breakpoints", Operation("Breakpoints set (a client sees those on its own jobs)", {200: BreakpointList}))
 async def list_breakpoints(request: web.Request) -> web.Response:
     return model_response(BreakpointList(breakpoints=[breakpoint_view(bp) for bp in await _visible(request)]))
 
@@ -85,11 +79,7 @@ async def set_breakpoint(request: web.Request) -> web.Response:
 
 @routes.delete(
     "/breakpoints/{breakpoint_id}",
-    Operation(
-        "Remove a breakpoint; the jobs it held are continued",
-        responses={200: BreakpointRemoved},
-        errors=NOT_FOUND,
-    ),
+    Operation("Remove a breakpoint; the jobs it held are continued", {200: BreakpointRemoved}, errors=NOT_FOUND),
 )
 async def remove_breakpoint(request: web.Request) -> web.Response:
     engine = request.app[engine_key]

@@ -92,7 +92,7 @@ async def start_bulk(request: web.Request) -> web.Response:
     return model_response(_view(action), status=202)
 
 
-@routes.get("/bulk", Operation("Bulk actions, newest first", responses={200: BulkList}))
+@routes.get("/bulk", Operation("Bulk actions, newest first", {200: BulkList}))
 async def list_bulk(request: web.Request) -> web.Response:
     owner = owner_of(request)
     found = await request.app[engine_key].storage.list_bulks(MAX_LISTED)
@@ -101,18 +101,14 @@ async def list_bulk(request: web.Request) -> web.Response:
     return model_response(BulkList(bulk_actions=[_view(action) for action in found]))
 
 
-@routes.get("/bulk/{bulk_id}", Operation("A bulk action's progress", responses={200: BulkView}, errors=NOT_FOUND))
+@routes.get("/bulk/{bulk_id}", Operation("A bulk action's progress", {200: BulkView}, errors=NOT_FOUND))
 async def get_bulk(request: web.Request) -> web.Response:
     return model_response(_view(await _visible(request, request.match_info["bulk_id"])))
 
 
 @routes.post(
     "/bulk/{bulk_id}/cancel",
-    Operation(
-        "Stop a bulk action before its next job (the jobs done stay done)",
-        responses={200: BulkView},
-        errors=NOT_FOUND,
-    ),
+    Operation("Stop a bulk action before its next job (the jobs done stay done)", {200: BulkView}, errors=NOT_FOUND),
 )
 async def cancel_bulk(request: web.Request) -> web.Response:
     action = await _visible(request, request.match_info["bulk_id"])

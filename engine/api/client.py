@@ -98,7 +98,7 @@ def create_job_handler(blueprint: StateMachineBlueprint) -> Any:
     "/jobs/{job_id}",
     Operation(
         "A job; with wait_s, once it ends (or changes, until=change), at most wait_s seconds later",
-        responses={200: JobView},
+        {200: JobView},
         errors=NOT_FOUND,
         query=(
             Query(
@@ -133,9 +133,7 @@ async def _job_view(engine: OrchestratorEngine, job: Job) -> dict[str, Any]:
     return job_view(job, tasks, len(engine.reads.current_task_ids(job)))
 
 
-@routes.get(
-    "/jobs/{job_id}/history", Operation("A job's timeline from history", responses={200: JobTimeline}, errors=NOT_FOUND)
-)
+@routes.get("/jobs/{job_id}/history", Operation("A job's timeline from history", {200: JobTimeline}, errors=NOT_FOUND))
 async def job_history(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     job_id = request.match_info["job_id"]
@@ -174,7 +172,7 @@ def _int_query(request: web.Request, name: str, default: int, minimum: int, maxi
 
 LIST_JOBS = Operation(
     "Jobs, newest first (from history: every job, also those no longer live)",
-    responses={200: JobList},
+    {200: JobList},
     query=(
         Query("status", {"type": "string", "enum": [str(s) for s in JobStatus]}, "Only jobs with this status"),
         Query("blueprint", {"type": "string"}, "Only jobs of this blueprint"),
@@ -236,9 +234,7 @@ async def _page(engine: OrchestratorEngine, query: JobQuery, limit: int, offset:
     return await engine.reads.jobs_page(query, limit, after, wait=False)
 
 
-@routes.post(
-    "/jobs/{job_id}/cancel", Operation("Cancel a job", responses={200: Cancelled}, errors={**NOT_FOUND, **NOT_NOW})
-)
+@routes.post("/jobs/{job_id}/cancel", Operation("Cancel a job", {200: Cancelled}, errors={**NOT_FOUND, **NOT_NOW}))
 async def cancel_job(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     job = await engine.require_job(request.match_info["job_id"], owner_of(request))
@@ -289,7 +285,7 @@ def _done(job: Job) -> web.Response:
     return model_response(OperationDone(status=job.status, job_id=job.id, current_state=job.state))
 
 
-@routes.get("/quarantine", Operation("Quarantined jobs", responses={200: JobViewList}))
+@routes.get("/quarantine", Operation("Quarantined jobs", {200: JobViewList}))
 async def quarantine(request: web.Request) -> web.Response:
     engine = request.app[engine_key]
     jobs = await engine.list_jobs(status=JobStatus.QUARANTINED, client=owner_of(request), limit=MAX_PAGE)
@@ -297,7 +293,7 @@ async def quarantine(request: web.Request) -> web.Response:
     return json_response({"jobs": views})  # a JobViewList of job_view()s
 
 
-@routes.get("/blueprints", Operation("Blueprints served", responses={200: BlueprintList}))
+@routes.get("/blueprints", Operation("Blueprints served", {200: BlueprintList}))
 async def list_blueprints(request: web.Request) -> web.Response:
     client_of(request)
     engine = request.app[engine_key]
@@ -321,7 +317,7 @@ async def list_blueprints(request: web.Request) -> web.Response:
 
 GRAPH = Operation(
     "A blueprint's graph: DOT text, or SVG",
-    responses={200: {"text/vnd.graphviz": "DOT text (format=dot)", "image/svg+xml": "SVG (format=svg)"}},
+    {200: {"text/vnd.graphviz": "DOT text (format=dot)", "image/svg+xml": "SVG (format=svg)"}},
     errors={404: "Unknown blueprint", 503: "Graphviz (dot) is not installed"},
     query=(Query("format", {"type": "string", "enum": ["dot", "svg"], "default": "dot"}),),
 )
@@ -354,7 +350,7 @@ async def blueprint_graph(request: web.Request) -> web.Response:
     Operation(
         "Registered workers: every detail (secrets left out) on an open API; to a client with a token, "
         "only what each worker is and whether it is alive",
-        responses={200: WorkerList},
+        {200: WorkerList},
     ),
 )
 async def list_workers(request: web.Request) -> web.Response:
@@ -372,7 +368,7 @@ async def list_workers(request: web.Request) -> web.Response:
     "/dashboard",
     Operation(
         "Counts of jobs by status (a client's own, with a token), workers, and queued tasks (open API only)",
-        responses={200: Dashboard},
+        {200: Dashboard},
     ),
 )
 async def dashboard(request: web.Request) -> web.Response:

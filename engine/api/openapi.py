@@ -115,7 +115,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
     for method, path, handler in _routes(app):
         operation = operation_of(handler)
         if operation is None:
-            raise ValueError(f"{method} {path} has no OpenAPI operation: decorate its handler with @documented")
+            raise ValueError(f"{method} {path} has no OpenAPI operation: declare it in a Routes table (api/routes.py)")
         operations.append((method, path, operation, handler))
         body = _body_model(operation, handler)
         if body is not None:

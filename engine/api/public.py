@@ -24,18 +24,12 @@ HEALTH_TIMEOUT_S = 5.0
 routes = Routes("public")
 
 
-@routes.get(f"{PREFIX}/status", Operation("Liveness: the engine answers", responses={200: StatusOk}))
+@routes.get(f"{PREFIX}/status", Operation("Liveness: the engine answers", {200: StatusOk}))
 async def status(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-@routes.get(
-    f"{PREFIX}/health",
-    Operation(
-        "Readiness: storage (and history) reachable",
-        responses={200: Health, 503: Unhealthy},
-    ),
-)
+@routes.get(f"{PREFIX}/health", Operation("Readiness: storage (and history) reachable", {200: Health, 503: Unhealthy}))
 async def health(request: web.Request) -> web.Response:
     """200 when storage (and history, when the engine keeps one) answer; 503 naming what does not."""
     backends = request.app[engine_key].reads.backends()
@@ -66,7 +60,7 @@ async def _reach(name: str, ping: Callable[[], Awaitable[None]]) -> str | None:
     f"{PREFIX}/metrics",
     Operation(
         "Prometheus metrics",
-        responses={
+        {
             200: {
                 "text/plain": "Prometheus text exposition",
                 "application/openmetrics-text": "OpenMetrics exposition (when asked for in Accept)",

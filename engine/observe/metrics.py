@@ -103,48 +103,45 @@ class Metrics:
         return f"Metrics(instance={self.instance!r})"
 
     def _define_event_series(self) -> None:
-        """The series counted from this process's events (all labelled by ``instance``)."""
-        per_process = ["blueprint", "instance"]
+        """The series counted from this process's events (all labelled by ``instance``, last)."""
         registry = self.registry
-        self.jobs_created = Counter("orchestrator_jobs_total", "Jobs created.", per_process, registry=registry)
-        self.jobs_failed = Counter(
-            "orchestrator_jobs_failed_total", "Jobs that ended failed.", per_process, registry=registry
+
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(name, documentation, [*labels, "instance"], registry=registry)
+
+        def histogram(name: str, documentation: str, buckets: tuple[float, ...], *labels: str) -> Histogram:
+            return Histogram(name, documentation, [*labels, "instance"], buckets=buckets, registry=registry)
+
+        self.jobs_created = counter("orchestrator_jobs_total", "Jobs created.", "blueprint")
+        self.jobs_failed = counter("orchestrator_jobs_failed_total", "Jobs that ended failed.", "blueprint")
+        self.jobs_quarantined = counter("orchestrator_jobs_quarantined_total", "Jobs put in quarantine.", "blueprint")
+        self.jobs_released = counter(
+            "orchestrator_jobs_released_total", "Quarantined jobs released by an operator.", "blueprint"
         )
-        self.jobs_quarantined = Counter(
-            "orchestrator_jobs_quarantined_total", "Jobs put in quarantine.", per_process, registry=registry
-        )
-        self.jobs_released = Counter(
-            "orchestrator_jobs_released_total",
-            "Quarantined jobs released by an operator.",
-            per_process,
-            registry=registry,
-        )
-        self.retries = Counter(
+        self.retries = counter(
             "orchestrator_retries_total",
             "Retries, by kind: task (a worker's transient failure), handler (a state handler raised), "
             "operator (a job retried by hand).",
-            ["blueprint", "kind", "instance"],
-            registry=registry,
+            "blueprint",
+            "kind",
         )
-        self.tasks_dispatched = Counter(
+        self.tasks_dispatched = counter(
             "orchestrator_tasks_dispatched_total",
             "Tasks queued for workers (retries and releases included).",
-            ["task_type", "instance"],
-            registry=registry,
+            "task_type",
         )
-        self.job_duration = Histogram(
+        self.job_duration = histogram(
             "orchestrator_job_duration_seconds",
             "Time from a job's creation to its final status.",
-            ["blueprint", "status", "instance"],
-            buckets=JOB_DURATION_BUCKETS_S,
-            registry=registry,
+            JOB_DURATION_BUCKETS_S,
+            "blueprint",
+            "status",
         )
-        self.task_latency = Histogram(
+        self.task_latency = histogram(
             "orchestrator_task_latency_seconds",
             "Time from a task's dispatch to its worker's result.",
-            ["task_type", "instance"],
-            buckets=TASK_LATENCY_BUCKETS_S,
-            registry=registry,
+            TASK_LATENCY_BUCKETS_S,
+            "task_type",
         )
         self.loop_lag = Gauge(
             "orchestrator_event_loop_lag_seconds",

@@ -39,21 +39,8 @@ def parse_time(text: str | None) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
-class JobQuery:
-    """Which jobs a list shows; every field given must hold."""
-
-    blueprint: str | None = None
-    status: str | None = None
-    state: str | None = None
-    id_prefix: str | None = None
-    created_after: float | None = None
-    created_before: float | None = None
-    #: Only this client's jobs (a client's token or session); None: every job.
-    client: str | None = None
-    #: Fields of ``initial_data`` (dotted paths for nested ones) and the value each must have, as text.
-    data: tuple[tuple[str, str], ...] = ()
-    #: Text the job's error message contains (any case).
-    error: str | None = None
+class JobQuery(HistoryFilter):
+    """Which jobs a list shows: history's filter, which live jobs are matched against too."""
 
     def matches_job(self, job: Job) -> bool:
         """Whether a live job passes every filter, ``data`` included."""
@@ -63,26 +50,13 @@ class JobQuery:
         """Whether ``row`` passes every filter but ``data`` (live rows, and the scan of live storage)."""
         return (
             (not self.blueprint or row.blueprint == self.blueprint)
-            and (not self.status or row.status == self.status)
+            and (not self.statuses or row.status in self.statuses)
             and (not self.state or row.state == self.state)
             and (not self.id_prefix or row.id.startswith(self.id_prefix))
             and (self.created_after is None or row.created_at >= self.created_after)
             and (self.created_before is None or row.created_at < self.created_before)
             and (self.client is None or row.client == self.client)
             and (not self.error or self.error.casefold() in (row.error or "").casefold())
-        )
-
-    def history_filter(self) -> HistoryFilter:
-        return HistoryFilter(
-            blueprint=self.blueprint,
-            status=self.status,
-            state=self.state,
-            created_after=self.created_after,
-            created_before=self.created_before,
-            id_prefix=self.id_prefix,
-            client=self.client,
-            error=self.error,
-            data=self.data,
         )
 
 

@@ -124,7 +124,7 @@ class Reader:
         if history is None:
             return await self._scan(query, limit, after)
         pending = await self.history_lag() if wait else 0
-        page = await history.list_jobs(query.history_filter(), limit, after)
+        page = await history.list_jobs(query, limit, after)
         rows = [JobRow.of_history(r) for r in page.jobs]
         return JobPage(rows, page.next_cursor, pending)
 
@@ -170,7 +170,7 @@ class Reader:
             ids: list[str] = []
             cursor: Cursor | None = None
             while len(ids) <= limit:
-                page = await history.list_jobs(query.history_filter(), min(HISTORY_ID_PAGE, limit + 1), cursor)
+                page = await history.list_jobs(query, min(HISTORY_ID_PAGE, limit + 1), cursor)
                 ids += [row.id for row in page.jobs]
                 if page.next_cursor is None:
                     break

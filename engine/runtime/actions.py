@@ -7,7 +7,7 @@ or calling ``transition_to`` twice, raises :class:`~avtomatika.errors.HandlerErr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import HandlerError
@@ -57,18 +57,20 @@ class RunBlueprint:
 Action = Transition | Dispatch | HumanApproval | RunBlueprint
 
 
-@dataclass(slots=True)
 class ActionFactory:
     """The ``context.actions`` object: records the one action a handler takes."""
 
-    blueprint: str
-    state: str
-    _kind: str | None = None
-    _transition: str | None = None
-    _tasks: list[TaskSpec] = field(default_factory=list)
-    _aggregate_into: str | None = None
-    _other: HumanApproval | RunBlueprint | None = None
-    _fanning_out: bool = False
+    __slots__ = ("_aggregate_into", "_fanning_out", "_kind", "_other", "_tasks", "_transition", "blueprint", "state")
+
+    def __init__(self, blueprint: str, state: str) -> None:
+        self.blueprint = blueprint
+        self.state = state
+        self._kind: str | None = None
+        self._transition: str | None = None
+        self._tasks: list[TaskSpec] = []
+        self._aggregate_into: str | None = None
+        self._other: HumanApproval | RunBlueprint | None = None
+        self._fanning_out = False
 
     def transition_to(self, state: str) -> None:
         """Move the job to ``state``."""
