@@ -27,6 +27,8 @@ from avtomatika.studio.partial_contexts import BlueprintMarksContext
 from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json
 from avtomatika.studio.sse import SseEvent
 
+routes = web.RouteTableDef()
+
 logger = logging.getLogger(__name__)
 
 #: Events that do not move a job between states or statuses (no count changes).
@@ -79,6 +81,7 @@ async def card(request: web.Request, blueprint: StateMachineBlueprint, in_flight
     )
 
 
+@routes.get("/blueprints", name="blueprints")
 async def blueprints_page(request: web.Request) -> web.StreamResponse:
     engine = request.app[engine_key]
     in_flight = await request.app[data_key].counts(user_of(request).scope, in_flight=True)
@@ -89,6 +92,7 @@ async def blueprints_page(request: web.Request) -> web.StreamResponse:
     return await render_page(request, "blueprints.html", context, section="blueprints", live="blueprints")
 
 
+@routes.get("/blueprints/{name}", name="blueprint")
 async def blueprint_page(request: web.Request, form: StartForm | None = None, status: int = 200) -> web.StreamResponse:
     blueprint = blueprint_named(request)
     in_flight = await request.app[data_key].counts(user_of(request).scope, in_flight=True)
@@ -106,6 +110,7 @@ async def blueprint_page(request: web.Request, form: StartForm | None = None, st
     return response
 
 
+@routes.post("/blueprints/{name}/jobs", name="start_job")
 async def start_job(request: web.Request) -> web.StreamResponse:
     """POST: create a job from the start form; the form comes back with inline errors if refused."""
     blueprint = blueprint_named(request)
@@ -156,12 +161,6 @@ class BlueprintsFeed:
         return await self.snapshot()
 
 
+@routes.get("/live/blueprints", name="live_blueprints")
 async def blueprints_live(request: web.Request) -> web.StreamResponse:
     return await stream_feed(request, BlueprintsFeed(request))
-
-
-def setup_blueprint_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/blueprints", blueprints_page, name="blueprints")
-    router.add_get("/blueprints/{name}", blueprint_page, name="blueprint")
-    router.add_post("/blueprints/{name}/jobs", start_job, name="start_job")
-    router.add_get("/live/blueprints", blueprints_live, name="live_blueprints")

@@ -22,6 +22,8 @@ from avtomatika.studio.middleware import StudioError
 from avtomatika.studio.partial_contexts import StatePanelContext
 from avtomatika.studio.render import json_response, render_fragment, user_of, wants_json
 
+routes = web.RouteTableDef()
+
 logger = logging.getLogger(__name__)
 
 
@@ -41,6 +43,7 @@ async def state_context(request: web.Request, blueprint: str, state: str) -> Blu
     return BlueprintStateContext(blueprint, state, here, sum(statuses.values()))
 
 
+@routes.get("/blueprints/{name}/states/{state}", name="blueprint_state")
 async def state_panel(request: web.Request) -> web.StreamResponse:
     """A click on a state of the blueprint's graph: its breakpoints, and the jobs in it now."""
     context = await state_context(request, *state_named(request))
@@ -63,6 +66,7 @@ async def _answer(request: web.Request, blueprint: str, state: str | None, messa
     raise web.HTTPSeeOther(f"{request.app[prefix_key]}/blueprints/{blueprint}")
 
 
+@routes.post("/blueprints/{name}/states/{state}/breakpoint", name="set_breakpoint")
 async def set_blueprint_breakpoint(request: web.Request) -> web.StreamResponse:
     """POST: hold every new job of the blueprint before the state's handler runs (operators only)."""
     blueprint, state = state_named(request)
@@ -74,6 +78,7 @@ async def set_blueprint_breakpoint(request: web.Request) -> web.StreamResponse:
     return await _answer(request, blueprint, state, f"Every new job of {blueprint} is held before {state}.")
 
 
+@routes.post("/blueprints/{name}/breakpoints/{breakpoint_id}/remove", name="remove_breakpoint")
 async def remove_blueprint_breakpoint(request: web.Request) -> web.StreamResponse:
     """POST: remove a breakpoint of the blueprint; the jobs it held are continued."""
     blueprint = blueprint_named(request).name
@@ -87,11 +92,3 @@ async def remove_blueprint_breakpoint(request: web.Request) -> web.StreamRespons
     removed = found[breakpoint_id]
     note = f"; {len(continued)} held job{'s' if len(continued) != 1 else ''} continued" if continued else ""
     return await _answer(request, blueprint, state, f"Removed the breakpoint on {removed.state}{note}.")
-
-
-def setup_breakpoint_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/blueprints/{name}/states/{state}", state_panel, name="blueprint_state")
-    router.add_post("/blueprints/{name}/states/{state}/breakpoint", set_blueprint_breakpoint, name="set_breakpoint")
-    router.add_post(
-        "/blueprints/{name}/breakpoints/{breakpoint_id}/remove", remove_blueprint_breakpoint, name="remove_breakpoint"
-    )

@@ -26,6 +26,8 @@ from avtomatika.studio.htmx import htmx, trigger
 from avtomatika.studio.middleware import StudioError
 from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json
 
+routes = web.RouteTableDef()
+
 logger = logging.getLogger(__name__)
 
 #: Bulk actions the list shows.
@@ -47,10 +49,12 @@ async def _answer_review(request: web.Request, review: BulkReviewContext) -> web
     return await render_fragment(request, "_bulk_review.html", review, status)
 
 
+@routes.post("/bulk/review", name="bulk_review")
 async def bulk_review(request: web.Request) -> web.StreamResponse:
     return await _answer_review(request, await _review(request))
 
 
+@routes.post("/bulk", name="bulk_start")
 async def bulk_start(request: web.Request) -> web.StreamResponse:
     review = await _review(request)
     form = review.form
@@ -91,10 +95,12 @@ async def _answer(request: web.Request, action: BulkAction) -> web.StreamRespons
     return await render_page(request, "bulk_action.html", context, section="bulk")
 
 
+@routes.get("/bulk/{bulk_id}", name="bulk")
 async def bulk_page(request: web.Request) -> web.StreamResponse:
     return await _answer(request, await _visible(request))
 
 
+@routes.post("/bulk/{bulk_id}/cancel", name="bulk_cancel")
 async def bulk_cancel(request: web.Request) -> web.StreamResponse:
     action = await _visible(request)
     action = await request.app[engine_key].bulk.cancel(action.id, user_of(request).actor)
@@ -103,6 +109,7 @@ async def bulk_cancel(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"{request.app[prefix_key]}/bulk/{action.id}")
 
 
+@routes.get("/bulk", name="bulk_list")
 async def bulk_list(request: web.Request) -> web.StreamResponse:
     session = user_of(request)
     found = await request.app[data_key].bulk_actions(LISTED)
@@ -112,11 +119,3 @@ async def bulk_list(request: web.Request) -> web.StreamResponse:
     if wants_json(request):
         return json_response(context.to_json())
     return await render_page(request, "bulk.html", context, section="bulk")
-
-
-def setup_bulk_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/bulk", bulk_list, name="bulk_list")
-    router.add_post("/bulk", bulk_start, name="bulk_start")
-    router.add_post("/bulk/review", bulk_review, name="bulk_review")
-    router.add_get("/bulk/{bulk_id}", bulk_page, name="bulk")
-    router.add_post("/bulk/{bulk_id}/cancel", bulk_cancel, name="bulk_cancel")

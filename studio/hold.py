@@ -30,6 +30,8 @@ from avtomatika.studio.partial_contexts import JobHoldContext
 from avtomatika.studio.render import json_response, render_fragment, user_of, wants_json
 from avtomatika.studio.ui import pretty_json
 
+routes = web.RouteTableDef()
+
 logger = logging.getLogger(__name__)
 
 #: The context editors of a held job, in the order the panel shows them.
@@ -123,16 +125,19 @@ async def continue_held(request: web.Request, *, step: bool) -> web.StreamRespon
     return await _answer(request, await hold_panel(request, job, f"{how}{edited}."))
 
 
+@routes.post("/jobs/{job_id}/continue", name="continue_job")
 async def continue_job(request: web.Request) -> web.StreamResponse:
     """POST: continue the held job, its context as edited."""
     return await continue_held(request, step=False)
 
 
+@routes.post("/jobs/{job_id}/step", name="step_job")
 async def step_job(request: web.Request) -> web.StreamResponse:
     """POST: continue the held job one state (held again at the next state it enters)."""
     return await continue_held(request, step=True)
 
 
+@routes.post("/jobs/{job_id}/breakpoints", name="set_job_breakpoint")
 async def set_job_breakpoint(request: web.Request) -> web.StreamResponse:
     """POST: hold this job before the handler of the state posted."""
     job = await owned_job(request, request.match_info["job_id"])
@@ -143,6 +148,7 @@ async def set_job_breakpoint(request: web.Request) -> web.StreamResponse:
     return await _answer(request, await hold_panel(request, job, f"This job will be held before {state}."))
 
 
+@routes.post("/jobs/{job_id}/breakpoints/{breakpoint_id}/remove", name="remove_job_bp")
 async def remove_job_breakpoint(request: web.Request) -> web.StreamResponse:
     """POST: remove one of the breakpoints that may hold this job; the jobs it held are continued."""
     job = await owned_job(request, request.match_info["job_id"])
@@ -154,11 +160,3 @@ async def remove_job_breakpoint(request: web.Request) -> web.StreamResponse:
     await request.app[engine_key].remove_breakpoint(breakpoint_id, actor=user_of(request).actor)
     job = await owned_job(request, job.id)
     return await _answer(request, await hold_panel(request, job, "Breakpoint removed."))
-
-
-def setup_hold_routes(router: web.UrlDispatcher) -> None:
-    # Before the operations' /jobs/{job_id}/{operation}, which would otherwise answer these paths.
-    router.add_post("/jobs/{job_id}/continue", continue_job, name="continue_job")
-    router.add_post("/jobs/{job_id}/step", step_job, name="step_job")
-    router.add_post("/jobs/{job_id}/breakpoints", set_job_breakpoint, name="set_job_breakpoint")
-    router.add_post("/jobs/{job_id}/breakpoints/{breakpoint_id}/remove", remove_job_breakpoint, name="remove_job_bp")

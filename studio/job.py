@@ -27,6 +27,8 @@ from avtomatika.studio.partial_contexts import TimelineLinesContext, TimelineRow
 from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json
 from avtomatika.studio.sse import SseEvent
 
+routes = web.RouteTableDef()
+
 logger = logging.getLogger(__name__)
 
 
@@ -80,6 +82,7 @@ async def job_context(request: web.Request, detail: JobDetail, graph: JobGraph |
     )
 
 
+@routes.get("/jobs/{job_id}", name="job")
 async def job_page(request: web.Request) -> web.StreamResponse:
     detail = await load_detail(request)
     context = await job_context(request, detail)
@@ -95,6 +98,7 @@ def _seq(request: web.Request) -> int:
         raise StudioError(400, "Bad request", "seq (the timeline line to travel to) must be an integer.") from None
 
 
+@routes.get("/jobs/{job_id}/at", name="job_moment")
 async def moment_page(request: web.Request) -> web.StreamResponse:
     """Time travel: the job as it was right after line ``?seq=`` of its timeline (a fragment, or JSON)."""
     detail = await load_detail(request, tasks=False)
@@ -109,6 +113,7 @@ async def moment_page(request: web.Request) -> web.StreamResponse:
     return await render_fragment(request, "_moment.html", context)
 
 
+@routes.get("/jobs/{job_id}/states/{state}", name="job_state")
 async def state_page(request: web.Request) -> web.StreamResponse:
     """A click on a state: the job's visits of it, with handlers, tasks, inputs and outputs."""
     detail = await load_detail(request, tasks=False)
@@ -184,13 +189,7 @@ class JobFeed:
         return updates
 
 
+@routes.get("/live/jobs/{job_id}", name="live_job")
 async def job_live(request: web.Request) -> web.StreamResponse:
     await load_detail(request, tasks=False)  # 404 for an unknown job, or another client's
     return await stream_feed(request, JobFeed(request))
-
-
-def setup_job_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/jobs/{job_id}", job_page, name="job")
-    router.add_get("/jobs/{job_id}/at", moment_page, name="job_moment")
-    router.add_get("/jobs/{job_id}/states/{state}", state_page, name="job_state")
-    router.add_get("/live/jobs/{job_id}", job_live, name="live_job")

@@ -22,6 +22,8 @@ from avtomatika.studio.partial_contexts import JobRowContext
 from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json
 from avtomatika.studio.sse import SseEvent
 
+routes = web.RouteTableDef()
+
 logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
@@ -57,6 +59,7 @@ async def jobs_context(request: web.Request) -> JobsContext:
     )
 
 
+@routes.get("/jobs", name="jobs")
 async def jobs_page(request: web.Request) -> web.StreamResponse:
     context = await jobs_context(request)
     if wants_json(request):
@@ -97,10 +100,6 @@ class JobsFeed:
         return updates
 
 
+@routes.get("/live/jobs", name="live_jobs")
 async def jobs_live(request: web.Request) -> web.StreamResponse:
     return await stream_feed(request, JobsFeed(request))
-
-
-def setup_jobs_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/jobs", jobs_page, name="jobs")
-    router.add_get("/live/jobs", jobs_live, name="live_jobs")

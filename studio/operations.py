@@ -23,6 +23,8 @@ from avtomatika.studio.middleware import StudioError
 from avtomatika.studio.partial_contexts import FlashContext
 from avtomatika.studio.render import json_response, render_fragment, user_of, wants_json
 
+routes = web.RouteTableDef()
+
 logger = logging.getLogger(__name__)
 
 Operation = Callable[[web.Request, str, str, Any], Awaitable[Job]]
@@ -87,6 +89,7 @@ async def done(request: web.Request, message: str, jobs: list[Job], url: str | N
     raise web.HTTPSeeOther(url or request.headers.get("Referer") or f"{request.app[prefix_key]}/jobs")
 
 
+@routes.post("/jobs/{job_id}/{operation}", name="job_operation")
 async def operate(request: web.Request) -> web.StreamResponse:
     name = request.match_info["operation"]
     if name not in OPERATIONS:
@@ -100,7 +103,3 @@ async def operate(request: web.Request) -> web.StreamResponse:
     logger.info("studio: %s %s job %s", actor, name, job_id)
     where = f" from {form.get('from_state')}" if name == "retry" and form.get("from_state") else ""
     return await done(request, f"{verb} job {job_id[:8]}{where}; it is now {job.status.replace('_', ' ')}.", [job])
-
-
-def setup_operation_routes(router: web.UrlDispatcher) -> None:
-    router.add_post("/jobs/{job_id}/{operation}", operate, name="job_operation")

@@ -27,6 +27,8 @@ from avtomatika.studio.marks import EdgeMark, GraphMarks, NodeMark
 from avtomatika.studio.render import render_page
 from avtomatika.studio.ui import TONES
 
+routes = web.RouteTableDef()
+
 JOB_ID = "3f2a9c1e-0000-4000-8000-000000000001"
 
 
@@ -199,10 +201,7 @@ def bulk_samples(job_id: str) -> dict[str, Any]:
     }
 
 
+@routes.get("/-/patterns", name="patterns")
 async def patterns_page(request: web.Request) -> web.StreamResponse:
     context = PatternsContext(title="Patterns", samples=samples())
     return await render_page(request, "patterns.html", context, section="patterns")
-
-
-def setup_pattern_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/-/patterns", patterns_page, name="patterns")

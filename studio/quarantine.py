@@ -40,6 +40,8 @@ CHANGING = frozenset(
     }
 )
 
+routes = web.RouteTableDef()
+
 
 #: Rows the table shows at most (every group's count is of all its jobs; "select all N" takes them all).
 SHOWN_ROWS = 500
@@ -81,6 +83,7 @@ async def quarantine_context(request: web.Request) -> QuarantineContext:
     return QuarantineContext(f"Quarantine ({total})", groups, total, arrived, states, held, DEFAULT_RATE_PER_S)
 
 
+@routes.get("/quarantine", name="quarantine")
 async def quarantine_page(request: web.Request) -> web.StreamResponse:
     context = await quarantine_context(request)
     if wants_json(request):
@@ -125,10 +128,6 @@ class QuarantineFeed:
         return await self.snapshot()
 
 
+@routes.get("/live/quarantine", name="live_quarantine")
 async def quarantine_live(request: web.Request) -> web.StreamResponse:
     return await stream_feed(request, QuarantineFeed(request))
-
-
-def setup_quarantine_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/quarantine", quarantine_page, name="quarantine")
-    router.add_get("/live/quarantine", quarantine_live, name="live_quarantine")

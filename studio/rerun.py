@@ -27,6 +27,8 @@ from avtomatika.studio.job import load_detail
 from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json
 from avtomatika.studio.ui import pretty_json
 
+routes = web.RouteTableDef()
+
 logger = logging.getLogger(__name__)
 
 #: The form's JSON fields, in the order they are checked.
@@ -65,6 +67,7 @@ async def _context(request: web.Request, detail: JobDetail, state: str | None, v
     return context
 
 
+@routes.get("/jobs/{job_id}/rerun", name="job_rerun")
 async def rerun_page(request: web.Request) -> web.StreamResponse:
     """The rerun form (a fragment when the state's select reloads it; JSON for its twin)."""
     detail = await load_detail(request, tasks=False)
@@ -101,6 +104,7 @@ def _parse(request: web.Request, form: Any, context: RerunContext) -> dict[str, 
     return parsed
 
 
+@routes.post("/jobs/{job_id}/rerun", name="job_rerun_start")
 async def start_rerun(request: web.Request) -> web.StreamResponse:
     """POST: start the rerun, then open the new job's page."""
     detail = await load_detail(request, tasks=False)
@@ -136,9 +140,3 @@ async def start_rerun(request: web.Request) -> web.StreamResponse:
     response = await render_page(request, "rerun.html", context, section="jobs")
     response.set_status(422)
     return response
-
-
-def setup_rerun_routes(router: web.UrlDispatcher) -> None:
-    """Before the job operations' ``/jobs/{job_id}/{operation}``, which would take ``rerun`` for one."""
-    router.add_get("/jobs/{job_id}/rerun", rerun_page, name="job_rerun")
-    router.add_post("/jobs/{job_id}/rerun", start_rerun, name="job_rerun_start")

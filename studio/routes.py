@@ -1,22 +1,42 @@
-"""The studio's routes: one module per page family (blueprints, jobs, operations, quarantine, workers, sign-in...)."""
+"""The studio's routes: one module per page family (blueprints, jobs, operations, quarantine, workers, sign-in...),
+each declaring its own with a ``routes`` table."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from avtomatika.studio.blueprints import setup_blueprint_routes
-from avtomatika.studio.breakpoints import setup_breakpoint_routes
-from avtomatika.studio.bulk import setup_bulk_routes
-from avtomatika.studio.hold import setup_hold_routes
-from avtomatika.studio.job import setup_job_routes
-from avtomatika.studio.jobs import setup_jobs_routes
-from avtomatika.studio.operations import setup_operation_routes
-from avtomatika.studio.patterns import setup_pattern_routes
-from avtomatika.studio.quarantine import setup_quarantine_routes
+from avtomatika.studio import (
+    blueprints,
+    breakpoints,
+    bulk,
+    hold,
+    job,
+    jobs,
+    operations,
+    patterns,
+    quarantine,
+    rerun,
+    signin,
+    workers,
+)
 from avtomatika.studio.render import STATIC_DIR
-from avtomatika.studio.rerun import setup_rerun_routes
-from avtomatika.studio.signin import setup_sign_in_routes
-from avtomatika.studio.workers import setup_worker_routes
+
+#: In this order: a job's rerun page and hold routes come before the operations'
+#: ``/jobs/{job_id}/{operation}``, which would otherwise answer their paths.
+PAGE_FAMILIES = (
+    blueprints,
+    jobs,
+    job,
+    rerun,
+    breakpoints,
+    hold,
+    operations,
+    quarantine,
+    bulk,
+    workers,
+    signin,
+    patterns,
+)
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -27,16 +47,6 @@ def setup_routes(app: web.Application) -> None:
     """Every studio route, relative to where the studio is mounted."""
     router = app.router
     router.add_get("/", index, name="index")
-    setup_blueprint_routes(router)
-    setup_jobs_routes(router)
-    setup_job_routes(router)
-    setup_rerun_routes(router)
-    setup_breakpoint_routes(router)
-    setup_hold_routes(router)  # before the operations' /jobs/{job_id}/{operation}
-    setup_operation_routes(router)
-    setup_quarantine_routes(router)
-    setup_bulk_routes(router)
-    setup_worker_routes(router)
-    setup_sign_in_routes(router)
-    setup_pattern_routes(router)
+    for family in PAGE_FAMILIES:
+        router.add_routes(family.routes)
     router.add_static("/static/", STATIC_DIR, name="static", append_version=False)

@@ -24,6 +24,8 @@ from avtomatika.studio.app_keys import access_key, prefix_key, sign_in_key
 from avtomatika.studio.contexts import LoginContext
 from avtomatika.studio.render import render_template, user_of
 
+routes = web.RouteTableDef()
+
 logger = logging.getLogger(__name__)
 
 #: An address quiet this long starts a new burst (and a new log line) with its next wrong attempt.
@@ -86,11 +88,13 @@ def _safe_next(request: web.Request, target: str | None) -> str:
     return str(target)
 
 
+@routes.get("/login", name="login")
 async def login_page(request: web.Request) -> web.StreamResponse:
     context = LoginContext("Sign in", None, _safe_next(request, request.query.get("next")), "")
     return await render_template(request, "login.html", context, page=True, section="login")
 
 
+@routes.post("/login", name="login_post")
 async def login(request: web.Request) -> web.StreamResponse:
     """POST: check the token; a signed session cookie on success (CSRF was checked by the middleware)."""
     access = request.app[access_key]
@@ -111,15 +115,10 @@ async def login(request: web.Request) -> web.StreamResponse:
     raise response
 
 
+@routes.post("/logout", name="logout")
 async def logout(request: web.Request) -> web.StreamResponse:
     access = request.app[access_key]
     response = web.HTTPSeeOther(f"{request.app[prefix_key]}/login")
     access.write(response, request, access.fresh())
     logger.info("studio: %s signed out", user_of(request).name)
     raise response
-
-
-def setup_sign_in_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/login", login_page, name="login")
-    router.add_post("/login", login, name="login_post")
-    router.add_post("/logout", logout, name="logout")

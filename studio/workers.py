@@ -27,6 +27,8 @@ _WORKER_KINDS = frozenset(
     }
 )
 
+routes = web.RouteTableDef()
+
 
 async def workers_context(request: web.Request) -> WorkersContext:
     scope = user_of(request).scope
@@ -39,6 +41,7 @@ async def workers_context(request: web.Request) -> WorkersContext:
     )
 
 
+@routes.get("/workers", name="workers")
 async def workers_page(request: web.Request) -> web.StreamResponse:
     context = await workers_context(request)
     if wants_json(request):
@@ -59,10 +62,6 @@ class WorkersFeed:
         return await self.snapshot() if any(e.kind in _WORKER_KINDS for e in events) else []
 
 
+@routes.get("/live/workers", name="live_workers")
 async def workers_live(request: web.Request) -> web.StreamResponse:
     return await stream_feed(request, WorkersFeed(request))
-
-
-def setup_worker_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/workers", workers_page, name="workers")
-    router.add_get("/live/workers", workers_live, name="live_workers")

@@ -29,21 +29,17 @@ MAX_LISTED = 200
 
 def _view(action: BulkAction) -> BulkView:
     return BulkView(
-        id=action.id,
+        **{name: getattr(action, name) for name in _AS_RECORDED},
         action=str(action.kind),
         status=action.status.value,
-        total=action.total,
-        handled=action.handled,
-        done=action.done,
-        skipped=action.skipped,
-        rate_per_s=action.rate_per_s,
-        options=action.options,
-        actor=action.actor,
         created_at=iso(action.created_at),
         ended_at=iso(action.ended_at),
-        cancelled_by=action.cancelled_by,
         problems=[{"job_id": job_id, "reason": reason} for job_id, reason in action.problems],
     )
+
+
+#: The fields a bulk action's view shows as its record holds them.
+_AS_RECORDED = ("id", "total", "handled", "done", "skipped", "rate_per_s", "options", "actor", "cancelled_by")
 
 
 async def _visible(request: web.Request, bulk_id: str) -> BulkAction:

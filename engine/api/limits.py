@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -57,19 +57,15 @@ class Limits:
 
     @classmethod
     def from_config(cls, config: Config) -> Limits:
-        return cls(
-            config.MAX_PARAMS_BYTES,
-            config.MAX_RESULT_DATA_BYTES,
-            config.MAX_OPEN_POLLS_PER_WORKER,
-            config.MAX_STREAMS_PER_CLIENT,
-            {
-                name: (
-                    getattr(config, f"RATE_LIMIT_{name.upper()}_PER_SECOND"),
-                    getattr(config, f"RATE_LIMIT_{name.upper()}_BURST"),
-                )
-                for name in RATE_CLASSES
-            },
-        )
+        rates = {
+            name: (
+                getattr(config, f"RATE_LIMIT_{name.upper()}_PER_SECOND"),
+                getattr(config, f"RATE_LIMIT_{name.upper()}_BURST"),
+            )
+            for name in RATE_CLASSES
+        }
+        sizes = {f.name: getattr(config, f.name.upper()) for f in fields(cls) if f.name != "rates"}  # MAX_* settings
+        return cls(**sizes, rates=rates)
 
     def with_rates(self, **rates: Rate) -> Limits:
         return Limits(

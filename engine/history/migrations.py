@@ -63,6 +63,7 @@ _FEED_TABLES = (
 
 def _schema(real: str, key: str, json: str, add_column: str) -> tuple[Migration, ...]:
     """The migrations, spelled in a backend's types: its float, its id column's text, its JSON."""
+    # Long: the statements of every migration, written once for both backends.
     return (
         Migration(
             1,

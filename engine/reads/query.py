@@ -5,7 +5,7 @@ and :func:`parse_time`, the one reader of times given by people (API query strin
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -108,19 +108,7 @@ class JobRow:
 
     @classmethod
     def of_history(cls, row: JobRecord) -> JobRow:
-        return cls(
-            row.id,
-            row.blueprint,
-            row.status,
-            row.state,
-            row.created_at,
-            row.updated_at,
-            row.finished_at,
-            row.error,
-            row.retry_count,
-            row.client,
-            row.blueprint_version,
-        )
+        return cls(*(getattr(row, name) for name in _ROW_FIELDS))  # history's job record names them alike
 
     @property
     def over(self) -> bool:
@@ -132,6 +120,9 @@ class JobRow:
         """Run time so far, or until it ended (a lost job's until the last thing history saw)."""
         until = self.finished_at if self.finished_at is not None else (self.updated_at if self.over else now())
         return max(until - self.created_at, 0.0)
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(JobRow))
 
 
 @dataclass(frozen=True, slots=True)

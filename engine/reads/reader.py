@@ -473,16 +473,22 @@ def _job_from_history(row: JobRow, timeline: Timeline) -> Job:
     """A job whose live record is gone, as history knows it: its row, its input, where it went, and
     its ``state_history`` rebuilt from what each step recorded."""
     return Job(
-        id=row.id,
-        blueprint=row.blueprint,
-        state=row.state,
-        status=row.status,
+        **{name: getattr(row, name) for name in _ROW_FIELDS_OF_A_JOB},
         initial_data=timeline.initial_data,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        error=row.error,
-        retry_count=row.retry_count,
-        client=row.client,
         visits=timeline.visit_counts,
         state_history=timeline.state_history,
     )
+
+
+#: What a history row says of a job under the names a job has.
+_ROW_FIELDS_OF_A_JOB = (
+    "id",
+    "blueprint",
+    "state",
+    "status",
+    "created_at",
+    "updated_at",
+    "error",
+    "retry_count",
+    "client",
+)
