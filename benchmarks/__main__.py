@@ -36,7 +36,7 @@ from typing import Any
 
 from .loop import LOOP, run
 from .procs import LOGS, REFERENCE_LOOP, cpu_speeds_us, py_spy
-from .workloads import WORKLOADS, Options, Result
+from .workloads import COUNTS, WORKLOADS, Options, Result
 
 #: ``floor`` is no storage: :mod:`benchmarks.floor` (aiohttp alone) in the engine's place.
 STORAGES = ("memory", "redis", "floor")
@@ -64,16 +64,6 @@ ORIGINAL = {
 
 
 DEFAULTS = Options()
-#: The options that count something (at least 1 each), and what.
-COUNTS = {
-    "jobs": "jobs of W1 and W2",
-    "clients": "concurrent clients",
-    "workers": "worker processes of W2/W3",
-    "worker_concurrency": "long polls per worker",
-    "fanout": "tasks of the W3 job",
-    "repeats": "W3 jobs measured",
-    "waiting_jobs": "W4 jobs",
-}
 
 
 def redis_storage_available() -> bool:

@@ -12,7 +12,7 @@ import contextlib
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +41,20 @@ TERMINAL = frozenset({"finished", "failed", "quarantined", "cancelled"})
 WAITING = "waiting_for_worker"
 
 
+def count(default: int, meaning: str) -> Any:
+    """An option that counts something (at least 1): ``--<name>`` on the command line, with ``meaning`` as its help."""
+    return field(default=default, metadata={"count": meaning})
+
+
 @dataclass
 class Options:
-    jobs: int = 2000
-    clients: int = 32
-    workers: int = 2
-    worker_concurrency: int = 16
-    fanout: int = 200
-    repeats: int = 5
-    waiting_jobs: int = 10_000
+    jobs: int = count(2000, "jobs of W1 and W2")
+    clients: int = count(32, "concurrent clients")
+    workers: int = count(2, "worker processes of W2/W3")
+    worker_concurrency: int = count(16, "long polls per worker")
+    fanout: int = count(200, "tasks of the W3 job")
+    repeats: int = count(5, "W3 jobs measured")
+    waiting_jobs: int = count(10_000, "W4 jobs")
     poll_s: float = 0.005
     timeout_s: float = 120.0
     warmup: int = 100
@@ -58,6 +63,10 @@ class Options:
     history: str | None = None
     #: The CPU the engine is pinned to (None: the scheduler decides); see ``--engine-cpu``.
     engine_cpu: int | None = None
+
+
+#: The options that count something, and what: each is ``--<name>`` on the command line.
+COUNTS = {f.name: f.metadata["count"] for f in fields(Options) if "count" in f.metadata}
 
 
 @dataclass

@@ -84,13 +84,17 @@ class BreakpointNotFound(AvtomatikaError):
         super().__init__(f"Breakpoint '{breakpoint_id}' not found")
 
 
-class BreakpointRefused(AvtomatikaError):
-    """A breakpoint that cannot be set: its ``field`` names what is wrong."""
+class Refused(AvtomatikaError):
+    """A request that cannot be done as asked: ``field`` names what is wrong (the API answers 400 naming it)."""
 
     def __init__(self, field: str, reason: str) -> None:
         self.field = field
         self.reason = reason
         super().__init__(f"{field}: {reason}")
+
+
+class BreakpointRefused(Refused):
+    """A breakpoint that cannot be set."""
 
 
 class InvalidOperation(AvtomatikaError):
@@ -124,13 +128,8 @@ class ConfigError(AvtomatikaError):
     """A configuration value is invalid; the message names the variable."""
 
 
-class BulkRefused(AvtomatikaError):
-    """A bulk action that cannot start: ``field`` names what is wrong."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
+class BulkRefused(Refused):
+    """A bulk action that cannot start."""
 
 
 class BulkNotFound(AvtomatikaError):

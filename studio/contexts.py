@@ -94,8 +94,14 @@ class BlueprintCard:
 
 
 @dataclass(slots=True)
-class BlueprintsContext:
+class PageContext:
+    """A whole page's context: its title, then what its template shows."""
+
     title: str = field(metadata=field_help("Page title."))
+
+
+@dataclass(slots=True)
+class BlueprintsContext(PageContext):
     cards: list[BlueprintCard] = field(metadata=field_help("Every registered blueprint."))
 
     def to_json(self) -> dict[str, Any]:
@@ -103,8 +109,7 @@ class BlueprintsContext:
 
 
 @dataclass(slots=True)
-class BlueprintContext:
-    title: str = field(metadata=field_help("Page title."))
+class BlueprintContext(PageContext):
     card: BlueprintCard = field(metadata=field_help("The blueprint, with its graph."))
     form: StartForm = field(metadata=field_help("The start form, with values and inline errors after a failed try."))
 
@@ -194,8 +199,7 @@ class HoldPanel:
 
 
 @dataclass(slots=True)
-class JobsContext:
-    title: str = field(metadata=field_help("Page title."))
+class JobsContext(PageContext):
     filters: dict[str, str] = field(metadata=field_help("The filter form's raw values, to refill it."))
     rows: list[JobRow] = field(metadata=field_help("This page of jobs, newest first."))
     next_url: str | None = field(metadata=field_help("URL of the next (older) page; None on the last page."))
@@ -225,8 +229,7 @@ class JobsContext:
 
 
 @dataclass(slots=True)
-class JobContext:
-    title: str = field(metadata=field_help("Page title."))
+class JobContext(PageContext):
     job: Job = field(metadata=field_help("The job as last committed (or as history knows it)."))
     detail: JobDetail = field(
         metadata=field_help("Its current tasks and timeline; ``from_history`` when only history still knows the job.")
@@ -381,10 +384,9 @@ class StateContext:
 
 
 @dataclass(slots=True)
-class RerunContext:
+class RerunContext(PageContext):
     """Rerun a job: the state a new job starts at, and the data the job had there, to edit."""
 
-    title: str = field(metadata=field_help("Page title."))
     job: Job = field(metadata=field_help("The job to rerun (live, or as history knows it)."))
     states: list[tuple[str, int]] = field(
         metadata=field_help("Its blueprint's states, how often the job entered each.")
@@ -434,8 +436,7 @@ class TriageGroup:
 
 
 @dataclass(slots=True)
-class QuarantineContext:
-    title: str = field(metadata=field_help("Page title."))
+class QuarantineContext(PageContext):
     groups: list[TriageGroup] = field(metadata=field_help("Quarantined jobs by error signature, largest group first."))
     total: int = field(metadata=field_help("How many jobs are quarantined."))
     arrived: str | None = field(
@@ -507,8 +508,7 @@ class BulkReviewContext:
 
 
 @dataclass(slots=True)
-class BulkContext:
-    title: str = field(metadata=field_help("Page title."))
+class BulkContext(PageContext):
     action: BulkAction = field(metadata=field_help("The bulk action and its progress."))
     at: float = field(metadata=field_help("When it was read (UNIX seconds), for its elapsed time and observed rate."))
 
@@ -517,8 +517,7 @@ class BulkContext:
 
 
 @dataclass(slots=True)
-class BulkListContext:
-    title: str = field(metadata=field_help("Page title."))
+class BulkListContext(PageContext):
     actions: list[BulkAction] = field(metadata=field_help("Recent bulk actions, newest first."))
 
     def to_json(self) -> dict[str, Any]:
@@ -526,8 +525,7 @@ class BulkListContext:
 
 
 @dataclass(slots=True)
-class WorkersContext:
-    title: str = field(metadata=field_help("Page title."))
+class WorkersContext(PageContext):
     workers: list[Worker] = field(
         metadata=field_help("Registered workers, alive first, with their running and inbox tasks.")
     )
@@ -557,8 +555,7 @@ class WorkersContext:
 
 
 @dataclass(slots=True)
-class PatternsContext:
-    title: str = field(metadata=field_help("Page title."))
+class PatternsContext(PageContext):
     tones: tuple[str, ...] = field(default=TONES, metadata=field_help("The status colours."))
     samples: dict[str, Any] = field(default_factory=dict, metadata=field_help("Fixture data for every partial."))
 
@@ -573,8 +570,7 @@ class ErrorContext:
 
 
 @dataclass(slots=True)
-class LoginContext:
-    title: str = field(metadata=field_help("Page title."))
+class LoginContext(PageContext):
     error: str | None = field(metadata=field_help("Why the last try was refused, if it was."))
     next: str = field(metadata=field_help("Where to go once signed in (a path inside the studio)."))
     name: str = field(metadata=field_help("The name given, to refill the form."))

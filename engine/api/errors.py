@@ -14,11 +14,10 @@ from pydantic import ValidationError
 from ..errors import (
     AvtomatikaError,
     BreakpointNotFound,
-    BreakpointRefused,
     BulkNotFound,
-    BulkRefused,
     InvalidOperation,
     JobNotFound,
+    Refused,
     ResultRejected,
     UnknownBlueprint,
     WorkerNotFound,
@@ -95,7 +94,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             field=field,
             details=[{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in errors],
         )
-    except (BreakpointRefused, BulkRefused) as exc:
+    except Refused as exc:
         return error_response(400, str(exc), field=exc.field)
     except AvtomatikaError as exc:
         return error_response(error_status(exc)[0], str(exc))

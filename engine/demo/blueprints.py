@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from avtomatika import StateMachineBlueprint
 
-orders = StateMachineBlueprint(
+
+def _demo(name: str, endpoint: str, description: str, example: dict[str, Any]) -> StateMachineBlueprint:
+    """A demo blueprint: its jobs are created with ``POST /api/v1/jobs/<endpoint>``, and the studio's
+    start form is filled in with ``example``."""
+    return StateMachineBlueprint(
+        name, api_version="v1", api_endpoint=f"/jobs/{endpoint}", description=description, input_example=example
+    )
+
+
+orders = _demo(
     "order_flow",
-    api_version="v1",
-    api_endpoint="/jobs/orders",
-    description="Routes urgent orders to a fast lane (a .when() condition).",
-    input_example={"priority": "urgent", "items": ["book", "pen"]},
+    "orders",
+    "Routes urgent orders to a fast lane (a .when() condition).",
+    {"priority": "urgent", "items": ["book", "pen"]},
 )
 
 
@@ -48,12 +58,11 @@ async def order_delayed(context):
     context.state_history["delayed"] = True
 
 
-images = StateMachineBlueprint(
+images = _demo(
     "image_batch",
-    api_version="v1",
-    api_endpoint="/jobs/images",
-    description="Resizes every image of a batch in parallel, then aggregates.",
-    input_example={"images": [f"photo-{n}.jpg" for n in range(1, 41)]},
+    "images",
+    "Resizes every image of a batch in parallel, then aggregates.",
+    {"images": [f"photo-{n}.jpg" for n in range(1, 41)]},
 )
 
 
@@ -75,12 +84,11 @@ async def publish_batch(context):
     context.state_history["published"] = True
 
 
-imports = StateMachineBlueprint(
+imports = _demo(
     "flaky_import",
-    api_version="v1",
-    api_endpoint="/jobs/imports",
-    description="Imports a file; a file named *.corrupt is refused (quarantined for a person).",
-    input_example={"file": "customers.csv"},
+    "imports",
+    "Imports a file; a file named *.corrupt is refused (quarantined for a person).",
+    {"file": "customers.csv"},
 )
 
 

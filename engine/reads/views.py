@@ -33,9 +33,7 @@ class JobDetail:
     @property
     def cause(self) -> str | None:
         """The error that stopped the job before an operator failed or cancelled it (its root cause)."""
-        ending = self.timeline.ending if self.timeline is not None else None
-        cause = ending.data.get("cause") if ending is not None else None
-        return str(cause) if cause else None
+        return self._ending_says("cause")
 
     @property
     def ran_s(self) -> float:
@@ -49,9 +47,13 @@ class JobDetail:
     @property
     def reason(self) -> str | None:
         """The reason an operator gave when ending it, without its root cause."""
+        return self._ending_says("reason")
+
+    def _ending_says(self, key: str) -> str | None:
+        """What the job's ending line recorded under ``key``, if anything."""
         ending = self.timeline.ending if self.timeline is not None else None
-        reason = ending.data.get("reason") if ending is not None else None
-        return str(reason) if reason else None
+        value = ending.data.get(key) if ending is not None else None
+        return str(value) if value else None
 
     @property
     def rerun_of(self) -> dict[str, Any] | None:

@@ -4,8 +4,9 @@ chained into :class:`Branch` (a task and its retries), :class:`Transition` (an e
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from typing import Any
 
 from .lines import EDGE_KINDS, Line
@@ -118,25 +119,11 @@ class BranchCounts:
 
     @classmethod
     def of(cls, statuses: Iterable[str]) -> BranchCounts:
-        found = {"done": 0, "running": 0, "queued": 0, "failed": 0, "withdrawn": 0, "held": 0}
-        total = 0
-        for status in statuses:
-            total += 1
-            key = "failed" if status in ("failed", "retrying") else status
-            if key in found:
-                found[key] += 1
-        return cls(total, **found)
+        found = Counter("failed" if status == "retrying" else status for status in statuses)
+        return cls(found.total(), **{name: found[name] for name in _PLACES})
 
     def __add__(self, other: BranchCounts) -> BranchCounts:
-        return BranchCounts(
-            self.total + other.total,
-            self.done + other.done,
-            self.running + other.running,
-            self.queued + other.queued,
-            self.failed + other.failed,
-            self.withdrawn + other.withdrawn,
-            self.held + other.held,
-        )
+        return BranchCounts(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
     @property
     def label(self) -> str:
@@ -148,16 +135,11 @@ class BranchCounts:
         return " · ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "total": self.total,
-            "done": self.done,
-            "running": self.running,
-            "queued": self.queued,
-            "failed": self.failed,
-            "withdrawn": self.withdrawn,
-            "held": self.held,
-            "label": self.label,
-        }
+        return {**asdict(self), "label": self.label}
+
+
+#: Where a branch can be, each counted by :class:`BranchCounts` (``retrying`` counts as failed).
+_PLACES = ("done", "running", "queued", "failed", "withdrawn", "held")
 
 
 @dataclass(slots=True)

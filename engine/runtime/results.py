@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import JobNotFound, ResultRejected
@@ -215,31 +215,20 @@ class ResultProcessor:
         await self._lost(task_id, lambda task: f"worker '{task.worker_id}' expired while running the task")
 
     async def _lost(self, task_id: str, why: Callable[[Task], str]) -> None:
-        """The task, still taken and waited for, counts as a transient failure (read afresh on each try)."""
+        """The task, still taken and waited for, counts as a transient failure."""
 
-        async def retry(job: Job) -> Commit | None:
-            task = await self.runtime.storage.get_task(task_id)
-            if task is None or task.status != TaskStatus.ASSIGNED:
-                return None  # answered (or withdrawn) meanwhile
+        async def retry(job: Job, task: Task) -> Commit | None:
             if not _waits_for(job, task):
                 return None
             return await self.transient(job, task, f"{TRANSIENT}: {why(task)}")
 
-        task = await self.runtime.storage.get_task(task_id)
-        if task is None or task.status != TaskStatus.ASSIGNED:
-            return
-        try:
-            await self.runtime.committer.update_job(task.job_id, retry)
-        except JobNotFound:
+        if not await self._change_while(task_id, TaskStatus.ASSIGNED, retry):
             logger.warning("task %s timed out for a job that is gone", task_id)
 
     async def retry_due(self, task_id: str) -> None:
         """A task's backoff is over: queue it, if its job still waits for it."""
 
-        async def queue(job: Job) -> Commit | None:
-            task = await self.runtime.storage.get_task(task_id)
-            if task is None or task.status != TaskStatus.RETRY_SCHEDULED:
-                return None
+        async def queue(job: Job, task: Task) -> Commit | None:
             if job.status not in _WAITING or task.id not in (job.wait or {}).get("task_ids", []):
                 return None  # quarantined, cancelled or moved on in the same instant
             task.status = TaskStatus.QUEUED
@@ -249,13 +238,28 @@ class ResultProcessor:
                 job.status = JobStatus.WAITING_FOR_WORKER
             return Commit(job, tasks=[task], events=[dispatched(job, task)])
 
+        await self._change_while(task_id, TaskStatus.RETRY_SCHEDULED, queue)
+
+    async def _change_while(
+        self, task_id: str, status: TaskStatus, change: Callable[[Job, Task], Awaitable[Commit | None]]
+    ) -> bool:
+        """``change`` the job of a task while the task is ``status`` (both read afresh on each try of the
+        commit; nothing once the task has moved on). False when the job is gone."""
+
+        async def build(job: Job) -> Commit | None:
+            task = await self.runtime.storage.get_task(task_id)
+            if task is None or task.status != status:
+                return None  # moved on meanwhile (answered, withdrawn, queued)
+            return await change(job, task)
+
         task = await self.runtime.storage.get_task(task_id)
-        if task is None or task.status != TaskStatus.RETRY_SCHEDULED:
-            return
+        if task is None or task.status != status:
+            return True
         try:
-            await self.runtime.committer.update_job(task.job_id, queue)
+            await self.runtime.committer.update_job(task.job_id, build)
         except JobNotFound:
-            return
+            return False
+        return True
 
 
 def _waits_for(job: Job, task: Task) -> bool:
