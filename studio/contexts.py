@@ -9,7 +9,7 @@ A handler builds its context once and renders it as a page, as a fragment, or as
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
@@ -271,7 +271,7 @@ class JobContext(PageContext):
             off_graph=[_move_json(m) for m in (self.marks.off_graph if self.marks else [])],
             fan_out=self.fan_out.to_json() if self.fan_out is not None else None,
             branches=[branch_json(b) for b in self.branches],
-            version=_version_json(self.version),
+            version=asdict(self.version) if self.version is not None else None,
             rerun_of=self.detail.rerun_of,
             reruns=[{**rerun, "at": iso(rerun["at"])} for rerun in self.detail.reruns],
             hold=self.hold.to_json() if self.hold is not None else None,
@@ -292,18 +292,6 @@ def _move_json(move: Any) -> dict[str, Any]:
     }
 
 
-def _version_json(version: VersionDiff | None) -> dict[str, Any] | None:
-    if version is None:
-        return None
-    return {
-        "ran_on": version.ran_on,
-        "today": version.today,
-        "removed_states": version.removed_states,
-        "added_states": version.added_states,
-        "changed_states": version.changed_states,
-        "removed_edges": version.removed_edges,
-        "added_edges": version.added_edges,
-    }
 
 
 def attempt_json(attempt: Attempt) -> dict[str, Any]:
