@@ -292,8 +292,6 @@ def _move_json(move: Any) -> dict[str, Any]:
     }
 
 
-
-
 def attempt_json(attempt: Attempt) -> dict[str, Any]:
     return {
         "task_id": attempt.task_id,
