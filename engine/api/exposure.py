@@ -96,8 +96,10 @@ class Exposure:
         """Whether the peer is loopback (or trusted), and no proxy relays the request for another."""
         if any(header in request.headers for header in PROXY_HEADERS):
             return False
+        if is_loopback(request.remote):
+            return True
         address = _address(request.remote)
-        return address is not None and (address.is_loopback or any(address in network for network in self.trusted))
+        return address is not None and any(address in network for network in self.trusted)
 
     def check_peer(self, request: web.BaseRequest) -> None:
         """403 naming the settings that open the surface, for a remote peer of a surface without tokens."""
@@ -126,8 +128,7 @@ class Exposure:
     def _known_name(self, name: str) -> bool:
         if name == "localhost" or name.endswith(".localhost"):
             return True
-        address = _address(name)
-        if address is not None and address.is_loopback:
+        if is_loopback(name):
             return True
         return name in self.allowed_hosts or any(
             h.startswith(".") and (name.endswith(h) or name == h[1:]) for h in self.allowed_hosts
@@ -146,15 +147,16 @@ class Exposure:
         return "*" in self.cors_origins or origin.rstrip("/") in self.cors_origins
 
 
+#: Distinct texts remembered by is_loopback and the parsers below (peers' addresses, ``Host``
+#: headers): every request reads both, and parsing them was ~10 % of the API's own work per request.
+PARSED_CACHE = 1024
+
+
+@lru_cache(maxsize=PARSED_CACHE)
 def is_loopback(remote: str | None) -> bool:
     """Whether ``remote`` is a loopback address: 127.0.0.0/8, ::1, or an IPv4-mapped loopback."""
     address = _address(remote)
     return address is not None and address.is_loopback
-
-
-#: Distinct texts remembered by the parsers below (peers' addresses, ``Host`` headers): every request
-#: reads both, and parsing them was ~10 % of the API's own work per request.
-PARSED_CACHE = 1024
 
 
 @lru_cache(maxsize=PARSED_CACHE)
