@@ -21,7 +21,7 @@ import pstats
 import subprocess
 import sys
 
-from .instructions import HTTP_ENV, _run_workload
+from .instructions import HTTP_ENV, RUN_ENV, _run_workload
 from .loop import run
 from .procs import ROOT
 
@@ -30,7 +30,7 @@ def count_calls(workload: str, jobs: int, http: bool) -> int:
     """Calls cProfile counts in one run of ``workload`` with ``jobs`` jobs (in a process of its own)."""
     command = [sys.executable, "-m", "benchmarks.calls", "--inner", workload, "--jobs", str(jobs)]
     command += ["--http"] if http else []
-    env = {**os.environ, "LOG_LEVEL": "ERROR", **(HTTP_ENV if http else {})}
+    env = {**os.environ, **RUN_ENV, **(HTTP_ENV if http else {})}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{workload}: the profiled run failed:\n{done.stderr[-2000:]}")

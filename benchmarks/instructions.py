@@ -58,10 +58,10 @@ HTTP_ENV = {
     "RATE_LIMIT_CLIENT_READ_PER_SECOND": "0",
     "RATE_LIMIT_CLIENT_WRITE_PER_SECOND": "0",
     "RATE_LIMIT_WORKER_PER_SECOND": "0",
-    # The worker sends no heartbeat, and under valgrind 400 W2 jobs outlast the default 120 s it
-    # stays registered (twice this interval): its polls were answered 404.
-    "WORKER_HEALTH_CHECK_INTERVAL_SECONDS": "3600",
 }
+#: Every run's: the worker sends no heartbeat, and under valgrind, with other runs beside it, 400 W2
+#: jobs outlasted the 120 s it stays registered (twice this interval): it was then unknown.
+RUN_ENV = {"LOG_LEVEL": "ERROR", "WORKER_HEALTH_CHECK_INTERVAL_SECONDS": "3600"}
 
 
 # -- inside valgrind: one run of one workload ------------------------------------------------------
@@ -168,7 +168,7 @@ def count_instructions(workload: str, jobs: int, history: bool, valgrind: str, h
     command = [valgrind, "--tool=lackey", "--basic-counts=yes", sys.executable, "-m", "benchmarks.instructions"]
     command += ["--inner", workload, "--jobs", str(jobs)] + ([] if history else ["--no-history"])
     command += ["--http"] if http else []
-    env = {**os.environ, "LOG_LEVEL": "ERROR", **(HTTP_ENV if http else {})}
+    env = {**os.environ, **RUN_ENV, **(HTTP_ENV if http else {})}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False)
     found = _COUNT.search(done.stderr)
     if done.returncode != 0 or found is None:
