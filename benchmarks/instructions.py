@@ -10,6 +10,7 @@ SQLite's file writes) is not counted, nor is aiohttp's (no HTTP): this measures 
 
     python -m benchmarks.instructions                          # W1, W2, W3, with history
     python -m benchmarks.instructions --workloads W1 --no-history
+    python -m benchmarks.instructions --workloads W1,W2 --http  # through the HTTP API, over loopback
 
 Workloads (the blueprints of benchmarks/app.py):
 
@@ -17,6 +18,13 @@ Workloads (the blueprints of benchmarks/app.py):
 - W2: ``bench_echo`` jobs; a worker takes each task (``engine.next_task``) and answers it
   (``engine.submit_result``) before the next job is created.
 - W3: ``bench_fanout`` jobs of 200 tasks, their tasks taken and answered one by one.
+
+``--http`` serves the API on a loopback port in the same process (the harness's settings: tokens,
+rate limits off, no studio) and drives W1 and W2 through it with the harness's lean client
+(:mod:`.http_client`): W1 ``POST`` the job, wait for its end, ``GET`` it once (2 requests); W2 the
+same with a worker's long poll opened before the job and its result posted (4 requests). The count
+then includes aiohttp's work and the API's (middlewares, validation, responses) besides the
+engine's, and the client's, which is the same for every version of the engine.
 
 Needs valgrind (``apt-get install -y valgrind``); a run takes a few minutes.
 """
@@ -32,27 +40,45 @@ import subprocess
 import sys
 from typing import Any
 
+import orjson
+
 from .loop import run
-from .procs import ROOT
+from .procs import CLIENT_TOKEN, ROOT, WORKER_TOKEN
 
 #: Jobs of the shorter run of each workload (the longer runs four times as many).
 DEFAULT_JOBS = {"W1": 100, "W2": 100, "W3": 2}
 WORKER_ID = "instructions-worker"
 SUCCESS = {"status": "success", "data": {}}
 _COUNT = re.compile(r"guest instrs:\s+([\d,]+)")
+#: The served engine's settings in the harness (benchmarks/procs.py), read by benchmarks.app's Config().
+HTTP_ENV = {
+    "CLIENT_TOKEN": CLIENT_TOKEN,
+    "GLOBAL_WORKER_TOKEN": WORKER_TOKEN,
+    "STUDIO_ENABLED": "false",
+    "RATE_LIMIT_CLIENT_READ_PER_SECOND": "0",
+    "RATE_LIMIT_CLIENT_WRITE_PER_SECOND": "0",
+    "RATE_LIMIT_WORKER_PER_SECOND": "0",
+}
+#: Every run's: the worker sends no heartbeat, and under valgrind, with other runs beside it, 400 W2
+#: jobs outlasted the 120 s it stays registered (twice this interval): it was then unknown.
+RUN_ENV = {"LOG_LEVEL": "ERROR", "WORKER_HEALTH_CHECK_INTERVAL_SECONDS": "3600"}
 
 
 # -- inside valgrind: one run of one workload ------------------------------------------------------
-async def _run_workload(workload: str, jobs: int, history: bool) -> None:
+async def _run_workload(workload: str, jobs: int, history: bool, http: bool) -> None:
     from benchmarks.app import engine
 
-    await engine.start(http=False)
+    await engine.start(host="127.0.0.1", port=0, http=http)
     if not history:
         await engine.history_writer.stop()
     finished: asyncio.Queue[str] = asyncio.Queue()
     engine.events.subscribe(lambda event: _on_end(event, finished), remote=False)
     await engine.register_worker({"worker_id": WORKER_ID, "supported_tasks": ["echo"]})
-    run = {"W1": _chain, "W2": _echo, "W3": _fanout}[workload]
+    if http:
+        client = HttpDriver(f"http://127.0.0.1:{engine.port}")
+        run = {"W1": client.chain, "W2": client.echo}[workload]
+    else:
+        run = {"W1": _chain, "W2": _echo, "W3": _fanout}[workload]
     for _ in range(jobs):
         await run(engine, finished)
     if history:
@@ -96,12 +122,53 @@ async def _answer(engine: Any, tasks: int) -> None:
         await engine.submit_result(task.job_id, task.id, WORKER_ID, SUCCESS)
 
 
+class HttpDriver:
+    """W1 and W2 through the HTTP API, one request at a time (the harness's client and worker)."""
+
+    def __init__(self, url: str) -> None:
+        from .http_client import Connection
+
+        self.client = Connection(url, {"X-Avtomatika-Token": CLIENT_TOKEN})
+        self.worker = Connection(url, {"X-Worker-Token": WORKER_TOKEN})
+
+    async def _create(self, blueprint: str) -> str:
+        response = await self.client.request("POST", f"/api/v1/jobs/{blueprint}", b"{}")
+        if response.status != 202:
+            raise RuntimeError(f"create answered {response.status}: {response.body[:200]!r}")
+        return str(response.json()["job_id"])
+
+    async def _read(self, job_id: str) -> None:
+        response = await self.client.request("GET", f"/api/v1/jobs/{job_id}")
+        if response.status != 200 or response.json()["status"] != "finished":
+            raise RuntimeError(f"GET job answered {response.status}: {response.body[:200]!r}")
+
+    async def chain(self, engine: Any, finished: asyncio.Queue[str]) -> None:
+        job_id = await self._create("bench_chain")
+        await _await_end(finished)
+        await self._read(job_id)
+
+    async def echo(self, engine: Any, finished: asyncio.Queue[str]) -> None:
+        poll = asyncio.ensure_future(self.worker.request("GET", f"/_worker/workers/{WORKER_ID}/tasks/next"))
+        job_id = await self._create("bench_echo")
+        polled = await poll
+        if polled.status != 200:
+            raise RuntimeError(f"the worker's poll answered {polled.status}: {polled.body[:200]!r}")
+        task = polled.json()
+        answer = {"job_id": task["job_id"], "task_id": task["task_id"], "worker_id": WORKER_ID, "result": SUCCESS}
+        response = await self.worker.request("POST", "/_worker/tasks/result", orjson.dumps(answer))
+        if response.status != 200:
+            raise RuntimeError(f"result answered {response.status}: {response.body[:200]!r}")
+        await _await_end(finished)
+        await self._read(job_id)
+
+
 # -- outside: run valgrind twice per workload ------------------------------------------------------
-def count_instructions(workload: str, jobs: int, history: bool, valgrind: str) -> int:
+def count_instructions(workload: str, jobs: int, history: bool, valgrind: str, http: bool = False) -> int:
     """Instructions of one in-process run of ``workload`` with ``jobs`` jobs, start-up included."""
     command = [valgrind, "--tool=lackey", "--basic-counts=yes", sys.executable, "-m", "benchmarks.instructions"]
     command += ["--inner", workload, "--jobs", str(jobs)] + ([] if history else ["--no-history"])
-    env = {**os.environ, "LOG_LEVEL": "ERROR"}
+    command += ["--http"] if http else []
+    env = {**os.environ, **RUN_ENV, **(HTTP_ENV if http else {})}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False)
     found = _COUNT.search(done.stderr)
     if done.returncode != 0 or found is None:
@@ -109,10 +176,10 @@ def count_instructions(workload: str, jobs: int, history: bool, valgrind: str) -
     return int(found.group(1).replace(",", ""))
 
 
-def per_job(workload: str, jobs: int, history: bool, valgrind: str) -> float:
+def per_job(workload: str, jobs: int, history: bool, valgrind: str, http: bool = False) -> float:
     """Instructions per job: (count with 4 x ``jobs``) - (count with ``jobs``), over 3 x ``jobs``."""
-    short = count_instructions(workload, jobs, history, valgrind)
-    long = count_instructions(workload, 4 * jobs, history, valgrind)
+    short = count_instructions(workload, jobs, history, valgrind, http)
+    long = count_instructions(workload, 4 * jobs, history, valgrind, http)
     return (long - short) / (3 * jobs)
 
 
@@ -121,25 +188,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", default="W1,W2,W3", help="comma-separated, of W1 W2 W3")
     parser.add_argument("--jobs", type=int, help="jobs of the shorter run (default: W1 100, W2 100, W3 2)")
     parser.add_argument("--no-history", action="store_true", help="stop the history writer (its share, by difference)")
+    parser.add_argument("--http", action="store_true", help="W1 and W2 through the HTTP API over loopback")
     parser.add_argument("--inner", help=argparse.SUPPRESS)  # the run inside valgrind
     args = parser.parse_args(argv)
-    if args.inner:
-        run(_run_workload(args.inner, args.jobs, not args.no_history))  # the loop a served engine has
+    if args.inner:  # the loop a served engine has
+        run(_run_workload(args.inner, args.jobs, not args.no_history, args.http))
         return 0
     workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
     for name in workloads:
-        if name not in DEFAULT_JOBS:
+        if name not in DEFAULT_JOBS or (args.http and name == "W3"):
             parser.error(f"unknown workload {name!r} (choose from {', '.join(DEFAULT_JOBS)})")
     if args.jobs is not None and args.jobs < 1:
         parser.error("--jobs must be at least 1")
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         parser.error("needs valgrind: apt-get install -y valgrind")
-    history = "off" if args.no_history else "on"
+    how = ("history off" if args.no_history else "history on") + (", through HTTP" if args.http else "")
     for name in workloads:
         jobs = args.jobs or DEFAULT_JOBS[name]
-        figure = per_job(name, jobs, not args.no_history, valgrind)
-        print(f"{name}: {figure:,.0f} instructions per job (history {history}; {jobs} and {4 * jobs} jobs)", flush=True)
+        figure = per_job(name, jobs, not args.no_history, valgrind, args.http)
+        print(f"{name}: {figure:,.0f} instructions per job ({how}; {jobs} and {4 * jobs} jobs)", flush=True)
     return 0
 
 

@@ -62,13 +62,13 @@ class HandlerSpec:
     is_aggregator: bool = False
     invoke: Callable[[JobContext], Any] = field(init=False, repr=False)
     signature_problem: str | None = field(default=None, init=False)
+    #: The handler's ``__qualname__`` (its repr if it has none); every step records it.
+    name: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.invoke, self.signature_problem = _build_invoker(self.function)
-
-    @property
-    def name(self) -> str:
-        return getattr(self.function, "__qualname__", repr(self.function))
+        name = getattr(self.function, "__qualname__", None)
+        self.name = name if isinstance(name, str) else repr(self.function)
 
     def matches(self, context: JobContext) -> bool:
         return self.condition is None or self.condition.evaluate(context)
@@ -440,7 +440,17 @@ def _build_invoker(function: Handler) -> tuple[Callable[[JobContext], Any], str 
 
 
 def _by_name(function: Handler, parameters: list[inspect.Parameter]) -> Callable[[JobContext], Any]:
-    """Fill every parameter from the context by its name (positional-only ones by position)."""
+    """Fill every parameter from the context by its name (positional-only ones by position).
+
+    Every step calls it: parameters that all take a position are passed by position, in their order
+    (the same call), and ``(context)`` alone is the handler itself.
+    """
+    if all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters):
+        gets = [_INJECT[p.name] for p in parameters]
+        if len(gets) == 1:
+            get = gets[0]
+            return function if get is _context else lambda context: function(get(context))  # type: ignore[return-value]
+        return lambda context: function(*[get(context) for get in gets])
     leading = [_INJECT[p.name] for p in parameters if p.kind == p.POSITIONAL_ONLY]
     named = [(p.name, _INJECT[p.name]) for p in parameters if p.kind != p.POSITIONAL_ONLY]
     return lambda context: function(*(get(context) for get in leading), **{n: get(context) for n, get in named})
@@ -454,8 +464,12 @@ def _misnamed(parameters: list[inspect.Parameter], receives: tuple[str, ...], pr
     return None
 
 
+def _context(context: JobContext) -> JobContext:
+    return context
+
+
 _INJECT: dict[str, Callable[[JobContext], Any]] = {
-    "context": lambda c: c,
+    "context": _context,
     "actions": lambda c: c.actions,
     "job_id": lambda c: c.job_id,
     "initial_data": lambda c: c.initial_data,

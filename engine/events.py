@@ -10,7 +10,7 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -154,6 +154,8 @@ class EventBus:
         self._own_suffix = orjson.dumps({"origin": self.origin})[1:]
         self._local: list[Subscriber] = []
         self._everything: list[Subscriber] = []
+        #: Both lists in the order events reach them (local ones first), for publish: one loop.
+        self._subscribers: tuple[Subscriber, ...] = ()
         self._outbox: deque[bytes] = deque(maxlen=OUTBOX_LIMIT)
         self._outbox_ready = asyncio.Event()
         self._transport: EventTransport | None = None
@@ -163,24 +165,25 @@ class EventBus:
         """Call ``callback`` with every event from now on; returns a function that unsubscribes."""
         target = self._everything if remote else self._local
         target.append(callback)
+        self._subscribers = (*self._local, *self._everything)
 
         def unsubscribe() -> None:
             if callback in target:
                 target.remove(callback)
+                self._subscribers = (*self._local, *self._everything)
 
         return unsubscribe
 
     def publish(self, event: Event) -> None:
         """Deliver ``event`` here, and queue it for the other processes when there is a transport."""
-        self._deliver(event, self._local)
-        self._deliver(event, self._everything)
+        self._deliver(event, self._subscribers)
         if self._transport is not None:
             if len(self._outbox) == self._outbox.maxlen:
                 self.dropped += 1
             self._outbox.append(orjson.dumps({**event.to_dict(), "origin": self.origin}))
             self._outbox_ready.set()
 
-    def _deliver(self, event: Event, subscribers: list[Subscriber]) -> None:
+    def _deliver(self, event: Event, subscribers: Sequence[Subscriber]) -> None:
         for callback in subscribers:
             try:
                 callback(event)

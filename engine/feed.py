@@ -40,11 +40,19 @@ def _json_default(value: object) -> object:
 
 def dump_json(data: Any) -> str:
     """JSON text of ``data``; values JSON does not know become strings, never an exception."""
+    try:  # most data has string keys and JSON values only: orjson without options is ~2x faster
+        return orjson.dumps(data).decode()
+    except TypeError:  # orjson.JSONEncodeError: what the options below may still write
+        pass
     try:
         return orjson.dumps(data, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
     except (TypeError, ValueError) as exc:  # circular, or an integer wider than 64 bits
         text = repr(data)[:_MAX_UNSERIALIZABLE_CHARS]
         return orjson.dumps({"unserializable": text, "reason": str(exc)}).decode()
+
+
+#: The exact types of most facts (a set lookup, cheaper than isinstance); others go through _scalar.
+_PLAIN_TYPES = frozenset(_SCALAR_TYPES)
 
 
 def _scalar(value: Any) -> str | int | float | bool | None:
@@ -56,7 +64,9 @@ def _scalar(value: Any) -> str | int | float | bool | None:
 def row_of(event: Event) -> FeedRow:
     """The row of ``event`` (which must name a job); a fact holding None is left out."""
     data = event.data if isinstance(event.data, dict) else {"value": event.data}
-    facts = {k: _scalar(v) for k, v in data.items() if k in FACT_KEYS and v is not None}
+    facts = {
+        k: v if type(v) in _PLAIN_TYPES else _scalar(v) for k, v in data.items() if k in FACT_KEYS and v is not None
+    }
     status = event.status
     return (
         str(event.kind),

@@ -376,6 +376,39 @@ async def test_handler_parameters_are_injected_by_name_in_any_order() -> None:
     }
 
 
+async def test_handler_parameters_of_every_kind_get_their_values() -> None:
+    """By position, keyword-only and positional-only: what each name says, whichever way it is passed."""
+    bp = StateMachineBlueprint("sig")
+    seen: dict[str, Any] = {}
+
+    @bp.handler_for("one")
+    async def one(initial_data):
+        seen["one"] = initial_data
+
+    @bp.handler_for("keyword")
+    async def keyword(job_id, *, actions, context):
+        seen["keyword"] = (job_id, actions, context)
+
+    @bp.handler_for("positional")
+    async def positional(actions, /, job_id):
+        seen["positional"] = (actions, job_id)
+
+    @bp.handler_for("context")
+    async def context_alone(context):
+        seen["context"] = context
+
+    contexts = {state: make_context({"a": 1}, state=state) for state in ("one", "keyword", "positional", "context")}
+    for state, context in contexts.items():
+        await _invoke(bp, state, context)
+    assert seen["one"] == {"a": 1}
+    assert seen["keyword"] == ("job-1", contexts["keyword"].actions, contexts["keyword"])
+    assert seen["positional"] == (contexts["positional"].actions, "job-1")
+    assert seen["context"] is contexts["context"]
+    spec = bp.states["context"].handlers()[0]
+    assert spec.invoke is context_alone  # called as itself
+    assert spec.name.endswith("context_alone")
+
+
 async def test_synchronous_handler_is_supported() -> None:
     bp = StateMachineBlueprint("sig")
 

@@ -49,3 +49,14 @@ async def test_other_engines_events_are_delivered_and_our_own_echo_is_not() -> N
         with contextlib.suppress(asyncio.CancelledError):
             await running
     assert sorted(seen, key=str) == sorted([("theirs", True), ("ours", False), ("ours", True)], key=str)
+
+
+def test_local_subscribers_come_first_and_one_leaving_mid_delivery_leaves_the_others_theirs() -> None:
+    bus = EventBus()
+    seen: list[str] = []
+    unsubscribe = bus.subscribe(lambda e: (seen.append("remote"), unsubscribe()))
+    bus.subscribe(lambda e: seen.append("remote 2"))
+    bus.subscribe(lambda e: seen.append("local"), remote=False)
+    bus.publish(Event(EventKind.JOB_CREATED, "j"))
+    bus.publish(Event(EventKind.JOB_CREATED, "j"))
+    assert seen == ["local", "remote", "remote 2", "local", "remote 2"]

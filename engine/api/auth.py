@@ -31,8 +31,16 @@ def owner_of(request: web.Request) -> str | None:
     Decided by whether tokens are configured, never by the client's name, so a client named like
     the open API's placeholder cannot see everyone's jobs.
     """
-    client = client_of(request)
-    return None if request.app[engine_key].access.clients_open else client.name
+    return client_and_owner(request)[1]
+
+
+def client_and_owner(request: web.Request) -> tuple[Client, str | None]:
+    """:func:`client_of` and :func:`owner_of` of ``request``, its token looked up once."""
+    access = request.app[engine_key].access
+    client = access.client(request.headers.get(CLIENT_HEADER))
+    if client is None:
+        raise ApiError(401, f"missing or unknown {CLIENT_HEADER}")
+    return client, None if access.clients_open else client.name
 
 
 def worker_token(request: web.Request) -> str | None:

@@ -15,7 +15,7 @@ from ..models import Job, JobStatus, now
 from ..reads import Cursor, InvalidCursor, JobPage, JobQuery, parse_time
 from ..runtime.watchers import Until
 from .app_keys import engine_key
-from .auth import client_actor, client_of, owner_of
+from .auth import client_actor, client_and_owner, client_of, owner_of
 from .errors import ApiError
 from .limits import check_size, job_attempt, limits_key
 from .payloads import (
@@ -72,7 +72,7 @@ CREATE_JOB = Operation(
 def create_job_handler(blueprint: StateMachineBlueprint) -> Any:
     @documented(CREATE_JOB)
     async def create_job(request: web.Request) -> web.Response:
-        owner = owner_of(request)
+        client, owner = client_and_owner(request)
         data = await read_json(request)
         if not isinstance(data, dict):
             raise ApiError(400, "the request body must be a JSON object (the job's initial_data)")
@@ -81,14 +81,14 @@ def create_job_handler(blueprint: StateMachineBlueprint) -> Any:
         traceparent = request.headers.get("traceparent", "").strip().lower()
         if not TRACEPARENT.fullmatch(traceparent):
             traceparent = ""
-        with job_attempt(engine.access, client_of(request)):
+        with job_attempt(engine.access, client):
             job = await engine.create_job(
                 blueprint.name,
                 data,
                 client=owner,
                 tracing_context={"traceparent": traceparent} if traceparent else None,
             )
-        return model_response(Accepted(job_id=job.id), 202)
+        return json_response({"status": "accepted", "job_id": job.id}, 202)  # an Accepted (built on every create)
 
     create_job.blueprint = blueprint  # type: ignore[attr-defined]
     return create_job

@@ -76,16 +76,15 @@ def error_status(exc: AvtomatikaError) -> tuple[int, str]:
     return 400, "Bad request"
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
+def error_answer(request: web.Request, exc: Exception) -> web.Response:
+    """The JSON answer to ``exc``, raised while serving ``request``; a redirect (an HTTPException
+    below 400) is raised again, for aiohttp to send."""
+    if isinstance(exc, ApiError):
         response = error_response(exc.status, exc.message, field=exc.field, details=exc.details, **exc.extra)
         if exc.headers:
             response.headers.update(exc.headers)
         return response
-    except ValidationError as exc:  # a blueprint's input model refused initial_data
+    if isinstance(exc, ValidationError):  # a blueprint's input model refused initial_data
         errors = exc.errors(include_url=False, include_input=False)
         field = ".".join(str(p) for p in errors[0]["loc"]) or None
         return error_response(
@@ -94,24 +93,27 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             field=field,
             details=[{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in errors],
         )
-    except Refused as exc:
+    if isinstance(exc, Refused):
         return error_response(400, str(exc), field=exc.field)
-    except AvtomatikaError as exc:
+    if isinstance(exc, AvtomatikaError):
         return error_response(error_status(exc)[0], str(exc))
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        if exc.status == 405 and request.method == "POST" and _BLUEPRINT_ENDPOINT.fullmatch(request.path):
-            return error_response(
-                404,
-                f"no blueprint serves POST {request.path}; GET /api/blueprints lists blueprints and their endpoints",
-                field="blueprint",
-            )
-        message = f"{exc.reason}: {request.method} {request.path}" if exc.status in (404, 405) else exc.reason
-        response = error_response(exc.status, message)
-        if "Allow" in exc.headers:  # a 405 says which methods the route takes
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
-    except Exception:
-        logger.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal error; see the engine's log")
+    if isinstance(exc, web.HTTPException):
+        return _http_error(request, exc)
+    logger.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return error_response(500, "internal error; see the engine's log")
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    if exc.status < 400:
+        raise exc
+    if exc.status == 405 and request.method == "POST" and _BLUEPRINT_ENDPOINT.fullmatch(request.path):
+        return error_response(
+            404,
+            f"no blueprint serves POST {request.path}; GET /api/blueprints lists blueprints and their endpoints",
+            field="blueprint",
+        )
+    message = f"{exc.reason}: {request.method} {request.path}" if exc.status in (404, 405) else exc.reason
+    response = error_response(exc.status, message)
+    if "Allow" in exc.headers:  # a 405 says which methods the route takes
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response

@@ -6,7 +6,7 @@ nesting by ``MAX_JSON_DEPTH`` (engine/api/requests.py). This module adds:
 - :func:`check_size`: a job's ``initial_data``, a release's ``params`` and a result's ``data`` over
   their byte limits are refused with 413 naming the field;
 - :func:`job_attempt`: a client's monthly attempts (429 once spent);
-- :func:`limits_middleware`: token buckets per endpoint class and caller (the client behind a
+- :func:`limited`: token buckets per endpoint class and caller (the client behind a
   valid token, the worker id, or the remote address for unauthenticated calls), answering 429 with
   ``Retry-After``; open long polls per worker and open SSE streams per caller, bounded (429 beyond).
 
@@ -171,7 +171,7 @@ class OpenSlots:
 
 
 class Limiter:
-    """What :func:`limits_middleware` keeps for one application."""
+    """What :func:`limited` keeps for one application."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -219,8 +219,9 @@ def _retry_after(wait_s: float) -> str:
     return str(max(1, math.ceil(wait_s)))
 
 
-@web.middleware
-async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def limited(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``handler``'s answer to ``request`` within the limits: its rate taken, a long poll or a stream
+    counted while open (ApiError 429 beyond them)."""
     limiter = request.app[limits_key]
     kind, who = classify(request)
     if kind == "worker_poll":

@@ -52,6 +52,8 @@ async def read_body(request: web.Request) -> bytes:
     """The whole body, within ``MAX_REQUEST_BODY_BYTES`` (413) and ``BODY_READ_TIMEOUT_SECONDS`` (408)."""
     timeout_s = request.app[engine_key].config.BODY_READ_TIMEOUT_SECONDS
     try:
+        if request.content.is_eof():  # the whole body has arrived (most bodies): reading it cannot wait
+            return await request.read()
         async with asyncio.timeout(timeout_s):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:

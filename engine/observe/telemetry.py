@@ -76,6 +76,8 @@ class StepSpan:
 
 #: The step span of a tracer without a provider (records nothing, so one serves every step).
 _NO_STEP_SPAN = StepSpan()
+#: What step_span gives without tracing: one context for every step (nullcontext can be re-entered).
+_NO_STEP_CONTEXT = contextlib.nullcontext(_NO_STEP_SPAN)
 
 
 class Tracer:
@@ -164,7 +166,7 @@ class Tracer:
         """A span around one step of ``job`` (its handler and the commit), current while it runs."""
         otel = self._otel
         if otel is None:
-            return contextlib.nullcontext(_NO_STEP_SPAN)
+            return _NO_STEP_CONTEXT
         return self._step_span(otel, job)
 
     @staticmethod

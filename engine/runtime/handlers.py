@@ -9,6 +9,7 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -57,7 +58,7 @@ class Handlers:
             spec = blueprint.find_handler(job.state, context)
             choice = _Choice(spec.name, spec.condition_text, spec.condition_text is None and bool(info.conditional))
             result = spec.invoke(context)
-            if inspect.isawaitable(result):
+            if type(result) is CoroutineType or inspect.isawaitable(result):  # the first: async handlers, quickly
                 await result
             history = dict(context.state_history)
             _check_storable(blueprint.name, job.state, "state_history", history)
