@@ -49,10 +49,6 @@ class Commit:
     was) and :meth:`Storage.add_branch_result` counts towards it. ``children`` are
     new jobs, created (version 1) and queued to run. ``events`` go to the history feed as one entry
     (:meth:`Storage.read_feed`). ``run`` queues the job to be stepped (:meth:`Storage.take_runnable`).
-    ``ends_step`` names the holder of the job's step lease whose step this commit ends: with it, the
-    commit also does what :meth:`Storage.finish_step` would (the lease released, the job's runnable
-    entry taken first acknowledged), in the same atomic change; a later ``finish_step`` of that holder
-    has nothing left to do.
     """
 
     job: Job
@@ -65,7 +61,6 @@ class Commit:
     branch_results: dict[str, dict[str, Any]] = field(default_factory=dict)
     children: Sequence[Job] = ()
     events: Sequence[Event] = ()
-    ends_step: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,13 +210,11 @@ class Storage(ABC):
 
     # -- the queue of jobs to step ---------------------------------------------------------------
     @abstractmethod
-    async def take_runnable(self, timeout_s: float, holder: str = "") -> str | None:
+    async def take_runnable(self, timeout_s: float) -> str | None:
         """A job id due to be stepped, leased to this process; None after ``timeout_s``.
 
         Ids come first in first out, in the order they were queued (``create_job``/``commit`` with
-        ``run``); each queuing is handed out once. ``holder``: what the caller takes the job's step
-        lease with (:meth:`lease_and_get_job`); a backend shared by several processes may take it for
-        that holder as it hands the job out, so that the lease costs no further round trip.
+        ``run``); each queuing is handed out once.
         """
 
     @abstractmethod

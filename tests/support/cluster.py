@@ -30,7 +30,6 @@ import orjson
 import redis
 
 from avtomatika.models import Job
-from avtomatika.storage.redis.encoding import split_job
 from support.postgres_server import PostgresServer
 from support.processes import (
     ECHO_WORKER_SCRIPT,
@@ -287,10 +286,9 @@ class Cluster:
         def read() -> list[dict[str, Any]]:
             with self.redis_client() as client, client.pipeline(transaction=False) as pipe:
                 for job_id in job_ids:
-                    pipe.get(f"avtomatika:job:{job_id}")
+                    pipe.hget(f"avtomatika:job:{job_id}", "doc")
                 # Job.from_dict: a document leaves out the fields at their defaults.
-                records = pipe.execute()
-                return [Job.from_dict(orjson.loads(split_job(r)[1])).to_dict() if r else {} for r in records]
+                return [Job.from_dict(orjson.loads(doc)).to_dict() if doc else {} for doc in pipe.execute()]
 
         return await asyncio.to_thread(read)
 

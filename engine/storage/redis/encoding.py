@@ -23,10 +23,6 @@ def exact_score(value: float) -> str:
     return repr(float(value))
 
 
-#: Where :func:`job_fields` puts the job's document.
-DOC = 2
-
-
 def job_fields(job: Job, token: str) -> list[Any]:
     """The job as ``store_job`` in the scripts reads it (``JOB_ARGS`` values)."""
     counted = orjson.dumps([job.blueprint, str(job.status), job.state, job.client])
@@ -45,12 +41,6 @@ def job_fields(job: Job, token: str) -> list[Any]:
         exact_score(job.created_at),
         ended_at,
     ]
-
-
-def split_job(record: bytes) -> tuple[int, bytes]:
-    """The version and document of a job's record (see ``keys.JOB``)."""
-    _, version, _, _, _, _, _, doc = record.split(b"\n", 7)
-    return int(version), doc
 
 
 def task_fields(task: Task) -> list[Any]:

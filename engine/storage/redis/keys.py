@@ -17,22 +17,15 @@ from ...timers import TimerKind
 DEFAULT_NAMESPACE = "avtomatika"
 
 # -- jobs -----------------------------------------------------------------------------------------
-#: + job id -> the job's record, one string of lines (``encoding.split_job`` reads it): JOB_FORMAT, its
-#: version, ``commit`` (token of the last commit, so a retried commit is recognised), its status,
-#: ``counted`` (the JOB_COUNTS field it is counted under), the size of its fan-out round ('' for none),
-#: the ids of its tasks (',' between: its tasks are deleted with it), then its document (the Job's
-#: fields not at their default, ``models.named``). One string takes ~610 bytes of redis-server's memory
-#: for a waiting job where a hash took ~1,060: its document is longer than ``hash-max-listpack-value``
-#: (64 bytes), so the hash was a dict of seven fields with two allocations each.
-#: Versions before 2026-12-07 kept a hash: ``doc``, ``version``, ``commit``, ``status``, ``client``,
-#: ``counted``, ``fan_in`` and a field JOB_TASK + task id per task; read as such until stored again
-#: (then written as a record). Versions before 2026-12 also kept ``seq`` (creation order, from an INCR
-#: of ``jobs:seq``), ``blueprint`` and ``state`` (listed by them too): such a job is listed anew, by
-#: ``created_at``, when next stored.
+#: + job id -> hash: ``doc`` (the Job's fields not at their default, ``models.named``), ``version``,
+#: ``commit`` (token of the last commit, so a retried commit is recognised), the fields it is listed by
+#: (JOBS_BY) ``status`` and ``client`` (none without one), ``counted`` (the JOB_COUNTS field it is
+#: counted under), and a field JOB_TASK + task id (empty) per task of the job. Versions before
+#: 2026-12 also kept ``seq`` (creation order, from an INCR of ``jobs:seq``), ``blueprint`` and
+#: ``state`` (listed by them too): such a job is listed anew, by ``created_at``, when next stored.
 JOB = "job:"
-#: The first line of a job's record (JOB): its format.
-JOB_FORMAT = "j1"
-#: A field (+ task id) per task of the job in a JOB hash of a version before 2026-12-07.
+#: A field of the JOB hash per task of the job (+ task id): its tasks are deleted with it. A field
+#: costs ~90 bytes of redis-server's memory where a set per job (JOB_TASKS) cost ~270.
 JOB_TASK = "t:"
 #: + job id -> set of the ids of its tasks: written by versions before JOB_TASK, still read (and
 #: deleted) when such a job is forgotten.
@@ -43,8 +36,7 @@ JOBS_ALL = "jobs:all"
 #: + "<field>:<value>" -> zset like JOBS_ALL of the jobs whose field (status or client) has that value.
 #: (Versions before 2026-12 kept one by blueprint and by state too: see JOB.)
 JOBS_BY = "jobs:by:"
-#: hash orjson ``[blueprint, status, state, client]`` -> number of jobs; fields that fall to 0 stay (see
-#: ``decrement`` in :mod:`.scripts`), read as absent.
+#: hash orjson ``[blueprint, status, state, client]`` -> number of jobs; fields that fall to 0 are deleted.
 JOB_COUNTS = "jobs:counts"
 #: zset job id -> when it ended for good (the ``updated_at`` of the commit that ended it, in µs; finished,
 #: failed or cancelled: never a quarantined or waiting job); the oldest are forgotten past a maximum.
@@ -79,7 +71,7 @@ INBOX = "inbox:"
 #: INBOX: where an idle worker looks for tasks left longer than ``steal_after_s`` by a worker that
 #: stopped asking.
 INBOXED = "tasks:inboxed:"
-#: hash task type -> number of queued tasks (in QUEUE and INBOX zsets); fields at 0 stay.
+#: hash task type -> number of queued tasks (in QUEUE and INBOX zsets).
 QUEUED_COUNTS = "tasks:queued"
 #: Pub/sub channel: ``t:<task type>`` or ``w:<worker id>`` is published when a task is queued.
 TASK_WAKE = "tasks:wake"
@@ -90,7 +82,7 @@ EVENTS = "events"
 WORKER_COMMANDS = "workers:commands"
 #: + worker id -> set of the ids of tasks given to that worker and not answered.
 LOAD = "load:"
-#: hash worker id -> size of its LOAD set (a field at 0 stays until its worker expires).
+#: hash worker id -> size of its LOAD set (fields at 0 are deleted).
 LOAD_COUNTS = "load:counts"
 #: Prefix of a taken task's timeout timer id (a TIMERS member, not a key); see avtomatika.timers.
 TIMEOUT_TIMER = TimerKind.TIMEOUT.of("")
@@ -99,7 +91,7 @@ LOST_TIMER = TimerKind.LOST.of("")
 
 # -- fan-in, timers, workers ----------------------------------------------------------------------
 #: + job id -> hash task id -> orjson branch result, of the job's current fan-out round (whose size is
-#: the fan-in size in the job's record, see JOB).
+#: the ``fan_in`` field of the job's hash).
 BRANCHES = "branches:"
 #: zset timer id -> due time; a claimed timer is moved to the end of its claim's lease.
 TIMERS = "timers"

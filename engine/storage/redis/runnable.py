@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError, ResponseError
@@ -23,38 +22,6 @@ logger = logging.getLogger(__name__)
 #: Entries this process acknowledges between two deletions of those every engine is done with: an
 #: acknowledged entry is deleted by a trim now and then (``TRIM_RUNNABLE``), not an ``XDEL`` each.
 TRIM_EVERY = 100
-
-
-@dataclass(frozen=True, slots=True)
-class Promise:
-    """What a script that queues a job does for this process's idle takers (see :meth:`RunnableReader.promise`).
-
-    ``consumer``: read an entry for it ('' for none); ``holder``: then take the step lease of that
-    entry's job for it, ``lease_ms`` long ('' for none).
-    """
-
-    consumer: str = ""
-    holder: str = ""
-    lease_ms: int = 0
-
-    @property
-    def lease_args(self) -> list[Any]:
-        """The holder and lease length, as the scripts' ``run`` reads them."""
-        return [self.holder, self.lease_ms]
-
-
-NOTHING = Promise()
-
-
-@dataclass(frozen=True, slots=True)
-class PreLease:
-    """A step lease a script took for ``holder`` as it handed this process the job's entry, and what
-    the step starts from as read then (see :meth:`RunnableReader.pre_leased`)."""
-
-    holder: str
-    taken_at: float  # the event loop's time
-    doc: bytes | None  # the job's document (None: it is gone)
-    breakpoints: Any  # HGETALL of the breakpoints
 
 
 class RunnableReader:
@@ -83,17 +50,14 @@ class RunnableReader:
         self._claim_cursor: bytes | str = "0-0"
         self._next_claim_at = 0.0
         self._promised = 0  # entries scripts are reading for this process's waiting takers
-        self._holder = ""  # the step lease holder named by the last take (its job's lease is taken for it)
-        self._pre_leases: dict[str, PreLease] = {}  # job id -> lease taken with its entry, not used yet
         self._acknowledged = 0  # since the last trim
 
     async def create_group(self) -> None:
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
             await self.storage.redis.xgroup_create(self.stream, keys.RUNNABLE_GROUP, id="0", mkstream=True)
 
-    async def take(self, timeout_s: float, holder: str = "") -> str | None:
+    async def take(self, timeout_s: float) -> str | None:
         self._start()
-        self._holder = holder
         if self._ready:
             return self._hand_out(*self._ready.popleft())
         taker: asyncio.Future[tuple[bytes, str]] = asyncio.get_running_loop().create_future()
@@ -118,44 +82,23 @@ class RunnableReader:
         return job_id
 
     async def ack(self, job_id: str, holder: str = "") -> None:
-        """Acknowledge the job's entry taken first; with ``holder``, release its step lease in the same call.
-
-        Nothing is sent when neither is left here: no entry taken, and the lease not held by ``holder``
-        (released by the commit that ended the step, see :meth:`end_step`, or lost).
-        """
-        holds = bool(holder) and self._step_leases.get(job_id, ("", 0.0))[0] == holder
-        if not self._taken.get(job_id) and not holds:
+        """Acknowledge the job's entry taken first; with ``holder``, release its step lease in the same call."""
+        entries = self._taken.get(job_id)
+        if not entries and not holder:
             return
-        entry_id = self.end_step(job_id)
+        entry_id = entries.popleft() if entries else b""
+        if entries is not None and not entries:
+            del self._taken[job_id]
         if holder:
-            self.drop_step_lease(job_id, holder)  # not renewed while it is being released
+            self.drop_step_lease(job_id, holder)
         try:
             await self.storage._scripts["ack_entry"](
                 keys=[self.stream, self.storage.keys.step_lease(job_id)], args=[keys.RUNNABLE_GROUP, entry_id, holder]
             )
         except BaseException:  # still held (and renewed): acknowledged when the caller tries again
-            self.step_not_ended(job_id, entry_id)
+            if entry_id:
+                self._taken.setdefault(job_id, deque()).appendleft(entry_id)
             raise
-        await self.step_ended(job_id, entry_id, holder)
-
-    def end_step(self, job_id: str) -> bytes:
-        """The job's entry taken first (b"" if none), for a call that acknowledges it; then
-        :meth:`step_ended`, or :meth:`step_not_ended` if the call did not."""
-        entries = self._taken.get(job_id)
-        entry_id = entries.popleft() if entries else b""
-        if entries is not None and not entries:
-            del self._taken[job_id]
-        return entry_id
-
-    def step_not_ended(self, job_id: str, entry_id: bytes) -> None:
-        """The call that was to acknowledge ``entry_id`` did not: it is held (and renewed) again."""
-        if entry_id:
-            self._taken.setdefault(job_id, deque()).appendleft(entry_id)
-
-    async def step_ended(self, job_id: str, entry_id: bytes, holder: str) -> None:
-        """``entry_id`` was acknowledged (b"": none was taken) and ``holder``'s step lease released."""
-        if holder:
-            self.drop_step_lease(job_id, holder)
         self._held.pop(entry_id, None)
         if entry_id:
             await self._trim_now_and_then()
@@ -186,7 +129,6 @@ class RunnableReader:
             taker.cancel()
         unread = [entry_id for entry_id, _ in self._ready]
         self._ready.clear()
-        await self._release_pre_leases()
         if unread:
             try:
                 await self.storage._scripts["release_entries"](
@@ -194,17 +136,6 @@ class RunnableReader:
                 )
             except (RedisError, OSError):
                 logger.warning("could not put back %d runnable entries; taken over after the lease", len(unread))
-
-    async def _release_pre_leases(self) -> None:
-        """Step leases taken with entries never stepped here: released, for whoever steps them next."""
-        pre_leases, self._pre_leases = self._pre_leases, {}
-        for job_id, pre in pre_leases.items():
-            try:
-                await self.storage._scripts["release_step_lease"](
-                    keys=[self.storage.keys.step_lease(job_id)], args=[pre.holder]
-                )
-            except (RedisError, OSError):
-                logger.warning("could not release the step lease of job %s; it expires", job_id)
 
     async def _read_forever(self) -> None:
         backoff = Backoff()
@@ -239,49 +170,28 @@ class RunnableReader:
         else:
             self._ready.append((entry_id, job_id))
 
-    def promise(self, run: bool) -> Promise:
-        """If ``run`` and one of this process's takers waits with no entry promised yet: its consumer
-        name, and the step lease holder its last take named.
+    def promise(self, run: bool) -> str:
+        """This process's consumer name if ``run`` and one of its takers waits with no entry promised yet.
 
         A script that queues a job then reads an entry for this consumer on the way (no XREADGROUP round
-        trip before a step of it starts here), and takes the step lease of that entry's job for the
-        holder (no lease round trip either: :meth:`pre_leased`). Every promise is :meth:`settle`-d once
-        the call ends.
+        trip before a step of it starts here). Every name returned is :meth:`settle`-d once the call ends.
         """
         if not run or self._promised >= sum(1 for taker in self._takers if not taker.done()):
-            return NOTHING
+            return ""
         self._promised += 1
-        lease_ms = max(1, int(self.storage.lease_s * 1000))
-        return Promise(self.storage.consumer, self._holder, lease_ms if self._holder else 0)
+        return self.storage.consumer
 
-    def settle(self, promise: Promise, reply: list[Any] | None, job_id: str = "", doc: bytes = b"") -> None:
-        """Hand out the entry a script read for ``promise``: ``reply`` is ``[status, entry id, job id]``,
-        then, if it took that job's step lease, its document (b"" for ``doc``, that of ``job_id``, which
-        the script stored) and the breakpoints.
+    def settle(self, consumer: str, reply: list[Any] | None) -> None:
+        """Hand out the entry a script read for ``consumer``: ``reply`` is ``[status, entry id, job id]``.
 
         An entry read by a call whose reply was lost stays with this consumer unrenewed: it is taken
-        over after the lease, like the entries of a process that died (and the lease expires).
+        over after the lease, like the entries of a process that died.
         """
-        if not promise.consumer:
+        if not consumer:
             return
         self._promised -= 1
-        if reply is None or len(reply) < 3:
-            return
-        entry_job = as_text(reply[2])
-        if len(reply) == 5:
-            read = doc if reply[3] == b"" and entry_job == job_id else reply[3]
-            loop_time = asyncio.get_running_loop().time()
-            self._pre_leases[entry_job] = PreLease(promise.holder, loop_time, read, reply[4])
-        self._deliver(reply[1], entry_job)
-
-    def pre_leased(self, job_id: str) -> PreLease | None:
-        """The step lease taken with the job's entry for this process, if one was and it is fresh: taken
-        less than half a lease ago, so it is held still and renewed in time once :meth:`hold_step_lease`
-        (an older one is left to expire: the caller leases the job as it would without)."""
-        pre = self._pre_leases.pop(job_id, None)
-        if pre is None or asyncio.get_running_loop().time() - pre.taken_at >= self.storage.lease_s / 2:
-            return None
-        return pre
+        if reply is not None and len(reply) == 3:
+            self._deliver(reply[1], as_text(reply[2]))
 
     async def _read(self, count: int) -> list[tuple[bytes, str]]:
         loop = asyncio.get_running_loop()
@@ -371,6 +281,4 @@ class RunnableReader:
                 logger.warning("lost the lease on job %s to another process", job_id)
             if lost:
                 gone = set(lost)
-                for _, job_id in (entry for entry in self._ready if entry[0] in gone):
-                    self._pre_leases.pop(job_id, None)  # long expired: the entry was idle past the lease
                 self._ready = deque(entry for entry in self._ready if entry[0] not in gone)
