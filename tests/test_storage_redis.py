@@ -253,6 +253,59 @@ async def test_a_finished_step_is_neither_taken_over_nor_left_leased(make_storag
     assert await b.lease_job(job.id, "other")
 
 
+async def test_a_commit_that_ends_the_step_releases_its_lease_and_acknowledges_its_entry(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """Commit.ends_step: what finish_step does, in the commit's own script; finish_step then sends nothing."""
+    a, b = await make_storage(), await make_storage()
+    job = await a.create_job(make_job())
+    assert await a.take_runnable(SHORT) == job.id
+    start = await a.lease_and_get_job(job.id, "stepper")
+    assert start.job is not None
+    start.job.status = JobStatus.FINISHED
+    await a.commit(Commit(start.job, ends_step="stepper"))
+    assert await redis_client.exists(a.keys.step_lease(job.id)) == 0
+    pending = await redis_client.xpending(a.keys.key(keys.RUNNABLE), keys.RUNNABLE_GROUP)
+    assert pending["pending"] == 0
+    await redis_client.config_resetstat()
+    await a.finish_step(job.id, "stepper")
+    assert "cmdstat_evalsha" not in await redis_client.info("commandstats")
+    await a.close()  # nothing held any more: nothing to take over
+    assert await b.take_runnable(3 * LEASE_S) is None
+    assert await b.lease_job(job.id, "other")
+
+
+async def test_a_commit_that_conflicts_leaves_the_step_to_finish_step(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    a = await make_storage()
+    job = await a.create_job(make_job())
+    assert await a.take_runnable(SHORT) == job.id
+    start = await a.lease_and_get_job(job.id, "stepper")
+    assert start.job is not None
+    await a.commit(Commit(await a.get_job(job.id) or job))  # changed meanwhile
+    with pytest.raises(VersionConflict):
+        await a.commit(Commit(start.job, ends_step="stepper"))
+    assert await redis_client.get(a.keys.step_lease(job.id)) == b"stepper"
+    await a.finish_step(job.id, "stepper")
+    assert await redis_client.exists(a.keys.step_lease(job.id)) == 0
+    pending = await redis_client.xpending(a.keys.key(keys.RUNNABLE), keys.RUNNABLE_GROUP)
+    assert pending["pending"] == 0
+
+
+async def test_counts_that_fall_to_zero_are_kept_and_read_as_none(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """A counter's field at 0 stays (no HDEL per fall); count_jobs leaves it out."""
+    storage = await make_storage()
+    job = await storage.create_job(make_job(), run=False)
+    job.status = JobStatus.FINISHED
+    await storage.commit(Commit(job))
+    fields = await redis_client.hgetall(storage.keys.key(keys.JOB_COUNTS))
+    assert sorted(int(n) for n in fields.values()) == [0, 1]
+    assert list((await storage.count_jobs()).values()) == [1]
+
+
 async def test_a_step_lease_reads_the_job_in_the_same_round_trip(make_storage: StorageFactory) -> None:
     """lease_and_get_job: the job as it was when the lease was taken; nothing when another holds it."""
     stepper, other = await make_storage(), await make_storage()

@@ -56,12 +56,12 @@ class JobRunner:
             self._stepping.add(job_id)
             leased = False
             try:
-                start = await self._lease(job_id, holder)
-                leased = True
                 while True:
+                    # Again for each round: the commit that ended the last one released the lease.
+                    start = await self._lease(job_id, holder)
+                    leased = True
                     self._queued_again.discard(job_id)
-                    await self._step_safely(job_id, start)
-                    start = None  # queued again meanwhile: the next round reads it afresh
+                    await self._step_safely(job_id, start, holder)
                     if job_id not in self._queued_again:
                         break
             finally:
@@ -82,12 +82,9 @@ class JobRunner:
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, 0.5)
 
-    async def _step_safely(self, job_id: str, start: StepStart | None) -> None:
+    async def _step_safely(self, job_id: str, start: StepStart, holder: str) -> None:
         try:
-            if start is None:
-                await self.step(job_id)
-            else:
-                await self.step(job_id, start.job, start.breakpoints)
+            await self.step(job_id, start.job, start.breakpoints, holder=holder)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -112,7 +109,7 @@ class JobRunner:
             logger.exception("could not quarantine job %s after its step failed", job_id)
 
     async def step(
-        self, job_id: str, job: Job | None = None, breakpoints: list[Breakpoint] | None = None
+        self, job_id: str, job: Job | None = None, breakpoints: list[Breakpoint] | None = None, *, holder: str = ""
     ) -> Job | None:
         """Run handlers of ``job_id`` until it waits, ends, is held, or has taken ``INLINE_STEPS`` steps.
 
@@ -127,7 +124,9 @@ class JobRunner:
         check covers them all, instead of one per state. Before each further handler the job's
         version is read again, so no handler runs for a job changed meanwhile (cancelled while the
         previous one ran). A process dying before the commit lands leaves the job where it was
-        committed last, and those handlers run again (at least once, as always).
+        committed last, and those handlers run again (at least once, as always). ``holder``: the
+        holder of the job's step lease, whose step the commit ending the run ends with it
+        (``Commit.ends_step``: the lease released and the runnable entry acknowledged atomically).
         """
         runtime = self.runtime
         if job is None:
@@ -151,6 +150,7 @@ class JobRunner:
             if _only_moves(commit) and remaining > 1:
                 moves.append(commit)
                 continue
+            _end_run_with(commit, holder, last=remaining == 1)
             try:
                 job = await runtime.committer.apply(_joined(moves, commit))
             except VersionConflict:
@@ -227,6 +227,13 @@ def _only_moves(commit: Commit) -> bool:
         and not (commit.tasks or commit.close_tasks or commit.timers or commit.cancel_timers or commit.children)
         and commit.fan_in is None
     )
+
+
+def _end_run_with(commit: Commit, holder: str, *, last: bool) -> None:
+    """``commit`` ends the step of ``holder`` if the run of steps ends with it: the job waits, is
+    over, or it is the last inline step."""
+    if last or commit.job.status not in RUNNABLE_STATUSES:
+        commit.ends_step = holder
 
 
 def _joined(moves: list[Commit], last: Commit) -> Commit:

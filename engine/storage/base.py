@@ -49,6 +49,10 @@ class Commit:
     was) and :meth:`Storage.add_branch_result` counts towards it. ``children`` are
     new jobs, created (version 1) and queued to run. ``events`` go to the history feed as one entry
     (:meth:`Storage.read_feed`). ``run`` queues the job to be stepped (:meth:`Storage.take_runnable`).
+    ``ends_step`` names the holder of the job's step lease whose step this commit ends: with it, the
+    commit also does what :meth:`Storage.finish_step` would (the lease released, the job's runnable
+    entry taken first acknowledged), in the same atomic change; a later ``finish_step`` of that holder
+    has nothing left to do.
     """
 
     job: Job
@@ -61,6 +65,7 @@ class Commit:
     branch_results: dict[str, dict[str, Any]] = field(default_factory=dict)
     children: Sequence[Job] = ()
     events: Sequence[Event] = ()
+    ends_step: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,8 @@ JOBS_ALL = "jobs:all"
 #: + "<field>:<value>" -> zset like JOBS_ALL of the jobs whose field (status or client) has that value.
 #: (Versions before 2026-12 kept one by blueprint and by state too: see JOB.)
 JOBS_BY = "jobs:by:"
-#: hash orjson ``[blueprint, status, state, client]`` -> number of jobs; fields that fall to 0 are deleted.
+#: hash orjson ``[blueprint, status, state, client]`` -> number of jobs; fields that fall to 0 stay (see
+#: ``decrement`` in :mod:`.scripts`), read as absent.
 JOB_COUNTS = "jobs:counts"
 #: zset job id -> when it ended for good (the ``updated_at`` of the commit that ended it, in µs; finished,
 #: failed or cancelled: never a quarantined or waiting job); the oldest are forgotten past a maximum.
@@ -71,7 +72,7 @@ INBOX = "inbox:"
 #: INBOX: where an idle worker looks for tasks left longer than ``steal_after_s`` by a worker that
 #: stopped asking.
 INBOXED = "tasks:inboxed:"
-#: hash task type -> number of queued tasks (in QUEUE and INBOX zsets).
+#: hash task type -> number of queued tasks (in QUEUE and INBOX zsets); fields at 0 stay.
 QUEUED_COUNTS = "tasks:queued"
 #: Pub/sub channel: ``t:<task type>`` or ``w:<worker id>`` is published when a task is queued.
 TASK_WAKE = "tasks:wake"
@@ -82,7 +83,7 @@ EVENTS = "events"
 WORKER_COMMANDS = "workers:commands"
 #: + worker id -> set of the ids of tasks given to that worker and not answered.
 LOAD = "load:"
-#: hash worker id -> size of its LOAD set (fields at 0 are deleted).
+#: hash worker id -> size of its LOAD set (a field at 0 stays until its worker expires).
 LOAD_COUNTS = "load:counts"
 #: Prefix of a taken task's timeout timer id (a TIMERS member, not a key); see avtomatika.timers.
 TIMEOUT_TIMER = TimerKind.TIMEOUT.of("")

@@ -82,23 +82,44 @@ class RunnableReader:
         return job_id
 
     async def ack(self, job_id: str, holder: str = "") -> None:
-        """Acknowledge the job's entry taken first; with ``holder``, release its step lease in the same call."""
-        entries = self._taken.get(job_id)
-        if not entries and not holder:
+        """Acknowledge the job's entry taken first; with ``holder``, release its step lease in the same call.
+
+        Nothing is sent when neither is left here: no entry taken, and the lease not held by ``holder``
+        (released by the commit that ended the step, see :meth:`end_step`, or lost).
+        """
+        holds = bool(holder) and self._step_leases.get(job_id, ("", 0.0))[0] == holder
+        if not self._taken.get(job_id) and not holds:
             return
-        entry_id = entries.popleft() if entries else b""
-        if entries is not None and not entries:
-            del self._taken[job_id]
+        entry_id = self.end_step(job_id)
         if holder:
-            self.drop_step_lease(job_id, holder)
+            self.drop_step_lease(job_id, holder)  # not renewed while it is being released
         try:
             await self.storage._scripts["ack_entry"](
                 keys=[self.stream, self.storage.keys.step_lease(job_id)], args=[keys.RUNNABLE_GROUP, entry_id, holder]
             )
         except BaseException:  # still held (and renewed): acknowledged when the caller tries again
-            if entry_id:
-                self._taken.setdefault(job_id, deque()).appendleft(entry_id)
+            self.step_not_ended(job_id, entry_id)
             raise
+        await self.step_ended(job_id, entry_id, holder)
+
+    def end_step(self, job_id: str) -> bytes:
+        """The job's entry taken first (b"" if none), for a call that acknowledges it; then
+        :meth:`step_ended`, or :meth:`step_not_ended` if the call did not."""
+        entries = self._taken.get(job_id)
+        entry_id = entries.popleft() if entries else b""
+        if entries is not None and not entries:
+            del self._taken[job_id]
+        return entry_id
+
+    def step_not_ended(self, job_id: str, entry_id: bytes) -> None:
+        """The call that was to acknowledge ``entry_id`` did not: it is held (and renewed) again."""
+        if entry_id:
+            self._taken.setdefault(job_id, deque()).appendleft(entry_id)
+
+    async def step_ended(self, job_id: str, entry_id: bytes, holder: str) -> None:
+        """``entry_id`` was acknowledged (b"": none was taken) and ``holder``'s step lease released."""
+        if holder:
+            self.drop_step_lease(job_id, holder)
         self._held.pop(entry_id, None)
         if entry_id:
             await self._trim_now_and_then()

@@ -32,8 +32,11 @@ _PRELUDE = """
 local ns = ARGV[1]
 local function key(name, suffix) return ns .. name .. (suffix or '') end
 
+-- A field that falls to 0 stays (an HDEL per fall was a command of most steps): the fields of a counter
+-- are a bounded set (its blueprints, statuses, states and clients; task types; live workers, whose field
+-- goes when they expire), and readers leave out those at 0.
 local function decrement(hash, field)
-  if redis.call('HINCRBY', hash, field, -1) <= 0 then redis.call('HDEL', hash, field) end
+  if redis.call('HINCRBY', hash, field, -1) < 0 then redis.call('HDEL', hash, field) end
 end
 
 local function load_add(worker, task_id)
@@ -273,7 +276,8 @@ COMMIT = """
 -- see store_job), then six counted lists: closed tasks (id, status), tasks (id, job id, type, status,
 -- worker or '', doc, score, queued_at, timeout_s or '', ask), cancelled timer ids, timers (id, due),
 -- branch results the new round starts with (task id, result), child jobs (the fields of each, as
--- store_job reads them), then the events for the feed ('' for none).
+-- store_job reads them), then the events for the feed ('' for none), then the step it ends: its runnable
+-- entry ('' for none) and the holder of its step lease ('' for none), ended as ACK_ENTRY ends one.
 -- Returns {1} (or what run returns); {0} if the version is not the expected one or a task to withdraw
 -- was answered since it was read, {2} if a retried call was applied already.
 local job_id = ARGV[7]
@@ -328,6 +332,10 @@ for _ = 1, tonumber(arg()) do
   at = at + JOB_ARGS
 end
 feed_append(ARGV[at])
+local entry_id, holder, lease = ARGV[at + 1], ARGV[at + 2], key('$STEP_LEASE', job_id)
+if holder ~= '' and redis.call('GET', lease) == holder then redis.call('DEL', lease) end
+-- pcall: without the group (a Redis restarted empty) there is nothing to acknowledge.
+if entry_id ~= '' then redis.pcall('XACK', key('$RUNNABLE'), '$RUNNABLE_GROUP', entry_id) end
 if ended then trim_terminal(tonumber(ARGV[3])) end
 if ARGV[4] == '1' then return run(job_id, ARGV[6]) end
 return {1}

@@ -258,17 +258,23 @@ class RedisStorage(Storage):
             child.version = 1
         args += [len(change.children), *(x for child in change.children for x in job_fields(child, token))]
         args.append(entry_of(change.events))
+        entry_id = self._runnable.end_step(job.id) if change.ends_step else b""
+        args += [entry_id, change.ends_step]
         reply = None
         try:
             reply = await self._run("commit", [self.keys.job(job.id)], args)
         except BaseException:
             job.version, job.updated_at = expected, updated_at
+            self._runnable.step_not_ended(job.id, entry_id)
             raise
         finally:
             self._runnable.settle(consumer, reply)
         if not reply[0]:
             job.version, job.updated_at = expected, updated_at
+            self._runnable.step_not_ended(job.id, entry_id)
             raise VersionConflict(job.id)
+        if change.ends_step:
+            await self._runnable.step_ended(job.id, entry_id, change.ends_step)
         return job
 
     async def list_jobs(self, where: JobFilter, limit: int = 50, offset: int = 0) -> list[Job]:
