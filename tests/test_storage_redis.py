@@ -20,6 +20,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from support.redis_server import RedisServer, running_redis
 from support.storage_contract import (
+    LONG,
     SHORT,
     StorageContract,
     claim,
@@ -183,7 +184,7 @@ async def test_tasks_are_each_taken_once_by_pollers_on_two_processes(make_storag
 async def test_a_job_held_by_a_live_process_is_not_taken_over(make_storage: StorageFactory) -> None:
     a, b = await make_storage(), await make_storage()
     job = await a.create_job(make_job())
-    assert await a.take_runnable(SHORT) == job.id
+    assert await a.take_runnable(LONG) == job.id
     assert await b.take_runnable(4 * LEASE_S) is None  # a renews its lease while it lives
     await a.ack_runnable(job.id)
     assert await b.take_runnable(2 * LEASE_S) is None
@@ -196,7 +197,7 @@ async def test_acknowledged_entries_before_the_oldest_pending_one_are_deleted_no
     storage = await make_storage()
     first, held, second, unread = [await storage.create_job(make_job()) for _ in range(4)]
     for job in (first, held, second):
-        assert await storage.take_runnable(SHORT) == job.id
+        assert await storage.take_runnable(LONG) == job.id
     await storage.ack_runnable(first.id)
     assert await redis_client.xlen("avtomatika:runnable") == 4
     await storage.ack_runnable(second.id)  # the second acknowledgement: a trim
@@ -207,7 +208,7 @@ async def test_acknowledged_entries_before_the_oldest_pending_one_are_deleted_no
 async def test_a_job_taken_and_never_acked_is_taken_over_after_the_lease(make_storage: StorageFactory) -> None:
     a, b = await make_storage(), await make_storage()
     job = await a.create_job(make_job())
-    assert await a.take_runnable(SHORT) == job.id
+    assert await a.take_runnable(LONG) == job.id
     await a.close()  # stops renewing without acknowledging: as if it died mid-step
     started = time.monotonic()
     assert await b.take_runnable(10 * LEASE_S) == job.id
@@ -229,7 +230,7 @@ async def test_a_dead_process_job_is_taken_over_when_the_claim_interval_outlasts
     await b.connect()
     try:
         job = await a.create_job(make_job())
-        assert await a.take_runnable(SHORT) == job.id
+        assert await a.take_runnable(LONG) == job.id
         await a.close()  # as if killed mid-step
         assert await b.take_runnable(20.0) == job.id
     finally:
@@ -242,15 +243,20 @@ def test_a_storage_made_from_a_url_lets_blocking_reads_wait_as_long_as_they_ask(
     assert RedisStorage(url="redis://127.0.0.1:1/0?socket_timeout=3").socket_timeout_s == 3.0
 
 
+async def _nothing_to_take_over(a: RedisStorage, b: RedisStorage, job: Job) -> None:
+    """Once ``a`` closes, ``b`` finds no entry of ``job`` to take over, and its lease free."""
+    await a.close()
+    assert await b.take_runnable(3 * LEASE_S) is None
+    assert await b.lease_job(job.id, "other")
+
+
 async def test_a_finished_step_is_neither_taken_over_nor_left_leased(make_storage: StorageFactory) -> None:
     a, b = await make_storage(), await make_storage()
     job = await a.create_job(make_job())
-    assert await a.take_runnable(SHORT) == job.id
+    assert await a.take_runnable(LONG) == job.id
     assert await a.lease_job(job.id, "stepper")
     await a.finish_step(job.id, "stepper")
-    await a.close()  # nothing held any more: nothing to take over
-    assert await b.take_runnable(3 * LEASE_S) is None
-    assert await b.lease_job(job.id, "other")
+    await _nothing_to_take_over(a, b, job)
 
 
 async def test_a_commit_that_ends_the_step_releases_its_lease_and_acknowledges_its_entry(
@@ -259,7 +265,7 @@ async def test_a_commit_that_ends_the_step_releases_its_lease_and_acknowledges_i
     """Commit.ends_step: what finish_step does, in the commit's own script; finish_step then sends nothing."""
     a, b = await make_storage(), await make_storage()
     job = await a.create_job(make_job())
-    assert await a.take_runnable(SHORT) == job.id
+    assert await a.take_runnable(LONG) == job.id
     start = await a.lease_and_get_job(job.id, "stepper")
     assert start.job is not None
     start.job.status = JobStatus.FINISHED
@@ -270,9 +276,7 @@ async def test_a_commit_that_ends_the_step_releases_its_lease_and_acknowledges_i
     await redis_client.config_resetstat()
     await a.finish_step(job.id, "stepper")
     assert "cmdstat_evalsha" not in await redis_client.info("commandstats")
-    await a.close()  # nothing held any more: nothing to take over
-    assert await b.take_runnable(3 * LEASE_S) is None
-    assert await b.lease_job(job.id, "other")
+    await _nothing_to_take_over(a, b, job)
 
 
 async def test_a_commit_that_conflicts_leaves_the_step_to_finish_step(
@@ -280,7 +284,7 @@ async def test_a_commit_that_conflicts_leaves_the_step_to_finish_step(
 ) -> None:
     a = await make_storage()
     job = await a.create_job(make_job())
-    assert await a.take_runnable(SHORT) == job.id
+    assert await a.take_runnable(LONG) == job.id
     start = await a.lease_and_get_job(job.id, "stepper")
     assert start.job is not None
     await a.commit(Commit(await a.get_job(job.id) or job))  # changed meanwhile
@@ -479,7 +483,7 @@ async def test_a_retried_commit_is_applied_once_and_succeeds(make_storage: Stora
     assert committed.version == 2
     assert (await storage.get_job(job.id)) == committed
     assert (await storage.queue_lengths()) == {"a": 1}
-    assert await storage.take_runnable(SHORT) == job.id
+    assert await storage.take_runnable(LONG) == job.id
     assert await storage.take_runnable(SHORT) is None
 
 
@@ -551,7 +555,7 @@ async def test_namespaces_keep_storages_apart(make_storage: StorageFactory) -> N
     assert await second.get_job(job.id) is None
     assert await second.list_jobs(JobFilter()) == []
     assert await second.take_runnable(SHORT) is None
-    assert await first.take_runnable(SHORT) == job.id
+    assert await first.take_runnable(LONG) == job.id
 
 
 async def test_every_key_is_under_the_namespace(make_storage: StorageFactory, redis_client: aioredis.Redis) -> None:
