@@ -9,12 +9,13 @@ Times are UNIX seconds (floats), like :attr:`avtomatika.events.Event.at`; durati
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import Any, Self
 
 from ..errors import AvtomatikaError, ConfigError
@@ -75,10 +76,18 @@ class InvalidHistoryURI(ConfigError):
 class HistoryDriverMissing(ConfigError):
     """The backend's database driver is not installed."""
 
-    def __init__(self, backend: str, package: str, remedy: str = "pip install 'avtomatika[history]'") -> None:
+    def __init__(self, backend: str, package: str, remedy: str) -> None:
         self.backend = backend
         self.package = package
         super().__init__(f"history in {backend} needs the '{package}' package: {remedy}")
+
+
+def import_driver(backend: str, package: str, remedy: str = "pip install 'avtomatika[history]'") -> ModuleType:
+    """The database driver ``package``, imported when history opens (:class:`HistoryDriverMissing` if absent)."""
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise HistoryDriverMissing(backend, package, remedy) from None
 
 
 class InvalidCursor(AvtomatikaError):

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..feed import dump_json
 from ..models import new_id
 from . import migrations, sql
-from .base import FeedMoved, FeedStep, HistoryDriverMissing, LostJob
+from .base import FeedMoved, FeedStep, LostJob, import_driver
 from .records import EVENT_COLUMNS, JOB_COLUMNS, EventLine, EventRecord, JobRecord, project
 from .relational import SqlHistory
 
@@ -107,12 +107,7 @@ class PostgresHistory(SqlHistory):
     async def open(self) -> None:
         if self._pool is not None:
             return
-        try:
-            import asyncpg
-        except ImportError:
-            raise HistoryDriverMissing("PostgreSQL", "asyncpg") from None
-
-        pool = await asyncpg.create_pool(
+        pool = await import_driver("PostgreSQL", "asyncpg").create_pool(
             self.dsn,
             min_size=self.min_size,
             max_size=self.max_size,

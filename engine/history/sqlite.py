@@ -24,7 +24,7 @@ import orjson
 from ..feed import dump_json
 from ..models import new_id
 from . import migrations, sql
-from .base import FeedMoved, FeedStep, HistoryDriverMissing, LostJob
+from .base import FeedMoved, FeedStep, LostJob, import_driver
 from .records import EVENT_COLUMNS, JOB_COLUMNS, EventRecord, JobRecord, project
 from .relational import SqlHistory
 
@@ -96,11 +96,7 @@ class SQLiteHistory(SqlHistory):
     async def open(self) -> None:
         if self._db is not None:
             return
-        try:
-            import sqlite3
-        except ImportError:
-            raise HistoryDriverMissing("SQLite", "sqlite3", "a Python built with its sqlite3 module") from None
-
+        sqlite3 = import_driver("SQLite", "sqlite3", "a Python built with its sqlite3 module")
         _adapt_none_quickly(sqlite3)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="avtomatika-history")
         try:

@@ -37,5 +37,19 @@ class MonitorPanel(widgets.VBox):
         self.message = widgets.HTML()
         super().__init__(**kwargs)
 
+    def _lay_out(self, css_class: str) -> None:
+        """Build the subclass's widgets (``_build``) and show them (``_layout``), once its state is set."""
+        self._build()
+        self.children = self._layout()
+        self.add_class(css_class)
+
+    def _build(self) -> None:
+        """Create the panel's widgets (each subclass its own)."""
+        raise NotImplementedError
+
+    def _layout(self) -> list[widgets.Widget]:
+        """The panel's widgets, top to bottom, ``message`` last (each subclass its own)."""
+        raise NotImplementedError
+
     def _say(self, text: str, *, error: bool = False) -> None:
         self.message.value = _render.page(f"<p class='{'error' if error else 'muted'}'>{_render.esc(text)}</p>")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import ipywidgets as widgets
+
 from avtomatika.studio.notebook._render import page
 
 #: Hides the picture next to a live view of the same widget, and the broken view next to the picture.
@@ -67,6 +69,32 @@ class StaticPicture:
 
     def _bundle(self) -> dict[str, str]:
         return {"text/html": self.html, "text/plain": f"<{self.title}: the live widget needs its kernel>"}
+
+
+class PicturedWidget(widgets.VBox):
+    """A notebook widget displayed live, with its :class:`StaticPicture` under it.
+
+    Args:
+        title: What its picture shows, in words.
+        css_class: The widget's own CSS class (``avtomatika-live`` is added too).
+        children: Its widgets, top to bottom.
+    """
+
+    def __init__(self, title: str, css_class: str, children: list[widgets.Widget], **kwargs: Any) -> None:
+        self.picture = StaticPicture(title)
+        super().__init__(children=children, **kwargs)
+        self.add_class(css_class)
+        self.add_class("avtomatika-live")
+
+    def _ipython_display_(self) -> None:
+        self.picture.show(self, self._picture_parts())
+
+    def _redraw_picture(self) -> None:
+        self.picture.update(self._picture_parts())
+
+    def _picture_parts(self) -> list[str]:
+        """The HTML of what the picture shows, top to bottom (each subclass says which parts)."""
+        raise NotImplementedError
 
 
 def _in_kernel() -> bool:

@@ -19,7 +19,7 @@ from avtomatika.blueprint import StateMachineBlueprint
 from avtomatika.graph import GraphvizNotFound, blueprint_svg
 from avtomatika.studio.notebook import _render
 from avtomatika.studio.notebook._loop import Background, running_loop
-from avtomatika.studio.notebook._snapshot import StaticPicture
+from avtomatika.studio.notebook._snapshot import PicturedWidget
 
 #: How often the view looks for changes, in seconds.
 POLL_INTERVAL_S = 0.5
@@ -33,7 +33,7 @@ def blueprint_key(blueprint: StateMachineBlueprint) -> tuple[Any, ...]:
     return blueprint.version, handlers
 
 
-class BlueprintView(widgets.VBox):
+class BlueprintView(PicturedWidget):
     """The graph of ``blueprint``, re-drawn as handlers are added in later cells, with validation
     problems listed under it.
 
@@ -56,7 +56,6 @@ class BlueprintView(widgets.VBox):
         self._drawn: tuple[Any, ...] | None = None
         self._background = Background(f"blueprint-view-{blueprint.name}", self._show_error)
         self._poller: asyncio.Task[None] | None = None
-        self.picture = StaticPicture(f"Blueprint {blueprint.name}")
         self.header = widgets.HTML()
         self.graph = widgets.HTML()
         self.problems = widgets.HTML()
@@ -64,9 +63,9 @@ class BlueprintView(widgets.VBox):
         self.auto_toggle = widgets.Checkbox(value=auto_refresh, description="auto-refresh", indent=False)
         self.refresh_button.on_click(lambda _: self.refresh())
         toolbar = widgets.HBox([self.header, self.refresh_button, self.auto_toggle])
-        super().__init__(children=[toolbar, self.graph, self.problems], **kwargs)
-        self.add_class("avtomatika-blueprint-view")
-        self.add_class("avtomatika-live")
+        super().__init__(
+            f"Blueprint {blueprint.name}", "avtomatika-blueprint-view", [toolbar, self.graph, self.problems], **kwargs
+        )
         widgets.link((self.auto_toggle, "value"), (self, "auto_refresh"))
         self.auto_refresh = auto_refresh
         self.observe(self._auto_changed, names="auto_refresh")
@@ -76,9 +75,6 @@ class BlueprintView(widgets.VBox):
 
     def __repr__(self) -> str:
         return f"BlueprintView({self._blueprint.name!r}, version={self.version!r})"
-
-    def _ipython_display_(self) -> None:
-        self.picture.show(self, self._picture_parts())
 
     def _picture_parts(self) -> list[str]:
         return [self.header.value, self.graph.value, self.problems.value]
@@ -110,7 +106,7 @@ class BlueprintView(widgets.VBox):
         self.graph.value = _render.page(_render.graph_html(blueprint))
         self.problems.value = _render.page(_render.problems_html(problems))
         self._drawn = key
-        self.picture.update(self._picture_parts())
+        self._redraw_picture()
 
     def _show_error(self, error: BaseException) -> None:
         text = f"{type(error).__name__}: {error}"

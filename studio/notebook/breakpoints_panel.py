@@ -64,9 +64,7 @@ class BreakpointsPanel(MonitorPanel):
         self.breakpoints: list[Breakpoint] = []
         self.held: list[Job] = []
         self._quiet = False
-        self._build()
-        self.children = self._layout()
-        self.add_class("avtomatika-breakpoints")
+        self._lay_out("avtomatika-breakpoints")
 
     def __repr__(self) -> str:
         return f"BreakpointsPanel({self.blueprint!r}, breakpoints={self.breakpoint_count}, held={self.held_count})"

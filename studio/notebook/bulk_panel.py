@@ -50,9 +50,7 @@ class BulkPanel(MonitorPanel):
         self.poll_s = poll_s
         self.quarantined: list[Job] = []
         self.action: BulkAction | None = None
-        self._build()
-        self.children = self._layout()
-        self.add_class("avtomatika-bulk")
+        self._lay_out("avtomatika-bulk")
 
     def __repr__(self) -> str:
         return f"BulkPanel(quarantined={len(self.quarantined)}, bulk={self.bulk_id or None!r})"

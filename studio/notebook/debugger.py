@@ -29,7 +29,7 @@ from avtomatika.models import Task
 from avtomatika.studio.graphs import JobPath, job_marks
 from avtomatika.studio.notebook import _panels, _render
 from avtomatika.studio.notebook._loop import Background
-from avtomatika.studio.notebook._snapshot import StaticPicture
+from avtomatika.studio.notebook._snapshot import PicturedWidget
 from avtomatika.studio.notebook.blueprint_view import blueprint_key
 from avtomatika.studio.notebook.graph_view import BreakpointList, GraphView
 from avtomatika.studio.notebook.log_view import LogView, entry_html
@@ -40,7 +40,7 @@ from avtomatika.studio.notebook.time_travel import BackControls, StateEditor
 WATCH_INTERVAL_S = 0.5
 
 
-class StepDebugger(widgets.VBox):
+class StepDebugger(PicturedWidget):
     """Create a job of a blueprint and step it by hand: Step, Continue, breakpoints, Back and Redo.
 
     Args:
@@ -83,20 +83,14 @@ class StepDebugger(widgets.VBox):
         self._coming: Preview | None = None
         self._problems: list[Problem] = chosen.validate()
         self._watched = blueprint_key(chosen)
-        self.picture = StaticPicture(f"Step debugger of {chosen.name}")
         self._build(list(chosen.states), breakpoints)
-        super().__init__(children=self._layout(), **kwargs)
-        self.add_class("avtomatika-step-debugger")
-        self.add_class("avtomatika-live")
+        super().__init__(f"Step debugger of {chosen.name}", "avtomatika-step-debugger", self._layout(), **kwargs)
         self._render()
         self._background.spawn(self.ready(), "open")
         self._watcher.spawn(self._watch(), "watch")
 
     def __repr__(self) -> str:
         return f"StepDebugger({self.blueprint.name!r}, job={self.job_id or None!r}, state={self.state!r})"
-
-    def _ipython_display_(self) -> None:
-        self.picture.show(self, self._picture_parts())
 
     # -- building -------------------------------------------------------------------------------
     def _build(self, states: list[str], breakpoints: tuple[str, ...] | list[str]) -> None:
@@ -387,7 +381,7 @@ class StepDebugger(widgets.VBox):
         self.step_button.disabled = self.continue_button.disabled = not (runnable and self.valid)
         if job is None:
             self.travel.row.layout.display = self.travel.editor.layout.display = "none"
-            self.picture.update(self._picture_parts())
+            self._redraw_picture()
             return
         self.job_id, self.state, self.status, self.steps = job.id, job.state, job.status, session.steps_taken
         self.travel.row.layout.display = self.travel.editor.layout.display = ""
@@ -399,7 +393,7 @@ class StepDebugger(widgets.VBox):
         self.editor.show(job.state_history)
         self.log_view.show(session.entries)
         self.release_button.layout.display = "" if job.status == "quarantined" else "none"
-        self.picture.update(self._picture_parts())
+        self._redraw_picture()
 
     def _picture_parts(self) -> list[str]:
         """The static picture: header, graph, the next step and the last action."""

@@ -21,10 +21,10 @@ from avtomatika.studio.contexts import MomentContext
 from avtomatika.studio.graphs import JobGraph, moment_path
 from avtomatika.studio.notebook import _render
 from avtomatika.studio.notebook._loop import Background
-from avtomatika.studio.notebook._snapshot import StaticPicture
+from avtomatika.studio.notebook._snapshot import PicturedWidget
 
 
-class JobHistory(widgets.VBox):
+class JobHistory(PicturedWidget):
     """One job's history, line by line.
 
     Args:
@@ -51,19 +51,21 @@ class JobHistory(widgets.VBox):
         self.graph = widgets.HTML()
         self.panel = widgets.HTML()
         self.message = widgets.HTML()
-        self.picture = StaticPicture(f"History of job {job_id[:8]}")
         self._background = Background("job-history", self._show_error)
         self.slider.observe(lambda change: self._background.spawn(self.show(change["new"]), "show"), names="value")
-        super().__init__([self.graph, self.slider, self.panel, self.message], **kwargs)
-        self.add_class("avtomatika-job-history")
-        self.add_class("avtomatika-live")
+        super().__init__(
+            f"History of job {job_id[:8]}",
+            "avtomatika-job-history",
+            [self.graph, self.slider, self.panel, self.message],
+            **kwargs,
+        )
         self._background.spawn(self.load(), "load")
 
     def __repr__(self) -> str:
         return f"JobHistory({self.job_id!r}, seq={self.seq}/{self.last_seq})"
 
-    def _ipython_display_(self) -> None:
-        self.picture.show(self, [self.graph.value, self.panel.value])
+    def _picture_parts(self) -> list[str]:
+        return [self.graph.value, self.panel.value]
 
     async def load(self) -> JobDetail:
         """Read the job and its timeline again (new lines included), and show its last line."""
@@ -97,7 +99,7 @@ class JobHistory(widgets.VBox):
         context = MomentContext(detail.job, moment, None, detail.timeline.last_seq)
         self.panel.value = _render.page(_render.render("_moment.html", context, self._studio_url))
         self.message.value = ""
-        self.picture.update([self.graph.value, self.panel.value])
+        self._redraw_picture()
         return moment
 
     async def settled(self) -> None:

@@ -33,7 +33,7 @@ from avtomatika.studio.blueprints import LiveCounts
 from avtomatika.studio.notebook import _render
 from avtomatika.studio.notebook._loop import Background
 from avtomatika.studio.notebook._panel import ACTOR
-from avtomatika.studio.notebook._snapshot import StaticPicture
+from avtomatika.studio.notebook._snapshot import PicturedWidget
 from avtomatika.studio.notebook.breakpoints_panel import BreakpointsPanel
 from avtomatika.studio.notebook.bulk_panel import BulkPanel
 from avtomatika.studio.notebook.rerun_panel import RerunPanel
@@ -54,7 +54,7 @@ def allowed(job: Job | None) -> dict[str, bool]:
     }
 
 
-class EngineMonitor(widgets.VBox):
+class EngineMonitor(PicturedWidget):
     """Live counts per state, recent jobs and operator actions for ``engine``.
 
     Args:
@@ -91,20 +91,14 @@ class EngineMonitor(widgets.VBox):
         self._watcher = Background("engine-monitor-watch", self._show_error)
         self._pending = False
         names = sorted(engine.blueprints)
-        self.picture = StaticPicture("Engine monitor")
         self._build(names, blueprint or (names[0] if names else None))
-        super().__init__(children=self._layout(), **kwargs)
-        self.add_class("avtomatika-engine-monitor")
-        self.add_class("avtomatika-live")
+        super().__init__("Engine monitor", "avtomatika-engine-monitor", self._layout(), **kwargs)
         self._unsubscribe = engine.events.subscribe(self._on_event)
         self._background.spawn(self.refresh(), "refresh")
         self._watcher.spawn(self._watch(), "watch")
 
     def __repr__(self) -> str:
         return f"EngineMonitor({self.engine!r}, studio={self.studio_url or None!r})"
-
-    def _ipython_display_(self) -> None:
-        self.picture.show(self, self._picture_parts())
 
     # -- building -------------------------------------------------------------------------------
     def _build(self, names: list[str], chosen: str | None) -> None:
@@ -281,7 +275,7 @@ class EngineMonitor(widgets.VBox):
         values = [value for _, value in options]
         self.job_choice.value = current if current in values else (values[0] if values else None)
         self._render_actions()
-        self.picture.update(self._picture_parts())
+        self._redraw_picture()
 
     def _render_header(self) -> None:
         esc = _render.esc

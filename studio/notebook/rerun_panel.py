@@ -46,9 +46,7 @@ class RerunPanel(MonitorPanel):
         self.blueprint = ""
         self.origin: RerunOrigin | None = None
         self._quiet = False
-        self._build()
-        self.children = self._layout()
-        self.add_class("avtomatika-rerun")
+        self._lay_out("avtomatika-rerun")
 
     def __repr__(self) -> str:
         return f"RerunPanel({self.blueprint!r}, last_rerun={self.last_rerun or None!r})"
