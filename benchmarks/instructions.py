@@ -11,6 +11,7 @@ SQLite's file writes) is not counted, nor is aiohttp's (no HTTP): this measures 
     python -m benchmarks.instructions                          # W1, W2, W3, with history
     python -m benchmarks.instructions --workloads W1 --no-history
     python -m benchmarks.instructions --workloads W1,W2 --http  # through the HTTP API, over loopback
+    python -m benchmarks.instructions --workloads W1,W2 --floor # the same requests, served by the floor
 
 Workloads (the blueprints of benchmarks/app.py):
 
@@ -25,6 +26,10 @@ rate limits off, no studio) and drives W1 and W2 through it with the harness's l
 same with a worker's long poll opened before the job and its result posted (4 requests). The count
 then includes aiohttp's work and the API's (middlewares, validation, responses) besides the
 engine's, and the client's, which is the same for every version of the engine.
+
+``--floor`` drives the same requests, with the same client, against :mod:`benchmarks.floor`
+(aiohttp alone) served in the process instead of the engine: the engine's ``--http`` count over the
+floor's is its CPU per job as a multiple of the floor's, counted rather than timed.
 
 Needs valgrind (``apt-get install -y valgrind``); a run takes a few minutes.
 """
@@ -84,6 +89,26 @@ async def _run_workload(workload: str, jobs: int, history: bool, http: bool) -> 
     if history:
         await engine.history_writer.flush()
     await engine.stop()
+
+
+async def _run_floor(workload: str, jobs: int) -> None:
+    """``workload``'s requests through HTTP, answered by the floor (its jobs end as they are answered)."""
+    from aiohttp import web
+
+    from .floor import application
+
+    runner = web.AppRunner(application(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    client = HttpDriver(f"http://127.0.0.1:{port}")
+    run = {"W1": client.chain, "W2": client.echo}[workload]
+    ended: asyncio.Queue[str] = asyncio.Queue()
+    for _ in range(jobs):
+        ended.put_nowait("finished")
+        await run(None, ended)
+    await runner.cleanup()
 
 
 def _on_end(event: Any, finished: asyncio.Queue[str]) -> None:
@@ -163,11 +188,14 @@ class HttpDriver:
 
 
 # -- outside: run valgrind twice per workload ------------------------------------------------------
-def count_instructions(workload: str, jobs: int, history: bool, valgrind: str, http: bool = False) -> int:
+def count_instructions(
+    workload: str, jobs: int, history: bool, valgrind: str, http: bool = False, floor: bool = False
+) -> int:
     """Instructions of one in-process run of ``workload`` with ``jobs`` jobs, start-up included."""
     command = [valgrind, "--tool=lackey", "--basic-counts=yes", sys.executable, "-m", "benchmarks.instructions"]
     command += ["--inner", workload, "--jobs", str(jobs)] + ([] if history else ["--no-history"])
     command += ["--http"] if http else []
+    command += ["--floor"] if floor else []
     env = {**os.environ, **RUN_ENV, **(HTTP_ENV if http else {})}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False)
     found = _COUNT.search(done.stderr)
@@ -176,10 +204,10 @@ def count_instructions(workload: str, jobs: int, history: bool, valgrind: str, h
     return int(found.group(1).replace(",", ""))
 
 
-def per_job(workload: str, jobs: int, history: bool, valgrind: str, http: bool = False) -> float:
+def per_job(workload: str, jobs: int, history: bool, valgrind: str, http: bool = False, floor: bool = False) -> float:
     """Instructions per job: (count with 4 x ``jobs``) - (count with ``jobs``), over 3 x ``jobs``."""
-    short = count_instructions(workload, jobs, history, valgrind, http)
-    long = count_instructions(workload, 4 * jobs, history, valgrind, http)
+    short = count_instructions(workload, jobs, history, valgrind, http, floor)
+    long = count_instructions(workload, 4 * jobs, history, valgrind, http, floor)
     return (long - short) / (3 * jobs)
 
 
@@ -189,14 +217,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, help="jobs of the shorter run (default: W1 100, W2 100, W3 2)")
     parser.add_argument("--no-history", action="store_true", help="stop the history writer (its share, by difference)")
     parser.add_argument("--http", action="store_true", help="W1 and W2 through the HTTP API over loopback")
+    parser.add_argument("--floor", action="store_true", help="W1 and W2's HTTP requests served by the floor")
     parser.add_argument("--inner", help=argparse.SUPPRESS)  # the run inside valgrind
     args = parser.parse_args(argv)
     if args.inner:  # the loop a served engine has
-        run(_run_workload(args.inner, args.jobs, not args.no_history, args.http))
+        if args.floor:
+            run(_run_floor(args.inner, args.jobs))
+        else:
+            run(_run_workload(args.inner, args.jobs, not args.no_history, args.http))
         return 0
     workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
     for name in workloads:
-        if name not in DEFAULT_JOBS or (args.http and name == "W3"):
+        if name not in DEFAULT_JOBS or ((args.http or args.floor) and name == "W3"):
             parser.error(f"unknown workload {name!r} (choose from {', '.join(DEFAULT_JOBS)})")
     if args.jobs is not None and args.jobs < 1:
         parser.error("--jobs must be at least 1")
@@ -204,9 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     if valgrind is None:
         parser.error("needs valgrind: apt-get install -y valgrind")
     how = ("history off" if args.no_history else "history on") + (", through HTTP" if args.http else "")
+    how = "the floor, through HTTP" if args.floor else how
     for name in workloads:
         jobs = args.jobs or DEFAULT_JOBS[name]
-        figure = per_job(name, jobs, not args.no_history, valgrind, args.http)
+        figure = per_job(name, jobs, not args.no_history, valgrind, args.http, args.floor)
         print(f"{name}: {figure:,.0f} instructions per job ({how}; {jobs} and {4 * jobs} jobs)", flush=True)
     return 0
 

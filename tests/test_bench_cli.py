@@ -52,6 +52,14 @@ def test_instruction_workloads_run_their_jobs_to_the_end(workload: str, jobs: st
     assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
+@pytest.mark.parametrize("workload", ["W1", "W2"])
+def test_floor_serves_the_instruction_workloads(workload: str) -> None:
+    """``--floor``: the same requests through HTTP, answered by aiohttp alone, each job to its end."""
+    command = [sys.executable, "-m", "benchmarks.instructions", "--inner", workload, "--jobs", "3", "--floor"]
+    done = subprocess.run(command, cwd=ROOT, env={**os.environ, "LOG_LEVEL": "ERROR"}, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
 def test_instructions_refuses_an_unknown_workload(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         instructions_main(["--workloads", "W9"])
