@@ -24,7 +24,14 @@ from avtomatika.studio.htmx import htmx, redirect
 from avtomatika.studio.live import Update, stream_feed
 from avtomatika.studio.marks import GraphMarks
 from avtomatika.studio.partial_contexts import BlueprintMarksContext
-from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json
+from avtomatika.studio.render import (
+    json_response,
+    page_or_json,
+    render_fragment,
+    render_page,
+    user_of,
+    wants_json,
+)
 from avtomatika.studio.sse import SseEvent
 
 routes = web.RouteTableDef()
@@ -87,9 +94,7 @@ async def blueprints_page(request: web.Request) -> web.StreamResponse:
     in_flight = await request.app[data_key].counts(user_of(request).scope, in_flight=True)
     cards = [await card(request, b, in_flight) for b in sorted(engine.blueprints.values(), key=lambda b: b.name)]
     context = BlueprintsContext(title="Blueprints", cards=cards)
-    if wants_json(request):
-        return json_response(context.to_json())
-    return await render_page(request, "blueprints.html", context, section="blueprints", live="blueprints")
+    return await page_or_json(request, "blueprints.html", context, section="blueprints", live="blueprints")
 
 
 @routes.get("/blueprints/{name}", name="blueprint")

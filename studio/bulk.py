@@ -24,7 +24,7 @@ from avtomatika.studio.bulk_form import read_form, sample_of
 from avtomatika.studio.contexts import BulkContext, BulkListContext, BulkReviewContext, bulk_json
 from avtomatika.studio.htmx import htmx, trigger
 from avtomatika.studio.middleware import StudioError
-from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json
+from avtomatika.studio.render import fragment_or_json, json_response, page_or_json, render_fragment, user_of, wants_json
 
 routes = web.RouteTableDef()
 
@@ -43,10 +43,7 @@ async def _review(request: web.Request) -> BulkReviewContext:
 
 
 async def _answer_review(request: web.Request, review: BulkReviewContext) -> web.StreamResponse:
-    status = 422 if review.form.errors else 200
-    if wants_json(request):
-        return json_response(review.to_json(), status)
-    return await render_fragment(request, "_bulk_review.html", review, status)
+    return await fragment_or_json(request, "_bulk_review.html", review, 422 if review.form.errors else 200)
 
 
 @routes.post("/bulk/review", name="bulk_review")
@@ -88,11 +85,7 @@ async def _visible(request: web.Request) -> BulkAction:
 
 async def _answer(request: web.Request, action: BulkAction) -> web.StreamResponse:
     context = BulkContext(f"Bulk {action.kind} ({action.status})", action, time.time())
-    if wants_json(request):
-        return json_response(context.to_json())
-    if htmx(request) and not htmx(request).boosted:
-        return await render_fragment(request, "_bulk_progress.html", context)
-    return await render_page(request, "bulk_action.html", context, section="bulk")
+    return await page_or_json(request, "bulk_action.html", context, section="bulk", partial="_bulk_progress.html")
 
 
 @routes.get("/bulk/{bulk_id}", name="bulk")
@@ -116,6 +109,4 @@ async def bulk_list(request: web.Request) -> web.StreamResponse:
     if session.scope is not None:
         found = [a for a in found if a.actor == session.actor]
     context = BulkListContext("Bulk actions", found)
-    if wants_json(request):
-        return json_response(context.to_json())
-    return await render_page(request, "bulk.html", context, section="bulk")
+    return await page_or_json(request, "bulk.html", context, section="bulk")

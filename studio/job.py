@@ -24,7 +24,7 @@ from avtomatika.studio.hold import hold_panel
 from avtomatika.studio.live import Update, stream_feed
 from avtomatika.studio.middleware import StudioError
 from avtomatika.studio.partial_contexts import TimelineLinesContext, TimelineRowsContext
-from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json
+from avtomatika.studio.render import fragment_or_json, page_or_json, user_of
 from avtomatika.studio.sse import SseEvent
 
 routes = web.RouteTableDef()
@@ -86,9 +86,7 @@ async def job_context(request: web.Request, detail: JobDetail, graph: JobGraph |
 async def job_page(request: web.Request) -> web.StreamResponse:
     detail = await load_detail(request)
     context = await job_context(request, detail)
-    if wants_json(request):
-        return json_response(context.to_json())
-    return await render_page(request, "job.html", context, section="jobs", live=f"jobs/{detail.job.id}")
+    return await page_or_json(request, "job.html", context, section="jobs", live=f"jobs/{detail.job.id}")
 
 
 def _seq(request: web.Request) -> int:
@@ -108,9 +106,7 @@ async def moment_page(request: web.Request) -> web.StreamResponse:
     moment = timeline.at(_seq(request))
     graph = await JobGraph.of(request.app[engine_key], detail)
     context = MomentContext(detail.job, moment, graph.marks(moment_path(moment)), timeline.last_seq)
-    if wants_json(request):
-        return json_response(context.to_json())
-    return await render_fragment(request, "_moment.html", context)
+    return await fragment_or_json(request, "_moment.html", context)
 
 
 @routes.get("/jobs/{job_id}/states/{state}", name="job_state")
@@ -120,9 +116,7 @@ async def state_page(request: web.Request) -> web.StreamResponse:
     state = request.match_info["state"]
     visits = detail.timeline.visits_of(state) if detail.timeline is not None else []
     context = StateContext(detail.job, state, visits)
-    if wants_json(request):
-        return json_response(context.to_json())
-    return await render_fragment(request, "_state_visits.html", context)
+    return await fragment_or_json(request, "_state_visits.html", context)
 
 
 class JobFeed:

@@ -16,10 +16,9 @@ from avtomatika.studio.app_keys import data_key, engine_key
 from avtomatika.studio.bulk_form import DEFAULT_RATE_PER_S, JOBS_LIST_OPERATIONS
 from avtomatika.studio.contexts import JobsContext
 from avtomatika.studio.filters import query_of
-from avtomatika.studio.htmx import htmx
 from avtomatika.studio.live import Update, stream_feed
 from avtomatika.studio.partial_contexts import JobRowContext
-from avtomatika.studio.render import json_response, render_fragment, render_page, user_of, wants_json
+from avtomatika.studio.render import page_or_json, user_of
 from avtomatika.studio.sse import SseEvent
 
 routes = web.RouteTableDef()
@@ -62,12 +61,8 @@ async def jobs_context(request: web.Request) -> JobsContext:
 @routes.get("/jobs", name="jobs")
 async def jobs_page(request: web.Request) -> web.StreamResponse:
     context = await jobs_context(request)
-    if wants_json(request):
-        return json_response(context.to_json())
-    if htmx(request) and not htmx(request).boosted:
-        return await render_fragment(request, "_job_rows.html", context)
     live = f"jobs?{context.live_query}" if context.first_page else None
-    return await render_page(request, "jobs.html", context, section="jobs", live=live)
+    return await page_or_json(request, "jobs.html", context, section="jobs", live=live, partial="_job_rows.html")
 
 
 #: Events that change a job's row (progress only changes its page's panel).

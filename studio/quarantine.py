@@ -20,7 +20,7 @@ from avtomatika.studio.app_keys import data_key, engine_key
 from avtomatika.studio.bulk_form import DEFAULT_RATE_PER_S
 from avtomatika.studio.contexts import QuarantineContext, QuarantineCounts, TriageGroup, TriageItem
 from avtomatika.studio.live import Update, stream_feed
-from avtomatika.studio.render import json_response, render_page, user_of, wants_json
+from avtomatika.studio.render import page_or_json, user_of
 from avtomatika.studio.sse import SseEvent
 
 logger = logging.getLogger(__name__)
@@ -86,10 +86,8 @@ async def quarantine_context(request: web.Request) -> QuarantineContext:
 @routes.get("/quarantine", name="quarantine")
 async def quarantine_page(request: web.Request) -> web.StreamResponse:
     context = await quarantine_context(request)
-    if wants_json(request):
-        return json_response(context.to_json())
     live = f"quarantine?since={time.time()!r}"  # jobs quarantined after the page was drawn are announced
-    return await render_page(request, "quarantine.html", context, section="quarantine", live=live)
+    return await page_or_json(request, "quarantine.html", context, section="quarantine", live=live)
 
 
 class QuarantineFeed:

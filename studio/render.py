@@ -11,7 +11,7 @@ import importlib.util
 import logging
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp_jinja2
 import jinja2
@@ -21,6 +21,7 @@ from markupsafe import Markup
 from avtomatika.reads import NavCounts, diff
 from avtomatika.studio.access import CSRF_FIELD, CSRF_HEADER, Session
 from avtomatika.studio.app_keys import access_key, data_key, prefix_key, session_key
+from avtomatika.studio.htmx import htmx
 from avtomatika.studio.marks import overlay
 from avtomatika.studio.ui import FILTERS, TONES, bar, palette_css
 
@@ -178,6 +179,37 @@ async def render_page(
 async def render_fragment(request: web.Request, template: str, context: Any, status: int = 200) -> web.Response:
     """A partial alone, for htmx."""
     return await render_template(request, template, context, status)
+
+
+class HasJson(Protocol):
+    """A template context with a JSON twin."""
+
+    def to_json(self) -> Any: ...
+
+
+async def page_or_json(
+    request: web.Request,
+    template: str,
+    context: HasJson,
+    *,
+    section: str,
+    live: str | None = None,
+    partial: str | None = None,
+) -> web.StreamResponse:
+    """A whole page, or its JSON twin; ``partial``: what an htmx request that is not a boosted link
+    gets instead (a table's next rows, a progress bar's refresh)."""
+    if wants_json(request):
+        return json_response(context.to_json())
+    if partial is not None and htmx(request) and not htmx(request).boosted:
+        return await render_fragment(request, partial, context)
+    return await render_page(request, template, context, section=section, live=live)
+
+
+async def fragment_or_json(request: web.Request, template: str, context: HasJson, status: int = 200) -> web.Response:
+    """A partial for htmx, or its JSON twin."""
+    if wants_json(request):
+        return json_response(context.to_json(), status)
+    return await render_fragment(request, template, context, status)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
