@@ -76,7 +76,9 @@ def test_break_on_a_clicked_state_hold_edit_continue(page: Page, studio: ServedE
 
 
 def test_break_one_job_from_its_page_then_step(page: Page, studio: ServedEngine, screenshots: Path) -> None:
-    job = studio.call(studio.engine.create_job("studio_echo", {"sleep_s": 1.0}))
+    # Its task takes 3 s, so the job is still running when its page is drawn and the break clicked
+    # (with 1 s, a loaded machine drew the page of a job already finished: no break control).
+    job = studio.call(studio.engine.create_job("studio_echo", {"sleep_s": 3.0}))
     page.goto(f"{studio.url}/studio/jobs/{job.id}")
     page.select_option("#break-at", "done")
     page.click('[data-action="break"]')
