@@ -279,6 +279,19 @@ async def test_a_commit_that_ends_the_step_releases_its_lease_and_acknowledges_i
     await _nothing_to_take_over(a, b, job)
 
 
+async def test_a_commit_that_ends_a_step_whose_lease_was_taken_over_leaves_that_lease(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    storage = await make_storage()
+    job = await storage.create_job(make_job(), run=False)
+    lease_key = storage.keys.step_lease(job.id)
+    await redis_client.set(lease_key, "other", px=60_000)  # ours expired, and another process took it
+    job.status = JobStatus.FINISHED
+    await storage.commit(Commit(job, ends_step="stepper"))
+    assert await redis_client.get(lease_key) == b"other"
+    assert await redis_client.pttl(lease_key) > 0
+
+
 async def test_a_commit_that_conflicts_leaves_the_step_to_finish_step(
     make_storage: StorageFactory, redis_client: aioredis.Redis
 ) -> None:

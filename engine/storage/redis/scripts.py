@@ -277,7 +277,9 @@ COMMIT = """
 -- worker or '', doc, score, queued_at, timeout_s or '', ask), cancelled timer ids, timers (id, due),
 -- branch results the new round starts with (task id, result), child jobs (the fields of each, as
 -- store_job reads them), then the events for the feed ('' for none), then the step it ends: its runnable
--- entry ('' for none) and the holder of its step lease ('' for none), ended as ACK_ENTRY ends one.
+-- entry ('' for none), the holder of its step lease ('' for none) and the storage's lease length (ms:
+-- another holder's lease found instead is put back that long, no shorter than it is renewed), ended as
+-- ACK_ENTRY ends one.
 -- Returns {1} (or what run returns); {0} if the version is not the expected one or a task to withdraw
 -- was answered since it was read, {2} if a retried call was applied already.
 local job_id = ARGV[7]
@@ -333,7 +335,10 @@ for _ = 1, tonumber(arg()) do
 end
 feed_append(ARGV[at])
 local entry_id, holder, lease = ARGV[at + 1], ARGV[at + 2], key('$STEP_LEASE', job_id)
-if holder ~= '' and redis.call('GET', lease) == holder then redis.call('DEL', lease) end
+if holder ~= '' then  -- compared and deleted in one command; another's (taken over) is put back
+  local held = redis.call('GETDEL', lease)
+  if held and held ~= holder then redis.call('SET', lease, held, 'PX', ARGV[at + 3]) end
+end
 -- pcall: without the group (a Redis restarted empty) there is nothing to acknowledge.
 if entry_id ~= '' then redis.pcall('XACK', key('$RUNNABLE'), '$RUNNABLE_GROUP', entry_id) end
 if ended then trim_terminal(tonumber(ARGV[3])) end

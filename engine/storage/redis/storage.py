@@ -259,7 +259,7 @@ class RedisStorage(Storage):
         args += [len(change.children), *(x for child in change.children for x in job_fields(child, token))]
         args.append(entry_of(change.events))
         entry_id = self._runnable.end_step(job.id) if change.ends_step else b""
-        args += [entry_id, change.ends_step]
+        args += [entry_id, change.ends_step, max(1, int(self.lease_s * 1000))]
         reply = None
         try:
             reply = await self._run("commit", [self.keys.job(job.id)], args)
