@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -36,7 +37,7 @@ from support.storage_contract import (
 )
 
 from avtomatika.errors import VersionConflict
-from avtomatika.models import Job, JobStatus, TaskStatus
+from avtomatika.models import Job, JobStatus, TaskStatus, named
 from avtomatika.storage.base import BranchAnswer, Commit, JobFilter
 from avtomatika.storage.redis import RedisStorage, keys, runnable
 
@@ -680,10 +681,18 @@ async def test_a_job_that_leaves_a_terminal_status_is_not_forgotten(make_storage
 
 
 # -- data an older version wrote ------------------------------------------------------------------
+async def as_stored_before_2026_12_07(client: aioredis.Redis, job: Job, **fields: Any) -> None:
+    """Store ``job`` as versions before 2026-12-07 did: a hash (with ``fields`` too), not a record."""
+    counted = orjson.dumps([job.blueprint, str(job.status), job.state, job.client])
+    stored = {"doc": named(job), "version": job.version, "commit": "x:1", "status": str(job.status)}
+    stored |= {"counted": counted, **({"client": job.client} if job.client else {}), **fields}
+    await client.delete(f"avtomatika:job:{job.id}")
+    await client.hset(f"avtomatika:job:{job.id}", mapping=stored)
+
+
 async def as_listed_before_2026_12(client: aioredis.Redis, job: Job, seq: int) -> None:
     """List ``job`` as versions before 2026-12 did: by a creation sequence, by blueprint and state too."""
-    fields = {"seq": seq, "blueprint": job.blueprint, "state": job.state, "client": job.client or ""}
-    await client.hset(f"avtomatika:job:{job.id}", mapping=fields)
+    await as_stored_before_2026_12_07(client, job, seq=seq, blueprint=job.blueprint, state=job.state)
     await client.zadd("avtomatika:jobs:all", {job.id: seq})
     for field, value in (("status", job.status), ("blueprint", job.blueprint), ("state", job.state)):
         await client.zadd(f"avtomatika:jobs:by:{field}:{value}", {job.id: seq})
@@ -713,7 +722,47 @@ async def test_a_job_listed_by_an_older_version_is_listed_anew_when_next_stored(
         "by:status:pending": [new.id.encode()],
         "by:status:waiting_for_human": [old.id.encode()],
     }
-    assert await redis_client.hmget(f"avtomatika:job:{old.id}", ["seq", "blueprint", "state"]) == [None] * 3
+    assert await redis_client.type(f"avtomatika:job:{old.id}") == b"string"  # a record now
+
+
+async def test_a_job_stored_as_a_hash_by_an_older_version_is_read_and_stored_as_a_record(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """Versions before 2026-12-07 kept a job as a hash; it is read as one until stored again, which
+    writes its record (with the tasks its hash listed), and forgotten with its tasks either way."""
+    storage = await make_storage(max_terminal_jobs=1)
+    job = await new_job(storage)
+    task = make_task(job)
+    job = await storage.commit(Commit(job, tasks=[task]))
+    await as_stored_before_2026_12_07(redis_client, job, **{f"{keys.JOB_TASK}{task.id}": ""})
+    assert await storage.get_job(job.id) == job
+    assert await storage.job_version(job.id) == job.version
+    assert [found.id for found in await storage.list_jobs(JobFilter())] == [job.id]
+    assert (await storage.lease_and_get_job(job.id, "stepper")).job == job
+    await storage.release_job_lease(job.id, "stepper")
+    job.state = "next"
+    job = await storage.commit(Commit(job))
+    assert await redis_client.type(storage.keys.job(job.id)) == b"string"
+    assert await storage.get_job(job.id) == job
+    assert await storage.count_jobs() == {(job.blueprint, str(job.status), "next"): 1}
+    await finish(storage, job)
+    await finish(storage, await new_job(storage))  # past max_terminal_jobs: the first is forgotten
+    assert await storage.get_job(job.id) is None
+    assert await storage.get_task(task.id) is None
+
+
+async def test_a_hash_stored_job_is_forgotten_with_its_tasks(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    storage = await make_storage(max_terminal_jobs=1)
+    job = await new_job(storage)
+    task = make_task(job)
+    job = await finish(storage, await storage.commit(Commit(job, tasks=[task])))
+    await as_stored_before_2026_12_07(redis_client, job, **{f"{keys.JOB_TASK}{task.id}": ""})
+    await finish(storage, await new_job(storage))
+    assert await storage.get_job(job.id) is None
+    assert await storage.get_task(task.id) is None
+    assert await storage.count_jobs() == {(job.blueprint, "finished", job.state): 1}
 
 
 async def test_a_job_listed_by_an_older_version_is_forgotten_from_every_list(

@@ -43,6 +43,12 @@ def job_fields(job: Job, token: str) -> list[Any]:
     ]
 
 
+def split_job(record: bytes) -> tuple[int, bytes]:
+    """The version and document of a job's record (see ``keys.JOB``)."""
+    _, version, _, _, _, _, _, doc = record.split(b"\n", 7)
+    return int(version), doc
+
+
 def task_fields(task: Task) -> list[Any]:
     """The task as ``store_task`` in the scripts reads it; the score puts higher priorities first.
 

@@ -27,8 +27,51 @@ from string import Template
 
 from . import keys
 
+#: A job's record (see ``keys.JOB``): read, written, and a task listed in it.
+_JOB_RECORD = """
+-- One string: lines of $JOB_FORMAT, version, commit token, status, counted, fan-in size ('' for none),
+-- task ids (',' between), then the document (JSON has no raw newline). A job stored by a version before
+-- it is a hash of those fields, its tasks as JOB_TASK fields (see keys.JOB): read as such (`legacy`)
+-- until it is stored again.
+local function read_job(job_key)
+  local raw = redis.pcall('GET', job_key)
+  if type(raw) == 'table' then  -- WRONGTYPE: a hash
+    local flat, job = redis.call('HGETALL', job_key), {tasks = '', fan_in = '', legacy = true}
+    for i = 1, #flat, 2 do
+      local field = flat[i]
+      if string.sub(field, 1, $JOB_TASK_LENGTH) == '$JOB_TASK' then
+        job.tasks = (job.tasks == '' and '' or job.tasks .. ',') .. string.sub(field, $JOB_TASK_LENGTH + 1)
+      else
+        job[field] = flat[i + 1]
+      end
+    end
+    return job
+  end
+  if not raw then return nil end
+  local lines, at = {}, 1
+  for i = 1, 7 do
+    local newline = string.find(raw, '\\n', at, true)
+    lines[i], at = string.sub(raw, at, newline - 1), newline + 1
+  end
+  return {version = lines[2], commit = lines[3], status = lines[4], counted = lines[5], fan_in = lines[6],
+    tasks = lines[7], doc = string.sub(raw, at)}
+end
+
+local function write_job(job_key, job)
+  redis.call('SET', job_key, table.concat({'$JOB_FORMAT', job.version, job.commit, job.status, job.counted,
+    job.fan_in, job.tasks, job.doc}, '\\n'))
+end
+
+local function with_task(tasks, task_id)
+  if tasks == '' then return task_id end
+  return tasks .. ',' .. task_id
+end
+"""
+
 #: Helpers shared by the scripts that change jobs and tasks.
-_PRELUDE = """
+_PRELUDE = (
+    _JOB_RECORD
+    + """
 local ns = ARGV[1]
 local function key(name, suffix) return ns .. name .. (suffix or '') end
 
@@ -146,23 +189,21 @@ end
 -- The job's fields start at ARGV[a]: id, version, doc, token, status, client ('' for none), counted
 -- (its JOB_COUNTS field: blueprint, status, state, client), created_at (its score in JOBS_ALL and
 -- JOBS_BY), ended_at (when it ended for good, in µs: finished, failed, cancelled; '' while it has not).
--- `old`: the job's JOB_FIELDS as the caller read them (read here when nil); `extra`: more fields of its
--- hash to set with them (field, value...).
+-- `old`: the job's record as the caller read it (read_job; nil for a new job); `fan_in`: the size of a
+-- new fan-out round ('' or nil: the round as it was); `tasks`: the ids of its new tasks.
 -- Returns true when the job has just ended (it joined JOBS_TERMINAL: see trim_terminal).
-local JOB_FIELDS = {'counted', 'status', 'client', 'seq', 'blueprint', 'state'}
-local function store_job(a, old, extra)
+local function store_job(a, old, fan_in, tasks)
   local job_id, counted, created_at = ARGV[a], ARGV[a + 6], ARGV[a + 7]
-  local job_key = key('$JOB', job_id)
-  old = old or redis.call('HMGET', job_key, unpack(JOB_FIELDS))
-  local listed = {status = old[2], client = old[3]}
-  if old[4] then  -- listed by a version before 2026-12: by creation sequence, by blueprint and state too
-    unlist(job_id, {status = old[2], client = old[3], blueprint = old[5], state = old[6]})
-    redis.call('HDEL', job_key, 'seq', 'blueprint', 'state')
+  old = old or {}
+  -- A job's client never changes: a job stored before is listed by it already.
+  local listed = {status = old.status, client = old.status and ARGV[a + 5]}
+  if old.seq then  -- listed by a version before 2026-12: by creation sequence, by blueprint and state too
+    unlist(job_id, {status = old.status, client = old.client, blueprint = old.blueprint, state = old.state})
     listed = {}
   end
   if not listed.status then redis.call('ZADD', key('$JOBS_ALL'), created_at, job_id) end
-  if old[1] ~= counted then
-    if old[1] then decrement(key('$JOB_COUNTS'), old[1]) end
+  if old.counted ~= counted then
+    if old.counted then decrement(key('$JOB_COUNTS'), old.counted) end
     redis.call('HINCRBY', key('$JOB_COUNTS'), counted, 1)
   end
   for field, at in pairs(LISTED) do
@@ -172,12 +213,12 @@ local function store_job(a, old, extra)
       if after ~= '' then redis.call('ZADD', key('$JOBS_BY', field .. ':' .. after), created_at, job_id) end
     end
   end
-  local fields = {'doc', ARGV[a + 2], 'version', ARGV[a + 1], 'commit', ARGV[a + 3], 'status', ARGV[a + 4],
-    'counted', counted}
-  if ARGV[a + 5] ~= '' then fields[#fields + 1], fields[#fields + 2] = 'client', ARGV[a + 5] end  -- never changes
-  for _, value in ipairs(extra or {}) do fields[#fields + 1] = value end
-  redis.call('HSET', job_key, unpack(fields))
-  local was_ended, ended_at = old[2] and ENDED[old[2]], ARGV[a + 8]
+  local known = old.tasks or ''
+  for _, task_id in ipairs(tasks or {}) do known = with_task(known, task_id) end
+  if (fan_in or '') == '' then fan_in = old.fan_in or '' end
+  write_job(key('$JOB', job_id), {version = ARGV[a + 1], commit = ARGV[a + 3], status = ARGV[a + 4],
+    counted = counted, fan_in = fan_in, tasks = known, doc = ARGV[a + 2]})
+  local was_ended, ended_at = old.status and ENDED[old.status], ARGV[a + 8]
   if ended_at == '' then
     if was_ended then redis.call('ZREM', key('$JOBS_TERMINAL'), job_id) end  -- retried
     return false
@@ -187,20 +228,34 @@ local function store_job(a, old, extra)
   return true
 end
 
+-- List a new task in the record of its job, when that is not the job being stored (see store_job).
+local function list_task(job_id, task_id)
+  local job_key = key('$JOB', job_id)
+  local job = read_job(job_key)
+  if not job then return end
+  if job.legacy then
+    redis.call('HSET', job_key, '$JOB_TASK' .. task_id, '')  -- its listing fields stay until it is stored
+  else
+    job.tasks = with_task(job.tasks, task_id)
+    write_job(job_key, job)
+  end
+end
+
 -- Drop a job with its tasks, branch results and list entries.
 local function forget(job_id)
   local job_key = key('$JOB', job_id)
-  local old = redis.call('HMGET', job_key, 'counted', 'status', 'client', 'blueprint', 'state')
-  if old[1] then decrement(key('$JOB_COUNTS'), old[1]) end
-  unlist(job_id, {status = old[2], client = old[3], blueprint = old[4], state = old[5]})
+  local job = read_job(job_key) or {}
+  if job.counted then decrement(key('$JOB_COUNTS'), job.counted) end
+  local client = job.client
+  if job.counted and not job.legacy then
+    client = cjson.decode(job.counted)[4]  -- blueprint, status, state, client (JSON null for none)
+    if type(client) ~= 'string' then client = nil end
+  end
+  unlist(job_id, {status = job.status, client = client, blueprint = job.blueprint, state = job.state})
   redis.call('ZREM', key('$JOBS_TERMINAL'), job_id)
   local tasks_key = key('$JOB_TASKS', job_id)
   local task_ids = redis.call('SMEMBERS', tasks_key)
-  for _, field in ipairs(redis.call('HKEYS', job_key)) do
-    if string.sub(field, 1, $JOB_TASK_LENGTH) == '$JOB_TASK' then
-      task_ids[#task_ids + 1] = string.sub(field, $JOB_TASK_LENGTH + 1)
-    end
-  end
+  for task_id in string.gmatch(job.tasks or '', '[^,]+') do task_ids[#task_ids + 1] = task_id end
   redis.call('DEL', job_key, key('$BRANCHES', job_id))
   for _, task_id in ipairs(task_ids) do
     local task_key = key('$TASK', task_id)
@@ -257,14 +312,15 @@ local function keep_reply(token, reply)
   redis.call('EXPIRE', reply_key, $REPLY_TTL_S)
 end
 """
+)
 
 CREATE_JOB = """
 -- KEYS[1]: the job. ARGV: ns, max terminal jobs, run ('1'), consumer to read an entry for ('' for none;
 -- see run), then the job's fields (JOB_ARGS of them, see store_job), then its events for the feed ('' for
 -- none). Returns {1} (or what run returns), {2} if a retried call was applied already.
-local old = redis.call('HMGET', KEYS[1], 'commit', unpack(JOB_FIELDS))
-if old[1] == ARGV[8] then return {2} end
-if store_job(5, {unpack(old, 2)}) then trim_terminal(tonumber(ARGV[2])) end
+local old = read_job(KEYS[1])
+if old and old.commit == ARGV[8] then return {2} end
+if store_job(5, old) then trim_terminal(tonumber(ARGV[2])) end
 feed_append(ARGV[5 + JOB_ARGS])
 if ARGV[3] == '1' then return run(ARGV[5], ARGV[4]) end
 return {1}
@@ -283,9 +339,9 @@ COMMIT = """
 -- Returns {1} (or what run returns); {0} if the version is not the expected one or a task to withdraw
 -- was answered since it was read, {2} if a retried call was applied already.
 local job_id = ARGV[7]
-local stored = redis.call('HMGET', KEYS[1], 'version', 'commit', unpack(JOB_FIELDS))
-if stored[1] ~= ARGV[2] then
-  if stored[2] and stored[2] == ARGV[10] then return {2} end
+local stored = read_job(KEYS[1])
+if not stored or stored.version ~= ARGV[2] then
+  if stored and stored.commit == ARGV[10] then return {2} end
   return {0}
 end
 local at = 7 + JOB_ARGS
@@ -294,7 +350,7 @@ for i = at + 1, at + 2 * tonumber(ARGV[at]), 2 do
     return {0}
   end
 end
-local extra = {}  -- fields of the job's hash set with it: its new tasks, a new fan-out round's size
+local new_tasks = {}  -- listed in the job's record as it is stored
 local function arg()
   at = at + 1
   return ARGV[at - 1]
@@ -307,11 +363,7 @@ for _ = 1, tonumber(arg()) do
   local task_id, owner, task_type, status, worker, doc, score = arg(), arg(), arg(), arg(), arg(), arg(), arg()
   local queued_at, timeout = arg(), arg()
   if store_task(task_id, task_type, status, worker, doc, score, queued_at, timeout, arg()) then
-    if owner == job_id then
-      extra[#extra + 1], extra[#extra + 2] = '$JOB_TASK' .. task_id, ''
-    else
-      redis.call('HSET', key('$JOB', owner), '$JOB_TASK' .. task_id, '')
-    end
+    if owner == job_id then new_tasks[#new_tasks + 1] = task_id else list_task(owner, task_id) end
   end
 end
 for _ = 1, tonumber(arg()) do redis.call('ZREM', key('$TIMERS'), arg()) end
@@ -319,11 +371,8 @@ for _ = 1, tonumber(arg()) do
   local timer_id = arg()
   redis.call('ZADD', key('$TIMERS'), arg(), timer_id)
 end
-if ARGV[5] ~= '' then
-  redis.call('DEL', key('$BRANCHES', job_id))
-  extra[#extra + 1], extra[#extra + 2] = 'fan_in', ARGV[5]
-end
-local ended = store_job(7, {unpack(stored, 3)}, extra)
+if ARGV[5] ~= '' then redis.call('DEL', key('$BRANCHES', job_id)) end
+local ended = store_job(7, stored, ARGV[5], new_tasks)
 for _ = 1, tonumber(arg()) do
   local task_id = arg()
   redis.call('HSET', key('$BRANCHES', job_id), task_id, arg())
@@ -548,7 +597,8 @@ if status ~= 'assigned' then return {4} end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 close_task(ARGV[2], 'done')
 feed_append(ARGV[4])
-if redis.call('HLEN', KEYS[1]) == tonumber(redis.call('HGET', KEYS[2], 'fan_in') or '0') then
+local job = read_job(KEYS[2])
+if job and redis.call('HLEN', KEYS[1]) == tonumber(job.fan_in ~= '' and job.fan_in or '0') then
   local queued = run(ARGV[5], ARGV[6])
   return {2, queued[2], queued[3]}
 end
@@ -760,7 +810,8 @@ LEASE_STEP = """
 -- has the lease now: taken, or held already (a retried call whose first run took it); {0} while
 -- someone else holds it.
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[1]) == ARGV[1] then
-  return {1, redis.call('HGET', KEYS[2], 'doc'), redis.call('HGETALL', KEYS[3])}
+  local job = read_job(KEYS[2])
+  return {1, job and job.doc or false, redis.call('HGETALL', KEYS[3])}
 end
 return {0}
 """
@@ -811,7 +862,7 @@ SOURCES: dict[str, str] = {
     "trim_runnable": _source(TRIM_RUNNABLE, prelude=False),
     "release_entries": _source(RELEASE_ENTRIES, prelude=False),
     "renew_step_leases": _source(RENEW_STEP_LEASES, prelude=False),
-    "lease_step": _source(LEASE_STEP, prelude=False),
+    "lease_step": _source(_JOB_RECORD + LEASE_STEP, prelude=False),
     "remove_breakpoint": _source(REMOVE_BREAKPOINT, prelude=False),
     "release_step_lease": _source(RELEASE_STEP_LEASE, prelude=False),
     "save_bulk": _source(SAVE_BULK, prelude=False),

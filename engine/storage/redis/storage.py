@@ -23,7 +23,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ...errors import VersionConflict
 from ...events import Event
@@ -57,6 +57,7 @@ from .encoding import (
     job_fields,
     paired,
     scored,
+    split_job,
     task_fields,
 )
 from .keys import Keys
@@ -228,13 +229,37 @@ class RedisStorage(Storage):
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
-        raw = await self.connection.execute("HGET", self.keys.job(job_id), "doc")
-        return decode_job(raw) if raw is not None else None
+        (found,) = await self._job_records([job_id])
+        return decode_job(found[1]) if found is not None else None
 
     async def job_version(self, job_id: str) -> int | None:
-        """One field of the job's hash (stored with its document by the same script), nothing decoded."""
-        raw = await self.connection.execute("HGET", self.keys.job(job_id), "version")
-        return int(raw) if raw is not None else None
+        """The first line of the job's record, its document not decoded."""
+        (found,) = await self._job_records([job_id])
+        return found[0] if found is not None else None
+
+    async def _job_records(self, job_ids: Sequence[Raw]) -> list[tuple[int, bytes] | None]:
+        """The version and document of each job (None if it is gone): a GET each, sent together.
+
+        A job a version before 2026-12-07 stored (a hash, see ``keys.JOB``) is read as one.
+        """
+        job_keys = [self.keys.job(as_text(job_id)) for job_id in job_ids]
+        try:
+            records = await self.connection.execute_many([("GET", job_key) for job_key in job_keys])
+            return [split_job(record) if record is not None else None for record in records]
+        except ResponseError as error:
+            if not str(error).startswith("WRONGTYPE"):
+                raise
+        return [await self._job_record(job_key) for job_key in job_keys]
+
+    async def _job_record(self, job_key: str) -> tuple[int, bytes] | None:
+        try:
+            record = await self.connection.execute("GET", job_key)
+        except ResponseError as error:
+            if not str(error).startswith("WRONGTYPE"):
+                raise
+            version, doc = await self.connection.execute("HMGET", job_key, "version", "doc")
+            return (int(version), doc) if doc is not None else None
+        return split_job(record) if record is not None else None
 
     async def commit(self, change: Commit) -> Job:
         job = change.job
@@ -309,11 +334,8 @@ class RedisStorage(Storage):
         sizes = await self.connection.execute_many([("ZCARD", index) for index in candidates])
         return min(zip(sizes, candidates, strict=True))[1]
 
-    async def _read_jobs(self, job_ids: Iterable[Raw]) -> list[Job | None]:
-        docs = await self.connection.execute_many(
-            [("HGET", self.keys.job(as_text(job_id)), "doc") for job_id in job_ids]
-        )
-        return [decode_job(doc) if doc is not None else None for doc in docs]
+    async def _read_jobs(self, job_ids: Sequence[Raw]) -> list[Job | None]:
+        return [decode_job(found[1]) if found is not None else None for found in await self._job_records(job_ids)]
 
     async def count_jobs(self, client: str | None = None) -> dict[tuple[str, str, str], int]:
         counts: dict[tuple[str, str, str], int] = {}
