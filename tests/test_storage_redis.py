@@ -751,6 +751,40 @@ async def test_a_job_stored_as_a_hash_by_an_older_version_is_read_and_stored_as_
     assert await storage.get_task(task.id) is None
 
 
+async def test_a_new_task_is_stored_without_being_read_first(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """Its job's record does not list it: new. One it lists is read, and replaced as it was."""
+    storage = await make_storage()
+    job = await new_job(storage)
+    task = make_task(job, worker_id="w-1")
+    await redis_client.config_resetstat()
+    job = await dispatch(storage, job, task)
+    assert "cmdstat_hmget" not in await redis_client.info("commandstats")
+    task.worker_id = None  # stored again, for anyone: no longer w-1's
+    job = await dispatch(storage, job, task)
+    assert "cmdstat_hmget" in await redis_client.info("commandstats")
+    assert nonzero(await storage.worker_load()) == {}
+    assert nonzero(await storage.queue_lengths()) == {"a": 1}
+
+
+async def test_a_task_a_hash_stored_job_listed_in_a_set_is_read_before_it_is_stored_again(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """Versions before JOB_TASK fields listed a job's tasks in a JOB_TASKS set: its record lists them too."""
+    storage = await make_storage()
+    job = await new_job(storage)
+    task = make_task(job, worker_id="w-1")
+    job = await dispatch(storage, job, task)
+    await as_stored_before_2026_12_07(redis_client, job)
+    await redis_client.sadd(f"avtomatika:{keys.JOB_TASKS}{job.id}", task.id)
+    job = await storage.commit(Commit(job))  # stored as a record
+    task.worker_id = None
+    await dispatch(storage, job, task)
+    assert nonzero(await storage.worker_load()) == {}
+    assert nonzero(await storage.queue_lengths()) == {"a": 1}
+
+
 async def test_a_hash_stored_job_is_forgotten_with_its_tasks(
     make_storage: StorageFactory, redis_client: aioredis.Redis
 ) -> None:

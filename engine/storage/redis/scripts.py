@@ -66,6 +66,10 @@ local function with_task(tasks, task_id)
   if tasks == '' then return task_id end
   return tasks .. ',' .. task_id
 end
+
+local function has_task(tasks, task_id)
+  return string.find(',' .. tasks .. ',', ',' .. task_id .. ',', 1, true) ~= nil
+end
 """
 
 #: Helpers shared by the scripts that change jobs and tasks.
@@ -128,10 +132,11 @@ local function enqueue(task_key, task_id, task_type, worker, score, queued_at, f
   redis.call('PUBLISH', key('$TASK_WAKE'), wake)
 end
 
--- Returns true when the task is new: the caller lists it in its job's hash (a JOB_TASK field).
-local function store_task(task_id, task_type, status, worker, doc, score, queued_at, timeout, ask)
+-- Returns true when the task is new: the caller lists it in its job's record. `new`: the caller knows
+-- it is (its job's record does not list it), so it is not read first.
+local function store_task(task_id, task_type, status, worker, doc, score, queued_at, timeout, ask, new)
   local task_key = key('$TASK', task_id)
-  local old = redis.call('HMGET', task_key, 'status', 'worker_id', 'qkey', 'score', 'member')
+  local old = new and {} or redis.call('HMGET', task_key, 'status', 'worker_id', 'qkey', 'score', 'member')
   if old[2] and old[2] ~= worker then
     load_remove(old[2], task_id)  -- given to another worker, or to anyone
   end
@@ -214,6 +219,11 @@ local function store_job(a, old, fan_in, tasks)
     end
   end
   local known = old.tasks or ''
+  if old.legacy then  -- a version before JOB_TASK fields listed its tasks in a set: listed in the record too
+    for _, task_id in ipairs(redis.call('SMEMBERS', key('$JOB_TASKS', job_id))) do
+      if not has_task(known, task_id) then known = with_task(known, task_id) end
+    end
+  end
   for _, task_id in ipairs(tasks or {}) do known = with_task(known, task_id) end
   if (fan_in or '') == '' then fan_in = old.fan_in or '' end
   write_job(key('$JOB', job_id), {version = ARGV[a + 1], commit = ARGV[a + 3], status = ARGV[a + 4],
@@ -359,11 +369,19 @@ for _ = 1, tonumber(arg()) do
   local task_id = arg()
   close_task(task_id, arg())
 end
+-- A record lists every task of its job: one of this job it does not list is new (a job a version before
+-- 2026-12-07 kept as a hash may list some in a JOB_TASKS set: its tasks are read first).
+local listing, added = not stored.legacy and stored.tasks, {}
 for _ = 1, tonumber(arg()) do
   local task_id, owner, task_type, status, worker, doc, score = arg(), arg(), arg(), arg(), arg(), arg(), arg()
-  local queued_at, timeout = arg(), arg()
-  if store_task(task_id, task_type, status, worker, doc, score, queued_at, timeout, arg()) then
-    if owner == job_id then new_tasks[#new_tasks + 1] = task_id else list_task(owner, task_id) end
+  local queued_at, timeout, ask = arg(), arg(), arg()
+  local new = listing and owner == job_id and not added[task_id] and not has_task(listing, task_id)
+  if store_task(task_id, task_type, status, worker, doc, score, queued_at, timeout, ask, new) then
+    if owner == job_id then
+      new_tasks[#new_tasks + 1], added[task_id] = task_id, true
+    else
+      list_task(owner, task_id)
+    end
   end
 end
 for _ = 1, tonumber(arg()) do redis.call('ZREM', key('$TIMERS'), arg()) end
