@@ -324,6 +324,67 @@ async def test_counts_that_fall_to_zero_are_kept_and_read_as_none(
     assert list((await storage.count_jobs()).values()) == [1]
 
 
+async def _until(holds: Callable[[], Any]) -> None:
+    while not holds():
+        await asyncio.sleep(0.01)
+
+
+async def test_a_job_handed_to_a_waiting_taker_comes_with_its_step_lease(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """The script that queues a job for a taker waiting with a holder takes the lease for it: leasing
+    the job then costs no command, and starts from the job as stored then."""
+    storage = await make_storage()
+    taking = asyncio.create_task(storage.take_runnable(5.0, holder="runner"))
+    await _until(lambda: storage._runnable._takers)
+    job = await storage.create_job(make_job())
+    assert await taking == job.id
+    assert await redis_client.get(storage.keys.step_lease(job.id)) == b"runner"
+    await redis_client.config_resetstat()
+    start = await storage.lease_and_get_job(job.id, "runner")
+    assert start == (True, job, [])
+    assert "cmdstat_evalsha" not in await redis_client.info("commandstats")
+    start.job.status = JobStatus.FINISHED
+    await storage.commit(Commit(start.job, ends_step="runner"))
+    assert await redis_client.exists(storage.keys.step_lease(job.id)) == 0
+
+
+async def test_the_last_branch_result_hands_the_job_with_its_lease_and_document(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """The result that completes a fan-out queues its job: handed with its lease, the step starts from
+    the job as stored (the script read it: the caller of add_branch_result has no document of it)."""
+    storage = await make_storage()
+    job, tasks = await fan_out(storage, 2)
+    await storage.add_branch_result(job.id, tasks[0].id, {})
+    taking = asyncio.create_task(storage.take_runnable(5.0, holder="runner"))
+    await _until(lambda: storage._runnable._takers)
+    assert await storage.add_branch_result(job.id, tasks[1].id, {}) == BranchAnswer.COMPLETE
+    assert await taking == job.id
+    await redis_client.config_resetstat()
+    start = await storage.lease_and_get_job(job.id, "runner")
+    assert start == (True, job, [])
+    assert "cmdstat_evalsha" not in await redis_client.info("commandstats")
+
+
+async def test_a_lease_taken_with_an_entry_never_stepped_is_released(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """Taken for a holder the job is not leased with, it is released first; left unused, at close."""
+    a = await make_storage()
+    for stepper in ("other", None):
+        taking = asyncio.create_task(a.take_runnable(5.0, holder="runner"))
+        await _until(lambda: a._runnable._takers)
+        job = await a.create_job(make_job())
+        assert await taking == job.id
+        if stepper:
+            assert (await a.lease_and_get_job(job.id, stepper)).leased
+            assert await redis_client.get(a.keys.step_lease(job.id)) == stepper.encode()
+            await a.finish_step(job.id, stepper)
+    await a.close()
+    assert await redis_client.exists(a.keys.step_lease(job.id)) == 0
+
+
 async def test_a_step_lease_reads_the_job_in_the_same_round_trip(make_storage: StorageFactory) -> None:
     """lease_and_get_job: the job as it was when the lease was taken; nothing when another holds it."""
     stepper, other = await make_storage(), await make_storage()

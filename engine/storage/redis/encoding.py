@@ -23,6 +23,10 @@ def exact_score(value: float) -> str:
     return repr(float(value))
 
 
+#: Where :func:`job_fields` puts the job's document.
+DOC = 2
+
+
 def job_fields(job: Job, token: str) -> list[Any]:
     """The job as ``store_job`` in the scripts reads it (``JOB_ARGS`` values)."""
     counted = orjson.dumps([job.blueprint, str(job.status), job.state, job.client])

@@ -287,8 +287,12 @@ local function trim_terminal(max_terminal)
 end
 
 -- Queue the job to be stepped. With a consumer (a process one of whose takers is idle), also read for
--- it the oldest entry no one has read, as XREADGROUP would: {1, entry id, its job id}; else {1}.
-local function run(job_id, consumer)
+-- it the oldest entry no one has read, as XREADGROUP would, and with a holder take the step lease of
+-- that entry's job for it (lease_ms long), unless someone holds it: {1, entry id, its job id}, with the
+-- lease {1, entry id, its job id, the job's document (nil if it is gone), the breakpoints (HGETALL)}:
+-- what a step starts from; {1} without a consumer. `doc`: `job_id`'s document as the script read it,
+-- nil when the caller stored it (and has it): then the reply has '' for it.
+local function run(job_id, consumer, holder, lease_ms, doc)
   redis.call('XADD', key('$RUNNABLE'), '*', 'job', job_id)
   if consumer == '' then return {1} end
   -- pcall: without the group (a Redis restarted empty) the entry waits for the reader, which creates it.
@@ -296,7 +300,16 @@ local function run(job_id, consumer)
     key('$RUNNABLE'), '>')
   if not read or read.err then return {1} end
   local entry = read[1][2][1]
-  return {1, entry[1], entry[2][2]}
+  local entry_job = entry[2][2]
+  if (holder or '') == '' or not redis.call('SET', key('$STEP_LEASE', entry_job), holder, 'NX', 'PX', lease_ms) then
+    return {1, entry[1], entry_job}
+  end
+  local found = doc or ''
+  if entry_job ~= job_id then
+    local other = read_job(key('$JOB', entry_job))
+    found = other and other.doc or false
+  end
+  return {1, entry[1], entry_job, found, redis.call('HGETALL', key('$BREAKPOINTS'))}
 end
 
 -- A commit's history lines (avtomatika.feed: a JSON list of rows; '' for none) as one entry of the feed.
@@ -327,12 +340,13 @@ end
 CREATE_JOB = """
 -- KEYS[1]: the job. ARGV: ns, max terminal jobs, run ('1'), consumer to read an entry for ('' for none;
 -- see run), then the job's fields (JOB_ARGS of them, see store_job), then its events for the feed ('' for
--- none). Returns {1} (or what run returns), {2} if a retried call was applied already.
+-- none), then the holder to take the read entry's job's step lease for and for how long (ms; see run).
+-- Returns {1} (or what run returns), {2} if a retried call was applied already.
 local old = read_job(KEYS[1])
 if old and old.commit == ARGV[8] then return {2} end
 if store_job(5, old) then trim_terminal(tonumber(ARGV[2])) end
 feed_append(ARGV[5 + JOB_ARGS])
-if ARGV[3] == '1' then return run(ARGV[5], ARGV[4]) end
+if ARGV[3] == '1' then return run(ARGV[5], ARGV[4], ARGV[6 + JOB_ARGS], ARGV[7 + JOB_ARGS]) end
 return {1}
 """
 
@@ -345,7 +359,8 @@ COMMIT = """
 -- store_job reads them), then the events for the feed ('' for none), then the step it ends: its runnable
 -- entry ('' for none), the holder of its step lease ('' for none) and the storage's lease length (ms:
 -- another holder's lease found instead is put back that long, no shorter than it is renewed), ended as
--- ACK_ENTRY ends one.
+-- ACK_ENTRY ends one, then the holder to take the read entry's job's step lease for and for how long
+-- (ms; see run).
 -- Returns {1} (or what run returns); {0} if the version is not the expected one or a task to withdraw
 -- was answered since it was read, {2} if a retried call was applied already.
 local job_id = ARGV[7]
@@ -409,7 +424,7 @@ end
 -- pcall: without the group (a Redis restarted empty) there is nothing to acknowledge.
 if entry_id ~= '' then redis.pcall('XACK', key('$RUNNABLE'), '$RUNNABLE_GROUP', entry_id) end
 if ended then trim_terminal(tonumber(ARGV[3])) end
-if ARGV[4] == '1' then return run(job_id, ARGV[6]) end
+if ARGV[4] == '1' then return run(job_id, ARGV[6], ARGV[at + 4], ARGV[at + 5]) end
 return {1}
 """
 
@@ -605,7 +620,8 @@ return redis.call('HGETALL', KEYS[1])
 
 ADD_BRANCH_RESULT = """
 -- KEYS[1]: the job's branch results, KEYS[2]: the job. ARGV: ns, task id, result, events for the feed
--- ('' for none), job id, consumer to read an entry for ('' for none; see run). Records the result of a
+-- ('' for none), job id, consumer to read an entry for ('' for none; see run), the holder to take the
+-- read entry's job's step lease for and for how long (ms; see run). Records the result of a
 -- task still assigned and closes it as done; the result that completes the round queues the job.
 -- Returns {1} recorded, {2} complete (with what run read, see run), {3} duplicate (done already),
 -- {4} closed (not waiting for a result).
@@ -617,8 +633,9 @@ close_task(ARGV[2], 'done')
 feed_append(ARGV[4])
 local job = read_job(KEYS[2])
 if job and redis.call('HLEN', KEYS[1]) == tonumber(job.fan_in ~= '' and job.fan_in or '0') then
-  local queued = run(ARGV[5], ARGV[6])
-  return {2, queued[2], queued[3]}
+  local queued = run(ARGV[5], ARGV[6], ARGV[7], ARGV[8], job.doc)
+  queued[1] = 2
+  return queued
 end
 return {1}
 """

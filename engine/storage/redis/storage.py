@@ -45,6 +45,7 @@ from . import keys
 from .background import cancellation_count, stop_if_cancelled
 from .connection import Script, SharedConnection
 from .encoding import (
+    DOC,
     Raw,
     as_mapping,
     as_text,
@@ -218,14 +219,14 @@ class RedisStorage(Storage):
     # -- jobs ------------------------------------------------------------------------------------
     async def create_job(self, job: Job, *, run: bool = True, events: Sequence[Event] = ()) -> Job:
         job.version = 1
-        consumer = self._runnable.promise(run)
-        args = [self.max_terminal_jobs, flag(run), consumer, *job_fields(job, next(self._tokens))]
-        args.append(entry_of(events))
+        promise = self._runnable.promise(run)
+        fields = job_fields(job, next(self._tokens))
+        args = [self.max_terminal_jobs, flag(run), promise.consumer, *fields, entry_of(events), *promise.lease_args]
         reply = None
         try:
             reply = await self._run("create_job", [self.keys.job(job.id)], args)
         finally:
-            self._runnable.settle(consumer, reply)
+            self._runnable.settle(promise, reply, job.id, fields[DOC])
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
@@ -265,11 +266,12 @@ class RedisStorage(Storage):
         job = change.job
         expected, updated_at = job.version, job.updated_at
         job.version, job.updated_at = expected + 1, now()
-        consumer = self._runnable.promise(change.run)
+        promise = self._runnable.promise(change.run)
         fan_in = "" if change.fan_in is None else change.fan_in
         token = next(self._tokens)
-        args: list[Any] = [expected, self.max_terminal_jobs, flag(change.run), fan_in, consumer]
-        args += job_fields(job, token)
+        args: list[Any] = [expected, self.max_terminal_jobs, flag(change.run), fan_in, promise.consumer]
+        fields = job_fields(job, token)
+        args += fields
         args += [len(change.close_tasks), *(x for item in change.close_tasks.items() for x in item)]
         args += [len(change.tasks), *(x for task in change.tasks for x in task_fields(task))]
         args += [len(change.cancel_timers), *change.cancel_timers]
@@ -284,7 +286,7 @@ class RedisStorage(Storage):
         args += [len(change.children), *(x for child in change.children for x in job_fields(child, token))]
         args.append(entry_of(change.events))
         entry_id = self._runnable.end_step(job.id) if change.ends_step else b""
-        args += [entry_id, change.ends_step, max(1, int(self.lease_s * 1000))]
+        args += [entry_id, change.ends_step, max(1, int(self.lease_s * 1000)), *promise.lease_args]
         reply = None
         try:
             reply = await self._run("commit", [self.keys.job(job.id)], args)
@@ -293,7 +295,7 @@ class RedisStorage(Storage):
             self._runnable.step_not_ended(job.id, entry_id)
             raise
         finally:
-            self._runnable.settle(consumer, reply)
+            self._runnable.settle(promise, reply, job.id, fields[DOC])
         if not reply[0]:
             job.version, job.updated_at = expected, updated_at
             self._runnable.step_not_ended(job.id, entry_id)
@@ -347,8 +349,8 @@ class RedisStorage(Storage):
         return counts
 
     # -- runnable queue --------------------------------------------------------------------------
-    async def take_runnable(self, timeout_s: float) -> str | None:
-        return await self._runnable.take(timeout_s)
+    async def take_runnable(self, timeout_s: float, holder: str = "") -> str | None:
+        return await self._runnable.take(timeout_s, holder)
 
     async def ack_runnable(self, job_id: str) -> None:
         await self._runnable.ack(job_id)
@@ -363,9 +365,18 @@ class RedisStorage(Storage):
         return (await self.lease_and_get_job(job_id, holder, lease_s)).leased
 
     async def lease_and_get_job(self, job_id: str, holder: str, lease_s: float | None = None) -> StepStart:
-        """The lease, the job's document and the breakpoints in one script."""
+        """The lease, the job's document and the breakpoints in one script; none when the script that
+        handed this process the job's entry took the lease for ``holder`` with it (``take_runnable``)."""
         # Never shorter than ``self.lease_s``: held leases are renewed every third of that.
         lease_s = self.lease_s if lease_s is None else max(lease_s, self.lease_s)
+        pre = self._runnable.pre_leased(job_id)
+        if pre is not None and pre.holder == holder and lease_s == self.lease_s:
+            self._runnable.hold_step_lease(job_id, holder, lease_s)
+            return StepStart(
+                True, decode_job(pre.doc) if pre.doc is not None else None, _breakpoints_of(pre.breakpoints)
+            )
+        if pre is not None:  # taken for another holder: given up first
+            await self.release_job_lease(job_id, pre.holder)
         keys_ = [self.keys.step_lease(job_id), self.keys.job(job_id), self.keys.key(keys.BREAKPOINTS)]
         taken, *read = await self._scripts["lease_step"](keys=keys_, args=[holder, max(1, int(lease_s * 1000))])
         if not taken:
@@ -476,14 +487,14 @@ class RedisStorage(Storage):
     async def add_branch_result(
         self, job_id: str, task_id: str, result: dict[str, Any], events: Sequence[Event] = ()
     ) -> BranchAnswer:
-        consumer = self._runnable.promise(True)
+        promise = self._runnable.promise(True)
         keys_ = [self.keys.branches(job_id), self.keys.job(job_id)]
-        args = [task_id, orjson.dumps(result), entry_of(events), job_id, consumer]
+        args = [task_id, orjson.dumps(result), entry_of(events), job_id, promise.consumer, *promise.lease_args]
         reply = None
         try:
             reply = await self._run("add_branch_result", keys_, args)
         finally:
-            self._runnable.settle(consumer, reply)
+            self._runnable.settle(promise, reply)
         return _BRANCH_ANSWERS[int(reply[0])]
 
     async def branch_results(self, job_id: str) -> dict[str, dict[str, Any]]:
