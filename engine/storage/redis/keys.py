@@ -99,7 +99,7 @@ LOST_TIMER = TimerKind.LOST.of("")
 
 # -- fan-in, timers, workers ----------------------------------------------------------------------
 #: + job id -> hash task id -> orjson branch result, of the job's current fan-out round (whose size is
-#: the ``fan_in`` field of the job's hash).
+#: the fan-in size in the job's record, see JOB).
 BRANCHES = "branches:"
 #: zset timer id -> due time; a claimed timer is moved to the end of its claim's lease.
 TIMERS = "timers"

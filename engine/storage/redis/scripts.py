@@ -12,7 +12,7 @@ Invariants the scripts keep, so that counts are exact without scanning:
 
 - a task hash has ``qkey``/``member`` exactly when its entry is in that zset (QUEUE or INBOX), and is
   then counted once in QUEUED_COUNTS under its type;
-- LOAD_COUNTS[w] is the size of LOAD+w; JOB_COUNTS sums to the number of job hashes.
+- LOAD_COUNTS[w] is the size of LOAD+w; JOB_COUNTS sums to the number of jobs.
 
 Besides the fields :mod:`avtomatika.storage.redis.keys` lists, a task hash keeps what the take script needs without
 decoding the task: ``timeout_s`` (its own, absent for the default) and ``ask`` ('1' when it has
