@@ -49,7 +49,7 @@ def job_fields(job: Job, token: str) -> list[Any]:
 
 def split_job(record: bytes) -> tuple[int, bytes]:
     """The version and document of a job's record (see ``keys.JOB``)."""
-    _, version, _, _, _, _, _, doc = record.split(b"\n", 7)
+    _, version, *_, doc = record.split(b"\n", 7)
     return int(version), doc
 
 

@@ -18,12 +18,13 @@ DEFAULT_NAMESPACE = "avtomatika"
 
 # -- jobs -----------------------------------------------------------------------------------------
 #: + job id -> the job's record, one string of lines (``encoding.split_job`` reads it): JOB_FORMAT, its
-#: version, ``commit`` (token of the last commit, so a retried commit is recognised), its status,
-#: ``counted`` (the JOB_COUNTS field it is counted under), the size of its fan-out round ('' for none),
-#: the ids of its tasks (',' between: its tasks are deleted with it), then its document (the Job's
-#: fields not at their default, ``models.named``). One string takes ~610 bytes of redis-server's memory
-#: for a waiting job where a hash took ~1,060: its document is longer than ``hash-max-listpack-value``
-#: (64 bytes), so the hash was a dict of seven fields with two allocations each.
+#: version, the size of its fan-out round ('' for none; near the start, so that a branch result reads it
+#: without the rest), ``commit`` (token of the last commit, so a retried commit is recognised), its
+#: status, ``counted`` (the JOB_COUNTS field it is counted under), the ids of its tasks (',' between:
+#: its tasks are deleted with it), then its document (the Job's fields not at their default,
+#: ``models.named``). One string takes ~610 bytes of redis-server's memory for a waiting job where a
+#: hash took ~1,060: its document is longer than ``hash-max-listpack-value`` (64 bytes), so the hash
+#: was a dict of seven fields with two allocations each.
 #: Versions before 2026-12-07 kept a hash: ``doc``, ``version``, ``commit``, ``status``, ``client``,
 #: ``counted``, ``fan_in`` and a field JOB_TASK + task id per task; read as such until stored again
 #: (then written as a record). Versions before 2026-12 also kept ``seq`` (creation order, from an INCR

@@ -29,7 +29,7 @@ from . import keys
 
 #: A job's record (see ``keys.JOB``): read, written, and a task listed in it.
 _JOB_RECORD = """
--- One string: lines of $JOB_FORMAT, version, commit token, status, counted, fan-in size ('' for none),
+-- One string: lines of $JOB_FORMAT, version, fan-in size ('' for none), commit token, status, counted,
 -- task ids (',' between), then the document (JSON has no raw newline). A job stored by a version before
 -- it is a hash of those fields, its tasks as JOB_TASK fields (see keys.JOB): read as such (`legacy`)
 -- until it is stored again.
@@ -53,13 +53,23 @@ local function read_job(job_key)
     local newline = string.find(raw, '\\n', at, true)
     lines[i], at = string.sub(raw, at, newline - 1), newline + 1
   end
-  return {version = lines[2], commit = lines[3], status = lines[4], counted = lines[5], fan_in = lines[6],
+  return {version = lines[2], fan_in = lines[3], commit = lines[4], status = lines[5], counted = lines[6],
     tasks = lines[7], doc = string.sub(raw, at)}
 end
 
+-- The size of the job's fan-out round ('' for none; nil if the job is gone), read from the record's
+-- first 64 bytes: they hold its first three lines (the version and size have at most 20 digits each),
+-- where its task ids and document can run to kilobytes in a fan-out's job.
+local function read_fan_in(job_key)
+  local head = redis.pcall('GETRANGE', job_key, 0, 63)
+  if type(head) == 'table' then return redis.call('HGET', job_key, 'fan_in') or '' end  -- WRONGTYPE: a hash
+  if head == '' then return nil end
+  return string.match(head, '^[^\\n]*\\n[^\\n]*\\n([^\\n]*)\\n')
+end
+
 local function write_job(job_key, job)
-  redis.call('SET', job_key, table.concat({'$JOB_FORMAT', job.version, job.commit, job.status, job.counted,
-    job.fan_in, job.tasks, job.doc}, '\\n'))
+  redis.call('SET', job_key, table.concat({'$JOB_FORMAT', job.version, job.fan_in, job.commit, job.status,
+    job.counted, job.tasks, job.doc}, '\\n'))
 end
 
 local function with_task(tasks, task_id)
@@ -631,9 +641,9 @@ if status ~= 'assigned' then return {4} end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 close_task(ARGV[2], 'done')
 feed_append(ARGV[4])
-local job = read_job(KEYS[2])
-if job and redis.call('HLEN', KEYS[1]) == tonumber(job.fan_in ~= '' and job.fan_in or '0') then
-  local queued = run(ARGV[5], ARGV[6], ARGV[7], ARGV[8], job.doc)
+local fan_in = read_fan_in(KEYS[2])
+if fan_in and fan_in ~= '' and redis.call('HLEN', KEYS[1]) == tonumber(fan_in) then
+  local queued = run(ARGV[5], ARGV[6], ARGV[7], ARGV[8], read_job(KEYS[2]).doc)
   queued[1] = 2
   return queued
 end
