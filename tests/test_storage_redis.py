@@ -580,6 +580,25 @@ async def test_a_retried_commit_is_applied_once_and_succeeds(make_storage: Stora
     assert await storage.take_runnable(SHORT) is None
 
 
+async def test_a_new_job_is_stored_without_being_read_and_a_retried_create_is_applied_once(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    storage = await make_storage()
+    await redis_client.config_resetstat()
+    job = await storage.create_job(make_job(), run=False)
+    assert "cmdstat_get" not in await redis_client.info("commandstats")
+    run_twice(storage, "create_job")
+    again = await storage.create_job(make_job())
+    assert await storage.get_job(again.id) == again
+    assert sum(nonzero(await storage.count_jobs()).values()) == 2
+    assert await storage.take_runnable(LONG) == again.id
+    assert await storage.take_runnable(SHORT) is None
+    job.state = "moved"  # the same id created again: stored again, counted once
+    await storage.create_job(job, run=False)
+    assert (await storage.get_job(job.id)).state == "moved"  # type: ignore[union-attr]
+    assert sum(nonzero(await storage.count_jobs()).values()) == 2
+
+
 async def test_an_entry_read_for_a_waiting_taker_by_a_call_whose_reply_was_lost_is_taken_over(
     make_storage: StorageFactory,
 ) -> None:

@@ -67,9 +67,13 @@ local function read_fan_in(job_key)
   return string.match(head, '^[^\\n]*\\n[^\\n]*\\n([^\\n]*)\\n')
 end
 
-local function write_job(job_key, job)
-  redis.call('SET', job_key, table.concat({'$JOB_FORMAT', job.version, job.fan_in, job.commit, job.status,
-    job.counted, job.tasks, job.doc}, '\\n'))
+-- With `only_new`, the record is written only if the job has none (SET NX): returns whether it was.
+local function write_job(job_key, job, only_new)
+  local record = table.concat({'$JOB_FORMAT', job.version, job.fan_in, job.commit, job.status, job.counted,
+    job.tasks, job.doc}, '\\n')
+  if only_new then return redis.call('SET', job_key, record, 'NX') ~= false end
+  redis.call('SET', job_key, record)
+  return true
 end
 
 local function with_task(tasks, task_id)
@@ -204,12 +208,27 @@ end
 -- The job's fields start at ARGV[a]: id, version, doc, token, status, client ('' for none), counted
 -- (its JOB_COUNTS field: blueprint, status, state, client), created_at (its score in JOBS_ALL and
 -- JOBS_BY), ended_at (when it ended for good, in µs: finished, failed, cancelled; '' while it has not).
--- `old`: the job's record as the caller read it (read_job; nil for a new job); `fan_in`: the size of a
--- new fan-out round ('' or nil: the round as it was); `tasks`: the ids of its new tasks.
--- Returns true when the job has just ended (it joined JOBS_TERMINAL: see trim_terminal).
+-- `old`: the job's record as the caller read it (read_job); nil for a job the caller takes to be new,
+-- read only if it has a record (see store_new_job); `fan_in`: the size of a new fan-out round ('' or
+-- nil: the round as it was); `tasks`: the ids of its new tasks.
+-- Returns true when the job has just ended (it joined JOBS_TERMINAL: see trim_terminal); nil, and
+-- nothing changed, when `old` is nil and the job has a record.
 local function store_job(a, old, fan_in, tasks)
   local job_id, counted, created_at = ARGV[a], ARGV[a + 6], ARGV[a + 7]
+  local new = not old
   old = old or {}
+  local known = old.tasks or ''
+  if old.legacy then  -- a version before JOB_TASK fields listed its tasks in a set: listed in the record too
+    for _, task_id in ipairs(redis.call('SMEMBERS', key('$JOB_TASKS', job_id))) do
+      if not has_task(known, task_id) then known = with_task(known, task_id) end
+    end
+  end
+  for _, task_id in ipairs(tasks or {}) do known = with_task(known, task_id) end
+  if (fan_in or '') == '' then fan_in = old.fan_in or '' end
+  if not write_job(key('$JOB', job_id), {version = ARGV[a + 1], commit = ARGV[a + 3], status = ARGV[a + 4],
+    counted = counted, fan_in = fan_in, tasks = known, doc = ARGV[a + 2]}, new) then
+    return nil
+  end
   -- A job's client never changes: a job stored before is listed by it already.
   local listed = {status = old.status, client = old.status and ARGV[a + 5]}
   if old.seq then  -- listed by a version before 2026-12: by creation sequence, by blueprint and state too
@@ -228,16 +247,6 @@ local function store_job(a, old, fan_in, tasks)
       if after ~= '' then redis.call('ZADD', key('$JOBS_BY', field .. ':' .. after), created_at, job_id) end
     end
   end
-  local known = old.tasks or ''
-  if old.legacy then  -- a version before JOB_TASK fields listed its tasks in a set: listed in the record too
-    for _, task_id in ipairs(redis.call('SMEMBERS', key('$JOB_TASKS', job_id))) do
-      if not has_task(known, task_id) then known = with_task(known, task_id) end
-    end
-  end
-  for _, task_id in ipairs(tasks or {}) do known = with_task(known, task_id) end
-  if (fan_in or '') == '' then fan_in = old.fan_in or '' end
-  write_job(key('$JOB', job_id), {version = ARGV[a + 1], commit = ARGV[a + 3], status = ARGV[a + 4],
-    counted = counted, fan_in = fan_in, tasks = known, doc = ARGV[a + 2]})
   local was_ended, ended_at = old.status and ENDED[old.status], ARGV[a + 8]
   if ended_at == '' then
     if was_ended then redis.call('ZREM', key('$JOBS_TERMINAL'), job_id) end  -- retried
@@ -246,6 +255,17 @@ local function store_job(a, old, fan_in, tasks)
   if was_ended then return false end
   redis.call('ZADD', key('$JOBS_TERMINAL'), 'NX', ended_at, job_id)
   return true
+end
+
+-- Store a job the caller takes to be new (CREATE_JOB's, a commit's children) with nothing read first,
+-- unless it has a record already: then as a job stored again. Returns as store_job; nil for a retried
+-- call (the record has its commit token), which changes nothing.
+local function store_new_job(a)
+  local ended = store_job(a)
+  if ended ~= nil then return ended end
+  local old = read_job(key('$JOB', ARGV[a]))
+  if old.commit == ARGV[a + 3] then return nil end
+  return store_job(a, old)
 end
 
 -- List a new task in the record of its job, when that is not the job being stored (see store_job).
@@ -352,9 +372,9 @@ CREATE_JOB = """
 -- see run), then the job's fields (JOB_ARGS of them, see store_job), then its events for the feed ('' for
 -- none), then the holder to take the read entry's job's step lease for and for how long (ms; see run).
 -- Returns {1} (or what run returns), {2} if a retried call was applied already.
-local old = read_job(KEYS[1])
-if old and old.commit == ARGV[8] then return {2} end
-if store_job(5, old) then trim_terminal(tonumber(ARGV[2])) end
+local ended = store_new_job(5)
+if ended == nil then return {2} end
+if ended then trim_terminal(tonumber(ARGV[2])) end
 feed_append(ARGV[5 + JOB_ARGS])
 if ARGV[3] == '1' then return run(ARGV[5], ARGV[4], ARGV[6 + JOB_ARGS], ARGV[7 + JOB_ARGS]) end
 return {1}
@@ -421,7 +441,7 @@ for _ = 1, tonumber(arg()) do
   redis.call('HSET', key('$BRANCHES', job_id), task_id, arg())
 end
 for _ = 1, tonumber(arg()) do
-  store_job(at)
+  store_new_job(at)
   run(ARGV[at], '')
   at = at + JOB_ARGS
 end
