@@ -367,19 +367,21 @@ async def test_the_last_branch_result_hands_the_job_with_its_lease_and_document(
     assert "cmdstat_evalsha" not in await redis_client.info("commandstats")
 
 
-async def test_a_branch_result_reads_the_round_size_without_the_job_record(
+async def test_a_branch_result_and_a_version_check_read_the_first_bytes_of_the_job_record(
     make_storage: StorageFactory, redis_client: aioredis.Redis
 ) -> None:
-    """A fan-out's job record lists every task id: a branch result reads its first bytes, not all of it
-    (once per result, that was most of redis-server's CPU in a fan-out of 200); the last result reads
-    the record once, for the step it hands out."""
+    """A fan-out's job record lists every task id: a branch result reads its first bytes for the round's
+    size, not all of it (once per result, that was most of redis-server's CPU in a fan-out of 200), and
+    so does job_version; the last result reads the record once, for the step it hands out."""
     storage = await make_storage()
     job, tasks = await fan_out(storage, 3)
     await redis_client.config_resetstat()
     assert await storage.add_branch_result(job.id, tasks[0].id, {}) == BranchAnswer.RECORDED
+    assert await storage.job_version(job.id) == job.version
+    assert await storage.job_version("gone") is None
     stats = await redis_client.info("commandstats")
     assert "cmdstat_get" not in stats
-    assert stats["cmdstat_getrange"]["calls"] == 1
+    assert stats["cmdstat_getrange"]["calls"] == 3
     await storage.add_branch_result(job.id, tasks[1].id, {})
     assert await storage.add_branch_result(job.id, tasks[2].id, {}) == BranchAnswer.COMPLETE
     assert await storage.take_runnable(LONG) == job.id

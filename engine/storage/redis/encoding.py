@@ -47,6 +47,11 @@ def job_fields(job: Job, token: str) -> list[Any]:
     ]
 
 
+def head_version(head: bytes) -> int:
+    """The version of a job's record from its first bytes (at least its first two lines; see ``keys.JOB``)."""
+    return int(head.split(b"\n", 2)[1])
+
+
 def split_job(record: bytes) -> tuple[int, bytes]:
     """The version and document of a job's record (see ``keys.JOB``)."""
     _, version, *_, doc = record.split(b"\n", 7)

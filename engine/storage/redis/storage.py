@@ -55,6 +55,7 @@ from .encoding import (
     decode_worker,
     exact_score,
     flag,
+    head_version,
     job_fields,
     paired,
     scored,
@@ -230,13 +231,20 @@ class RedisStorage(Storage):
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
-        (found,) = await self._job_records([job_id])
+        found = await self._job_record(self.keys.job(job_id))
         return decode_job(found[1]) if found is not None else None
 
     async def job_version(self, job_id: str) -> int | None:
-        """The first line of the job's record, its document not decoded."""
-        (found,) = await self._job_records([job_id])
-        return found[0] if found is not None else None
+        """The second line of the job's record, read from its first 64 bytes (they hold it): not its
+        task ids and document, which run to kilobytes in a fan-out's job."""
+        job_key = self.keys.job(job_id)
+        try:
+            head = await self.connection.execute("GETRANGE", job_key, 0, 63)
+        except ResponseError as error:
+            _raise_unless_hash(error)
+            version = await self.connection.execute("HGET", job_key, "version")
+            return int(version) if version is not None else None
+        return head_version(head) if head else None
 
     async def _job_records(self, job_ids: Sequence[Raw]) -> list[tuple[int, bytes] | None]:
         """The version and document of each job (None if it is gone): a GET each, sent together.
@@ -248,16 +256,14 @@ class RedisStorage(Storage):
             records = await self.connection.execute_many([("GET", job_key) for job_key in job_keys])
             return [split_job(record) if record is not None else None for record in records]
         except ResponseError as error:
-            if not str(error).startswith("WRONGTYPE"):
-                raise
+            _raise_unless_hash(error)
         return [await self._job_record(job_key) for job_key in job_keys]
 
     async def _job_record(self, job_key: str) -> tuple[int, bytes] | None:
         try:
             record = await self.connection.execute("GET", job_key)
         except ResponseError as error:
-            if not str(error).startswith("WRONGTYPE"):
-                raise
+            _raise_unless_hash(error)
             version, doc = await self.connection.execute("HMGET", job_key, "version", "doc")
             return (int(version), doc) if doc is not None else None
         return split_job(record) if record is not None else None
@@ -655,3 +661,10 @@ def _socket_timeout_s(client: aioredis.Redis) -> float | None:
     pool = client.connection_pool
     timeout = pool.connection_class(**pool.connection_kwargs).socket_timeout
     return float(timeout) if timeout is not None else None
+
+
+def _raise_unless_hash(error: ResponseError) -> None:
+    """Raise ``error`` unless it is WRONGTYPE: the key holds a job as a version before 2026-12-07 kept
+    it (a hash, see ``keys.JOB``), which the caller reads as one."""
+    if not str(error).startswith("WRONGTYPE"):
+        raise error
