@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -36,7 +37,7 @@ from support.storage_contract import (
 )
 
 from avtomatika.errors import VersionConflict
-from avtomatika.models import Job, JobStatus, TaskStatus
+from avtomatika.models import Job, JobStatus, TaskStatus, named
 from avtomatika.storage.base import BranchAnswer, Commit, JobFilter
 from avtomatika.storage.redis import RedisStorage, keys, runnable
 
@@ -279,6 +280,19 @@ async def test_a_commit_that_ends_the_step_releases_its_lease_and_acknowledges_i
     await _nothing_to_take_over(a, b, job)
 
 
+async def test_a_commit_that_ends_a_step_whose_lease_was_taken_over_leaves_that_lease(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    storage = await make_storage()
+    job = await storage.create_job(make_job(), run=False)
+    lease_key = storage.keys.step_lease(job.id)
+    await redis_client.set(lease_key, "other", px=60_000)  # ours expired, and another process took it
+    job.status = JobStatus.FINISHED
+    await storage.commit(Commit(job, ends_step="stepper"))
+    assert await redis_client.get(lease_key) == b"other"
+    assert await redis_client.pttl(lease_key) > 0
+
+
 async def test_a_commit_that_conflicts_leaves_the_step_to_finish_step(
     make_storage: StorageFactory, redis_client: aioredis.Redis
 ) -> None:
@@ -308,6 +322,87 @@ async def test_counts_that_fall_to_zero_are_kept_and_read_as_none(
     fields = await redis_client.hgetall(storage.keys.key(keys.JOB_COUNTS))
     assert sorted(int(n) for n in fields.values()) == [0, 1]
     assert list((await storage.count_jobs()).values()) == [1]
+
+
+async def _until(holds: Callable[[], Any]) -> None:
+    while not holds():
+        await asyncio.sleep(0.01)
+
+
+async def test_a_job_handed_to_a_waiting_taker_comes_with_its_step_lease(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """The script that queues a job for a taker waiting with a holder takes the lease for it: leasing
+    the job then costs no command, and starts from the job as stored then."""
+    storage = await make_storage()
+    taking = asyncio.create_task(storage.take_runnable(5.0, holder="runner"))
+    await _until(lambda: storage._runnable._takers)
+    job = await storage.create_job(make_job())
+    assert await taking == job.id
+    assert await redis_client.get(storage.keys.step_lease(job.id)) == b"runner"
+    await redis_client.config_resetstat()
+    start = await storage.lease_and_get_job(job.id, "runner")
+    assert start == (True, job, [])
+    assert "cmdstat_evalsha" not in await redis_client.info("commandstats")
+    start.job.status = JobStatus.FINISHED
+    await storage.commit(Commit(start.job, ends_step="runner"))
+    assert await redis_client.exists(storage.keys.step_lease(job.id)) == 0
+
+
+async def test_the_last_branch_result_hands_the_job_with_its_lease_and_document(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """The result that completes a fan-out queues its job: handed with its lease, the step starts from
+    the job as stored (the script read it: the caller of add_branch_result has no document of it)."""
+    storage = await make_storage()
+    job, tasks = await fan_out(storage, 2)
+    await storage.add_branch_result(job.id, tasks[0].id, {})
+    taking = asyncio.create_task(storage.take_runnable(5.0, holder="runner"))
+    await _until(lambda: storage._runnable._takers)
+    assert await storage.add_branch_result(job.id, tasks[1].id, {}) == BranchAnswer.COMPLETE
+    assert await taking == job.id
+    await redis_client.config_resetstat()
+    start = await storage.lease_and_get_job(job.id, "runner")
+    assert start == (True, job, [])
+    assert "cmdstat_evalsha" not in await redis_client.info("commandstats")
+
+
+async def test_a_branch_result_and_a_version_check_read_the_first_bytes_of_the_job_record(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """A fan-out's job record lists every task id: a branch result reads its first bytes for the round's
+    size, not all of it (once per result, that was most of redis-server's CPU in a fan-out of 200), and
+    so does job_version; the last result reads the record once, for the step it hands out."""
+    storage = await make_storage()
+    job, tasks = await fan_out(storage, 3)
+    await redis_client.config_resetstat()
+    assert await storage.add_branch_result(job.id, tasks[0].id, {}) == BranchAnswer.RECORDED
+    assert await storage.job_version(job.id) == job.version
+    assert await storage.job_version("gone") is None
+    stats = await redis_client.info("commandstats")
+    assert "cmdstat_get" not in stats
+    assert stats["cmdstat_getrange"]["calls"] == 3
+    await storage.add_branch_result(job.id, tasks[1].id, {})
+    assert await storage.add_branch_result(job.id, tasks[2].id, {}) == BranchAnswer.COMPLETE
+    assert await storage.take_runnable(LONG) == job.id
+
+
+async def test_a_lease_taken_with_an_entry_never_stepped_is_released(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """Taken for a holder the job is not leased with, it is released first; left unused, at close."""
+    a = await make_storage()
+    for stepper in ("other", None):
+        taking = asyncio.create_task(a.take_runnable(5.0, holder="runner"))
+        await _until(lambda: a._runnable._takers)
+        job = await a.create_job(make_job())
+        assert await taking == job.id
+        if stepper:
+            assert (await a.lease_and_get_job(job.id, stepper)).leased
+            assert await redis_client.get(a.keys.step_lease(job.id)) == stepper.encode()
+            await a.finish_step(job.id, stepper)
+    await a.close()
+    assert await redis_client.exists(a.keys.step_lease(job.id)) == 0
 
 
 async def test_a_step_lease_reads_the_job_in_the_same_round_trip(make_storage: StorageFactory) -> None:
@@ -485,6 +580,25 @@ async def test_a_retried_commit_is_applied_once_and_succeeds(make_storage: Stora
     assert (await storage.queue_lengths()) == {"a": 1}
     assert await storage.take_runnable(LONG) == job.id
     assert await storage.take_runnable(SHORT) is None
+
+
+async def test_a_new_job_is_stored_without_being_read_and_a_retried_create_is_applied_once(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    storage = await make_storage()
+    await redis_client.config_resetstat()
+    job = await storage.create_job(make_job(), run=False)
+    assert "cmdstat_get" not in await redis_client.info("commandstats")
+    run_twice(storage, "create_job")
+    again = await storage.create_job(make_job())
+    assert await storage.get_job(again.id) == again
+    assert sum(nonzero(await storage.count_jobs()).values()) == 2
+    assert await storage.take_runnable(LONG) == again.id
+    assert await storage.take_runnable(SHORT) is None
+    job.state = "moved"  # the same id created again: stored again, counted once
+    await storage.create_job(job, run=False)
+    assert (await storage.get_job(job.id)).state == "moved"  # type: ignore[union-attr]
+    assert sum(nonzero(await storage.count_jobs()).values()) == 2
 
 
 async def test_an_entry_read_for_a_waiting_taker_by_a_call_whose_reply_was_lost_is_taken_over(
@@ -667,10 +781,18 @@ async def test_a_job_that_leaves_a_terminal_status_is_not_forgotten(make_storage
 
 
 # -- data an older version wrote ------------------------------------------------------------------
+async def as_stored_before_2026_12_07(client: aioredis.Redis, job: Job, **fields: Any) -> None:
+    """Store ``job`` as versions before 2026-12-07 did: a hash (with ``fields`` too), not a record."""
+    counted = orjson.dumps([job.blueprint, str(job.status), job.state, job.client])
+    stored = {"doc": named(job), "version": job.version, "commit": "x:1", "status": str(job.status)}
+    stored |= {"counted": counted, **({"client": job.client} if job.client else {}), **fields}
+    await client.delete(f"avtomatika:job:{job.id}")
+    await client.hset(f"avtomatika:job:{job.id}", mapping=stored)
+
+
 async def as_listed_before_2026_12(client: aioredis.Redis, job: Job, seq: int) -> None:
     """List ``job`` as versions before 2026-12 did: by a creation sequence, by blueprint and state too."""
-    fields = {"seq": seq, "blueprint": job.blueprint, "state": job.state, "client": job.client or ""}
-    await client.hset(f"avtomatika:job:{job.id}", mapping=fields)
+    await as_stored_before_2026_12_07(client, job, seq=seq, blueprint=job.blueprint, state=job.state)
     await client.zadd("avtomatika:jobs:all", {job.id: seq})
     for field, value in (("status", job.status), ("blueprint", job.blueprint), ("state", job.state)):
         await client.zadd(f"avtomatika:jobs:by:{field}:{value}", {job.id: seq})
@@ -700,7 +822,81 @@ async def test_a_job_listed_by_an_older_version_is_listed_anew_when_next_stored(
         "by:status:pending": [new.id.encode()],
         "by:status:waiting_for_human": [old.id.encode()],
     }
-    assert await redis_client.hmget(f"avtomatika:job:{old.id}", ["seq", "blueprint", "state"]) == [None] * 3
+    assert await redis_client.type(f"avtomatika:job:{old.id}") == b"string"  # a record now
+
+
+async def test_a_job_stored_as_a_hash_by_an_older_version_is_read_and_stored_as_a_record(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """Versions before 2026-12-07 kept a job as a hash; it is read as one until stored again, which
+    writes its record (with the tasks its hash listed), and forgotten with its tasks either way."""
+    storage = await make_storage(max_terminal_jobs=1)
+    job = await new_job(storage)
+    task = make_task(job)
+    job = await storage.commit(Commit(job, tasks=[task]))
+    await as_stored_before_2026_12_07(redis_client, job, **{f"{keys.JOB_TASK}{task.id}": ""})
+    assert await storage.get_job(job.id) == job
+    assert await storage.job_version(job.id) == job.version
+    assert [found.id for found in await storage.list_jobs(JobFilter())] == [job.id]
+    assert (await storage.lease_and_get_job(job.id, "stepper")).job == job
+    await storage.release_job_lease(job.id, "stepper")
+    job.state = "next"
+    job = await storage.commit(Commit(job))
+    assert await redis_client.type(storage.keys.job(job.id)) == b"string"
+    assert await storage.get_job(job.id) == job
+    assert await storage.count_jobs() == {(job.blueprint, str(job.status), "next"): 1}
+    await finish(storage, job)
+    await finish(storage, await new_job(storage))  # past max_terminal_jobs: the first is forgotten
+    assert await storage.get_job(job.id) is None
+    assert await storage.get_task(task.id) is None
+
+
+async def test_a_new_task_is_stored_without_being_read_first(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """Its job's record does not list it: new. One it lists is read, and replaced as it was."""
+    storage = await make_storage()
+    job = await new_job(storage)
+    task = make_task(job, worker_id="w-1")
+    await redis_client.config_resetstat()
+    job = await dispatch(storage, job, task)
+    assert "cmdstat_hmget" not in await redis_client.info("commandstats")
+    task.worker_id = None  # stored again, for anyone: no longer w-1's
+    job = await dispatch(storage, job, task)
+    assert "cmdstat_hmget" in await redis_client.info("commandstats")
+    assert nonzero(await storage.worker_load()) == {}
+    assert nonzero(await storage.queue_lengths()) == {"a": 1}
+
+
+async def test_a_task_a_hash_stored_job_listed_in_a_set_is_read_before_it_is_stored_again(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """Versions before JOB_TASK fields listed a job's tasks in a JOB_TASKS set: its record lists them too."""
+    storage = await make_storage()
+    job = await new_job(storage)
+    task = make_task(job, worker_id="w-1")
+    job = await dispatch(storage, job, task)
+    await as_stored_before_2026_12_07(redis_client, job)
+    await redis_client.sadd(f"avtomatika:{keys.JOB_TASKS}{job.id}", task.id)
+    job = await storage.commit(Commit(job))  # stored as a record
+    task.worker_id = None
+    await dispatch(storage, job, task)
+    assert nonzero(await storage.worker_load()) == {}
+    assert nonzero(await storage.queue_lengths()) == {"a": 1}
+
+
+async def test_a_hash_stored_job_is_forgotten_with_its_tasks(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    storage = await make_storage(max_terminal_jobs=1)
+    job = await new_job(storage)
+    task = make_task(job)
+    job = await finish(storage, await storage.commit(Commit(job, tasks=[task])))
+    await as_stored_before_2026_12_07(redis_client, job, **{f"{keys.JOB_TASK}{task.id}": ""})
+    await finish(storage, await new_job(storage))
+    assert await storage.get_job(job.id) is None
+    assert await storage.get_task(task.id) is None
+    assert await storage.count_jobs() == {(job.blueprint, "finished", job.state): 1}
 
 
 async def test_a_job_listed_by_an_older_version_is_forgotten_from_every_list(

@@ -34,6 +34,8 @@ class JobRunner:
         #: when done, so one job's handlers never run twice at once.
         self._stepping: set[str] = set()
         self._queued_again: set[str] = set()
+        #: This process's runner in the step leases it holds: ``_stepping`` keeps its consumers apart.
+        self.holder = new_id()
 
     async def consume(self) -> None:
         """Step the jobs taken from the runnable queue, one step of a job at a time across processes.
@@ -44,9 +46,9 @@ class JobRunner:
         calls that fail (Redis restarting) are retried, so a consumer never dies of one.
         """
         storage = self.runtime.storage
-        holder = new_id()  # this consumer, in the step leases it holds
+        holder = self.holder
         while True:
-            job_id = await storage.take_runnable(timeout_s=5.0)
+            job_id = await storage.take_runnable(timeout_s=5.0, holder=holder)
             if job_id is None:
                 continue
             if job_id in self._stepping:

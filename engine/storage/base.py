@@ -215,11 +215,13 @@ class Storage(ABC):
 
     # -- the queue of jobs to step ---------------------------------------------------------------
     @abstractmethod
-    async def take_runnable(self, timeout_s: float) -> str | None:
+    async def take_runnable(self, timeout_s: float, holder: str = "") -> str | None:
         """A job id due to be stepped, leased to this process; None after ``timeout_s``.
 
         Ids come first in first out, in the order they were queued (``create_job``/``commit`` with
-        ``run``); each queuing is handed out once.
+        ``run``); each queuing is handed out once. ``holder``: what the caller takes the job's step
+        lease with (:meth:`lease_and_get_job`); a backend shared by several processes may take it for
+        that holder as it hands the job out, so that the lease costs no further round trip.
         """
 
     @abstractmethod

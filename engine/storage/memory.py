@@ -207,7 +207,7 @@ class MemoryStorage(Storage):
         return dict(Counter((s.blueprint, s.status, s.state) for s in jobs))
 
     # -- runnable queue --------------------------------------------------------------------------
-    async def take_runnable(self, timeout_s: float) -> str | None:
+    async def take_runnable(self, timeout_s: float, holder: str = "") -> str | None:
         if not self._runnable.empty():
             return self._runnable.get_nowait()
         try:

@@ -30,6 +30,7 @@ import orjson
 import redis
 
 from avtomatika.models import Job
+from avtomatika.storage.redis.encoding import split_job
 from support.postgres_server import PostgresServer
 from support.processes import (
     ECHO_WORKER_SCRIPT,
@@ -286,9 +287,10 @@ class Cluster:
         def read() -> list[dict[str, Any]]:
             with self.redis_client() as client, client.pipeline(transaction=False) as pipe:
                 for job_id in job_ids:
-                    pipe.hget(f"avtomatika:job:{job_id}", "doc")
+                    pipe.get(f"avtomatika:job:{job_id}")
                 # Job.from_dict: a document leaves out the fields at their defaults.
-                return [Job.from_dict(orjson.loads(doc)).to_dict() if doc else {} for doc in pipe.execute()]
+                records = pipe.execute()
+                return [Job.from_dict(orjson.loads(split_job(r)[1])).to_dict() if r else {} for r in records]
 
         return await asyncio.to_thread(read)
 

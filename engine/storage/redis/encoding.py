@@ -23,6 +23,10 @@ def exact_score(value: float) -> str:
     return repr(float(value))
 
 
+#: Where :func:`job_fields` puts the job's document.
+DOC = 2
+
+
 def job_fields(job: Job, token: str) -> list[Any]:
     """The job as ``store_job`` in the scripts reads it (``JOB_ARGS`` values)."""
     counted = orjson.dumps([job.blueprint, str(job.status), job.state, job.client])
@@ -41,6 +45,17 @@ def job_fields(job: Job, token: str) -> list[Any]:
         exact_score(job.created_at),
         ended_at,
     ]
+
+
+def head_version(head: bytes) -> int:
+    """The version of a job's record from its first bytes (at least its first two lines; see ``keys.JOB``)."""
+    return int(head.split(b"\n", 2)[1])
+
+
+def split_job(record: bytes) -> tuple[int, bytes]:
+    """The version and document of a job's record (see ``keys.JOB``)."""
+    _, version, *_, doc = record.split(b"\n", 7)
+    return int(version), doc
 
 
 def task_fields(task: Task) -> list[Any]:

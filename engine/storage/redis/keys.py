@@ -17,15 +17,23 @@ from ...timers import TimerKind
 DEFAULT_NAMESPACE = "avtomatika"
 
 # -- jobs -----------------------------------------------------------------------------------------
-#: + job id -> hash: ``doc`` (the Job's fields not at their default, ``models.named``), ``version``,
-#: ``commit`` (token of the last commit, so a retried commit is recognised), the fields it is listed by
-#: (JOBS_BY) ``status`` and ``client`` (none without one), ``counted`` (the JOB_COUNTS field it is
-#: counted under), and a field JOB_TASK + task id (empty) per task of the job. Versions before
-#: 2026-12 also kept ``seq`` (creation order, from an INCR of ``jobs:seq``), ``blueprint`` and
-#: ``state`` (listed by them too): such a job is listed anew, by ``created_at``, when next stored.
+#: + job id -> the job's record, one string of lines (``encoding.split_job`` reads it): JOB_FORMAT, its
+#: version, the size of its fan-out round ('' for none; near the start, so that a branch result reads it
+#: without the rest), ``commit`` (token of the last commit, so a retried commit is recognised), its
+#: status, ``counted`` (the JOB_COUNTS field it is counted under), the ids of its tasks (',' between:
+#: its tasks are deleted with it), then its document (the Job's fields not at their default,
+#: ``models.named``). One string takes ~610 bytes of redis-server's memory for a waiting job where a
+#: hash took ~1,060: its document is longer than ``hash-max-listpack-value`` (64 bytes), so the hash
+#: was a dict of seven fields with two allocations each.
+#: Versions before 2026-12-07 kept a hash: ``doc``, ``version``, ``commit``, ``status``, ``client``,
+#: ``counted``, ``fan_in`` and a field JOB_TASK + task id per task; read as such until stored again
+#: (then written as a record). Versions before 2026-12 also kept ``seq`` (creation order, from an INCR
+#: of ``jobs:seq``), ``blueprint`` and ``state`` (listed by them too): such a job is listed anew, by
+#: ``created_at``, when next stored.
 JOB = "job:"
-#: A field of the JOB hash per task of the job (+ task id): its tasks are deleted with it. A field
-#: costs ~90 bytes of redis-server's memory where a set per job (JOB_TASKS) cost ~270.
+#: The first line of a job's record (JOB): its format.
+JOB_FORMAT = "j1"
+#: A field (+ task id) per task of the job in a JOB hash of a version before 2026-12-07.
 JOB_TASK = "t:"
 #: + job id -> set of the ids of its tasks: written by versions before JOB_TASK, still read (and
 #: deleted) when such a job is forgotten.
@@ -92,7 +100,7 @@ LOST_TIMER = TimerKind.LOST.of("")
 
 # -- fan-in, timers, workers ----------------------------------------------------------------------
 #: + job id -> hash task id -> orjson branch result, of the job's current fan-out round (whose size is
-#: the ``fan_in`` field of the job's hash).
+#: the fan-in size in the job's record, see JOB).
 BRANCHES = "branches:"
 #: zset timer id -> due time; a claimed timer is moved to the end of its claim's lease.
 TIMERS = "timers"

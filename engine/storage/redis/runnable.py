@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError, ResponseError
@@ -22,6 +23,38 @@ logger = logging.getLogger(__name__)
 #: Entries this process acknowledges between two deletions of those every engine is done with: an
 #: acknowledged entry is deleted by a trim now and then (``TRIM_RUNNABLE``), not an ``XDEL`` each.
 TRIM_EVERY = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Promise:
+    """What a script that queues a job does for this process's idle takers (see :meth:`RunnableReader.promise`).
+
+    ``consumer``: read an entry for it ('' for none); ``holder``: then take the step lease of that
+    entry's job for it, ``lease_ms`` long ('' for none).
+    """
+
+    consumer: str = ""
+    holder: str = ""
+    lease_ms: int = 0
+
+    @property
+    def lease_args(self) -> list[Any]:
+        """The holder and lease length, as the scripts' ``run`` reads them."""
+        return [self.holder, self.lease_ms]
+
+
+NOTHING = Promise()
+
+
+@dataclass(frozen=True, slots=True)
+class PreLease:
+    """A step lease a script took for ``holder`` as it handed this process the job's entry, and what
+    the step starts from as read then (see :meth:`RunnableReader.pre_leased`)."""
+
+    holder: str
+    taken_at: float  # the event loop's time
+    doc: bytes | None  # the job's document (None: it is gone)
+    breakpoints: Any  # HGETALL of the breakpoints
 
 
 class RunnableReader:
@@ -50,14 +83,17 @@ class RunnableReader:
         self._claim_cursor: bytes | str = "0-0"
         self._next_claim_at = 0.0
         self._promised = 0  # entries scripts are reading for this process's waiting takers
+        self._holder = ""  # the step lease holder named by the last take (its job's lease is taken for it)
+        self._pre_leases: dict[str, PreLease] = {}  # job id -> lease taken with its entry, not used yet
         self._acknowledged = 0  # since the last trim
 
     async def create_group(self) -> None:
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
             await self.storage.redis.xgroup_create(self.stream, keys.RUNNABLE_GROUP, id="0", mkstream=True)
 
-    async def take(self, timeout_s: float) -> str | None:
+    async def take(self, timeout_s: float, holder: str = "") -> str | None:
         self._start()
+        self._holder = holder
         if self._ready:
             return self._hand_out(*self._ready.popleft())
         taker: asyncio.Future[tuple[bytes, str]] = asyncio.get_running_loop().create_future()
@@ -150,6 +186,7 @@ class RunnableReader:
             taker.cancel()
         unread = [entry_id for entry_id, _ in self._ready]
         self._ready.clear()
+        await self._release_pre_leases()
         if unread:
             try:
                 await self.storage._scripts["release_entries"](
@@ -157,6 +194,17 @@ class RunnableReader:
                 )
             except (RedisError, OSError):
                 logger.warning("could not put back %d runnable entries; taken over after the lease", len(unread))
+
+    async def _release_pre_leases(self) -> None:
+        """Step leases taken with entries never stepped here: released, for whoever steps them next."""
+        pre_leases, self._pre_leases = self._pre_leases, {}
+        for job_id, pre in pre_leases.items():
+            try:
+                await self.storage._scripts["release_step_lease"](
+                    keys=[self.storage.keys.step_lease(job_id)], args=[pre.holder]
+                )
+            except (RedisError, OSError):
+                logger.warning("could not release the step lease of job %s; it expires", job_id)
 
     async def _read_forever(self) -> None:
         backoff = Backoff()
@@ -191,28 +239,49 @@ class RunnableReader:
         else:
             self._ready.append((entry_id, job_id))
 
-    def promise(self, run: bool) -> str:
-        """This process's consumer name if ``run`` and one of its takers waits with no entry promised yet.
+    def promise(self, run: bool) -> Promise:
+        """If ``run`` and one of this process's takers waits with no entry promised yet: its consumer
+        name, and the step lease holder its last take named.
 
         A script that queues a job then reads an entry for this consumer on the way (no XREADGROUP round
-        trip before a step of it starts here). Every name returned is :meth:`settle`-d once the call ends.
+        trip before a step of it starts here), and takes the step lease of that entry's job for the
+        holder (no lease round trip either: :meth:`pre_leased`). Every promise is :meth:`settle`-d once
+        the call ends.
         """
         if not run or self._promised >= sum(1 for taker in self._takers if not taker.done()):
-            return ""
+            return NOTHING
         self._promised += 1
-        return self.storage.consumer
+        lease_ms = max(1, int(self.storage.lease_s * 1000))
+        return Promise(self.storage.consumer, self._holder, lease_ms if self._holder else 0)
 
-    def settle(self, consumer: str, reply: list[Any] | None) -> None:
-        """Hand out the entry a script read for ``consumer``: ``reply`` is ``[status, entry id, job id]``.
+    def settle(self, promise: Promise, reply: list[Any] | None, job_id: str = "", doc: bytes = b"") -> None:
+        """Hand out the entry a script read for ``promise``: ``reply`` is ``[status, entry id, job id]``,
+        then, if it took that job's step lease, its document (b"" for ``doc``, that of ``job_id``, which
+        the script stored) and the breakpoints.
 
         An entry read by a call whose reply was lost stays with this consumer unrenewed: it is taken
-        over after the lease, like the entries of a process that died.
+        over after the lease, like the entries of a process that died (and the lease expires).
         """
-        if not consumer:
+        if not promise.consumer:
             return
         self._promised -= 1
-        if reply is not None and len(reply) == 3:
-            self._deliver(reply[1], as_text(reply[2]))
+        if reply is None or len(reply) < 3:
+            return
+        entry_job = as_text(reply[2])
+        if len(reply) == 5:
+            read = doc if reply[3] == b"" and entry_job == job_id else reply[3]
+            loop_time = asyncio.get_running_loop().time()
+            self._pre_leases[entry_job] = PreLease(promise.holder, loop_time, read, reply[4])
+        self._deliver(reply[1], entry_job)
+
+    def pre_leased(self, job_id: str) -> PreLease | None:
+        """The step lease taken with the job's entry for this process, if one was and it is fresh: taken
+        less than half a lease ago, so it is held still and renewed in time once :meth:`hold_step_lease`
+        (an older one is left to expire: the caller leases the job as it would without)."""
+        pre = self._pre_leases.pop(job_id, None)
+        if pre is None or asyncio.get_running_loop().time() - pre.taken_at >= self.storage.lease_s / 2:
+            return None
+        return pre
 
     async def _read(self, count: int) -> list[tuple[bytes, str]]:
         loop = asyncio.get_running_loop()
@@ -302,4 +371,6 @@ class RunnableReader:
                 logger.warning("lost the lease on job %s to another process", job_id)
             if lost:
                 gone = set(lost)
+                for _, job_id in (entry for entry in self._ready if entry[0] in gone):
+                    self._pre_leases.pop(job_id, None)  # long expired: the entry was idle past the lease
                 self._ready = deque(entry for entry in self._ready if entry[0] not in gone)

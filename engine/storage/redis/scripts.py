@@ -12,7 +12,7 @@ Invariants the scripts keep, so that counts are exact without scanning:
 
 - a task hash has ``qkey``/``member`` exactly when its entry is in that zset (QUEUE or INBOX), and is
   then counted once in QUEUED_COUNTS under its type;
-- LOAD_COUNTS[w] is the size of LOAD+w; JOB_COUNTS sums to the number of job hashes.
+- LOAD_COUNTS[w] is the size of LOAD+w; JOB_COUNTS sums to the number of jobs.
 
 Besides the fields :mod:`avtomatika.storage.redis.keys` lists, a task hash keeps what the take script needs without
 decoding the task: ``timeout_s`` (its own, absent for the default) and ``ask`` ('1' when it has
@@ -27,8 +27,69 @@ from string import Template
 
 from . import keys
 
+#: A job's record (see ``keys.JOB``): read, written, and a task listed in it.
+_JOB_RECORD = """
+-- One string: lines of $JOB_FORMAT, version, fan-in size ('' for none), commit token, status, counted,
+-- task ids (',' between), then the document (JSON has no raw newline). A job stored by a version before
+-- it is a hash of those fields, its tasks as JOB_TASK fields (see keys.JOB): read as such (`legacy`)
+-- until it is stored again.
+local function read_job(job_key)
+  local raw = redis.pcall('GET', job_key)
+  if type(raw) == 'table' then  -- WRONGTYPE: a hash
+    local flat, job = redis.call('HGETALL', job_key), {tasks = '', fan_in = '', legacy = true}
+    for i = 1, #flat, 2 do
+      local field = flat[i]
+      if string.sub(field, 1, $JOB_TASK_LENGTH) == '$JOB_TASK' then
+        job.tasks = (job.tasks == '' and '' or job.tasks .. ',') .. string.sub(field, $JOB_TASK_LENGTH + 1)
+      else
+        job[field] = flat[i + 1]
+      end
+    end
+    return job
+  end
+  if not raw then return nil end
+  local lines, at = {}, 1
+  for i = 1, 7 do
+    local newline = string.find(raw, '\\n', at, true)
+    lines[i], at = string.sub(raw, at, newline - 1), newline + 1
+  end
+  return {version = lines[2], fan_in = lines[3], commit = lines[4], status = lines[5], counted = lines[6],
+    tasks = lines[7], doc = string.sub(raw, at)}
+end
+
+-- The size of the job's fan-out round ('' for none; nil if the job is gone), read from the record's
+-- first 64 bytes: they hold its first three lines (the version and size have at most 20 digits each),
+-- where its task ids and document can run to kilobytes in a fan-out's job.
+local function read_fan_in(job_key)
+  local head = redis.pcall('GETRANGE', job_key, 0, 63)
+  if type(head) == 'table' then return redis.call('HGET', job_key, 'fan_in') or '' end  -- WRONGTYPE: a hash
+  if head == '' then return nil end
+  return string.match(head, '^[^\\n]*\\n[^\\n]*\\n([^\\n]*)\\n')
+end
+
+-- With `only_new`, the record is written only if the job has none (SET NX): returns whether it was.
+local function write_job(job_key, job, only_new)
+  local record = table.concat({'$JOB_FORMAT', job.version, job.fan_in, job.commit, job.status, job.counted,
+    job.tasks, job.doc}, '\\n')
+  if only_new then return redis.call('SET', job_key, record, 'NX') ~= false end
+  redis.call('SET', job_key, record)
+  return true
+end
+
+local function with_task(tasks, task_id)
+  if tasks == '' then return task_id end
+  return tasks .. ',' .. task_id
+end
+
+local function has_task(tasks, task_id)
+  return string.find(',' .. tasks .. ',', ',' .. task_id .. ',', 1, true) ~= nil
+end
+"""
+
 #: Helpers shared by the scripts that change jobs and tasks.
-_PRELUDE = """
+_PRELUDE = (
+    _JOB_RECORD
+    + """
 local ns = ARGV[1]
 local function key(name, suffix) return ns .. name .. (suffix or '') end
 
@@ -85,10 +146,11 @@ local function enqueue(task_key, task_id, task_type, worker, score, queued_at, f
   redis.call('PUBLISH', key('$TASK_WAKE'), wake)
 end
 
--- Returns true when the task is new: the caller lists it in its job's hash (a JOB_TASK field).
-local function store_task(task_id, task_type, status, worker, doc, score, queued_at, timeout, ask)
+-- Returns true when the task is new: the caller lists it in its job's record. `new`: the caller knows
+-- it is (its job's record does not list it), so it is not read first.
+local function store_task(task_id, task_type, status, worker, doc, score, queued_at, timeout, ask, new)
   local task_key = key('$TASK', task_id)
-  local old = redis.call('HMGET', task_key, 'status', 'worker_id', 'qkey', 'score', 'member')
+  local old = new and {} or redis.call('HMGET', task_key, 'status', 'worker_id', 'qkey', 'score', 'member')
   if old[2] and old[2] ~= worker then
     load_remove(old[2], task_id)  -- given to another worker, or to anyone
   end
@@ -146,23 +208,36 @@ end
 -- The job's fields start at ARGV[a]: id, version, doc, token, status, client ('' for none), counted
 -- (its JOB_COUNTS field: blueprint, status, state, client), created_at (its score in JOBS_ALL and
 -- JOBS_BY), ended_at (when it ended for good, in µs: finished, failed, cancelled; '' while it has not).
--- `old`: the job's JOB_FIELDS as the caller read them (read here when nil); `extra`: more fields of its
--- hash to set with them (field, value...).
--- Returns true when the job has just ended (it joined JOBS_TERMINAL: see trim_terminal).
-local JOB_FIELDS = {'counted', 'status', 'client', 'seq', 'blueprint', 'state'}
-local function store_job(a, old, extra)
+-- `old`: the job's record as the caller read it (read_job); nil for a job the caller takes to be new,
+-- read only if it has a record (see store_new_job); `fan_in`: the size of a new fan-out round ('' or
+-- nil: the round as it was); `tasks`: the ids of its new tasks.
+-- Returns true when the job has just ended (it joined JOBS_TERMINAL: see trim_terminal); nil, and
+-- nothing changed, when `old` is nil and the job has a record.
+local function store_job(a, old, fan_in, tasks)
   local job_id, counted, created_at = ARGV[a], ARGV[a + 6], ARGV[a + 7]
-  local job_key = key('$JOB', job_id)
-  old = old or redis.call('HMGET', job_key, unpack(JOB_FIELDS))
-  local listed = {status = old[2], client = old[3]}
-  if old[4] then  -- listed by a version before 2026-12: by creation sequence, by blueprint and state too
-    unlist(job_id, {status = old[2], client = old[3], blueprint = old[5], state = old[6]})
-    redis.call('HDEL', job_key, 'seq', 'blueprint', 'state')
+  local new = not old
+  old = old or {}
+  local known = old.tasks or ''
+  if old.legacy then  -- a version before JOB_TASK fields listed its tasks in a set: listed in the record too
+    for _, task_id in ipairs(redis.call('SMEMBERS', key('$JOB_TASKS', job_id))) do
+      if not has_task(known, task_id) then known = with_task(known, task_id) end
+    end
+  end
+  for _, task_id in ipairs(tasks or {}) do known = with_task(known, task_id) end
+  if (fan_in or '') == '' then fan_in = old.fan_in or '' end
+  if not write_job(key('$JOB', job_id), {version = ARGV[a + 1], commit = ARGV[a + 3], status = ARGV[a + 4],
+    counted = counted, fan_in = fan_in, tasks = known, doc = ARGV[a + 2]}, new) then
+    return nil
+  end
+  -- A job's client never changes: a job stored before is listed by it already.
+  local listed = {status = old.status, client = old.status and ARGV[a + 5]}
+  if old.seq then  -- listed by a version before 2026-12: by creation sequence, by blueprint and state too
+    unlist(job_id, {status = old.status, client = old.client, blueprint = old.blueprint, state = old.state})
     listed = {}
   end
   if not listed.status then redis.call('ZADD', key('$JOBS_ALL'), created_at, job_id) end
-  if old[1] ~= counted then
-    if old[1] then decrement(key('$JOB_COUNTS'), old[1]) end
+  if old.counted ~= counted then
+    if old.counted then decrement(key('$JOB_COUNTS'), old.counted) end
     redis.call('HINCRBY', key('$JOB_COUNTS'), counted, 1)
   end
   for field, at in pairs(LISTED) do
@@ -172,12 +247,7 @@ local function store_job(a, old, extra)
       if after ~= '' then redis.call('ZADD', key('$JOBS_BY', field .. ':' .. after), created_at, job_id) end
     end
   end
-  local fields = {'doc', ARGV[a + 2], 'version', ARGV[a + 1], 'commit', ARGV[a + 3], 'status', ARGV[a + 4],
-    'counted', counted}
-  if ARGV[a + 5] ~= '' then fields[#fields + 1], fields[#fields + 2] = 'client', ARGV[a + 5] end  -- never changes
-  for _, value in ipairs(extra or {}) do fields[#fields + 1] = value end
-  redis.call('HSET', job_key, unpack(fields))
-  local was_ended, ended_at = old[2] and ENDED[old[2]], ARGV[a + 8]
+  local was_ended, ended_at = old.status and ENDED[old.status], ARGV[a + 8]
   if ended_at == '' then
     if was_ended then redis.call('ZREM', key('$JOBS_TERMINAL'), job_id) end  -- retried
     return false
@@ -187,20 +257,45 @@ local function store_job(a, old, extra)
   return true
 end
 
+-- Store a job the caller takes to be new (CREATE_JOB's, a commit's children) with nothing read first,
+-- unless it has a record already: then as a job stored again. Returns as store_job; nil for a retried
+-- call (the record has its commit token), which changes nothing.
+local function store_new_job(a)
+  local ended = store_job(a)
+  if ended ~= nil then return ended end
+  local old = read_job(key('$JOB', ARGV[a]))
+  if old.commit == ARGV[a + 3] then return nil end
+  return store_job(a, old)
+end
+
+-- List a new task in the record of its job, when that is not the job being stored (see store_job).
+local function list_task(job_id, task_id)
+  local job_key = key('$JOB', job_id)
+  local job = read_job(job_key)
+  if not job then return end
+  if job.legacy then
+    redis.call('HSET', job_key, '$JOB_TASK' .. task_id, '')  -- its listing fields stay until it is stored
+  else
+    job.tasks = with_task(job.tasks, task_id)
+    write_job(job_key, job)
+  end
+end
+
 -- Drop a job with its tasks, branch results and list entries.
 local function forget(job_id)
   local job_key = key('$JOB', job_id)
-  local old = redis.call('HMGET', job_key, 'counted', 'status', 'client', 'blueprint', 'state')
-  if old[1] then decrement(key('$JOB_COUNTS'), old[1]) end
-  unlist(job_id, {status = old[2], client = old[3], blueprint = old[4], state = old[5]})
+  local job = read_job(job_key) or {}
+  if job.counted then decrement(key('$JOB_COUNTS'), job.counted) end
+  local client = job.client
+  if job.counted and not job.legacy then
+    client = cjson.decode(job.counted)[4]  -- blueprint, status, state, client (JSON null for none)
+    if type(client) ~= 'string' then client = nil end
+  end
+  unlist(job_id, {status = job.status, client = client, blueprint = job.blueprint, state = job.state})
   redis.call('ZREM', key('$JOBS_TERMINAL'), job_id)
   local tasks_key = key('$JOB_TASKS', job_id)
   local task_ids = redis.call('SMEMBERS', tasks_key)
-  for _, field in ipairs(redis.call('HKEYS', job_key)) do
-    if string.sub(field, 1, $JOB_TASK_LENGTH) == '$JOB_TASK' then
-      task_ids[#task_ids + 1] = string.sub(field, $JOB_TASK_LENGTH + 1)
-    end
-  end
+  for task_id in string.gmatch(job.tasks or '', '[^,]+') do task_ids[#task_ids + 1] = task_id end
   redis.call('DEL', job_key, key('$BRANCHES', job_id))
   for _, task_id in ipairs(task_ids) do
     local task_key = key('$TASK', task_id)
@@ -222,8 +317,12 @@ local function trim_terminal(max_terminal)
 end
 
 -- Queue the job to be stepped. With a consumer (a process one of whose takers is idle), also read for
--- it the oldest entry no one has read, as XREADGROUP would: {1, entry id, its job id}; else {1}.
-local function run(job_id, consumer)
+-- it the oldest entry no one has read, as XREADGROUP would, and with a holder take the step lease of
+-- that entry's job for it (lease_ms long), unless someone holds it: {1, entry id, its job id}, with the
+-- lease {1, entry id, its job id, the job's document (nil if it is gone), the breakpoints (HGETALL)}:
+-- what a step starts from; {1} without a consumer. `doc`: `job_id`'s document as the script read it,
+-- nil when the caller stored it (and has it): then the reply has '' for it.
+local function run(job_id, consumer, holder, lease_ms, doc)
   redis.call('XADD', key('$RUNNABLE'), '*', 'job', job_id)
   if consumer == '' then return {1} end
   -- pcall: without the group (a Redis restarted empty) the entry waits for the reader, which creates it.
@@ -231,7 +330,16 @@ local function run(job_id, consumer)
     key('$RUNNABLE'), '>')
   if not read or read.err then return {1} end
   local entry = read[1][2][1]
-  return {1, entry[1], entry[2][2]}
+  local entry_job = entry[2][2]
+  if (holder or '') == '' or not redis.call('SET', key('$STEP_LEASE', entry_job), holder, 'NX', 'PX', lease_ms) then
+    return {1, entry[1], entry_job}
+  end
+  local found = doc or ''
+  if entry_job ~= job_id then
+    local other = read_job(key('$JOB', entry_job))
+    found = other and other.doc or false
+  end
+  return {1, entry[1], entry_job, found, redis.call('HGETALL', key('$BREAKPOINTS'))}
 end
 
 -- A commit's history lines (avtomatika.feed: a JSON list of rows; '' for none) as one entry of the feed.
@@ -257,16 +365,18 @@ local function keep_reply(token, reply)
   redis.call('EXPIRE', reply_key, $REPLY_TTL_S)
 end
 """
+)
 
 CREATE_JOB = """
 -- KEYS[1]: the job. ARGV: ns, max terminal jobs, run ('1'), consumer to read an entry for ('' for none;
 -- see run), then the job's fields (JOB_ARGS of them, see store_job), then its events for the feed ('' for
--- none). Returns {1} (or what run returns), {2} if a retried call was applied already.
-local old = redis.call('HMGET', KEYS[1], 'commit', unpack(JOB_FIELDS))
-if old[1] == ARGV[8] then return {2} end
-if store_job(5, {unpack(old, 2)}) then trim_terminal(tonumber(ARGV[2])) end
+-- none), then the holder to take the read entry's job's step lease for and for how long (ms; see run).
+-- Returns {1} (or what run returns), {2} if a retried call was applied already.
+local ended = store_new_job(5)
+if ended == nil then return {2} end
+if ended then trim_terminal(tonumber(ARGV[2])) end
 feed_append(ARGV[5 + JOB_ARGS])
-if ARGV[3] == '1' then return run(ARGV[5], ARGV[4]) end
+if ARGV[3] == '1' then return run(ARGV[5], ARGV[4], ARGV[6 + JOB_ARGS], ARGV[7 + JOB_ARGS]) end
 return {1}
 """
 
@@ -277,13 +387,16 @@ COMMIT = """
 -- worker or '', doc, score, queued_at, timeout_s or '', ask), cancelled timer ids, timers (id, due),
 -- branch results the new round starts with (task id, result), child jobs (the fields of each, as
 -- store_job reads them), then the events for the feed ('' for none), then the step it ends: its runnable
--- entry ('' for none) and the holder of its step lease ('' for none), ended as ACK_ENTRY ends one.
+-- entry ('' for none), the holder of its step lease ('' for none) and the storage's lease length (ms:
+-- another holder's lease found instead is put back that long, no shorter than it is renewed), ended as
+-- ACK_ENTRY ends one, then the holder to take the read entry's job's step lease for and for how long
+-- (ms; see run).
 -- Returns {1} (or what run returns); {0} if the version is not the expected one or a task to withdraw
 -- was answered since it was read, {2} if a retried call was applied already.
 local job_id = ARGV[7]
-local stored = redis.call('HMGET', KEYS[1], 'version', 'commit', unpack(JOB_FIELDS))
-if stored[1] ~= ARGV[2] then
-  if stored[2] and stored[2] == ARGV[10] then return {2} end
+local stored = read_job(KEYS[1])
+if not stored or stored.version ~= ARGV[2] then
+  if stored and stored.commit == ARGV[10] then return {2} end
   return {0}
 end
 local at = 7 + JOB_ARGS
@@ -292,7 +405,7 @@ for i = at + 1, at + 2 * tonumber(ARGV[at]), 2 do
     return {0}
   end
 end
-local extra = {}  -- fields of the job's hash set with it: its new tasks, a new fan-out round's size
+local new_tasks = {}  -- listed in the job's record as it is stored
 local function arg()
   at = at + 1
   return ARGV[at - 1]
@@ -301,14 +414,18 @@ for _ = 1, tonumber(arg()) do
   local task_id = arg()
   close_task(task_id, arg())
 end
+-- A record lists every task of its job: one of this job it does not list is new (a job a version before
+-- 2026-12-07 kept as a hash may list some in a JOB_TASKS set: its tasks are read first).
+local listing, added = not stored.legacy and stored.tasks, {}
 for _ = 1, tonumber(arg()) do
   local task_id, owner, task_type, status, worker, doc, score = arg(), arg(), arg(), arg(), arg(), arg(), arg()
-  local queued_at, timeout = arg(), arg()
-  if store_task(task_id, task_type, status, worker, doc, score, queued_at, timeout, arg()) then
+  local queued_at, timeout, ask = arg(), arg(), arg()
+  local new = listing and owner == job_id and not added[task_id] and not has_task(listing, task_id)
+  if store_task(task_id, task_type, status, worker, doc, score, queued_at, timeout, ask, new) then
     if owner == job_id then
-      extra[#extra + 1], extra[#extra + 2] = '$JOB_TASK' .. task_id, ''
+      new_tasks[#new_tasks + 1], added[task_id] = task_id, true
     else
-      redis.call('HSET', key('$JOB', owner), '$JOB_TASK' .. task_id, '')
+      list_task(owner, task_id)
     end
   end
 end
@@ -317,27 +434,27 @@ for _ = 1, tonumber(arg()) do
   local timer_id = arg()
   redis.call('ZADD', key('$TIMERS'), arg(), timer_id)
 end
-if ARGV[5] ~= '' then
-  redis.call('DEL', key('$BRANCHES', job_id))
-  extra[#extra + 1], extra[#extra + 2] = 'fan_in', ARGV[5]
-end
-local ended = store_job(7, {unpack(stored, 3)}, extra)
+if ARGV[5] ~= '' then redis.call('DEL', key('$BRANCHES', job_id)) end
+local ended = store_job(7, stored, ARGV[5], new_tasks)
 for _ = 1, tonumber(arg()) do
   local task_id = arg()
   redis.call('HSET', key('$BRANCHES', job_id), task_id, arg())
 end
 for _ = 1, tonumber(arg()) do
-  store_job(at)
+  store_new_job(at)
   run(ARGV[at], '')
   at = at + JOB_ARGS
 end
 feed_append(ARGV[at])
 local entry_id, holder, lease = ARGV[at + 1], ARGV[at + 2], key('$STEP_LEASE', job_id)
-if holder ~= '' and redis.call('GET', lease) == holder then redis.call('DEL', lease) end
+if holder ~= '' then  -- compared and deleted in one command; another's (taken over) is put back
+  local held = redis.call('GETDEL', lease)
+  if held and held ~= holder then redis.call('SET', lease, held, 'PX', ARGV[at + 3]) end
+end
 -- pcall: without the group (a Redis restarted empty) there is nothing to acknowledge.
 if entry_id ~= '' then redis.pcall('XACK', key('$RUNNABLE'), '$RUNNABLE_GROUP', entry_id) end
 if ended then trim_terminal(tonumber(ARGV[3])) end
-if ARGV[4] == '1' then return run(job_id, ARGV[6]) end
+if ARGV[4] == '1' then return run(job_id, ARGV[6], ARGV[at + 4], ARGV[at + 5]) end
 return {1}
 """
 
@@ -533,7 +650,8 @@ return redis.call('HGETALL', KEYS[1])
 
 ADD_BRANCH_RESULT = """
 -- KEYS[1]: the job's branch results, KEYS[2]: the job. ARGV: ns, task id, result, events for the feed
--- ('' for none), job id, consumer to read an entry for ('' for none; see run). Records the result of a
+-- ('' for none), job id, consumer to read an entry for ('' for none; see run), the holder to take the
+-- read entry's job's step lease for and for how long (ms; see run). Records the result of a
 -- task still assigned and closes it as done; the result that completes the round queues the job.
 -- Returns {1} recorded, {2} complete (with what run read, see run), {3} duplicate (done already),
 -- {4} closed (not waiting for a result).
@@ -543,9 +661,11 @@ if status ~= 'assigned' then return {4} end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 close_task(ARGV[2], 'done')
 feed_append(ARGV[4])
-if redis.call('HLEN', KEYS[1]) == tonumber(redis.call('HGET', KEYS[2], 'fan_in') or '0') then
-  local queued = run(ARGV[5], ARGV[6])
-  return {2, queued[2], queued[3]}
+local fan_in = read_fan_in(KEYS[2])
+if fan_in and fan_in ~= '' and redis.call('HLEN', KEYS[1]) == tonumber(fan_in) then
+  local queued = run(ARGV[5], ARGV[6], ARGV[7], ARGV[8], read_job(KEYS[2]).doc)
+  queued[1] = 2
+  return queued
 end
 return {1}
 """
@@ -755,7 +875,8 @@ LEASE_STEP = """
 -- has the lease now: taken, or held already (a retried call whose first run took it); {0} while
 -- someone else holds it.
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[1]) == ARGV[1] then
-  return {1, redis.call('HGET', KEYS[2], 'doc'), redis.call('HGETALL', KEYS[3])}
+  local job = read_job(KEYS[2])
+  return {1, job and job.doc or false, redis.call('HGETALL', KEYS[3])}
 end
 return {0}
 """
@@ -806,7 +927,7 @@ SOURCES: dict[str, str] = {
     "trim_runnable": _source(TRIM_RUNNABLE, prelude=False),
     "release_entries": _source(RELEASE_ENTRIES, prelude=False),
     "renew_step_leases": _source(RENEW_STEP_LEASES, prelude=False),
-    "lease_step": _source(LEASE_STEP, prelude=False),
+    "lease_step": _source(_JOB_RECORD + LEASE_STEP, prelude=False),
     "remove_breakpoint": _source(REMOVE_BREAKPOINT, prelude=False),
     "release_step_lease": _source(RELEASE_STEP_LEASE, prelude=False),
     "save_bulk": _source(SAVE_BULK, prelude=False),

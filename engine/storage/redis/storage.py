@@ -23,7 +23,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ...errors import VersionConflict
 from ...events import Event
@@ -45,6 +45,7 @@ from . import keys
 from .background import cancellation_count, stop_if_cancelled
 from .connection import Script, SharedConnection
 from .encoding import (
+    DOC,
     Raw,
     as_mapping,
     as_text,
@@ -54,9 +55,11 @@ from .encoding import (
     decode_worker,
     exact_score,
     flag,
+    head_version,
     job_fields,
     paired,
     scored,
+    split_job,
     task_fields,
 )
 from .keys import Keys
@@ -217,34 +220,64 @@ class RedisStorage(Storage):
     # -- jobs ------------------------------------------------------------------------------------
     async def create_job(self, job: Job, *, run: bool = True, events: Sequence[Event] = ()) -> Job:
         job.version = 1
-        consumer = self._runnable.promise(run)
-        args = [self.max_terminal_jobs, flag(run), consumer, *job_fields(job, next(self._tokens))]
-        args.append(entry_of(events))
+        promise = self._runnable.promise(run)
+        fields = job_fields(job, next(self._tokens))
+        args = [self.max_terminal_jobs, flag(run), promise.consumer, *fields, entry_of(events), *promise.lease_args]
         reply = None
         try:
             reply = await self._run("create_job", [self.keys.job(job.id)], args)
         finally:
-            self._runnable.settle(consumer, reply)
+            self._runnable.settle(promise, reply, job.id, fields[DOC])
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
-        raw = await self.connection.execute("HGET", self.keys.job(job_id), "doc")
-        return decode_job(raw) if raw is not None else None
+        found = await self._job_record(self.keys.job(job_id))
+        return decode_job(found[1]) if found is not None else None
 
     async def job_version(self, job_id: str) -> int | None:
-        """One field of the job's hash (stored with its document by the same script), nothing decoded."""
-        raw = await self.connection.execute("HGET", self.keys.job(job_id), "version")
-        return int(raw) if raw is not None else None
+        """The second line of the job's record, read from its first 64 bytes (they hold it): not its
+        task ids and document, which run to kilobytes in a fan-out's job."""
+        job_key = self.keys.job(job_id)
+        try:
+            head = await self.connection.execute("GETRANGE", job_key, 0, 63)
+        except ResponseError as error:
+            _raise_unless_hash(error)
+            version = await self.connection.execute("HGET", job_key, "version")
+            return int(version) if version is not None else None
+        return head_version(head) if head else None
+
+    async def _job_records(self, job_ids: Sequence[Raw]) -> list[tuple[int, bytes] | None]:
+        """The version and document of each job (None if it is gone): a GET each, sent together.
+
+        A job a version before 2026-12-07 stored (a hash, see ``keys.JOB``) is read as one.
+        """
+        job_keys = [self.keys.job(as_text(job_id)) for job_id in job_ids]
+        try:
+            records = await self.connection.execute_many([("GET", job_key) for job_key in job_keys])
+            return [split_job(record) if record is not None else None for record in records]
+        except ResponseError as error:
+            _raise_unless_hash(error)
+        return [await self._job_record(job_key) for job_key in job_keys]
+
+    async def _job_record(self, job_key: str) -> tuple[int, bytes] | None:
+        try:
+            record = await self.connection.execute("GET", job_key)
+        except ResponseError as error:
+            _raise_unless_hash(error)
+            version, doc = await self.connection.execute("HMGET", job_key, "version", "doc")
+            return (int(version), doc) if doc is not None else None
+        return split_job(record) if record is not None else None
 
     async def commit(self, change: Commit) -> Job:
         job = change.job
         expected, updated_at = job.version, job.updated_at
         job.version, job.updated_at = expected + 1, now()
-        consumer = self._runnable.promise(change.run)
+        promise = self._runnable.promise(change.run)
         fan_in = "" if change.fan_in is None else change.fan_in
         token = next(self._tokens)
-        args: list[Any] = [expected, self.max_terminal_jobs, flag(change.run), fan_in, consumer]
-        args += job_fields(job, token)
+        args: list[Any] = [expected, self.max_terminal_jobs, flag(change.run), fan_in, promise.consumer]
+        fields = job_fields(job, token)
+        args += fields
         args += [len(change.close_tasks), *(x for item in change.close_tasks.items() for x in item)]
         args += [len(change.tasks), *(x for task in change.tasks for x in task_fields(task))]
         args += [len(change.cancel_timers), *change.cancel_timers]
@@ -259,7 +292,7 @@ class RedisStorage(Storage):
         args += [len(change.children), *(x for child in change.children for x in job_fields(child, token))]
         args.append(entry_of(change.events))
         entry_id = self._runnable.end_step(job.id) if change.ends_step else b""
-        args += [entry_id, change.ends_step]
+        args += [entry_id, change.ends_step, max(1, int(self.lease_s * 1000)), *promise.lease_args]
         reply = None
         try:
             reply = await self._run("commit", [self.keys.job(job.id)], args)
@@ -268,7 +301,7 @@ class RedisStorage(Storage):
             self._runnable.step_not_ended(job.id, entry_id)
             raise
         finally:
-            self._runnable.settle(consumer, reply)
+            self._runnable.settle(promise, reply, job.id, fields[DOC])
         if not reply[0]:
             job.version, job.updated_at = expected, updated_at
             self._runnable.step_not_ended(job.id, entry_id)
@@ -309,11 +342,8 @@ class RedisStorage(Storage):
         sizes = await self.connection.execute_many([("ZCARD", index) for index in candidates])
         return min(zip(sizes, candidates, strict=True))[1]
 
-    async def _read_jobs(self, job_ids: Iterable[Raw]) -> list[Job | None]:
-        docs = await self.connection.execute_many(
-            [("HGET", self.keys.job(as_text(job_id)), "doc") for job_id in job_ids]
-        )
-        return [decode_job(doc) if doc is not None else None for doc in docs]
+    async def _read_jobs(self, job_ids: Sequence[Raw]) -> list[Job | None]:
+        return [decode_job(found[1]) if found is not None else None for found in await self._job_records(job_ids)]
 
     async def count_jobs(self, client: str | None = None) -> dict[tuple[str, str, str], int]:
         counts: dict[tuple[str, str, str], int] = {}
@@ -325,8 +355,8 @@ class RedisStorage(Storage):
         return counts
 
     # -- runnable queue --------------------------------------------------------------------------
-    async def take_runnable(self, timeout_s: float) -> str | None:
-        return await self._runnable.take(timeout_s)
+    async def take_runnable(self, timeout_s: float, holder: str = "") -> str | None:
+        return await self._runnable.take(timeout_s, holder)
 
     async def ack_runnable(self, job_id: str) -> None:
         await self._runnable.ack(job_id)
@@ -341,9 +371,18 @@ class RedisStorage(Storage):
         return (await self.lease_and_get_job(job_id, holder, lease_s)).leased
 
     async def lease_and_get_job(self, job_id: str, holder: str, lease_s: float | None = None) -> StepStart:
-        """The lease, the job's document and the breakpoints in one script."""
+        """The lease, the job's document and the breakpoints in one script; none when the script that
+        handed this process the job's entry took the lease for ``holder`` with it (``take_runnable``)."""
         # Never shorter than ``self.lease_s``: held leases are renewed every third of that.
         lease_s = self.lease_s if lease_s is None else max(lease_s, self.lease_s)
+        pre = self._runnable.pre_leased(job_id)
+        if pre is not None and pre.holder == holder and lease_s == self.lease_s:
+            self._runnable.hold_step_lease(job_id, holder, lease_s)
+            return StepStart(
+                True, decode_job(pre.doc) if pre.doc is not None else None, _breakpoints_of(pre.breakpoints)
+            )
+        if pre is not None:  # taken for another holder: given up first
+            await self.release_job_lease(job_id, pre.holder)
         keys_ = [self.keys.step_lease(job_id), self.keys.job(job_id), self.keys.key(keys.BREAKPOINTS)]
         taken, *read = await self._scripts["lease_step"](keys=keys_, args=[holder, max(1, int(lease_s * 1000))])
         if not taken:
@@ -454,14 +493,14 @@ class RedisStorage(Storage):
     async def add_branch_result(
         self, job_id: str, task_id: str, result: dict[str, Any], events: Sequence[Event] = ()
     ) -> BranchAnswer:
-        consumer = self._runnable.promise(True)
+        promise = self._runnable.promise(True)
         keys_ = [self.keys.branches(job_id), self.keys.job(job_id)]
-        args = [task_id, orjson.dumps(result), entry_of(events), job_id, consumer]
+        args = [task_id, orjson.dumps(result), entry_of(events), job_id, promise.consumer, *promise.lease_args]
         reply = None
         try:
             reply = await self._run("add_branch_result", keys_, args)
         finally:
-            self._runnable.settle(consumer, reply)
+            self._runnable.settle(promise, reply)
         return _BRANCH_ANSWERS[int(reply[0])]
 
     async def branch_results(self, job_id: str) -> dict[str, dict[str, Any]]:
@@ -622,3 +661,10 @@ def _socket_timeout_s(client: aioredis.Redis) -> float | None:
     pool = client.connection_pool
     timeout = pool.connection_class(**pool.connection_kwargs).socket_timeout
     return float(timeout) if timeout is not None else None
+
+
+def _raise_unless_hash(error: ResponseError) -> None:
+    """Raise ``error`` unless it is WRONGTYPE: the key holds a job as a version before 2026-12-07 kept
+    it (a hash, see ``keys.JOB``), which the caller reads as one."""
+    if not str(error).startswith("WRONGTYPE"):
+        raise error
