@@ -32,7 +32,9 @@ async def chain(victim: Victim, **data: object) -> None:
 
 
 async def transient_then_success(victim: Victim) -> None:
-    await chain(victim, params={"fail_times": 1})
+    """Each job's task fails once, then succeeds: counted across workers (``fail_times`` counts each
+    worker's own attempts, so a retry on each of the survivor's workers used up all three)."""
+    await chain(victim, params={"fail_once_file": f"{victim.cluster.tmp_path}/fail-once-{uuid.uuid4().hex}"})
 
 
 async def flaky_handler(victim: Victim) -> None:

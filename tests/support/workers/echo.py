@@ -32,6 +32,8 @@ Behaviour is driven by the task's ``params`` so tests control it:
   PERMANENT_ERROR "unknown outcome".
 - ``fail_times``: N -> TRANSIENT_ERROR for the first N attempts seen for that ``job_id`` (counted in
   this process), then the outcome above.
+- ``fail_once_file``: a path -> TRANSIENT_ERROR for the job's first attempt across every worker (the
+  file ``<path>-<job_id>`` is created first), then the outcome above.
 - ``sleep_s``: seconds to sleep before answering (cancellable by ``cancel_task``);
   ``sleep_once_file``: a path -> sleep only if that file did not exist yet (it is created first),
   so only the first attempt across re-dispatches (and across workers) is slow.
@@ -369,6 +371,9 @@ class EchoWorker:
         fail_times = int(params.get("fail_times") or 0)
         if attempt <= fail_times:
             return failure("TRANSIENT_ERROR", f"echo_worker: planned failure {attempt} of {fail_times}")
+        fail_once = params.get("fail_once_file")
+        if fail_once and claims_once(f"{fail_once}-{job_id}"):
+            return failure("TRANSIENT_ERROR", "echo_worker: the job's one planned failure")
         return outcome_result(params, self.settings.worker_id)
 
     async def _post_result(self, job_id: str, task_id: str, result: dict[str, Any]) -> None:
