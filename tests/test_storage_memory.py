@@ -13,7 +13,15 @@ from support.storage_contract import StorageContract, create_jobs, dispatch, mak
 from avtomatika.models import Job, JobStatus, Task, TaskStatus, WorkerRecord, new_id, pack, unpack
 from avtomatika.storage import Commit, JobFilter, MemoryStorage
 from avtomatika.storage.ids import id_of, key_of
-from avtomatika.storage.memory import _JOB_HEAD, _JOB_TAIL, _TASK_TAIL, _StoredJob, _StoredTask, _TaskQueue
+from avtomatika.storage.memory import (
+    _JOB_HEAD,
+    _JOB_TAIL,
+    _TASK_TAIL,
+    _Label,
+    _StoredJob,
+    _StoredTask,
+    _TaskQueue,
+)
 
 
 @pytest.fixture
@@ -137,7 +145,7 @@ def test_a_job_is_packed_without_what_its_stored_form_keeps_beside_it():
     job = Job(id="j", blueprint="b", state="s", status="running", created_at=1.0, updated_at=2.0, version=3)
     packed = pack(job, head=_JOB_HEAD, tail=_JOB_TAIL)
     assert orjson.loads(packed) == [{}, 1.0, 2.0]  # the defaults after updated_at left out, and version
-    assert _StoredJob(packed, 3, "b", "running", "s", None).job("j") == job
+    assert _StoredJob(packed, 3, _Label("b", "running", "s", None)).job("j") == job
     assert orjson.loads(pack(WorkerRecord("w", registered_at=1.0, last_seen=2.0))) == [{}, 1.0, 2.0]
     assert orjson.loads(pack(WorkerRecord("w", registered_at=0.0, last_seen=0.0))) == [{}, 0.0, 0.0]
 
@@ -188,13 +196,13 @@ def test_new_ids_are_distinct_version_4_uuids_in_their_usual_text() -> None:
 
 
 def test_a_stored_job_keeps_its_only_task_id_alone_and_more_in_a_tuple():
-    stored = _StoredJob(b"[]", 1, "b", "pending", "s", None)
+    stored = _StoredJob(b"[]", 1, _Label("b", "pending", "s", None))
     assert stored.tasks() == ()
     stored.add_tasks(("t1",))
     assert (stored.task_keys, stored.tasks()) == ("t1", ("t1",))
     stored.add_tasks(("t2", "t3"))
     assert stored.tasks() == ("t1", "t2", "t3")
-    fan_out = _StoredJob(b"[]", 1, "b", "pending", "s", None)
+    fan_out = _StoredJob(b"[]", 1, _Label("b", "pending", "s", None))
     fan_out.add_tasks(("a", "b"))
     assert fan_out.tasks() == ("a", "b")
 
@@ -223,3 +231,15 @@ async def test_a_job_with_an_id_of_its_own_and_its_task_are_kept_and_forgotten(m
     for other in await create_jobs(memory, {}, {}):
         await finish(memory, other)
     assert (await memory.get_job("job-1"), await memory.get_task("TASK-1")) == (None, None)
+
+
+async def test_jobs_alike_share_one_label_and_are_counted_by_it(memory: MemoryStorage) -> None:
+    first, second, other = await create_jobs(memory, {"client": "c"}, {"client": "c"}, {"client": "d"})
+    stored = [memory._jobs[key_of(job.id)] for job in (first, second, other)]
+    assert stored[0].label is stored[1].label
+    assert stored[2].label == _Label("bp", "pending", "start", "d")
+    assert await memory.count_jobs() == {("bp", "pending", "start"): 3}
+    assert await memory.count_jobs("c") == {("bp", "pending", "start"): 2}
+    await finish(memory, first)
+    assert memory._jobs[key_of(first.id)].label == _Label("bp", "finished", "start", "c")
+    assert await memory.count_jobs("c") == {("bp", "pending", "start"): 1, ("bp", "finished", "start"): 1}

@@ -20,8 +20,7 @@ import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from sys import intern
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -49,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 #: Bulk actions kept (their records and job lists), the newest.
 MAX_BULKS_KEPT = 1000
+#: Distinct labels (blueprint, status, state, client) shared by jobs; past this the table starts again.
+MAX_LABELS = 10_000
 
 
 class MemoryStorage(Storage):
@@ -68,6 +69,7 @@ class MemoryStorage(Storage):
         #: History feed entries dropped because the feed was full.
         self.feed_dropped = 0
         self._jobs: dict[Key, _StoredJob] = {}  # in creation order
+        self._labels: dict[_Label, _Label] = {}  # each label once, shared by the jobs it describes
         self._ended: dict[Key, None] = {}  # jobs that ended for good, oldest first
         self._runnable: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: dict[Key, bytes | _StoredTask] = {}  # a task queued for anyone: its packed record alone
@@ -158,21 +160,27 @@ class MemoryStorage(Storage):
         return False
 
     def _store_job(self, key: Key, job: Job) -> None:
-        # Interned: the same few names, statuses and clients for every job, instead of a copy each
-        # read back.
-        blueprint, status, state = intern(job.blueprint), intern(str(job.status)), intern(job.state)
-        client = intern(job.client) if job.client is not None else None
+        label = self._label(_Label(job.blueprint, str(job.status), job.state, job.client))
         stored = self._jobs.get(key)
         packed = pack(job, head=_JOB_HEAD, tail=_JOB_TAIL)
         if stored is None:
-            self._jobs[key] = _StoredJob(packed, job.version, blueprint, status, state, client)
+            self._jobs[key] = _StoredJob(packed, job.version, label)
         else:
-            stored.packed, stored.version = packed, job.version
-            stored.blueprint, stored.status, stored.state, stored.client = blueprint, status, state, client
+            stored.packed, stored.version, stored.label = packed, job.version, label
         if job.status not in ENDED_STATUSES:
             self._ended.pop(key, None)  # retried: no longer a candidate to forget
         elif key not in self._ended:
             self._ended[key] = None
+
+    def _label(self, label: _Label) -> _Label:
+        """The one copy of ``label``: the same few blueprints, statuses, states and clients for every
+        job, held once instead of a tuple (and strings read back) per job."""
+        shared = self._labels.get(label)
+        if shared is None:
+            if len(self._labels) >= MAX_LABELS:
+                self._labels.clear()  # the jobs keep theirs; new ones are shared from here on
+            shared = self._labels[label] = label
+        return shared
 
     def _trim_ended(self) -> None:
         while len(self._ended) > self.max_terminal_jobs:
@@ -189,11 +197,12 @@ class MemoryStorage(Storage):
         found: list[Job] = []
         skipped = 0
         for key, stored in reversed(self._jobs.items()):
+            label = stored.label
             if (
-                (where.status and stored.status != where.status)
-                or (where.blueprint and stored.blueprint != where.blueprint)
-                or (where.state and stored.state != where.state)
-                or (where.client and stored.client != where.client)
+                (where.status and label.status != where.status)
+                or (where.blueprint and label.blueprint != where.blueprint)
+                or (where.state and label.state != where.state)
+                or (where.client and label.client != where.client)
             ):
                 continue
             if skipped < offset:
@@ -205,10 +214,12 @@ class MemoryStorage(Storage):
         return found
 
     async def count_jobs(self, client: str | None = None) -> dict[tuple[str, str, str], int]:
-        jobs = self._jobs.values()
-        if client is not None:
-            return dict(Counter((s.blueprint, s.status, s.state) for s in jobs if s.client == client))
-        return dict(Counter((s.blueprint, s.status, s.state) for s in jobs))
+        labels = Counter(stored.label for stored in self._jobs.values())
+        counts: Counter[tuple[str, str, str]] = Counter()
+        for label, count in labels.items():
+            if client is None or label.client == client:
+                counts[label.blueprint, label.status, label.state] += count
+        return dict(counts)
 
     # -- runnable queue --------------------------------------------------------------------------
     async def take_runnable(self, timeout_s: float) -> str | None:
@@ -649,20 +660,27 @@ def _task_of(stored: bytes | _StoredTask, task_id: str) -> Task:
 _JOB_HEAD, _JOB_TAIL = 4, 1
 
 
-@dataclass(slots=True)
-class _StoredJob:
-    """A job as kept: its packed record, and what lists and counts read without unpacking it.
+class _Label(NamedTuple):
+    """What lists and counts read of a job without unpacking it; one tuple shared by many jobs."""
 
-    One object per job instead of an entry in four dicts: ten thousand waiting jobs cost ~300 bytes
-    less each. The record leaves out what this object holds (:data:`_JOB_HEAD`, :data:`_JOB_TAIL`).
-    """
-
-    packed: bytes
-    version: int
     blueprint: str
     status: str
     state: str
     client: str | None
+
+
+@dataclass(slots=True)
+class _StoredJob:
+    """A job as kept: its packed record, its version and its label.
+
+    One object per job instead of an entry in four dicts: ten thousand waiting jobs cost ~300 bytes
+    less each. The record leaves out what this object holds (:data:`_JOB_HEAD`, :data:`_JOB_TAIL`;
+    the client is in both).
+    """
+
+    packed: bytes
+    version: int
+    label: _Label
     #: Every task the job dispatched, to forget them with it: its key alone while it is the only one
     #: (most jobs have one or two; a 1-tuple would cost 48 bytes more, a list of one 112), else a tuple.
     task_keys: Key | tuple[Key, ...] = ()
@@ -679,7 +697,8 @@ class _StoredJob:
             self.task_keys = self.tasks() + task_keys
 
     def job(self, job_id: str) -> Job:
-        job = unpack(Job, self.packed, job_id, self.blueprint, self.state, self.status)
+        label = self.label
+        job = unpack(Job, self.packed, job_id, label.blueprint, label.state, label.status)
         job.version = self.version  # the last field, left out of the record (_JOB_TAIL)
         return job
 
