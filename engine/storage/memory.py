@@ -69,7 +69,7 @@ class MemoryStorage(Storage):
         #: History feed entries dropped because the feed was full.
         self.feed_dropped = 0
         self._jobs: dict[Key, _StoredJob] = {}  # in creation order
-        self._labels: dict[_Label, _Label] = {}  # each label once, shared by the jobs it describes
+        self._labels: dict[tuple[str, str, str, str | None], _Label] = {}  # each once, shared by its jobs
         self._ended: dict[Key, None] = {}  # jobs that ended for good, oldest first
         self._runnable: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: dict[Key, bytes | _StoredTask] = {}  # a task queued for anyone: its packed record alone
@@ -160,7 +160,7 @@ class MemoryStorage(Storage):
         return False
 
     def _store_job(self, key: Key, job: Job) -> None:
-        label = self._label(_Label(job.blueprint, str(job.status), job.state, job.client))
+        label = self._label((job.blueprint, str(job.status), job.state, job.client))
         stored = self._jobs.get(key)
         packed = pack(job, head=_JOB_HEAD, tail=_JOB_TAIL)
         if stored is None:
@@ -172,14 +172,14 @@ class MemoryStorage(Storage):
         elif key not in self._ended:
             self._ended[key] = None
 
-    def _label(self, label: _Label) -> _Label:
-        """The one copy of ``label``: the same few blueprints, statuses, states and clients for every
-        job, held once instead of a tuple (and strings read back) per job."""
-        shared = self._labels.get(label)
+    def _label(self, fields: tuple[str, str, str, str | None]) -> _Label:
+        """The one label of these fields: the same few blueprints, statuses, states and clients for
+        every job, held once instead of a tuple (and strings read back) per job."""
+        shared = self._labels.get(fields)
         if shared is None:
             if len(self._labels) >= MAX_LABELS:
                 self._labels.clear()  # the jobs keep theirs; new ones are shared from here on
-            shared = self._labels[label] = label
+            shared = self._labels[fields] = _Label(*fields)
         return shared
 
     def _trim_ended(self) -> None:
