@@ -84,8 +84,10 @@ class MemoryStorage(Storage):
         self._timer_heap: list[tuple[float, str]] = []
         self._workers: dict[str, bytes] = {}
         self._polls_ended = False
-        self._feed: deque[tuple[int, bytes]] = deque()  # (position, events), oldest first
-        self._feed_next = 1
+        # Each commit's events, oldest first; an entry's position is its place after _feed_first's (a
+        # (position, events) tuple each cost 88 bytes more while history lags behind a burst).
+        self._feed: deque[bytes] = deque()
+        self._feed_first = 1  # the position of _feed[0]
         self._feed_readers: dict[str, tuple[int, float]] = {}  # reader -> (written through, when)
         self._feed_leases: dict[str, tuple[str, float]] = {}  # reader -> (holder, until)
         self._feed_id = f"memory:{uuid.uuid4().hex}"
@@ -556,27 +558,28 @@ class MemoryStorage(Storage):
             return
         if len(self._feed) >= self.max_feed:
             self._feed.popleft()
+            self._feed_first += 1
             self.feed_dropped += 1
             if self.feed_dropped == 1 or self.feed_dropped % 10_000 == 0:
                 logger.warning("history feed full (%d entries): %d dropped so far", self.max_feed, self.feed_dropped)
         # A copy: orjson's bytes sit in a buffer of several KB, held as long as the entry waits.
-        self._feed.append((self._feed_next, bytes(memoryview(entry))))
-        self._feed_next += 1
+        self._feed.append(bytes(memoryview(entry)))
 
     async def read_feed(self, after: str | None, limit: int) -> list[FeedEntry]:
         if not self._feed:
             return []
-        start = 0 if after is None else max(0, int(after) + 1 - self._feed[0][0])
+        start = 0 if after is None else max(0, int(after) + 1 - self._feed_first)
         entries = itertools.islice(self._feed, start, start + limit)
-        return [FeedEntry(str(position), events) for position, events in entries]
+        return [FeedEntry(str(position), events) for position, events in enumerate(entries, self._feed_first + start)]
 
     async def trim_feed(self, reader: str, through: str) -> None:
         at = now()
         self._feed_readers[reader] = (int(through), at)
         lately = [written for written, seen in self._feed_readers.values() if at - seen <= FEED_READER_TTL_S]
         written = min(lately)
-        while self._feed and self._feed[0][0] <= written:
+        while self._feed and self._feed_first <= written:
             self._feed.popleft()
+            self._feed_first += 1
 
     async def lease_feed(self, reader: str, holder: str, lease_s: float) -> bool:
         at = now()
