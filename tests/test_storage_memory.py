@@ -140,12 +140,12 @@ def test_packed_records_are_their_values_after_the_id_without_trailing_defaults_
 
 def test_a_job_is_packed_without_what_its_stored_form_keeps_beside_it():
     names = [f.name for f in dataclasses.fields(Job)]
-    assert names[:_JOB_HEAD] == ["id", "blueprint", "state", "status"]
+    assert names[:_JOB_HEAD] == ["id", "blueprint", "state", "status", "client"]
     assert names[len(names) - _JOB_TAIL :] == ["version"]
-    job = Job(id="j", blueprint="b", state="s", status="running", created_at=1.0, updated_at=2.0, version=3)
+    job = Job(id="j", blueprint="b", state="s", status="running", client="c", created_at=1.0, updated_at=2.0, version=3)
     packed = pack(job, head=_JOB_HEAD, tail=_JOB_TAIL)
     assert orjson.loads(packed) == [{}, 1.0, 2.0]  # the defaults after updated_at left out, and version
-    assert _StoredJob(packed, 3, _Label("b", "running", "s", None)).job("j") == job
+    assert _StoredJob(packed, 3, _Label("b", "running", "s", "c")).job("j") == job
     assert orjson.loads(pack(WorkerRecord("w", registered_at=1.0, last_seen=2.0))) == [{}, 1.0, 2.0]
     assert orjson.loads(pack(WorkerRecord("w", registered_at=0.0, last_seen=0.0))) == [{}, 0.0, 0.0]
 

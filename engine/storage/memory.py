@@ -658,9 +658,9 @@ def _task_of(stored: bytes | _StoredTask, task_id: str) -> Task:
     return task
 
 
-#: A job's fields kept in its :class:`_StoredJob` and left out of its packed record: the first four
-#: (id, blueprint, state, status) and the last one (version).
-_JOB_HEAD, _JOB_TAIL = 4, 1
+#: A job's fields kept in its :class:`_StoredJob` and left out of its packed record: the first five
+#: (id, blueprint, state, status, client) and the last one (version).
+_JOB_HEAD, _JOB_TAIL = 5, 1
 
 
 class _Label(NamedTuple):
@@ -677,8 +677,7 @@ class _StoredJob:
     """A job as kept: its packed record, its version and its label.
 
     One object per job instead of an entry in four dicts: ten thousand waiting jobs cost ~300 bytes
-    less each. The record leaves out what this object holds (:data:`_JOB_HEAD`, :data:`_JOB_TAIL`;
-    the client is in both).
+    less each. The record leaves out what this object holds (:data:`_JOB_HEAD`, :data:`_JOB_TAIL`).
     """
 
     packed: bytes
@@ -701,7 +700,7 @@ class _StoredJob:
 
     def job(self, job_id: str) -> Job:
         label = self.label
-        job = unpack(Job, self.packed, job_id, label.blueprint, label.state, label.status)
+        job = unpack(Job, self.packed, job_id, label.blueprint, label.state, label.status, label.client)
         job.version = self.version  # the last field, left out of the record (_JOB_TAIL)
         return job
 
