@@ -25,9 +25,9 @@ Workloads (the blueprints of benchmarks/app.py):
 rate limits off, no studio) and drives W1, W2 and W4 through it with the harness's lean client
 (:mod:`.http_client`): W1 ``POST`` the job, wait for its end, ``GET`` it once (2 requests); W2 the
 same with a worker's long poll opened before the job and its result posted (4 requests); W4 ``POST``
-the job and wait until it waits for a worker (1 request). The count
-then includes aiohttp's work and the API's (middlewares, validation, responses) besides the
-engine's, and the client's, which is the same for every version of the engine.
+the job and wait until it waits for a worker (1 request). The count then includes aiohttp's work and
+the API's (middlewares, validation, responses) besides the engine's, and the client's, which is the
+same for every version of the engine.
 
 Needs valgrind (``apt-get install -y valgrind``); a run takes a few minutes.
 """
