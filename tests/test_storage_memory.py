@@ -12,7 +12,6 @@ from support.storage_contract import StorageContract, create_jobs, dispatch, mak
 
 from avtomatika.models import Job, JobStatus, Task, TaskStatus, WorkerRecord, new_id, pack, unpack
 from avtomatika.storage import Commit, JobFilter, MemoryStorage
-from avtomatika.storage.ids import id_of, key_of
 from avtomatika.storage.memory import (
     _JOB_HEAD,
     _JOB_TAIL,
@@ -156,15 +155,15 @@ async def test_a_task_is_packed_once_and_taking_and_closing_it_change_only_where
     (job,) = await create_jobs(memory, {})
     task = make_task(job)
     job = await dispatch(memory, job, task)
-    packed = memory._tasks[key_of(task.id)]
+    packed = memory._tasks[task.id]
     assert isinstance(packed, bytes)  # queued for anyone: the record alone
     taken = await take(memory, make_worker("a"))
     assert taken is not None
-    stored = memory._tasks[key_of(task.id)]
+    stored = memory._tasks[task.id]
     assert stored == _StoredTask(packed, TaskStatus.ASSIGNED, taken.worker_id, taken.taken_at, taken.deadline)
     assert await memory.get_task(task.id) == taken
     await memory.add_branch_result(job.id, task.id, {"status": "success"})
-    assert memory._tasks[key_of(task.id)] == dataclasses.replace(stored, status=TaskStatus.DONE)
+    assert memory._tasks[task.id] == dataclasses.replace(stored, status=TaskStatus.DONE)
     assert await memory.get_task(task.id) == dataclasses.replace(taken, status=TaskStatus.DONE)
 
 
@@ -199,7 +198,7 @@ def test_a_stored_job_keeps_its_only_task_id_alone_and_more_in_a_tuple():
     stored = _StoredJob(b"[]", 1, _Label("b", "pending", "s", None))
     assert stored.tasks() == ()
     stored.add_tasks(("t1",))
-    assert (stored.task_keys, stored.tasks()) == ("t1", ("t1",))
+    assert (stored.task_ids, stored.tasks()) == ("t1", ("t1",))
     stored.add_tasks(("t2", "t3"))
     assert stored.tasks() == ("t1", "t2", "t3")
     fan_out = _StoredJob(b"[]", 1, _Label("b", "pending", "s", None))
@@ -207,39 +206,13 @@ def test_a_stored_job_keeps_its_only_task_id_alone_and_more_in_a_tuple():
     assert fan_out.tasks() == ("a", "b")
 
 
-def test_a_uuid_id_is_kept_as_its_integer_and_any_other_id_as_itself() -> None:
-    text = new_id()
-    assert key_of(text) == uuid.UUID(text).int
-    assert id_of(key_of(text)) == text
-    zero = "00000000-0000-0000-0000-000000000000"
-    assert (key_of(zero), id_of(0)) == (0, zero)
-    for other in [text.upper(), text.replace("-", ""), f" {text}", f"{text[:-1]}_", "job-1", "", "1" * 36]:
-        assert key_of(other) == other
-        assert id_of(key_of(other)) == other
-
-
-async def test_a_job_with_an_id_of_its_own_and_its_task_are_kept_and_forgotten(memory: MemoryStorage) -> None:
-    job = await memory.create_job(Job(id="job-1", blueprint="b", state="s"))
-    task = Task(id="TASK-1", job_id=job.id, type="echo")
-    job = await dispatch(memory, job, task)
-    assert (await memory.get_job("job-1"), await memory.get_task("TASK-1")) == (job, task)
-    assert await memory.queue_lengths() == {"echo": 1}
-    taken = await take(memory, make_worker("echo"))
-    assert taken is not None
-    assert taken.id == "TASK-1"
-    await finish(memory, job)
-    for other in await create_jobs(memory, {}, {}):
-        await finish(memory, other)
-    assert (await memory.get_job("job-1"), await memory.get_task("TASK-1")) == (None, None)
-
-
 async def test_jobs_alike_share_one_label_and_are_counted_by_it(memory: MemoryStorage) -> None:
     first, second, other = await create_jobs(memory, {"client": "c"}, {"client": "c"}, {"client": "d"})
-    stored = [memory._jobs[key_of(job.id)] for job in (first, second, other)]
+    stored = [memory._jobs[job.id] for job in (first, second, other)]
     assert stored[0].label is stored[1].label
     assert stored[2].label == _Label("bp", "pending", "start", "d")
     assert await memory.count_jobs() == {("bp", "pending", "start"): 3}
     assert await memory.count_jobs("c") == {("bp", "pending", "start"): 2}
     await finish(memory, first)
-    assert memory._jobs[key_of(first.id)].label == _Label("bp", "finished", "start", "c")
+    assert memory._jobs[first.id].label == _Label("bp", "finished", "start", "c")
     assert await memory.count_jobs("c") == {("bp", "pending", "start"): 1, ("bp", "finished", "start"): 1}

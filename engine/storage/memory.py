@@ -2,7 +2,6 @@
 
 Records are kept as JSON bytes (orjson, see :func:`~avtomatika.models.pack`), as Redis keeps them:
 what is read back is always exactly what was committed, and a waiting job costs a few hundred bytes.
-Jobs and tasks are kept under their ids' keys (:mod:`.ids`: a uuid as an integer).
 """
 
 # Long: one class, MemoryStorage, is the whole Storage contract (jobs, tasks, workers, timers, the feed,
@@ -41,7 +40,6 @@ from .base import (
     asks_eligible,
     task_deadline,
 )
-from .ids import Key, id_of, key_of
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +66,11 @@ class MemoryStorage(Storage):
         self.max_feed = max_feed
         #: History feed entries dropped because the feed was full.
         self.feed_dropped = 0
-        self._jobs: dict[Key, _StoredJob] = {}  # in creation order
+        self._jobs: dict[str, _StoredJob] = {}  # in creation order
         self._labels: dict[tuple[str, str, str, str | None], _Label] = {}  # each once, shared by its jobs
-        self._ended: dict[Key, None] = {}  # jobs that ended for good, oldest first
+        self._ended: dict[str, None] = {}  # ids of jobs that ended for good, oldest first
         self._runnable: asyncio.Queue[str] = asyncio.Queue()
-        self._tasks: dict[Key, bytes | _StoredTask] = {}  # a task queued for anyone: its packed record alone
+        self._tasks: dict[str, bytes | _StoredTask] = {}  # a task queued for anyone: its packed record alone
         # The defaultdicts are read with get(): only a write makes an entry (no throwaway default).
         self._queues: defaultdict[str, _TaskQueue] = defaultdict(_TaskQueue)  # task type -> tasks anyone may take
         self._inboxes: defaultdict[str, _TaskQueue] = defaultdict(_TaskQueue)  # worker id -> tasks for it only
@@ -103,7 +101,7 @@ class MemoryStorage(Storage):
     # -- jobs ------------------------------------------------------------------------------------
     async def create_job(self, job: Job, *, run: bool = True, events: Sequence[Event] = ()) -> Job:
         job.version = 1
-        self._store_job(key_of(job.id), job)
+        self._store_job(job)
         self._append_feed(events)
         self._trim_ended()
         if run:
@@ -111,30 +109,28 @@ class MemoryStorage(Storage):
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
-        stored = self._jobs.get(key_of(job_id))
+        stored = self._jobs.get(job_id)
         return stored.job(job_id) if stored is not None else None
 
     async def job_version(self, job_id: str) -> int | None:
-        stored = self._jobs.get(key_of(job_id))
+        stored = self._jobs.get(job_id)
         return stored.version if stored is not None else None
 
     async def commit(self, change: Commit) -> Job:
         job = change.job
-        key = key_of(job.id)
-        stored = self._jobs.get(key)
+        stored = self._jobs.get(job.id)
         if stored is None or stored.version != job.version or self._withdraws_an_answer(change):
             raise VersionConflict(job.id)
         job.version += 1
         job.updated_at = now()
-        self._store_job(key, job)
+        self._store_job(job)
         for task_id, status in change.close_tasks.items():
             self._close_task(task_id, status)
-        task_keys = [key_of(task.id) for task in change.tasks]
-        new_task_keys = tuple(task_key for task_key in task_keys if task_key not in self._tasks)
-        for task_key, task in zip(task_keys, change.tasks, strict=True):
-            self._store_task(task_key, task)
-        if new_task_keys:
-            stored.add_tasks(new_task_keys)
+        new_task_ids = tuple(task.id for task in change.tasks if task.id not in self._tasks)
+        for task in change.tasks:
+            self._store_task(task)
+        if new_task_ids:
+            self._jobs[job.id].add_tasks(new_task_ids)
         for timer_id in change.cancel_timers:
             self._timers.pop(timer_id, None)
         for timer_id, due in change.timers.items():
@@ -144,7 +140,7 @@ class MemoryStorage(Storage):
             self._branches[job.id] = _FanIn(change.fan_in, results)
         for child in change.children:
             child.version = 1
-            self._store_job(key_of(child.id), child)
+            self._store_job(child)
             self._runnable.put_nowait(child.id)
         self._append_feed(change.events)
         self._trim_ended()
@@ -156,23 +152,23 @@ class MemoryStorage(Storage):
         """Whether ``change`` withdraws a task that a branch result closed as done since it was read."""
         for task_id, status in change.close_tasks.items():
             if status == TaskStatus.WITHDRAWN:
-                stored = self._tasks.get(key_of(task_id))
+                stored = self._tasks.get(task_id)
                 if isinstance(stored, _StoredTask) and stored.status == TaskStatus.DONE:
                     return True
         return False
 
-    def _store_job(self, key: Key, job: Job) -> None:
+    def _store_job(self, job: Job) -> None:
         label = self._label((job.blueprint, str(job.status), job.state, job.client))
-        stored = self._jobs.get(key)
+        stored = self._jobs.get(job.id)
         packed = pack(job, head=_JOB_HEAD, tail=_JOB_TAIL)
         if stored is None:
-            self._jobs[key] = _StoredJob(packed, job.version, label)
+            self._jobs[job.id] = _StoredJob(packed, job.version, label)
         else:
             stored.packed, stored.version, stored.label = packed, job.version, label
         if job.status not in ENDED_STATUSES:
-            self._ended.pop(key, None)  # retried: no longer a candidate to forget
-        elif key not in self._ended:
-            self._ended[key] = None
+            self._ended.pop(job.id, None)  # retried: no longer a candidate to forget
+        elif job.id not in self._ended:
+            self._ended[job.id] = None
 
     def _label(self, fields: tuple[str, str, str, str | None]) -> _Label:
         """The one label of these fields: the same few blueprints, statuses, states and clients for
@@ -188,17 +184,17 @@ class MemoryStorage(Storage):
         while len(self._ended) > self.max_terminal_jobs:
             self._forget(next(iter(self._ended)))
 
-    def _forget(self, key: Key) -> None:
-        del self._ended[key]
-        stored = self._jobs.pop(key)
-        self._branches.pop(id_of(key), None)
-        for task_key in stored.tasks():
-            self._tasks.pop(task_key, None)
+    def _forget(self, job_id: str) -> None:
+        del self._ended[job_id]
+        stored = self._jobs.pop(job_id)
+        self._branches.pop(job_id, None)
+        for task_id in stored.tasks():
+            self._tasks.pop(task_id, None)
 
     async def list_jobs(self, where: JobFilter, limit: int = 50, offset: int = 0) -> list[Job]:
         found: list[Job] = []
         skipped = 0
-        for key, stored in reversed(self._jobs.items()):
+        for job_id, stored in reversed(self._jobs.items()):
             label = stored.label
             if (
                 (where.status and label.status != where.status)
@@ -212,7 +208,7 @@ class MemoryStorage(Storage):
                 continue
             if len(found) >= limit:
                 break
-            found.append(stored.job(id_of(key)))
+            found.append(stored.job(job_id))
         return found
 
     async def count_jobs(self, client: str | None = None) -> dict[tuple[str, str, str], int]:
@@ -238,7 +234,7 @@ class MemoryStorage(Storage):
 
     # -- tasks -----------------------------------------------------------------------------------
     async def get_task(self, task_id: str) -> Task | None:
-        stored = self._tasks.get(key_of(task_id))
+        stored = self._tasks.get(task_id)
         return _task_of(stored, task_id) if stored is not None else None
 
     async def update_task(self, task_id: str, **changes: Any) -> Task | None:
@@ -247,33 +243,32 @@ class MemoryStorage(Storage):
             return None
         for name, value in changes.items():
             setattr(task, name, value)
-        self._tasks[key_of(task_id)] = _kept(task, _pack_task(task))
+        self._tasks[task_id] = _kept(task, _pack_task(task))
         return task
 
-    def _store_task(self, key: Key, task: Task) -> None:
-        previous = self._tasks.get(key)
+    def _store_task(self, task: Task) -> None:
+        previous = self._tasks.get(task.id)
         old_worker = previous.worker_id if isinstance(previous, _StoredTask) else None
         if old_worker and old_worker != task.worker_id:
             # Given to another worker (or to anyone): no longer the old worker's load. Its old queue
             # entry is skipped when it reaches the head, since the task no longer names that worker.
             self._load.get(old_worker, set()).discard(task.id)
-        self._tasks[key] = _kept(task, _pack_task(task))
+        self._tasks[task.id] = _kept(task, _pack_task(task))
         if task.status != TaskStatus.QUEUED:
             return
         if task.worker_id:
-            self._inboxes[task.worker_id].push(task.priority, key)
+            self._inboxes[task.worker_id].push(task.priority, task.id)
             self._load[task.worker_id].add(task.id)
         else:
-            self._queues[task.type].push(task.priority, key)
+            self._queues[task.type].push(task.priority, task.id)
         self._wake_poller_for(task)
 
     def _close_task(self, task_id: str, status: str) -> None:
-        key = key_of(task_id)
-        stored = self._tasks.get(key)
+        stored = self._tasks.get(task_id)
         if stored is None:
             return
         if isinstance(stored, bytes):
-            stored = self._tasks[key] = _StoredTask(stored, status)
+            stored = self._tasks[task_id] = _StoredTask(stored, status)
         else:
             stored.status = status
         self._timers.pop(TimerKind.TIMEOUT.of(task_id), None)
@@ -342,7 +337,7 @@ class MemoryStorage(Storage):
         if len(candidates) > 1:  # the best first; the others back to the head of their queue
             candidates.sort(key=lambda candidate: (-candidate[1].priority, candidate[1].queued_at))
             for queue, task in candidates[1:]:
-                queue.put_back(task.priority, key_of(task.id))
+                queue.put_back(task.priority, task.id)
         return candidates[0][1]
 
     def _steal(self, worker: WorkerRecord, eligible: Callable[[Task], bool]) -> Task | None:
@@ -359,24 +354,24 @@ class MemoryStorage(Storage):
                 return found
         return None
 
-    def _looker(self, owner: str | None, eligible: Callable[[Task], bool]) -> Callable[[Key], Task | bool]:
-        """What :meth:`_TaskQueue.pop_first` asks of each queued key: the task if it is queued for
+    def _looker(self, owner: str | None, eligible: Callable[[Task], bool]) -> Callable[[str], Task | bool]:
+        """What :meth:`_TaskQueue.pop_first` asks of each queued id: the task if it is queued for
         ``owner`` and ``eligible``; ``False`` to keep an ineligible one in place; ``True`` to drop a
         stale entry (task taken, closed, moved to another queue, or its job forgotten)."""
 
-        def look(key: Key) -> Task | bool:
-            task = self._queued_task(key)
+        def look(task_id: str) -> Task | bool:
+            task = self._queued_task(task_id)
             if task is None or task.worker_id != owner:
                 return True
             return task if eligible(task) else False
 
         return look
 
-    def _queued_task(self, key: Key) -> Task | None:
-        stored = self._tasks.get(key)
+    def _queued_task(self, task_id: str) -> Task | None:
+        stored = self._tasks.get(task_id)
         if stored is None or (isinstance(stored, _StoredTask) and stored.status != TaskStatus.QUEUED):
             return None
-        return _task_of(stored, id_of(key))
+        return _task_of(stored, task_id)
 
     def _assign(self, task: Task, worker_id: str, default_timeout_s: float) -> Task:
         if task.worker_id and task.worker_id != worker_id:  # taken over from another worker's inbox
@@ -385,9 +380,8 @@ class MemoryStorage(Storage):
         task.worker_id = worker_id
         task.taken_at = now()
         task.deadline = task_deadline(task, task.taken_at, default_timeout_s)
-        key = key_of(task.id)
-        stored = self._tasks[key]  # the record is the same: only where the task is changes
-        self._tasks[key] = _kept(task, stored.packed if isinstance(stored, _StoredTask) else stored)
+        stored = self._tasks[task.id]  # the record is the same: only where the task is changes
+        self._tasks[task.id] = _kept(task, stored.packed if isinstance(stored, _StoredTask) else stored)
         self._load[worker_id].add(task.id)
         self._set_timer(TimerKind.TIMEOUT.of(task.id), task.deadline)
         self._append_feed(
@@ -397,13 +391,13 @@ class MemoryStorage(Storage):
 
     async def queue_lengths(self) -> dict[str, int]:
         lengths: Counter[str] = Counter()
-        seen: set[Key] = set()
+        seen: set[str] = set()
         for queue in itertools.chain(self._queues.values(), self._inboxes.values()):
-            for key in queue:
-                if key in seen:
+            for task_id in queue:
+                if task_id in seen:
                     continue  # a stale entry of a task given to another worker
-                seen.add(key)
-                if (task := self._queued_task(key)) is not None:
+                seen.add(task_id)
+                if (task := self._queued_task(task_id)) is not None:
                     lengths[task.type] += 1
         return dict(lengths)
 
@@ -414,7 +408,7 @@ class MemoryStorage(Storage):
     async def add_branch_result(
         self, job_id: str, task_id: str, result: dict[str, Any], events: Sequence[Event] = ()
     ) -> BranchAnswer:
-        stored = self._tasks.get(key_of(task_id))
+        stored = self._tasks.get(task_id)
         status = stored.status if isinstance(stored, _StoredTask) else TaskStatus.QUEUED
         if status == TaskStatus.DONE:
             return BranchAnswer.DUPLICATE
@@ -488,14 +482,13 @@ class MemoryStorage(Storage):
 
     def _hand_on(self, task_id: str, at: float) -> None:
         """A task of an expired worker: queued for anyone if it was never taken, else due to be retried."""
-        key = key_of(task_id)
-        stored = self._tasks.get(key)
+        stored = self._tasks.get(task_id)
         if not isinstance(stored, _StoredTask):
             return
         if stored.status == TaskStatus.QUEUED:
             task = _task_of(stored, task_id)
             task.worker_id = None
-            self._store_task(key, task)
+            self._store_task(task)
         elif stored.status == TaskStatus.ASSIGNED:
             self._timers.pop(TimerKind.TIMEOUT.of(task_id), None)
             self._set_timer(TimerKind.LOST.of(task_id), at)
@@ -683,20 +676,20 @@ class _StoredJob:
     packed: bytes
     version: int
     label: _Label
-    #: Every task the job dispatched, to forget them with it: its key alone while it is the only one
+    #: Every task the job dispatched, to forget them with it: its id alone while it is the only one
     #: (most jobs have one or two; a 1-tuple would cost 48 bytes more, a list of one 112), else a tuple.
-    task_keys: Key | tuple[Key, ...] = ()
+    task_ids: str | tuple[str, ...] = ()
 
-    def tasks(self) -> tuple[Key, ...]:
-        """The keys of every task the job dispatched."""
-        return self.task_keys if isinstance(self.task_keys, tuple) else (self.task_keys,)
+    def tasks(self) -> tuple[str, ...]:
+        """The ids of every task the job dispatched."""
+        return (self.task_ids,) if isinstance(self.task_ids, str) else self.task_ids
 
-    def add_tasks(self, task_keys: tuple[Key, ...]) -> None:
+    def add_tasks(self, task_ids: tuple[str, ...]) -> None:
         """Note tasks the job dispatched (once per commit: a fan-out's are one concatenation)."""
-        if self.task_keys == () and len(task_keys) == 1:
-            self.task_keys = task_keys[0]
+        if not self.task_ids and len(task_ids) == 1:
+            self.task_ids = task_ids[0]
         else:
-            self.task_keys = self.tasks() + task_keys
+            self.task_ids = self.tasks() + task_ids
 
     def job(self, job_id: str) -> Job:
         label = self.label
@@ -706,9 +699,9 @@ class _StoredJob:
 
 
 class _TaskQueue:
-    """Queued tasks' keys, highest priority first and first in, first out within a priority.
+    """Queued task ids, highest priority first and first in, first out within a priority.
 
-    A deque of keys per priority: an entry is one pointer (a heap of ``(priority, sequence, id)``
+    A deque of ids per priority: an entry is one pointer (a heap of ``(priority, sequence, id)``
     tuples cost ~116 bytes a task). Between queues, equal priorities go by the tasks' ``queued_at``.
     Entries of tasks taken, closed or queued elsewhere since are dropped when they are reached.
     """
@@ -716,39 +709,39 @@ class _TaskQueue:
     __slots__ = ("_lanes", "_priorities")
 
     def __init__(self) -> None:
-        self._lanes: dict[float, deque[Key]] = {}
+        self._lanes: dict[float, deque[str]] = {}
         self._priorities: list[float] = []  # the keys of _lanes, highest first
 
     def __bool__(self) -> bool:
         return bool(self._lanes)
 
-    def __iter__(self) -> Iterator[Key]:
+    def __iter__(self) -> Iterator[str]:
         for priority in self._priorities:
             yield from self._lanes[priority]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _TaskQueue) and self._lanes == other._lanes
 
-    def push(self, priority: float, key: Key) -> None:
-        self._lane(priority).append(key)
+    def push(self, priority: float, task_id: str) -> None:
+        self._lane(priority).append(task_id)
 
-    def put_back(self, priority: float, key: Key) -> None:
-        """Return a popped key to the head of its priority."""
-        self._lane(priority).appendleft(key)
+    def put_back(self, priority: float, task_id: str) -> None:
+        """Return a popped id to the head of its priority."""
+        self._lane(priority).appendleft(task_id)
 
-    def pop_first(self, look: Callable[[Key], Task | bool]) -> Task | None:
-        """Pop the first key for which ``look`` answers a task, and answer that task.
+    def pop_first(self, look: Callable[[str], Task | bool]) -> Task | None:
+        """Pop the first id for which ``look`` answers a task, and answer that task.
 
-        ``look`` answers ``False`` for a key to keep in its place and ``True`` for one to drop.
+        ``look`` answers ``False`` for an id to keep in its place and ``True`` for one to drop.
         """
         found: Task | None = None
         for priority in self._priorities:
             lane, kept = self._lanes[priority], []
             while lane:
-                key = lane.popleft()
-                verdict = look(key)
+                task_id = lane.popleft()
+                verdict = look(task_id)
                 if verdict is False:
-                    kept.append(key)
+                    kept.append(task_id)
                 elif verdict is not True:
                     found = verdict
                     break
@@ -758,7 +751,7 @@ class _TaskQueue:
         self._drop_empty_lanes()
         return found
 
-    def _lane(self, priority: float) -> deque[Key]:
+    def _lane(self, priority: float) -> deque[str]:
         lane = self._lanes.get(priority)
         if lane is None:
             lane = self._lanes[priority] = deque()
