@@ -47,7 +47,7 @@ def _inner(workload: str, jobs: int, http: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.calls", description=__doc__.split("\n")[0])
-    parser.add_argument("--workloads", default="W1,W2", help="comma-separated, of W1 W2")
+    parser.add_argument("--workloads", default="W1,W2", help="comma-separated, of W1 W2 W4")
     parser.add_argument("--jobs", type=int, default=1000, help="jobs of the shorter run (the longer: 3x)")
     parser.add_argument("--http", action="store_true", help="through the HTTP API over loopback")
     parser.add_argument("--inner", help=argparse.SUPPRESS)
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     how = "through HTTP, client included" if args.http else "in process"
     for name in (w.strip().upper() for w in args.workloads.split(",") if w.strip()):
-        if name not in ("W1", "W2"):
-            parser.error(f"unknown workload {name!r} (choose from W1, W2)")
+        if name not in ("W1", "W2", "W4"):
+            parser.error(f"unknown workload {name!r} (choose from W1, W2, W4)")
         short = count_calls(name, args.jobs, args.http)
         long = count_calls(name, 3 * args.jobs, args.http)
         print(f"{name}: {(long - short) / (2 * args.jobs):,.1f} calls per job ({how}; history off)", flush=True)

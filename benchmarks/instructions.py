@@ -19,15 +19,18 @@ Workloads (the blueprints of benchmarks/app.py):
 - W2: ``bench_echo`` jobs; a worker takes each task (``engine.next_task``) and answers it
   (``engine.submit_result``) before the next job is created.
 - W3: ``bench_fanout`` jobs of 200 tasks, their tasks taken and answered one by one.
+- W4: ``bench_echo`` jobs whose task no worker serves, created one after the other, each run until it
+  waits for a worker (its task dispatched): the create path of ``python -m benchmarks``'s W4.
 
 ``--http`` serves the API on a loopback port in the same process (the harness's settings: tokens,
-rate limits off, no studio) and drives W1 and W2 through it with the harness's lean client
+rate limits off, no studio) and drives W1, W2 and W4 through it with the harness's lean client
 (:mod:`.http_client`): W1 ``POST`` the job, wait for its end, ``GET`` it once (2 requests); W2 the
-same with a worker's long poll opened before the job and its result posted (4 requests). The count
-then includes aiohttp's work and the API's (middlewares, validation, responses) besides the
-engine's, and the client's, which is the same for every version of the engine.
+same with a worker's long poll opened before the job and its result posted (4 requests); W4 ``POST``
+the job and wait until it waits for a worker (1 request). The count then includes aiohttp's work and
+the API's (middlewares, validation, responses) besides the engine's, and the client's, which is the
+same for every version of the engine.
 
-``--floor`` drives the same requests, with the same client, against :mod:`benchmarks.floor`
+``--floor`` drives the same requests (W1, W2, W4), with the same client, against :mod:`benchmarks.floor`
 (aiohttp alone) served in the process instead of the engine: the engine's ``--http`` count over the
 floor's is its CPU per job as a multiple of the floor's, counted rather than timed.
 
@@ -51,9 +54,11 @@ from .loop import run
 from .procs import CLIENT_TOKEN, ROOT, WORKER_TOKEN
 
 #: Jobs of the shorter run of each workload (the longer runs four times as many).
-DEFAULT_JOBS = {"W1": 100, "W2": 100, "W3": 2}
+DEFAULT_JOBS = {"W1": 100, "W2": 100, "W3": 2, "W4": 100}
 WORKER_ID = "instructions-worker"
 SUCCESS = {"status": "success", "data": {}}
+#: W4's initial data: a task type no worker serves (benchmarks/app.py's bench_echo dispatches it).
+NEVER = {"task_type": "never"}
 _COUNT = re.compile(r"guest instrs:\s+([\d,]+)")
 #: The served engine's settings in the harness (benchmarks/procs.py), read by benchmarks.app's Config().
 HTTP_ENV = {
@@ -81,9 +86,9 @@ async def _run_workload(workload: str, jobs: int, history: bool, http: bool) -> 
     await engine.register_worker({"worker_id": WORKER_ID, "supported_tasks": ["echo"]})
     if http:
         client = HttpDriver(f"http://127.0.0.1:{engine.port}")
-        run = {"W1": client.chain, "W2": client.echo}[workload]
+        run = {"W1": client.chain, "W2": client.echo, "W4": client.waiting}[workload]
     else:
-        run = {"W1": _chain, "W2": _echo, "W3": _fanout}[workload]
+        run = {"W1": _chain, "W2": _echo, "W3": _fanout, "W4": _waiting}[workload]
     for _ in range(jobs):
         await run(engine, finished)
     if history:
@@ -103,10 +108,10 @@ async def _run_floor(workload: str, jobs: int) -> None:
     await site.start()
     port = runner.addresses[0][1]
     client = HttpDriver(f"http://127.0.0.1:{port}")
-    run = {"W1": client.chain, "W2": client.echo}[workload]
+    run = {"W1": client.chain, "W2": client.echo, "W4": client.waiting}[workload]
     ended: asyncio.Queue[str] = asyncio.Queue()
     for _ in range(jobs):
-        ended.put_nowait("finished")
+        ended.put_nowait("waiting" if workload == "W4" else "finished")
         await run(None, ended)
     await runner.cleanup()
 
@@ -114,6 +119,14 @@ async def _run_floor(workload: str, jobs: int) -> None:
 def _on_end(event: Any, finished: asyncio.Queue[str]) -> None:
     if str(event.kind) in ("job_finished", "job_failed", "job_cancelled", "job_quarantined"):
         finished.put_nowait(str(event.status))
+    elif str(event.kind) == "task_dispatched" and event.data.get("task_type") == NEVER["task_type"]:
+        finished.put_nowait("waiting")  # a W4 job: it waits for a worker from now on
+
+
+async def _await_waiting(finished: asyncio.Queue[str]) -> None:
+    status = await asyncio.wait_for(finished.get(), 60)
+    if status != "waiting":
+        raise RuntimeError(f"a job ended {status}")
 
 
 async def _await_end(finished: asyncio.Queue[str]) -> None:
@@ -133,6 +146,11 @@ async def _echo(engine: Any, finished: asyncio.Queue[str]) -> None:
     await _await_end(finished)
 
 
+async def _waiting(engine: Any, finished: asyncio.Queue[str]) -> None:
+    await engine.create_job("bench_echo", dict(NEVER))
+    await _await_waiting(finished)
+
+
 async def _fanout(engine: Any, finished: asyncio.Queue[str]) -> None:
     await engine.create_job("bench_fanout", {"count": 200})
     await _answer(engine, 200)
@@ -148,7 +166,7 @@ async def _answer(engine: Any, tasks: int) -> None:
 
 
 class HttpDriver:
-    """W1 and W2 through the HTTP API, one request at a time (the harness's client and worker)."""
+    """W1, W2 and W4 through the HTTP API, one request at a time (the harness's client and worker)."""
 
     def __init__(self, url: str) -> None:
         from .http_client import Connection
@@ -156,8 +174,8 @@ class HttpDriver:
         self.client = Connection(url, {"X-Avtomatika-Token": CLIENT_TOKEN})
         self.worker = Connection(url, {"X-Worker-Token": WORKER_TOKEN})
 
-    async def _create(self, blueprint: str) -> str:
-        response = await self.client.request("POST", f"/api/v1/jobs/{blueprint}", b"{}")
+    async def _create(self, blueprint: str, body: bytes = b"{}") -> str:
+        response = await self.client.request("POST", f"/api/v1/jobs/{blueprint}", body)
         if response.status != 202:
             raise RuntimeError(f"create answered {response.status}: {response.body[:200]!r}")
         return str(response.json()["job_id"])
@@ -171,6 +189,10 @@ class HttpDriver:
         job_id = await self._create("bench_chain")
         await _await_end(finished)
         await self._read(job_id)
+
+    async def waiting(self, engine: Any, finished: asyncio.Queue[str]) -> None:
+        await self._create("bench_echo", orjson.dumps(NEVER))
+        await _await_waiting(finished)
 
     async def echo(self, engine: Any, finished: asyncio.Queue[str]) -> None:
         poll = asyncio.ensure_future(self.worker.request("GET", f"/_worker/workers/{WORKER_ID}/tasks/next"))
@@ -213,11 +235,11 @@ def per_job(workload: str, jobs: int, history: bool, valgrind: str, http: bool =
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions", description=__doc__.split("\n")[0])
-    parser.add_argument("--workloads", default="W1,W2,W3", help="comma-separated, of W1 W2 W3")
-    parser.add_argument("--jobs", type=int, help="jobs of the shorter run (default: W1 100, W2 100, W3 2)")
+    parser.add_argument("--workloads", default="W1,W2,W3", help="comma-separated, of W1 W2 W3 W4")
+    parser.add_argument("--jobs", type=int, help="jobs of the shorter run (default: W1 100, W2 100, W3 2, W4 100)")
     parser.add_argument("--no-history", action="store_true", help="stop the history writer (its share, by difference)")
-    parser.add_argument("--http", action="store_true", help="W1 and W2 through the HTTP API over loopback")
-    parser.add_argument("--floor", action="store_true", help="W1 and W2's HTTP requests served by the floor")
+    parser.add_argument("--http", action="store_true", help="W1, W2 and W4 through the HTTP API over loopback")
+    parser.add_argument("--floor", action="store_true", help="W1, W2 and W4's HTTP requests served by the floor")
     parser.add_argument("--inner", help=argparse.SUPPRESS)  # the run inside valgrind
     args = parser.parse_args(argv)
     if args.inner:  # the loop a served engine has

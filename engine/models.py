@@ -201,13 +201,13 @@ class Job(_Record):
     blueprint: str
     state: str
     status: str = JobStatus.PENDING
+    client: str | None = None
     # What most jobs hold first, what most leave at its default after: a record kept in this
     # process's memory leaves out the trailing defaults (``pack``).
     initial_data: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=now)
     updated_at: float = field(default_factory=now)
     visits: dict[str, int] = field(default_factory=dict)
-    client: str | None = None
     wait: dict[str, Any] | None = None
     state_history: dict[str, Any] = field(default_factory=dict)
     error: str | None = None

@@ -12,7 +12,15 @@ from support.storage_contract import StorageContract, create_jobs, dispatch, mak
 
 from avtomatika.models import Job, JobStatus, Task, TaskStatus, WorkerRecord, new_id, pack, unpack
 from avtomatika.storage import Commit, JobFilter, MemoryStorage
-from avtomatika.storage.memory import _JOB_HEAD, _JOB_TAIL, _TASK_TAIL, _StoredJob, _StoredTask, _TaskQueue
+from avtomatika.storage.memory import (
+    _JOB_HEAD,
+    _JOB_TAIL,
+    _TASK_TAIL,
+    _Label,
+    _StoredJob,
+    _StoredTask,
+    _TaskQueue,
+)
 
 
 @pytest.fixture
@@ -131,12 +139,12 @@ def test_packed_records_are_their_values_after_the_id_without_trailing_defaults_
 
 def test_a_job_is_packed_without_what_its_stored_form_keeps_beside_it():
     names = [f.name for f in dataclasses.fields(Job)]
-    assert names[:_JOB_HEAD] == ["id", "blueprint", "state", "status"]
+    assert names[:_JOB_HEAD] == ["id", "blueprint", "state", "status", "client"]
     assert names[len(names) - _JOB_TAIL :] == ["version"]
-    job = Job(id="j", blueprint="b", state="s", status="running", created_at=1.0, updated_at=2.0, version=3)
+    job = Job(id="j", blueprint="b", state="s", status="running", client="c", created_at=1.0, updated_at=2.0, version=3)
     packed = pack(job, head=_JOB_HEAD, tail=_JOB_TAIL)
     assert orjson.loads(packed) == [{}, 1.0, 2.0]  # the defaults after updated_at left out, and version
-    assert _StoredJob(packed, 3, "b", "running", "s", None).job("j") == job
+    assert _StoredJob(packed, 3, _Label("b", "running", "s", "c")).job("j") == job
     assert orjson.loads(pack(WorkerRecord("w", registered_at=1.0, last_seen=2.0))) == [{}, 1.0, 2.0]
     assert orjson.loads(pack(WorkerRecord("w", registered_at=0.0, last_seen=0.0))) == [{}, 0.0, 0.0]
 
@@ -187,12 +195,24 @@ def test_new_ids_are_distinct_version_4_uuids_in_their_usual_text() -> None:
 
 
 def test_a_stored_job_keeps_its_only_task_id_alone_and_more_in_a_tuple():
-    stored = _StoredJob(b"[]", 1, "b", "pending", "s", None)
+    stored = _StoredJob(b"[]", 1, _Label("b", "pending", "s", None))
     assert stored.tasks() == ()
     stored.add_tasks(("t1",))
     assert (stored.task_ids, stored.tasks()) == ("t1", ("t1",))
     stored.add_tasks(("t2", "t3"))
     assert stored.tasks() == ("t1", "t2", "t3")
-    fan_out = _StoredJob(b"[]", 1, "b", "pending", "s", None)
+    fan_out = _StoredJob(b"[]", 1, _Label("b", "pending", "s", None))
     fan_out.add_tasks(("a", "b"))
     assert fan_out.tasks() == ("a", "b")
+
+
+async def test_jobs_alike_share_one_label_and_are_counted_by_it(memory: MemoryStorage) -> None:
+    first, second, other = await create_jobs(memory, {"client": "c"}, {"client": "c"}, {"client": "d"})
+    stored = [memory._jobs[job.id] for job in (first, second, other)]
+    assert stored[0].label is stored[1].label
+    assert stored[2].label == _Label("bp", "pending", "start", "d")
+    assert await memory.count_jobs() == {("bp", "pending", "start"): 3}
+    assert await memory.count_jobs("c") == {("bp", "pending", "start"): 2}
+    await finish(memory, first)
+    assert memory._jobs[first.id].label == _Label("bp", "finished", "start", "c")
+    assert await memory.count_jobs("c") == {("bp", "pending", "start"): 1, ("bp", "finished", "start"): 1}

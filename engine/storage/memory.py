@@ -19,8 +19,7 @@ import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from sys import intern
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -47,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 #: Bulk actions kept (their records and job lists), the newest.
 MAX_BULKS_KEPT = 1000
+#: Distinct labels (blueprint, status, state, client) shared by jobs; past this the table starts again.
+MAX_LABELS = 10_000
 
 
 class MemoryStorage(Storage):
@@ -66,6 +67,7 @@ class MemoryStorage(Storage):
         #: History feed entries dropped because the feed was full.
         self.feed_dropped = 0
         self._jobs: dict[str, _StoredJob] = {}  # in creation order
+        self._labels: dict[tuple[str, str, str, str | None], _Label] = {}  # each once, shared by its jobs
         self._ended: dict[str, None] = {}  # ids of jobs that ended for good, oldest first
         self._runnable: asyncio.Queue[str] = asyncio.Queue()
         self._tasks: dict[str, bytes | _StoredTask] = {}  # a task queued for anyone: its packed record alone
@@ -80,8 +82,10 @@ class MemoryStorage(Storage):
         self._timer_heap: list[tuple[float, str]] = []
         self._workers: dict[str, bytes] = {}
         self._polls_ended = False
-        self._feed: deque[tuple[int, bytes]] = deque()  # (position, events), oldest first
-        self._feed_next = 1
+        # Each commit's events, oldest first; an entry's position is its place after _feed_first's (a
+        # (position, events) tuple each cost 88 bytes more while history lags behind a burst).
+        self._feed: deque[bytes] = deque()
+        self._feed_first = 1  # the position of _feed[0]
         self._feed_readers: dict[str, tuple[int, float]] = {}  # reader -> (written through, when)
         self._feed_leases: dict[str, tuple[str, float]] = {}  # reader -> (holder, until)
         self._feed_id = f"memory:{uuid.uuid4().hex}"
@@ -154,21 +158,27 @@ class MemoryStorage(Storage):
         return False
 
     def _store_job(self, job: Job) -> None:
-        # Interned: the same few names, statuses and clients for every job, instead of a copy each
-        # read back.
-        blueprint, status, state = intern(job.blueprint), intern(str(job.status)), intern(job.state)
-        client = intern(job.client) if job.client is not None else None
+        label = self._label((job.blueprint, str(job.status), job.state, job.client))
         stored = self._jobs.get(job.id)
         packed = pack(job, head=_JOB_HEAD, tail=_JOB_TAIL)
         if stored is None:
-            self._jobs[job.id] = _StoredJob(packed, job.version, blueprint, status, state, client)
+            self._jobs[job.id] = _StoredJob(packed, job.version, label)
         else:
-            stored.packed, stored.version = packed, job.version
-            stored.blueprint, stored.status, stored.state, stored.client = blueprint, status, state, client
+            stored.packed, stored.version, stored.label = packed, job.version, label
         if job.status not in ENDED_STATUSES:
             self._ended.pop(job.id, None)  # retried: no longer a candidate to forget
         elif job.id not in self._ended:
             self._ended[job.id] = None
+
+    def _label(self, fields: tuple[str, str, str, str | None]) -> _Label:
+        """The one label of these fields: the same few blueprints, statuses, states and clients for
+        every job, held once instead of a tuple (and strings read back) per job."""
+        shared = self._labels.get(fields)
+        if shared is None:
+            if len(self._labels) >= MAX_LABELS:
+                self._labels.clear()  # the jobs keep theirs; new ones are shared from here on
+            shared = self._labels[fields] = _Label(*fields)
+        return shared
 
     def _trim_ended(self) -> None:
         while len(self._ended) > self.max_terminal_jobs:
@@ -185,11 +195,12 @@ class MemoryStorage(Storage):
         found: list[Job] = []
         skipped = 0
         for job_id, stored in reversed(self._jobs.items()):
+            label = stored.label
             if (
-                (where.status and stored.status != where.status)
-                or (where.blueprint and stored.blueprint != where.blueprint)
-                or (where.state and stored.state != where.state)
-                or (where.client and stored.client != where.client)
+                (where.status and label.status != where.status)
+                or (where.blueprint and label.blueprint != where.blueprint)
+                or (where.state and label.state != where.state)
+                or (where.client and label.client != where.client)
             ):
                 continue
             if skipped < offset:
@@ -201,10 +212,12 @@ class MemoryStorage(Storage):
         return found
 
     async def count_jobs(self, client: str | None = None) -> dict[tuple[str, str, str], int]:
-        jobs = self._jobs.values()
-        if client is not None:
-            return dict(Counter((s.blueprint, s.status, s.state) for s in jobs if s.client == client))
-        return dict(Counter((s.blueprint, s.status, s.state) for s in jobs))
+        labels = Counter(stored.label for stored in self._jobs.values())
+        counts: Counter[tuple[str, str, str]] = Counter()
+        for label, count in labels.items():
+            if client is None or label.client == client:
+                counts[label.blueprint, label.status, label.state] += count
+        return dict(counts)
 
     # -- runnable queue --------------------------------------------------------------------------
     async def take_runnable(self, timeout_s: float, holder: str = "") -> str | None:
@@ -538,27 +551,28 @@ class MemoryStorage(Storage):
             return
         if len(self._feed) >= self.max_feed:
             self._feed.popleft()
+            self._feed_first += 1
             self.feed_dropped += 1
             if self.feed_dropped == 1 or self.feed_dropped % 10_000 == 0:
                 logger.warning("history feed full (%d entries): %d dropped so far", self.max_feed, self.feed_dropped)
         # A copy: orjson's bytes sit in a buffer of several KB, held as long as the entry waits.
-        self._feed.append((self._feed_next, bytes(memoryview(entry))))
-        self._feed_next += 1
+        self._feed.append(bytes(memoryview(entry)))
 
     async def read_feed(self, after: str | None, limit: int) -> list[FeedEntry]:
         if not self._feed:
             return []
-        start = 0 if after is None else max(0, int(after) + 1 - self._feed[0][0])
+        start = 0 if after is None else max(0, int(after) + 1 - self._feed_first)
         entries = itertools.islice(self._feed, start, start + limit)
-        return [FeedEntry(str(position), events) for position, events in entries]
+        return [FeedEntry(str(position), events) for position, events in enumerate(entries, self._feed_first + start)]
 
     async def trim_feed(self, reader: str, through: str) -> None:
         at = now()
         self._feed_readers[reader] = (int(through), at)
         lately = [written for written, seen in self._feed_readers.values() if at - seen <= FEED_READER_TTL_S]
         written = min(lately)
-        while self._feed and self._feed[0][0] <= written:
+        while self._feed and self._feed_first <= written:
             self._feed.popleft()
+            self._feed_first += 1
 
     async def lease_feed(self, reader: str, holder: str, lease_s: float) -> bool:
         at = now()
@@ -637,14 +651,23 @@ def _task_of(stored: bytes | _StoredTask, task_id: str) -> Task:
     return task
 
 
-#: A job's fields kept in its :class:`_StoredJob` and left out of its packed record: the first four
-#: (id, blueprint, state, status) and the last one (version).
-_JOB_HEAD, _JOB_TAIL = 4, 1
+#: A job's fields kept in its :class:`_StoredJob` and left out of its packed record: the first five
+#: (id, blueprint, state, status, client) and the last one (version).
+_JOB_HEAD, _JOB_TAIL = 5, 1
+
+
+class _Label(NamedTuple):
+    """What lists and counts read of a job without unpacking it; one tuple shared by many jobs."""
+
+    blueprint: str
+    status: str
+    state: str
+    client: str | None
 
 
 @dataclass(slots=True)
 class _StoredJob:
-    """A job as kept: its packed record, and what lists and counts read without unpacking it.
+    """A job as kept: its packed record, its version and its label.
 
     One object per job instead of an entry in four dicts: ten thousand waiting jobs cost ~300 bytes
     less each. The record leaves out what this object holds (:data:`_JOB_HEAD`, :data:`_JOB_TAIL`).
@@ -652,10 +675,7 @@ class _StoredJob:
 
     packed: bytes
     version: int
-    blueprint: str
-    status: str
-    state: str
-    client: str | None
+    label: _Label
     #: Every task the job dispatched, to forget them with it: its id alone while it is the only one
     #: (most jobs have one or two; a 1-tuple would cost 48 bytes more, a list of one 112), else a tuple.
     task_ids: str | tuple[str, ...] = ()
@@ -672,7 +692,8 @@ class _StoredJob:
             self.task_ids = self.tasks() + task_ids
 
     def job(self, job_id: str) -> Job:
-        job = unpack(Job, self.packed, job_id, self.blueprint, self.state, self.status)
+        label = self.label
+        job = unpack(Job, self.packed, job_id, label.blueprint, label.state, label.status, label.client)
         job.version = self.version  # the last field, left out of the record (_JOB_TAIL)
         return job
 
