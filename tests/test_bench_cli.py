@@ -44,7 +44,7 @@ def test_engine_cpu_accepts_fastest_and_an_allowed_cpu() -> None:
     assert parse_args(["--engine-cpu", cpu]).engine_cpu == cpu
 
 
-@pytest.mark.parametrize(("workload", "jobs"), [("W1", "3"), ("W2", "3"), ("W3", "1")])
+@pytest.mark.parametrize(("workload", "jobs"), [("W1", "3"), ("W2", "3"), ("W3", "1"), ("W4", "3")])
 def test_instruction_workloads_run_their_jobs_to_the_end(workload: str, jobs: str) -> None:
     """What runs under valgrind, run without it: every job finishes (a failed one fails the run)."""
     command = [sys.executable, "-m", "benchmarks.instructions", "--inner", workload, "--jobs", jobs]
@@ -52,7 +52,7 @@ def test_instruction_workloads_run_their_jobs_to_the_end(workload: str, jobs: st
     assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
-@pytest.mark.parametrize("workload", ["W1", "W2"])
+@pytest.mark.parametrize("workload", ["W1", "W2", "W4"])
 def test_floor_serves_the_instruction_workloads(workload: str) -> None:
     """``--floor``: the same requests through HTTP, answered by aiohttp alone, each job to its end."""
     command = [sys.executable, "-m", "benchmarks.instructions", "--inner", workload, "--jobs", "3", "--floor"]
