@@ -37,7 +37,7 @@ from support.storage_contract import (
 )
 
 from avtomatika.errors import VersionConflict
-from avtomatika.models import Job, JobStatus, TaskStatus, named
+from avtomatika.models import Job, JobStatus, Task, TaskStatus, named
 from avtomatika.storage.base import BranchAnswer, Commit, JobFilter
 from avtomatika.storage.redis import RedisStorage, keys, runnable
 
@@ -855,34 +855,39 @@ async def test_a_new_task_is_stored_without_being_read_first(
     make_storage: StorageFactory, redis_client: aioredis.Redis
 ) -> None:
     """Its job's record does not list it: new. One it lists is read, and replaced as it was."""
+    await redis_client.config_resetstat()
+    storage, job, task = await _a_task_of_w1(make_storage)
+    assert "cmdstat_hmget" not in await redis_client.info("commandstats")
+    await _given_to_anyone(storage, job, task)
+    assert "cmdstat_hmget" in await redis_client.info("commandstats")
+
+
+async def _a_task_of_w1(make_storage: StorageFactory) -> tuple[RedisStorage, Job, Task]:
+    """A new job, with its task dispatched to worker w-1."""
     storage = await make_storage()
     job = await new_job(storage)
     task = make_task(job, worker_id="w-1")
-    await redis_client.config_resetstat()
+    return storage, await dispatch(storage, job, task), task
+
+
+async def _given_to_anyone(storage: RedisStorage, job: Job, task: Task) -> Job:
+    """``task`` (w-1's) stored again for anyone: queued under its type, on no worker's load."""
+    task.worker_id = None
     job = await dispatch(storage, job, task)
-    assert "cmdstat_hmget" not in await redis_client.info("commandstats")
-    task.worker_id = None  # stored again, for anyone: no longer w-1's
-    job = await dispatch(storage, job, task)
-    assert "cmdstat_hmget" in await redis_client.info("commandstats")
     assert nonzero(await storage.worker_load()) == {}
     assert nonzero(await storage.queue_lengths()) == {"a": 1}
+    return job
 
 
 async def test_a_task_a_hash_stored_job_listed_in_a_set_is_read_before_it_is_stored_again(
     make_storage: StorageFactory, redis_client: aioredis.Redis
 ) -> None:
     """Versions before JOB_TASK fields listed a job's tasks in a JOB_TASKS set: its record lists them too."""
-    storage = await make_storage()
-    job = await new_job(storage)
-    task = make_task(job, worker_id="w-1")
-    job = await dispatch(storage, job, task)
+    storage, job, task = await _a_task_of_w1(make_storage)
     await as_stored_before_2026_12_07(redis_client, job)
     await redis_client.sadd(f"avtomatika:{keys.JOB_TASKS}{job.id}", task.id)
     job = await storage.commit(Commit(job))  # stored as a record
-    task.worker_id = None
-    await dispatch(storage, job, task)
-    assert nonzero(await storage.worker_load()) == {}
-    assert nonzero(await storage.queue_lengths()) == {"a": 1}
+    await _given_to_anyone(storage, job, task)
 
 
 async def test_a_hash_stored_job_is_forgotten_with_its_tasks(
