@@ -24,11 +24,16 @@ Redraw = Callable[[], Coroutine[Any, Any, None]]
 class MonitorPanel(widgets.VBox):
     """A panel of the monitor; a subclass lays its widgets out in ``children``, ``message`` last.
 
+    Each subclass defines ``_build`` (creates its widgets) and ``_layout`` (them, top to bottom).
+
     Args:
         engine: The engine, started.
         spawn: Runs a button's coroutine in the kernel's loop.
         on_change: Called after a change, to re-draw the monitor.
     """
+
+    _build: Callable[[], None]
+    _layout: Callable[[], list[widgets.Widget]]
 
     def __init__(self, engine: OrchestratorEngine, spawn: Spawn, on_change: Redraw, **kwargs: Any) -> None:
         self.engine = engine
@@ -42,14 +47,6 @@ class MonitorPanel(widgets.VBox):
         self._build()
         self.children = self._layout()
         self.add_class(css_class)
-
-    def _build(self) -> None:
-        """Create the panel's widgets (each subclass its own)."""
-        raise NotImplementedError
-
-    def _layout(self) -> list[widgets.Widget]:
-        """The panel's widgets, top to bottom, ``message`` last (each subclass its own)."""
-        raise NotImplementedError
 
     def _say(self, text: str, *, error: bool = False) -> None:
         self.message.value = _render.page(f"<p class='{'error' if error else 'muted'}'>{_render.esc(text)}</p>")

@@ -11,6 +11,7 @@ is gone, the widget's "model not found" line); everywhere else the picture is wh
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -78,7 +79,11 @@ class PicturedWidget(widgets.VBox):
         title: What its picture shows, in words.
         css_class: The widget's own CSS class (``avtomatika-live`` is added too).
         children: Its widgets, top to bottom.
+
+    Each subclass defines ``_picture_parts``: the HTML of what its picture shows, top to bottom.
     """
+
+    _picture_parts: Callable[[], list[str]]
 
     def __init__(self, title: str, css_class: str, children: list[widgets.Widget], **kwargs: Any) -> None:
         self.picture = StaticPicture(title)
@@ -91,10 +96,6 @@ class PicturedWidget(widgets.VBox):
 
     def _redraw_picture(self) -> None:
         self.picture.update(self._picture_parts())
-
-    def _picture_parts(self) -> list[str]:
-        """The HTML of what the picture shows, top to bottom (each subclass says which parts)."""
-        raise NotImplementedError
 
 
 def _in_kernel() -> bool:
