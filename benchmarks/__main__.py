@@ -59,6 +59,10 @@ GOALS = {
 DEFAULTS = Options()
 
 
+#: The status of a Redis row when the redis extra is not installed.
+REDIS_MISSING = "redis extra not installed"
+
+
 def redis_storage_available() -> bool:
     try:
         from avtomatika.storage import RedisStorage  # type: ignore[attr-defined]  # noqa: F401
@@ -161,7 +165,7 @@ def table(results: list[Result]) -> str:
             (
                 r.workload,
                 r.storage,
-                str(r.jobs) if r.status != "not available yet" else "-",
+                str(r.jobs) if r.status != REDIS_MISSING else "-",
                 _fmt(r.jobs_per_s, 0),
                 _fmt(r.latency(0.5)),
                 _fmt(r.latency(0.99)),
@@ -180,7 +184,7 @@ def table(results: list[Result]) -> str:
 
 
 def details(r: Result) -> list[str]:
-    if r.status == "not available yet":
+    if r.status == REDIS_MISSING:
         return []
     per_job = max(r.jobs, 1)
     parts = [
@@ -228,8 +232,8 @@ async def run_all(args: argparse.Namespace, engine_cpu: int | None) -> list[Resu
         available = storage != "redis" or redis_storage_available()
         for workload in args.workload_list:
             if not available:
-                print(f"{workload} {storage}: not available yet (avtomatika.storage.RedisStorage)", flush=True)
-                results.append(Result(workload, storage, status="not available yet"))
+                print(f"{workload} {storage}: skipped, pip install 'avtomatika[redis]' first", flush=True)
+                results.append(Result(workload, storage, status=REDIS_MISSING))
                 continue
             print(f"{workload} {storage}: running...", flush=True)
             started = time.monotonic()
