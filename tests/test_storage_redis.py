@@ -39,7 +39,7 @@ from support.storage_contract import (
 from avtomatika.errors import VersionConflict
 from avtomatika.models import Job, JobStatus, Task, TaskStatus, named
 from avtomatika.storage.base import BranchAnswer, Commit, JobFilter
-from avtomatika.storage.redis import RedisStorage, keys, runnable
+from avtomatika.storage.redis import RedisStorage, encoding, keys, runnable
 
 #: A short lease, so take-overs happen within a test.
 LEASE_S = 0.3
@@ -372,7 +372,8 @@ async def test_a_branch_result_and_a_version_check_read_the_first_bytes_of_the_j
 ) -> None:
     """A fan-out's job record lists every task id: a branch result reads its first bytes for the round's
     size, not all of it (once per result, that was most of redis-server's CPU in a fan-out of 200), and
-    so does job_version; the last result reads the record once, for the step it hands out."""
+    so does job_version; the last result reads the record once, for the step it hands out. The task's
+    record is read whole, once (it is closed)."""
     storage = await make_storage()
     job, tasks = await fan_out(storage, 3)
     await redis_client.config_resetstat()
@@ -380,7 +381,7 @@ async def test_a_branch_result_and_a_version_check_read_the_first_bytes_of_the_j
     assert await storage.job_version(job.id) == job.version
     assert await storage.job_version("gone") is None
     stats = await redis_client.info("commandstats")
-    assert "cmdstat_get" not in stats
+    assert stats["cmdstat_get"]["calls"] == 1
     assert stats["cmdstat_getrange"]["calls"] == 3
     await storage.add_branch_result(job.id, tasks[1].id, {})
     assert await storage.add_branch_result(job.id, tasks[2].id, {}) == BranchAnswer.COMPLETE
@@ -854,12 +855,23 @@ async def test_a_job_stored_as_a_hash_by_an_older_version_is_read_and_stored_as_
 async def test_a_new_task_is_stored_without_being_read_first(
     make_storage: StorageFactory, redis_client: aioredis.Redis
 ) -> None:
-    """Its job's record does not list it: new. One it lists is read, and replaced as it was."""
+    """Its job's record does not list it: new. One it lists is read (a GET more than the job's own),
+    and replaced as it was."""
+    storage = await make_storage()
+    job = await new_job(storage)
+    task = make_task(job, worker_id="w-1")
     await redis_client.config_resetstat()
-    storage, job, task = await _a_task_of_w1(make_storage)
-    assert "cmdstat_hmget" not in await redis_client.info("commandstats")
+    job = await dispatch(storage, job, task)
+    new = await _gets(redis_client)
+    await redis_client.config_resetstat()
     await _given_to_anyone(storage, job, task)
-    assert "cmdstat_hmget" in await redis_client.info("commandstats")
+    assert await _gets(redis_client) == new + 1
+
+
+async def _gets(client: aioredis.Redis) -> int:
+    """GET commands since the last CONFIG RESETSTAT."""
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_get", {}).get("calls", 0))
 
 
 async def _a_task_of_w1(make_storage: StorageFactory) -> tuple[RedisStorage, Job, Task]:
@@ -914,3 +926,35 @@ async def test_a_job_listed_by_an_older_version_is_forgotten_from_every_list(
     assert await storage.get_job(old.id) is None
     listed = await jobs_listed(redis_client)
     assert old.id.encode() not in [member for members in listed.values() for member in members]
+
+
+async def task_as_stored_before_2026_12_07(client: aioredis.Redis, task_key: str) -> None:
+    """Store the task at ``task_key`` as versions before 2026-12-07 did: a hash of its fields, not a record."""
+    stored = encoding.task_record(await client.get(task_key))
+    await client.delete(task_key)
+    await client.hset(task_key, mapping=stored)
+
+
+async def test_a_task_stored_as_a_hash_by_an_older_version_is_read_and_written_as_a_record(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """Versions before 2026-12-07 kept a task as a hash; it is read as one (queued, taken, closed)
+    until it is written again, as a record."""
+    storage = await make_storage()
+    job = await new_job(storage)
+    queued, other = make_task(job, priority=1.0), make_task(job)
+    job = await dispatch(storage, job, queued, other)
+    for task in (queued, other):
+        await task_as_stored_before_2026_12_07(redis_client, storage.keys.task(task.id))
+    assert await storage.get_task(queued.id) == queued
+    taken = await take(storage, make_worker("a"))
+    assert taken is not None
+    assert taken.id == queued.id
+    assert await redis_client.type(storage.keys.task(queued.id)) == b"string"
+    assert await storage.get_task(queued.id) == taken
+    assert await storage.update_task(other.id, progress=0.5) == await storage.get_task(other.id)
+    assert await redis_client.type(storage.keys.task(other.id)) == b"string"
+    await task_as_stored_before_2026_12_07(redis_client, storage.keys.task(queued.id))
+    assert await storage.add_branch_result(job.id, queued.id, {}) == BranchAnswer.RECORDED
+    assert (await storage.get_task(queued.id)).status == TaskStatus.DONE
+    assert nonzero(await storage.queue_lengths()) == {"a": 1}

@@ -107,6 +107,20 @@ def decode_task(stored: Mapping[Raw, Raw]) -> Task:
     return task
 
 
+#: The fields of a task's record between its format and its overlays (see ``keys.TASK``).
+TASK_LINES = (b"status", b"worker_id", b"type", b"qkey", b"member", b"score", b"timeout_s", b"ask")
+
+
+def task_record(record: bytes) -> dict[Raw, Raw]:
+    """A task's record (see ``keys.TASK``) as the fields its hash had: what :func:`decode_task` reads."""
+    _, *lines, overlays, doc = record.split(b"\n", len(TASK_LINES) + 2)
+    stored: dict[Raw, Raw] = {name: value for name, value in zip(TASK_LINES, lines, strict=True) if value}
+    parts = overlays.split(b"\t") if overlays else []
+    stored |= {b"x:" + name: value for name, value in zip(parts[::2], parts[1::2], strict=True)}
+    stored[b"doc"] = doc
+    return stored
+
+
 def paired(flat: list[Raw]) -> dict[Raw, Raw]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 

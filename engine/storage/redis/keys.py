@@ -64,12 +64,19 @@ RUNNABLE_GROUP = "engines"
 STEP_LEASE = "step_lease:"
 
 # -- tasks ----------------------------------------------------------------------------------------
-#: + task id -> hash: ``doc`` (orjson Task as stored), ``status`` and ``worker_id`` (plain strings),
-#: ``type``, overlays ``x:<field>`` (orjson values changed since: taken_at, progress...), ``timeout_s``
-#: (its own, if any) and ``ask`` ('1' if a worker's eligibility must be checked before it is taken: it
-#: has requirements or max_cost), and while queued ``qkey``/``member``/``score`` (where its queue entry
-#: is). Versions before 2026-12 also kept ``job_id`` (in the document too: ~90 bytes), left unread.
+#: + task id -> the task's record, one string of lines (``encoding.task_record`` reads it): TASK_FORMAT,
+#: then ``status`` and ``worker_id`` (plain strings), ``type``, while queued ``qkey``/``member``/``score``
+#: (where its queue entry is), ``timeout_s`` (its own, if any) and ``ask`` ('1' if a worker's
+#: eligibility must be checked before it is taken: it has requirements or max_cost), each '' for none;
+#: then its overlays (orjson values changed since: taken_at, progress...; name and value of each, a tab
+#: between all), then ``doc`` (orjson Task as stored). One string takes ~400 bytes of redis-server's
+#: memory for a queued task where a hash took ~840 (its document is longer than
+#: ``hash-max-listpack-value``: see JOB).
+#: Versions before 2026-12-07 kept a hash of those fields (an overlay as ``x:<field>``), read as such
+#: until written again; versions before 2026-12 also kept ``job_id`` in it, left unread.
 TASK = "task:"
+#: The first line of a task's record (TASK): its format.
+TASK_FORMAT = "t1"
 #: INCR counter: queue order; zero-padded into queue members so equal priorities stay FIFO.
 TASK_SEQUENCE = "tasks:seq"
 #: + task type -> zset of queued tasks for anyone: score = -priority, member = "<seq:016d>:<task id>".

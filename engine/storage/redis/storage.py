@@ -61,6 +61,7 @@ from .encoding import (
     scored,
     split_job,
     task_fields,
+    task_record,
 )
 from .keys import Keys
 from .runnable import RunnableReader
@@ -397,8 +398,14 @@ class RedisStorage(Storage):
 
     # -- tasks -----------------------------------------------------------------------------------
     async def get_task(self, task_id: str) -> Task | None:
-        stored = as_mapping(await self.connection.execute("HGETALL", self.keys.task(task_id)))
-        return decode_task(stored) if stored else None
+        task_key = self.keys.task(task_id)
+        try:
+            record = await self.connection.execute("GET", task_key)
+        except ResponseError as error:
+            _raise_unless_hash(error)
+            stored = as_mapping(await self.connection.execute("HGETALL", task_key))
+            return decode_task(stored) if stored else None
+        return decode_task(task_record(record)) if record is not None else None
 
     async def update_task(self, task_id: str, **changes: Any) -> Task | None:
         args: list[Any] = []
@@ -664,7 +671,7 @@ def _socket_timeout_s(client: aioredis.Redis) -> float | None:
 
 
 def _raise_unless_hash(error: ResponseError) -> None:
-    """Raise ``error`` unless it is WRONGTYPE: the key holds a job as a version before 2026-12-07 kept
-    it (a hash, see ``keys.JOB``), which the caller reads as one."""
+    """Raise ``error`` unless it is WRONGTYPE: the key holds a job or task as a version before 2026-12-07
+    kept it (a hash, see ``keys.JOB`` and ``keys.TASK``), which the caller reads as one."""
     if not str(error).startswith("WRONGTYPE"):
         raise error
