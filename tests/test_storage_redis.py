@@ -929,8 +929,17 @@ async def test_a_job_listed_by_an_older_version_is_forgotten_from_every_list(
 
 
 async def task_as_stored_before_2026_12_07(client: aioredis.Redis, task_key: str) -> None:
-    """Store the task at ``task_key`` as versions before 2026-12-07 did: a hash of its fields, not a record."""
-    stored = encoding.task_record(await client.get(task_key))
+    """Store the task at ``task_key`` as versions before 2026-12-07 did: a hash of its fields, not a
+    record; its document whole, its queue position as the queue's entry has it."""
+    task_id = task_key.rsplit(":", 1)[1]
+    stored = encoding.task_record(await client.get(task_key), task_id)
+    task = encoding.decode_task(stored)
+    del stored[b"id"]
+    stored[b"doc"] = named(task)
+    if sequence := stored.get(b"member"):
+        stored[b"member"] = sequence + b":" + task_id.encode()
+        inbox = f"avtomatika:inbox:{task.worker_id}"
+        stored[b"qkey"] = stored.get(b"qkey") or (inbox if task.worker_id else f"avtomatika:queue:{task.type}")
     await client.delete(task_key)
     await client.hset(task_key, mapping=stored)
 
@@ -958,3 +967,23 @@ async def test_a_task_stored_as_a_hash_by_an_older_version_is_read_and_written_a
     assert await storage.add_branch_result(job.id, queued.id, {}) == BranchAnswer.RECORDED
     assert (await storage.get_task(queued.id)).status == TaskStatus.DONE
     assert nonzero(await storage.queue_lengths()) == {"a": 1}
+
+
+async def test_a_task_whose_worker_changed_while_queued_is_taken_from_the_inbox_it_waits_in(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """A task's record leaves out the queue it waits in when its worker and type give it (keys.TASK):
+    one whose worker changed since it was queued keeps it written."""
+    storage = await make_storage()
+    job = await new_job(storage)
+    worker, other = make_worker("a"), make_worker("a")
+    task = make_task(job, worker_id=worker.worker_id)
+    await dispatch(storage, job, task)
+    assert b"inbox" not in await redis_client.get(storage.keys.task(task.id))
+    await storage.update_task(task.id, worker_id=other.worker_id)
+    assert await take(storage, other) is None
+    taken = await take(storage, worker)
+    assert taken is not None
+    assert taken.id == task.id
+    assert nonzero(await storage.queue_lengths()) == {}
+

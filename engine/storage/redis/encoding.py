@@ -64,7 +64,7 @@ def task_fields(task: Task) -> list[Any]:
     The take script reads the task's own ``timeout_s`` ('' for the default) and whether a worker's
     ``eligible`` must be asked about it, so that it can take most tasks without decoding them.
     """
-    doc = named(task)
+    doc = named(task, TASK_APART)
     score = exact_score(0.0 - task.priority)
     return [
         task.id,
@@ -78,6 +78,10 @@ def task_fields(task: Task) -> list[Any]:
         exact_score(task.timeout_s) if task.timeout_s else "",
         flag(asks_eligible(task)),
     ]
+
+
+#: Task fields its record keeps on lines of their own (or in its key), not in its document.
+TASK_APART = frozenset(("id", "type", "status", "worker_id"))
 
 
 def as_text(value: Raw) -> str:
@@ -95,8 +99,12 @@ def decode_worker(doc: Raw) -> WorkerRecord:
 
 
 def decode_task(stored: Mapping[Raw, Raw]) -> Task:
-    """A task from its hash: the stored document with the fields changed since laid over it."""
+    """A task from its fields (as ``task_record`` or the scripts give them, or a hash of an older version
+    held them): the stored document, with the fields kept apart and those changed since laid over it."""
     data = orjson.loads(stored[b"doc"])
+    if task_id := stored.get(b"id"):
+        data["id"] = as_text(task_id)
+    data["type"] = as_text(stored[b"type"])
     data["status"] = as_text(stored[b"status"])
     worker_id = stored.get(b"worker_id")
     data["worker_id"] = as_text(worker_id) if worker_id else None
@@ -111,13 +119,14 @@ def decode_task(stored: Mapping[Raw, Raw]) -> Task:
 TASK_LINES = (b"status", b"worker_id", b"type", b"qkey", b"member", b"score", b"timeout_s", b"ask")
 
 
-def task_record(record: bytes) -> dict[Raw, Raw]:
-    """A task's record (see ``keys.TASK``) as the fields its hash had: what :func:`decode_task` reads."""
+def task_record(record: bytes, task_id: str) -> dict[Raw, Raw]:
+    """A task's record (see ``keys.TASK``) as the fields :func:`decode_task` reads (its queue position
+    as the record has it: what the scripts derive from it is left out)."""
     _, *lines, overlays, doc = record.split(b"\n", len(TASK_LINES) + 2)
     stored: dict[Raw, Raw] = {name: value for name, value in zip(TASK_LINES, lines, strict=True) if value}
     parts = overlays.split(b"\t") if overlays else []
     stored |= {b"x:" + name: value for name, value in zip(parts[::2], parts[1::2], strict=True)}
-    stored[b"doc"] = doc
+    stored[b"doc"], stored[b"id"] = doc, task_id.encode()
     return stored
 
 

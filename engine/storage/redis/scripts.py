@@ -86,23 +86,33 @@ local function has_task(tasks, task_id)
 end
 """
 
-#: A task's record (see ``keys.TASK``): read and written as a table of its fields.
+#: A task's record (see ``keys.TASK``): read and written as a table of its fields (after the prelude's
+#: ``key``: it derives keys).
 _TASK_RECORD = """
 -- One string: lines of $TASK_FORMAT, the TASK_LINES fields ('' for none), its overlays (name and JSON
 -- value of each, a tab between all), then its document (JSON has no raw newline or tab). Read as a table
--- of those fields, an overlay under 'x:' .. its name (as a task's hash kept them: a task a version
--- before 2026-12-07 stored is a hash, read as such until written again); nil for a task that is gone.
+-- of those fields and its id, an overlay under 'x:' .. its name (as a task's hash kept them: a task a
+-- version before 2026-12-07 stored is a hash, read as such until written again); nil for a task that is
+-- gone. Its queue position is written without what it is read with: the task id ending its member
+-- (the member's sequence alone), and its qkey when that is the queue its worker and type give.
 local TASK_LINES = {'status', 'worker_id', 'type', 'qkey', 'member', 'score', 'timeout_s', 'ask'}
 
+-- The queue a task waits in unless its record says another: its worker's inbox, else its type's queue.
+local function default_qkey(stored)
+  if stored.worker_id then return key('$INBOX', stored.worker_id) end
+  return key('$QUEUE', stored.type)
+end
+
 local function read_task(task_key)
+  local task_id = string.sub(task_key, #key('$TASK') + 1)
   local raw = redis.pcall('GET', task_key)
   if type(raw) == 'table' then  -- WRONGTYPE: a hash
-    local flat, stored = redis.call('HGETALL', task_key), {}
+    local flat, stored = redis.call('HGETALL', task_key), {id = task_id}
     for i = 1, #flat, 2 do stored[flat[i]] = flat[i + 1] end
     return stored
   end
   if not raw then return nil end
-  local stored, at = {}, string.find(raw, '\\n', 1, true) + 1
+  local stored, at = {id = task_id}, string.find(raw, '\\n', 1, true) + 1
   for i = 1, #TASK_LINES + 1 do
     local newline = string.find(raw, '\\n', at, true)
     local value = string.sub(raw, at, newline - 1)
@@ -117,12 +127,19 @@ local function read_task(task_key)
     at = newline + 1
   end
   stored.doc = string.sub(raw, at)
+  if stored.member then
+    stored.qkey, stored.member = stored.qkey or default_qkey(stored), stored.member .. ':' .. task_id
+  end
   return stored
 end
 
 local function write_task(task_key, stored)
-  local lines, overlays = {'$TASK_FORMAT'}, {}
-  for i, name in ipairs(TASK_LINES) do lines[i + 1] = stored[name] or '' end
+  local short, lines, overlays = {}, {'$TASK_FORMAT'}, {}
+  if stored.member then
+    short.member = string.match(stored.member, '^[^:]*')
+    if stored.qkey == default_qkey(stored) then short.qkey = '' end
+  end
+  for i, name in ipairs(TASK_LINES) do lines[i + 1] = short[name] or stored[name] or '' end
   for name, value in pairs(stored) do
     if string.sub(name, 1, 2) == 'x:' then overlays[#overlays + 1] = string.sub(name, 3) .. '\\t' .. value end
   end
@@ -149,10 +166,12 @@ end
 #: Helpers shared by the scripts that change jobs and tasks.
 _PRELUDE = (
     _JOB_RECORD
-    + _TASK_RECORD
     + """
 local ns = ARGV[1]
 local function key(name, suffix) return ns .. name .. (suffix or '') end
+"""
+    + _TASK_RECORD
+    + """
 
 -- A field that falls to 0 stays (an HDEL per fall was a command of most steps): the fields of a counter
 -- are a bounded set (its blueprints, statuses, states and clients; task types; live workers, whose field

@@ -405,7 +405,7 @@ class RedisStorage(Storage):
             _raise_unless_hash(error)
             stored = as_mapping(await self.connection.execute("HGETALL", task_key))
             return decode_task(stored) if stored else None
-        return decode_task(task_record(record)) if record is not None else None
+        return decode_task(task_record(record, task_id)) if record is not None else None
 
     async def update_task(self, task_id: str, **changes: Any) -> Task | None:
         args: list[Any] = []
