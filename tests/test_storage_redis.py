@@ -819,7 +819,6 @@ async def test_a_job_listed_by_an_older_version_is_listed_anew_when_next_stored(
     assert [job.id for job in await storage.list_jobs(JobFilter(state="next"))] == [old.id]
     assert [job.id for job in await storage.list_jobs(JobFilter())] == [new.id, old.id]  # by created_at now
     assert await jobs_listed(redis_client) == {
-        "all": [old.id.encode(), new.id.encode()],
         "by:status:pending": [new.id.encode()],
         "by:status:waiting_for_human": [old.id.encode()],
     }
@@ -987,3 +986,20 @@ async def test_a_task_whose_worker_changed_while_queued_is_taken_from_the_inbox_
     assert taken.id == task.id
     assert nonzero(await storage.queue_lengths()) == {}
 
+
+async def test_every_job_is_listed_from_the_lists_by_status_merged(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """No list of every job is kept (a ZADD per new job, ~176 bytes each): one page of every job merges
+    the lists by status, newest first, at any offset."""
+    storage = await make_storage()
+    jobs = [await new_job(storage) for _ in range(5)]
+    for job in jobs[1::2]:
+        await finish(storage, job)
+    assert not await redis_client.exists(storage.keys.key(keys.JOBS_ALL))
+    newest_first = [job.id for job in reversed(jobs)]
+    for offset in range(6):
+        page = await storage.list_jobs(JobFilter(), limit=2, offset=offset)
+        assert [job.id for job in page] == newest_first[offset : offset + 2]
+    blueprint = await storage.list_jobs(JobFilter(blueprint=jobs[0].blueprint), limit=3, offset=1)
+    assert [job.id for job in blueprint] == newest_first[1:4]

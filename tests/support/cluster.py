@@ -29,7 +29,7 @@ import asyncpg
 import orjson
 import redis
 
-from avtomatika.models import Job
+from avtomatika.models import Job, JobStatus
 from avtomatika.storage.redis.encoding import split_job
 from support.postgres_server import PostgresServer
 from support.processes import (
@@ -299,7 +299,7 @@ class Cluster:
 
         def read() -> float:
             with self.redis_client() as client:
-                newest = client.zrange("avtomatika:jobs:all", -1, -1, withscores=True)
+                newest = _every_job(client)[-1:]
             return float(newest[0][1]) if newest else 0.0
 
         return await asyncio.to_thread(read)
@@ -309,9 +309,7 @@ class Cluster:
 
         def read() -> list[str]:
             with self.redis_client() as client:
-                return [
-                    job_id.decode() for job_id in client.zrangebyscore("avtomatika:jobs:all", f"({sequence}", "+inf")
-                ]
+                return [job_id.decode() for job_id, created in _every_job(client) if created > sequence]
 
         return await asyncio.to_thread(read)
 
@@ -432,3 +430,9 @@ def _short_dir() -> Iterator[str]:
     finally:
         with suppress(OSError):
             shutil.rmtree(path)
+
+
+def _every_job(client: redis.Redis) -> list[tuple[bytes, float]]:
+    """Every job and its created_at, oldest first: the lists by status together (see keys.JOBS_BY), read
+    at once (a list emptied is deleted: one scanned for could be missed)."""
+    return client.zunion([f"avtomatika:jobs:by:status:{status}" for status in JobStatus], withscores=True)

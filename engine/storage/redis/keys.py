@@ -38,11 +38,13 @@ JOB_TASK = "t:"
 #: + job id -> set of the ids of its tasks: written by versions before JOB_TASK, still read (and
 #: deleted) when such a job is forgotten.
 JOB_TASKS = "job_tasks:"
-#: zset job id -> created_at: every job, newest = highest score (as history lists them; a job listed by
-#: an older version has its creation sequence, a smaller score, until it is next stored).
+#: zset job id -> created_at of every job, written by versions before 2026-12-07; its entries go as their
+#: jobs are forgotten. Every job is in one list by status (JOBS_BY): listing every job merges those.
 JOBS_ALL = "jobs:all"
-#: + "<field>:<value>" -> zset like JOBS_ALL of the jobs whose field (status or client) has that value.
-#: (Versions before 2026-12 kept one by blueprint and by state too: see JOB.)
+#: + "<field>:<value>" -> zset job id -> created_at of the jobs whose field (status or client) has that
+#: value, newest = highest score (as history lists them; a job listed by an older version has its
+#: creation sequence, a smaller score, until it is next stored). (Versions before 2026-12 kept one by
+#: blueprint and by state too: see JOB.)
 JOBS_BY = "jobs:by:"
 #: hash orjson ``[blueprint, status, state, client]`` -> number of jobs; fields that fall to 0 stay (see
 #: ``decrement`` in :mod:`.scripts`), read as absent.

@@ -267,7 +267,8 @@ local JOB_ARGS = 9
 -- The fields jobs are listed by (a JOBS_BY zset per value), with where store_job's arguments hold them.
 local LISTED = {status = 4, client = 5}
 
--- Take a job out of its lists; `values`: field -> value of those it is listed by (false: none).
+-- Take a job out of its lists (and JOBS_ALL, where versions before 2026-12-07 listed it too); `values`:
+-- field -> value of those it is listed by (false: none).
 local function unlist(job_id, values)
   redis.call('ZREM', key('$JOBS_ALL'), job_id)
   for field, value in pairs(values) do
@@ -276,8 +277,8 @@ local function unlist(job_id, values)
 end
 
 -- The job's fields start at ARGV[a]: id, version, doc, token, status, client ('' for none), counted
--- (its JOB_COUNTS field: blueprint, status, state, client), created_at (its score in JOBS_ALL and
--- JOBS_BY), ended_at (when it ended for good, in µs: finished, failed, cancelled; '' while it has not).
+-- (its JOB_COUNTS field: blueprint, status, state, client), created_at (its score in JOBS_BY), ended_at
+-- (when it ended for good, in µs: finished, failed, cancelled; '' while it has not).
 -- `old`: the job's record as the caller read it (read_job); nil for a job the caller takes to be new,
 -- read only if it has a record (see store_new_job); `fan_in`: the size of a new fan-out round ('' or
 -- nil: the round as it was); `tasks`: the ids of its new tasks.
@@ -305,7 +306,6 @@ local function store_job(a, old, fan_in, tasks)
     unlist(job_id, {status = old.status, client = old.client, blueprint = old.blueprint, state = old.state})
     listed = {}
   end
-  if not listed.status then redis.call('ZADD', key('$JOBS_ALL'), created_at, job_id) end
   if old.counted ~= counted then
     if old.counted then decrement(key('$JOB_COUNTS'), old.counted) end
     redis.call('HINCRBY', key('$JOB_COUNTS'), counted, 1)

@@ -10,6 +10,7 @@ The runnable stream's reader and leases are in :mod:`.runnable`, the wake-ups of
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import logging
 import os
@@ -28,7 +29,7 @@ from redis.exceptions import RedisError, ResponseError
 from ...errors import VersionConflict
 from ...events import Event
 from ...feed import entry_of
-from ...models import Breakpoint, BulkAction, Job, Task, WorkerRecord, now
+from ...models import Breakpoint, BulkAction, Job, JobStatus, Task, WorkerRecord, now
 from ...timers import TimerKind
 from ..base import (
     FEED_READER_TTL_S,
@@ -322,7 +323,7 @@ class RedisStorage(Storage):
         page = limit if exact else max(LIST_PAGE, limit)
         found: list[Job] = []
         while len(found) < limit:
-            ids = cast(list[Raw], await self.connection.execute("ZREVRANGE", index, start, start + page - 1))
+            ids = await self._list_page(index, start, page)
             if not ids:
                 break
             start += len(ids)
@@ -335,13 +336,26 @@ class RedisStorage(Storage):
                     found.append(job)
         return found
 
-    async def _smallest_list(self, wanted: dict[str, str]) -> str:
-        """The shortest list of jobs holding every job that matches: that of a listed field, else all."""
+    async def _smallest_list(self, wanted: dict[str, str]) -> str | None:
+        """The shortest list of jobs holding every job that matches: that of a listed field, else None
+        (every job)."""
         candidates = [self.keys.jobs_by(name, value) for name, value in wanted.items() if name in _LISTED]
         if len(candidates) <= 1:
-            return candidates[0] if candidates else self.keys.key(keys.JOBS_ALL)
+            return candidates[0] if candidates else None
         sizes = await self.connection.execute_many([("ZCARD", index) for index in candidates])
         return min(zip(sizes, candidates, strict=True))[1]
+
+    async def _list_page(self, index: str | None, start: int, count: int) -> list[Raw]:
+        """The ids at ``start`` .. ``start + count - 1`` of a list of jobs (newest first); of every job
+        for ``index`` None: the lists by status merged, as one list of every job would order them."""
+        if index is not None:
+            return cast(list[Raw], await self.connection.execute("ZREVRANGE", index, start, start + count - 1))
+        end = start + count - 1
+        lists = [self.keys.jobs_by("status", str(status)) for status in JobStatus]
+        replies = await self.connection.execute_many([("ZREVRANGE", name, 0, end, "WITHSCORES") for name in lists])
+        # ZREVRANGE's order: by score, then by member, both descending.
+        merged = heapq.merge(*map(scored, replies), key=lambda pair: (pair[1], pair[0]), reverse=True)
+        return [job_id for job_id, _ in itertools.islice(merged, start, end + 1)]
 
     async def _read_jobs(self, job_ids: Sequence[Raw]) -> list[Job | None]:
         return [decode_job(found[1]) if found is not None else None for found in await self._job_records(job_ids)]
