@@ -1003,3 +1003,35 @@ async def test_every_job_is_listed_from_the_lists_by_status_merged(
         assert [job.id for job in page] == newest_first[offset : offset + 2]
     blueprint = await storage.list_jobs(JobFilter(blueprint=jobs[0].blueprint), limit=3, offset=1)
     assert [job.id for job in blueprint] == newest_first[1:4]
+
+
+async def as_recorded_whole(client: aioredis.Redis, job: Job) -> None:
+    """Store ``job``'s record as versions before its id, status and version were kept apart did (format
+    j1: its document whole)."""
+    counted = orjson.dumps([job.blueprint, str(job.status), job.state, job.client])
+    lines = [keys.JOB_FORMAT_WHOLE, str(job.version), "", "x:1", str(job.status), counted.decode(), ""]
+    await client.set(f"avtomatika:job:{job.id}", "\n".join(lines).encode() + b"\n" + named(job))
+
+
+async def test_a_job_recorded_whole_by_an_older_version_is_read_and_stored_without_what_its_record_holds(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """Read whole; stored again, without them; one listing another job's task keeps its format."""
+    storage = await make_storage()
+    job, other = await new_job(storage), await new_job(storage)
+    for whole in (job, other):
+        await as_recorded_whole(redis_client, whole)
+    assert await storage.get_job(job.id) == job
+    assert await storage.job_version(job.id) == job.version
+    assert await storage.list_jobs(JobFilter()) == [other, job]
+    assert (await storage.lease_and_get_job(job.id, "stepper")).job == job
+    await storage.release_job_lease(job.id, "stepper")
+    job.state = "next"
+    job = await storage.commit(Commit(job, tasks=[make_task(other)]))
+    assert (await redis_client.get(storage.keys.job(other.id))).startswith(f"{keys.JOB_FORMAT_WHOLE}\n".encode())
+    assert await storage.get_job(other.id) == other
+    record = await redis_client.get(storage.keys.job(job.id))
+    assert record.startswith(f"{keys.JOB_FORMAT}\n".encode())
+    assert b'"id"' not in record
+    assert await storage.get_job(job.id) == job
+    assert (await storage.lease_and_get_job(job.id, "stepper")).job == job

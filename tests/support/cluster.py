@@ -290,7 +290,8 @@ class Cluster:
                     pipe.get(f"avtomatika:job:{job_id}")
                 # Job.from_dict: a document leaves out the fields at their defaults.
                 records = pipe.execute()
-                return [Job.from_dict(orjson.loads(split_job(r)[1])).to_dict() if r else {} for r in records]
+                found = [split_job(r, job_id)[1] if r else None for r, job_id in zip(records, job_ids, strict=True)]
+                return [Job.from_dict(orjson.loads(doc)).to_dict() if doc else {} for doc in found]
 
         return await asyncio.to_thread(read)
 

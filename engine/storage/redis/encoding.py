@@ -9,6 +9,7 @@ import orjson
 
 from ...models import ENDED_STATUSES, Job, Task, WorkerRecord, named
 from ..base import asks_eligible
+from . import keys
 
 #: What redis-py's types say a reply holds (always bytes here: the client has decode_responses=False).
 Raw: TypeAlias = bytes | str
@@ -25,6 +26,8 @@ def exact_score(value: float) -> str:
 
 #: Where :func:`job_fields` puts the job's document.
 DOC = 2
+#: Job fields its record keeps in its key and lines, not in its document (see ``keys.JOB``).
+JOB_APART = frozenset(("id", "status", "version"))
 
 
 def job_fields(job: Job, token: str) -> list[Any]:
@@ -32,7 +35,7 @@ def job_fields(job: Job, token: str) -> list[Any]:
     counted = orjson.dumps([job.blueprint, str(job.status), job.state, job.client])
     # The order jobs ended in, in µs (only such jobs are ever forgotten): the stamp of the change that ended it.
     ended_at = str(int(job.updated_at * 1_000_000)) if job.status in ENDED_STATUSES else ""
-    doc = named(job)
+    doc = named(job, JOB_APART)
     status = str(job.status)
     return [
         job.id,
@@ -52,10 +55,21 @@ def head_version(head: bytes) -> int:
     return int(head.split(b"\n", 2)[1])
 
 
-def split_job(record: bytes) -> tuple[int, bytes]:
-    """The version and document of a job's record (see ``keys.JOB``)."""
-    _, version, *_, doc = record.split(b"\n", 7)
-    return int(version), doc
+def split_job(record: bytes, job_id: str) -> tuple[int, bytes]:
+    """The version and whole document of the record of the job ``job_id`` (see ``keys.JOB``)."""
+    form, version, _, _, status, _, _, doc = record.split(b"\n", 7)
+    if form == _WHOLE:
+        return int(version), doc
+    return int(version), whole_doc(job_id, status.decode(), int(version), doc)
+
+
+_WHOLE = keys.JOB_FORMAT_WHOLE.encode()
+
+
+def whole_doc(job_id: str, status: str, version: int, doc: bytes) -> bytes:
+    """A job's document as its record keeps it, with its id, status and version put back (JOB_APART)."""
+    head = b'{"id":%b,"status":"%b","version":%d' % (orjson.dumps(job_id), status.encode(), version)
+    return head + (b"}" if doc == b"{}" else b"," + doc[1:])
 
 
 def task_fields(task: Task) -> list[Any]:

@@ -22,9 +22,11 @@ DEFAULT_NAMESPACE = "avtomatika"
 #: without the rest), ``commit`` (token of the last commit, so a retried commit is recognised), its
 #: status, ``counted`` (the JOB_COUNTS field it is counted under), the ids of its tasks (',' between:
 #: its tasks are deleted with it), then its document (the Job's fields not at their default,
-#: ``models.named``). One string takes ~610 bytes of redis-server's memory for a waiting job where a
-#: hash took ~1,060: its document is longer than ``hash-max-listpack-value`` (64 bytes), so the hash
-#: was a dict of seven fields with two allocations each.
+#: ``models.named``, but for its id, status and version: its key and lines hold them, and
+#: ``encoding.whole_doc`` puts them back). One string takes ~530 bytes of redis-server's memory for a
+#: waiting job where a hash took ~1,060: its document is longer than ``hash-max-listpack-value`` (64
+#: bytes), so the hash was a dict of seven fields with two allocations each.
+#: A record of JOB_FORMAT_WHOLE (versions before 2026-12-07's second Redis pass) has its document whole.
 #: Versions before 2026-12-07 kept a hash: ``doc``, ``version``, ``commit``, ``status``, ``client``,
 #: ``counted``, ``fan_in`` and a field JOB_TASK + task id per task; read as such until stored again
 #: (then written as a record). Versions before 2026-12 also kept ``seq`` (creation order, from an INCR
@@ -32,7 +34,9 @@ DEFAULT_NAMESPACE = "avtomatika"
 #: ``created_at``, when next stored.
 JOB = "job:"
 #: The first line of a job's record (JOB): its format.
-JOB_FORMAT = "j1"
+JOB_FORMAT = "j2"
+#: The format of a record whose document is whole (see JOB): read as such until stored again.
+JOB_FORMAT_WHOLE = "j1"
 #: A field (+ task id) per task of the job in a JOB hash of a version before 2026-12-07.
 JOB_TASK = "t:"
 #: + job id -> set of the ids of its tasks: written by versions before JOB_TASK, still read (and

@@ -53,8 +53,17 @@ local function read_job(job_key)
     local newline = string.find(raw, '\\n', at, true)
     lines[i], at = string.sub(raw, at, newline - 1), newline + 1
   end
-  return {version = lines[2], fan_in = lines[3], commit = lines[4], status = lines[5], counted = lines[6],
-    tasks = lines[7], doc = string.sub(raw, at)}
+  return {format = lines[1], version = lines[2], fan_in = lines[3], commit = lines[4], status = lines[5],
+    counted = lines[6], tasks = lines[7], doc = string.sub(raw, at)}
+end
+
+-- The job's document with its id, status and version put back, which a $JOB_FORMAT record keeps apart
+-- (a hash or a record of $JOB_FORMAT_WHOLE has it whole).
+local function whole_doc(job_id, job)
+  if job.format ~= '$JOB_FORMAT' then return job.doc end
+  local rest = string.sub(job.doc, 2)
+  if rest ~= '}' then rest = ',' .. rest end
+  return '{"id":' .. cjson.encode(job_id) .. ',"status":"' .. job.status .. '","version":' .. job.version .. rest
 end
 
 -- The size of the job's fan-out round ('' for none; nil if the job is gone), read from the record's
@@ -68,9 +77,10 @@ local function read_fan_in(job_key)
 end
 
 -- With `only_new`, the record is written only if the job has none (SET NX): returns whether it was.
+-- `job.format`: that of the document (its own when nil).
 local function write_job(job_key, job, only_new)
-  local record = table.concat({'$JOB_FORMAT', job.version, job.fan_in, job.commit, job.status, job.counted,
-    job.tasks, job.doc}, '\\n')
+  local record = table.concat({job.format or '$JOB_FORMAT', job.version, job.fan_in, job.commit, job.status,
+    job.counted, job.tasks, job.doc}, '\\n')
   if only_new then return redis.call('SET', job_key, record, 'NX') ~= false end
   redis.call('SET', job_key, record)
   return true
@@ -407,7 +417,7 @@ local function run(job_id, consumer, holder, lease_ms, doc)
   local found = doc or ''
   if entry_job ~= job_id then
     local other = read_job(key('$JOB', entry_job))
-    found = other and other.doc or false
+    found = other and whole_doc(entry_job, other) or false
   end
   return {1, entry[1], entry_job, found, redis.call('HGETALL', key('$BREAKPOINTS'))}
 end
@@ -716,7 +726,7 @@ close_task(ARGV[2], 'done', stored)
 feed_append(ARGV[4])
 local fan_in = read_fan_in(KEYS[2])
 if fan_in and fan_in ~= '' and redis.call('HLEN', KEYS[1]) == tonumber(fan_in) then
-  local queued = run(ARGV[5], ARGV[6], ARGV[7], ARGV[8], read_job(KEYS[2]).doc)
+  local queued = run(ARGV[5], ARGV[6], ARGV[7], ARGV[8], whole_doc(ARGV[5], read_job(KEYS[2])))
   queued[1] = 2
   return queued
 end
@@ -926,12 +936,12 @@ return lost
 
 LEASE_STEP = """
 -- KEYS[1]: a step lease key, KEYS[2]: its job, KEYS[3]: the breakpoints hash. ARGV: holder, lease
--- length (ms). {1, the job's document (none if it is gone), the breakpoints (HGETALL)} if the holder
+-- length (ms), the job's id. {1, the job's document (none if it is gone), the breakpoints (HGETALL)} if the holder
 -- has the lease now: taken, or held already (a retried call whose first run took it); {0} while
 -- someone else holds it.
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[1]) == ARGV[1] then
   local job = read_job(KEYS[2])
-  return {1, job and job.doc or false, redis.call('HGETALL', KEYS[3])}
+  return {1, job and whole_doc(ARGV[3], job) or false, redis.call('HGETALL', KEYS[3])}
 end
 return {0}
 """

@@ -63,6 +63,7 @@ from .encoding import (
     split_job,
     task_fields,
     task_record,
+    whole_doc,
 )
 from .keys import Keys
 from .runnable import RunnableReader
@@ -229,11 +230,11 @@ class RedisStorage(Storage):
         try:
             reply = await self._run("create_job", [self.keys.job(job.id)], args)
         finally:
-            self._runnable.settle(promise, reply, job.id, fields[DOC])
+            self._runnable.settle(promise, reply, job.id, whole_doc(job.id, str(job.status), job.version, fields[DOC]))
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
-        found = await self._job_record(self.keys.job(job_id))
+        found = await self._job_record(job_id)
         return decode_job(found[1]) if found is not None else None
 
     async def job_version(self, job_id: str) -> int | None:
@@ -253,22 +254,23 @@ class RedisStorage(Storage):
 
         A job a version before 2026-12-07 stored (a hash, see ``keys.JOB``) is read as one.
         """
-        job_keys = [self.keys.job(as_text(job_id)) for job_id in job_ids]
+        ids = [as_text(job_id) for job_id in job_ids]
         try:
-            records = await self.connection.execute_many([("GET", job_key) for job_key in job_keys])
-            return [split_job(record) if record is not None else None for record in records]
+            records = await self.connection.execute_many([("GET", self.keys.job(job_id)) for job_id in ids])
+            return [split_job(record, job_id) if record else None for record, job_id in zip(records, ids, strict=True)]
         except ResponseError as error:
             _raise_unless_hash(error)
-        return [await self._job_record(job_key) for job_key in job_keys]
+        return [await self._job_record(job_id) for job_id in ids]
 
-    async def _job_record(self, job_key: str) -> tuple[int, bytes] | None:
+    async def _job_record(self, job_id: str) -> tuple[int, bytes] | None:
+        job_key = self.keys.job(job_id)
         try:
             record = await self.connection.execute("GET", job_key)
         except ResponseError as error:
             _raise_unless_hash(error)
             version, doc = await self.connection.execute("HMGET", job_key, "version", "doc")
             return (int(version), doc) if doc is not None else None
-        return split_job(record) if record is not None else None
+        return split_job(record, job_id) if record is not None else None
 
     async def commit(self, change: Commit) -> Job:
         job = change.job
@@ -303,7 +305,7 @@ class RedisStorage(Storage):
             self._runnable.step_not_ended(job.id, entry_id)
             raise
         finally:
-            self._runnable.settle(promise, reply, job.id, fields[DOC])
+            self._runnable.settle(promise, reply, job.id, whole_doc(job.id, str(job.status), job.version, fields[DOC]))
         if not reply[0]:
             job.version, job.updated_at = expected, updated_at
             self._runnable.step_not_ended(job.id, entry_id)
@@ -399,7 +401,8 @@ class RedisStorage(Storage):
         if pre is not None:  # taken for another holder: given up first
             await self.release_job_lease(job_id, pre.holder)
         keys_ = [self.keys.step_lease(job_id), self.keys.job(job_id), self.keys.key(keys.BREAKPOINTS)]
-        taken, *read = await self._scripts["lease_step"](keys=keys_, args=[holder, max(1, int(lease_s * 1000))])
+        lease_args = [holder, max(1, int(lease_s * 1000)), job_id]
+        taken, *read = await self._scripts["lease_step"](keys=keys_, args=lease_args)
         if not taken:
             return StepStart(False)
         self._runnable.hold_step_lease(job_id, holder, lease_s)
