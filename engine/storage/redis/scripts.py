@@ -10,12 +10,12 @@ Redis as they are: Lua's number-to-string conversion keeps only 14 significant d
 
 Invariants the scripts keep, so that counts are exact without scanning:
 
-- a task hash has ``qkey``/``member`` exactly when its entry is in that zset (QUEUE or INBOX), and is
+- a task's record has ``qkey``/``member`` exactly when its entry is in that zset (QUEUE or INBOX), and is
   then counted once in QUEUED_COUNTS under its type;
 - LOAD_COUNTS[w] is the size of LOAD+w; JOB_COUNTS sums to the number of jobs.
 
-Besides the fields :mod:`avtomatika.storage.redis.keys` lists, a task hash keeps what the take script needs without
-decoding the task: ``timeout_s`` (its own, absent for the default) and ``ask`` ('1' when it has
+Among the fields :mod:`avtomatika.storage.redis.keys` lists, a task's record keeps what the take script needs
+without decoding the task: ``timeout_s`` (its own, absent for the default) and ``ask`` ('1' when it has
 ``requirements`` or ``max_cost``: the worker's ``eligible`` must be asked before it is taken).
 """
 
@@ -546,8 +546,8 @@ TAKE_TASK = """
 -- Takes the worker's best task as RedisStorage.take_task promises: the first of its inbox; else the
 -- first of its queues by priority, then queue order; else the longest waiting (queued at or before the
 -- cutoff) in another worker's inbox. A task marked `ask` is taken only once the caller found it
--- eligible; one it found not eligible is passed over. Returns {1, the taken task's hash}; or, nothing
--- taken, {2, the hashes of up to $ASK_BATCH tasks marked `ask` the caller has not decided yet, met
+-- eligible; one it found not eligible is passed over. Returns {1, the taken task's fields}; or, nothing
+-- taken, {2, the fields of each of up to $ASK_BATCH tasks marked `ask` the caller has not decided yet, met
 -- before any it could take} (it decides them and calls again); or {0, 1 if a task was passed over as
 -- not eligible, else 0}.
 local worker, taken_at, default_timeout, token = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
