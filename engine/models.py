@@ -94,8 +94,9 @@ def _values(record: _Record, head: int, tail: int) -> tuple[Any, ...]:
     return values[:end]
 
 
-def named(record: _Record) -> bytes:
-    """A record as a JSON object of the fields that do not hold their defaults, by name.
+def named(record: _Record, leave_out: frozenset[str] = frozenset()) -> bytes:
+    """A record as a JSON object of the fields that do not hold their defaults, by name (bar ``leave_out``,
+    fields the caller stores apart).
 
     For a storage that keeps records outside this process (Redis): named fields read back by any
     version of the engine (``from_dict`` gives the fields left out their defaults), and the defaults
@@ -104,7 +105,7 @@ def named(record: _Record) -> bytes:
     """
     layout = _layout(type(record))
     values = zip(layout.names, layout.read(record), layout.defaults, strict=True)
-    return orjson.dumps({name: value for name, value, default in values if value != default})
+    return orjson.dumps({name: value for name, value, default in values if value != default and name not in leave_out})
 
 
 def new_id() -> str:

@@ -39,7 +39,7 @@ from support.storage_contract import (
 from avtomatika.errors import VersionConflict
 from avtomatika.models import Job, JobStatus, Task, TaskStatus, named
 from avtomatika.storage.base import BranchAnswer, Commit, JobFilter
-from avtomatika.storage.redis import RedisStorage, keys, runnable
+from avtomatika.storage.redis import RedisStorage, encoding, keys, runnable
 
 #: A short lease, so take-overs happen within a test.
 LEASE_S = 0.3
@@ -372,7 +372,8 @@ async def test_a_branch_result_and_a_version_check_read_the_first_bytes_of_the_j
 ) -> None:
     """A fan-out's job record lists every task id: a branch result reads its first bytes for the round's
     size, not all of it (once per result, that was most of redis-server's CPU in a fan-out of 200), and
-    so does job_version; the last result reads the record once, for the step it hands out."""
+    so does job_version; the last result reads the record once, for the step it hands out. The task's
+    record is read whole, once (it is closed)."""
     storage = await make_storage()
     job, tasks = await fan_out(storage, 3)
     await redis_client.config_resetstat()
@@ -380,7 +381,7 @@ async def test_a_branch_result_and_a_version_check_read_the_first_bytes_of_the_j
     assert await storage.job_version(job.id) == job.version
     assert await storage.job_version("gone") is None
     stats = await redis_client.info("commandstats")
-    assert "cmdstat_get" not in stats
+    assert stats["cmdstat_get"]["calls"] == 1
     assert stats["cmdstat_getrange"]["calls"] == 3
     await storage.add_branch_result(job.id, tasks[1].id, {})
     assert await storage.add_branch_result(job.id, tasks[2].id, {}) == BranchAnswer.COMPLETE
@@ -818,7 +819,6 @@ async def test_a_job_listed_by_an_older_version_is_listed_anew_when_next_stored(
     assert [job.id for job in await storage.list_jobs(JobFilter(state="next"))] == [old.id]
     assert [job.id for job in await storage.list_jobs(JobFilter())] == [new.id, old.id]  # by created_at now
     assert await jobs_listed(redis_client) == {
-        "all": [old.id.encode(), new.id.encode()],
         "by:status:pending": [new.id.encode()],
         "by:status:waiting_for_human": [old.id.encode()],
     }
@@ -854,12 +854,23 @@ async def test_a_job_stored_as_a_hash_by_an_older_version_is_read_and_stored_as_
 async def test_a_new_task_is_stored_without_being_read_first(
     make_storage: StorageFactory, redis_client: aioredis.Redis
 ) -> None:
-    """Its job's record does not list it: new. One it lists is read, and replaced as it was."""
+    """Its job's record does not list it: new. One it lists is read (a GET more than the job's own),
+    and replaced as it was."""
+    storage = await make_storage()
+    job = await new_job(storage)
+    task = make_task(job, worker_id="w-1")
     await redis_client.config_resetstat()
-    storage, job, task = await _a_task_of_w1(make_storage)
-    assert "cmdstat_hmget" not in await redis_client.info("commandstats")
+    job = await dispatch(storage, job, task)
+    new = await _gets(redis_client)
+    await redis_client.config_resetstat()
     await _given_to_anyone(storage, job, task)
-    assert "cmdstat_hmget" in await redis_client.info("commandstats")
+    assert await _gets(redis_client) == new + 1
+
+
+async def _gets(client: aioredis.Redis) -> int:
+    """GET commands since the last CONFIG RESETSTAT."""
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_get", {}).get("calls", 0))
 
 
 async def _a_task_of_w1(make_storage: StorageFactory) -> tuple[RedisStorage, Job, Task]:
@@ -914,3 +925,113 @@ async def test_a_job_listed_by_an_older_version_is_forgotten_from_every_list(
     assert await storage.get_job(old.id) is None
     listed = await jobs_listed(redis_client)
     assert old.id.encode() not in [member for members in listed.values() for member in members]
+
+
+async def task_as_stored_before_2026_12_07(client: aioredis.Redis, task_key: str) -> None:
+    """Store the task at ``task_key`` as versions before 2026-12-07 did: a hash of its fields, not a
+    record; its document whole, its queue position as the queue's entry has it."""
+    task_id = task_key.rsplit(":", 1)[1]
+    stored = encoding.task_record(await client.get(task_key), task_id)
+    task = encoding.decode_task(stored)
+    del stored[b"id"]
+    stored[b"doc"] = named(task)
+    if sequence := stored.get(b"member"):
+        stored[b"member"] = sequence + b":" + task_id.encode()
+        inbox = f"avtomatika:inbox:{task.worker_id}"
+        stored[b"qkey"] = stored.get(b"qkey") or (inbox if task.worker_id else f"avtomatika:queue:{task.type}")
+    await client.delete(task_key)
+    await client.hset(task_key, mapping=stored)
+
+
+async def test_a_task_stored_as_a_hash_by_an_older_version_is_read_and_written_as_a_record(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """Versions before 2026-12-07 kept a task as a hash; it is read as one (queued, taken, closed)
+    until it is written again, as a record."""
+    storage = await make_storage()
+    job = await new_job(storage)
+    queued, other = make_task(job, priority=1.0), make_task(job)
+    job = await dispatch(storage, job, queued, other)
+    for task in (queued, other):
+        await task_as_stored_before_2026_12_07(redis_client, storage.keys.task(task.id))
+    assert await storage.get_task(queued.id) == queued
+    taken = await take(storage, make_worker("a"))
+    assert taken is not None
+    assert taken.id == queued.id
+    assert await redis_client.type(storage.keys.task(queued.id)) == b"string"
+    assert await storage.get_task(queued.id) == taken
+    assert await storage.update_task(other.id, progress=0.5) == await storage.get_task(other.id)
+    assert await redis_client.type(storage.keys.task(other.id)) == b"string"
+    await task_as_stored_before_2026_12_07(redis_client, storage.keys.task(queued.id))
+    assert await storage.add_branch_result(job.id, queued.id, {}) == BranchAnswer.RECORDED
+    assert (await storage.get_task(queued.id)).status == TaskStatus.DONE
+    assert nonzero(await storage.queue_lengths()) == {"a": 1}
+
+
+async def test_a_task_whose_worker_changed_while_queued_is_taken_from_the_inbox_it_waits_in(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """A task's record leaves out the queue it waits in when its worker and type give it (keys.TASK):
+    one whose worker changed since it was queued keeps it written."""
+    storage = await make_storage()
+    job = await new_job(storage)
+    worker, other = make_worker("a"), make_worker("a")
+    task = make_task(job, worker_id=worker.worker_id)
+    await dispatch(storage, job, task)
+    assert b"inbox" not in await redis_client.get(storage.keys.task(task.id))
+    await storage.update_task(task.id, worker_id=other.worker_id)
+    assert await take(storage, other) is None
+    taken = await take(storage, worker)
+    assert taken is not None
+    assert taken.id == task.id
+    assert nonzero(await storage.queue_lengths()) == {}
+
+
+async def test_every_job_is_listed_from_the_lists_by_status_merged(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """No list of every job is kept (a ZADD per new job, ~176 bytes each): one page of every job merges
+    the lists by status, newest first, at any offset."""
+    storage = await make_storage()
+    jobs = [await new_job(storage) for _ in range(5)]
+    for job in jobs[1::2]:
+        await finish(storage, job)
+    assert not await redis_client.exists(storage.keys.key(keys.JOBS_ALL))
+    newest_first = [job.id for job in reversed(jobs)]
+    for offset in range(6):
+        page = await storage.list_jobs(JobFilter(), limit=2, offset=offset)
+        assert [job.id for job in page] == newest_first[offset : offset + 2]
+    blueprint = await storage.list_jobs(JobFilter(blueprint=jobs[0].blueprint), limit=3, offset=1)
+    assert [job.id for job in blueprint] == newest_first[1:4]
+
+
+async def as_recorded_whole(client: aioredis.Redis, job: Job) -> None:
+    """Store ``job``'s record as versions before its id, status and version were kept apart did (format
+    j1: its document whole)."""
+    counted = orjson.dumps([job.blueprint, str(job.status), job.state, job.client])
+    lines = [keys.JOB_FORMAT_WHOLE, str(job.version), "", "x:1", str(job.status), counted.decode(), ""]
+    await client.set(f"avtomatika:job:{job.id}", "\n".join(lines).encode() + b"\n" + named(job))
+
+
+async def test_a_job_recorded_whole_by_an_older_version_is_read_and_stored_without_what_its_record_holds(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """Read whole; stored again, without them; one listing another job's task keeps its format."""
+    storage = await make_storage()
+    job, other = await new_job(storage), await new_job(storage)
+    for whole in (job, other):
+        await as_recorded_whole(redis_client, whole)
+    assert await storage.get_job(job.id) == job
+    assert await storage.job_version(job.id) == job.version
+    assert await storage.list_jobs(JobFilter()) == [other, job]
+    assert (await storage.lease_and_get_job(job.id, "stepper")).job == job
+    await storage.release_job_lease(job.id, "stepper")
+    job.state = "next"
+    job = await storage.commit(Commit(job, tasks=[make_task(other)]))
+    assert (await redis_client.get(storage.keys.job(other.id))).startswith(f"{keys.JOB_FORMAT_WHOLE}\n".encode())
+    assert await storage.get_job(other.id) == other
+    record = await redis_client.get(storage.keys.job(job.id))
+    assert record.startswith(f"{keys.JOB_FORMAT}\n".encode())
+    assert b'"id"' not in record
+    assert await storage.get_job(job.id) == job
+    assert (await storage.lease_and_get_job(job.id, "stepper")).job == job

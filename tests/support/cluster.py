@@ -29,7 +29,7 @@ import asyncpg
 import orjson
 import redis
 
-from avtomatika.models import Job
+from avtomatika.models import Job, JobStatus
 from avtomatika.storage.redis.encoding import split_job
 from support.postgres_server import PostgresServer
 from support.processes import (
@@ -290,7 +290,8 @@ class Cluster:
                     pipe.get(f"avtomatika:job:{job_id}")
                 # Job.from_dict: a document leaves out the fields at their defaults.
                 records = pipe.execute()
-                return [Job.from_dict(orjson.loads(split_job(r)[1])).to_dict() if r else {} for r in records]
+                found = [split_job(r, job_id)[1] if r else None for r, job_id in zip(records, job_ids, strict=True)]
+                return [Job.from_dict(orjson.loads(doc)).to_dict() if doc else {} for doc in found]
 
         return await asyncio.to_thread(read)
 
@@ -299,7 +300,7 @@ class Cluster:
 
         def read() -> float:
             with self.redis_client() as client:
-                newest = client.zrange("avtomatika:jobs:all", -1, -1, withscores=True)
+                newest = _every_job(client)[-1:]
             return float(newest[0][1]) if newest else 0.0
 
         return await asyncio.to_thread(read)
@@ -309,9 +310,7 @@ class Cluster:
 
         def read() -> list[str]:
             with self.redis_client() as client:
-                return [
-                    job_id.decode() for job_id in client.zrangebyscore("avtomatika:jobs:all", f"({sequence}", "+inf")
-                ]
+                return [job_id.decode() for job_id, created in _every_job(client) if created > sequence]
 
         return await asyncio.to_thread(read)
 
@@ -432,3 +431,9 @@ def _short_dir() -> Iterator[str]:
     finally:
         with suppress(OSError):
             shutil.rmtree(path)
+
+
+def _every_job(client: redis.Redis) -> list[tuple[bytes, float]]:
+    """Every job and its created_at, oldest first: the lists by status together (see keys.JOBS_BY), read
+    at once (a list emptied is deleted: one scanned for could be missed)."""
+    return client.zunion([f"avtomatika:jobs:by:status:{status}" for status in JobStatus], withscores=True)

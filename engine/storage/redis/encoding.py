@@ -9,6 +9,7 @@ import orjson
 
 from ...models import ENDED_STATUSES, Job, Task, WorkerRecord, named
 from ..base import asks_eligible
+from . import keys
 
 #: What redis-py's types say a reply holds (always bytes here: the client has decode_responses=False).
 Raw: TypeAlias = bytes | str
@@ -25,6 +26,8 @@ def exact_score(value: float) -> str:
 
 #: Where :func:`job_fields` puts the job's document.
 DOC = 2
+#: Job fields its record keeps in its key and lines, not in its document (see ``keys.JOB``).
+JOB_APART = frozenset(("id", "status", "version"))
 
 
 def job_fields(job: Job, token: str) -> list[Any]:
@@ -32,7 +35,7 @@ def job_fields(job: Job, token: str) -> list[Any]:
     counted = orjson.dumps([job.blueprint, str(job.status), job.state, job.client])
     # The order jobs ended in, in µs (only such jobs are ever forgotten): the stamp of the change that ended it.
     ended_at = str(int(job.updated_at * 1_000_000)) if job.status in ENDED_STATUSES else ""
-    doc = named(job)
+    doc = named(job, JOB_APART)
     status = str(job.status)
     return [
         job.id,
@@ -52,10 +55,21 @@ def head_version(head: bytes) -> int:
     return int(head.split(b"\n", 2)[1])
 
 
-def split_job(record: bytes) -> tuple[int, bytes]:
-    """The version and document of a job's record (see ``keys.JOB``)."""
-    _, version, *_, doc = record.split(b"\n", 7)
-    return int(version), doc
+def split_job(record: bytes, job_id: str) -> tuple[int, bytes]:
+    """The version and whole document of the record of the job ``job_id`` (see ``keys.JOB``)."""
+    form, version, _, _, status, _, _, doc = record.split(b"\n", 7)
+    if form == _WHOLE:
+        return int(version), doc
+    return int(version), whole_doc(job_id, status.decode(), int(version), doc)
+
+
+_WHOLE = keys.JOB_FORMAT_WHOLE.encode()
+
+
+def whole_doc(job_id: str, status: str, version: int, doc: bytes) -> bytes:
+    """A job's document as its record keeps it, with its id, status and version put back (JOB_APART)."""
+    head = b'{"id":%b,"status":"%b","version":%d' % (orjson.dumps(job_id), status.encode(), version)
+    return head + (b"}" if doc == b"{}" else b"," + doc[1:])
 
 
 def task_fields(task: Task) -> list[Any]:
@@ -64,7 +78,7 @@ def task_fields(task: Task) -> list[Any]:
     The take script reads the task's own ``timeout_s`` ('' for the default) and whether a worker's
     ``eligible`` must be asked about it, so that it can take most tasks without decoding them.
     """
-    doc = named(task)
+    doc = named(task, TASK_APART)
     score = exact_score(0.0 - task.priority)
     return [
         task.id,
@@ -78,6 +92,10 @@ def task_fields(task: Task) -> list[Any]:
         exact_score(task.timeout_s) if task.timeout_s else "",
         flag(asks_eligible(task)),
     ]
+
+
+#: Task fields its record keeps on lines of their own (or in its key), not in its document.
+TASK_APART = frozenset(("id", "type", "status", "worker_id"))
 
 
 def as_text(value: Raw) -> str:
@@ -95,8 +113,12 @@ def decode_worker(doc: Raw) -> WorkerRecord:
 
 
 def decode_task(stored: Mapping[Raw, Raw]) -> Task:
-    """A task from its hash: the stored document with the fields changed since laid over it."""
+    """A task from its fields (as ``task_record`` or the scripts give them, or a hash of an older version
+    held them): the stored document, with the fields kept apart and those changed since laid over it."""
     data = orjson.loads(stored[b"doc"])
+    if task_id := stored.get(b"id"):
+        data["id"] = as_text(task_id)
+    data["type"] = as_text(stored[b"type"])
     data["status"] = as_text(stored[b"status"])
     worker_id = stored.get(b"worker_id")
     data["worker_id"] = as_text(worker_id) if worker_id else None
@@ -105,6 +127,21 @@ def decode_task(stored: Mapping[Raw, Raw]) -> Task:
             data[name[2:].decode()] = orjson.loads(value)
     task: Task = Task.from_dict(data)
     return task
+
+
+#: The fields of a task's record between its format and its overlays (see ``keys.TASK``).
+TASK_LINES = (b"status", b"worker_id", b"type", b"qkey", b"member", b"score", b"timeout_s", b"ask")
+
+
+def task_record(record: bytes, task_id: str) -> dict[Raw, Raw]:
+    """A task's record (see ``keys.TASK``) as the fields :func:`decode_task` reads (its queue position
+    as the record has it: what the scripts derive from it is left out)."""
+    _, *lines, overlays, doc = record.split(b"\n", len(TASK_LINES) + 2)
+    stored: dict[Raw, Raw] = {name: value for name, value in zip(TASK_LINES, lines, strict=True) if value}
+    parts = overlays.split(b"\t") if overlays else []
+    stored |= {b"x:" + name: value for name, value in zip(parts[::2], parts[1::2], strict=True)}
+    stored[b"doc"], stored[b"id"] = doc, task_id.encode()
+    return stored
 
 
 def paired(flat: list[Raw]) -> dict[Raw, Raw]:

@@ -22,9 +22,11 @@ DEFAULT_NAMESPACE = "avtomatika"
 #: without the rest), ``commit`` (token of the last commit, so a retried commit is recognised), its
 #: status, ``counted`` (the JOB_COUNTS field it is counted under), the ids of its tasks (',' between:
 #: its tasks are deleted with it), then its document (the Job's fields not at their default,
-#: ``models.named``). One string takes ~610 bytes of redis-server's memory for a waiting job where a
-#: hash took ~1,060: its document is longer than ``hash-max-listpack-value`` (64 bytes), so the hash
-#: was a dict of seven fields with two allocations each.
+#: ``models.named``, but for its id, status and version: its key and lines hold them, and
+#: ``encoding.whole_doc`` puts them back). One string takes ~530 bytes of redis-server's memory for a
+#: waiting job where a hash took ~1,060: its document is longer than ``hash-max-listpack-value`` (64
+#: bytes), so the hash was a dict of seven fields with two allocations each.
+#: A record of JOB_FORMAT_WHOLE (versions before 2026-12-07's second Redis pass) has its document whole.
 #: Versions before 2026-12-07 kept a hash: ``doc``, ``version``, ``commit``, ``status``, ``client``,
 #: ``counted``, ``fan_in`` and a field JOB_TASK + task id per task; read as such until stored again
 #: (then written as a record). Versions before 2026-12 also kept ``seq`` (creation order, from an INCR
@@ -32,17 +34,21 @@ DEFAULT_NAMESPACE = "avtomatika"
 #: ``created_at``, when next stored.
 JOB = "job:"
 #: The first line of a job's record (JOB): its format.
-JOB_FORMAT = "j1"
+JOB_FORMAT = "j2"
+#: The format of a record whose document is whole (see JOB): read as such until stored again.
+JOB_FORMAT_WHOLE = "j1"
 #: A field (+ task id) per task of the job in a JOB hash of a version before 2026-12-07.
 JOB_TASK = "t:"
 #: + job id -> set of the ids of its tasks: written by versions before JOB_TASK, still read (and
 #: deleted) when such a job is forgotten.
 JOB_TASKS = "job_tasks:"
-#: zset job id -> created_at: every job, newest = highest score (as history lists them; a job listed by
-#: an older version has its creation sequence, a smaller score, until it is next stored).
+#: zset job id -> created_at of every job, written by versions before 2026-12-07; its entries go as their
+#: jobs are forgotten. Every job is in one list by status (JOBS_BY): listing every job merges those.
 JOBS_ALL = "jobs:all"
-#: + "<field>:<value>" -> zset like JOBS_ALL of the jobs whose field (status or client) has that value.
-#: (Versions before 2026-12 kept one by blueprint and by state too: see JOB.)
+#: + "<field>:<value>" -> zset job id -> created_at of the jobs whose field (status or client) has that
+#: value, newest = highest score (as history lists them; a job listed by an older version has its
+#: creation sequence, a smaller score, until it is next stored). (Versions before 2026-12 kept one by
+#: blueprint and by state too: see JOB.)
 JOBS_BY = "jobs:by:"
 #: hash orjson ``[blueprint, status, state, client]`` -> number of jobs; fields that fall to 0 stay (see
 #: ``decrement`` in :mod:`.scripts`), read as absent.
@@ -64,12 +70,19 @@ RUNNABLE_GROUP = "engines"
 STEP_LEASE = "step_lease:"
 
 # -- tasks ----------------------------------------------------------------------------------------
-#: + task id -> hash: ``doc`` (orjson Task as stored), ``status`` and ``worker_id`` (plain strings),
-#: ``type``, overlays ``x:<field>`` (orjson values changed since: taken_at, progress...), ``timeout_s``
-#: (its own, if any) and ``ask`` ('1' if a worker's eligibility must be checked before it is taken: it
-#: has requirements or max_cost), and while queued ``qkey``/``member``/``score`` (where its queue entry
-#: is). Versions before 2026-12 also kept ``job_id`` (in the document too: ~90 bytes), left unread.
+#: + task id -> the task's record, one string of lines (``encoding.task_record`` reads it): TASK_FORMAT,
+#: then ``status`` and ``worker_id`` (plain strings), ``type``, while queued ``qkey``/``member``/``score``
+#: (where its queue entry is), ``timeout_s`` (its own, if any) and ``ask`` ('1' if a worker's
+#: eligibility must be checked before it is taken: it has requirements or max_cost), each '' for none;
+#: then its overlays (orjson values changed since: taken_at, progress...; name and value of each, a tab
+#: between all), then ``doc`` (orjson Task as stored). One string takes ~400 bytes of redis-server's
+#: memory for a queued task where a hash took ~840 (its document is longer than
+#: ``hash-max-listpack-value``: see JOB).
+#: Versions before 2026-12-07 kept a hash of those fields (an overlay as ``x:<field>``), read as such
+#: until written again; versions before 2026-12 also kept ``job_id`` in it, left unread.
 TASK = "task:"
+#: The first line of a task's record (TASK): its format.
+TASK_FORMAT = "t1"
 #: INCR counter: queue order; zero-padded into queue members so equal priorities stay FIFO.
 TASK_SEQUENCE = "tasks:seq"
 #: + task type -> zset of queued tasks for anyone: score = -priority, member = "<seq:016d>:<task id>".

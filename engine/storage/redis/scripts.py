@@ -10,12 +10,12 @@ Redis as they are: Lua's number-to-string conversion keeps only 14 significant d
 
 Invariants the scripts keep, so that counts are exact without scanning:
 
-- a task hash has ``qkey``/``member`` exactly when its entry is in that zset (QUEUE or INBOX), and is
+- a task's record has ``qkey``/``member`` exactly when its entry is in that zset (QUEUE or INBOX), and is
   then counted once in QUEUED_COUNTS under its type;
 - LOAD_COUNTS[w] is the size of LOAD+w; JOB_COUNTS sums to the number of jobs.
 
-Besides the fields :mod:`avtomatika.storage.redis.keys` lists, a task hash keeps what the take script needs without
-decoding the task: ``timeout_s`` (its own, absent for the default) and ``ask`` ('1' when it has
+Among the fields :mod:`avtomatika.storage.redis.keys` lists, a task's record keeps what the take script needs
+without decoding the task: ``timeout_s`` (its own, absent for the default) and ``ask`` ('1' when it has
 ``requirements`` or ``max_cost``: the worker's ``eligible`` must be asked before it is taken).
 """
 
@@ -53,8 +53,17 @@ local function read_job(job_key)
     local newline = string.find(raw, '\\n', at, true)
     lines[i], at = string.sub(raw, at, newline - 1), newline + 1
   end
-  return {version = lines[2], fan_in = lines[3], commit = lines[4], status = lines[5], counted = lines[6],
-    tasks = lines[7], doc = string.sub(raw, at)}
+  return {format = lines[1], version = lines[2], fan_in = lines[3], commit = lines[4], status = lines[5],
+    counted = lines[6], tasks = lines[7], doc = string.sub(raw, at)}
+end
+
+-- The job's document with its id, status and version put back, which a $JOB_FORMAT record keeps apart
+-- (a hash or a record of $JOB_FORMAT_WHOLE has it whole).
+local function whole_doc(job_id, job)
+  if job.format ~= '$JOB_FORMAT' then return job.doc end
+  local rest = string.sub(job.doc, 2)
+  if rest ~= '}' then rest = ',' .. rest end
+  return '{"id":' .. cjson.encode(job_id) .. ',"status":"' .. job.status .. '","version":' .. job.version .. rest
 end
 
 -- The size of the job's fan-out round ('' for none; nil if the job is gone), read from the record's
@@ -68,9 +77,10 @@ local function read_fan_in(job_key)
 end
 
 -- With `only_new`, the record is written only if the job has none (SET NX): returns whether it was.
+-- `job.format`: that of the document (its own when nil).
 local function write_job(job_key, job, only_new)
-  local record = table.concat({'$JOB_FORMAT', job.version, job.fan_in, job.commit, job.status, job.counted,
-    job.tasks, job.doc}, '\\n')
+  local record = table.concat({job.format or '$JOB_FORMAT', job.version, job.fan_in, job.commit, job.status,
+    job.counted, job.tasks, job.doc}, '\\n')
   if only_new then return redis.call('SET', job_key, record, 'NX') ~= false end
   redis.call('SET', job_key, record)
   return true
@@ -86,12 +96,92 @@ local function has_task(tasks, task_id)
 end
 """
 
+#: A task's record (see ``keys.TASK``): read and written as a table of its fields (after the prelude's
+#: ``key``: it derives keys).
+_TASK_RECORD = """
+-- One string: lines of $TASK_FORMAT, the TASK_LINES fields ('' for none), its overlays (name and JSON
+-- value of each, a tab between all), then its document (JSON has no raw newline or tab). Read as a table
+-- of those fields and its id, an overlay under 'x:' .. its name (as a task's hash kept them: a task a
+-- version before 2026-12-07 stored is a hash, read as such until written again); nil for a task that is
+-- gone. Its queue position is written without what it is read with: the task id ending its member
+-- (the member's sequence alone), and its qkey when that is the queue its worker and type give.
+local TASK_LINES = {'status', 'worker_id', 'type', 'qkey', 'member', 'score', 'timeout_s', 'ask'}
+
+-- The queue a task waits in unless its record says another: its worker's inbox, else its type's queue.
+local function default_qkey(stored)
+  if stored.worker_id then return key('$INBOX', stored.worker_id) end
+  return key('$QUEUE', stored.type)
+end
+
+local function read_task(task_key)
+  local task_id = string.sub(task_key, #key('$TASK') + 1)
+  local raw = redis.pcall('GET', task_key)
+  if type(raw) == 'table' then  -- WRONGTYPE: a hash
+    local flat, stored = redis.call('HGETALL', task_key), {id = task_id}
+    for i = 1, #flat, 2 do stored[flat[i]] = flat[i + 1] end
+    return stored
+  end
+  if not raw then return nil end
+  local stored, at = {id = task_id}, string.find(raw, '\\n', 1, true) + 1
+  for i = 1, #TASK_LINES + 1 do
+    local newline = string.find(raw, '\\n', at, true)
+    local value = string.sub(raw, at, newline - 1)
+    if i <= #TASK_LINES then
+      if value ~= '' then stored[TASK_LINES[i]] = value end
+    else
+      local name
+      for part in string.gmatch(value, '[^\\t]+') do
+        if name then stored['x:' .. name], name = part, nil else name = part end
+      end
+    end
+    at = newline + 1
+  end
+  stored.doc = string.sub(raw, at)
+  if stored.member then
+    stored.qkey, stored.member = stored.qkey or default_qkey(stored), stored.member .. ':' .. task_id
+  end
+  return stored
+end
+
+local function write_task(task_key, stored)
+  local short, lines, overlays = {}, {'$TASK_FORMAT'}, {}
+  if stored.member then
+    short.member = string.match(stored.member, '^[^:]*')
+    if stored.qkey == default_qkey(stored) then short.qkey = '' end
+  end
+  for i, name in ipairs(TASK_LINES) do lines[i + 1] = short[name] or stored[name] or '' end
+  for name, value in pairs(stored) do
+    if string.sub(name, 1, 2) == 'x:' then overlays[#overlays + 1] = string.sub(name, 3) .. '\\t' .. value end
+  end
+  lines[#lines + 1] = table.concat(overlays, '\\t')
+  lines[#lines + 1] = stored.doc
+  redis.call('SET', task_key, table.concat(lines, '\\n'))
+end
+
+-- The task's status (nil if it is gone) from the record's first 64 bytes, which hold its first two lines.
+local function task_status(task_key)
+  local head = redis.pcall('GETRANGE', task_key, 0, 63)
+  if type(head) == 'table' then return redis.call('HGET', task_key, 'status') end  -- WRONGTYPE: a hash
+  return string.match(head, '^[^\\n]*\\n([^\\n]*)\\n')
+end
+
+-- A task's fields as a flat list of names and values (as HGETALL gives a hash's): how replies carry it.
+local function flat_of(stored)
+  local flat = {}
+  for field, value in pairs(stored) do flat[#flat + 1], flat[#flat + 2] = field, value end
+  return flat
+end
+"""
+
 #: Helpers shared by the scripts that change jobs and tasks.
 _PRELUDE = (
     _JOB_RECORD
     + """
 local ns = ARGV[1]
 local function key(name, suffix) return ns .. name .. (suffix or '') end
+"""
+    + _TASK_RECORD
+    + """
 
 -- A field that falls to 0 stays (an HDEL per fall was a command of most steps): the fields of a counter
 -- are a bounded set (its blueprints, statuses, states and clients; task types; live workers, whose field
@@ -110,20 +200,19 @@ local function load_remove(worker, task_id)
   if redis.call('SREM', key('$LOAD', worker), task_id) == 1 then decrement(key('$LOAD_COUNTS'), worker) end
 end
 
--- Take a task out of the queue or inbox it waits in, if it waits in one. `at`: its qkey, member and
--- type as the caller read them (read here when nil).
-local function dequeue(task_key, at)
-  at = at or redis.call('HMGET', task_key, 'qkey', 'member', 'type')
-  if not at[1] then return end
-  redis.call('ZREM', at[1], at[2])
-  decrement(key('$QUEUED_COUNTS'), at[3])
-  redis.call('HDEL', task_key, 'qkey', 'member', 'score')
-  redis.call('ZREM', key('$INBOXED', at[3]), string.sub(at[2], 18))
+-- Take a task out of the queue or inbox it waits in, if it waits in one. `stored`: the task as read
+-- (read_task), left without its position; the caller writes it.
+local function dequeue(stored)
+  if not stored.qkey then return end
+  redis.call('ZREM', stored.qkey, stored.member)
+  decrement(key('$QUEUED_COUNTS'), stored.type)
+  redis.call('ZREM', key('$INBOXED', stored.type), string.sub(stored.member, 18))
+  stored.qkey, stored.member, stored.score = nil, nil, nil
 end
 
--- Equal scores sort by member: the zero-padded sequence keeps them first in first out. `fields`: the
--- caller's HSET arguments, to which the task's position is added (set here when nil).
-local function enqueue(task_key, task_id, task_type, worker, score, queued_at, fields)
+-- Equal scores sort by member: the zero-padded sequence keeps them first in first out. `stored`: the
+-- task's fields, to which its position is added; the caller writes it.
+local function enqueue(stored, task_id, task_type, worker, score, queued_at)
   local sequence = redis.call('INCR', key('$TASK_SEQUENCE'))
   local member = string.format('%016d:%s', sequence, task_id)
   local qkey, wake
@@ -135,13 +224,7 @@ local function enqueue(task_key, task_id, task_type, worker, score, queued_at, f
     qkey, wake = key('$QUEUE', task_type), 't:' .. task_type
   end
   redis.call('ZADD', qkey, score, member)
-  if fields then
-    local n = #fields
-    fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4], fields[n + 5], fields[n + 6] =
-      'qkey', qkey, 'member', member, 'score', score
-  else
-    redis.call('HSET', task_key, 'qkey', qkey, 'member', member, 'score', score)
-  end
+  stored.qkey, stored.member, stored.score = qkey, member, score
   redis.call('HINCRBY', key('$QUEUED_COUNTS'), task_type, 1)
   redis.call('PUBLISH', key('$TASK_WAKE'), wake)
 end
@@ -150,43 +233,40 @@ end
 -- it is (its job's record does not list it), so it is not read first.
 local function store_task(task_id, task_type, status, worker, doc, score, queued_at, timeout, ask, new)
   local task_key = key('$TASK', task_id)
-  local old = new and {} or redis.call('HMGET', task_key, 'status', 'worker_id', 'qkey', 'score', 'member')
-  if old[2] and old[2] ~= worker then
-    load_remove(old[2], task_id)  -- given to another worker, or to anyone
+  local old = not new and read_task(task_key) or {}
+  if old.worker_id and old.worker_id ~= worker then
+    load_remove(old.worker_id, task_id)  -- given to another worker, or to anyone
   end
   local target = false
   if status == 'queued' then
     if worker ~= '' then target = key('$INBOX', worker) else target = key('$QUEUE', task_type) end
   end
   -- Stored again, queued where it waits already at the same priority: it keeps its place.
-  local stays = target and old[3] == target and old[4] == score
-  if old[1] then  -- stored before (every stored task has a status): replaced whole
-    if not stays then dequeue(task_key) end
-    redis.call('DEL', task_key)
-  end
-  local fields = {'doc', doc, 'status', status, 'type', task_type}
-  if worker ~= '' then fields[#fields + 1], fields[#fields + 2] = 'worker_id', worker end
-  if timeout ~= '' then fields[#fields + 1], fields[#fields + 2] = 'timeout_s', timeout end
-  if ask == '1' then fields[#fields + 1], fields[#fields + 2] = 'ask', '1' end
+  local stays = target and old.qkey == target and old.score == score
+  if old.status and not stays then dequeue(old) end  -- stored before (every stored task has a status)
+  local stored = {doc = doc, status = status, type = task_type}
+  if worker ~= '' then stored.worker_id = worker end
+  if timeout ~= '' then stored.timeout_s = timeout end
+  if ask == '1' then stored.ask = '1' end
   if stays then
-    local n = #fields
-    fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4], fields[n + 5], fields[n + 6] =
-      'qkey', old[3], 'member', old[5], 'score', old[4]
+    stored.qkey, stored.member, stored.score = old.qkey, old.member, old.score
     if worker ~= '' then redis.call('ZADD', key('$INBOXED', task_type), queued_at, task_id) end
   elseif target then
-    enqueue(task_key, task_id, task_type, worker, score, queued_at, fields)
+    enqueue(stored, task_id, task_type, worker, score, queued_at)
   end
-  redis.call('HSET', task_key, unpack(fields))
-  return not old[1]
+  write_task(task_key, stored)  -- replaced whole
+  return not old.status
 end
 
-local function close_task(task_id, status)
+-- `stored`: the task as the caller read it (read here when nil).
+local function close_task(task_id, status, stored)
   local task_key = key('$TASK', task_id)
-  local at = redis.call('HMGET', task_key, 'qkey', 'member', 'type', 'worker_id')
-  if not at[3] then return end  -- gone (every stored task has a type)
-  local worker = at[4]
-  dequeue(task_key, at)
-  redis.call('HSET', task_key, 'status', status)
+  stored = stored or read_task(task_key)
+  if not stored then return end
+  local worker = stored.worker_id
+  dequeue(stored)
+  stored.status = status
+  write_task(task_key, stored)
   redis.call('ZREM', key('$TIMERS'), '$TIMEOUT_TIMER' .. task_id)
   if worker then load_remove(worker, task_id) end
 end
@@ -197,7 +277,8 @@ local JOB_ARGS = 9
 -- The fields jobs are listed by (a JOBS_BY zset per value), with where store_job's arguments hold them.
 local LISTED = {status = 4, client = 5}
 
--- Take a job out of its lists; `values`: field -> value of those it is listed by (false: none).
+-- Take a job out of its lists (and JOBS_ALL, where versions before 2026-12-07 listed it too); `values`:
+-- field -> value of those it is listed by (false: none).
 local function unlist(job_id, values)
   redis.call('ZREM', key('$JOBS_ALL'), job_id)
   for field, value in pairs(values) do
@@ -206,8 +287,8 @@ local function unlist(job_id, values)
 end
 
 -- The job's fields start at ARGV[a]: id, version, doc, token, status, client ('' for none), counted
--- (its JOB_COUNTS field: blueprint, status, state, client), created_at (its score in JOBS_ALL and
--- JOBS_BY), ended_at (when it ended for good, in µs: finished, failed, cancelled; '' while it has not).
+-- (its JOB_COUNTS field: blueprint, status, state, client), created_at (its score in JOBS_BY), ended_at
+-- (when it ended for good, in µs: finished, failed, cancelled; '' while it has not).
 -- `old`: the job's record as the caller read it (read_job); nil for a job the caller takes to be new,
 -- read only if it has a record (see store_new_job); `fan_in`: the size of a new fan-out round ('' or
 -- nil: the round as it was); `tasks`: the ids of its new tasks.
@@ -235,7 +316,6 @@ local function store_job(a, old, fan_in, tasks)
     unlist(job_id, {status = old.status, client = old.client, blueprint = old.blueprint, state = old.state})
     listed = {}
   end
-  if not listed.status then redis.call('ZADD', key('$JOBS_ALL'), created_at, job_id) end
   if old.counted ~= counted then
     if old.counted then decrement(key('$JOB_COUNTS'), old.counted) end
     redis.call('HINCRBY', key('$JOB_COUNTS'), counted, 1)
@@ -299,9 +379,9 @@ local function forget(job_id)
   redis.call('DEL', job_key, key('$BRANCHES', job_id))
   for _, task_id in ipairs(task_ids) do
     local task_key = key('$TASK', task_id)
-    local worker = redis.call('HGET', task_key, 'worker_id')
-    dequeue(task_key)
-    if worker then load_remove(worker, task_id) end
+    local stored = read_task(task_key) or {}
+    dequeue(stored)
+    if stored.worker_id then load_remove(stored.worker_id, task_id) end
     redis.call('ZREM', key('$TIMERS'), '$TIMEOUT_TIMER' .. task_id)
     redis.call('DEL', task_key)
   end
@@ -337,7 +417,7 @@ local function run(job_id, consumer, holder, lease_ms, doc)
   local found = doc or ''
   if entry_job ~= job_id then
     local other = read_job(key('$JOB', entry_job))
-    found = other and other.doc or false
+    found = other and whole_doc(entry_job, other) or false
   end
   return {1, entry[1], entry_job, found, redis.call('HGETALL', key('$BREAKPOINTS'))}
 end
@@ -401,7 +481,7 @@ if not stored or stored.version ~= ARGV[2] then
 end
 local at = 7 + JOB_ARGS
 for i = at + 1, at + 2 * tonumber(ARGV[at]), 2 do
-  if ARGV[i + 1] == 'withdrawn' and redis.call('HGET', key('$TASK', ARGV[i]), 'status') == 'done' then
+  if ARGV[i + 1] == 'withdrawn' and task_status(key('$TASK', ARGV[i])) == 'done' then
     return {0}
   end
 end
@@ -466,8 +546,8 @@ TAKE_TASK = """
 -- Takes the worker's best task as RedisStorage.take_task promises: the first of its inbox; else the
 -- first of its queues by priority, then queue order; else the longest waiting (queued at or before the
 -- cutoff) in another worker's inbox. A task marked `ask` is taken only once the caller found it
--- eligible; one it found not eligible is passed over. Returns {1, the taken task's hash}; or, nothing
--- taken, {2, the hashes of up to $ASK_BATCH tasks marked `ask` the caller has not decided yet, met
+-- eligible; one it found not eligible is passed over. Returns {1, the taken task's fields}; or, nothing
+-- taken, {2, the fields of each of up to $ASK_BATCH tasks marked `ask` the caller has not decided yet, met
 -- before any it could take} (it decides them and calls again); or {0, 1 if a task was passed over as
 -- not eligible, else 0}.
 local worker, taken_at, default_timeout, token = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
@@ -476,8 +556,8 @@ local queue_count, cutoff = tonumber(ARGV[6]), tonumber(ARGV[7])
 -- A retried call whose first run took a task (its reply was lost): that task again, if it still exists.
 local earlier = redis.call('GET', key('$REPLY', token))
 if earlier then
-  local stored = redis.call('HGETALL', key('$TASK', earlier))
-  if #stored > 0 then return {1, stored} end
+  local stored = read_task(key('$TASK', earlier))
+  if stored then return {1, flat_of(stored)} end
 end
 
 local verdicts, at = {}, 8
@@ -518,36 +598,20 @@ local function next_entry(cursors)
   return best_member, best.zset
 end
 
--- A task's hash (HGETALL) as a table, and back.
-local function read_task(task_id)
-  local flat, stored = redis.call('HGETALL', key('$TASK', task_id)), {}
-  for i = 1, #flat, 2 do stored[flat[i]] = flat[i + 1] end
-  return stored
-end
-
-local function flat_of(stored)
-  local flat = {}
-  for field, value in pairs(stored) do flat[#flat + 1], flat[#flat + 2] = field, value end
-  return flat
-end
-
 -- Give the task to the worker: out of its queue and any other worker's load, into this one's, its
 -- deadline (taken_at plus its own timeout_s, or the default) and timeout timer set; the call is
--- remembered for a retry. `stored`: its hash as read (read_task). Returns the reply: that hash as
+-- remembered for a retry. `stored`: the task as read (read_task). Returns the reply: the task as
 -- changed here.
 local function assign(task_id, stored)
-  local task_key = key('$TASK', task_id)
   local own = stored.qkey == key('$INBOX', worker)  -- queued to this worker: in its load already (enqueue)
-  dequeue(task_key, {stored.qkey or false, stored.member, stored.type})
-  stored.qkey, stored.member, stored.score = nil, nil, nil
+  dequeue(stored)
   if stored.worker_id and stored.worker_id ~= worker then load_remove(stored.worker_id, task_id) end
   local timeout = tonumber(stored.timeout_s)
   if not timeout or timeout == 0 then timeout = default_timeout end
   -- %.17g: the exact double (Lua's own conversion keeps 14 digits).
   local deadline = string.format('%.17g', tonumber(taken_at) + timeout)
-  redis.call('HSET', task_key, 'status', 'assigned', 'worker_id', worker, 'x:taken_at', taken_at,
-    'x:deadline', deadline)
   stored.status, stored.worker_id, stored['x:taken_at'], stored['x:deadline'] = 'assigned', worker, taken_at, deadline
+  write_task(key('$TASK', task_id), stored)
   if not own then load_add(worker, task_id) end
   redis.call('ZADD', key('$TIMERS'), deadline, '$TIMEOUT_TIMER' .. task_id)
   -- The feed row of its task_taken event (avtomatika.feed.row_of of avtomatika.events.task_taken):
@@ -563,7 +627,7 @@ local function assign(task_id, stored)
   return {1, flat_of(stored)}
 end
 
--- A task of a queue, or of another worker's inbox, met in the walk (`stored`: its hash as read): the
+-- A task of a queue, or of another worker's inbox, met in the walk (`stored`: its fields as read): the
 -- reply that ends the walk, or nil to go on.
 local function consider(task_id, stored)
   local verdict = verdicts[task_id]
@@ -580,19 +644,19 @@ local function consider(task_id, stored)
   return assign(task_id, stored)
 end
 
--- An entry of a queue or inbox: its task id and hash (read_task); nil for a stale entry (cannot happen
+-- An entry of a queue or inbox: its task id and fields (read_task); nil for a stale entry (cannot happen
 -- while the invariants hold).
 local function queued(member, zset)
   local task_id = string.sub(member, 18)
-  local stored = read_task(task_id)
-  if stored.qkey ~= zset or stored.member ~= member then return nil end
+  local stored = read_task(key('$TASK', task_id))
+  if not stored or stored.qkey ~= zset or stored.member ~= member then return nil end
   return task_id, stored
 end
 
 -- An entry of an INBOXED set: likewise, if its task waits in another worker's inbox.
 local function left_by_another(task_id)
-  local stored = read_task(task_id)
-  if not stored.qkey or stored.worker_id == worker then return nil end
+  local stored = read_task(key('$TASK', task_id))
+  if not stored or not stored.qkey or stored.worker_id == worker then return nil end
   return task_id, stored
 end
 
@@ -622,30 +686,28 @@ return {0, passed_over}
 
 UPDATE_TASK = """
 -- KEYS[1]: the task. ARGV: ns, then field/value pairs: status and worker_id plain ('' for none),
--- others orjson. Returns the task's hash, or nil if it is gone.
-if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+-- others orjson. Returns the task's fields (names and values), or nil if it is gone.
+local stored = read_task(KEYS[1])
+if not stored then return nil end
 for i = 2, #ARGV, 2 do
   local field, value = ARGV[i], ARGV[i + 1]
   if field == 'status' then
-    if value ~= 'queued' then dequeue(KEYS[1]) end
-    redis.call('HSET', KEYS[1], 'status', value)
+    if value ~= 'queued' then dequeue(stored) end
+    stored.status = value
   elseif field == 'worker_id' then
-    if value == '' then redis.call('HDEL', KEYS[1], 'worker_id') else redis.call('HSET', KEYS[1], field, value) end
+    stored.worker_id = value ~= '' and value or nil
   else
-    redis.call('HSET', KEYS[1], 'x:' .. field, value)
+    stored['x:' .. field] = value
     -- What the take script reads without decoding the task (see store_task) follows the change.
     if field == 'timeout_s' then
-      if value == 'null' then
-        redis.call('HDEL', KEYS[1], 'timeout_s')
-      else
-        redis.call('HSET', KEYS[1], 'timeout_s', value)
-      end
+      stored.timeout_s = value ~= 'null' and value or nil
     elseif field == 'requirements' or field == 'max_cost' then
-      redis.call('HSET', KEYS[1], 'ask', '1')  -- possibly not any more: asking is always right
+      stored.ask = '1'  -- possibly not any more: asking is always right
     end
   end
 end
-return redis.call('HGETALL', KEYS[1])
+write_task(KEYS[1], stored)
+return flat_of(stored)
 """
 
 ADD_BRANCH_RESULT = """
@@ -655,15 +717,16 @@ ADD_BRANCH_RESULT = """
 -- task still assigned and closes it as done; the result that completes the round queues the job.
 -- Returns {1} recorded, {2} complete (with what run read, see run), {3} duplicate (done already),
 -- {4} closed (not waiting for a result).
-local status = redis.call('HGET', key('$TASK', ARGV[2]), 'status')
+local stored = read_task(key('$TASK', ARGV[2]))
+local status = stored and stored.status
 if status == 'done' then return {3} end
 if status ~= 'assigned' then return {4} end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-close_task(ARGV[2], 'done')
+close_task(ARGV[2], 'done', stored)
 feed_append(ARGV[4])
 local fan_in = read_fan_in(KEYS[2])
 if fan_in and fan_in ~= '' and redis.call('HLEN', KEYS[1]) == tonumber(fan_in) then
-  local queued = run(ARGV[5], ARGV[6], ARGV[7], ARGV[8], read_job(KEYS[2]).doc)
+  local queued = run(ARGV[5], ARGV[6], ARGV[7], ARGV[8], whole_doc(ARGV[5], read_job(KEYS[2])))
   queued[1] = 2
   return queued
 end
@@ -723,12 +786,14 @@ for _, worker_id in ipairs(redis.call('ZRANGEBYSCORE', key('$WORKER_EXPIRY'), '-
   redis.call('HDEL', key('$LOAD_COUNTS'), worker_id)
   for _, task_id in ipairs(task_ids) do
     local task_key = key('$TASK', task_id)
-    local task = redis.call('HMGET', task_key, 'status', 'type', 'score')
-    if task[1] == 'queued' and task[3] then
-      dequeue(task_key)
-      redis.call('HDEL', task_key, 'worker_id')
-      enqueue(task_key, task_id, task[2], '', task[3], '')
-    elseif task[1] == 'assigned' then
+    local task = read_task(task_key) or {}
+    if task.status == 'queued' and task.score then
+      local score = task.score
+      dequeue(task)
+      task.worker_id = nil
+      enqueue(task, task_id, task.type, '', score, '')
+      write_task(task_key, task)
+    elseif task.status == 'assigned' then
       redis.call('ZREM', key('$TIMERS'), '$TIMEOUT_TIMER' .. task_id)
       redis.call('ZADD', key('$TIMERS'), ARGV[2], '$LOST_TIMER' .. task_id)
     end
@@ -871,12 +936,12 @@ return lost
 
 LEASE_STEP = """
 -- KEYS[1]: a step lease key, KEYS[2]: its job, KEYS[3]: the breakpoints hash. ARGV: holder, lease
--- length (ms). {1, the job's document (none if it is gone), the breakpoints (HGETALL)} if the holder
+-- length (ms), the job's id. {1, the job's document (none if it is gone), the breakpoints (HGETALL)} if the holder
 -- has the lease now: taken, or held already (a retried call whose first run took it); {0} while
 -- someone else holds it.
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[1]) == ARGV[1] then
   local job = read_job(KEYS[2])
-  return {1, job and job.doc or false, redis.call('HGETALL', KEYS[3])}
+  return {1, job and whole_doc(ARGV[3], job) or false, redis.call('HGETALL', KEYS[3])}
 end
 return {0}
 """

@@ -10,6 +10,7 @@ The runnable stream's reader and leases are in :mod:`.runnable`, the wake-ups of
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import logging
 import os
@@ -28,7 +29,7 @@ from redis.exceptions import RedisError, ResponseError
 from ...errors import VersionConflict
 from ...events import Event
 from ...feed import entry_of
-from ...models import Breakpoint, BulkAction, Job, Task, WorkerRecord, now
+from ...models import Breakpoint, BulkAction, Job, JobStatus, Task, WorkerRecord, now
 from ...timers import TimerKind
 from ..base import (
     FEED_READER_TTL_S,
@@ -61,6 +62,8 @@ from .encoding import (
     scored,
     split_job,
     task_fields,
+    task_record,
+    whole_doc,
 )
 from .keys import Keys
 from .runnable import RunnableReader
@@ -227,11 +230,11 @@ class RedisStorage(Storage):
         try:
             reply = await self._run("create_job", [self.keys.job(job.id)], args)
         finally:
-            self._runnable.settle(promise, reply, job.id, fields[DOC])
+            self._runnable.settle(promise, reply, job.id, whole_doc(job.id, str(job.status), job.version, fields[DOC]))
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
-        found = await self._job_record(self.keys.job(job_id))
+        found = await self._job_record(job_id)
         return decode_job(found[1]) if found is not None else None
 
     async def job_version(self, job_id: str) -> int | None:
@@ -251,22 +254,23 @@ class RedisStorage(Storage):
 
         A job a version before 2026-12-07 stored (a hash, see ``keys.JOB``) is read as one.
         """
-        job_keys = [self.keys.job(as_text(job_id)) for job_id in job_ids]
+        ids = [as_text(job_id) for job_id in job_ids]
         try:
-            records = await self.connection.execute_many([("GET", job_key) for job_key in job_keys])
-            return [split_job(record) if record is not None else None for record in records]
+            records = await self.connection.execute_many([("GET", self.keys.job(job_id)) for job_id in ids])
+            return [split_job(record, job_id) if record else None for record, job_id in zip(records, ids, strict=True)]
         except ResponseError as error:
             _raise_unless_hash(error)
-        return [await self._job_record(job_key) for job_key in job_keys]
+        return [await self._job_record(job_id) for job_id in ids]
 
-    async def _job_record(self, job_key: str) -> tuple[int, bytes] | None:
+    async def _job_record(self, job_id: str) -> tuple[int, bytes] | None:
+        job_key = self.keys.job(job_id)
         try:
             record = await self.connection.execute("GET", job_key)
         except ResponseError as error:
             _raise_unless_hash(error)
             version, doc = await self.connection.execute("HMGET", job_key, "version", "doc")
             return (int(version), doc) if doc is not None else None
-        return split_job(record) if record is not None else None
+        return split_job(record, job_id) if record is not None else None
 
     async def commit(self, change: Commit) -> Job:
         job = change.job
@@ -301,7 +305,7 @@ class RedisStorage(Storage):
             self._runnable.step_not_ended(job.id, entry_id)
             raise
         finally:
-            self._runnable.settle(promise, reply, job.id, fields[DOC])
+            self._runnable.settle(promise, reply, job.id, whole_doc(job.id, str(job.status), job.version, fields[DOC]))
         if not reply[0]:
             job.version, job.updated_at = expected, updated_at
             self._runnable.step_not_ended(job.id, entry_id)
@@ -321,7 +325,7 @@ class RedisStorage(Storage):
         page = limit if exact else max(LIST_PAGE, limit)
         found: list[Job] = []
         while len(found) < limit:
-            ids = cast(list[Raw], await self.connection.execute("ZREVRANGE", index, start, start + page - 1))
+            ids = await self._list_page(index, start, page)
             if not ids:
                 break
             start += len(ids)
@@ -334,13 +338,26 @@ class RedisStorage(Storage):
                     found.append(job)
         return found
 
-    async def _smallest_list(self, wanted: dict[str, str]) -> str:
-        """The shortest list of jobs holding every job that matches: that of a listed field, else all."""
+    async def _smallest_list(self, wanted: dict[str, str]) -> str | None:
+        """The shortest list of jobs holding every job that matches: that of a listed field, else None
+        (every job)."""
         candidates = [self.keys.jobs_by(name, value) for name, value in wanted.items() if name in _LISTED]
         if len(candidates) <= 1:
-            return candidates[0] if candidates else self.keys.key(keys.JOBS_ALL)
+            return candidates[0] if candidates else None
         sizes = await self.connection.execute_many([("ZCARD", index) for index in candidates])
         return min(zip(sizes, candidates, strict=True))[1]
+
+    async def _list_page(self, index: str | None, start: int, count: int) -> list[Raw]:
+        """The ids at ``start`` .. ``start + count - 1`` of a list of jobs (newest first); of every job
+        for ``index`` None: the lists by status merged, as one list of every job would order them."""
+        if index is not None:
+            return cast(list[Raw], await self.connection.execute("ZREVRANGE", index, start, start + count - 1))
+        end = start + count - 1
+        lists = [self.keys.jobs_by("status", str(status)) for status in JobStatus]
+        replies = await self.connection.execute_many([("ZREVRANGE", name, 0, end, "WITHSCORES") for name in lists])
+        # ZREVRANGE's order: by score, then by member, both descending.
+        merged = heapq.merge(*map(scored, replies), key=lambda pair: (pair[1], pair[0]), reverse=True)
+        return [job_id for job_id, _ in itertools.islice(merged, start, end + 1)]
 
     async def _read_jobs(self, job_ids: Sequence[Raw]) -> list[Job | None]:
         return [decode_job(found[1]) if found is not None else None for found in await self._job_records(job_ids)]
@@ -384,7 +401,8 @@ class RedisStorage(Storage):
         if pre is not None:  # taken for another holder: given up first
             await self.release_job_lease(job_id, pre.holder)
         keys_ = [self.keys.step_lease(job_id), self.keys.job(job_id), self.keys.key(keys.BREAKPOINTS)]
-        taken, *read = await self._scripts["lease_step"](keys=keys_, args=[holder, max(1, int(lease_s * 1000))])
+        lease_args = [holder, max(1, int(lease_s * 1000)), job_id]
+        taken, *read = await self._scripts["lease_step"](keys=keys_, args=lease_args)
         if not taken:
             return StepStart(False)
         self._runnable.hold_step_lease(job_id, holder, lease_s)
@@ -397,8 +415,14 @@ class RedisStorage(Storage):
 
     # -- tasks -----------------------------------------------------------------------------------
     async def get_task(self, task_id: str) -> Task | None:
-        stored = as_mapping(await self.connection.execute("HGETALL", self.keys.task(task_id)))
-        return decode_task(stored) if stored else None
+        task_key = self.keys.task(task_id)
+        try:
+            record = await self.connection.execute("GET", task_key)
+        except ResponseError as error:
+            _raise_unless_hash(error)
+            stored = as_mapping(await self.connection.execute("HGETALL", task_key))
+            return decode_task(stored) if stored else None
+        return decode_task(task_record(record, task_id)) if record is not None else None
 
     async def update_task(self, task_id: str, **changes: Any) -> Task | None:
         args: list[Any] = []
@@ -664,7 +688,7 @@ def _socket_timeout_s(client: aioredis.Redis) -> float | None:
 
 
 def _raise_unless_hash(error: ResponseError) -> None:
-    """Raise ``error`` unless it is WRONGTYPE: the key holds a job as a version before 2026-12-07 kept
-    it (a hash, see ``keys.JOB``), which the caller reads as one."""
+    """Raise ``error`` unless it is WRONGTYPE: the key holds a job or task as a version before 2026-12-07
+    kept it (a hash, see ``keys.JOB`` and ``keys.TASK``), which the caller reads as one."""
     if not str(error).startswith("WRONGTYPE"):
         raise error
