@@ -40,6 +40,7 @@ from .base import (
     asks_eligible,
     task_deadline,
 )
+from .memory_feed import MemoryFeed
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +83,7 @@ class MemoryStorage(Storage):
         self._timer_heap: list[tuple[float, str]] = []
         self._workers: dict[str, bytes] = {}
         self._polls_ended = False
-        # Each commit's events, oldest first; an entry's position is its place after _feed_first's (a
-        # (position, events) tuple each cost 88 bytes more while history lags behind a burst).
-        self._feed: deque[bytes] = deque()
-        self._feed_first = 1  # the position of _feed[0]
+        self._feed = MemoryFeed()  # each commit's events, oldest first (packed while history lags)
         self._feed_readers: dict[str, tuple[int, float]] = {}  # reader -> (written through, when)
         self._feed_leases: dict[str, tuple[str, float]] = {}  # reader -> (holder, until)
         self._feed_id = f"memory:{uuid.uuid4().hex}"
@@ -550,8 +548,7 @@ class MemoryStorage(Storage):
         if not entry:
             return
         if len(self._feed) >= self.max_feed:
-            self._feed.popleft()
-            self._feed_first += 1
+            self._feed.drop_through(self._feed.first)
             self.feed_dropped += 1
             if self.feed_dropped == 1 or self.feed_dropped % 10_000 == 0:
                 logger.warning("history feed full (%d entries): %d dropped so far", self.max_feed, self.feed_dropped)
@@ -559,20 +556,15 @@ class MemoryStorage(Storage):
         self._feed.append(bytes(memoryview(entry)))
 
     async def read_feed(self, after: str | None, limit: int) -> list[FeedEntry]:
-        if not self._feed:
-            return []
-        start = 0 if after is None else max(0, int(after) + 1 - self._feed_first)
-        entries = itertools.islice(self._feed, start, start + limit)
-        return [FeedEntry(str(position), events) for position, events in enumerate(entries, self._feed_first + start)]
+        start = 1 if after is None else int(after) + 1
+        return [FeedEntry(str(position), events) for position, events in self._feed.read(start, limit)]
 
     async def trim_feed(self, reader: str, through: str) -> None:
         at = now()
         self._feed_readers[reader] = (int(through), at)
         lately = [written for written, seen in self._feed_readers.values() if at - seen <= FEED_READER_TTL_S]
         written = min(lately)
-        while self._feed and self._feed_first <= written:
-            self._feed.popleft()
-            self._feed_first += 1
+        self._feed.drop_through(written)
 
     async def lease_feed(self, reader: str, holder: str, lease_s: float) -> bool:
         at = now()
