@@ -41,6 +41,7 @@ from .base import (
     task_deadline,
 )
 from .memory_feed import MemoryFeed
+from .memory_runnable import RunnableQueue
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class MemoryStorage(Storage):
         self._jobs: dict[str, _StoredJob] = {}  # in creation order
         self._labels: dict[tuple[str, str, str, str | None], _Label] = {}  # each once, shared by its jobs
         self._ended: dict[str, None] = {}  # ids of jobs that ended for good, oldest first
-        self._runnable: asyncio.Queue[str] = asyncio.Queue()
+        self._runnable = RunnableQueue()
         self._tasks: dict[str, bytes | _StoredTask] = {}  # a task queued for anyone: its packed record alone
         # The defaultdicts are read with get(): only a write makes an entry (no throwaway default).
         self._queues: defaultdict[str, _TaskQueue] = defaultdict(_TaskQueue)  # task type -> tasks anyone may take
@@ -103,7 +104,7 @@ class MemoryStorage(Storage):
         self._append_feed(events)
         self._trim_ended()
         if run:
-            self._runnable.put_nowait(job.id)
+            self._runnable.put(job.id)
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
@@ -139,11 +140,11 @@ class MemoryStorage(Storage):
         for child in change.children:
             child.version = 1
             self._store_job(child)
-            self._runnable.put_nowait(child.id)
+            self._runnable.put(child.id)
         self._append_feed(change.events)
         self._trim_ended()
         if change.run:
-            self._runnable.put_nowait(job.id)
+            self._runnable.put(job.id)
         return job
 
     def _withdraws_an_answer(self, change: Commit) -> bool:
@@ -219,13 +220,7 @@ class MemoryStorage(Storage):
 
     # -- runnable queue --------------------------------------------------------------------------
     async def take_runnable(self, timeout_s: float, holder: str = "") -> str | None:
-        if not self._runnable.empty():
-            return self._runnable.get_nowait()
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await self._runnable.get()
-        except TimeoutError:
-            return None
+        return await self._runnable.take(timeout_s)
 
     async def ack_runnable(self, job_id: str) -> None:
         return None  # one process: a job taken here cannot be lost to another
@@ -417,7 +412,7 @@ class MemoryStorage(Storage):
         self._close_task(task_id, TaskStatus.DONE)
         self._append_feed(events)
         if len(fan_in.results) == fan_in.size:
-            self._runnable.put_nowait(job_id)
+            self._runnable.put(job_id)
             return BranchAnswer.COMPLETE
         return BranchAnswer.RECORDED
 
