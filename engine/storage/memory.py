@@ -122,14 +122,11 @@ class MemoryStorage(Storage):
             raise VersionConflict(job.id)
         job.version += 1
         job.updated_at = now()
-        self._store_job(job)
+        self._store_job(job, tuple(task.id for task in change.tasks if task.id not in self._tasks))
         for task_id, status in change.close_tasks.items():
             self._close_task(task_id, status)
-        new_task_ids = tuple(task.id for task in change.tasks if task.id not in self._tasks)
         for task in change.tasks:
             self._store_task(task)
-        if new_task_ids:
-            self._jobs[job.id].add_tasks(new_task_ids)
         for timer_id in change.cancel_timers:
             self._timers.pop(timer_id, None)
         for timer_id, due in change.timers.items():
@@ -156,14 +153,20 @@ class MemoryStorage(Storage):
                     return True
         return False
 
-    def _store_job(self, job: Job) -> None:
+    def _store_job(self, job: Job, new_task_ids: tuple[str, ...] = ()) -> None:
+        """Keep ``job``, noting the tasks it dispatched in this change (``new_task_ids``)."""
         label = self._label((job.blueprint, str(job.status), job.state, job.client))
         stored = self._jobs.get(job.id)
-        packed = pack(job, head=_JOB_HEAD, tail=_JOB_TAIL)
+        if job.wait is None:
+            packed = pack(job, head=_JOB_HEAD, tail=_JOB_TAIL)
+        else:  # packed before anything is kept: a record that cannot be packed changes nothing
+            packed = _pack_waiting(job, (stored.tasks() if stored is not None else ()) + new_task_ids)
         if stored is None:
-            self._jobs[job.id] = _StoredJob(packed, job.version, label)
+            stored = self._jobs[job.id] = _StoredJob(packed, job.version, label)
         else:
             stored.packed, stored.version, stored.label = packed, job.version, label
+        if new_task_ids:
+            stored.add_tasks(new_task_ids)
         if job.status not in ENDED_STATUSES:
             self._ended.pop(job.id, None)  # retried: no longer a candidate to forget
         elif job.id not in self._ended:
@@ -641,6 +644,22 @@ def _task_of(stored: bytes | _StoredTask, task_id: str) -> Task:
 #: A job's fields kept in its :class:`_StoredJob` and left out of its packed record: the first five
 #: (id, blueprint, state, status, client) and the last one (version).
 _JOB_HEAD, _JOB_TAIL = 5, 1
+#: A packed job's ``wait`` when it waits on every task it dispatched, and on nothing else: the wait
+#: of most jobs waiting for a worker, whose task ids its :class:`_StoredJob` holds already.
+_ITS_TASKS = 0
+
+
+def _pack_waiting(job: Job, task_ids: tuple[str, ...]) -> bytes:
+    """The record of ``job``, which waits; a wait on exactly the tasks it dispatched (``task_ids``) as
+    :data:`_ITS_TASKS` (a job waiting for a worker: ~64 bytes less)."""
+    wait = job.wait
+    if wait is None or len(wait) != 2 or wait.get("kind") != "tasks" or wait.get("task_ids") != list(task_ids):
+        return pack(job, head=_JOB_HEAD, tail=_JOB_TAIL)
+    job.wait = _ITS_TASKS  # type: ignore[assignment]  # for the packing only (no await before it is back)
+    try:
+        return pack(job, head=_JOB_HEAD, tail=_JOB_TAIL)
+    finally:
+        job.wait = wait
 
 
 class _Label(NamedTuple):
@@ -682,6 +701,8 @@ class _StoredJob:
         label = self.label
         job = unpack(Job, self.packed, job_id, label.blueprint, label.state, label.status, label.client)
         job.version = self.version  # the last field, left out of the record (_JOB_TAIL)
+        if job.wait == _ITS_TASKS:
+            job.wait = {"kind": "tasks", "task_ids": list(self.tasks())}
         return job
 
 
