@@ -74,3 +74,15 @@ async def test_an_id_taken_by_a_new_take_before_the_woken_taker_ran_leaves_that_
     assert not woken.done()  # it waits again
     queue.put("b")
     assert await woken == "b"
+
+
+def test_a_queue_used_by_a_new_loop_still_times_its_takers_out() -> None:
+    queue = RunnableQueue()
+
+    async def wait_briefly() -> None:
+        taker = asyncio.ensure_future(queue.take(0.05))  # arms the timer in this loop, which then ends
+        await asyncio.sleep(0)
+        taker.cancel()
+
+    asyncio.run(wait_briefly())
+    assert asyncio.run(queue.take(0.1)) is None  # a later deadline than the dead loop's timer

@@ -25,6 +25,7 @@ class RunnableQueue:
         self._takers: deque[tuple[float, asyncio.Future[bool]]] = deque()  # (deadline, taker), oldest first
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._ids)
@@ -43,7 +44,7 @@ class RunnableQueue:
                 return None
             taker: asyncio.Future[bool] = loop.create_future()
             self._takers.append((deadline, taker))
-            if deadline < self._timer_at:
+            if deadline < self._timer_at or self._timer_loop is not loop:  # (a storage used by a new loop)
                 self._arm(loop, deadline)
             try:
                 await taker
@@ -64,7 +65,7 @@ class RunnableQueue:
     def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer, self._timer_at = loop.call_at(at, self._expire, loop), at
+        self._timer, self._timer_at, self._timer_loop = loop.call_at(at, self._expire, loop), at, loop
 
     def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wake the takers whose time is up (they answer None); the timer again for the earliest left."""
