@@ -13,6 +13,7 @@ from support.storage_contract import StorageContract, create_jobs, dispatch, mak
 from avtomatika.models import Job, JobStatus, Task, TaskStatus, WorkerRecord, new_id, pack, unpack
 from avtomatika.storage import Commit, JobFilter, MemoryStorage
 from avtomatika.storage.memory import (
+    _ITS_TASKS,
     _JOB_HEAD,
     _JOB_TAIL,
     _TASK_TAIL,
@@ -204,6 +205,40 @@ def test_a_stored_job_keeps_its_only_task_id_alone_and_more_in_a_tuple():
     fan_out = _StoredJob(b"[]", 1, _Label("b", "pending", "s", None))
     fan_out.add_tasks(("a", "b"))
     assert fan_out.tasks() == ("a", "b")
+
+
+async def test_a_wait_on_every_task_the_job_dispatched_is_packed_as_a_mark_and_read_back_whole(
+    memory: MemoryStorage,
+) -> None:
+    (job,) = await create_jobs(memory, {})
+    first = make_task(job)
+    job.status, job.wait = JobStatus.WAITING_FOR_WORKER, {"kind": "tasks", "task_ids": [first.id]}
+    job = await dispatch(memory, job, first)
+    assert orjson.loads(memory._jobs[job.id].packed)[-1] == _ITS_TASKS  # its task id is held beside it
+    assert job.wait == {"kind": "tasks", "task_ids": [first.id]}  # the caller's job as it was committed
+    assert (await memory.get_job(job.id)) == job
+    retry = make_task(job)  # a second attempt: the wait names one of the two tasks the job dispatched
+    job.wait = {"kind": "tasks", "task_ids": [retry.id]}
+    job = await memory.commit(Commit(job, tasks=[retry], close_tasks={first.id: TaskStatus.WITHDRAWN}))
+    assert orjson.loads(memory._jobs[job.id].packed)[-1] == {"kind": "tasks", "task_ids": [retry.id]}
+    assert (await memory.get_job(job.id)).wait == {"kind": "tasks", "task_ids": [retry.id]}
+    more = {"kind": "tasks", "task_ids": [first.id, retry.id], "condition": "x > 1"}  # more than the tasks
+    job.wait = dict(more)
+    job = await memory.commit(Commit(job))
+    assert (await memory.get_job(job.id)).wait == more
+
+
+async def test_a_commit_whose_job_cannot_be_packed_notes_none_of_its_tasks(memory: MemoryStorage) -> None:
+    (job,) = await create_jobs(memory, {})
+    first = make_task(job)
+    job.status, job.wait = JobStatus.WAITING_FOR_WORKER, {"kind": "tasks", "task_ids": [first.id]}
+    job = await dispatch(memory, job, first)
+    kept = await memory.get_job(job.id)
+    job.state_history = {"not JSON": object()}
+    with pytest.raises(TypeError):
+        await memory.commit(Commit(job, tasks=[make_task(job)]))
+    assert memory._jobs[job.id].tasks() == (first.id,)
+    assert await memory.get_job(job.id) == kept
 
 
 async def test_jobs_alike_share_one_label_and_are_counted_by_it(memory: MemoryStorage) -> None:

@@ -40,6 +40,8 @@ from .base import (
     asks_eligible,
     task_deadline,
 )
+from .memory_feed import MemoryFeed
+from .memory_runnable import RunnableQueue
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ class MemoryStorage(Storage):
         self._jobs: dict[str, _StoredJob] = {}  # in creation order
         self._labels: dict[tuple[str, str, str, str | None], _Label] = {}  # each once, shared by its jobs
         self._ended: dict[str, None] = {}  # ids of jobs that ended for good, oldest first
-        self._runnable: asyncio.Queue[str] = asyncio.Queue()
+        self._runnable = RunnableQueue()
         self._tasks: dict[str, bytes | _StoredTask] = {}  # a task queued for anyone: its packed record alone
         # The defaultdicts are read with get(): only a write makes an entry (no throwaway default).
         self._queues: defaultdict[str, _TaskQueue] = defaultdict(_TaskQueue)  # task type -> tasks anyone may take
@@ -82,10 +84,7 @@ class MemoryStorage(Storage):
         self._timer_heap: list[tuple[float, str]] = []
         self._workers: dict[str, bytes] = {}
         self._polls_ended = False
-        # Each commit's events, oldest first; an entry's position is its place after _feed_first's (a
-        # (position, events) tuple each cost 88 bytes more while history lags behind a burst).
-        self._feed: deque[bytes] = deque()
-        self._feed_first = 1  # the position of _feed[0]
+        self._feed = MemoryFeed()  # each commit's events, oldest first (packed while history lags)
         self._feed_readers: dict[str, tuple[int, float]] = {}  # reader -> (written through, when)
         self._feed_leases: dict[str, tuple[str, float]] = {}  # reader -> (holder, until)
         self._feed_id = f"memory:{uuid.uuid4().hex}"
@@ -105,7 +104,7 @@ class MemoryStorage(Storage):
         self._append_feed(events)
         self._trim_ended()
         if run:
-            self._runnable.put_nowait(job.id)
+            self._runnable.put(job.id)
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
@@ -123,14 +122,11 @@ class MemoryStorage(Storage):
             raise VersionConflict(job.id)
         job.version += 1
         job.updated_at = now()
-        self._store_job(job)
+        self._store_job(job, tuple(task.id for task in change.tasks if task.id not in self._tasks))
         for task_id, status in change.close_tasks.items():
             self._close_task(task_id, status)
-        new_task_ids = tuple(task.id for task in change.tasks if task.id not in self._tasks)
         for task in change.tasks:
             self._store_task(task)
-        if new_task_ids:
-            self._jobs[job.id].add_tasks(new_task_ids)
         for timer_id in change.cancel_timers:
             self._timers.pop(timer_id, None)
         for timer_id, due in change.timers.items():
@@ -141,11 +137,11 @@ class MemoryStorage(Storage):
         for child in change.children:
             child.version = 1
             self._store_job(child)
-            self._runnable.put_nowait(child.id)
+            self._runnable.put(child.id)
         self._append_feed(change.events)
         self._trim_ended()
         if change.run:
-            self._runnable.put_nowait(job.id)
+            self._runnable.put(job.id)
         return job
 
     def _withdraws_an_answer(self, change: Commit) -> bool:
@@ -157,14 +153,20 @@ class MemoryStorage(Storage):
                     return True
         return False
 
-    def _store_job(self, job: Job) -> None:
+    def _store_job(self, job: Job, new_task_ids: tuple[str, ...] = ()) -> None:
+        """Keep ``job``, noting the tasks it dispatched in this change (``new_task_ids``)."""
         label = self._label((job.blueprint, str(job.status), job.state, job.client))
         stored = self._jobs.get(job.id)
-        packed = pack(job, head=_JOB_HEAD, tail=_JOB_TAIL)
+        if job.wait is None:
+            packed = pack(job, head=_JOB_HEAD, tail=_JOB_TAIL)
+        else:  # packed before anything is kept: a record that cannot be packed changes nothing
+            packed = _pack_waiting(job, (stored.tasks() if stored is not None else ()) + new_task_ids)
         if stored is None:
-            self._jobs[job.id] = _StoredJob(packed, job.version, label)
+            stored = self._jobs[job.id] = _StoredJob(packed, job.version, label)
         else:
             stored.packed, stored.version, stored.label = packed, job.version, label
+        if new_task_ids:
+            stored.add_tasks(new_task_ids)
         if job.status not in ENDED_STATUSES:
             self._ended.pop(job.id, None)  # retried: no longer a candidate to forget
         elif job.id not in self._ended:
@@ -221,13 +223,7 @@ class MemoryStorage(Storage):
 
     # -- runnable queue --------------------------------------------------------------------------
     async def take_runnable(self, timeout_s: float, holder: str = "") -> str | None:
-        if not self._runnable.empty():
-            return self._runnable.get_nowait()
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await self._runnable.get()
-        except TimeoutError:
-            return None
+        return await self._runnable.take(timeout_s)
 
     async def ack_runnable(self, job_id: str) -> None:
         return None  # one process: a job taken here cannot be lost to another
@@ -419,7 +415,7 @@ class MemoryStorage(Storage):
         self._close_task(task_id, TaskStatus.DONE)
         self._append_feed(events)
         if len(fan_in.results) == fan_in.size:
-            self._runnable.put_nowait(job_id)
+            self._runnable.put(job_id)
             return BranchAnswer.COMPLETE
         return BranchAnswer.RECORDED
 
@@ -550,8 +546,7 @@ class MemoryStorage(Storage):
         if not entry:
             return
         if len(self._feed) >= self.max_feed:
-            self._feed.popleft()
-            self._feed_first += 1
+            self._feed.drop_through(self._feed.first)
             self.feed_dropped += 1
             if self.feed_dropped == 1 or self.feed_dropped % 10_000 == 0:
                 logger.warning("history feed full (%d entries): %d dropped so far", self.max_feed, self.feed_dropped)
@@ -559,20 +554,15 @@ class MemoryStorage(Storage):
         self._feed.append(bytes(memoryview(entry)))
 
     async def read_feed(self, after: str | None, limit: int) -> list[FeedEntry]:
-        if not self._feed:
-            return []
-        start = 0 if after is None else max(0, int(after) + 1 - self._feed_first)
-        entries = itertools.islice(self._feed, start, start + limit)
-        return [FeedEntry(str(position), events) for position, events in enumerate(entries, self._feed_first + start)]
+        start = 1 if after is None else int(after) + 1
+        return [FeedEntry(str(position), events) for position, events in self._feed.read(start, limit)]
 
     async def trim_feed(self, reader: str, through: str) -> None:
         at = now()
         self._feed_readers[reader] = (int(through), at)
         lately = [written for written, seen in self._feed_readers.values() if at - seen <= FEED_READER_TTL_S]
         written = min(lately)
-        while self._feed and self._feed_first <= written:
-            self._feed.popleft()
-            self._feed_first += 1
+        self._feed.drop_through(written)
 
     async def lease_feed(self, reader: str, holder: str, lease_s: float) -> bool:
         at = now()
@@ -654,6 +644,22 @@ def _task_of(stored: bytes | _StoredTask, task_id: str) -> Task:
 #: A job's fields kept in its :class:`_StoredJob` and left out of its packed record: the first five
 #: (id, blueprint, state, status, client) and the last one (version).
 _JOB_HEAD, _JOB_TAIL = 5, 1
+#: A packed job's ``wait`` when it waits on every task it dispatched, and on nothing else: the wait
+#: of most jobs waiting for a worker, whose task ids its :class:`_StoredJob` holds already.
+_ITS_TASKS = 0
+
+
+def _pack_waiting(job: Job, task_ids: tuple[str, ...]) -> bytes:
+    """The record of ``job``, which waits; a wait on exactly the tasks it dispatched (``task_ids``) as
+    :data:`_ITS_TASKS` (a job waiting for a worker: ~64 bytes less)."""
+    wait = job.wait
+    if wait is None or len(wait) != 2 or wait.get("kind") != "tasks" or wait.get("task_ids") != list(task_ids):
+        return pack(job, head=_JOB_HEAD, tail=_JOB_TAIL)
+    job.wait = _ITS_TASKS  # type: ignore[assignment]  # for the packing only (no await before it is back)
+    try:
+        return pack(job, head=_JOB_HEAD, tail=_JOB_TAIL)
+    finally:
+        job.wait = wait
 
 
 class _Label(NamedTuple):
@@ -695,6 +701,8 @@ class _StoredJob:
         label = self.label
         job = unpack(Job, self.packed, job_id, label.blueprint, label.state, label.status, label.client)
         job.version = self.version  # the last field, left out of the record (_JOB_TAIL)
+        if job.wait == _ITS_TASKS:
+            job.wait = {"kind": "tasks", "task_ids": list(self.tasks())}
         return job
 
 

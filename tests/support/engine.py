@@ -241,7 +241,7 @@ async def assert_no_silent_stall(engine: OrchestratorEngine) -> None:
     storage = engine.storage
     assert isinstance(storage, MemoryStorage)
     timers: dict[str, float] = storage._timers
-    queued = set(storage._runnable._queue)  # type: ignore[attr-defined]
+    queued = set(storage._runnable)
     problems = []
     for job in await engine.list_jobs(limit=100_000):
         if job.status in TERMINAL_STATUSES:
