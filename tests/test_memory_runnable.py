@@ -41,11 +41,17 @@ async def test_takers_with_different_timeouts_each_answer_none_and_the_others_ke
     assert await patient == "a"
 
 
+async def _two_takers(queue: RunnableQueue) -> tuple[asyncio.Future[str | None], asyncio.Future[str | None]]:
+    """Two takers waiting on ``queue``, the first one first."""
+    first = asyncio.ensure_future(queue.take(60.0))
+    second = asyncio.ensure_future(queue.take(60.0))
+    await asyncio.sleep(0)
+    return first, second
+
+
 async def test_a_cancelled_taker_is_passed_over() -> None:
     queue = RunnableQueue()
-    gone = asyncio.ensure_future(queue.take(60.0))
-    waiting = asyncio.ensure_future(queue.take(60.0))
-    await asyncio.sleep(0)
+    gone, waiting = await _two_takers(queue)
     gone.cancel()
     await asyncio.sleep(0)
     queue.put("a")
@@ -54,9 +60,7 @@ async def test_a_cancelled_taker_is_passed_over() -> None:
 
 async def test_a_taker_woken_then_cancelled_before_it_ran_wakes_the_next_one() -> None:
     queue = RunnableQueue()
-    woken = asyncio.ensure_future(queue.take(60.0))
-    waiting = asyncio.ensure_future(queue.take(60.0))
-    await asyncio.sleep(0)
+    woken, waiting = await _two_takers(queue)
     queue.put("a")  # wakes the first taker...
     woken.cancel()  # ...cancelled before it ran
     assert list(queue) == ["a"]  # queued until taken
