@@ -63,7 +63,6 @@ from .encoding import (
     split_job,
     task_fields,
     task_record,
-    whole_doc,
 )
 from .keys import Keys
 from .runnable import RunnableReader
@@ -230,7 +229,7 @@ class RedisStorage(Storage):
         try:
             reply = await self._run("create_job", [self.keys.job(job.id)], args)
         finally:
-            self._runnable.settle(promise, reply, job.id, whole_doc(job.id, str(job.status), job.version, fields[DOC]))
+            self._runnable.settle(promise, reply, job, fields[DOC])
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
@@ -305,7 +304,7 @@ class RedisStorage(Storage):
             self._runnable.step_not_ended(job.id, entry_id)
             raise
         finally:
-            self._runnable.settle(promise, reply, job.id, whole_doc(job.id, str(job.status), job.version, fields[DOC]))
+            self._runnable.settle(promise, reply, job, fields[DOC])
         if not reply[0]:
             job.version, job.updated_at = expected, updated_at
             self._runnable.step_not_ended(job.id, entry_id)
