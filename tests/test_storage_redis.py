@@ -34,6 +34,7 @@ from support.storage_contract import (
     nobody,
     nonzero,
     take,
+    take_ids,
 )
 
 from avtomatika.errors import VersionConflict
@@ -936,11 +937,32 @@ async def task_as_stored_before_2026_12_07(client: aioredis.Redis, task_key: str
     del stored[b"id"]
     stored[b"doc"] = named(task)
     if sequence := stored.get(b"member"):
-        stored[b"member"] = sequence + b":" + task_id.encode()
+        stored[b"member"] = sequence.rjust(16, b"0") + b":" + task_id.encode()
         inbox = f"avtomatika:inbox:{task.worker_id}"
         stored[b"qkey"] = stored.get(b"qkey") or (inbox if task.worker_id else f"avtomatika:queue:{task.type}")
     await client.delete(task_key)
     await client.hset(task_key, mapping=stored)
+
+
+async def test_a_queued_task_whose_record_pads_its_sequence_keeps_its_place(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """Versions before 2026-12-08 wrote a queued task's sequence zero-padded, as its queue member has it:
+    read as such, and taken first in, first out among tasks queued since."""
+    storage = await make_storage()
+    job = await new_job(storage)
+    older = make_task(job)
+    job = await dispatch(storage, job, older)
+    task_key = storage.keys.task(older.id)
+    lines = (await redis_client.get(task_key)).split(b"\n")
+    assert lines[5] == b"1"  # the member line (see keys.TASK), unpadded
+    lines[5] = lines[5].rjust(16, b"0")
+    await redis_client.set(task_key, b"\n".join(lines))
+    newer = make_task(job)
+    await dispatch(storage, job, newer)
+    assert await storage.get_task(older.id) == older
+    assert await take_ids(storage, make_worker("a"), 2) == [older.id, newer.id]
+    assert await redis_client.zcard(storage.keys.queue("a")) == 0
 
 
 async def test_a_task_stored_as_a_hash_by_an_older_version_is_read_and_written_as_a_record(
@@ -1005,22 +1027,28 @@ async def test_every_job_is_listed_from_the_lists_by_status_merged(
     assert [job.id for job in blueprint] == newest_first[1:4]
 
 
-async def as_recorded_whole(client: aioredis.Redis, job: Job) -> None:
-    """Store ``job``'s record as versions before its id, status and version were kept apart did (format
-    j1: its document whole)."""
+#: What the document of a record of each earlier format leaves out.
+EARLIER_FORMATS = {keys.JOB_FORMAT_WHOLE: frozenset(), keys.JOB_FORMAT_ID_APART: frozenset(("id", "status", "version"))}
+
+
+async def as_recorded_before(client: aioredis.Redis, job: Job, form: str) -> None:
+    """Store ``job``'s record as versions before its format did (``form``, one of EARLIER_FORMATS): no
+    ``waits`` line, its blueprint, state, client and wait in its document."""
     counted = orjson.dumps([job.blueprint, str(job.status), job.state, job.client])
-    lines = [keys.JOB_FORMAT_WHOLE, str(job.version), "", "x:1", str(job.status), counted.decode(), ""]
-    await client.set(f"avtomatika:job:{job.id}", "\n".join(lines).encode() + b"\n" + named(job))
+    lines = [form, str(job.version), "", "x:1", str(job.status), counted.decode(), ""]
+    doc = named(job, EARLIER_FORMATS[form])
+    await client.set(f"avtomatika:job:{job.id}", "\n".join(lines).encode() + b"\n" + doc)
 
 
-async def test_a_job_recorded_whole_by_an_older_version_is_read_and_stored_without_what_its_record_holds(
-    make_storage: StorageFactory, redis_client: aioredis.Redis
+@pytest.mark.parametrize("form", EARLIER_FORMATS)
+async def test_a_job_recorded_by_an_older_version_is_read_and_stored_without_what_its_record_holds(
+    make_storage: StorageFactory, redis_client: aioredis.Redis, form: str
 ) -> None:
-    """Read whole; stored again, without them; one listing another job's task keeps its format."""
+    """Read as it is; stored again, in today's format; one listing another job's task keeps its format."""
     storage = await make_storage()
-    job, other = await new_job(storage), await new_job(storage)
-    for whole in (job, other):
-        await as_recorded_whole(redis_client, whole)
+    job, other = await new_job(storage), await new_job(storage, client="acme")
+    for before in (job, other):
+        await as_recorded_before(redis_client, before, form)
     assert await storage.get_job(job.id) == job
     assert await storage.job_version(job.id) == job.version
     assert await storage.list_jobs(JobFilter()) == [other, job]
@@ -1028,10 +1056,65 @@ async def test_a_job_recorded_whole_by_an_older_version_is_read_and_stored_witho
     await storage.release_job_lease(job.id, "stepper")
     job.state = "next"
     job = await storage.commit(Commit(job, tasks=[make_task(other)]))
-    assert (await redis_client.get(storage.keys.job(other.id))).startswith(f"{keys.JOB_FORMAT_WHOLE}\n".encode())
+    assert (await redis_client.get(storage.keys.job(other.id))).startswith(f"{form}\n".encode())
     assert await storage.get_job(other.id) == other
     record = await redis_client.get(storage.keys.job(job.id))
     assert record.startswith(f"{keys.JOB_FORMAT}\n".encode())
     assert b'"id"' not in record
+    assert b'"blueprint"' not in record
     assert await storage.get_job(job.id) == job
     assert (await storage.lease_and_get_job(job.id, "stepper")).job == job
+
+
+def waits_line(record: bytes) -> bytes:
+    """The ``waits`` line of a job's record of today's format (see ``keys.JOB``)."""
+    return record.split(b"\n", 8)[7]
+
+
+async def test_a_wait_on_the_tasks_a_step_dispatched_is_kept_as_their_count(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """The record lists the job's tasks already: a wait on the last of them is their count, in every
+    script and read that makes the document whole (including a task of the job another commit lists)."""
+    storage = await make_storage()
+    job, other = await new_job(storage), await new_job(storage)
+    first, second = make_task(job), make_task(job)
+    job.wait = {"kind": "tasks", "task_ids": [first.id, second.id]}
+    job = await dispatch(storage, job, first, second)
+    record = await redis_client.get(storage.keys.job(job.id))
+    assert waits_line(record) == b"2"
+    assert b'"wait"' not in record
+    assert await storage.get_job(job.id) == job
+    assert (await storage.lease_and_get_job(job.id, "stepper")).job == job
+    await storage.release_job_lease(job.id, "stepper")
+
+    third = make_task(job)  # a step later: a wait on the newest task alone
+    job.wait = {"kind": "tasks", "task_ids": [third.id]}
+    job = await dispatch(storage, job, third)
+    assert waits_line(await redis_client.get(storage.keys.job(job.id))) == b"1"
+    assert await storage.get_job(job.id) == job
+
+    await storage.commit(Commit(other, tasks=[make_task(job)]))  # listed in job's record by another's commit
+    record = await redis_client.get(storage.keys.job(job.id))
+    assert waits_line(record) == b""
+    assert b'"wait"' in record
+    assert await storage.get_job(job.id) == job
+    assert (await storage.lease_and_get_job(job.id, "stepper")).job == job
+
+
+async def test_a_wait_on_tasks_that_are_not_the_last_listed_is_kept_in_the_document(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    storage = await make_storage()
+    job = await new_job(storage)
+    first, second = make_task(job), make_task(job)
+    job.wait = {"kind": "tasks", "task_ids": [first.id]}
+    job = await dispatch(storage, job, first, second)
+    record = await redis_client.get(storage.keys.job(job.id))
+    assert waits_line(record) == b""
+    assert first.id.encode() in record.split(b"\n", 8)[8]
+    assert await storage.get_job(job.id) == job
+    job.wait = {"kind": "tasks", "task_ids": [first.id], "any": True}  # not on tasks alone: as it is
+    job = await storage.commit(Commit(job))
+    assert waits_line(await redis_client.get(storage.keys.job(job.id))) == b""
+    assert await storage.get_job(job.id) == job

@@ -24,10 +24,11 @@ def exact_score(value: float) -> str:
     return repr(float(value))
 
 
-#: Where :func:`job_fields` puts the job's document.
-DOC = 2
-#: Job fields its record keeps in its key and lines, not in its document (see ``keys.JOB``).
-JOB_APART = frozenset(("id", "status", "version"))
+#: Job fields its record keeps in its key and lines, not in its document (see ``keys.JOB``): its id,
+#: status and version, and those its ``counted`` line holds.
+JOB_APART = frozenset(("id", "status", "version", "blueprint", "state", "client"))
+#: Likewise, for a job that waits on tasks alone: its record lists them (see ``keys.JOB``).
+JOB_APART_WAITING = JOB_APART | {"wait"}
 
 
 def job_fields(job: Job, token: str) -> list[Any]:
@@ -35,7 +36,8 @@ def job_fields(job: Job, token: str) -> list[Any]:
     counted = orjson.dumps([job.blueprint, str(job.status), job.state, job.client])
     # The order jobs ended in, in µs (only such jobs are ever forgotten): the stamp of the change that ended it.
     ended_at = str(int(job.updated_at * 1_000_000)) if job.status in ENDED_STATUSES else ""
-    doc = named(job, JOB_APART)
+    waits = waited_tasks(job.wait)
+    doc = named(job, JOB_APART_WAITING if waits else JOB_APART)
     status = str(job.status)
     return [
         job.id,
@@ -47,7 +49,15 @@ def job_fields(job: Job, token: str) -> list[Any]:
         counted,
         exact_score(job.created_at),
         ended_at,
+        waits,
     ]
+
+
+def waited_tasks(wait: dict[str, Any] | None) -> str:
+    """The ids of the tasks a wait on tasks alone waits for, ',' between ('' for any other wait or none)."""
+    if wait is None or len(wait) != 2 or wait.get("kind") != "tasks" or not wait.get("task_ids"):
+        return ""
+    return ",".join(wait["task_ids"])
 
 
 def head_version(head: bytes) -> int:
@@ -57,19 +67,38 @@ def head_version(head: bytes) -> int:
 
 def split_job(record: bytes, job_id: str) -> tuple[int, bytes]:
     """The version and whole document of the record of the job ``job_id`` (see ``keys.JOB``)."""
-    form, version, _, _, status, _, _, doc = record.split(b"\n", 7)
-    if form == _WHOLE:
-        return int(version), doc
-    return int(version), whole_doc(job_id, status.decode(), int(version), doc)
+    if record.startswith((_WHOLE, _ID_APART)):
+        form, version, _, _, status, _, _, doc = record.split(b"\n", 7)
+        if form == _WHOLE[:-1]:
+            return int(version), doc
+        return int(version), _with_id_status_version(job_id, status, int(version), doc)
+    _, version, _, _, status, counted, tasks, waits, doc = record.split(b"\n", 8)
+    head = _apart(job_id, status.decode(), int(version), counted)
+    if waits:
+        task_ids = tasks.decode().split(",")
+        head["wait"] = {"kind": "tasks", "task_ids": task_ids[len(task_ids) - int(waits) :]}
+    return int(version), _joined(orjson.dumps(head), doc)
 
 
-_WHOLE = keys.JOB_FORMAT_WHOLE.encode()
+_WHOLE = keys.JOB_FORMAT_WHOLE.encode() + b"\n"
+_ID_APART = keys.JOB_FORMAT_ID_APART.encode() + b"\n"
 
 
-def whole_doc(job_id: str, status: str, version: int, doc: bytes) -> bytes:
-    """A job's document as its record keeps it, with its id, status and version put back (JOB_APART)."""
-    head = b'{"id":%b,"status":"%b","version":%d' % (orjson.dumps(job_id), status.encode(), version)
-    return head + (b"}" if doc == b"{}" else b"," + doc[1:])
+def _apart(job_id: str, status: str, version: int, counted: bytes) -> dict[str, Any]:
+    """The fields of a job that its record's key and lines hold (JOB_APART), by name."""
+    blueprint, _, state, client = orjson.loads(counted)
+    apart = {"id": job_id, "status": status, "version": version, "blueprint": blueprint, "state": state}
+    return apart if client is None else apart | {"client": client}
+
+
+def _with_id_status_version(job_id: str, status: bytes, version: int, doc: bytes) -> bytes:
+    """The document of a record of ``keys.JOB_FORMAT_ID_APART`` with its id, status and version put back."""
+    return _joined(b'{"id":%b,"status":"%b","version":%d}' % (orjson.dumps(job_id), status, version), doc)
+
+
+def _joined(head: bytes, doc: bytes) -> bytes:
+    """Two JSON objects' members as one object (``head``'s first)."""
+    return head if doc == b"{}" else head[:-1] + b"," + doc[1:]
 
 
 def task_fields(task: Task) -> list[Any]:

@@ -20,21 +20,28 @@ DEFAULT_NAMESPACE = "avtomatika"
 #: + job id -> the job's record, one string of lines (``encoding.split_job`` reads it): JOB_FORMAT, its
 #: version, the size of its fan-out round ('' for none; near the start, so that a branch result reads it
 #: without the rest), ``commit`` (token of the last commit, so a retried commit is recognised), its
-#: status, ``counted`` (the JOB_COUNTS field it is counted under), the ids of its tasks (',' between:
-#: its tasks are deleted with it), then its document (the Job's fields not at their default,
-#: ``models.named``, but for its id, status and version: its key and lines hold them, and
-#: ``encoding.whole_doc`` puts them back). One string takes ~530 bytes of redis-server's memory for a
-#: waiting job where a hash took ~1,060: its document is longer than ``hash-max-listpack-value`` (64
-#: bytes), so the hash was a dict of seven fields with two allocations each.
-#: A record of JOB_FORMAT_WHOLE (versions before 2026-12-07's second Redis pass) has its document whole.
-#: Versions before 2026-12-07 kept a hash: ``doc``, ``version``, ``commit``, ``status``, ``client``,
-#: ``counted``, ``fan_in`` and a field JOB_TASK + task id per task; read as such until stored again
-#: (then written as a record). Versions before 2026-12 also kept ``seq`` (creation order, from an INCR
-#: of ``jobs:seq``), ``blueprint`` and ``state`` (listed by them too): such a job is listed anew, by
-#: ``created_at``, when next stored.
+#: status, ``counted`` (the JOB_COUNTS field it is counted under: orjson ``[blueprint, status, state,
+#: client]``), the ids of its tasks (',' between: its tasks are deleted with it), ``waits`` (how many of
+#: those, the last listed, it waits on when its wait is on tasks alone: '' for any other wait or none),
+#: then its document (the Job's fields not at their default, ``models.named``, but for those its key and
+#: lines hold: its id, status and version, its blueprint, state and client, and such a wait;
+#: ``encoding.split_job`` and the scripts' ``whole_doc`` put them back). One string takes ~350 bytes of
+#: redis-server's memory for a job waiting for a worker where a hash took ~1,060: the hash's document
+#: was longer than ``hash-max-listpack-value`` (64 bytes), so the hash was a dict of seven fields with
+#: two allocations each.
+#: Records of earlier formats are read as such until stored again: JOB_FORMAT_ID_APART (versions before
+#: 2026-12-08) has no ``waits`` line and its document keeps all but the id, status and version;
+#: JOB_FORMAT_WHOLE (before 2026-12-07's second Redis pass) has its document whole. Versions before
+#: 2026-12-07 kept a hash: ``doc``, ``version``, ``commit``, ``status``, ``client``, ``counted``,
+#: ``fan_in`` and a field JOB_TASK + task id per task; read as such until stored again (then written as a
+#: record). Versions before 2026-12 also kept ``seq`` (creation order, from an INCR of ``jobs:seq``),
+#: ``blueprint`` and ``state`` (listed by them too): such a job is listed anew, by ``created_at``, when
+#: next stored.
 JOB = "job:"
 #: The first line of a job's record (JOB): its format.
-JOB_FORMAT = "j2"
+JOB_FORMAT = "j3"
+#: The format of a record without ``waits`` whose document leaves out only the id, status and version.
+JOB_FORMAT_ID_APART = "j2"
 #: The format of a record whose document is whole (see JOB): read as such until stored again.
 JOB_FORMAT_WHOLE = "j1"
 #: A field (+ task id) per task of the job in a JOB hash of a version before 2026-12-07.
@@ -72,7 +79,8 @@ STEP_LEASE = "step_lease:"
 # -- tasks ----------------------------------------------------------------------------------------
 #: + task id -> the task's record, one string of lines (``encoding.task_record`` reads it): TASK_FORMAT,
 #: then ``status`` and ``worker_id`` (plain strings), ``type``, while queued ``qkey``/``member``/``score``
-#: (where its queue entry is), ``timeout_s`` (its own, if any) and ``ask`` ('1' if a worker's
+#: (where its queue entry is; ``member``: its sequence, unpadded; versions before 2026-12-08 padded it),
+#: ``timeout_s`` (its own, if any) and ``ask`` ('1' if a worker's
 #: eligibility must be checked before it is taken: it has requirements or max_cost), each '' for none;
 #: then its overlays (orjson values changed since: taken_at, progress...; name and value of each, a tab
 #: between all), then ``doc`` (orjson Task as stored). One string takes ~400 bytes of redis-server's

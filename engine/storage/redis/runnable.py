@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError, ResponseError
 
+from ...models import Job, named
 from . import keys
 from .background import Backoff, cancel_and_wait, stop_if_cancelled
-from .encoding import as_text, stream_entries, whole_doc
+from .encoding import as_text, stream_entries
 
 if TYPE_CHECKING:
-    from ...models import Job
     from .storage import RedisStorage
 
 logger = logging.getLogger(__name__)
@@ -255,10 +255,10 @@ class RunnableReader:
         lease_ms = max(1, int(self.storage.lease_s * 1000))
         return Promise(self.storage.consumer, self._holder, lease_ms if self._holder else 0)
 
-    def settle(self, promise: Promise, reply: list[Any] | None, job: Job | None = None, doc: bytes = b"") -> None:
+    def settle(self, promise: Promise, reply: list[Any] | None, job: Job | None = None) -> None:
         """Hand out the entry a script read for ``promise``: ``reply`` is ``[status, entry id, job id]``,
         then, if it took that job's step lease, its document (b"" when it is ``job``'s, which the script
-        stored with ``doc`` as its record's document: made whole here, only then) and the breakpoints.
+        stored: made here, only then) and the breakpoints.
 
         An entry read by a call whose reply was lost stays with this consumer unrenewed: it is taken
         over after the lease, like the entries of a process that died (and the lease expires).
@@ -272,7 +272,7 @@ class RunnableReader:
         if len(reply) == 5:
             read = reply[3]
             if read == b"" and job is not None and entry_job == job.id:
-                read = whole_doc(job.id, str(job.status), job.version, doc)
+                read = named(job)
             loop_time = asyncio.get_running_loop().time()
             self._pre_leases[entry_job] = PreLease(promise.holder, loop_time, read, reply[4])
         self._deliver(reply[1], entry_job)

@@ -30,9 +30,10 @@ from . import keys
 #: A job's record (see ``keys.JOB``): read, written, and a task listed in it.
 _JOB_RECORD = """
 -- One string: lines of $JOB_FORMAT, version, fan-in size ('' for none), commit token, status, counted,
--- task ids (',' between), then the document (JSON has no raw newline). A job stored by a version before
--- it is a hash of those fields, its tasks as JOB_TASK fields (see keys.JOB): read as such (`legacy`)
--- until it is stored again.
+-- task ids (',' between), waits, then the document (JSON has no raw newline). A record of
+-- $JOB_FORMAT_ID_APART or $JOB_FORMAT_WHOLE has no waits line. A job stored by a version before those
+-- is a hash of those fields, its tasks as JOB_TASK fields (see keys.JOB): read as such (`legacy`) until
+-- it is stored again.
 local function read_job(job_key)
   local raw = redis.pcall('GET', job_key)
   if type(raw) == 'table' then  -- WRONGTYPE: a hash
@@ -49,21 +50,40 @@ local function read_job(job_key)
   end
   if not raw then return nil end
   local lines, at = {}, 1
-  for i = 1, 7 do
+  for i = 1, string.sub(raw, 1, #'$JOB_FORMAT' + 1) == '$JOB_FORMAT\\n' and 8 or 7 do
     local newline = string.find(raw, '\\n', at, true)
     lines[i], at = string.sub(raw, at, newline - 1), newline + 1
   end
   return {format = lines[1], version = lines[2], fan_in = lines[3], commit = lines[4], status = lines[5],
-    counted = lines[6], tasks = lines[7], doc = string.sub(raw, at)}
+    counted = lines[6], tasks = lines[7], waits = lines[8], doc = string.sub(raw, at)}
 end
 
--- The job's document with its id, status and version put back, which a $JOB_FORMAT record keeps apart
--- (a hash or a record of $JOB_FORMAT_WHOLE has it whole).
+-- The last `n` ids of a list of task ids (',' between), as a JSON wait on them.
+local function wait_on_last(tasks, n)
+  local ids = {}
+  for task_id in string.gmatch(tasks, '[^,]+') do ids[#ids + 1] = task_id end
+  return cjson.encode({kind = 'tasks', task_ids = {unpack(ids, #ids - n + 1)}})
+end
+
+-- Two JSON objects' members as one object (`head`'s first).
+local function joined(head, doc)
+  if doc == '{}' then return head end
+  return string.sub(head, 1, -2) .. ',' .. string.sub(doc, 2)
+end
+
+-- The job's document with the fields its record keeps apart put back: its id, status and version, and
+-- for a $JOB_FORMAT record its blueprint, state and client (from counted) and a wait on its last tasks
+-- (waits). A hash or a record of $JOB_FORMAT_WHOLE has it whole.
 local function whole_doc(job_id, job)
-  if job.format ~= '$JOB_FORMAT' then return job.doc end
-  local rest = string.sub(job.doc, 2)
-  if rest ~= '}' then rest = ',' .. rest end
-  return '{"id":' .. cjson.encode(job_id) .. ',"status":"' .. job.status .. '","version":' .. job.version .. rest
+  if job.legacy or job.format == '$JOB_FORMAT_WHOLE' then return job.doc end
+  local head = '{"id":' .. cjson.encode(job_id) .. ',"status":"' .. job.status .. '","version":' .. job.version
+  if job.format == '$JOB_FORMAT' then
+    local counted = cjson.decode(job.counted)  -- blueprint, status, state, client (JSON null for none)
+    head = head .. ',"blueprint":' .. cjson.encode(counted[1]) .. ',"state":' .. cjson.encode(counted[3])
+    if type(counted[4]) == 'string' then head = head .. ',"client":' .. cjson.encode(counted[4]) end
+    if job.waits ~= '' then head = head .. ',"wait":' .. wait_on_last(job.tasks, tonumber(job.waits)) end
+  end
+  return joined(head .. '}', job.doc)
 end
 
 -- The size of the job's fan-out round ('' for none; nil if the job is gone), read from the record's
@@ -77,10 +97,13 @@ local function read_fan_in(job_key)
 end
 
 -- With `only_new`, the record is written only if the job has none (SET NX): returns whether it was.
--- `job.format`: that of the document (its own when nil).
+-- `job.format`: that of the document (its own when nil): a record of an earlier format keeps it.
 local function write_job(job_key, job, only_new)
-  local record = table.concat({job.format or '$JOB_FORMAT', job.version, job.fan_in, job.commit, job.status,
-    job.counted, job.tasks, job.doc}, '\\n')
+  local format = job.format or '$JOB_FORMAT'
+  local lines = {format, job.version, job.fan_in, job.commit, job.status, job.counted, job.tasks}
+  if format == '$JOB_FORMAT' then lines[#lines + 1] = job.waits end
+  lines[#lines + 1] = job.doc
+  local record = table.concat(lines, '\\n')
   if only_new then return redis.call('SET', job_key, record, 'NX') ~= false end
   redis.call('SET', job_key, record)
   return true
@@ -104,7 +127,8 @@ _TASK_RECORD = """
 -- of those fields and its id, an overlay under 'x:' .. its name (as a task's hash kept them: a task a
 -- version before 2026-12-07 stored is a hash, read as such until written again); nil for a task that is
 -- gone. Its queue position is written without what it is read with: the task id ending its member
--- (the member's sequence alone), and its qkey when that is the queue its worker and type give.
+-- and the zeros padding its sequence (the member's sequence alone, unpadded), and its qkey when that is
+-- the queue its worker and type give.
 local TASK_LINES = {'status', 'worker_id', 'type', 'qkey', 'member', 'score', 'timeout_s', 'ask'}
 
 -- The queue a task waits in unless its record says another: its worker's inbox, else its type's queue.
@@ -138,7 +162,8 @@ local function read_task(task_key)
   end
   stored.doc = string.sub(raw, at)
   if stored.member then
-    stored.qkey, stored.member = stored.qkey or default_qkey(stored), stored.member .. ':' .. task_id
+    local sequence = string.rep('0', 16 - #stored.member) .. stored.member
+    stored.qkey, stored.member = stored.qkey or default_qkey(stored), sequence .. ':' .. task_id
   end
   return stored
 end
@@ -146,7 +171,7 @@ end
 local function write_task(task_key, stored)
   local short, lines, overlays = {}, {'$TASK_FORMAT'}, {}
   if stored.member then
-    short.member = string.match(stored.member, '^[^:]*')
+    short.member = string.match(stored.member, '^0*([^:]*)')
     if stored.qkey == default_qkey(stored) then short.qkey = '' end
   end
   for i, name in ipairs(TASK_LINES) do lines[i + 1] = short[name] or stored[name] or '' end
@@ -273,7 +298,7 @@ end
 
 local ENDED = {finished = true, failed = true, cancelled = true}
 -- How many arguments a job takes (see store_job).
-local JOB_ARGS = 9
+local JOB_ARGS = 10
 -- The fields jobs are listed by (a JOBS_BY zset per value), with where store_job's arguments hold them.
 local LISTED = {status = 4, client = 5}
 
@@ -288,7 +313,8 @@ end
 
 -- The job's fields start at ARGV[a]: id, version, doc, token, status, client ('' for none), counted
 -- (its JOB_COUNTS field: blueprint, status, state, client), created_at (its score in JOBS_BY), ended_at
--- (when it ended for good, in µs: finished, failed, cancelled; '' while it has not).
+-- (when it ended for good, in µs: finished, failed, cancelled; '' while it has not), waits (the ids of
+-- the tasks it waits on, ',' between, when its wait is on tasks alone and left out of doc; '' if not).
 -- `old`: the job's record as the caller read it (read_job); nil for a job the caller takes to be new,
 -- read only if it has a record (see store_new_job); `fan_in`: the size of a new fan-out round ('' or
 -- nil: the round as it was); `tasks`: the ids of its new tasks.
@@ -306,8 +332,17 @@ local function store_job(a, old, fan_in, tasks)
   end
   for _, task_id in ipairs(tasks or {}) do known = with_task(known, task_id) end
   if (fan_in or '') == '' then fan_in = old.fan_in or '' end
+  local doc, waits = ARGV[a + 2], ARGV[a + 9]
+  if waits ~= '' then  -- kept as how many of its last tasks it waits on, when those are the ones
+    local n = select(2, string.gsub(waits, ',', '')) + 1
+    if known == waits or string.sub(known, -#waits - 1) == ',' .. waits then
+      waits = tostring(n)
+    else
+      doc, waits = joined('{"wait":' .. wait_on_last(waits, n) .. '}', doc), ''
+    end
+  end
   if not write_job(key('$JOB', job_id), {version = ARGV[a + 1], commit = ARGV[a + 3], status = ARGV[a + 4],
-    counted = counted, fan_in = fan_in, tasks = known, doc = ARGV[a + 2]}, new) then
+    counted = counted, fan_in = fan_in, tasks = known, waits = waits, doc = doc}, new) then
     return nil
   end
   -- A job's client never changes: a job stored before is listed by it already.
@@ -356,6 +391,9 @@ local function list_task(job_id, task_id)
   if job.legacy then
     redis.call('HSET', job_key, '$JOB_TASK' .. task_id, '')  -- its listing fields stay until it is stored
   else
+    if (job.waits or '') ~= '' then  -- its wait, on its last tasks, would shift: written out first
+      job.doc, job.waits = joined('{"wait":' .. wait_on_last(job.tasks, tonumber(job.waits)) .. '}', job.doc), ''
+    end
     job.tasks = with_task(job.tasks, task_id)
     write_job(job_key, job)
   end
@@ -462,7 +500,7 @@ return {1}
 
 COMMIT = """
 -- KEYS[1]: the job. ARGV: ns, expected version, max terminal jobs, run, fan-in size ('' to leave the
--- round as it is), consumer to read an entry for ('' for none; see run), the job's fields (ARGV[7..15],
+-- round as it is), consumer to read an entry for ('' for none; see run), the job's fields (ARGV[7..16],
 -- see store_job), then six counted lists: closed tasks (id, status), tasks (id, job id, type, status,
 -- worker or '', doc, score, queued_at, timeout_s or '', ask), cancelled timer ids, timers (id, due),
 -- branch results the new round starts with (task id, result), child jobs (the fields of each, as

@@ -46,7 +46,6 @@ from . import keys
 from .background import cancellation_count, stop_if_cancelled
 from .connection import Script, SharedConnection
 from .encoding import (
-    DOC,
     Raw,
     as_mapping,
     as_text,
@@ -229,7 +228,7 @@ class RedisStorage(Storage):
         try:
             reply = await self._run("create_job", [self.keys.job(job.id)], args)
         finally:
-            self._runnable.settle(promise, reply, job, fields[DOC])
+            self._runnable.settle(promise, reply, job)
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
@@ -304,7 +303,7 @@ class RedisStorage(Storage):
             self._runnable.step_not_ended(job.id, entry_id)
             raise
         finally:
-            self._runnable.settle(promise, reply, job, fields[DOC])
+            self._runnable.settle(promise, reply, job)
         if not reply[0]:
             job.version, job.updated_at = expected, updated_at
             self._runnable.step_not_ended(job.id, entry_id)
