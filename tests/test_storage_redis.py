@@ -1027,6 +1027,73 @@ async def test_every_job_is_listed_from_the_lists_by_status_merged(
     assert [job.id for job in blueprint] == newest_first[1:4]
 
 
+def ids(jobs: list[Job]) -> list[str]:
+    return [job.id for job in jobs]
+
+
+async def test_a_job_is_in_the_one_list_of_its_status_and_client(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """A sorted-set entry a job: listing by status merges the lists of the clients with jobs of it,
+    listing by client its lists by status; and a job forgotten leaves its list."""
+    storage = await make_storage(max_terminal_jobs=1)
+    anonymous = await new_job(storage)
+    first, second, third = [await new_job(storage, client="acme") for _ in range(3)]
+    other = await new_job(storage, client="globex")
+    await finish(storage, second)
+    assert await jobs_listed(redis_client) == {
+        "by:status:pending": [anonymous.id.encode()],
+        "by:status:pending:client:acme": [first.id.encode(), third.id.encode()],
+        "by:status:finished:client:acme": [second.id.encode()],
+        "by:status:pending:client:globex": [other.id.encode()],
+    }
+    pending = JobFilter(status=JobStatus.PENDING)
+    assert ids(await storage.list_jobs(pending)) == [other.id, third.id, first.id, anonymous.id]
+    assert ids(await storage.list_jobs(pending, limit=2, offset=1)) == [third.id, first.id]
+    assert ids(await storage.list_jobs(JobFilter(client="acme"))) == [third.id, second.id, first.id]
+    assert ids(await storage.list_jobs(JobFilter(client="acme"), limit=1, offset=1)) == [second.id]
+    assert ids(await storage.list_jobs(JobFilter(status=JobStatus.PENDING, client="acme"))) == [third.id, first.id]
+    assert ids(await storage.list_jobs(JobFilter(), limit=3, offset=1)) == [third.id, second.id, first.id]
+    await finish(storage, third)  # past max_terminal_jobs: second is forgotten
+    assert await storage.get_job(second.id) is None
+    assert "by:status:finished:client:acme" in await jobs_listed(redis_client)
+    assert await redis_client.zrange(storage.keys.jobs_of("finished", "acme"), 0, -1) == [third.id.encode()]
+
+
+async def test_a_job_listed_by_status_and_by_client_apart_is_listed_once_and_moved_when_next_stored(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """Versions before 2026-12-08 listed a job by status and by client: listed once in every listing
+    until it is stored again, then in the list of its status and client alone; forgotten from both."""
+    storage = await make_storage(max_terminal_jobs=1)
+    old, new = await new_job(storage, client="acme"), await new_job(storage, client="acme")
+    await as_recorded_before(redis_client, old, keys.JOB_FORMAT_ID_APART)
+    await redis_client.zrem(storage.keys.jobs_of("pending", "acme"), old.id)
+    for listing in (storage.keys.jobs_of("pending"), storage.keys.jobs_by_client_before("acme")):
+        await redis_client.zadd(listing, {old.id: old.created_at})
+    for where in (
+        JobFilter(),
+        JobFilter(status=JobStatus.PENDING),
+        JobFilter(client="acme"),
+        JobFilter(status=JobStatus.PENDING, client="acme"),
+    ):
+        assert ids(await storage.list_jobs(where)) == [new.id, old.id], where
+    assert await storage.list_jobs(JobFilter(status=JobStatus.FINISHED, client="acme")) == []
+    old = await finish(storage, old)
+    assert await jobs_listed(redis_client) == {
+        "by:status:pending:client:acme": [new.id.encode()],
+        "by:status:finished:client:acme": [old.id.encode()],
+    }
+    ended = await finish(storage, await new_job(storage, client="acme"))  # forgets old (max_terminal_jobs)
+    await as_recorded_before(redis_client, ended, keys.JOB_FORMAT_ID_APART)
+    await redis_client.zrem(storage.keys.jobs_of("finished", "acme"), ended.id)
+    for listing in (storage.keys.jobs_of("finished"), storage.keys.jobs_by_client_before("acme")):
+        await redis_client.zadd(listing, {ended.id: ended.created_at})
+    await finish(storage, new)  # forgets ended, listed as before
+    assert await storage.get_job(ended.id) is None
+    assert await jobs_listed(redis_client) == {"by:status:finished:client:acme": [new.id.encode()]}
+
+
 #: What the document of a record of each earlier format leaves out.
 EARLIER_FORMATS = {keys.JOB_FORMAT_WHOLE: frozenset(), keys.JOB_FORMAT_ID_APART: frozenset(("id", "status", "version"))}
 

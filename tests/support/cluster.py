@@ -29,7 +29,7 @@ import asyncpg
 import orjson
 import redis
 
-from avtomatika.models import Job, JobStatus
+from avtomatika.models import Job
 from avtomatika.storage.redis.encoding import split_job
 from support.postgres_server import PostgresServer
 from support.processes import (
@@ -433,7 +433,19 @@ def _short_dir() -> Iterator[str]:
             shutil.rmtree(path)
 
 
+#: The lists of jobs by status and client (see keys.JOBS_BY) found and merged in one script: a list emptied
+#: is deleted, so one found by a scan before could be missed by a read after.
+_EVERY_JOB = """
+local lists = redis.call('KEYS', ARGV[1])
+if #lists == 0 then return {} end
+local call = {'ZUNION', #lists, unpack(lists)}
+call[#call + 1] = 'WITHSCORES'
+return redis.call(unpack(call))
+"""
+
+
 def _every_job(client: redis.Redis) -> list[tuple[bytes, float]]:
-    """Every job and its created_at, oldest first: the lists by status together (see keys.JOBS_BY), read
-    at once (a list emptied is deleted: one scanned for could be missed)."""
-    return client.zunion([f"avtomatika:jobs:by:status:{status}" for status in JobStatus], withscores=True)
+    """Every job and its created_at, oldest first: the lists by status and client together (see
+    keys.JOBS_BY)."""
+    flat = client.eval(_EVERY_JOB, 0, "avtomatika:jobs:by:status:*")
+    return [(job_id, float(created)) for job_id, created in zip(flat[::2], flat[1::2], strict=True)]

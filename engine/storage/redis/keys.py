@@ -50,12 +50,17 @@ JOB_TASK = "t:"
 #: deleted) when such a job is forgotten.
 JOB_TASKS = "job_tasks:"
 #: zset job id -> created_at of every job, written by versions before 2026-12-07; its entries go as their
-#: jobs are forgotten. Every job is in one list by status (JOBS_BY): listing every job merges those.
+#: jobs are forgotten. Every job is in one list (JOBS_BY): listing every job merges those.
 JOBS_ALL = "jobs:all"
-#: + "<field>:<value>" -> zset job id -> created_at of the jobs whose field (status or client) has that
-#: value, newest = highest score (as history lists them; a job listed by an older version has its
-#: creation sequence, a smaller score, until it is next stored). (Versions before 2026-12 kept one by
-#: blueprint and by state too: see JOB.)
+#: + "status:<status>" (jobs without a client) or "status:<status>:client:<client>" -> zset job id ->
+#: created_at: every job is in the one list of its status and client, newest = highest score (as history
+#: lists them). Which clients have jobs of a status, JOB_COUNTS says: listing by status merges their
+#: lists, listing by client merges its lists by status. A list per status and one per client cost a job
+#: two sorted-set entries (~145 bytes each).
+#: Versions before 2026-12-08 (records of a format before JOB_FORMAT) listed a job by status alone, in
+#: "status:<status>", and by client in "client:<client>", until it is next stored (a job listed by a
+#: version before 2026-12 has its creation sequence as its score, a smaller one; those versions kept
+#: lists by blueprint and by state too: see JOB).
 JOBS_BY = "jobs:by:"
 #: hash orjson ``[blueprint, status, state, client]`` -> number of jobs; fields that fall to 0 stay (see
 #: ``decrement`` in :mod:`.scripts`), read as absent.
@@ -191,8 +196,15 @@ class Keys:
     def job(self, job_id: str) -> str:
         return self.key(JOB, job_id)
 
-    def jobs_by(self, field: str, value: str) -> str:
-        return self.key(JOBS_BY, f"{field}:{value}")
+    def jobs_of(self, status: str, client: str | None = None) -> str:
+        """The list of the jobs of ``status`` and ``client`` (see JOBS_BY)."""
+        if not client:
+            return self.key(JOBS_BY, f"status:{status}")
+        return self.key(JOBS_BY, f"status:{status}:client:{client}")
+
+    def jobs_by_client_before(self, client: str) -> str:
+        """The list by client of the jobs versions before 2026-12-08 stored (see JOBS_BY)."""
+        return self.key(JOBS_BY, f"client:{client}")
 
     def task(self, task_id: str) -> str:
         return self.key(TASK, task_id)

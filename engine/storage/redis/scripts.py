@@ -299,11 +299,15 @@ end
 local ENDED = {finished = true, failed = true, cancelled = true}
 -- How many arguments a job takes (see store_job).
 local JOB_ARGS = 10
--- The fields jobs are listed by (a JOBS_BY zset per value), with where store_job's arguments hold them.
-local LISTED = {status = 4, client = 5}
 
--- Take a job out of its lists (and JOBS_ALL, where versions before 2026-12-07 listed it too); `values`:
--- field -> value of those it is listed by (false: none).
+-- The list of the jobs of a status and client ('' for none; see JOBS_BY).
+local function jobs_of(status, client)
+  if client == '' then return key('$JOBS_BY', 'status:' .. status) end
+  return key('$JOBS_BY', 'status:' .. status .. ':client:' .. client)
+end
+
+-- Take a job out of the lists a version before $JOB_FORMAT listed it in (and JOBS_ALL, where versions
+-- before 2026-12-07 listed it too); `values`: field -> value of those it is listed by (false: none).
 local function unlist(job_id, values)
   redis.call('ZREM', key('$JOBS_ALL'), job_id)
   for field, value in pairs(values) do
@@ -345,22 +349,24 @@ local function store_job(a, old, fan_in, tasks)
     counted = counted, fan_in = fan_in, tasks = known, waits = waits, doc = doc}, new) then
     return nil
   end
-  -- A job's client never changes: a job stored before is listed by it already.
-  local listed = {status = old.status, client = old.status and ARGV[a + 5]}
+  -- A job's client never changes: a job stored before is listed under it already.
+  local client, listed = ARGV[a + 5], false
   if old.seq then  -- listed by a version before 2026-12: by creation sequence, by blueprint and state too
     unlist(job_id, {status = old.status, client = old.client, blueprint = old.blueprint, state = old.state})
-    listed = {}
+  elseif old.status and old.format ~= '$JOB_FORMAT' then  -- listed by its status and by its client apart
+    unlist(job_id, {client = client})
+    listed = jobs_of(old.status, '')
+  elseif old.status then
+    listed = jobs_of(old.status, client)
   end
   if old.counted ~= counted then
     if old.counted then decrement(key('$JOB_COUNTS'), old.counted) end
     redis.call('HINCRBY', key('$JOB_COUNTS'), counted, 1)
   end
-  for field, at in pairs(LISTED) do
-    local before, after = listed[field], ARGV[a + at]
-    if before ~= after then
-      if before and before ~= '' then redis.call('ZREM', key('$JOBS_BY', field .. ':' .. before), job_id) end
-      if after ~= '' then redis.call('ZADD', key('$JOBS_BY', field .. ':' .. after), created_at, job_id) end
-    end
+  local listing = jobs_of(ARGV[a + 4], client)
+  if listed ~= listing then
+    if listed then redis.call('ZREM', listed, job_id) end
+    redis.call('ZADD', listing, created_at, job_id)
   end
   local was_ended, ended_at = old.status and ENDED[old.status], ARGV[a + 8]
   if ended_at == '' then
@@ -409,7 +415,11 @@ local function forget(job_id)
     client = cjson.decode(job.counted)[4]  -- blueprint, status, state, client (JSON null for none)
     if type(client) ~= 'string' then client = nil end
   end
-  unlist(job_id, {status = job.status, client = client, blueprint = job.blueprint, state = job.state})
+  if job.format == '$JOB_FORMAT' then
+    redis.call('ZREM', jobs_of(job.status, client or ''), job_id)
+  else
+    unlist(job_id, {status = job.status, client = client, blueprint = job.blueprint, state = job.state})
+  end
   redis.call('ZREM', key('$JOBS_TERMINAL'), job_id)
   local tasks_key = key('$JOB_TASKS', job_id)
   local task_ids = redis.call('SMEMBERS', tasks_key)

@@ -92,8 +92,8 @@ PING_TIMEOUT_S = 2.0
 #: Task fields that name the task; ``update_task`` does not change them.
 _IDENTITY = frozenset({"id", "job_id", "type"})
 _TASK_FIELDS = frozenset(f.name for f in fields(Task))
-#: What ``list_jobs`` filters by; jobs are listed (a ``JOBS_BY`` zset per value) by the first two only:
-#: a list by blueprint or state cost every job a sorted-set entry (~145 bytes) and every move two commands.
+#: What ``list_jobs`` filters by; jobs are listed (a ``JOBS_BY`` zset each) by the first two only: a
+#: list by blueprint or state cost every job a sorted-set entry (~145 bytes) and every move two commands.
 _FILTERS = ("status", "client", "blueprint", "state")
 _LISTED = frozenset(_FILTERS[:2])
 
@@ -316,14 +316,15 @@ class RedisStorage(Storage):
         if limit <= 0:
             return []
         wanted = {name: value for name in _FILTERS if (value := getattr(where, name))}
-        index = await self._smallest_list(wanted)
-        # Every job of the list matches (bar a commit in between), so seek to the offset.
-        exact = len(wanted) == 0 or (len(wanted) == 1 and next(iter(wanted)) in _LISTED)
+        lists = await self._lists(where)
+        # Every job of the lists matches (bar a commit in between), so seek to the offset; but for a status
+        # and a client, the list by client of older versions holds jobs of every status.
+        exact = set(wanted) <= _LISTED and not (where.status and where.client)
         start, skip = (offset, 0) if exact else (0, offset)
         page = limit if exact else max(LIST_PAGE, limit)
         found: list[Job] = []
         while len(found) < limit:
-            ids = await self._list_page(index, start, page)
+            ids = await self._list_page(lists, start, page)
             if not ids:
                 break
             start += len(ids)
@@ -336,22 +337,27 @@ class RedisStorage(Storage):
                     found.append(job)
         return found
 
-    async def _smallest_list(self, wanted: dict[str, str]) -> str | None:
-        """The shortest list of jobs holding every job that matches: that of a listed field, else None
-        (every job)."""
-        candidates = [self.keys.jobs_by(name, value) for name, value in wanted.items() if name in _LISTED]
-        if len(candidates) <= 1:
-            return candidates[0] if candidates else None
-        sizes = await self.connection.execute_many([("ZCARD", index) for index in candidates])
-        return min(zip(sizes, candidates, strict=True))[1]
+    async def _lists(self, where: JobFilter) -> list[str]:
+        """The lists that hold every job of ``where``'s status and client (see ``keys.JOBS_BY``), each job
+        in one of them: those of the status (or every status) and client, or of every client that has
+        jobs of it (JOB_COUNTS says which)."""
+        statuses = [str(where.status)] if where.status else [str(status) for status in JobStatus]
+        if where.client:
+            return [
+                *(self.keys.jobs_of(status, where.client) for status in statuses),
+                self.keys.jobs_by_client_before(where.client),
+            ]
+        clients = {(status, client) for (_, status, _, client) in await self._counted() if client}
+        return [self.keys.jobs_of(status) for status in statuses] + [
+            self.keys.jobs_of(status, client) for status, client in sorted(clients) if status in statuses
+        ]
 
-    async def _list_page(self, index: str | None, start: int, count: int) -> list[Raw]:
-        """The ids at ``start`` .. ``start + count - 1`` of a list of jobs (newest first); of every job
-        for ``index`` None: the lists by status merged, as one list of every job would order them."""
-        if index is not None:
-            return cast(list[Raw], await self.connection.execute("ZREVRANGE", index, start, start + count - 1))
+    async def _list_page(self, lists: list[str], start: int, count: int) -> list[Raw]:
+        """The ids at ``start`` .. ``start + count - 1`` of ``lists`` merged (newest first), as one list
+        of all their jobs would order them."""
         end = start + count - 1
-        lists = [self.keys.jobs_by("status", str(status)) for status in JobStatus]
+        if len(lists) == 1:
+            return cast(list[Raw], await self.connection.execute("ZREVRANGE", lists[0], start, end))
         replies = await self.connection.execute_many([("ZREVRANGE", name, 0, end, "WITHSCORES") for name in lists])
         # ZREVRANGE's order: by score, then by member, both descending.
         merged = heapq.merge(*map(scored, replies), key=lambda pair: (pair[1], pair[0]), reverse=True)
@@ -362,12 +368,22 @@ class RedisStorage(Storage):
 
     async def count_jobs(self, client: str | None = None) -> dict[tuple[str, str, str], int]:
         counts: dict[tuple[str, str, str], int] = {}
-        for field, n in as_mapping(await self.connection.execute("HGETALL", self.keys.key(keys.JOB_COUNTS))).items():
-            blueprint, status, state, *owner = orjson.loads(field)  # a field counted before clients were: 3 items
-            if int(n) > 0 and (client is None or (owner and owner[0] == client)):
+        for (blueprint, status, state, owner), n in (await self._counted()).items():
+            if n > 0 and (client is None or owner == client):
                 key = (blueprint, status, state)
-                counts[key] = counts.get(key, 0) + int(n)
+                counts[key] = counts.get(key, 0) + n
         return counts
+
+    async def _counted(self) -> dict[tuple[str, str, str, str | None], int]:
+        """JOB_COUNTS: (blueprint, status, state, client) -> number of jobs, fields at 0 included (a field
+        counted before clients were has 3 items: counted with client None)."""
+        stored = as_mapping(await self.connection.execute("HGETALL", self.keys.key(keys.JOB_COUNTS)))
+        counted: dict[tuple[str, str, str, str | None], int] = {}
+        for field, n in stored.items():
+            blueprint, status, state, *owner = orjson.loads(field)
+            key = (blueprint, status, state, owner[0] if owner else None)
+            counted[key] = counted.get(key, 0) + int(n)
+        return counted
 
     # -- runnable queue --------------------------------------------------------------------------
     async def take_runnable(self, timeout_s: float, holder: str = "") -> str | None:
