@@ -937,32 +937,35 @@ async def task_as_stored_before_2026_12_07(client: aioredis.Redis, task_key: str
     del stored[b"id"]
     stored[b"doc"] = named(task)
     if sequence := stored.get(b"member"):
-        stored[b"member"] = sequence.rjust(16, b"0") + b":" + task_id.encode()
+        stored[b"member"] = sequence + b":" + task_id.encode()
         inbox = f"avtomatika:inbox:{task.worker_id}"
         stored[b"qkey"] = stored.get(b"qkey") or (inbox if task.worker_id else f"avtomatika:queue:{task.type}")
     await client.delete(task_key)
     await client.hset(task_key, mapping=stored)
 
 
-async def test_a_queued_task_whose_record_pads_its_sequence_keeps_its_place(
+async def test_a_task_queued_by_an_older_version_keeps_its_place(
     make_storage: StorageFactory, redis_client: aioredis.Redis
 ) -> None:
-    """Versions before 2026-12-08 wrote a queued task's sequence zero-padded, as its queue member has it:
-    read as such, and taken first in, first out among tasks queued since."""
+    """Versions before 2026-12-08 began a queue member with 16 decimal digits (see keys.TASK_SEQUENCE):
+    such a task is taken, first in, first out, before those queued since."""
     storage = await make_storage()
     job = await new_job(storage)
     older = make_task(job)
     job = await dispatch(storage, job, older)
-    task_key = storage.keys.task(older.id)
+    task_key, queue = storage.keys.task(older.id), storage.keys.queue("a")
     lines = (await redis_client.get(task_key)).split(b"\n")
-    assert lines[5] == b"1"  # the member line (see keys.TASK), unpadded
-    lines[5] = lines[5].rjust(16, b"0")
+    assert lines[5] == b"11"  # the member line (see keys.TASK): one base-62 digit, 1
+    lines[5] = b"%016d" % 9_999
     await redis_client.set(task_key, b"\n".join(lines))
-    newer = make_task(job)
-    await dispatch(storage, job, newer)
+    await redis_client.delete(queue)
+    await redis_client.zadd(queue, {lines[5] + b":" + older.id.encode(): 0.0})
+    newer = [make_task(job) for _ in range(70)]  # past one base-62 digit
+    await dispatch(storage, job, *newer)
     assert await storage.get_task(older.id) == older
-    assert await take_ids(storage, make_worker("a"), 2) == [older.id, newer.id]
-    assert await redis_client.zcard(storage.keys.queue("a")) == 0
+    worker = make_worker("a")
+    assert await take_ids(storage, worker, 71) == [older.id] + [task.id for task in newer]
+    assert await redis_client.zcard(queue) == 0
 
 
 async def test_a_task_stored_as_a_hash_by_an_older_version_is_read_and_written_as_a_record(
@@ -1135,7 +1138,7 @@ async def test_a_job_recorded_by_an_older_version_is_read_and_stored_without_wha
 
 def waits_line(record: bytes) -> bytes:
     """The ``waits`` line of a job's record of today's format (see ``keys.JOB``)."""
-    return record.split(b"\n", 8)[7]
+    return record.split(b"\n", 7)[6]
 
 
 async def test_a_wait_on_the_tasks_a_step_dispatched_is_kept_as_their_count(
@@ -1179,9 +1182,24 @@ async def test_a_wait_on_tasks_that_are_not_the_last_listed_is_kept_in_the_docum
     job = await dispatch(storage, job, first, second)
     record = await redis_client.get(storage.keys.job(job.id))
     assert waits_line(record) == b""
-    assert first.id.encode() in record.split(b"\n", 8)[8]
+    assert first.id.encode() in record.split(b"\n", 7)[7]
     assert await storage.get_job(job.id) == job
     job.wait = {"kind": "tasks", "task_ids": [first.id], "any": True}  # not on tasks alone: as it is
     job = await storage.commit(Commit(job))
     assert waits_line(await redis_client.get(storage.keys.job(job.id))) == b""
+    assert await storage.get_job(job.id) == job
+
+
+async def test_a_job_whose_blueprint_name_looks_like_its_counted_line_is_read_with_its_own_status(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """The scripts read a job's status from its counted line (see keys.JOB), past its blueprint's name."""
+    storage = await make_storage()
+    job = await new_job(storage, blueprint='odd ","pending", [name]')
+    job.status = JobStatus.WAITING_FOR_HUMAN
+    job = await storage.commit(Commit(job))
+    assert (await storage.lease_and_get_job(job.id, "stepper")).job == job
+    await storage.release_job_lease(job.id, "stepper")
+    job = await finish(storage, job)
+    assert await jobs_listed(redis_client) == {"by:status:finished": [job.id.encode()]}
     assert await storage.get_job(job.id) == job

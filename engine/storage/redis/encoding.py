@@ -72,8 +72,8 @@ def split_job(record: bytes, job_id: str) -> tuple[int, bytes]:
         if form == _WHOLE[:-1]:
             return int(version), doc
         return int(version), _with_id_status_version(job_id, status, int(version), doc)
-    _, version, _, _, status, counted, tasks, waits, doc = record.split(b"\n", 8)
-    head = _apart(job_id, status.decode(), int(version), counted)
+    _, version, _, _, counted, tasks, waits, doc = record.split(b"\n", 7)
+    head = _apart(job_id, int(version), counted)
     if waits:
         task_ids = tasks.decode().split(",")
         head["wait"] = {"kind": "tasks", "task_ids": task_ids[len(task_ids) - int(waits) :]}
@@ -84,9 +84,9 @@ _WHOLE = keys.JOB_FORMAT_WHOLE.encode() + b"\n"
 _ID_APART = keys.JOB_FORMAT_ID_APART.encode() + b"\n"
 
 
-def _apart(job_id: str, status: str, version: int, counted: bytes) -> dict[str, Any]:
+def _apart(job_id: str, version: int, counted: bytes) -> dict[str, Any]:
     """The fields of a job that its record's key and lines hold (JOB_APART), by name."""
-    blueprint, _, state, client = orjson.loads(counted)
+    blueprint, status, state, client = orjson.loads(counted)
     apart = {"id": job_id, "status": status, "version": version, "blueprint": blueprint, "state": state}
     return apart if client is None else apart | {"client": client}
 

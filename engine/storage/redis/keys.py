@@ -19,9 +19,9 @@ DEFAULT_NAMESPACE = "avtomatika"
 # -- jobs -----------------------------------------------------------------------------------------
 #: + job id -> the job's record, one string of lines (``encoding.split_job`` reads it): JOB_FORMAT, its
 #: version, the size of its fan-out round ('' for none; near the start, so that a branch result reads it
-#: without the rest), ``commit`` (token of the last commit, so a retried commit is recognised), its
-#: status, ``counted`` (the JOB_COUNTS field it is counted under: orjson ``[blueprint, status, state,
-#: client]``), the ids of its tasks (',' between: its tasks are deleted with it), ``waits`` (how many of
+#: without the rest), ``commit`` (token of the last commit, so a retried commit is recognised),
+#: ``counted`` (the JOB_COUNTS field it is counted under: orjson ``[blueprint, status, state, client]``,
+#: whence its status is read), the ids of its tasks (',' between: its tasks are deleted with it), ``waits`` (how many of
 #: those, the last listed, it waits on when its wait is on tasks alone: '' for any other wait or none),
 #: then its document (the Job's fields not at their default, ``models.named``, but for those its key and
 #: lines hold: its id, status and version, its blueprint, state and client, and such a wait;
@@ -30,7 +30,8 @@ DEFAULT_NAMESPACE = "avtomatika"
 #: was longer than ``hash-max-listpack-value`` (64 bytes), so the hash was a dict of seven fields with
 #: two allocations each.
 #: Records of earlier formats are read as such until stored again: JOB_FORMAT_ID_APART (versions before
-#: 2026-12-08) has no ``waits`` line and its document keeps all but the id, status and version;
+#: 2026-12-08) has its status on a line before ``counted``, no ``waits`` line, and its document keeps all
+#: but the id, status and version;
 #: JOB_FORMAT_WHOLE (before 2026-12-07's second Redis pass) has its document whole. Versions before
 #: 2026-12-07 kept a hash: ``doc``, ``version``, ``commit``, ``status``, ``client``, ``counted``,
 #: ``fan_in`` and a field JOB_TASK + task id per task; read as such until stored again (then written as a
@@ -40,7 +41,8 @@ DEFAULT_NAMESPACE = "avtomatika"
 JOB = "job:"
 #: The first line of a job's record (JOB): its format.
 JOB_FORMAT = "j3"
-#: The format of a record without ``waits`` whose document leaves out only the id, status and version.
+#: The format of a record with a status line, without ``waits``, whose document leaves out only the id,
+#: status and version (see JOB).
 JOB_FORMAT_ID_APART = "j2"
 #: The format of a record whose document is whole (see JOB): read as such until stored again.
 JOB_FORMAT_WHOLE = "j1"
@@ -84,7 +86,7 @@ STEP_LEASE = "step_lease:"
 # -- tasks ----------------------------------------------------------------------------------------
 #: + task id -> the task's record, one string of lines (``encoding.task_record`` reads it): TASK_FORMAT,
 #: then ``status`` and ``worker_id`` (plain strings), ``type``, while queued ``qkey``/``member``/``score``
-#: (where its queue entry is; ``member``: its sequence, unpadded; versions before 2026-12-08 padded it),
+#: (where its queue entry is; ``member``: the sequence its queue member starts with),
 #: ``timeout_s`` (its own, if any) and ``ask`` ('1' if a worker's
 #: eligibility must be checked before it is taken: it has requirements or max_cost), each '' for none;
 #: then its overlays (orjson values changed since: taken_at, progress...; name and value of each, a tab
@@ -96,9 +98,13 @@ STEP_LEASE = "step_lease:"
 TASK = "task:"
 #: The first line of a task's record (TASK): its format.
 TASK_FORMAT = "t1"
-#: INCR counter: queue order; zero-padded into queue members so equal priorities stay FIFO.
+#: INCR counter: queue order. A queue member starts with it, written so that members sort as their
+#: sequences do (equal priorities stay FIFO): the number of its base-62 digits (0-9, A-Z, a-z), then
+#: those (7 characters up to 56 billion); versions before 2026-12-08 wrote 16 decimal digits (which sort
+#: before them).
 TASK_SEQUENCE = "tasks:seq"
-#: + task type -> zset of queued tasks for anyone: score = -priority, member = "<seq:016d>:<task id>".
+#: + task type -> zset of queued tasks for anyone: score = -priority, member = "<sequence>:<task id>"
+#: (see TASK_SEQUENCE).
 QUEUE = "queue:"
 #: + worker id -> zset like QUEUE of the queued tasks given to that worker only.
 INBOX = "inbox:"

@@ -29,11 +29,15 @@ from . import keys
 
 #: A job's record (see ``keys.JOB``): read, written, and a task listed in it.
 _JOB_RECORD = """
--- One string: lines of $JOB_FORMAT, version, fan-in size ('' for none), commit token, status, counted,
--- task ids (',' between), waits, then the document (JSON has no raw newline). A record of
--- $JOB_FORMAT_ID_APART or $JOB_FORMAT_WHOLE has no waits line. A job stored by a version before those
--- is a hash of those fields, its tasks as JOB_TASK fields (see keys.JOB): read as such (`legacy`) until
--- it is stored again.
+-- One string: lines of $JOB_FORMAT, version, fan-in size ('' for none), commit token, counted (which
+-- holds its status), task ids (',' between), waits, then the document (JSON has no raw newline). A
+-- record of $JOB_FORMAT_ID_APART or $JOB_FORMAT_WHOLE has a status line before counted and no waits
+-- line. A job stored by a version before those is a hash of those fields, its tasks as JOB_TASK fields
+-- (see keys.JOB): read as such (`legacy`) until it is stored again.
+
+-- The status in a job's counted line, orjson [blueprint, status, state, client]: the blueprint is a JSON
+-- string, in which a quote is escaped, so the first ',"' ends it.
+local STATUS_COUNTED = '^%[.-,"([^"]*)",'
 local function read_job(job_key)
   local raw = redis.pcall('GET', job_key)
   if type(raw) == 'table' then  -- WRONGTYPE: a hash
@@ -50,12 +54,18 @@ local function read_job(job_key)
   end
   if not raw then return nil end
   local lines, at = {}, 1
-  for i = 1, string.sub(raw, 1, #'$JOB_FORMAT' + 1) == '$JOB_FORMAT\\n' and 8 or 7 do
+  for i = 1, 7 do
     local newline = string.find(raw, '\\n', at, true)
     lines[i], at = string.sub(raw, at, newline - 1), newline + 1
   end
-  return {format = lines[1], version = lines[2], fan_in = lines[3], commit = lines[4], status = lines[5],
-    counted = lines[6], tasks = lines[7], waits = lines[8], doc = string.sub(raw, at)}
+  local job = {format = lines[1], version = lines[2], fan_in = lines[3], commit = lines[4]}
+  if job.format ~= '$JOB_FORMAT' then  -- its status on a line of its own, then counted and tasks
+    job.status, job.counted, job.tasks, job.doc = lines[5], lines[6], lines[7], string.sub(raw, at)
+    return job
+  end
+  job.counted, job.tasks, job.waits, job.doc = lines[5], lines[6], lines[7], string.sub(raw, at)
+  job.status = string.match(job.counted, STATUS_COUNTED)
+  return job
 end
 
 -- The last `n` ids of a list of task ids (',' between), as a JSON wait on them.
@@ -99,10 +109,12 @@ end
 -- With `only_new`, the record is written only if the job has none (SET NX): returns whether it was.
 -- `job.format`: that of the document (its own when nil): a record of an earlier format keeps it.
 local function write_job(job_key, job, only_new)
-  local format = job.format or '$JOB_FORMAT'
-  local lines = {format, job.version, job.fan_in, job.commit, job.status, job.counted, job.tasks}
-  if format == '$JOB_FORMAT' then lines[#lines + 1] = job.waits end
-  lines[#lines + 1] = job.doc
+  local lines = {job.format or '$JOB_FORMAT', job.version, job.fan_in, job.commit}
+  if lines[1] == '$JOB_FORMAT' then
+    lines[5], lines[6], lines[7], lines[8] = job.counted, job.tasks, job.waits, job.doc
+  else
+    lines[5], lines[6], lines[7], lines[8] = job.status, job.counted, job.tasks, job.doc
+  end
   local record = table.concat(lines, '\\n')
   if only_new then return redis.call('SET', job_key, record, 'NX') ~= false end
   redis.call('SET', job_key, record)
@@ -127,8 +139,7 @@ _TASK_RECORD = """
 -- of those fields and its id, an overlay under 'x:' .. its name (as a task's hash kept them: a task a
 -- version before 2026-12-07 stored is a hash, read as such until written again); nil for a task that is
 -- gone. Its queue position is written without what it is read with: the task id ending its member
--- and the zeros padding its sequence (the member's sequence alone, unpadded), and its qkey when that is
--- the queue its worker and type give.
+-- (the member's sequence alone), and its qkey when that is the queue its worker and type give.
 local TASK_LINES = {'status', 'worker_id', 'type', 'qkey', 'member', 'score', 'timeout_s', 'ask'}
 
 -- The queue a task waits in unless its record says another: its worker's inbox, else its type's queue.
@@ -162,8 +173,7 @@ local function read_task(task_key)
   end
   stored.doc = string.sub(raw, at)
   if stored.member then
-    local sequence = string.rep('0', 16 - #stored.member) .. stored.member
-    stored.qkey, stored.member = stored.qkey or default_qkey(stored), sequence .. ':' .. task_id
+    stored.qkey, stored.member = stored.qkey or default_qkey(stored), stored.member .. ':' .. task_id
   end
   return stored
 end
@@ -171,7 +181,7 @@ end
 local function write_task(task_key, stored)
   local short, lines, overlays = {}, {'$TASK_FORMAT'}, {}
   if stored.member then
-    short.member = string.match(stored.member, '^0*([^:]*)')
+    short.member = string.match(stored.member, '^[^:]*')
     if stored.qkey == default_qkey(stored) then short.qkey = '' end
   end
   for i, name in ipairs(TASK_LINES) do lines[i + 1] = short[name] or stored[name] or '' end
@@ -181,6 +191,25 @@ local function write_task(task_key, stored)
   lines[#lines + 1] = table.concat(overlays, '\\t')
   lines[#lines + 1] = stored.doc
   redis.call('SET', task_key, table.concat(lines, '\\n'))
+end
+
+-- A queue member's sequence ($TASK_SEQUENCE's count): the number of its base-62 digits, then those
+-- (0-9, A-Z, a-z sort in that order), so that members sort as their sequences do and equal priorities
+-- stay first in first out. A member of a version before 2026-12-08 has 16 decimal digits, starting with
+-- 0: it sorts before these.
+local SEQUENCE_DIGITS = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
+local function sequence_text(n)
+  local digits = ''
+  repeat
+    local digit = n % 62
+    digits, n = string.sub(SEQUENCE_DIGITS, digit + 1, digit + 1) .. digits, (n - digit) / 62
+  until n == 0
+  return #digits .. digits
+end
+
+-- The task id of a queue member (after its sequence and ':').
+local function member_task(member)
+  return string.sub(member, string.find(member, ':', 1, true) + 1)
 end
 
 -- The task's status (nil if it is gone) from the record's first 64 bytes, which hold its first two lines.
@@ -231,15 +260,15 @@ local function dequeue(stored)
   if not stored.qkey then return end
   redis.call('ZREM', stored.qkey, stored.member)
   decrement(key('$QUEUED_COUNTS'), stored.type)
-  redis.call('ZREM', key('$INBOXED', stored.type), string.sub(stored.member, 18))
+  redis.call('ZREM', key('$INBOXED', stored.type), member_task(stored.member))
   stored.qkey, stored.member, stored.score = nil, nil, nil
 end
 
--- Equal scores sort by member: the zero-padded sequence keeps them first in first out. `stored`: the
+-- Equal scores sort by member: its sequence keeps them first in first out. `stored`: the
 -- task's fields, to which its position is added; the caller writes it.
 local function enqueue(stored, task_id, task_type, worker, score, queued_at)
   local sequence = redis.call('INCR', key('$TASK_SEQUENCE'))
-  local member = string.format('%016d:%s', sequence, task_id)
+  local member = sequence_text(sequence) .. ':' .. task_id
   local qkey, wake
   if worker ~= '' then
     qkey, wake = key('$INBOX', worker), 'w:' .. worker
@@ -695,7 +724,7 @@ end
 -- An entry of a queue or inbox: its task id and fields (read_task); nil for a stale entry (cannot happen
 -- while the invariants hold).
 local function queued(member, zset)
-  local task_id = string.sub(member, 18)
+  local task_id = member_task(member)
   local stored = read_task(key('$TASK', task_id))
   if not stored or stored.qkey ~= zset or stored.member ~= member then return nil end
   return task_id, stored
