@@ -319,10 +319,9 @@ class RedisStorage(Storage):
         if limit <= 0:
             return []
         wanted = {name: value for name in _FILTERS if (value := getattr(where, name))}
-        lists = await self._lists(where)
-        # Every job of the lists matches (bar a commit in between), so seek to the offset; but for a status
-        # and a client, the list by client of older versions holds jobs of every status.
-        exact = set(wanted) <= _LISTED and not (where.status and where.client)
+        lists, exact = await self._lists(where)
+        # Every job of exact lists matches (bar a commit in between), so seek to the offset.
+        exact = exact and set(wanted) <= _LISTED
         start, skip = (offset, 0) if exact else (0, offset)
         page = limit if exact else max(LIST_PAGE, limit)
         found: list[Job] = []
@@ -340,20 +339,22 @@ class RedisStorage(Storage):
                     found.append(job)
         return found
 
-    async def _lists(self, where: JobFilter) -> list[str]:
+    async def _lists(self, where: JobFilter) -> tuple[list[str], bool]:
         """The lists that hold every job of ``where``'s status and client (see ``keys.JOBS_BY``), each job
         in one of them: those of the status (or every status) and client, or of every client that has
-        jobs of it (JOB_COUNTS says which)."""
+        jobs of it (JOB_COUNTS says which); and whether every job they hold has that status and client.
+        A list by client of older versions holds jobs of every status: not, for a status and client."""
         statuses = [str(where.status)] if where.status else [str(status) for status in JobStatus]
         if where.client:
-            return [
-                *(self.keys.jobs_of(status, where.client) for status in statuses),
-                self.keys.jobs_by_client_before(where.client),
-            ]
+            lists = [self.keys.jobs_of(status, where.client) for status in statuses]
+            before = self.keys.jobs_by_client_before(where.client)
+            if not await self.connection.execute("EXISTS", before):  # an emptied list is deleted
+                return lists, True
+            return [*lists, before], not where.status
         clients = {(status, client) for (_, status, _, client) in await self._counted() if client}
-        return [self.keys.jobs_of(status) for status in statuses] + [
-            self.keys.jobs_of(status, client) for status, client in sorted(clients) if status in statuses
-        ]
+        lists = [self.keys.jobs_of(status) for status in statuses]
+        lists += [self.keys.jobs_of(status, client) for status, client in sorted(clients) if status in statuses]
+        return lists, True
 
     async def _list_page(self, lists: list[str], start: int, count: int) -> list[Raw]:
         """The ids at ``start`` .. ``start + count - 1`` of ``lists`` merged (newest first), as one list
