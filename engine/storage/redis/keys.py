@@ -25,7 +25,7 @@ DEFAULT_NAMESPACE = "avtomatika"
 #: those, the last listed, it waits on when its wait is on tasks alone: '' for any other wait or none),
 #: then its document (the Job's fields not at their default, ``models.named``, but for those its key and
 #: lines hold: its id, status and version, its blueprint, state and client, and such a wait;
-#: ``encoding.split_job`` and the scripts' ``whole_doc`` put them back). One string takes ~350 bytes of
+#: ``encoding.split_job`` and the scripts' ``whole_doc`` put them back). One string takes ~360 bytes of
 #: redis-server's memory for a job waiting for a worker where a hash took ~1,060: the hash's document
 #: was longer than ``hash-max-listpack-value`` (64 bytes), so the hash was a dict of seven fields with
 #: two allocations each.
@@ -90,7 +90,7 @@ STEP_LEASE = "step_lease:"
 #: ``timeout_s`` (its own, if any) and ``ask`` ('1' if a worker's
 #: eligibility must be checked before it is taken: it has requirements or max_cost), each '' for none;
 #: then its overlays (orjson values changed since: taken_at, progress...; name and value of each, a tab
-#: between all), then ``doc`` (orjson Task as stored). One string takes ~400 bytes of redis-server's
+#: between all), then ``doc`` (orjson Task as stored). One string takes ~300 bytes of redis-server's
 #: memory for a queued task where a hash took ~840 (its document is longer than
 #: ``hash-max-listpack-value``: see JOB).
 #: Versions before 2026-12-07 kept a hash of those fields (an overlay as ``x:<field>``), read as such
