@@ -129,8 +129,8 @@ def count_calls(storage: RedisStorage, script: str) -> list[Any]:
     """Record the reply of every call of ``script`` (the list returned fills as calls are made)."""
     original, replies = storage._scripts[script], []
 
-    async def counted(*, keys: list[Any], args: list[Any]) -> Any:
-        reply = await original(keys=keys, args=args)
+    async def counted(*, keys: list[Any], args: list[Any], again: list[Any] | None = None) -> Any:
+        reply = await original(keys=keys, args=args, again=again)
         replies.append(reply)
         return reply
 
@@ -561,14 +561,30 @@ async def test_waiting_pollers_hold_no_connection(make_storage: StorageFactory) 
 
 # -- retried calls (redis-py resends a command whose reply was lost) ------------------------------
 def run_twice(storage: RedisStorage, script: str) -> None:
-    """Make every call of ``script`` run twice, as a retry after a lost reply would."""
+    """Make every call of ``script`` run twice, as a retry after a lost reply would (sent again as the
+    caller says a call is that may have run)."""
     original = storage._scripts[script]
 
-    async def twice(*, keys: list[Any], args: list[Any]) -> Any:
+    async def twice(*, keys: list[Any], args: list[Any], again: list[Any] | None = None) -> Any:
         await original(keys=keys, args=args)
-        return await original(keys=keys, args=args)
+        return await original(keys=keys, args=args if again is None else again)
 
     storage._scripts[script] = twice  # type: ignore[assignment]
+
+
+async def test_a_command_whose_connection_was_lost_is_sent_again_as_its_caller_says(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """A command that may have run is sent again in the form its caller gives for that (a script is
+    then told to look for the reply it kept, see ``keys.REPLY``)."""
+    storage = await make_storage()
+    client_id = await storage.connection.execute("CLIENT", "ID")
+    blocked = asyncio.create_task(
+        storage.connection.execute_many([("BLPOP", "nothing-comes", 10)], again=[("ECHO", "sent again")])
+    )
+    await asyncio.sleep(SHORT)
+    await redis_client.client_kill_filter(_id=client_id)
+    assert await blocked == [b"sent again"]
 
 
 async def test_a_retried_commit_is_applied_once_and_succeeds(make_storage: StorageFactory) -> None:

@@ -156,7 +156,8 @@ FEED_LEASE = "history:feed_lease:"
 
 # -- replies of takes -----------------------------------------------------------------------------
 #: + call token -> the id of the task a take script gave, so a call retried after a lost reply gets
-#: the same task instead of losing it. Kept REPLY_TTL_S seconds.
+#: the same task instead of losing it. Kept REPLY_TTL_S seconds; read only by a call sent again (a
+#: first send's token is new).
 REPLY = "reply:"
 REPLY_TTL_S = 60
 

@@ -429,8 +429,10 @@ local function feed_append(events)
   end
 end
 
--- A reply kept for a retried call (see REPLY in keys): the earlier answer, or nil.
-local function earlier_reply(token)
+-- A reply kept for a retried call (see REPLY in keys): the earlier answer, or nil. Looked for only when
+-- `again` is '1': the call is sent again and may have run (a first send's token is new: none is kept).
+local function earlier_reply(token, again)
+  if again ~= '1' then return nil end
   local reply = redis.call('LRANGE', key('$REPLY', token), 0, -1)
   if #reply > 0 then return reply end
   return nil
@@ -540,9 +542,9 @@ return {1}
 
 TAKE_TASK = """
 -- KEYS: the worker's inbox, the queues of its task types, then the INBOXED sets of those types.
--- ARGV: ns, worker id, taken_at (json), default timeout (s), call token, number of queues, steal
--- cutoff (a queued_at), then the ids of the tasks the caller found eligible (how many, then the ids),
--- then likewise of those it found not eligible.
+-- ARGV: ns, worker id, taken_at (json), default timeout (s), call token, '1' if the call is sent again
+-- (see earlier_reply), number of queues, steal cutoff (a queued_at), then the ids of the tasks the
+-- caller found eligible (how many, then the ids), then likewise of those it found not eligible.
 -- Takes the worker's best task as RedisStorage.take_task promises: the first of its inbox; else the
 -- first of its queues by priority, then queue order; else the longest waiting (queued at or before the
 -- cutoff) in another worker's inbox. A task marked `ask` is taken only once the caller found it
@@ -551,16 +553,16 @@ TAKE_TASK = """
 -- before any it could take} (it decides them and calls again); or {0, 1 if a task was passed over as
 -- not eligible, else 0}.
 local worker, taken_at, default_timeout, token = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local queue_count, cutoff = tonumber(ARGV[6]), tonumber(ARGV[7])
+local queue_count, cutoff = tonumber(ARGV[7]), tonumber(ARGV[8])
 
 -- A retried call whose first run took a task (its reply was lost): that task again, if it still exists.
-local earlier = redis.call('GET', key('$REPLY', token))
+local earlier = ARGV[6] == '1' and redis.call('GET', key('$REPLY', token))
 if earlier then
   local stored = read_task(key('$TASK', earlier))
   if stored then return {1, flat_of(stored)} end
 end
 
-local verdicts, at = {}, 8
+local verdicts, at = {}, 9
 for _, verdict in ipairs({true, false}) do
   local count = tonumber(ARGV[at])
   for i = at + 1, at + count do verdicts[ARGV[i]] = verdict end
@@ -734,13 +736,13 @@ return {1}
 """
 
 CLAIM_TIMERS = """
--- ARGV: ns, at, limit, call token, when a claimed timer is due again. Claims the due timers, earliest
--- first, moving each to that time; returns their ids.
-local earlier = earlier_reply(ARGV[4])
+-- ARGV: ns, at, limit, call token, '1' if the call is sent again (see earlier_reply), when a claimed
+-- timer is due again. Claims the due timers, earliest first, moving each to that time; returns their ids.
+local earlier = earlier_reply(ARGV[4], ARGV[5])
 if earlier then return earlier end
 local timers = key('$TIMERS')
 local due = redis.call('ZRANGEBYSCORE', timers, '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
-for _, timer_id in ipairs(due) do redis.call('ZADD', timers, ARGV[5], timer_id) end
+for _, timer_id in ipairs(due) do redis.call('ZADD', timers, ARGV[6], timer_id) end
 keep_reply(ARGV[4], due)
 return due
 """
@@ -767,11 +769,11 @@ return 1
 """
 
 EXPIRE_WORKERS = """
--- ARGV: ns, at, call token. Removes the workers expired at `at`, handing their unanswered tasks on:
--- those still queued to the worker's inbox are queued for anyone, those it took get a lost timer due
--- at `at` (their timeout timer cancelled). Returns, for each worker, its record, the number of its
--- unanswered tasks, then their ids.
-local earlier = earlier_reply(ARGV[3])
+-- ARGV: ns, at, call token, '1' if the call is sent again (see earlier_reply). Removes the workers
+-- expired at `at`, handing their unanswered tasks on: those still queued to the worker's inbox are
+-- queued for anyone, those it took get a lost timer due at `at` (their timeout timer cancelled).
+-- Returns, for each worker, its record, the number of its unanswered tasks, then their ids.
+local earlier = earlier_reply(ARGV[3], ARGV[4])
 if earlier then return earlier end
 local reply = {}
 for _, worker_id in ipairs(redis.call('ZRANGEBYSCORE', key('$WORKER_EXPIRY'), '-inf', ARGV[2])) do

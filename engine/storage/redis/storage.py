@@ -219,6 +219,13 @@ class RedisStorage(Storage):
     async def _run(self, script: str, keys: Iterable[str], args: Iterable[Any]) -> Any:
         return await self._scripts[script](keys=list(keys), args=[self.keys.prefix, *args])
 
+    async def _run_once(self, script: str, keys: Iterable[str], args: list[Any], token_at: int) -> Any:
+        """Run a script that keeps its reply under the call token ``args[token_at]`` (see ``keys.REPLY``),
+        telling it by the flag after the token whether the call is sent again and may have run: only
+        then does it look for a kept reply (a token is new on the first send)."""
+        before, after = [self.keys.prefix, *args[: token_at + 1]], args[token_at + 1 :]
+        return await self._scripts[script](keys=list(keys), args=[*before, "0", *after], again=[*before, "1", *after])
+
     # -- jobs ------------------------------------------------------------------------------------
     async def create_job(self, job: Job, *, run: bool = True, events: Sequence[Event] = ()) -> Job:
         job.version = 1
@@ -498,7 +505,7 @@ class RedisStorage(Storage):
             args: list[Any] = [worker.worker_id, taken_at, exact_score(default_timeout_s), token, len(task_types)]
             args.append(exact_score(now() - self.steal_after_s))
             args += [len(eligible_ids), *eligible_ids, len(ineligible_ids), *ineligible_ids]
-            kind, *rest = await self._run("take_task", zsets, args)
+            kind, *rest = await self._run_once("take_task", zsets, args, token_at=3)
             if kind == _TAKEN:
                 return decode_task(as_mapping(rest[0])), False
             if kind != _ASKED:
@@ -533,7 +540,8 @@ class RedisStorage(Storage):
     # -- timers ----------------------------------------------------------------------------------
     async def claim_timers(self, at: float, lease_s: float, limit: int = 100) -> list[TimerClaim]:
         again = exact_score(at + lease_s)
-        reply = await self._run("claim_timers", [], [exact_score(at), limit, next(self._tokens), again])
+        args = [exact_score(at), limit, next(self._tokens), again]
+        reply = await self._run_once("claim_timers", [], args, token_at=2)
         return [TimerClaim(as_text(timer_id), again) for timer_id in reply]
 
     async def finish_timers(self, claims: Sequence[TimerClaim]) -> None:
@@ -563,7 +571,7 @@ class RedisStorage(Storage):
         return [decode_worker(doc) for doc in docs if doc is not None]
 
     async def expire_workers(self, at: float) -> list[tuple[WorkerRecord, list[str]]]:
-        reply = iter(await self._run("expire_workers", [], [exact_score(at), next(self._tokens)]))
+        reply = iter(await self._run_once("expire_workers", [], [exact_score(at), next(self._tokens)], token_at=1))
         expired = []
         for doc in reply:
             task_ids = [as_text(next(reply)) for _ in range(int(next(reply)))]
