@@ -34,6 +34,7 @@ from support.storage_contract import (
     nobody,
     nonzero,
     take,
+    take_ids,
 )
 
 from avtomatika.errors import VersionConflict
@@ -982,6 +983,53 @@ async def test_a_task_stored_as_a_hash_by_an_older_version_is_read_and_written_a
     assert await storage.add_branch_result(job.id, queued.id, {}) == BranchAnswer.RECORDED
     assert (await storage.get_task(queued.id)).status == TaskStatus.DONE
     assert nonzero(await storage.queue_lengths()) == {"a": 1}
+
+
+async def test_queued_tasks_are_counted_from_their_queues_and_a_known_type_is_not_added_again(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """A queue's length is the size of its zsets (keys.TASK_TYPES): queuing and taking keep no count,
+    and a commit adds a task type to the set only when its process has not lately."""
+    storage = await make_storage()
+    job = await new_job(storage)
+    worker = make_worker("a")
+    job = await dispatch(storage, job, make_task(job), make_task(job, "b", worker_id=worker.worker_id))
+    assert await redis_client.smembers(storage.keys.key(keys.TASK_TYPES)) == {b"a", b"b"}
+    await redis_client.config_resetstat()
+    job = await dispatch(storage, job, make_task(job, "b"))
+    assert nonzero(await storage.queue_lengths()) == {"a": 1, "b": 2}
+    assert await take(storage, worker) is not None
+    assert nonzero(await storage.queue_lengths()) == {"a": 1, "b": 1}
+    assert "cmdstat_sadd" not in await redis_client.info("commandstats")
+    assert not await redis_client.exists(storage.keys.key(keys.QUEUED_COUNTS))
+
+
+async def test_a_task_type_set_lost_with_redis_data_is_added_again_after_the_refresh(
+    make_storage: StorageFactory, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = await make_storage()
+    job = await new_job(storage)
+    job = await dispatch(storage, job, make_task(job))
+    await redis_client.delete(storage.keys.key(keys.TASK_TYPES))
+    monkeypatch.setattr(keys, "TASK_TYPES_REFRESH_S", 0.0)
+    await dispatch(storage, job, make_task(job))
+    assert nonzero(await storage.queue_lengths()) == {"a": 2}
+
+
+async def test_tasks_queued_by_a_version_that_counted_them_are_counted_and_taken(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """Versions before 2026-12-08 kept a count per task type (keys.QUEUED_COUNTS) and no set of task
+    types: their queued tasks are counted by the zsets of the types that hash names."""
+    storage = await make_storage()
+    job = await new_job(storage)
+    worker = make_worker("a")
+    job = await dispatch(storage, job, make_task(job), make_task(job, worker_id=worker.worker_id))
+    await redis_client.delete(storage.keys.key(keys.TASK_TYPES))
+    await redis_client.hset(storage.keys.key(keys.QUEUED_COUNTS), "a", 2)
+    assert await storage.queue_lengths() == {"a": 2}
+    assert await take_ids(storage, worker, 2)
+    assert await storage.queue_lengths() == {}
 
 
 async def test_a_task_whose_worker_changed_while_queued_is_taken_from_the_inbox_it_waits_in(

@@ -10,8 +10,9 @@ Redis as they are: Lua's number-to-string conversion keeps only 14 significant d
 
 Invariants the scripts keep, so that counts are exact without scanning:
 
-- a task's record has ``qkey``/``member`` exactly when its entry is in that zset (QUEUE or INBOX), and is
-  then counted once in QUEUED_COUNTS under its type;
+- a task's record has ``qkey``/``member`` exactly when its entry is in that zset (QUEUE or INBOX), and its
+  id is in INBOXED under its type exactly when that zset is an INBOX (the queued tasks of a type are
+  those of its QUEUE and INBOXED);
 - LOAD_COUNTS[w] is the size of LOAD+w; JOB_COUNTS sums to the number of jobs.
 
 Among the fields :mod:`avtomatika.storage.redis.keys` lists, a task's record keeps what the take script needs
@@ -184,8 +185,8 @@ local function key(name, suffix) return ns .. name .. (suffix or '') end
     + """
 
 -- A field that falls to 0 stays (an HDEL per fall was a command of most steps): the fields of a counter
--- are a bounded set (its blueprints, statuses, states and clients; task types; live workers, whose field
--- goes when they expire), and readers leave out those at 0.
+-- are a bounded set (its blueprints, statuses, states and clients; live workers, whose field goes when
+-- they expire), and readers leave out those at 0.
 local function decrement(hash, field)
   if redis.call('HINCRBY', hash, field, -1) < 0 then redis.call('HDEL', hash, field) end
 end
@@ -205,7 +206,6 @@ end
 local function dequeue(stored)
   if not stored.qkey then return end
   redis.call('ZREM', stored.qkey, stored.member)
-  decrement(key('$QUEUED_COUNTS'), stored.type)
   redis.call('ZREM', key('$INBOXED', stored.type), string.sub(stored.member, 18))
   stored.qkey, stored.member, stored.score = nil, nil, nil
 end
@@ -225,7 +225,6 @@ local function enqueue(stored, task_id, task_type, worker, score, queued_at)
   end
   redis.call('ZADD', qkey, score, member)
   stored.qkey, stored.member, stored.score = qkey, member, score
-  redis.call('HINCRBY', key('$QUEUED_COUNTS'), task_type, 1)
   redis.call('PUBLISH', key('$TASK_WAKE'), wake)
 end
 
@@ -465,8 +464,9 @@ return {1}
 COMMIT = """
 -- KEYS[1]: the job. ARGV: ns, expected version, max terminal jobs, run, fan-in size ('' to leave the
 -- round as it is), consumer to read an entry for ('' for none; see run), the job's fields (ARGV[7..15],
--- see store_job), then six counted lists: closed tasks (id, status), tasks (id, job id, type, status,
--- worker or '', doc, score, queued_at, timeout_s or '', ask), cancelled timer ids, timers (id, due),
+-- see store_job), then seven counted lists: closed tasks (id, status), tasks (id, job id, type, status,
+-- worker or '', doc, score, queued_at, timeout_s or '', ask), task types to add to TASK_TYPES, cancelled
+-- timer ids, timers (id, due),
 -- branch results the new round starts with (task id, result), child jobs (the fields of each, as
 -- store_job reads them), then the events for the feed ('' for none), then the step it ends: its runnable
 -- entry ('' for none), the holder of its step lease ('' for none) and the storage's lease length (ms:
@@ -511,6 +511,9 @@ for _ = 1, tonumber(arg()) do
     end
   end
 end
+local task_types = {}
+for _ = 1, tonumber(arg()) do task_types[#task_types + 1] = arg() end
+if #task_types > 0 then redis.call('SADD', key('$TASK_TYPES'), unpack(task_types)) end
 for _ = 1, tonumber(arg()) do redis.call('ZREM', key('$TIMERS'), arg()) end
 for _ = 1, tonumber(arg()) do
   local timer_id = arg()

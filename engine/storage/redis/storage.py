@@ -13,8 +13,10 @@ import asyncio
 import heapq
 import itertools
 import logging
+import math
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
@@ -169,6 +171,7 @@ class RedisStorage(Storage):
         self._wakeups = TaskWakeups(self)
         self._polls_ended = False
         self._feed_id = ""
+        self._task_types_added: dict[str, float] = {}  # task type -> when (monotonic) added to TASK_TYPES
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -290,6 +293,8 @@ class RedisStorage(Storage):
         args += fields
         args += [len(change.close_tasks), *(x for item in change.close_tasks.items() for x in item)]
         args += [len(change.tasks), *(x for task in change.tasks for x in task_fields(task))]
+        task_types = self._task_types_to_add(change.tasks)
+        args += [len(task_types), *task_types]
         args += [len(change.cancel_timers), *change.cancel_timers]
         args += [
             len(change.timers),
@@ -316,9 +321,17 @@ class RedisStorage(Storage):
             job.version, job.updated_at = expected, updated_at
             self._runnable.step_not_ended(job.id, entry_id)
             raise VersionConflict(job.id)
+        self._task_types_added |= dict.fromkeys(task_types, time.monotonic())
         if change.ends_step:
             await self._runnable.step_ended(job.id, entry_id, change.ends_step)
         return job
+
+    def _task_types_to_add(self, tasks: Sequence[Task]) -> list[str]:
+        """The types of ``tasks`` this process has not added to ``keys.TASK_TYPES`` in the last
+        ``keys.TASK_TYPES_REFRESH_S``."""
+        at = time.monotonic()
+        types = dict.fromkeys(task.type for task in tasks)
+        return [t for t in types if at - self._task_types_added.get(t, -math.inf) >= keys.TASK_TYPES_REFRESH_S]
 
     async def list_jobs(self, where: JobFilter, limit: int = 50, offset: int = 0) -> list[Job]:
         if limit <= 0:
@@ -514,7 +527,17 @@ class RedisStorage(Storage):
                 (eligible_ids if eligible(task) else ineligible_ids).append(task.id)
 
     async def queue_lengths(self) -> dict[str, int]:
-        return decode_counts(as_mapping(await self.connection.execute("HGETALL", self.keys.key(keys.QUEUED_COUNTS))))
+        """Each task type's QUEUE and INBOXED sizes (see ``keys.TASK_TYPES``), of the types listed there
+        or in QUEUED_COUNTS (those counted by versions before it)."""
+        listed = await self.connection.execute_many(
+            [("SMEMBERS", self.keys.key(keys.TASK_TYPES)), ("HKEYS", self.keys.key(keys.QUEUED_COUNTS))]
+        )
+        task_types = sorted({as_text(task_type) for found in listed for task_type in found})
+        sizes = await self.connection.execute_many(
+            [("ZCARD", name) for t in task_types for name in (self.keys.queue(t), self.keys.key(keys.INBOXED, t))]
+        )
+        counts = {t: queued + inboxed for t, queued, inboxed in zip(task_types, sizes[::2], sizes[1::2], strict=True)}
+        return {t: n for t, n in counts.items() if n}
 
     async def worker_load(self) -> dict[str, int]:
         return decode_counts(as_mapping(await self.connection.execute("HGETALL", self.keys.key(keys.LOAD_COUNTS))))
