@@ -466,13 +466,12 @@ COMMIT = """
 -- round as it is), consumer to read an entry for ('' for none; see run), the job's fields (ARGV[7..15],
 -- see store_job), then seven counted lists: closed tasks (id, status), tasks (id, job id, type, status,
 -- worker or '', doc, score, queued_at, timeout_s or '', ask), task types to add to TASK_TYPES, cancelled
--- timer ids, timers (id, due),
--- branch results the new round starts with (task id, result), child jobs (the fields of each, as
--- store_job reads them), then the events for the feed ('' for none), then the step it ends: its runnable
--- entry ('' for none), the holder of its step lease ('' for none) and the storage's lease length (ms:
--- another holder's lease found instead is put back that long, no shorter than it is renewed), ended as
--- ACK_ENTRY ends one, then the holder to take the read entry's job's step lease for and for how long
--- (ms; see run).
+-- timer ids, timers (id, due), branch results the new round starts with (task id, result), child jobs
+-- (the fields of each, as store_job reads them), then the events for the feed ('' for none), then the
+-- step it ends: its runnable entry ('' for none), the holder of its step lease ('' for none) and the
+-- storage's lease length (ms: another holder's lease found instead is put back that long, no shorter
+-- than it is renewed), ended as ACK_ENTRY ends one, then the holder to take the read entry's job's step
+-- lease for and for how long (ms; see run).
 -- Returns {1} (or what run returns); {0} if the version is not the expected one or a task to withdraw
 -- was answered since it was read, {2} if a retried call was applied already.
 local job_id = ARGV[7]
