@@ -130,8 +130,8 @@ def count_calls(storage: RedisStorage, script: str) -> list[Any]:
     """Record the reply of every call of ``script`` (the list returned fills as calls are made)."""
     original, replies = storage._scripts[script], []
 
-    async def counted(*, keys: list[Any], args: list[Any]) -> Any:
-        reply = await original(keys=keys, args=args)
+    async def counted(*, keys: list[Any], args: list[Any], again: list[Any] | None = None) -> Any:
+        reply = await original(keys=keys, args=args, again=again)
         replies.append(reply)
         return reply
 
@@ -562,14 +562,30 @@ async def test_waiting_pollers_hold_no_connection(make_storage: StorageFactory) 
 
 # -- retried calls (redis-py resends a command whose reply was lost) ------------------------------
 def run_twice(storage: RedisStorage, script: str) -> None:
-    """Make every call of ``script`` run twice, as a retry after a lost reply would."""
+    """Make every call of ``script`` run twice, as a retry after a lost reply would (sent again as the
+    caller says a call is that may have run)."""
     original = storage._scripts[script]
 
-    async def twice(*, keys: list[Any], args: list[Any]) -> Any:
+    async def twice(*, keys: list[Any], args: list[Any], again: list[Any] | None = None) -> Any:
         await original(keys=keys, args=args)
-        return await original(keys=keys, args=args)
+        return await original(keys=keys, args=args if again is None else again)
 
     storage._scripts[script] = twice  # type: ignore[assignment]
+
+
+async def test_a_command_whose_connection_was_lost_is_sent_again_as_its_caller_says(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """A command that may have run is sent again in the form its caller gives for that (a script is
+    then told to look for the reply it kept, see ``keys.REPLY``)."""
+    storage = await make_storage()
+    client_id = await storage.connection.execute("CLIENT", "ID")
+    blocked = asyncio.create_task(
+        storage.connection.execute_many([("BLPOP", "nothing-comes", 10)], again=[("ECHO", "sent again")])
+    )
+    await asyncio.sleep(SHORT)
+    await redis_client.client_kill_filter(_id=client_id)
+    assert await blocked == [b"sent again"]
 
 
 async def test_a_retried_commit_is_applied_once_and_succeeds(make_storage: StorageFactory) -> None:
@@ -991,6 +1007,53 @@ async def test_a_task_stored_as_a_hash_by_an_older_version_is_read_and_written_a
     assert await storage.add_branch_result(job.id, queued.id, {}) == BranchAnswer.RECORDED
     assert (await storage.get_task(queued.id)).status == TaskStatus.DONE
     assert nonzero(await storage.queue_lengths()) == {"a": 1}
+
+
+async def test_queued_tasks_are_counted_from_their_queues_and_a_known_type_is_not_added_again(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """A queue's length is the size of its zsets (keys.TASK_TYPES): queuing and taking keep no count,
+    and a commit adds a task type to the set only when its process has not lately."""
+    storage = await make_storage()
+    job = await new_job(storage)
+    worker = make_worker("a")
+    job = await dispatch(storage, job, make_task(job), make_task(job, "b", worker_id=worker.worker_id))
+    assert await redis_client.smembers(storage.keys.key(keys.TASK_TYPES)) == {b"a", b"b"}
+    await redis_client.config_resetstat()
+    job = await dispatch(storage, job, make_task(job, "b"))
+    assert nonzero(await storage.queue_lengths()) == {"a": 1, "b": 2}
+    assert await take(storage, worker) is not None
+    assert nonzero(await storage.queue_lengths()) == {"a": 1, "b": 1}
+    assert "cmdstat_sadd" not in await redis_client.info("commandstats")
+    assert not await redis_client.exists(storage.keys.key(keys.QUEUED_COUNTS))
+
+
+async def test_a_task_type_set_lost_with_redis_data_is_added_again_after_the_refresh(
+    make_storage: StorageFactory, redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = await make_storage()
+    job = await new_job(storage)
+    job = await dispatch(storage, job, make_task(job))
+    await redis_client.delete(storage.keys.key(keys.TASK_TYPES))
+    monkeypatch.setattr(keys, "TASK_TYPES_REFRESH_S", 0.0)
+    await dispatch(storage, job, make_task(job))
+    assert nonzero(await storage.queue_lengths()) == {"a": 2}
+
+
+async def test_tasks_queued_by_a_version_that_counted_them_are_counted_and_taken(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """Versions before 2026-12-08 kept a count per task type (keys.QUEUED_COUNTS) and no set of task
+    types: their queued tasks are counted by the zsets of the types that hash names."""
+    storage = await make_storage()
+    job = await new_job(storage)
+    worker = make_worker("a")
+    job = await dispatch(storage, job, make_task(job), make_task(job, worker_id=worker.worker_id))
+    await redis_client.delete(storage.keys.key(keys.TASK_TYPES))
+    await redis_client.hset(storage.keys.key(keys.QUEUED_COUNTS), "a", 2)
+    assert await storage.queue_lengths() == {"a": 2}
+    assert await take_ids(storage, worker, 2)
+    assert await storage.queue_lengths() == {}
 
 
 async def test_a_task_whose_worker_changed_while_queued_is_taken_from_the_inbox_it_waits_in(

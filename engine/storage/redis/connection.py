@@ -139,10 +139,11 @@ class SharedConnection:
         """Send one command; its reply (raised if it is an error)."""
         return (await self.execute_many([command]))[0]
 
-    async def execute_many(self, commands: Sequence[Command]) -> list[Any]:
+    async def execute_many(self, commands: Sequence[Command], again: Sequence[Command] | None = None) -> list[Any]:
         """Send commands back to back (no other caller's in between); their replies, in order.
 
-        Every reply is awaited; then the first error among them, if any, is raised.
+        Every reply is awaited; then the first error among them, if any, is raised. ``again``: what
+        to send instead once the commands' connection was lost (they may have run), if not the same.
         """
         if not commands:
             return []
@@ -160,6 +161,7 @@ class SharedConnection:
                 if failures > self.retries or self._closed:
                     raise
                 await asyncio.sleep(self.backoff.compute(failures))
+                commands = again or commands
 
     async def _connected(self) -> _Protocol:
         if self._closed:
@@ -212,8 +214,13 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    async def __call__(self, *, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    async def __call__(self, *, keys: Sequence[Any], args: Sequence[Any], again: Sequence[Any] | None = None) -> Any:
+        """Run the script; ``again``: the arguments to send it instead once it may have run (its
+        connection was lost before the reply, or Redis forgot the script, perhaps restarted after
+        running it), if not the same."""
+        again = args if again is None else again
+        head = ("EVALSHA", self.sha, len(keys), *keys)
         try:
-            return await self.connection.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+            return (await self.connection.execute_many([(*head, *args)], [(*head, *again)]))[0]
         except NoScriptError:
-            return await self.connection.execute("EVAL", self.source, len(keys), *keys, *args)
+            return await self.connection.execute("EVAL", self.source, len(keys), *keys, *again)

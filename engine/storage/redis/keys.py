@@ -110,9 +110,15 @@ QUEUE = "queue:"
 INBOX = "inbox:"
 #: + task type -> zset task id -> its queued_at, of the tasks of that type waiting in some worker's
 #: INBOX: where an idle worker looks for tasks left longer than ``steal_after_s`` by a worker that
-#: stopped asking.
+#: stopped asking; and with QUEUE, how many tasks of that type are queued (the ZCARD of both).
 INBOXED = "tasks:inboxed:"
-#: hash task type -> number of queued tasks (in QUEUE and INBOX zsets); fields at 0 stay.
+#: set of the task types queued (those whose queued tasks are counted): a commit queuing tasks adds
+#: their types when its process has not added them in the last ``TASK_TYPES_REFRESH_S`` (so a set
+#: lost with Redis's data is whole again by then).
+TASK_TYPES = "tasks:types"
+TASK_TYPES_REFRESH_S = 60.0
+#: hash task type -> number of queued tasks, kept by versions before 2026-12-08 (the number is the
+#: ZCARD of QUEUE and INBOXED since): its fields still name task types queued.
 QUEUED_COUNTS = "tasks:queued"
 #: Pub/sub channel: ``t:<task type>`` or ``w:<worker id>`` is published when a task is queued.
 TASK_WAKE = "tasks:wake"
@@ -175,7 +181,8 @@ FEED_LEASE = "history:feed_lease:"
 
 # -- replies of takes -----------------------------------------------------------------------------
 #: + call token -> the id of the task a take script gave, so a call retried after a lost reply gets
-#: the same task instead of losing it. Kept REPLY_TTL_S seconds.
+#: the same task instead of losing it. Kept REPLY_TTL_S seconds; read only by a call sent again (a
+#: first send's token is new).
 REPLY = "reply:"
 REPLY_TTL_S = 60
 

@@ -10,8 +10,9 @@ Redis as they are: Lua's number-to-string conversion keeps only 14 significant d
 
 Invariants the scripts keep, so that counts are exact without scanning:
 
-- a task's record has ``qkey``/``member`` exactly when its entry is in that zset (QUEUE or INBOX), and is
-  then counted once in QUEUED_COUNTS under its type;
+- a task's record has ``qkey``/``member`` exactly when its entry is in that zset (QUEUE or INBOX), and its
+  id is in INBOXED under its type exactly when that zset is an INBOX (the queued tasks of a type are
+  those of its QUEUE and INBOXED);
 - LOAD_COUNTS[w] is the size of LOAD+w; JOB_COUNTS sums to the number of jobs.
 
 Among the fields :mod:`avtomatika.storage.redis.keys` lists, a task's record keeps what the take script needs
@@ -238,8 +239,8 @@ local function key(name, suffix) return ns .. name .. (suffix or '') end
     + """
 
 -- A field that falls to 0 stays (an HDEL per fall was a command of most steps): the fields of a counter
--- are a bounded set (its blueprints, statuses, states and clients; task types; live workers, whose field
--- goes when they expire), and readers leave out those at 0.
+-- are a bounded set (its blueprints, statuses, states and clients; live workers, whose field goes when
+-- they expire), and readers leave out those at 0.
 local function decrement(hash, field)
   if redis.call('HINCRBY', hash, field, -1) < 0 then redis.call('HDEL', hash, field) end
 end
@@ -259,7 +260,6 @@ end
 local function dequeue(stored)
   if not stored.qkey then return end
   redis.call('ZREM', stored.qkey, stored.member)
-  decrement(key('$QUEUED_COUNTS'), stored.type)
   redis.call('ZREM', key('$INBOXED', stored.type), member_task(stored.member))
   stored.qkey, stored.member, stored.score = nil, nil, nil
 end
@@ -279,7 +279,6 @@ local function enqueue(stored, task_id, task_type, worker, score, queued_at)
   end
   redis.call('ZADD', qkey, score, member)
   stored.qkey, stored.member, stored.score = qkey, member, score
-  redis.call('HINCRBY', key('$QUEUED_COUNTS'), task_type, 1)
   redis.call('PUBLISH', key('$TASK_WAKE'), wake)
 end
 
@@ -506,8 +505,10 @@ local function feed_append(events)
   end
 end
 
--- A reply kept for a retried call (see REPLY in keys): the earlier answer, or nil.
-local function earlier_reply(token)
+-- A reply kept for a retried call (see REPLY in keys): the earlier answer, or nil. Looked for only when
+-- `again` is '1': the call is sent again and may have run (a first send's token is new: none is kept).
+local function earlier_reply(token, again)
+  if again ~= '1' then return nil end
   local reply = redis.call('LRANGE', key('$REPLY', token), 0, -1)
   if #reply > 0 then return reply end
   return nil
@@ -540,14 +541,14 @@ return {1}
 COMMIT = """
 -- KEYS[1]: the job. ARGV: ns, expected version, max terminal jobs, run, fan-in size ('' to leave the
 -- round as it is), consumer to read an entry for ('' for none; see run), the job's fields (ARGV[7..16],
--- see store_job), then six counted lists: closed tasks (id, status), tasks (id, job id, type, status,
--- worker or '', doc, score, queued_at, timeout_s or '', ask), cancelled timer ids, timers (id, due),
--- branch results the new round starts with (task id, result), child jobs (the fields of each, as
--- store_job reads them), then the events for the feed ('' for none), then the step it ends: its runnable
--- entry ('' for none), the holder of its step lease ('' for none) and the storage's lease length (ms:
--- another holder's lease found instead is put back that long, no shorter than it is renewed), ended as
--- ACK_ENTRY ends one, then the holder to take the read entry's job's step lease for and for how long
--- (ms; see run).
+-- see store_job), then seven counted lists: closed tasks (id, status), tasks (id, job id, type, status,
+-- worker or '', doc, score, queued_at, timeout_s or '', ask), task types to add to TASK_TYPES, cancelled
+-- timer ids, timers (id, due), branch results the new round starts with (task id, result), child jobs
+-- (the fields of each, as store_job reads them), then the events for the feed ('' for none), then the
+-- step it ends: its runnable entry ('' for none), the holder of its step lease ('' for none) and the
+-- storage's lease length (ms: another holder's lease found instead is put back that long, no shorter
+-- than it is renewed), ended as ACK_ENTRY ends one, then the holder to take the read entry's job's step
+-- lease for and for how long (ms; see run).
 -- Returns {1} (or what run returns); {0} if the version is not the expected one or a task to withdraw
 -- was answered since it was read, {2} if a retried call was applied already.
 local job_id = ARGV[7]
@@ -586,6 +587,9 @@ for _ = 1, tonumber(arg()) do
     end
   end
 end
+local task_types = {}
+for _ = 1, tonumber(arg()) do task_types[#task_types + 1] = arg() end
+if #task_types > 0 then redis.call('SADD', key('$TASK_TYPES'), unpack(task_types)) end
 for _ = 1, tonumber(arg()) do redis.call('ZREM', key('$TIMERS'), arg()) end
 for _ = 1, tonumber(arg()) do
   local timer_id = arg()
@@ -617,9 +621,9 @@ return {1}
 
 TAKE_TASK = """
 -- KEYS: the worker's inbox, the queues of its task types, then the INBOXED sets of those types.
--- ARGV: ns, worker id, taken_at (json), default timeout (s), call token, number of queues, steal
--- cutoff (a queued_at), then the ids of the tasks the caller found eligible (how many, then the ids),
--- then likewise of those it found not eligible.
+-- ARGV: ns, worker id, taken_at (json), default timeout (s), call token, '1' if the call is sent again
+-- (see earlier_reply), number of queues, steal cutoff (a queued_at), then the ids of the tasks the
+-- caller found eligible (how many, then the ids), then likewise of those it found not eligible.
 -- Takes the worker's best task as RedisStorage.take_task promises: the first of its inbox; else the
 -- first of its queues by priority, then queue order; else the longest waiting (queued at or before the
 -- cutoff) in another worker's inbox. A task marked `ask` is taken only once the caller found it
@@ -628,16 +632,16 @@ TAKE_TASK = """
 -- before any it could take} (it decides them and calls again); or {0, 1 if a task was passed over as
 -- not eligible, else 0}.
 local worker, taken_at, default_timeout, token = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local queue_count, cutoff = tonumber(ARGV[6]), tonumber(ARGV[7])
+local queue_count, cutoff = tonumber(ARGV[7]), tonumber(ARGV[8])
 
 -- A retried call whose first run took a task (its reply was lost): that task again, if it still exists.
-local earlier = redis.call('GET', key('$REPLY', token))
+local earlier = ARGV[6] == '1' and redis.call('GET', key('$REPLY', token))
 if earlier then
   local stored = read_task(key('$TASK', earlier))
   if stored then return {1, flat_of(stored)} end
 end
 
-local verdicts, at = {}, 8
+local verdicts, at = {}, 9
 for _, verdict in ipairs({true, false}) do
   local count = tonumber(ARGV[at])
   for i = at + 1, at + count do verdicts[ARGV[i]] = verdict end
@@ -811,13 +815,13 @@ return {1}
 """
 
 CLAIM_TIMERS = """
--- ARGV: ns, at, limit, call token, when a claimed timer is due again. Claims the due timers, earliest
--- first, moving each to that time; returns their ids.
-local earlier = earlier_reply(ARGV[4])
+-- ARGV: ns, at, limit, call token, '1' if the call is sent again (see earlier_reply), when a claimed
+-- timer is due again. Claims the due timers, earliest first, moving each to that time; returns their ids.
+local earlier = earlier_reply(ARGV[4], ARGV[5])
 if earlier then return earlier end
 local timers = key('$TIMERS')
 local due = redis.call('ZRANGEBYSCORE', timers, '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
-for _, timer_id in ipairs(due) do redis.call('ZADD', timers, ARGV[5], timer_id) end
+for _, timer_id in ipairs(due) do redis.call('ZADD', timers, ARGV[6], timer_id) end
 keep_reply(ARGV[4], due)
 return due
 """
@@ -844,11 +848,11 @@ return 1
 """
 
 EXPIRE_WORKERS = """
--- ARGV: ns, at, call token. Removes the workers expired at `at`, handing their unanswered tasks on:
--- those still queued to the worker's inbox are queued for anyone, those it took get a lost timer due
--- at `at` (their timeout timer cancelled). Returns, for each worker, its record, the number of its
--- unanswered tasks, then their ids.
-local earlier = earlier_reply(ARGV[3])
+-- ARGV: ns, at, call token, '1' if the call is sent again (see earlier_reply). Removes the workers
+-- expired at `at`, handing their unanswered tasks on: those still queued to the worker's inbox are
+-- queued for anyone, those it took get a lost timer due at `at` (their timeout timer cancelled).
+-- Returns, for each worker, its record, the number of its unanswered tasks, then their ids.
+local earlier = earlier_reply(ARGV[3], ARGV[4])
 if earlier then return earlier end
 local reply = {}
 for _, worker_id in ipairs(redis.call('ZRANGEBYSCORE', key('$WORKER_EXPIRY'), '-inf', ARGV[2])) do

@@ -13,8 +13,10 @@ import asyncio
 import heapq
 import itertools
 import logging
+import math
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
@@ -171,6 +173,7 @@ class RedisStorage(Storage):
         self._wakeups = TaskWakeups(self)
         self._polls_ended = False
         self._feed_id = ""
+        self._task_types_added: dict[str, float] = {}  # task type -> when (monotonic) added to TASK_TYPES
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -220,6 +223,13 @@ class RedisStorage(Storage):
 
     async def _run(self, script: str, keys: Iterable[str], args: Iterable[Any]) -> Any:
         return await self._scripts[script](keys=list(keys), args=[self.keys.prefix, *args])
+
+    async def _run_once(self, script: str, keys: Iterable[str], args: list[Any], token_at: int) -> Any:
+        """Run a script that keeps its reply under the call token ``args[token_at]`` (see ``keys.REPLY``),
+        telling it by the flag after the token whether the call is sent again and may have run: only
+        then does it look for a kept reply (a token is new on the first send)."""
+        before, after = [self.keys.prefix, *args[: token_at + 1]], args[token_at + 1 :]
+        return await self._scripts[script](keys=list(keys), args=[*before, "0", *after], again=[*before, "1", *after])
 
     # -- jobs ------------------------------------------------------------------------------------
     async def create_job(self, job: Job, *, run: bool = True, events: Sequence[Event] = ()) -> Job:
@@ -285,6 +295,8 @@ class RedisStorage(Storage):
         args += fields
         args += [len(change.close_tasks), *(x for item in change.close_tasks.items() for x in item)]
         args += [len(change.tasks), *(x for task in change.tasks for x in task_fields(task))]
+        task_types = self._task_types_to_add(change.tasks)
+        args += [len(task_types), *task_types]
         args += [len(change.cancel_timers), *change.cancel_timers]
         args += [
             len(change.timers),
@@ -311,9 +323,17 @@ class RedisStorage(Storage):
             job.version, job.updated_at = expected, updated_at
             self._runnable.step_not_ended(job.id, entry_id)
             raise VersionConflict(job.id)
+        self._task_types_added |= dict.fromkeys(task_types, time.monotonic())
         if change.ends_step:
             await self._runnable.step_ended(job.id, entry_id, change.ends_step)
         return job
+
+    def _task_types_to_add(self, tasks: Sequence[Task]) -> list[str]:
+        """The types of ``tasks`` this process has not added to ``keys.TASK_TYPES`` in the last
+        ``keys.TASK_TYPES_REFRESH_S``."""
+        at = time.monotonic()
+        types = dict.fromkeys(task.type for task in tasks)
+        return [t for t in types if at - self._task_types_added.get(t, -math.inf) >= keys.TASK_TYPES_REFRESH_S]
 
     async def list_jobs(self, where: JobFilter, limit: int = 50, offset: int = 0) -> list[Job]:
         if limit <= 0:
@@ -517,7 +537,7 @@ class RedisStorage(Storage):
             args: list[Any] = [worker.worker_id, taken_at, exact_score(default_timeout_s), token, len(task_types)]
             args.append(exact_score(now() - self.steal_after_s))
             args += [len(eligible_ids), *eligible_ids, len(ineligible_ids), *ineligible_ids]
-            kind, *rest = await self._run("take_task", zsets, args)
+            kind, *rest = await self._run_once("take_task", zsets, args, token_at=3)
             if kind == _TAKEN:
                 return decode_task(as_mapping(rest[0])), False
             if kind != _ASKED:
@@ -526,7 +546,17 @@ class RedisStorage(Storage):
                 (eligible_ids if eligible(task) else ineligible_ids).append(task.id)
 
     async def queue_lengths(self) -> dict[str, int]:
-        return decode_counts(as_mapping(await self.connection.execute("HGETALL", self.keys.key(keys.QUEUED_COUNTS))))
+        """Each task type's QUEUE and INBOXED sizes (see ``keys.TASK_TYPES``), of the types listed there
+        or in QUEUED_COUNTS (those counted by versions before it)."""
+        listed = await self.connection.execute_many(
+            [("SMEMBERS", self.keys.key(keys.TASK_TYPES)), ("HKEYS", self.keys.key(keys.QUEUED_COUNTS))]
+        )
+        task_types = sorted({as_text(task_type) for found in listed for task_type in found})
+        sizes = await self.connection.execute_many(
+            [("ZCARD", name) for t in task_types for name in (self.keys.queue(t), self.keys.key(keys.INBOXED, t))]
+        )
+        counts = {t: queued + inboxed for t, queued, inboxed in zip(task_types, sizes[::2], sizes[1::2], strict=True)}
+        return {t: n for t, n in counts.items() if n}
 
     async def worker_load(self) -> dict[str, int]:
         return decode_counts(as_mapping(await self.connection.execute("HGETALL", self.keys.key(keys.LOAD_COUNTS))))
@@ -552,7 +582,8 @@ class RedisStorage(Storage):
     # -- timers ----------------------------------------------------------------------------------
     async def claim_timers(self, at: float, lease_s: float, limit: int = 100) -> list[TimerClaim]:
         again = exact_score(at + lease_s)
-        reply = await self._run("claim_timers", [], [exact_score(at), limit, next(self._tokens), again])
+        args = [exact_score(at), limit, next(self._tokens), again]
+        reply = await self._run_once("claim_timers", [], args, token_at=2)
         return [TimerClaim(as_text(timer_id), again) for timer_id in reply]
 
     async def finish_timers(self, claims: Sequence[TimerClaim]) -> None:
@@ -582,7 +613,7 @@ class RedisStorage(Storage):
         return [decode_worker(doc) for doc in docs if doc is not None]
 
     async def expire_workers(self, at: float) -> list[tuple[WorkerRecord, list[str]]]:
-        reply = iter(await self._run("expire_workers", [], [exact_score(at), next(self._tokens)]))
+        reply = iter(await self._run_once("expire_workers", [], [exact_score(at), next(self._tokens)], token_at=1))
         expired = []
         for doc in reply:
             task_ids = [as_text(next(reply)) for _ in range(int(next(reply)))]
