@@ -38,7 +38,7 @@ class TimerKind(StrEnum):
 
     def of(self, ref: str) -> str:
         """The id of this kind's timer for ``ref``."""
-        return f"{self.value}:{ref}"
+        return f"{self}:{ref}"  # a StrEnum formats as its value, without the ``value`` property's call
 
 
 def parse_timer(timer_id: str) -> tuple[TimerKind | None, str]:

@@ -41,6 +41,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from ..events import Event, EventKind
 from ..models import LIVE_STATUSES, JobStatus, now
 from .metric_labels import LabelCap, queue_gauge
+from .task_series import TaskSeries
 
 if TYPE_CHECKING:
     from ..engine import OrchestratorEngine
@@ -49,8 +50,6 @@ logger = logging.getLogger(__name__)
 
 #: Job durations run from a second to days (human approvals, long batches).
 JOB_DURATION_BUCKETS_S = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400)
-#: A task's time from dispatch to its result: queueing plus the worker's run.
-TASK_LATENCY_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 #: How often the event-loop lag is sampled.
 LAG_INTERVAL_S = 0.5
 
@@ -95,6 +94,8 @@ class Metrics:
         self._max_labels = engine.config.METRICS_MAX_LABEL_VALUES
         self._blueprint = LabelCap("blueprint", self._max_labels)
         self._task_type = LabelCap("task_type", self._max_labels)
+        self._tasks = TaskSeries(self.instance, self._task_type)  # tasks dispatched, their latency
+        self.registry.register(self._tasks)
         self._lag_task: asyncio.Task[None] | None = None
         self._count_by_kind = self._counters()
         self._unsubscribe = engine.events.subscribe(self._on_event, remote=False)
@@ -125,23 +126,12 @@ class Metrics:
             "blueprint",
             "kind",
         )
-        self.tasks_dispatched = counter(
-            "orchestrator_tasks_dispatched_total",
-            "Tasks queued for workers (retries and releases included).",
-            "task_type",
-        )
         self.job_duration = histogram(
             "orchestrator_job_duration_seconds",
             "Time from a job's creation to its final status.",
             JOB_DURATION_BUCKETS_S,
             "blueprint",
             "status",
-        )
-        self.task_latency = histogram(
-            "orchestrator_task_latency_seconds",
-            "Time from a task's dispatch to its worker's result.",
-            TASK_LATENCY_BUCKETS_S,
-            "task_type",
         )
         self.loop_lag = Gauge(
             "orchestrator_event_loop_lag_seconds",
@@ -246,7 +236,7 @@ class Metrics:
         self._series(self.retries, self._blueprint(event.blueprint or ""), _RETRY_EVENTS[event.kind]).inc()
 
     def _task_dispatched(self, event: Event) -> None:
-        self._series(self.tasks_dispatched, self._task_type(str(event.data.get("task_type")))).inc()
+        self._tasks.dispatched(str(event.data.get("task_type")))
 
     def _job_ended(self, event: Event) -> None:
         blueprint = self._blueprint(event.blueprint or "")
@@ -263,8 +253,7 @@ class Metrics:
     def _task_answered(self, event: Event) -> None:
         queued_at = event.data.get("queued_at")  # the task's, so a retried task is timed from its retry
         if isinstance(queued_at, _NUMBER_TYPES):
-            task_type = self._task_type(str(event.data.get("task_type")))
-            self._series(self.task_latency, task_type).observe(max(0.0, event.at - queued_at))
+            self._tasks.answered(str(event.data.get("task_type")), max(0.0, event.at - queued_at))
 
     async def _sample_lag(self) -> None:
         loop = asyncio.get_running_loop()

@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..errors import VersionConflict
-from ..models import ENDED_STATUSES, RUNNABLE_STATUSES, Breakpoint, Job, JobStatus, TaskStatus, new_id
+from ..models import ENDED_STATUSES, RUNNABLE_STATUSES, Breakpoint, Job, JobStatus, new_id
 from ..storage.base import Commit, StepStart
 from .breakpoints import holding
 from .handlers import Handlers
@@ -192,7 +192,8 @@ class JobRunner:
         """Every branch of the job's fan-out answered: it enters its aggregation state (else it waits).
 
         The step a fan-out's last result queues (see :meth:`Storage.add_branch_result`); the step
-        debugger, which steps jobs itself, calls it on a job it reads."""
+        debugger, which steps jobs itself, calls it on a job it reads. Each branch's task was closed
+        as done with its result's record, so this commit closes none of them again."""
         wait = job.wait or {}
         task_ids = wait.get("task_ids", [])
         answered = await self.runtime.storage.branch_results(job.id)
@@ -201,7 +202,6 @@ class JobRunner:
         parallel = bool(wait.get("parallel"))
         how = waited_via(job, "parallel" if parallel else "dispatch", "all done" if parallel else "success")
         commit = move_to(job, wait["aggregate_into"], run=False, how=how)
-        commit.close_tasks = dict.fromkeys(task_ids, TaskStatus.DONE)
         try:
             return await self.runtime.committer.apply(commit)
         except VersionConflict:  # cancelled or failed meanwhile: whatever happened is stepped on its own

@@ -68,9 +68,9 @@ class Commit:
     ends_step: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class TaskPoll:
-    """A worker's long poll for its next task (see :meth:`Storage.take_task`)."""
+class TaskPoll(NamedTuple):
+    """A worker's long poll for its next task (see :meth:`Storage.take_task`). A named tuple: made for
+    every task taken, in half the time a frozen dataclass takes."""
 
     worker: WorkerRecord
     timeout_s: float
