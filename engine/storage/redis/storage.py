@@ -100,6 +100,13 @@ _FILTERS = ("status", "client", "blueprint", "state")
 _LISTED = frozenset(_FILTERS[:2])
 
 
+#: Random bytes in a process's call tokens (then a count: one token per call). A job's record keeps its
+#: last commit's (see ``keys.JOB``), which a retried call is told by: with 48 random bits, two processes
+#: of a thousand share them with odds of 1 in 560 million, and even then a call is mistaken for another
+#: only if both have one count and one job.
+TOKEN_RANDOM_BYTES = 6
+
+
 class RedisUnavailable(ConnectionError):
     """Redis did not answer (the health check names it)."""
 
@@ -163,10 +170,7 @@ class RedisStorage(Storage):
         self.recheck_s = recheck_s
         self.max_terminal_jobs = max_terminal_jobs
         self._scripts = {name: Script(self.connection, source) for name, source in SOURCES.items()}
-        # One per call: a job's record keeps its last commit's (see keys.JOB), which a retried call is
-        # told by. 48 random bits a process: two processes of a thousand share them with odds of 1 in 560
-        # million, and even then a call is mistaken for another only if both have one count and one job.
-        self._tokens = map(f"{os.urandom(6).hex()}:{{}}".format, itertools.count())
+        self._tokens = map(f"{os.urandom(TOKEN_RANDOM_BYTES).hex()}:{{}}".format, itertools.count())
         #: How long a read may wait for its reply before the client gives up (None: as long as it asks).
         self.socket_timeout_s = _socket_timeout_s(redis_client)
         self._runnable = RunnableReader(self)
