@@ -108,6 +108,20 @@ def named(record: _Record, leave_out: frozenset[str] = frozenset()) -> bytes:
     return orjson.dumps({name: value for name, value, default in values if value != default and name not in leave_out})
 
 
+def wait_on_tasks(task_ids: list[str]) -> dict[str, Any]:
+    """A job's wait for the results of ``task_ids``, as a dispatch makes it (before what a fan-out adds)."""
+    return {"kind": "tasks", "task_ids": task_ids}
+
+
+def tasks_waited_alone(wait: dict[str, Any] | None) -> list[str] | None:
+    """The ids ``wait`` waits on when it is a wait on tasks alone (:func:`wait_on_tasks`'s, nothing
+    added), else None: a storage whose record of the job lists those tasks keeps such a wait as a mark."""
+    if wait is None or len(wait) != 2 or wait.get("kind") != "tasks":
+        return None
+    task_ids: list[str] | None = wait.get("task_ids")
+    return task_ids
+
+
 def new_id() -> str:
     """A random (version 4) UUID's text, as ``str(uuid.uuid4())`` gives it, in half the time."""
     raw = bytearray(os.urandom(16))

@@ -17,7 +17,7 @@ import orjson
 from ..blueprint import StateMachineBlueprint
 from ..errors import HandlerError
 from ..events import EventKind
-from ..models import Job, JobStatus, Task, new_id
+from ..models import Job, JobStatus, Task, new_id, wait_on_tasks
 from ..storage.base import Commit
 from ..timers import TimerKind
 from .actions import ActionFactory, Dispatch, HumanApproval, RunBlueprint, Transition
@@ -208,7 +208,7 @@ class Handlers:
         for task in tasks:  # after assign_workers: the span names the chosen worker
             task.tracing_context = self.runtime.tracer.dispatch_span(job, task)
         job.status = JobStatus.WAITING_FOR_PARALLEL_TASKS if aggregate_into else JobStatus.WAITING_FOR_WORKER
-        job.wait = {"kind": "tasks", "task_ids": [t.id for t in tasks]}
+        job.wait = wait_on_tasks([t.id for t in tasks])
         if aggregate_into:  # a fan-out's; a job of one task keeps no null key (22 bytes, in every store)
             job.wait["aggregate_into"] = aggregate_into
         if action.aggregate_into is not None:  # dispatch_parallel: the graph's "all done" edge

@@ -26,7 +26,20 @@ import orjson
 from ..errors import VersionConflict
 from ..events import Event, task_taken
 from ..feed import entry_of
-from ..models import ENDED_STATUSES, Breakpoint, BulkAction, Job, Task, TaskStatus, WorkerRecord, now, pack, unpack
+from ..models import (
+    ENDED_STATUSES,
+    Breakpoint,
+    BulkAction,
+    Job,
+    Task,
+    TaskStatus,
+    WorkerRecord,
+    now,
+    pack,
+    tasks_waited_alone,
+    unpack,
+    wait_on_tasks,
+)
 from ..timers import TimerKind
 from .base import (
     FEED_READER_TTL_S,
@@ -653,7 +666,7 @@ def _pack_waiting(job: Job, task_ids: tuple[str, ...]) -> bytes:
     """The record of ``job``, which waits; a wait on exactly the tasks it dispatched (``task_ids``) as
     :data:`_ITS_TASKS` (a job waiting for a worker: ~64 bytes less)."""
     wait = job.wait
-    if wait is None or len(wait) != 2 or wait.get("kind") != "tasks" or wait.get("task_ids") != list(task_ids):
+    if tasks_waited_alone(wait) != list(task_ids):
         return pack(job, head=_JOB_HEAD, tail=_JOB_TAIL)
     job.wait = _ITS_TASKS  # type: ignore[assignment]  # for the packing only (no await before it is back)
     try:
@@ -702,7 +715,7 @@ class _StoredJob:
         job = unpack(Job, self.packed, job_id, label.blueprint, label.state, label.status, label.client)
         job.version = self.version  # the last field, left out of the record (_JOB_TAIL)
         if job.wait == _ITS_TASKS:
-            job.wait = {"kind": "tasks", "task_ids": list(self.tasks())}
+            job.wait = wait_on_tasks(list(self.tasks()))
         return job
 
 

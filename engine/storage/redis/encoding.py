@@ -7,7 +7,7 @@ from typing import Any, TypeAlias
 
 import orjson
 
-from ...models import ENDED_STATUSES, Job, Task, WorkerRecord, named
+from ...models import ENDED_STATUSES, Job, Task, WorkerRecord, named, tasks_waited_alone, wait_on_tasks
 from ..base import asks_eligible
 from . import keys
 
@@ -55,9 +55,7 @@ def job_fields(job: Job, token: str) -> list[Any]:
 
 def waited_tasks(wait: dict[str, Any] | None) -> str:
     """The ids of the tasks a wait on tasks alone waits for, ',' between ('' for any other wait or none)."""
-    if wait is None or len(wait) != 2 or wait.get("kind") != "tasks" or not wait.get("task_ids"):
-        return ""
-    return ",".join(wait["task_ids"])
+    return ",".join(tasks_waited_alone(wait) or ())
 
 
 def head_version(head: bytes) -> int:
@@ -76,7 +74,7 @@ def split_job(record: bytes, job_id: str) -> tuple[int, bytes]:
     head = _apart(job_id, int(version), counted)
     if waits:
         task_ids = tasks.decode().split(",")
-        head["wait"] = {"kind": "tasks", "task_ids": task_ids[len(task_ids) - int(waits) :]}
+        head["wait"] = wait_on_tasks(task_ids[len(task_ids) - int(waits) :])
     return int(version), _joined(orjson.dumps(head), doc)
 
 
