@@ -30,6 +30,7 @@ from avtomatika import StateMachineBlueprint
 from avtomatika.engine import OrchestratorEngine
 from avtomatika.errors import ResultRejected
 from avtomatika.models import JobStatus, Task, TaskStatus
+from avtomatika.runtime import runner
 from avtomatika.runtime.scheduler import Scheduler
 from avtomatika.timers import TimerKind
 
@@ -86,6 +87,69 @@ async def test_a_branch_result_after_a_cancel_changes_nothing() -> None:
         assert "got" not in cancelled.state_history
         stored = [await engine.storage.get_task(t.id) for t in (first, second)]
         assert [t.status for t in stored if t is not None] == [TaskStatus.DONE, TaskStatus.WITHDRAWN]
+
+
+# -- a cancel during a run of inline handlers ---------------------------------------------------------
+def _paused_chain(ran: list[str], paused: asyncio.Event, go: asyncio.Event) -> StateMachineBlueprint:
+    """start -> slow -> after -> done, all inline; ``slow`` waits for ``go`` after setting ``paused``."""
+    bp = StateMachineBlueprint("paused_chain")
+
+    @bp.handler_for("start", is_start=True)
+    async def start(context):
+        context.actions.transition_to("slow")
+
+    @bp.handler_for("slow")
+    async def slow(context):
+        paused.set()
+        await go.wait()
+        context.actions.transition_to("after")
+
+    @bp.handler_for("after")
+    async def after(context):
+        ran.append(context.job_id)
+        context.actions.transition_to("done")
+
+    @bp.handler_for("done", is_end=True)
+    async def done(context):
+        ran.append("done")
+
+    return bp
+
+
+def _run_over(engine: OrchestratorEngine, job_id: str) -> Any:
+    async def over() -> bool:
+        return job_id not in engine.runner._stepping  # test-only: the runner's own set
+
+    return over
+
+
+@pytest.mark.parametrize("recheck_after_s", [0.0, 3600.0])
+async def test_a_job_cancelled_while_its_handler_runs_stays_cancelled(
+    recheck_after_s: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while ``slow`` runs: with the run long enough to read the job's version again, no
+    further handler runs; with a run too short for it, ``after`` runs but the commit ending the run
+    fails its version check, so nothing of the run is kept. Either way the job stays cancelled where
+    it was last committed (``start``: the run's moves are committed with its end), and history shows
+    no state entered."""
+    monkeypatch.setattr(runner, "RECHECK_AFTER_S", recheck_after_s)
+    ran: list[str] = []
+    paused, go = asyncio.Event(), asyncio.Event()
+    async with started_engine(_paused_chain(ran, paused, go)) as engine:
+        job = await engine.create_job("paused_chain", {})
+        await asyncio.wait_for(paused.wait(), 10)
+        await engine.cancel_job(job.id)
+        go.set()
+        await wait_for(_run_over(engine, job.id), "the run of handlers to end")
+        cancelled = await engine.get_job(job.id)
+        assert cancelled is not None
+        assert (cancelled.status, cancelled.state) == ("cancelled", "start")  # start -> slow was not committed
+        assert ran == ([] if recheck_after_s == 0.0 else [job.id, "done"])
+        assert engine.history_writer is not None
+        await engine.history_writer.flush()
+        assert engine.history is not None
+        entered = [line.state for line in await engine.history.timeline(job.id) if line.kind == "state_entered"]
+        assert entered == []
 
 
 # -- a result taken once ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import VersionConflict
 from ..models import ENDED_STATUSES, RUNNABLE_STATUSES, Breakpoint, Job, JobStatus, new_id
-from ..storage.base import Commit, StepStart
+from ..storage.base import Commit, StepStart, Storage
 from .breakpoints import holding
 from .handlers import Handlers
 from .outcomes import end, hold, move_to, waited_via
@@ -20,6 +20,12 @@ logger = logging.getLogger(__name__)
 
 #: Transitions stepped in a row without going back through the queue (a bound, for fairness).
 INLINE_STEPS = 32
+#: Handlers run in a row for this long (loop time, seconds) since the job was last read before the
+#: next one reads its version again. A change made meanwhile (a cancel) is caught by the commit ending
+#: the run in any case, which then drops the moves; the read only spares further handlers of a long
+#: run. Handlers that take microseconds (a chain of routing states) ran with a Redis round trip
+#: between each two, and a commit that fails its version check costs the same handlers anyway.
+RECHECK_AFTER_S = 0.005
 
 
 class JobRunner:
@@ -123,12 +129,14 @@ class JobRunner:
 
         Transitions from one state to the next are committed together with the step that ends the
         run (a wait, the end, a hold, an error, or the last inline step): one commit, whose version
-        check covers them all, instead of one per state. Before each further handler the job's
-        version is read again, so no handler runs for a job changed meanwhile (cancelled while the
-        previous one ran). A process dying before the commit lands leaves the job where it was
-        committed last, and those handlers run again (at least once, as always). ``holder``: the
-        holder of the job's step lease, whose step the commit ending the run ends with it
-        (``Commit.ends_step``: the lease released and the runnable entry acknowledged atomically).
+        check covers them all, instead of one per state. A job changed meanwhile (cancelled while a
+        handler ran) fails that check, and the moves are dropped. Before a further handler, once the
+        run has lasted :data:`RECHECK_AFTER_S` since the job was last read, its version is read
+        again, so a long run stops at the next handler instead of at its end. A process dying before
+        the commit lands leaves the job where it was committed last, and those handlers run again (at
+        least once, as always). ``holder``: the holder of the job's step lease, whose step the commit
+        ending the run ends with it (``Commit.ends_step``: the lease released and the runnable entry
+        acknowledged atomically).
         """
         runtime = self.runtime
         if job is None:
@@ -138,10 +146,11 @@ class JobRunner:
         if job is not None and job.status == JobStatus.WAITING_FOR_PARALLEL_TASKS:
             job = await self.gather(job)
         moves: list[Commit] = []  # transitions run here and not committed yet
+        versions = _VersionReads(runtime.storage)
         for remaining in range(INLINE_STEPS, 0, -1):
             if job is None or job.status not in RUNNABLE_STATUSES:
                 return job
-            if moves and not await self._unchanged(job):
+            if moves and await versions.changed(job):
                 return await runtime.storage.get_job(job_id)  # changed meanwhile: the moves are dropped
             breakpoint = holding(breakpoints, job)
             if breakpoint is not None:
@@ -184,10 +193,6 @@ class JobRunner:
             await self.runtime.storage.remove_breakpoint(breakpoint.id)
         return job
 
-    async def _unchanged(self, job: Job) -> bool:
-        """Whether the job is stored as ``job`` was read (its moves since are not committed yet)."""
-        return await self.runtime.storage.job_version(job.id) == job.version
-
     async def gather(self, job: Job) -> Job | None:
         """Every branch of the job's fan-out answered: it enters its aggregation state (else it waits).
 
@@ -206,6 +211,24 @@ class JobRunner:
             return await self.runtime.committer.apply(commit)
         except VersionConflict:  # cancelled or failed meanwhile: whatever happened is stepped on its own
             return await self.runtime.storage.get_job(job.id)
+
+
+class _VersionReads:
+    """When a run of handlers reads its job's version again: once :data:`RECHECK_AFTER_S` has passed
+    since the job was last read (by the caller, just before the run, then by this)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._clock = asyncio.get_running_loop().time
+        self._read_at = self._clock()
+
+    async def changed(self, job: Job) -> bool:
+        """Whether the job is no longer stored as ``job`` was read (its moves since are not committed)."""
+        if self._clock() - self._read_at < RECHECK_AFTER_S:
+            return False
+        version = await self._storage.job_version(job.id)
+        self._read_at = self._clock()
+        return version != job.version
 
 
 async def _retried(what: str, call: Any, *args: Any) -> Any:
