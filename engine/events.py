@@ -126,11 +126,17 @@ Subscriber = Callable[[Event], None]
 
 
 class EventTransport(Protocol):
-    """Carries events between engine processes that share live state (Redis pub/sub)."""
+    """Carries events between engine processes that share live state (Redis pub/sub).
+
+    ``listen_events`` sends :data:`LISTENING` once it listens; ``listeners`` counts the other
+    processes listening now.
+    """
 
     async def publish_events(self, payloads: list[bytes]) -> None: ...
 
     def listen_events(self) -> AsyncIterator[bytes]: ...
+
+    async def listeners(self) -> int: ...
 
 
 #: Events waiting to be sent to other processes; past this, the oldest are dropped (and counted).
@@ -138,6 +144,11 @@ OUTBOX_LIMIT = 100_000
 #: Least time between two sends of this process's events to the others: what comes meanwhile goes in
 #: one message (with Redis, one PUBLISH for several commits rather than one each), at most this late.
 SHARE_EVERY_S = 0.005
+#: How often a process asks whether another listens to its events (while none does, it sends none).
+LISTENERS_EVERY_S = 1.0
+#: What a process sends (followed by a token of its own) once it listens to the others' events: those
+#: sending none start at once.
+LISTENING = b"\x1eavtomatika-listening:"
 
 
 class EventBus:
@@ -159,6 +170,11 @@ class EventBus:
         self._outbox: deque[bytes] = deque(maxlen=OUTBOX_LIMIT)
         self._outbox_ready = asyncio.Event()
         self._transport: EventTransport | None = None
+        #: Whether another process listens to this one's events (unknown: yes). While none does,
+        #: events are neither serialised nor sent: an engine alone on its Redis, or the only one
+        #: whose events another engine's waiting clients, studio pages and widgets could want.
+        self._shared = True
+        self._joined = 0  # LISTENING messages received
         self.dropped = 0
 
     def subscribe(self, callback: Subscriber, *, remote: bool = True) -> Callable[[], None]:
@@ -177,7 +193,7 @@ class EventBus:
     def publish(self, event: Event) -> None:
         """Deliver ``event`` here, and queue it for the other processes when there is a transport."""
         self._deliver(event, self._subscribers)
-        if self._transport is not None:
+        if self._transport is not None and self._shared:
             if len(self._outbox) == self._outbox.maxlen:
                 self.dropped += 1
             self._outbox.append(orjson.dumps({**event.to_dict(), "origin": self.origin}))
@@ -197,8 +213,9 @@ class EventBus:
     async def run_transport(self, transport: EventTransport) -> None:
         """Send this process's events and deliver the others' until cancelled."""
         self._transport = transport
+        self._shared = True
         try:
-            await asyncio.gather(self._send_outbox(transport), self._receive(transport))
+            await asyncio.gather(self._send_outbox(transport), self._receive(transport), self._watch(transport))
         finally:
             self._transport = None
 
@@ -222,6 +239,10 @@ class EventBus:
                 async for payload in transport.listen_events():
                     if payload.endswith(self._own_suffix):
                         continue  # our own event coming back: not even parsed
+                    if payload.startswith(LISTENING):
+                        self._joined += 1
+                        self._shared = True
+                        continue
                     data = orjson.loads(payload)
                     if data.get("origin") != self.origin:
                         self._deliver(Event.from_dict(data), self._everything)
@@ -230,3 +251,17 @@ class EventBus:
             except Exception as exc:
                 logger.warning("lost the event stream of other engines (%s); reconnecting", exc)
                 await asyncio.sleep(1.0)
+
+    async def _watch(self, transport: EventTransport) -> None:
+        """Whether another process listens, at once and then every :data:`LISTENERS_EVERY_S`; a
+        process that starts listening says so (:data:`LISTENING`), and wins over an answer asked before."""
+        while True:
+            joined = self._joined
+            try:
+                others = await transport.listeners()
+            except Exception as exc:
+                logger.debug("could not count the engines listening to events: %r", exc)
+                others = 1  # unknown: keep sending
+            if joined == self._joined:
+                self._shared = others > 0
+            await asyncio.sleep(LISTENERS_EVERY_S)

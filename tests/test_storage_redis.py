@@ -38,6 +38,7 @@ from support.storage_contract import (
 )
 
 from avtomatika.errors import VersionConflict
+from avtomatika.events import LISTENING
 from avtomatika.models import Job, JobStatus, Task, TaskStatus, named
 from avtomatika.storage.base import BranchAnswer, Commit, JobFilter
 from avtomatika.storage.redis import RedisStorage, encoding, keys, runnable
@@ -523,7 +524,8 @@ async def test_events_published_by_one_process_reach_another(
 
     async def listen() -> None:
         async for payload in receiver.listen_events():
-            received.append(payload)
+            if not payload.startswith(LISTENING):  # another's announcement (see the next test)
+                received.append(payload)
             if len(received) == 3:
                 return
 
@@ -534,6 +536,40 @@ async def test_events_published_by_one_process_reach_another(
     await asyncio.wait_for(listening, 5)
     assert received == [b"one", b"two", b"three"]
     assert receiver.channel == "avtomatika:events"
+
+
+async def test_a_process_subscribing_to_events_says_so_and_is_counted(
+    make_storage: StorageFactory, redis_client: aioredis.Redis
+) -> None:
+    """The events channel: each subscriber announces itself (LISTENING), and hears the others'
+    announcements, not its own; ``listeners`` counts the other processes subscribed, not this one."""
+    a, b = await make_storage(), await make_storage()
+    first, second = a.event_transport(), b.event_transport()
+    assert await first.listeners() == 0
+    heard: list[bytes] = []
+
+    async def listen(transport: Any) -> None:
+        async for payload in transport.listen_events():
+            heard.append(payload)
+
+    listening = [asyncio.create_task(listen(first))]
+    await asyncio.wait_for(_subscribed(redis_client, first.channel, 1), 5)
+    assert await first.listeners() == 0  # only itself
+    listening.append(asyncio.create_task(listen(second)))
+    await asyncio.wait_for(_subscribed(redis_client, first.channel, 2), 5)
+    assert await first.listeners() == 1
+    assert await second.listeners() == 1
+    await asyncio.wait_for(_until(lambda: bool(heard)), 5)
+    assert [payload[: len(LISTENING)] for payload in heard] == [LISTENING]  # the second's, heard by the first
+    for task in listening:
+        task.cancel()
+    await asyncio.gather(*listening, return_exceptions=True)
+    assert not a.worker_command_transport().announce  # commands announce nothing
+
+
+async def _subscribed(redis_client: aioredis.Redis, channel: str, count: int) -> None:
+    while (await redis_client.pubsub_numsub(channel))[0][1] < count:
+        await asyncio.sleep(0.01)
 
 
 # -- the connection pool --------------------------------------------------------------------------

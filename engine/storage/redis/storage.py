@@ -29,7 +29,7 @@ from redis.backoff import EqualJitterBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from ...errors import VersionConflict
-from ...events import Event
+from ...events import LISTENING, Event
 from ...feed import entry_of
 from ...models import Breakpoint, BulkAction, Job, JobStatus, Task, WorkerRecord, now
 from ...timers import TimerKind
@@ -219,7 +219,7 @@ class RedisStorage(Storage):
 
     def event_transport(self) -> RedisEvents:
         """Events go to every engine process sharing this Redis by pub/sub (see :class:`RedisEvents`)."""
-        return RedisEvents(self.redis, self.keys.key(keys.EVENTS), self.connection)
+        return RedisEvents(self.redis, self.keys.key(keys.EVENTS), self.connection, announce=LISTENING)
 
     def worker_command_transport(self) -> RedisEvents:
         """Commands for workers go to every engine process by pub/sub, each delivering to its sockets."""
