@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -249,11 +250,17 @@ class RunnableReader:
         holder (no lease round trip either: :meth:`pre_leased`). Every promise is :meth:`settle`-d once
         the call ends.
         """
-        if not run or self._promised >= sum(1 for taker in self._takers if not taker.done()):
+        if not run or not self._idle_takers_beyond(self._promised):
             return NOTHING
         self._promised += 1
         lease_ms = max(1, int(self.storage.lease_s * 1000))
         return Promise(self.storage.consumer, self._holder, lease_ms if self._holder else 0)
+
+    def _idle_takers_beyond(self, count: int) -> bool:
+        """Whether more than ``count`` takers wait with no entry handed to them (a walk of the takers
+        that stops at the first past ``count``: most of a busy process's takers are idle)."""
+        idle = (taker for taker in self._takers if not taker.done())
+        return next(itertools.islice(idle, count, None), None) is not None
 
     def settle(self, promise: Promise, reply: list[Any] | None, job: Job | None = None) -> None:
         """Hand out the entry a script read for ``promise``: ``reply`` is ``[status, entry id, job id]``,
