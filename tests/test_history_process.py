@@ -172,7 +172,7 @@ async def test_the_process_ends_with_its_engine(tmp_path: Path) -> None:
 
 async def test_a_database_that_cannot_be_opened_fails_open_clearly(tmp_path: Path) -> None:
     history = SQLiteHistory(str(tmp_path / "no such directory" / "history.db"))
-    with pytest.raises(HistoryOpenFailed, match=r"history.s SQLite process could not open .*no such directory"):
+    with pytest.raises(HistoryOpenFailed, match=r"history's SQLite process could not open .*no such directory"):
         await history.open()
     assert history.process_id is None
     with pytest.raises(RuntimeError, match="not open"):
