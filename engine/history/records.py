@@ -129,7 +129,7 @@ def read_entries(entries: Iterable[bytes], kinds: Container[str]) -> tuple[list[
     for index, events in enumerate(entries):
         try:
             records += [EventRecord(*row) for row in rows_of(events) if row[0] in kinds]
-        except (ValueError, TypeError, IndexError) as exc:  # not JSON, not rows, rows of another shape
+        except (ValueError, TypeError, LookupError) as exc:  # not JSON, not rows, rows of another shape
             unreadable.append((index, repr(exc)))
     return records, unreadable
 

@@ -9,9 +9,17 @@ written twice (two writers racing after a lease ran out) is refused the second t
 counted twice. One process at a time writes a given history database (``Storage.lease_feed``), which
 keeps each job's lines in order.
 
+The writer hands history the entries as they are (bytes, :meth:`HistoryStorage.write_feed`) with the
+kinds to keep: SQLite history reads and projects them in its own process, off the engine's; other
+backends read them here. An entry that cannot be read is counted in :attr:`HistoryWriter.rejected`
+and logged, never raised.
+
 When the database is slow or down, entries stay in the feed and batches are retried with exponential
-backoff. A batch that keeps failing while the database answers holds a record the database refuses:
-the writer then writes that batch one entry at a time and skips (counting them in
+backoff. SQLite history's process dying is one such failure: the batch is retried, and a new process
+takes it (a file: written once, or refused as already written, :class:`FeedMoved`, and the writer
+reads where history stands; a temporary database: a new, empty one, with no position in the feed).
+A batch that keeps failing while the database answers holds a record the database refuses: the
+writer then writes that batch one entry at a time and skips (counting them in
 :attr:`HistoryWriter.rejected`) only the entries that fail, so one bad event cannot stop history.
 """
 
