@@ -15,8 +15,11 @@ When the child dies (killed, out of memory), the call in flight and the next fai
 brings its schema up to date again. A file goes on where it was: the writer's batch in flight was
 written or not, all of it (one transaction), and its retry is written once (or refused as
 :class:`~avtomatika.history.base.FeedMoved`, when it was). A temporary or in-memory database is gone
-with the child: the new one starts empty, with a new id and no position in the feed, so the writer
-goes on with what the feed still holds (the error says so).
+with the child: the new one starts empty, with a new id and no position in the feed, so the writer's
+next batch is refused (FeedMoved), it reads where the new database stands (nowhere) and goes on with
+what the feed still holds (the error says so). The writer keeps naming the database to the feed by
+the id it read first: this engine's history is still one reader of the feed, and nothing is written
+twice into either database. What the engine keeps beside jobs (blueprint graphs) is not written again.
 """
 
 from __future__ import annotations
