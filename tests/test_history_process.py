@@ -196,3 +196,32 @@ def test_an_exception_that_does_not_pickle_comes_back_as_a_runtime_error_and_fee
     assert repr(portable(Unpicklable(1, 2))) == "RuntimeError(\"history's SQLite process: Unpicklable('1 and 2')\")"
     moved = FeedMoved("f", "1-0", "2-0")
     assert portable(moved) is moved
+
+
+_LIGHT = """
+import json, sys
+import avtomatika.history.sqlite_process
+heavy = ("asyncio", "aiohttp", "pydantic", "avtomatika.engine", "avtomatika.events")
+print(json.dumps(sorted(m for m in heavy if m in sys.modules)))
+"""
+
+
+def test_the_process_imports_neither_asyncio_nor_the_engine(tmp_path: Path) -> None:
+    """What keeps its start cheap (every engine start pays it): the packages resolve names lazily."""
+    probe = subprocess.run(
+        [sys.executable, "-c", _LIGHT], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert probe.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("package", ["avtomatika", "avtomatika.history"])
+def test_every_public_name_resolves_lazily(package: str) -> None:
+    import importlib
+
+    module = importlib.import_module(package)
+    assert set(module.__all__) == set(module._WHERE)
+    for name in module.__all__:
+        assert getattr(module, name) is not None
+        assert name in dir(module)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        module.nothing  # noqa: B018
