@@ -36,7 +36,7 @@ floor's is its CPU per job as a multiple of the floor's, counted rather than tim
 
 With SQLite history (the default) in a process of its own (:mod:`avtomatika.history.sqlite_process`),
 the counted process is the engine's only: history's reading of the feed, its projection and SQLite's
-work are counted in the child, which ``--history-process`` counts too (``valgrind
+work happen in the child, which ``--history-process`` counts too (``valgrind
 --trace-children=yes``, one log per pid) and prints beside the engine's figure. Counts taken before
 (history on a thread of the engine) included all of it in the engine's.
 
