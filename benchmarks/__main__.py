@@ -195,6 +195,8 @@ def details(r: Result) -> list[str]:
         parts.append(f"workers {1000 * r.workers_cpu_s / per_job:.2f}")
     if r.redis_cpu_s is not None:
         parts.append(f"redis-server {1000 * r.redis_cpu_s / per_job:.2f}")
+    if r.history_cpu_s is not None:
+        parts.append(f"history process {1000 * r.history_cpu_s / per_job:.2f}")
     requests = f"{r.requests / per_job:.2f} client requests/job"
     lines = [
         f"{r.workload} {r.storage}: {r.jobs} jobs in {r.elapsed_s:.2f}s, {requests}; CPU ms/job: " + ", ".join(parts)
@@ -204,6 +206,8 @@ def details(r: Result) -> list[str]:
         measured.append(f"created {r.create_rate:,.0f} jobs/s")
     if r.redis_memory_per_waiting_job_b is not None:
         measured.append(f"redis-server {r.redis_memory_per_waiting_job_b:,.0f} B of used_memory per waiting job")
+    if r.history_rss_per_waiting_job_b is not None:
+        measured.append(f"history process RSS {r.history_rss_per_waiting_job_b:,.0f} B per waiting job")
     if measured:
         lines.append("    " + "; ".join(measured))
     if r.elapsed_s > 0:

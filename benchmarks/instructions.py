@@ -34,6 +34,12 @@ same for every version of the engine.
 (aiohttp alone) served in the process instead of the engine: the engine's ``--http`` count over the
 floor's is its CPU per job as a multiple of the floor's, counted rather than timed.
 
+With SQLite history (the default) in a process of its own (:mod:`avtomatika.history.sqlite_process`),
+the counted process is the engine's only: history's reading of the feed, its projection and SQLite's
+work happen in the child, which ``--history-process`` counts too (``valgrind
+--trace-children=yes``, one log per pid) and prints beside the engine's figure. Counts taken before
+(history on a thread of the engine) included all of it in the engine's.
+
 Needs valgrind (``apt-get install -y valgrind``); a run takes a few minutes.
 """
 
@@ -46,6 +52,8 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -211,26 +219,50 @@ class HttpDriver:
 
 # -- outside: run valgrind twice per workload ------------------------------------------------------
 def count_instructions(
-    workload: str, jobs: int, history: bool, valgrind: str, http: bool = False, floor: bool = False
-) -> int:
-    """Instructions of one in-process run of ``workload`` with ``jobs`` jobs, start-up included."""
-    command = [valgrind, "--tool=lackey", "--basic-counts=yes", sys.executable, "-m", "benchmarks.instructions"]
-    command += ["--inner", workload, "--jobs", str(jobs)] + ([] if history else ["--no-history"])
-    command += ["--http"] if http else []
-    command += ["--floor"] if floor else []
-    env = {**os.environ, **RUN_ENV, **(HTTP_ENV if http else {})}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False)
-    found = _COUNT.search(done.stderr)
-    if done.returncode != 0 or found is None:
-        raise RuntimeError(f"{workload}: the run under valgrind failed:\n{done.stderr[-2000:]}")
-    return int(found.group(1).replace(",", ""))
+    workload: str,
+    jobs: int,
+    history: bool,
+    valgrind: str,
+    http: bool = False,
+    floor: bool = False,
+    children: bool = False,
+) -> tuple[int, int]:
+    """Instructions of one in-process run of ``workload`` with ``jobs`` jobs, start-up included: the
+    engine's process, and (with ``children``) those of the processes it started (SQLite history's)."""
+    with tempfile.TemporaryDirectory(prefix="avtomatika-instructions-") as logs:
+        command = [valgrind, "--tool=lackey", "--basic-counts=yes"]
+        command += ["--trace-children=yes", f"--log-file={logs}/%p.log"] if children else []
+        command += [sys.executable, "-m", "benchmarks.instructions", "--inner", workload, "--jobs", str(jobs)]
+        command += [] if history else ["--no-history"]
+        command += ["--http"] if http else []
+        command += ["--floor"] if floor else []
+        env = {**os.environ, **RUN_ENV, **(HTTP_ENV if http else {})}
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        _, stderr = process.communicate(timeout=1800)
+        counts = {int(log.stem): log.read_text() for log in Path(logs).glob("*.log")}
+    if not children:
+        counts = {process.pid: stderr.decode()}
+    found = _COUNT.search(counts.pop(process.pid, ""))
+    if process.returncode != 0 or found is None:
+        raise RuntimeError(f"{workload}: the run under valgrind failed:\n{stderr.decode()[-2000:]}")
+    started = [_COUNT.search(text) for text in counts.values()]
+    return int(found.group(1).replace(",", "")), sum(int(m.group(1).replace(",", "")) for m in started if m)
 
 
-def per_job(workload: str, jobs: int, history: bool, valgrind: str, http: bool = False, floor: bool = False) -> float:
-    """Instructions per job: (count with 4 x ``jobs``) - (count with ``jobs``), over 3 x ``jobs``."""
-    short = count_instructions(workload, jobs, history, valgrind, http, floor)
-    long = count_instructions(workload, 4 * jobs, history, valgrind, http, floor)
-    return (long - short) / (3 * jobs)
+def per_job(
+    workload: str,
+    jobs: int,
+    history: bool,
+    valgrind: str,
+    http: bool = False,
+    floor: bool = False,
+    children: bool = False,
+) -> tuple[float, float]:
+    """Instructions per job, of the engine's process and of its children's (0 without ``children``):
+    (count with 4 x ``jobs``) - (count with ``jobs``), over 3 x ``jobs``."""
+    short = count_instructions(workload, jobs, history, valgrind, http, floor, children)
+    long = count_instructions(workload, 4 * jobs, history, valgrind, http, floor, children)
+    return (long[0] - short[0]) / (3 * jobs), (long[1] - short[1]) / (3 * jobs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-history", action="store_true", help="stop the history writer (its share, by difference)")
     parser.add_argument("--http", action="store_true", help="W1, W2 and W4 through the HTTP API over loopback")
     parser.add_argument("--floor", action="store_true", help="W1, W2 and W4's HTTP requests served by the floor")
+    parser.add_argument(
+        "--history-process",
+        action="store_true",
+        help="also count the processes the engine starts (SQLite history's), one valgrind log per pid",
+    )
     parser.add_argument("--inner", help=argparse.SUPPRESS)  # the run inside valgrind
     args = parser.parse_args(argv)
     if args.inner:  # the loop a served engine has
@@ -261,8 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     how = "the floor, through HTTP" if args.floor else how
     for name in workloads:
         jobs = args.jobs or DEFAULT_JOBS[name]
-        figure = per_job(name, jobs, not args.no_history, valgrind, args.http, args.floor)
-        print(f"{name}: {figure:,.0f} instructions per job ({how}; {jobs} and {4 * jobs} jobs)", flush=True)
+        children = args.history_process
+        figure, started = per_job(name, jobs, not args.no_history, valgrind, args.http, args.floor, children)
+        also = f"; its history process: {started:,.0f}" if args.history_process else ""
+        print(f"{name}: {figure:,.0f} instructions per job ({how}; {jobs} and {4 * jobs} jobs){also}", flush=True)
     return 0
 
 

@@ -55,6 +55,25 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (any of its threads), from /proc/<pid>/task/<tid>/children."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def history_process(pid: int) -> int | None:
+    """The pid of the SQLite history process the engine ``pid`` started, if it has one (PostgreSQL
+    history, and the floor, have none)."""
+    for child in children(pid):
+        with contextlib.suppress(FileNotFoundError):
+            if b"avtomatika.history.sqlite_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return child
+    return None
+
+
 #: What :func:`cpu_speeds_us` times (``python -m timeit "sum(range(100))"`` prints the same figure).
 REFERENCE_LOOP = "sum(range(100))"
 
@@ -197,6 +216,11 @@ class Engine:
         assert self.process is not None
         return self.process.pid
 
+    @property
+    def history_pid(self) -> int | None:
+        """SQLite history's process, a child of the engine's (None: none, e.g. the floor)."""
+        return history_process(self.pid)
+
     def env(self) -> dict[str, str]:
         env = {
             **os.environ,
@@ -224,7 +248,8 @@ class Engine:
         await self._wait_until("/_public/status", lambda _: True, "to serve")
         if self.cpu is not None:
             # The thread whose id is the process id: the event loop's. Threads started before (the
-            # history's SQLite thread) keep every CPU, so history does not take the loop's CPU time.
+            # history's thread) keep every CPU, and so does the SQLite history process it started:
+            # history does not take the loop's CPU time.
             os.sched_setaffinity(self.pid, {self.cpu})
 
     def _spawn_engine(self) -> None:

@@ -81,6 +81,8 @@ class Result:
     server_cpu_s: float = 0.0
     server_sys_s: float = 0.0  # the kernel's part of server_cpu_s (stime): sockets, mostly
     redis_cpu_s: float | None = None
+    #: CPU of SQLite history's process (a child of the engine's, not in ``server_cpu_s``), if it has one.
+    history_cpu_s: float | None = None
     workers_cpu_s: float | None = None
     loadgen_cpu_s: float = 0.0
     #: CPU seconds the rest of the machine (processes not of this benchmark) used meanwhile.
@@ -92,6 +94,8 @@ class Result:
     redis_commands: int | None = None
     #: W4 with ``redis``: redis-server's ``used_memory`` per waiting job.
     redis_memory_per_waiting_job_b: float | None = None
+    #: W4 with SQLite history: the RSS its process grew by, per waiting job.
+    history_rss_per_waiting_job_b: float | None = None
     #: W4: jobs created per second while the load generator created them as fast as answered.
     create_rate: float | None = None
     rss_per_waiting_job_b: float | None = None
@@ -265,6 +269,8 @@ class Run:
     result: Result
     _profiler: Profiler | None = None
     _marks: dict[str, float] = field(default_factory=dict)
+    #: SQLite history's process while measured (None: the engine has none).
+    history_pid: int | None = None
 
     @property
     def deadline(self) -> float:
@@ -275,8 +281,10 @@ class Run:
         if self.options.profile:
             self._profiler = Profiler(self.engine.pid, PROFILES / f"{self.workload}-{self.storage}.collapsed")
             self._profiler.start()
+        self.history_pid = self.engine.history_pid
         self._marks.update(
             cpu=cpu_seconds(self.engine.pid),
+            history_cpu=cpu_seconds(self.history_pid) if self.history_pid else 0.0,
             sys=cpu_times(self.engine.pid)[1],
             redis_cpu=cpu_seconds(self.redis.pid) if self.redis else 0.0,
             workers_cpu=sum(cpu_seconds(w.pid) for w in self.engine.workers),
@@ -297,9 +305,13 @@ class Run:
             result.redis_commands = self.redis.commands() - int(marks["redis_commands"])
         if self.engine.workers:
             result.workers_cpu_s = sum(cpu_seconds(w.pid) for w in self.engine.workers) - marks["workers_cpu"]
+        if self.history_pid:
+            with contextlib.suppress(FileNotFoundError):  # it died (and history started another): unknown
+                result.history_cpu_s = cpu_seconds(self.history_pid) - marks["history_cpu"]
         result.loadgen_cpu_s = time.process_time() - marks["loadgen_cpu"]
         result.requests = self.client.requests - int(marks["requests"])
         ours = result.server_cpu_s + (result.redis_cpu_s or 0) + (result.workers_cpu_s or 0) + result.loadgen_cpu_s
+        ours += result.history_cpu_s or 0
         result.others_cpu_s = max(machine_busy_seconds() - marks["machine"] - ours, 0.0)
         self._stop_profiler()
 
@@ -418,6 +430,8 @@ async def w4_memory(storage: str, options: Options) -> Result:
         await _wait_for_waiting(client, options.warmup, run.deadline)
         before_kb = rss_kb(run.engine.pid)
         redis_before = run.redis.used_memory() if run.redis else 0
+        history_pid = run.engine.history_pid
+        history_before_kb = rss_kb(history_pid) if history_pid else 0
         run.begin()
         created_from = time.perf_counter()
         _, outcomes = await run_jobs(
@@ -428,6 +442,7 @@ async def w4_memory(storage: str, options: Options) -> Result:
         run.end()
         after_kb = rss_kb(run.engine.pid)
         redis_after = await _drained_memory(run.redis, run.deadline) if run.redis else 0
+        history_after_kb = _history_rss_kb(history_pid)
         result = _finish(run.result, [], outcomes, "created")
         result.rss_before_kb, result.rss_after_kb = before_kb, after_kb
         result.jobs = max(waiting - options.warmup, 0)
@@ -439,12 +454,23 @@ async def w4_memory(storage: str, options: Options) -> Result:
             result.create_rate = outcomes.get("created", 0) / create_s if create_s > 0 else None
             if run.redis:
                 result.redis_memory_per_waiting_job_b = (redis_after - redis_before) / result.jobs
+            if history_pid and history_after_kb is not None:
+                result.history_rss_per_waiting_job_b = (history_after_kb - history_before_kb) * 1024 / result.jobs
         result.note = (
             f"RSS {before_kb / 1024:.1f} -> {after_kb / 1024:.1f} MiB; jobs/s: created and waiting" + result.note
         )
         if result.status == "ok":
             await _next_round(run, result, waiting)
         return result
+
+
+def _history_rss_kb(pid: int | None) -> int | None:
+    """The RSS of SQLite history's process ``pid`` (None: none, or it died)."""
+    if not pid:
+        return None
+    with contextlib.suppress(FileNotFoundError):
+        return rss_kb(pid)
+    return None
 
 
 async def _next_round(run: Run, result: Result, waiting: int) -> None:

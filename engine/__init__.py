@@ -1,12 +1,35 @@
-"""Avtomatika: a state-machine orchestrator for long-running jobs."""
+"""Avtomatika: a state-machine orchestrator for long-running jobs.
 
-from .blueprint import StateMachineBlueprint
-from .config import Config
-from .engine import OrchestratorEngine
-from .errors import AvtomatikaError, BlueprintInvalid, ConditionError, HandlerError
-from .models import Job, JobStatus
-from .runtime.context import JobContext
+Its names are imported when first used (PEP 562): ``import avtomatika.history.sqlite_process``, the
+process that writes SQLite history, then starts without the engine, aiohttp or pydantic.
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .blueprint import StateMachineBlueprint
+    from .config import Config
+    from .engine import OrchestratorEngine
+    from .errors import AvtomatikaError, BlueprintInvalid, ConditionError, HandlerError
+    from .models import Job, JobStatus
+    from .runtime.context import JobContext
+
+#: Each public name and the module it lives in.
+_WHERE = {
+    "AvtomatikaError": ".errors",
+    "BlueprintInvalid": ".errors",
+    "ConditionError": ".errors",
+    "Config": ".config",
+    "HandlerError": ".errors",
+    "Job": ".models",
+    "JobContext": ".runtime.context",
+    "JobStatus": ".models",
+    "OrchestratorEngine": ".engine",
+    "StateMachineBlueprint": ".blueprint",
+}
 __all__ = [
     "AvtomatikaError",
     "BlueprintInvalid",
@@ -20,3 +43,15 @@ __all__ = [
     "StateMachineBlueprint",
 ]
 __version__ = "1.1.0.dev0"
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+    globals()[name] = value  # found once: later lookups never reach this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

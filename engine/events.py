@@ -12,38 +12,14 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Protocol
 
 import orjson
 
+from .event_kinds import EventKind  # re-exported: the place to import it from
 from .models import now
 
 logger = logging.getLogger(__name__)
-
-
-class EventKind(StrEnum):
-    JOB_CREATED = "job_created"
-    STATE_ENTERED = "state_entered"
-    STEP_FINISHED = "step_finished"
-    TASK_DISPATCHED = "task_dispatched"
-    TASK_TAKEN = "task_taken"
-    TASK_PROGRESS = "task_progress"
-    TASK_RESULT = "task_result"
-    TASK_RETRY = "task_retry"
-    HANDLER_RETRY = "handler_retry"
-    JOB_WAITING = "job_waiting"
-    JOB_QUARANTINED = "job_quarantined"
-    JOB_RELEASED = "job_released"
-    JOB_RETRIED = "job_retried"
-    JOB_HELD = "job_held"
-    JOB_CONTINUED = "job_continued"
-    JOB_RERUN = "job_rerun"
-    JOB_FINISHED = "job_finished"
-    JOB_FAILED = "job_failed"
-    JOB_CANCELLED = "job_cancelled"
-    WORKER_REGISTERED = "worker_registered"
-    WORKER_EXPIRED = "worker_expired"
 
 
 @dataclass(slots=True)

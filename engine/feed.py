@@ -13,11 +13,12 @@ data again. Redis's take script writes the row of a ``task_taken`` event itself 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .events import Event
+if TYPE_CHECKING:  # not at run time: history's SQLite process reads feed entries without asyncio
+    from .events import Event
 
 #: The few scalar fields of ``Event.data`` history's projection reads; the rest is only stored.
 FACT_KEYS = frozenset(

@@ -322,7 +322,7 @@ CASES = [
     Case("Scheduler.tick:finish_timers", transient_then_success),
     Case("Scheduler.reap_workers:expire_workers", worker_dies, why="an expired worker's tasks handed on", settle=True),
     Case("HistoryWriter._write_batch:lease_feed", chain),
-    Case("HistoryWriter._write:write", chain),
+    Case("HistoryWriter._write:write_feed", chain),
     Case("HistoryWriter._written:trim_feed", chain),
     Case("HistoryWriter.stop:lease_feed", stopped),
     Case("HistoryWriter.start:lease_feed", chain, at_start=True, why="the survivor takes the lease back"),

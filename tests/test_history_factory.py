@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -92,12 +93,11 @@ def test_drivers_are_imported_only_when_a_backend_is_opened(tmp_path: Path) -> N
     )
     before, after = json.loads(proc.stdout.strip().splitlines()[-1])
     assert before == []  # importing the history package loads no driver
-    assert after == ["sqlite3"]  # opening SQLite loads its driver, and only it
+    assert after == []  # opening SQLite loads its driver in history's own process, not here
 
 
 _NO_DRIVER = """
 import asyncio, sys
-sys.modules["sqlite3"] = None
 sys.modules["asyncpg"] = None
 from avtomatika.history import HistoryDriverMissing, open_history
 for uri in (None, "postgresql://u@127.0.0.1:1/x"):
@@ -109,8 +109,18 @@ for uri in (None, "postgresql://u@127.0.0.1:1/x"):
 
 
 def test_a_missing_driver_says_what_to_install(tmp_path: Path) -> None:
+    blocked = tmp_path / "blocked" / "sqlite3"  # history's process finds this sqlite3 first: it fails
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('no sqlite3 here')\n")
+    env = {**os.environ, "PYTHONPATH": str(blocked.parent)}
     proc = subprocess.run(
-        [sys.executable, "-c", _NO_DRIVER], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", _NO_DRIVER],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=env,
     )
     assert proc.stdout.splitlines() == [
         "history in SQLite needs the 'sqlite3' package: a Python built with its sqlite3 module",

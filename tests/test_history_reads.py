@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 
 import pytest
@@ -19,8 +19,7 @@ from support.studio import csrf_of
 
 from avtomatika import Config, OrchestratorEngine
 from avtomatika.api.app import create_app
-from avtomatika.history.base import FeedStep
-from avtomatika.history.records import EventRecord
+from avtomatika.history.base import FeedStep, FeedWritten
 from avtomatika.history.sqlite import SQLiteHistory
 from avtomatika.storage import MemoryStorage
 from avtomatika.studio import setup_studio
@@ -29,9 +28,9 @@ from avtomatika.studio import setup_studio
 class SlowHistory(SQLiteHistory):
     """SQLite history whose every write takes a while, as a loaded database's would."""
 
-    async def write(self, records: Sequence[EventRecord], feed: FeedStep | None = None) -> int:
+    async def write_feed(self, entries: Sequence[bytes], kinds: Collection[str], feed: FeedStep) -> FeedWritten:
         await asyncio.sleep(0.2)
-        return await super().write(records, feed)
+        return await super().write_feed(entries, kinds, feed)
 
 
 @contextlib.asynccontextmanager

@@ -8,10 +8,26 @@ from pathlib import Path
 import pytest
 from support.history_contract import HistoryContract, Reopen
 
-from avtomatika.history import HistoryStorage, SQLiteHistory, open_history
+from avtomatika.history import HistoryStorage, SQLiteHistory, open_history, sqlite_process
 
 
-class TestSQLiteMemory(HistoryContract):
+class SQLiteContract(HistoryContract):
+    """The contract, with SQLite's projection in history's own process: its database refuses a row."""
+
+    async def refuse_job(self, history: HistoryStorage, job_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        assert isinstance(history, SQLiteHistory)
+        trigger = (
+            "CREATE TEMP TRIGGER refuse_job BEFORE INSERT ON jobs WHEN NEW.id = ?"
+            " BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        )
+        await history._run("execute", trigger.replace("?", f"'{job_id}'"), ())
+
+    async def accept_jobs(self, history: HistoryStorage) -> None:
+        assert isinstance(history, SQLiteHistory)
+        await history._run("execute", "DROP TRIGGER temp.refuse_job", ())
+
+
+class TestSQLiteMemory(SQLiteContract):
     @pytest.fixture
     async def history(self) -> AsyncIterator[HistoryStorage]:
         history = await open_history("sqlite::memory:")
@@ -22,7 +38,7 @@ class TestSQLiteMemory(HistoryContract):
             await history.close()
 
 
-class TestSQLiteFile(HistoryContract):
+class TestSQLiteFile(SQLiteContract):
     @pytest.fixture
     def path(self, tmp_path: Path) -> Path:
         return tmp_path / "history.db"
@@ -77,22 +93,22 @@ async def test_a_temporary_history_keeps_little_in_the_process() -> None:
         await history.close()
 
 
-async def test_none_is_bound_by_an_adapter_and_an_application_adapter_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_none_is_bound_by_an_adapter_and_an_application_adapter_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In history's process (its functions called here): None gets a quick adapter, unless one is set."""
     import sqlite3
 
     key = (type(None), sqlite3.PrepareProtocol)
     monkeypatch.delitem(sqlite3.adapters, key, raising=False)
-    history = await open_history("sqlite::memory:")
+    db = sqlite_process.connect(":memory:", 5000)
     try:
         assert sqlite3.adapters[key](None) is None  # registered, and NULL is what it binds
-        assert await history._fetch("SELECT ? IS NULL", (None,)) == [(1,)]
+        assert sqlite_process.fetch(db, "SELECT ? IS NULL", (None,)) == [(1,)]
     finally:
-        await history.close()
+        sqlite_process.optimize_and_close(db)
 
     def own(value: None) -> str:
         return "nothing"
 
     monkeypatch.setitem(sqlite3.adapters, key, own)
-    history = await open_history("sqlite::memory:")
-    await history.close()
+    sqlite_process.optimize_and_close(sqlite_process.connect(":memory:", 5000))
     assert sqlite3.adapters[key] is own

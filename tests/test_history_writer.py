@@ -14,14 +14,20 @@ import pytest
 from support.history_contract import JobScript, feed_commit
 
 from avtomatika.events import Event, EventBus, EventKind
-from avtomatika.history import EventRecord, HistoryWriter, SQLiteHistory, retention_loop
+from avtomatika.history import EventRecord, HistoryStorage, HistoryWriter, SQLiteHistory, retention_loop
 from avtomatika.history.base import FeedStep
 from avtomatika.storage import MemoryStorage, Storage
 from avtomatika.storage.redis import RedisStorage, keys
 
 
 class FlakyHistory(SQLiteHistory):
-    """SQLite in memory that can be 'down', refuses records of the job ``poison``, and logs batch sizes."""
+    """SQLite (temporary) that can be 'down', refuses records of the job ``poison``, and logs batch sizes.
+
+    It reads feed entries here, as every backend but SQLite does, so its ``write`` sees every batch's
+    records (SQLite sends the entries' bytes to its process: see ``test_history_process.py``).
+    """
+
+    write_feed = HistoryStorage.write_feed
 
     def __init__(self) -> None:
         super().__init__()

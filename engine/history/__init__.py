@@ -3,28 +3,60 @@
 ``history = await open_history(config.HISTORY_DATABASE_URI)``, then
 ``writer = HistoryWriter(history, engine.events); await writer.start()``; read with
 ``history.timeline(job_id)``, ``history.list_jobs(...)``, ``history.counts(...)``. The database
-drivers (sqlite3, asyncpg) are imported only when a backend is opened.
+drivers (sqlite3, asyncpg) are imported only when a backend is opened, and the names below when
+first used (PEP 562): SQLite history's own process (:mod:`.sqlite_process`) imports this package
+and must start quickly.
 """
 
-from .base import (
-    Cursor,
-    HistoryCounts,
-    HistoryDriverMissing,
-    HistoryFilter,
-    HistoryStorage,
-    InvalidCursor,
-    InvalidHistoryURI,
-    Line,
-    RecordPage,
-    TaskOutcome,
-)
-from .factory import create_history, open_history, parse_history_uri
-from .postgres import PostgresHistory
-from .records import STATE_LEFT, EventRecord, JobRecord
-from .retention import retention_loop
-from .sqlite import SQLiteHistory
-from .writer import DEFAULT_KINDS, HistoryWriter
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .base import (
+        Cursor,
+        HistoryCounts,
+        HistoryDriverMissing,
+        HistoryFilter,
+        HistoryStorage,
+        InvalidCursor,
+        InvalidHistoryURI,
+        Line,
+        RecordPage,
+        TaskOutcome,
+    )
+    from .factory import create_history, open_history, parse_history_uri
+    from .postgres import PostgresHistory
+    from .records import STATE_LEFT, EventRecord, JobRecord
+    from .retention import retention_loop
+    from .sqlite import HistoryProcessDied, SQLiteHistory
+    from .writer import DEFAULT_KINDS, HistoryWriter
+
+#: Each public name and the module it lives in.
+_WHERE = {
+    **dict.fromkeys(
+        [
+            "Cursor",
+            "HistoryCounts",
+            "HistoryDriverMissing",
+            "HistoryFilter",
+            "HistoryStorage",
+            "InvalidCursor",
+            "InvalidHistoryURI",
+            "Line",
+            "RecordPage",
+            "TaskOutcome",
+        ],
+        ".base",
+    ),
+    **dict.fromkeys(["create_history", "open_history", "parse_history_uri"], ".factory"),
+    "PostgresHistory": ".postgres",
+    **dict.fromkeys(["STATE_LEFT", "EventRecord", "JobRecord"], ".records"),
+    "retention_loop": ".retention",
+    **dict.fromkeys(["HistoryProcessDied", "SQLiteHistory"], ".sqlite"),
+    **dict.fromkeys(["DEFAULT_KINDS", "HistoryWriter"], ".writer"),
+}
 __all__ = [
     "DEFAULT_KINDS",
     "STATE_LEFT",
@@ -33,6 +65,7 @@ __all__ = [
     "HistoryCounts",
     "HistoryDriverMissing",
     "HistoryFilter",
+    "HistoryProcessDied",
     "HistoryStorage",
     "HistoryWriter",
     "InvalidCursor",
@@ -48,3 +81,15 @@ __all__ = [
     "parse_history_uri",
     "retention_loop",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+    globals()[name] = value  # found once: later lookups never reach this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

@@ -13,15 +13,17 @@ import importlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType, TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from ..errors import AvtomatikaError, ConfigError
-from ..events import Event
 from ..feed import dump_json
-from .records import EventRecord, JobRecord, load_json
+from .records import EventRecord, JobRecord, load_json, read_entries
+
+if TYPE_CHECKING:
+    from ..events import Event
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +81,11 @@ class HistoryDriverMissing(ConfigError):
     def __init__(self, backend: str, package: str, remedy: str) -> None:
         self.backend = backend
         self.package = package
+        self.remedy = remedy
         super().__init__(f"history in {backend} needs the '{package}' package: {remedy}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.backend, self.package, self.remedy))  # raised in SQLite history's process
 
 
 def import_driver(backend: str, package: str, remedy: str = "pip install 'avtomatika[history]'") -> ModuleType:
@@ -88,6 +94,19 @@ def import_driver(backend: str, package: str, remedy: str = "pip install 'avtoma
         return importlib.import_module(package)
     except ImportError:
         raise HistoryDriverMissing(backend, package, remedy) from None
+
+
+class HistoryOpenFailed(AvtomatikaError):
+    """History's database could not be opened (a directory that does not exist, a file that is no
+    database...): raised by ``open()``."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"history's SQLite process could not open {where}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.where, self.reason))  # raised in SQLite history's process
 
 
 class InvalidCursor(AvtomatikaError):
@@ -130,6 +149,10 @@ class FeedMoved(AvtomatikaError):
         self.feed, self.expected, self.found = feed, expected, found
         super().__init__(f"history's position in feed {feed} is {found!r}, not {expected!r}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as itself: SQLite history's process raises it, and the writer catches it by its class.
+        return (type(self), (self.feed, self.expected, self.found))
+
 
 @dataclass(frozen=True, slots=True)
 class FeedStep:
@@ -139,6 +162,19 @@ class FeedStep:
     feed: str
     after: str | None
     through: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeedWritten:
+    """What :meth:`HistoryStorage.write_feed` did with a batch of feed entries.
+
+    Attributes:
+        events: The events written (of the kinds asked for).
+        unreadable: The entries that could not be read, skipped: ``(index in the batch, error)``.
+    """
+
+    events: int
+    unreadable: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +325,18 @@ class HistoryStorage(ABC):
         :class:`FeedMoved`, nothing written), and the position moves to ``feed.through`` in the same
         transaction (also for an empty batch: entries skipped).
         """
+
+    async def write_feed(self, entries: Sequence[bytes], kinds: Collection[str], feed: FeedStep) -> FeedWritten:
+        """Write a batch of feed entries as :meth:`write` does, from the entries themselves (their
+        ``events`` bytes): only events whose kind is in ``kinds``; an entry that cannot be read is
+        skipped and reported in :attr:`FeedWritten.unreadable`, never raised.
+
+        Here the entries are read in this process; SQLite history sends them to its own process, which
+        reads and writes them there.
+        """
+        records, unreadable = read_entries(entries, kinds)
+        await self.write(records, feed)
+        return FeedWritten(len(records), tuple(unreadable))
 
     @abstractmethod
     async def feed_position(self, feed: str) -> str | None:

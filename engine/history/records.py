@@ -11,13 +11,17 @@ Durations come from consecutive events of a job: when a job enters a state (or e
 from __future__ import annotations
 
 import logging
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..events import Event, EventKind
-from ..feed import dump_json, row_of
+from ..event_kinds import EventKind
+from ..feed import dump_json, row_of, rows_of
+
+if TYPE_CHECKING:  # events.py imports asyncio, which history's SQLite process does without
+    from ..events import Event
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +117,21 @@ class JobRecord:
     def as_tuple(self) -> tuple[Any, ...]:
         """The values in :data:`JOB_COLUMNS` order."""
         return tuple(getattr(self, name) for name in JOB_COLUMNS)
+
+
+def read_entries(entries: Iterable[bytes], kinds: Container[str]) -> tuple[list[EventRecord], list[tuple[int, str]]]:
+    """The records of feed entries (their ``events`` bytes, see :mod:`avtomatika.feed`) whose kind is
+    in ``kinds``, and the entries that could not be read: ``(index in entries, error)``. An unreadable
+    entry (damaged, or left by another version) is skipped, never raised: it must not stop history.
+    """
+    records: list[EventRecord] = []
+    unreadable: list[tuple[int, str]] = []
+    for index, events in enumerate(entries):
+        try:
+            records += [EventRecord(*row) for row in rows_of(events) if row[0] in kinds]
+        except (ValueError, TypeError, LookupError) as exc:  # not JSON, not rows, rows of another shape
+            unreadable.append((index, repr(exc)))
+    return records, unreadable
 
 
 #: The ``jobs`` table's columns, in the order :meth:`JobRecord.as_tuple` gives them.

@@ -1,82 +1,84 @@
-"""History in SQLite: a file (WAL), a temporary file (the default) or memory. No server.
+"""History in SQLite: a file (WAL), a temporary file (the default) or memory. No server of its own,
+but a process of its own.
 
-Python's own ``sqlite3`` on one thread of the history's own: every call (a batch written, a page
-read) is one function run there, so a batch is one hand-off between the event loop and the thread
-however many statements it takes. (Through aiosqlite each statement was a hand-off, and each waited
-for a turn of a busy event loop: under load the writer fell tens of thousands of events behind.)
-One thread also means one connection used by one caller at a time, so a read never sees a batch half
-written; SQLite has one writer at a time anyway.
+Every database call (a batch written, a page read) goes to history's SQLite process, a child of the
+engine (:mod:`.sqlite_process`): its CPU and memory are not the engine's, as PostgreSQL history's
+are not. A call is one request and one reply over the child's pipes, made from one thread of the
+history's own, which blocks (without the GIL) until the reply comes: a batch is one hand-off between
+the event loop and the thread however many statements it takes, and works whichever event loop
+awaits it. One thread also means one call at a time, so a read never sees a batch half written;
+SQLite has one writer at a time anyway. The writer sends a batch as the feed entries' bytes
+(:meth:`SQLiteHistory.write_feed`): the child reads, projects and writes them.
+
+When the child dies (killed, out of memory), the call in flight and the next fail with
+:class:`HistoryProcessDied`, logged; the call after starts a new child, which opens the database and
+brings its schema up to date again. A file goes on where it was: the writer's batch in flight was
+written or not, all of it (one transaction), and its retry is written once (or refused as
+:class:`~avtomatika.history.base.FeedMoved`, when it was). A temporary or in-memory database is gone
+with the child: the new one starts empty, with a new id and no position in the feed, so the writer's
+next batch is refused (FeedMoved), it reads where the new database stands (nowhere) and goes on with
+what the feed still holds (the error says so). The writer keeps naming the database to the feed by
+the id it read first: this engine's history is still one reader of the feed, and nothing is written
+twice into either database. What the engine keeps beside jobs (blueprint graphs) is not written again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import weakref
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
-import orjson
-
+from ..errors import AvtomatikaError
 from ..feed import dump_json
-from ..models import new_id
 from . import migrations, sql
-from .base import FeedMoved, FeedStep, LostJob, import_driver
-from .records import EVENT_COLUMNS, JOB_COLUMNS, EventRecord, JobRecord, project
+from .base import FeedStep, FeedWritten, HistoryOpenFailed
+from .records import EventRecord
 from .relational import SqlHistory
-
-if TYPE_CHECKING:
-    import sqlite3
+from .sqlite_process import MEMORY, MODULE, TEMPORARY, receive, send
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
-MEMORY = ":memory:"
-#: SQLite's private temporary database: a file of its own, deleted when the connection closes. Unlike
-#: ``:memory:`` its pages leave the process once they outgrow the page cache, so a long-running engine
-#: keeps a bounded resident size however many jobs it has seen.
-TEMPORARY = ""
-#: The page cache of a temporary database, in KiB (SQLite's default is 2 MiB). Its file's pages stay in
-#: the operating system's cache, a read away (a few µs): writing 10,000 jobs' events cost within a few
-#: per cent of the time with 2 MiB, and the process keeps 1.5 MiB less.
-_TEMPORARY_CACHE_KIB = 512
-#: Ids per ``IN (...)`` list of a purge; SQLite allows 32766 variables, this keeps statements small.
-_IN_CHUNK = 500
-#: Rows written by one INSERT: 128, 64... 1, the largest that fits what is left. Every statement SQLite
-#: runs gives up the GIL and must win it back; while the event loop is busy it wins it only every 5 ms
-#: (``sys.getswitchinterval()``), so a statement per row (``executemany``) left the writer thousands
-#: of events behind under load. Eight sizes keep the compiled statements few (and small). (Padding a
-#: short chunk with rows the statement skips, to compile one size only, cost more CPU than it saved.)
-_INSERT_SIZES = (128, 64, 32, 16, 8, 4, 2, 1)
+__all__ = ["MEMORY", "TEMPORARY", "HistoryProcessDied", "SQLiteHistory"]
+
+#: Longest a closing history waits for its process to optimise and close the database.
+CLOSE_TIMEOUT_S = 30.0
 
 
-@functools.cache
-def _insert_events(rows: int) -> str:
-    one = f"({', '.join('?' * len(EVENT_COLUMNS))})"
-    return f"INSERT INTO events ({sql.EVENT_SELECT}) VALUES {', '.join([one] * rows)}"
+class HistoryProcessDied(AvtomatikaError):
+    """History's SQLite process ended while the engine needed it (killed, out of memory...)."""
 
-
-@functools.cache
-def _upsert_jobs(rows: int) -> str:
-    one = f"({', '.join('?' * len(JOB_COLUMNS))})"
-    return sql.upsert_jobs_sql(f"VALUES {', '.join([one] * rows)}")
-
-
-#: A batch's jobs are looked up in one statement, whatever their number: their ids reach SQLite as
-#: one JSON array, read with ``json_each`` (as PostgreSQL's history reads arrays with ``unnest``).
-#: Lists of 128 ids, padded with NULLs to compile one statement only, took a statement per 128 jobs.
-_SELECT_JOBS = f"SELECT {sql.JOB_SELECT} FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
+    def __init__(self, pid: int, returncode: int | None, path: str) -> None:
+        self.pid = pid
+        self.returncode = returncode
+        self.path = path
+        if returncode is None:
+            how = "it stopped answering"
+        elif returncode < 0:
+            how = f"killed by {_signal_name(-returncode)}"
+        else:
+            how = f"exit code {returncode}"
+        if path in (TEMPORARY, MEMORY):
+            kind = "temporary" if path == TEMPORARY else "in-memory"
+            after = f"the history it held (a {kind} database) is gone; the next call starts a new, empty one"
+        else:
+            after = f"the next call starts a new one on {path}"
+        super().__init__(f"history's SQLite process (pid {pid}) ended ({how}): {after}")
 
 
 class SQLiteHistory(SqlHistory):
-    """History in an SQLite database.
+    """History in an SQLite database, kept by a process of its own.
 
     Args:
-        path: A file path; ``""`` (the default) for a temporary file that lives as long as the
-            connection (history for one run, zero set-up); or ``":memory:"`` for one held in memory.
+        path: A file path; ``""`` (the default) for a temporary file that lives as long as history's
+            process (history for one run, zero set-up); or ``":memory:"`` for one held in memory.
         busy_timeout_ms: How long to wait for another process holding the file's write lock.
     """
 
@@ -86,128 +88,74 @@ class SQLiteHistory(SqlHistory):
     def __init__(self, path: str = TEMPORARY, *, busy_timeout_ms: int = 5000) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
-        self._db: sqlite3.Connection | None = None
+        #: Processes started after one died (0 while the first one lives).
+        self.restarts = 0
         self._thread: ThreadPoolExecutor | None = None
+        self._process: subprocess.Popen[bytes] | None = None  # used on self._thread only
+        self._ending: weakref.finalize | None = None  # ends the process if this object is forgotten
 
     def __repr__(self) -> str:
         return f"SQLiteHistory({self.path!r})"
 
+    @property
+    def process_id(self) -> int | None:
+        """The pid of history's SQLite process (None while there is none)."""
+        process = self._process
+        return process.pid if process is not None else None
+
     # -- lifecycle -------------------------------------------------------------------------------
     async def open(self) -> None:
-        if self._db is not None:
+        if self._thread is not None:
             return
-        sqlite3 = import_driver("SQLite", "sqlite3", "a Python built with its sqlite3 module")
-        _adapt_none_quickly(sqlite3)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="avtomatika-history")
         try:
-            self._db = await self._run(self._connect, sqlite3)
-            await self._run(self._migrate)
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._start)
         except BaseException:
             await self.close()
             raise
         where = self.path or "temporary file"
-        logger.info("history: SQLite %s, schema version %d", where, migrations.latest(migrations.SQLITE))
-
-    def _connect(self, sqlite3: Any) -> sqlite3.Connection:
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves. Used only on self._thread.
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            if self.path == TEMPORARY:
-                # Nothing in it outlives the process: no syncs. The rollback journal is a temporary file
-                # too (kept between transactions): held in memory, it grew to a copy of every page a
-                # batch changed, and the allocator kept that peak (~3 MB) for good.
-                db.execute("PRAGMA synchronous = OFF")
-                db.execute("PRAGMA journal_mode = PERSIST")
-                db.execute(f"PRAGMA cache_size = {-_TEMPORARY_CACHE_KIB}")
-            elif self.path != MEMORY:
-                db.execute("PRAGMA journal_mode = WAL")
-                db.execute("PRAGMA synchronous = NORMAL")
-        except BaseException:
-            db.close()
-            raise
-        return db
+        logger.info(
+            "history: SQLite %s in process %s, schema version %d",
+            where,
+            self.process_id,
+            migrations.latest(migrations.SQLITE),
+        )
 
     async def close(self) -> None:
-        db, self._db = self._db, None
         thread, self._thread = self._thread, None
         if thread is None:
             return
         try:
-            if db is not None:
-                await asyncio.get_running_loop().run_in_executor(thread, _optimize_and_close, db)
+            await asyncio.get_running_loop().run_in_executor(thread, self._stop)
         finally:
             thread.shutdown(wait=False)
 
-    def _migrate(self) -> None:
-        db = self._connection()
-        db.execute(migrations.SCHEMA_VERSION_TABLE)
-        applied = {row[0] for row in db.execute("SELECT version FROM schema_version")}
-        for migration in migrations.pending(migrations.SQLITE, applied):
-            with _transaction(db):
-                # Read again under the write lock: another process may have just applied it.
-                if db.execute("SELECT 1 FROM schema_version WHERE version = ?", (migration.version,)).fetchone():
-                    continue
-                for statement in migration.statements:
-                    db.execute(statement)
-                db.execute(
-                    "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
-                    (migration.version, migration.name, time.time()),
-                )
-            logger.info("history: applied SQLite migration %d (%s)", migration.version, migration.name)
-
     async def database_id(self) -> str:
-        return await self._run(self._database_id)
-
-    def _database_id(self) -> str:
-        db = self._connection()
-        with _transaction(db):
-            db.execute("INSERT OR IGNORE INTO history_meta (name, value) VALUES ('database_id', ?)", (new_id(),))
-            row = db.execute("SELECT value FROM history_meta WHERE name = 'database_id'").fetchone()
-        return str(row[0])
+        result: str = await self._run("database_id")
+        return result
 
     # -- writing ---------------------------------------------------------------------------------
     async def write(self, records: Sequence[EventRecord], feed: FeedStep | None = None) -> int:
         if not records and feed is None:
             return 0
-        return await self._run(self._write, list(records), feed)
+        result: int = await self._run("write", list(records), feed)
+        return result
 
-    def _write(self, records: list[EventRecord], feed: FeedStep | None) -> int:
-        """One batch in one transaction (on the history's thread)."""
-        db = self._connection()
-        with _transaction(db):
-            if feed is not None:
-                _move_position(db, feed)
-            rows = _job_rows(db, {r.job_id for r in records})
-            lines = project(records, rows, feed.feed if feed is not None else None)
-            _insert(db, _insert_events, lines)
-            touched = {line[0] for line in lines}
-            _insert(db, _upsert_jobs, [rows[job_id].as_tuple() for job_id in touched])
-        return len(lines)
+    async def write_feed(self, entries: Sequence[bytes], kinds: Collection[str], feed: FeedStep) -> FeedWritten:
+        # The bytes as they are: read, projected and written in history's process.
+        result: FeedWritten = await self._run("write_feed", list(entries), kinds, feed)
+        return result
 
     # -- what outlives jobs ------------------------------------------------------------------------
     async def save_graph(self, blueprint: str, version: str, graph: dict[str, Any]) -> None:
         statement = sql.save_graph_sql("?", "?", "?", "?")
-        await self._run(self._execute, statement, (blueprint, version, dump_json(graph), time.time()))
+        await self._run("execute", statement, (blueprint, version, dump_json(graph), time.time()))
 
     async def mark_lost(self, at: float, keep_feed: str) -> int:
-        return await self._run(self._mark_lost, at, keep_feed)
-
-    def _mark_lost(self, at: float, keep_feed: str) -> int:
-        db = self._connection()
-        with _transaction(db):
-            p = sql.Params("qmark")
-            lost = [LostJob(*values) for values in db.execute(sql.lost_candidates_query(keep_feed, p), p.values)]
-            _insert(db, _insert_events, [job.line(at) for job in lost])
-            db.executemany(sql.mark_lost_sql("?", "?", "?"), [(job.error, at, job.id) for job in lost])
+        lost: int = await self._run("mark_lost", at, keep_feed)
         if lost:
-            logger.warning("history: %d jobs were lost with the engine that held them in memory", len(lost))
-        return len(lost)
-
-    def _execute(self, statement: str, params: Sequence[Any]) -> None:
-        db = self._connection()
-        with _transaction(db):
-            db.execute(statement, params)
+            logger.warning("history: %d jobs were lost with the engine that held them in memory", lost)
+        return lost
 
     # -- retention -------------------------------------------------------------------------------
     async def purge_before(self, cutoff_at: float, batch_size: int = 1000) -> int:
@@ -215,114 +163,112 @@ class SQLiteHistory(SqlHistory):
             raise ValueError("batch_size must be >= 1")
         deleted = 0
         while True:
-            count = await self._run(self._purge_batch, cutoff_at, batch_size)
+            count: int = await self._run("purge_batch", cutoff_at, batch_size)
             deleted += count
             if count < batch_size:
                 return deleted
             await asyncio.sleep(0)  # let the writer in between batches
 
-    def _purge_batch(self, cutoff_at: float, batch_size: int) -> int:
-        db = self._connection()
-        with _transaction(db):
-            p = sql.Params("qmark")
-            query = sql.purge_candidates_query(cutoff_at, batch_size, p)
-            ids = [row[0] for row in db.execute(query, p.values)]
-            for start in range(0, len(ids), _IN_CHUNK):
-                chunk = ids[start : start + _IN_CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                db.execute(f"DELETE FROM events WHERE job_id IN ({marks})", chunk)
-                db.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk)
-        return len(ids)
+    # -- reading ---------------------------------------------------------------------------------
+    async def _fetch(self, query: str, params: Sequence[Any]) -> list[Any]:
+        rows: list[Any] = await self._run("fetch", query, list(params))
+        return rows
 
-    # -- helpers ---------------------------------------------------------------------------------
-    def _connection(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("history is not open; call `await history.open()` first")
-        return self._db
-
-    async def _run(self, function: Callable[..., T], *args: Any) -> T:
-        """``function(*args)`` on the history's thread."""
+    # -- the process -------------------------------------------------------------------------------
+    async def _run(self, name: str, *args: Any) -> Any:
+        """The call ``name(*args)`` made in history's process, from history's thread."""
         if self._thread is None:
             raise RuntimeError("history is not open; call `await history.open()` first")
-        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._call, name, args)
 
-    async def _fetch(self, query: str, params: Sequence[Any]) -> list[Any]:
-        return await self._run(self._fetch_now, query, params)
-
-    def _fetch_now(self, query: str, params: Sequence[Any]) -> list[Any]:
-        return self._connection().execute(query, params).fetchall()
-
-
-def _adapt_none_quickly(sqlite3: Any) -> None:
-    """Register an adapter for None, unless the application registered one.
-
-    The ``sqlite3`` module binds an exact int, float or str as it is, and asks every other value
-    (None among them) for an adapter: on CPython 3.11, with none registered for its type, that is two
-    attribute lookups that fail with a formatted AttributeError. History's lines and job rows are
-    full of NULLs (no worker, no error, no duration...), and those failures were 12 % of the history
-    thread's instructions. An adapter for None is found in one dict lookup, and binds NULL as before.
-    """
-    key = (type(None), sqlite3.PrepareProtocol)
-    if key not in sqlite3.adapters:
-        sqlite3.register_adapter(type(None), _NULL)
-
-
-#: The adapter of None: an empty dict's ``get`` answers None for None, with no Python frame to run
-#: (a line binds two or three NULLs, each a call of the adapter).
-_NULL: Callable[[None], None] = {}.get
-
-
-def _move_position(db: sqlite3.Connection, feed: FeedStep) -> None:
-    """History's position in ``feed.feed`` from ``feed.after`` to ``feed.through``, or FeedMoved."""
-    moved = db.execute(
-        "UPDATE feed_positions SET position = ? WHERE feed = ? AND position = ?", (feed.through, feed.feed, feed.after)
-    )
-    if moved.rowcount == 1:
-        return  # the usual case: one statement
-    found = _feed_position(db, feed.feed)
-    if found != feed.after:
-        raise FeedMoved(feed.feed, feed.after, found)
-    db.execute("INSERT INTO feed_positions (feed, position) VALUES (?, ?)", (feed.feed, feed.through))
-
-
-def _feed_position(db: sqlite3.Connection, feed: str) -> str | None:
-    row = db.execute("SELECT position FROM feed_positions WHERE feed = ?", (feed,)).fetchone()
-    return str(row[0]) if row is not None else None
-
-
-def _job_rows(db: sqlite3.Connection, job_ids: Iterable[str]) -> dict[str, JobRecord]:
-    # Text, not bytes: SQLite's JSON functions refuse a BLOB.
-    ids = orjson.dumps(list(job_ids)).decode()
-    return {values[0]: JobRecord(*values) for values in db.execute(_SELECT_JOBS, (ids,))}
-
-
-def _insert(db: sqlite3.Connection, statement: Callable[[int], str], rows: Sequence[Sequence[Any]]) -> None:
-    """``rows`` written by INSERTs of several rows each (see ``_INSERT_SIZES``)."""
-    start = 0
-    while start < len(rows):
-        size = next(n for n in _INSERT_SIZES if n <= len(rows) - start)
-        chunk = rows[start : start + size]
-        db.execute(statement(size), [value for row in chunk for value in row])
-        start += size
-
-
-@contextlib.contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` (the write lock at once) ... ``COMMIT``, or ``ROLLBACK`` on any error."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
+    def _call(self, name: str, args: tuple[Any, ...]) -> Any:
+        """(On history's thread.) The reply to ``name(*args)``; a new process first if the last one died."""
+        process = self._process
+        if process is None:
+            self.restarts += 1
+            logger.warning("history: starting a new SQLite process for %s", self.path or "a temporary database")
+            process = self._start()
         try:
-            db.execute("ROLLBACK")
-        except Exception:  # no transaction left to roll back (SQLite ended it on the error)
-            logger.debug("history: rollback after a failed SQLite transaction failed", exc_info=True)
-        raise
-    db.execute("COMMIT")
+            return _ask(process, self.path, name, args)
+        except HistoryProcessDied as died:
+            self._forget(process)
+            logger.error("history: %s", died)
+            raise
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        """(On history's thread.) A new process, with the database open and its schema up to date."""
+        command = [sys.executable, "-m", MODULE]
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        ending = weakref.finalize(self, _end, process)
+        try:
+            applied = _ask(process, self.path, "open", (self.path, self.busy_timeout_ms))
+        except HistoryProcessDied as died:  # it could not even start: its own error is on our stderr
+            ending()
+            how = f"its process (pid {died.pid}) ended at start-up, exit code {died.returncode}; see stderr"
+            raise HistoryOpenFailed(self.path or "a temporary file", how) from None
+        except BaseException:
+            ending()
+            raise
+        for version, name in applied:
+            logger.info("history: applied SQLite migration %d (%s)", version, name)
+        self._process, self._ending = process, ending
+        return process
+
+    def _stop(self) -> None:
+        """(On history's thread.) End the process: it optimises and closes the database, and exits."""
+        process, ending = self._process, self._ending
+        self._process = self._ending = None
+        if ending is not None:
+            ending()
+        elif process is not None:
+            _end(process)
+
+    def _forget(self, process: subprocess.Popen[bytes]) -> None:
+        """(On history's thread.) ``process`` died: the next call starts another."""
+        ending, self._process, self._ending = self._ending, None, None
+        if ending is not None:
+            ending()
+        else:
+            _end(process)
 
 
-def _optimize_and_close(db: sqlite3.Connection) -> None:
+def _ask(process: subprocess.Popen[bytes], path: str, name: str, args: tuple[Any, ...]) -> Any:
+    """Send the call, wait for its reply: the value, or the exception raised (HistoryProcessDied)."""
+    assert process.stdin is not None
+    assert process.stdout is not None
     try:
-        db.execute("PRAGMA optimize")  # refresh the planner's statistics, as SQLite advises
-    finally:
-        db.close()
+        send(process.stdin, (name, args))
+        ok, value = receive(process.stdout)
+    except (OSError, EOFError, ValueError):  # a broken pipe, the end of the replies, a pipe closed here
+        returncode = _wait(process, 5.0)
+        raise HistoryProcessDied(process.pid, returncode, path) from None
+    if ok:
+        return value
+    raise value
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    """Close the process's stdin (it ends there) and wait for it; kill it if it takes too long."""
+    assert process.stdin is not None
+    assert process.stdout is not None
+    with contextlib.suppress(OSError):  # its end of the pipe is gone already: it has ended
+        process.stdin.close()
+    _wait(process, CLOSE_TIMEOUT_S)
+    process.stdout.close()
+
+
+def _wait(process: subprocess.Popen[bytes], timeout_s: float) -> int | None:
+    """The process's exit code once it has ended; killed after ``timeout_s``."""
+    try:
+        return process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

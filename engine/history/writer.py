@@ -9,9 +9,17 @@ written twice (two writers racing after a lease ran out) is refused the second t
 counted twice. One process at a time writes a given history database (``Storage.lease_feed``), which
 keeps each job's lines in order.
 
+The writer hands history the entries as they are (bytes, :meth:`HistoryStorage.write_feed`) with the
+kinds to keep: SQLite history reads and projects them in its own process, off the engine's; other
+backends read them here. An entry that cannot be read is counted in :attr:`HistoryWriter.rejected`
+and logged, never raised.
+
 When the database is slow or down, entries stay in the feed and batches are retried with exponential
-backoff. A batch that keeps failing while the database answers holds a record the database refuses:
-the writer then writes that batch one entry at a time and skips (counting them in
+backoff. SQLite history's process dying is one such failure: the batch is retried, and a new process
+takes it (a file: written once, or refused as already written, :class:`FeedMoved`, and the writer
+reads where history stands; a temporary database: a new, empty one, with no position in the feed).
+A batch that keeps failing while the database answers holds a record the database refuses: the
+writer then writes that batch one entry at a time and skips (counting them in
 :attr:`HistoryWriter.rejected`) only the entries that fail, so one bad event cannot stop history.
 """
 
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -26,10 +35,9 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from ..events import Event, EventBus, EventKind
-from ..feed import rows_of
 from ..storage.base import FeedEntry, Storage
 from .base import FeedMoved, FeedStep, HistoryStorage
-from .records import EventRecord
+from .records import EventRecord, read_entries
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +141,11 @@ class HistoryWriter:
     def dropped(self) -> int:
         """Feed entries storage dropped because the feed was full (history down for long)."""
         return self.storage.feed_dropped
+
+    @functools.cached_property
+    def _kind_names(self) -> frozenset[str]:
+        """:attr:`kinds` as plain strings (what SQLite history's process reads them as)."""
+        return frozenset(map(str, self.kinds))
 
     @property
     def running(self) -> bool:
@@ -309,22 +322,21 @@ class HistoryWriter:
 
     async def _write(self, entries: Sequence[FeedEntry], *, skip: bool = False) -> None:
         """Write ``entries`` (or, with ``skip``, only move past them) in one transaction that moves
-        history's position in the feed, then trim what is written from the feed."""
+        history's position in the feed, then trim what is written from the feed.
+
+        The entries go to history as they are (bytes): SQLite history reads them in its own process.
+        """
         step = FeedStep(self.storage.feed_id, self._position, entries[-1].position)  # type: ignore[arg-type]
-        records = [] if skip else self._records(entries)
-        await self.history.write(records, step)
-        await self._written(step, len(records))
+        events = [] if skip else [entry.events for entry in entries]
+        done = await self.history.write_feed(events, self._kind_names, step)
+        for index, error in done.unreadable:
+            self.rejected += 1
+            logger.error("history: could not read feed entry %s; skipped: %s", entries[index].position, error)
+        await self._written(step, done.events)
 
     def _records(self, entries: Sequence[FeedEntry]) -> list[EventRecord]:
-        records: list[EventRecord] = []
-        kinds = self.kinds
-        for entry in entries:
-            try:
-                records += [EventRecord(*row) for row in rows_of(entry.events) if row[0] in kinds]
-            except (ValueError, TypeError):
-                self.rejected += 1
-                logger.exception("history: could not read feed entry %s", entry.position)
-        return records
+        """The records of ``entries`` (those it cannot read left out: ``_write`` counts them)."""
+        return read_entries([entry.events for entry in entries], self._kind_names)[0]
 
     async def _written(self, step: FeedStep, count: int) -> None:
         self._position = step.through

@@ -47,7 +47,7 @@ STORAGE_WRITES = frozenset(
     }
 )
 #: History methods that change it.
-HISTORY_WRITES = frozenset({"write"})
+HISTORY_WRITES = frozenset({"write", "write_feed"})
 #: Committer methods, and the storage write each one makes.
 COMMITTER_WRITES = {"apply": "commit", "update_job": "commit", "create_job": "create_job"}
 #: Modules whose frames are the write's plumbing, not the path that asked for it.

@@ -226,6 +226,22 @@ class HistoryContract:
     def reopen(self) -> Reopen:
         return None
 
+    async def refuse_job(self, history: HistoryStorage, job_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Make writing ``job_id``'s row fail with an error saying "boom" (``monkeypatch.undo()`` and
+        :meth:`accept_jobs` end it). Here the projection fails in this process; a backend whose
+        projection runs elsewhere (SQLite's process) makes its database refuse the row instead."""
+        real = records_module.JobRecord.as_tuple
+
+        def explode(row: JobRecord) -> tuple[Any, ...]:
+            if row.id == job_id:
+                raise RuntimeError("boom")
+            return real(row)
+
+        monkeypatch.setattr(records_module.JobRecord, "as_tuple", explode)
+
+    async def accept_jobs(self, history: HistoryStorage) -> None:
+        """Undo :meth:`refuse_job` where the database refused (``monkeypatch.undo()`` did the rest)."""
+
     # -- schema ----------------------------------------------------------------------------------
     async def test_schema_is_at_the_latest_version(self, history: HistoryStorage) -> None:
         expected = latest(SQLITE if history.backend == "sqlite" else POSTGRES)
@@ -447,18 +463,12 @@ class HistoryContract:
         self, history: HistoryStorage, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         await history.record(JobScript("ok").created().events)
-        real = records_module.JobRecord.as_tuple
-
-        def explode(row: JobRecord) -> tuple[Any, ...]:
-            if row.id == "bad":
-                raise RuntimeError("boom")
-            return real(row)
-
-        monkeypatch.setattr(records_module.JobRecord, "as_tuple", explode)
+        await self.refuse_job(history, "bad", monkeypatch)
         batch = [*JobScript("ok", at=T0 + 10).created().events, *JobScript("bad").created().events]
-        with pytest.raises(RuntimeError, match="boom"):
+        with pytest.raises(Exception, match="boom"):
             await history.record(batch)
         monkeypatch.undo()
+        await self.accept_jobs(history)
         assert await history.get_job("bad") is None
         assert [e.seq for e in await history.timeline("ok")] == [1]
         await history.record(JobScript("ok", at=T0 + 20).step().events)  # still writable, numbering intact
