@@ -181,6 +181,7 @@ async def test_a_database_that_cannot_be_opened_fails_open_clearly(tmp_path: Pat
 
 async def test_a_process_that_cannot_start_fails_open_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_module, "MODULE", "avtomatika.history.no_such_module")
+    monkeypatch.setattr(sqlite_module, "_SPARES", sqlite_module._Spares())  # none started with the real one
     history = SQLiteHistory()
     with pytest.raises(HistoryOpenFailed, match=r"ended at start-up, exit code 1; see stderr"):
         await history.open()
@@ -225,3 +226,54 @@ def test_every_public_name_resolves_lazily(package: str) -> None:
         assert name in dir(module)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         module.nothing  # noqa: B018
+
+
+async def test_histories_opened_one_after_another_get_a_process_started_beforehand(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second open starts a spare, the third takes it; a spare no one takes ends on its own."""
+    spares = sqlite_module._Spares()
+    monkeypatch.setattr(sqlite_module, "_SPARES", spares)
+    monkeypatch.setattr(sqlite_module, "SPARE_IDLE_S", 0.5)
+    first, second, third = SQLiteHistory(), SQLiteHistory(), SQLiteHistory()
+    await first.open()
+    assert spares._ready is None  # one open alone starts none
+    await second.open()
+    spare = spares._ready
+    assert spare is not None
+    await third.open()
+    assert third.process_id == spare.pid
+    left = spares._ready
+    assert left is not None
+    await asyncio.wait_for(asyncio.to_thread(left.wait), 10)  # no one took it: it ended
+    assert left.returncode == 0
+    for history in (first, second, third):
+        assert await history.counts() is not None
+        await history.close()
+
+
+async def test_a_spare_that_gave_up_as_it_was_taken_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = sqlite_module._spawn(f"{sqlite_module.SPARE_FLAG}0")
+    await asyncio.wait_for(asyncio.to_thread(gone.wait), 10)
+    monkeypatch.setattr(sqlite_module._SPARES, "take", lambda: (gone, True))
+    history = SQLiteHistory()
+    await history.open()
+    assert history.process_id not in (None, gone.pid)
+    assert await history.counts() is not None
+    await history.close()
+
+
+async def test_a_relative_path_is_the_engines_not_the_processs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spare started in another directory opens a relative path where the engine's process sees it."""
+    spares = sqlite_module._Spares()
+    monkeypatch.setattr(sqlite_module, "_SPARES", spares)
+    for _ in range(2):  # the second open starts a spare, here
+        warm = SQLiteHistory()
+        await warm.open()
+        await warm.close()
+    assert spares._ready is not None
+    monkeypatch.chdir(tmp_path)
+    history = SQLiteHistory("relative.db")
+    await history.open()
+    await history.close()
+    assert (tmp_path / "relative.db").exists()

@@ -27,9 +27,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Collection, Sequence
@@ -42,7 +45,7 @@ from . import migrations, sql
 from .base import FeedStep, FeedWritten, HistoryOpenFailed
 from .records import EventRecord
 from .relational import SqlHistory
-from .sqlite_process import MEMORY, MODULE, TEMPORARY, receive, send
+from .sqlite_process import MEMORY, MODULE, SPARE_FLAG, TEMPORARY, receive, send
 
 logger = logging.getLogger(__name__)
 
@@ -197,13 +200,20 @@ class SQLiteHistory(SqlHistory):
 
     def _start(self) -> subprocess.Popen[bytes]:
         """(On history's thread.) A new process, with the database open and its schema up to date."""
-        command = [sys.executable, "-m", MODULE]
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        process, spare = _SPARES.take()
+        try:
+            return self._open_in(process, spare)
+        except _SpareGone:  # it gave up waiting as it was taken: a new process
+            return self._open_in(_spawn(), spare=False)
+
+    def _open_in(self, process: subprocess.Popen[bytes], spare: bool) -> subprocess.Popen[bytes]:
         ending = weakref.finalize(self, _end, process)
         try:
-            applied = _ask(process, self.path, "open", (self.path, self.busy_timeout_ms))
+            applied = _ask(process, self.path, "open", (_absolute(self.path), self.busy_timeout_ms))
         except HistoryProcessDied as died:  # it could not even start: its own error is on our stderr
             ending()
+            if spare and died.returncode == 0:
+                raise _SpareGone from None
             how = f"its process (pid {died.pid}) ended at start-up, exit code {died.returncode}; see stderr"
             raise HistoryOpenFailed(self.path or "a temporary file", how) from None
         except BaseException:
@@ -230,6 +240,55 @@ class SQLiteHistory(SqlHistory):
             ending()
         else:
             _end(process)
+
+
+def _spawn(*flags: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", MODULE, *flags]
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+
+
+def _absolute(path: str) -> str:
+    """A file's path as this process resolves it (history's process may have started elsewhere)."""
+    return path if path in (TEMPORARY, MEMORY) else os.path.abspath(path)
+
+
+class _Spares:
+    """A process started ahead of the next ``open``, while this one opens histories often.
+
+    A process ready to take its first call has spent ~0.1 s of CPU and wall time starting Python and
+    importing what it needs; an engine opens its history as it starts. A program that opens one
+    history after another (a test suite, a notebook starting engines again, a process that died) gets
+    one started beforehand, which is ready by the time it is needed. One open alone starts none; a
+    spare no one takes ends after ``SPARE_IDLE_S``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready: subprocess.Popen[bytes] | None = None
+        self._opened_at = -math.inf
+
+    def take(self) -> tuple[subprocess.Popen[bytes], bool]:
+        """A process for an ``open``, and whether it is the spare (if it still waits), else a new one."""
+        now = time.monotonic()
+        with self._lock:
+            spare, self._ready = self._ready, None
+            if now - self._opened_at < SPARE_AFTER_S:
+                self._ready = _spawn(f"{SPARE_FLAG}{SPARE_IDLE_S}")
+            self._opened_at = now
+        if spare is not None and spare.poll() is None:
+            return spare, True
+        return _spawn(), False
+
+
+class _SpareGone(Exception):
+    """The spare ended (no one had taken it for ``SPARE_IDLE_S``) just as it was taken."""
+
+
+#: Opens this close together start a spare process for the next one (see ``_Spares``)...
+SPARE_AFTER_S = 10.0
+#: ...which ends when no open took it within this time.
+SPARE_IDLE_S = 30.0
+_SPARES = _Spares()
 
 
 def _ask(process: subprocess.Popen[bytes], path: str, name: str, args: tuple[Any, ...]) -> Any:

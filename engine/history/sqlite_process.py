@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 import pickle
+import select
 import signal
 import struct
 import sys
@@ -65,6 +67,9 @@ _IN_CHUNK = 500
 #: compiled statements few (and small). (Padding a short chunk with rows the statement skips, to
 #: compile one size only, cost more CPU than it saved.)
 _INSERT_SIZES = (128, 64, 32, 16, 8, 4, 2, 1)
+#: ``python -m ... --spare-for=S``: a process started ahead of the next ``open``, which ends when none
+#: came within ``S`` seconds.
+SPARE_FLAG = "--spare-for="
 #: A frame's length: 4 bytes, big-endian.
 _LENGTH = struct.Struct(">I")
 
@@ -100,8 +105,11 @@ def portable(exc: Exception) -> Exception:
 
 
 # -- the process -----------------------------------------------------------------------------------
-def serve(requests: BinaryIO, replies: BinaryIO) -> None:
-    """Answer ``requests`` one at a time until they end; then close the database."""
+def serve(requests: BinaryIO, replies: BinaryIO, first_within_s: float | None = None) -> None:
+    """Answer ``requests`` one at a time until they end; then close the database. With
+    ``first_within_s``, end at once when no request comes within that time (a spare no one took)."""
+    if first_within_s is not None and not select.select([requests], [], [], first_within_s)[0]:
+        return
     db: sqlite3.Connection | None = None
     while True:
         try:
@@ -131,7 +139,10 @@ def main() -> None:
     # Replies get a descriptor of their own, and stdout becomes stderr: a stray print cannot break a frame.
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    serve(sys.stdin.buffer, replies)
+    with contextlib.suppress(ImportError):  # before the first request (a spare waits for it ready);
+        importlib.import_module("sqlite3")  # without it, "open" answers why (import_driver)
+    spare_for = [float(arg.removeprefix(SPARE_FLAG)) for arg in sys.argv[1:] if arg.startswith(SPARE_FLAG)]
+    serve(sys.stdin.buffer, replies, spare_for[0] if spare_for else None)
 
 
 # -- the database calls (here, each with the connection first) -------------------------------------
