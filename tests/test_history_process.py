@@ -277,3 +277,17 @@ async def test_a_relative_path_is_the_engines_not_the_processs(tmp_path: Path, m
     await history.open()
     await history.close()
     assert (tmp_path / "relative.db").exists()
+
+
+async def test_a_temporary_database_started_again_has_the_blueprint_graphs_the_lost_one_had() -> None:
+    history = SQLiteHistory()
+    await history.open()
+    try:
+        await history.save_graph("bp", "v1", {"states": ["start", "end"]})
+        await kill(history)
+        with pytest.raises(HistoryProcessDied):
+            await history.graph("bp", "v1")
+        assert await history.graph("bp", "v1") == {"states": ["start", "end"]}  # in the new database
+        assert history.restarts == 1
+    finally:
+        await history.close()

@@ -15,7 +15,8 @@ When the child dies (killed, out of memory), the call in flight and the next fai
 brings its schema up to date again. A file goes on where it was: the writer's batch in flight was
 written or not, all of it (one transaction), and its retry is written once (or refused as
 :class:`~avtomatika.history.base.FeedMoved`, when it was). A temporary or in-memory database is gone
-with the child: the new one starts empty, with a new id and no position in the feed, so the writer's
+with the child: the new one starts empty but for the blueprint graphs saved into the lost one (saved
+again), with a new id and no position in the feed, so the writer's
 next batch is refused (FeedMoved), it reads where the new database stands (nowhere) and goes on with
 what the feed still holds (the error says so). The writer keeps naming the database to the feed by
 the id it read first: this engine's history is still one reader of the feed, and nothing is written
@@ -51,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["MEMORY", "TEMPORARY", "HistoryProcessDied", "SQLiteHistory"]
 
+_SAVE_GRAPH = sql.save_graph_sql("?", "?", "?", "?")
 #: Longest a closing history waits for its process to optimise and close the database.
 CLOSE_TIMEOUT_S = 30.0
 
@@ -96,6 +98,9 @@ class SQLiteHistory(SqlHistory):
         self._thread: ThreadPoolExecutor | None = None
         self._process: subprocess.Popen[bytes] | None = None  # used on self._thread only
         self._ending: weakref.finalize | None = None  # ends the process if this object is forgotten
+        #: The graphs saved, by blueprint and version, while the database dies with its process: saved
+        #: again in the next one (job pages draw the graph their job ran on).
+        self._graphs: dict[tuple[str, str], tuple[Any, ...]] = {}
 
     def __repr__(self) -> str:
         return f"SQLiteHistory({self.path!r})"
@@ -151,8 +156,10 @@ class SQLiteHistory(SqlHistory):
 
     # -- what outlives jobs ------------------------------------------------------------------------
     async def save_graph(self, blueprint: str, version: str, graph: dict[str, Any]) -> None:
-        statement = sql.save_graph_sql("?", "?", "?", "?")
-        await self._run("execute", statement, (blueprint, version, dump_json(graph), time.time()))
+        params = (blueprint, version, dump_json(graph), time.time())
+        if self.path in (TEMPORARY, MEMORY):
+            self._graphs[blueprint, version] = params
+        await self._run("execute", _SAVE_GRAPH, params)
 
     async def mark_lost(self, at: float, keep_feed: str) -> int:
         lost: int = await self._run("mark_lost", at, keep_feed)
@@ -191,6 +198,8 @@ class SQLiteHistory(SqlHistory):
             self.restarts += 1
             logger.warning("history: starting a new SQLite process for %s", self.path or "a temporary database")
             process = self._start()
+            for params in self._graphs.values():  # a new temporary database: the graphs the lost one had
+                _ask(process, self.path, "execute", (_SAVE_GRAPH, params))
         try:
             return _ask(process, self.path, name, args)
         except HistoryProcessDied as died:
