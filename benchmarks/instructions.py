@@ -47,12 +47,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -249,19 +251,11 @@ def count_instructions(
     return int(found.group(1).replace(",", "")), sum(int(m.group(1).replace(",", "")) for m in started if m)
 
 
-def per_job(
-    workload: str,
-    jobs: int,
-    history: bool,
-    valgrind: str,
-    http: bool = False,
-    floor: bool = False,
-    children: bool = False,
-) -> tuple[float, float]:
-    """Instructions per job, of the engine's process and of its children's (0 without ``children``):
-    (count with 4 x ``jobs``) - (count with ``jobs``), over 3 x ``jobs``."""
-    short = count_instructions(workload, jobs, history, valgrind, http, floor, children)
-    long = count_instructions(workload, 4 * jobs, history, valgrind, http, floor, children)
+def per_job(count: Callable[[int], tuple[int, int]], jobs: int) -> tuple[float, float]:
+    """Instructions per job, of the engine's process and of its children's, from ``count`` (a run's
+    counts, :func:`count_instructions` given all but the jobs): (count with 4 x ``jobs``) - (count
+    with ``jobs``), over 3 x ``jobs``."""
+    short, long = count(jobs), count(4 * jobs)
     return (long[0] - short[0]) / (3 * jobs), (long[1] - short[1]) / (3 * jobs)
 
 
@@ -299,7 +293,16 @@ def main(argv: list[str] | None = None) -> int:
     for name in workloads:
         jobs = args.jobs or DEFAULT_JOBS[name]
         children = args.history_process
-        figure, started = per_job(name, jobs, not args.no_history, valgrind, args.http, args.floor, children)
+        count = functools.partial(
+            count_instructions,
+            name,
+            history=not args.no_history,
+            valgrind=valgrind,
+            http=args.http,
+            floor=args.floor,
+            children=children,
+        )
+        figure, started = per_job(count, jobs)
         also = f"; its history process: {started:,.0f}" if args.history_process else ""
         print(f"{name}: {figure:,.0f} instructions per job ({how}; {jobs} and {4 * jobs} jobs){also}", flush=True)
     return 0
