@@ -26,6 +26,7 @@ twice into either database. What the engine keeps beside jobs (blueprint graphs)
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import math
@@ -288,6 +289,13 @@ class _Spares:
             return spare, True
         return _spawn(), False
 
+    def end(self) -> None:
+        """End the spare (this process is ending): it ends with its stdin."""
+        with self._lock:
+            spare, self._ready = self._ready, None
+        if spare is not None:
+            _end(spare)
+
 
 class _SpareGone(Exception):
     """The spare ended (no one had taken it for ``SPARE_IDLE_S``) just as it was taken."""
@@ -298,6 +306,7 @@ SPARE_AFTER_S = 10.0
 #: ...which ends when no open took it within this time.
 SPARE_IDLE_S = 30.0
 _SPARES = _Spares()
+atexit.register(_SPARES.end)
 
 
 def _ask(process: subprocess.Popen[bytes], path: str, name: str, args: tuple[Any, ...]) -> Any:
