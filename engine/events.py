@@ -146,9 +146,9 @@ class EventBus:
         self._outbox: deque[bytes] = deque(maxlen=OUTBOX_LIMIT)
         self._outbox_ready = asyncio.Event()
         self._transport: EventTransport | None = None
-        #: Whether another process listens to this one's events (unknown: yes). While none does,
-        #: events are neither serialised nor sent: an engine alone on its Redis, or the only one
-        #: whose events another engine's waiting clients, studio pages and widgets could want.
+        #: Whether another process listens to this one's events (unknown: yes). While none does (an
+        #: engine alone on its Redis), events are neither serialised nor sent: no other engine's
+        #: waiting clients, studio pages or widgets are there to want them.
         self._shared = True
         self._joined = 0  # LISTENING messages received
         self.dropped = 0
