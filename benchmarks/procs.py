@@ -69,7 +69,9 @@ def history_process(pid: int) -> int | None:
     history, and the floor, have none)."""
     for child in children(pid):
         with contextlib.suppress(FileNotFoundError):
-            if b"avtomatika.history.sqlite_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+            # A spare (started ahead of a next open, see avtomatika.history.sqlite) holds no database.
+            if b"avtomatika.history.sqlite_process" in command and b"--spare-for=" not in command:
                 return child
     return None
 
